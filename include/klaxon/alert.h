@@ -1,0 +1,80 @@
+/*
+ * alert: the alert record (JSON, contract in docs/alerts.md), routing by team to sinks,
+ * duplicate suppression by dedup_key, and the sinks: stdout, file (JSON Lines), webhook
+ * (HTTP POST with libcurl multi on the loop, retried with backoff), kafka (alerts topic).
+ *
+ * Ownership: a kx_alert is the caller's and only borrowed during kx_router_send, which
+ * renders it to JSON at once. The router is created from the config's `alerting:` map and
+ * destroyed by its creator after kx_router_drain has reported that nothing is pending.
+ */
+#ifndef KLAXON_ALERT_H
+#define KLAXON_ALERT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "klaxon/common.h"
+#include "klaxon/event.h"
+#include "klaxon/yaml.h"
+
+struct ev_loop;
+
+typedef struct kx_kv {
+    const char *key;
+    const char *value;
+} kx_kv;
+
+typedef struct kx_alert {
+    const char *rule_id;
+    const char *rule_title;
+    const char *rule_level; /* Sigma level */
+    const char *team;       /* NULL = default route; rendered as the route's team name */
+    const char *tenant;
+    const char *category; /* NULL = derived from tags/level, see docs/alerts.md */
+    const kx_kv *group;   /* group-by field -> value; empty for single-event rules */
+    size_t ngroup;
+    int64_t count;
+    int64_t window_s; /* 0 for single-event rules */
+    int64_t first_seen_ms;
+    int64_t last_seen_ms;
+    const char *const *tags;
+    size_t ntags;
+    /* evidence: each a JSON object rendered by kx_evidence_render */
+    const char *const *events;
+    const size_t *events_len;
+    size_t nevents;
+} kx_alert;
+
+/* Severity for a Sigma level: critical->critical, high->error, medium->warning,
+ * low/informational->info (PagerDuty Events v2 values). */
+const char *kx_alert_severity(const char *level);
+/* dedup_key: hex of a hash of rule id, tenant, group and window start. out >= 33 bytes. */
+void kx_alert_dedup_key(const kx_alert *a, char *out, size_t outlen);
+/* Renders the alert as one JSON object (no newline). id is derived from the dedup_key and
+ * count, so rendering the same alert twice gives the same bytes. */
+int kx_alert_render(const kx_alert *a, const char *team_name, kx_buf *out);
+/* Renders an event as evidence: {"time":..., "raw":..., "fields":{...}} (repeated names
+ * become arrays). Output capped at max_bytes (raw truncated first, marked "truncated"). */
+int kx_evidence_render(const kx_event *ev, size_t max_bytes, kx_buf *out);
+
+typedef struct kx_router kx_router;
+typedef void (*kx_router_done_cb)(void *ud, int status);
+
+/* cfg: the `alerting:` map (see docs/internals/alert.md); NULL = one stdout sink for all.
+ * file: the config's name for error messages. */
+int kx_router_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *file,
+                     kx_router **out, kx_err *err);
+/* Routes the alert to its team's sinks (or the default route). done runs once, when every
+ * sink has accepted it or given up (status 0, or < 0 when some sink failed after its
+ * retries and the alert went to the dead-letter file). May run before this returns.
+ * An alert whose dedup_key was sent recently is not sent again (done runs with 0). */
+int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void *ud);
+size_t kx_router_pending(const kx_router *r);
+/* Runs cb once nothing is pending (at once if already so). For shutdown. */
+void kx_router_drain(kx_router *r, void (*cb)(void *ud), void *ud);
+void kx_router_destroy(kx_router *r);
+/* Max evidence events per alert, from the config (default 5). */
+size_t kx_router_max_evidence(const kx_router *r);
+
+#endif

@@ -1,0 +1,76 @@
+/*
+ * Shared small types every stage uses: the error record loaders fill (file:line:col),
+ * a growable byte buffer with a cap, and a bump arena for per-event scratch.
+ *
+ * Ownership: all three live in caller storage (init/fini) or are embedded in their owner.
+ * Nothing here allocates per call once warmed up: reset keeps capacity.
+ */
+#ifndef KLAXON_COMMON_H
+#define KLAXON_COMMON_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define KX_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Error for loaders (rules, config): printed as "file:line:col: msg" (1-based; 0 = unknown). */
+typedef struct kx_err {
+    char file[256];
+    int line;
+    int col;
+    char msg[512];
+} kx_err;
+
+/* Sets all fields; file may be NULL. Returns -EINVAL so loaders can `return kx_err_set(...)`. */
+int kx_err_set(kx_err *err, const char *file, int line, int col, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/* Formats "file:line:col: msg" (omits parts that are unknown) into out (always terminated). */
+void kx_err_format(const kx_err *err, char *out, size_t outlen);
+
+/* Growable buffer. Grows up to max (0 = unlimited); growth past max fails with -E2BIG. */
+typedef struct kx_buf {
+    char *data; /* always NUL-terminated when len > 0 or after any append */
+    size_t len;
+    size_t cap;
+    size_t max;
+} kx_buf;
+
+void kx_buf_init(kx_buf *b, size_t max);
+void kx_buf_fini(kx_buf *b);
+void kx_buf_reset(kx_buf *b); /* len = 0, keeps memory */
+int kx_buf_reserve(kx_buf *b, size_t extra);
+int kx_buf_append(kx_buf *b, const void *p, size_t n);
+int kx_buf_puts(kx_buf *b, const char *s);
+int kx_buf_putc(kx_buf *b, char c);
+int kx_buf_printf(kx_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s as a JSON string literal (with quotes), escaping as RFC 8259 requires.
+ * Invalid UTF-8 bytes are replaced by U+FFFD so the output is always valid JSON. */
+int kx_buf_json_str(kx_buf *b, const char *s, size_t n);
+
+/* Bump arena: many small allocations freed at once by kx_arena_reset, which keeps the
+ * first block so steady-state use allocates nothing. */
+typedef struct kx_arena_block kx_arena_block;
+typedef struct kx_arena {
+    kx_arena_block *head;
+    size_t block_size;
+} kx_arena;
+
+void kx_arena_init(kx_arena *a, size_t block_size);
+void kx_arena_fini(kx_arena *a);
+void kx_arena_reset(kx_arena *a);
+void *kx_arena_alloc(kx_arena *a, size_t n);                  /* 8-byte aligned; NULL on ENOMEM */
+char *kx_arena_strndup(kx_arena *a, const char *s, size_t n); /* NUL-terminated copy */
+
+/* Time helpers. ms since the Unix epoch, UTC. */
+int64_t kx_now_ms(void);  /* CLOCK_REALTIME */
+int64_t kx_mono_ms(void); /* CLOCK_MONOTONIC */
+/* Formats RFC 3339 UTC with milliseconds: "2026-03-29T01:30:00.000Z". out >= 32 bytes. */
+void kx_time_format(int64_t ms, char *out, size_t outlen);
+/* Days since 1970-01-01 for a proleptic Gregorian date (no libc, no TZ). */
+int64_t kx_days_from_civil(int64_t y, unsigned m, unsigned d);
+
+/* 64-bit FNV-1a, for deterministic ids (dedup keys, event identity). */
+uint64_t kx_hash64(const void *p, size_t n, uint64_t seed);
+
+#endif

@@ -1,0 +1,54 @@
+/*
+ * decode: bytes -> kx_event. One kx_decoder per input (a Kafka topic, or a replay input),
+ * configured from that input's YAML map plus the config's shared `decode:` section.
+ *
+ * Formats: JSON objects (jansson; nested objects flattened with dots, arrays repeated per
+ * element) and syslog (RFC 5424, and RFC 3164 whose missing year and zone are inferred as
+ * docs/internals/decode.md describes). Field extractors (PCRE2 named groups on a field,
+ * scoped by syslog program) then add fields. Each event gets event time (from the log, the
+ * fallback otherwise), tenant and logsource.
+ *
+ * Ownership: kx_decoder_create returns a new decoder (caller destroys); it copies what it
+ * needs from the YAML nodes. kx_decode fills the caller's event, whose strings point into
+ * the event's arena or into raw (borrowed). kx_decode allocates nothing per event in steady
+ * state except inside jansson (documented in docs/performance.md).
+ */
+#ifndef KLAXON_DECODE_H
+#define KLAXON_DECODE_H
+
+#include <stdint.h>
+
+#include "klaxon/common.h"
+#include "klaxon/event.h"
+#include "klaxon/yaml.h"
+
+typedef enum { KX_FMT_JSON = 0, KX_FMT_SYSLOG } kx_format;
+
+typedef struct kx_decoder kx_decoder;
+
+/*
+ * input: the input's map (keys: format, tenant, tenant_field, time_field, logsource,
+ *        syslog {timezone, year}), or NULL for defaults.
+ * shared: the config's `decode:` map (keys: extractors, programs), or NULL.
+ * format_override: -1 to take the format from input (default json), else a kx_format.
+ * file: the config file's name, for errors.
+ */
+int kx_decoder_create(const kx_yaml_node *input, const kx_yaml_node *shared, int format_override,
+                      const char *file, kx_decoder **out, kx_err *err);
+void kx_decoder_destroy(kx_decoder *d);
+kx_format kx_decoder_format(const kx_decoder *d);
+
+/*
+ * Decodes raw into ev (which the caller has reset). fallback_ms is the event time used when
+ * the log carries none (Kafka timestamp; receive time for files); it is also the reference
+ * for RFC 3164's missing year. ev->topic/partition/offset are left as the caller set them.
+ * Returns 0, or -EINVAL for a malformed event with a short reason in *why (static string).
+ */
+int kx_decode(kx_decoder *d, const char *raw, size_t len, int64_t fallback_ms, kx_event *ev,
+              const char **why);
+
+/* Parses RFC 3339 / ISO 8601 timestamps ("2026-03-29T01:30:00Z", "...+02:00", fractions).
+ * Returns 0 and ms since the epoch, or -EINVAL. */
+int kx_parse_rfc3339(const char *s, size_t len, int64_t *out_ms);
+
+#endif

@@ -1,0 +1,46 @@
+/*
+ * Process-wide counters. One registry per process (klaxon is one loop, one thread), so the
+ * counters are plain globals behind an enum; per-rule counters live with the rules.
+ * Rendering to Prometheus text is kx_metrics_render (the HTTP endpoint lives in src/app).
+ */
+#ifndef KLAXON_METRICS_H
+#define KLAXON_METRICS_H
+
+#include <stdint.h>
+
+#include "klaxon/common.h"
+
+typedef enum {
+    KX_M_EVENTS_CONSUMED,   /* messages/lines taken from a source */
+    KX_M_EVENTS_DECODED,    /* decoded into an event */
+    KX_M_EVENTS_MALFORMED,  /* rejected by decode (counted, logged, skipped) */
+    KX_M_EVENTS_MATCHED,    /* events that matched at least one rule */
+    KX_M_RULE_MATCHES,      /* detection rule matches, all rules */
+    KX_M_ALERTS_RAISED,     /* alerts produced by detect/state */
+    KX_M_ALERTS_DEDUPED,    /* alerts not sent again: same dedup_key seen recently */
+    KX_M_ALERTS_DELIVERED,  /* alert deliveries acknowledged by a sink */
+    KX_M_ALERTS_FAILED,     /* deliveries that failed after all retries */
+    KX_M_ALERT_RETRIES,     /* delivery retries */
+    KX_M_STORE_OPS,         /* state operations issued */
+    KX_M_STORE_ERRORS,      /* state operations that failed (will be retried) */
+    KX_M_STORE_RECONNECTS,  /* reconnect attempts to the state store */
+    KX_M_SOURCE_PAUSES,     /* times consumption was paused (store down, back-pressure) */
+    KX_M_OFFSETS_COMMITTED, /* offsets stored for commit */
+    KX_M_STATE_KEYS_CAPPED, /* state updates refused by a cap */
+    KX_M__COUNT
+} kx_metric;
+
+void kx_metric_inc(kx_metric m);
+void kx_metric_add(kx_metric m, uint64_t n);
+uint64_t kx_metric_get(kx_metric m);
+const char *kx_metric_name(kx_metric m); /* Prometheus name, e.g. "klaxon_events_consumed_total" */
+const char *kx_metric_help(kx_metric m);
+void kx_metrics_reset(void); /* tests */
+
+/* Gauge: 1 when the state store is connected (redis), else 0. */
+void kx_metric_set_store_up(int up);
+
+/* Appends all process counters in Prometheus text exposition format. */
+int kx_metrics_render(kx_buf *out);
+
+#endif

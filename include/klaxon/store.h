@@ -1,0 +1,77 @@
+/*
+ * state: sliding windows of event time behind one interface, kx_store, with two backends:
+ * `memory` (embedded, the default without Redis; state is lost on restart) and `redis`
+ * (hiredis async on the caller's libev loop; one atomic Lua script per update, run with
+ * EVALSHA and reloaded on NOSCRIPT; commands pipelined; reconnect with backoff).
+ *
+ * A window is keyed by a caller-built string (tenant, rule, group). Adding an event records
+ * (member, event time) and returns how many members fall in [t - window, t], the earliest
+ * and latest event time among them, whether this member was new (the same member added
+ * twice is counted once: replay after a crash does not double-count), and the most recent
+ * evidence blobs. Every key expires after ttl_ms of no updates.
+ *
+ * Callbacks: a call that returns 0 runs its callback exactly once, possibly before it
+ * returns (memory backend). A call that returns < 0 never runs it. A callback with status
+ * -EIO means the store was unavailable: nothing was applied that the caller can rely on,
+ * and the caller retries the same call when the store is up again (safe: idempotent).
+ * Results are borrowed for the duration of the callback.
+ */
+#ifndef KLAXON_STORE_H
+#define KLAXON_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "klaxon/common.h"
+
+struct ev_loop;
+
+typedef struct kx_store kx_store;
+
+typedef struct kx_window_result {
+    int64_t count;    /* members with time in [t - window, t] after this add */
+    int64_t first_ms; /* earliest event time among them */
+    int64_t last_ms;  /* latest event time among them */
+    bool added;       /* false if this member was already in the window */
+    size_t nevidence; /* most recent first, at most max_evidence */
+    const char *const *evidence;
+    const size_t *evidence_len;
+} kx_window_result;
+
+typedef void (*kx_store_cb)(void *ud, int status, const kx_window_result *res);
+typedef void (*kx_store_state_cb)(void *ud, bool up);
+
+typedef struct kx_window_add {
+    const char *key;    /* caller-built; the store prefixes it */
+    const char *member; /* event identity */
+    int64_t time_ms;    /* event time */
+    int64_t window_ms;
+    int64_t ttl_ms;       /* >= window_ms */
+    const char *evidence; /* may be NULL */
+    size_t evidence_len;
+    size_t max_evidence; /* evidence kept per key (0 = none) */
+} kx_window_add;
+
+int kx_store_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, void *ud);
+
+/* Memory backend. max_keys caps live keys (0 = 1,000,000); an add to a new key past the cap
+ * fails with status -ENOSPC (counted in KX_M_STATE_KEYS_CAPPED and logged). */
+int kx_store_memory_create(struct ev_loop *loop, size_t max_keys, kx_store **out);
+/* Redis backend: connects asynchronously (kx_store_is_up tells when ready); prefix is put
+ * in front of every key ("klaxon:"). */
+int kx_store_redis_create(struct ev_loop *loop, const char *host, int port, const char *prefix,
+                          kx_store **out);
+/* Parses "memory" or "redis://HOST:PORT[/PREFIX]" and creates the matching store. */
+int kx_store_create_from_url(struct ev_loop *loop, const char *url, kx_store **out, kx_err *err);
+
+bool kx_store_is_up(const kx_store *s);
+/* Called on every up/down transition (redis); memory is always up. */
+void kx_store_set_state_cb(kx_store *s, kx_store_state_cb cb, void *ud);
+/* Operations issued and not yet answered. */
+size_t kx_store_pending(const kx_store *s);
+/* Outstanding callbacks run with -ECANCELED; frees everything. */
+void kx_store_destroy(kx_store *s);
+const char *kx_store_kind(const kx_store *s); /* "memory" or "redis" */
+
+#endif

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages klaxon needs to build, test and run its demo.
+# Idempotent: does nothing when everything is present; runs `apt-get update` only when
+# a package is missing. Needs root (or sudo) only when something must be installed.
+set -euo pipefail
+
+PKGS=(
+    build-essential cmake pkg-config
+    librdkafka-dev libpcre2-dev libjansson-dev libhiredis-dev libev-dev libyaml-dev
+    libcurl4-openssl-dev libmicrohttpd-dev libcmocka-dev
+    redis-server tzdata python3 curl
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,96 @@
+/*
+ * Process counters (one loop, one thread: plain integers) and their Prometheus rendering.
+ * Names follow Prometheus conventions: klaxon_<thing>_total for counters.
+ */
+#include "klaxon/metrics.h"
+
+#include <string.h>
+
+static uint64_t g_counters[KX_M__COUNT];
+static int g_store_up;
+
+static const struct {
+    const char *name;
+    const char *help;
+} g_defs[KX_M__COUNT] = {
+    [KX_M_EVENTS_CONSUMED] = {"klaxon_events_consumed_total",
+                              "Messages or lines read from a source."},
+    [KX_M_EVENTS_DECODED] = {"klaxon_events_decoded_total", "Events decoded successfully."},
+    [KX_M_EVENTS_MALFORMED] = {"klaxon_events_malformed_total",
+                               "Events rejected by decode and skipped."},
+    [KX_M_EVENTS_MATCHED] = {"klaxon_events_matched_total",
+                             "Events that matched at least one rule."},
+    [KX_M_RULE_MATCHES] = {"klaxon_rule_matches_total", "Detection rule matches over all rules."},
+    [KX_M_ALERTS_RAISED] = {"klaxon_alerts_raised_total",
+                            "Alerts produced by detection and correlation."},
+    [KX_M_ALERTS_DEDUPED] = {"klaxon_alerts_deduplicated_total",
+                             "Alerts not sent again because their dedup_key was sent recently."},
+    [KX_M_ALERTS_DELIVERED] = {"klaxon_alerts_delivered_total",
+                               "Alert deliveries acknowledged by a sink."},
+    [KX_M_ALERTS_FAILED] = {"klaxon_alerts_failed_total",
+                            "Alert deliveries a sink gave up on after retries."},
+    [KX_M_ALERT_RETRIES] = {"klaxon_alert_retries_total", "Alert delivery retries."},
+    [KX_M_STORE_OPS] = {"klaxon_store_ops_total", "State store operations issued."},
+    [KX_M_STORE_ERRORS] = {"klaxon_store_errors_total",
+                           "State store operations that failed and are retried."},
+    [KX_M_STORE_RECONNECTS] = {"klaxon_store_reconnects_total",
+                               "Reconnect attempts to the state store."},
+    [KX_M_SOURCE_PAUSES] = {"klaxon_source_pauses_total", "Times consumption was paused."},
+    [KX_M_OFFSETS_COMMITTED] =
+        {"klaxon_offsets_stored_total",
+         "Kafka offsets stored for commit after their alerts were handed on."},
+    [KX_M_STATE_KEYS_CAPPED] = {"klaxon_state_keys_capped_total",
+                                "State updates refused because a key cap was reached."},
+};
+
+void kx_metric_inc(kx_metric m)
+{
+    g_counters[m]++;
+}
+
+void kx_metric_add(kx_metric m, uint64_t n)
+{
+    g_counters[m] += n;
+}
+
+uint64_t kx_metric_get(kx_metric m)
+{
+    return g_counters[m];
+}
+
+const char *kx_metric_name(kx_metric m)
+{
+    return g_defs[m].name;
+}
+
+const char *kx_metric_help(kx_metric m)
+{
+    return g_defs[m].help;
+}
+
+void kx_metrics_reset(void)
+{
+    memset(g_counters, 0, sizeof(g_counters));
+    g_store_up = 0;
+}
+
+void kx_metric_set_store_up(int up)
+{
+    g_store_up = up ? 1 : 0;
+}
+
+int kx_metrics_render(kx_buf *out)
+{
+    int rc = 0;
+    for (int m = 0; m < KX_M__COUNT && !rc; m++) {
+        rc = kx_buf_printf(out, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", g_defs[m].name,
+                           g_defs[m].help, g_defs[m].name, g_defs[m].name,
+                           (unsigned long long)g_counters[m]);
+    }
+    if (!rc)
+        rc = kx_buf_printf(out,
+                           "# HELP klaxon_store_up 1 when the state store is connected.\n"
+                           "# TYPE klaxon_store_up gauge\nklaxon_store_up %d\n",
+                           g_store_up);
+    return rc;
+}

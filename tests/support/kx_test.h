@@ -1,0 +1,24 @@
+/*
+ * Small helpers shared by the unit tests: temp dirs, whole-file read/write, and waiting for
+ * a condition against a deadline while the loop runs (never sleep to synchronise).
+ */
+#ifndef KX_TEST_H
+#define KX_TEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct ev_loop;
+
+/* mkdtemp under $TMPDIR or /tmp; returns a malloc'd path the caller frees (and removes with
+ * kx_test_rmrf). */
+char *kx_test_tmpdir(const char *tag);
+void kx_test_rmrf(const char *path);
+/* Reads a whole file into a malloc'd NUL-terminated buffer (NULL if missing). */
+char *kx_test_read_file(const char *path, size_t *len);
+int kx_test_write_file(const char *path, const char *data);
+/* Runs the loop (EVRUN_NOWAIT + short poll) until cond(ud) is true or timeout_ms passes.
+ * Returns cond's last value. */
+bool kx_test_run_until(struct ev_loop *loop, bool (*cond)(void *ud), void *ud, int timeout_ms);
+
+#endif

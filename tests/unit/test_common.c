@@ -1,0 +1,138 @@
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "klaxon/common.h"
+#include "klaxon/log.h"
+#include "klaxon/metrics.h"
+
+static void test_err_format(void **state)
+{
+    (void)state;
+    kx_err e;
+    char out[600];
+    assert_int_equal(kx_err_set(&e, "rules/ssh.yml", 14, 9, "unknown key \"%s\"", "treshold"),
+                     -EINVAL);
+    kx_err_format(&e, out, sizeof(out));
+    assert_string_equal(out, "rules/ssh.yml:14:9: unknown key \"treshold\"");
+    kx_err_set(&e, "cfg.yml", 0, 0, "cannot open");
+    kx_err_format(&e, out, sizeof(out));
+    assert_string_equal(out, "cfg.yml: cannot open");
+}
+
+static void test_buf_cap(void **state)
+{
+    (void)state;
+    kx_buf b;
+    kx_buf_init(&b, 8);
+    assert_int_equal(kx_buf_puts(&b, "12345678"), 0);
+    assert_string_equal(b.data, "12345678");
+    assert_int_equal(kx_buf_putc(&b, '9'), -E2BIG);
+    assert_int_equal(b.len, 8);
+    kx_buf_reset(&b);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(kx_buf_printf(&b, "%d-%s", 42, "x"), 0);
+    assert_string_equal(b.data, "42-x");
+    kx_buf_fini(&b);
+}
+
+static void test_buf_json_str(void **state)
+{
+    (void)state;
+    kx_buf b;
+    kx_buf_init(&b, 0);
+    const char in[] = "a\"b\\c\n\t\x01 \xc3\xa9 \xff end";
+    kx_buf_json_str(&b, in, sizeof(in) - 1);
+    assert_string_equal(b.data, "\"a\\\"b\\\\c\\n\\t\\u0001 \xc3\xa9 \xef\xbf\xbd end\"");
+    kx_buf_reset(&b);
+    /* overlong encoding of '/' and a lone surrogate are invalid */
+    kx_buf_json_str(&b, "\xc0\xaf|\xed\xa0\x80", 6);
+    assert_string_equal(b.data,
+                        "\"\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");
+    kx_buf_fini(&b);
+}
+
+static void test_arena(void **state)
+{
+    (void)state;
+    kx_arena a;
+    kx_arena_init(&a, 64);
+    char *s = kx_arena_strndup(&a, "hello world", 5);
+    assert_string_equal(s, "hello");
+    void *big = kx_arena_alloc(&a, 1000);
+    assert_non_null(big);
+    assert_int_equal((uintptr_t)big % 8, 0);
+    kx_arena_reset(&a);
+    /* After reset the largest block is kept: the same allocation fits without growing. */
+    void *again = kx_arena_alloc(&a, 1000);
+    assert_ptr_equal(again, big);
+    kx_arena_fini(&a);
+}
+
+static void test_time_format(void **state)
+{
+    (void)state;
+    char out[40];
+    kx_time_format(0, out, sizeof(out));
+    assert_string_equal(out, "1970-01-01T00:00:00.000Z");
+    kx_time_format(1774747800123LL, out, sizeof(out));
+    assert_string_equal(out, "2026-03-29T01:30:00.123Z");
+    kx_time_format(951782400000LL, out, sizeof(out)); /* leap day 2000 */
+    assert_string_equal(out, "2000-02-29T00:00:00.000Z");
+    kx_time_format(-1, out, sizeof(out));
+    assert_string_equal(out, "1969-12-31T23:59:59.999Z");
+    assert_int_equal(kx_days_from_civil(2026, 3, 29), 20541);
+    assert_int_equal(kx_days_from_civil(1970, 1, 1), 0);
+}
+
+static void test_hash(void **state)
+{
+    (void)state;
+    assert_int_equal(kx_hash64("abc", 3, 0), kx_hash64("abc", 3, 0));
+    assert_true(kx_hash64("abc", 3, 0) != kx_hash64("abd", 3, 0));
+    assert_true(kx_hash64("abc", 3, 0) != kx_hash64("abc", 3, 1));
+}
+
+static void test_metrics_render(void **state)
+{
+    (void)state;
+    kx_metrics_reset();
+    kx_metric_inc(KX_M_EVENTS_MALFORMED);
+    kx_metric_add(KX_M_EVENTS_MALFORMED, 2);
+    assert_int_equal(kx_metric_get(KX_M_EVENTS_MALFORMED), 3);
+    kx_buf b;
+    kx_buf_init(&b, 0);
+    assert_int_equal(kx_metrics_render(&b), 0);
+    assert_non_null(strstr(b.data, "\n# TYPE klaxon_events_malformed_total counter\n"
+                                   "klaxon_events_malformed_total 3\n"));
+    assert_non_null(strstr(b.data, "klaxon_events_consumed_total 0\n"));
+    assert_non_null(strstr(b.data, "klaxon_store_up 0\n"));
+    kx_buf_fini(&b);
+    kx_metrics_reset();
+}
+
+static void test_ratelimit(void **state)
+{
+    (void)state;
+    kx_ratelimit rl = {.interval_ms = 60000, .burst = 2};
+    for (int i = 0; i < 10; i++)
+        kx_log_limited(&rl, KX_LOG_WARN, "test", "malformed %d", i);
+    assert_int_equal(rl.in_window, 2);
+    assert_int_equal(rl.suppressed, 8);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_err_format),     cmocka_unit_test(test_buf_cap),
+        cmocka_unit_test(test_buf_json_str),   cmocka_unit_test(test_arena),
+        cmocka_unit_test(test_time_format),    cmocka_unit_test(test_hash),
+        cmocka_unit_test(test_metrics_render), cmocka_unit_test(test_ratelimit),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
