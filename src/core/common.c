@@ -259,12 +259,20 @@ void kx_arena_fini(kx_arena *a)
     a->head = NULL;
 }
 
+/* A block larger than this is not kept across resets: one huge event must not pin its
+ * memory for the life of the process. */
+#define KX_ARENA_KEEP_MAX (1u << 20)
+
 void kx_arena_reset(kx_arena *a)
 {
     /* Keep the largest block (the newest; blocks grow) so the next event reuses it. */
     kx_arena_block *keep = a->head;
     if (!keep)
         return;
+    if (keep->size > KX_ARENA_KEEP_MAX) {
+        kx_arena_fini(a);
+        return;
+    }
     kx_arena_block *b = keep->next;
     while (b) {
         kx_arena_block *n = b->next;

@@ -1,0 +1,6 @@
+# Time zones (src/core/tz.c) and the time-of-day rule condition (src/detect/timeofday.c).
+kx_unit_test(test_tz kx_core)
+kx_unit_test(test_timeofday kx_detect kx_core)
+# Counts allocations to prove matching allocates nothing (see __wrap_malloc in the test).
+target_link_options(test_timeofday PRIVATE -Wl,--wrap=malloc -Wl,--wrap=calloc
+                    -Wl,--wrap=realloc)
