@@ -1,0 +1,418 @@
+/*
+ * JSON decoding: flattening (dots, arrays repeated per element), scalar text forms, and
+ * every way a message can be malformed. Field lists are compared whole, in order, rendered
+ * one "name=value" per line with the type after the name when it is not a string.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "klaxon/decode.h"
+
+static char dumpbuf[65536];
+
+static const char *dump(const kx_event *ev)
+{
+    static const char *const types[] = {"", "(num)", "(bool)", "(null)"};
+    size_t off = 0;
+    dumpbuf[0] = '\0';
+    for (size_t i = 0; i < ev->nfields && off < sizeof(dumpbuf); i++) {
+        const kx_field *f = &ev->fields[i];
+        assert_int_equal(strlen(f->name), f->name_len);
+        assert_int_equal(strlen(f->value), f->value_len);
+        off += (size_t)snprintf(dumpbuf + off, sizeof(dumpbuf) - off, "%s%s=%s\n", f->name,
+                                types[f->type], f->value);
+    }
+    return dumpbuf;
+}
+
+typedef struct fx {
+    kx_decoder *d;
+    kx_event ev;
+} fx;
+
+static int setup(void **state)
+{
+    fx *f = calloc(1, sizeof(*f));
+    kx_err err;
+    assert_non_null(f);
+    assert_int_equal(kx_decoder_create(NULL, NULL, -1, "t.yaml", &f->d, &err), 0);
+    assert_int_equal(kx_decoder_format(f->d), KX_FMT_JSON);
+    kx_event_init(&f->ev);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx *f = *state;
+    kx_event_fini(&f->ev);
+    kx_decoder_destroy(f->d);
+    free(f);
+    return 0;
+}
+
+static int decode(fx *f, const char *raw, size_t len, const char **why)
+{
+    kx_event_reset(&f->ev);
+    return kx_decode(f->d, raw, len, 1000, &f->ev, why);
+}
+
+static int decode_s(fx *f, const char *raw, const char **why)
+{
+    return decode(f, raw, strlen(raw), why);
+}
+
+/* A CloudTrail record for iam:AttachUserPolicy, in the shape CloudTrail writes it (AWS's
+ * documentation example accounts and addresses). */
+static const char cloudtrail[] =
+    "{\"eventVersion\":\"1.08\","
+    "\"userIdentity\":{\"type\":\"IAMUser\",\"principalId\":\"AIDACKCEVSQ6C2EXAMPLE\","
+    "\"arn\":\"arn:aws:iam::111122223333:user/Alice\",\"accountId\":\"111122223333\","
+    "\"accessKeyId\":\"AKIAIOSFODNN7EXAMPLE\",\"userName\":\"Alice\","
+    "\"sessionContext\":{\"sessionIssuer\":{},\"webIdFederationData\":{},"
+    "\"attributes\":{\"creationDate\":\"2023-07-19T21:11:57Z\",\"mfaAuthenticated\":\"false\"}}},"
+    "\"eventTime\":\"2023-07-19T21:25:09Z\",\"eventSource\":\"iam.amazonaws.com\","
+    "\"eventName\":\"AttachUserPolicy\",\"awsRegion\":\"us-east-1\","
+    "\"sourceIPAddress\":\"192.0.2.0\",\"userAgent\":\"aws-cli/2.13.5 Python/3.11.4\","
+    "\"requestParameters\":{\"userName\":\"Bob\","
+    "\"policyArn\":\"arn:aws:iam::aws:policy/AdministratorAccess\"},"
+    "\"responseElements\":null,\"requestID\":\"a5dcd5b1-e4b5-4bf1-b0e3-EXAMPLE\","
+    "\"eventID\":\"b9bd1ef6-3e1f-4c57-9b59-EXAMPLE\",\"readOnly\":false,"
+    "\"eventType\":\"AwsApiCall\",\"managementEvent\":true,"
+    "\"recipientAccountId\":\"111122223333\",\"eventCategory\":\"Management\","
+    "\"tlsDetails\":{\"tlsVersion\":\"TLSv1.2\","
+    "\"cipherSuite\":\"ECDHE-RSA-AES128-GCM-SHA256\","
+    "\"clientProvidedHostHeader\":\"iam.amazonaws.com\"},"
+    "\"sessionCredentialFromConsole\":\"true\"}\n";
+
+static void test_cloudtrail(void **state)
+{
+    fx *f = *state;
+    const char *why;
+    assert_int_equal(decode_s(f, cloudtrail, &why), 0);
+    assert_string_equal(dump(&f->ev),
+                        "eventVersion=1.08\n"
+                        "userIdentity.type=IAMUser\n"
+                        "userIdentity.principalId=AIDACKCEVSQ6C2EXAMPLE\n"
+                        "userIdentity.arn=arn:aws:iam::111122223333:user/Alice\n"
+                        "userIdentity.accountId=111122223333\n"
+                        "userIdentity.accessKeyId=AKIAIOSFODNN7EXAMPLE\n"
+                        "userIdentity.userName=Alice\n"
+                        "userIdentity.sessionContext.attributes.creationDate=2023-07-19T21:11:57Z\n"
+                        "userIdentity.sessionContext.attributes.mfaAuthenticated=false\n"
+                        "eventTime=2023-07-19T21:25:09Z\n"
+                        "eventSource=iam.amazonaws.com\n"
+                        "eventName=AttachUserPolicy\n"
+                        "awsRegion=us-east-1\n"
+                        "sourceIPAddress=192.0.2.0\n"
+                        "userAgent=aws-cli/2.13.5 Python/3.11.4\n"
+                        "requestParameters.userName=Bob\n"
+                        "requestParameters.policyArn=arn:aws:iam::aws:policy/AdministratorAccess\n"
+                        "responseElements(null)=\n"
+                        "requestID=a5dcd5b1-e4b5-4bf1-b0e3-EXAMPLE\n"
+                        "eventID=b9bd1ef6-3e1f-4c57-9b59-EXAMPLE\n"
+                        "readOnly(bool)=false\n"
+                        "eventType=AwsApiCall\n"
+                        "managementEvent(bool)=true\n"
+                        "recipientAccountId=111122223333\n"
+                        "eventCategory=Management\n"
+                        "tlsDetails.tlsVersion=TLSv1.2\n"
+                        "tlsDetails.cipherSuite=ECDHE-RSA-AES128-GCM-SHA256\n"
+                        "tlsDetails.clientProvidedHostHeader=iam.amazonaws.com\n"
+                        "sessionCredentialFromConsole=true\n");
+    assert_int_equal(f->ev.nfields, 29);
+    /* eventTime is the third default time field: 2023-07-19T21:25:09Z. */
+    assert_true(f->ev.time_from_log);
+    assert_int_equal(f->ev.time_ms, 1689801909000LL);
+    assert_string_equal(f->ev.tenant, "default");
+    assert_null(f->ev.product);
+    assert_ptr_equal(f->ev.raw, cloudtrail);
+    assert_int_equal(f->ev.raw_len, sizeof(cloudtrail) - 1);
+}
+
+static void test_arrays(void **state)
+{
+    fx *f = *state;
+    const char *why;
+    /* KMS PutKeyPolicy's resources list (an array of objects), then the other shapes. */
+    assert_int_equal(
+        decode_s(f,
+                 "{\"eventName\":\"PutKeyPolicy\",\"resources\":[{\"accountId\":\"111122223333\","
+                 "\"type\":\"AWS::KMS::Key\",\"ARN\":\"arn:aws:kms:us-west-2:111122223333:key/"
+                 "1234abcd\"},{\"accountId\":\"444455556666\",\"type\":\"AWS::KMS::Alias\"}],"
+                 "\"tags\":[\"a\",\"b\"],\"m\":[[1,2],[3,[true]]],"
+                 "\"o\":[{\"k\":\"x\",\"n\":{\"d\":1}},{\"k\":null}],"
+                 "\"empty\":[],\"eo\":{},\"last\":\"z\"}",
+                 &why),
+        0);
+    assert_string_equal(dump(&f->ev),
+                        "eventName=PutKeyPolicy\n"
+                        "resources.accountId=111122223333\n"
+                        "resources.type=AWS::KMS::Key\n"
+                        "resources.ARN=arn:aws:kms:us-west-2:111122223333:key/1234abcd\n"
+                        "resources.accountId=444455556666\n"
+                        "resources.type=AWS::KMS::Alias\n"
+                        "tags=a\n"
+                        "tags=b\n"
+                        "m(num)=1\n"
+                        "m(num)=2\n"
+                        "m(num)=3\n"
+                        "m(bool)=true\n"
+                        "o.k=x\n"
+                        "o.n.d(num)=1\n"
+                        "o.k(null)=\n"
+                        "last=z\n");
+    /* Every element is reachable by name, in document order. */
+    const kx_field *t = kx_event_get(&f->ev, "resources.type");
+    assert_string_equal(t->value, "AWS::KMS::Key");
+    t = kx_event_next(&f->ev, "resources.type", t);
+    assert_string_equal(t->value, "AWS::KMS::Alias");
+    assert_null(kx_event_next(&f->ev, "resources.type", t));
+    /* No time field: the fallback time, flagged as not from the log. */
+    assert_false(f->ev.time_from_log);
+    assert_int_equal(f->ev.time_ms, 1000);
+}
+
+static void test_scalars(void **state)
+{
+    fx *f = *state;
+    const char *why;
+    assert_int_equal(decode_s(f,
+                              "{\"i\":42,\"neg\":-7,\"max\":9223372036854775807,"
+                              "\"min\":-9223372036854775808,\"zero\":0,"
+                              "\"r\":1.5,\"tenth\":0.1,\"sum\":0.30000000000000004,"
+                              "\"third\":0.3333333333333333,\"whole\":2.0,\"exp\":1e3,"
+                              "\"small\":1.5e-7,\"huge\":1.7976931348623157e308,"
+                              "\"t\":true,\"f\":false,\"n\":null,"
+                              "\"s\":\"q\\\"b\\\\s\\u00e9\\n\\ud83d\\ude00\",\"e\":\"\","
+                              "\"dup\":1,\"dup\":\"last\"}",
+                              &why),
+                     0);
+    assert_string_equal(dump(&f->ev), "i(num)=42\n"
+                                      "neg(num)=-7\n"
+                                      "max(num)=9223372036854775807\n"
+                                      "min(num)=-9223372036854775808\n"
+                                      "zero(num)=0\n"
+                                      "r(num)=1.5\n"
+                                      "tenth(num)=0.1\n"
+                                      "sum(num)=0.30000000000000004\n"
+                                      "third(num)=0.3333333333333333\n"
+                                      "whole(num)=2.0\n"
+                                      "exp(num)=1000.0\n"
+                                      "small(num)=1.5e-7\n"
+                                      "huge(num)=1.7976931348623157e+308\n"
+                                      "t(bool)=true\n"
+                                      "f(bool)=false\n"
+                                      "n(null)=\n"
+                                      "s=q\"b\\s\xc3\xa9\n\xf0\x9f\x98\x80\n"
+                                      "e=\n"
+                                      "dup=last\n");
+    assert_int_equal(f->ev.nfields, 19);
+    /* A repeated key: its last value, at the first key's position. */
+    assert_int_equal(decode_s(f, "{\"a\":1,\"b\":2,\"a\":{\"x\":3}}", &why), 0);
+    assert_string_equal(dump(&f->ev), "a.x(num)=3\nb(num)=2\n");
+}
+
+static void expect_malformed(fx *f, const char *raw, size_t len, const char *reason)
+{
+    const char *why = NULL;
+    assert_int_equal(decode(f, raw, len, &why), -EINVAL);
+    assert_non_null(why);
+    assert_string_equal(why, reason);
+    /* Even a rejected event is safe to route: the tenant is set. */
+    assert_string_equal(f->ev.tenant, "default");
+}
+
+#define MALFORMED(f, lit, reason) expect_malformed(f, lit, sizeof(lit) - 1, reason)
+
+static void test_malformed(void **state)
+{
+    fx *f = *state;
+    MALFORMED(f, "", "empty");
+    MALFORMED(f, "   \n", "bad JSON");
+    MALFORMED(f, "{\"a\":", "bad JSON");
+    MALFORMED(f, "{\"a\":1} x", "bad JSON");
+    MALFORMED(f, "{'a':1}", "bad JSON");
+    MALFORMED(f, "[1,2]", "not a JSON object");
+    MALFORMED(f, "\"str\"", "not a JSON object");
+    MALFORMED(f, "42", "not a JSON object");
+    MALFORMED(f, "null", "not a JSON object");
+    MALFORMED(f, "{\"a\":\"\xff\xfe\"}", "invalid UTF-8");
+    MALFORMED(f, "{\"a\":\"\xc3\"}", "invalid UTF-8");
+    MALFORMED(f, "{\"a\":\"\xed\xa0\x80\"}", "invalid UTF-8"); /* UTF-8-encoded surrogate */
+    MALFORMED(f, "{\"\xe9t\xe9\":1}", "invalid UTF-8");        /* Latin-1 key */
+    MALFORMED(f, "{\"a\":\"x\\u0000y\"}", "NUL in string");
+    MALFORMED(f, "{\"a\\u0000b\":1}", "NUL in string");
+    MALFORMED(f, "{\"a\":\"x\0y\"}", "bad JSON"); /* a raw NUL byte: a control character */
+    MALFORMED(f, "{\"a\":100000000000000000000}", "number out of range");
+    MALFORMED(f, "{\"a\":\"\\ud800\"}", "bad JSON"); /* lone surrogate escape */
+}
+
+static void test_garbage_10mb(void **state)
+{
+    fx *f = *state;
+    const size_t n = 10u << 20;
+    char *buf = malloc(n);
+    uint32_t x = 12345;
+    assert_non_null(buf);
+    /* Deterministic binary noise (an LCG), opened like an object so jansson must lex it. */
+    for (size_t i = 0; i < n; i++) {
+        x = x * 1103515245u + 12345u;
+        buf[i] = (char)(x >> 24);
+    }
+    memcpy(buf, "{\"a\":", 5);
+    expect_malformed(f, buf, n, "bad JSON");
+    /* A 10 MB string that never closes. */
+    memset(buf, 'A', n);
+    memcpy(buf, "{\"a\":\"", 6);
+    expect_malformed(f, buf, n, "bad JSON");
+    /* 10 MB of '[': jansson's own depth guard stops it long before the end. */
+    memset(buf, '[', n);
+    expect_malformed(f, buf, n, "too deep");
+    free(buf);
+}
+
+/* {"a":{"a":...{"a":1}...}} with `levels` objects in all. */
+static char *nested(int levels, const char *open, const char *close)
+{
+    size_t n = (size_t)levels * (strlen(open) + strlen(close)) + 8;
+    char *s = malloc(n);
+    size_t off = 0;
+    assert_non_null(s);
+    for (int i = 0; i < levels; i++)
+        off += (size_t)snprintf(s + off, n - off, "%s", open);
+    off += (size_t)snprintf(s + off, n - off, "1");
+    for (int i = 0; i < levels; i++)
+        off += (size_t)snprintf(s + off, n - off, "%s", close);
+    return s;
+}
+
+static void test_depth(void **state)
+{
+    fx *f = *state;
+    const char *why;
+    char name[128];
+    /* 32 nested objects are fine: one field named a.a.....a (32 parts). */
+    char *s = nested(32, "{\"a\":", "}");
+    assert_int_equal(decode_s(f, s, &why), 0);
+    assert_int_equal(f->ev.nfields, 1);
+    name[0] = '\0';
+    for (int i = 0; i < 32; i++)
+        strcat(name, i ? ".a" : "a");
+    assert_string_equal(f->ev.fields[0].name, name);
+    assert_string_equal(f->ev.fields[0].value, "1");
+    free(s);
+    /* 33 are not. */
+    s = nested(33, "{\"a\":", "}");
+    expect_malformed(f, s, strlen(s), "too deep");
+    free(s);
+    /* Arrays count as levels too: the outer object plus 32 arrays is 33. */
+    s = nested(31, "[", "]");
+    char *doc = malloc(strlen(s) + 16);
+    sprintf(doc, "{\"a\":%s}", s);
+    assert_int_equal(decode_s(f, doc, &why), 0);
+    assert_string_equal(dump(&f->ev), "a(num)=1\n");
+    free(doc);
+    free(s);
+    s = nested(32, "[", "]");
+    doc = malloc(strlen(s) + 16);
+    sprintf(doc, "{\"a\":%s}", s);
+    expect_malformed(f, doc, strlen(doc), "too deep");
+    free(doc);
+    free(s);
+}
+
+static char *many_fields(int n)
+{
+    char *s = malloc((size_t)n * 16 + 4);
+    size_t off = 0;
+    assert_non_null(s);
+    s[off++] = '{';
+    for (int i = 0; i < n; i++)
+        off += (size_t)sprintf(s + off, "%s\"f%d\":%d", i ? "," : "", i, i);
+    s[off++] = '}';
+    s[off] = '\0';
+    return s;
+}
+
+static void test_field_cap(void **state)
+{
+    fx *f = *state;
+    const char *why;
+    char *s = many_fields(4096);
+    assert_int_equal(decode_s(f, s, &why), 0);
+    assert_int_equal(f->ev.nfields, 4096);
+    assert_string_equal(f->ev.fields[4095].name, "f4095");
+    assert_string_equal(f->ev.fields[4095].value, "4095");
+    free(s);
+    s = many_fields(4097);
+    expect_malformed(f, s, strlen(s), "too many fields");
+    free(s);
+    /* An array's elements count one each. */
+    s = malloc(4097 * 2 + 16);
+    strcpy(s, "{\"a\":[");
+    for (int i = 0; i < 4097; i++)
+        strcat(s, i ? ",1" : "1");
+    strcat(s, "]}");
+    expect_malformed(f, s, strlen(s), "too many fields");
+    free(s);
+}
+
+static void test_long_name(void **state)
+{
+    fx *f = *state;
+    const char *why;
+    char *s = malloc(2100);
+    /* 1023 bytes is the longest name (the buffer keeps one byte spare). */
+    strcpy(s, "{\"");
+    memset(s + 2, 'k', 1023);
+    strcpy(s + 2 + 1023, "\":1}");
+    assert_int_equal(decode_s(f, s, &why), 0);
+    assert_int_equal(f->ev.fields[0].name_len, 1023);
+    memset(s + 2, 'k', 1024);
+    strcpy(s + 2 + 1024, "\":1}");
+    expect_malformed(f, s, strlen(s), "field name too long");
+    free(s);
+}
+
+/* The decoder and the event are reused across events: nothing leaks from one to the next. */
+static void test_reuse(void **state)
+{
+    fx *f = *state;
+    const char *why;
+    for (int i = 0; i < 1000; i++) {
+        char doc[64];
+        snprintf(doc, sizeof(doc), "{\"n\":%d,\"s\":\"v%d\"}", i, i);
+        assert_int_equal(decode_s(f, doc, &why), 0);
+        assert_int_equal(f->ev.nfields, 2);
+        char want[64];
+        snprintf(want, sizeof(want), "n(num)=%d\ns=v%d\n", i, i);
+        assert_string_equal(dump(&f->ev), want);
+        if (i % 7 == 0)
+            MALFORMED(f, "{", "bad JSON");
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_cloudtrail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_arrays, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scalars, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_garbage_10mb, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_depth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_field_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_name, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reuse, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
