@@ -1,0 +1,185 @@
+/*
+ * Private to the detect stage: the compiled form of a Sigma rule.
+ *
+ * A detection rule compiles to a kx__detection: its logsource filter, its search identifiers
+ * (each an OR of groups, each group an AND of field conditions, each field condition an OR
+ * -- or with |all an AND -- of values) and a condition AST over the identifiers. Everything
+ * is built at load time in the ruleset's arena; the few objects that need their own free
+ * (PCRE2 codes and match data, time-of-day objects) are registered in the ruleset's resource
+ * list, so one kx_ruleset_destroy frees a complete or a half-built ruleset alike.
+ *
+ * Matching reads only this structure and the event: no allocation, no strlen of patterns,
+ * no regex compile. The only state it writes is PCRE2 match data (one per pattern; klaxon is
+ * single-threaded per ruleset) and counters.
+ */
+#ifndef KLAXON_DETECT_INT_H
+#define KLAXON_DETECT_INT_H
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "klaxon/common.h"
+#include "klaxon/detect.h"
+#include "klaxon/event.h"
+#include "klaxon/log.h"
+#include "klaxon/timeofday.h"
+#include "klaxon/yaml.h"
+
+/* Limits for `re` patterns, so one hostile log line cannot stall the loop (docs/rules.md).
+ * The match limit bounds backtracking steps (interpreter and JIT); the depth limit bounds
+ * the interpreter's backtracking depth (JIT ignores it and uses its fixed stack instead). */
+#define KX__RE_MATCH_LIMIT 100000u
+#define KX__RE_DEPTH_LIMIT 1000u
+/* Condition nesting beyond this is surely a mistake and would make evaluation recurse deep. */
+#define KX__COND_MAX_DEPTH 64
+
+/* ---- values ---- */
+
+typedef enum {
+    KX__TOK_LIT,  /* s/len: literal bytes (lowercase unless cased) */
+    KX__TOK_STAR, /* any run of bytes */
+    KX__TOK_ONE,  /* exactly one character (one UTF-8 sequence) */
+    KX__TOK_DASH, /* windash: one of - / en-dash em-dash horizontal-bar */
+} kx__tok_kind;
+
+typedef struct kx__tok {
+    kx__tok_kind kind;
+    uint32_t len;
+    const char *s;
+} kx__tok;
+
+typedef enum {
+    KX__PAT_EQ,       /* whole value equals s */
+    KX__PAT_CONTAINS, /* *s* */
+    KX__PAT_STARTS,   /* s* */
+    KX__PAT_ENDS,     /* *s */
+    KX__PAT_ANY,      /* a lone *: any value, even empty */
+    KX__PAT_GLOB,     /* general wildcard pattern: toks */
+} kx__pat_kind;
+
+typedef struct kx__pat {
+    kx__pat_kind kind;
+    const char *s;
+    size_t len;
+    const kx__tok *toks;
+    size_t ntoks;
+} kx__pat;
+
+typedef enum {
+    KX__VAL_PAT,      /* string patterns (several when base64offset expands a value) */
+    KX__VAL_RE,       /* PCRE2 */
+    KX__VAL_NULL,     /* field missing or JSON null */
+    KX__VAL_EXISTS,   /* field present (exists: true) or absent (exists: false) */
+    KX__VAL_NUM,      /* numeric comparison lt/lte/gt/gte */
+    KX__VAL_CIDR,     /* IPv4/IPv6 network */
+    KX__VAL_FIELDREF, /* equal to another field of the same event */
+} kx__val_kind;
+
+typedef struct kx__value {
+    kx__val_kind kind;
+    bool cased;
+    bool negate; /* neq */
+    /* PAT */
+    const kx__pat *pats;
+    size_t npats;
+    /* RE */
+    pcre2_code *re;
+    pcre2_match_data *md;
+    /* EXISTS */
+    bool exists;
+    /* NUM */
+    kx_cmp cmp;
+    double num;
+    /* CIDR */
+    int family; /* AF_INET or AF_INET6 */
+    unsigned prefix;
+    uint8_t addr[16];
+    /* FIELDREF */
+    const char *ref;
+} kx__value;
+
+typedef struct kx__fcond {
+    const char *field; /* NULL: keyword search over the raw text and every field value */
+    bool all;          /* AND of the values instead of OR */
+    const kx__value *vals;
+    size_t nvals;
+} kx__fcond;
+
+typedef struct kx__group { /* AND of field conditions: one YAML map */
+    const kx__fcond *conds;
+    size_t nconds;
+} kx__group;
+
+typedef struct kx__search { /* a search identifier: OR of groups, or a time-of-day test */
+    const char *name;
+    const kx__group *groups;
+    size_t ngroups;
+    kx_timeofday *tod;
+} kx__search;
+
+/* ---- condition AST ---- */
+
+typedef enum {
+    KX__C_ID,     /* ids[0] */
+    KX__C_ONE_OF, /* any of ids */
+    KX__C_ALL_OF, /* all of ids */
+    KX__C_AND,    /* all kids */
+    KX__C_OR,     /* any kid */
+    KX__C_NOT,    /* !kids[0] */
+} kx__cop;
+
+typedef struct kx__cnode kx__cnode;
+struct kx__cnode {
+    kx__cop op;
+    kx__cnode **kids;
+    size_t nkids;
+    const uint32_t *ids;
+    size_t nids;
+};
+
+typedef struct kx__detection {
+    const char *product; /* logsource filter; NULL = any */
+    const char *service;
+    const char *category;
+    const kx__search *searches;
+    size_t nsearches;
+    const kx__cnode *cond;
+} kx__detection;
+
+/* ---- build context ---- */
+
+typedef struct kx__res kx__res; /* something to free with the ruleset */
+
+typedef struct kx__ctx {
+    kx_arena *arena;
+    kx__res **res;
+    const char *file;
+    kx_err *err;
+} kx__ctx;
+
+void *kx__alloc(kx__ctx *c, size_t n); /* zeroed, arena; NULL sets err to out of memory */
+char *kx__strndup(kx__ctx *c, const char *s, size_t n);
+int kx__res_add_code(kx__ctx *c, pcre2_code *code, pcre2_match_data *md);
+int kx__res_add_tod(kx__ctx *c, kx_timeofday *t);
+void kx__res_free(kx__res *r);
+
+/* value.c: compiles one `field|mods: value(s)` entry into f. key is the YAML key node
+ * (for positions), val its value node. field_len is the length of the field part. */
+int kx__fcond_compile(kx__ctx *c, const kx_yaml_node *key, const kx_yaml_node *val, kx__fcond *f);
+/* Keyword list items (plain scalars of a list search identifier) into one OR condition. */
+int kx__keywords_compile(kx__ctx *c, const kx_yaml_node *const *items, size_t n, kx__fcond *f);
+bool kx__fcond_match(const kx__fcond *f, const kx_event *ev, pcre2_match_context *mctx);
+
+/* condition.c: parses a condition (scalar or list of scalars) over d's search identifiers. */
+int kx__cond_compile(kx__ctx *c, const kx_yaml_node *cond, kx__detection *d);
+bool kx__cond_eval(const kx__cnode *n, const kx__detection *d, const kx_event *ev,
+                   pcre2_match_context *mctx);
+bool kx__search_match(const kx__search *s, const kx_event *ev, pcre2_match_context *mctx);
+
+/* True when a matched but the regex hit its match limit (counted by the ruleset). */
+extern uint64_t kx__re_limit_hits;
+
+#endif

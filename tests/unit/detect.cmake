@@ -1,0 +1,11 @@
+# detect stage: Sigma rule loading, conditions, matching, correlation rules.
+kx_unit_test(test_rules_load kx_detect)
+kx_unit_test(test_condition kx_detect)
+kx_unit_test(test_match kx_detect)
+kx_unit_test(test_correlation_load kx_detect)
+
+# The SigmaHQ corpus check needs a local copy of github.com/SigmaHQ/sigma (no network in CI):
+# it is skipped (exit 77) when KX_SIGMA_DIR (default /tmp/sigma) holds no rules.
+add_test(NAME unit.sigma_corpus
+         COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/unit/sigma_corpus.sh $<TARGET_FILE:test_rules_load>)
+set_tests_properties(unit.sigma_corpus PROPERTIES SKIP_RETURN_CODE 77)
