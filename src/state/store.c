@@ -1,0 +1,157 @@
+/*
+ * kx_store front: dispatch to the backend through its vtable, the checks both backends apply
+ * to an add (so they refuse the same calls), and the store URL parser.
+ *
+ * URL forms: "memory", "redis://HOST[:PORT][/PREFIX]". HOST is a numeric IPv4 address,
+ * a bracketed IPv6 address or "localhost": the loop must never block in a name lookup.
+ */
+#include "klaxon/store.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "state/store_impl.h"
+
+#define KX_REDIS_DEFAULT_PREFIX "klaxon:"
+#define KX_REDIS_DEFAULT_PORT 6379
+
+void kx__store_base_init(kx_store *s, const kx__store_vtbl *vt)
+{
+    s->vt = vt;
+    s->state_cb = NULL;
+    s->state_ud = NULL;
+    s->member_cap = KX__STORE_MEMBER_CAP;
+}
+
+int kx__store_validate(const kx_window_add *op)
+{
+    if (!op || !op->key || !op->member)
+        return -EINVAL;
+    if (op->window_ms < 0 || op->ttl_ms <= 0 || op->ttl_ms < op->window_ms)
+        return -EINVAL;
+    /* Bounds keep every sum the backends form (t - ttl, t - window) exact in a double. */
+    if (op->time_ms <= -KX__STORE_MAX_TIME || op->time_ms >= KX__STORE_MAX_TIME ||
+        op->ttl_ms >= KX__STORE_MAX_TIME)
+        return -EINVAL;
+    if (!op->evidence && op->evidence_len)
+        return -EINVAL;
+    if (strlen(op->key) > KX__STORE_MAX_KEY_LEN || strlen(op->member) > KX__STORE_MAX_KEY_LEN)
+        return -EMSGSIZE;
+    if (op->evidence_len > KX__STORE_MAX_EVIDENCE_LEN)
+        return -EMSGSIZE;
+    return 0;
+}
+
+void kx__store_set_member_cap(kx_store *s, uint32_t cap)
+{
+    s->member_cap = cap ? cap : 1;
+}
+
+int kx_store_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, void *ud)
+{
+    if (!s || !cb)
+        return -EINVAL;
+    return s->vt->window_add(s, op, cb, ud);
+}
+
+bool kx_store_is_up(const kx_store *s)
+{
+    return s->vt->is_up(s);
+}
+
+void kx_store_set_state_cb(kx_store *s, kx_store_state_cb cb, void *ud)
+{
+    s->state_cb = cb;
+    s->state_ud = ud;
+}
+
+size_t kx_store_pending(const kx_store *s)
+{
+    return s->vt->pending(s);
+}
+
+void kx_store_destroy(kx_store *s)
+{
+    if (s)
+        s->vt->destroy(s);
+}
+
+const char *kx_store_kind(const kx_store *s)
+{
+    return s->vt->kind;
+}
+
+/* Parses the decimal port at p (1..65535); *end is left after the digits. */
+static int parse_port(const char *p, const char **end)
+{
+    long v = 0;
+    const char *q = p;
+    while (*q >= '0' && *q <= '9' && q - p < 6) {
+        v = v * 10 + (*q - '0');
+        q++;
+    }
+    *end = q;
+    if (q == p || v < 1 || v > 65535)
+        return -1;
+    return (int)v;
+}
+
+int kx_store_create_from_url(struct ev_loop *loop, const char *url, kx_store **out, kx_err *err)
+{
+    if (!url)
+        return kx_err_set(err, NULL, 0, 0, "store url: missing");
+    if (strcmp(url, "memory") == 0) {
+        int rc = kx_store_memory_create(loop, 0, out);
+        if (rc)
+            kx_err_set(err, NULL, 0, 0, "store url \"%s\": %s", url, strerror(-rc));
+        return rc;
+    }
+    static const char scheme[] = "redis://";
+    if (strncmp(url, scheme, sizeof(scheme) - 1) != 0)
+        return kx_err_set(err, NULL, 0, 0,
+                          "store url \"%s\": expected \"memory\" or \"redis://HOST:PORT[/PREFIX]\"",
+                          url);
+    const char *p = url + sizeof(scheme) - 1;
+    char host[64];
+    size_t hlen;
+    if (*p == '[') {
+        const char *close = strchr(p, ']');
+        if (!close)
+            return kx_err_set(err, NULL, 0, 0, "store url \"%s\": unterminated '['", url);
+        hlen = (size_t)(close - p - 1);
+        if (hlen == 0 || hlen >= sizeof(host))
+            return kx_err_set(err, NULL, 0, 0, "store url \"%s\": bad host", url);
+        memcpy(host, p + 1, hlen);
+        p = close + 1;
+    } else {
+        hlen = strcspn(p, ":/");
+        if (hlen == 0 || hlen >= sizeof(host))
+            return kx_err_set(err, NULL, 0, 0, "store url \"%s\": bad host", url);
+        memcpy(host, p, hlen);
+        p += hlen;
+    }
+    host[hlen] = '\0';
+    int port = KX_REDIS_DEFAULT_PORT;
+    if (*p == ':') {
+        const char *end;
+        port = parse_port(p + 1, &end);
+        if (port < 0 || (*end != '\0' && *end != '/'))
+            return kx_err_set(err, NULL, 0, 0, "store url \"%s\": bad port", url);
+        p = end;
+    }
+    const char *prefix = KX_REDIS_DEFAULT_PREFIX;
+    if (*p == '/')
+        prefix = p + 1;
+    else if (*p != '\0')
+        return kx_err_set(err, NULL, 0, 0, "store url \"%s\": unexpected \"%s\"", url, p);
+    int rc = kx_store_redis_create(loop, host, port, prefix, out);
+    if (rc == -EINVAL)
+        return kx_err_set(err, NULL, 0, 0,
+                          "store url \"%s\": host must be a numeric IP address or \"localhost\" "
+                          "(names are not resolved: that would block the loop)",
+                          url);
+    if (rc)
+        kx_err_set(err, NULL, 0, 0, "store url \"%s\": %s", url, strerror(-rc));
+    return rc;
+}

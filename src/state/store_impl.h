@@ -1,0 +1,65 @@
+/*
+ * Private to src/state: the backend vtable behind kx_store, the limits both backends share
+ * (so `memory` and `redis` give the same answer for the same calls), and test-only hooks.
+ * Unit tests include this header; nothing outside src/state and tests/unit may.
+ */
+#ifndef KLAXON_STATE_STORE_IMPL_H
+#define KLAXON_STATE_STORE_IMPL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "klaxon/store.h"
+
+/* Members kept per window key. Past it the oldest (by time, then member bytes) are dropped,
+ * counted in KX_M_STATE_KEYS_CAPPED and logged: a hostile stream of distinct members cannot
+ * grow one key without bound. Same cap, same order, in both backends. */
+#define KX__STORE_MEMBER_CAP 100000u
+/* Evidence blobs kept per key, whatever max_evidence asks for. */
+#define KX__STORE_MAX_EVIDENCE 1024u
+/* Larger evidence blobs are refused with -EMSGSIZE (the caller's bug, not ours to store). */
+#define KX__STORE_MAX_EVIDENCE_LEN (64u * 1024u)
+/* Keys and members longer than this are refused with -EMSGSIZE. */
+#define KX__STORE_MAX_KEY_LEN 4096u
+/* Event times must be exact in a double (Redis scores): |time| < 2^53. */
+#define KX__STORE_MAX_TIME ((int64_t)1 << 53)
+
+typedef struct kx__store_vtbl {
+    const char *kind;
+    int (*window_add)(kx_store *s, const kx_window_add *op, kx_store_cb cb, void *ud);
+    bool (*is_up)(const kx_store *s);
+    size_t (*pending)(const kx_store *s);
+    void (*destroy)(kx_store *s);
+} kx__store_vtbl;
+
+/* Embedded first in each backend's struct. */
+struct kx_store {
+    const kx__store_vtbl *vt;
+    kx_store_state_cb state_cb;
+    void *state_ud;
+    uint32_t member_cap; /* KX__STORE_MEMBER_CAP unless a test lowers it */
+};
+
+void kx__store_base_init(kx_store *s, const kx__store_vtbl *vt);
+/* Checks an add for both backends: 0, -EINVAL or -EMSGSIZE. */
+int kx__store_validate(const kx_window_add *op);
+
+/* ---- test-only hooks ---- */
+
+/* Lowers the per-key member cap (both backends), so tests need not add 100000 members. */
+void kx__store_set_member_cap(kx_store *s, uint32_t cap);
+
+/* Memory backend: expires keys whose TTL has passed at now_ms (loop time in ms), examining at
+ * most budget table slots (0 = the whole table). Returns the number of keys removed. */
+size_t kx__store_memory_sweep(kx_store *s, int64_t now_ms, size_t budget);
+/* Memory backend: remaining TTL in ms at now_ms, or -2 when the key does not exist (as PTTL). */
+int64_t kx__store_memory_pttl(kx_store *s, const char *key, int64_t now_ms);
+/* Memory backend: live keys (expired ones not yet swept included). */
+size_t kx__store_memory_nkeys(const kx_store *s);
+
+/* Redis backend: command timeout (default 5000 ms); no reply within it counts as a lost
+ * connection. */
+void kx__store_redis_set_timeout(kx_store *s, int64_t timeout_ms);
+
+#endif

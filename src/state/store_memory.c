@@ -1,0 +1,652 @@
+/*
+ * Memory backend: the same sliding windows as the Redis Lua script (redis_scripts.h), kept in
+ * this process. State is lost on restart; use it for one instance or for tests.
+ *
+ * Layout. A key table (open addressing, linear probing, backward-shift deletion) maps the
+ * caller's key to a window. A window holds:
+ *   - its members sorted by (time, member bytes) -- the order of a Redis sorted set, so the
+ *     member cap drops the same members in both backends -- as a slice ent[head, head + n)
+ *     of one array, so pruning the oldest is `head += k`;
+ *   - a membership set (open addressing of (hash, time)) to find a member whatever its time:
+ *     the probe gives the time, a binary search of the sorted slice finds the entry;
+ *   - the member bytes in one string heap per window, compacted when half of it is dead;
+ *   - the evidence list, most recent first, whose buffers are reused when it is full.
+ * Nothing here allocates per event once a window has warmed up, except growth.
+ *
+ * Expiry: a key dies ttl_ms after its last update (loop time, as PEXPIRE does with Redis'
+ * clock). It is checked lazily on access and by a 100 ms sweep that looks at a bounded
+ * number of table slots per tick, so a huge table never stalls the loop.
+ *
+ * Callbacks run synchronously inside kx_store_window_add. kx_store_destroy from inside one
+ * is deferred to the end of that add.
+ */
+#include <errno.h>
+#include <ev.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "klaxon/log.h"
+#include "klaxon/metrics.h"
+#include "state/store_impl.h"
+
+#define MEM_DEFAULT_MAX_KEYS 1000000u
+#define MEM_SWEEP_INTERVAL_S 0.1
+#define MEM_SWEEP_BUDGET 4096u
+#define MEM_SLOT_EMPTY INT64_MIN
+
+typedef struct mem_entry {
+    int64_t t;
+    uint64_t h;
+    uint32_t off; /* into the window's string heap */
+    uint32_t len;
+} mem_entry;
+
+typedef struct mem_slot {
+    uint64_t h;
+    int64_t t; /* MEM_SLOT_EMPTY when free (valid times are > -2^53) */
+} mem_slot;
+
+typedef struct mem_ev {
+    char *p;
+    size_t len;
+    size_t cap;
+} mem_ev;
+
+typedef struct mem_win {
+    uint64_t kh;
+    int64_t expire_at; /* loop ms; expired when now > expire_at (Redis' rule) */
+    mem_entry *ent;
+    uint32_t head, n, ecap;
+    mem_slot *set;
+    uint32_t set_cap; /* 0 or a power of two, load <= 1/2 */
+    char *str;
+    uint32_t str_len, str_cap, str_dead;
+    mem_ev *ev;
+    uint32_t ev_n, ev_cap;
+    size_t klen;
+    char key[]; /* NUL-terminated */
+} mem_win;
+
+typedef struct kx_store_memory {
+    kx_store base;
+    struct ev_loop *loop;
+    ev_timer sweep_timer;
+    mem_win **tab; /* tab_cap slots, power of two, load <= 1/2 */
+    size_t tab_cap;
+    size_t nkeys;
+    size_t max_keys;
+    size_t sweep_cursor;
+    int depth;            /* > 0 while a callback runs */
+    bool destroy_pending; /* destroy was called from inside a callback */
+    kx_ratelimit rl_keys;
+    kx_ratelimit rl_members;
+    const char *res_ev[KX__STORE_MAX_EVIDENCE];
+    size_t res_ev_len[KX__STORE_MAX_EVIDENCE];
+} kx_store_memory;
+
+static int64_t loop_now_ms(const kx_store_memory *m)
+{
+    return (int64_t)(ev_now(m->loop) * 1000.0);
+}
+
+/* Redis orders equal scores by member bytes (memcmp, then the shorter first). */
+static int member_cmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+    size_t n = alen < blen ? alen : blen;
+    int c = n ? memcmp(a, b, n) : 0;
+    if (c)
+        return c;
+    return alen < blen ? -1 : alen > blen;
+}
+
+/* ---- one window ---- */
+
+static mem_entry *win_at(mem_win *w, uint32_t i)
+{
+    return &w->ent[w->head + i];
+}
+
+/* First index whose (t, member) >= (t, m). */
+static uint32_t win_lower(mem_win *w, int64_t t, const char *m, size_t mlen)
+{
+    uint32_t lo = 0, hi = w->n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        const mem_entry *e = win_at(w, mid);
+        int c = e->t < t ? -1 : e->t > t;
+        if (c == 0)
+            c = member_cmp(w->str + e->off, e->len, m, mlen);
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* First index with time >= t (strict = false) or > t (strict = true). */
+static uint32_t win_time_bound(mem_win *w, int64_t t, bool strict)
+{
+    uint32_t lo = 0, hi = w->n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        int64_t et = win_at(w, mid)->t;
+        if (et < t || (strict && et == t))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void set_put(mem_slot *set, uint32_t cap, uint64_t h, int64_t t)
+{
+    uint32_t i = (uint32_t)h & (cap - 1);
+    while (set[i].t != MEM_SLOT_EMPTY)
+        i = (i + 1) & (cap - 1);
+    set[i].h = h;
+    set[i].t = t;
+}
+
+static int set_resize(mem_win *w, uint32_t cap)
+{
+    mem_slot *set = malloc((size_t)cap * sizeof(*set));
+    if (!set)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < cap; i++)
+        set[i].t = MEM_SLOT_EMPTY;
+    for (uint32_t i = 0; i < w->n; i++)
+        set_put(set, cap, win_at(w, i)->h, win_at(w, i)->t);
+    free(w->set);
+    w->set = set;
+    w->set_cap = cap;
+    return 0;
+}
+
+/* Backward-shift deletion keeps probe chains whole without tombstones. */
+static void set_del(mem_win *w, uint64_t h, int64_t t)
+{
+    uint32_t mask = w->set_cap - 1;
+    uint32_t i = (uint32_t)h & mask;
+    while (w->set[i].t != MEM_SLOT_EMPTY && !(w->set[i].h == h && w->set[i].t == t))
+        i = (i + 1) & mask;
+    if (w->set[i].t == MEM_SLOT_EMPTY)
+        return; /* not reached: every entry has its slot */
+    uint32_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (w->set[j].t == MEM_SLOT_EMPTY)
+            break;
+        uint32_t k = (uint32_t)w->set[j].h & mask;
+        bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+        if (stays)
+            continue;
+        w->set[i] = w->set[j];
+        i = j;
+    }
+    w->set[i].t = MEM_SLOT_EMPTY;
+}
+
+static const mem_entry *win_find(mem_win *w, uint64_t h, const char *m, size_t mlen)
+{
+    if (!w->set_cap)
+        return NULL;
+    uint32_t mask = w->set_cap - 1;
+    for (uint32_t i = (uint32_t)h & mask; w->set[i].t != MEM_SLOT_EMPTY; i = (i + 1) & mask) {
+        if (w->set[i].h != h)
+            continue;
+        uint32_t pos = win_lower(w, w->set[i].t, m, mlen);
+        if (pos < w->n) {
+            const mem_entry *e = win_at(w, pos);
+            if (e->t == w->set[i].t && member_cmp(w->str + e->off, e->len, m, mlen) == 0)
+                return e;
+        }
+    }
+    return NULL;
+}
+
+static int str_append(mem_win *w, const char *m, uint32_t mlen, uint32_t *off)
+{
+    if (w->str_len + mlen > w->str_cap) {
+        size_t cap = w->str_cap ? w->str_cap : 64;
+        while (cap < (size_t)w->str_len + mlen)
+            cap *= 2;
+        if (cap > UINT32_MAX)
+            return -ENOMEM;
+        char *p = realloc(w->str, cap);
+        if (!p)
+            return -ENOMEM;
+        w->str = p;
+        w->str_cap = (uint32_t)cap;
+    }
+    memcpy(w->str + w->str_len, m, mlen);
+    *off = w->str_len;
+    w->str_len += mlen;
+    return 0;
+}
+
+/* Rewrites the string heap with only live members once half of it is dead. */
+static void str_maybe_compact(mem_win *w)
+{
+    if (w->n == 0) {
+        w->str_len = w->str_dead = 0;
+        return;
+    }
+    if (w->str_dead < 4096 || w->str_dead < w->str_len / 2)
+        return;
+    uint32_t live = w->str_len - w->str_dead;
+    char *p = malloc(live ? live : 1);
+    if (!p)
+        return; /* keep the old heap: still correct, only larger */
+    uint32_t off = 0;
+    for (uint32_t i = 0; i < w->n; i++) {
+        mem_entry *e = win_at(w, i);
+        memcpy(p + off, w->str + e->off, e->len);
+        e->off = off;
+        off += e->len;
+    }
+    free(w->str);
+    w->str = p;
+    w->str_cap = live ? live : 1;
+    w->str_len = off;
+    w->str_dead = 0;
+}
+
+/* Removes the k oldest members. */
+static void win_drop_front(mem_win *w, uint32_t k)
+{
+    for (uint32_t i = 0; i < k; i++) {
+        const mem_entry *e = win_at(w, i);
+        set_del(w, e->h, e->t);
+        w->str_dead += e->len;
+    }
+    w->head += k;
+    w->n -= k;
+    if (w->n == 0)
+        w->head = 0;
+    str_maybe_compact(w);
+}
+
+/* Inserts a member known to be absent; keeps the slice sorted. */
+static int win_insert(mem_win *w, uint64_t h, int64_t t, const char *m, uint32_t mlen)
+{
+    if ((uint64_t)(w->n + 1) * 2 > w->set_cap) {
+        int rc = set_resize(w, w->set_cap ? w->set_cap * 2 : 8);
+        if (rc)
+            return rc;
+    }
+    if (w->head + w->n == w->ecap) {
+        if (w->head > 0) {
+            memmove(w->ent, w->ent + w->head, (size_t)w->n * sizeof(*w->ent));
+            w->head = 0;
+        } else {
+            uint32_t cap = w->ecap ? w->ecap * 2 : 4;
+            mem_entry *p = realloc(w->ent, (size_t)cap * sizeof(*p));
+            if (!p)
+                return -ENOMEM;
+            w->ent = p;
+            w->ecap = cap;
+        }
+    }
+    uint32_t off;
+    int rc = str_append(w, m, mlen, &off);
+    if (rc)
+        return rc;
+    uint32_t pos = win_lower(w, t, m, mlen);
+    mem_entry *at = win_at(w, pos);
+    memmove(at + 1, at, (size_t)(w->n - pos) * sizeof(*at));
+    at->t = t;
+    at->h = h;
+    at->off = off;
+    at->len = mlen;
+    w->n++;
+    set_put(w->set, w->set_cap, h, t);
+    return 0;
+}
+
+/* LPUSH + LTRIM 0 max-1, reusing the buffer of the blob that falls off the end. */
+static int win_push_evidence(mem_win *w, const char *p, size_t len, uint32_t max)
+{
+    if (w->ev_n > max) {
+        for (uint32_t i = max; i < w->ev_n; i++)
+            free(w->ev[i].p);
+        w->ev_n = max;
+    }
+    mem_ev slot = {NULL, 0, 0};
+    if (w->ev_n == max) {
+        slot = w->ev[max - 1];
+        w->ev_n--;
+    } else if (w->ev_n == w->ev_cap) {
+        uint32_t cap = w->ev_cap ? w->ev_cap * 2 : 4;
+        if (cap > max)
+            cap = max;
+        mem_ev *np = realloc(w->ev, (size_t)cap * sizeof(*np));
+        if (!np)
+            return -ENOMEM;
+        w->ev = np;
+        w->ev_cap = cap;
+    }
+    if (slot.cap < len + 1) {
+        char *np = realloc(slot.p, len + 1);
+        if (!np) {
+            free(slot.p);
+            return -ENOMEM;
+        }
+        slot.p = np;
+        slot.cap = len + 1;
+    }
+    if (len)
+        memcpy(slot.p, p, len);
+    slot.p[len] = '\0';
+    slot.len = len;
+    memmove(w->ev + 1, w->ev, (size_t)w->ev_n * sizeof(*w->ev));
+    w->ev[0] = slot;
+    w->ev_n++;
+    return 0;
+}
+
+static mem_win *win_new(const char *key, size_t klen, uint64_t kh)
+{
+    mem_win *w = calloc(1, sizeof(*w) + klen + 1);
+    if (!w)
+        return NULL;
+    w->kh = kh;
+    w->klen = klen;
+    memcpy(w->key, key, klen + 1);
+    return w;
+}
+
+static void win_free(mem_win *w)
+{
+    for (uint32_t i = 0; i < w->ev_n; i++)
+        free(w->ev[i].p);
+    free(w->ev);
+    free(w->str);
+    free(w->set);
+    free(w->ent);
+    free(w);
+}
+
+/* ---- key table ---- */
+
+static size_t tab_find(const kx_store_memory *m, const char *key, size_t klen, uint64_t kh)
+{
+    size_t mask = m->tab_cap - 1;
+    size_t i = (size_t)kh & mask;
+    while (m->tab[i]) {
+        const mem_win *w = m->tab[i];
+        if (w->kh == kh && w->klen == klen && memcmp(w->key, key, klen) == 0)
+            return i;
+        i = (i + 1) & mask;
+    }
+    return i; /* the empty slot where it would go */
+}
+
+static void tab_del_at(kx_store_memory *m, size_t i)
+{
+    size_t mask = m->tab_cap - 1;
+    win_free(m->tab[i]);
+    m->nkeys--;
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (!m->tab[j])
+            break;
+        size_t k = (size_t)m->tab[j]->kh & mask;
+        bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+        if (stays)
+            continue;
+        m->tab[i] = m->tab[j];
+        i = j;
+    }
+    m->tab[i] = NULL;
+}
+
+static int tab_grow(kx_store_memory *m)
+{
+    size_t cap = m->tab_cap * 2;
+    mem_win **tab = calloc(cap, sizeof(*tab));
+    if (!tab)
+        return -ENOMEM;
+    for (size_t i = 0; i < m->tab_cap; i++) {
+        mem_win *w = m->tab[i];
+        if (!w)
+            continue;
+        size_t j = (size_t)w->kh & (cap - 1);
+        while (tab[j])
+            j = (j + 1) & (cap - 1);
+        tab[j] = w;
+    }
+    free(m->tab);
+    m->tab = tab;
+    m->tab_cap = cap;
+    m->sweep_cursor = 0;
+    return 0;
+}
+
+size_t kx__store_memory_sweep(kx_store *s, int64_t now_ms, size_t budget)
+{
+    kx_store_memory *m = (kx_store_memory *)s;
+    if (budget == 0 || budget > m->tab_cap)
+        budget = m->tab_cap;
+    size_t removed = 0;
+    size_t i = m->sweep_cursor & (m->tab_cap - 1);
+    for (size_t seen = 0; seen < budget; seen++) {
+        mem_win *w = m->tab[i];
+        if (w && now_ms > w->expire_at) {
+            /* A later entry may shift into slot i: look at i again. */
+            tab_del_at(m, i);
+            removed++;
+            continue;
+        }
+        i = (i + 1) & (m->tab_cap - 1);
+    }
+    m->sweep_cursor = i;
+    return removed;
+}
+
+static void sweep_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    kx_store_memory *m = t->data;
+    kx__store_memory_sweep(&m->base, loop_now_ms(m), MEM_SWEEP_BUDGET);
+}
+
+int64_t kx__store_memory_pttl(kx_store *s, const char *key, int64_t now_ms)
+{
+    kx_store_memory *m = (kx_store_memory *)s;
+    size_t klen = strlen(key);
+    size_t i = tab_find(m, key, klen, kx_hash64(key, klen, 0));
+    if (!m->tab[i] || now_ms > m->tab[i]->expire_at)
+        return -2;
+    return m->tab[i]->expire_at - now_ms;
+}
+
+size_t kx__store_memory_nkeys(const kx_store *s)
+{
+    return ((const kx_store_memory *)s)->nkeys;
+}
+
+/* ---- the operation ---- */
+
+static void mem_free(kx_store_memory *m)
+{
+    ev_timer_stop(m->loop, &m->sweep_timer);
+    for (size_t i = 0; i < m->tab_cap; i++)
+        if (m->tab[i])
+            win_free(m->tab[i]);
+    free(m->tab);
+    free(m);
+}
+
+static void run_cb(kx_store_memory *m, kx_store_cb cb, void *ud, int status,
+                   const kx_window_result *res)
+{
+    m->depth++;
+    cb(ud, status, res);
+    m->depth--;
+    if (m->depth == 0 && m->destroy_pending)
+        mem_free(m);
+}
+
+/* Finds or creates the window for key; -ENOSPC at the key cap. */
+static int mem_window(kx_store_memory *m, const char *key, int64_t now, int64_t ttl, mem_win **out)
+{
+    size_t klen = strlen(key);
+    uint64_t kh = kx_hash64(key, klen, 0);
+    size_t i = tab_find(m, key, klen, kh);
+    if (m->tab[i] && now > m->tab[i]->expire_at) {
+        tab_del_at(m, i); /* lazy expiry: the key starts over */
+        i = tab_find(m, key, klen, kh);
+    }
+    if (m->tab[i]) {
+        *out = m->tab[i];
+        return 0;
+    }
+    if (m->nkeys >= m->max_keys) {
+        /* Expired keys the sweep has not reached yet should not count against the cap. */
+        kx__store_memory_sweep(&m->base, now, MEM_SWEEP_BUDGET);
+        if (m->nkeys >= m->max_keys)
+            return -ENOSPC;
+    }
+    if ((m->nkeys + 1) * 2 > m->tab_cap) {
+        int rc = tab_grow(m);
+        if (rc)
+            return rc;
+    }
+    mem_win *w = win_new(key, klen, kh);
+    if (!w)
+        return -ENOMEM;
+    w->expire_at = now + ttl;
+    i = tab_find(m, key, klen, kh);
+    m->tab[i] = w;
+    m->nkeys++;
+    *out = w;
+    return 0;
+}
+
+static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, void *ud)
+{
+    kx_store_memory *m = (kx_store_memory *)s;
+    int rc = kx__store_validate(op);
+    if (rc)
+        return rc;
+    if (m->destroy_pending)
+        return -ECANCELED;
+    int64_t now = loop_now_ms(m);
+    mem_win *w;
+    rc = mem_window(m, op->key, now, op->ttl_ms, &w);
+    if (rc == -ENOSPC) {
+        kx_metric_inc(KX_M_STORE_OPS);
+        kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
+        kx_log_limited(&m->rl_keys, KX_LOG_WARN, "state",
+                       "memory store full (%zu keys): update to new key \"%s\" refused", m->nkeys,
+                       op->key);
+        run_cb(m, cb, ud, -ENOSPC, NULL);
+        return 0;
+    }
+    if (rc)
+        return rc;
+
+    size_t mlen = strlen(op->member);
+    uint64_t h = kx_hash64(op->member, mlen, 0);
+    bool added = win_find(w, h, op->member, mlen) == NULL;
+    if (added) {
+        rc = win_insert(w, h, op->time_ms, op->member, (uint32_t)mlen);
+        if (rc)
+            return rc;
+    }
+    kx_metric_inc(KX_M_STORE_OPS);
+    /* Same order as the Lua script: prune by the newest time seen, cap, then count. */
+    int64_t max_t = win_at(w, w->n - 1)->t;
+    win_drop_front(w, win_time_bound(w, max_t - op->ttl_ms, false));
+    uint32_t cap = s->member_cap;
+    if (w->n > cap) {
+        uint32_t dropped = w->n - cap;
+        win_drop_front(w, dropped);
+        kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
+        kx_log_limited(&m->rl_members, KX_LOG_WARN, "state",
+                       "key \"%s\" over %u members: dropped the %u oldest", op->key, cap, dropped);
+    }
+    size_t max_ev =
+        op->max_evidence < KX__STORE_MAX_EVIDENCE ? op->max_evidence : KX__STORE_MAX_EVIDENCE;
+    if (added && op->evidence && max_ev > 0) {
+        rc = win_push_evidence(w, op->evidence, op->evidence_len, (uint32_t)max_ev);
+        if (rc)
+            return rc;
+    }
+    w->expire_at = now + op->ttl_ms;
+
+    kx_window_result res = {0};
+    uint32_t lo = win_time_bound(w, op->time_ms - op->window_ms, false);
+    uint32_t hi = win_time_bound(w, op->time_ms, true);
+    if (hi > lo) {
+        res.count = hi - lo;
+        res.first_ms = win_at(w, lo)->t;
+        res.last_ms = win_at(w, hi - 1)->t;
+    }
+    res.added = added;
+    res.nevidence = w->ev_n < max_ev ? w->ev_n : max_ev;
+    for (size_t i = 0; i < res.nevidence; i++) {
+        m->res_ev[i] = w->ev[i].p;
+        m->res_ev_len[i] = w->ev[i].len;
+    }
+    res.evidence = m->res_ev;
+    res.evidence_len = m->res_ev_len;
+    run_cb(m, cb, ud, 0, &res);
+    return 0;
+}
+
+static bool mem_is_up(const kx_store *s)
+{
+    (void)s;
+    return true;
+}
+
+static size_t mem_pending(const kx_store *s)
+{
+    (void)s;
+    return 0;
+}
+
+static void mem_destroy(kx_store *s)
+{
+    kx_store_memory *m = (kx_store_memory *)s;
+    if (m->depth > 0) {
+        m->destroy_pending = true;
+        return;
+    }
+    mem_free(m);
+}
+
+static const kx__store_vtbl mem_vtbl = {
+    .kind = "memory",
+    .window_add = mem_window_add,
+    .is_up = mem_is_up,
+    .pending = mem_pending,
+    .destroy = mem_destroy,
+};
+
+int kx_store_memory_create(struct ev_loop *loop, size_t max_keys, kx_store **out)
+{
+    if (!loop || !out)
+        return -EINVAL;
+    kx_store_memory *m = calloc(1, sizeof(*m));
+    if (!m)
+        return -ENOMEM;
+    kx__store_base_init(&m->base, &mem_vtbl);
+    m->loop = loop;
+    m->max_keys = max_keys ? max_keys : MEM_DEFAULT_MAX_KEYS;
+    m->tab_cap = 64;
+    m->tab = calloc(m->tab_cap, sizeof(*m->tab));
+    if (!m->tab) {
+        free(m);
+        return -ENOMEM;
+    }
+    ev_timer_init(&m->sweep_timer, sweep_cb, MEM_SWEEP_INTERVAL_S, MEM_SWEEP_INTERVAL_S);
+    m->sweep_timer.data = m;
+    ev_timer_start(loop, &m->sweep_timer);
+    *out = &m->base;
+    return 0;
+}

@@ -1,0 +1,620 @@
+/*
+ * Redis backend: one hiredis async connection on the caller's libev loop. Each window add is
+ * one EVALSHA of the script in redis_scripts.h; hiredis queues writes, so adds issued in the
+ * same loop iteration go out in one pipelined write and nothing waits for a reply.
+ *
+ * Connection life: connect (numeric address only: no blocking name lookup on the loop) ->
+ * SCRIPT LOAD -> up. While not up, adds return -EAGAIN at once (callback never runs). When
+ * the connection drops (error, server gone, or no reply within the command timeout) hiredis
+ * runs every pending reply callback with a NULL reply: each op's callback gets -EIO, then the
+ * state callback hears `false`, and a timer reconnects with backoff 100 ms doubling to 5 s.
+ * A NOSCRIPT reply (script cache flushed, failover) reloads the script and resends that op
+ * behind the SCRIPT LOAD on the same connection, so it runs after the load.
+ *
+ * Ownership: ops come from a free list owned by the store (each keeps its argument buffer,
+ * so steady state allocates nothing here; hiredis allocates its own command buffers). An op
+ * in flight is owned by hiredis' callback queue until its callback runs. The store is freed
+ * only when hiredis no longer holds the context: destroy from inside one of our callbacks
+ * marks the store, and the outermost of our entry points frees it (`depth`).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ev.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/adapters/libev.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "klaxon/log.h"
+#include "klaxon/metrics.h"
+#include "state/redis_scripts.h"
+#include "state/store_impl.h"
+
+#define REDIS_BACKOFF_MIN_S 0.1
+#define REDIS_BACKOFF_MAX_S 5.0
+#define REDIS_DEFAULT_TIMEOUT_MS 5000
+#define REDIS_MAX_PENDING 100000u
+#define REDIS_MAX_NOSCRIPT_RETRIES 3
+#define REDIS_MAX_PREFIX 256u
+
+/* EVALSHA sha numkeys zkey ekey member time window ttl max_evidence member_cap [evidence] */
+#define OP_NARGS 9 /* the arguments stored per op, zkey .. evidence */
+
+typedef struct kx_store_redis kx_store_redis;
+
+typedef struct redis_op {
+    struct redis_op *next_free;
+    kx_store_redis *r;
+    kx_store_cb cb;
+    void *ud;
+    int tries;
+    int nargs;
+    kx_buf args; /* the arguments back to back; kept for a NOSCRIPT resend */
+    size_t off[OP_NARGS];
+    size_t len[OP_NARGS];
+} redis_op;
+
+struct kx_store_redis {
+    kx_store base;
+    struct ev_loop *loop;
+    char host[64];
+    int port;
+    char *prefix;
+    redisAsyncContext *ac; /* NULL when no connection exists */
+    bool up;               /* connected and script loaded: adds accepted */
+    bool reported_up;      /* what the state callback was last told */
+    bool script_pending;   /* a SCRIPT LOAD is in flight */
+    char sha[41];
+    ev_timer retry_timer;
+    ev_timer watchdog; /* command / connect timeout */
+    double backoff_s;
+    int64_t timeout_ms;
+    size_t npending;
+    redis_op *free_ops;
+    int depth;       /* > 0 while one of our entry points runs */
+    bool destroying; /* kx_store_destroy was called */
+    kx_ratelimit rl_err;
+    kx_ratelimit rl_cap;
+    const char *res_ev[KX__STORE_MAX_EVIDENCE];
+    size_t res_ev_len[KX__STORE_MAX_EVIDENCE];
+};
+
+static void conn_start(kx_store_redis *r);
+static void script_cb(redisAsyncContext *ac, void *reply, void *privdata);
+
+/* ---- lifetime ---- */
+
+static void redis_free(kx_store_redis *r)
+{
+    ev_timer_stop(r->loop, &r->retry_timer);
+    ev_timer_stop(r->loop, &r->watchdog);
+    while (r->free_ops) {
+        redis_op *op = r->free_ops;
+        r->free_ops = op->next_free;
+        kx_buf_fini(&op->args);
+        free(op);
+    }
+    kx_metric_set_store_up(0);
+    free(r->prefix);
+    free(r);
+}
+
+static void enter(kx_store_redis *r)
+{
+    r->depth++;
+}
+
+/* Leaves one of our entry points; the outermost one frees a store destroyed meanwhile, once
+ * hiredis has let go of the connection. Returns true if r is gone. */
+static bool leave(kx_store_redis *r)
+{
+    r->depth--;
+    if (r->depth == 0 && r->destroying && !r->ac) {
+        redis_free(r);
+        return true;
+    }
+    return false;
+}
+
+static void watchdog_kick(kx_store_redis *r)
+{
+    if (r->npending > 0 || r->script_pending || (r->ac && !r->up)) {
+        r->watchdog.repeat = (double)r->timeout_ms / 1000.0;
+        ev_timer_again(r->loop, &r->watchdog);
+    } else {
+        ev_timer_stop(r->loop, &r->watchdog);
+    }
+}
+
+/* The connection is gone (r->ac already released by hiredis or about to be): announce it
+ * and schedule the next attempt. */
+static void conn_lost(kx_store_redis *r)
+{
+    r->ac = NULL;
+    r->up = false;
+    r->script_pending = false;
+    ev_timer_stop(r->loop, &r->watchdog);
+    if (r->destroying)
+        return;
+    kx_metric_set_store_up(0);
+    ev_timer_set(&r->retry_timer, r->backoff_s, 0.0);
+    ev_timer_start(r->loop, &r->retry_timer);
+    r->backoff_s *= 2;
+    if (r->backoff_s > REDIS_BACKOFF_MAX_S)
+        r->backoff_s = REDIS_BACKOFF_MAX_S;
+    if (r->reported_up) {
+        r->reported_up = false;
+        kx_log(KX_LOG_WARN, "state", "redis %s:%d: connection lost, reconnecting", r->host,
+               r->port);
+        if (r->base.state_cb)
+            r->base.state_cb(r->base.state_ud, false);
+    }
+}
+
+/* Drops the current connection from outside hiredis' callbacks or inside one (hiredis then
+ * defers the free until the callback returns). Pending replies come back NULL (-EIO). */
+static void conn_drop(kx_store_redis *r)
+{
+    redisAsyncContext *ac = r->ac;
+    if (!ac || (ac->c.flags & REDIS_FREEING))
+        return;
+    bool connected = (ac->c.flags & REDIS_CONNECTED) != 0;
+    bool in_cb = (ac->c.flags & REDIS_IN_CALLBACK) != 0;
+    redisAsyncFree(ac);
+    /* hiredis only calls onDisconnect for a connected context; otherwise say it here. If
+     * the free was deferred (inside a callback), ac is still alive and onDisconnect follows. */
+    if (!connected && !in_cb && r->ac == ac)
+        conn_lost(r);
+}
+
+/* ---- hiredis callbacks ---- */
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    kx_store_redis *r = ac->data;
+    if (status == REDIS_OK)
+        return;
+    enter(r);
+    kx_log_limited(&r->rl_err, KX_LOG_WARN, "state", "redis %s:%d: connect failed: %s", r->host,
+                   r->port, ac->errstr);
+    /* hiredis frees ac right after this returns (no onDisconnect: it never connected). */
+    if (r->ac == ac)
+        conn_lost(r);
+    leave(r);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    kx_store_redis *r = ac->data;
+    enter(r);
+    if (status != REDIS_OK && !r->destroying)
+        kx_log_limited(&r->rl_err, KX_LOG_WARN, "state", "redis %s:%d: disconnected: %s", r->host,
+                       r->port, ac->errstr);
+    if (r->ac == ac)
+        conn_lost(r);
+    leave(r);
+}
+
+static void retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    kx_store_redis *r = t->data;
+    enter(r);
+    kx_metric_inc(KX_M_STORE_RECONNECTS);
+    conn_start(r);
+    leave(r);
+}
+
+static void watchdog_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    kx_store_redis *r = t->data;
+    enter(r);
+    kx_log_limited(&r->rl_err, KX_LOG_WARN, "state",
+                   "redis %s:%d: no answer in %lld ms, dropping the connection", r->host, r->port,
+                   (long long)r->timeout_ms);
+    conn_drop(r);
+    leave(r);
+}
+
+static int send_script_load(kx_store_redis *r)
+{
+    if (r->script_pending)
+        return 0;
+    if (redisAsyncCommand(r->ac, script_cb, r, "SCRIPT LOAD %s", kx__redis_window_add_lua) !=
+        REDIS_OK)
+        return -EIO;
+    r->script_pending = true;
+    if (!ev_is_active(&r->watchdog))
+        watchdog_kick(r);
+    return 0;
+}
+
+static void script_cb(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+    kx_store_redis *r = privdata;
+    redisReply *reply = reply_;
+    if (ac != r->ac)
+        return; /* a connection already given up (connect failed) */
+    enter(r);
+    r->script_pending = false;
+    if (!reply) {
+        r->up = false; /* the connection is being torn down; onDisconnect follows */
+    } else if (reply->type == REDIS_REPLY_STRING && reply->len == 40) {
+        memcpy(r->sha, reply->str, 40);
+        r->sha[40] = '\0';
+        bool newly_up = !r->up && !r->destroying;
+        if (newly_up) {
+            r->up = true;
+            r->backoff_s = REDIS_BACKOFF_MIN_S;
+            kx_metric_set_store_up(1);
+        }
+        watchdog_kick(r);
+        if (newly_up && !r->reported_up) {
+            r->reported_up = true;
+            kx_log(KX_LOG_INFO, "state", "redis %s:%d: connected", r->host, r->port);
+            if (r->base.state_cb)
+                r->base.state_cb(r->base.state_ud, true);
+        }
+    } else {
+        kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state", "redis %s:%d: SCRIPT LOAD failed: %s",
+                       r->host, r->port,
+                       reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+        conn_drop(r);
+    }
+    leave(r);
+}
+
+/* ---- ops ---- */
+
+static void op_release(kx_store_redis *r, redis_op *op)
+{
+    op->cb = NULL;
+    op->ud = NULL;
+    op->next_free = r->free_ops;
+    r->free_ops = op;
+}
+
+/* Returns op to the free list, then runs its callback (which may issue the next add). */
+static void op_finish(kx_store_redis *r, redis_op *op, int status, const kx_window_result *res)
+{
+    kx_store_cb cb = op->cb;
+    void *ud = op->ud;
+    op_release(r, op);
+    if (status && status != -ECANCELED)
+        kx_metric_inc(KX_M_STORE_ERRORS);
+    cb(ud, status, res);
+}
+
+static void op_cb(redisAsyncContext *ac, void *reply_, void *privdata);
+
+static int op_send(kx_store_redis *r, redis_op *op)
+{
+    const char *argv[3 + OP_NARGS];
+    size_t argvlen[3 + OP_NARGS];
+    argv[0] = "EVALSHA";
+    argvlen[0] = 7;
+    argv[1] = r->sha;
+    argvlen[1] = 40;
+    argv[2] = "2";
+    argvlen[2] = 1;
+    for (int i = 0; i < op->nargs; i++) {
+        argv[3 + i] = op->args.data + op->off[i];
+        argvlen[3 + i] = op->len[i];
+    }
+    if (redisAsyncCommandArgv(r->ac, op_cb, op, 3 + op->nargs, argv, argvlen) != REDIS_OK)
+        return -EIO;
+    r->npending++;
+    /* The timeout measures time without progress: only replies push it back. */
+    if (!ev_is_active(&r->watchdog))
+        watchdog_kick(r);
+    return 0;
+}
+
+static int parse_result(kx_store_redis *r, const redisReply *reply, kx_window_result *res,
+                        long long *dropped)
+{
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 5 ||
+        reply->elements - 5 > KX__STORE_MAX_EVIDENCE)
+        return -EPROTO;
+    for (size_t i = 0; i < 5; i++)
+        if (reply->element[i]->type != REDIS_REPLY_INTEGER)
+            return -EPROTO;
+    res->added = reply->element[0]->integer == 1;
+    res->count = reply->element[1]->integer;
+    res->first_ms = reply->element[2]->integer;
+    res->last_ms = reply->element[3]->integer;
+    *dropped = reply->element[4]->integer;
+    res->nevidence = reply->elements - 5;
+    for (size_t i = 0; i < res->nevidence; i++) {
+        const redisReply *e = reply->element[5 + i];
+        if (e->type != REDIS_REPLY_STRING)
+            return -EPROTO;
+        r->res_ev[i] = e->str;
+        r->res_ev_len[i] = e->len;
+    }
+    res->evidence = r->res_ev;
+    res->evidence_len = r->res_ev_len;
+    return 0;
+}
+
+static void op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+    (void)ac;
+    redis_op *op = privdata;
+    kx_store_redis *r = op->r;
+    redisReply *reply = reply_;
+    enter(r);
+    r->npending--;
+    if (!reply) {
+        /* The connection is going down: everything still queued fails the same way. */
+        r->up = false;
+        op_finish(r, op, r->destroying ? -ECANCELED : -EIO, NULL);
+        goto out;
+    }
+    watchdog_kick(r);
+    if (r->destroying) {
+        op_finish(r, op, -ECANCELED, NULL);
+        goto out;
+    }
+    if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0 &&
+        op->tries < REDIS_MAX_NOSCRIPT_RETRIES) {
+        /* The load is queued before the resend on the same connection, so it runs first. */
+        op->tries++;
+        if (send_script_load(r) == 0 && op_send(r, op) == 0)
+            goto out;
+        op_finish(r, op, -EIO, NULL);
+        goto out;
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state", "redis %s:%d: window add: %s", r->host,
+                       r->port, reply->str);
+        op_finish(r, op, -EPROTO, NULL);
+        goto out;
+    }
+    kx_window_result res = {0};
+    long long dropped = 0;
+    if (parse_result(r, reply, &res, &dropped) != 0) {
+        kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state", "redis %s:%d: unexpected reply", r->host,
+                       r->port);
+        op_finish(r, op, -EPROTO, NULL);
+        goto out;
+    }
+    if (dropped > 0) {
+        kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
+        kx_log_limited(&r->rl_cap, KX_LOG_WARN, "state",
+                       "key \"%.*s\" over %u members: dropped the %lld oldest", (int)op->len[0],
+                       op->args.data + op->off[0], r->base.member_cap, dropped);
+    }
+    op_finish(r, op, 0, &res);
+out:
+    leave(r);
+}
+
+/* Appends one argument to op->args and records where it is. */
+static int op_arg(redis_op *op, const char *p, size_t n)
+{
+    op->off[op->nargs] = op->args.len;
+    int rc = kx_buf_append(&op->args, p, n);
+    if (rc)
+        return rc;
+    op->len[op->nargs++] = n;
+    return 0;
+}
+
+static int op_arg_i64(redis_op *op, int64_t v)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof(tmp), "%lld", (long long)v);
+    return op_arg(op, tmp, (size_t)n);
+}
+
+/* PREFIX{KEY}:z or :e -- the hash tag keeps both keys of a window in one cluster slot. */
+static int op_arg_key(redis_op *op, const char *prefix, const char *key, char kind)
+{
+    op->off[op->nargs] = op->args.len;
+    size_t start = op->args.len;
+    int rc = kx_buf_puts(&op->args, prefix);
+    if (!rc)
+        rc = kx_buf_putc(&op->args, '{');
+    if (!rc)
+        rc = kx_buf_puts(&op->args, key);
+    if (!rc)
+        rc = kx_buf_putc(&op->args, '}');
+    if (!rc)
+        rc = kx_buf_putc(&op->args, ':');
+    if (!rc)
+        rc = kx_buf_putc(&op->args, kind);
+    if (rc)
+        return rc;
+    op->len[op->nargs++] = op->args.len - start;
+    return 0;
+}
+
+static int op_build(kx_store_redis *r, redis_op *op, const kx_window_add *a)
+{
+    size_t max_ev =
+        a->max_evidence < KX__STORE_MAX_EVIDENCE ? a->max_evidence : KX__STORE_MAX_EVIDENCE;
+    kx_buf_reset(&op->args);
+    op->nargs = 0;
+    op->tries = 0;
+    int rc = op_arg_key(op, r->prefix, a->key, 'z');
+    if (!rc)
+        rc = op_arg_key(op, r->prefix, a->key, 'e');
+    if (!rc)
+        rc = op_arg(op, a->member, strlen(a->member));
+    if (!rc)
+        rc = op_arg_i64(op, a->time_ms);
+    if (!rc)
+        rc = op_arg_i64(op, a->window_ms);
+    if (!rc)
+        rc = op_arg_i64(op, a->ttl_ms);
+    if (!rc)
+        rc = op_arg_i64(op, (int64_t)max_ev);
+    if (!rc)
+        rc = op_arg_i64(op, (int64_t)r->base.member_cap);
+    if (!rc && a->evidence)
+        rc = op_arg(op, a->evidence, a->evidence_len);
+    return rc;
+}
+
+static int redis_window_add(kx_store *s, const kx_window_add *a, kx_store_cb cb, void *ud)
+{
+    kx_store_redis *r = (kx_store_redis *)s;
+    int rc = kx__store_validate(a);
+    if (rc)
+        return rc;
+    if (r->destroying)
+        return -ECANCELED;
+    if (!r->up || !r->ac) {
+        kx_metric_inc(KX_M_STORE_ERRORS);
+        return -EAGAIN;
+    }
+    if (r->npending >= REDIS_MAX_PENDING)
+        return -ENOBUFS;
+    redis_op *op = r->free_ops;
+    if (op) {
+        r->free_ops = op->next_free;
+    } else {
+        op = calloc(1, sizeof(*op));
+        if (!op)
+            return -ENOMEM;
+        kx_buf_init(&op->args, 0);
+    }
+    op->r = r;
+    op->cb = cb;
+    op->ud = ud;
+    rc = op_build(r, op, a);
+    if (!rc)
+        rc = op_send(r, op);
+    if (rc) {
+        op_release(r, op);
+        return rc;
+    }
+    kx_metric_inc(KX_M_STORE_OPS);
+    return 0;
+}
+
+/* ---- connection ---- */
+
+static void conn_start(kx_store_redis *r)
+{
+    redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
+    if (!ac || ac->err) {
+        kx_log_limited(&r->rl_err, KX_LOG_WARN, "state", "redis %s:%d: connect failed: %s", r->host,
+                       r->port, ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        conn_lost(r);
+        return;
+    }
+    ac->data = r;
+    redisLibevAttach(r->loop, ac);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    r->ac = ac;
+    r->up = false;
+    r->script_pending = false;
+    /* Queued now, written once connected: the first thing on every connection. */
+    if (send_script_load(r) != 0)
+        conn_drop(r);
+    watchdog_kick(r);
+}
+
+static bool redis_is_up(const kx_store *s)
+{
+    return ((const kx_store_redis *)s)->up;
+}
+
+static size_t redis_pending(const kx_store *s)
+{
+    return ((const kx_store_redis *)s)->npending;
+}
+
+static void redis_destroy(kx_store *s)
+{
+    kx_store_redis *r = (kx_store_redis *)s;
+    if (r->destroying)
+        return;
+    r->destroying = true;
+    ev_timer_stop(r->loop, &r->retry_timer);
+    ev_timer_stop(r->loop, &r->watchdog);
+    enter(r);
+    /* Pending callbacks run now with -ECANCELED (or right after the hiredis callback we are
+     * inside of returns); onDisconnect then clears r->ac. */
+    redisAsyncContext *ac = r->ac;
+    if (ac && !(ac->c.flags & REDIS_FREEING)) {
+        bool in_cb = (ac->c.flags & REDIS_IN_CALLBACK) != 0;
+        bool connected = (ac->c.flags & REDIS_CONNECTED) != 0;
+        redisAsyncFree(ac);
+        if (!in_cb && (!connected || r->ac == ac))
+            r->ac = NULL;
+    }
+    leave(r);
+}
+
+void kx__store_redis_set_timeout(kx_store *s, int64_t timeout_ms)
+{
+    ((kx_store_redis *)s)->timeout_ms = timeout_ms > 0 ? timeout_ms : REDIS_DEFAULT_TIMEOUT_MS;
+}
+
+static const kx__store_vtbl redis_vtbl = {
+    .kind = "redis",
+    .window_add = redis_window_add,
+    .is_up = redis_is_up,
+    .pending = redis_pending,
+    .destroy = redis_destroy,
+};
+
+/* Only addresses that need no resolver: getaddrinfo on a name would block the loop. */
+static int numeric_host(const char *host, char *out, size_t outlen)
+{
+    unsigned char tmp[16];
+    if (strcmp(host, "localhost") == 0)
+        host = "127.0.0.1";
+    else if (inet_pton(AF_INET, host, tmp) != 1 && inet_pton(AF_INET6, host, tmp) != 1)
+        return -EINVAL;
+    if (strlen(host) >= outlen)
+        return -EINVAL;
+    strcpy(out, host);
+    return 0;
+}
+
+int kx_store_redis_create(struct ev_loop *loop, const char *host, int port, const char *prefix,
+                          kx_store **out)
+{
+    if (!loop || !host || !out || port < 1 || port > 65535)
+        return -EINVAL;
+    if (!prefix)
+        prefix = "klaxon:";
+    if (strlen(prefix) > REDIS_MAX_PREFIX)
+        return -EINVAL;
+    kx_store_redis *r = calloc(1, sizeof(*r));
+    if (!r)
+        return -ENOMEM;
+    kx__store_base_init(&r->base, &redis_vtbl);
+    if (numeric_host(host, r->host, sizeof(r->host)) != 0) {
+        free(r);
+        return -EINVAL;
+    }
+    r->prefix = strdup(prefix);
+    if (!r->prefix) {
+        free(r);
+        return -ENOMEM;
+    }
+    r->loop = loop;
+    r->port = port;
+    r->backoff_s = REDIS_BACKOFF_MIN_S;
+    r->timeout_ms = REDIS_DEFAULT_TIMEOUT_MS;
+    ev_timer_init(&r->retry_timer, retry_cb, 0.0, 0.0);
+    r->retry_timer.data = r;
+    ev_init(&r->watchdog, watchdog_cb);
+    r->watchdog.data = r;
+    kx_metric_set_store_up(0);
+    conn_start(r);
+    *out = &r->base;
+    return 0;
+}

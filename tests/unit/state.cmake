@@ -1,0 +1,8 @@
+# state: one suite against both store backends (the redis group starts its own
+# redis-server), plus the Redis outage/reconnect test.
+foreach(t test_store test_store_redis_outage)
+    kx_unit_test(${t} kx_state)
+    # Tests reach the test-only hooks in src/state/store_impl.h.
+    target_include_directories(${t} PRIVATE ${PROJECT_SOURCE_DIR}/src)
+    set_tests_properties(unit.${t} PROPERTIES TIMEOUT 120)
+endforeach()

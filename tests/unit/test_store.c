@@ -1,0 +1,735 @@
+/*
+ * One suite, two backends: every test in `shared_tests` runs against the memory store and
+ * against a real redis-server (started once for the redis group), so both backends are held
+ * to the same exact answers. Backend-only tests (key cap, NOSCRIPT, prefix) follow.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <ev.h>
+#include <hiredis/hiredis.h>
+
+#include "kx_test.h"
+#include "redis_server.h"
+#include "klaxon/metrics.h"
+#include "klaxon/store.h"
+#include "state/store_impl.h"
+
+#define T0 INT64_C(1700000000000)
+#define WIN 10000
+#define TTL 60000
+#define PREFIX "kxtest:"
+
+typedef struct fx {
+    bool redis;
+    struct ev_loop *loop;
+    kx_store *s;
+    redisContext *sync; /* redis only: a plain blocking connection for checks */
+} fx;
+
+static kx_test_redis g_srv;
+
+typedef struct got {
+    int calls;
+    int status;
+    int64_t count, first, last;
+    bool added;
+    size_t nev;
+    char ev[8][64];
+} got;
+
+static void got_cb(void *ud, int status, const kx_window_result *res)
+{
+    got *g = ud;
+    g->calls++;
+    g->status = status;
+    if (status != 0 || !res)
+        return;
+    g->count = res->count;
+    g->first = res->first_ms;
+    g->last = res->last_ms;
+    g->added = res->added;
+    g->nev = res->nevidence;
+    for (size_t i = 0; i < res->nevidence && i < 8; i++)
+        snprintf(g->ev[i], sizeof(g->ev[i]), "%.*s", (int)res->evidence_len[i], res->evidence[i]);
+}
+
+static bool got_done(void *ud)
+{
+    return ((got *)ud)->calls > 0;
+}
+
+static bool store_up(void *ud)
+{
+    return kx_store_is_up(ud);
+}
+
+typedef struct addp {
+    const char *key;
+    const char *member;
+    int64_t t;
+    int64_t window;
+    int64_t ttl;
+    const char *evidence;
+    size_t max_ev;
+} addp;
+
+/* One add, waited for; returns what the callback saw. */
+static got add_full(fx *f, addp p)
+{
+    got g = {0};
+    kx_window_add op = {
+        .key = p.key,
+        .member = p.member,
+        .time_ms = p.t,
+        .window_ms = p.window ? p.window : WIN,
+        .ttl_ms = p.ttl ? p.ttl : TTL,
+        .evidence = p.evidence,
+        .evidence_len = p.evidence ? strlen(p.evidence) : 0,
+        .max_evidence = p.max_ev,
+    };
+    assert_int_equal(kx_store_window_add(f->s, &op, got_cb, &g), 0);
+    assert_true(kx_test_run_until(f->loop, got_done, &g, 5000));
+    assert_int_equal(g.calls, 1);
+    return g;
+}
+
+static got add(fx *f, const char *key, const char *member, int64_t t)
+{
+    return add_full(f, (addp){.key = key, .member = member, .t = t});
+}
+
+#define assert_window(g, cnt, fst, lst, add_)                                                      \
+    do {                                                                                           \
+        assert_int_equal((g).status, 0);                                                           \
+        assert_int_equal((g).count, (cnt));                                                        \
+        assert_int_equal((g).first, (fst));                                                        \
+        assert_int_equal((g).last, (lst));                                                         \
+        assert_int_equal((g).added, (add_));                                                       \
+    } while (0)
+
+static redisReply *cmd(fx *f, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(f->sync, fmt, ap);
+    va_end(ap);
+    assert_non_null(r);
+    return r;
+}
+
+static long long cmd_int(fx *f, const char *fmt, const char *arg)
+{
+    redisReply *r = cmd(f, fmt, arg);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    long long v = r->integer;
+    freeReplyObject(r);
+    return v;
+}
+
+/* ---- fixtures ---- */
+
+static int group_setup_memory(void **state)
+{
+    (void)state;
+    return 0;
+}
+
+static int group_setup_redis(void **state)
+{
+    (void)state;
+    return kx_test_redis_start(&g_srv) == 0 ? 0 : -1;
+}
+
+static int group_teardown_redis(void **state)
+{
+    (void)state;
+    kx_test_redis_stop(&g_srv);
+    return 0;
+}
+
+static int setup_common(void **state, bool redis)
+{
+    fx *f = calloc(1, sizeof(*f));
+    if (!f)
+        return -1;
+    f->redis = redis;
+    f->loop = ev_loop_new(EVFLAG_AUTO);
+    kx_metrics_reset();
+    if (redis) {
+        f->sync = redisConnect("127.0.0.1", g_srv.port);
+        if (!f->sync || f->sync->err)
+            goto fail;
+        freeReplyObject(redisCommand(f->sync, "FLUSHALL"));
+        if (kx_store_redis_create(f->loop, "127.0.0.1", g_srv.port, PREFIX, &f->s) != 0)
+            goto fail;
+        if (!kx_test_run_until(f->loop, store_up, f->s, 5000))
+            goto fail;
+    } else if (kx_store_memory_create(f->loop, 0, &f->s) != 0) {
+        goto fail;
+    }
+    *state = f;
+    return 0;
+fail:
+    kx_store_destroy(f->s);
+    if (f->sync)
+        redisFree(f->sync);
+    ev_loop_destroy(f->loop);
+    free(f);
+    return -1;
+}
+
+static int setup_memory(void **state)
+{
+    return setup_common(state, false);
+}
+
+static int setup_redis(void **state)
+{
+    return setup_common(state, true);
+}
+
+static int teardown(void **state)
+{
+    fx *f = *state;
+    kx_store_destroy(f->s);
+    /* Every watcher the store started is gone: the loop has nothing left to run. */
+    assert_false(ev_run(f->loop, EVRUN_NOWAIT));
+    if (f->sync)
+        redisFree(f->sync);
+    ev_loop_destroy(f->loop);
+    free(f);
+    return 0;
+}
+
+/* ---- shared tests ---- */
+
+static void test_kind(void **state)
+{
+    fx *f = *state;
+    assert_string_equal(kx_store_kind(f->s), f->redis ? "redis" : "memory");
+    assert_true(kx_store_is_up(f->s));
+    assert_int_equal(kx_store_pending(f->s), 0);
+}
+
+static void test_count_within_window(void **state)
+{
+    fx *f = *state;
+    got g = add(f, "k", "m1", T0);
+    assert_window(g, 1, T0, T0, true);
+    g = add(f, "k", "m2", T0 + 1000);
+    assert_window(g, 2, T0, T0 + 1000, true);
+    g = add(f, "k", "m3", T0 + 5000);
+    assert_window(g, 3, T0, T0 + 5000, true);
+    /* Another key is another window. */
+    g = add(f, "other", "m1", T0 + 5000);
+    assert_window(g, 1, T0 + 5000, T0 + 5000, true);
+    assert_int_equal(kx_metric_get(KX_M_STORE_OPS), 4);
+}
+
+static void test_exact_boundary(void **state)
+{
+    fx *f = *state;
+    add(f, "k", "m1", T0);
+    /* [t - window, t] is inclusive: an event exactly window_ms after the first counts it. */
+    got g = add(f, "k", "m2", T0 + WIN);
+    assert_window(g, 2, T0, T0 + WIN, true);
+    g = add(f, "k", "m3", T0 + WIN + 1);
+    assert_window(g, 2, T0 + WIN, T0 + WIN + 1, true);
+}
+
+static void test_out_of_order(void **state)
+{
+    fx *f = *state;
+    add(f, "k", "m1", T0 + 5000);
+    add(f, "k", "m2", T0 + 8000);
+    /* A late event counts the window that ends at its own time: later ones are outside. */
+    got g = add(f, "k", "late", T0 + 1000);
+    assert_window(g, 1, T0 + 1000, T0 + 1000, true);
+    g = add(f, "k", "m4", T0 + 9000);
+    assert_window(g, 4, T0 + 1000, T0 + 9000, true);
+}
+
+static void test_prune_by_ttl(void **state)
+{
+    fx *f = *state;
+    /* ttl == window: no lateness allowed; members older than (newest - ttl) are pruned. */
+    addp p = {.key = "k", .member = "m1", .t = T0, .window = WIN, .ttl = WIN};
+    add_full(f, p);
+    p.member = "m2";
+    p.t = T0 + 2 * WIN;
+    got g = add_full(f, p);
+    assert_window(g, 1, T0 + 2 * WIN, T0 + 2 * WIN, true);
+    /* At the prune threshold exactly: kept, but m1 (pruned) no longer counts. */
+    p.member = "m3";
+    p.t = T0 + WIN;
+    g = add_full(f, p);
+    assert_window(g, 1, T0 + WIN, T0 + WIN, true);
+    /* Older than newest - ttl: stored and pruned at once, so nothing is in its window. */
+    p.member = "m4";
+    p.t = T0 + WIN - 1;
+    g = add_full(f, p);
+    assert_window(g, 0, 0, 0, true);
+}
+
+static void test_duplicate_member(void **state)
+{
+    fx *f = *state;
+    add_full(f, (addp){.key = "k", .member = "m1", .t = T0, .evidence = "e1", .max_ev = 4});
+    got g =
+        add_full(f, (addp){.key = "k", .member = "m1", .t = T0, .evidence = "dup", .max_ev = 4});
+    assert_window(g, 1, T0, T0, false);
+    assert_int_equal(g.nev, 1);
+    assert_string_equal(g.ev[0], "e1");
+    /* Same member, other time: still the same member, keeping its first time. */
+    g = add(f, "k", "m1", T0 + 500);
+    assert_window(g, 1, T0, T0, false);
+    g = add(f, "k", "m2", T0 + 600);
+    assert_window(g, 2, T0, T0 + 600, true);
+}
+
+static void test_evidence_order_and_cap(void **state)
+{
+    fx *f = *state;
+    addp p = {.key = "k", .max_ev = 3};
+    static const char *const members[] = {"m1", "m2", "m3", "m4", "m5"};
+    static const char *const evs[] = {"e1", "e2", "e3", "e4", "e5"};
+    got g;
+    for (int i = 0; i < 5; i++) {
+        p.member = members[i];
+        p.evidence = evs[i];
+        p.t = T0 + i;
+        g = add_full(f, p);
+        assert_int_equal(g.count, i + 1);
+        if (i == 1) {
+            assert_int_equal(g.nev, 2);
+            assert_string_equal(g.ev[0], "e2");
+            assert_string_equal(g.ev[1], "e1");
+        }
+    }
+    assert_int_equal(g.nev, 3);
+    assert_string_equal(g.ev[0], "e5");
+    assert_string_equal(g.ev[1], "e4");
+    assert_string_equal(g.ev[2], "e3");
+    /* No evidence given: nothing pushed, the list is still returned. */
+    g = add_full(f, (addp){.key = "k", .member = "m6", .t = T0 + 6, .max_ev = 3});
+    assert_int_equal(g.nev, 3);
+    assert_string_equal(g.ev[0], "e5");
+    /* Asking for fewer returns the most recent ones. */
+    g = add_full(f, (addp){.key = "k", .member = "m7", .t = T0 + 7, .evidence = "e7", .max_ev = 2});
+    assert_int_equal(g.nev, 2);
+    assert_string_equal(g.ev[0], "e7");
+    assert_string_equal(g.ev[1], "e5");
+    /* max_evidence 0: none kept, none returned. */
+    g = add_full(f, (addp){.key = "k", .member = "m8", .t = T0 + 8, .evidence = "e8"});
+    assert_int_equal(g.nev, 0);
+    assert_int_equal(g.count, 8);
+    g = add_full(f, (addp){.key = "k", .member = "m9", .t = T0 + 9, .max_ev = 8});
+    assert_int_equal(g.nev, 2);
+    assert_string_equal(g.ev[0], "e7");
+    assert_string_equal(g.ev[1], "e5");
+}
+
+/* Remaining TTL of the window key in ms, -2 if it does not exist. */
+static int64_t backend_pttl(fx *f, const char *key, const char *suffix)
+{
+    if (!f->redis)
+        return kx__store_memory_pttl(f->s, key, (int64_t)(ev_now(f->loop) * 1000.0));
+    char full[256];
+    snprintf(full, sizeof(full), PREFIX "{%s}:%s", key, suffix);
+    return cmd_int(f, "PTTL %s", full);
+}
+
+static bool key_gone(void *ud)
+{
+    fx *f = ud;
+    return backend_pttl(f, "short", "z") == -2;
+}
+
+static void test_ttl(void **state)
+{
+    fx *f = *state;
+    add_full(f, (addp){.key = "k", .member = "m1", .t = T0, .evidence = "e1", .max_ev = 2});
+    int64_t z = backend_pttl(f, "k", "z");
+    assert_true(z > TTL - 1000 && z <= TTL);
+    if (f->redis) {
+        int64_t e = backend_pttl(f, "k", "e");
+        assert_true(e > TTL - 1000 && e <= TTL);
+    }
+    assert_int_equal(backend_pttl(f, "nope", "z"), -2);
+
+    /* A key expires ttl after its last update; the window then starts over. */
+    addp p = {.key = "short", .member = "m1", .t = T0, .window = 200, .ttl = 200};
+    add_full(f, p);
+    if (f->redis) {
+        assert_true(kx_test_run_until(f->loop, key_gone, f, 5000));
+    } else {
+        int64_t now = (int64_t)(ev_now(f->loop) * 1000.0);
+        /* Expired when now > expiry, as Redis: not yet at now + ttl, gone one ms later. */
+        assert_int_equal(kx__store_memory_sweep(f->s, now + 200, 0), 0);
+        assert_int_equal(kx__store_memory_pttl(f->s, "short", now + 200), 0);
+        assert_int_equal(kx__store_memory_nkeys(f->s), 2);
+        assert_int_equal(kx__store_memory_sweep(f->s, now + 201, 0), 1);
+        assert_int_equal(kx__store_memory_nkeys(f->s), 1);
+        assert_int_equal(kx__store_memory_pttl(f->s, "short", now), -2);
+    }
+    p.member = "m2";
+    p.t = T0 + 100;
+    got g = add_full(f, p);
+    assert_window(g, 1, T0 + 100, T0 + 100, true);
+}
+
+static void test_member_cap(void **state)
+{
+    fx *f = *state;
+    kx__store_set_member_cap(f->s, 3);
+    for (int i = 0; i < 3; i++) {
+        char m[8];
+        snprintf(m, sizeof(m), "m%d", i);
+        add(f, "k", m, T0 + i);
+    }
+    assert_int_equal(kx_metric_get(KX_M_STATE_KEYS_CAPPED), 0);
+    got g = add(f, "k", "m3", T0 + 3);
+    assert_window(g, 3, T0 + 1, T0 + 3, true);
+    assert_int_equal(kx_metric_get(KX_M_STATE_KEYS_CAPPED), 1);
+
+    /* Equal times: the oldest is the smallest member bytes, as in a Redis sorted set. */
+    add(f, "tie", "c", T0);
+    add(f, "tie", "a", T0);
+    add(f, "tie", "d", T0);
+    g = add(f, "tie", "b", T0);
+    assert_window(g, 3, T0, T0, true);
+    g = add(f, "tie", "b", T0);
+    assert_int_equal(g.added, false); /* b stayed */
+    g = add(f, "tie", "a", T0);
+    assert_int_equal(g.added, true); /* a was the one dropped (and is dropped again) */
+    assert_int_equal(g.count, 3);
+    g = add(f, "tie", "bb", T0);
+    assert_int_equal(g.added, true);
+    g = add(f, "tie", "b", T0);
+    assert_int_equal(g.added, true); /* bb pushed b out */
+    assert_int_equal(kx_metric_get(KX_M_STATE_KEYS_CAPPED), 5);
+}
+
+static void test_invalid_args(void **state)
+{
+    fx *f = *state;
+    got g = {0};
+    kx_window_add op = {.key = "k", .member = "m", .time_ms = T0, .window_ms = 100, .ttl_ms = 50};
+    assert_int_equal(kx_store_window_add(f->s, &op, got_cb, &g), -EINVAL);
+    op.ttl_ms = 100;
+    op.member = NULL;
+    assert_int_equal(kx_store_window_add(f->s, &op, got_cb, &g), -EINVAL);
+    op.member = "m";
+    op.time_ms = INT64_C(1) << 53;
+    assert_int_equal(kx_store_window_add(f->s, &op, got_cb, &g), -EINVAL);
+    op.time_ms = T0;
+    static char big[KX__STORE_MAX_EVIDENCE_LEN + 1];
+    op.evidence = big;
+    op.evidence_len = sizeof(big);
+    op.max_evidence = 1;
+    assert_int_equal(kx_store_window_add(f->s, &op, got_cb, &g), -EMSGSIZE);
+    /* A call that fails never runs its callback. */
+    ev_run(f->loop, EVRUN_NOWAIT);
+    assert_int_equal(g.calls, 0);
+    assert_int_equal(kx_metric_get(KX_M_STORE_OPS), 0);
+}
+
+typedef struct destroyer {
+    fx *f;
+    int calls;
+    int status[4];
+} destroyer;
+
+static void destroy_cb(void *ud, int status, const kx_window_result *res)
+{
+    (void)res;
+    destroyer *d = ud;
+    d->status[d->calls++] = status;
+    if (d->calls == 1) {
+        kx_store_destroy(d->f->s);
+        d->f->s = NULL;
+    }
+}
+
+static bool destroyer_done(void *ud)
+{
+    return ((destroyer *)ud)->calls >= (((destroyer *)ud)->f->redis ? 2 : 1);
+}
+
+static void test_destroy_in_callback(void **state)
+{
+    fx *f = *state;
+    destroyer d = {.f = f};
+    kx_window_add op = {.key = "k", .member = "m1", .time_ms = T0, .window_ms = WIN, .ttl_ms = TTL};
+    assert_int_equal(kx_store_window_add(f->s, &op, destroy_cb, &d), 0);
+    if (f->redis) {
+        op.member = "m2";
+        assert_int_equal(kx_store_window_add(f->s, &op, destroy_cb, &d), 0);
+    }
+    assert_true(kx_test_run_until(f->loop, destroyer_done, &d, 5000));
+    assert_int_equal(d.status[0], 0);
+    if (f->redis) {
+        assert_int_equal(d.calls, 2);
+        assert_int_equal(d.status[1], -ECANCELED);
+    } else {
+        assert_int_equal(d.calls, 1);
+    }
+    assert_null(f->s); /* teardown has nothing more to destroy */
+}
+
+static int teardown_maybe_destroyed(void **state)
+{
+    fx *f = *state;
+    if (!f->s) {
+        assert_false(ev_run(f->loop, EVRUN_NOWAIT));
+        if (f->sync)
+            redisFree(f->sync);
+        ev_loop_destroy(f->loop);
+        free(f);
+        return 0;
+    }
+    return teardown(state);
+}
+
+/* ---- memory only ---- */
+
+static void test_memory_key_cap(void **state)
+{
+    fx *f = *state;
+    kx_store_destroy(f->s);
+    assert_int_equal(kx_store_memory_create(f->loop, 2, &f->s), 0);
+    add(f, "k1", "m", T0);
+    add(f, "k2", "m", T0);
+    got g = add(f, "k3", "m", T0);
+    assert_int_equal(g.status, -ENOSPC);
+    assert_int_equal(kx_metric_get(KX_M_STATE_KEYS_CAPPED), 1);
+    /* Existing keys still take updates. */
+    g = add(f, "k1", "m2", T0 + 1);
+    assert_window(g, 2, T0, T0 + 1, true);
+    /* Once keys expire there is room again. */
+    int64_t now = (int64_t)(ev_now(f->loop) * 1000.0);
+    assert_int_equal(kx__store_memory_sweep(f->s, now + TTL + 1, 0), 2);
+    g = add(f, "k3", "m", T0);
+    assert_window(g, 1, T0, T0, true);
+}
+
+static void test_memory_many_members(void **state)
+{
+    fx *f = *state;
+    /* Enough members to grow, prune and compact every internal array several times, in an
+     * order that inserts in the middle; checked against the obvious count. */
+    addp p = {.key = "big", .window = 1000, .ttl = 2000};
+    char m[32];
+    for (int i = 0; i < 20000; i++) {
+        int64_t t = T0 + i - (i % 7) * 3; /* slightly out of order */
+        snprintf(m, sizeof(m), "member-%d", i);
+        p.member = m;
+        p.t = t;
+        got g = add_full(f, p);
+        assert_int_equal(g.added, true);
+        /* Expected: members j <= i with t_j in [t - 1000, t] and not pruned (t_j >= max - 2000,
+         * which is below t - 1000 here since lateness <= 18). */
+        int64_t expect = 0;
+        for (int j = i; j >= 0 && j >= i - 1100; j--) {
+            int64_t tj = T0 + j - (j % 7) * 3;
+            if (tj >= t - 1000 && tj <= t)
+                expect++;
+        }
+        assert_int_equal(g.count, expect);
+    }
+    /* Re-adding recent members finds them all. */
+    for (int i = 19990; i < 20000; i++) {
+        snprintf(m, sizeof(m), "member-%d", i);
+        p.member = m;
+        p.t = T0 + i - (i % 7) * 3;
+        assert_int_equal(add_full(f, p).added, false);
+    }
+}
+
+/* ---- redis only ---- */
+
+static void test_redis_noscript(void **state)
+{
+    fx *f = *state;
+    add(f, "k", "m1", T0);
+    redisReply *r = cmd(f, "SCRIPT FLUSH");
+    assert_int_equal(r->type, REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+    /* Two adds in one pipeline: both get NOSCRIPT, both are resent after one reload. */
+    got g2 = {0}, g3 = {0};
+    kx_window_add op = {
+        .key = "k", .member = "m2", .time_ms = T0 + 1, .window_ms = WIN, .ttl_ms = TTL};
+    assert_int_equal(kx_store_window_add(f->s, &op, got_cb, &g2), 0);
+    op.member = "m3";
+    op.time_ms = T0 + 2;
+    assert_int_equal(kx_store_window_add(f->s, &op, got_cb, &g3), 0);
+    assert_int_equal(kx_store_pending(f->s), 2);
+    assert_true(kx_test_run_until(f->loop, got_done, &g3, 5000));
+    assert_int_equal(g2.calls, 1);
+    assert_window(g2, 2, T0, T0 + 1, true);
+    assert_window(g3, 3, T0, T0 + 2, true);
+    assert_int_equal(kx_store_pending(f->s), 0);
+    assert_int_equal(kx_metric_get(KX_M_STORE_ERRORS), 0);
+}
+
+static void test_redis_key_layout(void **state)
+{
+    fx *f = *state;
+    add_full(f, (addp){.key = "tenant/rule/10.0.0.1",
+                       .member = "m1",
+                       .t = T0,
+                       .evidence = "line one",
+                       .max_ev = 5});
+    redisReply *r = cmd(f, "KEYS *");
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(r->elements, 2);
+    freeReplyObject(r);
+    r = cmd(f, "ZRANGE %s 0 -1 WITHSCORES", PREFIX "{tenant/rule/10.0.0.1}:z");
+    assert_int_equal(r->elements, 2);
+    assert_string_equal(r->element[0]->str, "m1");
+    assert_string_equal(r->element[1]->str, "1700000000000");
+    freeReplyObject(r);
+    r = cmd(f, "LRANGE %s 0 -1", PREFIX "{tenant/rule/10.0.0.1}:e");
+    assert_int_equal(r->elements, 1);
+    assert_string_equal(r->element[0]->str, "line one");
+    freeReplyObject(r);
+    /* Both keys hash to one cluster slot, as a multi-key script needs. */
+    r = cmd(f, "CLUSTER KEYSLOT %s", PREFIX "{tenant/rule/10.0.0.1}:z");
+    long long slot_z = r->integer;
+    freeReplyObject(r);
+    r = cmd(f, "CLUSTER KEYSLOT %s", PREFIX "{tenant/rule/10.0.0.1}:e");
+    assert_int_equal(r->integer, slot_z);
+    freeReplyObject(r);
+}
+
+typedef struct cancel_rec {
+    int calls;
+    int status[3];
+} cancel_rec;
+
+static void cancel_cb(void *ud, int status, const kx_window_result *res)
+{
+    (void)res;
+    cancel_rec *c = ud;
+    c->status[c->calls++] = status;
+}
+
+static void test_redis_destroy_cancels_pending(void **state)
+{
+    fx *f = *state;
+    cancel_rec c = {0};
+    kx_window_add op = {.key = "k", .member = "m", .time_ms = T0, .window_ms = WIN, .ttl_ms = TTL};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(kx_store_window_add(f->s, &op, cancel_cb, &c), 0);
+    assert_int_equal(kx_store_pending(f->s), 3);
+    kx_store_destroy(f->s);
+    f->s = NULL;
+    assert_int_equal(c.calls, 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(c.status[i], -ECANCELED);
+}
+
+/* ---- URLs (no server needed) ---- */
+
+static void test_url(void **state)
+{
+    (void)state;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    kx_store *s = NULL;
+    kx_err err;
+    assert_int_equal(kx_store_create_from_url(loop, "memory", &s, &err), 0);
+    assert_string_equal(kx_store_kind(s), "memory");
+    kx_store_destroy(s);
+    /* Port 1 on loopback: nothing listens; the store is created and retries quietly. */
+    assert_int_equal(kx_store_create_from_url(loop, "redis://127.0.0.1:1/x:", &s, &err), 0);
+    assert_string_equal(kx_store_kind(s), "redis");
+    assert_false(kx_store_is_up(s));
+    kx_store_destroy(s);
+    assert_int_equal(kx_store_create_from_url(loop, "redis://localhost:1", &s, &err), 0);
+    kx_store_destroy(s);
+    assert_int_equal(kx_store_create_from_url(loop, "redis://[::1]:1/p", &s, &err), 0);
+    kx_store_destroy(s);
+
+    assert_int_equal(kx_store_create_from_url(loop, "redis://redis.example:6379", &s, &err),
+                     -EINVAL);
+    assert_string_equal(err.msg, "store url \"redis://redis.example:6379\": host must be a numeric "
+                                 "IP address or \"localhost\" (names are not resolved: that "
+                                 "would block the loop)");
+    assert_int_equal(kx_store_create_from_url(loop, "mysql://1.2.3.4", &s, &err), -EINVAL);
+    assert_string_equal(err.msg, "store url \"mysql://1.2.3.4\": expected \"memory\" or "
+                                 "\"redis://HOST:PORT[/PREFIX]\"");
+    assert_int_equal(kx_store_create_from_url(loop, "redis://127.0.0.1:99999", &s, &err), -EINVAL);
+    assert_string_equal(err.msg, "store url \"redis://127.0.0.1:99999\": bad port");
+    assert_int_equal(kx_store_create_from_url(loop, "redis://127.0.0.1:80x", &s, &err), -EINVAL);
+    assert_string_equal(err.msg, "store url \"redis://127.0.0.1:80x\": bad port");
+    assert_int_equal(kx_store_create_from_url(loop, "redis://:80", &s, &err), -EINVAL);
+    assert_string_equal(err.msg, "store url \"redis://:80\": bad host");
+    assert_false(ev_run(loop, EVRUN_NOWAIT));
+    ev_loop_destroy(loop);
+}
+
+static void test_url_prefix_redis(void **state)
+{
+    fx *f = *state;
+    kx_store_destroy(f->s);
+    char url[64];
+    kx_err err;
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d/pfx:", g_srv.port);
+    assert_int_equal(kx_store_create_from_url(f->loop, url, &f->s, &err), 0);
+    assert_true(kx_test_run_until(f->loop, store_up, f->s, 5000));
+    add(f, "k", "m", T0);
+    assert_int_equal(cmd_int(f, "EXISTS %s", "pfx:{k}:z"), 1);
+    kx_store_destroy(f->s);
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", g_srv.port);
+    assert_int_equal(kx_store_create_from_url(f->loop, url, &f->s, &err), 0);
+    assert_true(kx_test_run_until(f->loop, store_up, f->s, 5000));
+    add(f, "k", "m", T0);
+    assert_int_equal(cmd_int(f, "EXISTS %s", "klaxon:{k}:z"), 1);
+}
+
+#define SHARED_TESTS(setup)                                                                        \
+    cmocka_unit_test_setup_teardown(test_kind, setup, teardown),                                   \
+        cmocka_unit_test_setup_teardown(test_count_within_window, setup, teardown),                \
+        cmocka_unit_test_setup_teardown(test_exact_boundary, setup, teardown),                     \
+        cmocka_unit_test_setup_teardown(test_out_of_order, setup, teardown),                       \
+        cmocka_unit_test_setup_teardown(test_prune_by_ttl, setup, teardown),                       \
+        cmocka_unit_test_setup_teardown(test_duplicate_member, setup, teardown),                   \
+        cmocka_unit_test_setup_teardown(test_evidence_order_and_cap, setup, teardown),             \
+        cmocka_unit_test_setup_teardown(test_ttl, setup, teardown),                                \
+        cmocka_unit_test_setup_teardown(test_member_cap, setup, teardown),                         \
+        cmocka_unit_test_setup_teardown(test_invalid_args, setup, teardown),                       \
+        cmocka_unit_test_setup_teardown(test_destroy_in_callback, setup, teardown_maybe_destroyed)
+
+int main(void)
+{
+    /* hiredis writes with write(2): a peer that went away must give EPIPE, not a signal. */
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest memory_tests[] = {
+        SHARED_TESTS(setup_memory),
+        cmocka_unit_test_setup_teardown(test_memory_key_cap, setup_memory, teardown),
+        cmocka_unit_test_setup_teardown(test_memory_many_members, setup_memory, teardown),
+        cmocka_unit_test(test_url),
+    };
+    const struct CMUnitTest redis_tests[] = {
+        SHARED_TESTS(setup_redis),
+        cmocka_unit_test_setup_teardown(test_redis_noscript, setup_redis, teardown),
+        cmocka_unit_test_setup_teardown(test_redis_key_layout, setup_redis, teardown),
+        cmocka_unit_test_setup_teardown(test_redis_destroy_cancels_pending, setup_redis,
+                                        teardown_maybe_destroyed),
+        cmocka_unit_test_setup_teardown(test_url_prefix_redis, setup_redis, teardown),
+    };
+    int failed =
+        cmocka_run_group_tests_name("store_memory", memory_tests, group_setup_memory, NULL);
+    failed += cmocka_run_group_tests_name("store_redis", redis_tests, group_setup_redis,
+                                          group_teardown_redis);
+    return failed;
+}
