@@ -1,10 +1,633 @@
-/* Placeholder until the CLI lands. */
+/*
+ * The klaxon command line: run (the daemon), replay (the same engine over files or stdin),
+ * rules lint, version. Each command builds the stages from the config, wires them on one
+ * libev loop and tears them down in reverse order.
+ *
+ * Exit codes: 0 success; 1 runtime failure; 2 bad usage, config or rules (nothing started).
+ */
+#include <errno.h>
+#include <ev.h>
+#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "klaxon/alert.h"
+#include "klaxon/config.h"
+#include "klaxon/decode.h"
+#include "klaxon/detect.h"
+#include "klaxon/http.h"
+#include "klaxon/log.h"
+#include "klaxon/metrics.h"
+#include "klaxon/pipeline.h"
+#include "klaxon/source.h"
+#include "klaxon/store.h"
+#include "klaxon/tz.h"
+
+#ifndef KLAXON_VERSION
+#define KLAXON_VERSION "0.1.0"
+#endif
+
 int kx_cli_main(int argc, char **argv);
+
+static void print_err(const kx_err *e)
+{
+    char buf[1024];
+    kx_err_format(e, buf, sizeof(buf));
+    fprintf(stderr, "klaxon: %s\n", buf);
+}
+
+/* Rules klaxon cannot evaluate yet are refused at load, not silently never fired. */
+static int check_supported(kx_ruleset *rs, kx_err *err)
+{
+    for (size_t i = 0; i < kx_ruleset_size(rs); i++) {
+        kx_rule *r = kx_ruleset_at(rs, i);
+        if (r->kind == KX_RULE_CORRELATION && (r->cmp == KX_CMP_LT || r->cmp == KX_CMP_LTE))
+            return kx_err_set(err, r->file, r->line, 1,
+                              "correlation \"%s\": \"at most\" conditions (lt, lte) are not "
+                              "supported yet",
+                              r->id);
+    }
+    return 0;
+}
+
+static int load_rules(char **paths, size_t n, kx_ruleset **out)
+{
+    kx_err err = {0};
+    if (n == 0) {
+        fprintf(stderr, "klaxon: no rules given\n");
+        return -EINVAL;
+    }
+    if (kx_ruleset_load((const char *const *)paths, n, out, &err)) {
+        print_err(&err);
+        return -EINVAL;
+    }
+    if (check_supported(*out, &err)) {
+        print_err(&err);
+        kx_ruleset_destroy(*out);
+        *out = NULL;
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* ---- shared runtime ---- */
+
+typedef struct app {
+    struct ev_loop *loop;
+    kx_config *cfg;
+    kx_ruleset *rules;
+    kx_store *store;
+    kx_router *router;
+    kx_pipeline *pipe;
+    kx_source *src;
+    kx_http *http;
+    ev_signal sigterm, sigint;
+    bool stopping;
+    bool source_ended;
+    bool replay;
+    int exit_code;
+} app;
+
+static void batch_done(void *ud)
+{
+    app *a = ud;
+    kx_source_batch_done(a->src);
+}
+
+static void on_batch(void *ud, const kx_msg *msgs, size_t n)
+{
+    app *a = ud;
+    if (kx_pipeline_process(a->pipe, msgs, n, batch_done, a)) {
+        kx_log(KX_LOG_ERROR, "app", "pipeline refused a batch while busy");
+        kx_source_batch_done(a->src);
+    }
+}
+
+static void on_pause(void *ud, bool pause)
+{
+    app *a = ud;
+    if (pause)
+        kx_source_pause(a->src);
+    else
+        kx_source_resume(a->src);
+}
+
+static void drained(void *ud)
+{
+    app *a = ud;
+    ev_break(a->loop, EVBREAK_ALL);
+}
+
+/* Source finished (replay: input read; run: consumer closed after commit). */
+static void on_source_end(void *ud)
+{
+    app *a = ud;
+    a->source_ended = true;
+    kx_router_drain(a->router, drained, a);
+}
+
+static void shutdown_check(struct ev_loop *loop, ev_idle *w, int revents);
+static ev_idle g_shutdown_w;
+static ev_timer g_grace_w;
+
+/* How long a shutdown waits for in-flight work (a batch held by a store outage, a webhook
+ * being retried). Past it, klaxon exits without storing the unfinished batch's offsets:
+ * those messages are read again on restart (state updates are idempotent), none is lost. */
+#define KX_SHUTDOWN_GRACE_S 15.0
+
+static void grace_expired(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    app *a = w->data;
+    kx_log(KX_LOG_WARN, "app",
+           "shutdown grace of %.0fs expired: exiting with in-flight work unfinished; its "
+           "offsets are not committed and it will be read again on restart",
+           KX_SHUTDOWN_GRACE_S);
+    ev_idle_stop(loop, &g_shutdown_w);
+    if (!a->source_ended) {
+        kx_source_stop(a->src);
+        a->source_ended = true;
+    }
+    a->exit_code = 1;
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void begin_shutdown(app *a)
+{
+    if (a->stopping)
+        return;
+    a->stopping = true;
+    kx_log(KX_LOG_INFO, "app", "shutting down: finishing in-flight work");
+    kx_source_pause(a->src);
+    g_shutdown_w.data = a;
+    ev_idle_start(a->loop, &g_shutdown_w);
+    ev_timer_init(&g_grace_w, grace_expired, KX_SHUTDOWN_GRACE_S, 0);
+    g_grace_w.data = a;
+    ev_timer_start(a->loop, &g_grace_w);
+}
+
+static void shutdown_check(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    (void)revents;
+    app *a = w->data;
+    if (kx_pipeline_busy(a->pipe))
+        return; /* the current batch is still being handed on */
+    ev_idle_stop(loop, w);
+    /* Commits the stored offsets and closes the consumer (blocking, once, at shutdown);
+     * then drain the router (pending deliveries) and end the loop. */
+    kx_source_stop(a->src);
+    if (!a->replay)
+        on_source_end(a);
+}
+
+static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    begin_shutdown(w->data);
+}
+
+static int render_rule_metrics(void *ud, kx_buf *out)
+{
+    app *a = ud;
+    int rc = kx_buf_puts(out, "# HELP klaxon_rule_matches Matches (detection rules) or alerts "
+                              "(correlations) per rule.\n# TYPE klaxon_rule_matches counter\n");
+    for (size_t i = 0; i < kx_ruleset_size(a->rules) && !rc; i++) {
+        kx_rule *r = kx_ruleset_at(a->rules, i);
+        rc = kx_buf_printf(out, "klaxon_rule_matches{rule=\"%s\"} %llu\n", r->id,
+                           (unsigned long long)r->matches);
+    }
+    return rc;
+}
+
+static bool health(void *ud, kx_buf *reason)
+{
+    app *a = ud;
+    if (!kx_store_is_up(a->store)) {
+        kx_buf_puts(reason, "state store unreachable");
+        return false;
+    }
+    if (a->stopping) {
+        kx_buf_puts(reason, "shutting down");
+        return false;
+    }
+    return true;
+}
+
+static void app_fini(app *a)
+{
+    if (a->http)
+        kx_http_destroy(a->http);
+    if (a->src)
+        kx_source_destroy(a->src);
+    if (a->pipe)
+        kx_pipeline_destroy(a->pipe);
+    if (a->router)
+        kx_router_destroy(a->router);
+    if (a->store)
+        kx_store_destroy(a->store);
+    if (a->rules)
+        kx_ruleset_destroy(a->rules);
+    if (a->cfg)
+        kx_config_destroy(a->cfg);
+    kx_tz_cache_clear();
+    if (a->loop)
+        ev_loop_destroy(a->loop);
+}
+
+static int add_decoders(app *a, int format_override, const char *topic_for_replay, kx_err *err)
+{
+    kx_config *c = a->cfg;
+    if (a->replay) {
+        /* Replay decodes every line with one decoder: the input named by --topic, else the
+         * first input of the requested format, else defaults. */
+        const kx_yaml_node *input = NULL;
+        for (size_t i = 0; c && i < c->ninputs && !input; i++) {
+            if (topic_for_replay) {
+                if (c->input_topics[i] && !strcmp(c->input_topics[i], topic_for_replay))
+                    input = c->inputs[i];
+                continue;
+            }
+            const kx_yaml_node *f = kx_yaml_get(c->inputs[i], "format");
+            bool is_syslog = kx_yaml_is(f, "syslog");
+            if (format_override < 0 || (format_override == KX_FMT_SYSLOG) == is_syslog)
+                input = c->inputs[i];
+        }
+        if (topic_for_replay && !input)
+            return kx_err_set(err, c ? c->file : NULL, 0, 0, "no input for topic \"%s\"",
+                              topic_for_replay);
+        kx_decoder *d;
+        if (kx_decoder_create(input, c ? c->decode : NULL, format_override, c ? c->file : NULL, &d,
+                              err))
+            return -EINVAL;
+        return kx_pipeline_add_decoder(a->pipe, NULL, d);
+    }
+    for (size_t i = 0; i < c->ninputs; i++) {
+        kx_decoder *d;
+        if (kx_decoder_create(c->inputs[i], c->decode, -1, c->file, &d, err))
+            return -EINVAL;
+        int rc = kx_pipeline_add_decoder(a->pipe, c->input_topics[i], d);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int build_stages(app *a, const char *store_url, int format_override, const char *topic,
+                        bool stdout_only)
+{
+    kx_err err = {0};
+    int rc = kx_store_create_from_url(a->loop, store_url, &a->store, &err);
+    if (rc) {
+        print_err(&err);
+        return 2;
+    }
+    const kx_yaml_node *alerting = a->cfg ? a->cfg->alerting : NULL;
+    if (kx_router_create(a->loop, stdout_only ? NULL : alerting, a->cfg ? a->cfg->file : NULL,
+                         &a->router, &err)) {
+        print_err(&err);
+        return 2;
+    }
+    kx_pipeline_opts opts = {
+        .max_event_bytes = a->cfg ? a->cfg->max_event_bytes : (1 << 20),
+        .evidence_bytes = a->cfg ? a->cfg->evidence_bytes : (16 << 10),
+        .lateness_ms = a->cfg ? a->cfg->lateness_ms : 60000,
+    };
+    if (kx_pipeline_create(a->loop, a->rules, a->store, a->router, &opts, &a->pipe))
+        return 1;
+    if (add_decoders(a, format_override, topic, &err)) {
+        print_err(&err);
+        return 2;
+    }
+    kx_pipeline_set_pause_cb(a->pipe, on_pause, a);
+    return 0;
+}
+
+/* ---- klaxon run ---- */
+
+static void usage_run(FILE *f)
+{
+    fprintf(f, "usage: klaxon run -c CONFIG [--log-level debug|info|warn|error]\n"
+               "\n"
+               "Runs the always-on daemon: consumes the configured Kafka topics in a consumer\n"
+               "group, decodes, matches the rules, keeps windows in the state store and sends\n"
+               "alerts to the configured sinks. Offsets are committed only after the alerts a\n"
+               "message caused were handed to their sinks. SIGTERM/SIGINT stop it cleanly.\n"
+               "\n"
+               "  -c, --config FILE   configuration file (see docs/config.md)\n"
+               "      --log-level L   override the config's log_level\n"
+               "  -h, --help          this help\n");
+}
+
+static int parse_level(const char *s, kx_log_level *out)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++) {
+        if (!strcmp(s, names[i])) {
+            *out = (kx_log_level)i;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"log-level", required_argument, NULL, 'l'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *cfg_path = NULL, *level = NULL;
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            cfg_path = optarg;
+            break;
+        case 'l':
+            level = optarg;
+            break;
+        case 'h':
+            usage_run(stdout);
+            return 0;
+        default:
+            usage_run(stderr);
+            return 2;
+        }
+    }
+    if (!cfg_path || optind != argc) {
+        usage_run(stderr);
+        return 2;
+    }
+    app a = {0};
+    kx_err err = {0};
+    int code = 2;
+    if (kx_config_load(cfg_path, &a.cfg, &err)) {
+        print_err(&err);
+        goto out;
+    }
+    kx_log_set_level(a.cfg->log_level);
+    kx_log_level lvl;
+    if (level && parse_level(level, &lvl) == 0)
+        kx_log_set_level(lvl);
+    if (!a.cfg->kafka || a.cfg->ninputs == 0) {
+        kx_err_set(&err, cfg_path, 0, 0, "klaxon run needs a kafka section and inputs");
+        print_err(&err);
+        goto out;
+    }
+    if (load_rules(a.cfg->rule_paths, a.cfg->nrule_paths, &a.rules))
+        goto out;
+    a.loop = ev_loop_new(EVFLAG_AUTO);
+    if ((code = build_stages(&a, a.cfg->store_url, -1, NULL, false)))
+        goto out;
+    const char **topics = calloc(a.cfg->ninputs, sizeof(*topics));
+    size_t nt = 0;
+    for (size_t i = 0; topics && i < a.cfg->ninputs; i++) {
+        if (a.cfg->input_topics[i])
+            topics[nt++] = a.cfg->input_topics[i];
+    }
+    code = 2;
+    int rc = topics ? kx_kafka_source_create(a.loop, a.cfg->kafka, a.cfg->file, topics, nt,
+                                             on_batch, &a, &a.src, &err)
+                    : -ENOMEM;
+    free(topics);
+    if (rc) {
+        print_err(&err);
+        goto out;
+    }
+    if (a.cfg->metrics_addr && kx_http_create(a.loop, a.cfg->metrics_addr, a.cfg->metrics_port,
+                                              render_rule_metrics, health, &a, &a.http, &err)) {
+        print_err(&err);
+        goto out;
+    }
+    ev_signal_init(&a.sigterm, on_signal, SIGTERM);
+    ev_signal_init(&a.sigint, on_signal, SIGINT);
+    a.sigterm.data = a.sigint.data = &a;
+    ev_signal_start(a.loop, &a.sigterm);
+    ev_signal_start(a.loop, &a.sigint);
+    ev_idle_init(&g_shutdown_w, shutdown_check);
+    ev_timer_init(&g_grace_w, grace_expired, KX_SHUTDOWN_GRACE_S, 0);
+    signal(SIGPIPE, SIG_IGN);
+
+    kx_log(KX_LOG_INFO, "app", "klaxon %s running: %zu rules, %zu inputs, state %s", KLAXON_VERSION,
+           kx_ruleset_size(a.rules), a.cfg->ninputs, kx_store_kind(a.store));
+    kx_source_start(a.src);
+    ev_run(a.loop, 0);
+    ev_signal_stop(a.loop, &a.sigterm);
+    ev_signal_stop(a.loop, &a.sigint);
+    ev_timer_stop(a.loop, &g_grace_w);
+    kx_log(KX_LOG_INFO, "app", "stopped: %llu events, %llu malformed, %llu alerts raised",
+           (unsigned long long)kx_metric_get(KX_M_EVENTS_CONSUMED),
+           (unsigned long long)kx_metric_get(KX_M_EVENTS_MALFORMED),
+           (unsigned long long)kx_metric_get(KX_M_ALERTS_RAISED));
+    code = a.exit_code;
+out:
+    app_fini(&a);
+    return code;
+}
+
+/* ---- klaxon replay ---- */
+
+static void usage_replay(FILE *f)
+{
+    fprintf(f, "usage: klaxon replay --rules PATH [--rules PATH]... [--config FILE]\n"
+               "                     [--format json|syslog] [--topic NAME]\n"
+               "                     [--state memory|redis://HOST:PORT] [FILE...|-]\n"
+               "\n"
+               "Runs events from files (or stdin, '-' or no FILE) through the same decode, rules\n"
+               "and state code as `klaxon run`, and writes alerts as JSON Lines to stdout.\n"
+               "Diagnostics go to stderr. Exit 0 on success, 2 on bad rules, config or usage.\n"
+               "\n"
+               "  -r, --rules PATH    rule file or directory (repeatable; adds to the config's)\n"
+               "  -c, --config FILE   take inputs, decode and state settings from a config\n"
+               "  -f, --format F      json or syslog (default: the input's, else json)\n"
+               "  -t, --topic NAME    decode as the config's input for this topic\n"
+               "  -s, --state URL     memory (default) or redis://HOST:PORT[/PREFIX]\n"
+               "      --log-level L   debug, info, warn or error (default warn)\n"
+               "  -h, --help          this help\n");
+}
+
+static int cmd_replay(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"rules", required_argument, NULL, 'r'},  {"config", required_argument, NULL, 'c'},
+        {"format", required_argument, NULL, 'f'}, {"topic", required_argument, NULL, 't'},
+        {"state", required_argument, NULL, 's'},  {"log-level", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    char **rule_paths = calloc((size_t)argc + 64, sizeof(char *));
+    size_t nrules = 0;
+    const char *cfg_path = NULL, *store_url = NULL, *topic = NULL;
+    int format = -1;
+    kx_log_set_level(KX_LOG_WARN);
+    int ch, code = 2;
+    app a = {.replay = true};
+    kx_err err = {0};
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "r:c:f:t:s:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'r':
+            rule_paths[nrules++] = optarg;
+            break;
+        case 'c':
+            cfg_path = optarg;
+            break;
+        case 'f':
+            if (!strcmp(optarg, "json"))
+                format = KX_FMT_JSON;
+            else if (!strcmp(optarg, "syslog"))
+                format = KX_FMT_SYSLOG;
+            else {
+                fprintf(stderr, "klaxon: --format must be json or syslog\n");
+                goto out;
+            }
+            break;
+        case 't':
+            topic = optarg;
+            break;
+        case 's':
+            store_url = optarg;
+            break;
+        case 'l': {
+            kx_log_level lvl;
+            if (parse_level(optarg, &lvl)) {
+                fprintf(stderr, "klaxon: bad --log-level\n");
+                goto out;
+            }
+            kx_log_set_level(lvl);
+            break;
+        }
+        case 'h':
+            usage_replay(stdout);
+            code = 0;
+            goto out;
+        default:
+            usage_replay(stderr);
+            goto out;
+        }
+    }
+    if (cfg_path) {
+        if (kx_config_load(cfg_path, &a.cfg, &err)) {
+            print_err(&err);
+            goto out;
+        }
+        for (size_t i = 0; i < a.cfg->nrule_paths && nrules < (size_t)argc + 64; i++)
+            rule_paths[nrules++] = a.cfg->rule_paths[i];
+    }
+    if (!nrules) {
+        usage_replay(stderr);
+        goto out;
+    }
+    if (load_rules(rule_paths, nrules, &a.rules))
+        goto out;
+    if (!store_url)
+        store_url = a.cfg ? a.cfg->store_url : "memory";
+    a.loop = ev_loop_new(EVFLAG_AUTO);
+    if ((code = build_stages(&a, store_url, format, topic, true)))
+        goto out;
+    code = 1;
+    const char *stdin_only[] = {"-"};
+    const char *const *files = optind < argc ? (const char *const *)argv + optind : stdin_only;
+    size_t nfiles = optind < argc ? (size_t)(argc - optind) : 1;
+    size_t max_line = a.cfg ? a.cfg->max_event_bytes : (1 << 20);
+    if (kx_file_source_create(a.loop, files, nfiles, max_line, 256, on_batch, &a, on_source_end, &a,
+                              &a.src, &err)) {
+        print_err(&err);
+        goto out;
+    }
+    kx_pipeline_set_pause_cb(a.pipe, on_pause, &a);
+    signal(SIGPIPE, SIG_IGN);
+    kx_source_start(a.src);
+    ev_run(a.loop, 0);
+    fflush(stdout);
+    code = a.source_ended ? 0 : 1;
+    kx_log(KX_LOG_INFO, "replay", "%llu events, %llu malformed, %llu alerts",
+           (unsigned long long)kx_metric_get(KX_M_EVENTS_CONSUMED),
+           (unsigned long long)kx_metric_get(KX_M_EVENTS_MALFORMED),
+           (unsigned long long)kx_metric_get(KX_M_ALERTS_RAISED));
+    if (kx_metric_get(KX_M_EVENTS_MALFORMED))
+        fprintf(stderr, "klaxon: %llu malformed events skipped\n",
+                (unsigned long long)kx_metric_get(KX_M_EVENTS_MALFORMED));
+out:
+    app_fini(&a);
+    free(rule_paths);
+    return code;
+}
+
+/* ---- klaxon rules lint ---- */
+
+static int cmd_rules(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
+        strcmp(argv[1], "lint")) {
+        FILE *f =
+            argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) ? stdout : stderr;
+        fprintf(f, "usage: klaxon rules lint PATH...\n"
+                   "\n"
+                   "Loads rule files or directories exactly as `klaxon run` would and reports the\n"
+                   "first error as FILE:LINE:COL: message. Exit 0 when all rules load.\n");
+        return f == stdout ? 0 : 2;
+    }
+    if (argc >= 3 && (!strcmp(argv[2], "-h") || !strcmp(argv[2], "--help"))) {
+        printf("usage: klaxon rules lint PATH...\n");
+        return 0;
+    }
+    if (argc < 3) {
+        fprintf(stderr, "usage: klaxon rules lint PATH...\n");
+        return 2;
+    }
+    kx_ruleset *rs = NULL;
+    if (load_rules(argv + 2, (size_t)(argc - 2), &rs))
+        return 2;
+    size_t det = 0, corr = 0;
+    for (size_t i = 0; i < kx_ruleset_size(rs); i++)
+        kx_ruleset_at(rs, i)->kind == KX_RULE_CORRELATION ? corr++ : det++;
+    printf("ok: %zu rules (%zu detection, %zu correlation)\n", det + corr, det, corr);
+    kx_ruleset_destroy(rs);
+    kx_tz_cache_clear();
+    return 0;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: klaxon COMMAND [OPTIONS]\n"
+               "\n"
+               "klaxon watches security logs streaming through Kafka, matches them against\n"
+               "Sigma rules and sends alerts to the team that must act.\n"
+               "\n"
+               "commands:\n"
+               "  run -c CONFIG        the always-on daemon\n"
+               "  replay --rules PATH  the same engine over files or stdin; alerts to stdout\n"
+               "  rules lint PATH...   check rule files\n"
+               "  version              print the version\n"
+               "\n"
+               "`klaxon COMMAND --help` describes each command.\n");
+}
+
 int kx_cli_main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "klaxon: not built yet\n");
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("klaxon %s\n", KLAXON_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "run"))
+        return cmd_run(argc - 1, argv + 1);
+    if (!strcmp(cmd, "replay"))
+        return cmd_replay(argc - 1, argv + 1);
+    if (!strcmp(cmd, "rules"))
+        return cmd_rules(argc - 1, argv + 1);
+    fprintf(stderr, "klaxon: unknown command \"%s\"\n", cmd);
+    usage(stderr);
     return 2;
 }

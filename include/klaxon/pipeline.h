@@ -1,0 +1,53 @@
+/*
+ * pipeline: the stages after the source, wired on one loop. For each message of a batch:
+ * decode -> match rules -> (single-event rules) alert, (correlations) window update in the
+ * store -> alert when the threshold is crossed -> router. The batch's done callback runs
+ * once every state update it caused is applied and every alert it caused is handed to the
+ * sinks: only then may the source store its offsets.
+ *
+ * When the store is down, failed updates wait in order in a retry queue, the pause callback
+ * tells the source to stop, and the updates are re-issued when the store is back (updates
+ * are idempotent per event identity, so a retry never double-counts).
+ *
+ * Ownership: the pipeline borrows the loop, ruleset, store and router (the caller destroys
+ * them after the pipeline) and owns the decoders handed to it.
+ */
+#ifndef KLAXON_PIPELINE_H
+#define KLAXON_PIPELINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "klaxon/alert.h"
+#include "klaxon/decode.h"
+#include "klaxon/detect.h"
+#include "klaxon/source.h"
+#include "klaxon/store.h"
+
+struct ev_loop;
+
+typedef struct kx_pipeline_opts {
+    size_t max_event_bytes; /* larger messages are malformed */
+    size_t evidence_bytes;  /* cap per evidence event */
+    int64_t lateness_ms;    /* added to window TTLs */
+} kx_pipeline_opts;
+
+typedef struct kx_pipeline kx_pipeline;
+typedef void (*kx_pipeline_done_cb)(void *ud);
+typedef void (*kx_pipeline_pause_cb)(void *ud, bool pause);
+
+int kx_pipeline_create(struct ev_loop *loop, kx_ruleset *rules, kx_store *store, kx_router *router,
+                       const kx_pipeline_opts *opts, kx_pipeline **out);
+/* Adds the decoder for messages of topic (NULL: the default for any other topic and for
+ * files). Takes ownership of d, also on failure. */
+int kx_pipeline_add_decoder(kx_pipeline *p, const char *topic, kx_decoder *d);
+void kx_pipeline_set_pause_cb(kx_pipeline *p, kx_pipeline_pause_cb cb, void *ud);
+/* Processes one batch; done runs later from the loop (never before this returns).
+ * Only one batch at a time: returns -EBUSY while one is in flight. */
+int kx_pipeline_process(kx_pipeline *p, const kx_msg *msgs, size_t n, kx_pipeline_done_cb done,
+                        void *ud);
+bool kx_pipeline_busy(const kx_pipeline *p);
+void kx_pipeline_destroy(kx_pipeline *p);
+
+#endif

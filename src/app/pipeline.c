@@ -1,0 +1,536 @@
+/*
+ * The pipeline after the source: decode -> detect -> state -> alert, for one batch at a time.
+ *
+ * Accounting: `pending` counts the work a batch caused that is still in flight (state
+ * updates issued or queued for retry, alerts handed to the router and not yet done). The
+ * batch is done when its messages are all processed and pending is zero; done then runs
+ * from an ev_idle watcher, never re-entrantly from kx_pipeline_process.
+ *
+ * State updates live in kx_op records from a free list, so steady state allocates nothing:
+ * an op keeps everything a retry needs (key, member, time, evidence) because the event it
+ * came from is reused for the next message as soon as the update is issued.
+ *
+ * A correlation alert fires when an update makes the count cross the threshold (the count
+ * after this event satisfies the condition and the count before it would not). Counts are
+ * taken over [t - window, t] for the event's own time t, so re-applying the same events
+ * after a store outage yields the same counts, and the alert's dedup_key (rule, group,
+ * window start) is the same: the router drops the repeat.
+ */
+#include "klaxon/pipeline.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "klaxon/log.h"
+#include "klaxon/metrics.h"
+
+#define KX_MAX_GROUP_BY 16
+
+typedef struct kx_op kx_op;
+struct kx_op {
+    kx_pipeline *p;
+    kx_rule *corr;
+    kx_op *next; /* free list or retry queue */
+    int64_t time_ms;
+    char member[24];
+    char key[96];
+    /* group values and tenant, NUL-separated in strs; offsets into it */
+    kx_buf strs;
+    size_t tenant_off;
+    size_t val_off[KX_MAX_GROUP_BY];
+    kx_buf evidence;
+};
+
+typedef struct decoder_entry {
+    char *topic; /* NULL = default */
+    kx_decoder *dec;
+} decoder_entry;
+
+struct kx_pipeline {
+    struct ev_loop *loop;
+    kx_ruleset *rules;
+    kx_store *store;
+    kx_router *router;
+    kx_pipeline_opts opts;
+    decoder_entry *decoders;
+    size_t ndecoders;
+
+    kx_event ev;
+    kx_buf scratch; /* evidence of single-event alerts */
+
+    /* current batch */
+    bool in_batch;
+    bool processing;
+    size_t pending;
+    kx_pipeline_done_cb done;
+    void *done_ud;
+    ev_idle done_w;
+
+    kx_op *free_ops;
+    kx_op *retry_head, *retry_tail;
+    bool store_down;
+    kx_pipeline_pause_cb pause_cb;
+    void *pause_ud;
+    bool paused;
+
+    kx_ratelimit rl_malformed;
+    kx_ratelimit rl_store;
+};
+
+static void maybe_finish(kx_pipeline *p)
+{
+    if (p->in_batch && !p->processing && p->pending == 0 && !ev_is_active(&p->done_w))
+        ev_idle_start(p->loop, &p->done_w);
+}
+
+static void done_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    (void)revents;
+    kx_pipeline *p = w->data;
+    ev_idle_stop(loop, w);
+    if (!p->in_batch || p->pending)
+        return;
+    p->in_batch = false;
+    kx_pipeline_done_cb cb = p->done;
+    p->done = NULL;
+    if (cb)
+        cb(p->done_ud);
+}
+
+static void set_paused(kx_pipeline *p, bool pause)
+{
+    if (p->paused == pause)
+        return;
+    p->paused = pause;
+    if (p->pause_cb)
+        p->pause_cb(p->pause_ud, pause);
+}
+
+/* ---- alerts ---- */
+
+static void alert_done(void *ud, int status)
+{
+    kx_pipeline *p = ud;
+    (void)status; /* failures are counted and dead-lettered by the router */
+    p->pending--;
+    maybe_finish(p);
+}
+
+static void send_alert(kx_pipeline *p, const kx_alert *a)
+{
+    p->pending++;
+    if (kx_router_send(p->router, a, alert_done, p) < 0) {
+        kx_log(KX_LOG_ERROR, "pipeline", "rule %s: alert could not be routed", a->rule_id);
+        p->pending--;
+    }
+}
+
+/* Team and category of a correlation default to those of its first referenced rule. */
+static const char *corr_team(const kx_rule *c)
+{
+    if (c->team || !c->nrefs)
+        return c->team;
+    return c->refs[0]->team;
+}
+
+static const char *corr_category(const kx_rule *c)
+{
+    if (c->category || !c->nrefs)
+        return c->category;
+    return c->refs[0]->category;
+}
+
+static void single_event_alert(kx_pipeline *p, kx_rule *r)
+{
+    kx_buf_reset(&p->scratch);
+    if (kx_evidence_render(&p->ev, p->opts.evidence_bytes, &p->scratch))
+        kx_buf_reset(&p->scratch);
+    const char *evs[1] = {p->scratch.data};
+    size_t evl[1] = {p->scratch.len};
+    kx_alert a = {
+        .rule_id = r->id,
+        .rule_title = r->title,
+        .rule_level = r->level,
+        .team = r->team,
+        .tenant = p->ev.tenant,
+        .category = r->category,
+        .count = 1,
+        .window_s = 0,
+        .first_seen_ms = p->ev.time_ms,
+        .last_seen_ms = p->ev.time_ms,
+        .tags = r->tags,
+        .ntags = r->ntags,
+        .events = evs,
+        .events_len = evl,
+        .nevents = p->scratch.len ? 1 : 0,
+    };
+    send_alert(p, &a);
+}
+
+/* ---- state ---- */
+
+static kx_op *op_get(kx_pipeline *p)
+{
+    kx_op *op = p->free_ops;
+    if (op) {
+        p->free_ops = op->next;
+    } else {
+        op = calloc(1, sizeof(*op));
+        if (!op)
+            return NULL;
+        kx_buf_init(&op->strs, 0);
+        kx_buf_init(&op->evidence, 0);
+    }
+    op->p = p;
+    op->next = NULL;
+    kx_buf_reset(&op->strs);
+    kx_buf_reset(&op->evidence);
+    return op;
+}
+
+static void op_put(kx_pipeline *p, kx_op *op)
+{
+    op->next = p->free_ops;
+    p->free_ops = op;
+}
+
+static void op_issue(kx_op *op);
+
+static void retry_push(kx_pipeline *p, kx_op *op)
+{
+    op->next = NULL;
+    if (p->retry_tail)
+        p->retry_tail->next = op;
+    else
+        p->retry_head = op;
+    p->retry_tail = op;
+}
+
+static void retry_flush(kx_pipeline *p)
+{
+    kx_op *op = p->retry_head;
+    p->retry_head = p->retry_tail = NULL;
+    /* Re-issue in the original order; an op that fails again re-queues itself. */
+    while (op) {
+        kx_op *next = op->next;
+        op->next = NULL;
+        op_issue(op);
+        op = next;
+    }
+}
+
+static void corr_fire(kx_op *op, const kx_window_result *res)
+{
+    kx_pipeline *p = op->p;
+    kx_rule *c = op->corr;
+    kx_kv group[KX_MAX_GROUP_BY];
+    for (size_t i = 0; i < c->ngroup_by; i++) {
+        group[i].key = c->group_by[i];
+        group[i].value = op->strs.data + op->val_off[i];
+    }
+    /* The store gives evidence most recent first; alerts list it in time order. */
+    const char *evs[64];
+    size_t evl[64];
+    size_t ne = res->nevidence < 64 ? res->nevidence : 64;
+    for (size_t i = 0; i < ne; i++) {
+        evs[i] = res->evidence[ne - 1 - i];
+        evl[i] = res->evidence_len[ne - 1 - i];
+    }
+    kx_alert a = {
+        .rule_id = c->id,
+        .rule_title = c->title,
+        .rule_level = c->level,
+        .team = corr_team(c),
+        .tenant = op->strs.data + op->tenant_off,
+        .category = corr_category(c),
+        .group = group,
+        .ngroup = c->ngroup_by,
+        .count = res->count,
+        .window_s = c->timespan_ms / 1000,
+        .first_seen_ms = res->first_ms,
+        .last_seen_ms = res->last_ms,
+        .tags = c->tags,
+        .ntags = c->ntags,
+        .events = evs,
+        .events_len = evl,
+        .nevents = ne,
+    };
+    c->matches++;
+    send_alert(p, &a);
+}
+
+/* True when count satisfies the condition and count - 1 would not: the event that made the
+ * window cross the threshold. "At most" conditions (lt, lte) are judged when a window
+ * closes, which needs window-close timers (not yet implemented); the loader refuses them. */
+static bool crossed(const kx_rule *c, int64_t count)
+{
+    return kx_cmp_eval(c->cmp, c->threshold, count) &&
+           !kx_cmp_eval(c->cmp, c->threshold, count - 1);
+}
+
+static void op_cb(void *ud, int status, const kx_window_result *res)
+{
+    kx_op *op = ud;
+    kx_pipeline *p = op->p;
+    if (status == -EIO || status == -EAGAIN || status == -ENOTCONN) {
+        kx_metric_inc(KX_M_STORE_ERRORS);
+        kx_log_limited(&p->rl_store, KX_LOG_WARN, "pipeline",
+                       "state store unavailable: update queued for retry, consumption paused");
+        p->store_down = !kx_store_is_up(p->store) || p->store_down;
+        retry_push(p, op);
+        set_paused(p, true);
+        /* The store may already be back (its state callback ran before this reply). */
+        if (kx_store_is_up(p->store) && !p->store_down)
+            retry_flush(p);
+        return;
+    }
+    if (status == 0 && crossed(op->corr, res->count))
+        corr_fire(op, res);
+    else if (status == -ENOSPC)
+        kx_log_limited(&p->rl_store, KX_LOG_WARN, "pipeline",
+                       "rule %s: state key cap reached, event not counted", op->corr->id);
+    else if (status && status != -ECANCELED)
+        kx_log_limited(&p->rl_store, KX_LOG_ERROR, "pipeline", "rule %s: state update failed: %s",
+                       op->corr->id, strerror(-status));
+    op_put(p, op);
+    p->pending--;
+    maybe_finish(p);
+}
+
+static void op_issue(kx_op *op)
+{
+    kx_pipeline *p = op->p;
+    kx_window_add add = {
+        .key = op->key,
+        .member = op->member,
+        .time_ms = op->time_ms,
+        .window_ms = op->corr->timespan_ms,
+        .ttl_ms = op->corr->timespan_ms + p->opts.lateness_ms,
+        .evidence = op->evidence.len ? op->evidence.data : NULL,
+        .evidence_len = op->evidence.len,
+        .max_evidence = kx_router_max_evidence(p->router),
+    };
+    int rc = p->store_down ? -EAGAIN : kx_store_window_add(p->store, &add, op_cb, op);
+    if (rc < 0) {
+        /* Not issued (store down): the callback will not run, so queue it here and hold
+         * the source until the store is back. */
+        kx_metric_inc(KX_M_STORE_ERRORS);
+        p->store_down = true;
+        retry_push(p, op);
+        set_paused(p, true);
+    }
+}
+
+static void corr_update(kx_pipeline *p, kx_rule *c)
+{
+    kx_op *op = op_get(p);
+    if (!op) {
+        kx_log(KX_LOG_ERROR, "pipeline", "out of memory: correlation %s not updated", c->id);
+        return;
+    }
+    op->corr = c;
+    op->time_ms = p->ev.time_ms;
+    kx_event_id(&p->ev, op->member, sizeof(op->member));
+    /* Group values in order, NUL-separated; a missing field groups as "". */
+    op->tenant_off = 0;
+    kx_buf_append(&op->strs, p->ev.tenant, strlen(p->ev.tenant) + 1);
+    uint64_t h1 = kx_hash64(c->id, strlen(c->id), 1), h2 = kx_hash64(c->id, strlen(c->id), 2);
+    size_t ng = c->ngroup_by < KX_MAX_GROUP_BY ? c->ngroup_by : KX_MAX_GROUP_BY;
+    for (size_t i = 0; i < ng; i++) {
+        const kx_field *f = kx_event_get(&p->ev, c->group_by[i]);
+        const char *v = f ? f->value : "";
+        size_t vl = f ? f->value_len : 0;
+        op->val_off[i] = op->strs.len;
+        kx_buf_append(&op->strs, v, vl);
+        kx_buf_append(&op->strs, "", 1);
+        h1 = kx_hash64(v, vl + 1, h1);
+        h2 = kx_hash64(v, vl + 1, h2);
+    }
+    /* Key: tenant and rule readable for operators, the group hashed to bound its length. */
+    snprintf(op->key, sizeof(op->key), "%.32s|%.24s|%016llx%016llx", p->ev.tenant, c->id,
+             (unsigned long long)h1, (unsigned long long)h2);
+    if (kx_evidence_render(&p->ev, p->opts.evidence_bytes, &op->evidence))
+        kx_buf_reset(&op->evidence);
+    p->pending++;
+    op_issue(op);
+}
+
+static void on_store_state(void *ud, bool up)
+{
+    kx_pipeline *p = ud;
+    if (!up) {
+        p->store_down = true;
+        if (p->in_batch)
+            set_paused(p, true);
+        return;
+    }
+    kx_log(KX_LOG_INFO, "pipeline", "state store is up: re-issuing queued updates");
+    p->store_down = false;
+    retry_flush(p);
+    if (!p->store_down)
+        set_paused(p, false);
+}
+
+/* ---- per message ---- */
+
+static void on_match(kx_rule *r, void *ud)
+{
+    kx_pipeline *p = ud;
+    kx_metric_inc(KX_M_RULE_MATCHES);
+    if (r->generate)
+        single_event_alert(p, r);
+    for (size_t i = 0; i < r->ncorrelations; i++)
+        corr_update(p, (kx_rule *)r->correlations[i]);
+}
+
+static kx_decoder *decoder_for(kx_pipeline *p, const char *topic)
+{
+    kx_decoder *def = NULL;
+    for (size_t i = 0; i < p->ndecoders; i++) {
+        if (!p->decoders[i].topic)
+            def = p->decoders[i].dec;
+        else if (topic && !strcmp(p->decoders[i].topic, topic))
+            return p->decoders[i].dec;
+    }
+    return def;
+}
+
+static void malformed(kx_pipeline *p, const kx_msg *m, const char *why)
+{
+    kx_metric_inc(KX_M_EVENTS_MALFORMED);
+    if (m->topic)
+        kx_log_limited(&p->rl_malformed, KX_LOG_WARN, "decode",
+                       "malformed event skipped (%s [%d] offset %lld): %s", m->topic,
+                       (int)m->partition, (long long)m->offset, why);
+    else
+        kx_log_limited(&p->rl_malformed, KX_LOG_WARN, "decode",
+                       "malformed event skipped (line %lld): %s", (long long)m->offset, why);
+}
+
+static void process_one(kx_pipeline *p, const kx_msg *m)
+{
+    if (m->oversize || m->len > p->opts.max_event_bytes) {
+        malformed(p, m, "event larger than limits.max_event_bytes");
+        return;
+    }
+    kx_decoder *d = decoder_for(p, m->topic);
+    if (!d) {
+        malformed(p, m, "no input is configured for this topic");
+        return;
+    }
+    kx_event_reset(&p->ev);
+    p->ev.topic = m->topic;
+    p->ev.partition = m->partition;
+    p->ev.offset = m->offset;
+    const char *why = "malformed";
+    if (kx_decode(d, m->payload, m->len, m->timestamp_ms, &p->ev, &why)) {
+        malformed(p, m, why);
+        return;
+    }
+    kx_metric_inc(KX_M_EVENTS_DECODED);
+    if (kx_ruleset_match(p->rules, &p->ev, on_match, p))
+        kx_metric_inc(KX_M_EVENTS_MATCHED);
+}
+
+int kx_pipeline_process(kx_pipeline *p, const kx_msg *msgs, size_t n, kx_pipeline_done_cb done,
+                        void *ud)
+{
+    if (p->in_batch)
+        return -EBUSY;
+    p->in_batch = true;
+    p->processing = true;
+    p->done = done;
+    p->done_ud = ud;
+    for (size_t i = 0; i < n; i++)
+        process_one(p, &msgs[i]);
+    p->processing = false;
+    maybe_finish(p);
+    return 0;
+}
+
+bool kx_pipeline_busy(const kx_pipeline *p)
+{
+    return p->in_batch;
+}
+
+int kx_pipeline_create(struct ev_loop *loop, kx_ruleset *rules, kx_store *store, kx_router *router,
+                       const kx_pipeline_opts *opts, kx_pipeline **out)
+{
+    kx_pipeline *p = calloc(1, sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    p->loop = loop;
+    p->rules = rules;
+    p->store = store;
+    p->router = router;
+    p->opts = *opts;
+    if (!p->opts.max_event_bytes)
+        p->opts.max_event_bytes = 1 << 20;
+    if (!p->opts.evidence_bytes)
+        p->opts.evidence_bytes = 16 << 10;
+    kx_event_init(&p->ev);
+    kx_buf_init(&p->scratch, 0);
+    ev_idle_init(&p->done_w, done_cb);
+    p->done_w.data = p;
+    p->store_down = !kx_store_is_up(store);
+    kx_store_set_state_cb(store, on_store_state, p);
+    *out = p;
+    return 0;
+}
+
+int kx_pipeline_add_decoder(kx_pipeline *p, const char *topic, kx_decoder *d)
+{
+    decoder_entry *nd = realloc(p->decoders, (p->ndecoders + 1) * sizeof(*nd));
+    if (!nd) {
+        kx_decoder_destroy(d);
+        return -ENOMEM;
+    }
+    p->decoders = nd;
+    char *t = NULL;
+    if (topic && !(t = strdup(topic))) {
+        kx_decoder_destroy(d);
+        return -ENOMEM;
+    }
+    p->decoders[p->ndecoders].topic = t;
+    p->decoders[p->ndecoders].dec = d;
+    p->ndecoders++;
+    return 0;
+}
+
+void kx_pipeline_set_pause_cb(kx_pipeline *p, kx_pipeline_pause_cb cb, void *ud)
+{
+    p->pause_cb = cb;
+    p->pause_ud = ud;
+}
+
+static void free_ops(kx_op *op)
+{
+    while (op) {
+        kx_op *n = op->next;
+        kx_buf_fini(&op->strs);
+        kx_buf_fini(&op->evidence);
+        free(op);
+        op = n;
+    }
+}
+
+void kx_pipeline_destroy(kx_pipeline *p)
+{
+    if (!p)
+        return;
+    ev_idle_stop(p->loop, &p->done_w);
+    kx_store_set_state_cb(p->store, NULL, NULL);
+    free_ops(p->free_ops);
+    free_ops(p->retry_head);
+    for (size_t i = 0; i < p->ndecoders; i++) {
+        free(p->decoders[i].topic);
+        kx_decoder_destroy(p->decoders[i].dec);
+    }
+    free(p->decoders);
+    kx_buf_fini(&p->scratch);
+    kx_event_fini(&p->ev);
+    free(p);
+}

@@ -1,0 +1,146 @@
+"""klaxon run end to end on real parts: kx-broker (Kafka protocol), redis-server, a real HTTP
+webhook receiver and a file sink. Checks the alerts in both sinks, that offsets are
+committed (a restart in the same group consumes nothing again), a Redis outage mid-stream,
+malformed events in the stream, and a clean SIGTERM."""
+import os
+import subprocess
+
+from harness import (SRC, Broker, HookReceiver, Klaxon, RedisServer, check, free_port, read_jsonl,
+                     run_tests, tmpdir, wait_for, write_config)
+from test_replay import EXPECTED_AUTH, EXPECTED_TRAIL, summary
+
+AUTH = os.path.join(SRC, "samples", "auth.log")
+TRAIL = os.path.join(SRC, "samples", "cloudtrail.jsonl")
+N_AUTH = sum(1 for _ in open(AUTH))
+N_TRAIL = sum(1 for _ in open(TRAIL))
+
+
+class Stack:
+    def __init__(self, tag, persist=False, hook_fail=0):
+        self.d = tmpdir(tag)
+        self.redis = RedisServer(self.d, persist=persist).start()
+        self.broker = Broker({"auth": 3, "cloudtrail": 2}).start()
+        self.hook = HookReceiver().start()
+        self.hook.fail_next = hook_fail
+        self.alerts_file = os.path.join(self.d, "alerts.jsonl")
+        self.mport = free_port()
+        sinks = ("    file: {type: file, path: %s}\n"
+                 "    hook: {type: webhook, url: \"http://127.0.0.1:%d/hook\", retries: 5, backoff: 50ms}\n"
+                 % (self.alerts_file, self.hook.port))
+        routes = "    - team: secops\n      sinks: [file, hook]\n    - team: default\n      sinks: [file]\n"
+        self.cfg = write_config(os.path.join(self.d, "klaxon.yaml"), self.broker.bootstrap,
+                                "redis://127.0.0.1:%d/klaxon:" % self.redis.port, self.mport, sinks, routes)
+        self.klaxon = None
+
+    def start_klaxon(self):
+        self.klaxon = Klaxon(self.cfg, os.path.join(self.d, "klaxon.log")).start()
+        wait_for(lambda: self.klaxon.metrics(self.mport) is not None or not self.klaxon.alive(), 30,
+                 "the metrics endpoint")
+        check(self.klaxon.alive(), "klaxon exited at start: %s" % self.log())
+        return self.klaxon
+
+    def metric(self, name):
+        m = self.klaxon.metrics(self.mport) or {}
+        return m.get(name, -1)
+
+    def log(self):
+        p = os.path.join(self.d, "klaxon.log")
+        return open(p, errors="replace").read()[-4000:] if os.path.exists(p) else ""
+
+    def close(self):
+        if self.klaxon and self.klaxon.alive():
+            self.klaxon.stop()
+        self.hook.stop()
+        self.broker.stop()
+        self.redis.stop()
+
+
+def by_time(alerts):
+    return sorted((summary(a) for a in alerts), key=lambda s: (s[8], s[0]))
+
+
+EXPECTED_ALL = sorted(EXPECTED_AUTH + EXPECTED_TRAIL, key=lambda s: (s[8], s[0]))
+
+
+def test_end_to_end_and_commit():
+    s = Stack("e2e")
+    try:
+        s.start_klaxon()
+        # One host's syslog goes to one partition (keyed by host in production), which keeps
+        # its lines in order; CloudTrail spreads over both partitions.
+        s.broker.produce("auth", AUTH, partition=0)
+        s.broker.produce("cloudtrail", TRAIL)
+        wait_for(lambda: len(read_jsonl(s.alerts_file)) >= len(EXPECTED_ALL), 60, "alerts in the file sink")
+        secops = [a for a in EXPECTED_ALL if a[2] == "secops"]
+        wait_for(lambda: len(s.hook.bodies) >= len(secops), 30, "alerts at the webhook")
+        wait_for(lambda: s.metric("klaxon_events_consumed_total") == N_AUTH + N_TRAIL, 30, "all consumed")
+        check(s.klaxon.stop() == 0, "klaxon exit code on SIGTERM")
+        got = by_time(read_jsonl(s.alerts_file))
+        check(got == EXPECTED_ALL, "file sink alerts:\n got %s\nwant %s" % (got, EXPECTED_ALL))
+        hook = by_time(s.hook.bodies)
+        check(hook == secops, "webhook alerts:\n got %s\nwant %s" % (hook, secops))
+        # Offsets were committed: a new process in the same group reads nothing again.
+        s.start_klaxon()
+        s.broker.produce("cloudtrail", data=open(TRAIL, "rb").read().splitlines()[1] + b"\n")
+        wait_for(lambda: s.metric("klaxon_events_consumed_total") >= 1, 30, "the new message")
+        wait_for(lambda: len(read_jsonl(s.alerts_file)) >= len(EXPECTED_ALL) + 1, 30, "the repeat alert")
+        check(s.metric("klaxon_events_consumed_total") == 1,
+              "restart re-consumed %s messages" % s.metric("klaxon_events_consumed_total"))
+        check(s.klaxon.stop() == 0, "second exit code")
+        last = read_jsonl(s.alerts_file)[-1]
+        check(last["rule"]["id"] == EXPECTED_TRAIL[0][0] and last["tenant"] == "111122223333", "repeat alert")
+    finally:
+        s.close()
+
+
+def test_redis_outage_mid_stream():
+    s = Stack("outage", persist=True)
+    try:
+        s.start_klaxon()
+        lines = open(AUTH, "rb").read().splitlines(keepends=True)
+        first, second = lines[:17], lines[17:]  # cut inside the brute-force burst
+        s.broker.produce("auth", data=b"".join(first), partition=0)
+        wait_for(lambda: s.metric("klaxon_events_consumed_total") == len(first), 30, "first half")
+        wait_for(lambda: s.metric("klaxon_store_up") == 1, 10, "store up")
+        s.redis.kill()
+        wait_for(lambda: s.metric("klaxon_store_up") == 0, 30, "klaxon to see redis down")
+        s.broker.produce("auth", data=b"".join(second), partition=0)
+        s.broker.produce("cloudtrail", TRAIL)
+        # Paused, not crashed, not dropping: no brute-force alert can be raised meanwhile.
+        wait_for(lambda: s.metric("klaxon_store_errors_total") >= 1 or s.metric("klaxon_source_pauses_total") >= 1,
+                 30, "the outage to be noticed")
+        check(s.klaxon.alive(), "klaxon died during the outage: %s" % s.log())
+        s.redis.start()  # same port, AOF reloads the windows
+        wait_for(lambda: s.metric("klaxon_store_up") == 1, 60, "reconnect")
+        wait_for(lambda: len(read_jsonl(s.alerts_file)) >= len(EXPECTED_ALL), 60, "all alerts after the outage")
+        wait_for(lambda: s.metric("klaxon_events_consumed_total") >= N_AUTH + N_TRAIL, 30, "all consumed")
+        consumed = s.metric("klaxon_events_consumed_total")
+        check(consumed == N_AUTH + N_TRAIL, "consumed %s, want %d: %s" % (consumed, N_AUTH + N_TRAIL, s.log()))
+        check(s.klaxon.stop() == 0, "exit code")
+        got = by_time(read_jsonl(s.alerts_file))
+        check(got == EXPECTED_ALL, "alerts after outage:\n got %s\nwant %s" % (got, EXPECTED_ALL))
+    finally:
+        s.close()
+
+
+def test_malformed_in_stream_and_webhook_retry():
+    s = Stack("malformed", hook_fail=2)
+    try:
+        s.start_klaxon()
+        trail = open(TRAIL, "rb").read()
+        s.broker.produce("cloudtrail", data=b"{broken json\n" + trail + b"[1,2]\n\xff\xfe\n", partition=0)
+        s.broker.produce("auth", data=b"<34>Oct 11 22:1\n" + open(AUTH, "rb").read(), partition=1)
+        wait_for(lambda: s.metric("klaxon_events_malformed_total") == 4, 60, "4 malformed counted")
+        wait_for(lambda: len(read_jsonl(s.alerts_file)) >= len(EXPECTED_ALL), 60, "alerts")
+        secops = [a for a in EXPECTED_ALL if a[2] == "secops"]
+        wait_for(lambda: len(s.hook.bodies) >= len(secops), 30, "webhook deliveries after 503s")
+        check(s.hook.requests == len(secops) + 2, "webhook requests %d" % s.hook.requests)
+        check(s.klaxon.stop() == 0, "exit code")
+        check(by_time(read_jsonl(s.alerts_file)) == EXPECTED_ALL, "alerts changed by malformed events")
+    finally:
+        s.close()
+
+
+if __name__ == "__main__":
+    run_tests([test_end_to_end_and_commit, test_redis_outage_mid_stream,
+               test_malformed_in_stream_and_webhook_retry])
