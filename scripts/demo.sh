@@ -9,6 +9,7 @@ BUILD=${1:-build-release}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN="$ROOT/$BUILD"
 TMP=$(mktemp -d /tmp/klaxon-demo.XXXXXX)
+exec 3>&2 # diagnostics from inside wait_until, whose command output is discarded
 PIDS=()
 
 cleanup() {
@@ -57,10 +58,10 @@ BROKERS=$(sed -n 's/^BOOTSTRAP //p' "$TMP/broker.out")
 echo "   kx-broker      $BROKERS (pid ${PIDS[1]})"
 
 METRICS_PORT=$(free_port)
-sed -e "s|  brokers: 127.0.0.1:9092.*|  brokers: $BROKERS|" \
-    -e "s|  store: memory.*|  store: redis://127.0.0.1:$REDIS_PORT/klaxon-demo:|" \
-    -e "s|  listen: 127.0.0.1:9464|  listen: 127.0.0.1:$METRICS_PORT|" \
-    -e "s|  - ../rules|  - $ROOT/rules|" \
+sed -e "s|  brokers: 127.0.0.1:9092.*|  brokers: \"$BROKERS\"|" \
+    -e "s|  store: memory.*|  store: \"redis://127.0.0.1:$REDIS_PORT/klaxon-demo:\"|" \
+    -e "s|  listen: 127.0.0.1:9464|  listen: \"127.0.0.1:$METRICS_PORT\"|" \
+    -e "s|  - ../rules|  - \"$ROOT/rules\"|" \
     "$ROOT/samples/klaxon.yaml" >"$TMP/klaxon.yaml"
 
 # Syslog of one host goes to one partition (in production: keyed by host), keeping order.
@@ -77,11 +78,17 @@ PIDS+=($KLAXON_PID)
 # Show alerts as they fire, one line each.
 python3 -u "$ROOT/scripts/show_alerts.py" "$TMP/alerts.jsonl" "$TMP/done" &
 SHOW_PID=$!
+PIDS+=($SHOW_PID)
 
 metric() {
     curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | awk -v k="$1" '$1 == k {print $2}'
 }
 all_consumed() {
+    if ! kill -0 "$KLAXON_PID" 2>/dev/null; then
+        echo "demo: klaxon exited early:" >&3
+        cat "$TMP/klaxon.log" >&3
+        exit 1
+    fi
     [ "$(metric klaxon_events_consumed_total)" = "$TOTAL" ] &&
         [ "$(metric klaxon_alerts_raised_total)" = "$(metric klaxon_alerts_delivered_total)" ]
 }

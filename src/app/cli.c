@@ -90,10 +90,14 @@ typedef struct app {
     int exit_code;
 } app;
 
+static void finish_shutdown(app *a);
+
 static void batch_done(void *ud)
 {
     app *a = ud;
     kx_source_batch_done(a->src);
+    if (a->stopping && !a->replay)
+        finish_shutdown(a);
 }
 
 static void on_batch(void *ud, const kx_msg *msgs, size_t n)
@@ -128,14 +132,23 @@ static void on_source_end(void *ud)
     kx_router_drain(a->router, drained, a);
 }
 
-static void shutdown_check(struct ev_loop *loop, ev_idle *w, int revents);
-static ev_idle g_shutdown_w;
 static ev_timer g_grace_w;
 
 /* How long a shutdown waits for in-flight work (a batch held by a store outage, a webhook
  * being retried). Past it, klaxon exits without storing the unfinished batch's offsets:
  * those messages are read again on restart (state updates are idempotent), none is lost. */
 #define KX_SHUTDOWN_GRACE_S 15.0
+
+/* Commits the stored offsets and closes the consumer (blocking, once, at shutdown), then
+ * drains the router (pending deliveries), which ends the loop. */
+static void finish_shutdown(app *a)
+{
+    if (a->source_ended)
+        return;
+    kx_source_stop(a->src);
+    if (!a->replay)
+        on_source_end(a);
+}
 
 static void grace_expired(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -145,7 +158,6 @@ static void grace_expired(struct ev_loop *loop, ev_timer *w, int revents)
            "shutdown grace of %.0fs expired: exiting with in-flight work unfinished; its "
            "offsets are not committed and it will be read again on restart",
            KX_SHUTDOWN_GRACE_S);
-    ev_idle_stop(loop, &g_shutdown_w);
     if (!a->source_ended) {
         kx_source_stop(a->src);
         a->source_ended = true;
@@ -161,25 +173,11 @@ static void begin_shutdown(app *a)
     a->stopping = true;
     kx_log(KX_LOG_INFO, "app", "shutting down: finishing in-flight work");
     kx_source_pause(a->src);
-    g_shutdown_w.data = a;
-    ev_idle_start(a->loop, &g_shutdown_w);
-    ev_timer_init(&g_grace_w, grace_expired, KX_SHUTDOWN_GRACE_S, 0);
     g_grace_w.data = a;
     ev_timer_start(a->loop, &g_grace_w);
-}
-
-static void shutdown_check(struct ev_loop *loop, ev_idle *w, int revents)
-{
-    (void)revents;
-    app *a = w->data;
-    if (kx_pipeline_busy(a->pipe))
-        return; /* the current batch is still being handed on */
-    ev_idle_stop(loop, w);
-    /* Commits the stored offsets and closes the consumer (blocking, once, at shutdown);
-     * then drain the router (pending deliveries) and end the loop. */
-    kx_source_stop(a->src);
-    if (!a->replay)
-        on_source_end(a);
+    /* With a batch in flight, batch_done finishes the shutdown once the batch is handed on. */
+    if (!kx_pipeline_busy(a->pipe))
+        finish_shutdown(a);
 }
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -408,7 +406,6 @@ static int cmd_run(int argc, char **argv)
     a.sigterm.data = a.sigint.data = &a;
     ev_signal_start(a.loop, &a.sigterm);
     ev_signal_start(a.loop, &a.sigint);
-    ev_idle_init(&g_shutdown_w, shutdown_check);
     ev_timer_init(&g_grace_w, grace_expired, KX_SHUTDOWN_GRACE_S, 0);
     signal(SIGPIPE, SIG_IGN);
 

@@ -215,9 +215,16 @@ class Klaxon:
         return out
 
     def stop(self, timeout=30):
+        """SIGTERM and wait; a klaxon that does not exit in time is killed (and the test
+        fails on the returned code), so no process outlives its test."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(timeout)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            rc = "killed: no exit %ds after SIGTERM" % timeout
         self.log.close()
         return rc
 
