@@ -21,7 +21,10 @@ release: deps
 	@cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DKX_SANITIZE=OFF >/dev/null
 	@cmake --build build-release -j$(JOBS)
 
-demo: release
+# The demo needs only the daemon and the broker/producer helpers.
+demo: deps
+	@cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DKX_SANITIZE=OFF >/dev/null
+	@cmake --build build-release -j$(JOBS) --target klaxon kx-broker kx-produce
 	@bash scripts/demo.sh build-release
 
 test: build

@@ -65,8 +65,10 @@ sed -e "s|  brokers: 127.0.0.1:9092.*|  brokers: \"$BROKERS\"|" \
     "$ROOT/samples/klaxon.yaml" >"$TMP/klaxon.yaml"
 
 # Syslog of one host goes to one partition (in production: keyed by host), keeping order.
-"$BIN/kx-produce" -b "$BROKERS" -t auth -p 0 "$ROOT/samples/auth.log"
-"$BIN/kx-produce" -b "$BROKERS" -t cloudtrail "$ROOT/samples/cloudtrail.jsonl"
+"$BIN/kx-produce" -b "$BROKERS" -t auth -p 0 "$ROOT/samples/auth.log" 2>>"$TMP/produce.log" ||
+    { cat "$TMP/produce.log" >&2; exit 1; }
+"$BIN/kx-produce" -b "$BROKERS" -t cloudtrail "$ROOT/samples/cloudtrail.jsonl" 2>>"$TMP/produce.log" ||
+    { cat "$TMP/produce.log" >&2; exit 1; }
 TOTAL=$(($(wc -l <"$ROOT/samples/auth.log") + $(wc -l <"$ROOT/samples/cloudtrail.jsonl")))
 echo "   produced       $TOTAL sample events (samples/auth.log -> auth, samples/cloudtrail.jsonl -> cloudtrail)"
 echo
@@ -102,4 +104,6 @@ touch "$TMP/done"
 wait "$SHOW_PID"
 echo
 echo "   $TOTAL events consumed, $MALFORMED malformed, $RAISED alerts; offsets committed; klaxon exited 0."
-echo "   Full alert records (JSON, docs/alerts.md) were in $TMP/alerts.jsonl; the rules are in rules/."
+echo "   Each line above is one alert record (JSON, see docs/alerts.md); the rules are in rules/,"
+echo "   the logs in samples/. Replay them without Kafka or Redis:"
+echo "   $BUILD/klaxon replay --config samples/klaxon.yaml --topic auth samples/auth.log"

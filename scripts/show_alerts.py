@@ -10,7 +10,7 @@ import time
 path, done = sys.argv[1], sys.argv[2]
 COLORS = {"critical": "\033[1;31m", "error": "\033[31m", "warning": "\033[33m", "info": "\033[36m"}
 tty = sys.stdout.isatty()
-print("%-20s  %-8s  %-9s  %-14s  %-50s  %s" % ("EVENT TIME (UTC)", "SEVERITY", "TEAM", "TENANT", "RULE", "GROUP / COUNT"))
+print("%-19s  %-8s  %-14s  %-12s  %-56s  %s" % ("EVENT TIME (UTC)", "SEVERITY", "TEAM", "TENANT", "RULE", "GROUP / COUNT"))
 pos = 0
 buf = b""
 while True:
@@ -31,9 +31,9 @@ while True:
         group = ", ".join("%s=%s" % kv for kv in a["group"].items()) or "-"
         sev = a["severity"]
         sev_txt = (COLORS.get(sev, "") + "%-8s" % sev + "\033[0m") if tty else "%-8s" % sev
-        print("%-20s  %s  %-9s  %-14s  %-50s  %s  x%d" % (
+        print("%-19s  %s  %-14s  %-12s  %-56s  %s  x%d" % (
             a["last_seen"][:19].replace("T", " "), sev_txt, a["team"], a["tenant"],
-            a["rule"]["title"][:50], group, a["count"]))
+            a["rule"]["title"][:56], group, a["count"]))
     if finished and not chunk:
         break
     time.sleep(0.05)
