@@ -31,7 +31,7 @@ typedef struct kx_alert {
     const char *rule_level; /* Sigma level */
     const char *team;       /* NULL = default route; rendered as the route's team name */
     const char *tenant;
-    const char *category; /* NULL = derived from tags/level, see docs/alerts.md */
+    const char *category; /* NULL = derived from the tags, see docs/alerts.md */
     const kx_kv *group;   /* group-by field -> value; empty for single-event rules */
     size_t ngroup;
     int64_t count;
@@ -68,11 +68,14 @@ int kx_router_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *
 /* Routes the alert to its team's sinks (or the default route). done runs once, when every
  * sink has accepted it or given up (status 0, or < 0 when some sink failed after its
  * retries and the alert went to the dead-letter file). May run before this returns.
- * An alert whose dedup_key was sent recently is not sent again (done runs with 0). */
+ * An alert whose dedup_key was sent recently is not sent again (done runs with 0).
+ * Returns 0, or < 0 (-E2BIG, -ENOMEM) and then done never runs. done and the drain callback
+ * must not destroy the router. */
 int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void *ud);
 size_t kx_router_pending(const kx_router *r);
 /* Runs cb once nothing is pending (at once if already so). For shutdown. */
 void kx_router_drain(kx_router *r, void (*cb)(void *ud), void *ud);
+/* In-flight sends finish with -ECANCELED (and go to the dead-letter file). */
 void kx_router_destroy(kx_router *r);
 /* Max evidence events per alert, from the config (default 5). */
 size_t kx_router_max_evidence(const kx_router *r);

@@ -4,10 +4,11 @@
  * a bad file never leaves a half-loaded set (the old one stays in force).
  *
  * Supported now (docs/rules.md is the reference): selections (map = AND, list = OR),
- * keywords, modifiers contains/startswith/endswith/re/all/cased/exists, wildcards * and ?,
- * null, conditions with and/or/not/parentheses, "1 of x*", "all of them", logsource
- * filtering; correlation rules of type event_count; klaxon extensions team, category,
- * and the timeofday search identifier (klaxon/timeofday.h).
+ * keywords, modifiers contains/startswith/endswith/re/all/cased/exists/windash/base64/
+ * base64offset/utf16 (wide)/cidr/lt/lte/gt/gte/neq/fieldref (expand is refused), wildcards
+ * * and ?, null, conditions with and/or/not/parentheses, "1 of x*", "all of them",
+ * logsource filtering; correlation rules of type event_count; klaxon extensions team,
+ * category, and the timeofday search identifier (klaxon/timeofday.h).
  *
  * Ownership: kx_ruleset_load returns a new ruleset (caller destroys). kx_rule pointers and
  * every string inside are owned by the ruleset and valid until it is destroyed.

@@ -14,6 +14,9 @@
  * returns (memory backend). A call that returns < 0 never runs it. A callback with status
  * -EIO means the store was unavailable: nothing was applied that the caller can rely on,
  * and the caller retries the same call when the store is up again (safe: idempotent).
+ * Other statuses: -EPROTO (an error reply), -ENOSPC (memory key cap), -ECANCELED (destroy).
+ * A call made while the store is down returns -EAGAIN, and one past the in-flight cap
+ * returns -ENOBUFS; neither runs its callback (docs/internals/state.md).
  * Results are borrowed for the duration of the callback.
  */
 #ifndef KLAXON_STORE_H

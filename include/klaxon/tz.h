@@ -28,7 +28,9 @@ typedef struct kx_civil {
 } kx_civil;
 
 /* Loads (or finds in the cache) the zone called name ("UTC", "Europe/Madrid").
- * Returns 0, -ENOENT for an unknown zone, -EINVAL for a corrupt file, -ENOMEM. */
+ * Returns 0; -ENOENT for an unknown zone or an invalid name (only [A-Za-z0-9_+-/], no
+ * leading '/'); -EINVAL for a corrupt or leap-second (right/) file; -ENOMEM, also when the
+ * 512-zone cache is full. Loop thread only (the cache is not locked). */
 int kx_tz_get(const char *name, const kx_tz **out);
 const char *kx_tz_name(const kx_tz *tz);
 /* Seconds east of UTC in force at utc_s. */
