@@ -48,6 +48,10 @@ void kx_pipeline_set_pause_cb(kx_pipeline *p, kx_pipeline_pause_cb cb, void *ud)
 int kx_pipeline_process(kx_pipeline *p, const kx_msg *msgs, size_t n, kx_pipeline_done_cb done,
                         void *ud);
 bool kx_pipeline_busy(const kx_pipeline *p);
+/* Swaps in another ruleset (reload). Only between batches, since in-flight state updates
+ * point at the current rules: returns -EBUSY while a batch is in flight. The caller keeps
+ * ownership of both rulesets. */
+int kx_pipeline_set_rules(kx_pipeline *p, kx_ruleset *rules);
 void kx_pipeline_destroy(kx_pipeline *p);
 
 #endif

@@ -83,7 +83,8 @@ typedef struct app {
     kx_pipeline *pipe;
     kx_source *src;
     kx_http *http;
-    ev_signal sigterm, sigint;
+    ev_signal sigterm, sigint, sighup;
+    bool reload_requested;
     bool stopping;
     bool source_ended;
     bool replay;
@@ -92,9 +93,38 @@ typedef struct app {
 
 static void finish_shutdown(app *a);
 
+/* SIGHUP: load the rule files again; a set with any error is refused and the running set
+ * stays in force. The swap happens between batches (in-flight updates point at rules). */
+static void reload_rules(app *a)
+{
+    a->reload_requested = false;
+    kx_ruleset *rs = NULL;
+    kx_err err = {0};
+    char msg[1024];
+    if (kx_ruleset_load((const char *const *)a->cfg->rule_paths, a->cfg->nrule_paths, &rs, &err) ||
+        check_supported(rs, &err)) {
+        if (rs)
+            kx_ruleset_destroy(rs);
+        kx_err_format(&err, msg, sizeof(msg));
+        kx_log(KX_LOG_ERROR, "app", "rule reload refused, the running rules stay in force: %s",
+               msg);
+        return;
+    }
+    if (kx_pipeline_set_rules(a->pipe, rs)) {
+        kx_ruleset_destroy(rs);
+        a->reload_requested = true; /* busy after all: retry after the next batch */
+        return;
+    }
+    kx_ruleset_destroy(a->rules);
+    a->rules = rs;
+    kx_log(KX_LOG_INFO, "app", "rules reloaded: %zu rules", kx_ruleset_size(rs));
+}
+
 static void batch_done(void *ud)
 {
     app *a = ud;
+    if (a->reload_requested && !a->stopping)
+        reload_rules(a);
     kx_source_batch_done(a->src);
     if (a->stopping && !a->replay)
         finish_shutdown(a);
@@ -185,6 +215,16 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     (void)loop;
     (void)revents;
     begin_shutdown(w->data);
+}
+
+static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    app *a = w->data;
+    a->reload_requested = true;
+    if (!kx_pipeline_busy(a->pipe))
+        reload_rules(a);
 }
 
 static int render_rule_metrics(void *ud, kx_buf *out)
@@ -312,7 +352,9 @@ static void usage_run(FILE *f)
                "Runs the always-on daemon: consumes the configured Kafka topics in a consumer\n"
                "group, decodes, matches the rules, keeps windows in the state store and sends\n"
                "alerts to the configured sinks. Offsets are committed only after the alerts a\n"
-               "message caused were handed to their sinks. SIGTERM/SIGINT stop it cleanly.\n"
+               "message caused were handed to their sinks. SIGTERM/SIGINT stop it cleanly;\n"
+               "SIGHUP reloads the rules (a set with an error is refused, the running one\n"
+               "stays in force).\n"
                "\n"
                "  -c, --config FILE   configuration file (see docs/config.md)\n"
                "      --log-level L   override the config's log_level\n"
@@ -406,6 +448,9 @@ static int cmd_run(int argc, char **argv)
     a.sigterm.data = a.sigint.data = &a;
     ev_signal_start(a.loop, &a.sigterm);
     ev_signal_start(a.loop, &a.sigint);
+    ev_signal_init(&a.sighup, on_sighup, SIGHUP);
+    a.sighup.data = &a;
+    ev_signal_start(a.loop, &a.sighup);
     ev_timer_init(&g_grace_w, grace_expired, KX_SHUTDOWN_GRACE_S, 0);
     signal(SIGPIPE, SIG_IGN);
 
@@ -415,6 +460,7 @@ static int cmd_run(int argc, char **argv)
     ev_run(a.loop, 0);
     ev_signal_stop(a.loop, &a.sigterm);
     ev_signal_stop(a.loop, &a.sigint);
+    ev_signal_stop(a.loop, &a.sighup);
     ev_timer_stop(a.loop, &g_grace_w);
     kx_log(KX_LOG_INFO, "app", "stopped: %llu events, %llu malformed, %llu alerts raised",
            (unsigned long long)kx_metric_get(KX_M_EVENTS_CONSUMED),

@@ -456,6 +456,14 @@ bool kx_pipeline_busy(const kx_pipeline *p)
     return p->in_batch;
 }
 
+int kx_pipeline_set_rules(kx_pipeline *p, kx_ruleset *rules)
+{
+    if (p->in_batch || p->retry_head)
+        return -EBUSY;
+    p->rules = rules;
+    return 0;
+}
+
 int kx_pipeline_create(struct ev_loop *loop, kx_ruleset *rules, kx_store *store, kx_router *router,
                        const kx_pipeline_opts *opts, kx_pipeline **out)
 {

@@ -172,6 +172,46 @@ def test_sigterm_during_outage_loses_nothing():
         s.close()
 
 
+def test_sighup_reload_keeps_running_set_on_error():
+    import shutil
+    import signal as sig
+    s = Stack("reload")
+    try:
+        rules = os.path.join(s.d, "rules")
+        shutil.copytree(os.path.join(SRC, "rules"), rules)
+        with open(s.cfg) as f:
+            cfg = f.read().replace("  - %s\n" % os.path.join(SRC, "rules"), "  - %s\n" % rules)
+        with open(s.cfg, "w") as f:
+            f.write(cfg)
+        s.start_klaxon()
+        trail = open(TRAIL, "rb").read().splitlines()
+        admin, console = trail[1], trail[3]
+        bad = os.path.join(rules, "aws", "console_login.yml")
+        with open(bad, "w") as f:
+            f.write("title: console login\nlogsource:\n    product: aws\ndetection:\n"
+                    "    selection:\n        eventName|equals: ConsoleLogin\n    condition: selection\n")
+        s.klaxon.proc.send_signal(sig.SIGHUP)
+        wait_for(lambda: "rule reload refused" in s.log(), 30, "the refused reload")
+        check("%s:6:9: " % bad in s.log(), "reload error has no file:line:col: %s" % s.log())
+        s.broker.produce("cloudtrail", data=admin + b"\n" + console + b"\n", partition=0)
+        wait_for(lambda: len(read_jsonl(s.alerts_file)) >= 1, 30, "the old rules' alert")
+        with open(bad, "w") as f:
+            f.write("title: console login\nid: 11111111-2222-4333-8444-555555555555\n"
+                    "logsource:\n    product: aws\n    service: cloudtrail\ndetection:\n"
+                    "    selection:\n        eventName: ConsoleLogin\n    condition: selection\n"
+                    "level: low\n")
+        s.klaxon.proc.send_signal(sig.SIGHUP)
+        wait_for(lambda: "rules reloaded: 6 rules" in s.log(), 30, "the reload")
+        s.broker.produce("cloudtrail", data=console + b"\n", partition=0)
+        wait_for(lambda: len(read_jsonl(s.alerts_file)) >= 2, 30, "the new rule's alert")
+        check(s.klaxon.stop() == 0, "exit code")
+        ids = [a["rule"]["id"] for a in read_jsonl(s.alerts_file)]
+        check(ids == [EXPECTED_TRAIL[0][0], "11111111-2222-4333-8444-555555555555"], "alerts %s" % ids)
+    finally:
+        s.close()
+
+
 if __name__ == "__main__":
     run_tests([test_end_to_end_and_commit, test_redis_outage_mid_stream,
-               test_malformed_in_stream_and_webhook_retry, test_sigterm_during_outage_loses_nothing])
+               test_malformed_in_stream_and_webhook_retry, test_sigterm_during_outage_loses_nothing,
+               test_sighup_reload_keeps_running_set_on_error])
