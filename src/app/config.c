@@ -108,7 +108,10 @@ static int parse_state(kx_config *c, const kx_yaml_node *n, kx_err *err)
         const char *s;
         if (kx_yaml_str(v, c->file, &s, err))
             return -EINVAL;
-        if (strcmp(s, "memory") && strncmp(s, "redis://", 8))
+        /* The URL's parts are checked again when the store is created; catch the empty host
+         * here, where the error can point at the line. */
+        if (strcmp(s, "memory") &&
+            (strncmp(s, "redis://", 8) || !s[8] || s[8] == ':' || s[8] == '/'))
             return kx_yaml_err(err, c->file, v,
                                "store: expected \"memory\" or \"redis://HOST:PORT\", got \"%s\"",
                                s);
@@ -145,7 +148,8 @@ static int parse_metrics(kx_config *c, const kx_yaml_node *n, kx_err *err)
     const char *colon = strrchr(s, ':');
     char *end = NULL;
     long port = colon ? strtol(colon + 1, &end, 10) : -1;
-    if (!colon || colon == s || !end || *end || port < 0 || port > 65535)
+    if (!colon || colon == s || !end || end == colon + 1 || *end || port < 0 || port > 65535 ||
+        colon[1] == '+' || colon[1] == '-' || colon[1] == ' ')
         return kx_yaml_err(err, c->file, v, "metrics.listen: expected HOST:PORT, got \"%s\"", s);
     c->metrics_addr = strndup(s, (size_t)(colon - s));
     if (!c->metrics_addr)

@@ -235,6 +235,10 @@ static void corr_fire(kx_op *op, const kx_window_result *res)
     const char *evs[64];
     size_t evl[64];
     size_t ne = res->nevidence < 64 ? res->nevidence : 64;
+    /* The store keeps the key's most recent evidence, which can reach back past this
+     * window (an earlier incident of the same group): keep only as many as were counted. */
+    if (res->count >= 0 && (uint64_t)ne > (uint64_t)res->count)
+        ne = (size_t)res->count;
     for (size_t i = 0; i < ne; i++) {
         evs[i] = res->evidence[ne - 1 - i];
         evl[i] = res->evidence_len[ne - 1 - i];
@@ -349,6 +353,10 @@ static void corr_update(kx_pipeline *p, kx_rule *c)
         h1 = kx_hash64(v, vl + 1, h1);
         h2 = kx_hash64(v, vl + 1, h2);
     }
+    /* The tenant is hashed too: the readable prefix below is truncated, and two tenants
+     * must never share a window. */
+    h1 = kx_hash64(p->ev.tenant, strlen(p->ev.tenant) + 1, h1);
+    h2 = kx_hash64(p->ev.tenant, strlen(p->ev.tenant) + 1, h2);
     /* Key: tenant and rule readable for operators, the group hashed to bound its length. */
     snprintf(op->key, sizeof(op->key), "%.32s|%.24s|%016llx%016llx", p->ev.tenant, c->id,
              (unsigned long long)h1, (unsigned long long)h2);
