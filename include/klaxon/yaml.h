@@ -61,6 +61,12 @@ int kx_yaml_bool(const kx_yaml_node *n, const char *file, bool *out, kx_err *err
 int kx_yaml_duration_ms(const kx_yaml_node *n, const char *file, long long *out_ms, kx_err *err);
 int kx_parse_duration_ms(const char *s, long long *out_ms);
 
+/* Every key of map must be one of allowed (a NULL-terminated list); the first other key is
+ * an error "unknown key \"x\"" at that key, so a typo never silently disables a setting.
+ * map must be a map (callers word their own error for other nodes). */
+int kx_yaml_check_keys(const kx_yaml_node *map, const char *file, const char *const *allowed,
+                       kx_err *err);
+
 /* Sets err to "file:line:col: msg" at node n. Returns -EINVAL. */
 int kx_yaml_err(kx_err *err, const char *file, const kx_yaml_node *n, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

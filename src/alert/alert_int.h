@@ -71,11 +71,6 @@ int kx__sink_base_init(kx__sink *sink, const kx__sink_ops *ops, struct ev_loop *
                        const char *name);
 void kx__sink_base_fini(kx__sink *sink);
 
-/* Checks that every key of the map cfg is one of the NULL-terminated list `allowed`;
- * otherwise fills err at the offending key: unknown key "x". */
-int kx__yaml_check_keys(const kx_yaml_node *cfg, const char *file, const char *const *allowed,
-                        kx_err *err);
-
 /* A sink reports the outcome of one delivery: 0 = acknowledged, < 0 = gave up. Counts the
  * delivery (KX_M_ALERTS_DELIVERED / KX_M_ALERTS_FAILED); the last sink to finish completes
  * the send (dead-letter, done callback, free). */

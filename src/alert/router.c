@@ -87,22 +87,6 @@ void kx__sink_base_fini(kx__sink *sink)
     sink->name = NULL;
 }
 
-int kx__yaml_check_keys(const kx_yaml_node *cfg, const char *file, const char *const *allowed,
-                        kx_err *err)
-{
-    for (size_t i = 0; i < cfg->n; i++) {
-        const kx_yaml_node *k = cfg->keys[i];
-        bool ok = false;
-        for (size_t j = 0; allowed[j] && !ok; j++)
-            ok = kx_yaml_is(k, allowed[j]);
-        if (!ok)
-            return kx_yaml_err(err, file, k, "unknown key \"%.*s\"",
-                               (int)(k->type == KX_YAML_SCALAR ? k->len : 0),
-                               k->type == KX_YAML_SCALAR ? k->str : "");
-    }
-    return 0;
-}
-
 /* ---- sends ---- */
 
 static void dead_letter(kx_router *r, const kx__send *s)
@@ -308,7 +292,7 @@ static int parse_routes(kx_router *r, const kx_yaml_node *routes, const char *fi
         int rc;
         if (item->type != KX_YAML_MAP)
             return kx_yaml_err(err, file, item, "route: expected a map with team and sinks");
-        if ((rc = kx__yaml_check_keys(item, file, route_keys, err)))
+        if ((rc = kx_yaml_check_keys(item, file, route_keys, err)))
             return rc;
         const kx_yaml_node *team = kx_yaml_get(item, "team");
         const kx_yaml_node *sinks = kx_yaml_get(item, "sinks");
@@ -359,7 +343,7 @@ static int parse_config(kx_router *r, const kx_yaml_node *cfg, const char *file,
     int rc;
     if (cfg->type != KX_YAML_MAP)
         return kx_yaml_err(err, file, cfg, "alerting: expected a map");
-    if ((rc = kx__yaml_check_keys(cfg, file, keys, err)))
+    if ((rc = kx_yaml_check_keys(cfg, file, keys, err)))
         return rc;
     const kx_yaml_node *n;
     if ((n = kx_yaml_get(cfg, "evidence"))) {

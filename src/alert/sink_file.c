@@ -67,7 +67,7 @@ int kx__sink_file_create(struct ev_loop *loop, const char *name, const kx_yaml_n
 {
     static const char *const keys[] = {"type", "path", NULL};
     const char *path;
-    int rc = kx__yaml_check_keys(cfg, file, keys, err);
+    int rc = kx_yaml_check_keys(cfg, file, keys, err);
     if (rc)
         return rc;
     const kx_yaml_node *p = kx_yaml_get(cfg, "path");

@@ -157,7 +157,7 @@ static int kafka_conf(kafka_sink *k, const kx_yaml_node *cfg, const char *file,
     long long v;
     char num[32];
     int rc;
-    if ((rc = kx__yaml_check_keys(cfg, file, keys, err)))
+    if ((rc = kx_yaml_check_keys(cfg, file, keys, err)))
         return rc;
     if (!(n = kx_yaml_get(cfg, "brokers")))
         return kx_yaml_err(err, file, cfg, "sink \"%s\": missing \"brokers\"", k->base.name);

@@ -45,7 +45,7 @@ int kx__sink_stdout_create(struct ev_loop *loop, const char *name, const kx_yaml
                            const char *file, kx__sink **out, kx_err *err)
 {
     static const char *const keys[] = {"type", NULL};
-    int rc = kx__yaml_check_keys(cfg, file, keys, err);
+    int rc = kx_yaml_check_keys(cfg, file, keys, err);
     if (rc)
         return rc;
     stdout_sink *so = calloc(1, sizeof(*so));

@@ -378,7 +378,7 @@ static int wh_parse(wh_sink *w, const char *name, const kx_yaml_node *cfg, const
     const char *url;
     long long v;
     int rc;
-    if ((rc = kx__yaml_check_keys(cfg, file, keys, err)))
+    if ((rc = kx_yaml_check_keys(cfg, file, keys, err)))
         return rc;
     if (!(n = kx_yaml_get(cfg, "url")))
         return kx_yaml_err(err, file, cfg, "sink \"%s\": missing \"url\"", name);

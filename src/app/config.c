@@ -11,24 +11,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const top_keys[] = {"rules",    "kafka",   "inputs", "decode",   "state",
-                                       "alerting", "metrics", "limits", "log_level"};
+static const char *const top_keys[] = {"rules",    "kafka",   "inputs", "decode",    "state",
+                                       "alerting", "metrics", "limits", "log_level", NULL};
 
 static int check_keys(const kx_yaml_node *map, const char *file, const char *const *allowed,
-                      size_t nallowed, kx_err *err)
+                      kx_err *err)
 {
     if (!map || map->type != KX_YAML_MAP)
         return kx_yaml_err(err, file, map, "expected a mapping");
-    for (size_t i = 0; i < map->n; i++) {
-        const kx_yaml_node *k = map->keys[i];
-        size_t j = 0;
-        while (j < nallowed && !kx_yaml_is(k, allowed[j]))
-            j++;
-        if (j == nallowed)
-            return kx_yaml_err(err, file, k, "unknown key \"%s\"",
-                               k->type == KX_YAML_SCALAR ? k->str : "?");
-    }
-    return 0;
+    return kx_yaml_check_keys(map, file, allowed, err);
 }
 
 static char *resolve(const char *base_dir, const char *p)
@@ -100,8 +91,8 @@ static int parse_inputs(kx_config *c, const kx_yaml_node *n, kx_err *err)
 
 static int parse_state(kx_config *c, const kx_yaml_node *n, kx_err *err)
 {
-    static const char *const keys[] = {"store", "max_keys", "lateness"};
-    if (check_keys(n, c->file, keys, KX_ARRAY_LEN(keys), err))
+    static const char *const keys[] = {"store", "max_keys", "lateness", NULL};
+    if (check_keys(n, c->file, keys, err))
         return -EINVAL;
     const kx_yaml_node *v;
     if ((v = kx_yaml_get(n, "store"))) {
@@ -136,8 +127,8 @@ static int parse_state(kx_config *c, const kx_yaml_node *n, kx_err *err)
 
 static int parse_metrics(kx_config *c, const kx_yaml_node *n, kx_err *err)
 {
-    static const char *const keys[] = {"listen"};
-    if (check_keys(n, c->file, keys, KX_ARRAY_LEN(keys), err))
+    static const char *const keys[] = {"listen", NULL};
+    if (check_keys(n, c->file, keys, err))
         return -EINVAL;
     const kx_yaml_node *v = kx_yaml_get(n, "listen");
     if (!v)
@@ -160,8 +151,8 @@ static int parse_metrics(kx_config *c, const kx_yaml_node *n, kx_err *err)
 
 static int parse_limits(kx_config *c, const kx_yaml_node *n, kx_err *err)
 {
-    static const char *const keys[] = {"max_event_bytes", "evidence_bytes"};
-    if (check_keys(n, c->file, keys, KX_ARRAY_LEN(keys), err))
+    static const char *const keys[] = {"max_event_bytes", "evidence_bytes", NULL};
+    if (check_keys(n, c->file, keys, err))
         return -EINVAL;
     const kx_yaml_node *v;
     long long x;
@@ -219,7 +210,7 @@ int kx_config_load(const char *path, kx_config **out, kx_err *err)
         kx_yaml_err(err, path, c->doc->next->root, "a config file holds one YAML document");
         goto fail;
     }
-    if (check_keys(root, path, top_keys, KX_ARRAY_LEN(top_keys), err))
+    if (check_keys(root, path, top_keys, err))
         goto fail;
 
     char *dcopy = strdup(path);

@@ -244,6 +244,22 @@ int kx_yaml_err(kx_err *err, const char *file, const kx_yaml_node *n, const char
     return kx_err_set(err, file, n ? n->line : 0, n ? n->col : 0, "%s", msg);
 }
 
+int kx_yaml_check_keys(const kx_yaml_node *map, const char *file, const char *const *allowed,
+                       kx_err *err)
+{
+    for (size_t i = 0; i < map->n; i++) {
+        const kx_yaml_node *k = map->keys[i];
+        bool ok = false;
+        for (size_t j = 0; allowed[j] && !ok; j++)
+            ok = kx_yaml_is(k, allowed[j]);
+        if (!ok)
+            return kx_yaml_err(err, file, k, "unknown key \"%.*s\"",
+                               (int)(k->type == KX_YAML_SCALAR ? k->len : 0),
+                               k->type == KX_YAML_SCALAR ? k->str : "");
+    }
+    return 0;
+}
+
 int kx_yaml_str(const kx_yaml_node *n, const char *file, const char **out, kx_err *err)
 {
     if (!n || n->type != KX_YAML_SCALAR)

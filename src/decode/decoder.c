@@ -44,22 +44,12 @@ struct kx_decoder {
 /* Tried in this order when the input sets no time_field (Elastic, generic, CloudTrail, Go). */
 static const char *const default_time_fields[] = {"@timestamp", "timestamp", "eventTime", "time"};
 
-static int check_keys(const kx_yaml_node *map, const char *const *allowed, size_t nallowed,
-                      const char *what, const char *file, kx_err *err)
+static int check_keys(const kx_yaml_node *map, const char *const *allowed, const char *what,
+                      const char *file, kx_err *err)
 {
     if (map->type != KX_YAML_MAP)
         return kx_yaml_err(err, file, map, "%s must be a map", what);
-    for (size_t k = 0; k < map->n; k++) {
-        const kx_yaml_node *key = map->keys[k];
-        bool ok = false;
-        if (key->type != KX_YAML_SCALAR)
-            return kx_yaml_err(err, file, key, "expected a key in %s", what);
-        for (size_t a = 0; a < nallowed && !ok; a++)
-            ok = key->len == strlen(allowed[a]) && memcmp(key->str, allowed[a], key->len) == 0;
-        if (!ok)
-            return kx_yaml_err(err, file, key, "unknown key \"%.*s\"", (int)key->len, key->str);
-    }
-    return 0;
+    return kx_yaml_check_keys(map, file, allowed, err);
 }
 
 static int dup_str(const kx_yaml_node *n, const char *file, char **out, kx_err *err)
@@ -84,10 +74,10 @@ static void logsource_fini(kx__logsource *ls)
 
 static int logsource_parse(const kx_yaml_node *n, const char *file, kx__logsource *ls, kx_err *err)
 {
-    static const char *const keys[] = {"product", "service", "category"};
+    static const char *const keys[] = {"product", "service", "category", NULL};
     char **dst[] = {&ls->product, &ls->service, &ls->category};
-    int rc = check_keys(n, keys, KX_ARRAY_LEN(keys), "logsource", file, err);
-    for (size_t k = 0; rc == 0 && k < KX_ARRAY_LEN(keys); k++) {
+    int rc = check_keys(n, keys, "logsource", file, err);
+    for (size_t k = 0; rc == 0 && keys[k]; k++) {
         const kx_yaml_node *v = kx_yaml_get(n, keys[k]);
         if (v)
             rc = dup_str(v, file, dst[k], err);
@@ -97,9 +87,9 @@ static int logsource_parse(const kx_yaml_node *n, const char *file, kx__logsourc
 
 static int syslog_parse(kx_decoder *d, const kx_yaml_node *n, const char *file, kx_err *err)
 {
-    static const char *const keys[] = {"timezone", "year"};
+    static const char *const keys[] = {"timezone", "year", NULL};
     const kx_yaml_node *v;
-    int rc = check_keys(n, keys, KX_ARRAY_LEN(keys), "syslog", file, err);
+    int rc = check_keys(n, keys, "syslog", file, err);
     if (rc)
         return rc;
     if ((v = kx_yaml_get(n, "timezone"))) {
@@ -154,9 +144,9 @@ static int programs_parse(kx_decoder *d, const kx_yaml_node *n, const char *file
 
 static int shared_parse(kx_decoder *d, const kx_yaml_node *n, const char *file, kx_err *err)
 {
-    static const char *const keys[] = {"extractors", "programs"};
+    static const char *const keys[] = {"extractors", "programs", NULL};
     const kx_yaml_node *v;
-    int rc = check_keys(n, keys, KX_ARRAY_LEN(keys), "decode", file, err);
+    int rc = check_keys(n, keys, "decode", file, err);
     if (rc)
         return rc;
     if ((v = kx_yaml_get(n, "programs")) && (rc = programs_parse(d, v, file, err)))
@@ -180,9 +170,9 @@ static int input_parse(kx_decoder *d, const kx_yaml_node *n, int format_override
                        kx_err *err)
 {
     static const char *const keys[] = {"topic",      "format",    "tenant", "tenant_field",
-                                       "time_field", "logsource", "syslog"};
+                                       "time_field", "logsource", "syslog", NULL};
     const kx_yaml_node *v;
-    int rc = check_keys(n, keys, KX_ARRAY_LEN(keys), "input", file, err);
+    int rc = check_keys(n, keys, "input", file, err);
     if (rc)
         return rc;
     if ((v = kx_yaml_get(n, "format"))) {
