@@ -35,7 +35,9 @@ typedef struct kx_alert {
     const kx_kv *group;   /* group-by field -> value; empty for single-event rules */
     size_t ngroup;
     int64_t count;
-    int64_t window_s; /* 0 for single-event rules */
+    int64_t window_s;     /* 0 for single-event rules */
+    const char *event_id; /* single-event rules: the event's identity (kx_event_id), part of
+                           * the dedup_key; NULL for correlations */
     int64_t first_seen_ms;
     int64_t last_seen_ms;
     const char *const *tags;

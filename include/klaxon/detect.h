@@ -27,6 +27,9 @@ typedef enum { KX_RULE_DETECTION = 0, KX_RULE_CORRELATION } kx_rule_kind;
 typedef enum { KX_CORR_EVENT_COUNT = 0 } kx_corr_type;
 typedef enum { KX_CMP_GT, KX_CMP_GTE, KX_CMP_LT, KX_CMP_LTE, KX_CMP_EQ } kx_cmp;
 
+/* Most group-by fields a correlation may list (the state key and alert hold this many). */
+#define KX_RULE_MAX_GROUP_BY 16
+
 typedef struct kx_rule kx_rule;
 struct kx_rule {
     kx_rule_kind kind;

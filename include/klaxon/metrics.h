@@ -11,22 +11,23 @@
 #include "klaxon/common.h"
 
 typedef enum {
-    KX_M_EVENTS_CONSUMED,   /* messages/lines taken from a source */
-    KX_M_EVENTS_DECODED,    /* decoded into an event */
-    KX_M_EVENTS_MALFORMED,  /* rejected by decode (counted, logged, skipped) */
-    KX_M_EVENTS_MATCHED,    /* events that matched at least one rule */
-    KX_M_RULE_MATCHES,      /* detection rule matches, all rules */
-    KX_M_ALERTS_RAISED,     /* alerts produced by detect/state */
-    KX_M_ALERTS_DEDUPED,    /* alerts not sent again: same dedup_key seen recently */
-    KX_M_ALERTS_DELIVERED,  /* alert deliveries acknowledged by a sink */
-    KX_M_ALERTS_FAILED,     /* deliveries that failed after all retries */
-    KX_M_ALERT_RETRIES,     /* delivery retries */
-    KX_M_STORE_OPS,         /* state operations issued */
-    KX_M_STORE_ERRORS,      /* state operations that failed (will be retried) */
-    KX_M_STORE_RECONNECTS,  /* reconnect attempts to the state store */
-    KX_M_SOURCE_PAUSES,     /* times consumption was paused (store down, back-pressure) */
-    KX_M_OFFSETS_COMMITTED, /* offsets stored for commit */
-    KX_M_STATE_KEYS_CAPPED, /* state updates refused by a cap */
+    KX_M_EVENTS_CONSUMED,     /* messages/lines taken from a source */
+    KX_M_EVENTS_DECODED,      /* decoded into an event */
+    KX_M_EVENTS_MALFORMED,    /* rejected by decode (counted, logged, skipped) */
+    KX_M_EVENTS_MATCHED,      /* events that matched at least one rule */
+    KX_M_RULE_MATCHES,        /* detection rule matches, all rules */
+    KX_M_ALERTS_RAISED,       /* alerts produced by detect/state */
+    KX_M_ALERTS_DEDUPED,      /* alerts not sent again: same dedup_key seen recently */
+    KX_M_ALERTS_DELIVERED,    /* alert deliveries acknowledged by a sink */
+    KX_M_ALERTS_FAILED,       /* deliveries that failed after all retries */
+    KX_M_ALERT_RETRIES,       /* delivery retries */
+    KX_M_STORE_OPS,           /* state operations issued */
+    KX_M_STORE_ERRORS,        /* state operations that failed (will be retried) */
+    KX_M_STORE_RECONNECTS,    /* reconnect attempts to the state store */
+    KX_M_SOURCE_PAUSES,       /* times consumption was paused (store down, back-pressure) */
+    KX_M_OFFSETS_COMMITTED,   /* offsets stored for commit */
+    KX_M_STATE_KEYS_CAPPED,   /* state updates refused by a cap */
+    KX_M_EVENTS_TIME_CLAMPED, /* event time far in the future replaced by arrival time */
     KX_M__COUNT
 } kx_metric;
 

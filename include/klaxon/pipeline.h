@@ -9,8 +9,9 @@
  * tells the source to stop, and the updates are re-issued when the store is back (updates
  * are idempotent per event identity, so a retry never double-counts).
  *
- * Ownership: the pipeline borrows the loop, ruleset, store and router (the caller destroys
- * them after the pipeline) and owns the decoders handed to it.
+ * Ownership: the pipeline borrows the loop, ruleset, store and router and owns the decoders
+ * handed to it. Destroy the router and the store before the pipeline: their cancelled
+ * callbacks land in the pipeline. Clear the pause callback before destroying its target.
  */
 #ifndef KLAXON_PIPELINE_H
 #define KLAXON_PIPELINE_H

@@ -73,6 +73,10 @@ static uint64_t dedup_half(const kx_alert *a, uint64_t seed)
         h = hash_str(h, a->group[i].key);
         h = hash_str(h, a->group[i].value);
     }
+    /* A single-event alert is about one event: two events of the same second (another
+     * host, another user) are two alerts. */
+    if (a->event_id)
+        h = hash_str(h, a->event_id);
     return hash_i64(h, a->first_seen_ms);
 }
 
@@ -377,13 +381,14 @@ int kx_evidence_render(const kx_event *ev, size_t max_bytes, kx_buf *out)
      * escaping makes the rendered size of a prefix unpredictable). Only if the fields alone
      * do not fit are trailing field names dropped too. */
     size_t nnames = SIZE_MAX;
-    for (;;) {
-        buf_cut(out, start);
-        rc = evidence_once(ev, 0, nnames, true, out);
-        if (rc == 0 && out->len - start <= max_bytes)
-            break;
-        if (rc != 0 && rc != -E2BIG)
-            goto fail;
+    buf_cut(out, start);
+    rc = evidence_once(ev, 0, nnames, true, out);
+    if (rc != 0 && rc != -E2BIG)
+        goto fail;
+    if (rc != 0 || out->len - start > max_bytes) {
+        /* The fields alone do not fit: find the most leading names that do. A binary search
+         * (fewer names never render longer) keeps a hostile event with thousands of fields
+         * to a few renders instead of one per dropped name. lo always fits or is 0. */
         size_t names = 0;
         for (size_t i = 0; i < ev->nfields; i++) {
             bool seen = false;
@@ -391,13 +396,25 @@ int kx_evidence_render(const kx_event *ev, size_t max_bytes, kx_buf *out)
                 seen = same_name(&ev->fields[j], &ev->fields[i]);
             names += !seen;
         }
-        if (nnames > names)
-            nnames = names;
-        if (nnames == 0) {
-            rc = -E2BIG;
+        size_t lo = 0, hi = names;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo + 1) / 2;
+            buf_cut(out, start);
+            rc = evidence_once(ev, 0, mid, true, out);
+            if (rc != 0 && rc != -E2BIG)
+                goto fail;
+            if (rc == 0 && out->len - start <= max_bytes)
+                lo = mid;
+            else
+                hi = mid - 1;
+        }
+        nnames = lo;
+        buf_cut(out, start);
+        rc = evidence_once(ev, 0, nnames, true, out);
+        if (rc != 0 || out->len - start > max_bytes) {
+            rc = rc ? rc : -E2BIG;
             goto fail;
         }
-        nnames--;
     }
     /* Binary search over cut points moved to character boundaries: at those the rendered
      * size grows with the cut (a split character would render as a longer U+FFFD run and

@@ -134,8 +134,10 @@ static void on_batch(void *ud, const kx_msg *msgs, size_t n)
 {
     app *a = ud;
     if (kx_pipeline_process(a->pipe, msgs, n, batch_done, a)) {
+        /* The source gives one batch at a time: a second one is a bug of ours. Storing its
+         * offsets would lose it, so stop here. */
         kx_log(KX_LOG_ERROR, "app", "pipeline refused a batch while busy");
-        kx_source_batch_done(a->src);
+        abort();
     }
 }
 
@@ -256,16 +258,20 @@ static bool health(void *ud, kx_buf *reason)
 
 static void app_fini(app *a)
 {
+    /* Order matters: cancelled sends and store updates call back into the pipeline, so it
+     * goes last; the pipeline's pause callback points at the source, so it is cleared first. */
     if (a->http)
         kx_http_destroy(a->http);
+    if (a->pipe)
+        kx_pipeline_set_pause_cb(a->pipe, NULL, NULL);
     if (a->src)
         kx_source_destroy(a->src);
-    if (a->pipe)
-        kx_pipeline_destroy(a->pipe);
     if (a->router)
         kx_router_destroy(a->router);
     if (a->store)
         kx_store_destroy(a->store);
+    if (a->pipe)
+        kx_pipeline_destroy(a->pipe);
     if (a->rules)
         kx_ruleset_destroy(a->rules);
     if (a->cfg)

@@ -27,7 +27,8 @@
 #include "klaxon/log.h"
 #include "klaxon/metrics.h"
 
-#define KX_MAX_GROUP_BY 16
+#define KX_MAX_GROUP_BY KX_RULE_MAX_GROUP_BY
+#define KX_MAX_FUTURE_MS (15 * 60 * 1000)
 
 typedef struct kx_op kx_op;
 struct kx_op {
@@ -76,8 +77,11 @@ struct kx_pipeline {
     void *pause_ud;
     bool paused;
 
+    ev_timer retry_w; /* re-issues queued updates while the store is up (-ENOBUFS, errors) */
+
     kx_ratelimit rl_malformed;
     kx_ratelimit rl_store;
+    kx_ratelimit rl_time;
 };
 
 static void maybe_finish(kx_pipeline *p)
@@ -145,6 +149,8 @@ static const char *corr_category(const kx_rule *c)
 
 static void single_event_alert(kx_pipeline *p, kx_rule *r)
 {
+    char event_id[24];
+    kx_event_id(&p->ev, event_id, sizeof(event_id));
     kx_buf_reset(&p->scratch);
     if (kx_evidence_render(&p->ev, p->opts.evidence_bytes, &p->scratch))
         kx_buf_reset(&p->scratch);
@@ -159,6 +165,7 @@ static void single_event_alert(kx_pipeline *p, kx_rule *r)
         .category = r->category,
         .count = 1,
         .window_s = 0,
+        .event_id = event_id,
         .first_seen_ms = p->ev.time_ms,
         .last_seen_ms = p->ev.time_ms,
         .tags = r->tags,
@@ -227,7 +234,8 @@ static void corr_fire(kx_op *op, const kx_window_result *res)
     kx_pipeline *p = op->p;
     kx_rule *c = op->corr;
     kx_kv group[KX_MAX_GROUP_BY];
-    for (size_t i = 0; i < c->ngroup_by; i++) {
+    size_t ng = c->ngroup_by < KX_MAX_GROUP_BY ? c->ngroup_by : KX_MAX_GROUP_BY;
+    for (size_t i = 0; i < ng; i++) {
         group[i].key = c->group_by[i];
         group[i].value = op->strs.data + op->val_off[i];
     }
@@ -251,7 +259,7 @@ static void corr_fire(kx_op *op, const kx_window_result *res)
         .tenant = op->strs.data + op->tenant_off,
         .category = corr_category(c),
         .group = group,
-        .ngroup = c->ngroup_by,
+        .ngroup = ng,
         .count = res->count,
         .window_s = c->timespan_ms / 1000,
         .first_seen_ms = res->first_ms,
@@ -275,20 +283,30 @@ static bool crossed(const kx_rule *c, int64_t count)
            !kx_cmp_eval(c->cmp, c->threshold, count - 1);
 }
 
+/* Transient failures: the update is queued and re-issued, never dropped. */
+static bool transient(int status)
+{
+    return status == -EIO || status == -EAGAIN || status == -ENOTCONN || status == -ENOBUFS ||
+           status == -EPROTO;
+}
+
 static void op_cb(void *ud, int status, const kx_window_result *res)
 {
     kx_op *op = ud;
     kx_pipeline *p = op->p;
-    if (status == -EIO || status == -EAGAIN || status == -ENOTCONN) {
+    if (transient(status)) {
         kx_metric_inc(KX_M_STORE_ERRORS);
         kx_log_limited(&p->rl_store, KX_LOG_WARN, "pipeline",
-                       "state store unavailable: update queued for retry, consumption paused");
-        p->store_down = !kx_store_is_up(p->store) || p->store_down;
+                       "state update failed (%s): queued for retry, consumption paused",
+                       strerror(-status));
+        if (!kx_store_is_up(p->store))
+            p->store_down = true;
         retry_push(p, op);
         set_paused(p, true);
-        /* The store may already be back (its state callback ran before this reply). */
-        if (kx_store_is_up(p->store) && !p->store_down)
-            retry_flush(p);
+        /* With the store up (an error reply, a full pipeline) nothing will announce it
+         * back: the retry timer re-issues the queue. */
+        if (!p->store_down && !ev_is_active(&p->retry_w))
+            ev_timer_start(p->loop, &p->retry_w);
         return;
     }
     if (status == 0 && crossed(op->corr, res->count))
@@ -318,14 +336,40 @@ static void op_issue(kx_op *op)
         .max_evidence = kx_router_max_evidence(p->router),
     };
     int rc = p->store_down ? -EAGAIN : kx_store_window_add(p->store, &add, op_cb, op);
-    if (rc < 0) {
-        /* Not issued (store down): the callback will not run, so queue it here and hold
-         * the source until the store is back. */
-        kx_metric_inc(KX_M_STORE_ERRORS);
-        p->store_down = true;
-        retry_push(p, op);
-        set_paused(p, true);
+    if (rc >= 0)
+        return;
+    kx_metric_inc(KX_M_STORE_ERRORS);
+    if (!transient(rc)) {
+        /* A refused update (too large, invalid) will never succeed: count, log, drop it
+         * rather than hold the stream forever. */
+        kx_log_limited(&p->rl_store, KX_LOG_ERROR, "pipeline",
+                       "rule %s: state update refused (%s), event not counted", op->corr->id,
+                       strerror(-rc));
+        op_put(p, op);
+        p->pending--;
+        maybe_finish(p);
+        return;
     }
+    /* Not issued: the callback will not run, so queue it here and hold the source until
+     * the store takes updates again. */
+    if (rc == -EAGAIN && !kx_store_is_up(p->store))
+        p->store_down = true;
+    retry_push(p, op);
+    set_paused(p, true);
+    if (!p->store_down && !ev_is_active(&p->retry_w))
+        ev_timer_start(p->loop, &p->retry_w);
+}
+
+static void retry_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    kx_pipeline *p = w->data;
+    ev_timer_stop(loop, w);
+    if (p->store_down || !p->retry_head)
+        return;
+    retry_flush(p);
+    if (!p->store_down && !p->retry_head)
+        set_paused(p, false);
 }
 
 static void corr_update(kx_pipeline *p, kx_rule *c)
@@ -439,6 +483,18 @@ static void process_one(kx_pipeline *p, const kx_msg *m)
         return;
     }
     kx_metric_inc(KX_M_EVENTS_DECODED);
+    /* An event dated far ahead of its arrival (a skewed clock, or a forged timestamp) would
+     * push every window of its group forward and hide the real events after it: such a
+     * time is replaced by the arrival time, and said so. */
+    if (p->ev.time_from_log && p->ev.time_ms > m->timestamp_ms + KX_MAX_FUTURE_MS) {
+        char t[40];
+        kx_time_format(p->ev.time_ms, t, sizeof(t));
+        kx_log_limited(&p->rl_time, KX_LOG_WARN, "decode",
+                       "event time %s is more than %ds ahead of its arrival: using arrival time", t,
+                       KX_MAX_FUTURE_MS / 1000);
+        kx_metric_inc(KX_M_EVENTS_TIME_CLAMPED);
+        p->ev.time_ms = m->timestamp_ms;
+    }
     if (kx_ruleset_match(p->rules, &p->ev, on_match, p))
         kx_metric_inc(KX_M_EVENTS_MATCHED);
 }
@@ -491,6 +547,8 @@ int kx_pipeline_create(struct ev_loop *loop, kx_ruleset *rules, kx_store *store,
     kx_buf_init(&p->scratch, 0);
     ev_idle_init(&p->done_w, done_cb);
     p->done_w.data = p;
+    ev_timer_init(&p->retry_w, retry_timer_cb, 0.5, 0);
+    p->retry_w.data = p;
     p->store_down = !kx_store_is_up(store);
     kx_store_set_state_cb(store, on_store_state, p);
     *out = p;
@@ -538,7 +596,7 @@ void kx_pipeline_destroy(kx_pipeline *p)
     if (!p)
         return;
     ev_idle_stop(p->loop, &p->done_w);
-    kx_store_set_state_cb(p->store, NULL, NULL);
+    ev_timer_stop(p->loop, &p->retry_w);
     free_ops(p->free_ops);
     free_ops(p->retry_head);
     for (size_t i = 0; i < p->ndecoders; i++) {

@@ -41,6 +41,8 @@ static const struct {
          "Kafka offsets stored for commit after their alerts were handed on."},
     [KX_M_STATE_KEYS_CAPPED] = {"klaxon_state_keys_capped_total",
                                 "State updates refused because a key cap was reached."},
+    [KX_M_EVENTS_TIME_CLAMPED] = {"klaxon_events_time_clamped_total",
+                                  "Events dated over 15 minutes after arrival; arrival time used."},
 };
 
 void kx_metric_inc(kx_metric m)

@@ -467,6 +467,9 @@ static int compile_correlation(kx__ctx *c, const kx_yaml_node *root, const kx_ya
         if ((rc = str_list(c, n, "group-by", &g, &r->ngroup_by)))
             return rc;
         r->group_by = g;
+        if (r->ngroup_by > KX_RULE_MAX_GROUP_BY)
+            return kx_yaml_err(c->err, c->file, n, "group-by lists %zu fields; at most %d",
+                               r->ngroup_by, KX_RULE_MAX_GROUP_BY);
     }
 
     const kx_yaml_node *ts = kx_yaml_get(corr, "timespan");

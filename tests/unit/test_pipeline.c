@@ -228,9 +228,9 @@ static void stack_fini(fx *f, stack *s)
             f->stacks[i] = NULL;
     }
     /* Borrowers first: the pipeline uses the router and the store. */
-    kx_pipeline_destroy(s->p);
     kx_router_destroy(s->router);
     kx_store_destroy(s->store);
+    kx_pipeline_destroy(s->p);
     kx_yaml_free(s->doc);
     json_decref(s->alerts);
     free(s);
@@ -350,13 +350,26 @@ static void assert_hex32(const char *s)
 }
 
 /* The dedup_key the alert contract gives for (rule, tenant "default", group, first_seen). */
-static void dedup_of(const char *rule_id, const char *src_ip, int64_t first_ms, char *out)
+/* line >= 0: a single-event alert about lines[line] (its identity is in the key). */
+static void dedup_of(const char *rule_id, const char *src_ip, int64_t first_ms, int line, char *out)
 {
     kx_kv g = {"src_ip", src_ip};
+    char id[24] = "";
+    if (line >= 0) {
+        kx_event ev;
+        kx_event_init(&ev);
+        ev.raw = lines[line];
+        ev.raw_len = strlen(lines[line]);
+        ev.time_ms = first_ms;
+        ev.offset = line + 1;
+        kx_event_id(&ev, id, sizeof(id));
+        kx_event_fini(&ev);
+    }
     kx_alert a = {.rule_id = rule_id,
                   .tenant = "default",
                   .group = src_ip ? &g : NULL,
                   .ngroup = src_ip ? 1 : 0,
+                  .event_id = line >= 0 ? id : NULL,
                   .first_seen_ms = first_ms};
     kx_alert_dedup_key(&a, out, 33);
 }
@@ -394,7 +407,7 @@ static void assert_root_alert(json_t *a)
 {
     char t[32], key[33];
     assert_hex32(jstr(a, "id"));
-    dedup_of(ROOT_ID, NULL, T0 + 5000, key);
+    dedup_of(ROOT_ID, NULL, T0 + 5000, 1, key);
     assert_string_equal(jstr(a, "dedup_key"), key);
     json_t *rule = json_object_get(a, "rule");
     assert_string_equal(jstr(rule, "id"), ROOT_ID);
@@ -426,7 +439,7 @@ static void assert_corr_alert(json_t *a, const size_t *idx, const int64_t *times
 {
     char t[32], key[33];
     assert_hex32(jstr(a, "id"));
-    dedup_of(CORR_ID, "10.0.0.5", times[0], key);
+    dedup_of(CORR_ID, "10.0.0.5", times[0], -1, key);
     assert_string_equal(jstr(a, "dedup_key"), key);
     json_t *rule = json_object_get(a, "rule");
     assert_string_equal(jstr(rule, "id"), CORR_ID);
