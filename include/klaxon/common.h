@@ -48,6 +48,10 @@ int kx_buf_printf(kx_buf *b, const char *fmt, ...) __attribute__((format(printf,
  * Invalid UTF-8 bytes are replaced by U+FFFD so the output is always valid JSON. */
 int kx_buf_json_str(kx_buf *b, const char *s, size_t n);
 
+/* Length (1..4) of the valid UTF-8 sequence at p (n bytes available), or 0 when the bytes
+ * there are not valid UTF-8 (overlongs, surrogates, past U+10FFFF, truncated). */
+size_t kx_utf8_seq_len(const unsigned char *p, size_t n);
+
 /* Bump arena: many small allocations freed at once by kx_arena_reset, which keeps the
  * first block so steady-state use allocates nothing. */
 typedef struct kx_arena_block kx_arena_block;

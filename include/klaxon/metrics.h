@@ -28,6 +28,7 @@ typedef enum {
     KX_M_OFFSETS_COMMITTED,   /* offsets stored for commit */
     KX_M_STATE_KEYS_CAPPED,   /* state updates refused by a cap */
     KX_M_EVENTS_TIME_CLAMPED, /* event time far in the future replaced by arrival time */
+    KX_M_EVENTS_SANITIZED,    /* JSON with invalid UTF-8 or \u0000 decoded with U+FFFD */
     KX_M__COUNT
 } kx_metric;
 

@@ -130,7 +130,7 @@ int kx_buf_printf(kx_buf *b, const char *fmt, ...)
 
 /* Length of the valid UTF-8 sequence at p (1..4), or 0 if the bytes are not valid UTF-8
  * (overlongs, surrogates and code points past U+10FFFF are invalid). */
-static size_t utf8_seq_len(const unsigned char *p, size_t n)
+size_t kx_utf8_seq_len(const unsigned char *p, size_t n)
 {
     unsigned char c = p[0];
     if (c < 0x80)
@@ -214,7 +214,7 @@ int kx_buf_json_str(kx_buf *b, const char *s, size_t n)
             i++;
             continue;
         }
-        size_t l = utf8_seq_len(p + i, n - i);
+        size_t l = kx_utf8_seq_len(p + i, n - i);
         if (l == 0) {
             /* Invalid byte: U+FFFD keeps the output valid JSON and shows the damage. */
             *o++ = (char)0xEF;

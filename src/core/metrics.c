@@ -43,6 +43,9 @@ static const struct {
                                 "State updates refused because a key cap was reached."},
     [KX_M_EVENTS_TIME_CLAMPED] = {"klaxon_events_time_clamped_total",
                                   "Events dated over 15 minutes after arrival; arrival time used."},
+    [KX_M_EVENTS_SANITIZED] =
+        {"klaxon_events_sanitized_total",
+         "JSON events with invalid UTF-8 or NUL escapes, decoded with U+FFFD."},
 };
 
 void kx_metric_inc(kx_metric m)

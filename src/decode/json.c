@@ -1,5 +1,6 @@
 /*
- * JSON object -> flat fields. jansson parses (it validates UTF-8 and rejects "\u0000"), then
+ * JSON object -> flat fields. jansson parses (it validates UTF-8 and rejects "\u0000"; such
+ * input is decoded again from a sanitized copy, see sanitize()), then
  * one recursive walk emits a field per scalar: nested object keys are joined with dots
  * ("userIdentity.arn"), array elements repeat their parent's name once per element (objects
  * inside arrays flatten the same way: "resources.ARN" once per resource). Object members
@@ -24,6 +25,7 @@
 #include <jansson.h>
 
 #include "decode/decode_int.h"
+#include "klaxon/metrics.h"
 
 typedef struct walk {
     kx_event *ev;
@@ -147,15 +149,66 @@ static const char *load_error(const json_error_t *jerr)
     }
 }
 
+/*
+ * A copy of raw where invalid UTF-8 bytes become U+FFFD and "\u0000" escapes become "\ufffd".
+ * Dropping such an event would let whoever controls one field (a user agent, a user name)
+ * hide the whole event from every rule; instead it is decoded with the damage visible.
+ * Escapes are copied as pairs, so "\\u0000" (an escaped backslash) is left alone.
+ */
+static char *sanitize(const char *raw, size_t len, kx_event *ev, size_t *out_len)
+{
+    char *o = kx_arena_alloc(&ev->arena, len * 3 + 1);
+    if (!o)
+        return NULL;
+    const unsigned char *p = (const unsigned char *)raw;
+    size_t i = 0, n = 0;
+    while (i < len) {
+        if (p[i] == '\\' && i + 1 < len) {
+            if (p[i + 1] == 'u' && i + 5 < len && !memcmp(p + i + 2, "0000", 4)) {
+                memcpy(o + n, "\\ufffd", 6);
+                n += 6;
+                i += 6;
+            } else {
+                o[n++] = (char)p[i++];
+                o[n++] = (char)p[i++];
+            }
+            continue;
+        }
+        size_t l = kx_utf8_seq_len(p + i, len - i);
+        if (l == 0) {
+            memcpy(o + n, "\xef\xbf\xbd", 3);
+            n += 3;
+            i++;
+            continue;
+        }
+        memcpy(o + n, p + i, l);
+        n += l;
+        i += l;
+    }
+    o[n] = '\0';
+    *out_len = n;
+    return o;
+}
+
 int kx__json_decode(const char *raw, size_t len, kx_event *ev, const char **why)
 {
     json_error_t jerr;
     walk w;
     int rc;
 
-    /* No JSON_ALLOW_NUL: field values are C strings, so "\u0000" must fail the event.
-     * JSON_DECODE_ANY only so that every valid non-object gets the same, clear reason. */
+    /* No JSON_ALLOW_NUL: field values are C strings. JSON_DECODE_ANY only so that every
+     * valid non-object gets the same, clear reason. */
     json_t *root = json_loadb(raw, len, JSON_DECODE_ANY, &jerr);
+    if (!root && (json_error_code(&jerr) == json_error_invalid_utf8 ||
+                  json_error_code(&jerr) == json_error_null_character)) {
+        size_t clean_len;
+        char *clean = sanitize(raw, len, ev, &clean_len);
+        if (clean) {
+            root = json_loadb(clean, clean_len, JSON_DECODE_ANY, &jerr);
+            if (root)
+                kx_metric_inc(KX_M_EVENTS_SANITIZED);
+        }
+    }
     if (!root) {
         *why = load_error(&jerr);
         return -EINVAL;

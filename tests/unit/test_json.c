@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "klaxon/decode.h"
+#include "klaxon/metrics.h"
 
 static char dumpbuf[65536];
 
@@ -245,15 +246,33 @@ static void test_malformed(void **state)
     MALFORMED(f, "\"str\"", "not a JSON object");
     MALFORMED(f, "42", "not a JSON object");
     MALFORMED(f, "null", "not a JSON object");
-    MALFORMED(f, "{\"a\":\"\xff\xfe\"}", "invalid UTF-8");
-    MALFORMED(f, "{\"a\":\"\xc3\"}", "invalid UTF-8");
-    MALFORMED(f, "{\"a\":\"\xed\xa0\x80\"}", "invalid UTF-8"); /* UTF-8-encoded surrogate */
-    MALFORMED(f, "{\"\xe9t\xe9\":1}", "invalid UTF-8");        /* Latin-1 key */
-    MALFORMED(f, "{\"a\":\"x\\u0000y\"}", "NUL in string");
-    MALFORMED(f, "{\"a\\u0000b\":1}", "NUL in string");
     MALFORMED(f, "{\"a\":\"x\0y\"}", "bad JSON"); /* a raw NUL byte: a control character */
     MALFORMED(f, "{\"a\":100000000000000000000}", "number out of range");
     MALFORMED(f, "{\"a\":\"\\ud800\"}", "bad JSON"); /* lone surrogate escape */
+}
+
+/* Invalid UTF-8 and "\u0000" must not hide an event from the rules: the event is decoded
+ * with U+FFFD in their place and counted as sanitized. */
+static void test_sanitized(void **state)
+{
+    fx *f = *state;
+    const char *why = NULL;
+    kx_metrics_reset();
+    static const char in[] = "{\"ua\":\"curl\\u0000evil\",\"user\":\"\xff\xfe root\","
+                             "\"\xe9t\xe9\":1,\"esc\":\"a\\\\u0000b\",\"s\":\"\xed\xa0\x80\"}";
+    assert_int_equal(decode(f, in, sizeof(in) - 1, &why), 0);
+    assert_string_equal(dump(&f->ev), "ua=curl\xef\xbf\xbd"
+                                      "evil\n"
+                                      "user=\xef\xbf\xbd\xef\xbf\xbd root\n"
+                                      "\xef\xbf\xbdt\xef\xbf\xbd(num)=1\n"
+                                      "esc=a\\u0000b\n"
+                                      "s=\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\n");
+    assert_int_equal(kx_metric_get(KX_M_EVENTS_SANITIZED), 1);
+    /* a raw NUL byte is still a control character inside a string: bad JSON */
+    static const char raw_nul[] = "{\"a\":\"x\0y\"}";
+    assert_int_equal(decode(f, raw_nul, sizeof(raw_nul) - 1, &why), -EINVAL);
+    assert_string_equal(why, "bad JSON");
+    kx_metrics_reset();
 }
 
 static void test_garbage_10mb(void **state)
@@ -407,6 +426,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cloudtrail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_arrays, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scalars, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sanitized, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_10mb, setup, teardown),
         cmocka_unit_test_setup_teardown(test_depth, setup, teardown),
