@@ -8,7 +8,7 @@ PKGS=(
     build-essential cmake pkg-config
     librdkafka-dev libpcre2-dev libjansson-dev libhiredis-dev libev-dev libyaml-dev
     libcurl4-openssl-dev libmicrohttpd-dev libcmocka-dev
-    redis-server tzdata python3 curl
+    redis-server tzdata python3 curl cppcheck
 )
 
 missing=()

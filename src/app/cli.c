@@ -608,26 +608,27 @@ out:
 
 /* ---- klaxon rules lint ---- */
 
+static bool is_help(const char *a)
+{
+    return !strcmp(a, "-h") || !strcmp(a, "--help");
+}
+
+static int usage_rules(FILE *f)
+{
+    fprintf(f, "usage: klaxon rules lint PATH...\n"
+               "\n"
+               "Loads rule files or directories exactly as `klaxon run` would and reports the\n"
+               "first error as FILE:LINE:COL: message. Exit 0 when all rules load.\n");
+    return f == stdout ? 0 : 2;
+}
+
 static int cmd_rules(int argc, char **argv)
 {
-    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
-        strcmp(argv[1], "lint")) {
-        FILE *f =
-            argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) ? stdout : stderr;
-        fprintf(f, "usage: klaxon rules lint PATH...\n"
-                   "\n"
-                   "Loads rule files or directories exactly as `klaxon run` would and reports the\n"
-                   "first error as FILE:LINE:COL: message. Exit 0 when all rules load.\n");
-        return f == stdout ? 0 : 2;
-    }
-    if (argc >= 3 && (!strcmp(argv[2], "-h") || !strcmp(argv[2], "--help"))) {
-        printf("usage: klaxon rules lint PATH...\n");
-        return 0;
-    }
-    if (argc < 3) {
-        fprintf(stderr, "usage: klaxon rules lint PATH...\n");
-        return 2;
-    }
+    bool help = (argc >= 2 && is_help(argv[1])) || (argc >= 3 && is_help(argv[2]));
+    if (help)
+        return usage_rules(stdout);
+    if (argc < 3 || strcmp(argv[1], "lint") != 0)
+        return usage_rules(stderr);
     kx_ruleset *rs = NULL;
     if (load_rules(argv + 2, (size_t)(argc - 2), &rs))
         return 2;

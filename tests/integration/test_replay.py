@@ -151,6 +151,22 @@ def test_bad_rule_refused():
     check(r.stdout == b"", "alerts written despite bad rules")
 
 
+def test_rules_lint():
+    import subprocess
+    from harness import KLAXON
+    r = subprocess.run([KLAXON, "rules", "lint", os.path.join(SRC, "rules")], capture_output=True)
+    check(r.returncode == 0, "lint exit %d: %s" % (r.returncode, r.stderr))
+    check(r.stdout == b"ok: 5 rules (4 detection, 1 correlation)\n", "lint output %r" % r.stdout)
+    d = tmpdir("lint")
+    path = os.path.join(d, "corr.yml")
+    with open(path, "w") as f:
+        f.write("title: c\ncorrelation:\n    type: event_count\n    rules: [nosuchrule]\n"
+                "    group-by: [src_ip]\n    timespan: 5m\n    condition: {gte: 3}\n")
+    r = subprocess.run([KLAXON, "rules", "lint", path], capture_output=True)
+    check(r.returncode == 2, "lint exit on bad rule %d" % r.returncode)
+    check(r.stderr.decode().startswith("klaxon: %s:4:13: " % path), "lint stderr %r" % r.stderr)
+
+
 def test_stdin_and_json_default():
     with open(TRAIL, "rb") as f:
         data = f.read()
@@ -165,4 +181,4 @@ def test_stdin_and_json_default():
 if __name__ == "__main__":
     run_tests([test_samples_auth, test_samples_cloudtrail, test_replay_is_deterministic,
                test_malformed_skipped, test_off_hours_across_dst, test_bad_rule_refused,
-               test_stdin_and_json_default])
+               test_rules_lint, test_stdin_and_json_default])
