@@ -181,5 +181,10 @@ bool kx__search_match(const kx__search *s, const kx_event *ev, pcre2_match_conte
 
 /* True when a matched but the regex hit its match limit (counted by the ruleset). */
 extern uint64_t kx__re_limit_hits;
+/* Regex limit hits within the event being matched (reset per event): past
+ * KX__RE_EVENT_BUDGET, further regexes on that event count as no match without running, so
+ * one hostile event with thousands of fields costs a bounded amount of work in total. */
+extern unsigned kx__re_event_hits;
+#define KX__RE_EVENT_BUDGET 3
 
 #endif

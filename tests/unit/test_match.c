@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "detect/detect_int.h"
 #include "klaxon/detect.h"
 
 static char dir[64];
@@ -390,6 +391,30 @@ static void test_regex_limit(void **state)
     kx_ruleset_destroy(rs);
 }
 
+/* Many hostile values in one event: after KX__RE_EVENT_BUDGET limit hits the remaining
+ * regexes of that event are not run at all; the next event starts with a fresh budget. */
+static void test_regex_budget_per_event(void **state)
+{
+    (void)state;
+    kx_ruleset *rs = load_yaml("title: t\ndetection:\n    s:\n        f|re: '^(a+)+$'\n"
+                               "    condition: s\n");
+    char v[64];
+    memset(v, 'a', 40);
+    v[40] = 'b';
+    v[41] = '\0';
+    const char *kv[2 * 50 + 1];
+    for (int i = 0; i < 50; i++) {
+        kv[2 * i] = "f";
+        kv[2 * i + 1] = v;
+    }
+    kv[100] = NULL;
+    uint64_t before = kx__re_limit_hits;
+    assert_int_equal(match_fields(rs, "", kv), 0);
+    assert_int_equal(kx__re_limit_hits - before, KX__RE_EVENT_BUDGET);
+    assert_int_equal(match_fields(rs, "", (const char *[]){"f", "aaaa", NULL}), 1);
+    kx_ruleset_destroy(rs);
+}
+
 /* ---- the example rules ---- */
 
 static kx_ruleset *load_fixtures(void)
@@ -501,7 +526,8 @@ int main(void)
         cmocka_unit_test(test_modifier_table), cmocka_unit_test(test_fieldref),
         cmocka_unit_test(test_keywords),       cmocka_unit_test(test_repeated_fields),
         cmocka_unit_test(test_logsource),      cmocka_unit_test(test_counts_and_order),
-        cmocka_unit_test(test_regex_limit),    cmocka_unit_test(test_example_rules),
+        cmocka_unit_test(test_regex_limit),    cmocka_unit_test(test_regex_budget_per_event),
+        cmocka_unit_test(test_example_rules),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
