@@ -1,0 +1,358 @@
+#!/usr/bin/env bash
+# make bench: klaxon's throughput, allocations and latency on this machine, all measured in
+# one run (docs/performance.md explains every row).
+#
+#   bash bench/run.sh [BUILD_DIR]          (make bench: BUILD_DIR = build-release)
+#
+# It generates a deterministic synthetic stream (bench/gen_events.py), starts a Kafka-protocol
+# broker (kx-broker, librdkafka's mock cluster) and a redis-server on free loopback ports in
+# a temp dir, produces the stream once, checks that the broker kept every message, then times:
+#   1. raw librdkafka consumption (bench-consume raw)        2. consume + decode (decode)
+#   3. the real `klaxon run` end to end, memory and redis stores (bench-metrics on /metrics)
+#   4. in memory: decode, klaxon detect, the naive regex loop, the pipeline without Kafka
+#      (bench-detect), and allocations per event
+#   5. produce -> alert-in-file latency of a running `klaxon run` (bench-latency)
+#   6. (if perf works) a profile of one `klaxon run`
+# Every figure is the median of BENCH_RUNS runs. It stops only what it started, by pid.
+#
+# Knobs: BENCH_EVENTS (200000), BENCH_RUNS (5), BENCH_LATENCY_EVENTS (200), BENCH_SEED (42),
+# BENCH_PROFILE (1), BENCH_KEEP (0: keep the temp dir).
+set -euo pipefail
+
+BUILD=${1:-build-release}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN="$ROOT/$BUILD"
+N=${BENCH_EVENTS:-200000}
+RUNS=${BENCH_RUNS:-5}
+LAT_N=${BENCH_LATENCY_EVENTS:-200}
+SEED=${BENCH_SEED:-42}
+PROFILE=${BENCH_PROFILE:-1}
+TMP=$(mktemp -d /tmp/klaxon-bench.XXXXXX)
+RES="$TMP/results.txt"
+OUT="$BIN/bench-results.txt"
+PIDS=()
+START=$SECONDS
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then
+        echo "bench: kept $TMP" >&2
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+die() {
+    echo "bench: $*" >&2
+    exit 1
+}
+
+for b in klaxon kx-broker kx-produce bench-consume bench-metrics bench-detect bench-latency; do
+    [ -x "$BIN/$b" ] || die "$BIN/$b missing: build $BUILD first (make release)"
+done
+command -v python3 >/dev/null || die "python3 is needed (bench/gen_events.py)"
+command -v redis-server >/dev/null || die "redis-server is needed"
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_until SECONDS DESCRIPTION COMMAND...: polls COMMAND until it succeeds or time runs out.
+wait_until() {
+    local secs=$1 what=$2
+    shift 2
+    local deadline=$((SECONDS + secs))
+    until "$@" >/dev/null 2>&1; do
+        [ $SECONDS -lt $deadline ] || die "timed out waiting for $what"
+        sleep 0.05
+    done
+}
+
+# stop PID: SIGTERM, wait, and forget it; returns the process's exit status.
+stop() {
+    local pid=$1 rc=0 keep=() p
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" || rc=$?
+    for p in "${PIDS[@]}"; do
+        [ "$p" = "$pid" ] || keep+=("$p")
+    done
+    PIDS=("${keep[@]+"${keep[@]}"}")
+    return $rc
+}
+
+# field KEY LINE: the value of KEY=value in a "k=v k=v" line.
+field() {
+    sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"
+}
+
+median() {
+    tr ' ' '\n' <<<"$*" | sed '/^$/d' | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'
+}
+
+minmax() {
+    tr ' ' '\n' <<<"$*" | sed '/^$/d' | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {print lo "-" hi}'
+}
+
+echo "== klaxon bench: $N events, $RUNS runs per row, build $BUILD, $(nproc) cores"
+
+# ---- the stream ----
+AUTH_PARTS=8
+python3 "$ROOT/bench/gen_events.py" --n "$N" --seed "$SEED" --auth-partitions $AUTH_PARTS \
+    --out "$TMP" | tee "$TMP/gen.txt"
+NAUTH=$(wc -l <"$TMP/auth.log")
+NCT=$(wc -l <"$TMP/cloudtrail.jsonl")
+[ $((NAUTH + NCT)) = "$N" ] || die "generator wrote $((NAUTH + NCT)) events, not $N"
+
+# ---- broker and redis ----
+# Partitions: the mock keeps ~5 MiB per partition and silently drops the oldest data past it
+# (docs/internals/source.md). ~14 MiB of syslog over 8 and ~64 MiB of CloudTrail over 32
+# keep every partition near 2 MiB; `bench-consume check` proves nothing was dropped.
+"$BIN/kx-broker" --topic auth:$AUTH_PARTS --topic cloudtrail:32 --topic lat1-auth:1 \
+    --topic lat1-cloudtrail:1 --topic lat2-auth:1 --topic lat2-cloudtrail:1 \
+    >"$TMP/broker.out" 2>"$TMP/broker.log" &
+PIDS+=($!)
+wait_until 20 "kx-broker" grep -q '^BOOTSTRAP ' "$TMP/broker.out"
+BROKERS=$(sed -n 's/^BOOTSTRAP //p' "$TMP/broker.out")
+
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$TMP" --save "" --appendonly no \
+    --daemonize no --loglevel warning >"$TMP/redis.log" 2>&1 &
+PIDS+=($!)
+wait_until 20 "redis-server" redis-cli -p "$REDIS_PORT" ping
+echo "   kx-broker $BROKERS, redis-server 127.0.0.1:$REDIS_PORT"
+
+# Syslog: each host's lines to one partition, in order (what a producer keyed by host does).
+# CloudTrail: unkeyed, spread at random per message (no sticky batches) so partitions fill
+# evenly.
+t0=$(date +%s.%N)
+for p in $(seq 0 $((AUTH_PARTS - 1))); do
+    "$BIN/kx-produce" -b "$BROKERS" -t auth -p "$p" -X linger.ms=50 "$TMP/auth.p$p.log" \
+        2>"$TMP/produce-auth.log" || die "kx-produce auth failed: $(cat "$TMP/produce-auth.log")"
+done
+"$BIN/kx-produce" -b "$BROKERS" -t cloudtrail -X linger.ms=50 -X sticky.partitioning.linger.ms=0 \
+    "$TMP/cloudtrail.jsonl" 2>"$TMP/produce-ct.log" ||
+    die "kx-produce cloudtrail failed: $(cat "$TMP/produce-ct.log")"
+t1=$(date +%s.%N)
+echo "   produced $N events in $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}') s"
+"$BIN/bench-consume" check -b "$BROKERS" -n "$N" auth cloudtrail 2>"$TMP/check.log" ||
+    die "the broker does not hold all $N events: $(cat "$TMP/check.log")"
+
+# ---- configs: samples/klaxon.yaml with the bench's broker, group, store, sink, ports ----
+# make_config FILE GROUP STORE_URL METRICS_PORT ALERTS_FILE TOPIC_PREFIX EXTRA_PROPERTIES
+# Throughput runs pass THROUGHPUT_PROPS: the mock answers a fetch that finds no data only after
+# fetch.wait.max.ms (500 ms by default) even if data arrives meanwhile, where a real broker
+# answers at once; a partition that runs dry for a moment would stall a run for half a second.
+THROUGHPUT_PROPS=", fetch.wait.max.ms: 10"
+make_config() {
+    local file=$1 group=$2 store=$3 mport=$4 alerts=$5 prefix=$6 extra=$7
+    sed -e "s|^  brokers: .*|  brokers: $BROKERS|" \
+        -e "s|^  group: .*|  group: $group|" \
+        -e "s|^  batch: 500.*|  batch: 500\n  properties: {session.timeout.ms: 6000, heartbeat.interval.ms: 500$extra}|" \
+        -e "s|^  - ../rules|  - $ROOT/rules|" \
+        -e "s|^  store: .*|  store: \"$store\"|" \
+        -e "s|^  listen: .*|  listen: 127.0.0.1:$mport|" \
+        -e "s|^    console: {type: stdout}|    console: {type: file, path: $alerts}|" \
+        -e "s|^  - topic: auth |  - topic: ${prefix}auth |" \
+        -e "s|^  - topic: cloudtrail |  - topic: ${prefix}cloudtrail |" \
+        "$ROOT/samples/klaxon.yaml" >"$file"
+    local want
+    for want in "brokers: $BROKERS" "group: $group" "batch: 500" "session.timeout.ms" \
+        "$ROOT/rules" "store: \"$store\"" "listen: 127.0.0.1:$mport" "path: $alerts" \
+        "topic: ${prefix}auth" "topic: ${prefix}cloudtrail"; do
+        grep -qF -- "$want" "$file" ||
+            die "samples/klaxon.yaml changed shape: could not set \"$want\" in the bench config"
+    done
+}
+
+# ---- rows 1-3, round-robin (run i of every row, then run i+1) so that a slow spell of the
+# machine hits every row alike ----
+make_config "$TMP/consume.yaml" unused memory 1 "$TMP/unused.jsonl" "" "$THROUGHPUT_PROPS"
+
+# klaxon_run NAME STORE_URL: one timed run of the real `klaxon run` over the whole stream.
+klaxon_run() {
+    local name=$1 store=$2 mport cfg line rc=0
+    mport=$(free_port)
+    cfg="$TMP/$name.yaml"
+    make_config "$cfg" "bench-$name" "$store" "$mport" "$TMP/alerts-$name.jsonl" "" \
+        "$THROUGHPUT_PROPS"
+    "$BIN/klaxon" run -c "$cfg" >/dev/null 2>"$TMP/klaxon-$name.log" &
+    local kpid=$!
+    PIDS+=($kpid)
+    line=$("$BIN/bench-metrics" -p "$mport" -n "$N" -P "$kpid" -t 240) || rc=$?
+    stop "$kpid" || die "klaxon run ($name) exited non-zero: $(tail -5 "$TMP/klaxon-$name.log")"
+    [ $rc = 0 ] || die "klaxon run ($name) did not process $N events: $line"
+    [ "$(field malformed "$line")" = 0 ] || die "klaxon run ($name): malformed events: $line"
+    echo "$line"
+}
+
+declare -A RATES ALERTS CPU
+for i in $(seq 1 "$RUNS"); do
+    for mode in raw decode; do
+        line=$("$BIN/bench-consume" $mode -b "$BROKERS" -g "bench-$mode-$i" -n "$N" \
+            -c "$TMP/consume.yaml" 2>>"$TMP/consume.log") ||
+            die "bench-consume $mode run $i failed: $line $(tail -3 "$TMP/consume.log")"
+        RATES[consume-$mode]="${RATES[consume-$mode]:-} $(field rate "$line")"
+        CPU[consume-$mode]="${CPU[consume-$mode]:-} $(field cpu_us_per_event "$line")"
+    done
+    for store in memory redis; do
+        url=memory
+        [ $store = redis ] && url="redis://127.0.0.1:$REDIS_PORT/bench$i:"
+        line=$(klaxon_run "run-$store-$i" "$url")
+        RATES[klaxon-$store]="${RATES[klaxon-$store]:-} $(field rate "$line")"
+        CPU[klaxon-$store]="${CPU[klaxon-$store]:-} $(field cpu_us_per_event "$line")"
+        ALERTS[klaxon-$store]="${ALERTS[klaxon-$store]:-} $(field alerts "$line")"
+    done
+    echo "   round $i/$RUNS: raw ${RATES[consume-raw]##* }" \
+        "decode ${RATES[consume-decode]##* } memory ${RATES[klaxon-memory]##* }" \
+        "redis ${RATES[klaxon-redis]##* } events/s"
+done
+for row in consume-raw consume-decode klaxon-memory klaxon-redis; do
+    extra=""
+    [ -n "${ALERTS[$row]:-}" ] && extra=" alerts=$(minmax ${ALERTS[$row]})"
+    echo "row=$row runs=$RUNS median=$(median ${RATES[$row]}) range=$(minmax ${RATES[$row]})" \
+        "cpu_us_per_event=$(median ${CPU[$row]})$extra" | tee -a "$RES"
+done
+
+# ---- row 4: in memory (decode, detect, naive regexes, pipeline without Kafka, allocations) ----
+make_config "$TMP/inproc.yaml" unused memory 1 "$TMP/alerts-inproc.jsonl" "" ""
+# In-memory passes are short (about a second each): twice the runs, plus one, for the median.
+MEM_RUNS=$((2 * RUNS + 1))
+"$BIN/bench-detect" -c "$TMP/inproc.yaml" -e "$TMP/events.tsv" -r "$MEM_RUNS" | tee -a "$RES"
+
+# ---- row 5: latency, produce -> alert line in the file sink ----
+# fetch.wait.max.ms: the mock answers an empty fetch only after this long even when data
+# arrives meanwhile (a real broker answers at once), so the default 500 ms would measure the
+# mock. 1 ms bounds that artefact; a short run with the default shows its effect.
+# latency_run NAME TOPIC_PREFIX EVENTS EXTRA_PROPERTIES (each run has topics of its own).
+latency_run() {
+    local name=$1 prefix=$2 n=$3 extra=$4 mport cfg line rc=0
+    mport=$(free_port)
+    cfg="$TMP/$name.yaml"
+    make_config "$cfg" "bench-$name" memory "$mport" "$TMP/alerts-$name.jsonl" "$prefix" "$extra"
+    : >"$TMP/alerts-$name.jsonl"
+    "$BIN/klaxon" run -c "$cfg" >/dev/null 2>"$TMP/klaxon-$name.log" &
+    local kpid=$!
+    PIDS+=($kpid)
+    line=$("$BIN/bench-latency" -b "$BROKERS" -t "${prefix}auth" -f "$TMP/alerts-$name.jsonl" \
+        -n "$n" -w 5 -g 20 2>"$TMP/latency-$name.log") || rc=$?
+    stop "$kpid" || die "klaxon run ($name) exited non-zero: $(tail -5 "$TMP/klaxon-$name.log")"
+    [ $rc = 0 ] || die "latency run $name failed: $(cat "$TMP/latency-$name.log")"
+    echo "row=$name $line" | tee -a "$RES"
+}
+latency_run latency lat1- "$LAT_N" ", fetch.wait.max.ms: 1"
+latency_run latency-default-fetch-wait lat2- 20 ""
+
+# ---- profile: one klaxon run (memory store) under perf ----
+if [ "$PROFILE" = 1 ] && command -v perf >/dev/null && perf record -o /dev/null -q true 2>/dev/null; then
+    mport=$(free_port)
+    make_config "$TMP/profile.yaml" bench-profile memory "$mport" "$TMP/alerts-profile.jsonl" "" \
+        "$THROUGHPUT_PROPS"
+    "$BIN/klaxon" run -c "$TMP/profile.yaml" >/dev/null 2>"$TMP/klaxon-profile.log" &
+    kpid=$!
+    PIDS+=($kpid)
+    perf record -F 999 -g -p "$kpid" -o "$TMP/perf.data" -q 2>"$TMP/perf.log" &
+    ppid=$!
+    PIDS+=($ppid)
+    "$BIN/bench-metrics" -p "$mport" -n "$N" -P "$kpid" -t 240 >"$TMP/profile-run.txt" ||
+        die "profiled klaxon run failed: $(cat "$TMP/profile-run.txt")"
+    kill -INT "$ppid"
+    stop "$ppid" || true
+    stop "$kpid" || die "profiled klaxon run exited non-zero"
+    {
+        echo "profile klaxon run (memory store), perf cpu-clock samples, all threads:"
+        echo "-- by shared object (self):"
+        perf report -i "$TMP/perf.data" --no-children --sort dso --stdio 2>/dev/null |
+            awk '/^ +[0-9.]+%/ && n++ < 8'
+        echo "-- by function (self):"
+        perf report -i "$TMP/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
+            awk '/^ +[0-9.]+%/ && n++ < 15'
+    } >"$TMP/profile.txt"
+else
+    echo "profile skipped (BENCH_PROFILE=0 or perf unavailable)" >"$TMP/profile.txt"
+fi
+
+# ---- the table ----
+python3 - "$RES" "$TMP/gen.txt" "$N" "$RUNS" "$(nproc)" "$BUILD" "$((SECONDS - START))" \
+    "$LOAD0" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF' | tee "$OUT"
+import sys, datetime
+res, gen, n, runs, cores, build, elapsed, load0, load1 = sys.argv[1:]
+rows, allocs, info = {}, {}, {}
+for line in open(res):
+    kv = dict(p.split("=", 1) for p in line.split() if "=" in p)
+    if line.startswith("row="):
+        rows[kv["row"]] = kv
+    elif line.startswith("allocs ") and "path" in kv:
+        allocs[kv["path"]] = kv
+    elif line.startswith("info "):
+        info = kv
+
+def r(name, label, base, note=""):
+    kv = rows[name]
+    med = float(kv["median"])
+    rng = kv.get("range") or "%s-%s" % (kv["min"], kv["max"])
+    lo, hi = (float(x) for x in rng.split("-"))
+    print("  %-58s %11s  %21s  %7.2f  %6.2f  %s" % (label, "{:,.0f}".format(med),
+          "{:,.0f} - {:,.0f}".format(lo, hi), float(kv["cpu_us_per_event"]),
+          med / float(rows[base]["median"]), note))
+
+print()
+print("klaxon benchmark  %s  %s cores  %s build  %s events  (bench took %s s)" % (
+    datetime.date.today().isoformat(), cores, build, "{:,}".format(int(n)), elapsed))
+print("stream: %s" % open(gen).read().split(" ", 2)[2].strip())
+print("load average before: %s  after: %s  (other work on the machine skews the figures)" % (load0, load1))
+print("CPU us = CPU time per event of the measuring process, all its threads (klaxon's for row 3;")
+print("the broker's and redis-server's CPU is not included)")
+print()
+print("  %-58s %11s  %21s  %7s  %6s" % ("through kx-broker, median of %s runs" % rows["consume-raw"]["runs"],
+                                     "events/s", "min - max", "CPU us", "x row 1"))
+r("consume-raw", "1  raw librdkafka consume (baseline)", "consume-raw")
+r("consume-decode", "2  consume + kx_decode", "consume-raw")
+r("klaxon-memory", "3a klaxon run end to end, memory store", "consume-raw",
+  "alerts %s" % rows["klaxon-memory"]["alerts"])
+r("klaxon-redis", "3b klaxon run end to end, redis store", "consume-raw",
+  "alerts %s" % rows["klaxon-redis"]["alerts"])
+print()
+print("  %-58s %11s  %21s  %7s  %6s" % ("in memory, no Kafka, median of %s runs" % rows["detect"]["runs"],
+                                     "events/s", "min - max", "CPU us", "x 4c"))
+r("naive", "4a naive: every rule's regexes on each raw line (JIT)", "detect",
+  "%s rule matches" % rows["naive"]["matches"])
+r("naive-nojit", "4b naive, PCRE2 interpreter (no JIT)", "detect")
+r("detect", "4c klaxon detect: kx_decode + kx_ruleset_match", "detect",
+  "%s rule matches" % rows["detect"]["matches"])
+r("decode", "   kx_decode only", "detect")
+for k in sorted(rows):
+    if k.startswith("decode-"):
+        r(k, "     %s events only" % k[7:], "detect")
+r("pipeline", "   decode+detect+state+alert (kx_pipeline, memory store)", "detect",
+  "alerts %s" % rows["pipeline"]["alerts"])
+print()
+d, p = allocs.get("detect", {}), allocs.get("pipeline", {})
+print("  allocations per event, steady state (malloc+calloc+realloc, whole process):")
+for k in sorted(d):
+    if k.endswith("_per_event") and "jansson" not in k and k != "all_per_event":
+        t = k[: -len("_per_event")]
+        print("    detect path, %-12s %8s  (of which jansson %s)" % (t, d[k], d.get(t + "_jansson_per_event", "?")))
+print("    detect path, all events  %8s" % d.get("all_per_event", "?"))
+print("    full pipeline, all events %7s  (%s alerts in the run)" % (p.get("all_per_event", "?"), p.get("alerts", "?")))
+print()
+print("  latency, produce -> alert line in the file sink (klaxon run, memory store):")
+for name, label in (("latency", "fetch.wait.max.ms=1"),
+                    ("latency-default-fetch-wait", "default fetch.wait.max.ms=500 (mock artefact)")):
+    kv = rows[name]
+    print("    %-46s n=%-4s p50 %7s ms  p90 %7s ms  p99 %7s ms  max %7s ms" % (
+        label, kv["n"], kv["p50_ms"], kv["p90_ms"], kv["p99_ms"], kv["max_ms"]))
+EOF
+echo
+cat "$TMP/profile.txt"
+echo
+echo "bench: done in $((SECONDS - START)) s; table saved to $OUT"
