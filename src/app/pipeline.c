@@ -126,8 +126,23 @@ static void alert_done(void *ud, int status)
 static void send_alert(kx_pipeline *p, const kx_alert *a)
 {
     p->pending++;
-    if (kx_router_send(p->router, a, alert_done, p) < 0) {
-        kx_log(KX_LOG_ERROR, "pipeline", "rule %s: alert could not be routed", a->rule_id);
+    int rc = kx_router_send(p->router, a, alert_done, p);
+    if (rc == -E2BIG && a->nevents > 1) {
+        /* Too large to render with all its evidence: an alert with less evidence still
+         * pages; one without any is better than none. */
+        kx_alert fewer = *a;
+        fewer.nevents = 1;
+        rc = kx_router_send(p->router, &fewer, alert_done, p);
+        if (rc == -E2BIG) {
+            fewer.nevents = 0;
+            rc = kx_router_send(p->router, &fewer, alert_done, p);
+        }
+        kx_log(KX_LOG_WARN, "pipeline", "rule %s: alert too large, evidence cut to %zu events",
+               a->rule_id, fewer.nevents);
+    }
+    if (rc < 0) {
+        kx_log(KX_LOG_ERROR, "pipeline", "rule %s: alert could not be routed: %s", a->rule_id,
+               strerror(-rc));
         p->pending--;
     }
 }
