@@ -11,7 +11,7 @@
  * Ownership: kx_decoder_create returns a new decoder (caller destroys); it copies what it
  * needs from the YAML nodes. kx_decode fills the caller's event, whose strings point into
  * the event's arena or into raw (borrowed). kx_decode allocates nothing per event in steady
- * state except inside jansson (documented in docs/internals/decode.md).
+ * state, jansson's tree included (it lives in the event's arena: docs/internals/decode.md).
  */
 #ifndef KLAXON_DECODE_H
 #define KLAXON_DECODE_H

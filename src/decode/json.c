@@ -8,9 +8,10 @@
  * last value, as jansson does without JSON_REJECT_DUPLICATES.
  *
  * Field names are built in one stack buffer, so the walk itself allocates nothing; the
- * strings are copied into the event's arena. jansson's tree is allocated with its default
- * allocator and freed before returning: the one per-event allocation decode accepts
- * (docs/internals/decode.md).
+ * strings are copied into the event's arena. jansson's tree is allocated in the event's arena
+ * too (json_set_alloc_funcs around the parse, restored after): it is never freed piece by
+ * piece, kx_event_reset drops it with everything else, so decoding allocates nothing in
+ * steady state and skips jansson's teardown.
  *
  * Numbers: integers print as %lld. Reals print in the shortest of %.15g/%.16g/%.17g that
  * reads back to the same double, with ".0" added when that looks like an integer and the
@@ -155,6 +156,33 @@ static const char *load_error(const json_error_t *jerr)
  * hide the whole event from every rule; instead it is decoded with the damage visible.
  * Escapes are copied as pairs, so "\\u0000" (an escaped backslash) is left alone.
  */
+/* jansson's allocator during one parse: the event's arena. free is a no-op (the arena is
+ * reset per event). One thread, one parse at a time, so a static is enough. */
+static kx_arena *g_json_arena;
+
+static void *arena_malloc(size_t n)
+{
+    return kx_arena_alloc(g_json_arena, n);
+}
+
+static void arena_free(void *p)
+{
+    (void)p;
+}
+
+static json_t *load_in_arena(const char *raw, size_t len, kx_event *ev, json_error_t *jerr)
+{
+    json_malloc_t prev_malloc;
+    json_free_t prev_free;
+    json_get_alloc_funcs(&prev_malloc, &prev_free);
+    g_json_arena = &ev->arena;
+    json_set_alloc_funcs(arena_malloc, arena_free);
+    json_t *root = json_loadb(raw, len, JSON_DECODE_ANY, jerr);
+    json_set_alloc_funcs(prev_malloc, prev_free);
+    g_json_arena = NULL;
+    return root;
+}
+
 static char *sanitize(const char *raw, size_t len, kx_event *ev, size_t *out_len)
 {
     char *o = kx_arena_alloc(&ev->arena, len * 3 + 1);
@@ -198,13 +226,13 @@ int kx__json_decode(const char *raw, size_t len, kx_event *ev, const char **why)
 
     /* No JSON_ALLOW_NUL: field values are C strings. JSON_DECODE_ANY only so that every
      * valid non-object gets the same, clear reason. */
-    json_t *root = json_loadb(raw, len, JSON_DECODE_ANY, &jerr);
+    json_t *root = load_in_arena(raw, len, ev, &jerr);
     if (!root && (json_error_code(&jerr) == json_error_invalid_utf8 ||
                   json_error_code(&jerr) == json_error_null_character)) {
         size_t clean_len;
         char *clean = sanitize(raw, len, ev, &clean_len);
         if (clean) {
-            root = json_loadb(clean, clean_len, JSON_DECODE_ANY, &jerr);
+            root = load_in_arena(clean, clean_len, ev, &jerr);
             if (root)
                 kx_metric_inc(KX_M_EVENTS_SANITIZED);
         }
@@ -213,8 +241,8 @@ int kx__json_decode(const char *raw, size_t len, kx_event *ev, const char **why)
         *why = load_error(&jerr);
         return -EINVAL;
     }
+    /* No json_decref: the tree lives in the event's arena (see load_in_arena). */
     if (!json_is_object(root)) {
-        json_decref(root);
         *why = "not a JSON object";
         return -EINVAL;
     }
@@ -222,7 +250,6 @@ int kx__json_decode(const char *raw, size_t len, kx_event *ev, const char **why)
     w.nfields = 0;
     w.why = NULL;
     rc = flatten(&w, root, 0, 0);
-    json_decref(root);
     if (rc == -EINVAL) {
         *why = w.why;
         return rc;
