@@ -37,6 +37,13 @@ typedef struct kx_window_result {
     int64_t first_ms; /* earliest event time among them */
     int64_t last_ms;  /* latest event time among them */
     bool added;       /* false if this member was already in the window */
+    /* With cross_at > 0: the earliest window ending at a member time in [t, t + window]
+     * whose count is exactly cross_at after this add, i.e. the window this event completed.
+     * For an event in time order that is its own window; a late event can complete a later
+     * one. Up to KX_STORE_CROSS_SCAN later members are looked at. */
+    bool crossed;
+    int64_t cross_first_ms;
+    int64_t cross_last_ms;
     size_t nevidence; /* most recent first, at most max_evidence */
     const char *const *evidence;
     const size_t *evidence_len;
@@ -54,7 +61,10 @@ typedef struct kx_window_add {
     const char *evidence; /* may be NULL */
     size_t evidence_len;
     size_t max_evidence; /* evidence kept per key (0 = none) */
+    int64_t cross_at;    /* > 0: report the window this add brought to this count */
 } kx_window_add;
+
+#define KX_STORE_CROSS_SCAN 64
 
 int kx_store_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, void *ud);
 

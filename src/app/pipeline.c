@@ -10,11 +10,13 @@
  * an op keeps everything a retry needs (key, member, time, evidence) because the event it
  * came from is reused for the next message as soon as the update is issued.
  *
- * A correlation alert fires when an update makes the count cross the threshold (the count
- * after this event satisfies the condition and the count before it would not). Counts are
- * taken over [t - window, t] for the event's own time t, so re-applying the same events
- * after a store outage yields the same counts, and the alert's dedup_key (rule, group,
- * window start) is the same: the router drops the repeat.
+ * A correlation alert fires when an update brings a window to the crossing count (it
+ * satisfies the condition and one less would not). Windows are [e - W, e] for each member
+ * time e; the store reports the earliest one, among those ending at or after the event's
+ * own time, that this update completed: in time order that is the event's own window, and
+ * a late event still completes the later window it belongs to. Re-applying the same events
+ * after a store outage gives the same windows and the same dedup_key (rule, group, window
+ * start): the router drops the repeat.
  */
 #include "klaxon/pipeline.h"
 
@@ -244,6 +246,18 @@ static void retry_flush(kx_pipeline *p)
     }
 }
 
+/* The count at which a window crosses the rule's threshold: it satisfies the condition and
+ * one less would not. "At most" conditions (lt, lte) are judged when a window closes, which
+ * needs window-close timers (not yet implemented); the loader refuses them. */
+static int64_t cross_count(const kx_rule *c)
+{
+    for (int64_t n = c->threshold > 1 ? c->threshold - 1 : 1; n <= c->threshold + 1; n++) {
+        if (kx_cmp_eval(c->cmp, c->threshold, n) && !kx_cmp_eval(c->cmp, c->threshold, n - 1))
+            return n;
+    }
+    return 0;
+}
+
 static void corr_fire(kx_op *op, const kx_window_result *res)
 {
     kx_pipeline *p = op->p;
@@ -260,8 +274,9 @@ static void corr_fire(kx_op *op, const kx_window_result *res)
     size_t ne = res->nevidence < 64 ? res->nevidence : 64;
     /* The store keeps the key's most recent evidence, which can reach back past this
      * window (an earlier incident of the same group): keep only as many as were counted. */
-    if (res->count >= 0 && (uint64_t)ne > (uint64_t)res->count)
-        ne = (size_t)res->count;
+    int64_t count = cross_count(c);
+    if ((uint64_t)ne > (uint64_t)count)
+        ne = (size_t)count;
     for (size_t i = 0; i < ne; i++) {
         evs[i] = res->evidence[ne - 1 - i];
         evl[i] = res->evidence_len[ne - 1 - i];
@@ -275,10 +290,10 @@ static void corr_fire(kx_op *op, const kx_window_result *res)
         .category = corr_category(c),
         .group = group,
         .ngroup = ng,
-        .count = res->count,
+        .count = count,
         .window_s = c->timespan_ms / 1000,
-        .first_seen_ms = res->first_ms,
-        .last_seen_ms = res->last_ms,
+        .first_seen_ms = res->cross_first_ms,
+        .last_seen_ms = res->cross_last_ms,
         .tags = c->tags,
         .ntags = c->ntags,
         .events = evs,
@@ -287,15 +302,6 @@ static void corr_fire(kx_op *op, const kx_window_result *res)
     };
     c->matches++;
     send_alert(p, &a);
-}
-
-/* True when count satisfies the condition and count - 1 would not: the event that made the
- * window cross the threshold. "At most" conditions (lt, lte) are judged when a window
- * closes, which needs window-close timers (not yet implemented); the loader refuses them. */
-static bool crossed(const kx_rule *c, int64_t count)
-{
-    return kx_cmp_eval(c->cmp, c->threshold, count) &&
-           !kx_cmp_eval(c->cmp, c->threshold, count - 1);
 }
 
 /* Transient failures: the update is queued and re-issued, never dropped. */
@@ -324,7 +330,7 @@ static void op_cb(void *ud, int status, const kx_window_result *res)
             ev_timer_start(p->loop, &p->retry_w);
         return;
     }
-    if (status == 0 && crossed(op->corr, res->count))
+    if (status == 0 && res->crossed)
         corr_fire(op, res);
     else if (status == -ENOSPC)
         kx_log_limited(&p->rl_store, KX_LOG_WARN, "pipeline",
@@ -349,6 +355,7 @@ static void op_issue(kx_op *op)
         .evidence = op->evidence.len ? op->evidence.data : NULL,
         .evidence_len = op->evidence.len,
         .max_evidence = kx_router_max_evidence(p->router),
+        .cross_at = cross_count(op->corr),
     };
     int rc = p->store_down ? -EAGAIN : kx_store_window_add(p->store, &add, op_cb, op);
     if (rc >= 0)

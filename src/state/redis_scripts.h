@@ -7,13 +7,16 @@
  * KEYS[1]  PREFIX{KEY}:z  sorted set, member -> event time (ms)
  * KEYS[2]  PREFIX{KEY}:e  list of evidence blobs, most recent first
  *   (the {KEY} hash tag puts both in one Redis Cluster slot, as a script requires)
- * ARGV     member, time, window, ttl, max_evidence, member_cap [, evidence]
- * Returns  {added, count, first, last, dropped, evidence...}
+ * ARGV     member, time, window, ttl, max_evidence, member_cap, cross_at [, evidence]
+ * Returns  {added, count, first, last, dropped, crossed, cross_first, cross_last, evidence...}
  *
  * Steps: ZADD NX (a member already present keeps its first time: replays do not count
  * twice); prune members older than (newest time in the key - ttl), so events up to
  * ttl - window late still see their whole window; drop the oldest past member_cap; push the
- * evidence only for a new member; refresh both TTLs; count [time - window, time] inclusive.
+ * evidence only for a new member; refresh both TTLs; count [time - window, time] inclusive;
+ * with cross_at > 0, find the earliest window ending at a member time in [time, time +
+ * window] (at most 64 members) whose count is exactly cross_at: the window this add
+ * completed, so a late event still raises the alert an in-order one would have.
  * Times are integers below 2^53 (checked by the caller), exact as scores; '%d' formats them
  * without the exponent tostring() would use.
  */
@@ -37,8 +40,8 @@ static const char kx__redis_window_add_lua[] =
     "  dropped = card - cap\n"
     "  redis.call('ZREMRANGEBYRANK', z, 0, dropped - 1)\n"
     "end\n"
-    "if added == 1 and maxev > 0 and ARGV[7] then\n"
-    "  redis.call('LPUSH', e, ARGV[7])\n"
+    "if added == 1 and maxev > 0 and ARGV[8] then\n"
+    "  redis.call('LPUSH', e, ARGV[8])\n"
     "  redis.call('LTRIM', e, 0, maxev - 1)\n"
     "end\n"
     "redis.call('PEXPIRE', z, ttl)\n"
@@ -52,7 +55,28 @@ static const char kx__redis_window_add_lua[] =
     "  last = tonumber(redis.call('ZREVRANGEBYSCORE', z, ARGV[2], lo, 'WITHSCORES',\n"
     "                             'LIMIT', 0, 1)[2])\n"
     "end\n"
-    "local res = {added, count, first, last, dropped}\n"
+    "local crossed, cfirst, clast = 0, 0, 0\n"
+    "local cross = tonumber(ARGV[7])\n"
+    "if cross > 0 then\n"
+    "  local later = redis.call('ZRANGEBYSCORE', z, ARGV[2], string.format('%d', t + w),\n"
+    "                           'WITHSCORES', 'LIMIT', 0, 64)\n"
+    "  local prev = nil\n"
+    "  for i = 2, #later, 2 do\n"
+    "    local s = tonumber(later[i])\n"
+    "    if s ~= prev then\n"
+    "      prev = s\n"
+    "      local slo, shi = string.format('%d', s - w), string.format('%d', s)\n"
+    "      if redis.call('ZCOUNT', z, slo, shi) == cross then\n"
+    "        crossed = 1\n"
+    "        cfirst = tonumber(redis.call('ZRANGEBYSCORE', z, slo, shi, 'WITHSCORES',\n"
+    "                                     'LIMIT', 0, 1)[2])\n"
+    "        clast = s\n"
+    "        break\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local res = {added, count, first, last, dropped, crossed, cfirst, clast}\n"
     "if maxev > 0 then\n"
     "  local ev = redis.call('LRANGE', e, 0, maxev - 1)\n"
     "  for i = 1, #ev do res[#res + 1] = ev[i] end\n"

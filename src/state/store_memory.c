@@ -587,6 +587,29 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
         res.last_ms = win_at(w, hi - 1)->t;
     }
     res.added = added;
+    if (op->cross_at > 0) {
+        /* The same scan as the Lua script: the earliest window ending at a member time in
+         * [t, t + window] (at most KX_STORE_CROSS_SCAN members) with exactly cross_at. */
+        uint32_t i = win_time_bound(w, op->time_ms, false);
+        uint32_t end = win_time_bound(w, op->time_ms + op->window_ms, true);
+        bool have_prev = false;
+        int64_t prev = 0;
+        for (uint32_t seen = 0; i < end && seen < KX_STORE_CROSS_SCAN; i++, seen++) {
+            int64_t s_t = win_at(w, i)->t;
+            if (have_prev && s_t == prev)
+                continue;
+            have_prev = true;
+            prev = s_t;
+            uint32_t clo = win_time_bound(w, s_t - op->window_ms, false);
+            uint32_t chi = win_time_bound(w, s_t, true);
+            if ((int64_t)(chi - clo) == op->cross_at) {
+                res.crossed = true;
+                res.cross_first_ms = win_at(w, clo)->t;
+                res.cross_last_ms = s_t;
+                break;
+            }
+        }
+    }
     res.nevidence = w->ev_n < max_ev ? w->ev_n : max_ev;
     for (size_t i = 0; i < res.nevidence; i++) {
         m->res_ev[i] = w->ev[i].p;

@@ -39,7 +39,7 @@
 #define REDIS_MAX_PREFIX 256u
 
 /* EVALSHA sha numkeys zkey ekey member time window ttl max_evidence member_cap [evidence] */
-#define OP_NARGS 9 /* the arguments stored per op, zkey .. evidence */
+#define OP_NARGS 10 /* the arguments stored per op, zkey .. evidence */
 
 typedef struct kx_store_redis kx_store_redis;
 
@@ -317,10 +317,11 @@ static int op_send(kx_store_redis *r, redis_op *op)
 static int parse_result(kx_store_redis *r, const redisReply *reply, kx_window_result *res,
                         long long *dropped)
 {
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 5 ||
-        reply->elements - 5 > KX__STORE_MAX_EVIDENCE)
+    enum { NINT = 8 };
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < NINT ||
+        reply->elements - NINT > KX__STORE_MAX_EVIDENCE)
         return -EPROTO;
-    for (size_t i = 0; i < 5; i++)
+    for (size_t i = 0; i < NINT; i++)
         if (reply->element[i]->type != REDIS_REPLY_INTEGER)
             return -EPROTO;
     res->added = reply->element[0]->integer == 1;
@@ -328,9 +329,12 @@ static int parse_result(kx_store_redis *r, const redisReply *reply, kx_window_re
     res->first_ms = reply->element[2]->integer;
     res->last_ms = reply->element[3]->integer;
     *dropped = reply->element[4]->integer;
-    res->nevidence = reply->elements - 5;
+    res->crossed = reply->element[5]->integer == 1;
+    res->cross_first_ms = reply->element[6]->integer;
+    res->cross_last_ms = reply->element[7]->integer;
+    res->nevidence = reply->elements - NINT;
     for (size_t i = 0; i < res->nevidence; i++) {
-        const redisReply *e = reply->element[5 + i];
+        const redisReply *e = reply->element[NINT + i];
         if (e->type != REDIS_REPLY_STRING)
             return -EPROTO;
         r->res_ev[i] = e->str;
@@ -456,6 +460,8 @@ static int op_build(kx_store_redis *r, redis_op *op, const kx_window_add *a)
         rc = op_arg_i64(op, (int64_t)max_ev);
     if (!rc)
         rc = op_arg_i64(op, (int64_t)r->base.member_cap);
+    if (!rc)
+        rc = op_arg_i64(op, a->cross_at > 0 ? a->cross_at : 0);
     if (!rc && a->evidence)
         rc = op_arg(op, a->evidence, a->evidence_len);
     return rc;

@@ -42,6 +42,8 @@ typedef struct got {
     int status;
     int64_t count, first, last;
     bool added;
+    bool crossed;
+    int64_t cfirst, clast;
     size_t nev;
     char ev[8][64];
 } got;
@@ -57,6 +59,9 @@ static void got_cb(void *ud, int status, const kx_window_result *res)
     g->first = res->first_ms;
     g->last = res->last_ms;
     g->added = res->added;
+    g->crossed = res->crossed;
+    g->cfirst = res->cross_first_ms;
+    g->clast = res->cross_last_ms;
     g->nev = res->nevidence;
     for (size_t i = 0; i < res->nevidence && i < 8; i++)
         snprintf(g->ev[i], sizeof(g->ev[i]), "%.*s", (int)res->evidence_len[i], res->evidence[i]);
@@ -80,6 +85,7 @@ typedef struct addp {
     int64_t ttl;
     const char *evidence;
     size_t max_ev;
+    int64_t cross;
 } addp;
 
 /* One add, waited for; returns what the callback saw. */
@@ -95,6 +101,7 @@ static got add_full(fx *f, addp p)
         .evidence = p.evidence,
         .evidence_len = p.evidence ? strlen(p.evidence) : 0,
         .max_evidence = p.max_ev,
+        .cross_at = p.cross,
     };
     assert_int_equal(kx_store_window_add(f->s, &op, got_cb, &g), 0);
     assert_true(kx_test_run_until(f->loop, got_done, &g, 5000));
@@ -256,6 +263,47 @@ static void test_out_of_order(void **state)
     assert_window(g, 1, T0 + 1000, T0 + 1000, true);
     g = add(f, "k", "m4", T0 + 9000);
     assert_window(g, 4, T0 + 1000, T0 + 9000, true);
+}
+
+/* cross_at: the window an add completes, also when the add is late and the completed
+ * window ends after it (in time order the same window would have been completed by its
+ * last event). */
+static void test_crossing(void **state)
+{
+    fx *f = *state;
+    addp p = {.key = "c", .window = 10000, .cross = 3};
+    p.member = "m3", p.t = T0 + 3000;
+    got g = add_full(f, p);
+    assert_false(g.crossed);
+    p.member = "m1", p.t = T0 + 1000;
+    g = add_full(f, p);
+    assert_false(g.crossed); /* windows ending at +1000 and +3000 hold 1 and 2 */
+    p.member = "m2", p.t = T0 + 2000;
+    g = add_full(f, p);
+    assert_window(g, 2, T0 + 1000, T0 + 2000, true); /* its own window */
+    assert_true(g.crossed);                          /* ... completes the one ending at m3 */
+    assert_int_equal(g.cfirst, T0 + 1000);
+    assert_int_equal(g.clast, T0 + 3000);
+    p.member = "m4", p.t = T0 + 4000;
+    g = add_full(f, p);
+    assert_false(g.crossed); /* its window holds 4: past the crossing, not at it */
+    /* In time order the own window is the one completed. */
+    p.key = "d";
+    for (int i = 1; i <= 3; i++) {
+        char m[8];
+        snprintf(m, sizeof(m), "n%d", i);
+        p.member = m, p.t = T0 + i * 1000;
+        g = add_full(f, p);
+        assert_int_equal(g.crossed, i == 3);
+    }
+    assert_int_equal(g.cfirst, T0 + 1000);
+    assert_int_equal(g.clast, T0 + 3000);
+    /* A replayed member re-reports the window it belongs to (safe retry of a lost reply). */
+    p.member = "n2", p.t = T0 + 2000;
+    g = add_full(f, p);
+    assert_false(g.added);
+    assert_true(g.crossed);
+    assert_int_equal(g.clast, T0 + 3000);
 }
 
 static void test_prune_by_ttl(void **state)
@@ -701,6 +749,7 @@ static void test_url_prefix_redis(void **state)
         cmocka_unit_test_setup_teardown(test_count_within_window, setup, teardown),                \
         cmocka_unit_test_setup_teardown(test_exact_boundary, setup, teardown),                     \
         cmocka_unit_test_setup_teardown(test_out_of_order, setup, teardown),                       \
+        cmocka_unit_test_setup_teardown(test_crossing, setup, teardown),                           \
         cmocka_unit_test_setup_teardown(test_prune_by_ttl, setup, teardown),                       \
         cmocka_unit_test_setup_teardown(test_duplicate_member, setup, teardown),                   \
         cmocka_unit_test_setup_teardown(test_evidence_order_and_cap, setup, teardown),             \
