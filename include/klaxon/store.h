@@ -65,6 +65,8 @@ typedef struct kx_window_add {
 } kx_window_add;
 
 #define KX_STORE_CROSS_SCAN 64
+/* Largest evidence blob a store keeps; a larger one is refused with -EMSGSIZE. */
+#define KX_STORE_MAX_EVIDENCE_BYTES (64 * 1024)
 
 int kx_store_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, void *ud);
 

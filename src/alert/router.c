@@ -161,6 +161,16 @@ static const route *route_for(const kx_router *r, const char *team)
 
 int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void *ud)
 {
+    /* Render before the dedup check: an alert that cannot be rendered (too large) must not
+     * mark its key as sent, or the caller's retry with less evidence would be dropped. */
+    const char *team = a->team ? a->team : "default";
+    kx_buf_reset(&r->scratch);
+    int rc = kx_alert_render(a, team, &r->scratch);
+    if (rc) {
+        kx_log_limited(&r->rl, KX_LOG_ERROR, KX__ALERT_MODULE, "alert for rule %s not rendered: %s",
+                       a->rule_id ? a->rule_id : "?", strerror(-rc));
+        return rc;
+    }
     kx_metric_inc(KX_M_ALERTS_RAISED);
 
     uint64_t h1, h2;
@@ -171,15 +181,6 @@ int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void
         if (done)
             done(ud, 0);
         return 0;
-    }
-
-    const char *team = a->team ? a->team : "default";
-    kx_buf_reset(&r->scratch);
-    int rc = kx_alert_render(a, team, &r->scratch);
-    if (rc) {
-        kx_log_limited(&r->rl, KX_LOG_ERROR, KX__ALERT_MODULE, "alert for rule %s not rendered: %s",
-                       a->rule_id ? a->rule_id : "?", strerror(-rc));
-        return rc;
     }
     kx__send *s = malloc(sizeof(*s) + r->scratch.len + 1);
     if (!s)

@@ -31,12 +31,14 @@
 
 #define KX_MAX_GROUP_BY KX_RULE_MAX_GROUP_BY
 #define KX_MAX_FUTURE_MS (15 * 60 * 1000)
+#define KX_MAX_PROTO_RETRIES 10 /* error replies (-EPROTO) retried 0.5 s apart, then dropped */
 
 typedef struct kx_op kx_op;
 struct kx_op {
     kx_pipeline *p;
     kx_rule *corr;
-    kx_op *next; /* free list or retry queue */
+    kx_op *next;      /* free list or retry queue */
+    int proto_errors; /* error replies so far: a persistent one must not hold the stream */
     int64_t time_ms;
     char member[24];
     char key[96];
@@ -129,18 +131,19 @@ static void send_alert(kx_pipeline *p, const kx_alert *a)
 {
     p->pending++;
     int rc = kx_router_send(p->router, a, alert_done, p);
-    if (rc == -E2BIG && a->nevents > 1) {
+    if (rc == -E2BIG && a->nevents > 0) {
         /* Too large to render with all its evidence: an alert with less evidence still
          * pages; one without any is better than none. */
         kx_alert fewer = *a;
-        fewer.nevents = 1;
+        fewer.nevents = a->nevents > 1 ? 1 : 0;
         rc = kx_router_send(p->router, &fewer, alert_done, p);
-        if (rc == -E2BIG) {
+        if (rc == -E2BIG && fewer.nevents) {
             fewer.nevents = 0;
             rc = kx_router_send(p->router, &fewer, alert_done, p);
         }
-        kx_log(KX_LOG_WARN, "pipeline", "rule %s: alert too large, evidence cut to %zu events",
-               a->rule_id, fewer.nevents);
+        if (rc == 0)
+            kx_log(KX_LOG_WARN, "pipeline", "rule %s: alert too large, evidence cut to %zu events",
+                   a->rule_id, fewer.nevents);
     }
     if (rc < 0) {
         kx_log(KX_LOG_ERROR, "pipeline", "rule %s: alert could not be routed: %s", a->rule_id,
@@ -210,6 +213,7 @@ static kx_op *op_get(kx_pipeline *p)
     }
     op->p = p;
     op->next = NULL;
+    op->proto_errors = 0;
     kx_buf_reset(&op->strs);
     kx_buf_reset(&op->evidence);
     return op;
@@ -315,6 +319,19 @@ static void op_cb(void *ud, int status, const kx_window_result *res)
 {
     kx_op *op = ud;
     kx_pipeline *p = op->p;
+    if (status == -EPROTO && ++op->proto_errors > KX_MAX_PROTO_RETRIES) {
+        /* An error reply that persists (a key of the wrong type, a script error) is not an
+         * outage: after a few retries the update is dropped, counted and logged. */
+        kx_metric_inc(KX_M_STORE_ERRORS);
+        kx_log_limited(&p->rl_store, KX_LOG_ERROR, "pipeline",
+                       "rule %s: state update failed %d times with an error reply; event not "
+                       "counted",
+                       op->corr->id, op->proto_errors);
+        op_put(p, op);
+        p->pending--;
+        maybe_finish(p);
+        return;
+    }
     if (transient(status)) {
         kx_metric_inc(KX_M_STORE_ERRORS);
         kx_log_limited(&p->rl_store, KX_LOG_WARN, "pipeline",
@@ -426,7 +443,11 @@ static void corr_update(kx_pipeline *p, kx_rule *c)
     /* Key: tenant and rule readable for operators, the group hashed to bound its length. */
     snprintf(op->key, sizeof(op->key), "%.32s|%.24s|%016llx%016llx", p->ev.tenant, c->id,
              (unsigned long long)h1, (unsigned long long)h2);
-    if (kx_evidence_render(&p->ev, p->opts.evidence_bytes, &op->evidence))
+    /* The store keeps evidence blobs up to KX_STORE_MAX_EVIDENCE_BYTES: render within it. */
+    size_t ev_cap = p->opts.evidence_bytes < KX_STORE_MAX_EVIDENCE_BYTES
+                        ? p->opts.evidence_bytes
+                        : KX_STORE_MAX_EVIDENCE_BYTES;
+    if (kx_evidence_render(&p->ev, ev_cap, &op->evidence))
         kx_buf_reset(&op->evidence);
     p->pending++;
     op_issue(op);
@@ -444,7 +465,7 @@ static void on_store_state(void *ud, bool up)
     kx_log(KX_LOG_INFO, "pipeline", "state store is up: re-issuing queued updates");
     p->store_down = false;
     retry_flush(p);
-    if (!p->store_down)
+    if (!p->store_down && !p->retry_head)
         set_paused(p, false);
 }
 

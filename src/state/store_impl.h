@@ -19,7 +19,7 @@
 /* Evidence blobs kept per key, whatever max_evidence asks for. */
 #define KX__STORE_MAX_EVIDENCE 1024u
 /* Larger evidence blobs are refused with -EMSGSIZE (the caller's bug, not ours to store). */
-#define KX__STORE_MAX_EVIDENCE_LEN (64u * 1024u)
+#define KX__STORE_MAX_EVIDENCE_LEN ((size_t)KX_STORE_MAX_EVIDENCE_BYTES)
 /* Keys and members longer than this are refused with -EMSGSIZE. */
 #define KX__STORE_MAX_KEY_LEN 4096u
 /* Event times must be exact in a double (Redis scores): |time| < 2^53. */

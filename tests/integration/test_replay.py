@@ -159,6 +159,39 @@ def test_bruteforce_out_of_order():
     check(got == want, "reversed brute force: got %s" % got)
 
 
+def test_large_events_still_alert():
+    """Evidence too large for the store (100 KB lines in a correlation) or for an alert
+    (a 5 MB CloudTrail record) shrinks; the alerts are raised all the same."""
+    d = tmpdir("large")
+    cfg = os.path.join(d, "klaxon.yaml")
+    with open(CFG) as f:
+        text = f.read().replace("  - ../rules", "  - %s" % os.path.join(SRC, "rules"))
+    with open(cfg, "w") as f:
+        f.write(text + "limits:\n  max_event_bytes: 16777216\n  evidence_bytes: 8388608\n")
+    with open(AUTH) as f:
+        fails = [l.rstrip("\n") + " " + "A" * 100000 + "\n" for l in f
+                 if "Failed password" in l and "203.0.113.7" in l]
+    auth = os.path.join(d, "auth.log")
+    with open(auth, "w") as f:
+        f.writelines(fails)
+    r = replay(["--config", cfg, "--topic", "auth", auth])
+    check(r.returncode == 0, "exit %d: %s" % (r.returncode, r.stderr[-500:]))
+    alerts = alerts_of(r.stdout.decode())
+    check([(a["rule"]["id"], a["count"]) for a in alerts] == [(SSH_BRUTE, 5)],
+          "large brute force: %s" % [(a["rule"]["id"], a["count"]) for a in alerts])
+    with open(TRAIL) as f:
+        rec = json.loads(f.read().splitlines()[1])
+    rec["padding"] = "B" * (5 * 1024 * 1024)
+    trail = os.path.join(d, "trail.jsonl")
+    with open(trail, "w") as f:
+        f.write(json.dumps(rec) + "\n")
+    r = replay(["--config", cfg, "--topic", "cloudtrail", trail])
+    check(r.returncode == 0, "exit %d" % r.returncode)
+    alerts = alerts_of(r.stdout.decode())
+    check([a["rule"]["id"] for a in alerts] == [IAM_ADMIN], "large record alerts: %s" % alerts)
+    check(alerts[0]["events"] == [], "evidence should have been cut: %d" % len(alerts[0]["events"]))
+
+
 def test_bad_rule_refused():
     d = tmpdir("badrule")
     path = os.path.join(d, "bad.yml")
@@ -202,4 +235,4 @@ def test_stdin_and_json_default():
 if __name__ == "__main__":
     run_tests([test_samples_auth, test_samples_cloudtrail, test_replay_is_deterministic,
                test_malformed_skipped, test_off_hours_across_dst, test_bruteforce_out_of_order,
-               test_bad_rule_refused, test_rules_lint, test_stdin_and_json_default])
+               test_large_events_still_alert, test_bad_rule_refused, test_rules_lint, test_stdin_and_json_default])
