@@ -87,7 +87,9 @@ typedef struct kx__value {
     size_t npats;
     /* RE */
     pcre2_code *re;
-    pcre2_match_data *md;
+    pcre2_match_data *md; /* scratch, written at match time like the two below */
+    uint32_t limit_gen;   /* event generation of limit_hits */
+    uint32_t limit_hits;  /* match-limit hits of this regex in that event */
     /* EXISTS */
     bool exists;
     /* NUM */
@@ -181,10 +183,11 @@ bool kx__search_match(const kx__search *s, const kx_event *ev, pcre2_match_conte
 
 /* True when a matched but the regex hit its match limit (counted by the ruleset). */
 extern uint64_t kx__re_limit_hits;
-/* Regex limit hits within the event being matched (reset per event): past
- * KX__RE_EVENT_BUDGET, further regexes on that event count as no match without running, so
- * one hostile event with thousands of fields costs a bounded amount of work in total. */
-extern unsigned kx__re_event_hits;
+/* Each event matched gets a new generation. A regex that hits its match limit
+ * KX__RE_EVENT_BUDGET times within one event is not run again on that event (it counts as no
+ * match), so thousands of hostile field values cost a bounded amount of work, while the
+ * other rules' regexes still run: one slow pattern cannot blind the rest. */
+extern uint32_t kx__re_event_gen;
 #define KX__RE_EVENT_BUDGET 3
 
 #endif

@@ -821,7 +821,7 @@ static bool ls_ok(const char *want, const char *have)
 size_t kx_ruleset_match(kx_ruleset *rs, const kx_event *ev, kx_match_cb cb, void *ud)
 {
     size_t hits = 0;
-    kx__re_event_hits = 0;
+    kx__re_event_gen++;
     for (size_t i = 0; i < rs->n; i++) {
         kx_rule *r = rs->rules[i];
         if (r->kind != KX_RULE_DETECTION)

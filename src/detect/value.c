@@ -22,7 +22,7 @@
 #include "detect_int.h"
 
 uint64_t kx__re_limit_hits;
-unsigned kx__re_event_hits;
+uint32_t kx__re_event_gen = 1;
 
 /* ---- load time ---- */
 
@@ -781,7 +781,12 @@ static bool str_match(const kx__value *v, const char *s, size_t n, pcre2_match_c
                 return true;
         return false;
     case KX__VAL_RE: {
-        if (kx__re_event_hits >= KX__RE_EVENT_BUDGET)
+        kx__value *mv = (kx__value *)v; /* per-event scratch, like md */
+        if (mv->limit_gen != kx__re_event_gen) {
+            mv->limit_gen = kx__re_event_gen;
+            mv->limit_hits = 0;
+        }
+        if (mv->limit_hits >= KX__RE_EVENT_BUDGET)
             return false;
         int rc = pcre2_match(v->re, (PCRE2_SPTR)s, n, 0, 0, v->md, mctx);
         if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT ||
@@ -789,7 +794,7 @@ static bool str_match(const kx__value *v, const char *s, size_t n, pcre2_match_c
             /* Counted as no match: a hostile line costs a bounded amount of work. */
             static kx_ratelimit rl;
             kx__re_limit_hits++;
-            kx__re_event_hits++;
+            mv->limit_hits++;
             kx_log_limited(&rl, KX_LOG_WARN, "detect",
                            "regular expression gave up at its match limit (%d); counted as no "
                            "match",

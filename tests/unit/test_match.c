@@ -413,6 +413,18 @@ static void test_regex_budget_per_event(void **state)
     assert_int_equal(kx__re_limit_hits - before, KX__RE_EVENT_BUDGET);
     assert_int_equal(match_fields(rs, "", (const char *[]){"f", "aaaa", NULL}), 1);
     kx_ruleset_destroy(rs);
+    /* The budget is per regex: a slow one given up does not blind another rule's. */
+    rs = load_yaml("title: slow\ndetection:\n    s:\n        ua|re: '^(a+)+$'\n"
+                   "    condition: s\n---\ntitle: other\ndetection:\n    s:\n"
+                   "        cmd|re: 'evil'\n    condition: s\n");
+    for (int i = 0; i < 50; i++) {
+        kv[2 * i] = "ua";
+        kv[2 * i + 1] = v;
+    }
+    kv[98] = "cmd";
+    kv[99] = "run evil";
+    assert_int_equal(match_fields(rs, "", kv), 1);
+    kx_ruleset_destroy(rs);
 }
 
 /* ---- the example rules ---- */
