@@ -6,6 +6,7 @@
  *
  * KEYS[1]  PREFIX{KEY}:z  sorted set, member -> event time (ms)
  * KEYS[2]  PREFIX{KEY}:e  list of evidence blobs, most recent first
+ * KEYS[3]  PREFIX{KEY}:a  the last window reported as crossed, "first last" (ms)
  *   (the {KEY} hash tag puts both in one Redis Cluster slot, as a script requires)
  * ARGV     member, time, window, ttl, max_evidence, member_cap, cross_at [, evidence]
  * Returns  {added, count, first, last, dropped, crossed, cross_first, cross_last, evidence...}
@@ -16,7 +17,9 @@
  * evidence only for a new member; refresh both TTLs; count [time - window, time] inclusive;
  * with cross_at > 0, find the earliest window ending at a member time in [time, time +
  * window] (at most 64 members) whose count is exactly cross_at: the window this add
- * completed, so a late event still raises the alert an in-order one would have.
+ * completed, so a late event still raises the alert an in-order one would have. A window
+ * that overlaps the last reported one (and is not that same window) is passed over: one
+ * burst completed out of order reports one window, not one per overlapping window.
  * Times are integers below 2^53 (checked by the caller), exact as scores; '%d' formats them
  * without the exponent tostring() would use.
  */
@@ -24,7 +27,7 @@
 #define KLAXON_STATE_REDIS_SCRIPTS_H
 
 static const char kx__redis_window_add_lua[] =
-    "local z, e = KEYS[1], KEYS[2]\n"
+    "local z, e, a = KEYS[1], KEYS[2], KEYS[3]\n"
     "local t = tonumber(ARGV[2])\n"
     "local w = tonumber(ARGV[3])\n"
     "local ttl = tonumber(ARGV[4])\n"
@@ -46,6 +49,7 @@ static const char kx__redis_window_add_lua[] =
     "end\n"
     "redis.call('PEXPIRE', z, ttl)\n"
     "redis.call('PEXPIRE', e, ttl)\n"
+    "redis.call('PEXPIRE', a, ttl)\n"
     "local lo = string.format('%d', t - w)\n"
     "local count = redis.call('ZCOUNT', z, lo, ARGV[2])\n"
     "local first, last = 0, 0\n"
@@ -58,6 +62,12 @@ static const char kx__redis_window_add_lua[] =
     "local crossed, cfirst, clast = 0, 0, 0\n"
     "local cross = tonumber(ARGV[7])\n"
     "if cross > 0 then\n"
+    "  local af, al = nil, nil\n"
+    "  local mark = redis.call('GET', a)\n"
+    "  if mark then\n"
+    "    local sp = string.find(mark, ' ')\n"
+    "    af, al = tonumber(string.sub(mark, 1, sp - 1)), tonumber(string.sub(mark, sp + 1))\n"
+    "  end\n"
     "  local later = redis.call('ZRANGEBYSCORE', z, ARGV[2], string.format('%d', t + w),\n"
     "                           'WITHSCORES', 'LIMIT', 0, 64)\n"
     "  local prev = nil\n"
@@ -67,11 +77,15 @@ static const char kx__redis_window_add_lua[] =
     "      prev = s\n"
     "      local slo, shi = string.format('%d', s - w), string.format('%d', s)\n"
     "      if redis.call('ZCOUNT', z, slo, shi) == cross then\n"
-    "        crossed = 1\n"
-    "        cfirst = tonumber(redis.call('ZRANGEBYSCORE', z, slo, shi, 'WITHSCORES',\n"
-    "                                     'LIMIT', 0, 1)[2])\n"
-    "        clast = s\n"
-    "        break\n"
+    "        local f = tonumber(redis.call('ZRANGEBYSCORE', z, slo, shi, 'WITHSCORES',\n"
+    "                                      'LIMIT', 0, 1)[2])\n"
+    "        local same = af ~= nil and f == af and s == al\n"
+    "        local overlaps = af ~= nil and f <= al and s >= af\n"
+    "        if same or not overlaps then\n"
+    "          crossed, cfirst, clast = 1, f, s\n"
+    "          redis.call('SET', a, string.format('%d %d', f, s), 'PX', ttl)\n"
+    "          break\n"
+    "        end\n"
     "      end\n"
     "    end\n"
     "  end\n"

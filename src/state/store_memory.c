@@ -63,6 +63,8 @@ typedef struct mem_win {
     uint32_t str_len, str_cap, str_dead;
     mem_ev *ev;
     uint32_t ev_n, ev_cap;
+    bool alerted; /* the last window reported as crossed (the Lua script's :a key) */
+    int64_t alert_first, alert_last;
     size_t klen;
     char key[]; /* NUL-terminated */
 } mem_win;
@@ -603,9 +605,17 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
             uint32_t clo = win_time_bound(w, s_t - op->window_ms, false);
             uint32_t chi = win_time_bound(w, s_t, true);
             if ((int64_t)(chi - clo) == op->cross_at) {
+                int64_t f = win_at(w, clo)->t;
+                bool same = w->alerted && f == w->alert_first && s_t == w->alert_last;
+                bool overlaps = w->alerted && f <= w->alert_last && s_t >= w->alert_first;
+                if (!same && overlaps)
+                    continue; /* part of the burst already reported */
                 res.crossed = true;
-                res.cross_first_ms = win_at(w, clo)->t;
+                res.cross_first_ms = f;
                 res.cross_last_ms = s_t;
+                w->alerted = true;
+                w->alert_first = f;
+                w->alert_last = s_t;
                 break;
             }
         }

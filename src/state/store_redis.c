@@ -39,7 +39,7 @@
 #define REDIS_MAX_PREFIX 256u
 
 /* EVALSHA sha numkeys zkey ekey member time window ttl max_evidence member_cap [evidence] */
-#define OP_NARGS 10 /* the arguments stored per op, zkey .. evidence */
+#define OP_NARGS 11 /* the arguments stored per op, zkey .. evidence */
 
 typedef struct kx_store_redis kx_store_redis;
 
@@ -299,7 +299,7 @@ static int op_send(kx_store_redis *r, redis_op *op)
     argvlen[0] = 7;
     argv[1] = r->sha;
     argvlen[1] = 40;
-    argv[2] = "2";
+    argv[2] = "3";
     argvlen[2] = 1;
     for (int i = 0; i < op->nargs; i++) {
         argv[3 + i] = op->args.data + op->off[i];
@@ -448,6 +448,8 @@ static int op_build(kx_store_redis *r, redis_op *op, const kx_window_add *a)
     int rc = op_arg_key(op, r->prefix, a->key, 'z');
     if (!rc)
         rc = op_arg_key(op, r->prefix, a->key, 'e');
+    if (!rc)
+        rc = op_arg_key(op, r->prefix, a->key, 'a');
     if (!rc)
         rc = op_arg(op, a->member, strlen(a->member));
     if (!rc)

@@ -304,6 +304,29 @@ static void test_crossing(void **state)
     assert_false(g.added);
     assert_true(g.crossed);
     assert_int_equal(g.clast, T0 + 3000);
+
+    /* One burst in reverse order reports one window: the others overlap it. A later,
+     * separate burst reports its own. */
+    p.key = "r";
+    static const char *const rev[] = {"r5", "r4", "r3", "r2", "r1"};
+    static const bool want[] = {false, false, true, false, false};
+    for (int i = 0; i < 5; i++) {
+        p.member = rev[i], p.t = T0 + (5 - i) * 1000;
+        g = add_full(f, p);
+        assert_int_equal(g.crossed, want[i]);
+        if (want[i]) {
+            assert_int_equal(g.cfirst, T0 + 3000);
+            assert_int_equal(g.clast, T0 + 5000);
+        }
+    }
+    static const char *const later[] = {"s1", "s2", "s3"};
+    for (int i = 0; i < 3; i++) {
+        p.member = later[i], p.t = T0 + 30000 + i * 1000;
+        g = add_full(f, p);
+        assert_int_equal(g.crossed, i == 2);
+    }
+    assert_int_equal(g.cfirst, T0 + 30000);
+    assert_int_equal(g.clast, T0 + 32000);
 }
 
 static void test_prune_by_ttl(void **state)
