@@ -150,8 +150,28 @@ static const char *load_error(const json_error_t *jerr)
     }
 }
 
+/* The value of the 4 hex digits at p, or -1. */
+static long hex4(const unsigned char *p, size_t avail)
+{
+    if (avail < 4)
+        return -1;
+    long v = 0;
+    for (int k = 0; k < 4; k++) {
+        unsigned char c = p[k];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
 /*
- * A copy of raw where invalid UTF-8 bytes become U+FFFD and "\u0000" escapes become "\ufffd".
+ * A copy of raw where invalid UTF-8 bytes become U+FFFD and "\u0000" and lone surrogate
+ * escapes ("\ud800") become "\ufffd" (same length).
  * Dropping such an event would let whoever controls one field (a user agent, a user name)
  * hide the whole event from every rule; instead it is decoded with the damage visible.
  * Escapes are copied as pairs, so "\\u0000" (an escaped backslash) is left alone.
@@ -192,7 +212,15 @@ static char *sanitize(const char *raw, size_t len, kx_event *ev, size_t *out_len
     size_t i = 0, n = 0;
     while (i < len) {
         if (p[i] == '\\' && i + 1 < len) {
-            if (p[i + 1] == 'u' && i + 5 < len && !memcmp(p + i + 2, "0000", 4)) {
+            long cp = p[i + 1] == 'u' ? hex4(p + i + 2, len - i - 2) : -1;
+            if (cp >= 0xD800 && cp <= 0xDBFF && i + 11 < len && p[i + 6] == '\\' &&
+                p[i + 7] == 'u' && hex4(p + i + 8, len - i - 8) >= 0xDC00 &&
+                hex4(p + i + 8, len - i - 8) <= 0xDFFF) {
+                memcpy(o + n, p + i, 12); /* a valid surrogate pair */
+                n += 12;
+                i += 12;
+            } else if (cp == 0 || (cp >= 0xD800 && cp <= 0xDFFF)) {
+                /* NUL, or a lone surrogate (how Python's surrogateescape writes raw bytes) */
                 memcpy(o + n, "\\ufffd", 6);
                 n += 6;
                 i += 6;
@@ -227,8 +255,11 @@ int kx__json_decode(const char *raw, size_t len, kx_event *ev, const char **why)
     /* No JSON_ALLOW_NUL: field values are C strings. JSON_DECODE_ANY only so that every
      * valid non-object gets the same, clear reason. */
     json_t *root = load_in_arena(raw, len, ev, &jerr);
-    if (!root && (json_error_code(&jerr) == json_error_invalid_utf8 ||
-                  json_error_code(&jerr) == json_error_null_character)) {
+    if (!root &&
+        (json_error_code(&jerr) == json_error_invalid_utf8 ||
+         json_error_code(&jerr) == json_error_null_character ||
+         json_error_code(&jerr) == json_error_null_byte_in_key ||
+         (json_error_code(&jerr) == json_error_invalid_syntax && strstr(jerr.text, "Unicode")))) {
         size_t clean_len;
         char *clean = sanitize(raw, len, ev, &clean_len);
         if (clean) {

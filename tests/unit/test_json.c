@@ -248,7 +248,6 @@ static void test_malformed(void **state)
     MALFORMED(f, "null", "not a JSON object");
     MALFORMED(f, "{\"a\":\"x\0y\"}", "bad JSON"); /* a raw NUL byte: a control character */
     MALFORMED(f, "{\"a\":100000000000000000000}", "number out of range");
-    MALFORMED(f, "{\"a\":\"\\ud800\"}", "bad JSON"); /* lone surrogate escape */
 }
 
 /* Invalid UTF-8 and "\u0000" must not hide an event from the rules: the event is decoded
@@ -268,6 +267,15 @@ static void test_sanitized(void **state)
                                       "esc=a\\u0000b\n"
                                       "s=\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\n");
     assert_int_equal(kx_metric_get(KX_M_EVENTS_SANITIZED), 1);
+    /* NUL in a key, lone surrogate escapes (Python's surrogateescape); a valid pair stays */
+    static const char keys[] = "{\"a\\u0000b\":1,\"s\":\"x\\ud800y\\udc80\","
+                               "\"pair\":\"\\ud83d\\ude00\"}";
+    assert_int_equal(decode(f, keys, sizeof(keys) - 1, &why), 0);
+    assert_string_equal(dump(&f->ev), "a\xef\xbf\xbd"
+                                      "b(num)=1\n"
+                                      "s=x\xef\xbf\xbdy\xef\xbf\xbd\n"
+                                      "pair=\xf0\x9f\x98\x80\n");
+    assert_int_equal(kx_metric_get(KX_M_EVENTS_SANITIZED), 2);
     /* a raw NUL byte is still a control character inside a string: bad JSON */
     static const char raw_nul[] = "{\"a\":\"x\0y\"}";
     assert_int_equal(decode(f, raw_nul, sizeof(raw_nul) - 1, &why), -EINVAL);
