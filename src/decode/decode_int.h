@@ -85,4 +85,8 @@ void kx__extractor_fini(kx__extractor *x);
 int kx__extract_run(kx__extractor *xs, size_t n, pcre2_match_context *mctx, kx_ratelimit *rl,
                     kx_event *ev);
 
+/* Copies a non-empty string scalar into *out (freeing what *out held: a repeated YAML key
+ * keeps its last value). Errors at the node. */
+int kx__dup_nonempty(const kx_yaml_node *n, const char *file, char **out, kx_err *err);
+
 #endif

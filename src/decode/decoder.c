@@ -52,7 +52,7 @@ static int check_keys(const kx_yaml_node *map, const char *const *allowed, const
     return kx_yaml_check_keys(map, file, allowed, err);
 }
 
-static int dup_str(const kx_yaml_node *n, const char *file, char **out, kx_err *err)
+int kx__dup_nonempty(const kx_yaml_node *n, const char *file, char **out, kx_err *err)
 {
     const char *s;
     int rc = kx_yaml_str(n, file, &s, err);
@@ -80,7 +80,7 @@ static int logsource_parse(const kx_yaml_node *n, const char *file, kx__logsourc
     for (size_t k = 0; rc == 0 && keys[k]; k++) {
         const kx_yaml_node *v = kx_yaml_get(n, keys[k]);
         if (v)
-            rc = dup_str(v, file, dst[k], err);
+            rc = kx__dup_nonempty(v, file, dst[k], err);
     }
     return rc;
 }
@@ -94,7 +94,7 @@ static int syslog_parse(kx_decoder *d, const kx_yaml_node *n, const char *file, 
         return rc;
     if ((v = kx_yaml_get(n, "timezone"))) {
         char *name = NULL;
-        if ((rc = dup_str(v, file, &name, err)))
+        if ((rc = kx__dup_nonempty(v, file, &name, err)))
             return rc;
         rc = kx_tz_get(name, &d->syslog.tz);
         if (rc == -ENOENT)
@@ -129,7 +129,7 @@ static int programs_parse(kx_decoder *d, const kx_yaml_node *n, const char *file
     for (size_t k = 0; k < n->n; k++) {
         kx__program *p = &d->progs[d->nprogs];
         int rc;
-        if ((rc = dup_str(n->keys[k], file, &p->name, err)))
+        if ((rc = kx__dup_nonempty(n->keys[k], file, &p->name, err)))
             return rc;
         d->nprogs++;
         for (size_t j = 0; j + 1 < d->nprogs; j++)
@@ -187,11 +187,12 @@ static int input_parse(kx_decoder *d, const kx_yaml_node *n, int format_override
     }
     if (format_override >= 0)
         d->format = (kx_format)format_override;
-    if ((v = kx_yaml_get(n, "tenant")) && (rc = dup_str(v, file, &d->tenant, err)))
+    if ((v = kx_yaml_get(n, "tenant")) && (rc = kx__dup_nonempty(v, file, &d->tenant, err)))
         return rc;
-    if ((v = kx_yaml_get(n, "tenant_field")) && (rc = dup_str(v, file, &d->tenant_field, err)))
+    if ((v = kx_yaml_get(n, "tenant_field")) &&
+        (rc = kx__dup_nonempty(v, file, &d->tenant_field, err)))
         return rc;
-    if ((v = kx_yaml_get(n, "time_field")) && (rc = dup_str(v, file, &d->time_field, err)))
+    if ((v = kx_yaml_get(n, "time_field")) && (rc = kx__dup_nonempty(v, file, &d->time_field, err)))
         return rc;
     if ((v = kx_yaml_get(n, "logsource")) && (rc = logsource_parse(v, file, &d->ls, err)))
         return rc;

@@ -22,18 +22,6 @@
 
 #include "decode/decode_int.h"
 
-static int str_key(const kx_yaml_node *n, const char *file, char **out, kx_err *err)
-{
-    const char *s;
-    int rc = kx_yaml_str(n, file, &s, err);
-    if (rc)
-        return rc;
-    if (n->len == 0)
-        return kx_yaml_err(err, file, n, "must not be empty");
-    *out = strndup(s, n->len);
-    return *out ? 0 : -ENOMEM;
-}
-
 static int group_cmp(const void *a, const void *b)
 {
     uint32_t x = ((const kx__group *)a)->num, y = ((const kx__group *)b)->num;
@@ -82,9 +70,9 @@ int kx__extractor_init(kx__extractor *x, const kx_yaml_node *n, const char *file
     for (size_t k = 0; k < n->n; k++) {
         const kx_yaml_node *key = n->keys[k], *val = n->vals[k];
         if (kx_yaml_is(key, "program"))
-            rc = str_key(val, file, &x->program, err);
+            rc = kx__dup_nonempty(val, file, &x->program, err);
         else if (kx_yaml_is(key, "field"))
-            rc = str_key(val, file, &x->field, err);
+            rc = kx__dup_nonempty(val, file, &x->field, err);
         else if (kx_yaml_is(key, "pattern"))
             rc = kx_yaml_str(val, file, &unused, err) == 0 ? (pat = val, 0) : -EINVAL;
         else if (key->type == KX_YAML_SCALAR)
