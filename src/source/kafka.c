@@ -539,6 +539,11 @@ static int parse_config(const kx_yaml_node *cfg, const char *file, rd_kafka_conf
         conf_set(conf, "enable.auto.offset.store", "false", file, cfg, err) ||
         conf_set(conf, "enable.auto.commit", "true", file, cfg, err) ||
         conf_set(conf, "auto.offset.reset", "earliest", file, cfg, err) ||
+        /* The pipeline holds a batch (not polling) through a Redis outage or webhook
+         * retries; the 5 min default would rebalance the member away during a longer
+         * outage. Heartbeats go on in librdkafka's thread, so a dead process is still
+         * noticed after session.timeout.ms. */
+        conf_set(conf, "max.poll.interval.ms", "3600000", file, cfg, err) ||
         conf_set(conf, "enable.partition.eof", "false", file, cfg, err) ||
         conf_set(conf, "log.queue", "true", file, cfg, err))
         return -EINVAL;
