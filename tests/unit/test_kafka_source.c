@@ -251,17 +251,20 @@ static void test_pause_resume(void **state)
     kx_source_start(c->src);
 
     /* Pause while the first batch is out (the store went down mid-batch), then finish it. */
+    /* The first batch holds what the first fetch brought: 1 to 10 messages, depending on how
+     * the broker's response was split (CI once saw 1), so the test asserts the range. */
     assert_true(kx_test_run_until(loop, batch_is_out, c, WAIT_MS));
-    assert_int_equal(c->received, 10);
+    int first = c->received;
+    assert_in_range(first, 1, 10);
     kx_source_pause(c->src);
     c->batch_out = false;
     kx_source_batch_done(c->src);
-    assert_int_equal(kx_source_offsets_stored(c->src), 10);
+    assert_int_equal(kx_source_offsets_stored(c->src), first);
     assert_int_equal(kx_metric_get(KX_M_SOURCE_PAUSES), 1);
 
-    /* Paused: 30 more messages are available, none is delivered. */
+    /* Paused: the rest is available, none is delivered. */
     assert_false(kx_test_run_until(loop, batch_is_out, c, 1500));
-    assert_int_equal(c->received, 10);
+    assert_int_equal(c->received, first);
 
     kx_source_resume(c->src);
     c->auto_done = true;
