@@ -32,6 +32,40 @@ struct ev_loop;
 
 typedef struct kx_store kx_store;
 
+/* What a window aggregates. COUNT counts members; every other kind reads a value from each
+ * member, written after the first 0x1f byte of the member ("identity\x1fvalue"):
+ *   DISTINCT  distinct values (Sigma value_count; temporal with values = rule positions)
+ *   SUM, AVG  of the values as numbers (value_sum, value_avg; non-numbers count as 0)
+ *   SHARE     percent (0..100) of the window's members whose value equals this member's
+ *             (value_percentile: how rare this event's value is in its group)
+ *   ORDERED   how many of the values "0", "1", ... appear in that order in time order
+ *             (temporal_ordered: rule positions, greedy earliest match) */
+typedef enum {
+    KX_AGG_COUNT = 0,
+    KX_AGG_DISTINCT,
+    KX_AGG_SUM,
+    KX_AGG_AVG,
+    KX_AGG_SHARE,
+    KX_AGG_ORDERED,
+} kx_agg;
+
+typedef enum {
+    KX_WCMP_GT = 0,
+    KX_WCMP_GTE,
+    KX_WCMP_LT,
+    KX_WCMP_LTE,
+    KX_WCMP_EQ,
+    KX_WCMP_NEQ
+} kx_wcmp;
+
+/* One term of a condition on the aggregate; a condition holds when all its terms do. */
+typedef struct kx_window_term {
+    kx_wcmp op;
+    double value;
+} kx_window_term;
+
+#define KX_WINDOW_MAX_TERMS 6
+
 typedef struct kx_window_result {
     int64_t count;    /* members with time in [t - window, t] after this add */
     int64_t first_ms; /* earliest event time among them */
@@ -44,6 +78,11 @@ typedef struct kx_window_result {
     bool crossed;
     int64_t cross_first_ms;
     int64_t cross_last_ms;
+    int64_t cross_count; /* members in the crossed window */
+    double cross_value;  /* the aggregate of the crossed window */
+    /* The add was older than (newest time in the key - ttl): not counted, nothing changed.
+     * The caller counts and logs it (allowed lateness exceeded). */
+    bool late;
     size_t nevidence; /* most recent first, at most max_evidence */
     const char *const *evidence;
     const size_t *evidence_len;
@@ -61,8 +100,19 @@ typedef struct kx_window_add {
     const char *evidence; /* may be NULL */
     size_t evidence_len;
     size_t max_evidence; /* evidence kept per key (0 = none) */
-    int64_t cross_at;    /* > 0: report the window this add brought to this count */
+    int64_t cross_at;    /* > 0 (COUNT only): report the window this add brought to this count */
+    /* The general form: report the window this add made satisfy the condition (it holds with
+     * this member and not without it; SHARE: it holds, in the add's own window). */
+    kx_agg agg;
+    const kx_window_term *cond;
+    size_t ncond; /* 0 = no crossing scan unless cross_at */
+    /* A crossing window that overlaps [last reported first, last reported last + suppress]
+     * is passed over (the same window again is reported again: replays). */
+    int64_t suppress_ms;
 } kx_window_add;
+
+/* True when v satisfies every term (the store's condition; exported for tests and docs). */
+bool kx_window_cond_eval(const kx_window_term *cond, size_t ncond, double v);
 
 #define KX_STORE_CROSS_SCAN 64
 /* Largest evidence blob a store keeps; a larger one is refused with -EMSGSIZE. */

@@ -40,6 +40,58 @@ int kx__store_validate(const kx_window_add *op)
         return -EMSGSIZE;
     if (op->evidence_len > KX__STORE_MAX_EVIDENCE_LEN)
         return -EMSGSIZE;
+    if ((unsigned)op->agg > KX_AGG_ORDERED || op->ncond > KX_WINDOW_MAX_TERMS ||
+        (op->ncond && !op->cond) || op->suppress_ms < 0 || op->suppress_ms >= KX__STORE_MAX_TIME ||
+        (op->cross_at > 0 && op->agg != KX_AGG_COUNT))
+        return -EINVAL;
+    for (size_t i = 0; i < op->ncond; i++)
+        if ((unsigned)op->cond[i].op > KX_WCMP_NEQ || op->cond[i].value != op->cond[i].value)
+            return -EINVAL; /* NaN never compares */
+    return 0;
+}
+
+bool kx_window_cond_eval(const kx_window_term *cond, size_t ncond, double v)
+{
+    for (size_t i = 0; i < ncond; i++) {
+        double x = cond[i].value;
+        bool ok;
+        switch (cond[i].op) {
+        case KX_WCMP_GT:
+            ok = v > x;
+            break;
+        case KX_WCMP_GTE:
+            ok = v >= x;
+            break;
+        case KX_WCMP_LT:
+            ok = v < x;
+            break;
+        case KX_WCMP_LTE:
+            ok = v <= x;
+            break;
+        case KX_WCMP_EQ:
+            ok = v == x;
+            break;
+        default:
+            ok = v != x;
+            break;
+        }
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+size_t kx__store_cond(const kx_window_add *op, kx_window_term *out)
+{
+    if (op->ncond) {
+        memcpy(out, op->cond, op->ncond * sizeof(*out));
+        return op->ncond;
+    }
+    if (op->cross_at > 0) {
+        /* COUNT is monotone: "holds with the member, not without" is count == cross_at. */
+        out[0] = (kx_window_term){KX_WCMP_GTE, (double)op->cross_at};
+        return 1;
+    }
     return 0;
 }
 

@@ -44,6 +44,9 @@ struct kx_store {
 void kx__store_base_init(kx_store *s, const kx__store_vtbl *vt);
 /* Checks an add for both backends: 0, -EINVAL or -EMSGSIZE. */
 int kx__store_validate(const kx_window_add *op);
+/* The add's crossing condition (cross_at turned into its general form) into out
+ * (KX_WINDOW_MAX_TERMS); returns the number of terms, 0 for no crossing scan. */
+size_t kx__store_cond(const kx_window_add *op, kx_window_term *out);
 
 /* ---- test-only hooks ---- */
 

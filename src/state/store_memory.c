@@ -22,6 +22,7 @@
  */
 #include <errno.h>
 #include <ev.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,6 +83,8 @@ typedef struct kx_store_memory {
     bool destroy_pending; /* destroy was called from inside a callback */
     kx_ratelimit rl_keys;
     kx_ratelimit rl_members;
+    uint32_t *dset; /* DISTINCT scratch: entry index + 1, open addressing, reused */
+    size_t dset_cap;
     const char *res_ev[KX__STORE_MAX_EVIDENCE];
     size_t res_ev_len[KX__STORE_MAX_EVIDENCE];
 } kx_store_memory;
@@ -470,6 +473,137 @@ size_t kx__store_memory_nkeys(const kx_store *s)
     return ((const kx_store_memory *)s)->nkeys;
 }
 
+/* ---- aggregates (the same arithmetic, in the same member order, as the Lua script) ---- */
+
+/* The value of a member: the bytes after its first 0x1f ("" when there is none). */
+static const char *entry_value(const mem_win *w, const mem_entry *e, size_t *len)
+{
+    const char *p = w->str + e->off;
+    const char *sep = memchr(p, 0x1f, e->len);
+    if (!sep) {
+        *len = 0;
+        return p + e->len;
+    }
+    *len = e->len - (size_t)(sep + 1 - p);
+    return sep + 1;
+}
+
+/* Lua's tonumber on the value; a value that is not a number counts as 0 (as in the script). */
+static double entry_number(const mem_win *w, const mem_entry *e)
+{
+    size_t len;
+    const char *v = entry_value(w, e, &len);
+    char tmp[64];
+    if (len == 0 || len >= sizeof(tmp))
+        return 0;
+    memcpy(tmp, v, len);
+    tmp[len] = '\0';
+    char *end;
+    double d = strtod(tmp, &end);
+    return *end == '\0' && d == d ? d : 0;
+}
+
+static bool value_eq(const char *a, size_t alen, const char *b, size_t blen)
+{
+    return alen == blen && (alen == 0 || memcmp(a, b, alen) == 0);
+}
+
+/* Distinct values among entries [lo, hi) except skip. */
+static int64_t agg_distinct(kx_store_memory *m, mem_win *w, uint32_t lo, uint32_t hi, uint32_t skip)
+{
+    size_t need = 16;
+    while (need < (size_t)(hi - lo) * 2)
+        need *= 2;
+    if (need > m->dset_cap) {
+        uint32_t *p = realloc(m->dset, need * sizeof(*p));
+        if (!p)
+            return -1;
+        m->dset = p;
+        m->dset_cap = need;
+    }
+    memset(m->dset, 0, need * sizeof(*m->dset));
+    int64_t n = 0;
+    for (uint32_t i = lo; i < hi; i++) {
+        if (i == skip)
+            continue;
+        size_t len;
+        const char *v = entry_value(w, win_at(w, i), &len);
+        size_t j = (size_t)kx_hash64(v, len, 7) & (need - 1);
+        for (;; j = (j + 1) & (need - 1)) {
+            if (!m->dset[j]) {
+                m->dset[j] = i + 1;
+                n++;
+                break;
+            }
+            size_t olen;
+            const char *o = entry_value(w, win_at(w, m->dset[j] - 1), &olen);
+            if (value_eq(v, len, o, olen))
+                break;
+        }
+    }
+    return n;
+}
+
+/* The aggregate of entries [lo, hi) without entry skip (UINT32_MAX: none); own is the adding
+ * member's value (SHARE). False when it is undefined (an average of nothing). */
+static bool mem_agg(kx_store_memory *m, mem_win *w, kx_agg agg, uint32_t lo, uint32_t hi,
+                    uint32_t skip, const char *own, size_t own_len, double *out)
+{
+    int64_t n = (int64_t)(hi - lo) - (skip >= lo && skip < hi);
+    switch (agg) {
+    case KX_AGG_COUNT:
+        *out = (double)n;
+        return true;
+    case KX_AGG_DISTINCT: {
+        int64_t d = agg_distinct(m, w, lo, hi, skip);
+        *out = (double)d;
+        return d >= 0;
+    }
+    case KX_AGG_SUM:
+    case KX_AGG_AVG: {
+        double sum = 0;
+        for (uint32_t i = lo; i < hi; i++)
+            if (i != skip)
+                sum += entry_number(w, win_at(w, i));
+        if (agg == KX_AGG_AVG) {
+            if (n == 0)
+                return false;
+            sum /= (double)n;
+        }
+        *out = sum;
+        return true;
+    }
+    case KX_AGG_SHARE: {
+        if (n == 0)
+            return false;
+        int64_t same = 0;
+        for (uint32_t i = lo; i < hi; i++) {
+            size_t len;
+            const char *v = entry_value(w, win_at(w, i), &len);
+            if (i != skip && value_eq(v, len, own, own_len))
+                same++;
+        }
+        *out = (double)same * 100.0 / (double)n;
+        return true;
+    }
+    default: { /* ORDERED */
+        int64_t k = 0;
+        char want[24];
+        int wl = snprintf(want, sizeof(want), "%lld", (long long)k);
+        for (uint32_t i = lo; i < hi; i++) {
+            size_t len;
+            const char *v = entry_value(w, win_at(w, i), &len);
+            if (i != skip && value_eq(v, len, want, (size_t)wl)) {
+                k++;
+                wl = snprintf(want, sizeof(want), "%lld", (long long)k);
+            }
+        }
+        *out = (double)k;
+        return true;
+    }
+    }
+}
+
 /* ---- the operation ---- */
 
 static void mem_free(kx_store_memory *m)
@@ -479,6 +613,7 @@ static void mem_free(kx_store_memory *m)
         if (m->tab[i])
             win_free(m->tab[i]);
     free(m->tab);
+    free(m->dset);
     free(m);
 }
 
@@ -553,6 +688,14 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
 
     size_t mlen = strlen(op->member);
     uint64_t h = kx_hash64(op->member, mlen, 0);
+    kx_window_result res = {0};
+    /* Older than the key keeps (newest - ttl): the script refuses it before ZADD. */
+    if (w->n > 0 && op->time_ms < win_at(w, w->n - 1)->t - op->ttl_ms) {
+        kx_metric_inc(KX_M_STORE_OPS);
+        res.late = true;
+        run_cb(m, cb, ud, 0, &res);
+        return 0;
+    }
     bool added = win_find(w, h, op->member, mlen) == NULL;
     if (added) {
         rc = win_insert(w, h, op->time_ms, op->member, (uint32_t)mlen);
@@ -580,7 +723,6 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
     }
     w->expire_at = now + op->ttl_ms;
 
-    kx_window_result res = {0};
     uint32_t lo = win_time_bound(w, op->time_ms - op->window_ms, false);
     uint32_t hi = win_time_bound(w, op->time_ms, true);
     if (hi > lo) {
@@ -589,11 +731,20 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
         res.last_ms = win_at(w, hi - 1)->t;
     }
     res.added = added;
-    if (op->cross_at > 0) {
+    kx_window_term cond[KX_WINDOW_MAX_TERMS];
+    size_t ncond = kx__store_cond(op, cond);
+    const mem_entry *self = ncond > 0 ? win_find(w, h, op->member, mlen) : NULL;
+    if (self) { /* absent: dropped by the member cap just now */
         /* The same scan as the Lua script: the earliest window ending at a member time in
-         * [t, t + window] (at most KX_STORE_CROSS_SCAN members) with exactly cross_at. */
+         * [t, t + window] (at most KX_STORE_CROSS_SCAN members) that this member makes satisfy
+         * the condition; SHARE judges the add's own window only. */
+        uint32_t self_i = (uint32_t)(self - win_at(w, 0));
+        size_t own_len;
+        const char *own = entry_value(w, self, &own_len);
         uint32_t i = win_time_bound(w, op->time_ms, false);
         uint32_t end = win_time_bound(w, op->time_ms + op->window_ms, true);
+        if (op->agg == KX_AGG_SHARE)
+            end = i + 1;
         bool have_prev = false;
         int64_t prev = 0;
         for (uint32_t seen = 0; i < end && seen < KX_STORE_CROSS_SCAN; i++, seen++) {
@@ -602,22 +753,33 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
                 continue;
             have_prev = true;
             prev = s_t;
+            if (op->agg == KX_AGG_SHARE)
+                s_t = op->time_ms;
             uint32_t clo = win_time_bound(w, s_t - op->window_ms, false);
             uint32_t chi = win_time_bound(w, s_t, true);
-            if ((int64_t)(chi - clo) == op->cross_at) {
-                int64_t f = win_at(w, clo)->t;
-                bool same = w->alerted && f == w->alert_first && s_t == w->alert_last;
-                bool overlaps = w->alerted && f <= w->alert_last && s_t >= w->alert_first;
-                if (!same && overlaps)
-                    continue; /* part of the burst already reported */
-                res.crossed = true;
-                res.cross_first_ms = f;
-                res.cross_last_ms = s_t;
-                w->alerted = true;
-                w->alert_first = f;
-                w->alert_last = s_t;
-                break;
-            }
+            double with, without;
+            if (!mem_agg(m, w, op->agg, clo, chi, UINT32_MAX, own, own_len, &with) ||
+                !kx_window_cond_eval(cond, ncond, with))
+                continue;
+            if (op->agg != KX_AGG_SHARE &&
+                mem_agg(m, w, op->agg, clo, chi, self_i, own, own_len, &without) &&
+                kx_window_cond_eval(cond, ncond, without))
+                continue; /* held already without this member: not its crossing */
+            int64_t f = win_at(w, clo)->t;
+            bool same = w->alerted && f == w->alert_first && s_t == w->alert_last;
+            bool overlaps =
+                w->alerted && f <= w->alert_last + op->suppress_ms && s_t >= w->alert_first;
+            if (!same && overlaps)
+                continue; /* part of the burst already reported, or suppressed */
+            res.crossed = true;
+            res.cross_first_ms = f;
+            res.cross_last_ms = s_t;
+            res.cross_count = (int64_t)(chi - clo);
+            res.cross_value = with;
+            w->alerted = true;
+            w->alert_first = f;
+            w->alert_last = s_t;
+            break;
         }
     }
     res.nevidence = w->ev_n < max_ev ? w->ev_n : max_ev;

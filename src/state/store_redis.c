@@ -38,8 +38,9 @@
 #define REDIS_MAX_NOSCRIPT_RETRIES 3
 #define REDIS_MAX_PREFIX 256u
 
-/* EVALSHA sha numkeys zkey ekey member time window ttl max_evidence member_cap [evidence] */
-#define OP_NARGS 11 /* the arguments stored per op, zkey .. evidence */
+/* EVALSHA sha numkeys zkey ekey akey member time window ttl max_evidence member_cap agg
+ * suppress evidence nterms [op value]... (redis_scripts.h) */
+#define OP_NARGS (13 + 2 * KX_WINDOW_MAX_TERMS) /* the arguments stored per op, zkey .. */
 
 typedef struct kx_store_redis kx_store_redis;
 
@@ -317,13 +318,22 @@ static int op_send(kx_store_redis *r, redis_op *op)
 static int parse_result(kx_store_redis *r, const redisReply *reply, kx_window_result *res,
                         long long *dropped)
 {
-    enum { NINT = 8 };
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < NINT ||
-        reply->elements - NINT > KX__STORE_MAX_EVIDENCE)
+    enum { NINT = 10, NFIX = 11 };
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < NFIX ||
+        reply->elements - NFIX > KX__STORE_MAX_EVIDENCE)
         return -EPROTO;
     for (size_t i = 0; i < NINT; i++)
         if (reply->element[i]->type != REDIS_REPLY_INTEGER)
             return -EPROTO;
+    const redisReply *cv = reply->element[NINT];
+    if (cv->type != REDIS_REPLY_STRING || cv->len >= 64)
+        return -EPROTO;
+    char num[64];
+    memcpy(num, cv->str, cv->len);
+    num[cv->len] = '\0';
+    res->cross_value = strtod(num, NULL);
+    res->late = reply->element[8]->integer == 1;
+    res->cross_count = reply->element[9]->integer;
     res->added = reply->element[0]->integer == 1;
     res->count = reply->element[1]->integer;
     res->first_ms = reply->element[2]->integer;
@@ -332,9 +342,9 @@ static int parse_result(kx_store_redis *r, const redisReply *reply, kx_window_re
     res->crossed = reply->element[5]->integer == 1;
     res->cross_first_ms = reply->element[6]->integer;
     res->cross_last_ms = reply->element[7]->integer;
-    res->nevidence = reply->elements - NINT;
+    res->nevidence = reply->elements - NFIX;
     for (size_t i = 0; i < res->nevidence; i++) {
-        const redisReply *e = reply->element[NINT + i];
+        const redisReply *e = reply->element[NFIX + i];
         if (e->type != REDIS_REPLY_STRING)
             return -EPROTO;
         r->res_ev[i] = e->str;
@@ -463,9 +473,23 @@ static int op_build(kx_store_redis *r, redis_op *op, const kx_window_add *a)
     if (!rc)
         rc = op_arg_i64(op, (int64_t)r->base.member_cap);
     if (!rc)
-        rc = op_arg_i64(op, a->cross_at > 0 ? a->cross_at : 0);
-    if (!rc && a->evidence)
-        rc = op_arg(op, a->evidence, a->evidence_len);
+        rc = op_arg_i64(op, (int64_t)a->agg);
+    if (!rc)
+        rc = op_arg_i64(op, a->suppress_ms);
+    if (!rc)
+        rc = op_arg(op, a->evidence ? a->evidence : "", a->evidence ? a->evidence_len : 0);
+    kx_window_term cond[KX_WINDOW_MAX_TERMS];
+    size_t ncond = kx__store_cond(a, cond);
+    if (!rc)
+        rc = op_arg_i64(op, (int64_t)ncond);
+    for (size_t i = 0; i < ncond && !rc; i++) {
+        char tmp[32];
+        rc = op_arg_i64(op, (int64_t)cond[i].op);
+        /* %.17g round-trips a double exactly through Lua's tonumber. */
+        int n = snprintf(tmp, sizeof(tmp), "%.17g", cond[i].value);
+        if (!rc)
+            rc = op_arg(op, tmp, (size_t)n);
+    }
     return rc;
 }
 

@@ -44,6 +44,9 @@ typedef struct got {
     bool added;
     bool crossed;
     int64_t cfirst, clast;
+    int64_t ccount;
+    double cvalue;
+    bool late;
     size_t nev;
     char ev[8][64];
 } got;
@@ -62,6 +65,9 @@ static void got_cb(void *ud, int status, const kx_window_result *res)
     g->crossed = res->crossed;
     g->cfirst = res->cross_first_ms;
     g->clast = res->cross_last_ms;
+    g->ccount = res->cross_count;
+    g->cvalue = res->cross_value;
+    g->late = res->late;
     g->nev = res->nevidence;
     for (size_t i = 0; i < res->nevidence && i < 8; i++)
         snprintf(g->ev[i], sizeof(g->ev[i]), "%.*s", (int)res->evidence_len[i], res->evidence[i]);
@@ -86,6 +92,10 @@ typedef struct addp {
     const char *evidence;
     size_t max_ev;
     int64_t cross;
+    kx_agg agg;
+    const kx_window_term *cond;
+    size_t ncond;
+    int64_t suppress;
 } addp;
 
 /* One add, waited for; returns what the callback saw. */
@@ -102,6 +112,10 @@ static got add_full(fx *f, addp p)
         .evidence_len = p.evidence ? strlen(p.evidence) : 0,
         .max_evidence = p.max_ev,
         .cross_at = p.cross,
+        .agg = p.agg,
+        .cond = p.cond,
+        .ncond = p.ncond,
+        .suppress_ms = p.suppress,
     };
     assert_int_equal(kx_store_window_add(f->s, &op, got_cb, &g), 0);
     assert_true(kx_test_run_until(f->loop, got_done, &g, 5000));
@@ -344,11 +358,190 @@ static void test_prune_by_ttl(void **state)
     p.t = T0 + WIN;
     g = add_full(f, p);
     assert_window(g, 1, T0 + WIN, T0 + WIN, true);
-    /* Older than newest - ttl: stored and pruned at once, so nothing is in its window. */
+    /* Older than newest - ttl: late beyond the allowed lateness, refused and reported. */
     p.member = "m4";
     p.t = T0 + WIN - 1;
     g = add_full(f, p);
-    assert_window(g, 0, 0, 0, true);
+    assert_window(g, 0, 0, 0, false);
+    assert_true(g.late);
+    /* Nothing changed: the newest member's window holds m3, m2 and m5, not m4. */
+    p.member = "m5";
+    p.t = T0 + 2 * WIN;
+    g = add_full(f, p);
+    assert_window(g, 3, T0 + WIN, T0 + 2 * WIN, true);
+    assert_false(g.late);
+}
+
+/* ---- aggregates (kx_agg) and the general crossing condition ---- */
+
+static const kx_window_term GTE3[] = {{KX_WCMP_GTE, 3}};
+
+/* Adds member "id\x1fvalue" at t with aggregate agg and condition cond. */
+static got addv(fx *f, kx_agg agg, const kx_window_term *cond, size_t ncond, const char *id,
+                const char *value, int64_t t)
+{
+    char m[128];
+    snprintf(m, sizeof(m), "%s\x1f%s", id, value);
+    return add_full(
+        f, (addp){.key = "v", .member = m, .t = t, .agg = agg, .cond = cond, .ncond = ncond});
+}
+
+static void test_value_count(void **state)
+{
+    fx *f = *state;
+    /* Distinct users per source: 3 distinct within WIN crosses; repeats do not count. */
+    assert_false(addv(f, KX_AGG_DISTINCT, GTE3, 1, "e1", "alice", T0).crossed);
+    assert_false(addv(f, KX_AGG_DISTINCT, GTE3, 1, "e2", "alice", T0 + 1000).crossed);
+    assert_false(addv(f, KX_AGG_DISTINCT, GTE3, 1, "e3", "bob", T0 + 2000).crossed);
+    assert_false(addv(f, KX_AGG_DISTINCT, GTE3, 1, "e4", "bob", T0 + 3000).crossed);
+    got g = addv(f, KX_AGG_DISTINCT, GTE3, 1, "e5", "carol", T0 + WIN);
+    assert_true(g.crossed);
+    assert_int_equal(g.cfirst, T0);
+    assert_int_equal(g.clast, T0 + WIN);
+    assert_int_equal(g.ccount, 5);
+    assert_true(g.cvalue == 3.0);
+    /* A fourth name in the same burst: the condition already held without it. */
+    assert_false(addv(f, KX_AGG_DISTINCT, GTE3, 1, "e6", "dave", T0 + WIN + 1).crossed);
+    /* Replaying the crossing event reports the same window again (same dedup_key). */
+    g = addv(f, KX_AGG_DISTINCT, GTE3, 1, "e5", "carol", T0 + WIN);
+    assert_true(g.crossed);
+    assert_false(g.added);
+    assert_int_equal(g.cfirst, T0);
+}
+
+static void test_value_count_window_edge(void **state)
+{
+    fx *f = *state;
+    /* alice at T0 is one ms outside carol's window [T0+1, T0+WIN+1]: only 2 distinct. */
+    addv(f, KX_AGG_DISTINCT, GTE3, 1, "e1", "alice", T0);
+    addv(f, KX_AGG_DISTINCT, GTE3, 1, "e2", "bob", T0 + 5000);
+    assert_false(addv(f, KX_AGG_DISTINCT, GTE3, 1, "e3", "carol", T0 + WIN + 1).crossed);
+    /* A late alice inside the window completes it: the late event raises the alert. */
+    got g = addv(f, KX_AGG_DISTINCT, GTE3, 1, "e4", "alice", T0 + 2000);
+    assert_true(g.crossed);
+    assert_int_equal(g.cfirst, T0 + 2000);
+    assert_int_equal(g.clast, T0 + WIN + 1);
+}
+
+static void test_value_sum_avg(void **state)
+{
+    fx *f = *state;
+    static const kx_window_term gt1000[] = {{KX_WCMP_GT, 1000}};
+    assert_false(addv(f, KX_AGG_SUM, gt1000, 1, "e1", "400", T0).crossed);
+    assert_false(addv(f, KX_AGG_SUM, gt1000, 1, "e2", "600", T0 + 1).crossed); /* 1000: not > */
+    got g = addv(f, KX_AGG_SUM, gt1000, 1, "e3", "0.5", T0 + 2);
+    assert_true(g.crossed);
+    assert_true(g.cvalue == 1000.5);
+    assert_int_equal(g.ccount, 3);
+
+    /* Average below a floor, in another key: a low value drags it under. */
+    static const kx_window_term lt10[] = {{KX_WCMP_LT, 10}};
+    char m[32];
+    for (int i = 0; i < 3; i++) {
+        snprintf(m, sizeof(m),
+                 "a%d\x1f"
+                 "20",
+                 i);
+        g = add_full(f, (addp){.key = "avg",
+                               .member = m,
+                               .t = T0 + i,
+                               .agg = KX_AGG_AVG,
+                               .cond = lt10,
+                               .ncond = 1});
+        assert_false(g.crossed);
+    }
+    g = add_full(f, (addp){.key = "avg",
+                           .member = "a3\x1f-40",
+                           .t = T0 + 3,
+                           .agg = KX_AGG_AVG,
+                           .cond = lt10,
+                           .ncond = 1});
+    assert_true(g.crossed); /* (20 * 3 - 40) / 4 = 5 */
+    assert_true(g.cvalue == 5.0);
+}
+
+static void test_share(void **state)
+{
+    fx *f = *state;
+    /* value_percentile: this event's value is at most 25 % of its window. */
+    static const kx_window_term lte25[] = {{KX_WCMP_LTE, 25}};
+    char id[8];
+    for (int i = 0; i < 6; i++) {
+        snprintf(id, sizeof(id), "c%d", i);
+        assert_false(addv(f, KX_AGG_SHARE, lte25, 1, id, "cmd.exe", T0 + i).crossed);
+    }
+    got g = addv(f, KX_AGG_SHARE, lte25, 1, "r1", "mimikatz.exe", T0 + 10);
+    assert_true(g.crossed);
+    assert_true(g.cvalue > 14.28 && g.cvalue < 14.29); /* 1 of 7 */
+    assert_int_equal(g.cfirst, T0);
+    assert_int_equal(g.clast, T0 + 10);
+}
+
+static void test_ordered(void **state)
+{
+    fx *f = *state;
+    /* temporal_ordered over 3 rules (values are rule positions "0", "1", "2"). */
+    static const kx_window_term all3[] = {{KX_WCMP_GTE, 3}};
+    assert_false(addv(f, KX_AGG_ORDERED, all3, 1, "e1", "1", T0).crossed); /* 1 before 0 */
+    assert_false(addv(f, KX_AGG_ORDERED, all3, 1, "e2", "0", T0 + 1000).crossed);
+    assert_false(addv(f, KX_AGG_ORDERED, all3, 1, "e3", "2", T0 + 2000).crossed); /* 0,2: no 1 */
+    assert_false(addv(f, KX_AGG_ORDERED, all3, 1, "e4", "1", T0 + 3000).crossed);
+    got g = addv(f, KX_AGG_ORDERED, all3, 1, "e5", "2", T0 + 4000);
+    assert_true(g.crossed); /* 0 at +1000, 1 at +3000, 2 at +4000 */
+    assert_int_equal(g.cfirst, T0);
+    assert_int_equal(g.clast, T0 + 4000);
+    assert_true(g.cvalue == 3.0);
+}
+
+static void test_ordered_late_middle(void **state)
+{
+    fx *f = *state;
+    static const kx_window_term all3[] = {{KX_WCMP_GTE, 3}};
+    addv(f, KX_AGG_ORDERED, all3, 1, "e1", "0", T0);
+    addv(f, KX_AGG_ORDERED, all3, 1, "e3", "2", T0 + 2000);
+    /* The middle step arrives last but happened in between: the sequence is complete. */
+    got g = addv(f, KX_AGG_ORDERED, all3, 1, "e2", "1", T0 + 1000);
+    assert_true(g.crossed);
+    assert_int_equal(g.cfirst, T0);
+    assert_int_equal(g.clast, T0 + 2000);
+}
+
+static void test_suppress(void **state)
+{
+    fx *f = *state;
+    /* 3 events in WIN cross; with suppress = 2 * WIN, a second burst right after the first
+     * window is passed over, one that starts after last + suppress alerts again. */
+    addp p = {.key = "s", .cross = 3, .suppress = 2 * WIN};
+    char m[8];
+    int64_t times[] = {T0,           T0 + 1,       T0 + 2,           T0 + WIN + 5,    T0 + WIN + 6,
+                       T0 + WIN + 7, T0 + 3 * WIN, T0 + 3 * WIN + 1, T0 + 3 * WIN + 2};
+    bool want[] = {false, false, true, false, false, false, false, false, true};
+    for (int i = 0; i < 9; i++) {
+        snprintf(m, sizeof(m), "m%d", i);
+        p.member = m;
+        p.t = times[i];
+        got g = add_full(f, p);
+        assert_int_equal(g.crossed, want[i]);
+        if (i == 8)
+            assert_int_equal(g.cfirst, T0 + 3 * WIN);
+    }
+}
+
+static void test_range_condition(void **state)
+{
+    fx *f = *state;
+    /* gt 1 and lte 5: crosses at 2 (the first count in range). */
+    static const kx_window_term range[] = {{KX_WCMP_GT, 1}, {KX_WCMP_LTE, 5}};
+    assert_false(
+        add_full(f, (addp){.key = "r", .member = "a", .t = T0, .cond = range, .ncond = 2}).crossed);
+    got g = add_full(f, (addp){.key = "r", .member = "b", .t = T0 + 1, .cond = range, .ncond = 2});
+    assert_true(g.crossed);
+    assert_true(g.cvalue == 2.0);
+    assert_true(kx_window_cond_eval(range, 2, 5));
+    assert_false(kx_window_cond_eval(range, 2, 6));
+    static const kx_window_term neq[] = {{KX_WCMP_NEQ, 3}};
+    assert_true(kx_window_cond_eval(neq, 1, 2.5));
+    assert_false(kx_window_cond_eval(neq, 1, 3));
 }
 
 static void test_duplicate_member(void **state)
@@ -774,6 +967,14 @@ static void test_url_prefix_redis(void **state)
         cmocka_unit_test_setup_teardown(test_out_of_order, setup, teardown),                       \
         cmocka_unit_test_setup_teardown(test_crossing, setup, teardown),                           \
         cmocka_unit_test_setup_teardown(test_prune_by_ttl, setup, teardown),                       \
+        cmocka_unit_test_setup_teardown(test_value_count, setup, teardown),                        \
+        cmocka_unit_test_setup_teardown(test_value_count_window_edge, setup, teardown),            \
+        cmocka_unit_test_setup_teardown(test_value_sum_avg, setup, teardown),                      \
+        cmocka_unit_test_setup_teardown(test_share, setup, teardown),                              \
+        cmocka_unit_test_setup_teardown(test_ordered, setup, teardown),                            \
+        cmocka_unit_test_setup_teardown(test_ordered_late_middle, setup, teardown),                \
+        cmocka_unit_test_setup_teardown(test_suppress, setup, teardown),                           \
+        cmocka_unit_test_setup_teardown(test_range_condition, setup, teardown),                    \
         cmocka_unit_test_setup_teardown(test_duplicate_member, setup, teardown),                   \
         cmocka_unit_test_setup_teardown(test_evidence_order_and_cap, setup, teardown),             \
         cmocka_unit_test_setup_teardown(test_ttl, setup, teardown),                                \
