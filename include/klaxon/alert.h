@@ -34,7 +34,9 @@ typedef struct kx_alert {
     const char *category; /* NULL = derived from the tags, see docs/alerts.md */
     const kx_kv *group;   /* group-by field -> value; empty for single-event rules */
     size_t ngroup;
-    int64_t count;
+    int64_t count;        /* events in the window */
+    bool has_value;       /* value_count, temporal*, value_sum/avg/percentile: */
+    double value;         /* the aggregate that met the condition ("value" in the JSON) */
     int64_t window_s;     /* 0 for single-event rules */
     const char *event_id; /* single-event rules: the event's identity (kx_event_id), part of
                            * the dedup_key; NULL for correlations */

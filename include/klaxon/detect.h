@@ -7,8 +7,10 @@
  * keywords, modifiers contains/startswith/endswith/re/all/cased/exists/windash/base64/
  * base64offset/utf16 (wide)/cidr/lt/lte/gt/gte/neq/fieldref (expand is refused), wildcards
  * * and ?, null, conditions with and/or/not/parentheses, "1 of x*", "all of them",
- * logsource filtering; correlation rules of type event_count; klaxon extensions team,
- * category, and the timeofday search identifier (klaxon/timeofday.h).
+ * logsource filtering; correlation rules of every Sigma type (event_count, value_count,
+ * temporal, temporal_ordered, value_sum, value_avg, value_percentile) with aliases and
+ * chaining; klaxon extensions team, category, the correlation keys suppress and lateness,
+ * and the timeofday search identifier (klaxon/timeofday.h).
  *
  * Ownership: kx_ruleset_load returns a new ruleset (caller destroys). kx_rule pointers and
  * every string inside are owned by the ruleset and valid until it is destroyed.
@@ -24,8 +26,27 @@
 #include "klaxon/event.h"
 
 typedef enum { KX_RULE_DETECTION = 0, KX_RULE_CORRELATION } kx_rule_kind;
-typedef enum { KX_CORR_EVENT_COUNT = 0 } kx_corr_type;
-typedef enum { KX_CMP_GT, KX_CMP_GTE, KX_CMP_LT, KX_CMP_LTE, KX_CMP_EQ } kx_cmp;
+typedef enum {
+    KX_CORR_EVENT_COUNT = 0,
+    KX_CORR_VALUE_COUNT,
+    KX_CORR_TEMPORAL,
+    KX_CORR_TEMPORAL_ORDERED,
+    KX_CORR_VALUE_SUM,
+    KX_CORR_VALUE_AVG,
+    KX_CORR_VALUE_PERCENTILE,
+} kx_corr_type;
+/* Same order as kx_wcmp in klaxon/store.h (the pipeline passes conditions through). */
+typedef enum { KX_CMP_GT, KX_CMP_GTE, KX_CMP_LT, KX_CMP_LTE, KX_CMP_EQ, KX_CMP_NEQ } kx_cmp;
+
+/* One operator of a correlation condition; a condition holds when all of them do. */
+typedef struct kx_corr_term {
+    kx_cmp cmp;
+    double value;
+} kx_corr_term;
+
+#define KX_RULE_MAX_TERMS 6
+/* Longest chain of correlations referencing correlations. */
+#define KX_RULE_MAX_CHAIN 8
 
 /* Most group-by fields a correlation may list (the state key and alert hold this many). */
 #define KX_RULE_MAX_GROUP_BY 16
@@ -49,14 +70,25 @@ struct kx_rule {
     bool generate;
     /* correlation rules */
     kx_corr_type corr_type;
-    const kx_rule *const *refs; /* referenced detection rules */
+    const kx_rule *const *refs; /* referenced rules: detections, or correlations (chaining) */
     size_t nrefs;
-    const char *const *group_by;
+    const char *const *group_by; /* as written: field names or alias names */
     size_t ngroup_by;
+    /* The field group-by i reads in what refs[j] matched: group_fields[j * ngroup_by + i]
+     * (the alias' field for that rule, else group_by[i]). For a referenced correlation, its
+     * alert's group is what is read. */
+    const char *const *group_fields;
+    /* value_count / value_sum / value_avg / value_percentile: the condition's `field` (a
+     * list for value_count: distinct tuples), resolved per ref like group_fields:
+     * value_fields[j * nvalue_fields + k]. */
+    const char *const *value_fields;
+    size_t nvalue_fields;
     int64_t timespan_ms;
-    kx_cmp cmp;
-    int64_t threshold;
-    /* detection rules: correlations that reference this rule */
+    const kx_corr_term *cond; /* never empty for a loaded correlation */
+    size_t ncond;
+    int64_t suppress_ms; /* klaxon extension `suppress`; default: timespan */
+    int64_t lateness_ms; /* klaxon extension `lateness`; -1: the config's state.lateness */
+    /* correlations that reference this rule (a detection rule, or a chained correlation) */
     const kx_rule *const *correlations;
     size_t ncorrelations;
     /* per-rule counter (matches of a detection rule, alerts of a correlation) */
@@ -82,5 +114,9 @@ size_t kx_ruleset_match(kx_ruleset *rs, const kx_event *ev, kx_match_cb cb, void
 
 /* True when cmp/threshold is satisfied by count. */
 bool kx_cmp_eval(kx_cmp cmp, int64_t threshold, int64_t count);
+/* True when v satisfies every term of the correlation's condition. */
+bool kx_corr_holds(const kx_rule *c, double v);
+/* Position of ref in c->refs, or -1. */
+int kx_corr_ref_index(const kx_rule *c, const kx_rule *ref);
 
 #endif

@@ -29,6 +29,9 @@ typedef enum {
     KX_M_STATE_KEYS_CAPPED,   /* state updates refused by a cap */
     KX_M_EVENTS_TIME_CLAMPED, /* event time far in the future replaced by arrival time */
     KX_M_EVENTS_SANITIZED,    /* JSON with invalid UTF-8 or \u0000 decoded with U+FFFD */
+    KX_M_EVENTS_LATE,         /* correlation updates later than the allowed lateness: not counted */
+    KX_M_CORR_SKIPPED,        /* correlation updates without the value their rule needs */
+    KX_M_GROUPS_CAPPED,       /* new groups refused by a rule's max_groups cap */
     KX_M__COUNT
 } kx_metric;
 

@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -197,10 +198,13 @@ int kx_alert_render(const kx_alert *a, const char *team_name, kx_buf *out)
         TRY(kx_buf_putc(out, ':'));
         TRY(put_str(out, a->group[i].value));
     }
-    TRY(kx_buf_printf(out,
-                      "},\"count\":%" PRId64 ",\"window\":%" PRId64
-                      ",\"first_seen\":\"%s\",\"last_seen\":\"%s\",\"tags\":[",
-                      a->count, a->window_s, first, last));
+    TRY(kx_buf_printf(out, "},\"count\":%" PRId64, a->count));
+    /* %.17g round-trips; a whole number prints without a fraction, as JSON readers expect. */
+    if (a->has_value)
+        TRY(kx_buf_printf(out, ",\"value\":%.17g", isfinite(a->value) ? a->value : 0.0));
+    TRY(kx_buf_printf(
+        out, ",\"window\":%" PRId64 ",\"first_seen\":\"%s\",\"last_seen\":\"%s\",\"tags\":[",
+        a->window_s, first, last));
     for (size_t i = 0; i < a->ntags; i++) {
         if (i)
             TRY(kx_buf_putc(out, ','));

@@ -39,19 +39,6 @@ static void print_err(const kx_err *e)
 }
 
 /* Rules klaxon cannot evaluate yet are refused at load, not silently never fired. */
-static int check_supported(kx_ruleset *rs, kx_err *err)
-{
-    for (size_t i = 0; i < kx_ruleset_size(rs); i++) {
-        kx_rule *r = kx_ruleset_at(rs, i);
-        if (r->kind == KX_RULE_CORRELATION && (r->cmp == KX_CMP_LT || r->cmp == KX_CMP_LTE))
-            return kx_err_set(err, r->file, r->line, 1,
-                              "correlation \"%s\": \"at most\" conditions (lt, lte) are not "
-                              "supported yet",
-                              r->id);
-    }
-    return 0;
-}
-
 static int load_rules(char **paths, size_t n, kx_ruleset **out)
 {
     kx_err err = {0};
@@ -61,12 +48,6 @@ static int load_rules(char **paths, size_t n, kx_ruleset **out)
     }
     if (kx_ruleset_load((const char *const *)paths, n, out, &err)) {
         print_err(&err);
-        return -EINVAL;
-    }
-    if (check_supported(*out, &err)) {
-        print_err(&err);
-        kx_ruleset_destroy(*out);
-        *out = NULL;
         return -EINVAL;
     }
     return 0;
@@ -101,8 +82,7 @@ static void reload_rules(app *a)
     kx_ruleset *rs = NULL;
     kx_err err = {0};
     char msg[1024];
-    if (kx_ruleset_load((const char *const *)a->cfg->rule_paths, a->cfg->nrule_paths, &rs, &err) ||
-        check_supported(rs, &err)) {
+    if (kx_ruleset_load((const char *const *)a->cfg->rule_paths, a->cfg->nrule_paths, &rs, &err)) {
         if (rs)
             kx_ruleset_destroy(rs);
         kx_err_format(&err, msg, sizeof(msg));

@@ -40,7 +40,7 @@ struct kx_op {
     kx_op *next;      /* free list or retry queue */
     int proto_errors; /* error replies so far: a persistent one must not hold the stream */
     int64_t time_ms;
-    char member[24];
+    kx_buf member; /* event identity [0x1f value] (klaxon/store.h) */
     char key[96];
     /* group values and tenant, NUL-separated in strs; offsets into it */
     kx_buf strs;
@@ -86,7 +86,15 @@ struct kx_pipeline {
     kx_ratelimit rl_malformed;
     kx_ratelimit rl_store;
     kx_ratelimit rl_time;
+    kx_ratelimit rl_late;
+    kx_ratelimit rl_value;
+    kx_buf chain_ev; /* evidence of a chained correlation's alert */
 };
+
+static int64_t corr_lateness(const kx_pipeline *p, const kx_rule *c)
+{
+    return c->lateness_ms >= 0 ? c->lateness_ms : p->opts.lateness_ms;
+}
 
 static void maybe_finish(kx_pipeline *p)
 {
@@ -210,12 +218,14 @@ static kx_op *op_get(kx_pipeline *p)
             return NULL;
         kx_buf_init(&op->strs, 0);
         kx_buf_init(&op->evidence, 0);
+        kx_buf_init(&op->member, 0);
     }
     op->p = p;
     op->next = NULL;
     op->proto_errors = 0;
     kx_buf_reset(&op->strs);
     kx_buf_reset(&op->evidence);
+    kx_buf_reset(&op->member);
     return op;
 }
 
@@ -250,17 +260,32 @@ static void retry_flush(kx_pipeline *p)
     }
 }
 
-/* The count at which a window crosses the rule's threshold: it satisfies the condition and
- * one less would not. "At most" conditions (lt, lte) are judged when a window closes, which
- * needs window-close timers (not yet implemented); the loader refuses them. */
-static int64_t cross_count(const kx_rule *c)
+static kx_agg corr_agg(kx_corr_type t)
 {
-    for (int64_t n = c->threshold > 1 ? c->threshold - 1 : 1; n <= c->threshold + 1; n++) {
-        if (kx_cmp_eval(c->cmp, c->threshold, n) && !kx_cmp_eval(c->cmp, c->threshold, n - 1))
-            return n;
+    switch (t) {
+    case KX_CORR_EVENT_COUNT:
+        return KX_AGG_COUNT;
+    case KX_CORR_VALUE_COUNT:
+    case KX_CORR_TEMPORAL:
+        return KX_AGG_DISTINCT; /* temporal: distinct rule positions */
+    case KX_CORR_TEMPORAL_ORDERED:
+        return KX_AGG_ORDERED;
+    case KX_CORR_VALUE_SUM:
+        return KX_AGG_SUM;
+    case KX_CORR_VALUE_AVG:
+        return KX_AGG_AVG;
+    default:
+        return KX_AGG_SHARE;
     }
-    return 0;
 }
+
+_Static_assert((int)KX_CMP_NEQ == (int)KX_WCMP_NEQ && (int)KX_CMP_GT == (int)KX_WCMP_GT,
+               "kx_cmp and kx_wcmp share their order");
+
+static void corr_feed_alert(kx_pipeline *p, kx_rule *parent, const kx_rule *child, const kx_op *cop,
+                            const kx_window_result *res);
+
+static void corr_alert(kx_op *op, const kx_window_result *res, const kx_kv *group, size_t ng);
 
 static void corr_fire(kx_op *op, const kx_window_result *res)
 {
@@ -272,15 +297,27 @@ static void corr_fire(kx_op *op, const kx_window_result *res)
         group[i].key = c->group_by[i];
         group[i].value = op->strs.data + op->val_off[i];
     }
+    c->matches++;
+    if (c->generate)
+        corr_alert(op, res, group, ng);
+    /* Chaining: this correlation's alert is an event for the correlations that reference it,
+     * whether or not it is generated as an alert of its own (Sigma `generate`). */
+    for (size_t i = 0; i < c->ncorrelations; i++)
+        corr_feed_alert(p, (kx_rule *)c->correlations[i], c, op, res);
+}
+
+static void corr_alert(kx_op *op, const kx_window_result *res, const kx_kv *group, size_t ng)
+{
+    kx_pipeline *p = op->p;
+    kx_rule *c = op->corr;
     /* The store gives evidence most recent first; alerts list it in time order. */
     const char *evs[64];
     size_t evl[64];
     size_t ne = res->nevidence < 64 ? res->nevidence : 64;
     /* The store keeps the key's most recent evidence, which can reach back past this
      * window (an earlier incident of the same group): keep only as many as were counted. */
-    int64_t count = cross_count(c);
-    if ((uint64_t)ne > (uint64_t)count)
-        ne = (size_t)count;
+    if ((uint64_t)ne > (uint64_t)res->cross_count)
+        ne = (size_t)res->cross_count;
     for (size_t i = 0; i < ne; i++) {
         evs[i] = res->evidence[ne - 1 - i];
         evl[i] = res->evidence_len[ne - 1 - i];
@@ -294,7 +331,9 @@ static void corr_fire(kx_op *op, const kx_window_result *res)
         .category = corr_category(c),
         .group = group,
         .ngroup = ng,
-        .count = count,
+        .count = res->cross_count,
+        .has_value = c->corr_type != KX_CORR_EVENT_COUNT,
+        .value = res->cross_value,
         .window_s = c->timespan_ms / 1000,
         .first_seen_ms = res->cross_first_ms,
         .last_seen_ms = res->cross_last_ms,
@@ -304,7 +343,6 @@ static void corr_fire(kx_op *op, const kx_window_result *res)
         .events_len = evl,
         .nevents = ne,
     };
-    c->matches++;
     send_alert(p, &a);
 }
 
@@ -347,7 +385,15 @@ static void op_cb(void *ud, int status, const kx_window_result *res)
             ev_timer_start(p->loop, &p->retry_w);
         return;
     }
-    if (status == 0 && res->crossed)
+    if (status == 0 && res->late) {
+        kx_metric_inc(KX_M_EVENTS_LATE);
+        char t[40];
+        kx_time_format(op->time_ms, t, sizeof(t));
+        kx_log_limited(&p->rl_late, KX_LOG_WARN, "pipeline",
+                       "rule %s: event at %s is later than the allowed lateness for its group "
+                       "(%llds after its window): not counted",
+                       op->corr->id, t, (long long)(corr_lateness(p, op->corr) / 1000));
+    } else if (status == 0 && res->crossed)
         corr_fire(op, res);
     else if (status == -ENOSPC)
         kx_log_limited(&p->rl_store, KX_LOG_WARN, "pipeline",
@@ -363,16 +409,24 @@ static void op_cb(void *ud, int status, const kx_window_result *res)
 static void op_issue(kx_op *op)
 {
     kx_pipeline *p = op->p;
+    const kx_rule *c = op->corr;
+    kx_window_term cond[KX_WINDOW_MAX_TERMS];
+    size_t ncond = c->ncond < KX_WINDOW_MAX_TERMS ? c->ncond : KX_WINDOW_MAX_TERMS;
+    for (size_t i = 0; i < ncond; i++)
+        cond[i] = (kx_window_term){(kx_wcmp)c->cond[i].cmp, c->cond[i].value};
     kx_window_add add = {
         .key = op->key,
-        .member = op->member,
+        .member = op->member.data,
         .time_ms = op->time_ms,
-        .window_ms = op->corr->timespan_ms,
-        .ttl_ms = op->corr->timespan_ms + p->opts.lateness_ms,
+        .window_ms = c->timespan_ms,
+        .ttl_ms = c->timespan_ms + corr_lateness(p, c),
         .evidence = op->evidence.len ? op->evidence.data : NULL,
         .evidence_len = op->evidence.len,
         .max_evidence = kx_router_max_evidence(p->router),
-        .cross_at = cross_count(op->corr),
+        .agg = corr_agg(c->corr_type),
+        .cond = cond,
+        .ncond = ncond,
+        .suppress_ms = c->suppress_ms,
     };
     int rc = p->store_down ? -EAGAIN : kx_store_window_add(p->store, &add, op_cb, op);
     if (rc >= 0)
@@ -411,25 +465,120 @@ static void retry_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         set_paused(p, false);
 }
 
-static void corr_update(kx_pipeline *p, kx_rule *c)
+/* Values a correlation update reads: from an event, or from a chained correlation's alert
+ * (its group). */
+typedef struct corr_src {
+    const kx_event *ev;    /* or NULL: */
+    const kx_rule *child;  /* the referenced correlation that fired */
+    const kx_op *child_op; /* its group values */
+} corr_src;
+
+static bool src_get(const corr_src *s, const char *field, const char **v, size_t *vl)
 {
+    if (s->ev) {
+        const kx_field *f = kx_event_get(s->ev, field);
+        if (!f)
+            return false;
+        *v = f->value;
+        *vl = f->value_len;
+        return true;
+    }
+    for (size_t i = 0; i < s->child->ngroup_by && i < KX_MAX_GROUP_BY; i++) {
+        if (!strcmp(s->child->group_by[i], field)) {
+            *v = s->child_op->strs.data + s->child_op->val_off[i];
+            *vl = strlen(*v);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Appends the value this update carries after 0x1f in its member; false when the source lacks
+ * what the rule aggregates (counted, logged, not counted in the window). */
+static bool member_value(kx_pipeline *p, const kx_rule *c, int ref, const corr_src *src,
+                         kx_buf *out)
+{
+    const char *v;
+    size_t vl;
+    char num[40];
+    size_t start = out->len;
+    kx_buf_putc(out, 0x1f);
+    switch (c->corr_type) {
+    case KX_CORR_TEMPORAL:
+    case KX_CORR_TEMPORAL_ORDERED:
+        kx_buf_printf(out, "%d", ref);
+        return true;
+    case KX_CORR_VALUE_SUM:
+    case KX_CORR_VALUE_AVG: {
+        const char *fname = c->value_fields[(size_t)ref * c->nvalue_fields];
+        if (!src_get(src, fname, &v, &vl) || vl == 0 || vl >= sizeof(num))
+            goto missing;
+        memcpy(num, v, vl);
+        num[vl] = '\0';
+        char *end;
+        double d = strtod(num, &end);
+        if (*end || d != d || d > 9e15 || d < -9e15)
+            goto missing;
+        /* %.17g: the store parses back the exact double (both backends). */
+        kx_buf_printf(out, "%.17g", d);
+        return true;
+    }
+    default: /* value_count (a tuple of fields), value_percentile */
+        for (size_t k = 0; k < c->nvalue_fields; k++) {
+            const char *fname = c->value_fields[(size_t)ref * c->nvalue_fields + k];
+            if (!src_get(src, fname, &v, &vl))
+                goto missing;
+            if (k)
+                kx_buf_putc(out, 0x1e);
+            /* Long values are hashed: distinctness is kept, the member stays small. */
+            if (vl > 128)
+                kx_buf_printf(out, "#%016llx%016llx", (unsigned long long)kx_hash64(v, vl, 1),
+                              (unsigned long long)kx_hash64(v, vl, 2));
+            else
+                kx_buf_append(out, v, vl);
+        }
+        return true;
+    }
+missing:
+    out->len = start;
+    kx_metric_inc(KX_M_CORR_SKIPPED);
+    kx_log_limited(&p->rl_value, KX_LOG_WARN, "pipeline",
+                   "rule %s: field \"%s\" missing or not a number: event not counted", c->id,
+                   c->value_fields[(size_t)ref * c->nvalue_fields]);
+    return false;
+}
+
+static void corr_update(kx_pipeline *p, kx_rule *c, const kx_rule *ref_rule, const corr_src *src,
+                        const char *tenant, int64_t time_ms, const char *identity,
+                        const kx_buf *evidence)
+{
+    int ref = kx_corr_ref_index(c, ref_rule);
+    if (ref < 0)
+        return;
     kx_op *op = op_get(p);
     if (!op) {
         kx_log(KX_LOG_ERROR, "pipeline", "out of memory: correlation %s not updated", c->id);
         return;
     }
     op->corr = c;
-    op->time_ms = p->ev.time_ms;
-    kx_event_id(&p->ev, op->member, sizeof(op->member));
+    op->time_ms = time_ms;
+    kx_buf_puts(&op->member, identity);
+    if (c->corr_type != KX_CORR_EVENT_COUNT && !member_value(p, c, ref, src, &op->member)) {
+        op_put(p, op);
+        return;
+    }
     /* Group values in order, NUL-separated; a missing field groups as "". */
     op->tenant_off = 0;
-    kx_buf_append(&op->strs, p->ev.tenant, strlen(p->ev.tenant) + 1);
+    kx_buf_append(&op->strs, tenant, strlen(tenant) + 1);
     uint64_t h1 = kx_hash64(c->id, strlen(c->id), 1), h2 = kx_hash64(c->id, strlen(c->id), 2);
     size_t ng = c->ngroup_by < KX_MAX_GROUP_BY ? c->ngroup_by : KX_MAX_GROUP_BY;
     for (size_t i = 0; i < ng; i++) {
-        const kx_field *f = kx_event_get(&p->ev, c->group_by[i]);
-        const char *v = f ? f->value : "";
-        size_t vl = f ? f->value_len : 0;
+        const char *v = "";
+        size_t vl = 0;
+        if (!src_get(src, c->group_fields[(size_t)ref * c->ngroup_by + i], &v, &vl)) {
+            v = "";
+            vl = 0;
+        }
         op->val_off[i] = op->strs.len;
         kx_buf_append(&op->strs, v, vl);
         kx_buf_append(&op->strs, "", 1);
@@ -438,19 +587,63 @@ static void corr_update(kx_pipeline *p, kx_rule *c)
     }
     /* The tenant is hashed too: the readable prefix below is truncated, and two tenants
      * must never share a window. */
-    h1 = kx_hash64(p->ev.tenant, strlen(p->ev.tenant) + 1, h1);
-    h2 = kx_hash64(p->ev.tenant, strlen(p->ev.tenant) + 1, h2);
+    h1 = kx_hash64(tenant, strlen(tenant) + 1, h1);
+    h2 = kx_hash64(tenant, strlen(tenant) + 1, h2);
     /* Key: tenant and rule readable for operators, the group hashed to bound its length. */
-    snprintf(op->key, sizeof(op->key), "%.32s|%.24s|%016llx%016llx", p->ev.tenant, c->id,
+    snprintf(op->key, sizeof(op->key), "%.32s|%.24s|%016llx%016llx", tenant, c->id,
              (unsigned long long)h1, (unsigned long long)h2);
+    if (evidence && evidence->len)
+        kx_buf_append(&op->evidence, evidence->data, evidence->len);
+    p->pending++;
+    op_issue(op);
+}
+
+static void corr_update_event(kx_pipeline *p, kx_rule *c, const kx_rule *matched)
+{
+    char id[24];
+    kx_event_id(&p->ev, id, sizeof(id));
     /* The store keeps evidence blobs up to KX_STORE_MAX_EVIDENCE_BYTES: render within it. */
     size_t ev_cap = p->opts.evidence_bytes < KX_STORE_MAX_EVIDENCE_BYTES
                         ? p->opts.evidence_bytes
                         : KX_STORE_MAX_EVIDENCE_BYTES;
-    if (kx_evidence_render(&p->ev, ev_cap, &op->evidence))
-        kx_buf_reset(&op->evidence);
-    p->pending++;
-    op_issue(op);
+    kx_buf_reset(&p->scratch);
+    if (kx_evidence_render(&p->ev, ev_cap, &p->scratch))
+        kx_buf_reset(&p->scratch);
+    corr_src src = {.ev = &p->ev};
+    corr_update(p, c, matched, &src, p->ev.tenant, p->ev.time_ms, id, &p->scratch);
+}
+
+/* A referenced correlation fired: its alert counts as one event of the parent, identified by
+ * (rule, tenant, group, window) so a replayed crossing is the same member, at the time the
+ * window ended, carrying a small summary as evidence. */
+static void corr_feed_alert(kx_pipeline *p, kx_rule *parent, const kx_rule *child, const kx_op *cop,
+                            const kx_window_result *res)
+{
+    uint64_t h = kx_hash64(child->id, strlen(child->id), 3);
+    h = kx_hash64(cop->strs.data, cop->strs.len, h);
+    h = kx_hash64(&res->cross_first_ms, sizeof(res->cross_first_ms), h);
+    char id[24];
+    snprintf(id, sizeof(id), "c%016llx", (unsigned long long)h);
+    kx_buf_reset(&p->chain_ev);
+    char first[40], last[40];
+    kx_time_format(res->cross_first_ms, first, sizeof(first));
+    kx_time_format(res->cross_last_ms, last, sizeof(last));
+    kx_buf_puts(&p->chain_ev, "{\"correlation\":");
+    kx_buf_json_str(&p->chain_ev, child->id, strlen(child->id));
+    kx_buf_puts(&p->chain_ev, ",\"group\":{");
+    for (size_t i = 0; i < child->ngroup_by && i < KX_MAX_GROUP_BY; i++) {
+        const char *v = cop->strs.data + cop->val_off[i];
+        if (i)
+            kx_buf_putc(&p->chain_ev, ',');
+        kx_buf_json_str(&p->chain_ev, child->group_by[i], strlen(child->group_by[i]));
+        kx_buf_putc(&p->chain_ev, ':');
+        kx_buf_json_str(&p->chain_ev, v, strlen(v));
+    }
+    kx_buf_printf(&p->chain_ev, "},\"count\":%lld,\"first_seen\":\"%s\",\"last_seen\":\"%s\"}",
+                  (long long)res->cross_count, first, last);
+    corr_src src = {.child = child, .child_op = cop};
+    corr_update(p, parent, child, &src, cop->strs.data + cop->tenant_off, res->cross_last_ms, id,
+                &p->chain_ev);
 }
 
 static void on_store_state(void *ud, bool up)
@@ -478,7 +671,7 @@ static void on_match(kx_rule *r, void *ud)
     if (r->generate)
         single_event_alert(p, r);
     for (size_t i = 0; i < r->ncorrelations; i++)
-        corr_update(p, (kx_rule *)r->correlations[i]);
+        corr_update_event(p, (kx_rule *)r->correlations[i], r);
 }
 
 static kx_decoder *decoder_for(kx_pipeline *p, const char *topic)
@@ -588,6 +781,7 @@ int kx_pipeline_create(struct ev_loop *loop, kx_ruleset *rules, kx_store *store,
         p->opts.evidence_bytes = 16 << 10;
     kx_event_init(&p->ev);
     kx_buf_init(&p->scratch, 0);
+    kx_buf_init(&p->chain_ev, 0);
     ev_idle_init(&p->done_w, done_cb);
     p->done_w.data = p;
     ev_timer_init(&p->retry_w, retry_timer_cb, 0.5, 0);
@@ -629,6 +823,7 @@ static void free_ops(kx_op *op)
         kx_op *n = op->next;
         kx_buf_fini(&op->strs);
         kx_buf_fini(&op->evidence);
+        kx_buf_fini(&op->member);
         free(op);
         op = n;
     }
@@ -648,6 +843,7 @@ void kx_pipeline_destroy(kx_pipeline *p)
     }
     free(p->decoders);
     kx_buf_fini(&p->scratch);
+    kx_buf_fini(&p->chain_ev);
     kx_event_fini(&p->ev);
     free(p);
 }

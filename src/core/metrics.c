@@ -46,6 +46,14 @@ static const struct {
     [KX_M_EVENTS_SANITIZED] =
         {"klaxon_events_sanitized_total",
          "JSON events with invalid UTF-8 or NUL escapes, decoded with U+FFFD."},
+    [KX_M_EVENTS_LATE] = {"klaxon_events_late_total",
+                          "Correlation updates later than the rule's allowed lateness; not "
+                          "counted."},
+    [KX_M_CORR_SKIPPED] = {"klaxon_correlation_skipped_total",
+                           "Correlation updates skipped: the field the rule aggregates was "
+                           "missing or not a number."},
+    [KX_M_GROUPS_CAPPED] = {"klaxon_groups_capped_total",
+                            "Updates to new groups refused because a rule reached max_groups."},
 };
 
 void kx_metric_inc(kx_metric m)

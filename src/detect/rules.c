@@ -43,6 +43,15 @@ struct kx_ruleset {
     pcre2_match_context *mctx;
 };
 
+/* One Sigma field alias: alias name -> (rule name or id -> field). */
+typedef struct alias_def {
+    const char *name;
+    size_t n;
+    const char **rules;
+    const char **fields;
+    int line, col;
+} alias_def;
+
 /* What a rule keeps beyond the public record. */
 typedef struct rule_priv {
     kx__detection *det; /* detection rules */
@@ -52,6 +61,9 @@ typedef struct rule_priv {
     int *ref_col;
     size_t nrefs;
     bool corr_generate;
+    const char **value_fields; /* as written (may name aliases) */
+    struct alias_def *aliases; /* copied: the YAML tree is gone by resolve() */
+    size_t naliases;
     /* where id and name were written, for duplicate errors */
     int id_line, id_col;
     int name_line, name_col;
@@ -406,13 +418,83 @@ static int compile_logsource(kx__ctx *c, const kx_yaml_node *ls, kx__detection *
     return rc;
 }
 
+/* Can a window's aggregate only grow as members are added? Then a condition that an empty
+ * window already satisfies (lt, lte, neq) could only be judged when the window closes. */
+static bool corr_monotone(kx_corr_type t)
+{
+    return t != KX_CORR_VALUE_AVG && t != KX_CORR_VALUE_PERCENTILE;
+}
+
+static int compile_condition(kx__ctx *c, const kx_yaml_node *corr, kx_rule *r,
+                             const kx_yaml_node **field_node)
+{
+    static const struct {
+        const char *name;
+        kx_cmp cmp;
+    } ops[] = {{"gt", KX_CMP_GT},   {"gte", KX_CMP_GTE}, {"lt", KX_CMP_LT},
+               {"lte", KX_CMP_LTE}, {"eq", KX_CMP_EQ},   {"neq", KX_CMP_NEQ}};
+    const kx_yaml_node *cond = kx_yaml_get(corr, "condition");
+    *field_node = kx_yaml_get(corr, "field"); /* pySigma also accepts it here */
+    bool temporal = r->corr_type == KX_CORR_TEMPORAL || r->corr_type == KX_CORR_TEMPORAL_ORDERED;
+    kx_corr_term *terms = kx__alloc(c, KX_RULE_MAX_TERMS * sizeof(*terms));
+    if (!terms)
+        return -ENOMEM;
+    r->cond = terms;
+    if (!cond && temporal) {
+        /* Sigma: all the referenced rules must match (in order for temporal_ordered). */
+        terms[0] = (kx_corr_term){KX_CMP_GTE, (double)r->nrefs};
+        r->ncond = 1;
+        return 0;
+    }
+    if (!cond)
+        return kx_yaml_err(c->err, c->file, corr, "missing required key \"condition\"");
+    if (cond->type != KX_YAML_MAP || cond->n == 0)
+        return kx_yaml_err(c->err, c->file, cond, "condition must be a mapping such as {gte: 10}");
+    for (size_t k = 0; k < cond->n; k++) {
+        const kx_yaml_node *op = cond->keys[k];
+        if (kx_yaml_is(op, "field")) {
+            *field_node = cond->vals[k];
+            continue;
+        }
+        size_t i = 0;
+        while (i < KX_ARRAY_LEN(ops) && !kx_yaml_is(op, ops[i].name))
+            i++;
+        if (i == KX_ARRAY_LEN(ops))
+            return kx_yaml_err(c->err, c->file, op,
+                               "unknown condition operator \"%s\" (expected gt, gte, lt, lte, eq "
+                               "or neq)",
+                               op->type == KX_YAML_SCALAR ? op->str : "?");
+        const kx_yaml_node *v = cond->vals[k];
+        char *end = NULL;
+        double d = v->type == KX_YAML_SCALAR && v->len ? strtod(v->str, &end) : 0;
+        if (!end || *end || d != d || d > 9e15 || d < -9e15)
+            return kx_yaml_err(c->err, c->file, v, "condition value must be a number");
+        bool counted = r->corr_type != KX_CORR_VALUE_SUM && r->corr_type != KX_CORR_VALUE_AVG &&
+                       r->corr_type != KX_CORR_VALUE_PERCENTILE;
+        if (counted && (d < 0 || d != (double)(long long)d))
+            return kx_yaml_err(c->err, c->file, v,
+                               "condition value must be a whole number >= 0 for %s", "a count");
+        if (r->ncond == KX_RULE_MAX_TERMS)
+            return kx_yaml_err(c->err, c->file, op, "too many condition operators");
+        terms[r->ncond++] = (kx_corr_term){ops[i].cmp, d};
+    }
+    if (r->ncond == 0)
+        return kx_yaml_err(c->err, c->file, cond, "condition has no operator such as gte");
+    if (corr_monotone(r->corr_type) && kx_corr_holds(r, 0))
+        return kx_yaml_err(c->err, c->file, cond,
+                           "this condition holds for an empty window (lt, lte or neq): judging "
+                           "it needs the window to close, which klaxon does not do yet; chain "
+                           "a correlation or use value_avg/value_percentile");
+    return 0;
+}
+
 static int compile_correlation(kx__ctx *c, const kx_yaml_node *root, const kx_yaml_node *corr,
                                kx_rule *r, rule_priv *pv)
 {
     if (corr->type != KX_YAML_MAP)
         return kx_yaml_err(c->err, c->file, corr, "\"correlation\" must be a mapping");
-    static const char *const known[] = {"type",      "rules",    "group-by", "timespan",
-                                        "condition", "generate", "aliases",  "field"};
+    static const char *const known[] = {"type",     "rules",   "group-by", "timespan", "condition",
+                                        "generate", "aliases", "field",    "suppress", "lateness"};
     for (size_t i = 0; i < corr->n; i++) {
         const kx_yaml_node *k = corr->keys[i];
         size_t j = 0;
@@ -422,23 +504,26 @@ static int compile_correlation(kx__ctx *c, const kx_yaml_node *root, const kx_ya
             return kx_yaml_err(c->err, c->file, k, "unknown key \"%s\" in correlation",
                                k->type == KX_YAML_SCALAR ? k->str : "?");
     }
+    static const struct {
+        const char *name;
+        kx_corr_type type;
+    } types[] = {{"event_count", KX_CORR_EVENT_COUNT},
+                 {"value_count", KX_CORR_VALUE_COUNT},
+                 {"temporal", KX_CORR_TEMPORAL},
+                 {"temporal_ordered", KX_CORR_TEMPORAL_ORDERED},
+                 {"value_sum", KX_CORR_VALUE_SUM},
+                 {"value_avg", KX_CORR_VALUE_AVG},
+                 {"value_percentile", KX_CORR_VALUE_PERCENTILE}};
     const kx_yaml_node *type = kx_yaml_get(corr, "type");
     if (!type)
         return kx_yaml_err(c->err, c->file, corr, "missing required key \"type\"");
-    if (kx_yaml_is(type, "value_count") || kx_yaml_is(type, "temporal") ||
-        kx_yaml_is(type, "temporal_ordered") || kx_yaml_is(type, "value_sum") ||
-        kx_yaml_is(type, "value_avg") || kx_yaml_is(type, "value_percentile"))
-        return kx_yaml_err(c->err, c->file, type, "correlation type \"%s\" is not supported yet",
-                           type->str);
-    if (!kx_yaml_is(type, "event_count"))
+    size_t ti = 0;
+    while (ti < KX_ARRAY_LEN(types) && !kx_yaml_is(type, types[ti].name))
+        ti++;
+    if (ti == KX_ARRAY_LEN(types))
         return kx_yaml_err(c->err, c->file, type, "unknown correlation type \"%s\"",
                            type->type == KX_YAML_SCALAR ? type->str : "(not a string)");
-    r->corr_type = KX_CORR_EVENT_COUNT;
-    const kx_yaml_node *n;
-    if ((n = kx_yaml_get(corr, "aliases")))
-        return kx_yaml_err(c->err, c->file, n, "correlation \"aliases\" are not supported yet");
-    if ((n = kx_yaml_get(corr, "field")))
-        return kx_yaml_err(c->err, c->file, n, "\"field\" does not apply to event_count");
+    r->corr_type = types[ti].type;
 
     const kx_yaml_node *rules = kx_yaml_get(corr, "rules");
     if (!rules)
@@ -461,7 +546,9 @@ static int compile_correlation(kx__ctx *c, const kx_yaml_node *root, const kx_ya
                 return kx_yaml_err(c->err, c->file, it, "rule \"%s\" is listed twice",
                                    pv->ref_names[i]);
     }
+    r->nrefs = pv->nrefs; /* refs themselves are resolved after every file is loaded */
 
+    const kx_yaml_node *n;
     if ((n = kx_yaml_get(corr, "group-by"))) {
         const char **g;
         if ((rc = str_list(c, n, "group-by", &g, &r->ngroup_by)))
@@ -481,42 +568,75 @@ static int compile_correlation(kx__ctx *c, const kx_yaml_node *root, const kx_ya
     if (ms <= 0)
         return kx_yaml_err(c->err, c->file, ts, "timespan must be greater than zero");
     r->timespan_ms = ms;
+    r->suppress_ms = ms;
+    r->lateness_ms = -1;
+    if ((n = kx_yaml_get(corr, "suppress"))) {
+        if ((rc = kx_yaml_duration_ms(n, c->file, &ms, c->err)))
+            return rc;
+        r->suppress_ms = ms;
+    }
+    if ((n = kx_yaml_get(corr, "lateness"))) {
+        if ((rc = kx_yaml_duration_ms(n, c->file, &ms, c->err)))
+            return rc;
+        r->lateness_ms = ms;
+    }
 
-    const kx_yaml_node *cond = kx_yaml_get(corr, "condition");
-    if (!cond)
-        return kx_yaml_err(c->err, c->file, corr, "missing required key \"condition\"");
-    if (cond->type != KX_YAML_MAP || cond->n == 0)
-        return kx_yaml_err(c->err, c->file, cond, "condition must be a mapping such as {gte: 10}");
-    if (cond->n > 1)
-        return kx_yaml_err(c->err, c->file, cond->keys[1],
-                           "correlation condition ranges (two operators) are not supported "
-                           "yet: chain two correlation rules");
-    const kx_yaml_node *op = cond->keys[0];
-    static const struct {
-        const char *name;
-        kx_cmp cmp;
-    } ops[] = {{"gt", KX_CMP_GT},
-               {"gte", KX_CMP_GTE},
-               {"lt", KX_CMP_LT},
-               {"lte", KX_CMP_LTE},
-               {"eq", KX_CMP_EQ}};
-    size_t i = 0;
-    while (i < KX_ARRAY_LEN(ops) && !kx_yaml_is(op, ops[i].name))
-        i++;
-    if (i == KX_ARRAY_LEN(ops))
-        return kx_yaml_is(op, "neq")
-                   ? kx_yaml_err(c->err, c->file, op,
-                                 "condition operator \"neq\" is not "
-                                 "supported yet")
-                   : kx_yaml_err(c->err, c->file, op,
-                                 "unknown condition operator \"%s\" (expected gt, gte, lt, "
-                                 "lte or eq)",
-                                 op->type == KX_YAML_SCALAR ? op->str : "?");
-    r->cmp = ops[i].cmp;
-    long long th;
-    if ((rc = kx_yaml_int(cond->vals[0], c->file, 0, INT64_MAX, &th, c->err)))
+    const kx_yaml_node *field = NULL;
+    if ((rc = compile_condition(c, corr, r, &field)))
         return rc;
-    r->threshold = th;
+    bool wants_field = r->corr_type == KX_CORR_VALUE_COUNT || r->corr_type == KX_CORR_VALUE_SUM ||
+                       r->corr_type == KX_CORR_VALUE_AVG ||
+                       r->corr_type == KX_CORR_VALUE_PERCENTILE;
+    if (wants_field && !field)
+        return kx_yaml_err(c->err, c->file,
+                           kx_yaml_get(corr, "condition") ? kx_yaml_get(corr, "condition") : corr,
+                           "%s needs a \"field\" in its condition", types[ti].name);
+    if (!wants_field && field)
+        return kx_yaml_err(c->err, c->file, field, "\"field\" does not apply to %s",
+                           types[ti].name);
+    if (field) {
+        const char **fv;
+        if ((rc = str_list(c, field, "field", &fv, &r->nvalue_fields)))
+            return rc;
+        if (r->nvalue_fields > 1 && r->corr_type != KX_CORR_VALUE_COUNT)
+            return kx_yaml_err(c->err, c->file, field, "%s takes one field", types[ti].name);
+        if (r->nvalue_fields > KX_RULE_MAX_GROUP_BY)
+            return kx_yaml_err(c->err, c->file, field, "at most %d fields", KX_RULE_MAX_GROUP_BY);
+        pv->value_fields = fv;
+    }
+    const kx_yaml_node *al = kx_yaml_get(corr, "aliases");
+    if (al && !kx_yaml_is_null(al)) {
+        if (al->type != KX_YAML_MAP)
+            return kx_yaml_err(c->err, c->file, al,
+                               "\"aliases\" must map alias names to {rule name: field}");
+        pv->aliases = kx__alloc(c, (al->n ? al->n : 1) * sizeof(*pv->aliases));
+        if (!pv->aliases)
+            return -ENOMEM;
+        for (size_t i = 0; i < al->n; i++) {
+            const kx_yaml_node *k = al->keys[i], *m = al->vals[i];
+            alias_def *d = &pv->aliases[pv->naliases++];
+            if (k->type != KX_YAML_SCALAR || m->type != KX_YAML_MAP)
+                return kx_yaml_err(c->err, c->file, m,
+                                   "an alias must map rule names to field names");
+            d->name = kx__strndup(c, k->str, k->len);
+            d->line = k->line;
+            d->col = k->col;
+            d->n = m->n;
+            d->rules = kx__alloc(c, (m->n ? m->n : 1) * sizeof(char *));
+            d->fields = kx__alloc(c, (m->n ? m->n : 1) * sizeof(char *));
+            if (!d->name || !d->rules || !d->fields)
+                return -ENOMEM;
+            for (size_t j = 0; j < m->n; j++) {
+                if (m->vals[j]->type != KX_YAML_SCALAR || m->keys[j]->type != KX_YAML_SCALAR)
+                    return kx_yaml_err(c->err, c->file, m->vals[j],
+                                       "an alias must map rule names to field names");
+                d->rules[j] = kx__strndup(c, m->keys[j]->str, m->keys[j]->len);
+                d->fields[j] = kx__strndup(c, m->vals[j]->str, m->vals[j]->len);
+                if (!d->rules[j] || !d->fields[j])
+                    return -ENOMEM;
+            }
+        }
+    }
 
     /* Sigma puts `generate` at the top level; pySigma also reads it inside `correlation`. */
     const kx_yaml_node *gen = kx_yaml_get(root, "generate");
@@ -650,6 +770,82 @@ static const kx_rule *lookup(kx_rule **sorted, size_t n, bool by_name, const cha
     return NULL;
 }
 
+/* The field name group-by/value entry `want` reads in what ref j matched: the alias' field
+ * for that rule when `want` is an alias, else `want` itself. */
+static int alias_field(kx__ctx *c, const kx_rule *r, const rule_priv *pv, size_t j,
+                       const char *want, const char **out)
+{
+    const kx_rule *t = r->refs[j];
+    for (size_t a = 0; a < pv->naliases; a++) {
+        const alias_def *d = &pv->aliases[a];
+        if (strcmp(d->name, want))
+            continue;
+        for (size_t k = 0; k < d->n; k++) {
+            if (!strcmp(d->rules[k], pv->ref_names[j]) || !strcmp(d->rules[k], t->id) ||
+                (t->name && !strcmp(d->rules[k], t->name))) {
+                *out = d->fields[k];
+                return 0;
+            }
+        }
+        return kx_err_set(c->err, r->file, d->line, d->col,
+                          "alias \"%s\" gives no field for rule \"%s\"", d->name, pv->ref_names[j]);
+    }
+    *out = want;
+    return 0;
+}
+
+static int resolve_fields(kx__ctx *c, kx_rule *r, const rule_priv *pv)
+{
+    for (size_t a = 0; a < pv->naliases; a++) {
+        bool used = false;
+        for (size_t i = 0; i < r->ngroup_by; i++)
+            used |= !strcmp(r->group_by[i], pv->aliases[a].name);
+        for (size_t i = 0; i < r->nvalue_fields; i++)
+            used |= !strcmp(pv->value_fields[i], pv->aliases[a].name);
+        if (!used)
+            kx_log(KX_LOG_WARN, "rules", "%s:%d:%d: alias \"%s\" is not used in group-by", r->file,
+                   pv->aliases[a].line, pv->aliases[a].col, pv->aliases[a].name);
+    }
+    size_t ng = r->ngroup_by, nv = r->nvalue_fields;
+    const char **gf = kx__alloc(c, (r->nrefs * ng > 0 ? r->nrefs * ng : 1) * sizeof(*gf));
+    const char **vf = kx__alloc(c, (r->nrefs * nv > 0 ? r->nrefs * nv : 1) * sizeof(*vf));
+    if (!gf || !vf)
+        return -ENOMEM;
+    for (size_t j = 0; j < r->nrefs; j++) {
+        for (size_t i = 0; i < ng; i++) {
+            int rc = alias_field(c, r, pv, j, r->group_by[i], &gf[j * ng + i]);
+            if (rc)
+                return rc;
+        }
+        for (size_t i = 0; i < nv; i++) {
+            int rc = alias_field(c, r, pv, j, pv->value_fields[i], &vf[j * nv + i]);
+            if (rc)
+                return rc;
+        }
+    }
+    r->group_fields = gf;
+    r->value_fields = vf;
+    return 0;
+}
+
+/* Longest path of correlation references below r (a cycle runs past the limit). */
+static int chain_depth(const kx_rule *r, int depth)
+{
+    if (depth > KX_RULE_MAX_CHAIN)
+        return depth;
+    int best = depth + 1;
+    for (size_t j = 0; j < r->nrefs; j++) {
+        if (r->refs[j]->kind != KX_RULE_CORRELATION)
+            continue;
+        int d = chain_depth(r->refs[j], depth + 1);
+        if (d > best)
+            best = d;
+        if (best > KX_RULE_MAX_CHAIN)
+            break;
+    }
+    return best;
+}
+
 static int resolve(kx_ruleset *rs, kx_err *err)
 {
     size_t n = rs->n, nn = 0;
@@ -706,11 +902,9 @@ static int resolve(kx_ruleset *rs, kx_err *err)
             if (!t)
                 rc = kx_err_set(err, r->file, pv->ref_line[j], pv->ref_col[j],
                                 "correlation references unknown rule \"%s\"", ref);
-            else if (t->kind == KX_RULE_CORRELATION)
+            else if (t == r)
                 rc = kx_err_set(err, r->file, pv->ref_line[j], pv->ref_col[j],
-                                "correlation \"%s\" references correlation \"%s\": chaining "
-                                "correlations is not supported yet",
-                                r->id, ref);
+                                "correlation references itself");
             else
                 refs[j] = t;
         }
@@ -718,6 +912,8 @@ static int resolve(kx_ruleset *rs, kx_err *err)
             break;
         r->refs = refs;
         r->nrefs = pv->nrefs;
+        if ((rc = resolve_fields(&c, r, pv)))
+            break;
         for (size_t j = 0; j < r->nrefs; j++) {
             kx_rule *t = rs->rules[refs[j]->index];
             if (t->ncorrelations == 0)
@@ -727,7 +923,16 @@ static int resolve(kx_ruleset *rs, kx_err *err)
                 t->generate = true;
         }
     }
-    /* Pass 2: back-links from detection rules to the correlations that count them. */
+    /* Chains must end: no cycles, at most KX_RULE_MAX_CHAIN correlations deep. */
+    for (size_t i = 0; i < n && !rc; i++) {
+        kx_rule *r = rs->rules[i];
+        if (r->kind == KX_RULE_CORRELATION && chain_depth(r, 0) > KX_RULE_MAX_CHAIN)
+            rc = kx_err_set(err, r->file, r->line, 1,
+                            "correlation \"%s\" is part of a reference cycle or a chain deeper "
+                            "than %d",
+                            r->id, KX_RULE_MAX_CHAIN);
+    }
+    /* Pass 2: back-links from referenced rules to the correlations that count them. */
     for (size_t i = 0; i < n && !rc; i++) {
         kx_rule *t = rs->rules[i];
         if (t->ncorrelations == 0)
@@ -840,9 +1045,50 @@ size_t kx_ruleset_match(kx_ruleset *rs, const kx_event *ev, kx_match_cb cb, void
     return hits;
 }
 
+bool kx_corr_holds(const kx_rule *c, double v)
+{
+    for (size_t i = 0; i < c->ncond; i++) {
+        double x = c->cond[i].value;
+        bool ok;
+        switch (c->cond[i].cmp) {
+        case KX_CMP_GT:
+            ok = v > x;
+            break;
+        case KX_CMP_GTE:
+            ok = v >= x;
+            break;
+        case KX_CMP_LT:
+            ok = v < x;
+            break;
+        case KX_CMP_LTE:
+            ok = v <= x;
+            break;
+        case KX_CMP_EQ:
+            ok = v == x;
+            break;
+        default:
+            ok = v != x;
+            break;
+        }
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+int kx_corr_ref_index(const kx_rule *c, const kx_rule *ref)
+{
+    for (size_t j = 0; j < c->nrefs; j++)
+        if (c->refs[j] == ref)
+            return (int)j;
+    return -1;
+}
+
 bool kx_cmp_eval(kx_cmp cmp, int64_t threshold, int64_t count)
 {
     switch (cmp) {
+    case KX_CMP_NEQ:
+        return count != threshold;
     case KX_CMP_GT:
         return count > threshold;
     case KX_CMP_GTE:

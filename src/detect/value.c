@@ -767,6 +767,8 @@ static bool num_match(const kx__value *v, const kx_field *f)
         return d >= v->num;
     case KX_CMP_EQ:
         return d == v->num;
+    case KX_CMP_NEQ:
+        return d != v->num;
     }
     return false;
 }

@@ -75,8 +75,12 @@ static void test_fixture(void **state)
     assert_int_equal(c->ngroup_by, 1);
     assert_string_equal(c->group_by[0], "src_ip");
     assert_int_equal(c->timespan_ms, 300000);
-    assert_int_equal(c->cmp, KX_CMP_GTE);
-    assert_int_equal(c->threshold, 5);
+    assert_int_equal(c->ncond, 1);
+    assert_int_equal(c->cond[0].cmp, KX_CMP_GTE);
+    assert_true(c->cond[0].value == 5.0);
+    assert_int_equal(c->suppress_ms, 300000); /* default: the timespan */
+    assert_int_equal(c->lateness_ms, -1);     /* default: the config's */
+    assert_string_equal(c->group_fields[0], "src_ip");
     assert_true(c->generate);
     assert_int_equal(c->ncorrelations, 0);
 
@@ -115,7 +119,7 @@ static void test_refs_across_files(void **state)
                   "generate: true\n"
                   "---\n"
                   "title: C2\ncorrelation:\n    type: event_count\n    rules: rule_a\n"
-                  "    timespan: 30s\n    condition:\n        lte: 3\n");
+                  "    timespan: 30s\n    condition:\n        gt: 1\n        lte: 3\n");
     snprintf(p, sizeof(p), "%s/b_rules.yml", dir);
     char both[1024];
     snprintf(both, sizeof(both), "%s---\n%s", det_a, det_b);
@@ -131,14 +135,18 @@ static void test_refs_across_files(void **state)
     assert_int_equal(c1->ngroup_by, 2);
     assert_string_equal(c1->group_by[1], "host");
     assert_int_equal(c1->timespan_ms, 3600000);
-    assert_int_equal(c1->cmp, KX_CMP_GT);
-    assert_int_equal(c1->threshold, 10);
+    assert_int_equal(c1->ncond, 1);
+    assert_int_equal(c1->cond[0].cmp, KX_CMP_GT);
+    assert_true(c1->cond[0].value == 10.0);
     assert_int_equal(c2->nrefs, 1);
     assert_ptr_equal(c2->refs[0], a);
     assert_int_equal(c2->ngroup_by, 0);
     assert_int_equal(c2->timespan_ms, 30000);
-    assert_int_equal(c2->cmp, KX_CMP_LTE);
-    assert_int_equal(c2->threshold, 3);
+    assert_int_equal(c2->ncond, 2); /* a range: gt 1 and lte 3 */
+    assert_int_equal(c2->cond[1].cmp, KX_CMP_LTE);
+    assert_true(c2->cond[1].value == 3.0);
+    assert_true(kx_corr_holds(c2, 2));
+    assert_false(kx_corr_holds(c2, 4));
     /* a is counted by both; C1 says generate: true, so a still raises its own alerts. */
     assert_int_equal(a->ncorrelations, 2);
     assert_ptr_equal(a->correlations[0], c1);
@@ -155,12 +163,12 @@ static void test_generate_false_and_eq(void **state)
     char y[1024];
     snprintf(y, sizeof(y),
              "title: C\ncorrelation:\n    type: event_count\n    rules: [rule_a]\n"
-             "    timespan: 2d\n    condition: {eq: 0}\n    generate: false\n---\n%s",
+             "    timespan: 2d\n    condition: {eq: 4}\n    generate: false\n---\n%s",
              det_a);
     write_file(path, y);
     kx_ruleset *rs = load_ok(path);
-    assert_int_equal(kx_ruleset_at(rs, 0)->cmp, KX_CMP_EQ);
-    assert_int_equal(kx_ruleset_at(rs, 0)->threshold, 0);
+    assert_int_equal(kx_ruleset_at(rs, 0)->cond[0].cmp, KX_CMP_EQ);
+    assert_true(kx_ruleset_at(rs, 0)->cond[0].value == 4.0);
     assert_int_equal(kx_ruleset_at(rs, 0)->timespan_ms, 172800000);
     assert_false(kx_ruleset_at(rs, 1)->generate);
     kx_ruleset_destroy(rs);
@@ -187,11 +195,12 @@ static void test_errors(void **state)
 {
     (void)state;
     expect_err("    type: value_count\n" OK_REST,
-               "3:11: correlation type \"value_count\" is not supported yet");
-    expect_err("    type: temporal_ordered\n" OK_REST,
-               "3:11: correlation type \"temporal_ordered\" is not supported yet");
-    expect_err("    type: value_percentile\n" OK_REST,
-               "3:11: correlation type \"value_percentile\" is not supported yet");
+               "6:16: value_count needs a \"field\" in its condition");
+    expect_err("    type: value_sum\n    rules: [rule_a]\n    timespan: 5m\n"
+               "    condition: {gte: 5, field: [a, b]}\n",
+               "6:32: value_sum takes one field");
+    expect_err("    type: temporal\n" OK_REST "    field: x\n",
+               "7:12: \"field\" does not apply to temporal");
     expect_err("    type: evnt_count\n" OK_REST, "3:11: unknown correlation type \"evnt_count\"");
     expect_err(OK_REST, "3:5: missing required key \"type\"");
     expect_err("    type: event_count\n    rules: [rule_a, nosuch]\n    timespan: 5m\n"
@@ -215,25 +224,31 @@ static void test_errors(void **state)
     expect_err("    type: event_count\n    rules: [rule_a]\n    timespan: 5m\n",
                "3:5: missing required key \"condition\"");
     expect_err("    type: event_count\n    rules: [rule_a]\n    timespan: 5m\n"
-               "    condition: {gt: 100, lte: 200}\n",
-               "6:26: correlation condition ranges (two operators) are not supported yet: "
-               "chain two correlation rules");
+               "    condition: {lte: 200}\n",
+               "6:16: this condition holds for an empty window (lt, lte or neq): judging it "
+               "needs the window to close, which klaxon does not do yet; chain a correlation "
+               "or use value_avg/value_percentile");
     expect_err("    type: event_count\n    rules: [rule_a]\n    timespan: 5m\n"
-               "    condition: {neq: 1}\n",
-               "6:17: condition operator \"neq\" is not supported yet");
+               "    condition: {gte: 2.5}\n",
+               "6:22: condition value must be a whole number >= 0 for a count");
     expect_err("    type: event_count\n    rules: [rule_a]\n    timespan: 5m\n"
                "    condition: {ge: 1}\n",
-               "6:17: unknown condition operator \"ge\" (expected gt, gte, lt, lte or eq)");
+               "6:17: unknown condition operator \"ge\" (expected gt, gte, lt, lte, eq or neq)");
     expect_err("    type: event_count\n    rules: [rule_a]\n    timespan: 5m\n"
                "    condition: {gte: many}\n",
-               "6:22: expected an integer, got \"many\"");
+               "6:22: condition value must be a number");
     expect_err("    type: event_count\n    rules: [rule_a]\n    timespan: 5m\n"
                "    condition: 5\n",
                "6:16: condition must be a mapping such as {gte: 10}");
     expect_err("    type: event_count\n" OK_REST "    timespam: 5m\n",
                "7:5: unknown key \"timespam\" in correlation");
-    expect_err("    type: event_count\n" OK_REST "    aliases: {ip: {rule_a: src}}\n",
-               "7:14: correlation \"aliases\" are not supported yet");
+    expect_err("    type: event_count\n    rules: [rule_a]\n    timespan: 5m\n"
+               "    condition: {gte: 5}\n    group-by: [ip]\n    aliases: {ip: {other: src}}\n",
+               "8:15: alias \"ip\" gives no field for rule \"rule_a\"");
+    expect_err("    type: event_count\n" OK_REST "    aliases: [ip]\n",
+               "7:14: \"aliases\" must map alias names to {rule name: field}");
+    expect_err("    type: event_count\n" OK_REST "    suppress: soon\n",
+               "7:15: expected a duration like 30s, 5m, 2h, 1d or 500ms, got \"soon\"");
     expect_err("    type: event_count\n" OK_REST "    group-by: {a: b}\n",
                "7:15: \"group-by\" must be a list of strings");
     expect_err("    type: event_count\n" OK_REST "    generate: maybe\n",
@@ -255,8 +270,7 @@ static void test_chaining_and_both(void **state)
     assert_int_equal(kx_ruleset_load(&p, 1, &rs, &err), -EINVAL);
     kx_err_format(&err, got, sizeof(got));
     snprintf(want, sizeof(want),
-             "%s:5:13: correlation \"c1\" references correlation \"c2\": chaining correlations "
-             "is not supported yet",
+             "%s:1:1: correlation \"c1\" is part of a reference cycle or a chain deeper than 8",
              path);
     assert_string_equal(got, want);
 
