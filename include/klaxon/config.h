@@ -30,6 +30,7 @@ typedef struct kx_config {
     char *store_url;              /* "memory" (default) or "redis://host:port[/prefix]" */
     size_t state_max_keys;        /* memory backend cap */
     int64_t lateness_ms;          /* added to each window's TTL */
+    size_t max_groups;            /* live groups per correlation rule (per process) */
     char *metrics_addr;           /* NULL = no metrics endpoint */
     int metrics_port;
     size_t max_event_bytes; /* larger events are malformed (default 1 MiB) */

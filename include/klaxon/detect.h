@@ -88,6 +88,7 @@ struct kx_rule {
     size_t ncond;
     int64_t suppress_ms; /* klaxon extension `suppress`; default: timespan */
     int64_t lateness_ms; /* klaxon extension `lateness`; -1: the config's state.lateness */
+    int64_t max_groups;  /* klaxon extension `max_groups`; -1: the config's state.max_groups */
     /* correlations that reference this rule (a detection rule, or a chained correlation) */
     const kx_rule *const *correlations;
     size_t ncorrelations;

@@ -32,6 +32,7 @@ typedef struct kx_pipeline_opts {
     size_t max_event_bytes; /* larger messages are malformed */
     size_t evidence_bytes;  /* cap per evidence event */
     int64_t lateness_ms;    /* added to window TTLs */
+    size_t max_groups;      /* live groups per correlation rule; 0 = 100000 */
 } kx_pipeline_opts;
 
 typedef struct kx_pipeline kx_pipeline;

@@ -318,6 +318,7 @@ static int build_stages(app *a, const char *store_url, int format_override, cons
         .max_event_bytes = a->cfg ? a->cfg->max_event_bytes : (1 << 20),
         .evidence_bytes = a->cfg ? a->cfg->evidence_bytes : (16 << 10),
         .lateness_ms = a->cfg ? a->cfg->lateness_ms : 60000,
+        .max_groups = a->cfg ? a->cfg->max_groups : 100000,
     };
     if (kx_pipeline_create(a->loop, a->rules, a->store, a->router, &opts, &a->pipe))
         return 1;

@@ -91,7 +91,7 @@ static int parse_inputs(kx_config *c, const kx_yaml_node *n, kx_err *err)
 
 static int parse_state(kx_config *c, const kx_yaml_node *n, kx_err *err)
 {
-    static const char *const keys[] = {"store", "max_keys", "lateness", NULL};
+    static const char *const keys[] = {"store", "max_keys", "lateness", "max_groups", NULL};
     if (check_keys(n, c->file, keys, err))
         return -EINVAL;
     const kx_yaml_node *v;
@@ -121,6 +121,11 @@ static int parse_state(kx_config *c, const kx_yaml_node *n, kx_err *err)
         if (kx_yaml_duration_ms(v, c->file, &x, err))
             return -EINVAL;
         c->lateness_ms = x;
+    }
+    if ((v = kx_yaml_get(n, "max_groups"))) {
+        if (kx_yaml_int(v, c->file, 1, 100000000LL, &x, err))
+            return -EINVAL;
+        c->max_groups = (size_t)x;
     }
     return 0;
 }
@@ -193,6 +198,7 @@ int kx_config_load(const char *path, kx_config **out, kx_err *err)
         goto fail;
     c->state_max_keys = 1000000;
     c->lateness_ms = 60000;
+    c->max_groups = 100000;
     c->max_event_bytes = 1 << 20;
     c->evidence_bytes = 16 << 10;
     c->log_level = KX_LOG_INFO;

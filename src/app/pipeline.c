@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "klaxon/groupcap.h"
 #include "klaxon/log.h"
 #include "klaxon/metrics.h"
 
@@ -88,7 +89,10 @@ struct kx_pipeline {
     kx_ratelimit rl_time;
     kx_ratelimit rl_late;
     kx_ratelimit rl_value;
-    kx_buf chain_ev; /* evidence of a chained correlation's alert */
+    kx_ratelimit rl_groups;
+    kx_buf chain_ev;      /* evidence of a chained correlation's alert */
+    kx_groupcap **groups; /* per rule index, created on a correlation's first update */
+    size_t ngroups;
 };
 
 static int64_t corr_lateness(const kx_pipeline *p, const kx_rule *c)
@@ -465,6 +469,35 @@ static void retry_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         set_paused(p, false);
 }
 
+/* The per-rule cap on live groups (klaxon/groupcap.h): false when this update would open a
+ * group past it (counted, logged: never a silent eviction of existing groups). */
+static bool group_admit(kx_pipeline *p, const kx_rule *c, uint64_t h)
+{
+    if (c->index >= p->ngroups)
+        return true; /* not reached: sized to the ruleset */
+    size_t cap = c->max_groups > 0 ? (size_t)c->max_groups : p->opts.max_groups;
+    if (!p->groups[c->index] && !(p->groups[c->index] = kx_groupcap_create(cap)))
+        return true; /* out of memory: count the event rather than drop it */
+    int64_t now = (int64_t)(ev_now(p->loop) * 1000.0);
+    int rc = kx_groupcap_touch(p->groups[c->index], h, now, c->timespan_ms + corr_lateness(p, c));
+    if (rc != -ENOSPC)
+        return true;
+    kx_metric_inc(KX_M_GROUPS_CAPPED);
+    kx_log_limited(&p->rl_groups, KX_LOG_WARN, "pipeline",
+                   "rule %s: %zu groups are active (max_groups): a new group is not counted", c->id,
+                   cap);
+    return false;
+}
+
+static void groups_reset(kx_pipeline *p, size_t n)
+{
+    for (size_t i = 0; i < p->ngroups; i++)
+        kx_groupcap_destroy(p->groups[i]);
+    free(p->groups);
+    p->groups = n ? calloc(n, sizeof(*p->groups)) : NULL;
+    p->ngroups = p->groups ? n : 0;
+}
+
 /* Values a correlation update reads: from an event, or from a chained correlation's alert
  * (its group). */
 typedef struct corr_src {
@@ -592,6 +625,10 @@ static void corr_update(kx_pipeline *p, kx_rule *c, const kx_rule *ref_rule, con
     /* Key: tenant and rule readable for operators, the group hashed to bound its length. */
     snprintf(op->key, sizeof(op->key), "%.32s|%.24s|%016llx%016llx", tenant, c->id,
              (unsigned long long)h1, (unsigned long long)h2);
+    if (!group_admit(p, c, h1)) {
+        op_put(p, op);
+        return;
+    }
     if (evidence && evidence->len)
         kx_buf_append(&op->evidence, evidence->data, evidence->len);
     p->pending++;
@@ -761,6 +798,9 @@ int kx_pipeline_set_rules(kx_pipeline *p, kx_ruleset *rules)
     if (p->in_batch || p->retry_head)
         return -EBUSY;
     p->rules = rules;
+    /* Rule indexes change with the set: the caps start over (the groups' state in the store
+     * does not). */
+    groups_reset(p, kx_ruleset_size(rules));
     return 0;
 }
 
@@ -779,6 +819,9 @@ int kx_pipeline_create(struct ev_loop *loop, kx_ruleset *rules, kx_store *store,
         p->opts.max_event_bytes = 1 << 20;
     if (!p->opts.evidence_bytes)
         p->opts.evidence_bytes = 16 << 10;
+    if (!p->opts.max_groups)
+        p->opts.max_groups = 100000;
+    groups_reset(p, kx_ruleset_size(rules));
     kx_event_init(&p->ev);
     kx_buf_init(&p->scratch, 0);
     kx_buf_init(&p->chain_ev, 0);
@@ -844,6 +887,7 @@ void kx_pipeline_destroy(kx_pipeline *p)
     free(p->decoders);
     kx_buf_fini(&p->scratch);
     kx_buf_fini(&p->chain_ev);
+    groups_reset(p, 0);
     kx_event_fini(&p->ev);
     free(p);
 }

@@ -493,8 +493,9 @@ static int compile_correlation(kx__ctx *c, const kx_yaml_node *root, const kx_ya
 {
     if (corr->type != KX_YAML_MAP)
         return kx_yaml_err(c->err, c->file, corr, "\"correlation\" must be a mapping");
-    static const char *const known[] = {"type",     "rules",   "group-by", "timespan", "condition",
-                                        "generate", "aliases", "field",    "suppress", "lateness"};
+    static const char *const known[] = {"type",      "rules",    "group-by",  "timespan",
+                                        "condition", "generate", "aliases",   "field",
+                                        "suppress",  "lateness", "max_groups"};
     for (size_t i = 0; i < corr->n; i++) {
         const kx_yaml_node *k = corr->keys[i];
         size_t j = 0;
@@ -579,6 +580,13 @@ static int compile_correlation(kx__ctx *c, const kx_yaml_node *root, const kx_ya
         if ((rc = kx_yaml_duration_ms(n, c->file, &ms, c->err)))
             return rc;
         r->lateness_ms = ms;
+    }
+    r->max_groups = -1;
+    if ((n = kx_yaml_get(corr, "max_groups"))) {
+        long long mg;
+        if ((rc = kx_yaml_int(n, c->file, 1, 100000000LL, &mg, c->err)))
+            return rc;
+        r->max_groups = mg;
     }
 
     const kx_yaml_node *field = NULL;

@@ -10,3 +10,4 @@ endfunction()
 
 kx_integration_test(test_replay)
 kx_integration_test(test_run)
+kx_integration_test(test_state_limits)
