@@ -7,6 +7,7 @@
  * KEYS[1]  PREFIX{KEY}:z  sorted set, member -> event time (ms)
  * KEYS[2]  PREFIX{KEY}:e  list of evidence blobs, most recent first
  * KEYS[3]  PREFIX{KEY}:a  the last window reported as crossed, "first last" (ms)
+ * KEYS[4]  PREFIX{KEY}:h  the newest time pruned from :z (by age or the member cap)
  *   (the {KEY} hash tag puts all three in one Redis Cluster slot, as a script requires)
  * ARGV     member, time, window, ttl, max_evidence, member_cap, agg, suppress, evidence
  *          ("" = none), nterms, then op and value per term
@@ -21,9 +22,14 @@
  * earliest window ending at a member time in [time, time + window] (at most 64 members) that
  * satisfies it with this member and not without it: the window this add completed, so a late
  * event still raises the alert an in-order one would have (SHARE: the add's own window, if
- * it satisfies the condition). A window that overlaps [last reported first, last reported
+ * it satisfies the condition). A window that starts after the last reported one's end plus
+ * suppress is due even if it held without this member: a condition that stays met (a dense,
+ * ongoing attack) alerts again once per suppress period instead of never. A window that overlaps [last reported first, last reported
  * last + suppress] (and is not that same window) is passed over: one burst completed out of
  * order reports one window, and a group alerts again only after its suppress period.
+ * A window that starts at or before the newest pruned time has lost members: it is never
+ * reported (re-delivered old events would otherwise complete a window that was never a
+ * crossing in time order, a new incident no single in-order run raises).
  * Aggregates (kx_agg in klaxon/store.h) read the value after a member's first 0x1f byte and
  * walk members in ZRANGEBYSCORE order, the order store_memory.c uses, so sums are identical.
  * Times are integers below 2^53 (checked by the caller), exact as scores; '%d' formats them
@@ -33,7 +39,7 @@
 #define KLAXON_STATE_REDIS_SCRIPTS_H
 
 static const char kx__redis_window_add_lua[] =
-    "local z, e, a = KEYS[1], KEYS[2], KEYS[3]\n"
+    "local z, e, a, hk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
     "local t = tonumber(ARGV[2])\n"
     "local w = tonumber(ARGV[3])\n"
     "local ttl = tonumber(ARGV[4])\n"
@@ -50,12 +56,20 @@ static const char kx__redis_window_add_lua[] =
     "local added = redis.call('ZADD', z, 'NX', ARGV[2], ARGV[1])\n"
     "top = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')\n"
     "local maxt = tonumber(top[2])\n"
+    "local gone = redis.call('ZREVRANGEBYSCORE', z, '(' .. fmt(maxt - ttl), '-inf', 'WITHSCORES',\n"
+    "                        'LIMIT', 0, 1)\n"
     "redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. fmt(maxt - ttl))\n"
     "local dropped = 0\n"
     "local card = redis.call('ZCARD', z)\n"
     "if card > cap then\n"
     "  dropped = card - cap\n"
+    "  gone = redis.call('ZRANGE', z, dropped - 1, dropped - 1, 'WITHSCORES')\n"
     "  redis.call('ZREMRANGEBYRANK', z, 0, dropped - 1)\n"
+    "end\n"
+    "local hz = tonumber(redis.call('GET', hk))\n"
+    "if #gone > 0 and (hz == nil or tonumber(gone[2]) > hz) then\n"
+    "  hz = tonumber(gone[2])\n"
+    "  redis.call('SET', hk, fmt(hz))\n"
     "end\n"
     "if added == 1 and maxev > 0 and ARGV[9] ~= '' then\n"
     "  redis.call('LPUSH', e, ARGV[9])\n"
@@ -64,6 +78,7 @@ static const char kx__redis_window_add_lua[] =
     "redis.call('PEXPIRE', z, ttl)\n"
     "redis.call('PEXPIRE', e, ttl)\n"
     "redis.call('PEXPIRE', a, ttl)\n"
+    "redis.call('PEXPIRE', hk, ttl)\n"
     "local lo = fmt(t - w)\n"
     "local count = redis.call('ZCOUNT', z, lo, ARGV[2])\n"
     "local first, last = 0, 0\n"
@@ -141,13 +156,15 @@ static const char kx__redis_window_add_lua[] =
     "    if s ~= prev then\n"
     "      prev = s\n"
     "      local slo, shi = fmt(s - w), fmt(s)\n"
-    "      local with = aggregate(slo, shi, nil)\n"
+    "      local with = nil\n"
+    "      if hz == nil or s - w > hz then with = aggregate(slo, shi, nil) end\n"
     "      if with and holds(with) then\n"
     "        local without = nil\n"
     "        if agg ~= 4 then without = aggregate(slo, shi, ARGV[1]) end\n"
-    "        if not (without and holds(without)) then\n"
-    "          local f = tonumber(redis.call('ZRANGEBYSCORE', z, slo, shi, 'WITHSCORES',\n"
-    "                                        'LIMIT', 0, 1)[2])\n"
+    "        local f = tonumber(redis.call('ZRANGEBYSCORE', z, slo, shi, 'WITHSCORES',\n"
+    "                                      'LIMIT', 0, 1)[2])\n"
+    "        local due = af ~= nil and f > al + sup\n"
+    "        if due or not (without and holds(without)) then\n"
     "          local same = af ~= nil and f == af and s == al\n"
     "          local overlaps = af ~= nil and f <= al + sup and s >= af\n"
     "          if same or not overlaps then\n"

@@ -65,6 +65,8 @@ typedef struct mem_win {
     mem_ev *ev;
     uint32_t ev_n, ev_cap;
     bool alerted; /* the last window reported as crossed (the Lua script's :a key) */
+    bool pruned;  /* horizon is set: the newest time pruned (the script's :h key) */
+    int64_t horizon;
     int64_t alert_first, alert_last;
     size_t klen;
     char key[]; /* NUL-terminated */
@@ -473,6 +475,14 @@ size_t kx__store_memory_nkeys(const kx_store *s)
     return ((const kx_store_memory *)s)->nkeys;
 }
 
+static void note_pruned(mem_win *w, int64_t t)
+{
+    if (!w->pruned || t > w->horizon) {
+        w->pruned = true;
+        w->horizon = t;
+    }
+}
+
 /* ---- aggregates (the same arithmetic, in the same member order, as the Lua script) ---- */
 
 /* The value of a member: the bytes after its first 0x1f ("" when there is none). */
@@ -705,10 +715,14 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
     kx_metric_inc(KX_M_STORE_OPS);
     /* Same order as the Lua script: prune by the newest time seen, cap, then count. */
     int64_t max_t = win_at(w, w->n - 1)->t;
-    win_drop_front(w, win_time_bound(w, max_t - op->ttl_ms, false));
+    uint32_t old = win_time_bound(w, max_t - op->ttl_ms, false);
+    if (old > 0)
+        note_pruned(w, win_at(w, old - 1)->t);
+    win_drop_front(w, old);
     uint32_t cap = s->member_cap;
     if (w->n > cap) {
         uint32_t dropped = w->n - cap;
+        note_pruned(w, win_at(w, dropped - 1)->t);
         win_drop_front(w, dropped);
         kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
         kx_log_limited(&m->rl_members, KX_LOG_WARN, "state",
@@ -755,17 +769,23 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
             prev = s_t;
             if (op->agg == KX_AGG_SHARE)
                 s_t = op->time_ms;
+            if (w->pruned && s_t - op->window_ms <= w->horizon)
+                continue; /* lost members to pruning: never a crossing to report */
             uint32_t clo = win_time_bound(w, s_t - op->window_ms, false);
             uint32_t chi = win_time_bound(w, s_t, true);
             double with, without;
             if (!mem_agg(m, w, op->agg, clo, chi, UINT32_MAX, own, own_len, &with) ||
                 !kx_window_cond_eval(cond, ncond, with))
                 continue;
-            if (op->agg != KX_AGG_SHARE &&
+            int64_t f = win_at(w, clo)->t;
+            /* Due: starts after the last reported window's end + suppress. A condition that
+             * stays met (a dense, ongoing attack) then alerts again once per suppress period,
+             * although no single add makes it hold. */
+            bool due = w->alerted && f > w->alert_last + op->suppress_ms;
+            if (!due && op->agg != KX_AGG_SHARE &&
                 mem_agg(m, w, op->agg, clo, chi, self_i, own, own_len, &without) &&
                 kx_window_cond_eval(cond, ncond, without))
                 continue; /* held already without this member: not its crossing */
-            int64_t f = win_at(w, clo)->t;
             bool same = w->alerted && f == w->alert_first && s_t == w->alert_last;
             bool overlaps =
                 w->alerted && f <= w->alert_last + op->suppress_ms && s_t >= w->alert_first;

@@ -40,7 +40,7 @@
 
 /* EVALSHA sha numkeys zkey ekey akey member time window ttl max_evidence member_cap agg
  * suppress evidence nterms [op value]... (redis_scripts.h) */
-#define OP_NARGS (13 + 2 * KX_WINDOW_MAX_TERMS) /* the arguments stored per op, zkey .. */
+#define OP_NARGS (14 + 2 * KX_WINDOW_MAX_TERMS) /* the arguments stored per op, zkey .. */
 
 typedef struct kx_store_redis kx_store_redis;
 
@@ -300,7 +300,7 @@ static int op_send(kx_store_redis *r, redis_op *op)
     argvlen[0] = 7;
     argv[1] = r->sha;
     argvlen[1] = 40;
-    argv[2] = "3";
+    argv[2] = "4";
     argvlen[2] = 1;
     for (int i = 0; i < op->nargs; i++) {
         argv[3 + i] = op->args.data + op->off[i];
@@ -460,6 +460,8 @@ static int op_build(kx_store_redis *r, redis_op *op, const kx_window_add *a)
         rc = op_arg_key(op, r->prefix, a->key, 'e');
     if (!rc)
         rc = op_arg_key(op, r->prefix, a->key, 'a');
+    if (!rc)
+        rc = op_arg_key(op, r->prefix, a->key, 'h');
     if (!rc)
         rc = op_arg(op, a->member, strlen(a->member));
     if (!rc)

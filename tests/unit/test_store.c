@@ -527,6 +527,71 @@ static void test_suppress(void **state)
     }
 }
 
+static void test_suppress_dense(void **state)
+{
+    fx *f = *state;
+    /* One event per second for 40 s, 3 in WIN (10 s) cross, suppress 5 s: once the first
+     * window [0, 2] alerted, every window holds 3+ events without its newest one, yet the
+     * group alerts again for the first window starting after 2 + 5 s: [8, 18] at t = 18,
+     * then [24, 34] at t = 34. */
+    addp p = {.key = "d", .cross = 3, .suppress = 5000};
+    char m[8];
+    int n = 0;
+    int64_t firsts[4], lasts[4];
+    for (int i = 0; i <= 40; i++) {
+        snprintf(m, sizeof(m), "m%d", i);
+        p.member = m;
+        p.t = T0 + i * 1000;
+        got g = add_full(f, p);
+        if (g.crossed) {
+            assert_true(n < 4);
+            firsts[n] = g.cfirst - T0;
+            lasts[n] = g.clast - T0;
+            n++;
+        }
+    }
+    assert_int_equal(n, 3);
+    assert_int_equal(firsts[0], 0);
+    assert_int_equal(lasts[0], 2000);
+    assert_int_equal(firsts[1], 8000);
+    assert_int_equal(lasts[1], 18000);
+    assert_int_equal(firsts[2], 24000);
+    assert_int_equal(lasts[2], 34000);
+}
+
+static void test_pruned_window_not_reported(void **state)
+{
+    fx *f = *state;
+    /* W = 10 s, ttl = 20 s, 5 cross. 0, 5, 6, 7, 8 cross [0, 8]; 9 makes 6. The burst at
+     * 21..25 prunes 0 (< 25 - 20) and crosses [21, 25]. Re-delivering 5..9 (not late:
+     * >= 5) must not report [5, 9]: that window held 6 in time order and only "crosses" now
+     * because 0 was pruned. */
+    addp p = {.key = "h", .cross = 5, .ttl = 2 * WIN};
+    static const int secs[] = {0, 5, 6, 7, 8, 9, 21, 22, 23, 24, 25};
+    char m[8];
+    int crossings = 0;
+    for (size_t i = 0; i < sizeof(secs) / sizeof(secs[0]); i++) {
+        snprintf(m, sizeof(m), "m%d", secs[i]);
+        p.member = m;
+        p.t = T0 + secs[i] * 1000;
+        got g = add_full(f, p);
+        if (g.crossed)
+            crossings++;
+        if (secs[i] == 8 || secs[i] == 25)
+            assert_true(g.crossed);
+    }
+    assert_int_equal(crossings, 2);
+    for (int s = 5; s <= 9; s++) {
+        snprintf(m, sizeof(m), "m%d", s);
+        p.member = m;
+        p.t = T0 + s * 1000;
+        got g = add_full(f, p);
+        assert_false(g.late);
+        assert_false(g.added);
+        assert_false(g.crossed);
+    }
+}
+
 static void test_range_condition(void **state)
 {
     fx *f = *state;
@@ -974,6 +1039,8 @@ static void test_url_prefix_redis(void **state)
         cmocka_unit_test_setup_teardown(test_ordered, setup, teardown),                            \
         cmocka_unit_test_setup_teardown(test_ordered_late_middle, setup, teardown),                \
         cmocka_unit_test_setup_teardown(test_suppress, setup, teardown),                           \
+        cmocka_unit_test_setup_teardown(test_suppress_dense, setup, teardown),                     \
+        cmocka_unit_test_setup_teardown(test_pruned_window_not_reported, setup, teardown),         \
         cmocka_unit_test_setup_teardown(test_range_condition, setup, teardown),                    \
         cmocka_unit_test_setup_teardown(test_duplicate_member, setup, teardown),                   \
         cmocka_unit_test_setup_teardown(test_evidence_order_and_cap, setup, teardown),             \
