@@ -27,9 +27,10 @@
  * ongoing attack) alerts again once per suppress period instead of never. A window that overlaps [last reported first, last reported
  * last + suppress] (and is not that same window) is passed over: one burst completed out of
  * order reports one window, and a group alerts again only after its suppress period.
- * A window that starts at or before the newest pruned time has lost members: it is never
- * reported (re-delivered old events would otherwise complete a window that was never a
- * crossing in time order, a new incident no single in-order run raises).
+ * A re-added member (a re-delivered event) never reports a window that starts at or before
+ * the newest pruned time: that window lost members, and would otherwise "cross" now although
+ * in time order it never did (a new incident no single in-order run raises). A new late
+ * member still may: the lateness contract.
  * Aggregates (kx_agg in klaxon/store.h) read the value after a member's first 0x1f byte and
  * walk members in ZRANGEBYSCORE order, the order store_memory.c uses, so sums are identical.
  * Times are integers below 2^53 (checked by the caller), exact as scores; '%d' formats them
@@ -157,7 +158,7 @@ static const char kx__redis_window_add_lua[] =
     "      prev = s\n"
     "      local slo, shi = fmt(s - w), fmt(s)\n"
     "      local with = nil\n"
-    "      if hz == nil or s - w > hz then with = aggregate(slo, shi, nil) end\n"
+    "      if hz == nil or added == 1 or s - w > hz then with = aggregate(slo, shi, nil) end\n"
     "      if with and holds(with) then\n"
     "        local without = nil\n"
     "        if agg ~= 4 then without = aggregate(slo, shi, ARGV[1]) end\n"

@@ -769,8 +769,8 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
             prev = s_t;
             if (op->agg == KX_AGG_SHARE)
                 s_t = op->time_ms;
-            if (w->pruned && s_t - op->window_ms <= w->horizon)
-                continue; /* lost members to pruning: never a crossing to report */
+            if (!added && w->pruned && s_t - op->window_ms <= w->horizon)
+                continue; /* a re-delivery into a window that lost members to pruning */
             uint32_t clo = win_time_bound(w, s_t - op->window_ms, false);
             uint32_t chi = win_time_bound(w, s_t, true);
             double with, without;

@@ -32,6 +32,7 @@ SSH_BRUTE = "6a2c9d14-3e7f-4b8a-8c5d-2e9f0a1b3c02"
 SUDO_ROOT = "9b4e1f70-8c2d-4a6b-b1e3-5d7f9a0c2e03"
 OFF_HOURS = "3d8f2a6b-1c4e-4f9a-a7b2-8e0d6c4f1a04"
 WINDOW_MS = 300 * 1000  # ssh_bruteforce: 5m
+SUPPRESS_MS = WINDOW_MS  # the rule sets no suppress: the timespan
 TTL_MS = WINDOW_MS + 60 * 1000  # + state.lateness (1m in samples/klaxon.yaml)
 THRESHOLD = 5
 
@@ -212,12 +213,17 @@ def model_brute(evs):
                 continue
             prev = s
             win = [t for t in times if s - WINDOW_MS <= t <= s]
-            if len(win) != THRESHOLD:
+            if len(win) < THRESHOLD:
                 continue
             f = win[0]
             af, al = mark.get(e.ip, (None, None))
+            # Crossing: this event made the window reach the threshold, or the window is due
+            # (starts after the last alert's end + suppress, which defaults to the timespan).
+            due = af is not None and f > al + SUPPRESS_MS
+            if len(win) != THRESHOLD and not due:
+                continue
             same = af is not None and f == af and s == al
-            overlaps = af is not None and f <= al and s >= af
+            overlaps = af is not None and f <= al + SUPPRESS_MS and s >= af
             if same or not overlaps:
                 mark[e.ip] = (f, s)
                 out.add((e.ip, f, s))
