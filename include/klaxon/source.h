@@ -58,8 +58,9 @@ void kx_source_batch_done(kx_source *s);
 /* Stop/restart delivery (Redis down): kafka pauses the assigned partitions. */
 void kx_source_pause(kx_source *s);
 void kx_source_resume(kx_source *s);
-/* Graceful stop: no new batches; kafka commits the stored offsets synchronously and closes
- * the consumer (blocking: only at shutdown); the file source calls its end callback. */
+/* Graceful stop: no new batches; kafka commits the stored offsets and closes the consumer,
+ * blocking (only at shutdown) for 10 s at most, even with the brokers gone; the file source
+ * calls its end callback. */
 void kx_source_stop(kx_source *s);
 void kx_source_destroy(kx_source *s);
 /* Offsets stored so far (tests, metrics). */

@@ -6,23 +6,53 @@
  * non-blocking pipe when that queue goes from empty to non-empty. An ev_io on the pipe then
  * takes what is queued with rd_kafka_consume_batch_queue(timeout 0): the loop never blocks in
  * librdkafka and no thread of ours polls. Because the wake-up is edge-triggered (sent only on
- * empty -> non-empty), every path that leaves messages in the queue (a full batch, a batch
- * still out) re-polls through an ev_idle once it can take more. A slow ev_timer also polls,
- * so rebalances and max.poll.interval.ms are served even when a topic is silent.
+ * empty -> non-empty), every path that leaves messages in the queue (a full batch) re-polls
+ * through an ev_idle once it can take more. A 1 s ev_timer also polls, so rebalances and
+ * max.poll.interval.ms are served even when a topic is silent.
  *
  * Flow control: at most one batch is out. Its rd_kafka_message_t are kept until
  * kx_source_batch_done, which stores each message's offset (+1, rd_kafka_offset_store) and
  * only then destroys them; the auto-committer (enable.auto.commit with
- * enable.auto.offset.store=false) commits what was stored, and stop commits synchronously.
+ * enable.auto.offset.store=false) commits what was stored, and stop commits once more.
  * So an offset is committed only after everything its message caused was handed on.
  *
- * Pause/resume act on the current assignment (kept here from the rebalance callback, both
- * EAGER and COOPERATIVE protocols). librdkafka drops already-fetched messages of a paused
- * partition and refetches them on resume; any that still come out of the queue while paused
- * are held (not delivered) until resume.
+ * Holding: while a batch is out or the source is paused ("held"), the queue is still polled
+ * (timer, io wake-up), because librdkafka serves rebalances, errors and its
+ * max.poll.interval.ms clock only from inside our polls; a member that stopped polling would
+ * stall every rebalance of its group and be thrown out after max.poll.interval.ms. The first
+ * poll of a hold pauses the assigned partitions (rd_kafka_pause_partitions), so librdkafka
+ * fetches nothing more and drops what it had fetched but we had not taken (the pause is a
+ * version barrier: those messages never come out, and the fetch restarts at the last one we
+ * took + 1 on resume). A batch out for less than KX_KAFKA_HOLD_QUIET is not polled around
+ * at all: at full speed a batch is out nearly all the time, and pausing would throw away
+ * librdkafka's prefetch once a second. kx_source_pause pauses at once. The hold ends in
+ * batch_done (not paused) or resume (no batch out), which resumes the partitions. Partitions
+ * assigned during a hold are paused at once in the rebalance callback.
+ *
+ * A message that still comes out of the queue during a hold (librdkafka gives no guarantee
+ * that none does, e.g. a pause that failed) is not delivered and not kept: its partition is
+ * paused and rd_kafka_seek_partitions rewinds it to the first such offset, so librdkafka
+ * fetches it again after the hold, in order. We chose seeking over holding such messages in
+ * a second buffer: memory stays one batch, there is no rule to invent for a full buffer, and
+ * a revoked partition needs no clean-up (nothing of it is kept; its new owner reads it).
+ * librdkafka 2.0.2's seek also resets the partition's application offset (#3567), so a later
+ * pause/resume cannot jump past the rewound position.
+ *
+ * Rebalance during a hold: offsets of the held batch whose partition was revoked fail to
+ * store (__STATE) in batch_done: the new owner reads them again from the last commit
+ * (at-least-once). A partition that comes back to us in the same rebalance (EAGER revokes
+ * everything first) is assigned from just after the held batch's last message of it, which
+ * this member delivers and stores itself, so those messages are not delivered twice.
+ *
+ * Stop is bounded (KX_KAFKA_STOP_TIMEOUT_MS): the final commit goes out with
+ * rd_kafka_commit_queue and the close with rd_kafka_consumer_close_queue, both at once, and
+ * their queue is served until rd_kafka_consumer_closed or the deadline. librdkafka cannot be
+ * hurried past a commit waiting for a coordinator (session.timeout.ms) or a request in flight
+ * (socket.timeout.ms), not even by rd_kafka_destroy, so klaxon defaults both to 10 s (see
+ * parse_config).
  *
  * All librdkafka callbacks (rebalance, error, log via log.queue) run on the loop thread from
- * inside rd_kafka_consume_batch_queue / rd_kafka_consumer_close.
+ * inside rd_kafka_consume_batch_queue, or from kx_source_stop while it closes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -42,8 +72,16 @@
 #define KX_KAFKA_BATCH_MAX 100000
 #define KX_KAFKA_GROUP_DEFAULT "klaxon"
 /* Poll at least this often so rebalances and max.poll.interval.ms are served on an idle
- * topic (the io event only fires when messages or events arrive). */
+ * topic or during a hold (the io event only fires when the queue goes non-empty). */
 #define KX_KAFKA_POLL_INTERVAL 1.0
+/* A batch out for less than this is not polled around, so it pauses nothing: at full speed
+ * a batch is out nearly all the time, and pausing drops librdkafka's prefetched messages,
+ * which it then fetches again. Rebalances wait at most this much longer. */
+#define KX_KAFKA_HOLD_QUIET 1.0
+/* kx_source_stop (commit + close) returns within this, whatever the brokers do. */
+#define KX_KAFKA_STOP_TIMEOUT_MS 10000
+/* Slice of a blocking queue poll at stop, so the deadline and the closed flag are rechecked. */
+#define KX_KAFKA_STOP_POLL_MS 100
 
 typedef struct kx_kafka_source {
     kx_source base;
@@ -59,24 +97,32 @@ typedef struct kx_kafka_source {
     rd_kafka_topic_partition_list_t *assignment; /* never NULL */
 
     size_t batch;
-    rd_kafka_message_t **rkmsgs;
+    rd_kafka_message_t **rkmsgs; /* the batch out */
     kx_msg *msgs;
-    size_t nmsgs; /* consumed and not yet done (delivered or held) */
-    bool more;    /* the last poll filled a whole batch: the queue may hold more */
+    size_t nmsgs;
+    rd_kafka_message_t **spill; /* polls during a hold: taken, rewound, destroyed */
 
     kx_batch_cb cb;
     void *ud;
 
     bool started;
-    bool in_batch; /* msgs handed to cb, waiting for batch_done */
-    bool paused;
+    bool in_batch;       /* msgs handed to cb, waiting for batch_done */
+    bool paused;         /* kx_source_pause in force */
+    bool parts_paused;   /* the assignment is paused in librdkafka (a hold's first poll) */
+    ev_tstamp out_since; /* when the batch out was delivered */
     bool stopped;
-    bool closed; /* rd_kafka_consumer_close done */
+    bool closed;     /* close started: nothing is stored any more */
+    bool close_done; /* rd_kafka_consumer_closed() said so */
     kx_ratelimit rl_err;
     kx_ratelimit rl_log;
 } kx_kafka_source;
 
 static void kafka_kick(kx_kafka_source *ks);
+
+static bool kafka_holding(const kx_kafka_source *ks)
+{
+    return ks->in_batch || ks->paused;
+}
 
 /* ---- librdkafka callbacks (loop thread) ---- */
 
@@ -115,6 +161,37 @@ static bool tp_in(const rd_kafka_topic_partition_list_t *l, const char *topic, i
     return rd_kafka_topic_partition_list_find(l, topic, part) != NULL;
 }
 
+/*
+ * A partition assigned while its previous messages are still in the batch out: start it just
+ * after the last of them. This member delivers them and stores their offsets in batch_done
+ * (the partition is ours again), so fetching from the last commit would deliver them twice.
+ * The next batch of the partition cannot be delivered before that batch is done. Only an
+ * INVALID (= "from the commit") start is replaced: an explicit one is librdkafka's or the
+ * group's decision.
+ */
+static void start_after_held(kx_kafka_source *ks, rd_kafka_topic_partition_list_t *parts)
+{
+    if (!ks->in_batch)
+        return;
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *p = &parts->elems[i];
+        int64_t last = -1;
+
+        if (p->offset != RD_KAFKA_OFFSET_INVALID)
+            continue;
+        for (size_t j = 0; j < ks->nmsgs; j++) {
+            const kx_msg *m = &ks->msgs[j];
+            if (m->partition == p->partition && m->offset > last && strcmp(m->topic, p->topic) == 0)
+                last = m->offset;
+        }
+        if (last >= 0) {
+            p->offset = last + 1;
+            kx_log(KX_LOG_INFO, "kafka", "%s[%d] comes back while its batch is held: from %lld",
+                   p->topic, (int)p->partition, (long long)p->offset);
+        }
+    }
+}
+
 static void kafka_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -125,6 +202,7 @@ static void kafka_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
     switch (err) {
     case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+        start_after_held(ks, parts);
         if (coop) {
             error = rd_kafka_incremental_assign(rk, parts);
         } else {
@@ -137,11 +215,13 @@ static void kafka_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             if (!tp_in(ks->assignment, p->topic, p->partition))
                 rd_kafka_topic_partition_list_add(ks->assignment, p->topic, p->partition);
         }
-        /* New partitions arrive unpaused; keep the source's pause in force. */
-        if (ks->paused)
+        /* New partitions arrive unpaused; keep the hold's pause in force. They are resumed
+         * with the rest of the assignment when the hold ends. */
+        if (ks->parts_paused && parts->cnt > 0)
             rd_kafka_pause_partitions(rk, parts);
-        kx_log(KX_LOG_INFO, "kafka", "assigned %d partition(s) (%s), now %d", parts->cnt,
-               coop ? "cooperative" : "eager", ks->assignment->cnt);
+        kx_log(KX_LOG_INFO, "kafka", "assigned %d partition(s) (%s), now %d%s", parts->cnt,
+               coop ? "cooperative" : "eager", ks->assignment->cnt,
+               ks->parts_paused ? ", paused until the held batch is done" : "");
         break;
 
     case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
@@ -174,13 +254,118 @@ static void kafka_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         kx_log(KX_LOG_ERROR, "kafka", "assign: %s", rd_kafka_err2str(rerr));
 }
 
+/* ---- holding: partitions paused in librdkafka ---- */
+
+static void parts_pause(kx_kafka_source *ks)
+{
+    rd_kafka_resp_err_t err;
+
+    if (ks->parts_paused)
+        return;
+    ks->parts_paused = true;
+    if (ks->assignment->cnt == 0)
+        return;
+    err = rd_kafka_pause_partitions(ks->rk, ks->assignment);
+    if (err)
+        kx_log(KX_LOG_ERROR, "kafka", "pause: %s", rd_kafka_err2str(err));
+}
+
+static void parts_resume(kx_kafka_source *ks)
+{
+    rd_kafka_resp_err_t err;
+
+    if (!ks->parts_paused)
+        return;
+    ks->parts_paused = false;
+    if (ks->assignment->cnt == 0)
+        return;
+    err = rd_kafka_resume_partitions(ks->rk, ks->assignment);
+    if (err)
+        kx_log(KX_LOG_ERROR, "kafka", "resume: %s", rd_kafka_err2str(err));
+}
+
+/* The hold is over (no batch out, not paused): fetch again and look at the queue. */
+static void kafka_unhold(kx_kafka_source *ks)
+{
+    if (kafka_holding(ks) || ks->stopped)
+        return;
+    parts_resume(ks);
+    /* Messages may be waiting with no new wake-up coming (edge-triggered): look now. */
+    kafka_kick(ks);
+}
+
 /* ---- consuming ---- */
 
 static void kafka_deliver(kx_kafka_source *ks)
 {
     ks->in_batch = true;
+    ks->out_since = ev_now(ks->loop);
+    ev_idle_stop(ks->loop, &ks->idle); /* we just polled */
     kx_metric_add(KX_M_EVENTS_CONSUMED, ks->nmsgs);
     ks->cb(ks->ud, ks->msgs, ks->nmsgs);
+}
+
+/* Logs a consumer error handed out as a message; true if m is one (then it is destroyed). */
+static bool consume_error(kx_kafka_source *ks, rd_kafka_message_t *m)
+{
+    if (!m->err)
+        return false;
+    if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        kx_log_limited(&ks->rl_err, KX_LOG_WARN, "kafka", "consumer error: %s",
+                       rd_kafka_message_errstr(m));
+    rd_kafka_message_destroy(m);
+    return true;
+}
+
+/*
+ * A poll during a hold: serves rebalances, errors, logs and the max.poll.interval.ms clock.
+ * Messages that come out are not delivered: each partition still ours is paused and rewound
+ * to its first such offset (see the top of the file); a revoked one is left to its new owner.
+ */
+static void kafka_poll_held(kx_kafka_source *ks)
+{
+    rd_kafka_topic_partition_list_t *rewind = NULL;
+    ssize_t n;
+
+    if (!ks->parts_paused && !ks->paused && ev_now(ks->loop) - ks->out_since < KX_KAFKA_HOLD_QUIET)
+        return; /* a young batch: the timer comes back */
+    parts_pause(ks);
+    n = rd_kafka_consume_batch_queue(ks->q, 0, ks->spill, ks->batch);
+    if (n < 0) {
+        kx_log_limited(&ks->rl_err, KX_LOG_ERROR, "kafka", "consume: %s",
+                       rd_kafka_err2str(rd_kafka_last_error()));
+        return;
+    }
+    for (ssize_t i = 0; i < n; i++) {
+        rd_kafka_message_t *m = ks->spill[i];
+        const char *topic;
+
+        if (consume_error(ks, m))
+            continue;
+        topic = rd_kafka_topic_name(m->rkt);
+        if (tp_in(ks->assignment, topic, m->partition)) {
+            /* Rare path (a message despite the pause): a list allocated here is fine. */
+            if (!rewind)
+                rewind = rd_kafka_topic_partition_list_new(1);
+            /* The queue is in order per partition: the first one seen is where to go back. */
+            if (!tp_in(rewind, topic, m->partition))
+                rd_kafka_topic_partition_list_add(rewind, topic, m->partition)->offset = m->offset;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    if (rewind) {
+        rd_kafka_error_t *error;
+
+        rd_kafka_pause_partitions(ks->rk, rewind);
+        error = rd_kafka_seek_partitions(ks->rk, rewind, 0 /* async */);
+        if (error) {
+            kx_log(KX_LOG_ERROR, "kafka", "seek: %s", rd_kafka_error_string(error));
+            rd_kafka_error_destroy(error);
+        }
+        kx_log(KX_LOG_DEBUG, "kafka", "%d partition(s) rewound: messages arrived while held",
+               rewind->cnt);
+        rd_kafka_topic_partition_list_destroy(rewind);
+    }
 }
 
 /* Takes what is queued, never blocking. Non-message events (rebalance, errors, logs) are
@@ -190,25 +375,23 @@ static void kafka_poll(kx_kafka_source *ks)
     ssize_t n;
     size_t k = 0;
 
-    if (!ks->started || ks->stopped || ks->nmsgs > 0)
+    if (!ks->started || ks->stopped)
         return;
+    if (kafka_holding(ks)) {
+        kafka_poll_held(ks);
+        return;
+    }
     n = rd_kafka_consume_batch_queue(ks->q, 0, ks->rkmsgs, ks->batch);
     if (n < 0) {
         kx_log_limited(&ks->rl_err, KX_LOG_ERROR, "kafka", "consume: %s",
                        rd_kafka_err2str(rd_kafka_last_error()));
         return;
     }
-    ks->more = (size_t)n == ks->batch;
     for (ssize_t i = 0; i < n; i++) {
         rd_kafka_message_t *m = ks->rkmsgs[i];
 
-        if (m->err) {
-            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                kx_log_limited(&ks->rl_err, KX_LOG_WARN, "kafka", "consumer error: %s",
-                               rd_kafka_message_errstr(m));
-            rd_kafka_message_destroy(m);
+        if (consume_error(ks, m))
             continue;
-        }
         ks->rkmsgs[k] = m;
         int64_t ts = rd_kafka_message_timestamp(m, NULL);
         ks->msgs[k] = (kx_msg){
@@ -223,15 +406,15 @@ static void kafka_poll(kx_kafka_source *ks)
         k++;
     }
     ks->nmsgs = k;
-    if (k > 0 && !ks->paused)
+    if (k > 0)
         kafka_deliver(ks);
-    else if (k == 0 && ks->more)
-        kafka_kick(ks);
+    else if ((size_t)n == ks->batch)
+        kafka_kick(ks); /* a whole batch of errors: the queue may hold more */
 }
 
 static void kafka_kick(kx_kafka_source *ks)
 {
-    if (ks->started && !ks->stopped && ks->nmsgs == 0)
+    if (ks->started && !ks->stopped && !kafka_holding(ks))
         ev_idle_start(ks->loop, &ks->idle);
 }
 
@@ -250,9 +433,13 @@ static void kafka_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 static void kafka_idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
+    kx_kafka_source *ks = w->data;
+
     (void)revents;
     ev_idle_stop(loop, w);
-    kafka_poll(w->data);
+    /* Only to take more after a batch; a hold is polled by the timer and the io wake-up. */
+    if (!kafka_holding(ks))
+        kafka_poll(ks);
 }
 
 static void kafka_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -308,63 +495,122 @@ static void kafka_batch_done(kx_source *s)
     ks->base.offsets_stored += stored;
     kx_metric_add(KX_M_OFFSETS_COMMITTED, stored);
     kafka_release_msgs(ks);
-    /* Messages may be waiting with no new wake-up coming (edge-triggered): look now. */
-    if (!ks->paused)
-        kafka_kick(ks);
+    kafka_unhold(ks);
 }
 
 static void kafka_pause(kx_source *s)
 {
     kx_kafka_source *ks = (kx_kafka_source *)s;
-    rd_kafka_resp_err_t err;
 
     if (ks->paused || ks->stopped)
         return;
     ks->paused = true;
     kx_metric_inc(KX_M_SOURCE_PAUSES);
     ev_idle_stop(ks->loop, &ks->idle);
-    if (ks->assignment->cnt > 0) {
-        err = rd_kafka_pause_partitions(ks->rk, ks->assignment);
-        if (err)
-            kx_log(KX_LOG_ERROR, "kafka", "pause: %s", rd_kafka_err2str(err));
-    }
+    /* At once, not lazily as for a batch out: a pause means the pipeline cannot take more
+     * for a while (the store is down). */
+    parts_pause(ks);
 }
 
 static void kafka_resume(kx_source *s)
 {
     kx_kafka_source *ks = (kx_kafka_source *)s;
-    rd_kafka_resp_err_t err;
 
     if (!ks->paused || ks->stopped)
         return;
     ks->paused = false;
-    if (ks->assignment->cnt > 0) {
-        err = rd_kafka_resume_partitions(ks->rk, ks->assignment);
-        if (err)
-            kx_log(KX_LOG_ERROR, "kafka", "resume: %s", rd_kafka_err2str(err));
-    }
-    if (ks->nmsgs > 0 && !ks->in_batch)
-        kafka_deliver(ks); /* held while paused */
-    else
-        kafka_kick(ks);
+    kafka_unhold(ks);
 }
 
-static void kafka_close(kx_kafka_source *ks)
+/* ---- stop: bounded commit and close ---- */
+
+static int64_t ms_left(int64_t deadline)
 {
-    rd_kafka_resp_err_t err;
+    int64_t left = deadline - kx_mono_ms();
+    return left > 0 ? left : 0;
+}
+
+/*
+ * An event on the stop queue. While closing, the consumer queue is forwarded there, so it
+ * carries what a poll would have served: rebalances (the revoke of the close; the event API
+ * does not call rebalance_cb, so we do), errors, logs, and messages already fetched, which are
+ * dropped undelivered (nothing of them is stored). *commit is set to the final commit's
+ * result when it arrives.
+ */
+static void stop_event(kx_kafka_source *ks, rd_kafka_event_t *ev, rd_kafka_resp_err_t *commit)
+{
+    const char *fac, *str;
+    int level;
+
+    switch (rd_kafka_event_type(ev)) {
+    case RD_KAFKA_EVENT_OFFSET_COMMIT:
+        *commit = rd_kafka_event_error(ev);
+        break;
+    case RD_KAFKA_EVENT_REBALANCE:
+        kafka_rebalance_cb(ks->rk, rd_kafka_event_error(ev),
+                           rd_kafka_event_topic_partition_list(ev), ks);
+        break;
+    case RD_KAFKA_EVENT_ERROR:
+        kafka_error_cb(ks->rk, rd_kafka_event_error(ev), rd_kafka_event_error_string(ev), ks);
+        break;
+    case RD_KAFKA_EVENT_LOG:
+        if (rd_kafka_event_log(ev, &fac, &str, &level) == 0)
+            kafka_log_cb(ks->rk, level, fac, str);
+        break;
+    default:
+        break;
+    }
+    rd_kafka_event_destroy(ev);
+}
+
+/*
+ * Closes the consumer, serving tq (which the close forwards the consumer queue to) until
+ * librdkafka says it is closed or deadline passes. rd_kafka_consumer_close would block until
+ * librdkafka is done, however long that takes; the queue variant lets us give up. A close
+ * that did not finish is cut short by destroy (NO_CONSUMER_CLOSE). *commit receives the
+ * result of a commit sent to tq before, if it arrives.
+ */
+static void kafka_close(kx_kafka_source *ks, rd_kafka_queue_t *tq, int64_t deadline,
+                        rd_kafka_resp_err_t *commit)
+{
+    rd_kafka_error_t *error;
 
     if (ks->closed)
         return;
     ks->closed = true;
-    err = rd_kafka_consumer_close(ks->rk);
-    if (err)
-        kx_log(KX_LOG_WARN, "kafka", "consumer close: %s", rd_kafka_err2str(err));
+    error = rd_kafka_consumer_close_queue(ks->rk, tq);
+    if (error) {
+        kx_log(KX_LOG_WARN, "kafka", "consumer close: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        return;
+    }
+    while (!rd_kafka_consumer_closed(ks->rk) && ms_left(deadline) > 0) {
+        int64_t left = ms_left(deadline);
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(
+            tq, (int)(left < KX_KAFKA_STOP_POLL_MS ? left : KX_KAFKA_STOP_POLL_MS));
+        if (ev)
+            stop_event(ks, ev, commit);
+    }
+    ks->close_done = rd_kafka_consumer_closed(ks->rk);
+    if (!ks->close_done)
+        kx_log(KX_LOG_WARN, "kafka", "consumer close: not done in time, abandoning it");
 }
 
+/*
+ * The final commit and the close are started together and awaited together, against one
+ * deadline. With a group coordinator to talk to, both take milliseconds (the commit of the
+ * unassigned partitions that the close itself sends finds nothing new). Without one,
+ * librdkafka holds a commit waiting for a coordinator until session.timeout.ms after the
+ * close began, and will not finish the close (nor rd_kafka_destroy) before; starting the
+ * close at once is what keeps that inside the stop's 10 s (session.timeout.ms defaults to
+ * 10 s, see parse_config). Uncommitted offsets are read again by the next owner.
+ */
 static void kafka_stop(kx_source *s)
 {
     kx_kafka_source *ks = (kx_kafka_source *)s;
-    rd_kafka_resp_err_t err;
+    int64_t t0 = kx_mono_ms();
+    rd_kafka_resp_err_t err, commit = RD_KAFKA_RESP_ERR__TIMED_OUT;
+    rd_kafka_queue_t *tq;
 
     if (ks->stopped)
         return;
@@ -372,14 +618,26 @@ static void kafka_stop(kx_source *s)
     ev_io_stop(ks->loop, &ks->io);
     ev_idle_stop(ks->loop, &ks->idle);
     ev_timer_stop(ks->loop, &ks->timer);
-    /* Blocking, by design: only at shutdown. A batch still out is not stored, so its
-     * messages are read again by the next consumer of the group (at-least-once). */
-    err = rd_kafka_commit(ks->rk, NULL, 0);
-    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
-        kx_log(KX_LOG_WARN, "kafka", "final commit: %s", rd_kafka_err2str(err));
-    kafka_close(ks);
-    kx_log(KX_LOG_INFO, "kafka", "consumer closed, %llu offset(s) stored",
-           (unsigned long long)ks->base.offsets_stored);
+    /* Blocking, by design: only at shutdown, and bounded. A batch still out is not stored,
+     * so its messages are read again by the next consumer of the group (at-least-once).
+     * rd_kafka_commit(sync) would wait for the answer for ever: ours comes to tq. */
+    tq = rd_kafka_queue_new(ks->rk);
+    err = rd_kafka_commit_queue(ks->rk, NULL, tq, NULL, NULL);
+    if (err)
+        commit = err;
+    kafka_close(ks, tq, t0 + KX_KAFKA_STOP_TIMEOUT_MS, &commit);
+    /* The answer may still be queued if the close ended first. */
+    while (commit == RD_KAFKA_RESP_ERR__TIMED_OUT && ms_left(t0 + KX_KAFKA_STOP_TIMEOUT_MS) > 0) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(tq, 0);
+        if (!ev)
+            break;
+        stop_event(ks, ev, &commit);
+    }
+    if (commit && commit != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        kx_log(KX_LOG_WARN, "kafka", "final commit: %s", rd_kafka_err2str(commit));
+    rd_kafka_queue_destroy(tq);
+    kx_log(KX_LOG_INFO, "kafka", "consumer stopped in %lld ms, %llu offset(s) stored",
+           (long long)(kx_mono_ms() - t0), (unsigned long long)ks->base.offsets_stored);
 }
 
 static void kafka_destroy(kx_source *s)
@@ -390,14 +648,20 @@ static void kafka_destroy(kx_source *s)
     ev_idle_stop(ks->loop, &ks->idle);
     ev_timer_stop(ks->loop, &ks->timer);
     if (ks->rk) {
-        kafka_close(ks);
+        if (!ks->closed) {
+            rd_kafka_queue_t *tq = rd_kafka_queue_new(ks->rk);
+            rd_kafka_resp_err_t ignored;
+            kafka_close(ks, tq, kx_mono_ms() + KX_KAFKA_STOP_TIMEOUT_MS, &ignored);
+            rd_kafka_queue_destroy(tq);
+        }
         /* librdkafka requires every message to be destroyed before the handle. */
         kafka_release_msgs(ks);
         if (ks->q) {
             rd_kafka_queue_io_event_enable(ks->q, -1, NULL, 0);
             rd_kafka_queue_destroy(ks->q);
         }
-        rd_kafka_destroy(ks->rk);
+        /* After an unfinished close, a plain destroy would start a second blocking close. */
+        rd_kafka_destroy_flags(ks->rk, ks->close_done ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     }
     if (ks->pipe_rd >= 0)
         close(ks->pipe_rd);
@@ -409,6 +673,7 @@ static void kafka_destroy(kx_source *s)
         rd_kafka_topic_partition_list_destroy(ks->assignment);
     free(ks->rkmsgs);
     free(ks->msgs);
+    free(ks->spill);
     free(ks);
 }
 
@@ -539,11 +804,17 @@ static int parse_config(const kx_yaml_node *cfg, const char *file, rd_kafka_conf
         conf_set(conf, "enable.auto.offset.store", "false", file, cfg, err) ||
         conf_set(conf, "enable.auto.commit", "true", file, cfg, err) ||
         conf_set(conf, "auto.offset.reset", "earliest", file, cfg, err) ||
-        /* The pipeline holds a batch (not polling) through a Redis outage or webhook
-         * retries; the 5 min default would rebalance the member away during a longer
-         * outage. Heartbeats go on in librdkafka's thread, so a dead process is still
-         * noticed after session.timeout.ms. */
-        conf_set(conf, "max.poll.interval.ms", "3600000", file, cfg, err) ||
+        /* max.poll.interval.ms keeps librdkafka's 5 min: the source polls every second even
+         * while it holds a batch, so only a loop stalled for minutes would exceed it.
+         *
+         * With the group coordinator gone, librdkafka keeps a commit waiting for it for
+         * session.timeout.ms, and a request in flight for socket.timeout.ms; neither can be
+         * cut short, not even by rd_kafka_destroy. Kafka's former defaults (10 s, instead of
+         * 45 s and 60 s) keep kx_source_stop within its 10 s. A dead member is also noticed
+         * by the group after 10 s; heartbeats come from librdkafka's own thread, so a busy
+         * loop does not miss them. */
+        conf_set(conf, "session.timeout.ms", "10000", file, cfg, err) ||
+        conf_set(conf, "socket.timeout.ms", "10000", file, cfg, err) ||
         conf_set(conf, "enable.partition.eof", "false", file, cfg, err) ||
         conf_set(conf, "log.queue", "true", file, cfg, err))
         return -EINVAL;
@@ -595,9 +866,10 @@ int kx_kafka_source_create(struct ev_loop *loop, const kx_yaml_node *cfg, const 
 
     ks->rkmsgs = calloc(batch, sizeof(*ks->rkmsgs));
     ks->msgs = calloc(batch, sizeof(*ks->msgs));
+    ks->spill = calloc(batch, sizeof(*ks->spill));
     ks->assignment = rd_kafka_topic_partition_list_new(0);
     ks->topics = rd_kafka_topic_partition_list_new((int)ntopics);
-    if (!ks->rkmsgs || !ks->msgs || !ks->assignment || !ks->topics) {
+    if (!ks->rkmsgs || !ks->msgs || !ks->spill || !ks->assignment || !ks->topics) {
         rd_kafka_conf_destroy(conf);
         kx_err_set(err, file, 0, 0, "kafka: out of memory");
         goto fail;

@@ -291,7 +291,7 @@ class Member:
         return self.rc
 
     def stored(self):
-        m = re.search(r"consumer closed, (\d+) offset\(s\) stored", self.log())
+        m = re.search(r"consumer stopped in \d+ ms, (\d+) offset\(s\) stored", self.log())
         return int(m.group(1)) if m else -1
 
 
