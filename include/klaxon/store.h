@@ -47,7 +47,36 @@ typedef enum {
     KX_AGG_AVG,
     KX_AGG_SHARE,
     KX_AGG_ORDERED,
+    KX_AGG_FIRST_SEEN, /* klaxon extension "first_seen": see below */
+    KX_AGG_BASELINE,   /* klaxon extension "baseline": see below */
 } kx_agg;
+
+/*
+ * KX_AGG_FIRST_SEEN keeps, per key, the values seen (the bytes after the member's first 0x1f;
+ * before it: the event's identity) with the time each was last seen, and the identity of the
+ * event that introduced it. window_ms is the retention D, ttl_ms = D + lateness. An add is
+ * "new" (crossed = true, added = true) when the value is not kept or was last seen before
+ * time - D; the add that introduced a value reports crossed again when it is replayed (same
+ * identity, added = false): a lost reply must not lose the alert. Otherwise the value's last
+ * time becomes max(last, time). Values last seen before (newest time - ttl_ms) are forgotten;
+ * past KX__STORE_SEEN_CAP values the oldest are dropped (counted, logged). Results: count =
+ * cross_count = values kept; first_ms = last_ms = cross_first_ms = cross_last_ms = time;
+ * cross_value = when the value was last seen before this add (ms), -1 when never; never late;
+ * no evidence is kept.
+ *
+ * KX_AGG_BASELINE counts members (event identities, idempotent as for COUNT) per tumbling
+ * interval of window_ms (aligned to the epoch) and keeps, per key, an exponentially weighted
+ * mean and variance of the counts of the closed intervals (EWMA, alpha = 2 / (history + 1)).
+ * ttl_ms = window_ms + lateness: an add older than (newest time - lateness) is late and
+ * refused; an interval closes once the newest time passes its end + lateness and is then
+ * folded into the history (empty intervals as 0). crossed = the add's interval count now
+ * satisfies cond (the minimum count), history >= `history` intervals were folded, and
+ * count > mean + deviations * stddev, where mean and stddev are the history's, with the
+ * still open earlier intervals folded in as they stand; reported once per interval (and again
+ * for a replayed member of that interval). cross_first_ms = the interval's start,
+ * cross_last_ms = time, cross_count = the interval's count, cross_value = the mean. The
+ * history expires after (3 * history + 2) intervals + lateness without updates.
+ */
 
 typedef enum {
     KX_WCMP_GT = 0,
@@ -109,6 +138,10 @@ typedef struct kx_window_add {
     /* A crossing window that overlaps [last reported first, last reported last + suppress]
      * is passed over (the same window again is reported again: replays). */
     int64_t suppress_ms;
+    /* KX_AGG_BASELINE only: alert when count > mean + deviations * stddev (>= 0), after
+     * `history` (>= 1) closed intervals. */
+    double deviations;
+    int64_t history;
 } kx_window_add;
 
 /* True when v satisfies every term (the store's condition; exported for tests and docs). */

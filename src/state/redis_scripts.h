@@ -24,12 +24,12 @@
  * event still raises the alert an in-order one would have (SHARE: the add's own window, if
  * it satisfies the condition). A window that starts after the last reported one's end plus
  * suppress is due even if it held without this member: a condition that stays met (a dense,
- * ongoing attack) alerts again once per suppress period instead of never. A window that overlaps [last reported first, last reported
- * last + suppress] (and is not that same window) is passed over: one burst completed out of
- * order reports one window, and a group alerts again only after its suppress period.
- * A re-added member (a re-delivered event) never reports a window that starts at or before
- * the newest pruned time: that window lost members, and would otherwise "cross" now although
- * in time order it never did (a new incident no single in-order run raises). A new late
+ * ongoing attack) alerts again once per suppress period instead of never. A window that overlaps
+ * [last reported first, last reported last + suppress] (and is not that same window) is passed
+ * over: one burst completed out of order reports one window, and a group alerts again only after
+ * its suppress period. A re-added member (a re-delivered event) never reports a window that starts
+ * at or before the newest pruned time: that window lost members, and would otherwise "cross" now
+ * although in time order it never did (a new incident no single in-order run raises). A new late
  * member still may: the lateness contract.
  * Aggregates (kx_agg in klaxon/store.h) read the value after a member's first 0x1f byte and
  * walk members in ZRANGEBYSCORE order, the order store_memory.c uses, so sums are identical.
@@ -38,6 +38,12 @@
  */
 #ifndef KLAXON_STATE_REDIS_SCRIPTS_H
 #define KLAXON_STATE_REDIS_SCRIPTS_H
+
+#include "state/store_impl.h"
+
+#define KX__STR_(x) #x
+#define KX__STR(x) KX__STR_(x)
+#define KX__STORE_BASELINE_MAX_FOLD_S KX__STR(KX__STORE_BASELINE_MAX_FOLD)
 
 static const char kx__redis_window_add_lua[] =
     "local z, e, a, hk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
@@ -50,6 +56,136 @@ static const char kx__redis_window_add_lua[] =
     "local sup = tonumber(ARGV[8])\n"
     "local nterm = tonumber(ARGV[10])\n"
     "local function fmt(x) return string.format('%d', x) end\n"
+    "if agg == 6 then\n" /* first_seen: z = value -> last seen, a = value -> introducer */
+    "  local sep = string.find(ARGV[1], '\\31', 1, true)\n"
+    "  local id, v = string.sub(ARGV[1], 1, sep - 1), string.sub(ARGV[1], sep + 1)\n"
+    "  local s = redis.call('ZSCORE', z, v)\n"
+    "  local prev, new, crossed = -1, 0, 0\n"
+    "  if s then prev = tonumber(s) end\n"
+    "  if not s or prev < t - w then\n"
+    "    new, crossed = 1, 1\n"
+    "    redis.call('ZADD', z, ARGV[2], v)\n"
+    "    redis.call('HSET', a, v, id)\n"
+    "  else\n"
+    "    if redis.call('HGET', a, v) == id then crossed = 1 end\n"
+    "    if t > prev then redis.call('ZADD', z, ARGV[2], v) end\n"
+    "  end\n"
+    "  local maxt = tonumber(redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')[2])\n"
+    "  local old = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. fmt(maxt - ttl))\n"
+    "  local dropped = 0\n"
+    "  local card = redis.call('ZCARD', z) - #old\n"
+    "  if card > cap then\n"
+    "    dropped = card - cap\n"
+    "    local more = redis.call('ZRANGE', z, #old, #old + dropped - 1)\n"
+    "    for i = 1, #more do old[#old + 1] = more[i] end\n"
+    "  end\n"
+    "  for i = 1, #old, 1000 do\n"
+    "    local last = math.min(i + 999, #old)\n"
+    "    redis.call('ZREM', z, unpack(old, i, last))\n"
+    "    redis.call('HDEL', a, unpack(old, i, last))\n"
+    "  end\n"
+    "  card = card - dropped\n"
+    "  redis.call('PEXPIRE', z, ttl)\n"
+    "  redis.call('PEXPIRE', a, ttl)\n"
+    "  return {new, card, t, t, dropped, crossed, t, t, 0, card, fmt(prev)}\n"
+    "end\n"
+    "if agg == 7 then\n" /* baseline: z = identity -> time, a = hash of the history */
+    "  local late = ttl - w\n"
+    "  local dev = tonumber(ARGV[11 + 2 * nterm])\n"
+    "  local hist = tonumber(ARGV[12 + 2 * nterm])\n"
+    "  local alpha = 2 / (hist + 1)\n"
+    "  local k = math.floor(t / w)\n"
+    "  local r = redis.call('HMGET', a, 'folded', 'mean', 'var', 'n', 'alerted')\n"
+    "  local folded, mean, var, n, alerted\n"
+    "  if r[1] then\n"
+    "    folded, mean, var, n = tonumber(r[1]), tonumber(r[2]), tonumber(r[3]), tonumber(r[4])\n"
+    "    alerted = tonumber(r[5])\n"
+    "  else\n"
+    "    folded, mean, var, n = math.floor((t - late) / w) - 1, 0, 0, 0\n"
+    "  end\n"
+    "  local top = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')\n"
+    "  local known = redis.call('ZSCORE', z, ARGV[1])\n"
+    "  if not known and ((#top > 0 and t < tonumber(top[2]) - late) or k <= folded) then\n"
+    "    return {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, '0'}\n"
+    "  end\n"
+    "  local added = redis.call('ZADD', z, 'NX', ARGV[2], ARGV[1])\n"
+    "  local maxt = tonumber(redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')[2])\n"
+    "  local function icount(j)\n"
+    "    return redis.call('ZCOUNT', z, fmt(j * w), fmt((j + 1) * w - 1))\n"
+    "  end\n"
+    /* Folds intervals j0..j1 into (m, v, k). Empty intervals before the first one with events
+     * are no history (the group had not started); a run of empty intervals past the fold limit
+     * is skipped (the history has decayed to nothing by then) but counted. */
+    "  local function fold(j0, j1, m, v, k)\n"
+    "    local j, zeros = j0, 0\n"
+    "    while j <= j1 do\n"
+    "      local c = icount(j)\n"
+    "      if c == 0 and (k == 0 or zeros >= " KX__STORE_BASELINE_MAX_FOLD_S ") then\n"
+    "        local nx = redis.call('ZRANGEBYSCORE', z, fmt(j * w), '+inf', 'WITHSCORES', 'LIMIT', "
+    "0, 1)\n"
+    "        local nj = j1 + 1\n"
+    "        if #nx > 0 then nj = math.min(math.floor(tonumber(nx[2]) / w), j1 + 1) end\n"
+    "        if k > 0 then k = k + (nj - j) end\n"
+    "        j = nj\n"
+    "      else\n"
+    "        local d = c - m\n"
+    "        local inc = alpha * d\n"
+    "        m = m + inc\n"
+    "        v = (1 - alpha) * (v + d * inc)\n"
+    "        k = k + 1\n"
+    "        if c == 0 then zeros = zeros + 1 else zeros = 0 end\n"
+    "        j = j + 1\n"
+    "      end\n"
+    "    end\n"
+    "    return m, v, k\n"
+    "  end\n"
+    "  local lastclosed = math.floor((maxt - late) / w) - 1\n"
+    "  if lastclosed > folded then\n"
+    "    mean, var, n = fold(folded + 1, lastclosed, mean, var, n)\n"
+    "    folded = lastclosed\n"
+    "  end\n"
+    "  local dropped = 0\n"
+    "  redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. fmt(maxt - ttl))\n"
+    "  local card = redis.call('ZCARD', z)\n"
+    "  if card > cap then\n"
+    "    dropped = card - cap\n"
+    "    redis.call('ZREMRANGEBYRANK', z, 0, dropped - 1)\n"
+    "  end\n"
+    "  if added == 1 and maxev > 0 and ARGV[9] ~= '' then\n"
+    "    redis.call('LPUSH', e, ARGV[9])\n"
+    "    redis.call('LTRIM', e, 0, maxev - 1)\n"
+    "  end\n"
+    "  local c = icount(k)\n"
+    "  local m, v, nn = fold(folded + 1, k - 1, mean, var, n)\n"
+    "  local crossed = 0\n"
+    "  if alerted == k then\n"
+    "    if added == 0 then crossed = 1 end\n"
+    "  elseif k > folded and nn >= hist and c > m + dev * math.sqrt(v) then\n"
+    "    crossed = 1\n"
+    "    for i = 0, nterm - 1 do\n"
+    "      local op, x = tonumber(ARGV[11 + 2 * i]), tonumber(ARGV[12 + 2 * i])\n"
+    "      local ok\n"
+    "      if op == 0 then ok = c > x elseif op == 1 then ok = c >= x\n"
+    "      elseif op == 2 then ok = c < x elseif op == 3 then ok = c <= x\n"
+    "      elseif op == 4 then ok = c == x else ok = c ~= x end\n"
+    "      if not ok then crossed = 0 end\n"
+    "    end\n"
+    "    if crossed == 1 then alerted = k end\n"
+    "  end\n"
+    "  local f = string.format\n"
+    "  redis.call('HSET', a, 'folded', fmt(folded), 'mean', f('%.17g', mean), 'var',\n"
+    "             f('%.17g', var), 'n', fmt(n))\n"
+    "  if alerted then redis.call('HSET', a, 'alerted', fmt(alerted)) end\n"
+    "  redis.call('PEXPIRE', z, ttl)\n"
+    "  redis.call('PEXPIRE', e, ttl)\n"
+    "  redis.call('PEXPIRE', a, fmt((3 * hist + 2) * w + late))\n"
+    "  local res = {added, c, k * w, t, dropped, crossed, k * w, t, 0, c, f('%.17g', m)}\n"
+    "  if maxev > 0 then\n"
+    "    local ev = redis.call('LRANGE', e, 0, maxev - 1)\n"
+    "    for i = 1, #ev do res[#res + 1] = ev[i] end\n"
+    "  end\n"
+    "  return res\n"
+    "end\n"
     "local top = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')\n"
     "if #top > 0 and t < tonumber(top[2]) - ttl then\n"
     "  return {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, '0'}\n"

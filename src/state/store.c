@@ -40,7 +40,14 @@ int kx__store_validate(const kx_window_add *op)
         return -EMSGSIZE;
     if (op->evidence_len > KX__STORE_MAX_EVIDENCE_LEN)
         return -EMSGSIZE;
-    if ((unsigned)op->agg > KX_AGG_ORDERED || op->ncond > KX_WINDOW_MAX_TERMS ||
+    if (op->agg == KX_AGG_FIRST_SEEN && !strchr(op->member, 0x1f))
+        return -EINVAL; /* identity 0x1f value */
+    if (op->agg == KX_AGG_BASELINE &&
+        (op->window_ms <= 0 || op->history < 1 || op->history > 100000 ||
+         !(op->deviations >= 0 && op->deviations < 1e9) ||
+         (op->history * 3 + 2) > KX__STORE_MAX_TIME / op->window_ms - 1))
+        return -EINVAL;
+    if ((unsigned)op->agg > KX_AGG_BASELINE || op->ncond > KX_WINDOW_MAX_TERMS ||
         (op->ncond && !op->cond) || op->suppress_ms < 0 || op->suppress_ms >= KX__STORE_MAX_TIME ||
         (op->cross_at > 0 && op->agg != KX_AGG_COUNT))
         return -EINVAL;

@@ -22,6 +22,7 @@
  */
 #include <errno.h>
 #include <ev.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,13 @@ typedef struct mem_ev {
     size_t cap;
 } mem_ev;
 
+typedef struct mem_seen {
+    uint64_t h;
+    int64_t last;
+    char *val; /* value bytes, then the introducer's identity */
+    uint32_t vlen, ilen;
+} mem_seen;
+
 typedef struct mem_win {
     uint64_t kh;
     int64_t expire_at; /* loop ms; expired when now > expire_at (Redis' rule) */
@@ -64,6 +72,16 @@ typedef struct mem_win {
     uint32_t str_len, str_cap, str_dead;
     mem_ev *ev;
     uint32_t ev_n, ev_cap;
+    /* KX_AGG_FIRST_SEEN (the script's :z and :a): values, an index of entry + 1 by hash */
+    struct mem_seen *seen;
+    uint32_t seen_n, seen_cap;
+    uint32_t *seen_idx;
+    uint32_t seen_idx_cap; /* 0 or a power of two, load <= 1/2 */
+    /* KX_AGG_BASELINE (the script's :a hash); the members (:z) expire on their own */
+    bool bl_has, bl_alerted;
+    int64_t bl_folded, bl_n, bl_alerted_k;
+    double bl_mean, bl_var;
+    int64_t members_expire_at;
     bool alerted; /* the last window reported as crossed (the Lua script's :a key) */
     bool pruned;  /* horizon is set: the newest time pruned (the script's :h key) */
     int64_t horizon;
@@ -365,6 +383,10 @@ static mem_win *win_new(const char *key, size_t klen, uint64_t kh)
 
 static void win_free(mem_win *w)
 {
+    for (uint32_t i = 0; i < w->seen_n; i++)
+        free(w->seen[i].val);
+    free(w->seen);
+    free(w->seen_idx);
     for (uint32_t i = 0; i < w->ev_n; i++)
         free(w->ev[i].p);
     free(w->ev);
@@ -673,6 +695,305 @@ static int mem_window(kx_store_memory *m, const char *key, int64_t now, int64_t 
     return 0;
 }
 
+/* ---- KX_AGG_FIRST_SEEN: values of a key, each with when it was last seen ---- */
+
+static int32_t seen_find(const mem_win *w, uint64_t h, const char *v, size_t vlen)
+{
+    if (!w->seen_idx_cap)
+        return -1;
+    uint32_t mask = w->seen_idx_cap - 1;
+    for (uint32_t i = (uint32_t)h & mask; w->seen_idx[i]; i = (i + 1) & mask) {
+        const mem_seen *e = &w->seen[w->seen_idx[i] - 1];
+        if (e->h == h && e->vlen == vlen && memcmp(e->val, v, vlen) == 0)
+            return (int32_t)(w->seen_idx[i] - 1);
+    }
+    return -1;
+}
+
+static int seen_reindex(mem_win *w, uint32_t cap)
+{
+    uint32_t *idx = calloc(cap, sizeof(*idx));
+    if (!idx)
+        return -ENOMEM;
+    for (uint32_t k = 0; k < w->seen_n; k++) {
+        uint32_t i = (uint32_t)w->seen[k].h & (cap - 1);
+        while (idx[i])
+            i = (i + 1) & (cap - 1);
+        idx[i] = k + 1;
+    }
+    free(w->seen_idx);
+    w->seen_idx = idx;
+    w->seen_idx_cap = cap;
+    return 0;
+}
+
+/* Removes the entries marked with last == INT64_MIN, then rebuilds the index. */
+static void seen_compact(mem_win *w)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < w->seen_n; i++) {
+        if (w->seen[i].last == INT64_MIN)
+            free(w->seen[i].val);
+        else
+            w->seen[k++] = w->seen[i];
+    }
+    w->seen_n = k;
+    uint32_t cap = w->seen_idx_cap ? w->seen_idx_cap : 8;
+    if (seen_reindex(w, cap) != 0) {
+        /* No memory for a new index: clear the old one in place and refill it. */
+        memset(w->seen_idx, 0, (size_t)w->seen_idx_cap * sizeof(*w->seen_idx));
+        for (uint32_t j = 0; j < w->seen_n; j++) {
+            uint32_t i = (uint32_t)w->seen[j].h & (w->seen_idx_cap - 1);
+            while (w->seen_idx[i])
+                i = (i + 1) & (w->seen_idx_cap - 1);
+            w->seen_idx[i] = j + 1;
+        }
+    }
+}
+
+/* Sets entry e's introducer to id (the value bytes stay in front). */
+static int seen_set_intro(mem_seen *e, const char *id, size_t ilen)
+{
+    char *p = realloc(e->val, (size_t)e->vlen + ilen + 1);
+    if (!p)
+        return -ENOMEM;
+    memcpy(p + e->vlen, id, ilen);
+    p[e->vlen + ilen] = '\0';
+    e->val = p;
+    e->ilen = (uint32_t)ilen;
+    return 0;
+}
+
+static int seen_append(mem_win *w, uint64_t h, const char *v, size_t vlen, int32_t *at)
+{
+    if ((uint64_t)(w->seen_n + 1) * 2 > w->seen_idx_cap) {
+        int rc = seen_reindex(w, w->seen_idx_cap ? w->seen_idx_cap * 2 : 8);
+        if (rc)
+            return rc;
+    }
+    if (w->seen_n == w->seen_cap) {
+        uint32_t cap = w->seen_cap ? w->seen_cap * 2 : 4;
+        mem_seen *p = realloc(w->seen, (size_t)cap * sizeof(*p));
+        if (!p)
+            return -ENOMEM;
+        w->seen = p;
+        w->seen_cap = cap;
+    }
+    mem_seen *e = &w->seen[w->seen_n];
+    e->val = malloc(vlen + 1);
+    if (!e->val)
+        return -ENOMEM;
+    memcpy(e->val, v, vlen);
+    e->val[vlen] = '\0';
+    e->h = h;
+    e->vlen = (uint32_t)vlen;
+    e->ilen = 0;
+    e->last = 0;
+    uint32_t mask = w->seen_idx_cap - 1;
+    uint32_t i = (uint32_t)h & mask;
+    while (w->seen_idx[i])
+        i = (i + 1) & mask;
+    w->seen_idx[i] = w->seen_n + 1;
+    *at = (int32_t)w->seen_n++;
+    return 0;
+}
+
+/* The script's first_seen branch, step for step (redis_scripts.h). */
+static int mem_first_seen(kx_store_memory *m, mem_win *w, const kx_window_add *op,
+                          kx_window_result *res)
+{
+    size_t mlen = strlen(op->member);
+    const char *sep = memchr(op->member, 0x1f, mlen);
+    const char *id = op->member, *v = sep + 1;
+    size_t ilen = (size_t)(sep - op->member), vlen = mlen - ilen - 1;
+    uint64_t h = kx_hash64(v, vlen, 0);
+    int64_t t = op->time_ms;
+    int32_t at = seen_find(w, h, v, vlen);
+    int64_t prev = at >= 0 ? w->seen[at].last : -1;
+    int rc;
+    if (at < 0 || prev < t - op->window_ms) {
+        if (at < 0 && (rc = seen_append(w, h, v, vlen, &at)))
+            return rc;
+        mem_seen *e = &w->seen[at];
+        if ((rc = seen_set_intro(e, id, ilen)))
+            return rc;
+        e->last = t;
+        res->added = res->crossed = true;
+    } else {
+        mem_seen *e = &w->seen[at];
+        res->crossed = e->ilen == ilen && memcmp(e->val + e->vlen, id, ilen) == 0;
+        if (t > e->last)
+            e->last = t;
+    }
+    /* Forget values last seen before (newest - ttl), then the least recently seen (ties: by
+     * value bytes, Redis' order) past the cap. */
+    int64_t maxt = INT64_MIN, limit;
+    for (uint32_t i = 0; i < w->seen_n; i++)
+        if (w->seen[i].last > maxt)
+            maxt = w->seen[i].last;
+    limit = maxt - op->ttl_ms;
+    uint32_t live = 0;
+    bool gone = false;
+    for (uint32_t i = 0; i < w->seen_n; i++) {
+        if (w->seen[i].last < limit) {
+            w->seen[i].last = INT64_MIN;
+            gone = true;
+        } else {
+            live++;
+        }
+    }
+    uint32_t cap =
+        m->base.member_cap < KX__STORE_SEEN_CAP ? m->base.member_cap : KX__STORE_SEEN_CAP;
+    uint32_t dropped = live > cap ? live - cap : 0;
+    for (uint32_t d = 0; d < dropped; d++) {
+        int32_t old = -1;
+        for (uint32_t i = 0; i < w->seen_n; i++) {
+            const mem_seen *e = &w->seen[i];
+            if (e->last == INT64_MIN)
+                continue;
+            if (old < 0 || e->last < w->seen[old].last ||
+                (e->last == w->seen[old].last &&
+                 member_cmp(e->val, e->vlen, w->seen[old].val, w->seen[old].vlen) < 0))
+                old = (int32_t)i;
+        }
+        w->seen[old].last = INT64_MIN;
+        gone = true;
+    }
+    if (gone)
+        seen_compact(w);
+    if (dropped) {
+        kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
+        kx_log_limited(&m->rl_members, KX_LOG_WARN, "state",
+                       "key \"%s\" over %u values: dropped the %u least recently seen", op->key,
+                       cap, dropped);
+    }
+    res->count = res->cross_count = w->seen_n;
+    res->first_ms = res->last_ms = res->cross_first_ms = res->cross_last_ms = t;
+    res->cross_value = (double)prev;
+    return 0;
+}
+
+/* ---- KX_AGG_BASELINE: counts per interval against their own history ---- */
+
+static int64_t bl_interval(int64_t t, int64_t w)
+{
+    /* As the script computes it: math.floor(t / w) in doubles. */
+    return (int64_t)floor((double)t / (double)w);
+}
+
+static int64_t bl_count(mem_win *w, int64_t j, int64_t iv)
+{
+    uint32_t lo = win_time_bound(w, j * iv, false);
+    uint32_t hi = win_time_bound(w, (j + 1) * iv - 1, true);
+    return hi > lo ? (int64_t)(hi - lo) : 0;
+}
+
+/* Folds the counts of intervals j0..j1 into (*mean, *var, *n): EWMA, as the script does. */
+static void bl_fold(mem_win *w, int64_t j0, int64_t j1, int64_t iv, double alpha, double *mean,
+                    double *var, int64_t *n)
+{
+    int64_t j = j0, zeros = 0;
+    while (j <= j1) {
+        int64_t c = bl_count(w, j, iv);
+        if (c == 0 && (*n == 0 || zeros >= KX__STORE_BASELINE_MAX_FOLD)) {
+            /* Before the group's first events (no history yet), or a long empty run whose
+             * folding would change nothing any more: skip to the next events. */
+            uint32_t i = win_time_bound(w, j * iv, false);
+            int64_t nj = j1 + 1;
+            if (i < w->n) {
+                int64_t k = bl_interval(win_at(w, i)->t, iv);
+                nj = k < j1 + 1 ? k : j1 + 1;
+            }
+            if (*n > 0)
+                *n += nj - j;
+            j = nj;
+            continue;
+        }
+        double d = (double)c - *mean;
+        double inc = alpha * d;
+        *mean = *mean + inc;
+        *var = (1 - alpha) * (*var + d * inc);
+        *n += 1;
+        zeros = c == 0 ? zeros + 1 : 0;
+        j++;
+    }
+}
+
+/* The script's baseline branch, step for step (redis_scripts.h). */
+static int mem_baseline(kx_store_memory *m, mem_win *w, const kx_window_add *op, int64_t now,
+                        kx_window_result *res, bool *added_out)
+{
+    int64_t t = op->time_ms, iv = op->window_ms, late = op->ttl_ms - op->window_ms;
+    double alpha = 2.0 / (double)(op->history + 1);
+    if (now > w->members_expire_at && w->n > 0) {
+        /* The script's :z and :e expired (wall clock) while its history lives on. */
+        win_drop_front(w, w->n);
+        for (uint32_t i = 0; i < w->ev_n; i++)
+            free(w->ev[i].p);
+        w->ev_n = 0;
+    }
+    int64_t k = bl_interval(t, iv);
+    int64_t folded = w->bl_has ? w->bl_folded : bl_interval(t - late, iv) - 1;
+    double mean = w->bl_has ? w->bl_mean : 0, var = w->bl_has ? w->bl_var : 0;
+    int64_t n = w->bl_has ? w->bl_n : 0;
+    size_t mlen = strlen(op->member);
+    uint64_t h = kx_hash64(op->member, mlen, 0);
+    /* A member already kept is a replay, never late: it may report its interval again. */
+    bool added = win_find(w, h, op->member, mlen) == NULL;
+    if (added && ((w->n > 0 && t < win_at(w, w->n - 1)->t - late) || k <= folded)) {
+        res->late = true;
+        return 0;
+    }
+    if (added) {
+        int rc = win_insert(w, h, t, op->member, (uint32_t)mlen);
+        if (rc)
+            return rc;
+    }
+    int64_t maxt = win_at(w, w->n - 1)->t;
+    int64_t lastclosed = bl_interval(maxt - late, iv) - 1;
+    if (lastclosed > folded) {
+        bl_fold(w, folded + 1, lastclosed, iv, alpha, &mean, &var, &n);
+        folded = lastclosed;
+    }
+    win_drop_front(w, win_time_bound(w, maxt - op->ttl_ms, false));
+    uint32_t cap = m->base.member_cap;
+    if (w->n > cap) {
+        uint32_t dropped = w->n - cap;
+        win_drop_front(w, dropped);
+        kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
+        kx_log_limited(&m->rl_members, KX_LOG_WARN, "state",
+                       "key \"%s\" over %u members: dropped the %u oldest", op->key, cap, dropped);
+    }
+    *added_out = added;
+    int64_t c = bl_count(w, k, iv);
+    double pm = mean, pv = var;
+    int64_t pn = n;
+    bl_fold(w, folded + 1, k - 1, iv, alpha, &pm, &pv, &pn);
+    bool crossed = false;
+    if (w->bl_alerted && w->bl_alerted_k == k) {
+        crossed = !added;
+    } else if (k > folded && pn >= op->history && (double)c > pm + op->deviations * sqrt(pv) &&
+               kx_window_cond_eval(op->cond, op->ncond, (double)c)) {
+        crossed = true;
+        w->bl_alerted = true;
+        w->bl_alerted_k = k;
+    }
+    w->bl_has = true;
+    w->bl_folded = folded;
+    w->bl_mean = mean;
+    w->bl_var = var;
+    w->bl_n = n;
+    w->members_expire_at = now + op->ttl_ms;
+    w->expire_at = now + (3 * op->history + 2) * iv + late;
+    res->added = added;
+    res->count = res->cross_count = c;
+    res->first_ms = res->cross_first_ms = k * iv;
+    res->last_ms = res->cross_last_ms = t;
+    res->crossed = crossed;
+    res->cross_value = pm;
+    return 0;
+}
+
 static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, void *ud)
 {
     kx_store_memory *m = (kx_store_memory *)s;
@@ -683,7 +1004,10 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
         return -ECANCELED;
     int64_t now = loop_now_ms(m);
     mem_win *w;
-    rc = mem_window(m, op->key, now, op->ttl_ms, &w);
+    int64_t key_ttl = op->ttl_ms;
+    if (op->agg == KX_AGG_BASELINE) /* the history outlives the members */
+        key_ttl = (3 * op->history + 2) * op->window_ms + (op->ttl_ms - op->window_ms);
+    rc = mem_window(m, op->key, now, key_ttl, &w);
     if (rc == -ENOSPC) {
         kx_metric_inc(KX_M_STORE_OPS);
         kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
@@ -696,9 +1020,39 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
     if (rc)
         return rc;
 
+    size_t max_ev =
+        op->max_evidence < KX__STORE_MAX_EVIDENCE ? op->max_evidence : KX__STORE_MAX_EVIDENCE;
+    kx_window_result res = {0};
+    if (op->agg == KX_AGG_FIRST_SEEN) {
+        kx_metric_inc(KX_M_STORE_OPS);
+        if ((rc = mem_first_seen(m, w, op, &res)))
+            return rc;
+        w->expire_at = now + op->ttl_ms;
+        run_cb(m, cb, ud, 0, &res);
+        return 0;
+    }
+    if (op->agg == KX_AGG_BASELINE) {
+        bool bl_added = false;
+        kx_metric_inc(KX_M_STORE_OPS);
+        if ((rc = mem_baseline(m, w, op, now, &res, &bl_added)))
+            return rc;
+        if (!res.late && bl_added && op->evidence && max_ev > 0 &&
+            (rc = win_push_evidence(w, op->evidence, op->evidence_len, (uint32_t)max_ev)))
+            return rc;
+        if (!res.late) {
+            res.nevidence = w->ev_n < max_ev ? w->ev_n : max_ev;
+            for (size_t i = 0; i < res.nevidence; i++) {
+                m->res_ev[i] = w->ev[i].p;
+                m->res_ev_len[i] = w->ev[i].len;
+            }
+            res.evidence = m->res_ev;
+            res.evidence_len = m->res_ev_len;
+        }
+        run_cb(m, cb, ud, 0, &res);
+        return 0;
+    }
     size_t mlen = strlen(op->member);
     uint64_t h = kx_hash64(op->member, mlen, 0);
-    kx_window_result res = {0};
     /* Older than the key keeps (newest - ttl): the script refuses it before ZADD. */
     if (w->n > 0 && op->time_ms < win_at(w, w->n - 1)->t - op->ttl_ms) {
         kx_metric_inc(KX_M_STORE_OPS);
@@ -728,8 +1082,6 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
         kx_log_limited(&m->rl_members, KX_LOG_WARN, "state",
                        "key \"%s\" over %u members: dropped the %u oldest", op->key, cap, dropped);
     }
-    size_t max_ev =
-        op->max_evidence < KX__STORE_MAX_EVIDENCE ? op->max_evidence : KX__STORE_MAX_EVIDENCE;
     if (added && op->evidence && max_ev > 0) {
         rc = win_push_evidence(w, op->evidence, op->evidence_len, (uint32_t)max_ev);
         if (rc)

@@ -39,8 +39,8 @@
 #define REDIS_MAX_PREFIX 256u
 
 /* EVALSHA sha numkeys zkey ekey akey member time window ttl max_evidence member_cap agg
- * suppress evidence nterms [op value]... (redis_scripts.h) */
-#define OP_NARGS (14 + 2 * KX_WINDOW_MAX_TERMS) /* the arguments stored per op, zkey .. */
+ * suppress evidence nterms [op value]... deviations history (redis_scripts.h) */
+#define OP_NARGS (16 + 2 * KX_WINDOW_MAX_TERMS) /* the arguments stored per op, zkey .. */
 
 typedef struct kx_store_redis kx_store_redis;
 
@@ -492,6 +492,13 @@ static int op_build(kx_store_redis *r, redis_op *op, const kx_window_add *a)
         if (!rc)
             rc = op_arg(op, tmp, (size_t)n);
     }
+    if (!rc) {
+        char tmp[32];
+        int n = snprintf(tmp, sizeof(tmp), "%.17g", a->deviations);
+        rc = op_arg(op, tmp, (size_t)n);
+    }
+    if (!rc)
+        rc = op_arg_i64(op, a->history);
     return rc;
 }
 

@@ -4,6 +4,7 @@
  * to the same exact answers. Backend-only tests (key cap, NOSCRIPT, prefix) follow.
  */
 #include <errno.h>
+#include <math.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -772,6 +773,296 @@ static void test_invalid_args(void **state)
     assert_int_equal(kx_metric_get(KX_M_STORE_OPS), 0);
 }
 
+/* ---- klaxon extensions: first_seen and baseline ---- */
+
+#define FS_D 10000
+#define FS_TTL 15000
+
+static got seen(fx *f, const char *key, const char *member, int64_t t)
+{
+    return add_full(f, (addp){.key = key,
+                              .member = member,
+                              .t = t,
+                              .window = FS_D,
+                              .ttl = FS_TTL,
+                              .agg = KX_AGG_FIRST_SEEN});
+}
+
+#define assert_seen(g, crossed_, added_, prev, nvalues)                                            \
+    do {                                                                                           \
+        assert_int_equal((g).status, 0);                                                           \
+        assert_int_equal((g).crossed, (crossed_));                                                 \
+        assert_int_equal((g).added, (added_));                                                     \
+        assert_true((g).cvalue == (double)(prev));                                                 \
+        assert_int_equal((g).count, (nvalues));                                                    \
+        assert_int_equal((g).ccount, (nvalues));                                                   \
+        assert_false((g).late);                                                                    \
+    } while (0)
+
+static void test_first_seen(void **state)
+{
+    fx *f = *state;
+    got g = seen(f, "fs",
+                 "e1\x1f"
+                 "10.0.0.1",
+                 T0);
+    assert_seen(g, true, true, -1, 1);
+    assert_int_equal(g.cfirst, T0);
+    assert_int_equal(g.clast, T0);
+    g = seen(f, "fs",
+             "e2\x1f"
+             "10.0.0.1",
+             T0 + 1000);
+    assert_seen(g, false, false, T0, 1);
+    /* The event that introduced the value, replayed: reported again (same alert). */
+    g = seen(f, "fs",
+             "e1\x1f"
+             "10.0.0.1",
+             T0);
+    assert_seen(g, true, false, T0 + 1000, 1);
+    g = seen(f, "fs",
+             "e3\x1f"
+             "10.0.0.2",
+             T0 + 2000);
+    assert_seen(g, true, true, -1, 2);
+    /* An older sighting does not move "last seen" back. */
+    g = seen(f, "fs",
+             "e0\x1f"
+             "10.0.0.2",
+             T0 + 500);
+    assert_seen(g, false, false, T0 + 2000, 2);
+    /* Last seen exactly D ago: still known (inclusive). D + 1 ago: new again. */
+    g = seen(f, "fs",
+             "e4\x1f"
+             "10.0.0.2",
+             T0 + 2000 + FS_D);
+    assert_seen(g, false, false, T0 + 2000, 2);
+    g = seen(f, "fs",
+             "e5\x1f"
+             "10.0.0.1",
+             T0 + 1000 + FS_D + 1);
+    assert_seen(g, true, true, T0 + 1000, 2);
+    /* Values last seen before (newest - ttl) are forgotten. */
+    g = seen(f, "fs",
+             "e6\x1f"
+             "10.0.0.3",
+             T0 + 2000 + FS_D + FS_TTL + 1);
+    assert_seen(g, true, true, -1, 1);
+    g = seen(f, "fs",
+             "e7\x1f"
+             "10.0.0.2",
+             T0 + 2000 + FS_D + FS_TTL + 2);
+    assert_seen(g, true, true, -1, 2);
+    /* Keys do not share values. */
+    g = seen(f, "fs2",
+             "e1\x1f"
+             "10.0.0.1",
+             T0);
+    assert_seen(g, true, true, -1, 1);
+    assert_int_equal(kx_metric_get(KX_M_STATE_KEYS_CAPPED), 0);
+}
+
+static void test_first_seen_cap(void **state)
+{
+    fx *f = *state;
+    kx__store_set_member_cap(f->s, 3);
+    seen(f, "cap",
+         "1\x1f"
+         "a",
+         T0);
+    seen(f, "cap",
+         "2\x1f"
+         "b",
+         T0 + 1);
+    seen(f, "cap",
+         "3\x1f"
+         "c",
+         T0 + 2);
+    got g = seen(f, "cap",
+                 "4\x1f"
+                 "a",
+                 T0 + 3); /* a is now the most recent */
+    assert_seen(g, false, false, T0, 3);
+    assert_int_equal(kx_metric_get(KX_M_STATE_KEYS_CAPPED), 0);
+    g = seen(f, "cap",
+             "5\x1f"
+             "d",
+             T0 + 4); /* b, the least recently seen, goes */
+    assert_seen(g, true, true, -1, 3);
+    assert_int_equal(kx_metric_get(KX_M_STATE_KEYS_CAPPED), 1);
+    g = seen(f, "cap",
+             "6\x1f"
+             "c",
+             T0 + 5);
+    assert_seen(g, false, false, T0 + 2, 3);
+    g = seen(f, "cap",
+             "7\x1f"
+             "b",
+             T0 + 6);
+    assert_seen(g, true, true, -1, 3);
+    assert_int_equal(kx_metric_get(KX_M_STATE_KEYS_CAPPED), 2);
+}
+
+#define BL_I 1000
+
+static got base(fx *f, const char *key, const char *member, int64_t t, int64_t history,
+                int64_t lateness)
+{
+    static const kx_window_term min3 = {KX_WCMP_GTE, 3};
+    got g = {0};
+    kx_window_add op = {
+        .key = key,
+        .member = member,
+        .time_ms = t,
+        .window_ms = BL_I,
+        .ttl_ms = BL_I + lateness,
+        .agg = KX_AGG_BASELINE,
+        .cond = &min3,
+        .ncond = 1,
+        .deviations = 2,
+        .history = history,
+    };
+    assert_int_equal(kx_store_window_add(f->s, &op, got_cb, &g), 0);
+    assert_true(kx_test_run_until(f->loop, got_done, &g, 5000));
+    assert_int_equal(g.calls, 1);
+    assert_int_equal(g.status, 0);
+    return g;
+}
+
+/* The EWMA the store keeps, computed here independently: counts of consecutive intervals. */
+static void ewma(const int *counts, int n, int64_t history, double *mean, double *var)
+{
+    double a = 2.0 / (double)(history + 1), m = 0, v = 0;
+    for (int i = 0; i < n; i++) {
+        double d = counts[i] - m, inc = a * d;
+        m += inc;
+        v = (1 - a) * (v + d * inc);
+    }
+    *mean = m;
+    *var = v;
+}
+
+static void test_baseline(void **state)
+{
+    fx *f = *state;
+    char m[16];
+    got g;
+    /* One event per interval for four intervals: the quiet history. */
+    for (int j = 0; j < 4; j++) {
+        snprintf(m, sizeof(m), "q%d", j);
+        g = base(f, "bl", m, T0 + j * BL_I, 3, 0);
+        assert_false(g.crossed);
+        assert_int_equal(g.count, 1);
+        assert_int_equal(g.cfirst, T0 + j * BL_I);
+    }
+    /* Interval 4: the third event meets the minimum count and is far above the history
+     * (mean 0.9375, stddev 0.242 after four intervals of 1). */
+    static const int hist4[] = {1, 1, 1, 1};
+    double mean, var;
+    ewma(hist4, 4, 3, &mean, &var);
+    assert_true(mean == 0.9375);
+    g = base(f, "bl", "b1", T0 + 4000, 3, 0);
+    assert_false(g.crossed);
+    g = base(f, "bl", "b2", T0 + 4100, 3, 0);
+    assert_false(g.crossed);
+    g = base(f, "bl", "b3", T0 + 4200, 3, 0);
+    assert_true(g.crossed);
+    assert_true(g.added);
+    assert_int_equal(g.ccount, 3);
+    assert_int_equal(g.cfirst, T0 + 4000);
+    assert_int_equal(g.clast, T0 + 4200);
+    assert_true(g.cvalue == mean);
+    /* Once per interval; a replayed member of it reports the interval again. */
+    g = base(f, "bl", "b4", T0 + 4300, 3, 0);
+    assert_false(g.crossed);
+    assert_int_equal(g.count, 4);
+    g = base(f, "bl", "b2", T0 + 4100, 3, 0);
+    assert_true(g.crossed);
+    assert_false(g.added);
+    assert_int_equal(g.count, 4);
+    /* No lateness: an event of a closed interval is refused as late. */
+    g = base(f, "bl", "late", T0 + 3999, 3, 0);
+    assert_true(g.late);
+    assert_false(g.crossed);
+    /* Five empty intervals (5..9), then 3 events in interval 10: the history has decayed
+     * toward 0, so 3 is far above it again. */
+    static const int hist10[] = {1, 1, 1, 1, 4, 0, 0, 0, 0, 0};
+    ewma(hist10, 10, 3, &mean, &var);
+    base(f, "bl", "c1", T0 + 10000, 3, 0);
+    base(f, "bl", "c2", T0 + 10001, 3, 0);
+    g = base(f, "bl", "c3", T0 + 10002, 3, 0);
+    assert_true(g.crossed);
+    assert_true(g.cvalue == mean);
+    assert_int_equal(g.cfirst, T0 + 10000);
+
+    /* Warm-up: with history 10 the same stream raises nothing. */
+    for (int j = 0; j < 4; j++) {
+        snprintf(m, sizeof(m), "q%d", j);
+        assert_false(base(f, "warm", m, T0 + j * BL_I, 10, 0).crossed);
+    }
+    for (int j = 0; j < 5; j++) {
+        snprintf(m, sizeof(m), "b%d", j);
+        assert_false(base(f, "warm", m, T0 + 4000 + j, 10, 0).crossed);
+    }
+}
+
+static void test_baseline_lateness(void **state)
+{
+    fx *f = *state;
+    char m[16];
+    got g;
+    /* Lateness 1.5 intervals: interval j closes when the newest time passes its end + 1500. */
+    for (int j = 0; j < 4; j++) {
+        snprintf(m, sizeof(m), "q%d", j);
+        base(f, "bll", m, T0 + j * BL_I, 2, 1500);
+    }
+    /* Newest T0 + 3000: intervals 0 and 1 are closed, 2 and 3 open. A late event of
+     * interval 2 still counts there. */
+    g = base(f, "bll", "late2", T0 + 2500, 2, 1500);
+    assert_false(g.late);
+    assert_int_equal(g.count, 2);
+    assert_int_equal(g.cfirst, T0 + 2000);
+    /* An event older than newest - lateness is refused. */
+    g = base(f, "bll", "late1", T0 + 1499, 2, 1500);
+    assert_true(g.late);
+    /* Three events in interval 3 (now 1 + 3 = 4): compared with the closed history {1, 1}
+     * plus open interval 2 as it stands (2). */
+    static const int h[] = {1, 1, 2};
+    double mean, var;
+    ewma(h, 3, 2, &mean, &var);
+    base(f, "bll", "x1", T0 + 3100, 2, 1500);
+    g = base(f, "bll", "x2", T0 + 3200, 2, 1500);
+    assert_true(g.crossed == ((double)g.count > mean + 2 * sqrt(var)));
+    assert_int_equal(g.count, 3);
+    assert_true(g.crossed);
+    assert_true(g.cvalue == mean);
+}
+
+static void test_extension_invalid_args(void **state)
+{
+    fx *f = *state;
+    got g = {0};
+    kx_window_add op = {.key = "k",
+                        .member = "no-separator",
+                        .time_ms = T0,
+                        .window_ms = 100,
+                        .ttl_ms = 100,
+                        .agg = KX_AGG_FIRST_SEEN};
+    assert_int_equal(kx_store_window_add(f->s, &op, got_cb, &g), -EINVAL);
+    op.member = "m";
+    op.agg = KX_AGG_BASELINE;
+    op.history = 0;
+    assert_int_equal(kx_store_window_add(f->s, &op, got_cb, &g), -EINVAL);
+    op.history = 3;
+    op.deviations = -1;
+    assert_int_equal(kx_store_window_add(f->s, &op, got_cb, &g), -EINVAL);
+    op.deviations = 2;
+    op.window_ms = 0;
+    assert_int_equal(kx_store_window_add(f->s, &op, got_cb, &g), -EINVAL);
+    ev_run(f->loop, EVRUN_NOWAIT);
+    assert_int_equal(g.calls, 0);
+}
+
 typedef struct destroyer {
     fx *f;
     int calls;
@@ -1047,6 +1338,11 @@ static void test_url_prefix_redis(void **state)
         cmocka_unit_test_setup_teardown(test_ttl, setup, teardown),                                \
         cmocka_unit_test_setup_teardown(test_member_cap, setup, teardown),                         \
         cmocka_unit_test_setup_teardown(test_invalid_args, setup, teardown),                       \
+        cmocka_unit_test_setup_teardown(test_first_seen, setup, teardown),                         \
+        cmocka_unit_test_setup_teardown(test_first_seen_cap, setup, teardown),                     \
+        cmocka_unit_test_setup_teardown(test_baseline, setup, teardown),                           \
+        cmocka_unit_test_setup_teardown(test_baseline_lateness, setup, teardown),                  \
+        cmocka_unit_test_setup_teardown(test_extension_invalid_args, setup, teardown),             \
         cmocka_unit_test_setup_teardown(test_destroy_in_callback, setup, teardown_maybe_destroyed)
 
 int main(void)
