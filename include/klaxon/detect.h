@@ -9,8 +9,8 @@
  * * and ?, null, conditions with and/or/not/parentheses, "1 of x*", "all of them",
  * logsource filtering; correlation rules of every Sigma type (event_count, value_count,
  * temporal, temporal_ordered, value_sum, value_avg, value_percentile) with aliases and
- * chaining; klaxon extensions team, category, the correlation keys suppress and lateness,
- * and the timeofday search identifier (klaxon/timeofday.h).
+ * chaining; klaxon correlation types first_seen and baseline; klaxon extensions team, category, the
+ * correlation keys suppress and lateness, and the timeofday search identifier (klaxon/timeofday.h).
  *
  * Ownership: kx_ruleset_load returns a new ruleset (caller destroys). kx_rule pointers and
  * every string inside are owned by the ruleset and valid until it is destroyed.
@@ -34,6 +34,8 @@ typedef enum {
     KX_CORR_VALUE_SUM,
     KX_CORR_VALUE_AVG,
     KX_CORR_VALUE_PERCENTILE,
+    KX_CORR_FIRST_SEEN, /* klaxon extension: a value new for its group within timespan */
+    KX_CORR_BASELINE,   /* klaxon extension: an interval's count far above its history */
 } kx_corr_type;
 /* Same order as kx_wcmp in klaxon/store.h (the pipeline passes conditions through). */
 typedef enum { KX_CMP_GT, KX_CMP_GTE, KX_CMP_LT, KX_CMP_LTE, KX_CMP_EQ, KX_CMP_NEQ } kx_cmp;
@@ -83,8 +85,12 @@ struct kx_rule {
      * value_fields[j * nvalue_fields + k]. */
     const char *const *value_fields;
     size_t nvalue_fields;
+    const char *const *value_names; /* the `field` names as written (first_seen's alert group) */
+    /* baseline: count > mean + deviations * stddev, after `history` intervals */
+    double deviations;
+    int64_t history;
     int64_t timespan_ms;
-    const kx_corr_term *cond; /* never empty for a loaded correlation */
+    const kx_corr_term *cond; /* never empty for a loaded correlation, but first_seen's */
     size_t ncond;
     int64_t suppress_ms; /* klaxon extension `suppress`; default: timespan */
     int64_t lateness_ms; /* klaxon extension `lateness`; -1: the config's state.lateness */

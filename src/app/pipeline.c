@@ -46,7 +46,7 @@ struct kx_op {
     /* group values and tenant, NUL-separated in strs; offsets into it */
     kx_buf strs;
     size_t tenant_off;
-    size_t val_off[KX_MAX_GROUP_BY];
+    size_t val_off[2 * KX_MAX_GROUP_BY]; /* group-by values, then first_seen's value fields */
     kx_buf evidence;
 };
 
@@ -264,6 +264,22 @@ static void retry_flush(kx_pipeline *p)
     }
 }
 
+/* Entries of a correlation's alert group: its group-by fields, then for first_seen the
+ * watched value fields (the alert is about one new value of its group). */
+static size_t corr_ngroup(const kx_rule *c)
+{
+    size_t ng = c->ngroup_by < KX_MAX_GROUP_BY ? c->ngroup_by : KX_MAX_GROUP_BY;
+    if (c->corr_type == KX_CORR_FIRST_SEEN)
+        ng += c->nvalue_fields < KX_MAX_GROUP_BY ? c->nvalue_fields : KX_MAX_GROUP_BY;
+    return ng;
+}
+
+static const char *corr_group_name(const kx_rule *c, size_t i)
+{
+    size_t ng = c->ngroup_by < KX_MAX_GROUP_BY ? c->ngroup_by : KX_MAX_GROUP_BY;
+    return i < ng ? c->group_by[i] : c->value_names[i - ng];
+}
+
 static kx_agg corr_agg(kx_corr_type t)
 {
     switch (t) {
@@ -278,6 +294,10 @@ static kx_agg corr_agg(kx_corr_type t)
         return KX_AGG_SUM;
     case KX_CORR_VALUE_AVG:
         return KX_AGG_AVG;
+    case KX_CORR_FIRST_SEEN:
+        return KX_AGG_FIRST_SEEN;
+    case KX_CORR_BASELINE:
+        return KX_AGG_BASELINE;
     default:
         return KX_AGG_SHARE;
     }
@@ -295,10 +315,10 @@ static void corr_fire(kx_op *op, const kx_window_result *res)
 {
     kx_pipeline *p = op->p;
     kx_rule *c = op->corr;
-    kx_kv group[KX_MAX_GROUP_BY];
-    size_t ng = c->ngroup_by < KX_MAX_GROUP_BY ? c->ngroup_by : KX_MAX_GROUP_BY;
+    kx_kv group[2 * KX_MAX_GROUP_BY];
+    size_t ng = corr_ngroup(c);
     for (size_t i = 0; i < ng; i++) {
-        group[i].key = c->group_by[i];
+        group[i].key = corr_group_name(c, i);
         group[i].value = op->strs.data + op->val_off[i];
     }
     c->matches++;
@@ -326,6 +346,13 @@ static void corr_alert(kx_op *op, const kx_window_result *res, const kx_kv *grou
         evs[i] = res->evidence[ne - 1 - i];
         evl[i] = res->evidence_len[ne - 1 - i];
     }
+    bool first_seen = c->corr_type == KX_CORR_FIRST_SEEN;
+    if (first_seen) {
+        /* One event is the whole story: the store keeps no evidence for it, the op does. */
+        ne = op->evidence.len ? 1 : 0;
+        evs[0] = op->evidence.data;
+        evl[0] = op->evidence.len;
+    }
     kx_alert a = {
         .rule_id = c->id,
         .rule_title = c->title,
@@ -335,8 +362,8 @@ static void corr_alert(kx_op *op, const kx_window_result *res, const kx_kv *grou
         .category = corr_category(c),
         .group = group,
         .ngroup = ng,
-        .count = res->cross_count,
-        .has_value = c->corr_type != KX_CORR_EVENT_COUNT,
+        .count = first_seen ? 1 : res->cross_count,
+        .has_value = c->corr_type != KX_CORR_EVENT_COUNT && !first_seen,
         .value = res->cross_value,
         .window_s = c->timespan_ms / 1000,
         .first_seen_ms = res->cross_first_ms,
@@ -431,6 +458,8 @@ static void op_issue(kx_op *op)
         .cond = cond,
         .ncond = ncond,
         .suppress_ms = c->suppress_ms,
+        .deviations = c->deviations,
+        .history = c->history,
     };
     int rc = p->store_down ? -EAGAIN : kx_store_window_add(p->store, &add, op_cb, op);
     if (rc >= 0)
@@ -516,8 +545,8 @@ static bool src_get(const corr_src *s, const char *field, const char **v, size_t
         *vl = f->value_len;
         return true;
     }
-    for (size_t i = 0; i < s->child->ngroup_by && i < KX_MAX_GROUP_BY; i++) {
-        if (!strcmp(s->child->group_by[i], field)) {
+    for (size_t i = 0; i < corr_ngroup(s->child); i++) {
+        if (!strcmp(corr_group_name(s->child, i), field)) {
             *v = s->child_op->strs.data + s->child_op->val_off[i];
             *vl = strlen(*v);
             return true;
@@ -596,7 +625,8 @@ static void corr_update(kx_pipeline *p, kx_rule *c, const kx_rule *ref_rule, con
     op->corr = c;
     op->time_ms = time_ms;
     kx_buf_puts(&op->member, identity);
-    if (c->corr_type != KX_CORR_EVENT_COUNT && !member_value(p, c, ref, src, &op->member)) {
+    if (c->corr_type != KX_CORR_EVENT_COUNT && c->corr_type != KX_CORR_BASELINE &&
+        !member_value(p, c, ref, src, &op->member)) {
         op_put(p, op);
         return;
     }
@@ -622,6 +652,24 @@ static void corr_update(kx_pipeline *p, kx_rule *c, const kx_rule *ref_rule, con
      * must never share a window. */
     h1 = kx_hash64(tenant, strlen(tenant) + 1, h1);
     h2 = kx_hash64(tenant, strlen(tenant) + 1, h2);
+    if (c->corr_type >= KX_CORR_FIRST_SEEN) {
+        /* These keep other Redis types under the same names: a rule id reused with another
+         * type must not meet its old keys (WRONGTYPE). */
+        h1 = kx_hash64(&c->corr_type, sizeof(c->corr_type), h1);
+        h2 = kx_hash64(&c->corr_type, sizeof(c->corr_type), h2);
+    }
+    /* first_seen: the watched values join the alert's group (not the key). */
+    for (size_t k = 0; c->corr_type == KX_CORR_FIRST_SEEN && k < corr_ngroup(c) - ng; k++) {
+        const char *v = "";
+        size_t vl = 0;
+        if (!src_get(src, c->value_fields[(size_t)ref * c->nvalue_fields + k], &v, &vl)) {
+            v = "";
+            vl = 0;
+        }
+        op->val_off[ng + k] = op->strs.len;
+        kx_buf_append(&op->strs, v, vl);
+        kx_buf_append(&op->strs, "", 1);
+    }
     /* Key: tenant and rule readable for operators, the group hashed to bound its length. */
     snprintf(op->key, sizeof(op->key), "%.32s|%.24s|%016llx%016llx", tenant, c->id,
              (unsigned long long)h1, (unsigned long long)h2);
@@ -668,11 +716,12 @@ static void corr_feed_alert(kx_pipeline *p, kx_rule *parent, const kx_rule *chil
     kx_buf_puts(&p->chain_ev, "{\"correlation\":");
     kx_buf_json_str(&p->chain_ev, child->id, strlen(child->id));
     kx_buf_puts(&p->chain_ev, ",\"group\":{");
-    for (size_t i = 0; i < child->ngroup_by && i < KX_MAX_GROUP_BY; i++) {
+    for (size_t i = 0; i < corr_ngroup(child); i++) {
         const char *v = cop->strs.data + cop->val_off[i];
+        const char *name = corr_group_name(child, i);
         if (i)
             kx_buf_putc(&p->chain_ev, ',');
-        kx_buf_json_str(&p->chain_ev, child->group_by[i], strlen(child->group_by[i]));
+        kx_buf_json_str(&p->chain_ev, name, strlen(name));
         kx_buf_putc(&p->chain_ev, ':');
         kx_buf_json_str(&p->chain_ev, v, strlen(v));
     }

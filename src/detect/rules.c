@@ -422,7 +422,7 @@ static int compile_logsource(kx__ctx *c, const kx_yaml_node *ls, kx__detection *
  * window already satisfies (lt, lte, neq) could only be judged when the window closes. */
 static bool corr_monotone(kx_corr_type t)
 {
-    return t != KX_CORR_VALUE_AVG && t != KX_CORR_VALUE_PERCENTILE;
+    return t != KX_CORR_VALUE_AVG && t != KX_CORR_VALUE_PERCENTILE && t != KX_CORR_FIRST_SEEN;
 }
 
 static int compile_condition(kx__ctx *c, const kx_yaml_node *corr, kx_rule *r,
@@ -444,6 +444,20 @@ static int compile_condition(kx__ctx *c, const kx_yaml_node *corr, kx_rule *r,
         /* Sigma: all the referenced rules must match (in order for temporal_ordered). */
         terms[0] = (kx_corr_term){KX_CMP_GTE, (double)r->nrefs};
         r->ncond = 1;
+        return 0;
+    }
+    if (r->corr_type == KX_CORR_FIRST_SEEN) {
+        /* No threshold: the first sighting is the event. `condition` may carry the field. */
+        if (cond && cond->type == KX_YAML_MAP)
+            for (size_t k = 0; k < cond->n; k++) {
+                if (!kx_yaml_is(cond->keys[k], "field"))
+                    return kx_yaml_err(c->err, c->file, cond->keys[k],
+                                       "first_seen takes no condition operator (only field)");
+                *field_node = cond->vals[k];
+            }
+        else if (cond)
+            return kx_yaml_err(c->err, c->file, cond, "condition must be a mapping");
+        r->ncond = 0;
         return 0;
     }
     if (!cond)
@@ -493,9 +507,9 @@ static int compile_correlation(kx__ctx *c, const kx_yaml_node *root, const kx_ya
 {
     if (corr->type != KX_YAML_MAP)
         return kx_yaml_err(c->err, c->file, corr, "\"correlation\" must be a mapping");
-    static const char *const known[] = {"type",      "rules",    "group-by",  "timespan",
-                                        "condition", "generate", "aliases",   "field",
-                                        "suppress",  "lateness", "max_groups"};
+    static const char *const known[] = {
+        "type",  "rules",    "group-by", "timespan",   "condition",  "generate", "aliases",
+        "field", "suppress", "lateness", "max_groups", "deviations", "history"};
     for (size_t i = 0; i < corr->n; i++) {
         const kx_yaml_node *k = corr->keys[i];
         size_t j = 0;
@@ -514,7 +528,9 @@ static int compile_correlation(kx__ctx *c, const kx_yaml_node *root, const kx_ya
                  {"temporal_ordered", KX_CORR_TEMPORAL_ORDERED},
                  {"value_sum", KX_CORR_VALUE_SUM},
                  {"value_avg", KX_CORR_VALUE_AVG},
-                 {"value_percentile", KX_CORR_VALUE_PERCENTILE}};
+                 {"value_percentile", KX_CORR_VALUE_PERCENTILE},
+                 {"first_seen", KX_CORR_FIRST_SEEN},
+                 {"baseline", KX_CORR_BASELINE}};
     const kx_yaml_node *type = kx_yaml_get(corr, "type");
     if (!type)
         return kx_yaml_err(c->err, c->file, corr, "missing required key \"type\"");
@@ -592,8 +608,32 @@ static int compile_correlation(kx__ctx *c, const kx_yaml_node *root, const kx_ya
     const kx_yaml_node *field = NULL;
     if ((rc = compile_condition(c, corr, r, &field)))
         return rc;
+    r->deviations = 3;
+    r->history = 24;
+    const kx_yaml_node *dv = kx_yaml_get(corr, "deviations"), *hi = kx_yaml_get(corr, "history");
+    if ((dv || hi) && r->corr_type != KX_CORR_BASELINE)
+        return kx_yaml_err(c->err, c->file, dv ? dv : hi, "\"%s\" applies to baseline only",
+                           dv ? "deviations" : "history");
+    if (dv) {
+        char *end = NULL;
+        double d = dv->type == KX_YAML_SCALAR && dv->len ? strtod(dv->str, &end) : -1;
+        if (!end || *end || !(d >= 0 && d <= 1000))
+            return kx_yaml_err(c->err, c->file, dv, "deviations must be a number from 0 to 1000");
+        r->deviations = d;
+    }
+    if (hi) {
+        long long h;
+        if ((rc = kx_yaml_int(hi, c->file, 1, 10000, &h, c->err)))
+            return rc;
+        r->history = h;
+    }
+    if (r->corr_type == KX_CORR_BASELINE &&
+        r->timespan_ms > (int64_t)366 * 24 * 3600 * 1000 / (3 * r->history + 2))
+        return kx_yaml_err(c->err, c->file, ts,
+                           "baseline keeps (3 * history + 2) intervals; with this timespan that "
+                           "is more than a year");
     bool wants_field = r->corr_type == KX_CORR_VALUE_COUNT || r->corr_type == KX_CORR_VALUE_SUM ||
-                       r->corr_type == KX_CORR_VALUE_AVG ||
+                       r->corr_type == KX_CORR_FIRST_SEEN || r->corr_type == KX_CORR_VALUE_AVG ||
                        r->corr_type == KX_CORR_VALUE_PERCENTILE;
     if (wants_field && !field)
         return kx_yaml_err(c->err, c->file,
@@ -606,7 +646,8 @@ static int compile_correlation(kx__ctx *c, const kx_yaml_node *root, const kx_ya
         const char **fv;
         if ((rc = str_list(c, field, "field", &fv, &r->nvalue_fields)))
             return rc;
-        if (r->nvalue_fields > 1 && r->corr_type != KX_CORR_VALUE_COUNT)
+        if (r->nvalue_fields > 1 && r->corr_type != KX_CORR_VALUE_COUNT &&
+            r->corr_type != KX_CORR_FIRST_SEEN)
             return kx_yaml_err(c->err, c->file, field, "%s takes one field", types[ti].name);
         if (r->nvalue_fields > KX_RULE_MAX_GROUP_BY)
             return kx_yaml_err(c->err, c->file, field, "at most %d fields", KX_RULE_MAX_GROUP_BY);
@@ -833,6 +874,7 @@ static int resolve_fields(kx__ctx *c, kx_rule *r, const rule_priv *pv)
     }
     r->group_fields = gf;
     r->value_fields = vf;
+    r->value_names = pv->value_fields;
     return 0;
 }
 

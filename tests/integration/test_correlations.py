@@ -363,8 +363,71 @@ def test_same_file_twice():
 
 # ---- 11. load errors ----
 
+# ---- 12. first_seen (klaxon extension) ----
+
+def day(d, hms):
+    return "2026-05-%02dT%sZ" % (d, hms if "." in hms else hms + ".000")
+
+
+FIRST_SEEN = [
+    # alice from 203.0.113.1 at 10:00: never seen for alice -> alert (one event, no value).
+    ("corr-new-ip", {"user": "alice", "src_ip": "203.0.113.1"}, 1, NOVALUE, day(4, "10:00:00"), day(4, "10:00:00")),
+    # 10:05 same address: known. bob from the same address: new for bob (groups are apart).
+    ("corr-new-ip", {"user": "bob", "src_ip": "203.0.113.1"}, 1, NOVALUE, day(4, "10:10:00"), day(4, "10:10:00")),
+    ("corr-new-ip", {"user": "alice", "src_ip": "198.51.100.2"}, 1, NOVALUE, day(4, "11:00:00"), day(4, "11:00:00")),
+    # 11:30 without src_ip: not counted (logged). A failed login does not match.
+    # 05-05 10:00 203.0.113.1: last seen 23h55m before -> known. 05-05 11:00 198.51.100.2:
+    # last seen exactly 1d before -> known (inclusive).
+    # 05-06 11:00:00.001 203.0.113.1: last seen 25h before -> new again.
+    ("corr-new-ip", {"user": "alice", "src_ip": "203.0.113.1"}, 1, NOVALUE, day(6, "11:00:00.001"), day(6, "11:00:00.001")),
+    # 05-06 11:00:01 198.51.100.2: last seen 1d + 1s before -> new again.
+    ("corr-new-ip", {"user": "alice", "src_ip": "198.51.100.2"}, 1, NOVALUE, day(6, "11:00:01"), day(6, "11:00:01")),
+]
+
+
+def test_first_seen():
+    outs = both_stores(fx("12_first_seen", "rules.yml"), [fx("12_first_seen", "events.jsonl")], FIRST_SEEN,
+                       "first_seen")
+    for store, (alerts, _, err) in outs.items():
+        check('field "src_ip" missing' in err, "%s: the event without src_ip was not logged: %s" % (store, err))
+        for a in alerts:
+            check(len(a["events"]) == 1 and a["events"][0]["fields"]["src_ip"] == a["group"]["src_ip"],
+                  "%s: evidence of a first_seen alert: %s" % (store, a["events"]))
+    # The stream twice in one run (one state): nothing new the second time. Every value is
+    # known, and an introducing event replayed reports its alert again with the same
+    # dedup_key, which the router drops.
+    for store in STORES:
+        alerts, _, _ = run(store, fx("12_first_seen", "rules.yml"), [fx("12_first_seen", "events.jsonl")] * 2)
+        expect(alerts, FIRST_SEEN, "first_seen, the stream twice [%s]" % store)
+
+
+# ---- 13. baseline (klaxon extension) ----
+
+BASELINE = [
+    # web-1: one failure a minute 10:00..10:03, then five in 10:04. Interval 1m, lateness 1m
+    # (the default): at 10:04:04 intervals 10:00-10:02 are closed and 10:03 is open (taken as
+    # it stands): history {1, 1, 1, 1}, EWMA alpha 2/(3+1): mean 0.9375, stddev 0.242. The
+    # fourth failure of 10:04 meets gte 4 and 4 > 0.9375 + 2 * 0.242: alert, once for the
+    # interval; first_seen is the interval's start.
+    ("corr-baseline", {"host": "web-1"}, 4, 0.9375, ts("10:04:00"), ts("10:04:04")),
+    # web-2: five a minute for five minutes: history {5, 5, 5} gives mean 4.375, stddev 1.65:
+    # 5 is not above 7.68 -> a busy host at its usual rate raises nothing.
+    # web-3: six in one minute with no history (warm-up: 3 intervals) -> none.
+]
+
+
+def test_baseline():
+    both_stores(fx("13_baseline", "rules.yml"), [fx("13_baseline", "events.jsonl")], BASELINE, "baseline")
+
+
 def test_load_errors():
     cases = [
+        # line 16 "        gte: 1" (first_seen takes no threshold)
+        ("first_seen_condition.yml", 16, 9, "first_seen takes no condition operator (only field)"),
+        # line 14 "    history: 0"
+        ("baseline_history.yml", 14, 14, "0 is out of range [1, 10000]"),
+        # line 13 "    deviations: 3"
+        ("deviations_not_baseline.yml", 13, 17, '"deviations" applies to baseline only'),
         # line 15 "        lt: 5": the condition mapping starts at column 9
         ("lt_event_count.yml", 15, 9,
          "this condition holds for an empty window (lt, lte or neq): judging it needs the window to "
@@ -393,7 +456,7 @@ def main():
     REDIS = RedisServer(d).start()
     try:
         run_tests([test_window_edges, test_out_of_order, test_late_events, test_suppress, test_value_count,
-                   test_temporal, test_value_sum_avg, test_value_percentile, test_chaining,
+                   test_temporal, test_value_sum_avg, test_value_percentile, test_chaining, test_first_seen, test_baseline,
                    test_same_file_twice, test_load_errors])
     finally:
         REDIS.stop()

@@ -301,6 +301,42 @@ static void test_cmp_eval(void **state)
         assert_int_equal(kx_cmp_eval(t[i].cmp, t[i].threshold, t[i].count), t[i].want);
 }
 
+static void test_extensions(void **state)
+{
+    (void)state;
+    write_file(path, "title: Login\nname: login\ndetection:\n  sel: {action: ok}\n"
+                     "  condition: sel\n---\n"
+                     "title: New address\nid: fs\ncorrelation:\n  type: first_seen\n"
+                     "  rules: [login]\n  group-by: [user]\n  field: [src_ip, country]\n"
+                     "  timespan: 30d\n---\n"
+                     "title: Above baseline\nid: bl\ncorrelation:\n  type: baseline\n"
+                     "  rules: [login]\n  group-by: [user]\n  timespan: 1h\n"
+                     "  deviations: 2.5\n  history: 48\n  condition: {gte: 10}\n---\n"
+                     "title: Defaults\nid: bl2\ncorrelation:\n  type: baseline\n"
+                     "  rules: [login]\n  timespan: 1h\n  condition: {gte: 1}\n");
+    kx_ruleset *rs = load_ok(path);
+    assert_int_equal(kx_ruleset_size(rs), 4);
+    const kx_rule *fs = kx_ruleset_at(rs, 1), *bl = kx_ruleset_at(rs, 2),
+                  *bl2 = kx_ruleset_at(rs, 3);
+    assert_int_equal(fs->corr_type, KX_CORR_FIRST_SEEN);
+    assert_int_equal(fs->timespan_ms, 30LL * 24 * 3600 * 1000);
+    assert_int_equal(fs->ncond, 0);
+    assert_int_equal(fs->nvalue_fields, 2);
+    assert_string_equal(fs->value_names[0], "src_ip");
+    assert_string_equal(fs->value_names[1], "country");
+    assert_int_equal(bl->corr_type, KX_CORR_BASELINE);
+    assert_true(bl->deviations == 2.5);
+    assert_int_equal(bl->history, 48);
+    assert_int_equal(bl->ncond, 1);
+    assert_int_equal(bl->cond[0].cmp, KX_CMP_GTE);
+    assert_true(bl->cond[0].value == 10);
+    assert_true(bl2->deviations == 3);
+    assert_int_equal(bl2->history, 24);
+    /* The referenced rule raises no alert of its own (Sigma generate). */
+    assert_false(kx_ruleset_at(rs, 0)->generate);
+    kx_ruleset_destroy(rs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -310,6 +346,7 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_chaining_and_both),
         cmocka_unit_test(test_cmp_eval),
+        cmocka_unit_test(test_extensions),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
