@@ -144,6 +144,62 @@ typedef struct kx_window_add {
     int64_t history;
 } kx_window_add;
 
+/*
+ * Absence (klaxon extension): groups expected to show up at least once per timespan. A key
+ * holds the groups of one rule; each group has its newest sighting, a payload (what an alert
+ * about it shows, as given with that sighting), and whether its current silence was reported.
+ *
+ * kx_store_absence_touch records a sighting at time_ms. When it is newer than the group's
+ * last one (older sightings change nothing: idempotent under re-delivery) it reports
+ *   KX_ABSENCE_RESOLVED  the silence after the last sighting had been reported (absence_due):
+ *                        this sighting ends it;
+ *   KX_ABSENCE_GAP       the sighting comes more than timespan after the last one and that
+ *                        silence was not reported yet (the watermark never passed it, e.g. a
+ *                        replay): the caller reports it and its end at once;
+ * with since_ms = the last sighting before the silence and its payload (n = 1).
+ *
+ * kx_store_absence_due reports (n, up to limit) the groups whose last sighting + timespan is
+ * before watermark_ms and whose silence was not reported yet, and marks them reported: of
+ * several processes sharing a Redis only one gets each group. A group reported more than
+ * keep_ms (of watermark) ago is forgotten. Every key expires after timespan + keep_ms of no
+ * updates. Results (payloads) are borrowed for the callback.
+ */
+typedef enum { KX_ABSENCE_NONE = 0, KX_ABSENCE_RESOLVED, KX_ABSENCE_GAP } kx_absence_outcome;
+
+typedef struct kx_absence_touch {
+    const char *key;   /* one per rule; the store prefixes it */
+    const char *group; /* the group's identity within key */
+    const char *payload;
+    size_t payload_len;
+    int64_t time_ms;
+    int64_t timespan_ms; /* > 0 */
+    int64_t keep_ms;     /* > 0 */
+} kx_absence_touch;
+
+typedef struct kx_absence_due {
+    const char *key;
+    int64_t watermark_ms;
+    int64_t timespan_ms; /* as in the touches (the keys' TTL) */
+    int64_t keep_ms;
+    size_t limit; /* groups reported per call, 1..KX_STORE_ABSENCE_DUE_MAX */
+} kx_absence_due;
+
+#define KX_STORE_ABSENCE_DUE_MAX 1024
+
+typedef struct kx_absence_result {
+    kx_absence_outcome outcome; /* touch only */
+    int64_t since_ms;           /* touch: the last sighting before the silence */
+    size_t n;                   /* touch: 1 with an outcome, else 0; due: groups reported */
+    const int64_t *last_ms;     /* due: each group's last sighting */
+    const char *const *payload;
+    const size_t *payload_len;
+} kx_absence_result;
+
+typedef void (*kx_absence_cb)(void *ud, int status, const kx_absence_result *res);
+
+int kx_store_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence_cb cb, void *ud);
+int kx_store_absence_due(kx_store *s, const kx_absence_due *op, kx_absence_cb cb, void *ud);
+
 /* True when v satisfies every term (the store's condition; exported for tests and docs). */
 bool kx_window_cond_eval(const kx_window_term *cond, size_t ncond, double v);
 

@@ -57,6 +57,48 @@ int kx__store_validate(const kx_window_add *op)
     return 0;
 }
 
+int kx__store_validate_touch(const kx_absence_touch *op)
+{
+    if (!op || !op->key || !op->group || (!op->payload && op->payload_len))
+        return -EINVAL;
+    if (op->timespan_ms <= 0 || op->keep_ms <= 0 || op->timespan_ms >= KX__STORE_MAX_TIME / 4 ||
+        op->keep_ms >= KX__STORE_MAX_TIME / 4 || op->time_ms <= -KX__STORE_MAX_TIME / 2 ||
+        op->time_ms >= KX__STORE_MAX_TIME / 2)
+        return -EINVAL;
+    if (strlen(op->key) > KX__STORE_MAX_KEY_LEN || strlen(op->group) > KX__STORE_MAX_KEY_LEN ||
+        strchr(op->group, ' '))
+        return strchr(op->group, ' ') ? -EINVAL : -EMSGSIZE;
+    if (op->payload_len > KX__STORE_MAX_EVIDENCE_LEN)
+        return -EMSGSIZE;
+    return 0;
+}
+
+int kx__store_validate_due(const kx_absence_due *op)
+{
+    if (!op || !op->key || op->limit < 1 || op->limit > KX_STORE_ABSENCE_DUE_MAX ||
+        op->timespan_ms <= 0 || op->keep_ms <= 0 || op->timespan_ms >= KX__STORE_MAX_TIME / 4 ||
+        op->keep_ms >= KX__STORE_MAX_TIME / 4 || op->watermark_ms <= -KX__STORE_MAX_TIME / 2 ||
+        op->watermark_ms >= KX__STORE_MAX_TIME / 2)
+        return -EINVAL;
+    if (strlen(op->key) > KX__STORE_MAX_KEY_LEN)
+        return -EMSGSIZE;
+    return 0;
+}
+
+int kx_store_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence_cb cb, void *ud)
+{
+    if (!s || !cb)
+        return -EINVAL;
+    return s->vt->absence_touch(s, op, cb, ud);
+}
+
+int kx_store_absence_due(kx_store *s, const kx_absence_due *op, kx_absence_cb cb, void *ud)
+{
+    if (!s || !cb)
+        return -EINVAL;
+    return s->vt->absence_due(s, op, cb, ud);
+}
+
 bool kx_window_cond_eval(const kx_window_term *cond, size_t ncond, double v)
 {
     for (size_t i = 0; i < ncond; i++) {

@@ -34,6 +34,8 @@
 typedef struct kx__store_vtbl {
     const char *kind;
     int (*window_add)(kx_store *s, const kx_window_add *op, kx_store_cb cb, void *ud);
+    int (*absence_touch)(kx_store *s, const kx_absence_touch *op, kx_absence_cb cb, void *ud);
+    int (*absence_due)(kx_store *s, const kx_absence_due *op, kx_absence_cb cb, void *ud);
     bool (*is_up)(const kx_store *s);
     size_t (*pending)(const kx_store *s);
     void (*destroy)(kx_store *s);
@@ -50,6 +52,9 @@ struct kx_store {
 void kx__store_base_init(kx_store *s, const kx__store_vtbl *vt);
 /* Checks an add for both backends: 0, -EINVAL or -EMSGSIZE. */
 int kx__store_validate(const kx_window_add *op);
+/* Checks absence ops for both backends: 0, -EINVAL or -EMSGSIZE. */
+int kx__store_validate_touch(const kx_absence_touch *op);
+int kx__store_validate_due(const kx_absence_due *op);
 /* The add's crossing condition (cross_at turned into its general form) into out
  * (KX_WINDOW_MAX_TERMS); returns the number of terms, 0 for no crossing scan. */
 size_t kx__store_cond(const kx_window_add *op, kx_window_term *out);

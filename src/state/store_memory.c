@@ -54,11 +54,15 @@ typedef struct mem_ev {
     size_t cap;
 } mem_ev;
 
+/* An entry of a first-seen key (a value and its introducer) or of an absence key (a group
+ * and its payload; fired = the last sighting whose silence was reported). */
 typedef struct mem_seen {
     uint64_t h;
     int64_t last;
-    char *val; /* value bytes, then the introducer's identity */
+    char *val; /* value (group) bytes, then the introducer's identity (the payload) */
     uint32_t vlen, ilen;
+    bool has_fired;
+    int64_t fired;
 } mem_seen;
 
 typedef struct mem_win {
@@ -107,6 +111,9 @@ typedef struct kx_store_memory {
     size_t dset_cap;
     const char *res_ev[KX__STORE_MAX_EVIDENCE];
     size_t res_ev_len[KX__STORE_MAX_EVIDENCE];
+    int64_t res_last[KX_STORE_ABSENCE_DUE_MAX];
+    uint32_t *due; /* absence_due scratch: entry indexes */
+    size_t due_cap;
 } kx_store_memory;
 
 static int64_t loop_now_ms(const kx_store_memory *m)
@@ -646,6 +653,7 @@ static void mem_free(kx_store_memory *m)
             win_free(m->tab[i]);
     free(m->tab);
     free(m->dset);
+    free(m->due);
     free(m);
 }
 
@@ -994,6 +1002,174 @@ static int mem_baseline(kx_store_memory *m, mem_win *w, const kx_window_add *op,
     return 0;
 }
 
+/* ---- absence: groups, their last sighting, and whether their silence was reported ---- */
+
+static int mem_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence_cb cb, void *ud)
+{
+    kx_store_memory *m = (kx_store_memory *)s;
+    int rc = kx__store_validate_touch(op);
+    if (rc)
+        return rc;
+    if (m->destroy_pending)
+        return -ECANCELED;
+    int64_t now = loop_now_ms(m);
+    mem_win *w;
+    if ((rc = mem_window(m, op->key, now, op->timespan_ms + op->keep_ms, &w)) == -ENOSPC) {
+        kx_metric_inc(KX_M_STORE_OPS);
+        kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
+        m->depth++;
+        cb(ud, -ENOSPC, NULL);
+        m->depth--;
+        if (m->depth == 0 && m->destroy_pending)
+            mem_free(m);
+        return 0;
+    }
+    if (rc)
+        return rc;
+    kx_metric_inc(KX_M_STORE_OPS);
+    size_t glen = strlen(op->group);
+    uint64_t h = kx_hash64(op->group, glen, 0);
+    int32_t at = seen_find(w, h, op->group, glen);
+    kx_absence_result res = {0};
+    if (at < 0 || op->time_ms > w->seen[at].last) {
+        if (at >= 0) {
+            mem_seen *e = &w->seen[at];
+            if (e->has_fired && e->fired == e->last)
+                res.outcome = KX_ABSENCE_RESOLVED;
+            else if (op->time_ms - e->last > op->timespan_ms)
+                res.outcome = KX_ABSENCE_GAP;
+            if (res.outcome != KX_ABSENCE_NONE) {
+                /* Hand out the old payload before it is replaced: keep a copy in the key. */
+                res.since_ms = e->last;
+                m->res_last[0] = e->last;
+            }
+        }
+        char *old = NULL;
+        size_t old_len = 0;
+        if (res.outcome != KX_ABSENCE_NONE) {
+            mem_seen *e = &w->seen[at];
+            old_len = e->ilen;
+            old = malloc(old_len + 1);
+            if (!old)
+                return -ENOMEM;
+            memcpy(old, e->val + e->vlen, old_len);
+        }
+        if (at < 0 && (rc = seen_append(w, h, op->group, glen, &at))) {
+            free(old);
+            return rc;
+        }
+        mem_seen *e = &w->seen[at];
+        if ((rc = seen_set_intro(e, op->payload ? op->payload : "", op->payload_len))) {
+            free(old);
+            return rc;
+        }
+        e->last = op->time_ms;
+        e->has_fired = false;
+        w->expire_at = now + op->timespan_ms + op->keep_ms;
+        if (old) {
+            res.n = 1;
+            m->res_ev[0] = old;
+            m->res_ev_len[0] = old_len;
+            res.last_ms = m->res_last;
+            res.payload = m->res_ev;
+            res.payload_len = m->res_ev_len;
+        }
+        m->depth++;
+        cb(ud, 0, &res);
+        m->depth--;
+        free(old);
+    } else {
+        w->expire_at = now + op->timespan_ms + op->keep_ms;
+        m->depth++;
+        cb(ud, 0, &res);
+        m->depth--;
+    }
+    if (m->depth == 0 && m->destroy_pending)
+        mem_free(m);
+    return 0;
+}
+
+static const mem_win *g_due_win; /* qsort has no context argument */
+
+/* Redis' order of the deadline set: by deadline, then by group bytes. */
+static int due_cmp(const void *a, const void *b)
+{
+    const mem_seen *x = &g_due_win->seen[*(const uint32_t *)a];
+    const mem_seen *y = &g_due_win->seen[*(const uint32_t *)b];
+    if (x->last != y->last)
+        return x->last < y->last ? -1 : 1;
+    return member_cmp(x->val, x->vlen, y->val, y->vlen);
+}
+
+static int mem_absence_due(kx_store *s, const kx_absence_due *op, kx_absence_cb cb, void *ud)
+{
+    kx_store_memory *m = (kx_store_memory *)s;
+    int rc = kx__store_validate_due(op);
+    if (rc)
+        return rc;
+    if (m->destroy_pending)
+        return -ECANCELED;
+    int64_t now = loop_now_ms(m);
+    kx_absence_result res = {0};
+    kx_metric_inc(KX_M_STORE_OPS);
+    size_t klen = strlen(op->key);
+    size_t i = tab_find(m, op->key, klen, kx_hash64(op->key, klen, 0));
+    mem_win *w = m->tab[i];
+    if (w && now > w->expire_at) {
+        tab_del_at(m, i);
+        w = NULL;
+    }
+    if (w) {
+        /* Forget groups reported more than keep ago. */
+        bool gone = false;
+        for (uint32_t k = 0; k < w->seen_n; k++) {
+            mem_seen *e = &w->seen[k];
+            if (e->has_fired && e->fired == e->last && e->last < op->watermark_ms - op->keep_ms) {
+                e->last = INT64_MIN;
+                gone = true;
+            }
+        }
+        if (gone)
+            seen_compact(w);
+        if (m->due_cap < w->seen_n) {
+            uint32_t *p = realloc(m->due, (size_t)w->seen_n * sizeof(*p));
+            if (!p)
+                return -ENOMEM;
+            m->due = p;
+            m->due_cap = w->seen_n;
+        }
+        size_t nd = 0;
+        for (uint32_t k = 0; k < w->seen_n; k++) {
+            const mem_seen *e = &w->seen[k];
+            if (!(e->has_fired && e->fired == e->last) &&
+                e->last + op->timespan_ms < op->watermark_ms)
+                m->due[nd++] = k;
+        }
+        g_due_win = w;
+        qsort(m->due, nd, sizeof(*m->due), due_cmp);
+        if (nd > op->limit)
+            nd = op->limit;
+        for (size_t k = 0; k < nd; k++) {
+            mem_seen *e = &w->seen[m->due[k]];
+            e->has_fired = true;
+            e->fired = e->last;
+            m->res_last[k] = e->last;
+            m->res_ev[k] = e->val + e->vlen;
+            m->res_ev_len[k] = e->ilen;
+        }
+        res.n = nd;
+        res.last_ms = m->res_last;
+        res.payload = m->res_ev;
+        res.payload_len = m->res_ev_len;
+    }
+    m->depth++;
+    cb(ud, 0, &res);
+    m->depth--;
+    if (m->depth == 0 && m->destroy_pending)
+        mem_free(m);
+    return 0;
+}
+
 static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, void *ud)
 {
     kx_store_memory *m = (kx_store_memory *)s;
@@ -1190,6 +1366,8 @@ static void mem_destroy(kx_store *s)
 static const kx__store_vtbl mem_vtbl = {
     .kind = "memory",
     .window_add = mem_window_add,
+    .absence_touch = mem_absence_touch,
+    .absence_due = mem_absence_due,
     .is_up = mem_is_up,
     .pending = mem_pending,
     .destroy = mem_destroy,

@@ -44,10 +44,14 @@
 
 typedef struct kx_store_redis kx_store_redis;
 
+typedef enum { OP_WINDOW = 0, OP_TOUCH, OP_DUE } op_kind;
+
 typedef struct redis_op {
     struct redis_op *next_free;
     kx_store_redis *r;
-    kx_store_cb cb;
+    op_kind kind;
+    kx_absence_cb acb; /* OP_TOUCH, OP_DUE */
+    kx_store_cb cb;    /* OP_WINDOW */
     void *ud;
     int tries;
     int nargs;
@@ -78,6 +82,7 @@ struct kx_store_redis {
     kx_ratelimit rl_err;
     kx_ratelimit rl_cap;
     const char *res_ev[KX__STORE_MAX_EVIDENCE];
+    int64_t res_last[KX_STORE_ABSENCE_DUE_MAX];
     size_t res_ev_len[KX__STORE_MAX_EVIDENCE];
 };
 
@@ -274,6 +279,7 @@ static void script_cb(redisAsyncContext *ac, void *reply_, void *privdata)
 static void op_release(kx_store_redis *r, redis_op *op)
 {
     op->cb = NULL;
+    op->acb = NULL;
     op->ud = NULL;
     op->next_free = r->free_ops;
     r->free_ops = op;
@@ -283,11 +289,68 @@ static void op_release(kx_store_redis *r, redis_op *op)
 static void op_finish(kx_store_redis *r, redis_op *op, int status, const kx_window_result *res)
 {
     kx_store_cb cb = op->cb;
+    kx_absence_cb acb = op->acb;
     void *ud = op->ud;
     op_release(r, op);
     if (status && status != -ECANCELED)
         kx_metric_inc(KX_M_STORE_ERRORS);
-    cb(ud, status, res);
+    if (acb)
+        acb(ud, status, NULL);
+    else
+        cb(ud, status, res);
+}
+
+/* The same for an absence op that succeeded. */
+static void op_finish_absence(kx_store_redis *r, redis_op *op, const kx_absence_result *res)
+{
+    kx_absence_cb acb = op->acb;
+    void *ud = op->ud;
+    op_release(r, op);
+    acb(ud, 0, res);
+}
+
+/* Touch: {outcome, since[, payload]}. Due: {n, last1, payload1, ...}. */
+static int parse_absence(kx_store_redis *r, const redis_op *op, const redisReply *reply,
+                         kx_absence_result *res)
+{
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+        reply->element[0]->type != REDIS_REPLY_INTEGER)
+        return -EPROTO;
+    size_t n, first;
+    if (op->kind == OP_TOUCH) {
+        if (reply->elements < 2 || reply->element[1]->type != REDIS_REPLY_INTEGER)
+            return -EPROTO;
+        res->outcome = (kx_absence_outcome)reply->element[0]->integer;
+        res->since_ms = reply->element[1]->integer;
+        if (res->outcome == KX_ABSENCE_NONE)
+            return 0;
+        if (reply->elements != 3 || reply->element[2]->type != REDIS_REPLY_STRING)
+            return -EPROTO;
+        r->res_last[0] = res->since_ms;
+        r->res_ev[0] = reply->element[2]->str;
+        r->res_ev_len[0] = reply->element[2]->len;
+        n = 1;
+    } else {
+        n = (size_t)reply->element[0]->integer;
+        first = 1;
+        if (reply->element[0]->integer < 0 || n > KX_STORE_ABSENCE_DUE_MAX ||
+            reply->elements != 1 + 2 * n)
+            return -EPROTO;
+        for (size_t i = 0; i < n; i++) {
+            const redisReply *l = reply->element[first + 2 * i];
+            const redisReply *pl = reply->element[first + 2 * i + 1];
+            if (l->type != REDIS_REPLY_INTEGER || pl->type != REDIS_REPLY_STRING)
+                return -EPROTO;
+            r->res_last[i] = l->integer;
+            r->res_ev[i] = pl->str;
+            r->res_ev_len[i] = pl->len;
+        }
+    }
+    res->n = n;
+    res->last_ms = r->res_last;
+    res->payload = r->res_ev;
+    res->payload_len = r->res_ev_len;
+    return 0;
 }
 
 static void op_cb(redisAsyncContext *ac, void *reply_, void *privdata);
@@ -389,6 +452,17 @@ static void op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         op_finish(r, op, -EPROTO, NULL);
         goto out;
     }
+    if (op->kind != OP_WINDOW) {
+        kx_absence_result ares = {0};
+        if (parse_absence(r, op, reply, &ares) != 0) {
+            kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state", "redis %s:%d: unexpected reply",
+                           r->host, r->port);
+            op_finish(r, op, -EPROTO, NULL);
+        } else {
+            op_finish_absence(r, op, &ares);
+        }
+        goto out;
+    }
     kx_window_result res = {0};
     long long dropped = 0;
     if (parse_result(r, reply, &res, &dropped) != 0) {
@@ -452,9 +526,6 @@ static int op_build(kx_store_redis *r, redis_op *op, const kx_window_add *a)
 {
     size_t max_ev =
         a->max_evidence < KX__STORE_MAX_EVIDENCE ? a->max_evidence : KX__STORE_MAX_EVIDENCE;
-    kx_buf_reset(&op->args);
-    op->nargs = 0;
-    op->tries = 0;
     int rc = op_arg_key(op, r->prefix, a->key, 'z');
     if (!rc)
         rc = op_arg_key(op, r->prefix, a->key, 'e');
@@ -502,33 +573,44 @@ static int op_build(kx_store_redis *r, redis_op *op, const kx_window_add *a)
     return rc;
 }
 
-static int redis_window_add(kx_store *s, const kx_window_add *a, kx_store_cb cb, void *ud)
+/* An op from the free list, or NULL with *rc set when none may be sent now. */
+static redis_op *op_take(kx_store_redis *r, int *rc)
 {
-    kx_store_redis *r = (kx_store_redis *)s;
-    int rc = kx__store_validate(a);
-    if (rc)
-        return rc;
-    if (r->destroying)
-        return -ECANCELED;
+    if (r->destroying) {
+        *rc = -ECANCELED;
+        return NULL;
+    }
     if (!r->up || !r->ac) {
         kx_metric_inc(KX_M_STORE_ERRORS);
-        return -EAGAIN;
+        *rc = -EAGAIN;
+        return NULL;
     }
-    if (r->npending >= REDIS_MAX_PENDING)
-        return -ENOBUFS;
+    if (r->npending >= REDIS_MAX_PENDING) {
+        *rc = -ENOBUFS;
+        return NULL;
+    }
     redis_op *op = r->free_ops;
     if (op) {
         r->free_ops = op->next_free;
     } else {
         op = calloc(1, sizeof(*op));
-        if (!op)
-            return -ENOMEM;
+        if (!op) {
+            *rc = -ENOMEM;
+            return NULL;
+        }
         kx_buf_init(&op->args, 0);
     }
     op->r = r;
-    op->cb = cb;
-    op->ud = ud;
-    rc = op_build(r, op, a);
+    op->cb = NULL;
+    op->acb = NULL;
+    kx_buf_reset(&op->args);
+    op->nargs = 0;
+    op->tries = 0;
+    return op;
+}
+
+static int op_go(kx_store_redis *r, redis_op *op, int rc)
+{
     if (!rc)
         rc = op_send(r, op);
     if (rc) {
@@ -537,6 +619,90 @@ static int redis_window_add(kx_store *s, const kx_window_add *a, kx_store_cb cb,
     }
     kx_metric_inc(KX_M_STORE_OPS);
     return 0;
+}
+
+static int redis_window_add(kx_store *s, const kx_window_add *a, kx_store_cb cb, void *ud)
+{
+    kx_store_redis *r = (kx_store_redis *)s;
+    int rc = kx__store_validate(a);
+    if (rc)
+        return rc;
+    redis_op *op = op_take(r, &rc);
+    if (!op)
+        return rc;
+    op->kind = OP_WINDOW;
+    op->cb = cb;
+    op->ud = ud;
+    return op_go(r, op, op_build(r, op, a));
+}
+
+/* The absence keys and the script's ten fixed arguments (redis_scripts.h). */
+static int op_build_absence(kx_store_redis *r, redis_op *op, const char *key, const char *group,
+                            int64_t t, int64_t timespan, int64_t keep, int64_t limit, int agg,
+                            const char *payload, size_t payload_len)
+{
+    int rc = op_arg_key(op, r->prefix, key, 'z');
+    if (!rc)
+        rc = op_arg_key(op, r->prefix, key, 'e');
+    if (!rc)
+        rc = op_arg_key(op, r->prefix, key, 'a');
+    if (!rc)
+        rc = op_arg_key(op, r->prefix, key, 'h');
+    if (!rc)
+        rc = op_arg(op, group, strlen(group));
+    if (!rc)
+        rc = op_arg_i64(op, t);
+    if (!rc)
+        rc = op_arg_i64(op, timespan);
+    if (!rc)
+        rc = op_arg_i64(op, keep);
+    if (!rc)
+        rc = op_arg_i64(op, limit);
+    if (!rc)
+        rc = op_arg(op, "0", 1);
+    if (!rc)
+        rc = op_arg_i64(op, agg);
+    if (!rc)
+        rc = op_arg(op, "0", 1);
+    if (!rc)
+        rc = op_arg(op, payload, payload_len);
+    if (!rc)
+        rc = op_arg(op, "0", 1);
+    return rc;
+}
+
+static int redis_absence_touch(kx_store *s, const kx_absence_touch *a, kx_absence_cb cb, void *ud)
+{
+    kx_store_redis *r = (kx_store_redis *)s;
+    int rc = kx__store_validate_touch(a);
+    if (rc)
+        return rc;
+    redis_op *op = op_take(r, &rc);
+    if (!op)
+        return rc;
+    op->kind = OP_TOUCH;
+    op->acb = cb;
+    op->ud = ud;
+    return op_go(r, op,
+                 op_build_absence(r, op, a->key, a->group, a->time_ms, a->timespan_ms, a->keep_ms,
+                                  0, 8, a->payload ? a->payload : "", a->payload_len));
+}
+
+static int redis_absence_due(kx_store *s, const kx_absence_due *a, kx_absence_cb cb, void *ud)
+{
+    kx_store_redis *r = (kx_store_redis *)s;
+    int rc = kx__store_validate_due(a);
+    if (rc)
+        return rc;
+    redis_op *op = op_take(r, &rc);
+    if (!op)
+        return rc;
+    op->kind = OP_DUE;
+    op->acb = cb;
+    op->ud = ud;
+    return op_go(r, op,
+                 op_build_absence(r, op, a->key, "", a->watermark_ms, a->timespan_ms, a->keep_ms,
+                                  (int64_t)a->limit, 9, "", 0));
 }
 
 /* ---- connection ---- */
@@ -605,6 +771,8 @@ void kx__store_redis_set_timeout(kx_store *s, int64_t timeout_ms)
 static const kx__store_vtbl redis_vtbl = {
     .kind = "redis",
     .window_add = redis_window_add,
+    .absence_touch = redis_absence_touch,
+    .absence_due = redis_absence_due,
     .is_up = redis_is_up,
     .pending = redis_pending,
     .destroy = redis_destroy,

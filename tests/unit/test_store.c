@@ -1063,6 +1063,140 @@ static void test_extension_invalid_args(void **state)
     assert_int_equal(g.calls, 0);
 }
 
+/* ---- absence ---- */
+
+typedef struct agot {
+    int calls;
+    int status;
+    kx_absence_outcome outcome;
+    int64_t since;
+    size_t n;
+    int64_t last[8];
+    char payload[8][32];
+} agot;
+
+static void agot_cb(void *ud, int status, const kx_absence_result *res)
+{
+    agot *g = ud;
+    g->calls++;
+    g->status = status;
+    if (status || !res)
+        return;
+    g->outcome = res->outcome;
+    g->since = res->since_ms;
+    g->n = res->n;
+    for (size_t i = 0; i < res->n && i < 8; i++) {
+        g->last[i] = res->last_ms[i];
+        snprintf(g->payload[i], sizeof(g->payload[i]), "%.*s", (int)res->payload_len[i],
+                 res->payload[i]);
+    }
+}
+
+static bool agot_done(void *ud)
+{
+    return ((agot *)ud)->calls > 0;
+}
+
+#define AB_SPAN 1000
+#define AB_KEEP 5000
+
+static agot touch(fx *f, const char *group, int64_t t, const char *payload)
+{
+    agot g = {0};
+    kx_absence_touch op = {.key = "ab",
+                           .group = group,
+                           .payload = payload,
+                           .payload_len = strlen(payload),
+                           .time_ms = t,
+                           .timespan_ms = AB_SPAN,
+                           .keep_ms = AB_KEEP};
+    assert_int_equal(kx_store_absence_touch(f->s, &op, agot_cb, &g), 0);
+    assert_true(kx_test_run_until(f->loop, agot_done, &g, 5000));
+    assert_int_equal(g.calls, 1);
+    assert_int_equal(g.status, 0);
+    return g;
+}
+
+static agot due(fx *f, int64_t wm, size_t limit)
+{
+    agot g = {0};
+    kx_absence_due op = {.key = "ab",
+                         .watermark_ms = wm,
+                         .timespan_ms = AB_SPAN,
+                         .keep_ms = AB_KEEP,
+                         .limit = limit};
+    assert_int_equal(kx_store_absence_due(f->s, &op, agot_cb, &g), 0);
+    assert_true(kx_test_run_until(f->loop, agot_done, &g, 5000));
+    assert_int_equal(g.calls, 1);
+    assert_int_equal(g.status, 0);
+    return g;
+}
+
+static void test_absence(void **state)
+{
+    fx *f = *state;
+    agot g = due(f, T0, 10); /* nothing known yet */
+    assert_int_equal(g.n, 0);
+    assert_int_equal(touch(f, "g1", T0, "p1").outcome, KX_ABSENCE_NONE);
+    assert_int_equal(touch(f, "g2", T0 + 500, "p2").outcome, KX_ABSENCE_NONE);
+    /* g1 is due once the watermark is past T0 + timespan (not at it). */
+    assert_int_equal(due(f, T0 + AB_SPAN, 10).n, 0);
+    g = due(f, T0 + AB_SPAN + 1, 10);
+    assert_int_equal(g.n, 1);
+    assert_int_equal(g.last[0], T0);
+    assert_string_equal(g.payload[0], "p1");
+    assert_int_equal(due(f, T0 + AB_SPAN + 1, 10).n, 0); /* reported once */
+    /* A re-delivered old sighting changes nothing; a new one resolves the silence. */
+    assert_int_equal(touch(f, "g1", T0, "p1").outcome, KX_ABSENCE_NONE);
+    g = touch(f, "g1", T0 + 1200, "p1b");
+    assert_int_equal(g.outcome, KX_ABSENCE_RESOLVED);
+    assert_int_equal(g.since, T0);
+    assert_int_equal(g.n, 1);
+    assert_string_equal(g.payload[0], "p1");
+    /* g2 comes back after a silence nobody reported (the watermark never passed it). */
+    g = touch(f, "g2", T0 + 500 + AB_SPAN + 100, "p2b");
+    assert_int_equal(g.outcome, KX_ABSENCE_GAP);
+    assert_int_equal(g.since, T0 + 500);
+    assert_string_equal(g.payload[0], "p2");
+    /* Exactly timespan after: no gap. */
+    assert_int_equal(touch(f, "g2", T0 + 500 + 2 * AB_SPAN + 100, "p2c").outcome, KX_ABSENCE_NONE);
+    /* Both silent now: by deadline, limit per call. */
+    g = due(f, T0 + 3601, 1);
+    assert_int_equal(g.n, 1);
+    assert_int_equal(g.last[0], T0 + 1200);
+    assert_string_equal(g.payload[0], "p1b");
+    g = due(f, T0 + 3601, 1);
+    assert_int_equal(g.n, 1);
+    assert_int_equal(g.last[0], T0 + 2600);
+    assert_string_equal(g.payload[0], "p2c");
+    assert_int_equal(due(f, T0 + 3601, 1).n, 0);
+    /* A reported group is forgotten keep after its last sighting (of watermark): g1 then
+     * starts over (no resolve), g2 is still remembered. */
+    assert_int_equal(due(f, T0 + 1200 + AB_KEEP + 1, 10).n, 0);
+    assert_int_equal(touch(f, "g1", T0 + 20000, "p1c").outcome, KX_ABSENCE_NONE);
+    g = touch(f, "g2", T0 + 20000, "p2d");
+    assert_int_equal(g.outcome, KX_ABSENCE_RESOLVED);
+    assert_int_equal(g.since, T0 + 2600);
+}
+
+static void test_absence_invalid_args(void **state)
+{
+    fx *f = *state;
+    agot g = {0};
+    kx_absence_touch t = {
+        .key = "ab", .group = "has space", .time_ms = T0, .timespan_ms = 1, .keep_ms = 1};
+    assert_int_equal(kx_store_absence_touch(f->s, &t, agot_cb, &g), -EINVAL);
+    t.group = "g";
+    t.timespan_ms = 0;
+    assert_int_equal(kx_store_absence_touch(f->s, &t, agot_cb, &g), -EINVAL);
+    kx_absence_due d = {.key = "ab", .watermark_ms = T0, .timespan_ms = 1, .keep_ms = 1};
+    assert_int_equal(kx_store_absence_due(f->s, &d, agot_cb, &g), -EINVAL); /* limit 0 */
+    d.limit = KX_STORE_ABSENCE_DUE_MAX + 1;
+    assert_int_equal(kx_store_absence_due(f->s, &d, agot_cb, &g), -EINVAL);
+    ev_run(f->loop, EVRUN_NOWAIT);
+    assert_int_equal(g.calls, 0);
+}
+
 typedef struct destroyer {
     fx *f;
     int calls;
@@ -1343,6 +1477,8 @@ static void test_url_prefix_redis(void **state)
         cmocka_unit_test_setup_teardown(test_baseline, setup, teardown),                           \
         cmocka_unit_test_setup_teardown(test_baseline_lateness, setup, teardown),                  \
         cmocka_unit_test_setup_teardown(test_extension_invalid_args, setup, teardown),             \
+        cmocka_unit_test_setup_teardown(test_absence, setup, teardown),                            \
+        cmocka_unit_test_setup_teardown(test_absence_invalid_args, setup, teardown),               \
         cmocka_unit_test_setup_teardown(test_destroy_in_callback, setup, teardown_maybe_destroyed)
 
 int main(void)
