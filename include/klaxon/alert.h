@@ -42,6 +42,9 @@ typedef struct kx_alert {
                            * the dedup_key; NULL for correlations */
     int64_t first_seen_ms;
     int64_t last_seen_ms;
+    /* Absence alerts only: "firing" (a group went silent) or "resolved" (it came back; same
+     * dedup_key). NULL for every other alert: no "status" in the JSON. */
+    const char *status;
     const char *const *tags;
     size_t ntags;
     /* evidence: each a JSON object rendered by kx_evidence_render */

@@ -36,6 +36,7 @@ typedef enum {
     KX_CORR_VALUE_PERCENTILE,
     KX_CORR_FIRST_SEEN, /* klaxon extension: a value new for its group within timespan */
     KX_CORR_BASELINE,   /* klaxon extension: an interval's count far above its history */
+    KX_CORR_ABSENCE,    /* klaxon extension: a group silent for longer than timespan */
 } kx_corr_type;
 /* Same order as kx_wcmp in klaxon/store.h (the pipeline passes conditions through). */
 typedef enum { KX_CMP_GT, KX_CMP_GTE, KX_CMP_LT, KX_CMP_LTE, KX_CMP_EQ, KX_CMP_NEQ } kx_cmp;
@@ -89,6 +90,7 @@ struct kx_rule {
     /* baseline: count > mean + deviations * stddev, after `history` intervals */
     double deviations;
     int64_t history;
+    int64_t keep_ms; /* absence: how long a group reported silent is remembered (`keep`) */
     int64_t timespan_ms;
     const kx_corr_term *cond; /* never empty for a loaded correlation, but first_seen's */
     size_t ncond;

@@ -33,6 +33,9 @@ typedef struct kx_pipeline_opts {
     size_t evidence_bytes;  /* cap per evidence event */
     int64_t lateness_ms;    /* added to window TTLs */
     size_t max_groups;      /* live groups per correlation rule; 0 = 100000 */
+    /* Absence rules: when no event arrives, the watermark advances with the wall clock and
+     * silences are checked every second (run). Off: event time only (replay). */
+    bool wall_clock;
 } kx_pipeline_opts;
 
 typedef struct kx_pipeline kx_pipeline;
@@ -45,11 +48,20 @@ int kx_pipeline_create(struct ev_loop *loop, kx_ruleset *rules, kx_store *store,
  * files). Takes ownership of d, also on failure. */
 int kx_pipeline_add_decoder(kx_pipeline *p, const char *topic, kx_decoder *d);
 void kx_pipeline_set_pause_cb(kx_pipeline *p, kx_pipeline_pause_cb cb, void *ud);
+/* With opts.wall_clock the pipeline runs checks of its own between batches (absence rules,
+ * every second), during which kx_pipeline_busy is true. cb runs when one is done, so a caller
+ * waiting for the pipeline to be idle (shutdown, reload) can go on. A batch handed in
+ * meanwhile is accepted and absorbs the check (then only its own done runs). */
+void kx_pipeline_set_tick_cb(kx_pipeline *p, kx_pipeline_done_cb cb, void *ud);
 /* Processes one batch; done runs later from the loop (never before this returns).
  * Only one batch at a time: returns -EBUSY while one is in flight. */
 int kx_pipeline_process(kx_pipeline *p, const kx_msg *msgs, size_t n, kx_pipeline_done_cb done,
                         void *ud);
 bool kx_pipeline_busy(const kx_pipeline *p);
+/* End of input (replay): a last check of absence rules by the final watermark, as a batch
+ * without messages; done runs when its alerts are handed on. -EBUSY while a batch is in
+ * flight. */
+int kx_pipeline_finish(kx_pipeline *p, kx_pipeline_done_cb done, void *ud);
 /* Swaps in another ruleset (reload). Only between batches, since in-flight state updates
  * point at the current rules: returns -EBUSY while a batch is in flight. The caller keeps
  * ownership of both rulesets. */

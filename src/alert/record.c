@@ -165,7 +165,9 @@ int kx_alert_render(const kx_alert *a, const char *team_name, kx_buf *out)
     int rc = 0;
 
     kx_alert_dedup_key(a, key, sizeof(key));
-    alert_id(key, a->count, id, sizeof(id));
+    /* A resolve shares its firing alert's dedup_key and count; its id must differ. */
+    alert_id(key, a->status && !strcmp(a->status, "resolved") ? -1 - a->count : a->count, id,
+             sizeof(id));
     kx_time_format(a->first_seen_ms, first, sizeof(first));
     kx_time_format(a->last_seen_ms, last, sizeof(last));
     const char *team = team_name ? team_name : (a->team ? a->team : "default");
@@ -202,9 +204,13 @@ int kx_alert_render(const kx_alert *a, const char *team_name, kx_buf *out)
     /* %.17g round-trips; a whole number prints without a fraction, as JSON readers expect. */
     if (a->has_value)
         TRY(kx_buf_printf(out, ",\"value\":%.17g", isfinite(a->value) ? a->value : 0.0));
-    TRY(kx_buf_printf(
-        out, ",\"window\":%" PRId64 ",\"first_seen\":\"%s\",\"last_seen\":\"%s\",\"tags\":[",
-        a->window_s, first, last));
+    TRY(kx_buf_printf(out, ",\"window\":%" PRId64 ",\"first_seen\":\"%s\",\"last_seen\":\"%s\"",
+                      a->window_s, first, last));
+    if (a->status) {
+        TRY(kx_buf_puts(out, ",\"status\":"));
+        TRY(put_str(out, a->status));
+    }
+    TRY(kx_buf_puts(out, ",\"tags\":["));
     for (size_t i = 0; i < a->ntags; i++) {
         if (i)
             TRY(kx_buf_putc(out, ','));

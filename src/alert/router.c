@@ -175,6 +175,9 @@ int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void
 
     uint64_t h1, h2;
     kx__alert_dedup_hash(a, &h1, &h2);
+    /* An absence's resolve carries its firing alert's dedup_key but is news of its own. */
+    if (a->status && !strcmp(a->status, "resolved"))
+        h1 ^= 0x7265736f6c766564ULL;
     if (r->dedup_window_ms > 0 &&
         kx__dedup_check(&r->dedup, h1, h2, kx_mono_ms(), r->dedup_window_ms)) {
         kx_metric_inc(KX_M_ALERTS_DEDUPED);

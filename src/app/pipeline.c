@@ -32,14 +32,22 @@
 
 #define KX_MAX_GROUP_BY KX_RULE_MAX_GROUP_BY
 #define KX_MAX_FUTURE_MS (15 * 60 * 1000)
-#define KX_MAX_PROTO_RETRIES 10 /* error replies (-EPROTO) retried 0.5 s apart, then dropped */
+#define KX_MAX_PROTO_RETRIES 10  /* error replies (-EPROTO) retried 0.5 s apart, then dropped */
+#define KX_ABSENCE_DUE_BATCH 256 /* groups asked for per due check; a full answer asks again */
+#define KX_ABSENCE_TICK_S 1.0    /* due checks while no events arrive (wall-clock watermark) */
 
 typedef struct kx_op kx_op;
+/* What an op asks of the store: a window update, or (absence rules) a sighting or a
+ * question for the groups whose silence is due. */
+typedef enum { KX_OP_WINDOW = 0, KX_OP_TOUCH, KX_OP_DUE } kx_op_kind;
+
 struct kx_op {
     kx_pipeline *p;
     kx_rule *corr;
-    kx_op *next;      /* free list or retry queue */
-    int proto_errors; /* error replies so far: a persistent one must not hold the stream */
+    kx_op_kind kind;
+    int64_t watermark_ms; /* KX_OP_DUE */
+    kx_op *next;          /* free list or retry queue */
+    int proto_errors;     /* error replies so far: a persistent one must not hold the stream */
     int64_t time_ms;
     kx_buf member; /* event identity [0x1f value] (klaxon/store.h) */
     char key[96];
@@ -93,6 +101,18 @@ struct kx_pipeline {
     kx_buf chain_ev;      /* evidence of a chained correlation's alert */
     kx_groupcap **groups; /* per rule index, created on a correlation's first update */
     size_t ngroups;
+
+    /* Absence rules judge silence by a watermark: the newest event time seen, advanced by the
+     * wall-clock time since the last event arrived (opts.wall_clock) when the stream is quiet. */
+    bool wm_known;
+    int64_t wm_max_t;
+    ev_tstamp wm_arrival;
+    int64_t wm_checked;            /* the newest time at the last per-batch check */
+    bool tick;                     /* the batch in flight is a due check of our own (no messages) */
+    ev_timer tick_w;               /* 1 s: due checks while no events arrive */
+    kx_pipeline_done_cb tick_done; /* told when such a check is done (kx_pipeline_set_tick_cb) */
+    void *tick_ud;
+    kx_buf payload; /* scratch for an absence sighting's payload */
 };
 
 static int64_t corr_lateness(const kx_pipeline *p, const kx_rule *c)
@@ -125,6 +145,10 @@ static void set_paused(kx_pipeline *p, bool pause)
     if (p->paused == pause)
         return;
     p->paused = pause;
+    /* Time spent paused (a store outage) is not silence of the stream: the wall-clock part of
+     * the absence watermark starts again from here. */
+    if (!pause)
+        p->wm_arrival = ev_now(p->loop);
     if (p->pause_cb)
         p->pause_cb(p->pause_ud, pause);
 }
@@ -227,6 +251,7 @@ static kx_op *op_get(kx_pipeline *p)
     op->p = p;
     op->next = NULL;
     op->proto_errors = 0;
+    op->kind = KX_OP_WINDOW;
     kx_buf_reset(&op->strs);
     kx_buf_reset(&op->evidence);
     kx_buf_reset(&op->member);
@@ -384,9 +409,18 @@ static bool transient(int status)
            status == -EPROTO;
 }
 
-static void op_cb(void *ud, int status, const kx_window_result *res)
+static void op_done(kx_op *op)
 {
-    kx_op *op = ud;
+    kx_pipeline *p = op->p;
+    op_put(p, op);
+    p->pending--;
+    maybe_finish(p);
+}
+
+/* Failures every kind of op handles alike. True when the op was taken care of: queued for
+ * a retry (transient) or dropped after too many error replies. */
+static bool op_failed(kx_op *op, int status)
+{
     kx_pipeline *p = op->p;
     if (status == -EPROTO && ++op->proto_errors > KX_MAX_PROTO_RETRIES) {
         /* An error reply that persists (a key of the wrong type, a script error) is not an
@@ -396,10 +430,8 @@ static void op_cb(void *ud, int status, const kx_window_result *res)
                        "rule %s: state update failed %d times with an error reply; event not "
                        "counted",
                        op->corr->id, op->proto_errors);
-        op_put(p, op);
-        p->pending--;
-        maybe_finish(p);
-        return;
+        op_done(op);
+        return true;
     }
     if (transient(status)) {
         kx_metric_inc(KX_M_STORE_ERRORS);
@@ -414,8 +446,17 @@ static void op_cb(void *ud, int status, const kx_window_result *res)
          * back: the retry timer re-issues the queue. */
         if (!p->store_down && !ev_is_active(&p->retry_w))
             ev_timer_start(p->loop, &p->retry_w);
-        return;
+        return true;
     }
+    return false;
+}
+
+static void op_cb(void *ud, int status, const kx_window_result *res)
+{
+    kx_op *op = ud;
+    kx_pipeline *p = op->p;
+    if (op_failed(op, status))
+        return;
     if (status == 0 && res->late) {
         kx_metric_inc(KX_M_EVENTS_LATE);
         char t[40];
@@ -432,12 +473,179 @@ static void op_cb(void *ud, int status, const kx_window_result *res)
     else if (status && status != -ECANCELED)
         kx_log_limited(&p->rl_store, KX_LOG_ERROR, "pipeline", "rule %s: state update failed: %s",
                        op->corr->id, strerror(-status));
-    op_put(p, op);
-    p->pending--;
-    maybe_finish(p);
+    op_done(op);
 }
 
-static void op_issue(kx_op *op)
+/* ---- absence ---- */
+
+static void absence_cb(void *ud, int status, const kx_absence_result *res);
+
+/* The groups of one absence rule live under one key (the tenant is part of each group). */
+static void absence_key(const kx_rule *c, char *out, size_t len)
+{
+    snprintf(out, len, "%.80s|absence", c->id);
+}
+
+static int64_t absence_watermark(const kx_pipeline *p, const kx_rule *c)
+{
+    int64_t wm = p->wm_max_t - corr_lateness(p, c);
+    if (p->opts.wall_clock) {
+        /* A stream gone quiet: event time is taken to go on at the wall clock's pace. */
+        ev_tstamp idle = ev_now(p->loop) - p->wm_arrival;
+        if (idle > 0)
+            wm += (int64_t)(idle * 1000.0);
+    }
+    return wm;
+}
+
+static void absence_due_issue(kx_pipeline *p, kx_rule *c, int64_t wm)
+{
+    kx_op *op = op_get(p);
+    if (!op) {
+        kx_log(KX_LOG_ERROR, "pipeline", "out of memory: absence rule %s not checked", c->id);
+        return;
+    }
+    op->kind = KX_OP_DUE;
+    op->corr = c;
+    op->watermark_ms = wm;
+    absence_key(c, op->key, sizeof(op->key));
+    p->pending++;
+    op_issue(op);
+}
+
+/* Asks the store for the groups of every absence rule whose silence the watermark has passed. */
+static void absence_check(kx_pipeline *p)
+{
+    if (!p->wm_known || p->store_down)
+        return; /* nothing to judge by yet; or the next check, once the store is back */
+    p->wm_checked = p->wm_max_t;
+    for (size_t i = 0; i < kx_ruleset_size(p->rules); i++) {
+        kx_rule *c = kx_ruleset_at(p->rules, i);
+        if (c->kind == KX_RULE_CORRELATION && c->corr_type == KX_CORR_ABSENCE)
+            absence_due_issue(p, c, absence_watermark(p, c));
+    }
+}
+
+/* An absence alert from a payload (tenant NUL value NUL ... 0x1f evidence, as the sighting
+ * stored it). status: "firing" (the group went silent) or "resolved" (it came back at
+ * until_ms). */
+static void absence_alert(kx_pipeline *p, kx_rule *c, const char *payload, size_t len,
+                          int64_t since_ms, int64_t until_ms, const char *status,
+                          const char *evidence, size_t evidence_len)
+{
+    kx_kv group[KX_MAX_GROUP_BY];
+    size_t ng = c->ngroup_by < KX_MAX_GROUP_BY ? c->ngroup_by : KX_MAX_GROUP_BY;
+    kx_buf_reset(&p->payload);
+    kx_buf_append(&p->payload, payload, len);
+    kx_buf_putc(&p->payload, '\0');
+    const char *q = p->payload.data, *end = p->payload.data + len;
+    const char *tenant = q;
+    q += strlen(q) + 1;
+    for (size_t i = 0; i < ng; i++) {
+        group[i].key = c->group_by[i];
+        group[i].value = q < end ? q : "";
+        if (q < end)
+            q += strlen(q) + 1;
+    }
+    if (!evidence && q < end && *q == 0x1f) {
+        evidence = q + 1;
+        evidence_len = (size_t)(end - q - 1);
+    }
+    if (q > end) {
+        kx_log(KX_LOG_ERROR, "pipeline", "rule %s: stored group of an absence is damaged", c->id);
+        return;
+    }
+    const char *evs[1] = {evidence};
+    size_t evl[1] = {evidence_len};
+    c->matches++;
+    kx_alert a = {
+        .rule_id = c->id,
+        .rule_title = c->title,
+        .rule_level = c->level,
+        .team = corr_team(c),
+        .tenant = tenant,
+        .category = corr_category(c),
+        .group = group,
+        .ngroup = ng,
+        .count = 0,
+        .window_s = c->timespan_ms / 1000,
+        .first_seen_ms = since_ms,
+        .last_seen_ms = until_ms,
+        .status = status,
+        .tags = c->tags,
+        .ntags = c->ntags,
+        .events = evs,
+        .events_len = evl,
+        .nevents = evidence && evidence_len ? 1 : 0,
+    };
+    send_alert(p, &a);
+}
+
+static void absence_cb(void *ud, int status, const kx_absence_result *res)
+{
+    kx_op *op = ud;
+    kx_pipeline *p = op->p;
+    kx_rule *c = op->corr;
+    if (op_failed(op, status))
+        return;
+    if (status == -ENOSPC)
+        kx_log_limited(&p->rl_store, KX_LOG_WARN, "pipeline",
+                       "rule %s: state key cap reached, sighting not recorded", c->id);
+    else if (status && status != -ECANCELED)
+        kx_log_limited(&p->rl_store, KX_LOG_ERROR, "pipeline", "rule %s: absence update failed: %s",
+                       c->id, strerror(-status));
+    if (status) {
+        op_done(op);
+        return;
+    }
+    if (op->kind == KX_OP_TOUCH && res->outcome != KX_ABSENCE_NONE && c->generate) {
+        /* The new sighting's own evidence shows the return. */
+        const char *ev = memchr(op->evidence.data, 0x1f, op->evidence.len);
+        size_t evl = ev ? (size_t)(op->evidence.data + op->evidence.len - ev - 1) : 0;
+        if (res->outcome == KX_ABSENCE_GAP) /* the silence nobody reported yet */
+            absence_alert(p, c, res->payload[0], res->payload_len[0], res->since_ms, res->since_ms,
+                          "firing", NULL, 0);
+        absence_alert(p, c, res->payload[0], res->payload_len[0], res->since_ms, op->time_ms,
+                      "resolved", ev ? ev + 1 : NULL, evl);
+    } else if (op->kind == KX_OP_DUE) {
+        for (size_t i = 0; i < res->n && c->generate; i++)
+            absence_alert(p, c, res->payload[i], res->payload_len[i], res->last_ms[i],
+                          res->last_ms[i], "firing", NULL, 0);
+        if (res->n == KX_ABSENCE_DUE_BATCH) /* more may be due */
+            absence_due_issue(p, c, op->watermark_ms);
+    }
+    op_done(op);
+}
+
+static int op_issue_absence(kx_op *op)
+{
+    kx_pipeline *p = op->p;
+    const kx_rule *c = op->corr;
+    if (p->store_down)
+        return -EAGAIN;
+    if (op->kind == KX_OP_TOUCH) {
+        kx_absence_touch t = {
+            .key = op->key,
+            .group = op->member.data,
+            .payload = op->evidence.data,
+            .payload_len = op->evidence.len,
+            .time_ms = op->time_ms,
+            .timespan_ms = c->timespan_ms,
+            .keep_ms = c->keep_ms,
+        };
+        return kx_store_absence_touch(p->store, &t, absence_cb, op);
+    }
+    kx_absence_due d = {
+        .key = op->key,
+        .watermark_ms = op->watermark_ms,
+        .timespan_ms = c->timespan_ms,
+        .keep_ms = c->keep_ms,
+        .limit = KX_ABSENCE_DUE_BATCH,
+    };
+    return kx_store_absence_due(p->store, &d, absence_cb, op);
+}
+
+static int op_issue_window(kx_op *op)
 {
     kx_pipeline *p = op->p;
     const kx_rule *c = op->corr;
@@ -461,7 +669,13 @@ static void op_issue(kx_op *op)
         .deviations = c->deviations,
         .history = c->history,
     };
-    int rc = p->store_down ? -EAGAIN : kx_store_window_add(p->store, &add, op_cb, op);
+    return p->store_down ? -EAGAIN : kx_store_window_add(p->store, &add, op_cb, op);
+}
+
+static void op_issue(kx_op *op)
+{
+    kx_pipeline *p = op->p;
+    int rc = op->kind == KX_OP_WINDOW ? op_issue_window(op) : op_issue_absence(op);
     if (rc >= 0)
         return;
     kx_metric_inc(KX_M_STORE_ERRORS);
@@ -508,7 +722,9 @@ static bool group_admit(kx_pipeline *p, const kx_rule *c, uint64_t h)
     if (!p->groups[c->index] && !(p->groups[c->index] = kx_groupcap_create(cap)))
         return true; /* out of memory: count the event rather than drop it */
     int64_t now = (int64_t)(ev_now(p->loop) * 1000.0);
-    int rc = kx_groupcap_touch(p->groups[c->index], h, now, c->timespan_ms + corr_lateness(p, c));
+    /* An absence group is remembered for keep after its silence was reported. */
+    int64_t live = c->timespan_ms + (c->corr_type == KX_CORR_ABSENCE ? c->keep_ms : 0);
+    int rc = kx_groupcap_touch(p->groups[c->index], h, now, live + corr_lateness(p, c));
     if (rc != -ENOSPC)
         return true;
     kx_metric_inc(KX_M_GROUPS_CAPPED);
@@ -626,7 +842,7 @@ static void corr_update(kx_pipeline *p, kx_rule *c, const kx_rule *ref_rule, con
     op->time_ms = time_ms;
     kx_buf_puts(&op->member, identity);
     if (c->corr_type != KX_CORR_EVENT_COUNT && c->corr_type != KX_CORR_BASELINE &&
-        !member_value(p, c, ref, src, &op->member)) {
+        c->corr_type != KX_CORR_ABSENCE && !member_value(p, c, ref, src, &op->member)) {
         op_put(p, op);
         return;
     }
@@ -676,6 +892,18 @@ static void corr_update(kx_pipeline *p, kx_rule *c, const kx_rule *ref_rule, con
     if (!group_admit(p, c, h1)) {
         op_put(p, op);
         return;
+    }
+    if (c->corr_type == KX_CORR_ABSENCE) {
+        /* A sighting of the group: its identity is the group's hash, its payload what an alert
+         * about the group needs (tenant, values, this event as evidence), for whichever
+         * process reports the silence. */
+        op->kind = KX_OP_TOUCH;
+        absence_key(c, op->key, sizeof(op->key));
+        kx_buf_reset(&op->member);
+        kx_buf_printf(&op->member, "%016llx%016llx", (unsigned long long)h1,
+                      (unsigned long long)h2);
+        kx_buf_append(&op->evidence, op->strs.data, op->strs.len);
+        kx_buf_putc(&op->evidence, 0x1f);
     }
     if (evidence && evidence->len)
         kx_buf_append(&op->evidence, evidence->data, evidence->len);
@@ -817,21 +1045,78 @@ static void process_one(kx_pipeline *p, const kx_msg *m)
         kx_metric_inc(KX_M_EVENTS_TIME_CLAMPED);
         p->ev.time_ms = m->timestamp_ms;
     }
+    if (!p->wm_known || p->ev.time_ms > p->wm_max_t)
+        p->wm_max_t = p->ev.time_ms;
+    p->wm_known = true;
+    p->wm_arrival = ev_now(p->loop);
     if (kx_ruleset_match(p->rules, &p->ev, on_match, p))
         kx_metric_inc(KX_M_EVENTS_MATCHED);
+}
+
+static bool has_absence(const kx_pipeline *p)
+{
+    for (size_t i = 0; i < kx_ruleset_size(p->rules); i++) {
+        const kx_rule *c = kx_ruleset_at(p->rules, i);
+        if (c->kind == KX_RULE_CORRELATION && c->corr_type == KX_CORR_ABSENCE)
+            return true;
+    }
+    return false;
 }
 
 int kx_pipeline_process(kx_pipeline *p, const kx_msg *msgs, size_t n, kx_pipeline_done_cb done,
                         void *ud)
 {
-    if (p->in_batch)
+    if (p->in_batch && !p->tick)
         return -EBUSY;
+    /* A due check of our own still in flight joins this batch: the batch is done when that
+     * work is too. */
+    p->tick = false;
+    ev_idle_stop(p->loop, &p->done_w);
     p->in_batch = true;
     p->processing = true;
     p->done = done;
     p->done_ud = ud;
     for (size_t i = 0; i < n; i++)
         process_one(p, &msgs[i]);
+    /* Absence: each batch that moved the watermark asks for the silences it passed. */
+    if (p->wm_known && p->wm_max_t != p->wm_checked && has_absence(p))
+        absence_check(p);
+    p->processing = false;
+    maybe_finish(p);
+    return 0;
+}
+
+/* No events for a while: the watermark moves on with the wall clock (opts.wall_clock), so
+ * check for silences as a batch of our own, without messages. */
+static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    kx_pipeline *p = w->data;
+    if (p->in_batch || p->paused || !p->wm_known || !has_absence(p))
+        return;
+    p->in_batch = true;
+    p->tick = true;
+    p->done = p->tick_done;
+    p->done_ud = p->tick_ud;
+    p->processing = true;
+    absence_check(p);
+    p->processing = false;
+    maybe_finish(p);
+}
+
+int kx_pipeline_finish(kx_pipeline *p, kx_pipeline_done_cb done, void *ud)
+{
+    if (p->in_batch && !p->tick)
+        return -EBUSY;
+    p->tick = false;
+    ev_idle_stop(p->loop, &p->done_w);
+    p->in_batch = true;
+    p->processing = true;
+    p->done = done;
+    p->done_ud = ud;
+    if (has_absence(p))
+        absence_check(p);
     p->processing = false;
     maybe_finish(p);
     return 0;
@@ -878,6 +1163,11 @@ int kx_pipeline_create(struct ev_loop *loop, kx_ruleset *rules, kx_store *store,
     p->done_w.data = p;
     ev_timer_init(&p->retry_w, retry_timer_cb, 0.5, 0);
     p->retry_w.data = p;
+    kx_buf_init(&p->payload, 0);
+    ev_timer_init(&p->tick_w, tick_cb, KX_ABSENCE_TICK_S, KX_ABSENCE_TICK_S);
+    p->tick_w.data = p;
+    if (p->opts.wall_clock)
+        ev_timer_start(loop, &p->tick_w);
     p->store_down = !kx_store_is_up(store);
     kx_store_set_state_cb(store, on_store_state, p);
     *out = p;
@@ -901,6 +1191,12 @@ int kx_pipeline_add_decoder(kx_pipeline *p, const char *topic, kx_decoder *d)
     p->decoders[p->ndecoders].dec = d;
     p->ndecoders++;
     return 0;
+}
+
+void kx_pipeline_set_tick_cb(kx_pipeline *p, kx_pipeline_done_cb cb, void *ud)
+{
+    p->tick_done = cb;
+    p->tick_ud = ud;
 }
 
 void kx_pipeline_set_pause_cb(kx_pipeline *p, kx_pipeline_pause_cb cb, void *ud)
@@ -927,6 +1223,8 @@ void kx_pipeline_destroy(kx_pipeline *p)
         return;
     ev_idle_stop(p->loop, &p->done_w);
     ev_timer_stop(p->loop, &p->retry_w);
+    ev_timer_stop(p->loop, &p->tick_w);
+    kx_buf_fini(&p->payload);
     free_ops(p->free_ops);
     free_ops(p->retry_head);
     for (size_t i = 0; i < p->ndecoders; i++) {

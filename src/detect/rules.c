@@ -422,7 +422,8 @@ static int compile_logsource(kx__ctx *c, const kx_yaml_node *ls, kx__detection *
  * window already satisfies (lt, lte, neq) could only be judged when the window closes. */
 static bool corr_monotone(kx_corr_type t)
 {
-    return t != KX_CORR_VALUE_AVG && t != KX_CORR_VALUE_PERCENTILE && t != KX_CORR_FIRST_SEEN;
+    return t != KX_CORR_VALUE_AVG && t != KX_CORR_VALUE_PERCENTILE && t != KX_CORR_FIRST_SEEN &&
+           t != KX_CORR_ABSENCE;
 }
 
 static int compile_condition(kx__ctx *c, const kx_yaml_node *corr, kx_rule *r,
@@ -444,6 +445,14 @@ static int compile_condition(kx__ctx *c, const kx_yaml_node *corr, kx_rule *r,
         /* Sigma: all the referenced rules must match (in order for temporal_ordered). */
         terms[0] = (kx_corr_term){KX_CMP_GTE, (double)r->nrefs};
         r->ncond = 1;
+        return 0;
+    }
+    if (r->corr_type == KX_CORR_ABSENCE) {
+        if (cond)
+            return kx_yaml_err(c->err, c->file, cond,
+                               "absence takes no condition: a group silent for longer than the "
+                               "timespan alerts");
+        r->ncond = 0;
         return 0;
     }
     if (r->corr_type == KX_CORR_FIRST_SEEN) {
@@ -509,7 +518,7 @@ static int compile_correlation(kx__ctx *c, const kx_yaml_node *root, const kx_ya
         return kx_yaml_err(c->err, c->file, corr, "\"correlation\" must be a mapping");
     static const char *const known[] = {
         "type",  "rules",    "group-by", "timespan",   "condition",  "generate", "aliases",
-        "field", "suppress", "lateness", "max_groups", "deviations", "history"};
+        "field", "suppress", "lateness", "max_groups", "deviations", "history",  "keep"};
     for (size_t i = 0; i < corr->n; i++) {
         const kx_yaml_node *k = corr->keys[i];
         size_t j = 0;
@@ -530,7 +539,8 @@ static int compile_correlation(kx__ctx *c, const kx_yaml_node *root, const kx_ya
                  {"value_avg", KX_CORR_VALUE_AVG},
                  {"value_percentile", KX_CORR_VALUE_PERCENTILE},
                  {"first_seen", KX_CORR_FIRST_SEEN},
-                 {"baseline", KX_CORR_BASELINE}};
+                 {"baseline", KX_CORR_BASELINE},
+                 {"absence", KX_CORR_ABSENCE}};
     const kx_yaml_node *type = kx_yaml_get(corr, "type");
     if (!type)
         return kx_yaml_err(c->err, c->file, corr, "missing required key \"type\"");
@@ -626,6 +636,18 @@ static int compile_correlation(kx__ctx *c, const kx_yaml_node *root, const kx_ya
         if ((rc = kx_yaml_int(hi, c->file, 1, 10000, &h, c->err)))
             return rc;
         r->history = h;
+    }
+    r->keep_ms = (int64_t)7 * 24 * 3600 * 1000;
+    const kx_yaml_node *kp = kx_yaml_get(corr, "keep");
+    if (kp && r->corr_type != KX_CORR_ABSENCE)
+        return kx_yaml_err(c->err, c->file, kp, "\"keep\" applies to absence only");
+    if (kp) {
+        long long keep;
+        if ((rc = kx_yaml_duration_ms(kp, c->file, &keep, c->err)))
+            return rc;
+        if (keep <= 0)
+            return kx_yaml_err(c->err, c->file, kp, "keep must be greater than zero");
+        r->keep_ms = keep;
     }
     if (r->corr_type == KX_CORR_BASELINE &&
         r->timespan_ms > (int64_t)366 * 24 * 3600 * 1000 / (3 * r->history + 2))
@@ -955,6 +977,11 @@ static int resolve(kx_ruleset *rs, kx_err *err)
             else if (t == r)
                 rc = kx_err_set(err, r->file, pv->ref_line[j], pv->ref_col[j],
                                 "correlation references itself");
+            else if (t->kind == KX_RULE_CORRELATION && t->corr_type == KX_CORR_ABSENCE)
+                rc = kx_err_set(err, r->file, pv->ref_line[j], pv->ref_col[j],
+                                "\"%s\" is an absence rule: its alerts cannot feed another "
+                                "correlation",
+                                ref);
             else
                 refs[j] = t;
         }

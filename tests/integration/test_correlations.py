@@ -420,8 +420,70 @@ def test_baseline():
     both_stores(fx("13_baseline", "rules.yml"), [fx("13_baseline", "events.jsonl")], BASELINE, "baseline")
 
 
+# ---- 14. absence (klaxon extension) ----
+
+# (status, host, first_seen, last_seen): first_seen is the last sighting before the silence,
+# last_seen the same for "firing" and the returning event for "resolved". timespan 1h,
+# lateness 1m (the default), so the watermark is the newest event time - 1m.
+ABSENCE = [
+    # db-1: 10:00, then 11:30 (1h30 later). No event moved the watermark past 11:00 before
+    # 11:30 arrived, so the silence is found on arrival: reported, then resolved at once.
+    ("firing", "db-1", ts("10:00:00"), ts("10:00:00")),
+    ("resolved", "db-1", ts("10:00:00"), ts("11:30:00")),
+    # db-3: 10:00, 11:00 (exactly 1h later: in time), 11:59. The heartbeat at 13:00 puts
+    # the watermark at 12:59, which reaches 11:59 + 1h but does not pass it (not due). Its
+    # next backup, 13:00:30, is 1h01m30s after 11:59: the silence is found on arrival.
+    ("firing", "db-3", ts("11:59:00"), ts("11:59:00")),
+    ("resolved", "db-3", ts("11:59:00"), ts("13:00:30")),
+    # db-2: 10:00, 10:50, then silent: the heartbeat at 13:00 moves the watermark to 12:59,
+    # past 11:50: reported once, never resolved (the input ends).
+    ("firing", "db-2", ts("10:50:00"), ts("10:50:00")),
+    # db-1 again: 11:30 + 1h = 12:30 < 12:59: silent since 11:30.
+    ("firing", "db-1", ts("11:30:00"), ts("11:30:00")),
+]
+
+
+def absence_summary(a):
+    return (a.get("status"), a["group"]["host"], a["first_seen"], a["last_seen"])
+
+
+def test_absence():
+    outs = {}
+    for store in STORES:
+        alerts, _, _ = run(store, fx("14_absence", "rules.yml"), [fx("14_absence", "events.jsonl")])
+        got = sorted(absence_summary(a) for a in alerts)
+        check(got == sorted(ABSENCE), "absence [%s]:\n got  %s\n want %s" % (store, got, sorted(ABSENCE)))
+        for a in alerts:
+            check(a["rule"]["id"] == "corr-absence" and a["count"] == 0 and a["window"] == 3600 and
+                  "value" not in a and len(a["events"]) == 1,
+                  "absence alert fields [%s]: %s" % (store, a))
+            # A firing alert shows the last sighting; a resolve shows the event that came back.
+            ev_time = a["events"][0]["time"]
+            want_time = a["first_seen"] if a["status"] == "firing" else a["last_seen"]
+            check(ev_time == want_time, "absence evidence [%s]: %s, want the event at %s" %
+                  (store, a["events"][0], want_time))
+        keys = {}
+        for a in alerts:
+            keys.setdefault((a["group"]["host"], a["first_seen"]), set()).add((a["status"], a["dedup_key"], a["id"]))
+        for k, v in keys.items():
+            check(len({d for _, d, _ in v}) == 1 and len({i for _, _, i in v}) == len(v),
+                  "absence %s [%s]: firing and resolve share the dedup_key, not the id: %s" % (k, store, v))
+        outs[store] = sorted((a["dedup_key"], a["id"]) for a in alerts)
+    check(outs["memory"] == outs["redis"], "absence: memory and redis alerts differ")
+    # The stream twice in one run: the second pass changes nothing (older sightings), and
+    # its arrival raises no new absence.
+    for store in STORES:
+        alerts, _, _ = run(store, fx("14_absence", "rules.yml"), [fx("14_absence", "events.jsonl")] * 2)
+        got = sorted(absence_summary(a) for a in alerts)
+        check(got == sorted(ABSENCE), "absence, the stream twice [%s]:\n got  %s" % (store, got))
+
+
 def test_load_errors():
     cases = [
+        # line 19 "    rules: [no_backup]": the name at column 13
+        ("absence_chained.yml", 19, 13, '"no_backup" is an absence rule: its alerts cannot feed another correlation'),
+        # line 15 "        gte: 1": the condition map starts there
+        ("absence_condition.yml", 15, 9, "absence takes no condition: a group silent for longer than the timespan alerts"),
         # line 16 "        gte: 1" (first_seen takes no threshold)
         ("first_seen_condition.yml", 16, 9, "first_seen takes no condition operator (only field)"),
         # line 14 "    history: 0"
@@ -456,7 +518,7 @@ def main():
     REDIS = RedisServer(d).start()
     try:
         run_tests([test_window_edges, test_out_of_order, test_late_events, test_suppress, test_value_count,
-                   test_temporal, test_value_sum_avg, test_value_percentile, test_chaining, test_first_seen, test_baseline,
+                   test_temporal, test_value_sum_avg, test_value_percentile, test_chaining, test_first_seen, test_baseline, test_absence,
                    test_same_file_twice, test_load_errors])
     finally:
         REDIS.stop()

@@ -126,6 +126,50 @@ static const char exec_json[] =
     "{\"time\":\"2026-03-29T01:30:00.000Z\",\"raw\":\"curl x | sh\",\"fields\":{\"cmd\":"
     "\"curl x | sh\"}}]}";
 
+/* Absence alerts carry "status" after last_seen; a resolve keeps the dedup_key, not the id. */
+static void test_render_status(void **state)
+{
+    (void)state;
+    kx_alert a = ssh_alert();
+    a.count = 0;
+    a.nevents = 0;
+    a.ntags = 0;
+    a.status = "firing";
+    kx_buf b;
+    kx_buf_init(&b, 0);
+    assert_int_equal(kx_alert_render(&a, "secops", &b), 0);
+    char key[33];
+    kx_alert_dedup_key(&a, key, sizeof(key));
+    const char *p = strstr(b.data, ",\"window\":300,\"first_seen\":\"2026-03-29T01:30:00.000Z\","
+                                   "\"last_seen\":\"2026-03-29T01:34:10.250Z\","
+                                   "\"status\":\"firing\",\"tags\":[],\"events\":[]}");
+    assert_non_null(p);
+    assert_int_equal(strlen(p),
+                     strlen(",\"window\":300,\"first_seen\":\"2026-03-29T01:30:00.000Z\","
+                            "\"last_seen\":\"2026-03-29T01:34:10.250Z\","
+                            "\"status\":\"firing\",\"tags\":[],\"events\":[]}"));
+    char firing_id[80];
+    const char *idp = strstr(b.data, "\"id\":\"");
+    assert_non_null(idp);
+    snprintf(firing_id, sizeof(firing_id), "%.32s", idp + 6);
+    a.status = "resolved";
+    kx_buf_reset(&b);
+    assert_int_equal(kx_alert_render(&a, "secops", &b), 0);
+    char key2[33];
+    kx_alert_dedup_key(&a, key2, sizeof(key2));
+    assert_string_equal(key, key2);
+    idp = strstr(b.data, "\"id\":\"");
+    assert_non_null(idp);
+    assert_memory_not_equal(idp + 6, firing_id, 32);
+    assert_non_null(strstr(b.data, "\"status\":\"resolved\""));
+    /* No status: no key at all (every alert but absence). */
+    a.status = NULL;
+    kx_buf_reset(&b);
+    assert_int_equal(kx_alert_render(&a, "secops", &b), 0);
+    assert_null(strstr(b.data, "status"));
+    kx_buf_fini(&b);
+}
+
 static void test_render_single(void **state)
 {
     (void)state;
@@ -402,6 +446,7 @@ int main(void)
         cmocka_unit_test(test_severity),
         cmocka_unit_test(test_render_correlation),
         cmocka_unit_test(test_render_single),
+        cmocka_unit_test(test_render_status),
         cmocka_unit_test(test_render_nulls_and_cap),
         cmocka_unit_test(test_dedup_key),
         cmocka_unit_test(test_category),

@@ -179,7 +179,19 @@ static void make_msgs(kx_msg *msgs, size_t first, size_t n)
  * Builds store (url), router (file sink in the fixture's dir, named after tag) and pipeline
  * with a default JSON decoder. A redis store is waited for until it is up.
  */
+static stack *stack_new_opts(fx *f, const char *url, const char *tag, const kx_pipeline_opts *opts);
+
 static stack *stack_new(fx *f, const char *url, const char *tag, size_t max_event_bytes)
+{
+    kx_pipeline_opts opts = {
+        .max_event_bytes = max_event_bytes,
+        .evidence_bytes = 16384,
+        .lateness_ms = 60000,
+    };
+    return stack_new_opts(f, url, tag, &opts);
+}
+
+static stack *stack_new_opts(fx *f, const char *url, const char *tag, const kx_pipeline_opts *opts)
 {
     stack *s = calloc(1, sizeof(*s));
     assert_non_null(s);
@@ -203,12 +215,7 @@ static stack *stack_new(fx *f, const char *url, const char *tag, size_t max_even
                      0);
     assert_int_equal(kx_store_create_from_url(f->loop, url, &s->store, &err), 0);
     assert_true(kx_test_run_until(f->loop, store_up, s->store, WAIT_MS));
-    kx_pipeline_opts opts = {
-        .max_event_bytes = max_event_bytes,
-        .evidence_bytes = 16384,
-        .lateness_ms = 60000,
-    };
-    assert_int_equal(kx_pipeline_create(f->loop, f->rules, s->store, s->router, &opts, &s->p), 0);
+    assert_int_equal(kx_pipeline_create(f->loop, f->rules, s->store, s->router, opts, &s->p), 0);
     kx_pipeline_set_pause_cb(s->p, pause_cb, s);
     return s;
 }
@@ -320,6 +327,13 @@ static json_t *read_alerts(stack *s)
 static size_t count_alerts(stack *s)
 {
     return json_array_size(read_alerts(s));
+}
+
+/* want_done reused: calls = the number of alerts in the file sink awaited. */
+static bool alerts_reached(void *ud)
+{
+    want_done *w = ud;
+    return count_alerts(w->s) >= (size_t)w->calls;
 }
 
 static const char *jstr(json_t *o, const char *key)
@@ -986,6 +1000,87 @@ static void test_redis_down_before_batch(void **state)
     stack_fini(f, s);
 }
 
+/* Absence in `run` (opts.wall_clock): a group whose events stop, on a stream that goes quiet
+ * altogether, is reported by the wall clock's advance (the 1 s tick), and resolved when its
+ * next event arrives. */
+static void absence_wall_clock(fx *f, const char *url, const char *tag)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/absence.yml", f->dir);
+    assert_int_equal(kx_test_write_file(path, "title: Backup\nname: backup\ndetection:\n"
+                                              "  sel: {action: backup}\n  condition: sel\n---\n"
+                                              "title: No backup\nid: no-backup\ncorrelation:\n"
+                                              "  type: absence\n  rules: [backup]\n"
+                                              "  group-by: [host]\n  timespan: 1s\n"),
+                     0);
+    kx_ruleset_destroy(f->rules);
+    f->rules = NULL;
+    const char *paths[] = {path};
+    kx_err err = {0};
+    assert_int_equal(kx_ruleset_load(paths, 1, &f->rules, &err), 0);
+    kx_pipeline_opts opts = {
+        .max_event_bytes = 1 << 20,
+        .evidence_bytes = 16384,
+        .lateness_ms = 0,
+        .wall_clock = true,
+    };
+    stack *s = stack_new_opts(f, url, tag, &opts);
+    stack_add_default_decoder(s);
+    /* An event stamped now, then nothing: a second later the group is silent. */
+    int64_t t0 = (int64_t)(ev_now(f->loop) * 1000.0);
+    char ts[40], line[160];
+    kx_time_format(t0, ts, sizeof(ts));
+    snprintf(line, sizeof(line), "{\"@timestamp\":\"%s\",\"action\":\"backup\",\"host\":\"db-1\"}",
+             ts);
+    kx_msg m = {.payload = line, .len = strlen(line), .offset = 1, .timestamp_ms = t0};
+    run_batch(s, &m, 1);
+    assert_int_equal(count_alerts(s), 0);
+    assert_true(kx_test_run_until(f->loop, alerts_reached, &(want_done){s, 1}, 5000));
+    json_t *a = json_array_get(read_alerts(s), 0);
+    assert_string_equal(json_string_value(json_object_get(a, "status")), "firing");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(a, "group"), "host")),
+                        "db-1");
+    assert_string_equal(json_string_value(json_object_get(a, "first_seen")), ts);
+    assert_int_equal(json_integer_value(json_object_get(a, "count")), 0);
+    /* Reported once, however long the silence lasts. */
+    ev_tstamp until = ev_now(f->loop) + 1.5;
+    while (ev_now(f->loop) < until)
+        ev_run(f->loop, EVRUN_ONCE);
+    assert_int_equal(count_alerts(s), 1);
+    /* db-1 is back: the silence is resolved, with the same dedup_key. */
+    int64_t t1 = (int64_t)(ev_now(f->loop) * 1000.0);
+    char ts1[40], line1[160];
+    kx_time_format(t1, ts1, sizeof(ts1));
+    snprintf(line1, sizeof(line1),
+             "{\"@timestamp\":\"%s\",\"action\":\"backup\",\"host\":\"db-1\"}", ts1);
+    kx_msg m1 = {.payload = line1, .len = strlen(line1), .offset = 2, .timestamp_ms = t1};
+    run_batch(s, &m1, 1);
+    assert_true(kx_test_run_until(f->loop, alerts_reached, &(want_done){s, 2}, WAIT_MS));
+    json_t *all = read_alerts(s);
+    json_t *r = json_array_get(all, 1);
+    a = json_array_get(all, 0);
+    assert_string_equal(json_string_value(json_object_get(r, "status")), "resolved");
+    assert_string_equal(json_string_value(json_object_get(r, "first_seen")), ts);
+    assert_string_equal(json_string_value(json_object_get(r, "last_seen")), ts1);
+    assert_string_equal(json_string_value(json_object_get(r, "dedup_key")),
+                        json_string_value(json_object_get(a, "dedup_key")));
+    assert_string_not_equal(json_string_value(json_object_get(r, "id")),
+                            json_string_value(json_object_get(a, "id")));
+}
+
+static void test_absence_wall_clock_memory(void **state)
+{
+    absence_wall_clock(*state, "memory", "absence-mem");
+}
+
+static void test_absence_wall_clock_redis(void **state)
+{
+    fx *f = *state;
+    char url[128];
+    redis_url(f, "abs:", url, sizeof(url));
+    absence_wall_clock(f, url, "absence-redis");
+}
+
 int main(void)
 {
     /* A write to a server that just died must fail with EPIPE, not kill the test (the
@@ -999,6 +1094,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reprocess_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_next_batch_from_done, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tenants_do_not_share_windows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_absence_wall_clock_memory, setup, teardown),
     };
     const struct CMUnitTest redis[] = {
         cmocka_unit_test_setup_teardown(test_alerts_redis, setup_redis, teardown),
@@ -1006,6 +1102,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_redis_outage_whole_batch, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_redis_outage_after_saved_state, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_redis_down_before_batch, setup_redis, teardown),
+        cmocka_unit_test_setup_teardown(test_absence_wall_clock_redis, setup_redis, teardown),
     };
     int rc = cmocka_run_group_tests_name("pipeline_memory", memory, NULL, NULL);
     rc += cmocka_run_group_tests_name("pipeline_redis", redis, NULL, NULL);
