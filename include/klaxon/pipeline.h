@@ -36,6 +36,8 @@ typedef struct kx_pipeline_opts {
     /* Absence rules: when no event arrives, the watermark advances with the wall clock and
      * silences are checked every second (run). Off: event time only (replay). */
     bool wall_clock;
+    /* Merge a batch's updates of one window key into one store call (see pipeline.c). */
+    bool preaggregate;
 } kx_pipeline_opts;
 
 typedef struct kx_pipeline kx_pipeline;

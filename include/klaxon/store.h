@@ -142,6 +142,9 @@ typedef struct kx_window_add {
      * `history` (>= 1) closed intervals. */
     double deviations;
     int64_t history;
+    /* Return the evidence only with a crossing (nevidence 0 otherwise): the caller needs it
+     * only for an alert, and a reply without it is much cheaper to build and parse. */
+    bool evidence_if_crossed;
 } kx_window_add;
 
 /*
@@ -199,6 +202,19 @@ typedef void (*kx_absence_cb)(void *ud, int status, const kx_absence_result *res
 
 int kx_store_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence_cb cb, void *ud);
 int kx_store_absence_due(kx_store *s, const kx_absence_due *op, kx_absence_cb cb, void *ud);
+
+/*
+ * Several adds to one key as one store operation (on Redis: one script call, atomic), applied
+ * in order with exactly the results of the same adds made one by one — except count,
+ * first_ms and last_ms, which are 0 (computing them costs three commands per member and the
+ * pipeline does not use them). The ops share every field but member, time_ms and evidence;
+ * sliding-window aggregates only (COUNT .. ORDERED). cb runs once with res[i] for ops[i]
+ * (evidence borrowed for the callback), or with a failure status and no results.
+ */
+#define KX_STORE_MANY_MAX 1024
+typedef void (*kx_store_many_cb)(void *ud, int status, const kx_window_result *res, size_t n);
+int kx_store_window_add_many(kx_store *s, const kx_window_add *ops, size_t n, kx_store_many_cb cb,
+                             void *ud);
 
 /* True when v satisfies every term (the store's condition; exported for tests and docs). */
 bool kx_window_cond_eval(const kx_window_term *cond, size_t ncond, double v);

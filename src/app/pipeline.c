@@ -668,6 +668,7 @@ static int op_issue_window(kx_op *op)
         .suppress_ms = c->suppress_ms,
         .deviations = c->deviations,
         .history = c->history,
+        .evidence_if_crossed = true,
     };
     return p->store_down ? -EAGAIN : kx_store_window_add(p->store, &add, op_cb, op);
 }

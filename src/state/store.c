@@ -57,6 +57,33 @@ int kx__store_validate(const kx_window_add *op)
     return 0;
 }
 
+int kx__store_validate_many(const kx_window_add *ops, size_t n)
+{
+    if (!ops || n < 1 || n > KX_STORE_MANY_MAX)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        int rc = kx__store_validate(&ops[i]);
+        if (rc)
+            return rc;
+        const kx_window_add *a = &ops[0], *b = &ops[i];
+        if (b->agg > KX_AGG_ORDERED || strcmp(a->key, b->key) || a->window_ms != b->window_ms ||
+            a->ttl_ms != b->ttl_ms || a->max_evidence != b->max_evidence ||
+            a->cross_at != b->cross_at || a->agg != b->agg || a->ncond != b->ncond ||
+            (a->ncond && memcmp(a->cond, b->cond, a->ncond * sizeof(*a->cond))) ||
+            a->suppress_ms != b->suppress_ms || a->evidence_if_crossed != b->evidence_if_crossed)
+            return -EINVAL;
+    }
+    return 0;
+}
+
+int kx_store_window_add_many(kx_store *s, const kx_window_add *ops, size_t n, kx_store_many_cb cb,
+                             void *ud)
+{
+    if (!s || !cb)
+        return -EINVAL;
+    return s->vt->window_add_many(s, ops, n, cb, ud);
+}
+
 int kx__store_validate_touch(const kx_absence_touch *op)
 {
     if (!op || !op->key || !op->group || (!op->payload && op->payload_len))

@@ -34,6 +34,8 @@
 typedef struct kx__store_vtbl {
     const char *kind;
     int (*window_add)(kx_store *s, const kx_window_add *op, kx_store_cb cb, void *ud);
+    int (*window_add_many)(kx_store *s, const kx_window_add *ops, size_t n, kx_store_many_cb cb,
+                           void *ud);
     int (*absence_touch)(kx_store *s, const kx_absence_touch *op, kx_absence_cb cb, void *ud);
     int (*absence_due)(kx_store *s, const kx_absence_due *op, kx_absence_cb cb, void *ud);
     bool (*is_up)(const kx_store *s);
@@ -52,6 +54,9 @@ struct kx_store {
 void kx__store_base_init(kx_store *s, const kx__store_vtbl *vt);
 /* Checks an add for both backends: 0, -EINVAL or -EMSGSIZE. */
 int kx__store_validate(const kx_window_add *op);
+/* Checks a multi-add: each add as kx__store_validate, n in 1..KX_STORE_MANY_MAX, one key and
+ * the same parameters throughout, a sliding-window aggregate (not first_seen, baseline). */
+int kx__store_validate_many(const kx_window_add *ops, size_t n);
 /* Checks absence ops for both backends: 0, -EINVAL or -EMSGSIZE. */
 int kx__store_validate_touch(const kx_absence_touch *op);
 int kx__store_validate_due(const kx_absence_due *op);

@@ -114,6 +114,17 @@ typedef struct kx_store_memory {
     int64_t res_last[KX_STORE_ABSENCE_DUE_MAX];
     uint32_t *due; /* absence_due scratch: entry indexes */
     size_t due_cap;
+    /* window_add_many scratch: results, and their evidence copied (later adds of the same
+     * call reuse the window's evidence buffers) as offsets into many_ev */
+    kx_window_result *many_res;
+    size_t many_cap;
+    size_t many_i;
+    int many_status;
+    kx_buf many_ev;
+    size_t *many_ev_off;
+    size_t *many_ev_len;
+    size_t many_ev_n, many_ev_cap;
+    const char **many_ev_ptr;
 } kx_store_memory;
 
 static int64_t loop_now_ms(const kx_store_memory *m)
@@ -654,6 +665,11 @@ static void mem_free(kx_store_memory *m)
     free(m->tab);
     free(m->dset);
     free(m->due);
+    free(m->many_res);
+    kx_buf_fini(&m->many_ev);
+    free(m->many_ev_off);
+    free(m->many_ev_len);
+    free(m->many_ev_ptr);
     free(m);
 }
 
@@ -1217,6 +1233,8 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
             return rc;
         if (!res.late) {
             res.nevidence = w->ev_n < max_ev ? w->ev_n : max_ev;
+            if (op->evidence_if_crossed && !res.crossed)
+                res.nevidence = 0;
             for (size_t i = 0; i < res.nevidence; i++) {
                 m->res_ev[i] = w->ev[i].p;
                 m->res_ev_len[i] = w->ev[i].len;
@@ -1331,6 +1349,8 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
         }
     }
     res.nevidence = w->ev_n < max_ev ? w->ev_n : max_ev;
+    if (op->evidence_if_crossed && !res.crossed)
+        res.nevidence = 0;
     for (size_t i = 0; i < res.nevidence; i++) {
         m->res_ev[i] = w->ev[i].p;
         m->res_ev_len[i] = w->ev[i].len;
@@ -1338,6 +1358,99 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
     res.evidence = m->res_ev;
     res.evidence_len = m->res_ev_len;
     run_cb(m, cb, ud, 0, &res);
+    return 0;
+}
+
+/* One add of a window_add_many: keep its result and a copy of its evidence. */
+static void many_one_cb(void *ud, int status, const kx_window_result *res)
+{
+    kx_store_memory *m = ud;
+    if (status) {
+        m->many_status = status;
+        return;
+    }
+    kx_window_result *r = &m->many_res[m->many_i];
+    *r = *res;
+    r->count = r->first_ms = r->last_ms = 0; /* as the Redis backend: not computed */
+    if (m->many_ev_n + res->nevidence > m->many_ev_cap) {
+        size_t cap = m->many_ev_cap ? m->many_ev_cap * 2 : 16;
+        while (cap < m->many_ev_n + res->nevidence)
+            cap *= 2;
+        size_t *o = realloc(m->many_ev_off, cap * sizeof(*o));
+        size_t *l = o ? realloc(m->many_ev_len, cap * sizeof(*l)) : NULL;
+        if (o)
+            m->many_ev_off = o;
+        if (!l) {
+            m->many_status = -ENOMEM;
+            return;
+        }
+        m->many_ev_len = l;
+        m->many_ev_cap = cap;
+    }
+    /* evidence = index of its first blob until the pointers are fixed up */
+    r->evidence = (const char *const *)(uintptr_t)m->many_ev_n;
+    for (size_t i = 0; i < res->nevidence; i++) {
+        m->many_ev_off[m->many_ev_n] = m->many_ev.len;
+        m->many_ev_len[m->many_ev_n++] = res->evidence_len[i];
+        if (kx_buf_append(&m->many_ev, res->evidence[i], res->evidence_len[i]))
+            m->many_status = -ENOMEM;
+    }
+}
+
+/* The adds one by one, then one callback with all the results (as the Redis backend's one
+ * script call). */
+static int mem_window_add_many(kx_store *s, const kx_window_add *ops, size_t n, kx_store_many_cb cb,
+                               void *ud)
+{
+    kx_store_memory *m = (kx_store_memory *)s;
+    int rc = kx__store_validate_many(ops, n);
+    if (rc)
+        return rc;
+    if (m->destroy_pending)
+        return -ECANCELED;
+    if (n > m->many_cap) {
+        kx_window_result *p = realloc(m->many_res, n * sizeof(*p));
+        if (!p)
+            return -ENOMEM;
+        m->many_res = p;
+        m->many_cap = n;
+    }
+    m->many_status = 0;
+    m->many_ev_n = 0;
+    kx_buf_reset(&m->many_ev);
+    m->depth++; /* a destroy from the caller's callback waits for the end of this call */
+    for (m->many_i = 0; m->many_i < n && !m->many_status; m->many_i++) {
+        rc = mem_window_add(s, &ops[m->many_i], many_one_cb, m);
+        if (rc) {
+            m->depth--;
+            return rc;
+        }
+    }
+    m->depth--;
+    if (m->many_status == 0) {
+        const char **ptr =
+            realloc(m->many_ev_ptr, (m->many_ev_n ? m->many_ev_n : 1) * sizeof(*ptr));
+        if (!ptr) {
+            m->many_status = -ENOMEM;
+        } else {
+            m->many_ev_ptr = ptr;
+            for (size_t i = 0; i < m->many_ev_n; i++)
+                ptr[i] = m->many_ev.data + m->many_ev_off[i];
+            for (size_t i = 0; i < n; i++) {
+                size_t first = (size_t)(uintptr_t)m->many_res[i].evidence;
+                m->many_res[i].evidence = ptr + first;
+                m->many_res[i].evidence_len = m->many_ev_len + first;
+            }
+        }
+    }
+    m->depth++;
+    if (m->many_status)
+        cb(ud, m->many_status, NULL, 0);
+    else
+        cb(ud, 0, m->many_res, n);
+    m->depth--;
+    if (m->depth == 0 && m->destroy_pending)
+        mem_free(m);
     return 0;
 }
 
@@ -1366,6 +1479,7 @@ static void mem_destroy(kx_store *s)
 static const kx__store_vtbl mem_vtbl = {
     .kind = "memory",
     .window_add = mem_window_add,
+    .window_add_many = mem_window_add_many,
     .absence_touch = mem_absence_touch,
     .absence_due = mem_absence_due,
     .is_up = mem_is_up,

@@ -39,25 +39,27 @@
 #define REDIS_MAX_PREFIX 256u
 
 /* EVALSHA sha numkeys zkey ekey akey member time window ttl max_evidence member_cap agg
- * suppress evidence nterms [op value]... deviations history (redis_scripts.h) */
-#define OP_NARGS (16 + 2 * KX_WINDOW_MAX_TERMS) /* the arguments stored per op, zkey .. */
+ * suppress evidence nterms [op value]... deviations history evidence_if_crossed */
+#define OP_NARGS (17 + 2 * KX_WINDOW_MAX_TERMS) /* the arguments stored per op, zkey .. */
 
 typedef struct kx_store_redis kx_store_redis;
 
-typedef enum { OP_WINDOW = 0, OP_TOUCH, OP_DUE } op_kind;
+typedef enum { OP_WINDOW = 0, OP_TOUCH, OP_DUE, OP_MANY } op_kind;
 
 typedef struct redis_op {
     struct redis_op *next_free;
     kx_store_redis *r;
     op_kind kind;
-    kx_absence_cb acb; /* OP_TOUCH, OP_DUE */
-    kx_store_cb cb;    /* OP_WINDOW */
+    kx_absence_cb acb;    /* OP_TOUCH, OP_DUE */
+    kx_store_cb cb;       /* OP_WINDOW */
+    kx_store_many_cb mcb; /* OP_MANY */
     void *ud;
     int tries;
     int nargs;
     kx_buf args; /* the arguments back to back; kept for a NOSCRIPT resend */
-    size_t off[OP_NARGS];
-    size_t len[OP_NARGS];
+    size_t *off; /* argcap entries: OP_NARGS, more for OP_MANY */
+    size_t *len;
+    size_t argcap;
 } redis_op;
 
 struct kx_store_redis {
@@ -82,6 +84,16 @@ struct kx_store_redis {
     kx_ratelimit rl_err;
     kx_ratelimit rl_cap;
     const char *res_ev[KX__STORE_MAX_EVIDENCE];
+    /* OP_MANY: results and their evidence, grown to the largest call */
+    kx_window_result *many_res;
+    size_t many_cap;
+    const char **many_ev;
+    size_t *many_ev_len;
+    size_t many_ev_cap;
+    /* argv for a send, grown to the longest op */
+    const char **argv;
+    size_t *argvlen;
+    size_t argv_cap;
     int64_t res_last[KX_STORE_ABSENCE_DUE_MAX];
     size_t res_ev_len[KX__STORE_MAX_EVIDENCE];
 };
@@ -99,8 +111,15 @@ static void redis_free(kx_store_redis *r)
         redis_op *op = r->free_ops;
         r->free_ops = op->next_free;
         kx_buf_fini(&op->args);
+        free(op->off);
+        free(op->len);
         free(op);
     }
+    free(r->many_res);
+    free(r->many_ev);
+    free(r->many_ev_len);
+    free(r->argv);
+    free(r->argvlen);
     kx_metric_set_store_up(0);
     free(r->prefix);
     free(r);
@@ -280,6 +299,7 @@ static void op_release(kx_store_redis *r, redis_op *op)
 {
     op->cb = NULL;
     op->acb = NULL;
+    op->mcb = NULL;
     op->ud = NULL;
     op->next_free = r->free_ops;
     r->free_ops = op;
@@ -290,12 +310,15 @@ static void op_finish(kx_store_redis *r, redis_op *op, int status, const kx_wind
 {
     kx_store_cb cb = op->cb;
     kx_absence_cb acb = op->acb;
+    kx_store_many_cb mcb = op->mcb;
     void *ud = op->ud;
     op_release(r, op);
     if (status && status != -ECANCELED)
         kx_metric_inc(KX_M_STORE_ERRORS);
     if (acb)
         acb(ud, status, NULL);
+    else if (mcb)
+        mcb(ud, status, NULL, 0);
     else
         cb(ud, status, res);
 }
@@ -357,8 +380,20 @@ static void op_cb(redisAsyncContext *ac, void *reply_, void *privdata);
 
 static int op_send(kx_store_redis *r, redis_op *op)
 {
-    const char *argv[3 + OP_NARGS];
-    size_t argvlen[3 + OP_NARGS];
+    size_t need = 3 + (size_t)op->nargs;
+    if (need > r->argv_cap) {
+        const char **a = realloc(r->argv, need * sizeof(*a));
+        if (!a)
+            return -ENOMEM;
+        r->argv = a;
+        size_t *l = realloc(r->argvlen, need * sizeof(*l));
+        if (!l)
+            return -ENOMEM;
+        r->argvlen = l;
+        r->argv_cap = need;
+    }
+    const char **argv = r->argv;
+    size_t *argvlen = r->argvlen;
     argv[0] = "EVALSHA";
     argvlen[0] = 7;
     argv[1] = r->sha;
@@ -378,8 +413,19 @@ static int op_send(kx_store_redis *r, redis_op *op)
     return 0;
 }
 
+/* One add's reply into res; its evidence pointers go to ev/ev_len (room for
+ * KX__STORE_MAX_EVIDENCE). */
+static int parse_one(const redisReply *reply, kx_window_result *res, long long *dropped,
+                     const char **ev, size_t *ev_len);
+
 static int parse_result(kx_store_redis *r, const redisReply *reply, kx_window_result *res,
                         long long *dropped)
+{
+    return parse_one(reply, res, dropped, r->res_ev, r->res_ev_len);
+}
+
+static int parse_one(const redisReply *reply, kx_window_result *res, long long *dropped,
+                     const char **ev, size_t *ev_len)
 {
     enum { NINT = 10, NFIX = 11 };
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < NFIX ||
@@ -410,11 +456,57 @@ static int parse_result(kx_store_redis *r, const redisReply *reply, kx_window_re
         const redisReply *e = reply->element[NFIX + i];
         if (e->type != REDIS_REPLY_STRING)
             return -EPROTO;
-        r->res_ev[i] = e->str;
-        r->res_ev_len[i] = e->len;
+        ev[i] = e->str;
+        ev_len[i] = e->len;
     }
-    res->evidence = r->res_ev;
-    res->evidence_len = r->res_ev_len;
+    res->evidence = ev;
+    res->evidence_len = ev_len;
+    return 0;
+}
+
+/* OP_MANY: an array of single replies. Evidence pointers are packed into many_ev. */
+static int parse_many(kx_store_redis *r, const redisReply *reply, size_t *n, long long *dropped)
+{
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements > KX_STORE_MANY_MAX)
+        return -EPROTO;
+    size_t k = reply->elements, nev = 0;
+    for (size_t i = 0; i < k; i++) {
+        const redisReply *e = reply->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 11)
+            return -EPROTO;
+        nev += e->elements - 11;
+    }
+    if (k > r->many_cap) {
+        kx_window_result *p = realloc(r->many_res, k * sizeof(*p));
+        if (!p)
+            return -ENOMEM;
+        r->many_res = p;
+        r->many_cap = k;
+    }
+    if (nev > r->many_ev_cap) {
+        const char **p = realloc(r->many_ev, nev * sizeof(*p));
+        if (!p)
+            return -ENOMEM;
+        r->many_ev = p;
+        size_t *l = realloc(r->many_ev_len, nev * sizeof(*l));
+        if (!l)
+            return -ENOMEM;
+        r->many_ev_len = l;
+        r->many_ev_cap = nev;
+    }
+    *dropped = 0;
+    size_t at = 0;
+    for (size_t i = 0; i < k; i++) {
+        long long d = 0;
+        memset(&r->many_res[i], 0, sizeof(r->many_res[i]));
+        int rc =
+            parse_one(reply->element[i], &r->many_res[i], &d, r->many_ev + at, r->many_ev_len + at);
+        if (rc)
+            return rc;
+        at += r->many_res[i].nevidence;
+        *dropped += d;
+    }
+    *n = k;
     return 0;
 }
 
@@ -452,6 +544,27 @@ static void op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         op_finish(r, op, -EPROTO, NULL);
         goto out;
     }
+    if (op->kind == OP_MANY) {
+        size_t n = 0;
+        long long dropped = 0;
+        if (parse_many(r, reply, &n, &dropped) != 0) {
+            kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state", "redis %s:%d: unexpected reply",
+                           r->host, r->port);
+            op_finish(r, op, -EPROTO, NULL);
+            goto out;
+        }
+        if (dropped > 0) {
+            kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
+            kx_log_limited(&r->rl_cap, KX_LOG_WARN, "state",
+                           "key \"%.*s\" over %u members: dropped the %lld oldest", (int)op->len[0],
+                           op->args.data + op->off[0], r->base.member_cap, dropped);
+        }
+        kx_store_many_cb mcb = op->mcb;
+        void *ud = op->ud;
+        op_release(r, op);
+        mcb(ud, 0, r->many_res, n);
+        goto out;
+    }
     if (op->kind != OP_WINDOW) {
         kx_absence_result ares = {0};
         if (parse_absence(r, op, reply, &ares) != 0) {
@@ -482,9 +595,29 @@ out:
     leave(r);
 }
 
+/* Room for one more argument position. */
+static int op_arg_room(redis_op *op)
+{
+    if ((size_t)op->nargs < op->argcap)
+        return 0;
+    size_t cap = op->argcap ? op->argcap * 2 : OP_NARGS;
+    size_t *o = realloc(op->off, cap * sizeof(*o));
+    if (!o)
+        return -ENOMEM;
+    op->off = o;
+    size_t *l = realloc(op->len, cap * sizeof(*l));
+    if (!l)
+        return -ENOMEM;
+    op->len = l;
+    op->argcap = cap;
+    return 0;
+}
+
 /* Appends one argument to op->args and records where it is. */
 static int op_arg(redis_op *op, const char *p, size_t n)
 {
+    if (op_arg_room(op))
+        return -ENOMEM;
     op->off[op->nargs] = op->args.len;
     int rc = kx_buf_append(&op->args, p, n);
     if (rc)
@@ -503,6 +636,8 @@ static int op_arg_i64(redis_op *op, int64_t v)
 /* PREFIX{KEY}:z or :e -- the hash tag keeps both keys of a window in one cluster slot. */
 static int op_arg_key(redis_op *op, const char *prefix, const char *key, char kind)
 {
+    if (op_arg_room(op))
+        return -ENOMEM;
     op->off[op->nargs] = op->args.len;
     size_t start = op->args.len;
     int rc = kx_buf_puts(&op->args, prefix);
@@ -570,6 +705,8 @@ static int op_build(kx_store_redis *r, redis_op *op, const kx_window_add *a)
     }
     if (!rc)
         rc = op_arg_i64(op, a->history);
+    if (!rc)
+        rc = op_arg(op, a->evidence_if_crossed ? "1" : "0", 1);
     return rc;
 }
 
@@ -634,6 +771,34 @@ static int redis_window_add(kx_store *s, const kx_window_add *a, kx_store_cb cb,
     op->cb = cb;
     op->ud = ud;
     return op_go(r, op, op_build(r, op, a));
+}
+
+static int redis_window_add_many(kx_store *s, const kx_window_add *ops, size_t n,
+                                 kx_store_many_cb cb, void *ud)
+{
+    kx_store_redis *r = (kx_store_redis *)s;
+    int rc = kx__store_validate_many(ops, n);
+    if (rc)
+        return rc;
+    redis_op *op = op_take(r, &rc);
+    if (!op)
+        return rc;
+    op->kind = OP_MANY;
+    op->mcb = cb;
+    op->ud = ud;
+    /* The first add's arguments, then the count and (member, time, evidence) of the rest. */
+    rc = op_build(r, op, &ops[0]);
+    if (!rc)
+        rc = op_arg_i64(op, (int64_t)(n - 1));
+    for (size_t i = 1; i < n && !rc; i++) {
+        rc = op_arg(op, ops[i].member, strlen(ops[i].member));
+        if (!rc)
+            rc = op_arg_i64(op, ops[i].time_ms);
+        if (!rc)
+            rc = op_arg(op, ops[i].evidence ? ops[i].evidence : "",
+                        ops[i].evidence ? ops[i].evidence_len : 0);
+    }
+    return op_go(r, op, rc);
 }
 
 /* The absence keys and the script's ten fixed arguments (redis_scripts.h). */
@@ -771,6 +936,7 @@ void kx__store_redis_set_timeout(kx_store *s, int64_t timeout_ms)
 static const kx__store_vtbl redis_vtbl = {
     .kind = "redis",
     .window_add = redis_window_add,
+    .window_add_many = redis_window_add_many,
     .absence_touch = redis_absence_touch,
     .absence_due = redis_absence_due,
     .is_up = redis_is_up,

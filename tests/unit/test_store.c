@@ -1197,6 +1197,115 @@ static void test_absence_invalid_args(void **state)
     assert_int_equal(g.calls, 0);
 }
 
+/* ---- several adds of one key in one call ---- */
+
+typedef struct mgot {
+    int calls;
+    int status;
+    size_t n;
+    got r[16];
+} mgot;
+
+static void mgot_cb(void *ud, int status, const kx_window_result *res, size_t n)
+{
+    mgot *g = ud;
+    g->calls++;
+    g->status = status;
+    g->n = n;
+    for (size_t i = 0; i < n && i < 16; i++)
+        got_cb(&g->r[i], 0, &res[i]);
+}
+
+static bool mgot_done(void *ud)
+{
+    return ((mgot *)ud)->calls > 0;
+}
+
+/* The same adds one by one (key "one") and in one call (key "many") give the same results,
+ * the crossing's evidence included; count/first/last are not computed in one call. */
+static void test_add_many(void **state)
+{
+    fx *f = *state;
+    static const kx_window_term gte3 = {KX_WCMP_GTE, 3};
+    static const struct {
+        const char *m;
+        int64_t t;
+    } seq[] = {
+        {"a", T0},         {"b", T0 + 1000},  {"a", T0},        /* a replayed */
+        {"c", T0 + 500},   {"d", T0 + 9000},  {"e", T0 + 9500}, /* crossing at c; d, e suppressed */
+        {"old", T0 - TTL}, {"f", T0 + 30000}, {"g", T0 + 30001}, {"h", T0 + 30002},
+    };
+    size_t n = sizeof(seq) / sizeof(seq[0]);
+    kx_window_add ops[16];
+    for (size_t i = 0; i < n; i++) {
+        ops[i] = (kx_window_add){.key = "one",
+                                 .member = seq[i].m,
+                                 .time_ms = seq[i].t,
+                                 .window_ms = WIN,
+                                 .ttl_ms = TTL,
+                                 .evidence = seq[i].m,
+                                 .evidence_len = strlen(seq[i].m),
+                                 .max_evidence = 4,
+                                 .cond = &gte3,
+                                 .ncond = 1,
+                                 .suppress_ms = 5000,
+                                 .evidence_if_crossed = true};
+    }
+    got one[16];
+    for (size_t i = 0; i < n; i++) {
+        got g = {0};
+        assert_int_equal(kx_store_window_add(f->s, &ops[i], got_cb, &g), 0);
+        assert_true(kx_test_run_until(f->loop, got_done, &g, 5000));
+        one[i] = g;
+    }
+    for (size_t i = 0; i < n; i++)
+        ops[i].key = "many";
+    mgot mg = {0};
+    assert_int_equal(kx_store_window_add_many(f->s, ops, n, mgot_cb, &mg), 0);
+    assert_true(kx_test_run_until(f->loop, mgot_done, &mg, 5000));
+    assert_int_equal(mg.calls, 1);
+    assert_int_equal(mg.status, 0);
+    assert_int_equal(mg.n, n);
+    int crossings = 0;
+    for (size_t i = 0; i < n; i++) {
+        const got *a = &one[i], *b = &mg.r[i];
+        assert_int_equal(a->added, b->added);
+        assert_int_equal(a->late, b->late);
+        assert_int_equal(a->crossed, b->crossed);
+        assert_int_equal(a->cfirst, b->cfirst);
+        assert_int_equal(a->clast, b->clast);
+        assert_int_equal(a->ccount, b->ccount);
+        assert_true(a->cvalue == b->cvalue);
+        assert_int_equal(a->nev, b->nev);
+        for (size_t k = 0; k < a->nev && k < 8; k++)
+            assert_string_equal(a->ev[k], b->ev[k]);
+        assert_int_equal(b->count, 0);
+        assert_int_equal(b->first, 0);
+        crossings += b->crossed;
+        /* Evidence only with a crossing (evidence_if_crossed). */
+        assert_int_equal(b->nev > 0, b->crossed);
+    }
+    /* c crosses [T0, T0 + 1000]; f..h start after T0 + 1000 + suppress: h crosses again; the
+     * add older than the key keeps is late. */
+    assert_int_equal(crossings, 2);
+    assert_true(mg.r[3].crossed);
+    assert_int_equal(mg.r[3].cfirst, T0);
+    assert_int_equal(mg.r[3].clast, T0 + 1000);
+    assert_int_equal(mg.r[3].ccount, 3);
+    assert_string_equal(mg.r[3].ev[0], "c");
+    assert_true(mg.r[6].late);
+    assert_true(mg.r[9].crossed);
+    assert_false(mg.r[2].added);
+    /* Mixed keys are refused, and so is an extension aggregate. */
+    ops[1].key = "other";
+    assert_int_equal(kx_store_window_add_many(f->s, ops, 2, mgot_cb, &mg), -EINVAL);
+    ops[1].key = "many";
+    ops[0].agg = ops[1].agg = KX_AGG_BASELINE;
+    ops[0].history = ops[1].history = 1;
+    assert_int_equal(kx_store_window_add_many(f->s, ops, 2, mgot_cb, &mg), -EINVAL);
+    assert_int_equal(mg.calls, 1);
+}
+
 typedef struct destroyer {
     fx *f;
     int calls;
@@ -1478,6 +1587,7 @@ static void test_url_prefix_redis(void **state)
         cmocka_unit_test_setup_teardown(test_baseline_lateness, setup, teardown),                  \
         cmocka_unit_test_setup_teardown(test_extension_invalid_args, setup, teardown),             \
         cmocka_unit_test_setup_teardown(test_absence, setup, teardown),                            \
+        cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),                           \
         cmocka_unit_test_setup_teardown(test_absence_invalid_args, setup, teardown),               \
         cmocka_unit_test_setup_teardown(test_destroy_in_callback, setup, teardown_maybe_destroyed)
 
