@@ -340,6 +340,9 @@ static int build_stages(app *a, const char *store_url, int format_override, cons
         .lateness_ms = a->cfg ? a->cfg->lateness_ms : 60000,
         .max_groups = a->cfg ? a->cfg->max_groups : 100000,
         .wall_clock = !a->replay,
+        /* Round trips are what pre-aggregation saves: with the in-process store it would only
+         * move correlation alerts after the batch's single-event alerts. */
+        .preaggregate = strcmp(kx_store_kind(a->store), "redis") == 0,
     };
     if (kx_pipeline_create(a->loop, a->rules, a->store, a->router, &opts, &a->pipe))
         return 1;

@@ -46,6 +46,7 @@ struct kx_op {
     kx_rule *corr;
     kx_op_kind kind;
     int64_t watermark_ms; /* KX_OP_DUE */
+    kx_op *grp_next;      /* pre-aggregation: the next update of the same key in this batch */
     kx_op *next;          /* free list or retry queue */
     int proto_errors;     /* error replies so far: a persistent one must not hold the stream */
     int64_t time_ms;
@@ -113,6 +114,18 @@ struct kx_pipeline {
     kx_pipeline_done_cb tick_done; /* told when such a check is done (kx_pipeline_set_tick_cb) */
     void *tick_ud;
     kx_buf payload; /* scratch for an absence sighting's payload */
+
+    /* Pre-aggregation (opts.preaggregate): while a batch's messages are processed, window
+     * updates are collected per key; then each key's updates go to the store as one call. */
+    bool collecting;
+    struct grp_slot {
+        kx_op *head, *tail;
+        size_t n;
+    } * grp;              /* open addressing by key, grp_cap slots (power of two) */
+    size_t grp_cap, ngrp; /* slots in use */
+    size_t *grp_order;    /* slot indexes in first-seen order: keys are sent in that order */
+    kx_window_add *adds;  /* scratch for one call */
+    size_t adds_cap;
 };
 
 static int64_t corr_lateness(const kx_pipeline *p, const kx_rule *c)
@@ -645,15 +658,15 @@ static int op_issue_absence(kx_op *op)
     return kx_store_absence_due(p->store, &d, absence_cb, op);
 }
 
-static int op_issue_window(kx_op *op)
+/* The store call for a window update; cond (KX_WINDOW_MAX_TERMS) must outlive the call. */
+static void window_add_of(const kx_op *op, kx_window_term *cond, kx_window_add *out)
 {
-    kx_pipeline *p = op->p;
+    const kx_pipeline *p = op->p;
     const kx_rule *c = op->corr;
-    kx_window_term cond[KX_WINDOW_MAX_TERMS];
     size_t ncond = c->ncond < KX_WINDOW_MAX_TERMS ? c->ncond : KX_WINDOW_MAX_TERMS;
     for (size_t i = 0; i < ncond; i++)
         cond[i] = (kx_window_term){(kx_wcmp)c->cond[i].cmp, c->cond[i].value};
-    kx_window_add add = {
+    *out = (kx_window_add){
         .key = op->key,
         .member = op->member.data,
         .time_ms = op->time_ms,
@@ -670,15 +683,34 @@ static int op_issue_window(kx_op *op)
         .history = c->history,
         .evidence_if_crossed = true,
     };
+}
+
+static int op_issue_window(kx_op *op)
+{
+    kx_pipeline *p = op->p;
+    kx_window_term cond[KX_WINDOW_MAX_TERMS];
+    kx_window_add add;
+    window_add_of(op, cond, &add);
     return p->store_down ? -EAGAIN : kx_store_window_add(p->store, &add, op_cb, op);
 }
 
+static void op_not_issued(kx_op *op, int rc);
+static bool grp_collect(kx_op *op);
+
 static void op_issue(kx_op *op)
 {
-    kx_pipeline *p = op->p;
+    if (op->kind == KX_OP_WINDOW && grp_collect(op))
+        return; /* sent with its key's other updates at the end of the batch */
     int rc = op->kind == KX_OP_WINDOW ? op_issue_window(op) : op_issue_absence(op);
     if (rc >= 0)
         return;
+    op_not_issued(op, rc);
+}
+
+/* An update the store would not take (the callback will not run). */
+static void op_not_issued(kx_op *op, int rc)
+{
+    kx_pipeline *p = op->p;
     kx_metric_inc(KX_M_STORE_ERRORS);
     if (!transient(rc)) {
         /* A refused update (too large, invalid) will never succeed: count, log, drop it
@@ -699,6 +731,125 @@ static void op_issue(kx_op *op)
     set_paused(p, true);
     if (!p->store_down && !ev_is_active(&p->retry_w))
         ev_timer_start(p->loop, &p->retry_w);
+}
+
+/* ---- pre-aggregation ---- */
+
+/* True when op was queued with the other updates of its key in this batch. Only the sliding
+ * windows (COUNT .. ORDERED) merge: the store applies several adds of a key in order, as one
+ * call, with the results they would have had one by one. */
+static bool grp_collect(kx_op *op)
+{
+    kx_pipeline *p = op->p;
+    if (!p->collecting || corr_agg(op->corr->corr_type) > KX_AGG_ORDERED)
+        return false;
+    if ((p->ngrp + 1) * 2 > p->grp_cap) {
+        size_t cap = p->grp_cap ? p->grp_cap * 2 : 256;
+        struct grp_slot *g = calloc(cap, sizeof(*g));
+        size_t *order = malloc(cap * sizeof(*order));
+        if (!g || !order) {
+            free(g);
+            free(order);
+            return false; /* out of memory: send it alone */
+        }
+        for (size_t k = 0; k < p->ngrp; k++) {
+            struct grp_slot *o = &p->grp[p->grp_order[k]];
+            size_t i = (size_t)kx_hash64(o->head->key, strlen(o->head->key), 9) & (cap - 1);
+            while (g[i].head)
+                i = (i + 1) & (cap - 1);
+            g[i] = *o;
+            order[k] = i;
+        }
+        free(p->grp);
+        free(p->grp_order);
+        p->grp = g;
+        p->grp_order = order;
+        p->grp_cap = cap;
+    }
+    size_t i = (size_t)kx_hash64(op->key, strlen(op->key), 9) & (p->grp_cap - 1);
+    while (p->grp[i].head && strcmp(p->grp[i].head->key, op->key))
+        i = (i + 1) & (p->grp_cap - 1);
+    struct grp_slot *g = &p->grp[i];
+    op->grp_next = NULL;
+    if (!g->head) {
+        g->head = op;
+        p->grp_order[p->ngrp++] = i;
+    } else {
+        g->tail->grp_next = op;
+    }
+    g->tail = op;
+    g->n++;
+    return true;
+}
+
+/* One call's results, in the order of its updates. */
+static void grp_cb(void *ud, int status, const kx_window_result *res, size_t n)
+{
+    kx_op *op = ud;
+    for (size_t i = 0; op; i++) {
+        kx_op *next = op->grp_next;
+        op->grp_next = NULL;
+        if (status == 0 && i < n)
+            op_cb(op, 0, &res[i]);
+        else
+            op_cb(op, status ? status : -EPROTO, NULL);
+        op = next;
+    }
+}
+
+/* Sends every collected key: one store call per key (chunks of KX_STORE_MANY_MAX). */
+static void grp_flush(kx_pipeline *p)
+{
+    p->collecting = false;
+    for (size_t k = 0; k < p->ngrp; k++) {
+        struct grp_slot *g = &p->grp[p->grp_order[k]];
+        kx_op *op = g->head;
+        *g = (struct grp_slot){0};
+        while (op) {
+            /* Up to KX_STORE_MANY_MAX updates, cut off from the rest of the chain. */
+            kx_op *first = op, *last = op;
+            size_t n = 1;
+            while (last->grp_next && n < KX_STORE_MANY_MAX) {
+                last = last->grp_next;
+                n++;
+            }
+            op = last->grp_next;
+            last->grp_next = NULL;
+            if (n == 1) {
+                op_issue(first);
+                continue;
+            }
+            if (n > p->adds_cap) {
+                kx_window_add *a = realloc(p->adds, n * sizeof(*a));
+                if (!a) {
+                    for (kx_op *o = first; o;) {
+                        kx_op *nx = o->grp_next;
+                        o->grp_next = NULL;
+                        op_issue(o);
+                        o = nx;
+                    }
+                    continue;
+                }
+                p->adds = a;
+                p->adds_cap = n;
+            }
+            kx_window_term cond[KX_WINDOW_MAX_TERMS];
+            size_t i = 0;
+            for (kx_op *o = first; o; o = o->grp_next)
+                window_add_of(o, cond, &p->adds[i++]);
+            int rc = p->store_down ? -EAGAIN
+                                   : kx_store_window_add_many(p->store, p->adds, n, grp_cb, first);
+            if (rc >= 0)
+                continue;
+            for (kx_op *o = first; o;) {
+                kx_op *nx = o->grp_next;
+                o->grp_next = NULL;
+                op_not_issued(o, rc);
+                o = nx;
+            }
+        }
+    }
+    p->ngrp = 0;
 }
 
 static void retry_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -1077,8 +1228,10 @@ int kx_pipeline_process(kx_pipeline *p, const kx_msg *msgs, size_t n, kx_pipelin
     p->processing = true;
     p->done = done;
     p->done_ud = ud;
+    p->collecting = p->opts.preaggregate;
     for (size_t i = 0; i < n; i++)
         process_one(p, &msgs[i]);
+    grp_flush(p);
     /* Absence: each batch that moved the watermark asks for the silences it passed. */
     if (p->wm_known && p->wm_max_t != p->wm_checked && has_absence(p))
         absence_check(p);
@@ -1226,6 +1379,9 @@ void kx_pipeline_destroy(kx_pipeline *p)
     ev_timer_stop(p->loop, &p->retry_w);
     ev_timer_stop(p->loop, &p->tick_w);
     kx_buf_fini(&p->payload);
+    free(p->grp);
+    free(p->grp_order);
+    free(p->adds);
     free_ops(p->free_ops);
     free_ops(p->retry_head);
     for (size_t i = 0; i < p->ndecoders; i++) {

@@ -363,7 +363,7 @@ static const char kx__redis_window_add_lua[] =
     "  end\n"
     "  local own = val(member)\n"
     "  local crossed, cfirst, clast, ccount, cvalue = 0, 0, 0, 0, 0\n"
-    "  if nterm > 0 and redis.call('ZSCORE', z, member) then\n"
+    "  if nterm > 0 and ((added == 1 and dropped == 0) or redis.call('ZSCORE', z, member)) then\n"
     "    local later\n"
     "    if agg == 4 then\n"
     "      later = {member, ms}\n"
