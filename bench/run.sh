@@ -12,10 +12,13 @@
 #   4. in memory: decode, klaxon detect, the naive regex loop, the pipeline without Kafka
 #      (bench-detect), and allocations per event
 #   5. produce -> alert-in-file latency of a running `klaxon run` (bench-latency)
-#   6. (if perf works) a profile of one `klaxon run`
+#   6. the stateful path alone on redis-server, updates one by one and pre-aggregated
+#      (bench-state): events/s, EVALSHA and Redis commands per matching event
+#   7. (if perf works) a profile of one `klaxon run`
 # Every figure is the median of BENCH_RUNS runs. It stops only what it started, by pid.
 #
 # Knobs: BENCH_EVENTS (200000), BENCH_RUNS (5), BENCH_LATENCY_EVENTS (200), BENCH_SEED (42),
+# BENCH_STATE_EVENTS (50000),
 # BENCH_PROFILE (1), BENCH_KEEP (0: keep the temp dir).
 set -euo pipefail
 
@@ -57,7 +60,7 @@ die() {
     exit 1
 }
 
-for b in klaxon kx-broker kx-produce bench-consume bench-metrics bench-detect bench-latency; do
+for b in klaxon kx-broker kx-produce bench-consume bench-metrics bench-detect bench-latency bench-state; do
     [ -x "$BIN/$b" ] || die "$BIN/$b missing: build $BUILD first (make release)"
 done
 command -v python3 >/dev/null || die "python3 is needed (bench/gen_events.py)"
@@ -252,6 +255,17 @@ latency_run() {
 latency_run latency lat1- "$LAT_N" ", fetch.wait.max.ms: 1"
 latency_run latency-default-fetch-wait lat2- 20 ""
 
+# ---- row 6: the stateful path alone (kx_pipeline + correlation rules on redis-server), every
+# event matching, updates one by one (-p 0) and pre-aggregated per key and batch (-p 1) ----
+STATE_N=${BENCH_STATE_EVENTS:-50000}
+for t in event_count value_count; do
+    for pa in 0 1; do
+        line=$("$BIN/bench-state" -s "redis://127.0.0.1:$REDIS_PORT" -n "$STATE_N" -g 100 -b 1000 \
+            -r "$RUNS" -t "$t" -p "$pa") || die "bench-state $t -p $pa failed"
+        echo "${line/row=state/row=state-$t-$pa}" | tee -a "$RES"
+    done
+done
+
 # ---- profile: one klaxon run (memory store) under perf ----
 if [ "$PROFILE" = 1 ] && command -v perf >/dev/null && perf record -o /dev/null -q true 2>/dev/null; then
     mport=$(free_port)
@@ -351,6 +365,17 @@ for name, label in (("latency", "fetch.wait.max.ms=1"),
     kv = rows[name]
     print("    %-46s n=%-4s p50 %7s ms  p90 %7s ms  p99 %7s ms  max %7s ms" % (
         label, kv["n"], kv["p50_ms"], kv["p90_ms"], kv["p99_ms"], kv["max_ms"]))
+print()
+print("  stateful path alone (kx_pipeline, redis-server, every event matching; %s events, 100 groups," % rows["state-event_count-0"]["events"])
+print("  batches of 1000), median of %s runs:" % rows["state-event_count-0"]["runs"])
+print("    %-34s %11s  %21s  %7s  %9s  %9s" % ("", "events/s", "min - max", "CPU us", "EVALSHA/ev", "cmds/ev"))
+for t in ("event_count", "value_count"):
+    for pa, label in (("0", "one by one"), ("1", "pre-aggregated")):
+        kv = rows["state-%s-%s" % (t, pa)]
+        print("    %-34s %11s  %21s  %7.2f  %9s  %9s" % ("%s, %s" % (t, label),
+              "{:,.0f}".format(float(kv["median"])),
+              "{:,.0f} - {:,.0f}".format(float(kv["min"]), float(kv["max"])),
+              float(kv["cpu_us_per_event"]), kv["evalsha_per_event"], kv["redis_cmds_per_event"]))
 EOF
 echo
 cat "$TMP/profile.txt"

@@ -55,6 +55,9 @@ void kx_pipeline_set_pause_cb(kx_pipeline *p, kx_pipeline_pause_cb cb, void *ud)
  * waiting for the pipeline to be idle (shutdown, reload) can go on. A batch handed in
  * meanwhile is accepted and absorbs the check (then only its own done runs). */
 void kx_pipeline_set_tick_cb(kx_pipeline *p, kx_pipeline_done_cb cb, void *ud);
+/* No more checks of its own (shutdown: a silence reported while the router drains could be
+ * lost with the store). */
+void kx_pipeline_stop_ticks(kx_pipeline *p);
 /* Processes one batch; done runs later from the loop (never before this returns).
  * Only one batch at a time: returns -EBUSY while one is in flight. */
 int kx_pipeline_process(kx_pipeline *p, const kx_msg *msgs, size_t n, kx_pipeline_done_cb done,

@@ -161,11 +161,15 @@ typedef struct kx_window_add {
  *                        replay): the caller reports it and its end at once;
  * with since_ms = the last sighting before the silence and its payload (n = 1).
  *
+ * A touch that repeats the sighting that set the group's last time (same time: a retry after
+ * a lost reply) reports that sighting's outcome again, with the payload given now.
+ *
  * kx_store_absence_due reports (n, up to limit) the groups whose last sighting + timespan is
- * before watermark_ms and whose silence was not reported yet, and marks them reported: of
- * several processes sharing a Redis only one gets each group. A group reported more than
- * keep_ms (of watermark) ago is forgotten. Every key expires after timespan + keep_ms of no
- * updates. Results (payloads) are borrowed for the callback.
+ * before watermark_ms (by the timespan given now) and whose silence was not reported yet, and
+ * marks them reported: of several processes sharing a Redis only one gets each group. A group
+ * reported at a watermark more than keep_ms older than this one is forgotten. Every key
+ * expires after timespan + keep_ms of no touch or due. Results (payloads) are borrowed for
+ * the callback.
  */
 typedef enum { KX_ABSENCE_NONE = 0, KX_ABSENCE_RESOLVED, KX_ABSENCE_GAP } kx_absence_outcome;
 
@@ -185,6 +189,10 @@ typedef struct kx_absence_due {
     int64_t timespan_ms; /* as in the touches (the keys' TTL) */
     int64_t keep_ms;
     size_t limit; /* groups reported per call, 1..KX_STORE_ABSENCE_DUE_MAX */
+    /* Non-zero, unique per question and kept across its retries: a retry after a lost reply
+     * (the store had answered) gets the same groups again instead of none (Redis keeps each
+     * answer for 10 minutes). */
+    uint64_t token;
 } kx_absence_due;
 
 #define KX_STORE_ABSENCE_DUE_MAX 1024

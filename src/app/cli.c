@@ -204,6 +204,7 @@ static void begin_shutdown(app *a)
         return;
     a->stopping = true;
     kx_log(KX_LOG_INFO, "app", "shutting down: finishing in-flight work");
+    kx_pipeline_stop_ticks(a->pipe);
     kx_source_pause(a->src);
     g_grace_w.data = a;
     ev_timer_start(a->loop, &g_grace_w);

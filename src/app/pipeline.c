@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "klaxon/groupcap.h"
 #include "klaxon/log.h"
@@ -46,6 +47,7 @@ struct kx_op {
     kx_rule *corr;
     kx_op_kind kind;
     int64_t watermark_ms; /* KX_OP_DUE */
+    uint64_t token;       /* KX_OP_DUE: the question's identity across retries */
     kx_op *grp_next;      /* pre-aggregation: the next update of the same key in this batch */
     kx_op *next;          /* free list or retry queue */
     int proto_errors;     /* error replies so far: a persistent one must not hold the stream */
@@ -108,10 +110,14 @@ struct kx_pipeline {
     bool wm_known;
     int64_t wm_max_t;
     ev_tstamp wm_arrival;
-    int64_t wm_checked;            /* the newest time at the last per-batch check */
-    bool tick;                     /* the batch in flight is a due check of our own (no messages) */
-    ev_timer tick_w;               /* 1 s: due checks while no events arrive */
-    kx_pipeline_done_cb tick_done; /* told when such a check is done (kx_pipeline_set_tick_cb) */
+    int64_t wm_checked; /* the newest time at the last per-batch check */
+    bool tick;          /* the batch in flight is a due check of our own (no messages) */
+    bool final;         /* kx_pipeline_finish: the input has ended */
+    bool ticks_stopped; /* kx_pipeline_stop_ticks */
+    ev_tstamp paused_at;
+    uint64_t token_base, token_seq; /* due questions: unique tokens (kx_absence_due.token) */
+    ev_timer tick_w;                /* 1 s: due checks while no events arrive */
+    kx_pipeline_done_cb tick_done;  /* told when such a check is done (kx_pipeline_set_tick_cb) */
     void *tick_ud;
     kx_buf payload; /* scratch for an absence sighting's payload */
 
@@ -146,6 +152,10 @@ static void done_cb(struct ev_loop *loop, ev_idle *w, int revents)
     ev_idle_stop(loop, w);
     if (!p->in_batch || p->pending)
         return;
+    /* A batch that took long (a slow store) kept the source from delivering: that time is not
+     * silence of the stream either. */
+    if (!p->tick && p->wm_known && ev_now(loop) > p->wm_arrival)
+        p->wm_arrival = ev_now(loop);
     p->in_batch = false;
     kx_pipeline_done_cb cb = p->done;
     p->done = NULL;
@@ -158,10 +168,12 @@ static void set_paused(kx_pipeline *p, bool pause)
     if (p->paused == pause)
         return;
     p->paused = pause;
-    /* Time spent paused (a store outage) is not silence of the stream: the wall-clock part of
-     * the absence watermark starts again from here. */
-    if (!pause)
-        p->wm_arrival = ev_now(p->loop);
+    /* Time spent paused (a store outage) is not silence of the stream: it is taken out of the
+     * wall-clock part of the absence watermark. */
+    if (pause)
+        p->paused_at = ev_now(p->loop);
+    else
+        p->wm_arrival += ev_now(p->loop) - p->paused_at;
     if (p->pause_cb)
         p->pause_cb(p->pause_ud, pause);
 }
@@ -501,7 +513,8 @@ static void absence_key(const kx_rule *c, char *out, size_t len)
 
 static int64_t absence_watermark(const kx_pipeline *p, const kx_rule *c)
 {
-    int64_t wm = p->wm_max_t - corr_lateness(p, c);
+    /* At the end of the input no late event can come: the last event time is the watermark. */
+    int64_t wm = p->wm_max_t - (p->final ? 0 : corr_lateness(p, c));
     if (p->opts.wall_clock) {
         /* A stream gone quiet: event time is taken to go on at the wall clock's pace. */
         ev_tstamp idle = ev_now(p->loop) - p->wm_arrival;
@@ -521,6 +534,9 @@ static void absence_due_issue(kx_pipeline *p, kx_rule *c, int64_t wm)
     op->kind = KX_OP_DUE;
     op->corr = c;
     op->watermark_ms = wm;
+    op->token = p->token_base ^ ++p->token_seq; /* kept across the op's retries */
+    if (!op->token)
+        op->token = ++p->token_seq;
     absence_key(c, op->key, sizeof(op->key));
     p->pending++;
     op_issue(op);
@@ -529,8 +545,17 @@ static void absence_due_issue(kx_pipeline *p, kx_rule *c, int64_t wm)
 /* Asks the store for the groups of every absence rule whose silence the watermark has passed. */
 static void absence_check(kx_pipeline *p)
 {
-    if (!p->wm_known || p->store_down)
-        return; /* nothing to judge by yet; or the next check, once the store is back */
+    if (!p->wm_known)
+        return; /* nothing to judge by yet */
+    if (p->store_down) {
+        /* The next check asks again once the store is back; at the end of the input there is
+         * no next check, so say what is not judged. */
+        if (p->final)
+            kx_log(KX_LOG_WARN, "pipeline",
+                   "state store down at the end of the input: silences of absence rules are "
+                   "not judged");
+        return;
+    }
     p->wm_checked = p->wm_max_t;
     for (size_t i = 0; i < kx_ruleset_size(p->rules); i++) {
         kx_rule *c = kx_ruleset_at(p->rules, i);
@@ -542,31 +567,62 @@ static void absence_check(kx_pipeline *p)
 /* An absence alert from a payload (tenant NUL value NUL ... 0x1f evidence, as the sighting
  * stored it). status: "firing" (the group went silent) or "resolved" (it came back at
  * until_ms). */
+/* A sighting's payload: the tenant and each group value as a 4-byte little-endian length and
+ * the bytes (a value may hold any byte), then the event's evidence (JSON) to the end. */
+static void payload_put(kx_buf *b, const char *v, size_t len)
+{
+    unsigned char n[4] = {(unsigned char)len, (unsigned char)(len >> 8), (unsigned char)(len >> 16),
+                          (unsigned char)(len >> 24)};
+    kx_buf_append(b, n, 4);
+    kx_buf_append(b, v, len);
+}
+
+/* Splits a payload into NUL-terminated strings in out (tenant, then ng values) and the
+ * evidence; false when it is damaged. */
+static bool payload_split(const char *payload, size_t len, size_t ng, kx_buf *out, size_t *offs,
+                          const char **evidence, size_t *evidence_len)
+{
+    size_t at = 0;
+    kx_buf_reset(out);
+    for (size_t i = 0; i <= ng; i++) {
+        if (len - at < 4)
+            return false;
+        const unsigned char *n = (const unsigned char *)payload + at;
+        size_t l = (size_t)n[0] | (size_t)n[1] << 8 | (size_t)n[2] << 16 | (size_t)n[3] << 24;
+        at += 4;
+        if (len - at < l)
+            return false;
+        offs[i] = out->len;
+        kx_buf_append(out, payload + at, l);
+        kx_buf_putc(out, '\0');
+        at += l;
+    }
+    *evidence = payload + at;
+    *evidence_len = len - at;
+    return true;
+}
+
 static void absence_alert(kx_pipeline *p, kx_rule *c, const char *payload, size_t len,
                           int64_t since_ms, int64_t until_ms, const char *status,
                           const char *evidence, size_t evidence_len)
 {
     kx_kv group[KX_MAX_GROUP_BY];
+    size_t offs[KX_MAX_GROUP_BY + 1];
     size_t ng = c->ngroup_by < KX_MAX_GROUP_BY ? c->ngroup_by : KX_MAX_GROUP_BY;
-    kx_buf_reset(&p->payload);
-    kx_buf_append(&p->payload, payload, len);
-    kx_buf_putc(&p->payload, '\0');
-    const char *q = p->payload.data, *end = p->payload.data + len;
-    const char *tenant = q;
-    q += strlen(q) + 1;
-    for (size_t i = 0; i < ng; i++) {
-        group[i].key = c->group_by[i];
-        group[i].value = q < end ? q : "";
-        if (q < end)
-            q += strlen(q) + 1;
-    }
-    if (!evidence && q < end && *q == 0x1f) {
-        evidence = q + 1;
-        evidence_len = (size_t)(end - q - 1);
-    }
-    if (q > end) {
+    const char *stored_ev;
+    size_t stored_len;
+    if (!payload_split(payload, len, ng, &p->payload, offs, &stored_ev, &stored_len)) {
         kx_log(KX_LOG_ERROR, "pipeline", "rule %s: stored group of an absence is damaged", c->id);
         return;
+    }
+    const char *tenant = p->payload.data + offs[0];
+    for (size_t i = 0; i < ng; i++) {
+        group[i].key = c->group_by[i];
+        group[i].value = p->payload.data + offs[i + 1];
+    }
+    if (!evidence) {
+        evidence = stored_ev;
+        evidence_len = stored_len;
     }
     const char *evs[1] = {evidence};
     size_t evl[1] = {evidence_len};
@@ -612,14 +668,12 @@ static void absence_cb(void *ud, int status, const kx_absence_result *res)
         return;
     }
     if (op->kind == KX_OP_TOUCH && res->outcome != KX_ABSENCE_NONE && c->generate) {
-        /* The new sighting's own evidence shows the return. */
-        const char *ev = memchr(op->evidence.data, 0x1f, op->evidence.len);
-        size_t evl = ev ? (size_t)(op->evidence.data + op->evidence.len - ev - 1) : 0;
+        /* The new sighting's own evidence (the end of its payload) shows the return. */
         if (res->outcome == KX_ABSENCE_GAP) /* the silence nobody reported yet */
             absence_alert(p, c, res->payload[0], res->payload_len[0], res->since_ms, res->since_ms,
                           "firing", NULL, 0);
-        absence_alert(p, c, res->payload[0], res->payload_len[0], res->since_ms, op->time_ms,
-                      "resolved", ev ? ev + 1 : NULL, evl);
+        absence_alert(p, c, op->evidence.data, op->evidence.len, res->since_ms, op->time_ms,
+                      "resolved", NULL, 0);
     } else if (op->kind == KX_OP_DUE) {
         for (size_t i = 0; i < res->n && c->generate; i++)
             absence_alert(p, c, res->payload[i], res->payload_len[i], res->last_ms[i],
@@ -654,6 +708,7 @@ static int op_issue_absence(kx_op *op)
         .timespan_ms = c->timespan_ms,
         .keep_ms = c->keep_ms,
         .limit = KX_ABSENCE_DUE_BATCH,
+        .token = op->token,
     };
     return kx_store_absence_due(p->store, &d, absence_cb, op);
 }
@@ -844,7 +899,11 @@ static void grp_flush(kx_pipeline *p)
             for (kx_op *o = first; o;) {
                 kx_op *nx = o->grp_next;
                 o->grp_next = NULL;
-                op_not_issued(o, rc);
+                /* Refused as a whole (one bad update?): alone, only that one is refused. */
+                if (transient(rc))
+                    op_not_issued(o, rc);
+                else
+                    op_issue(o);
                 o = nx;
             }
         }
@@ -1054,8 +1113,20 @@ static void corr_update(kx_pipeline *p, kx_rule *c, const kx_rule *ref_rule, con
         kx_buf_reset(&op->member);
         kx_buf_printf(&op->member, "%016llx%016llx", (unsigned long long)h1,
                       (unsigned long long)h2);
-        kx_buf_append(&op->evidence, op->strs.data, op->strs.len);
-        kx_buf_putc(&op->evidence, 0x1f);
+        payload_put(&op->evidence, tenant, strlen(tenant));
+        for (size_t i = 0; i < ng; i++) {
+            const char *v = op->strs.data + op->val_off[i];
+            payload_put(&op->evidence, v, strlen(v));
+        }
+        /* The whole payload must fit what the store keeps: the evidence yields (it is cut
+         * short or left out, never the sighting). */
+        if (evidence && op->evidence.len + evidence->len > KX_STORE_MAX_EVIDENCE_BYTES) {
+            kx_log_limited(&p->rl_value, KX_LOG_WARN, "pipeline",
+                           "rule %s: evidence too large to keep with an absence sighting: left "
+                           "out",
+                           c->id);
+            evidence = NULL;
+        }
     }
     if (evidence && evidence->len)
         kx_buf_append(&op->evidence, evidence->data, evidence->len);
@@ -1197,8 +1268,13 @@ static void process_one(kx_pipeline *p, const kx_msg *m)
         kx_metric_inc(KX_M_EVENTS_TIME_CLAMPED);
         p->ev.time_ms = m->timestamp_ms;
     }
-    if (!p->wm_known || p->ev.time_ms > p->wm_max_t)
-        p->wm_max_t = p->ev.time_ms;
+    /* In run, an event dated ahead of the clock (allowed up to KX_MAX_FUTURE_MS, or a Kafka
+     * timestamp) must not push every tenant's silences forward. */
+    int64_t wm_t = p->ev.time_ms;
+    if (p->opts.wall_clock && wm_t > (int64_t)(ev_now(p->loop) * 1000.0))
+        wm_t = (int64_t)(ev_now(p->loop) * 1000.0);
+    if (!p->wm_known || wm_t > p->wm_max_t)
+        p->wm_max_t = wm_t;
     p->wm_known = true;
     p->wm_arrival = ev_now(p->loop);
     if (kx_ruleset_match(p->rules, &p->ev, on_match, p))
@@ -1247,7 +1323,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     kx_pipeline *p = w->data;
-    if (p->in_batch || p->paused || !p->wm_known || !has_absence(p))
+    if (p->in_batch || p->paused || p->ticks_stopped || !p->wm_known || !has_absence(p))
         return;
     p->in_batch = true;
     p->tick = true;
@@ -1269,6 +1345,7 @@ int kx_pipeline_finish(kx_pipeline *p, kx_pipeline_done_cb done, void *ud)
     p->processing = true;
     p->done = done;
     p->done_ud = ud;
+    p->final = true;
     if (has_absence(p))
         absence_check(p);
     p->processing = false;
@@ -1318,6 +1395,10 @@ int kx_pipeline_create(struct ev_loop *loop, kx_ruleset *rules, kx_store *store,
     ev_timer_init(&p->retry_w, retry_timer_cb, 0.5, 0);
     p->retry_w.data = p;
     kx_buf_init(&p->payload, 0);
+    /* Tokens of due questions must not repeat across processes or restarts within the 10
+     * minutes the store remembers an answer. */
+    int64_t seed[2] = {kx_now_ms(), (int64_t)getpid()};
+    p->token_base = kx_hash64(seed, sizeof(seed), 11);
     ev_timer_init(&p->tick_w, tick_cb, KX_ABSENCE_TICK_S, KX_ABSENCE_TICK_S);
     p->tick_w.data = p;
     if (p->opts.wall_clock)
@@ -1345,6 +1426,12 @@ int kx_pipeline_add_decoder(kx_pipeline *p, const char *topic, kx_decoder *d)
     p->decoders[p->ndecoders].dec = d;
     p->ndecoders++;
     return 0;
+}
+
+void kx_pipeline_stop_ticks(kx_pipeline *p)
+{
+    p->ticks_stopped = true;
+    ev_timer_stop(p->loop, &p->tick_w);
 }
 
 void kx_pipeline_set_tick_cb(kx_pipeline *p, kx_pipeline_done_cb cb, void *ud)

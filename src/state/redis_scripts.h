@@ -1,18 +1,27 @@
 /*
- * The Lua script behind kx_store_window_add on Redis. One script per update makes the update
+ * The Lua script behind every kx_store op on Redis. One script per update makes the update
  * atomic (no other client sees the window half-updated) and costs one round trip, however
  * many commands it runs. store_memory.c implements the same steps in the same order; change
- * both together (tests/unit/test_store.c runs one suite against both).
+ * both together (tests/unit/test_store.c runs one suite against both). `agg` picks the branch:
+ * 0..5 sliding windows (below), 6 first_seen, 7 baseline, 8 absence touch, 9 absence due
+ * (each branch says what its keys hold; docs/internals/state.md).
  *
  * KEYS[1]  PREFIX{KEY}:z  sorted set, member -> event time (ms)
  * KEYS[2]  PREFIX{KEY}:e  list of evidence blobs, most recent first
  * KEYS[3]  PREFIX{KEY}:a  the last window reported as crossed, "first last" (ms)
  * KEYS[4]  PREFIX{KEY}:h  the newest time pruned from :z (by age or the member cap)
- *   (the {KEY} hash tag puts all three in one Redis Cluster slot, as a script requires)
- * ARGV     member, time, window, ttl, max_evidence, member_cap, agg, suppress, evidence
- *          ("" = none), nterms, then op and value per term
+ *   (the {KEY} hash tag puts all four in one Redis Cluster slot, as a script requires)
+ * ARGV     1 member, 2 time, 3 window, 4 ttl, 5 max_evidence, 6 member_cap, 7 agg,
+ *          8 suppress, 9 evidence ("" = none), 10 nterms, then op and value per term,
+ *          then (n = 2 * nterms) 11+n deviations, 12+n history (baseline), 13+n "1" when
+ *          evidence is wanted only with a crossing, and for several members of one key
+ *          14+n the count of further members and a (member, time, evidence) triplet each.
+ *          Absence ops use the first ten: 1 group, 2 time or watermark, 3 timespan, 4 keep,
+ *          5 limit (due), 6 token (due; "0" = none), 7 agg, 9 payload (touch).
  * Returns  {added, count, first, last, dropped, crossed, cross_first, cross_last, late,
- *           cross_count, cross_value (a string: %.17g), evidence...}
+ *           cross_count, cross_value (a string: %.17g), evidence...}; for several members an
+ *          array of those (count/first/last 0); touch {outcome, since[, payload]}; due
+ *          {n, last1, payload1, ...}.
  *
  * Steps: a member older than (newest time in the key - ttl) is refused as late, nothing
  * changed; ZADD NX (a member already present keeps its first time: replays do not count
@@ -41,10 +50,6 @@
 
 #include "state/store_impl.h"
 
-#define KX__STR_(x) #x
-#define KX__STR(x) KX__STR_(x)
-#define KX__STORE_BASELINE_MAX_FOLD_S KX__STR(KX__STORE_BASELINE_MAX_FOLD)
-
 static const char kx__redis_window_add_lua[] =
     "local z, e, a, hk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
     "local t = tonumber(ARGV[2])\n"
@@ -56,29 +61,38 @@ static const char kx__redis_window_add_lua[] =
     "local sup = tonumber(ARGV[8])\n"
     "local nterm = tonumber(ARGV[10])\n"
     "local function fmt(x) return string.format('%d', x) end\n"
-    /* absence: z = group -> deadline (last + timespan) of groups not reported; a = group ->
-     * "last fired payload" (fired: the last sighting whose silence was reported, or n);
-     * hk = reported group -> its last sighting (to forget it after keep) */
+    "-- absence: z = group -> last sighting, for the groups whose silence was not reported;\n"
+    "-- a = group -> \"last fired oc since payload\" (fired: the last sighting whose silence was\n"
+    "-- reported, or n; oc/since: what the touch that set last reported, so a retry of it after a\n"
+    "-- lost reply reports it again); hk = reported group -> the watermark it was reported at\n"
+    "-- (forgotten keep later); e (due only) = token -> the reply of that due call (a retry after\n"
+    "-- a lost reply gets the same groups again).\n"
     "local function arec(g)\n"
     "  local rec = redis.call('HGET', a, g)\n"
     "  if not rec then return nil end\n"
-    "  local s1 = string.find(rec, ' ', 1, true)\n"
-    "  local s2 = string.find(rec, ' ', s1 + 1, true)\n"
-    "  local f = string.sub(rec, s1 + 1, s2 - 1)\n"
+    "  local p1 = string.find(rec, ' ', 1, true)\n"
+    "  local p2 = string.find(rec, ' ', p1 + 1, true)\n"
+    "  local p3 = string.find(rec, ' ', p2 + 1, true)\n"
+    "  local p4 = string.find(rec, ' ', p3 + 1, true)\n"
+    "  local f = string.sub(rec, p1 + 1, p2 - 1)\n"
     "  local fired = nil\n"
     "  if f ~= 'n' then fired = tonumber(f) end\n"
-    "  return tonumber(string.sub(rec, 1, s1 - 1)), fired, string.sub(rec, s2 + 1)\n"
+    "  return tonumber(string.sub(rec, 1, p1 - 1)), fired, tonumber(string.sub(rec, p2 + 1, p3 - "
+    "1)),\n"
+    "         tonumber(string.sub(rec, p3 + 1, p4 - 1)), string.sub(rec, p4 + 1)\n"
     "end\n"
-    "if agg == 8 then\n" /* absence touch: ARGV group, time, timespan, keep, -, -, 8, -, payload */
+    "if agg == 8 then\n"
     "  local g = ARGV[1]\n"
-    "  local last, fired, old = arec(g)\n"
+    "  local last, fired, oc, osince, old = arec(g)\n"
     "  local out, since = 0, 0\n"
     "  if last == nil or t > last then\n"
     "    if last ~= nil and fired == last then out, since = 1, last\n"
     "    elseif last ~= nil and t - last > w then out, since = 2, last end\n"
-    "    redis.call('HSET', a, g, fmt(t) .. ' n ' .. ARGV[9])\n"
-    "    redis.call('ZADD', z, fmt(t + w), g)\n"
+    "    redis.call('HSET', a, g, fmt(t) .. ' n ' .. out .. ' ' .. fmt(since) .. ' ' .. ARGV[9])\n"
+    "    redis.call('ZADD', z, fmt(t), g)\n"
     "    redis.call('ZREM', hk, g)\n"
+    "  elseif t == last and oc > 0 then\n"
+    "    out, since, old = oc, osince, ARGV[9]\n"
     "  end\n"
     "  local keep = tonumber(ARGV[4])\n"
     "  redis.call('PEXPIRE', z, fmt(w + keep))\n"
@@ -87,7 +101,12 @@ static const char kx__redis_window_add_lua[] =
     "  if out == 0 then return {0, 0} end\n"
     "  return {out, since, old}\n"
     "end\n"
-    "if agg == 9 then\n" /* absence due: ARGV -, watermark, timespan, keep, limit, -, 9 */
+    "if agg == 9 then\n"
+    "  local token = ARGV[6]\n"
+    "  if token ~= '0' then\n"
+    "    local prev = redis.call('HGET', e, token)\n"
+    "    if prev then return cmsgpack.unpack(prev) end\n"
+    "  end\n"
     "  local keep = tonumber(ARGV[4])\n"
     "  local gone = redis.call('ZRANGEBYSCORE', hk, '-inf', '(' .. fmt(t - keep))\n"
     "  for i = 1, #gone, 1000 do\n"
@@ -95,20 +114,30 @@ static const char kx__redis_window_add_lua[] =
     "    redis.call('HDEL', a, unpack(gone, i, j))\n"
     "    redis.call('ZREM', hk, unpack(gone, i, j))\n"
     "  end\n"
-    "  local due = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. fmt(t), 'LIMIT', 0, ARGV[5])\n"
+    "  local due = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. fmt(t - w), 'LIMIT', 0, ARGV[5])\n"
     "  local res = {#due}\n"
     "  for i = 1, #due do\n"
     "    local g = due[i]\n"
-    "    local last, fired, pl = arec(g)\n"
+    "    local last, fired, oc, osince, pl = arec(g)\n"
     "    redis.call('ZREM', z, g)\n"
     "    if last ~= nil then\n"
-    "      redis.call('HSET', a, g, fmt(last) .. ' ' .. fmt(last) .. ' ' .. pl)\n"
-    "      redis.call('ZADD', hk, fmt(last), g)\n"
+    "      redis.call('HSET', a, g, fmt(last) .. ' ' .. fmt(last) .. ' ' .. oc .. ' ' ..\n"
+    "                 fmt(osince) .. ' ' .. pl)\n"
+    "      redis.call('ZADD', hk, fmt(t), g)\n"
     "      res[#res + 1] = last\n"
     "      res[#res + 1] = pl\n"
     "    else\n"
     "      res[1] = res[1] - 1\n"
     "    end\n"
+    "  end\n"
+    "  if token ~= '0' then\n"
+    "    redis.call('HSET', e, token, cmsgpack.pack(res))\n"
+    "    redis.call('PEXPIRE', e, 600000)\n"
+    "  end\n"
+    "  if redis.call('EXISTS', a) == 1 then\n"
+    "    redis.call('PEXPIRE', z, fmt(w + keep))\n"
+    "    redis.call('PEXPIRE', a, fmt(w + keep))\n"
+    "    redis.call('PEXPIRE', hk, fmt(w + keep))\n"
     "  end\n"
     "  return res\n"
     "end\n"
@@ -170,18 +199,29 @@ static const char kx__redis_window_add_lua[] =
     "    return redis.call('ZCOUNT', z, fmt(j * w), fmt((j + 1) * w - 1))\n"
     "  end\n"
     /* Folds intervals j0..j1 into (m, v, k). Empty intervals before the first one with events
-     * are no history (the group had not started); a run of empty intervals past the fold limit
-     * is skipped (the history has decayed to nothing by then) but counted. */
+     * are no history (the group had not started). An empty run is found with one query and
+     * folded as zeros without one; past 3 * history + 2 zeros (the history's lifetime) the
+     * mean and variance are 0. */
     "  local function fold(j0, j1, m, v, k)\n"
-    "    local j, zeros = j0, 0\n"
+    "    local j = j0\n"
     "    while j <= j1 do\n"
     "      local c = icount(j)\n"
-    "      if c == 0 and (k == 0 or zeros >= " KX__STORE_BASELINE_MAX_FOLD_S ") then\n"
+    "      if c == 0 then\n"
     "        local nx = redis.call('ZRANGEBYSCORE', z, fmt(j * w), '+inf', 'WITHSCORES', 'LIMIT', "
     "0, 1)\n"
     "        local nj = j1 + 1\n"
     "        if #nx > 0 then nj = math.min(math.floor(tonumber(nx[2]) / w), j1 + 1) end\n"
-    "        if k > 0 then k = k + (nj - j) end\n"
+    "        if k > 0 then\n"
+    "          local g = nj - j\n"
+    "          for i = 1, math.min(g, 3 * hist + 2) do\n"
+    "            local d = 0 - m\n"
+    "            local inc = alpha * d\n"
+    "            m = m + inc\n"
+    "            v = (1 - alpha) * (v + d * inc)\n"
+    "          end\n"
+    "          if g > 3 * hist + 2 then m, v = 0, 0 end\n"
+    "          k = k + g\n"
+    "        end\n"
     "        j = nj\n"
     "      else\n"
     "        local d = c - m\n"
@@ -189,7 +229,6 @@ static const char kx__redis_window_add_lua[] =
     "        m = m + inc\n"
     "        v = (1 - alpha) * (v + d * inc)\n"
     "        k = k + 1\n"
-    "        if c == 0 then zeros = zeros + 1 else zeros = 0 end\n"
     "        j = j + 1\n"
     "      end\n"
     "    end\n"
@@ -232,9 +271,10 @@ static const char kx__redis_window_add_lua[] =
     "  redis.call('HSET', a, 'folded', fmt(folded), 'mean', f('%.17g', mean), 'var',\n"
     "             f('%.17g', var), 'n', fmt(n))\n"
     "  if alerted then redis.call('HSET', a, 'alerted', fmt(alerted)) end\n"
-    "  redis.call('PEXPIRE', z, ttl)\n"
-    "  redis.call('PEXPIRE', e, ttl)\n"
-    "  redis.call('PEXPIRE', a, fmt((3 * hist + 2) * w + late))\n"
+    "  local keep = fmt((3 * hist + 2) * w + late)\n"
+    "  redis.call('PEXPIRE', z, keep)\n"
+    "  redis.call('PEXPIRE', e, keep)\n"
+    "  redis.call('PEXPIRE', a, keep)\n"
     "  local res = {added, c, k * w, t, dropped, crossed, k * w, t, 0, c, f('%.17g', m)}\n"
     "  if maxev > 0 and (crossed == 1 or ARGV[13 + 2 * nterm] ~= '1') then\n"
     "    local ev = redis.call('LRANGE', e, 0, maxev - 1)\n"
@@ -420,7 +460,7 @@ static const char kx__redis_window_add_lua[] =
     "  redis.call('PEXPIRE', a, ttl)\n"
     "  redis.call('PEXPIRE', hk, ttl)\n"
     "end\n"
-    "if nmore > 0 then return out end\n"
+    "if ARGV[base] then return out end\n"
     "return out[1]\n";
 
 #endif

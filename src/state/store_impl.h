@@ -19,9 +19,6 @@
 /* Values kept per first-seen key (KX_AGG_FIRST_SEEN): past it the least recently seen are
  * dropped (counted in KX_M_STATE_KEYS_CAPPED and logged); a dropped value is "new" again. */
 #define KX__STORE_SEEN_CAP 10000u
-/* Closed intervals folded one by one per baseline update; a longer run of empty intervals is
- * folded in closed form (it decays the mean geometrically). */
-#define KX__STORE_BASELINE_MAX_FOLD 4096
 /* Evidence blobs kept per key, whatever max_evidence asks for. */
 #define KX__STORE_MAX_EVIDENCE 1024u
 /* Larger evidence blobs are refused with -EMSGSIZE (the caller's bug, not ours to store). */

@@ -63,6 +63,9 @@ typedef struct mem_seen {
     uint32_t vlen, ilen;
     bool has_fired;
     int64_t fired;
+    int64_t fired_wm; /* the watermark the silence was reported at (forgotten keep later) */
+    int oc;           /* what the touch that set last reported (kx_absence_outcome) */
+    int64_t oc_since;
 } mem_seen;
 
 typedef struct mem_win {
@@ -912,24 +915,34 @@ static int64_t bl_count(mem_win *w, int64_t j, int64_t iv)
     return hi > lo ? (int64_t)(hi - lo) : 0;
 }
 
-/* Folds the counts of intervals j0..j1 into (*mean, *var, *n): EWMA, as the script does. */
-static void bl_fold(mem_win *w, int64_t j0, int64_t j1, int64_t iv, double alpha, double *mean,
-                    double *var, int64_t *n)
+/* Folds the counts of intervals j0..j1 into (*mean, *var, *n): EWMA, as the script does. An
+ * empty run is folded as zeros (none before the group's first events; past 3 * history + 2
+ * zeros the mean and variance are 0). */
+static void bl_fold(mem_win *w, int64_t j0, int64_t j1, int64_t iv, int64_t history, double alpha,
+                    double *mean, double *var, int64_t *n)
 {
-    int64_t j = j0, zeros = 0;
+    int64_t j = j0;
     while (j <= j1) {
         int64_t c = bl_count(w, j, iv);
-        if (c == 0 && (*n == 0 || zeros >= KX__STORE_BASELINE_MAX_FOLD)) {
-            /* Before the group's first events (no history yet), or a long empty run whose
-             * folding would change nothing any more: skip to the next events. */
+        if (c == 0) {
             uint32_t i = win_time_bound(w, j * iv, false);
             int64_t nj = j1 + 1;
             if (i < w->n) {
                 int64_t k = bl_interval(win_at(w, i)->t, iv);
                 nj = k < j1 + 1 ? k : j1 + 1;
             }
-            if (*n > 0)
-                *n += nj - j;
+            if (*n > 0) {
+                int64_t g = nj - j, life = 3 * history + 2;
+                for (int64_t z = 0; z < (g < life ? g : life); z++) {
+                    double d = 0 - *mean;
+                    double inc = alpha * d;
+                    *mean = *mean + inc;
+                    *var = (1 - alpha) * (*var + d * inc);
+                }
+                if (g > life)
+                    *mean = *var = 0;
+                *n += g;
+            }
             j = nj;
             continue;
         }
@@ -938,7 +951,6 @@ static void bl_fold(mem_win *w, int64_t j0, int64_t j1, int64_t iv, double alpha
         *mean = *mean + inc;
         *var = (1 - alpha) * (*var + d * inc);
         *n += 1;
-        zeros = c == 0 ? zeros + 1 : 0;
         j++;
     }
 }
@@ -976,7 +988,7 @@ static int mem_baseline(kx_store_memory *m, mem_win *w, const kx_window_add *op,
     int64_t maxt = win_at(w, w->n - 1)->t;
     int64_t lastclosed = bl_interval(maxt - late, iv) - 1;
     if (lastclosed > folded) {
-        bl_fold(w, folded + 1, lastclosed, iv, alpha, &mean, &var, &n);
+        bl_fold(w, folded + 1, lastclosed, iv, op->history, alpha, &mean, &var, &n);
         folded = lastclosed;
     }
     win_drop_front(w, win_time_bound(w, maxt - op->ttl_ms, false));
@@ -992,7 +1004,7 @@ static int mem_baseline(kx_store_memory *m, mem_win *w, const kx_window_add *op,
     int64_t c = bl_count(w, k, iv);
     double pm = mean, pv = var;
     int64_t pn = n;
-    bl_fold(w, folded + 1, k - 1, iv, alpha, &pm, &pv, &pn);
+    bl_fold(w, folded + 1, k - 1, iv, op->history, alpha, &pm, &pv, &pn);
     bool crossed = false;
     if (w->bl_alerted && w->bl_alerted_k == k) {
         crossed = !added;
@@ -1007,8 +1019,10 @@ static int mem_baseline(kx_store_memory *m, mem_win *w, const kx_window_add *op,
     w->bl_mean = mean;
     w->bl_var = var;
     w->bl_n = n;
-    w->members_expire_at = now + op->ttl_ms;
+    /* The members expire with the history (:z and :e have the :a TTL): an open interval must
+     * still be countable when the group's next event, however late in wall time, folds it. */
     w->expire_at = now + (3 * op->history + 2) * iv + late;
+    w->members_expire_at = w->expire_at;
     res->added = added;
     res->count = res->cross_count = c;
     res->first_ms = res->cross_first_ms = k * iv;
@@ -1047,7 +1061,24 @@ static int mem_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence
     uint64_t h = kx_hash64(op->group, glen, 0);
     int32_t at = seen_find(w, h, op->group, glen);
     kx_absence_result res = {0};
-    if (at < 0 || op->time_ms > w->seen[at].last) {
+    if (at >= 0 && op->time_ms == w->seen[at].last && w->seen[at].oc != KX_ABSENCE_NONE) {
+        /* The same sighting again (a retry after a lost reply, as the script sees it): the
+         * same report, with the payload it stored. */
+        mem_seen *e = &w->seen[at];
+        res.outcome = (kx_absence_outcome)e->oc;
+        res.since_ms = e->oc_since;
+        res.n = 1;
+        m->res_last[0] = e->oc_since;
+        m->res_ev[0] = op->payload ? op->payload : "";
+        m->res_ev_len[0] = op->payload_len;
+        res.last_ms = m->res_last;
+        res.payload = m->res_ev;
+        res.payload_len = m->res_ev_len;
+        w->expire_at = now + op->timespan_ms + op->keep_ms;
+        m->depth++;
+        cb(ud, 0, &res);
+        m->depth--;
+    } else if (at < 0 || op->time_ms > w->seen[at].last) {
         if (at >= 0) {
             mem_seen *e = &w->seen[at];
             if (e->has_fired && e->fired == e->last)
@@ -1081,6 +1112,8 @@ static int mem_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence
         }
         e->last = op->time_ms;
         e->has_fired = false;
+        e->oc = res.outcome;
+        e->oc_since = res.since_ms;
         w->expire_at = now + op->timespan_ms + op->keep_ms;
         if (old) {
             res.n = 1;
@@ -1136,11 +1169,13 @@ static int mem_absence_due(kx_store *s, const kx_absence_due *op, kx_absence_cb 
         w = NULL;
     }
     if (w) {
+        w->expire_at = now + op->timespan_ms + op->keep_ms;
         /* Forget groups reported more than keep ago. */
         bool gone = false;
         for (uint32_t k = 0; k < w->seen_n; k++) {
             mem_seen *e = &w->seen[k];
-            if (e->has_fired && e->fired == e->last && e->last < op->watermark_ms - op->keep_ms) {
+            if (e->has_fired && e->fired == e->last &&
+                e->fired_wm < op->watermark_ms - op->keep_ms) {
                 e->last = INT64_MIN;
                 gone = true;
             }
@@ -1169,6 +1204,7 @@ static int mem_absence_due(kx_store *s, const kx_absence_due *op, kx_absence_cb 
             mem_seen *e = &w->seen[m->due[k]];
             e->has_fired = true;
             e->fired = e->last;
+            e->fired_wm = op->watermark_ms;
             m->res_last[k] = e->last;
             m->res_ev[k] = e->val + e->vlen;
             m->res_ev_len[k] = e->ilen;

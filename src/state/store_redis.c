@@ -678,8 +678,12 @@ static int op_build(kx_store_redis *r, redis_op *op, const kx_window_add *a)
         rc = op_arg_i64(op, a->ttl_ms);
     if (!rc)
         rc = op_arg_i64(op, (int64_t)max_ev);
+    /* first_seen keeps at most KX__STORE_SEEN_CAP values per key (as the memory backend). */
+    uint32_t cap = r->base.member_cap;
+    if (a->agg == KX_AGG_FIRST_SEEN && cap > KX__STORE_SEEN_CAP)
+        cap = KX__STORE_SEEN_CAP;
     if (!rc)
-        rc = op_arg_i64(op, (int64_t)r->base.member_cap);
+        rc = op_arg_i64(op, (int64_t)cap);
     if (!rc)
         rc = op_arg_i64(op, (int64_t)a->agg);
     if (!rc)
@@ -803,8 +807,8 @@ static int redis_window_add_many(kx_store *s, const kx_window_add *ops, size_t n
 
 /* The absence keys and the script's ten fixed arguments (redis_scripts.h). */
 static int op_build_absence(kx_store_redis *r, redis_op *op, const char *key, const char *group,
-                            int64_t t, int64_t timespan, int64_t keep, int64_t limit, int agg,
-                            const char *payload, size_t payload_len)
+                            int64_t t, int64_t timespan, int64_t keep, int64_t limit,
+                            uint64_t token, int agg, const char *payload, size_t payload_len)
 {
     int rc = op_arg_key(op, r->prefix, key, 'z');
     if (!rc)
@@ -823,8 +827,13 @@ static int op_build_absence(kx_store_redis *r, redis_op *op, const char *key, co
         rc = op_arg_i64(op, keep);
     if (!rc)
         rc = op_arg_i64(op, limit);
-    if (!rc)
+    if (!rc && token) {
+        char tmp[24];
+        int len = snprintf(tmp, sizeof(tmp), "%016llx", (unsigned long long)token);
+        rc = op_arg(op, tmp, (size_t)len);
+    } else if (!rc) {
         rc = op_arg(op, "0", 1);
+    }
     if (!rc)
         rc = op_arg_i64(op, agg);
     if (!rc)
@@ -850,7 +859,7 @@ static int redis_absence_touch(kx_store *s, const kx_absence_touch *a, kx_absenc
     op->ud = ud;
     return op_go(r, op,
                  op_build_absence(r, op, a->key, a->group, a->time_ms, a->timespan_ms, a->keep_ms,
-                                  0, 8, a->payload ? a->payload : "", a->payload_len));
+                                  0, 0, 8, a->payload ? a->payload : "", a->payload_len));
 }
 
 static int redis_absence_due(kx_store *s, const kx_absence_due *a, kx_absence_cb cb, void *ud)
@@ -867,7 +876,7 @@ static int redis_absence_due(kx_store *s, const kx_absence_due *a, kx_absence_cb
     op->ud = ud;
     return op_go(r, op,
                  op_build_absence(r, op, a->key, "", a->watermark_ms, a->timespan_ms, a->keep_ms,
-                                  (int64_t)a->limit, 9, "", 0));
+                                  (int64_t)a->limit, a->token, 9, "", 0));
 }
 
 /* ---- connection ---- */

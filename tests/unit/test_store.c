@@ -1165,18 +1165,51 @@ static void test_absence(void **state)
     assert_int_equal(g.n, 1);
     assert_int_equal(g.last[0], T0 + 1200);
     assert_string_equal(g.payload[0], "p1b");
-    g = due(f, T0 + 3601, 1);
+    g = due(f, T0 + 4000, 1);
     assert_int_equal(g.n, 1);
     assert_int_equal(g.last[0], T0 + 2600);
     assert_string_equal(g.payload[0], "p2c");
-    assert_int_equal(due(f, T0 + 3601, 1).n, 0);
-    /* A reported group is forgotten keep after its last sighting (of watermark): g1 then
-     * starts over (no resolve), g2 is still remembered. */
-    assert_int_equal(due(f, T0 + 1200 + AB_KEEP + 1, 10).n, 0);
+    assert_int_equal(due(f, T0 + 4000, 1).n, 0);
+    /* A reported group is forgotten keep after the watermark it was reported at: g1 (reported
+     * at T0 + 3601) then starts over (no resolve), g2 (T0 + 4000) is still remembered. */
+    assert_int_equal(due(f, T0 + 3601 + AB_KEEP + 1, 10).n, 0);
     assert_int_equal(touch(f, "g1", T0 + 20000, "p1c").outcome, KX_ABSENCE_NONE);
     g = touch(f, "g2", T0 + 20000, "p2d");
     assert_int_equal(g.outcome, KX_ABSENCE_RESOLVED);
     assert_int_equal(g.since, T0 + 2600);
+    /* The same sighting again (a retry after a lost reply): the same report. */
+    g = touch(f, "g2", T0 + 20000, "p2d");
+    assert_int_equal(g.outcome, KX_ABSENCE_RESOLVED);
+    assert_int_equal(g.since, T0 + 2600);
+    assert_string_equal(g.payload[0], "p2d");
+    assert_int_equal(touch(f, "g1", T0 + 20000, "p1c").outcome, KX_ABSENCE_NONE);
+}
+
+/* Redis: a due call retried after its reply was lost gets the same groups again. */
+static void test_absence_due_retry(void **state)
+{
+    fx *f = *state;
+    touch(f, "g1", T0, "p1");
+    touch(f, "g2", T0 + 1, "p2");
+    agot a = {0}, b = {0}, c = {0};
+    kx_absence_due d = {.key = "ab",
+                        .watermark_ms = T0 + AB_SPAN + 10,
+                        .timespan_ms = AB_SPAN,
+                        .keep_ms = AB_KEEP,
+                        .limit = 10,
+                        .token = 0x1234};
+    assert_int_equal(kx_store_absence_due(f->s, &d, agot_cb, &a), 0);
+    assert_true(kx_test_run_until(f->loop, agot_done, &a, 5000));
+    assert_int_equal(a.n, 2);
+    assert_int_equal(kx_store_absence_due(f->s, &d, agot_cb, &b), 0);
+    assert_true(kx_test_run_until(f->loop, agot_done, &b, 5000));
+    assert_int_equal(b.n, 2);
+    assert_int_equal(b.last[0], T0);
+    assert_string_equal(b.payload[1], "p2");
+    d.token = 0x1235; /* another question: nothing left to report */
+    assert_int_equal(kx_store_absence_due(f->s, &d, agot_cb, &c), 0);
+    assert_true(kx_test_run_until(f->loop, agot_done, &c, 5000));
+    assert_int_equal(c.n, 0);
 }
 
 static void test_absence_invalid_args(void **state)
@@ -1605,6 +1638,7 @@ int main(void)
         SHARED_TESTS(setup_redis),
         cmocka_unit_test_setup_teardown(test_redis_noscript, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_redis_key_layout, setup_redis, teardown),
+        cmocka_unit_test_setup_teardown(test_absence_due_retry, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_redis_destroy_cancels_pending, setup_redis,
                                         teardown_maybe_destroyed),
         cmocka_unit_test_setup_teardown(test_url_prefix_redis, setup_redis, teardown),
