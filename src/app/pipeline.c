@@ -1291,19 +1291,26 @@ static bool has_absence(const kx_pipeline *p)
     return false;
 }
 
-int kx_pipeline_process(kx_pipeline *p, const kx_msg *msgs, size_t n, kx_pipeline_done_cb done,
-                        void *ud)
+/* Starts a batch (with messages, or the end-of-input check). A due check of our own still in
+ * flight joins it: the batch is done when that work is too. */
+static int batch_begin(kx_pipeline *p, kx_pipeline_done_cb done, void *ud)
 {
     if (p->in_batch && !p->tick)
         return -EBUSY;
-    /* A due check of our own still in flight joins this batch: the batch is done when that
-     * work is too. */
     p->tick = false;
     ev_idle_stop(p->loop, &p->done_w);
     p->in_batch = true;
     p->processing = true;
     p->done = done;
     p->done_ud = ud;
+    return 0;
+}
+
+int kx_pipeline_process(kx_pipeline *p, const kx_msg *msgs, size_t n, kx_pipeline_done_cb done,
+                        void *ud)
+{
+    if (batch_begin(p, done, ud))
+        return -EBUSY;
     p->collecting = p->opts.preaggregate;
     for (size_t i = 0; i < n; i++)
         process_one(p, &msgs[i]);
@@ -1337,14 +1344,8 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 int kx_pipeline_finish(kx_pipeline *p, kx_pipeline_done_cb done, void *ud)
 {
-    if (p->in_batch && !p->tick)
+    if (batch_begin(p, done, ud))
         return -EBUSY;
-    p->tick = false;
-    ev_idle_stop(p->loop, &p->done_w);
-    p->in_batch = true;
-    p->processing = true;
-    p->done = done;
-    p->done_ud = ud;
     p->final = true;
     if (has_absence(p))
         absence_check(p);

@@ -1034,6 +1034,17 @@ static int mem_baseline(kx_store_memory *m, mem_win *w, const kx_window_add *op,
 
 /* ---- absence: groups, their last sighting, and whether their silence was reported ---- */
 
+/* The absence callback, as run_cb: a destroy from inside it is carried out after it. */
+static void run_acb(kx_store_memory *m, kx_absence_cb cb, void *ud, int status,
+                    const kx_absence_result *res)
+{
+    m->depth++;
+    cb(ud, status, res);
+    m->depth--;
+    if (m->depth == 0 && m->destroy_pending)
+        mem_free(m);
+}
+
 static int mem_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence_cb cb, void *ud)
 {
     kx_store_memory *m = (kx_store_memory *)s;
@@ -1044,40 +1055,28 @@ static int mem_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence
         return -ECANCELED;
     int64_t now = loop_now_ms(m);
     mem_win *w;
+    kx_metric_inc(KX_M_STORE_OPS);
     if ((rc = mem_window(m, op->key, now, op->timespan_ms + op->keep_ms, &w)) == -ENOSPC) {
-        kx_metric_inc(KX_M_STORE_OPS);
         kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
-        m->depth++;
-        cb(ud, -ENOSPC, NULL);
-        m->depth--;
-        if (m->depth == 0 && m->destroy_pending)
-            mem_free(m);
+        run_acb(m, cb, ud, -ENOSPC, NULL);
         return 0;
     }
     if (rc)
         return rc;
-    kx_metric_inc(KX_M_STORE_OPS);
     size_t glen = strlen(op->group);
     uint64_t h = kx_hash64(op->group, glen, 0);
     int32_t at = seen_find(w, h, op->group, glen);
     kx_absence_result res = {0};
+    char *old = NULL; /* the replaced payload, handed out with a report */
+    const char *payload = NULL;
+    size_t payload_len = 0;
     if (at >= 0 && op->time_ms == w->seen[at].last && w->seen[at].oc != KX_ABSENCE_NONE) {
         /* The same sighting again (a retry after a lost reply, as the script sees it): the
-         * same report, with the payload it stored. */
-        mem_seen *e = &w->seen[at];
-        res.outcome = (kx_absence_outcome)e->oc;
-        res.since_ms = e->oc_since;
-        res.n = 1;
-        m->res_last[0] = e->oc_since;
-        m->res_ev[0] = op->payload ? op->payload : "";
-        m->res_ev_len[0] = op->payload_len;
-        res.last_ms = m->res_last;
-        res.payload = m->res_ev;
-        res.payload_len = m->res_ev_len;
-        w->expire_at = now + op->timespan_ms + op->keep_ms;
-        m->depth++;
-        cb(ud, 0, &res);
-        m->depth--;
+         * same report, with the payload given now. */
+        res.outcome = (kx_absence_outcome)w->seen[at].oc;
+        res.since_ms = w->seen[at].oc_since;
+        payload = op->payload ? op->payload : "";
+        payload_len = op->payload_len;
     } else if (at < 0 || op->time_ms > w->seen[at].last) {
         if (at >= 0) {
             mem_seen *e = &w->seen[at];
@@ -1086,20 +1085,14 @@ static int mem_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence
             else if (op->time_ms - e->last > op->timespan_ms)
                 res.outcome = KX_ABSENCE_GAP;
             if (res.outcome != KX_ABSENCE_NONE) {
-                /* Hand out the old payload before it is replaced: keep a copy in the key. */
                 res.since_ms = e->last;
-                m->res_last[0] = e->last;
+                old = malloc((size_t)e->ilen + 1);
+                if (!old)
+                    return -ENOMEM;
+                memcpy(old, e->val + e->vlen, e->ilen);
+                payload = old;
+                payload_len = e->ilen;
             }
-        }
-        char *old = NULL;
-        size_t old_len = 0;
-        if (res.outcome != KX_ABSENCE_NONE) {
-            mem_seen *e = &w->seen[at];
-            old_len = e->ilen;
-            old = malloc(old_len + 1);
-            if (!old)
-                return -ENOMEM;
-            memcpy(old, e->val + e->vlen, old_len);
         }
         if (at < 0 && (rc = seen_append(w, h, op->group, glen, &at))) {
             free(old);
@@ -1114,27 +1107,19 @@ static int mem_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence
         e->has_fired = false;
         e->oc = res.outcome;
         e->oc_since = res.since_ms;
-        w->expire_at = now + op->timespan_ms + op->keep_ms;
-        if (old) {
-            res.n = 1;
-            m->res_ev[0] = old;
-            m->res_ev_len[0] = old_len;
-            res.last_ms = m->res_last;
-            res.payload = m->res_ev;
-            res.payload_len = m->res_ev_len;
-        }
-        m->depth++;
-        cb(ud, 0, &res);
-        m->depth--;
-        free(old);
-    } else {
-        w->expire_at = now + op->timespan_ms + op->keep_ms;
-        m->depth++;
-        cb(ud, 0, &res);
-        m->depth--;
     }
-    if (m->depth == 0 && m->destroy_pending)
-        mem_free(m);
+    w->expire_at = now + op->timespan_ms + op->keep_ms;
+    if (res.outcome != KX_ABSENCE_NONE) {
+        res.n = 1;
+        m->res_last[0] = res.since_ms;
+        m->res_ev[0] = payload;
+        m->res_ev_len[0] = payload_len;
+        res.last_ms = m->res_last;
+        res.payload = m->res_ev;
+        res.payload_len = m->res_ev_len;
+    }
+    run_acb(m, cb, ud, 0, &res);
+    free(old);
     return 0;
 }
 
@@ -1214,11 +1199,7 @@ static int mem_absence_due(kx_store *s, const kx_absence_due *op, kx_absence_cb 
         res.payload = m->res_ev;
         res.payload_len = m->res_ev_len;
     }
-    m->depth++;
-    cb(ud, 0, &res);
-    m->depth--;
-    if (m->depth == 0 && m->destroy_pending)
-        mem_free(m);
+    run_acb(m, cb, ud, 0, &res);
     return 0;
 }
 

@@ -845,38 +845,50 @@ static int op_build_absence(kx_store_redis *r, redis_op *op, const char *key, co
     return rc;
 }
 
-static int redis_absence_touch(kx_store *s, const kx_absence_touch *a, kx_absence_cb cb, void *ud)
+/* What an absence op sends (touch: group and payload; due: limit and token). */
+typedef struct absence_args {
+    const char *key, *group;
+    int64_t t, timespan, keep, limit;
+    uint64_t token;
+    const char *payload;
+    size_t payload_len;
+} absence_args;
+
+static int redis_absence_op(kx_store_redis *r, op_kind kind, const absence_args *x,
+                            kx_absence_cb cb, void *ud)
 {
-    kx_store_redis *r = (kx_store_redis *)s;
-    int rc = kx__store_validate_touch(a);
-    if (rc)
-        return rc;
+    int rc;
     redis_op *op = op_take(r, &rc);
     if (!op)
         return rc;
-    op->kind = OP_TOUCH;
+    op->kind = kind;
     op->acb = cb;
     op->ud = ud;
     return op_go(r, op,
-                 op_build_absence(r, op, a->key, a->group, a->time_ms, a->timespan_ms, a->keep_ms,
-                                  0, 0, 8, a->payload ? a->payload : "", a->payload_len));
+                 op_build_absence(r, op, x->key, x->group, x->t, x->timespan, x->keep, x->limit,
+                                  x->token, kind == OP_TOUCH ? 8 : 9, x->payload, x->payload_len));
+}
+
+static int redis_absence_touch(kx_store *s, const kx_absence_touch *a, kx_absence_cb cb, void *ud)
+{
+    int rc = kx__store_validate_touch(a);
+    if (rc)
+        return rc;
+    absence_args x = {a->key,        a->group, a->time_ms, a->timespan_ms,
+                      a->keep_ms,    0,        0,          a->payload ? a->payload : "",
+                      a->payload_len};
+    return redis_absence_op((kx_store_redis *)s, OP_TOUCH, &x, cb, ud);
 }
 
 static int redis_absence_due(kx_store *s, const kx_absence_due *a, kx_absence_cb cb, void *ud)
 {
-    kx_store_redis *r = (kx_store_redis *)s;
     int rc = kx__store_validate_due(a);
     if (rc)
         return rc;
-    redis_op *op = op_take(r, &rc);
-    if (!op)
-        return rc;
-    op->kind = OP_DUE;
-    op->acb = cb;
-    op->ud = ud;
-    return op_go(r, op,
-                 op_build_absence(r, op, a->key, "", a->watermark_ms, a->timespan_ms, a->keep_ms,
-                                  (int64_t)a->limit, a->token, 9, "", 0));
+    absence_args x = {a->key,         "",         a->watermark_ms,
+                      a->timespan_ms, a->keep_ms, (int64_t)a->limit,
+                      a->token,       "",         0};
+    return redis_absence_op((kx_store_redis *)s, OP_DUE, &x, cb, ud);
 }
 
 /* ---- connection ---- */
