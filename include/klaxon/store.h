@@ -161,8 +161,8 @@ typedef struct kx_window_add {
  *                        replay): the caller reports it and its end at once;
  * with since_ms = the last sighting before the silence and its payload (n = 1).
  *
- * A touch that repeats the sighting that set the group's last time (same time: a retry after
- * a lost reply) reports that sighting's outcome again, with the payload given now.
+ * A touch that repeats the sighting that set the group's last time (same time and payload: a
+ * retry after a lost reply) reports that sighting's outcome again.
  *
  * kx_store_absence_due reports (n, up to limit) the groups whose last sighting + timespan is
  * before watermark_ms (by the timespan given now) and whose silence was not reported yet, and
@@ -190,8 +190,8 @@ typedef struct kx_absence_due {
     int64_t keep_ms;
     size_t limit; /* groups reported per call, 1..KX_STORE_ABSENCE_DUE_MAX */
     /* Non-zero, unique per question and kept across its retries: a retry after a lost reply
-     * (the store had answered) gets the same groups again instead of none (Redis keeps each
-     * answer for 10 minutes). */
+     * (the store had answered) gets the same groups again instead of none (Redis keeps the
+     * last 64 answers that reported groups, for 10 minutes). */
     uint64_t token;
 } kx_absence_due;
 

@@ -159,8 +159,8 @@ static void on_source_end(void *ud)
     a->source_ended = true;
     /* replay: absence rules judge the silences the input ends with (by its last event time)
      * before the router drains. */
-    if (a->replay && kx_pipeline_finish(a->pipe, finished, a) == 0)
-        return;
+    if (a->replay && !a->stopping && kx_pipeline_finish(a->pipe, finished, a) == 0)
+        return; /* (an interrupted replay did not read its input to the end: no judging) */
     kx_router_drain(a->router, drained, a);
 }
 

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "klaxon/groupcap.h"
@@ -114,6 +115,7 @@ struct kx_pipeline {
     bool tick;          /* the batch in flight is a due check of our own (no messages) */
     bool final;         /* kx_pipeline_finish: the input has ended */
     bool ticks_stopped; /* kx_pipeline_stop_ticks */
+    bool batch_decoded; /* the batch in flight had an event that decoded */
     ev_tstamp paused_at;
     uint64_t token_base, token_seq; /* due questions: unique tokens (kx_absence_due.token) */
     ev_timer tick_w;                /* 1 s: due checks while no events arrive */
@@ -154,8 +156,9 @@ static void done_cb(struct ev_loop *loop, ev_idle *w, int revents)
         return;
     /* A batch that took long (a slow store) kept the source from delivering: that time is not
      * silence of the stream either. */
-    if (!p->tick && p->wm_known && ev_now(loop) > p->wm_arrival)
+    if (!p->tick && p->batch_decoded && ev_now(loop) > p->wm_arrival)
         p->wm_arrival = ev_now(loop);
+    p->batch_decoded = false;
     p->in_batch = false;
     kx_pipeline_done_cb cb = p->done;
     p->done = NULL;
@@ -564,9 +567,6 @@ static void absence_check(kx_pipeline *p)
     }
 }
 
-/* An absence alert from a payload (tenant NUL value NUL ... 0x1f evidence, as the sighting
- * stored it). status: "firing" (the group went silent) or "resolved" (it came back at
- * until_ms). */
 /* A sighting's payload: the tenant and each group value as a 4-byte little-endian length and
  * the bytes (a value may hold any byte), then the event's evidence (JSON) to the end. */
 static void payload_put(kx_buf *b, const char *v, size_t len)
@@ -602,6 +602,8 @@ static bool payload_split(const char *payload, size_t len, size_t ng, kx_buf *ou
     return true;
 }
 
+/* An absence alert from a payload as the sighting stored it. status: "firing" (the group went
+ * silent) or "resolved" (it came back at until_ms). */
 static void absence_alert(kx_pipeline *p, kx_rule *c, const char *payload, size_t len,
                           int64_t since_ms, int64_t until_ms, const char *status,
                           const char *evidence, size_t evidence_len)
@@ -1113,13 +1115,14 @@ static void corr_update(kx_pipeline *p, kx_rule *c, const kx_rule *ref_rule, con
         kx_buf_reset(&op->member);
         kx_buf_printf(&op->member, "%016llx%016llx", (unsigned long long)h1,
                       (unsigned long long)h2);
-        payload_put(&op->evidence, tenant, strlen(tenant));
+        /* Lengths from the offsets: a value may hold a NUL byte. */
+        payload_put(&op->evidence, tenant, (ng ? op->val_off[0] : op->strs.len) - 1);
         for (size_t i = 0; i < ng; i++) {
-            const char *v = op->strs.data + op->val_off[i];
-            payload_put(&op->evidence, v, strlen(v));
+            size_t end = i + 1 < ng ? op->val_off[i + 1] : op->strs.len;
+            payload_put(&op->evidence, op->strs.data + op->val_off[i], end - op->val_off[i] - 1);
         }
-        /* The whole payload must fit what the store keeps: the evidence yields (it is cut
-         * short or left out, never the sighting). */
+        /* The whole payload must fit what the store keeps: the evidence is left out first
+         * (a group too large even without it is refused and logged like any update). */
         if (evidence && op->evidence.len + evidence->len > KX_STORE_MAX_EVIDENCE_BYTES) {
             kx_log_limited(&p->rl_value, KX_LOG_WARN, "pipeline",
                            "rule %s: evidence too large to keep with an absence sighting: left "
@@ -1277,6 +1280,7 @@ static void process_one(kx_pipeline *p, const kx_msg *m)
         p->wm_max_t = wm_t;
     p->wm_known = true;
     p->wm_arrival = ev_now(p->loop);
+    p->batch_decoded = true; /* only events that decoded show the stream is alive */
     if (kx_ruleset_match(p->rules, &p->ev, on_match, p))
         kx_metric_inc(KX_M_EVENTS_MATCHED);
 }
@@ -1398,7 +1402,9 @@ int kx_pipeline_create(struct ev_loop *loop, kx_ruleset *rules, kx_store *store,
     kx_buf_init(&p->payload, 0);
     /* Tokens of due questions must not repeat across processes or restarts within the 10
      * minutes the store remembers an answer. */
-    int64_t seed[2] = {kx_now_ms(), (int64_t)getpid()};
+    uint64_t seed[3] = {(uint64_t)kx_now_ms(), (uint64_t)getpid(), 0};
+    if (getrandom(&seed[2], sizeof(seed[2]), GRND_NONBLOCK) != (ssize_t)sizeof(seed[2]))
+        seed[2] = (uint64_t)(uintptr_t)p; /* no entropy yet: at least the address */
     p->token_base = kx_hash64(seed, sizeof(seed), 11);
     ev_timer_init(&p->tick_w, tick_cb, KX_ABSENCE_TICK_S, KX_ABSENCE_TICK_S);
     p->tick_w.data = p;

@@ -1070,7 +1070,10 @@ static int mem_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence
     char *old = NULL; /* the replaced payload, handed out with a report */
     const char *payload = NULL;
     size_t payload_len = 0;
-    if (at >= 0 && op->time_ms == w->seen[at].last && w->seen[at].oc != KX_ABSENCE_NONE) {
+    if (at >= 0 && op->time_ms == w->seen[at].last && w->seen[at].oc != KX_ABSENCE_NONE &&
+        w->seen[at].ilen == op->payload_len &&
+        (op->payload_len == 0 ||
+         memcmp(w->seen[at].val + w->seen[at].vlen, op->payload, op->payload_len) == 0)) {
         /* The same sighting again (a retry after a lost reply, as the script sees it): the
          * same report, with the payload given now. */
         res.outcome = (kx_absence_outcome)w->seen[at].oc;

@@ -1182,6 +1182,8 @@ static void test_absence(void **state)
     assert_int_equal(g.outcome, KX_ABSENCE_RESOLVED);
     assert_int_equal(g.since, T0 + 2600);
     assert_string_equal(g.payload[0], "p2d");
+    /* Another event of the same millisecond is no retry: nothing to report. */
+    assert_int_equal(touch(f, "g2", T0 + 20000, "p2-other").outcome, KX_ABSENCE_NONE);
     assert_int_equal(touch(f, "g1", T0 + 20000, "p1c").outcome, KX_ABSENCE_NONE);
 }
 
