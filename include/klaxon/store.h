@@ -200,8 +200,11 @@ typedef struct kx_absence_due {
 typedef struct kx_absence_result {
     kx_absence_outcome outcome; /* touch only */
     int64_t since_ms;           /* touch: the last sighting before the silence */
+    bool late;                  /* close touch: the event's window was already judged */
+    bool more;                  /* close due: windows left to judge (ask again) */
     size_t n;                   /* touch: 1 with an outcome, else 0; due: groups reported */
-    const int64_t *last_ms;     /* due: each group's last sighting */
+    const int64_t *last_ms;     /* due: each group's last sighting (close due: window start) */
+    const int64_t *count;       /* close due: the window's count; NULL otherwise */
     const char *const *payload;
     const size_t *payload_len;
 } kx_absence_result;
@@ -210,6 +213,47 @@ typedef void (*kx_absence_cb)(void *ud, int status, const kx_absence_result *res
 
 int kx_store_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence_cb cb, void *ud);
 int kx_store_absence_due(kx_store *s, const kx_absence_due *op, kx_absence_cb cb, void *ud);
+
+/*
+ * Closing windows (event_count conditions that hold for an empty window: "at most N"). A key
+ * holds the groups of one rule. Windows are tumbling, timespan long, aligned to the epoch.
+ *
+ * kx_store_close_touch counts one event (identity: idempotent) in its group's window and keeps
+ * the payload of the group's newest event. It is refused (late = true, nothing counted) when
+ * its window was already judged.
+ *
+ * kx_store_close_due judges, for up to limit groups, each window with events whose end is at
+ * or before watermark_ms (the earliest first): res->last_ms[i] = the window's start,
+ * res->count[i] = its events, res->payload[i] = the group's newest payload, reported only
+ * when the count satisfies cond; the window is then forgotten and the group's next window
+ * with events (if any) waits for its own end. Windows without events are never judged. One
+ * process judges each window; token as for kx_store_absence_due. Every key expires after
+ * ttl_ms of no touch or due.
+ */
+typedef struct kx_close_touch {
+    const char *key;
+    const char *group;    /* no '|' */
+    const char *identity; /* the event's */
+    const char *payload;
+    size_t payload_len;
+    int64_t time_ms;
+    int64_t timespan_ms; /* > 0 */
+    int64_t ttl_ms;      /* > 0 */
+} kx_close_touch;
+
+typedef struct kx_close_due {
+    const char *key;
+    int64_t watermark_ms;
+    int64_t timespan_ms;
+    int64_t ttl_ms;
+    const kx_window_term *cond;
+    size_t ncond; /* 1..KX_WINDOW_MAX_TERMS */
+    size_t limit; /* 1..KX_STORE_ABSENCE_DUE_MAX */
+    uint64_t token;
+} kx_close_due;
+
+int kx_store_close_touch(kx_store *s, const kx_close_touch *op, kx_absence_cb cb, void *ud);
+int kx_store_close_due(kx_store *s, const kx_close_due *op, kx_absence_cb cb, void *ud);
 
 /*
  * Several adds to one key as one store operation (on Redis: one script call, atomic), applied

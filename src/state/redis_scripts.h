@@ -3,8 +3,9 @@
  * atomic (no other client sees the window half-updated) and costs one round trip, however
  * many commands it runs. store_memory.c implements the same steps in the same order; change
  * both together (tests/unit/test_store.c runs one suite against both). `agg` picks the branch:
- * 0..5 sliding windows (below), 6 first_seen, 7 baseline, 8 absence touch, 9 absence due
- * (each branch says what its keys hold; docs/internals/state.md).
+ * 0..5 sliding windows (below), 6 first_seen, 7 baseline, 8 absence touch, 9 absence due,
+ * 10 closing-window touch, 11 closing-window due (each branch says what its keys hold;
+ * docs/internals/state.md).
  *
  * KEYS[1]  PREFIX{KEY}:z  sorted set, member -> event time (ms)
  * KEYS[2]  PREFIX{KEY}:e  list of evidence blobs, most recent first
@@ -16,12 +17,15 @@
  *          then (n = 2 * nterms) 11+n deviations, 12+n history (baseline), 13+n "1" when
  *          evidence is wanted only with a crossing, and for several members of one key
  *          14+n the count of further members and a (member, time, evidence) triplet each.
- *          Absence ops use the first ten: 1 group, 2 time or watermark, 3 timespan, 4 keep,
- *          5 limit (due), 6 token (due; "0" = none), 7 agg, 9 payload (touch).
+ *          Absence and closing ops use the first ten: 1 group, 2 time or watermark,
+ *          3 timespan, 4 keep or ttl, 5 limit (due), 6 token (due; "0" = none), 7 agg,
+ *          8 identity (closing touch), 9 payload (touch), 10 nterms, then (closing due) the
+ *          terms.
  * Returns  {added, count, first, last, dropped, crossed, cross_first, cross_last, late,
  *           cross_count, cross_value (a string: %.17g), evidence...}; for several members an
  *          array of those (count/first/last 0); touch {outcome, since[, payload]}; due
- *          {n, last1, payload1, ...}.
+ *          {n, last1, payload1, ...}; closing touch {late}; closing due {n, more, start1,
+ *          count1, payload1, ...}.
  *
  * Steps: a member older than (newest time in the key - ttl) is refused as late, nothing
  * changed; ZADD NX (a member already present keeps its first time: replays do not count
@@ -140,6 +144,101 @@ static const char kx__redis_window_add_lua[] =
     "    redis.call('PEXPIRE', z, fmt(w + keep))\n"
     "    redis.call('PEXPIRE', a, fmt(w + keep))\n"
     "    redis.call('PEXPIRE', hk, fmt(w + keep))\n"
+    "  end\n"
+    "  return res\n"
+    "end\n"
+    "-- closing windows: z = \"group|window|identity\" (score 0, lexical order: a group's windows "
+    "in\n"
+    "-- order); a = group -> \"judged lastt payload\" (judged: the last window judged, or n; lastt "
+    "and\n"
+    "-- payload: the group's newest event); hk = group -> end of its earliest window not judged\n"
+    "local function kfmt(k) return string.format('%017d', k + 9007199254740992) end\n"
+    "local function crec(g)\n"
+    "  local rec = redis.call('HGET', a, g)\n"
+    "  if not rec then return nil, nil, '' end\n"
+    "  local p1 = string.find(rec, ' ', 1, true)\n"
+    "  local p2 = string.find(rec, ' ', p1 + 1, true)\n"
+    "  local j = string.sub(rec, 1, p1 - 1)\n"
+    "  local judged = nil\n"
+    "  if j ~= 'n' then judged = tonumber(j) end\n"
+    "  return judged, tonumber(string.sub(rec, p1 + 1, p2 - 1)), string.sub(rec, p2 + 1)\n"
+    "end\n"
+    "if agg == 10 then\n"
+    "  local g = ARGV[1]\n"
+    "  local k = math.floor(t / w)\n"
+    "  local judged, lastt, pl = crec(g)\n"
+    "  if judged ~= nil and k <= judged then return {1} end\n"
+    "  redis.call('ZADD', z, 'NX', 0, g .. '|' .. kfmt(k) .. '|' .. ARGV[8])\n"
+    "  redis.call('ZADD', hk, 'LT', fmt((k + 1) * w), g)\n"
+    "  if lastt == nil or t >= lastt then\n"
+    "    local j = 'n'\n"
+    "    if judged ~= nil then j = fmt(judged) end\n"
+    "    redis.call('HSET', a, g, j .. ' ' .. fmt(t) .. ' ' .. ARGV[9])\n"
+    "  end\n"
+    "  redis.call('PEXPIRE', z, ARGV[4])\n"
+    "  redis.call('PEXPIRE', a, ARGV[4])\n"
+    "  redis.call('PEXPIRE', hk, ARGV[4])\n"
+    "  return {0}\n"
+    "end\n"
+    "if agg == 11 then\n"
+    "  local token = ARGV[6]\n"
+    "  if token ~= '0' then\n"
+    "    local prev = redis.call('HGET', e, token)\n"
+    "    if prev then return cmsgpack.unpack(prev) end\n"
+    "  end\n"
+    "  local function holds_c(v)\n"
+    "    for i = 0, nterm - 1 do\n"
+    "      local op, x = tonumber(ARGV[11 + 2 * i]), tonumber(ARGV[12 + 2 * i])\n"
+    "      local ok\n"
+    "      if op == 0 then ok = v > x elseif op == 1 then ok = v >= x\n"
+    "      elseif op == 2 then ok = v < x elseif op == 3 then ok = v <= x\n"
+    "      elseif op == 4 then ok = v == x else ok = v ~= x end\n"
+    "      if not ok then return false end\n"
+    "    end\n"
+    "    return true\n"
+    "  end\n"
+    "  local lim = tonumber(ARGV[5])\n"
+    "  local res = {0, 0}\n"
+    "  local n, iter = 0, 0\n"
+    "  while true do\n"
+    "    local d = redis.call('ZRANGEBYSCORE', hk, '-inf', fmt(t), 'WITHSCORES', 'LIMIT', 0, 1)\n"
+    "    if #d == 0 then break end\n"
+    "    if n >= lim or iter >= 4 * lim then\n"
+    "      res[2] = 1\n"
+    "      break\n"
+    "    end\n"
+    "    iter = iter + 1\n"
+    "    local g = d[1]\n"
+    "    local k = tonumber(d[2]) / w - 1\n"
+    "    local lo, hi = '[' .. g .. '|' .. kfmt(k) .. '|', '(' .. g .. '|' .. kfmt(k) .. '}'\n"
+    "    local c = redis.call('ZLEXCOUNT', z, lo, hi)\n"
+    "    redis.call('ZREMRANGEBYLEX', z, lo, hi)\n"
+    "    local judged, lastt, pl = crec(g)\n"
+    "    redis.call('HSET', a, g, fmt(k) .. ' ' .. fmt(lastt or 0) .. ' ' .. pl)\n"
+    "    local nx = redis.call('ZRANGEBYLEX', z, '[' .. g .. '|', '(' .. g .. '}', 'LIMIT', 0, 1)\n"
+    "    if #nx > 0 then\n"
+    "      local k2 = tonumber(string.sub(nx[1], #g + 2, #g + 18)) - 9007199254740992\n"
+    "      redis.call('ZADD', hk, fmt((k2 + 1) * w), g)\n"
+    "    else\n"
+    "      redis.call('ZREM', hk, g)\n"
+    "    end\n"
+    "    if c > 0 and holds_c(c) then\n"
+    "      n = n + 1\n"
+    "      res[#res + 1] = k * w\n"
+    "      res[#res + 1] = c\n"
+    "      res[#res + 1] = pl\n"
+    "    end\n"
+    "  end\n"
+    "  res[1] = n\n"
+    "  if token ~= '0' and n > 0 then\n"
+    "    if redis.call('HLEN', e) >= 64 then redis.call('DEL', e) end\n"
+    "    redis.call('HSET', e, token, cmsgpack.pack(res))\n"
+    "    redis.call('PEXPIRE', e, 600000)\n"
+    "  end\n"
+    "  if redis.call('EXISTS', a) == 1 then\n"
+    "    redis.call('PEXPIRE', z, ARGV[4])\n"
+    "    redis.call('PEXPIRE', a, ARGV[4])\n"
+    "    redis.call('PEXPIRE', hk, ARGV[4])\n"
     "  end\n"
     "  return res\n"
     "end\n"

@@ -8,6 +8,7 @@
 #include "klaxon/store.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,6 +111,56 @@ int kx__store_validate_due(const kx_absence_due *op)
     if (strlen(op->key) > KX__STORE_MAX_KEY_LEN)
         return -EMSGSIZE;
     return 0;
+}
+
+int kx__store_validate_close_touch(const kx_close_touch *op)
+{
+    if (!op || !op->key || !op->group || !op->identity || (!op->payload && op->payload_len) ||
+        strchr(op->group, '|') || !*op->group)
+        return -EINVAL;
+    if (op->timespan_ms <= 0 || op->ttl_ms <= 0 || op->timespan_ms >= KX__STORE_MAX_TIME / 4 ||
+        op->ttl_ms >= KX__STORE_MAX_TIME / 4 || op->time_ms <= -KX__STORE_MAX_TIME / 2 ||
+        op->time_ms >= KX__STORE_MAX_TIME / 2)
+        return -EINVAL;
+    if (strlen(op->key) > KX__STORE_MAX_KEY_LEN || strlen(op->group) > KX__STORE_MAX_KEY_LEN ||
+        strlen(op->identity) > KX__STORE_MAX_KEY_LEN ||
+        op->payload_len > KX__STORE_MAX_EVIDENCE_LEN)
+        return -EMSGSIZE;
+    return 0;
+}
+
+int kx__store_validate_close_due(const kx_close_due *op)
+{
+    if (!op || !op->key || op->limit < 1 || op->limit > KX_STORE_ABSENCE_DUE_MAX || op->ncond < 1 ||
+        op->ncond > KX_WINDOW_MAX_TERMS || !op->cond || op->timespan_ms <= 0 || op->ttl_ms <= 0 ||
+        op->timespan_ms >= KX__STORE_MAX_TIME / 4 || op->ttl_ms >= KX__STORE_MAX_TIME / 4 ||
+        op->watermark_ms <= -KX__STORE_MAX_TIME / 2 || op->watermark_ms >= KX__STORE_MAX_TIME / 2)
+        return -EINVAL;
+    for (size_t i = 0; i < op->ncond; i++)
+        if ((unsigned)op->cond[i].op > KX_WCMP_NEQ || op->cond[i].value != op->cond[i].value)
+            return -EINVAL;
+    if (strlen(op->key) > KX__STORE_MAX_KEY_LEN)
+        return -EMSGSIZE;
+    return 0;
+}
+
+int64_t kx__store_close_window(int64_t t, int64_t timespan)
+{
+    return (int64_t)floor((double)t / (double)timespan);
+}
+
+int kx_store_close_touch(kx_store *s, const kx_close_touch *op, kx_absence_cb cb, void *ud)
+{
+    if (!s || !cb)
+        return -EINVAL;
+    return s->vt->close_touch(s, op, cb, ud);
+}
+
+int kx_store_close_due(kx_store *s, const kx_close_due *op, kx_absence_cb cb, void *ud)
+{
+    if (!s || !cb)
+        return -EINVAL;
+    return s->vt->close_due(s, op, cb, ud);
 }
 
 int kx_store_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence_cb cb, void *ud)

@@ -35,6 +35,8 @@ typedef struct kx__store_vtbl {
                            void *ud);
     int (*absence_touch)(kx_store *s, const kx_absence_touch *op, kx_absence_cb cb, void *ud);
     int (*absence_due)(kx_store *s, const kx_absence_due *op, kx_absence_cb cb, void *ud);
+    int (*close_touch)(kx_store *s, const kx_close_touch *op, kx_absence_cb cb, void *ud);
+    int (*close_due)(kx_store *s, const kx_close_due *op, kx_absence_cb cb, void *ud);
     bool (*is_up)(const kx_store *s);
     size_t (*pending)(const kx_store *s);
     void (*destroy)(kx_store *s);
@@ -57,6 +59,10 @@ int kx__store_validate_many(const kx_window_add *ops, size_t n);
 /* Checks absence ops for both backends: 0, -EINVAL or -EMSGSIZE. */
 int kx__store_validate_touch(const kx_absence_touch *op);
 int kx__store_validate_due(const kx_absence_due *op);
+int kx__store_validate_close_touch(const kx_close_touch *op);
+int kx__store_validate_close_due(const kx_close_due *op);
+/* The window index of a closing window: floor(t / timespan), as the script computes it. */
+int64_t kx__store_close_window(int64_t t, int64_t timespan);
 /* The add's crossing condition (cross_at turned into its general form) into out
  * (KX_WINDOW_MAX_TERMS); returns the number of terms, 0 for no crossing scan. */
 size_t kx__store_cond(const kx_window_add *op, kx_window_term *out);

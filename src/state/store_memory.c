@@ -66,6 +66,9 @@ typedef struct mem_seen {
     int64_t fired_wm; /* the watermark the silence was reported at (forgotten keep later) */
     int oc;           /* what the touch that set last reported (kx_absence_outcome) */
     int64_t oc_since;
+    /* closing windows: the end of the earliest window not judged, the last window judged */
+    bool has_deadline, judged;
+    int64_t deadline, judged_k;
 } mem_seen;
 
 typedef struct mem_win {
@@ -115,6 +118,7 @@ typedef struct kx_store_memory {
     const char *res_ev[KX__STORE_MAX_EVIDENCE];
     size_t res_ev_len[KX__STORE_MAX_EVIDENCE];
     int64_t res_last[KX_STORE_ABSENCE_DUE_MAX];
+    int64_t res_count[KX_STORE_ABSENCE_DUE_MAX];
     uint32_t *due; /* absence_due scratch: entry indexes */
     size_t due_cap;
     /* window_add_many scratch: results, and their evidence copied (later adds of the same
@@ -807,6 +811,7 @@ static int seen_append(mem_win *w, uint64_t h, const char *v, size_t vlen, int32
         w->seen_cap = cap;
     }
     mem_seen *e = &w->seen[w->seen_n];
+    *e = (mem_seen){0};
     e->val = malloc(vlen + 1);
     if (!e->val)
         return -ENOMEM;
@@ -1206,6 +1211,175 @@ static int mem_absence_due(kx_store *s, const kx_absence_due *op, kx_absence_cb 
     return 0;
 }
 
+/* ---- closing windows: members "group|window|identity" sorted by bytes (time 0) ---- */
+
+/* Removes the members [lo, hi) of the slice. */
+static void win_remove_range(mem_win *w, uint32_t lo, uint32_t hi)
+{
+    for (uint32_t i = lo; i < hi; i++) {
+        const mem_entry *e = win_at(w, i);
+        set_del(w, e->h, e->t);
+        w->str_dead += e->len;
+    }
+    memmove(win_at(w, lo), win_at(w, hi), (size_t)(w->n - hi) * sizeof(mem_entry));
+    w->n -= hi - lo;
+    if (w->n == 0)
+        w->head = 0;
+    str_maybe_compact(w);
+}
+
+/* "group|%017lld|" of window k (+2^53: fixed width, byte order = number order), as the
+ * script's kfmt; end = 1 gives the bound just after the window's members ("...}"). */
+static size_t close_prefix(char *out, size_t cap, const char *g, size_t glen, int64_t k, bool end)
+{
+    int n = snprintf(out, cap, "%.*s|%017lld%c", (int)glen, g, (long long)(k + ((int64_t)1 << 53)),
+                     end ? '}' : '|');
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+static int mem_close_touch(kx_store *s, const kx_close_touch *op, kx_absence_cb cb, void *ud)
+{
+    kx_store_memory *m = (kx_store_memory *)s;
+    int rc = kx__store_validate_close_touch(op);
+    if (rc)
+        return rc;
+    if (m->destroy_pending)
+        return -ECANCELED;
+    int64_t now = loop_now_ms(m);
+    mem_win *w;
+    kx_metric_inc(KX_M_STORE_OPS);
+    if ((rc = mem_window(m, op->key, now, op->ttl_ms, &w)) == -ENOSPC) {
+        kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
+        run_acb(m, cb, ud, -ENOSPC, NULL);
+        return 0;
+    }
+    if (rc)
+        return rc;
+    size_t glen = strlen(op->group);
+    uint64_t h = kx_hash64(op->group, glen, 0);
+    int32_t at = seen_find(w, h, op->group, glen);
+    int64_t k = kx__store_close_window(op->time_ms, op->timespan_ms);
+    kx_absence_result res = {0};
+    if (at >= 0 && w->seen[at].judged && k <= w->seen[at].judged_k) {
+        res.late = true;
+        run_acb(m, cb, ud, 0, &res);
+        return 0;
+    }
+    char prefix[KX__STORE_MAX_KEY_LEN + 32];
+    size_t plen = close_prefix(prefix, sizeof(prefix), op->group, glen, k, false);
+    kx_buf member;
+    kx_buf_init(&member, 0);
+    if (!plen || kx_buf_append(&member, prefix, plen) || kx_buf_puts(&member, op->identity)) {
+        kx_buf_fini(&member);
+        return -ENOMEM;
+    }
+    uint64_t mh = kx_hash64(member.data, member.len, 0);
+    if (!win_find(w, mh, member.data, member.len))
+        rc = win_insert(w, mh, 0, member.data, (uint32_t)member.len);
+    kx_buf_fini(&member);
+    if (rc)
+        return rc;
+    bool fresh = at < 0;
+    if (fresh && (rc = seen_append(w, h, op->group, glen, &at)))
+        return rc;
+    mem_seen *e = &w->seen[at];
+    int64_t end = (k + 1) * op->timespan_ms;
+    if (!e->has_deadline || end < e->deadline) {
+        e->has_deadline = true;
+        e->deadline = end;
+    }
+    if (fresh || op->time_ms >= e->last) {
+        if ((rc = seen_set_intro(e, op->payload ? op->payload : "", op->payload_len)))
+            return rc;
+        e->last = op->time_ms;
+    }
+    w->expire_at = now + op->ttl_ms;
+    run_acb(m, cb, ud, 0, &res);
+    return 0;
+}
+
+static int mem_close_due(kx_store *s, const kx_close_due *op, kx_absence_cb cb, void *ud)
+{
+    kx_store_memory *m = (kx_store_memory *)s;
+    int rc = kx__store_validate_close_due(op);
+    if (rc)
+        return rc;
+    if (m->destroy_pending)
+        return -ECANCELED;
+    int64_t now = loop_now_ms(m);
+    kx_absence_result res = {0};
+    kx_metric_inc(KX_M_STORE_OPS);
+    size_t klen = strlen(op->key);
+    size_t ti = tab_find(m, op->key, klen, kx_hash64(op->key, klen, 0));
+    mem_win *w = m->tab[ti];
+    if (w && now > w->expire_at) {
+        tab_del_at(m, ti);
+        w = NULL;
+    }
+    size_t n = 0, iter = 0;
+    /* The script takes the group with the earliest deadline (then the smallest group bytes)
+     * one at a time; the same order here, by scanning (the groups of one rule). */
+    while (w) {
+        int32_t best = -1;
+        for (uint32_t i = 0; i < w->seen_n; i++) {
+            const mem_seen *e = &w->seen[i];
+            if (!e->has_deadline || e->deadline > op->watermark_ms)
+                continue;
+            if (best < 0 || e->deadline < w->seen[best].deadline ||
+                (e->deadline == w->seen[best].deadline &&
+                 member_cmp(e->val, e->vlen, w->seen[best].val, w->seen[best].vlen) < 0))
+                best = (int32_t)i;
+        }
+        if (best < 0)
+            break;
+        if (n >= op->limit || iter >= 4 * op->limit) {
+            res.more = true;
+            break;
+        }
+        iter++;
+        mem_seen *e = &w->seen[best];
+        int64_t k = e->deadline / op->timespan_ms - 1;
+        char lo[KX__STORE_MAX_KEY_LEN + 32], hi[KX__STORE_MAX_KEY_LEN + 32];
+        size_t lol = close_prefix(lo, sizeof(lo), e->val, e->vlen, k, false);
+        size_t hil = close_prefix(hi, sizeof(hi), e->val, e->vlen, k, true);
+        uint32_t a = win_lower(w, 0, lo, lol), b = win_lower(w, 0, hi, hil);
+        int64_t c = (int64_t)(b - a);
+        win_remove_range(w, a, b);
+        e->judged = true;
+        e->judged_k = k;
+        /* The group's next window with events: the first member after this window's. */
+        e->has_deadline = false;
+        if (a < w->n) {
+            const mem_entry *nx = win_at(w, a);
+            const char *mb = w->str + nx->off;
+            if (nx->len > e->vlen + 18 && memcmp(mb, e->val, e->vlen) == 0 && mb[e->vlen] == '|') {
+                char num[18];
+                memcpy(num, mb + e->vlen + 1, 17);
+                num[17] = '\0';
+                int64_t k2 = strtoll(num, NULL, 10) - ((int64_t)1 << 53);
+                e->has_deadline = true;
+                e->deadline = (k2 + 1) * op->timespan_ms;
+            }
+        }
+        if (c > 0 && kx_window_cond_eval(op->cond, op->ncond, (double)c)) {
+            m->res_last[n] = k * op->timespan_ms;
+            m->res_count[n] = c;
+            m->res_ev[n] = e->val + e->vlen;
+            m->res_ev_len[n] = e->ilen;
+            n++;
+        }
+    }
+    if (w)
+        w->expire_at = now + op->ttl_ms;
+    res.n = n;
+    res.last_ms = m->res_last;
+    res.count = m->res_count;
+    res.payload = m->res_ev;
+    res.payload_len = m->res_ev_len;
+    run_acb(m, cb, ud, 0, &res);
+    return 0;
+}
+
 static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, void *ud)
 {
     kx_store_memory *m = (kx_store_memory *)s;
@@ -1502,6 +1676,8 @@ static const kx__store_vtbl mem_vtbl = {
     .window_add_many = mem_window_add_many,
     .absence_touch = mem_absence_touch,
     .absence_due = mem_absence_due,
+    .close_touch = mem_close_touch,
+    .close_due = mem_close_due,
     .is_up = mem_is_up,
     .pending = mem_pending,
     .destroy = mem_destroy,

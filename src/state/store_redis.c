@@ -44,13 +44,13 @@
 
 typedef struct kx_store_redis kx_store_redis;
 
-typedef enum { OP_WINDOW = 0, OP_TOUCH, OP_DUE, OP_MANY } op_kind;
+typedef enum { OP_WINDOW = 0, OP_TOUCH, OP_DUE, OP_MANY, OP_CTOUCH, OP_CDUE } op_kind;
 
 typedef struct redis_op {
     struct redis_op *next_free;
     kx_store_redis *r;
     op_kind kind;
-    kx_absence_cb acb;    /* OP_TOUCH, OP_DUE */
+    kx_absence_cb acb;    /* OP_TOUCH, OP_DUE, OP_CTOUCH, OP_CDUE */
     kx_store_cb cb;       /* OP_WINDOW */
     kx_store_many_cb mcb; /* OP_MANY */
     void *ud;
@@ -95,6 +95,7 @@ struct kx_store_redis {
     size_t *argvlen;
     size_t argv_cap;
     int64_t res_last[KX_STORE_ABSENCE_DUE_MAX];
+    int64_t res_count[KX_STORE_ABSENCE_DUE_MAX];
     size_t res_ev_len[KX__STORE_MAX_EVIDENCE];
 };
 
@@ -340,6 +341,35 @@ static int parse_absence(kx_store_redis *r, const redis_op *op, const redisReply
         reply->element[0]->type != REDIS_REPLY_INTEGER)
         return -EPROTO;
     size_t n, first;
+    if (op->kind == OP_CTOUCH) {
+        res->late = reply->element[0]->integer == 1;
+        return 0;
+    }
+    if (op->kind == OP_CDUE) {
+        n = (size_t)reply->element[0]->integer;
+        if (reply->element[0]->integer < 0 || n > KX_STORE_ABSENCE_DUE_MAX ||
+            reply->elements != 2 + 3 * n || reply->element[1]->type != REDIS_REPLY_INTEGER)
+            return -EPROTO;
+        res->more = reply->element[1]->integer == 1;
+        for (size_t i = 0; i < n; i++) {
+            const redisReply *st = reply->element[2 + 3 * i];
+            const redisReply *c = reply->element[3 + 3 * i];
+            const redisReply *pl = reply->element[4 + 3 * i];
+            if (st->type != REDIS_REPLY_INTEGER || c->type != REDIS_REPLY_INTEGER ||
+                pl->type != REDIS_REPLY_STRING)
+                return -EPROTO;
+            r->res_last[i] = st->integer;
+            r->res_count[i] = c->integer;
+            r->res_ev[i] = pl->str;
+            r->res_ev_len[i] = pl->len;
+        }
+        res->n = n;
+        res->last_ms = r->res_last;
+        res->count = r->res_count;
+        res->payload = r->res_ev;
+        res->payload_len = r->res_ev_len;
+        return 0;
+    }
     if (op->kind == OP_TOUCH) {
         if (reply->elements < 2 || reply->element[1]->type != REDIS_REPLY_INTEGER)
             return -EPROTO;
@@ -806,30 +836,42 @@ static int redis_window_add_many(kx_store *s, const kx_window_add *ops, size_t n
 }
 
 /* The absence keys and the script's ten fixed arguments (redis_scripts.h). */
-static int op_build_absence(kx_store_redis *r, redis_op *op, const char *key, const char *group,
-                            int64_t t, int64_t timespan, int64_t keep, int64_t limit,
-                            uint64_t token, int agg, const char *payload, size_t payload_len)
+/* What an absence or closing op sends (touch: group, identity and payload; due: limit,
+ * token and, closing, the condition). */
+typedef struct absence_args {
+    const char *key, *group;
+    int64_t t, timespan, keep, limit;
+    uint64_t token;
+    const char *payload;
+    size_t payload_len;
+    const char *identity;
+    const kx_window_term *cond;
+    size_t ncond;
+} absence_args;
+
+/* The absence keys and the script's ten fixed arguments (redis_scripts.h), then the terms. */
+static int op_build_absence(kx_store_redis *r, redis_op *op, int agg, const absence_args *x)
 {
-    int rc = op_arg_key(op, r->prefix, key, 'z');
+    int rc = op_arg_key(op, r->prefix, x->key, 'z');
     if (!rc)
-        rc = op_arg_key(op, r->prefix, key, 'e');
+        rc = op_arg_key(op, r->prefix, x->key, 'e');
     if (!rc)
-        rc = op_arg_key(op, r->prefix, key, 'a');
+        rc = op_arg_key(op, r->prefix, x->key, 'a');
     if (!rc)
-        rc = op_arg_key(op, r->prefix, key, 'h');
+        rc = op_arg_key(op, r->prefix, x->key, 'h');
     if (!rc)
-        rc = op_arg(op, group, strlen(group));
+        rc = op_arg(op, x->group, strlen(x->group));
     if (!rc)
-        rc = op_arg_i64(op, t);
+        rc = op_arg_i64(op, x->t);
     if (!rc)
-        rc = op_arg_i64(op, timespan);
+        rc = op_arg_i64(op, x->timespan);
     if (!rc)
-        rc = op_arg_i64(op, keep);
+        rc = op_arg_i64(op, x->keep);
     if (!rc)
-        rc = op_arg_i64(op, limit);
-    if (!rc && token) {
+        rc = op_arg_i64(op, x->limit);
+    if (!rc && x->token) {
         char tmp[24];
-        int len = snprintf(tmp, sizeof(tmp), "%016llx", (unsigned long long)token);
+        int len = snprintf(tmp, sizeof(tmp), "%016llx", (unsigned long long)x->token);
         rc = op_arg(op, tmp, (size_t)len);
     } else if (!rc) {
         rc = op_arg(op, "0", 1);
@@ -837,26 +879,25 @@ static int op_build_absence(kx_store_redis *r, redis_op *op, const char *key, co
     if (!rc)
         rc = op_arg_i64(op, agg);
     if (!rc)
-        rc = op_arg(op, "0", 1);
+        rc = op_arg(op, x->identity ? x->identity : "0", x->identity ? strlen(x->identity) : 1);
     if (!rc)
-        rc = op_arg(op, payload, payload_len);
+        rc = op_arg(op, x->payload ? x->payload : "", x->payload ? x->payload_len : 0);
     if (!rc)
-        rc = op_arg(op, "0", 1);
+        rc = op_arg_i64(op, (int64_t)x->ncond);
+    for (size_t i = 0; i < x->ncond && !rc; i++) {
+        char tmp[32];
+        rc = op_arg_i64(op, (int64_t)x->cond[i].op);
+        int n = snprintf(tmp, sizeof(tmp), "%.17g", x->cond[i].value);
+        if (!rc)
+            rc = op_arg(op, tmp, (size_t)n);
+    }
     return rc;
 }
-
-/* What an absence op sends (touch: group and payload; due: limit and token). */
-typedef struct absence_args {
-    const char *key, *group;
-    int64_t t, timespan, keep, limit;
-    uint64_t token;
-    const char *payload;
-    size_t payload_len;
-} absence_args;
 
 static int redis_absence_op(kx_store_redis *r, op_kind kind, const absence_args *x,
                             kx_absence_cb cb, void *ud)
 {
+    static const int agg[] = {[OP_TOUCH] = 8, [OP_DUE] = 9, [OP_CTOUCH] = 10, [OP_CDUE] = 11};
     int rc;
     redis_op *op = op_take(r, &rc);
     if (!op)
@@ -864,9 +905,7 @@ static int redis_absence_op(kx_store_redis *r, op_kind kind, const absence_args 
     op->kind = kind;
     op->acb = cb;
     op->ud = ud;
-    return op_go(r, op,
-                 op_build_absence(r, op, x->key, x->group, x->t, x->timespan, x->keep, x->limit,
-                                  x->token, kind == OP_TOUCH ? 8 : 9, x->payload, x->payload_len));
+    return op_go(r, op, op_build_absence(r, op, agg[kind], x));
 }
 
 static int redis_absence_touch(kx_store *s, const kx_absence_touch *a, kx_absence_cb cb, void *ud)
@@ -874,9 +913,13 @@ static int redis_absence_touch(kx_store *s, const kx_absence_touch *a, kx_absenc
     int rc = kx__store_validate_touch(a);
     if (rc)
         return rc;
-    absence_args x = {a->key,        a->group, a->time_ms, a->timespan_ms,
-                      a->keep_ms,    0,        0,          a->payload ? a->payload : "",
-                      a->payload_len};
+    absence_args x = {.key = a->key,
+                      .group = a->group,
+                      .t = a->time_ms,
+                      .timespan = a->timespan_ms,
+                      .keep = a->keep_ms,
+                      .payload = a->payload,
+                      .payload_len = a->payload_len};
     return redis_absence_op((kx_store_redis *)s, OP_TOUCH, &x, cb, ud);
 }
 
@@ -885,10 +928,47 @@ static int redis_absence_due(kx_store *s, const kx_absence_due *a, kx_absence_cb
     int rc = kx__store_validate_due(a);
     if (rc)
         return rc;
-    absence_args x = {a->key,         "",         a->watermark_ms,
-                      a->timespan_ms, a->keep_ms, (int64_t)a->limit,
-                      a->token,       "",         0};
+    absence_args x = {.key = a->key,
+                      .group = "",
+                      .t = a->watermark_ms,
+                      .timespan = a->timespan_ms,
+                      .keep = a->keep_ms,
+                      .limit = (int64_t)a->limit,
+                      .token = a->token};
     return redis_absence_op((kx_store_redis *)s, OP_DUE, &x, cb, ud);
+}
+
+static int redis_close_touch(kx_store *s, const kx_close_touch *a, kx_absence_cb cb, void *ud)
+{
+    int rc = kx__store_validate_close_touch(a);
+    if (rc)
+        return rc;
+    absence_args x = {.key = a->key,
+                      .group = a->group,
+                      .t = a->time_ms,
+                      .timespan = a->timespan_ms,
+                      .keep = a->ttl_ms,
+                      .payload = a->payload,
+                      .payload_len = a->payload_len,
+                      .identity = a->identity};
+    return redis_absence_op((kx_store_redis *)s, OP_CTOUCH, &x, cb, ud);
+}
+
+static int redis_close_due(kx_store *s, const kx_close_due *a, kx_absence_cb cb, void *ud)
+{
+    int rc = kx__store_validate_close_due(a);
+    if (rc)
+        return rc;
+    absence_args x = {.key = a->key,
+                      .group = "",
+                      .t = a->watermark_ms,
+                      .timespan = a->timespan_ms,
+                      .keep = a->ttl_ms,
+                      .limit = (int64_t)a->limit,
+                      .token = a->token,
+                      .cond = a->cond,
+                      .ncond = a->ncond};
+    return redis_absence_op((kx_store_redis *)s, OP_CDUE, &x, cb, ud);
 }
 
 /* ---- connection ---- */
@@ -960,6 +1040,8 @@ static const kx__store_vtbl redis_vtbl = {
     .window_add_many = redis_window_add_many,
     .absence_touch = redis_absence_touch,
     .absence_due = redis_absence_due,
+    .close_touch = redis_close_touch,
+    .close_due = redis_close_due,
     .is_up = redis_is_up,
     .pending = redis_pending,
     .destroy = redis_destroy,

@@ -1068,6 +1068,7 @@ static void test_extension_invalid_args(void **state)
 typedef struct agot {
     int calls;
     int status;
+    bool late;
     kx_absence_outcome outcome;
     int64_t since;
     size_t n;
@@ -1084,6 +1085,7 @@ static void agot_cb(void *ud, int status, const kx_absence_result *res)
         return;
     g->outcome = res->outcome;
     g->since = res->since_ms;
+    g->late = res->late;
     g->n = res->n;
     for (size_t i = 0; i < res->n && i < 8; i++) {
         g->last[i] = res->last_ms[i];
@@ -1230,6 +1232,107 @@ static void test_absence_invalid_args(void **state)
     assert_int_equal(kx_store_absence_due(f->s, &d, agot_cb, &g), -EINVAL);
     ev_run(f->loop, EVRUN_NOWAIT);
     assert_int_equal(g.calls, 0);
+}
+
+/* ---- closing windows (at most N per window) ---- */
+
+#define CW_SPAN 1000
+
+static agot ctouch(fx *f, const char *group, const char *id, int64_t t, const char *payload)
+{
+    agot g = {0};
+    kx_close_touch op = {.key = "cw",
+                         .group = group,
+                         .identity = id,
+                         .payload = payload,
+                         .payload_len = strlen(payload),
+                         .time_ms = t,
+                         .timespan_ms = CW_SPAN,
+                         .ttl_ms = 60000};
+    assert_int_equal(kx_store_close_touch(f->s, &op, agot_cb, &g), 0);
+    assert_true(kx_test_run_until(f->loop, agot_done, &g, 5000));
+    assert_int_equal(g.status, 0);
+    return g;
+}
+
+typedef struct cgot {
+    agot a;
+    bool more;
+    int64_t count[8];
+} cgot;
+
+static void cgot_cb(void *ud, int status, const kx_absence_result *res)
+{
+    cgot *g = ud;
+    agot_cb(&g->a, status, res);
+    if (status || !res)
+        return;
+    g->more = res->more;
+    for (size_t i = 0; i < res->n && i < 8; i++)
+        g->count[i] = res->count[i];
+}
+
+static cgot cdue(fx *f, int64_t wm, size_t limit)
+{
+    static const kx_window_term lt3 = {KX_WCMP_LT, 3};
+    cgot g = {0};
+    kx_close_due op = {.key = "cw",
+                       .watermark_ms = wm,
+                       .timespan_ms = CW_SPAN,
+                       .ttl_ms = 60000,
+                       .cond = &lt3,
+                       .ncond = 1,
+                       .limit = limit};
+    assert_int_equal(kx_store_close_due(f->s, &op, cgot_cb, &g), 0);
+    assert_true(kx_test_run_until(f->loop, agot_done, &g.a, 5000));
+    assert_int_equal(g.a.status, 0);
+    return g;
+}
+
+static void test_close_windows(void **state)
+{
+    fx *f = *state;
+    assert_false(ctouch(f, "g1", "e1", T0 + 100, "p1").late);
+    ctouch(f, "g1", "e2", T0 + 200, "p2");
+    ctouch(f, "g1", "e2", T0 + 200, "p2"); /* re-delivered: counted once */
+    ctouch(f, "g1", "e3", T0 + 1500, "p3");
+    ctouch(f, "g1", "e4", T0 + 1600, "p4");
+    ctouch(f, "g1", "e5", T0 + 1700, "p5");
+    ctouch(f, "g1", "e0", T0 + 50, "p0"); /* older: counted, the payload stays the newest */
+    ctouch(f, "g2", "f1", T0 + 300, "q1");
+    /* Nothing before a window's end. */
+    cgot g = cdue(f, T0 + CW_SPAN - 1, 10);
+    assert_int_equal(g.a.n, 0);
+    assert_false(g.more);
+    /* Window [T0, T0 + 1000) of both groups: g1 has 3 (not < 3: judged, not reported), g2 has
+     * 1 (reported); then g1's next window is not due yet. Limit 1 per call, "more" says so. */
+    g = cdue(f, T0 + CW_SPAN, 1);
+    assert_int_equal(g.a.n, 1);
+    assert_int_equal(g.a.last[0], T0);
+    assert_int_equal(g.count[0], 1);
+    assert_string_equal(g.a.payload[0], "q1");
+    assert_false(g.more);
+    assert_int_equal(cdue(f, T0 + CW_SPAN, 1).a.n, 0);
+    /* An event of a judged window is late, not counted. */
+    assert_true(ctouch(f, "g1", "e9", T0 + 900, "p9").late);
+    /* [T0 + 1000, T0 + 2000) of g1: e3, e4, e5 = 3: not reported. */
+    g = cdue(f, T0 + 2 * CW_SPAN, 10);
+    assert_int_equal(g.a.n, 0);
+    /* Two quiet windows, then two events: reported with count 2, the newest payload. */
+    ctouch(f, "g1", "e7", T0 + 4100, "p7");
+    ctouch(f, "g1", "e8", T0 + 4200, "p8");
+    ctouch(f, "g2", "f2", T0 + 4300, "q2");
+    g = cdue(f, T0 + 9000, 1);
+    assert_int_equal(g.a.n, 1);
+    assert_int_equal(g.a.last[0], T0 + 4000);
+    assert_int_equal(g.count[0], 2);
+    assert_string_equal(g.a.payload[0], "p8");
+    assert_true(g.more);
+    g = cdue(f, T0 + 9000, 1);
+    assert_int_equal(g.a.n, 1);
+    assert_string_equal(g.a.payload[0], "q2");
+    assert_false(g.more);
+    assert_int_equal(cdue(f, T0 + 9000, 10).a.n, 0);
 }
 
 /* ---- several adds of one key in one call ---- */
@@ -1623,6 +1726,7 @@ static void test_url_prefix_redis(void **state)
         cmocka_unit_test_setup_teardown(test_extension_invalid_args, setup, teardown),             \
         cmocka_unit_test_setup_teardown(test_absence, setup, teardown),                            \
         cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),                           \
+        cmocka_unit_test_setup_teardown(test_close_windows, setup, teardown),                      \
         cmocka_unit_test_setup_teardown(test_absence_invalid_args, setup, teardown),               \
         cmocka_unit_test_setup_teardown(test_destroy_in_callback, setup, teardown_maybe_destroyed)
 
