@@ -91,6 +91,9 @@ struct kx_rule {
     double deviations;
     int64_t history;
     int64_t keep_ms; /* absence: how long a group reported silent is remembered (`keep`) */
+    /* event_count whose condition holds for an empty window ("at most N"): judged per
+     * tumbling window of timespan when the window closes (docs/rules.md) */
+    bool closing;
     int64_t timespan_ms;
     const kx_corr_term *cond; /* never empty for a loaded correlation, but first_seen's */
     size_t ncond;

@@ -41,14 +41,15 @@
 typedef struct kx_op kx_op;
 /* What an op asks of the store: a window update, or (absence rules) a sighting or a
  * question for the groups whose silence is due. */
-typedef enum { KX_OP_WINDOW = 0, KX_OP_TOUCH, KX_OP_DUE } kx_op_kind;
+typedef enum { KX_OP_WINDOW = 0, KX_OP_TOUCH, KX_OP_DUE, KX_OP_CTOUCH, KX_OP_CDUE } kx_op_kind;
 
 struct kx_op {
     kx_pipeline *p;
     kx_rule *corr;
     kx_op_kind kind;
     int64_t watermark_ms; /* KX_OP_DUE */
-    uint64_t token;       /* KX_OP_DUE: the question's identity across retries */
+    uint64_t token;       /* KX_OP_DUE, KX_OP_CDUE: the question's identity across retries */
+    char group[40];       /* KX_OP_CTOUCH: the group's hash */
     kx_op *grp_next;      /* pre-aggregation: the next update of the same key in this batch */
     kx_op *next;          /* free list or retry queue */
     int proto_errors;     /* error replies so far: a persistent one must not hold the stream */
@@ -511,7 +512,20 @@ static void absence_cb(void *ud, int status, const kx_absence_result *res);
 /* The groups of one absence rule live under one key (the tenant is part of each group). */
 static void absence_key(const kx_rule *c, char *out, size_t len)
 {
-    snprintf(out, len, "%.80s|absence", c->id);
+    snprintf(out, len, "%.80s|%s", c->id, c->closing ? "close" : "absence");
+}
+
+/* Rules judged by the watermark: absence, and event_count conditions that hold for an empty
+ * window ("at most N", judged when windows close). */
+static bool judged_by_watermark(const kx_rule *c)
+{
+    return c->kind == KX_RULE_CORRELATION && (c->corr_type == KX_CORR_ABSENCE || c->closing);
+}
+
+/* Keys of closing windows live until their windows can be judged, and some more. */
+static int64_t close_ttl(const kx_pipeline *p, const kx_rule *c)
+{
+    return 2 * c->timespan_ms + corr_lateness(p, c) + 600000;
 }
 
 static int64_t absence_watermark(const kx_pipeline *p, const kx_rule *c)
@@ -534,7 +548,7 @@ static void absence_due_issue(kx_pipeline *p, kx_rule *c, int64_t wm)
         kx_log(KX_LOG_ERROR, "pipeline", "out of memory: absence rule %s not checked", c->id);
         return;
     }
-    op->kind = KX_OP_DUE;
+    op->kind = c->closing ? KX_OP_CDUE : KX_OP_DUE;
     op->corr = c;
     op->watermark_ms = wm;
     op->token = p->token_base ^ ++p->token_seq; /* kept across the op's retries */
@@ -562,7 +576,7 @@ static void absence_check(kx_pipeline *p)
     p->wm_checked = p->wm_max_t;
     for (size_t i = 0; i < kx_ruleset_size(p->rules); i++) {
         kx_rule *c = kx_ruleset_at(p->rules, i);
-        if (c->kind == KX_RULE_CORRELATION && c->corr_type == KX_CORR_ABSENCE)
+        if (judged_by_watermark(c))
             absence_due_issue(p, c, absence_watermark(p, c));
     }
 }
@@ -606,7 +620,7 @@ static bool payload_split(const char *payload, size_t len, size_t ng, kx_buf *ou
  * silent) or "resolved" (it came back at until_ms). */
 static void absence_alert(kx_pipeline *p, kx_rule *c, const char *payload, size_t len,
                           int64_t since_ms, int64_t until_ms, const char *status,
-                          const char *evidence, size_t evidence_len)
+                          const char *evidence, size_t evidence_len, int64_t count)
 {
     kx_kv group[KX_MAX_GROUP_BY];
     size_t offs[KX_MAX_GROUP_BY + 1];
@@ -638,7 +652,7 @@ static void absence_alert(kx_pipeline *p, kx_rule *c, const char *payload, size_
         .category = corr_category(c),
         .group = group,
         .ngroup = ng,
-        .count = 0,
+        .count = count,
         .window_s = c->timespan_ms / 1000,
         .first_seen_ms = since_ms,
         .last_seen_ms = until_ms,
@@ -673,14 +687,27 @@ static void absence_cb(void *ud, int status, const kx_absence_result *res)
         /* The new sighting's own evidence (the end of its payload) shows the return. */
         if (res->outcome == KX_ABSENCE_GAP) /* the silence nobody reported yet */
             absence_alert(p, c, res->payload[0], res->payload_len[0], res->since_ms, res->since_ms,
-                          "firing", NULL, 0);
+                          "firing", NULL, 0, 0);
         absence_alert(p, c, op->evidence.data, op->evidence.len, res->since_ms, op->time_ms,
-                      "resolved", NULL, 0);
+                      "resolved", NULL, 0, 0);
     } else if (op->kind == KX_OP_DUE) {
         for (size_t i = 0; i < res->n && c->generate; i++)
             absence_alert(p, c, res->payload[i], res->payload_len[i], res->last_ms[i],
-                          res->last_ms[i], "firing", NULL, 0);
+                          res->last_ms[i], "firing", NULL, 0, 0);
         if (res->n == KX_ABSENCE_DUE_BATCH) /* more may be due */
+            absence_due_issue(p, c, op->watermark_ms);
+    } else if (op->kind == KX_OP_CTOUCH && res->late) {
+        kx_metric_inc(KX_M_EVENTS_LATE);
+        char t[40];
+        kx_time_format(op->time_ms, t, sizeof(t));
+        kx_log_limited(&p->rl_late, KX_LOG_WARN, "pipeline",
+                       "rule %s: event at %s is in a window already judged: not counted", c->id, t);
+    } else if (op->kind == KX_OP_CDUE) {
+        /* A closed window whose count met the condition: [start, start + timespan). */
+        for (size_t i = 0; i < res->n && c->generate; i++)
+            absence_alert(p, c, res->payload[i], res->payload_len[i], res->last_ms[i],
+                          res->last_ms[i] + c->timespan_ms - 1, NULL, NULL, 0, res->count[i]);
+        if (res->more || res->n == KX_ABSENCE_DUE_BATCH)
             absence_due_issue(p, c, op->watermark_ms);
     }
     op_done(op);
@@ -692,6 +719,36 @@ static int op_issue_absence(kx_op *op)
     const kx_rule *c = op->corr;
     if (p->store_down)
         return -EAGAIN;
+    if (op->kind == KX_OP_CTOUCH) {
+        kx_close_touch t = {
+            .key = op->key,
+            .group = op->group,
+            .identity = op->member.data,
+            .payload = op->evidence.data,
+            .payload_len = op->evidence.len,
+            .time_ms = op->time_ms,
+            .timespan_ms = c->timespan_ms,
+            .ttl_ms = close_ttl(p, c),
+        };
+        return kx_store_close_touch(p->store, &t, absence_cb, op);
+    }
+    if (op->kind == KX_OP_CDUE) {
+        kx_window_term cond[KX_WINDOW_MAX_TERMS];
+        size_t ncond = c->ncond < KX_WINDOW_MAX_TERMS ? c->ncond : KX_WINDOW_MAX_TERMS;
+        for (size_t i = 0; i < ncond; i++)
+            cond[i] = (kx_window_term){(kx_wcmp)c->cond[i].cmp, c->cond[i].value};
+        kx_close_due d = {
+            .key = op->key,
+            .watermark_ms = op->watermark_ms,
+            .timespan_ms = c->timespan_ms,
+            .ttl_ms = close_ttl(p, c),
+            .cond = cond,
+            .ncond = ncond,
+            .limit = KX_ABSENCE_DUE_BATCH,
+            .token = op->token,
+        };
+        return kx_store_close_due(p->store, &d, absence_cb, op);
+    }
     if (op->kind == KX_OP_TOUCH) {
         kx_absence_touch t = {
             .key = op->key,
@@ -1106,15 +1163,21 @@ static void corr_update(kx_pipeline *p, kx_rule *c, const kx_rule *ref_rule, con
         op_put(p, op);
         return;
     }
-    if (c->corr_type == KX_CORR_ABSENCE) {
+    if (c->corr_type == KX_CORR_ABSENCE || c->closing) {
         /* A sighting of the group: its identity is the group's hash, its payload what an alert
          * about the group needs (tenant, values, this event as evidence), for whichever
-         * process reports the silence. */
-        op->kind = KX_OP_TOUCH;
+         * process judges it. Closing windows also count the event by its identity. */
         absence_key(c, op->key, sizeof(op->key));
-        kx_buf_reset(&op->member);
-        kx_buf_printf(&op->member, "%016llx%016llx", (unsigned long long)h1,
-                      (unsigned long long)h2);
+        if (c->closing) {
+            op->kind = KX_OP_CTOUCH;
+            snprintf(op->group, sizeof(op->group), "%016llx%016llx", (unsigned long long)h1,
+                     (unsigned long long)h2);
+        } else {
+            op->kind = KX_OP_TOUCH;
+            kx_buf_reset(&op->member);
+            kx_buf_printf(&op->member, "%016llx%016llx", (unsigned long long)h1,
+                          (unsigned long long)h2);
+        }
         /* Lengths from the offsets: a value may hold a NUL byte. */
         payload_put(&op->evidence, tenant, (ng ? op->val_off[0] : op->strs.len) - 1);
         for (size_t i = 0; i < ng; i++) {
@@ -1289,7 +1352,7 @@ static bool has_absence(const kx_pipeline *p)
 {
     for (size_t i = 0; i < kx_ruleset_size(p->rules); i++) {
         const kx_rule *c = kx_ruleset_at(p->rules, i);
-        if (c->kind == KX_RULE_CORRELATION && c->corr_type == KX_CORR_ABSENCE)
+        if (judged_by_watermark(c))
             return true;
     }
     return false;

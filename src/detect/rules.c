@@ -503,11 +503,17 @@ static int compile_condition(kx__ctx *c, const kx_yaml_node *corr, kx_rule *r,
     }
     if (r->ncond == 0)
         return kx_yaml_err(c->err, c->file, cond, "condition has no operator such as gte");
-    if (corr_monotone(r->corr_type) && kx_corr_holds(r, 0))
-        return kx_yaml_err(c->err, c->file, cond,
-                           "this condition holds for an empty window (lt, lte or neq): judging "
-                           "it needs the window to close, which klaxon does not do yet; chain "
-                           "a correlation or use value_avg/value_percentile");
+    if (corr_monotone(r->corr_type) && kx_corr_holds(r, 0)) {
+        /* "At most N": judged when a window closes, which klaxon does for event_count. */
+        if (r->corr_type == KX_CORR_EVENT_COUNT)
+            r->closing = true;
+        else
+            return kx_yaml_err(c->err, c->file, cond,
+                               "this condition holds for an empty window (lt, lte, neq or a "
+                               "range from 0): klaxon judges such conditions when windows close "
+                               "for event_count only; use event_count, or value_avg / "
+                               "value_percentile");
+    }
     return 0;
 }
 
@@ -977,11 +983,11 @@ static int resolve(kx_ruleset *rs, kx_err *err)
             else if (t == r)
                 rc = kx_err_set(err, r->file, pv->ref_line[j], pv->ref_col[j],
                                 "correlation references itself");
-            else if (t->kind == KX_RULE_CORRELATION && t->corr_type == KX_CORR_ABSENCE)
+            else if (t->kind == KX_RULE_CORRELATION &&
+                     (t->corr_type == KX_CORR_ABSENCE || t->closing))
                 rc = kx_err_set(err, r->file, pv->ref_line[j], pv->ref_col[j],
-                                "\"%s\" is an absence rule: its alerts cannot feed another "
-                                "correlation",
-                                ref);
+                                "\"%s\" is %s: its alerts cannot feed another correlation", ref,
+                                t->closing ? "judged when windows close" : "an absence rule");
             else
                 refs[j] = t;
         }

@@ -1228,11 +1228,12 @@ static void win_remove_range(mem_win *w, uint32_t lo, uint32_t hi)
     str_maybe_compact(w);
 }
 
-/* "group|%017lld|" of window k (+2^53: fixed width, byte order = number order), as the
- * script's kfmt; end = 1 gives the bound just after the window's members ("...}"). */
+/* "group|%017lld|" of window k, as the script's kfmt: k + 2^52 (never negative, exact in the
+ * script's doubles), zero-padded so byte order is number order. end gives the bound just
+ * after the window's members ("...}"). */
 static size_t close_prefix(char *out, size_t cap, const char *g, size_t glen, int64_t k, bool end)
 {
-    int n = snprintf(out, cap, "%.*s|%017lld%c", (int)glen, g, (long long)(k + ((int64_t)1 << 53)),
+    int n = snprintf(out, cap, "%.*s|%017lld%c", (int)glen, g, (long long)(k + ((int64_t)1 << 52)),
                      end ? '}' : '|');
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
@@ -1356,7 +1357,7 @@ static int mem_close_due(kx_store *s, const kx_close_due *op, kx_absence_cb cb, 
                 char num[18];
                 memcpy(num, mb + e->vlen + 1, 17);
                 num[17] = '\0';
-                int64_t k2 = strtoll(num, NULL, 10) - ((int64_t)1 << 53);
+                int64_t k2 = strtoll(num, NULL, 10) - ((int64_t)1 << 52);
                 e->has_deadline = true;
                 e->deadline = (k2 + 1) * op->timespan_ms;
             }

@@ -478,6 +478,30 @@ def test_absence():
         check(got == sorted(ABSENCE), "absence, the stream twice [%s]:\n got  %s" % (store, got))
 
 
+# ---- 15. "at most N" (event_count lt/lte): judged when a window closes ----
+
+AT_MOST = [
+    # Tumbling 10-minute windows per host, judged once the watermark (last event time at the
+    # end of the input, else newest - lateness) passes their end. Windows without any
+    # heartbeat are never judged (that is absence's job).
+    # web-1: 10:00, 10:03, 10:06 -> 3, not < 3. 10:12, 10:15 -> 2 in [10:10, 10:20).
+    ("corr-at-most", {"host": "web-1"}, 2, NOVALUE, ts("10:10:00"), ts("10:19:59.999")),
+    # web-2: one heartbeat in [10:00, 10:10) (its login does not count).
+    ("corr-at-most", {"host": "web-2"}, 1, NOVALUE, ts("10:00:00"), ts("10:09:59.999")),
+    # web-3: 4 in [10:00, 10:10); its 10:25 window has not closed when the input ends.
+]
+
+
+def test_at_most():
+    both_stores(fx("15_at_most", "rules.yml"), [fx("15_at_most", "events.jsonl")], AT_MOST, "at most")
+    # The stream twice in one run: the second copy's events are the same events (identity),
+    # counted once; nothing new is raised. (Events of a window already judged are refused as
+    # late: tests/unit/test_store.c test_close_windows.)
+    for store in STORES:
+        alerts, _, _ = run(store, fx("15_at_most", "rules.yml"), [fx("15_at_most", "events.jsonl")] * 2)
+        expect(alerts, AT_MOST, "at most, the stream twice [%s]" % store)
+
+
 def test_load_errors():
     cases = [
         # line 19 "    rules: [no_backup]": the name at column 13
@@ -490,10 +514,11 @@ def test_load_errors():
         ("baseline_history.yml", 14, 14, "0 is out of range [1, 10000]"),
         # line 13 "    deviations: 3"
         ("deviations_not_baseline.yml", 13, 17, '"deviations" applies to baseline only'),
-        # line 15 "        lt: 5": the condition mapping starts at column 9
-        ("lt_event_count.yml", 15, 9,
-         "this condition holds for an empty window (lt, lte or neq): judging it needs the window to "
-         "close, which klaxon does not do yet; chain a correlation or use value_avg/value_percentile"),
+        # line 15 "        field: user": the condition mapping starts at column 9
+        ("lt_value_count.yml", 15, 9,
+         "this condition holds for an empty window (lt, lte, neq or a range from 0): klaxon judges "
+         "such conditions when windows close for event_count only; use event_count, or value_avg / "
+         "value_percentile"),
         # line 14 "    condition: {gte: 3}": the flow mapping starts at column 16
         ("value_count_no_field.yml", 14, 16, 'value_count needs a "field" in its condition'),
         # line 20 "        ip:": the alias names rule_a only, the correlation lists rule_b too
@@ -518,7 +543,7 @@ def main():
     REDIS = RedisServer(d).start()
     try:
         run_tests([test_window_edges, test_out_of_order, test_late_events, test_suppress, test_value_count,
-                   test_temporal, test_value_sum_avg, test_value_percentile, test_chaining, test_first_seen, test_baseline, test_absence,
+                   test_temporal, test_value_sum_avg, test_value_percentile, test_chaining, test_first_seen, test_baseline, test_absence, test_at_most,
                    test_same_file_twice, test_load_errors])
     finally:
         REDIS.stop()

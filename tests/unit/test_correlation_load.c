@@ -223,11 +223,11 @@ static void test_errors(void **state)
                "5:15: timespan must be greater than zero");
     expect_err("    type: event_count\n    rules: [rule_a]\n    timespan: 5m\n",
                "3:5: missing required key \"condition\"");
-    expect_err("    type: event_count\n    rules: [rule_a]\n    timespan: 5m\n"
-               "    condition: {lte: 200}\n",
-               "6:16: this condition holds for an empty window (lt, lte or neq): judging it "
-               "needs the window to close, which klaxon does not do yet; chain a correlation "
-               "or use value_avg/value_percentile");
+    expect_err("    type: value_count\n    rules: [rule_a]\n    timespan: 5m\n"
+               "    condition: {field: user, lte: 200}\n",
+               "6:16: this condition holds for an empty window (lt, lte, neq or a range from 0): "
+               "klaxon judges such conditions when windows close for event_count only; use "
+               "event_count, or value_avg / value_percentile");
     expect_err("    type: event_count\n    rules: [rule_a]\n    timespan: 5m\n"
                "    condition: {gte: 2.5}\n",
                "6:22: condition value must be a whole number >= 0 for a count");
@@ -313,9 +313,14 @@ static void test_extensions(void **state)
                      "  rules: [login]\n  group-by: [user]\n  timespan: 1h\n"
                      "  deviations: 2.5\n  history: 48\n  condition: {gte: 10}\n---\n"
                      "title: Defaults\nid: bl2\ncorrelation:\n  type: baseline\n"
-                     "  rules: [login]\n  timespan: 1h\n  condition: {gte: 1}\n");
+                     "  rules: [login]\n  timespan: 1h\n  condition: {gte: 1}\n---\n"
+                     "title: At most\nid: am\ncorrelation:\n  type: event_count\n"
+                     "  rules: [login]\n  timespan: 1h\n  condition: {lt: 3}\n");
     kx_ruleset *rs = load_ok(path);
-    assert_int_equal(kx_ruleset_size(rs), 4);
+    assert_int_equal(kx_ruleset_size(rs), 5);
+    /* lt on a count: judged when windows close; gte: when it is crossed. */
+    assert_true(kx_ruleset_at(rs, 4)->closing);
+    assert_false(kx_ruleset_at(rs, 2)->closing);
     const kx_rule *fs = kx_ruleset_at(rs, 1), *bl = kx_ruleset_at(rs, 2),
                   *bl2 = kx_ruleset_at(rs, 3);
     assert_int_equal(fs->corr_type, KX_CORR_FIRST_SEEN);
