@@ -123,6 +123,8 @@ struct kx_pipeline {
     kx_pipeline_done_cb tick_done;  /* told when such a check is done (kx_pipeline_set_tick_cb) */
     void *tick_ud;
     kx_buf payload; /* scratch for an absence sighting's payload */
+    kx_op *reask;   /* due questions to send again from reask_w (counted in pending) */
+    ev_idle reask_w;
 
     /* Pre-aggregation (opts.preaggregate): while a batch's messages are processed, window
      * updates are collected per key; then each key's updates go to the store as one call. */
@@ -512,7 +514,13 @@ static void absence_cb(void *ud, int status, const kx_absence_result *res);
 /* The groups of one absence rule live under one key (the tenant is part of each group). */
 static void absence_key(const kx_rule *c, char *out, size_t len)
 {
-    snprintf(out, len, "%.80s|%s", c->id, c->closing ? "close" : "absence");
+    /* The id in full (hashed; readable prefix for operators); a closing rule's windows depend
+     * on its timespan, so a reload that changes it starts a new key set. */
+    unsigned long long h = (unsigned long long)kx_hash64(c->id, strlen(c->id), 5);
+    if (c->closing)
+        snprintf(out, len, "%.40s|%016llx|close|%lld", c->id, h, (long long)c->timespan_ms);
+    else
+        snprintf(out, len, "%.40s|%016llx|absence", c->id, h);
 }
 
 /* Rules judged by the watermark: absence, and event_count conditions that hold for an empty
@@ -541,12 +549,13 @@ static int64_t absence_watermark(const kx_pipeline *p, const kx_rule *c)
     return wm;
 }
 
-static void absence_due_issue(kx_pipeline *p, kx_rule *c, int64_t wm)
+/* A due question for rule c at watermark wm, counted in pending (NULL: out of memory). */
+static kx_op *absence_due_make(kx_pipeline *p, kx_rule *c, int64_t wm)
 {
     kx_op *op = op_get(p);
     if (!op) {
-        kx_log(KX_LOG_ERROR, "pipeline", "out of memory: absence rule %s not checked", c->id);
-        return;
+        kx_log(KX_LOG_ERROR, "pipeline", "out of memory: rule %s not checked", c->id);
+        return NULL;
     }
     op->kind = c->closing ? KX_OP_CDUE : KX_OP_DUE;
     op->corr = c;
@@ -556,7 +565,41 @@ static void absence_due_issue(kx_pipeline *p, kx_rule *c, int64_t wm)
         op->token = ++p->token_seq;
     absence_key(c, op->key, sizeof(op->key));
     p->pending++;
-    op_issue(op);
+    return op;
+}
+
+static void absence_due_issue(kx_pipeline *p, kx_rule *c, int64_t wm)
+{
+    kx_op *op = absence_due_make(p, c, wm);
+    if (op)
+        op_issue(op);
+}
+
+/* More groups are due than one answer holds: ask again from the loop, not from inside the
+ * answer's callback (with the memory store that would nest one call per answer). */
+static void absence_reask(kx_pipeline *p, kx_rule *c, int64_t wm)
+{
+    kx_op *op = absence_due_make(p, c, wm);
+    if (!op)
+        return;
+    op->next = p->reask;
+    p->reask = op;
+    ev_idle_start(p->loop, &p->reask_w);
+}
+
+static void reask_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    (void)revents;
+    kx_pipeline *p = w->data;
+    ev_idle_stop(loop, w);
+    kx_op *op = p->reask;
+    p->reask = NULL;
+    while (op) {
+        kx_op *next = op->next;
+        op->next = NULL;
+        op_issue(op);
+        op = next;
+    }
 }
 
 /* Asks the store for the groups of every absence rule whose silence the watermark has passed. */
@@ -569,7 +612,7 @@ static void absence_check(kx_pipeline *p)
          * no next check, so say what is not judged. */
         if (p->final)
             kx_log(KX_LOG_WARN, "pipeline",
-                   "state store down at the end of the input: silences of absence rules are "
+                   "state store down at the end of the input: absence and at-most-N rules are "
                    "not judged");
         return;
     }
@@ -695,7 +738,7 @@ static void absence_cb(void *ud, int status, const kx_absence_result *res)
             absence_alert(p, c, res->payload[i], res->payload_len[i], res->last_ms[i],
                           res->last_ms[i], "firing", NULL, 0, 0);
         if (res->n == KX_ABSENCE_DUE_BATCH) /* more may be due */
-            absence_due_issue(p, c, op->watermark_ms);
+            absence_reask(p, c, op->watermark_ms);
     } else if (op->kind == KX_OP_CTOUCH && res->late) {
         kx_metric_inc(KX_M_EVENTS_LATE);
         char t[40];
@@ -708,7 +751,7 @@ static void absence_cb(void *ud, int status, const kx_absence_result *res)
             absence_alert(p, c, res->payload[i], res->payload_len[i], res->last_ms[i],
                           res->last_ms[i] + c->timespan_ms - 1, NULL, NULL, 0, res->count[i]);
         if (res->more || res->n == KX_ABSENCE_DUE_BATCH)
-            absence_due_issue(p, c, op->watermark_ms);
+            absence_reask(p, c, op->watermark_ms);
     }
     op_done(op);
 }
@@ -1463,6 +1506,8 @@ int kx_pipeline_create(struct ev_loop *loop, kx_ruleset *rules, kx_store *store,
     ev_timer_init(&p->retry_w, retry_timer_cb, 0.5, 0);
     p->retry_w.data = p;
     kx_buf_init(&p->payload, 0);
+    ev_idle_init(&p->reask_w, reask_cb);
+    p->reask_w.data = p;
     /* Tokens of due questions must not repeat across processes or restarts within the 10
      * minutes the store remembers an answer. */
     uint64_t seed[3] = {(uint64_t)kx_now_ms(), (uint64_t)getpid(), 0};
@@ -1535,6 +1580,8 @@ void kx_pipeline_destroy(kx_pipeline *p)
     ev_idle_stop(p->loop, &p->done_w);
     ev_timer_stop(p->loop, &p->retry_w);
     ev_timer_stop(p->loop, &p->tick_w);
+    ev_idle_stop(p->loop, &p->reask_w);
+    free_ops(p->reask);
     kx_buf_fini(&p->payload);
     free(p->grp);
     free(p->grp_order);

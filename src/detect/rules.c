@@ -505,9 +505,23 @@ static int compile_condition(kx__ctx *c, const kx_yaml_node *corr, kx_rule *r,
         return kx_yaml_err(c->err, c->file, cond, "condition has no operator such as gte");
     if (corr_monotone(r->corr_type) && kx_corr_holds(r, 0)) {
         /* "At most N": judged when a window closes, which klaxon does for event_count. */
-        if (r->corr_type == KX_CORR_EVENT_COUNT)
+        if (r->corr_type == KX_CORR_EVENT_COUNT) {
             r->closing = true;
-        else
+            /* Only windows with events are judged: a condition no count >= 1 meets (eq: 0,
+             * lt: 1) would never fire. The counts where the answer can change are near the
+             * terms' values, so those and 1 are the ones to try. */
+            bool can = kx_corr_holds(r, 1);
+            for (size_t i = 0; i < r->ncond && !can; i++)
+                for (double d = -1; d <= 1 && !can; d++) {
+                    double v = (double)(long long)r->cond[i].value + d;
+                    can = v >= 1 && kx_corr_holds(r, v);
+                }
+            if (!can)
+                return kx_yaml_err(c->err, c->file, cond,
+                                   "this condition holds only for a window without events, and "
+                                   "klaxon judges only windows with events: use an absence rule "
+                                   "for \"no event in the timespan\"");
+        } else
             return kx_yaml_err(c->err, c->file, cond,
                                "this condition holds for an empty window (lt, lte, neq or a "
                                "range from 0): klaxon judges such conditions when windows close "

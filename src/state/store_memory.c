@@ -66,9 +66,9 @@ typedef struct mem_seen {
     int64_t fired_wm; /* the watermark the silence was reported at (forgotten keep later) */
     int oc;           /* what the touch that set last reported (kx_absence_outcome) */
     int64_t oc_since;
-    /* closing windows: the end of the earliest window not judged, the last window judged */
-    bool has_deadline, judged;
-    int64_t deadline, judged_k;
+    /* closing windows: the end of the group's earliest window with events */
+    bool has_deadline;
+    int64_t deadline;
 } mem_seen;
 
 typedef struct mem_win {
@@ -92,6 +92,9 @@ typedef struct mem_win {
     int64_t bl_folded, bl_n, bl_alerted_k;
     double bl_mean, bl_var;
     int64_t members_expire_at;
+    /* closing windows: the largest watermark judged (the script's "|wm" field) */
+    bool has_horizon;
+    int64_t horizon_wm;
     bool alerted; /* the last window reported as crossed (the Lua script's :a key) */
     bool pruned;  /* horizon is set: the newest time pruned (the script's :h key) */
     int64_t horizon;
@@ -1261,7 +1264,7 @@ static int mem_close_touch(kx_store *s, const kx_close_touch *op, kx_absence_cb 
     int32_t at = seen_find(w, h, op->group, glen);
     int64_t k = kx__store_close_window(op->time_ms, op->timespan_ms);
     kx_absence_result res = {0};
-    if (at >= 0 && w->seen[at].judged && k <= w->seen[at].judged_k) {
+    if (w->has_horizon && (k + 1) * op->timespan_ms <= w->horizon_wm) {
         res.late = true;
         run_acb(m, cb, ud, 0, &res);
         return 0;
@@ -1299,6 +1302,18 @@ static int mem_close_touch(kx_store *s, const kx_close_touch *op, kx_absence_cb 
     return 0;
 }
 
+static const mem_win *g_close_win; /* qsort has no context argument */
+
+/* The order of the script's deadline set: by deadline, then by group bytes. */
+static int close_cmp(const void *a, const void *b)
+{
+    const mem_seen *x = &g_close_win->seen[*(const uint32_t *)a];
+    const mem_seen *y = &g_close_win->seen[*(const uint32_t *)b];
+    if (x->deadline != y->deadline)
+        return x->deadline < y->deadline ? -1 : 1;
+    return member_cmp(x->val, x->vlen, y->val, y->vlen);
+}
+
 static int mem_close_due(kx_store *s, const kx_close_due *op, kx_absence_cb cb, void *ud)
 {
     kx_store_memory *m = (kx_store_memory *)s;
@@ -1317,37 +1332,42 @@ static int mem_close_due(kx_store *s, const kx_close_due *op, kx_absence_cb cb, 
         tab_del_at(m, ti);
         w = NULL;
     }
-    size_t n = 0, iter = 0;
-    /* The script takes the group with the earliest deadline (then the smallest group bytes)
-     * one at a time; the same order here, by scanning (the groups of one rule). */
-    while (w) {
-        int32_t best = -1;
-        for (uint32_t i = 0; i < w->seen_n; i++) {
-            const mem_seen *e = &w->seen[i];
-            if (!e->has_deadline || e->deadline > op->watermark_ms)
-                continue;
-            if (best < 0 || e->deadline < w->seen[best].deadline ||
-                (e->deadline == w->seen[best].deadline &&
-                 member_cmp(e->val, e->vlen, w->seen[best].val, w->seen[best].vlen) < 0))
-                best = (int32_t)i;
+    size_t n = 0, iter = 0, nd = 0, at = 0;
+    bool gone = false;
+    if (w) {
+        if (!w->has_horizon || op->watermark_ms > w->horizon_wm) {
+            w->has_horizon = true;
+            w->horizon_wm = op->watermark_ms;
         }
-        if (best < 0)
-            break;
+        /* The due groups in the script's order, sorted once; a group whose next window is due
+         * too goes back in its place. */
+        if (m->due_cap < w->seen_n) {
+            uint32_t *p = realloc(m->due, (size_t)w->seen_n * sizeof(*p));
+            if (!p)
+                return -ENOMEM;
+            m->due = p;
+            m->due_cap = w->seen_n;
+        }
+        for (uint32_t i = 0; i < w->seen_n; i++)
+            if (w->seen[i].has_deadline && w->seen[i].deadline <= op->watermark_ms)
+                m->due[nd++] = i;
+        g_close_win = w;
+        qsort(m->due, nd, sizeof(*m->due), close_cmp);
+    }
+    while (at < nd) {
         if (n >= op->limit || iter >= 4 * op->limit) {
             res.more = true;
             break;
         }
         iter++;
-        mem_seen *e = &w->seen[best];
-        int64_t k = e->deadline / op->timespan_ms - 1;
+        mem_seen *e = &w->seen[m->due[at]];
+        int64_t k = (int64_t)floor((double)e->deadline / (double)op->timespan_ms) - 1;
         char lo[KX__STORE_MAX_KEY_LEN + 32], hi[KX__STORE_MAX_KEY_LEN + 32];
         size_t lol = close_prefix(lo, sizeof(lo), e->val, e->vlen, k, false);
         size_t hil = close_prefix(hi, sizeof(hi), e->val, e->vlen, k, true);
         uint32_t a = win_lower(w, 0, lo, lol), b = win_lower(w, 0, hi, hil);
         int64_t c = (int64_t)(b - a);
         win_remove_range(w, a, b);
-        e->judged = true;
-        e->judged_k = k;
         /* The group's next window with events: the first member after this window's. */
         e->has_deadline = false;
         if (a < w->n) {
@@ -1365,19 +1385,46 @@ static int mem_close_due(kx_store *s, const kx_close_due *op, kx_absence_cb cb, 
         if (c > 0 && kx_window_cond_eval(op->cond, op->ncond, (double)c)) {
             m->res_last[n] = k * op->timespan_ms;
             m->res_count[n] = c;
-            m->res_ev[n] = e->val + e->vlen;
+            m->res_ev[n] = e->val + e->vlen; /* freed only after the callback */
             m->res_ev_len[n] = e->ilen;
             n++;
         }
+        uint32_t cur = m->due[at++];
+        if (!e->has_deadline) {
+            e->last = INT64_MIN; /* no window left: forgotten (seen_compact, below) */
+            gone = true;
+        } else if (e->deadline <= op->watermark_ms) {
+            /* Due again: back into the rest of the list, in order. */
+            size_t lo_i = at, hi_i = nd;
+            while (lo_i < hi_i) {
+                size_t mid = lo_i + (hi_i - lo_i) / 2;
+                if (close_cmp(&m->due[mid], &cur) < 0)
+                    lo_i = mid + 1;
+                else
+                    hi_i = mid;
+            }
+            at--;
+            memmove(&m->due[at], &m->due[at + 1], (lo_i - 1 - at) * sizeof(*m->due));
+            m->due[lo_i - 1] = cur;
+        }
     }
-    if (w)
+    bool keep_alive = false;
+    for (uint32_t i = 0; w && i < w->seen_n && !keep_alive; i++)
+        keep_alive = w->seen[i].has_deadline;
+    if (w && keep_alive)
         w->expire_at = now + op->ttl_ms;
     res.n = n;
     res.last_ms = m->res_last;
     res.count = m->res_count;
     res.payload = m->res_ev;
     res.payload_len = m->res_ev_len;
-    run_acb(m, cb, ud, 0, &res);
+    m->depth++;
+    cb(ud, 0, &res);
+    m->depth--;
+    if (gone && !m->destroy_pending)
+        seen_compact(w); /* w is still in the table: nothing in the callback frees keys */
+    if (m->depth == 0 && m->destroy_pending)
+        mem_free(m);
     return 0;
 }
 

@@ -223,6 +223,10 @@ static void test_errors(void **state)
                "5:15: timespan must be greater than zero");
     expect_err("    type: event_count\n    rules: [rule_a]\n    timespan: 5m\n",
                "3:5: missing required key \"condition\"");
+    expect_err("    type: event_count\n    rules: [rule_a]\n    timespan: 5m\n"
+               "    condition: {lt: 1}\n",
+               "6:16: this condition holds only for a window without events, and klaxon judges "
+               "only windows with events: use an absence rule for \"no event in the timespan\"");
     expect_err("    type: value_count\n    rules: [rule_a]\n    timespan: 5m\n"
                "    condition: {field: user, lte: 200}\n",
                "6:16: this condition holds for an empty window (lt, lte, neq or a range from 0): "
