@@ -1134,16 +1134,33 @@ static int mem_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence
     return 0;
 }
 
-static const mem_win *g_due_win; /* qsort has no context argument */
+/* qsort has no context argument: the entries sorted, and by which time. */
+static const mem_win *g_sort_win;
+static bool g_sort_by_deadline; /* closing windows' deadline, else (absence) last sighting */
 
-/* Redis' order of the deadline set: by deadline, then by group bytes. */
-static int due_cmp(const void *a, const void *b)
+/* Redis' order of a sorted set of groups: by score, then by group bytes. */
+static int group_cmp(const void *a, const void *b)
 {
-    const mem_seen *x = &g_due_win->seen[*(const uint32_t *)a];
-    const mem_seen *y = &g_due_win->seen[*(const uint32_t *)b];
-    if (x->last != y->last)
-        return x->last < y->last ? -1 : 1;
+    const mem_seen *x = &g_sort_win->seen[*(const uint32_t *)a];
+    const mem_seen *y = &g_sort_win->seen[*(const uint32_t *)b];
+    int64_t tx = g_sort_by_deadline ? x->deadline : x->last;
+    int64_t ty = g_sort_by_deadline ? y->deadline : y->last;
+    if (tx != ty)
+        return tx < ty ? -1 : 1;
     return member_cmp(x->val, x->vlen, y->val, y->vlen);
+}
+
+/* The live window of key, or NULL (an expired one is removed, as Redis would have). */
+static mem_win *mem_lookup(kx_store_memory *m, const char *key, int64_t now)
+{
+    size_t klen = strlen(key);
+    size_t i = tab_find(m, key, klen, kx_hash64(key, klen, 0));
+    mem_win *w = m->tab[i];
+    if (w && now > w->expire_at) {
+        tab_del_at(m, i);
+        w = NULL;
+    }
+    return w;
 }
 
 static int mem_absence_due(kx_store *s, const kx_absence_due *op, kx_absence_cb cb, void *ud)
@@ -1157,13 +1174,7 @@ static int mem_absence_due(kx_store *s, const kx_absence_due *op, kx_absence_cb 
     int64_t now = loop_now_ms(m);
     kx_absence_result res = {0};
     kx_metric_inc(KX_M_STORE_OPS);
-    size_t klen = strlen(op->key);
-    size_t i = tab_find(m, op->key, klen, kx_hash64(op->key, klen, 0));
-    mem_win *w = m->tab[i];
-    if (w && now > w->expire_at) {
-        tab_del_at(m, i);
-        w = NULL;
-    }
+    mem_win *w = mem_lookup(m, op->key, now);
     if (w) {
         w->expire_at = now + op->timespan_ms + op->keep_ms;
         /* Forget groups reported more than keep ago. */
@@ -1192,8 +1203,9 @@ static int mem_absence_due(kx_store *s, const kx_absence_due *op, kx_absence_cb 
                 e->last + op->timespan_ms < op->watermark_ms)
                 m->due[nd++] = k;
         }
-        g_due_win = w;
-        qsort(m->due, nd, sizeof(*m->due), due_cmp);
+        g_sort_win = w;
+        g_sort_by_deadline = false;
+        qsort(m->due, nd, sizeof(*m->due), group_cmp);
         if (nd > op->limit)
             nd = op->limit;
         for (size_t k = 0; k < nd; k++) {
@@ -1302,18 +1314,6 @@ static int mem_close_touch(kx_store *s, const kx_close_touch *op, kx_absence_cb 
     return 0;
 }
 
-static const mem_win *g_close_win; /* qsort has no context argument */
-
-/* The order of the script's deadline set: by deadline, then by group bytes. */
-static int close_cmp(const void *a, const void *b)
-{
-    const mem_seen *x = &g_close_win->seen[*(const uint32_t *)a];
-    const mem_seen *y = &g_close_win->seen[*(const uint32_t *)b];
-    if (x->deadline != y->deadline)
-        return x->deadline < y->deadline ? -1 : 1;
-    return member_cmp(x->val, x->vlen, y->val, y->vlen);
-}
-
 static int mem_close_due(kx_store *s, const kx_close_due *op, kx_absence_cb cb, void *ud)
 {
     kx_store_memory *m = (kx_store_memory *)s;
@@ -1325,13 +1325,7 @@ static int mem_close_due(kx_store *s, const kx_close_due *op, kx_absence_cb cb, 
     int64_t now = loop_now_ms(m);
     kx_absence_result res = {0};
     kx_metric_inc(KX_M_STORE_OPS);
-    size_t klen = strlen(op->key);
-    size_t ti = tab_find(m, op->key, klen, kx_hash64(op->key, klen, 0));
-    mem_win *w = m->tab[ti];
-    if (w && now > w->expire_at) {
-        tab_del_at(m, ti);
-        w = NULL;
-    }
+    mem_win *w = mem_lookup(m, op->key, now);
     size_t n = 0, iter = 0, nd = 0, at = 0;
     bool gone = false;
     if (w) {
@@ -1351,8 +1345,9 @@ static int mem_close_due(kx_store *s, const kx_close_due *op, kx_absence_cb cb, 
         for (uint32_t i = 0; i < w->seen_n; i++)
             if (w->seen[i].has_deadline && w->seen[i].deadline <= op->watermark_ms)
                 m->due[nd++] = i;
-        g_close_win = w;
-        qsort(m->due, nd, sizeof(*m->due), close_cmp);
+        g_sort_win = w;
+        g_sort_by_deadline = true;
+        qsort(m->due, nd, sizeof(*m->due), group_cmp);
     }
     while (at < nd) {
         if (n >= op->limit || iter >= 4 * op->limit) {
@@ -1398,7 +1393,7 @@ static int mem_close_due(kx_store *s, const kx_close_due *op, kx_absence_cb cb, 
             size_t lo_i = at, hi_i = nd;
             while (lo_i < hi_i) {
                 size_t mid = lo_i + (hi_i - lo_i) / 2;
-                if (close_cmp(&m->due[mid], &cur) < 0)
+                if (group_cmp(&m->due[mid], &cur) < 0)
                     lo_i = mid + 1;
                 else
                     hi_i = mid;
