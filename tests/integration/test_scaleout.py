@@ -10,7 +10,9 @@ The stream is a generated day of sshd/sudo syslog (RFC 3164 and 5424) on a 6-par
   the window + lateness of each other: the alerts they give do not depend on the order in
   which the partitions are read;
 - single failures from many addresses, accepted logins (some outside office hours: single-
-  event alerts), sudo to root (single-event alerts), sudo to other users and other noise.
+  event alerts), sudo to root (single-event alerts), sudo to other users and other noise;
+- a first_seen rule (tests/fixtures/scaleout/): each (source address, user) pair's first
+  accepted login, ~300 alerts, with each source's logins on its own partition.
 
 Expected alerts, twice over: a model of the store's window script run over the stream in
 event-time order (what the events should give), and a reference `klaxon run` alone in its
@@ -23,7 +25,7 @@ import random
 import re
 import zlib
 
-from harness import (Broker, Klaxon, RedisServer, check, free_port, read_jsonl, run_tests,
+from harness import (SRC, Broker, Klaxon, RedisServer, check, free_port, read_jsonl, run_tests,
                      tmpdir, wait_for, write_config)
 
 TOPIC = "auth"
@@ -31,6 +33,9 @@ PARTITIONS = 6
 SSH_BRUTE = "6a2c9d14-3e7f-4b8a-8c5d-2e9f0a1b3c02"
 SUDO_ROOT = "9b4e1f70-8c2d-4a6b-b1e3-5d7f9a0c2e03"
 OFF_HOURS = "3d8f2a6b-1c4e-4f9a-a7b2-8e0d6c4f1a04"
+# tests/fixtures/scaleout/first_seen_user.yml: a user never seen before from a source address
+# (klaxon's first_seen; accepted logins are keyed to their source's partition).
+FIRST_SEEN = "scaleout-first-seen"
 WINDOW_MS = 300 * 1000  # ssh_bruteforce: 5m
 SUPPRESS_MS = WINDOW_MS  # the rule sets no suppress: the timespan
 TTL_MS = WINDOW_MS + 60 * 1000  # + state.lateness (1m in samples/klaxon.yaml)
@@ -231,6 +236,20 @@ def model_brute(evs):
     return out
 
 
+def model_first_seen(evs):
+    """first_seen: the first accepted login of each (source, user) pair, in time order (the
+    stream spans less than the rule's day)."""
+    seen, out = set(), []
+    for e in evs:
+        if e.kind not in ("accepted", "offhours"):
+            continue
+        user = re.search(r"Accepted \S+ for (\S+) from", e.line).group(1)
+        if (e.ip, user) not in seen:
+            seen.add((e.ip, user))
+            out.append((FIRST_SEEN, (("src_ip", e.ip), ("user", user)), 1, iso(e.ms), iso(e.ms)))
+    return out
+
+
 def content(a):
     return (a["rule"]["id"], tuple(sorted(a["group"].items())), a["count"], a["first_seen"],
             a["last_seen"])
@@ -247,7 +266,9 @@ class Member:
         sinks = "    file: {type: file, path: %s}\n" % self.alerts
         routes = "    - team: default\n      sinks: [file]\n"
         cfg = write_config(os.path.join(d, "klaxon-%s.yaml" % name), broker.bootstrap, redis_url,
-                           self.mport, sinks, routes, group=group)
+                           self.mport, sinks, routes, group=group,
+                           rules=[os.path.join(SRC, "rules"),
+                                  os.path.join(SRC, "tests", "fixtures", "scaleout")])
         # Only the auth input: the group's partitions are then exactly the topic's six.
         with open(cfg) as f:
             text, k = re.subn(r"(?ms)^  - topic: cloudtrail.*?\n\n", "\n", f.read())
@@ -324,7 +345,8 @@ def test_two_processes_and_two_rebalances_raise_the_single_process_alerts():
 
     want = sorted([(SSH_BRUTE, (("src_ip", ip),), THRESHOLD, iso(f), iso(s)) for ip, f, s in brute] +
                   [(SUDO_ROOT, (), 1, iso(e.ms), iso(e.ms)) for e in evs if e.kind in ("sudo_root", "marker")] +
-                  [(OFF_HOURS, (), 1, iso(e.ms), iso(e.ms)) for e in evs if e.kind == "offhours"])
+                  [(OFF_HOURS, (), 1, iso(e.ms), iso(e.ms)) for e in evs if e.kind == "offhours"] +
+                  model_first_seen(evs))
     # The generator must give the cases it claims, or the test proves less than it says.
     check(len(brute) >= 60 and sum(1 for b in brute if b[0] in spread) == 24,
           "generated stream has %d brute-force windows, %d spread" %
