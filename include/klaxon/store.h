@@ -256,6 +256,33 @@ int kx_store_close_touch(kx_store *s, const kx_close_touch *op, kx_absence_cb cb
 int kx_store_close_due(kx_store *s, const kx_close_due *op, kx_absence_cb cb, void *ud);
 
 /*
+ * A watermark shared by every process on the store: the newest event time of each input
+ * partition, whoever reads it, and the minimum over the partitions. A process publishes the
+ * newest event time of each partition it has read (an entry only moves forward: a partition's
+ * new owner re-reading uncommitted events does not move it back) with the wall clock of when
+ * it last moved. A partition that has not moved for quiet_ms is taken to move on with the
+ * wall clock beyond that (a quiet or abandoned partition must not hold every judgement back);
+ * one that has not moved for ttl_ms is forgotten. The answer: the minimum over the entries
+ * (known = false when there are none).
+ */
+typedef struct kx_watermark_entry {
+    const char *name; /* "topic/partition"; no space */
+    int64_t max_ms;
+} kx_watermark_entry;
+
+typedef struct kx_watermark_op {
+    const char *key;
+    const kx_watermark_entry *mine;
+    size_t n; /* 0..KX_STORE_ABSENCE_DUE_MAX */
+    int64_t now_ms;
+    int64_t quiet_ms; /* > 0 */
+    int64_t ttl_ms;   /* > 0 */
+} kx_watermark_op;
+
+typedef void (*kx_watermark_cb)(void *ud, int status, bool known, int64_t watermark_ms);
+int kx_store_watermark(kx_store *s, const kx_watermark_op *op, kx_watermark_cb cb, void *ud);
+
+/*
  * Several adds to one key as one store operation (on Redis: one script call, atomic), applied
  * in order with exactly the results of the same adds made one by one — except count,
  * first_ms and last_ms, which are 0 (computing them costs three commands per member and the

@@ -4,7 +4,8 @@
  * many commands it runs. store_memory.c implements the same steps in the same order; change
  * both together (tests/unit/test_store.c runs one suite against both). `agg` picks the branch:
  * 0..5 sliding windows (below), 6 first_seen, 7 baseline, 8 absence touch, 9 absence due,
- * 10 closing-window touch, 11 closing-window due (each branch says what its keys hold;
+ * 10 closing-window touch, 11 closing-window due, 12 shared watermark (each branch says
+ * what its keys hold;
  * docs/internals/state.md).
  *
  * KEYS[1]  PREFIX{KEY}:z  sorted set, member -> event time (ms)
@@ -241,6 +242,36 @@ static const char kx__redis_window_add_lua[] =
     "    redis.call('PEXPIRE', hk, ARGV[4])\n"
     "  end\n"
     "  return res\n"
+    "end\n"
+    "-- shared watermark: a = \"topic/partition\" -> \"newest wall\" (the partition's newest "
+    "event\n"
+    "-- time and the wall clock when it last moved)\n"
+    "if agg == 12 then\n"
+    "  local nent = tonumber(ARGV[5])\n"
+    "  for i = 0, nent - 1 do\n"
+    "    local name, mx = ARGV[11 + 2 * i], tonumber(ARGV[12 + 2 * i])\n"
+    "    local cur = redis.call('HGET', a, name)\n"
+    "    local cm = nil\n"
+    "    if cur then cm = tonumber(string.sub(cur, 1, string.find(cur, ' ', 1, true) - 1)) end\n"
+    "    if cm == nil or mx > cm then redis.call('HSET', a, name, fmt(mx) .. ' ' .. fmt(t)) end\n"
+    "  end\n"
+    "  local all = redis.call('HGETALL', a)\n"
+    "  local wm = nil\n"
+    "  for i = 1, #all, 2 do\n"
+    "    local v = all[i + 1]\n"
+    "    local sp = string.find(v, ' ', 1, true)\n"
+    "    local mx, at = tonumber(string.sub(v, 1, sp - 1)), tonumber(string.sub(v, sp + 1))\n"
+    "    if t - at > ttl then\n"
+    "      redis.call('HDEL', a, all[i])\n"
+    "    else\n"
+    "      local eff = mx\n"
+    "      if t - at > w then eff = mx + (t - at - w) end\n"
+    "      if wm == nil or eff < wm then wm = eff end\n"
+    "    end\n"
+    "  end\n"
+    "  if redis.call('EXISTS', a) == 1 then redis.call('PEXPIRE', a, fmt(ttl)) end\n"
+    "  if wm == nil then return {0, 0} end\n"
+    "  return {1, wm}\n"
     "end\n"
     "if agg == 6 then\n" /* first_seen: z = value -> last seen, a = value -> introducer */
     "  local sep = string.find(ARGV[1], '\\31', 1, true)\n"

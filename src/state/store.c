@@ -144,6 +144,33 @@ int kx__store_validate_close_due(const kx_close_due *op)
     return 0;
 }
 
+int kx__store_validate_watermark(const kx_watermark_op *op)
+{
+    if (!op || !op->key || (op->n && !op->mine) || op->n > KX_STORE_ABSENCE_DUE_MAX ||
+        op->quiet_ms <= 0 || op->ttl_ms <= 0 || op->quiet_ms >= KX__STORE_MAX_TIME / 4 ||
+        op->ttl_ms >= KX__STORE_MAX_TIME / 4 || op->now_ms <= 0 ||
+        op->now_ms >= KX__STORE_MAX_TIME / 2)
+        return -EINVAL;
+    for (size_t i = 0; i < op->n; i++) {
+        if (!op->mine[i].name || !*op->mine[i].name || strchr(op->mine[i].name, ' ') ||
+            op->mine[i].max_ms <= -KX__STORE_MAX_TIME / 2 ||
+            op->mine[i].max_ms >= KX__STORE_MAX_TIME / 2)
+            return -EINVAL;
+        if (strlen(op->mine[i].name) > 256)
+            return -EMSGSIZE;
+    }
+    if (strlen(op->key) > KX__STORE_MAX_KEY_LEN)
+        return -EMSGSIZE;
+    return 0;
+}
+
+int kx_store_watermark(kx_store *s, const kx_watermark_op *op, kx_watermark_cb cb, void *ud)
+{
+    if (!s || !cb)
+        return -EINVAL;
+    return s->vt->watermark(s, op, cb, ud);
+}
+
 int64_t kx__store_close_window(int64_t t, int64_t timespan)
 {
     return (int64_t)floor((double)t / (double)timespan);

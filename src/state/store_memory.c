@@ -1423,6 +1423,64 @@ static int mem_close_due(kx_store *s, const kx_close_due *op, kx_absence_cb cb, 
     return 0;
 }
 
+/* ---- shared watermark: entries "topic/partition" -> newest time (last), moved (oc_since) */
+
+static int mem_watermark(kx_store *s, const kx_watermark_op *op, kx_watermark_cb cb, void *ud)
+{
+    kx_store_memory *m = (kx_store_memory *)s;
+    int rc = kx__store_validate_watermark(op);
+    if (rc)
+        return rc;
+    if (m->destroy_pending)
+        return -ECANCELED;
+    int64_t now = loop_now_ms(m), t = op->now_ms;
+    kx_metric_inc(KX_M_STORE_OPS);
+    mem_win *w = mem_lookup(m, op->key, now);
+    if (!w && op->n > 0 && (rc = mem_window(m, op->key, now, op->ttl_ms, &w)))
+        return rc == -ENOSPC ? -EAGAIN : rc;
+    bool known = false, gone = false;
+    int64_t wm = 0;
+    if (w) {
+        for (size_t i = 0; i < op->n; i++) {
+            size_t len = strlen(op->mine[i].name);
+            uint64_t h = kx_hash64(op->mine[i].name, len, 0);
+            int32_t at = seen_find(w, h, op->mine[i].name, len);
+            bool fresh = at < 0;
+            if (fresh && (rc = seen_append(w, h, op->mine[i].name, len, &at)))
+                return rc;
+            mem_seen *e = &w->seen[at];
+            if (fresh || op->mine[i].max_ms > e->last) {
+                e->last = op->mine[i].max_ms;
+                e->oc_since = t;
+            }
+        }
+        for (uint32_t i = 0; i < w->seen_n; i++) {
+            mem_seen *e = &w->seen[i];
+            if (t - e->oc_since > op->ttl_ms) {
+                e->last = INT64_MIN;
+                gone = true;
+                continue;
+            }
+            int64_t eff = e->last;
+            if (t - e->oc_since > op->quiet_ms)
+                eff = e->last + (t - e->oc_since - op->quiet_ms);
+            if (!known || eff < wm)
+                wm = eff;
+            known = true;
+        }
+        if (gone)
+            seen_compact(w);
+        if (w->seen_n > 0)
+            w->expire_at = now + op->ttl_ms;
+    }
+    m->depth++;
+    cb(ud, 0, known, wm);
+    m->depth--;
+    if (m->depth == 0 && m->destroy_pending)
+        mem_free(m);
+    return 0;
+}
+
 static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, void *ud)
 {
     kx_store_memory *m = (kx_store_memory *)s;
@@ -1721,6 +1779,7 @@ static const kx__store_vtbl mem_vtbl = {
     .absence_due = mem_absence_due,
     .close_touch = mem_close_touch,
     .close_due = mem_close_due,
+    .watermark = mem_watermark,
     .is_up = mem_is_up,
     .pending = mem_pending,
     .destroy = mem_destroy,

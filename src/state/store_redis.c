@@ -44,7 +44,7 @@
 
 typedef struct kx_store_redis kx_store_redis;
 
-typedef enum { OP_WINDOW = 0, OP_TOUCH, OP_DUE, OP_MANY, OP_CTOUCH, OP_CDUE } op_kind;
+typedef enum { OP_WINDOW = 0, OP_TOUCH, OP_DUE, OP_MANY, OP_CTOUCH, OP_CDUE, OP_WM } op_kind;
 
 typedef struct redis_op {
     struct redis_op *next_free;
@@ -53,6 +53,7 @@ typedef struct redis_op {
     kx_absence_cb acb;    /* OP_TOUCH, OP_DUE, OP_CTOUCH, OP_CDUE */
     kx_store_cb cb;       /* OP_WINDOW */
     kx_store_many_cb mcb; /* OP_MANY */
+    kx_watermark_cb wcb;  /* OP_WM */
     void *ud;
     int tries;
     int nargs;
@@ -301,6 +302,7 @@ static void op_release(kx_store_redis *r, redis_op *op)
     op->cb = NULL;
     op->acb = NULL;
     op->mcb = NULL;
+    op->wcb = NULL;
     op->ud = NULL;
     op->next_free = r->free_ops;
     r->free_ops = op;
@@ -312,11 +314,14 @@ static void op_finish(kx_store_redis *r, redis_op *op, int status, const kx_wind
     kx_store_cb cb = op->cb;
     kx_absence_cb acb = op->acb;
     kx_store_many_cb mcb = op->mcb;
+    kx_watermark_cb wcb = op->wcb;
     void *ud = op->ud;
     op_release(r, op);
     if (status && status != -ECANCELED)
         kx_metric_inc(KX_M_STORE_ERRORS);
-    if (acb)
+    if (wcb)
+        wcb(ud, status, false, 0);
+    else if (acb)
         acb(ud, status, NULL);
     else if (mcb)
         mcb(ud, status, NULL, 0);
@@ -572,6 +577,21 @@ static void op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state", "redis %s:%d: window add: %s", r->host,
                        r->port, reply->str);
         op_finish(r, op, -EPROTO, NULL);
+        goto out;
+    }
+    if (op->kind == OP_WM) {
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+            reply->element[0]->type != REDIS_REPLY_INTEGER ||
+            reply->element[1]->type != REDIS_REPLY_INTEGER) {
+            op_finish(r, op, -EPROTO, NULL);
+            goto out;
+        }
+        kx_watermark_cb wcb = op->wcb;
+        void *ud = op->ud;
+        bool known = reply->element[0]->integer == 1;
+        int64_t wm = reply->element[1]->integer;
+        op_release(r, op);
+        wcb(ud, 0, known, wm);
         goto out;
     }
     if (op->kind == OP_MANY) {
@@ -971,6 +991,34 @@ static int redis_close_due(kx_store *s, const kx_close_due *a, kx_absence_cb cb,
     return redis_absence_op((kx_store_redis *)s, OP_CDUE, &x, cb, ud);
 }
 
+static int redis_watermark(kx_store *s, const kx_watermark_op *a, kx_watermark_cb cb, void *ud)
+{
+    kx_store_redis *r = (kx_store_redis *)s;
+    int rc = kx__store_validate_watermark(a);
+    if (rc)
+        return rc;
+    redis_op *op = op_take(r, &rc);
+    if (!op)
+        return rc;
+    op->kind = OP_WM;
+    op->wcb = cb;
+    op->ud = ud;
+    absence_args x = {.key = a->key,
+                      .group = "",
+                      .t = a->now_ms,
+                      .timespan = a->quiet_ms,
+                      .keep = a->ttl_ms,
+                      .limit = (int64_t)a->n};
+    rc = op_build_absence(r, op, 12, &x);
+    /* The entries in the place of a condition's terms: name, newest time. */
+    for (size_t i = 0; i < a->n && !rc; i++) {
+        rc = op_arg(op, a->mine[i].name, strlen(a->mine[i].name));
+        if (!rc)
+            rc = op_arg_i64(op, a->mine[i].max_ms);
+    }
+    return op_go(r, op, rc);
+}
+
 /* ---- connection ---- */
 
 static void conn_start(kx_store_redis *r)
@@ -1042,6 +1090,7 @@ static const kx__store_vtbl redis_vtbl = {
     .absence_due = redis_absence_due,
     .close_touch = redis_close_touch,
     .close_due = redis_close_due,
+    .watermark = redis_watermark,
     .is_up = redis_is_up,
     .pending = redis_pending,
     .destroy = redis_destroy,

@@ -1345,6 +1345,60 @@ static void test_close_windows(void **state)
     assert_int_equal(g.a.last[1], T0 + 10000);
 }
 
+/* ---- the shared watermark ---- */
+
+typedef struct wgot {
+    int calls, status;
+    bool known;
+    int64_t wm;
+} wgot;
+
+static void wgot_cb(void *ud, int status, bool known, int64_t wm)
+{
+    wgot *g = ud;
+    g->calls++;
+    g->status = status;
+    g->known = known;
+    g->wm = wm;
+}
+
+static bool wgot_done(void *ud)
+{
+    return ((wgot *)ud)->calls > 0;
+}
+
+static wgot wmark(fx *f, int64_t now, const kx_watermark_entry *e, size_t n)
+{
+    wgot g = {0};
+    kx_watermark_op op = {
+        .key = "wm", .mine = e, .n = n, .now_ms = now, .quiet_ms = 100, .ttl_ms = 10000};
+    assert_int_equal(kx_store_watermark(f->s, &op, wgot_cb, &g), 0);
+    assert_true(kx_test_run_until(f->loop, wgot_done, &g, 5000));
+    assert_int_equal(g.status, 0);
+    return g;
+}
+
+static void test_watermark(void **state)
+{
+    fx *f = *state;
+    assert_false(wmark(f, 1000, NULL, 0).known);
+    kx_watermark_entry a[] = {{"auth/0", 500}, {"auth/1", 700}};
+    wgot g = wmark(f, 1000, a, 2);
+    assert_true(g.known);
+    assert_int_equal(g.wm, 500); /* the minimum over the partitions */
+    /* A new owner re-reading older events does not move a partition back. */
+    kx_watermark_entry b[] = {{"auth/0", 400}};
+    assert_int_equal(wmark(f, 1050, b, 1).wm, 500);
+    /* auth/0 has not moved for 200 ms (> quiet 100): it moves on with the wall clock. */
+    kx_watermark_entry c[] = {{"auth/1", 800}};
+    assert_int_equal(wmark(f, 1200, c, 1).wm, 600);
+    /* Another process's partition joins the minimum. */
+    kx_watermark_entry d[] = {{"auth/2", 550}};
+    assert_int_equal(wmark(f, 1200, d, 1).wm, 550);
+    /* Nothing moved for longer than ttl: forgotten. */
+    assert_false(wmark(f, 20000, NULL, 0).known);
+}
+
 /* ---- several adds of one key in one call ---- */
 
 typedef struct mgot {
@@ -1737,6 +1791,7 @@ static void test_url_prefix_redis(void **state)
         cmocka_unit_test_setup_teardown(test_absence, setup, teardown),                            \
         cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),                           \
         cmocka_unit_test_setup_teardown(test_close_windows, setup, teardown),                      \
+        cmocka_unit_test_setup_teardown(test_watermark, setup, teardown),                          \
         cmocka_unit_test_setup_teardown(test_absence_invalid_args, setup, teardown),               \
         cmocka_unit_test_setup_teardown(test_destroy_in_callback, setup, teardown_maybe_destroyed)
 
