@@ -36,6 +36,9 @@ typedef struct kx_pipeline_opts {
     /* Absence rules: when no event arrives, the watermark advances with the wall clock and
      * silences are checked every second (run). Off: event time only (replay). */
     bool wall_clock;
+    /* With wall_clock: a partition that has not moved for this long moves on with the wall
+     * clock in the shared watermark (0 = 30 s). */
+    int64_t wm_quiet_ms;
     /* Merge a batch's updates of one window key into one store call (see pipeline.c). */
     bool preaggregate;
 } kx_pipeline_opts;

@@ -277,6 +277,9 @@ typedef struct kx_watermark_op {
     int64_t now_ms;
     int64_t quiet_ms; /* > 0 */
     int64_t ttl_ms;   /* > 0 */
+    /* The given partitions count as having just moved (a process that was paused, e.g. by a
+     * store outage, is reading them again: their silence meanwhile was not the stream's). */
+    bool refresh;
 } kx_watermark_op;
 
 typedef void (*kx_watermark_cb)(void *ud, int status, bool known, int64_t watermark_ms);

@@ -37,11 +37,20 @@
 #define KX_MAX_PROTO_RETRIES 10  /* error replies (-EPROTO) retried 0.5 s apart, then dropped */
 #define KX_ABSENCE_DUE_BATCH 256 /* groups asked for per due check; a full answer asks again */
 #define KX_ABSENCE_TICK_S 1.0    /* due checks while no events arrive (wall-clock watermark) */
+#define KX_WM_QUIET_MS 30000     /* a partition not moving this long moves with the wall clock */
+#define KX_WM_TTL_MS (7LL * 24 * 3600 * 1000) /* a partition silent a week is forgotten */
 
 typedef struct kx_op kx_op;
 /* What an op asks of the store: a window update, or (absence rules) a sighting or a
  * question for the groups whose silence is due. */
-typedef enum { KX_OP_WINDOW = 0, KX_OP_TOUCH, KX_OP_DUE, KX_OP_CTOUCH, KX_OP_CDUE } kx_op_kind;
+typedef enum {
+    KX_OP_WINDOW = 0,
+    KX_OP_TOUCH,
+    KX_OP_DUE,
+    KX_OP_CTOUCH,
+    KX_OP_CDUE,
+    KX_OP_WM
+} kx_op_kind;
 
 struct kx_op {
     kx_pipeline *p;
@@ -50,6 +59,7 @@ struct kx_op {
     int64_t watermark_ms; /* KX_OP_DUE */
     uint64_t token;       /* KX_OP_DUE, KX_OP_CDUE: the question's identity across retries */
     char group[40];       /* KX_OP_CTOUCH: the group's hash */
+    bool refresh;         /* KX_OP_WM: kx_watermark_op.refresh */
     kx_op *grp_next;      /* pre-aggregation: the next update of the same key in this batch */
     kx_op *next;          /* free list or retry queue */
     int proto_errors;     /* error replies so far: a persistent one must not hold the stream */
@@ -124,6 +134,15 @@ struct kx_pipeline {
     void *tick_ud;
     kx_buf payload; /* scratch for an absence sighting's payload */
     kx_op *reask;   /* due questions to send again from reask_w (counted in pending) */
+    /* The newest event time per input partition ("topic/partition"), published to the store's
+     * shared watermark at each check. */
+    struct wm_part {
+        char name[272];
+        int64_t max_ms;
+    } * parts;
+    size_t nparts, parts_cap, last_part;
+    bool wm_refresh; /* resumed after a pause: the next publish says our partitions are live */
+    kx_watermark_entry *wm_entries; /* scratch for a publish */
     ev_idle reask_w;
 
     /* Pre-aggregation (opts.preaggregate): while a batch's messages are processed, window
@@ -178,8 +197,10 @@ static void set_paused(kx_pipeline *p, bool pause)
      * wall-clock part of the absence watermark. */
     if (pause)
         p->paused_at = ev_now(p->loop);
-    else
+    else {
         p->wm_arrival += ev_now(p->loop) - p->paused_at;
+        p->wm_refresh = true;
+    }
     if (p->pause_cb)
         p->pause_cb(p->pause_ud, pause);
 }
@@ -283,6 +304,7 @@ static kx_op *op_get(kx_pipeline *p)
     op->next = NULL;
     op->proto_errors = 0;
     op->kind = KX_OP_WINDOW;
+    op->refresh = false;
     kx_buf_reset(&op->strs);
     kx_buf_reset(&op->evidence);
     kx_buf_reset(&op->member);
@@ -536,19 +558,6 @@ static int64_t close_ttl(const kx_pipeline *p, const kx_rule *c)
     return 2 * c->timespan_ms + corr_lateness(p, c) + 600000;
 }
 
-static int64_t absence_watermark(const kx_pipeline *p, const kx_rule *c)
-{
-    /* At the end of the input no late event can come: the last event time is the watermark. */
-    int64_t wm = p->wm_max_t - (p->final ? 0 : corr_lateness(p, c));
-    if (p->opts.wall_clock) {
-        /* A stream gone quiet: event time is taken to go on at the wall clock's pace. */
-        ev_tstamp idle = ev_now(p->loop) - p->wm_arrival;
-        if (idle > 0)
-            wm += (int64_t)(idle * 1000.0);
-    }
-    return wm;
-}
-
 /* A due question for rule c at watermark wm, counted in pending (NULL: out of memory). */
 static kx_op *absence_due_make(kx_pipeline *p, kx_rule *c, int64_t wm)
 {
@@ -617,11 +626,82 @@ static void absence_check(kx_pipeline *p)
         return;
     }
     p->wm_checked = p->wm_max_t;
-    for (size_t i = 0; i < kx_ruleset_size(p->rules); i++) {
-        kx_rule *c = kx_ruleset_at(p->rules, i);
-        if (judged_by_watermark(c))
-            absence_due_issue(p, c, absence_watermark(p, c));
+    /* First the shared watermark (our partitions in, the minimum over all out); the due
+     * questions follow in its callback. */
+    kx_op *op = op_get(p);
+    if (!op) {
+        kx_log(KX_LOG_ERROR, "pipeline", "out of memory: watermark rules not checked");
+        return;
     }
+    op->kind = KX_OP_WM;
+    op->corr = NULL; /* (logs of a failure name a rule: the first judged by the watermark) */
+    for (size_t i = 0; i < kx_ruleset_size(p->rules) && !op->corr; i++)
+        if (judged_by_watermark(kx_ruleset_at(p->rules, i)))
+            op->corr = kx_ruleset_at(p->rules, i);
+    if (!op->corr) {
+        op_put(p, op);
+        return;
+    }
+    op->watermark_ms = p->final ? 1 : 0; /* judged at the end of the input */
+    op->refresh = p->wm_refresh;
+    p->wm_refresh = false;
+    for (size_t i = 0; i < p->nparts; i++) {
+        kx_buf_append(&op->strs, p->parts[i].name, strlen(p->parts[i].name) + 1);
+        kx_buf_append(&op->evidence, &p->parts[i].max_ms, sizeof(int64_t));
+    }
+    p->pending++;
+    op_issue(op);
+}
+
+/* The shared watermark is known: ask each watermark rule for what it passed. */
+static void wm_cb(void *ud, int status, bool known, int64_t wm)
+{
+    kx_op *op = ud;
+    kx_pipeline *p = op->p;
+    if (op_failed(op, status))
+        return;
+    if (status && status != -ECANCELED)
+        kx_log_limited(&p->rl_store, KX_LOG_ERROR, "pipeline", "watermark update failed: %s",
+                       strerror(-status));
+    if (status == 0) {
+        bool final = op->watermark_ms == 1;
+        int64_t base = known ? wm : p->wm_max_t;
+        for (size_t i = 0; i < kx_ruleset_size(p->rules); i++) {
+            kx_rule *c = kx_ruleset_at(p->rules, i);
+            if (judged_by_watermark(c))
+                absence_due_issue(p, c, base - (final ? 0 : corr_lateness(p, c)));
+        }
+    }
+    op_done(op);
+}
+
+static int op_issue_wm(kx_op *op)
+{
+    kx_pipeline *p = op->p;
+    if (p->store_down)
+        return -EAGAIN;
+    size_t n = op->evidence.len / sizeof(int64_t), at = 0;
+    if (n > KX_STORE_ABSENCE_DUE_MAX)
+        n = KX_STORE_ABSENCE_DUE_MAX;
+    for (size_t i = 0; i < n; i++) {
+        p->wm_entries[i].name = op->strs.data + at;
+        memcpy(&p->wm_entries[i].max_ms, op->evidence.data + i * sizeof(int64_t), sizeof(int64_t));
+        at += strlen(op->strs.data + at) + 1;
+    }
+    kx_watermark_op w = {
+        .key = "watermark",
+        .mine = p->wm_entries,
+        .n = n,
+        .now_ms = kx_now_ms(),
+        /* A partition quiet this long moves on with the wall clock (run); in a replay only
+         * event time counts. */
+        .quiet_ms = !p->opts.wall_clock   ? (int64_t)1 << 50
+                    : p->opts.wm_quiet_ms ? p->opts.wm_quiet_ms
+                                          : KX_WM_QUIET_MS,
+        .ttl_ms = KX_WM_TTL_MS,
+        .refresh = op->refresh,
+    };
+    return kx_store_watermark(p->store, &w, wm_cb, op);
 }
 
 /* A sighting's payload: the tenant and each group value as a 4-byte little-endian length and
@@ -756,6 +836,43 @@ static void absence_cb(void *ud, int status, const kx_absence_result *res)
     op_done(op);
 }
 
+/* The partition of message m moved to t (the newest event time read from it). */
+static void part_seen(kx_pipeline *p, const kx_msg *m, int64_t t)
+{
+    char name[272];
+    snprintf(name, sizeof(name), "%.250s/%d", m->topic ? m->topic : "-", (int)m->partition);
+    for (char *c = name; *c; c++)
+        if (*c == ' ')
+            *c = '_';
+    size_t i = p->last_part;
+    if (i >= p->nparts || strcmp(p->parts[i].name, name)) {
+        for (i = 0; i < p->nparts && strcmp(p->parts[i].name, name); i++)
+            ;
+        if (i == p->nparts) {
+            if (p->nparts == KX_STORE_ABSENCE_DUE_MAX)
+                return; /* more partitions than one publish holds: the rest do not count */
+            if (p->nparts == p->parts_cap) {
+                size_t cap = p->parts_cap ? p->parts_cap * 2 : 16;
+                struct wm_part *np = realloc(p->parts, cap * sizeof(*np));
+                kx_watermark_entry *ne = realloc(p->wm_entries, cap * sizeof(*ne));
+                if (np)
+                    p->parts = np;
+                if (ne)
+                    p->wm_entries = ne;
+                if (!np || !ne)
+                    return;
+                p->parts_cap = cap;
+            }
+            snprintf(p->parts[i].name, sizeof(p->parts[i].name), "%s", name);
+            p->parts[i].max_ms = t;
+            p->nparts++;
+        }
+        p->last_part = i;
+    }
+    if (t > p->parts[i].max_ms)
+        p->parts[i].max_ms = t;
+}
+
 static int op_issue_absence(kx_op *op)
 {
     kx_pipeline *p = op->p;
@@ -854,11 +971,15 @@ static int op_issue_window(kx_op *op)
 static void op_not_issued(kx_op *op, int rc);
 static bool grp_collect(kx_op *op);
 
+static int op_issue_wm(kx_op *op);
+
 static void op_issue(kx_op *op)
 {
     if (op->kind == KX_OP_WINDOW && grp_collect(op))
         return; /* sent with its key's other updates at the end of the batch */
-    int rc = op->kind == KX_OP_WINDOW ? op_issue_window(op) : op_issue_absence(op);
+    int rc = op->kind == KX_OP_WINDOW ? op_issue_window(op)
+             : op->kind == KX_OP_WM   ? op_issue_wm(op)
+                                      : op_issue_absence(op);
     if (rc >= 0)
         return;
     op_not_issued(op, rc);
@@ -1384,6 +1505,7 @@ static void process_one(kx_pipeline *p, const kx_msg *m)
         wm_t = (int64_t)(ev_now(p->loop) * 1000.0);
     if (!p->wm_known || wm_t > p->wm_max_t)
         p->wm_max_t = wm_t;
+    part_seen(p, m, wm_t);
     p->wm_known = true;
     p->wm_arrival = ev_now(p->loop);
     p->batch_decoded = true; /* only events that decoded show the stream is alive */
@@ -1582,6 +1704,8 @@ void kx_pipeline_destroy(kx_pipeline *p)
     ev_timer_stop(p->loop, &p->tick_w);
     ev_idle_stop(p->loop, &p->reask_w);
     free_ops(p->reask);
+    free(p->parts);
+    free(p->wm_entries);
     kx_buf_fini(&p->payload);
     free(p->grp);
     free(p->grp_order);

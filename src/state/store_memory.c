@@ -1452,6 +1452,8 @@ static int mem_watermark(kx_store *s, const kx_watermark_op *op, kx_watermark_cb
             if (fresh || op->mine[i].max_ms > e->last) {
                 e->last = op->mine[i].max_ms;
                 e->oc_since = t;
+            } else if (op->refresh) {
+                e->oc_since = t;
             }
         }
         for (uint32_t i = 0; i < w->seen_n; i++) {

@@ -1008,7 +1008,9 @@ static int redis_watermark(kx_store *s, const kx_watermark_op *a, kx_watermark_c
                       .t = a->now_ms,
                       .timespan = a->quiet_ms,
                       .keep = a->ttl_ms,
-                      .limit = (int64_t)a->n};
+                      .limit = (int64_t)a->n,
+                      .payload = a->refresh ? "r" : "",
+                      .payload_len = a->refresh ? 1 : 0};
     rc = op_build_absence(r, op, 12, &x);
     /* The entries in the place of a condition's terms: name, newest time. */
     for (size_t i = 0; i < a->n && !rc; i++) {

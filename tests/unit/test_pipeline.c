@@ -1023,6 +1023,7 @@ static void absence_wall_clock(fx *f, const char *url, const char *tag)
         .evidence_bytes = 16384,
         .lateness_ms = 0,
         .wall_clock = true,
+        .wm_quiet_ms = 200,
     };
     stack *s = stack_new_opts(f, url, tag, &opts);
     stack_add_default_decoder(s);
@@ -1081,6 +1082,74 @@ static void test_absence_wall_clock_redis(void **state)
     absence_wall_clock(f, url, "absence-redis");
 }
 
+/* Two processes (two pipelines) on one Redis, each reading its own partition: an "at most N"
+ * window is judged by the watermark shared through the store (the minimum over the
+ * partitions), so the one that reads ahead waits for the other's events of that window
+ * instead of judging a partial count. */
+static void test_shared_watermark_redis(void **state)
+{
+    fx *f = *state;
+    char path[600], url[128];
+    snprintf(path, sizeof(path), "%s/atmost.yml", f->dir);
+    assert_int_equal(kx_test_write_file(path, "title: Beat\nname: beat\ndetection:\n"
+                                              "  sel: {action: beat}\n  condition: sel\n---\n"
+                                              "title: Few beats\nid: few-beats\ncorrelation:\n"
+                                              "  type: event_count\n  rules: [beat]\n"
+                                              "  group-by: [host]\n  timespan: 10s\n"
+                                              "  condition: {lt: 3}\n"),
+                     0);
+    kx_ruleset_destroy(f->rules);
+    f->rules = NULL;
+    const char *paths[] = {path};
+    kx_err err = {0};
+    assert_int_equal(kx_ruleset_load(paths, 1, &f->rules, &err), 0);
+    kx_pipeline_opts opts = {.max_event_bytes = 1 << 20, .evidence_bytes = 16384};
+    redis_url(f, "shared:", url, sizeof(url));
+    stack *a = stack_new_opts(f, url, "shared-a", &opts);
+    stack *b = stack_new_opts(f, url, "shared-b", &opts);
+    stack_add_default_decoder(a);
+    stack_add_default_decoder(b);
+    static char ev_lines[8][160];
+    static const struct {
+        int part, sec;
+        const char *host;
+    } evs[] = {
+        {1, 1, "h9"},                /* b: its partition is known, at T0 + 1 s */
+        {0, 1, "h1"},  {0, 4, "h2"}, /* a: one h1 and one h2 in [T0, T0 + 10 s) */
+        {0, 30, "h3"},               /* a: its partition moves to T0 + 30 s */
+        {1, 2, "h1"},  {1, 3, "h1"}, /* b: two more h1 in the same window */
+        {1, 40, "h3"},               /* b: its partition moves to T0 + 40 s */
+    };
+    kx_msg m[8];
+    for (size_t i = 0; i < KX_ARRAY_LEN(evs); i++) {
+        char ts[40];
+        kx_time_format(T0 + evs[i].sec * 1000, ts, sizeof(ts));
+        snprintf(ev_lines[i], sizeof(ev_lines[i]),
+                 "{\"@timestamp\":\"%s\",\"action\":\"beat\",\"host\":\"%s\"}", ts, evs[i].host);
+        m[i] = (kx_msg){.payload = ev_lines[i],
+                        .len = strlen(ev_lines[i]),
+                        .partition = evs[i].part,
+                        .offset = (int64_t)i,
+                        .timestamp_ms = RECV_MS};
+    }
+    run_batch(b, &m[0], 1);
+    run_batch(a, &m[1], 3);
+    /* a's own partition says T0 + 30 s, b's T0 + 1 s: nothing is judged yet. */
+    assert_int_equal(count_alerts(a), 0);
+    run_batch(b, &m[4], 3);
+    /* Now the minimum is T0 + 30 s: [T0, T0 + 10 s) is judged (by b's check): h1 has 3 (not
+     * fewer than 3), h2 has 1, h9 has 1. */
+    json_t *all = read_alerts(b);
+    assert_int_equal(json_array_size(all), 2);
+    assert_int_equal(count_alerts(a), 0);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *x = json_array_get(all, i);
+        const char *host = json_string_value(json_object_get(json_object_get(x, "group"), "host"));
+        assert_true(!strcmp(host, "h2") || !strcmp(host, "h9"));
+        assert_int_equal(json_integer_value(json_object_get(x, "count")), 1);
+    }
+}
+
 int main(void)
 {
     /* A write to a server that just died must fail with EPIPE, not kill the test (the
@@ -1103,6 +1172,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_redis_outage_after_saved_state, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_redis_down_before_batch, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_absence_wall_clock_redis, setup_redis, teardown),
+        cmocka_unit_test_setup_teardown(test_shared_watermark_redis, setup_redis, teardown),
     };
     int rc = cmocka_run_group_tests_name("pipeline_memory", memory, NULL, NULL);
     rc += cmocka_run_group_tests_name("pipeline_redis", redis, NULL, NULL);
