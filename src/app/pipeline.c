@@ -117,17 +117,15 @@ struct kx_pipeline {
     kx_groupcap **groups; /* per rule index, created on a correlation's first update */
     size_t ngroups;
 
-    /* Absence rules judge silence by a watermark: the newest event time seen, advanced by the
-     * wall-clock time since the last event arrived (opts.wall_clock) when the stream is quiet. */
+    /* Watermark rules (absence, at most N) judge by the store's shared watermark (the minimum
+     * over the input partitions of their newest event time; see absence_check). Locally: the
+     * newest event time this process has read, and whether it has read any. */
     bool wm_known;
     int64_t wm_max_t;
-    ev_tstamp wm_arrival;
     int64_t wm_checked; /* the newest time at the last per-batch check */
     bool tick;          /* the batch in flight is a due check of our own (no messages) */
     bool final;         /* kx_pipeline_finish: the input has ended */
     bool ticks_stopped; /* kx_pipeline_stop_ticks */
-    bool batch_decoded; /* the batch in flight had an event that decoded */
-    ev_tstamp paused_at;
     uint64_t token_base, token_seq; /* due questions: unique tokens (kx_absence_due.token) */
     ev_timer tick_w;                /* 1 s: due checks while no events arrive */
     kx_pipeline_done_cb tick_done;  /* told when such a check is done (kx_pipeline_set_tick_cb) */
@@ -176,11 +174,6 @@ static void done_cb(struct ev_loop *loop, ev_idle *w, int revents)
     ev_idle_stop(loop, w);
     if (!p->in_batch || p->pending)
         return;
-    /* A batch that took long (a slow store) kept the source from delivering: that time is not
-     * silence of the stream either. */
-    if (!p->tick && p->batch_decoded && ev_now(loop) > p->wm_arrival)
-        p->wm_arrival = ev_now(loop);
-    p->batch_decoded = false;
     p->in_batch = false;
     kx_pipeline_done_cb cb = p->done;
     p->done = NULL;
@@ -193,14 +186,10 @@ static void set_paused(kx_pipeline *p, bool pause)
     if (p->paused == pause)
         return;
     p->paused = pause;
-    /* Time spent paused (a store outage) is not silence of the stream: it is taken out of the
-     * wall-clock part of the absence watermark. */
-    if (pause)
-        p->paused_at = ev_now(p->loop);
-    else {
-        p->wm_arrival += ev_now(p->loop) - p->paused_at;
+    /* Time spent paused (a store outage) is not silence of our partitions: the next publish
+     * of the shared watermark marks them live again. */
+    if (!pause)
         p->wm_refresh = true;
-    }
     if (p->pause_cb)
         p->pause_cb(p->pause_ud, pause);
 }
@@ -1507,8 +1496,6 @@ static void process_one(kx_pipeline *p, const kx_msg *m)
         p->wm_max_t = wm_t;
     part_seen(p, m, wm_t);
     p->wm_known = true;
-    p->wm_arrival = ev_now(p->loop);
-    p->batch_decoded = true; /* only events that decoded show the stream is alive */
     if (kx_ruleset_match(p->rules, &p->ev, on_match, p))
         kx_metric_inc(KX_M_EVENTS_MATCHED);
 }
