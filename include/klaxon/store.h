@@ -260,14 +260,18 @@ int kx_store_close_due(kx_store *s, const kx_close_due *op, kx_absence_cb cb, vo
  * partition, whoever reads it, and the minimum over the partitions. A process publishes the
  * newest event time of each partition it has read (an entry only moves forward: a partition's
  * new owner re-reading uncommitted events does not move it back) with the wall clock of when
- * it last moved. A partition that has not moved for quiet_ms is taken to move on with the
- * wall clock beyond that (a quiet or abandoned partition must not hold every judgement back);
- * one that has not moved for ttl_ms is forgotten. The answer: the minimum over the entries
+ * it last moved (or was live). A partition that has not moved for quiet_ms counts as quiet:
+ * its time is taken to be max(newest + (now - moved - quiet), now - quiet), so a quiet or
+ * abandoned partition does not hold every judgement back; one that has not moved for ttl_ms
+ * is forgotten. The answer: the minimum over the entries
  * (known = false when there are none).
  */
 typedef struct kx_watermark_entry {
     const char *name; /* "topic/partition"; no space */
     int64_t max_ms;
+    /* Events arrived from it since the last publish (even if none was newer), or the process
+     * is reading it again after a pause: it counts as having just moved. */
+    bool live;
 } kx_watermark_entry;
 
 typedef struct kx_watermark_op {
@@ -277,9 +281,6 @@ typedef struct kx_watermark_op {
     int64_t now_ms;
     int64_t quiet_ms; /* > 0 */
     int64_t ttl_ms;   /* > 0 */
-    /* The given partitions count as having just moved (a process that was paused, e.g. by a
-     * store outage, is reading them again: their silence meanwhile was not the stream's). */
-    bool refresh;
 } kx_watermark_op;
 
 typedef void (*kx_watermark_cb)(void *ud, int status, bool known, int64_t watermark_ms);

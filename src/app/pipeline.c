@@ -59,7 +59,6 @@ struct kx_op {
     int64_t watermark_ms; /* KX_OP_DUE */
     uint64_t token;       /* KX_OP_DUE, KX_OP_CDUE: the question's identity across retries */
     char group[40];       /* KX_OP_CTOUCH: the group's hash */
-    bool refresh;         /* KX_OP_WM: kx_watermark_op.refresh */
     kx_op *grp_next;      /* pre-aggregation: the next update of the same key in this batch */
     kx_op *next;          /* free list or retry queue */
     int proto_errors;     /* error replies so far: a persistent one must not hold the stream */
@@ -137,8 +136,11 @@ struct kx_pipeline {
     struct wm_part {
         char name[272];
         int64_t max_ms;
+        bool live; /* events read from it since the last publish */
     } * parts;
     size_t nparts, parts_cap, last_part;
+    bool parts_dirty; /* a partition moved or was read since the last check */
+    kx_ratelimit rl_parts;
     bool wm_refresh; /* resumed after a pause: the next publish says our partitions are live */
     kx_watermark_entry *wm_entries; /* scratch for a publish */
     ev_idle reask_w;
@@ -293,7 +295,6 @@ static kx_op *op_get(kx_pipeline *p)
     op->next = NULL;
     op->proto_errors = 0;
     op->kind = KX_OP_WINDOW;
-    op->refresh = false;
     kx_buf_reset(&op->strs);
     kx_buf_reset(&op->evidence);
     kx_buf_reset(&op->member);
@@ -308,8 +309,12 @@ static void op_put(kx_pipeline *p, kx_op *op)
 
 static void op_issue(kx_op *op);
 
+static void wm_mark_live(kx_op *op);
+
 static void retry_push(kx_pipeline *p, kx_op *op)
 {
+    if (op->kind == KX_OP_WM)
+        wm_mark_live(op);
     op->next = NULL;
     if (p->retry_tail)
         p->retry_tail->next = op;
@@ -615,6 +620,17 @@ static void absence_check(kx_pipeline *p)
         return;
     }
     p->wm_checked = p->wm_max_t;
+    p->parts_dirty = false;
+    if (!p->opts.wall_clock) {
+        /* replay: this process's own event time; a replay's files must not move (or be held
+         * back by) the watermark live processes share in the store. */
+        for (size_t i = 0; i < kx_ruleset_size(p->rules); i++) {
+            kx_rule *c = kx_ruleset_at(p->rules, i);
+            if (judged_by_watermark(c))
+                absence_due_issue(p, c, p->wm_max_t - (p->final ? 0 : corr_lateness(p, c)));
+        }
+        return;
+    }
     /* First the shared watermark (our partitions in, the minimum over all out); the due
      * questions follow in its callback. */
     kx_op *op = op_get(p);
@@ -632,14 +648,32 @@ static void absence_check(kx_pipeline *p)
         return;
     }
     op->watermark_ms = p->final ? 1 : 0; /* judged at the end of the input */
-    op->refresh = p->wm_refresh;
-    p->wm_refresh = false;
+    /* Each entry: the name in strs; its newest time and whether it is live in evidence. */
     for (size_t i = 0; i < p->nparts; i++) {
-        kx_buf_append(&op->strs, p->parts[i].name, strlen(p->parts[i].name) + 1);
-        kx_buf_append(&op->evidence, &p->parts[i].max_ms, sizeof(int64_t));
+        unsigned char live = p->parts[i].live || p->wm_refresh;
+        if (kx_buf_append(&op->strs, p->parts[i].name, strlen(p->parts[i].name) + 1) ||
+            kx_buf_append(&op->evidence, &p->parts[i].max_ms, sizeof(int64_t)) ||
+            kx_buf_append(&op->evidence, &live, 1)) {
+            kx_log(KX_LOG_ERROR, "pipeline", "out of memory: watermark rules not checked");
+            op_put(p, op);
+            return;
+        }
     }
+    for (size_t i = 0; i < p->nparts; i++)
+        p->parts[i].live = false;
+    p->wm_refresh = false;
     p->pending++;
     op_issue(op);
+}
+
+#define WM_ENTRY_BYTES (sizeof(int64_t) + 1)
+
+/* A publish queued for a retry: by the time it goes out our partitions have been waiting
+ * for the store, which is not silence of theirs. */
+static void wm_mark_live(kx_op *op)
+{
+    for (size_t at = sizeof(int64_t); at < op->evidence.len; at += WM_ENTRY_BYTES)
+        op->evidence.data[at] = 1;
 }
 
 /* The shared watermark is known: ask each watermark rule for what it passed. */
@@ -669,12 +703,13 @@ static int op_issue_wm(kx_op *op)
     kx_pipeline *p = op->p;
     if (p->store_down)
         return -EAGAIN;
-    size_t n = op->evidence.len / sizeof(int64_t), at = 0;
+    size_t n = op->evidence.len / WM_ENTRY_BYTES, at = 0;
     if (n > KX_STORE_ABSENCE_DUE_MAX)
         n = KX_STORE_ABSENCE_DUE_MAX;
     for (size_t i = 0; i < n; i++) {
         p->wm_entries[i].name = op->strs.data + at;
-        memcpy(&p->wm_entries[i].max_ms, op->evidence.data + i * sizeof(int64_t), sizeof(int64_t));
+        memcpy(&p->wm_entries[i].max_ms, op->evidence.data + i * WM_ENTRY_BYTES, sizeof(int64_t));
+        p->wm_entries[i].live = op->evidence.data[i * WM_ENTRY_BYTES + sizeof(int64_t)] != 0;
         at += strlen(op->strs.data + at) + 1;
     }
     kx_watermark_op w = {
@@ -688,7 +723,6 @@ static int op_issue_wm(kx_op *op)
                     : p->opts.wm_quiet_ms ? p->opts.wm_quiet_ms
                                           : KX_WM_QUIET_MS,
         .ttl_ms = KX_WM_TTL_MS,
-        .refresh = op->refresh,
     };
     return kx_store_watermark(p->store, &w, wm_cb, op);
 }
@@ -838,8 +872,13 @@ static void part_seen(kx_pipeline *p, const kx_msg *m, int64_t t)
         for (i = 0; i < p->nparts && strcmp(p->parts[i].name, name); i++)
             ;
         if (i == p->nparts) {
-            if (p->nparts == KX_STORE_ABSENCE_DUE_MAX)
-                return; /* more partitions than one publish holds: the rest do not count */
+            if (p->nparts == KX_STORE_ABSENCE_DUE_MAX) {
+                kx_log_limited(&p->rl_parts, KX_LOG_WARN, "pipeline",
+                               "more than %d input partitions: %s does not count in the "
+                               "watermark",
+                               KX_STORE_ABSENCE_DUE_MAX, name);
+                return;
+            }
             if (p->nparts == p->parts_cap) {
                 size_t cap = p->parts_cap ? p->parts_cap * 2 : 16;
                 struct wm_part *np = realloc(p->parts, cap * sizeof(*np));
@@ -848,18 +887,24 @@ static void part_seen(kx_pipeline *p, const kx_msg *m, int64_t t)
                     p->parts = np;
                 if (ne)
                     p->wm_entries = ne;
-                if (!np || !ne)
+                if (!np || !ne) {
+                    kx_log_limited(&p->rl_parts, KX_LOG_ERROR, "pipeline",
+                                   "out of memory: %s does not count in the watermark", name);
                     return;
+                }
                 p->parts_cap = cap;
             }
             snprintf(p->parts[i].name, sizeof(p->parts[i].name), "%s", name);
             p->parts[i].max_ms = t;
+            p->parts[i].live = false;
             p->nparts++;
         }
         p->last_part = i;
     }
     if (t > p->parts[i].max_ms)
         p->parts[i].max_ms = t;
+    p->parts[i].live = true;
+    p->parts_dirty = true;
 }
 
 static int op_issue_absence(kx_op *op)
@@ -1535,7 +1580,8 @@ int kx_pipeline_process(kx_pipeline *p, const kx_msg *msgs, size_t n, kx_pipelin
         process_one(p, &msgs[i]);
     grp_flush(p);
     /* Absence: each batch that moved the watermark asks for the silences it passed. */
-    if (p->wm_known && p->wm_max_t != p->wm_checked && has_absence(p))
+    if (p->wm_known && has_absence(p) &&
+        (p->opts.wall_clock ? p->parts_dirty : p->wm_max_t != p->wm_checked))
         absence_check(p);
     p->processing = false;
     maybe_finish(p);

@@ -1436,8 +1436,13 @@ static int mem_watermark(kx_store *s, const kx_watermark_op *op, kx_watermark_cb
     int64_t now = loop_now_ms(m), t = op->now_ms;
     kx_metric_inc(KX_M_STORE_OPS);
     mem_win *w = mem_lookup(m, op->key, now);
-    if (!w && op->n > 0 && (rc = mem_window(m, op->key, now, op->ttl_ms, &w)))
-        return rc == -ENOSPC ? -EAGAIN : rc;
+    if (!w && op->n > 0 && (rc = mem_window(m, op->key, now, op->ttl_ms, &w))) {
+        if (rc != -ENOSPC)
+            return rc;
+        /* The key table is full: no shared watermark (the caller judges by its own). */
+        kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
+        w = NULL;
+    }
     bool known = false, gone = false;
     int64_t wm = 0;
     if (w) {
@@ -1452,7 +1457,7 @@ static int mem_watermark(kx_store *s, const kx_watermark_op *op, kx_watermark_cb
             if (fresh || op->mine[i].max_ms > e->last) {
                 e->last = op->mine[i].max_ms;
                 e->oc_since = t;
-            } else if (op->refresh) {
+            } else if (op->mine[i].live) {
                 e->oc_since = t;
             }
         }
@@ -1464,8 +1469,11 @@ static int mem_watermark(kx_store *s, const kx_watermark_op *op, kx_watermark_cb
                 continue;
             }
             int64_t eff = e->last;
-            if (t - e->oc_since > op->quiet_ms)
+            if (t - e->oc_since > op->quiet_ms) {
                 eff = e->last + (t - e->oc_since - op->quiet_ms);
+                if (eff < t - op->quiet_ms)
+                    eff = t - op->quiet_ms;
+            }
             if (!known || eff < wm)
                 wm = eff;
             known = true;

@@ -1008,15 +1008,15 @@ static int redis_watermark(kx_store *s, const kx_watermark_op *a, kx_watermark_c
                       .t = a->now_ms,
                       .timespan = a->quiet_ms,
                       .keep = a->ttl_ms,
-                      .limit = (int64_t)a->n,
-                      .payload = a->refresh ? "r" : "",
-                      .payload_len = a->refresh ? 1 : 0};
+                      .limit = (int64_t)a->n};
     rc = op_build_absence(r, op, 12, &x);
-    /* The entries in the place of a condition's terms: name, newest time. */
+    /* The entries in the place of a condition's terms: name, newest time, live. */
     for (size_t i = 0; i < a->n && !rc; i++) {
         rc = op_arg(op, a->mine[i].name, strlen(a->mine[i].name));
         if (!rc)
             rc = op_arg_i64(op, a->mine[i].max_ms);
+        if (!rc)
+            rc = op_arg(op, a->mine[i].live ? "1" : "0", 1);
     }
     return op_go(r, op, rc);
 }

@@ -1382,19 +1382,25 @@ static void test_watermark(void **state)
 {
     fx *f = *state;
     assert_false(wmark(f, 1000, NULL, 0).known);
-    kx_watermark_entry a[] = {{"auth/0", 500}, {"auth/1", 700}};
+    kx_watermark_entry a[] = {{"auth/0", 500, false}, {"auth/1", 700, false}};
     wgot g = wmark(f, 1000, a, 2);
     assert_true(g.known);
     assert_int_equal(g.wm, 500); /* the minimum over the partitions */
     /* A new owner re-reading older events does not move a partition back. */
-    kx_watermark_entry b[] = {{"auth/0", 400}};
+    kx_watermark_entry b[] = {{"auth/0", 400, false}};
     assert_int_equal(wmark(f, 1050, b, 1).wm, 500);
-    /* auth/0 has not moved for 200 ms (> quiet 100): it moves on with the wall clock. */
-    kx_watermark_entry c[] = {{"auth/1", 800}};
-    assert_int_equal(wmark(f, 1200, c, 1).wm, 600);
+    /* auth/0 has not moved for 200 ms (> quiet 100): quiet, it counts as now - quiet (1100);
+     * auth/1 holds the minimum. */
+    kx_watermark_entry c[] = {{"auth/1", 800, false}};
+    assert_int_equal(wmark(f, 1200, c, 1).wm, 800);
+    /* Live without a newer event: still moving, so not quiet at 1290 (a stalled 1190 would
+     * be quiet for auth/1 too). */
+    kx_watermark_entry l[] = {{"auth/1", 800, true}};
+    assert_int_equal(wmark(f, 1290, l, 1).wm, 800);
+    assert_int_equal(wmark(f, 1395, NULL, 0).wm, 1295); /* both quiet: now - quiet */
     /* Another process's partition joins the minimum. */
-    kx_watermark_entry d[] = {{"auth/2", 550}};
-    assert_int_equal(wmark(f, 1200, d, 1).wm, 550);
+    kx_watermark_entry d[] = {{"auth/2", 550, false}};
+    assert_int_equal(wmark(f, 1400, d, 1).wm, 550);
     /* Nothing moved for longer than ttl: forgotten. */
     assert_false(wmark(f, 20000, NULL, 0).known);
 }
