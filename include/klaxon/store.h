@@ -200,7 +200,7 @@ typedef struct kx_absence_due {
 typedef struct kx_absence_result {
     kx_absence_outcome outcome; /* touch only */
     int64_t since_ms;           /* touch: the last sighting before the silence */
-    bool late;                  /* close touch: the event's window was already judged */
+    bool late;                  /* close touch: the event's window was already closed */
     bool more;                  /* close due: windows left to judge (ask again) */
     size_t n;                   /* touch: 1 with an outcome, else 0; due: groups reported */
     const int64_t *last_ms;     /* due: each group's last sighting (close due: window start) */
@@ -220,7 +220,8 @@ int kx_store_absence_due(kx_store *s, const kx_absence_due *op, kx_absence_cb cb
  *
  * kx_store_close_touch counts one event (identity: idempotent) in its group's window and keeps
  * the payload of the group's newest event. It is refused (late = true, nothing counted) when
- * its window was already judged.
+ * its window ends at or before the largest watermark a due call was given for this key (the
+ * window is closed, whether or not the group had events judged there).
  *
  * kx_store_close_due judges, for up to limit groups, each window with events whose end is at
  * or before watermark_ms (the earliest first): res->last_ms[i] = the window's start,

@@ -496,6 +496,8 @@ static void usage_replay(FILE *f)
                "Runs events from files (or stdin, '-' or no FILE) through the same decode, rules\n"
                "and state code as `klaxon run`, and writes alerts as JSON Lines to stdout (the\n"
                "config's alerting sinks are not used; alerts carry up to 5 evidence events).\n"
+               "Time is the events' own: absence and at-most-N rules are judged as the input's\n"
+               "event time passes, and at its end by its last event time.\n"
                "Diagnostics go to stderr. Exit 0 on success, 2 on bad rules, config or usage.\n"
                "\n"
                "  -r, --rules PATH    rule file or directory (repeatable; adds to the config's)\n"

@@ -134,12 +134,15 @@ struct kx_pipeline {
     /* The newest event time per input partition ("topic/partition"), published to the store's
      * shared watermark at each check. */
     struct wm_part {
-        char name[272];
+        char name[272];  /* "topic/partition", as published */
+        char topic[256]; /* "-" for none (files) */
+        int32_t partition;
         int64_t max_ms;
         bool live; /* events read from it since the last publish */
     } * parts;
     size_t nparts, parts_cap, last_part;
-    bool parts_dirty; /* a partition moved or was read since the last check */
+    bool parts_dirty;  /* a partition moved or was read since the last check */
+    bool has_wm_rules; /* the ruleset has absence or at-most-N rules (set with the rules) */
     kx_ratelimit rl_parts;
     bool wm_refresh; /* resumed after a pause: the next publish says our partitions are live */
     kx_watermark_entry *wm_entries; /* scratch for a publish */
@@ -847,7 +850,7 @@ static void absence_cb(void *ud, int status, const kx_absence_result *res)
         char t[40];
         kx_time_format(op->time_ms, t, sizeof(t));
         kx_log_limited(&p->rl_late, KX_LOG_WARN, "pipeline",
-                       "rule %s: event at %s is in a window already judged: not counted", c->id, t);
+                       "rule %s: event at %s is in a window already closed: not counted", c->id, t);
     } else if (op->kind == KX_OP_CDUE) {
         /* A closed window whose count met the condition: [start, start + timespan). */
         for (size_t i = 0; i < res->n && c->generate; i++)
@@ -860,18 +863,25 @@ static void absence_cb(void *ud, int status, const kx_absence_result *res)
 }
 
 /* The partition of message m moved to t (the newest event time read from it). */
+/* Same partition? No formatting per event: the partition number, then the topic's bytes. */
+static bool part_is(const struct wm_part *e, const kx_msg *m)
+{
+    return e->partition == m->partition &&
+           strncmp(e->topic, m->topic ? m->topic : "-", sizeof(e->topic) - 1) == 0;
+}
+
 static void part_seen(kx_pipeline *p, const kx_msg *m, int64_t t)
 {
-    char name[272];
-    snprintf(name, sizeof(name), "%.250s/%d", m->topic ? m->topic : "-", (int)m->partition);
-    for (char *c = name; *c; c++)
-        if (*c == ' ')
-            *c = '_';
     size_t i = p->last_part;
-    if (i >= p->nparts || strcmp(p->parts[i].name, name)) {
-        for (i = 0; i < p->nparts && strcmp(p->parts[i].name, name); i++)
+    if (i >= p->nparts || !part_is(&p->parts[i], m)) {
+        for (i = 0; i < p->nparts && !part_is(&p->parts[i], m); i++)
             ;
         if (i == p->nparts) {
+            char name[272];
+            snprintf(name, sizeof(name), "%.250s/%d", m->topic ? m->topic : "-", (int)m->partition);
+            for (char *c = name; *c; c++)
+                if (*c == ' ')
+                    *c = '_';
             if (p->nparts == KX_STORE_ABSENCE_DUE_MAX) {
                 kx_log_limited(&p->rl_parts, KX_LOG_WARN, "pipeline",
                                "more than %d input partitions: %s does not count in the "
@@ -895,6 +905,8 @@ static void part_seen(kx_pipeline *p, const kx_msg *m, int64_t t)
                 p->parts_cap = cap;
             }
             snprintf(p->parts[i].name, sizeof(p->parts[i].name), "%s", name);
+            snprintf(p->parts[i].topic, sizeof(p->parts[i].topic), "%s", m->topic ? m->topic : "-");
+            p->parts[i].partition = m->partition;
             p->parts[i].max_ms = t;
             p->parts[i].live = false;
             p->nparts++;
@@ -1547,11 +1559,15 @@ static void process_one(kx_pipeline *p, const kx_msg *m)
 
 static bool has_absence(const kx_pipeline *p)
 {
-    for (size_t i = 0; i < kx_ruleset_size(p->rules); i++) {
-        const kx_rule *c = kx_ruleset_at(p->rules, i);
-        if (judged_by_watermark(c))
+    return p->has_wm_rules;
+}
+
+/* Once per ruleset (not per batch): does any rule judge by the watermark? */
+static bool any_judged_by_watermark(kx_ruleset *rules)
+{
+    for (size_t i = 0; i < kx_ruleset_size(rules); i++)
+        if (judged_by_watermark(kx_ruleset_at(rules, i)))
             return true;
-    }
     return false;
 }
 
@@ -1629,6 +1645,7 @@ int kx_pipeline_set_rules(kx_pipeline *p, kx_ruleset *rules)
     if (p->in_batch || p->retry_head)
         return -EBUSY;
     p->rules = rules;
+    p->has_wm_rules = any_judged_by_watermark(rules);
     /* Rule indexes change with the set: the caps start over (the groups' state in the store
      * does not). */
     groups_reset(p, kx_ruleset_size(rules));
@@ -1652,6 +1669,7 @@ int kx_pipeline_create(struct ev_loop *loop, kx_ruleset *rules, kx_store *store,
         p->opts.evidence_bytes = 16 << 10;
     if (!p->opts.max_groups)
         p->opts.max_groups = 100000;
+    p->has_wm_rules = any_judged_by_watermark(rules);
     groups_reset(p, kx_ruleset_size(rules));
     kx_event_init(&p->ev);
     kx_buf_init(&p->scratch, 0);

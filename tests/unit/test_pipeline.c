@@ -1000,24 +1000,28 @@ static void test_redis_down_before_batch(void **state)
     stack_fini(f, s);
 }
 
-/* Absence in `run` (opts.wall_clock): a group whose events stop, on a stream that goes quiet
- * altogether, is reported by the wall clock's advance (the 1 s tick), and resolved when its
- * next event arrives. */
-static void absence_wall_clock(fx *f, const char *url, const char *tag)
+/* Replaces the fixture's rules with one file of the given text (teardown frees them). */
+static void use_rules(fx *f, const char *name, const char *text)
 {
     char path[600];
-    snprintf(path, sizeof(path), "%s/absence.yml", f->dir);
-    assert_int_equal(kx_test_write_file(path, "title: Backup\nname: backup\ndetection:\n"
-                                              "  sel: {action: backup}\n  condition: sel\n---\n"
-                                              "title: No backup\nid: no-backup\ncorrelation:\n"
-                                              "  type: absence\n  rules: [backup]\n"
-                                              "  group-by: [host]\n  timespan: 1s\n"),
-                     0);
+    snprintf(path, sizeof(path), "%s/%s", f->dir, name);
+    assert_int_equal(kx_test_write_file(path, text), 0);
     kx_ruleset_destroy(f->rules);
     f->rules = NULL;
     const char *paths[] = {path};
     kx_err err = {0};
     assert_int_equal(kx_ruleset_load(paths, 1, &f->rules, &err), 0);
+}
+
+/* Absence in `run` (opts.wall_clock): a group whose events stop, on a stream that goes quiet
+ * altogether, is reported by the wall clock's advance (the 1 s tick), and resolved when its
+ * next event arrives. */
+static void absence_wall_clock(fx *f, const char *url, const char *tag)
+{
+    use_rules(f, "absence.yml",
+              "title: Backup\nname: backup\ndetection:\n  sel: {action: backup}\n"
+              "  condition: sel\n---\ntitle: No backup\nid: no-backup\ncorrelation:\n"
+              "  type: absence\n  rules: [backup]\n  group-by: [host]\n  timespan: 1s\n");
     kx_pipeline_opts opts = {
         .max_event_bytes = 1 << 20,
         .evidence_bytes = 16384,
@@ -1089,20 +1093,12 @@ static void test_absence_wall_clock_redis(void **state)
 static void test_shared_watermark_redis(void **state)
 {
     fx *f = *state;
-    char path[600], url[128];
-    snprintf(path, sizeof(path), "%s/atmost.yml", f->dir);
-    assert_int_equal(kx_test_write_file(path, "title: Beat\nname: beat\ndetection:\n"
-                                              "  sel: {action: beat}\n  condition: sel\n---\n"
-                                              "title: Few beats\nid: few-beats\ncorrelation:\n"
-                                              "  type: event_count\n  rules: [beat]\n"
-                                              "  group-by: [host]\n  timespan: 10s\n"
-                                              "  condition: {lt: 3}\n"),
-                     0);
-    kx_ruleset_destroy(f->rules);
-    f->rules = NULL;
-    const char *paths[] = {path};
-    kx_err err = {0};
-    assert_int_equal(kx_ruleset_load(paths, 1, &f->rules, &err), 0);
+    char url[128];
+    use_rules(f, "atmost.yml",
+              "title: Beat\nname: beat\ndetection:\n  sel: {action: beat}\n"
+              "  condition: sel\n---\ntitle: Few beats\nid: few-beats\ncorrelation:\n"
+              "  type: event_count\n  rules: [beat]\n  group-by: [host]\n  timespan: 10s\n"
+              "  condition: {lt: 3}\n");
     /* run (the shared watermark is for run), with partitions never counted as quiet here */
     kx_pipeline_opts opts = {.max_event_bytes = 1 << 20,
                              .evidence_bytes = 16384,
