@@ -10,6 +10,13 @@ PKGS=(
     libcurl4-openssl-dev libmicrohttpd-dev libcmocka-dev
     redis-server tzdata python3 curl cppcheck
 )
+# The prefilter's multi-pattern matcher: Hyperscan where Debian builds it (amd64),
+# Vectorscan (the same API and pkg-config name) on the other architectures.
+if [ "$(dpkg --print-architecture)" = amd64 ]; then
+    PKGS+=(libhyperscan-dev)
+else
+    PKGS+=(libvectorscan-dev)
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do

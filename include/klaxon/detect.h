@@ -120,9 +120,30 @@ kx_rule *kx_ruleset_at(kx_ruleset *rs, size_t i);
 
 typedef void (*kx_match_cb)(kx_rule *rule, void *ud);
 
-/* Evaluates every detection rule whose logsource fits ev; calls cb for each match in rule
- * order and increments rule->matches. Returns the number of matches. No allocation. */
+/* Calls cb, in rule order, for each detection rule whose logsource fits ev and whose
+ * condition holds, and increments rule->matches. Returns the number of matches. Only the
+ * rules the prefilter cannot rule out are evaluated (docs/internals/detect.md). No
+ * allocation in steady state. */
 size_t kx_ruleset_match(kx_ruleset *rs, const kx_event *ev, kx_match_cb cb, void *ud);
+
+/* What the compiled set looks like and what matching has done (docs/internals/detect.md). */
+typedef struct kx_ruleset_stats {
+    uint32_t atoms;      /* distinct literals the prefilter scans for */
+    uint32_t fields;     /* interned field names */
+    uint32_t always;     /* detection rules without trigger atoms (evaluated whenever routed) */
+    uint32_t routes;     /* logsources seen */
+    uint64_t events;     /* events matched */
+    uint64_t applicable; /* sum over events of the rules their logsource routes to */
+    uint64_t evaluated;  /* rules evaluated exactly (the rest the prefilter ruled out) */
+    uint64_t route_overflows; /* events routed without the cache (too many logsources) */
+    uint64_t failed;          /* events not matched for lack of memory */
+} kx_ruleset_stats;
+
+void kx_ruleset_stats_get(const kx_ruleset *rs, kx_ruleset_stats *out);
+
+/* The prefilter is on by default. Off, every rule that applies is evaluated by comparing
+ * bytes: the same matches, slower. For the differential test and the benchmark. */
+void kx_ruleset_set_prefilter(kx_ruleset *rs, bool on);
 
 /* True when cmp/threshold is satisfied by count. */
 bool kx_cmp_eval(kx_cmp cmp, int64_t threshold, int64_t count);

@@ -357,14 +357,14 @@ int kx__cond_compile(kx__ctx *c, const kx_yaml_node *cond, kx__detection *d)
     return 0;
 }
 
-bool kx__search_match(const kx__search *s, const kx_event *ev, pcre2_match_context *mctx)
+bool kx__search_match(const kx__search *s, const kx__eval *x)
 {
     if (s->tod)
-        return kx_timeofday_match(s->tod, ev->time_ms);
+        return kx_timeofday_match(s->tod, x->ev->time_ms);
     for (size_t g = 0; g < s->ngroups; g++) {
         const kx__group *grp = &s->groups[g];
         size_t i = 0;
-        while (i < grp->nconds && kx__fcond_match(&grp->conds[i], ev, mctx))
+        while (i < grp->nconds && kx__fcond_match(&grp->conds[i], x))
             i++;
         if (i == grp->nconds)
             return true;
@@ -372,34 +372,33 @@ bool kx__search_match(const kx__search *s, const kx_event *ev, pcre2_match_conte
     return false;
 }
 
-bool kx__cond_eval(const kx__cnode *n, const kx__detection *d, const kx_event *ev,
-                   pcre2_match_context *mctx)
+bool kx__cond_eval(const kx__cnode *n, const kx__detection *d, const kx__eval *x)
 {
     switch (n->op) {
     case KX__C_ID:
-        return kx__search_match(&d->searches[n->ids[0]], ev, mctx);
+        return kx__search_match(&d->searches[n->ids[0]], x);
     case KX__C_ONE_OF:
         for (size_t i = 0; i < n->nids; i++)
-            if (kx__search_match(&d->searches[n->ids[i]], ev, mctx))
+            if (kx__search_match(&d->searches[n->ids[i]], x))
                 return true;
         return false;
     case KX__C_ALL_OF:
         for (size_t i = 0; i < n->nids; i++)
-            if (!kx__search_match(&d->searches[n->ids[i]], ev, mctx))
+            if (!kx__search_match(&d->searches[n->ids[i]], x))
                 return false;
         return true;
     case KX__C_AND:
         for (size_t i = 0; i < n->nkids; i++)
-            if (!kx__cond_eval(n->kids[i], d, ev, mctx))
+            if (!kx__cond_eval(n->kids[i], d, x))
                 return false;
         return true;
     case KX__C_OR:
         for (size_t i = 0; i < n->nkids; i++)
-            if (kx__cond_eval(n->kids[i], d, ev, mctx))
+            if (kx__cond_eval(n->kids[i], d, x))
                 return true;
         return false;
     case KX__C_NOT:
-        return !kx__cond_eval(n->kids[0], d, ev, mctx);
+        return !kx__cond_eval(n->kids[0], d, x);
     }
     return false;
 }

@@ -38,6 +38,8 @@
 
 /* ---- values ---- */
 
+#define KX__FID_KEYWORD UINT32_MAX
+
 typedef enum {
     KX__TOK_LIT,  /* s/len: literal bytes (lowercase unless cased) */
     KX__TOK_STAR, /* any run of bytes */
@@ -101,10 +103,17 @@ typedef struct kx__value {
     uint8_t addr[16];
     /* FIELDREF */
     const char *ref;
+    uint32_t ref_fid; /* ref's interned id (compile.c) */
+    /* Prefilter atoms (prefilter.c): one per pattern when every pattern has a literal to scan
+     * for, else NULL. exact: each atom's hit is exactly "some value matches that pattern", so
+     * evaluation reads the hit instead of comparing bytes again. */
+    const uint32_t *atoms;
+    bool exact;
 } kx__value;
 
 typedef struct kx__fcond {
     const char *field; /* NULL: keyword search over the raw text and every field value */
+    uint32_t fid;      /* field's interned id (compile.c); KX__FID_KEYWORD for keywords */
     bool all;          /* AND of the values instead of OR */
     const kx__value *vals;
     size_t nvals;
@@ -151,6 +160,9 @@ typedef struct kx__detection {
     const kx__cnode *cond;
 } kx__detection;
 
+/* The compiled detection of a detection rule, NULL for a correlation (rules.c). */
+const kx__detection *kx__rule_detection(const kx_rule *r);
+
 /* ---- build context ---- */
 
 typedef struct kx__res kx__res; /* something to free with the ruleset */
@@ -168,18 +180,61 @@ int kx__res_add_code(kx__ctx *c, pcre2_code *code, pcre2_match_data *md);
 int kx__res_add_tod(kx__ctx *c, kx_timeofday *t);
 void kx__res_free(kx__res *r);
 
+/* ---- evaluation context: one event, against the compiled set ---- */
+
+/* What matching one event reads besides the compiled rules: the event, its fields indexed
+ * by interned id (fieldix.c), the prefilter's atom hits (prefilter.c) and the PCRE2 match
+ * context. Owned by the ruleset (scratch reused for every event: klaxon is single-threaded
+ * per ruleset), valid for one kx_ruleset_match call. */
+typedef struct kx__eval {
+    const kx_event *ev;
+    pcre2_match_context *mctx;
+    uint32_t gen;             /* this event's generation: stamps below equal it when set */
+    uint32_t nfid;            /* interned field ids */
+    const uint32_t *fgen;     /* per id: gen when the event has a field of that id */
+    const uint32_t *first;    /* per id: index of its first field in ev->fields */
+    const uint32_t *next;     /* per event field: index of the next of the same id, or NONE */
+    const uint32_t *atom_gen; /* per atom: gen when it hit in this event */
+    bool atoms_on;            /* atom hits are valid (prefilter ran) */
+    bool by_name;             /* reference mode: fields looked up by name, no index */
+} kx__eval;
+
+#define KX__IX_NONE UINT32_MAX
+
+/* The event's first field of id fid (called name), and the next of the same name. */
+static inline const kx_field *kx__field_first(const kx__eval *x, uint32_t fid, const char *name)
+{
+    if (x->by_name)
+        return kx_event_next(x->ev, name, NULL);
+    if (fid >= x->nfid || x->fgen[fid] != x->gen)
+        return NULL;
+    return &x->ev->fields[x->first[fid]];
+}
+
+static inline const kx_field *kx__field_next(const kx__eval *x, const kx_field *f, const char *name)
+{
+    if (x->by_name)
+        return kx_event_next(x->ev, name, f);
+    uint32_t n = x->next[f - x->ev->fields];
+    return n == KX__IX_NONE ? NULL : &x->ev->fields[n];
+}
+
+static inline bool kx__atom_hit(const kx__eval *x, uint32_t atom)
+{
+    return x->atom_gen[atom] == x->gen;
+}
+
 /* value.c: compiles one `field|mods: value(s)` entry into f. key is the YAML key node
  * (for positions), val its value node. field_len is the length of the field part. */
 int kx__fcond_compile(kx__ctx *c, const kx_yaml_node *key, const kx_yaml_node *val, kx__fcond *f);
 /* Keyword list items (plain scalars of a list search identifier) into one OR condition. */
 int kx__keywords_compile(kx__ctx *c, const kx_yaml_node *const *items, size_t n, kx__fcond *f);
-bool kx__fcond_match(const kx__fcond *f, const kx_event *ev, pcre2_match_context *mctx);
+bool kx__fcond_match(const kx__fcond *f, const kx__eval *x);
 
 /* condition.c: parses a condition (scalar or list of scalars) over d's search identifiers. */
 int kx__cond_compile(kx__ctx *c, const kx_yaml_node *cond, kx__detection *d);
-bool kx__cond_eval(const kx__cnode *n, const kx__detection *d, const kx_event *ev,
-                   pcre2_match_context *mctx);
-bool kx__search_match(const kx__search *s, const kx_event *ev, pcre2_match_context *mctx);
+bool kx__cond_eval(const kx__cnode *n, const kx__detection *d, const kx__eval *x);
+bool kx__search_match(const kx__search *s, const kx__eval *x);
 
 /* True when a matched but the regex hit its match limit (counted by the ruleset). */
 extern uint64_t kx__re_limit_hits;

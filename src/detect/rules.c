@@ -20,7 +20,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-#include "detect_int.h"
+#include "detect_set.h"
 
 #define KX__ARENA_BLOCK (64 * 1024)
 #define KX__MAX_DIR_DEPTH 32
@@ -41,6 +41,7 @@ struct kx_ruleset {
     size_t n;
     size_t cap;
     pcre2_match_context *mctx;
+    kx__cset *cs; /* the compiled set (match.c), built once every rule is resolved */
 };
 
 /* One Sigma field alias: alias name -> (rule name or id -> field). */
@@ -1079,6 +1080,8 @@ int kx_ruleset_load(const char *const *paths, size_t npaths, kx_ruleset **out, k
         rc = load_file(rs, files.v[i], err);
     if (!rc)
         rc = resolve(rs, err);
+    if (!rc)
+        rc = kx__cset_create(&rs->arena, rs->rules, rs->n, &rs->cs, err);
     if (rc)
         goto fail;
     strvec_free(&files);
@@ -1099,6 +1102,7 @@ void kx_ruleset_destroy(kx_ruleset *rs)
         kx__res_free(r);
         free(r);
     }
+    kx__cset_destroy(rs->cs);
     pcre2_match_context_free(rs->mctx);
     free(rs->rules);
     kx_arena_fini(&rs->arena);
@@ -1115,31 +1119,25 @@ kx_rule *kx_ruleset_at(kx_ruleset *rs, size_t i)
     return i < rs->n ? rs->rules[i] : NULL;
 }
 
-static bool ls_ok(const char *want, const char *have)
+const kx__detection *kx__rule_detection(const kx_rule *r)
 {
-    return !want || (have && strcasecmp(want, have) == 0);
+    return r->kind == KX_RULE_DETECTION ? ((const rule_priv *)r->priv)->det : NULL;
 }
 
 size_t kx_ruleset_match(kx_ruleset *rs, const kx_event *ev, kx_match_cb cb, void *ud)
 {
-    size_t hits = 0;
     kx__re_event_gen++;
-    for (size_t i = 0; i < rs->n; i++) {
-        kx_rule *r = rs->rules[i];
-        if (r->kind != KX_RULE_DETECTION)
-            continue;
-        const kx__detection *d = ((const rule_priv *)r->priv)->det;
-        if (!ls_ok(d->product, ev->product) || !ls_ok(d->service, ev->service) ||
-            !ls_ok(d->category, ev->category))
-            continue;
-        if (!kx__cond_eval(d->cond, d, ev, rs->mctx))
-            continue;
-        r->matches++;
-        hits++;
-        if (cb)
-            cb(r, ud);
-    }
-    return hits;
+    return kx__cset_match(rs->cs, ev, rs->mctx, cb, ud);
+}
+
+void kx_ruleset_stats_get(const kx_ruleset *rs, kx_ruleset_stats *out)
+{
+    *out = rs->cs->stats;
+}
+
+void kx_ruleset_set_prefilter(kx_ruleset *rs, bool on)
+{
+    rs->cs->prefilter_on = on;
 }
 
 bool kx_corr_holds(const kx_rule *c, double v)

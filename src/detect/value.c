@@ -811,14 +811,13 @@ static bool str_match(const kx__value *v, const char *s, size_t n, pcre2_match_c
     }
 }
 
-static bool field_value_match(const kx__value *v, const kx_field *f, const kx_event *ev,
-                              pcre2_match_context *mctx)
+static bool field_value_match(const kx__value *v, const kx_field *f, const kx__eval *x)
 {
     if (v->kind == KX__VAL_NUM)
         return num_match(v, f);
     if (v->kind == KX__VAL_FIELDREF) {
-        for (const kx_field *g = kx_event_next(ev, v->ref, NULL); g;
-             g = kx_event_next(ev, v->ref, g)) {
+        for (const kx_field *g = kx__field_first(x, v->ref_fid, v->ref); g;
+             g = kx__field_next(x, g, v->ref)) {
             if (g->type == KX_VAL_NULL || g->value_len != f->value_len)
                 continue;
             bool eq = v->cased ? memcmp(f->value, g->value, f->value_len) == 0
@@ -828,53 +827,67 @@ static bool field_value_match(const kx__value *v, const kx_field *f, const kx_ev
         }
         return false;
     }
-    return str_match(v, f->value, f->value_len, mctx);
+    return str_match(v, f->value, f->value_len, x->mctx);
 }
 
-static bool value_match(const kx__value *v, const char *field, const kx_event *ev,
-                        pcre2_match_context *mctx)
+/* The prefilter scanned every value of the field (or, for keywords, the raw text and every
+ * value) for each of v's patterns; an exact atom's hit is the pattern's answer. */
+static bool atoms_match(const kx__value *v, const kx__eval *x)
 {
-    const kx_field *f = kx_event_next(ev, field, NULL);
+    for (size_t i = 0; i < v->npats; i++)
+        if (kx__atom_hit(x, v->atoms[i]))
+            return true;
+    return false;
+}
+
+static bool value_match(const kx__value *v, const kx__fcond *fc, const kx__eval *x)
+{
+    if (v->exact && x->atoms_on)
+        return atoms_match(v, x);
+    const kx_field *f = kx__field_first(x, fc->fid, fc->field);
     if (v->kind == KX__VAL_EXISTS)
         return (f != NULL) == v->exists;
     if (v->kind == KX__VAL_NULL) {
         if (!f)
             return !v->negate;
-        for (; f; f = kx_event_next(ev, field, f))
+        for (; f; f = kx__field_next(x, f, fc->field))
             if (f->type == KX_VAL_NULL)
                 return !v->negate;
         return v->negate;
     }
     /* JSON null fields take part only in null tests. neq: some value present, none equal. */
     bool seen = false;
-    for (; f; f = kx_event_next(ev, field, f)) {
+    for (; f; f = kx__field_next(x, f, fc->field)) {
         if (f->type == KX_VAL_NULL)
             continue;
         seen = true;
-        if (field_value_match(v, f, ev, mctx))
+        if (field_value_match(v, f, x))
             return !v->negate;
     }
     return v->negate && seen;
 }
 
 /* Keywords: the raw text, then each field value (so an escaped JSON string still matches). */
-static bool keyword_match(const kx__value *v, const kx_event *ev, pcre2_match_context *mctx)
+static bool keyword_match(const kx__value *v, const kx__eval *x)
 {
-    if (ev->raw && str_match(v, ev->raw, ev->raw_len, mctx))
+    if (v->exact && x->atoms_on)
+        return atoms_match(v, x) != v->negate;
+    const kx_event *ev = x->ev;
+    if (ev->raw && str_match(v, ev->raw, ev->raw_len, x->mctx))
         return !v->negate;
     for (size_t i = 0; i < ev->nfields; i++) {
         const kx_field *f = &ev->fields[i];
-        if (f->type != KX_VAL_NULL && str_match(v, f->value, f->value_len, mctx))
+        if (f->type != KX_VAL_NULL && str_match(v, f->value, f->value_len, x->mctx))
             return !v->negate;
     }
     return v->negate;
 }
 
-bool kx__fcond_match(const kx__fcond *f, const kx_event *ev, pcre2_match_context *mctx)
+bool kx__fcond_match(const kx__fcond *f, const kx__eval *x)
 {
     for (size_t i = 0; i < f->nvals; i++) {
         const kx__value *v = &f->vals[i];
-        bool m = f->field ? value_match(v, f->field, ev, mctx) : keyword_match(v, ev, mctx);
+        bool m = f->field ? value_match(v, f, x) : keyword_match(v, x);
         if (m != f->all)
             return m;
     }

@@ -1,0 +1,134 @@
+/*
+ * Private to the detect stage: the compiled rule set, built once per load (compile.c) from
+ * the rules' compiled detections, and what matching one event uses.
+ *
+ *   fieldix.c   interned field names, and the per-event field index by id
+ *   prefilter.c literal atoms of every rule, one Hyperscan database per field, the atoms a
+ *               rule needs (its triggers), the per-event scan
+ *   route.c     per input logsource: which rules apply, which fields to scan
+ *   match.c     kx_ruleset_match: index, route, scan, evaluate the candidates exactly
+ *
+ * A rule is evaluated only when one of its trigger atoms hit or it has none (an "always"
+ * rule, e.g. one made only of regexes or numbers). Triggers are a necessary condition of the
+ * rule's condition, so skipping a rule never changes a result: the prefilter-off mode
+ * (kx_ruleset_set_prefilter) evaluates every rule that applies and must give the same
+ * matches, which tests/unit/test_prefilter.c checks on a generated corpus.
+ *
+ * Ownership: everything here belongs to the ruleset and is freed by kx__cset_destroy; the
+ * per-event scratch (generation stamps, candidate bitset, Hyperscan scratch) is written by
+ * matching, which is single-threaded per ruleset.
+ */
+#ifndef KLAXON_DETECT_SET_H
+#define KLAXON_DETECT_SET_H
+
+#include <hs/hs.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "detect_int.h"
+
+/* ---- fieldix.c ---- */
+
+typedef struct kx__fieldix {
+    const char **names; /* by id; borrowed from the ruleset's arena */
+    uint32_t *lens;
+    uint32_t n, cap;
+    uint32_t *slots; /* open addressing: id + 1, 0 = empty */
+    uint32_t mask;
+    /* per-event index (see kx__eval) */
+    uint32_t *fgen;
+    uint32_t *first;
+    uint32_t *next;
+    size_t next_cap;
+} kx__fieldix;
+
+int kx__fieldix_intern(kx__fieldix *fx, const char *name, uint32_t *id);
+uint32_t kx__fieldix_find(const kx__fieldix *fx, const char *name, size_t len);
+/* After the last intern: allocates the per-id scratch. */
+int kx__fieldix_ready(kx__fieldix *fx);
+/* Indexes ev's fields for generation gen. -ENOMEM only when next[] must grow and cannot. */
+int kx__fieldix_index(kx__fieldix *fx, const kx_event *ev, uint32_t gen);
+void kx__fieldix_reset_gen(kx__fieldix *fx);
+void kx__fieldix_fini(kx__fieldix *fx);
+
+/* ---- prefilter.c ---- */
+
+typedef struct kx__atom {
+    uint32_t fid; /* KX__FID_KEYWORD: scanned over the raw text and every field value */
+    uint8_t kind; /* kx__pat_kind: EQ, STARTS, ENDS or CONTAINS */
+    bool cased;
+    const char *s; /* lowercase unless cased; borrowed from the rule's pattern */
+    uint32_t len;
+    uint32_t *rules; /* rules (by index) this atom is a trigger of */
+    uint32_t nrules, cap;
+} kx__atom;
+
+typedef struct kx__prefilter {
+    kx__atom *atoms;
+    uint32_t natoms, cap;
+    uint32_t *slots; /* dedup of atoms: id + 1 */
+    uint32_t mask;
+    hs_database_t **db; /* per field id: its atoms, or NULL */
+    hs_database_t *kwdb;
+    hs_scratch_t *scratch;
+    uint32_t *atom_gen;
+    /* per rule (by index): fields with atoms, keyword atoms, has triggers */
+    uint32_t **rule_fids;
+    uint32_t *rule_nfids;
+    bool *rule_kw;
+    bool *rule_trig;
+} kx__prefilter;
+
+typedef struct kx__cset kx__cset;
+
+/* Atomizes every detection rule's values, chooses each rule's triggers and compiles the
+ * databases. err gets a message on failure. */
+int kx__prefilter_build(kx__cset *cs, kx_rule **rules, size_t n, kx_err *err);
+void kx__prefilter_fini(kx__prefilter *pf, size_t nrules, size_t nfids);
+
+/* ---- route.c ---- */
+
+#define KX__MAX_ROUTES 64
+
+typedef struct kx__route {
+    char *product, *service, *category; /* copies; NULL = not set on the event */
+    uint64_t *applies;                  /* bitset over rule indices */
+    uint64_t *always;                   /* applies and without triggers */
+    uint32_t *scan;                     /* field ids with atoms of applying rules */
+    uint32_t nscan;
+    bool keywords; /* some applying rule has keyword atoms */
+    uint32_t napplies;
+} kx__route;
+
+/* The route of ev's logsource: found, or computed on first sight. NULL only when out of
+ * memory. Past KX__MAX_ROUTES distinct logsources the spare route is recomputed. */
+const kx__route *kx__route_get(kx__cset *cs, const kx_event *ev);
+void kx__routes_fini(kx__cset *cs);
+
+/* ---- the set ---- */
+
+struct kx__cset {
+    kx_arena *arena; /* the ruleset's: value atoms live there */
+    kx_rule **rules; /* the ruleset's, borrowed */
+    size_t n;
+    size_t words; /* 64-bit words of a rule bitset */
+    kx__fieldix fx;
+    kx__prefilter pf;
+    kx__route routes[KX__MAX_ROUTES];
+    size_t nroutes;
+    size_t last_route;
+    kx__route spare;
+    uint64_t *cand; /* candidate bitset of the current event */
+    uint32_t gen;
+    bool prefilter_on;
+    kx_ruleset_stats stats;
+};
+
+int kx__cset_create(kx_arena *arena, kx_rule **rules, size_t n, kx__cset **out, kx_err *err);
+void kx__cset_destroy(kx__cset *cs);
+/* kx_ruleset_match's work (match.c). */
+size_t kx__cset_match(kx__cset *cs, const kx_event *ev, pcre2_match_context *mctx, kx_match_cb cb,
+                      void *ud);
+
+#endif

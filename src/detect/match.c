@@ -1,0 +1,254 @@
+/*
+ * The compiled rule set and its match: what kx_ruleset_match does for one event.
+ *
+ *   1. index the event's fields by interned id (fieldix.c): one hash per field;
+ *   2. find the route of its logsource (route.c): the rules that apply, the fields to scan;
+ *   3. prefilter (prefilter.c): scan each of those fields' values once with its field's
+ *      Hyperscan database; every atom hit marks the rules it triggers as candidates;
+ *   4. evaluate the candidates, and the route's rules without triggers, exactly (condition.c,
+ *      value.c), in rule order, reading exact atoms' hits instead of comparing again.
+ *
+ * With the prefilter off (kx_ruleset_set_prefilter, for the differential test and the
+ * benchmark) none of this runs: match_reference is the plain interpreter (every rule, fields
+ * by name, bytes compared), the oracle the compiled path must agree with.
+ *
+ * No allocation per event in steady state: the generation stamps, candidate bitset and
+ * Hyperscan scratch are sized at load; only a new logsource (once) or an event with more
+ * fields than any before (once per size) allocates.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "detect_set.h"
+#include "klaxon/log.h"
+
+static int intern_detection(kx__cset *cs, const kx__detection *d)
+{
+    for (size_t s = 0; s < d->nsearches; s++) {
+        const kx__search *se = &d->searches[s];
+        for (size_t g = 0; g < se->ngroups; g++) {
+            const kx__group *grp = &se->groups[g];
+            for (size_t c = 0; c < grp->nconds; c++) {
+                kx__fcond *f = (kx__fcond *)&grp->conds[c]; /* ours until the set is built */
+                f->fid = KX__FID_KEYWORD;
+                if (f->field) {
+                    int rc = kx__fieldix_intern(&cs->fx, f->field, &f->fid);
+                    if (rc)
+                        return rc;
+                }
+                for (size_t v = 0; v < f->nvals; v++) {
+                    kx__value *val = (kx__value *)&f->vals[v];
+                    if (val->kind == KX__VAL_FIELDREF) {
+                        int rc = kx__fieldix_intern(&cs->fx, val->ref, &val->ref_fid);
+                        if (rc)
+                            return rc;
+                    }
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+int kx__cset_create(kx_arena *arena, kx_rule **rules, size_t n, kx__cset **out, kx_err *err)
+{
+    kx__cset *cs = calloc(1, sizeof(*cs));
+    if (!cs) {
+        kx_err_set(err, NULL, 0, 0, "out of memory");
+        return -ENOMEM;
+    }
+    cs->arena = arena;
+    cs->rules = rules;
+    cs->n = n;
+    cs->words = (n + 63) / 64 ? (n + 63) / 64 : 1;
+    cs->prefilter_on = true;
+    cs->gen = 1;
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const kx__detection *d = kx__rule_detection(rules[i]);
+        if (d)
+            rc = intern_detection(cs, d);
+    }
+    if (!rc)
+        rc = kx__fieldix_ready(&cs->fx);
+    if (rc)
+        kx_err_set(err, NULL, 0, 0, "out of memory");
+    if (!rc)
+        rc = kx__prefilter_build(cs, rules, n, err);
+    if (!rc) {
+        cs->cand = calloc(cs->words, sizeof(uint64_t));
+        if (!cs->cand) {
+            kx_err_set(err, NULL, 0, 0, "out of memory");
+            rc = -ENOMEM;
+        }
+    }
+    if (rc) {
+        kx__cset_destroy(cs);
+        return rc;
+    }
+    cs->stats.atoms = cs->pf.natoms;
+    cs->stats.fields = cs->fx.n;
+    for (size_t i = 0; i < n; i++)
+        if (kx__rule_detection(rules[i]) && !cs->pf.rule_trig[i])
+            cs->stats.always++;
+    *out = cs;
+    return 0;
+}
+
+void kx__cset_destroy(kx__cset *cs)
+{
+    if (!cs)
+        return;
+    kx__routes_fini(cs);
+    kx__prefilter_fini(&cs->pf, cs->n, cs->fx.n);
+    kx__fieldix_fini(&cs->fx);
+    free(cs->cand);
+    free(cs);
+}
+
+typedef struct scan_ctx {
+    kx__cset *cs;
+    uint32_t gen;
+    unsigned long long len; /* of the value being scanned */
+} scan_ctx;
+
+static int on_atom(unsigned int id, unsigned long long from, unsigned long long to,
+                   unsigned int flags, void *ud)
+{
+    (void)from, (void)flags;
+    scan_ctx *sc = ud;
+    kx__prefilter *pf = &sc->cs->pf;
+    if (pf->atom_gen[id] == sc->gen)
+        return 0;
+    /* Literals are scanned unanchored; the anchors of the atom's kind are checked here. */
+    const kx__atom *a = &pf->atoms[id];
+    if (((a->kind == KX__PAT_EQ || a->kind == KX__PAT_STARTS) && to != a->len) ||
+        ((a->kind == KX__PAT_EQ || a->kind == KX__PAT_ENDS) && to != sc->len))
+        return 0;
+    pf->atom_gen[id] = sc->gen;
+    uint64_t *cand = sc->cs->cand;
+    for (uint32_t i = 0; i < a->nrules; i++)
+        cand[a->rules[i] / 64] |= 1ull << (a->rules[i] % 64);
+    return 0;
+}
+
+static void scan_one(kx__prefilter *pf, const hs_database_t *db, const char *s, size_t n,
+                     scan_ctx *sc)
+{
+    /* No atom is empty, so an empty value cannot hit; Hyperscan takes unsigned lengths. */
+    if (n == 0 || n > UINT32_MAX)
+        return;
+    sc->len = n;
+    hs_scan(db, s, (unsigned)n, 0, pf->scratch, on_atom, sc);
+}
+
+static void scan(kx__cset *cs, const kx__route *r, const kx__eval *x)
+{
+    kx__prefilter *pf = &cs->pf;
+    scan_ctx sc = {cs, x->gen, 0};
+    for (uint32_t k = 0; k < r->nscan; k++) {
+        uint32_t fid = r->scan[k];
+        const char *name = cs->fx.names[fid];
+        for (const kx_field *f = kx__field_first(x, fid, name); f; f = kx__field_next(x, f, name))
+            scan_one(pf, pf->db[fid], f->value, f->value_len, &sc);
+    }
+    if (r->keywords && pf->kwdb) {
+        const kx_event *ev = x->ev;
+        if (ev->raw)
+            scan_one(pf, pf->kwdb, ev->raw, ev->raw_len, &sc);
+        for (size_t i = 0; i < ev->nfields; i++)
+            scan_one(pf, pf->kwdb, ev->fields[i].value, ev->fields[i].value_len, &sc);
+    }
+}
+
+static uint32_t next_gen(kx__cset *cs)
+{
+    if (++cs->gen == 0) {
+        /* Wrapped: forget every stamp so none can look current. */
+        kx__fieldix_reset_gen(&cs->fx);
+        memset(cs->pf.atom_gen, 0, (cs->pf.natoms ? cs->pf.natoms : 1) * sizeof(uint32_t));
+        cs->gen = 1;
+    }
+    return cs->gen;
+}
+
+static bool ls_ok(const char *want, const char *have)
+{
+    return !want || (have && strcasecmp(want, have) == 0);
+}
+
+/* The interpreter klaxon had before the compiled set, kept as the reference the compiled
+ * path is tested against: every rule's logsource compared, every detection rule evaluated,
+ * fields looked up by name, every pattern compared byte by byte. */
+static size_t match_reference(kx__cset *cs, const kx_event *ev, pcre2_match_context *mctx,
+                              kx_match_cb cb, void *ud)
+{
+    kx__eval x = {.ev = ev, .mctx = mctx, .by_name = true};
+    size_t hits = 0;
+    cs->stats.events++;
+    for (size_t i = 0; i < cs->n; i++) {
+        kx_rule *rule = cs->rules[i];
+        const kx__detection *d = kx__rule_detection(rule);
+        if (!d || !ls_ok(d->product, ev->product) || !ls_ok(d->service, ev->service) ||
+            !ls_ok(d->category, ev->category))
+            continue;
+        cs->stats.applicable++;
+        cs->stats.evaluated++;
+        if (!kx__cond_eval(d->cond, d, &x))
+            continue;
+        rule->matches++;
+        hits++;
+        if (cb)
+            cb(rule, ud);
+    }
+    return hits;
+}
+
+size_t kx__cset_match(kx__cset *cs, const kx_event *ev, pcre2_match_context *mctx, kx_match_cb cb,
+                      void *ud)
+{
+    static kx_ratelimit rl;
+    if (!cs->prefilter_on)
+        return match_reference(cs, ev, mctx, cb, ud);
+    uint32_t gen = next_gen(cs);
+    const kx__route *r = kx__route_get(cs, ev);
+    if (!r || kx__fieldix_index(&cs->fx, ev, gen) != 0) {
+        /* Out of memory: nothing can be evaluated. Loud, and counted. */
+        cs->stats.failed++;
+        kx_log_limited(&rl, KX_LOG_ERROR, "detect", "out of memory matching an event");
+        return 0;
+    }
+    kx__eval x = {
+        .ev = ev,
+        .mctx = mctx,
+        .gen = gen,
+        .nfid = cs->fx.n,
+        .fgen = cs->fx.fgen,
+        .first = cs->fx.first,
+        .next = cs->fx.next,
+        .atom_gen = cs->pf.atom_gen,
+        .atoms_on = true,
+    };
+    memcpy(cs->cand, r->always, cs->words * sizeof(uint64_t));
+    scan(cs, r, &x);
+    cs->stats.events++;
+    cs->stats.applicable += r->napplies;
+    size_t hits = 0;
+    for (size_t w = 0; w < cs->words; w++) {
+        for (uint64_t bits = cs->cand[w] & r->applies[w]; bits; bits &= bits - 1) {
+            size_t i = w * 64 + (size_t)__builtin_ctzll(bits);
+            kx_rule *rule = cs->rules[i];
+            const kx__detection *d = kx__rule_detection(rule);
+            cs->stats.evaluated++;
+            if (!kx__cond_eval(d->cond, d, &x))
+                continue;
+            rule->matches++;
+            hits++;
+            if (cb)
+                cb(rule, ud);
+        }
+    }
+    return hits;
+}

@@ -1,0 +1,519 @@
+/*
+ * The prefilter: every literal of every rule, scanned for in one pass per field.
+ *
+ * Atoms. A string value's pattern (equals, startswith, endswith, contains, or a wildcard
+ * pattern's longest literal run) becomes an atom: (field id, kind, cased, bytes). Identical
+ * atoms of different rules are one atom (`Image|endswith: \powershell.exe` in a hundred rules
+ * is scanned for once). Values that are not plain strings (regex, numbers, null, exists,
+ * cidr, fieldref, neq) and patterns without a literal (a lone *) have no atom.
+ *
+ * Databases. The atoms of one field go into one Hyperscan block-mode database, each as an
+ * escaped literal anchored the way its kind says (^lit\z, ^lit, lit\z, lit), caseless unless
+ * `cased` (ASCII folding, as the interpreter does). Keyword atoms form one more database,
+ * scanned over the raw text and every field value, as keyword matching reads them.
+ *
+ * Exactness. An equals/startswith/endswith/contains atom hit is exactly "some value of the
+ * field matches the pattern", so evaluation reads the hit (kx__value.exact) instead of
+ * comparing bytes again. A wildcard pattern's atom is only necessary: the value is compared
+ * exactly when its rule is evaluated.
+ *
+ * Triggers. For each rule a set of atoms at least one of which must hit for the rule to
+ * match: computed over the condition tree, an OR needs any of its children's triggers, an
+ * AND the cheapest child's (short literals hit often, so length decides), a NOT nothing.
+ * A rule whose condition needs nothing is evaluated for every event it applies to.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "detect_set.h"
+
+/* A rule's need: at least one of atoms must hit, or (any) nothing is known. */
+typedef struct need {
+    uint32_t *a;
+    size_t n, cap;
+    bool any;
+} need;
+
+static void need_free(need *nd)
+{
+    free(nd->a);
+    memset(nd, 0, sizeof(*nd));
+}
+
+static int need_push(need *nd, uint32_t atom)
+{
+    if (nd->n == nd->cap) {
+        size_t cap = nd->cap ? nd->cap * 2 : 8;
+        uint32_t *a = realloc(nd->a, cap * sizeof(*a));
+        if (!a)
+            return -ENOMEM;
+        nd->a = a;
+        nd->cap = cap;
+    }
+    nd->a[nd->n++] = atom;
+    return 0;
+}
+
+/* ---- atoms ---- */
+
+static uint32_t atom_hash(uint32_t fid, uint8_t kind, bool cased, const char *s, size_t n)
+{
+    uint32_t h = 2166136261u ^ fid ^ ((uint32_t)kind << 24) ^ (cased ? 0x80000000u : 0);
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+static int slots_grow(kx__prefilter *pf)
+{
+    uint32_t cap = pf->mask ? (pf->mask + 1) * 2 : 256;
+    uint32_t *slots = calloc(cap, sizeof(*slots));
+    if (!slots)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < pf->natoms; i++) {
+        const kx__atom *a = &pf->atoms[i];
+        uint32_t h = atom_hash(a->fid, a->kind, a->cased, a->s, a->len) & (cap - 1);
+        while (slots[h])
+            h = (h + 1) & (cap - 1);
+        slots[h] = i + 1;
+    }
+    free(pf->slots);
+    pf->slots = slots;
+    pf->mask = cap - 1;
+    return 0;
+}
+
+static int atom_get(kx__prefilter *pf, uint32_t fid, uint8_t kind, bool cased, const char *s,
+                    size_t len, uint32_t *out)
+{
+    if (!pf->slots || (pf->natoms + 1) * 2 > pf->mask + 1) {
+        int rc = slots_grow(pf);
+        if (rc)
+            return rc;
+    }
+    uint32_t h = atom_hash(fid, kind, cased, s, len) & pf->mask;
+    for (uint32_t id; (id = pf->slots[h]) != 0; h = (h + 1) & pf->mask) {
+        const kx__atom *a = &pf->atoms[id - 1];
+        if (a->fid == fid && a->kind == kind && a->cased == cased && a->len == len &&
+            memcmp(a->s, s, len) == 0) {
+            *out = id - 1;
+            return 0;
+        }
+    }
+    if (pf->natoms == pf->cap) {
+        uint32_t cap = pf->cap ? pf->cap * 2 : 256;
+        kx__atom *atoms = realloc(pf->atoms, cap * sizeof(*atoms));
+        if (!atoms)
+            return -ENOMEM;
+        pf->atoms = atoms;
+        pf->cap = cap;
+    }
+    uint32_t id = pf->natoms++;
+    kx__atom *a = &pf->atoms[id];
+    memset(a, 0, sizeof(*a));
+    a->fid = fid;
+    a->kind = kind;
+    a->cased = cased;
+    a->s = s;
+    a->len = (uint32_t)len;
+    pf->slots[h] = id + 1;
+    *out = id;
+    return 0;
+}
+
+/* The literal an atom scans for in pattern p, and whether its hit answers p exactly. */
+static bool pat_literal(const kx__pat *p, uint8_t *kind, const char **s, size_t *len, bool *exact)
+{
+    switch (p->kind) {
+    case KX__PAT_EQ:
+    case KX__PAT_STARTS:
+    case KX__PAT_ENDS:
+    case KX__PAT_CONTAINS:
+        if (p->len == 0)
+            return false;
+        *kind = (uint8_t)p->kind;
+        *s = p->s;
+        *len = p->len;
+        *exact = true;
+        return true;
+    case KX__PAT_GLOB: {
+        const kx__tok *best = NULL;
+        for (size_t i = 0; i < p->ntoks; i++)
+            if (p->toks[i].kind == KX__TOK_LIT && (!best || p->toks[i].len > best->len))
+                best = &p->toks[i];
+        if (!best)
+            return false;
+        *kind = KX__PAT_CONTAINS;
+        *s = best->s;
+        *len = best->len;
+        *exact = false;
+        return true;
+    }
+    case KX__PAT_ANY:
+        break;
+    }
+    return false;
+}
+
+/* Gives v its atoms when every pattern has a literal; records the field on the rule. */
+static int atomize_value(kx__cset *cs, uint32_t fid, kx__value *v, need *fids, bool *kw)
+{
+    kx__prefilter *pf = &cs->pf;
+    if (v->kind != KX__VAL_PAT || v->negate || v->npats == 0)
+        return 0;
+    uint32_t tmp[16];
+    bool exact = true;
+    if (v->npats > KX_ARRAY_LEN(tmp))
+        return 0;
+    for (size_t i = 0; i < v->npats; i++) {
+        uint8_t kind;
+        const char *s;
+        size_t len;
+        bool ex;
+        if (!pat_literal(&v->pats[i], &kind, &s, &len, &ex))
+            return 0;
+        int rc = atom_get(pf, fid, kind, v->cased, s, len, &tmp[i]);
+        if (rc)
+            return rc;
+        exact = exact && ex;
+    }
+    uint32_t *atoms = kx_arena_alloc(cs->arena, v->npats * sizeof(*atoms));
+    if (!atoms)
+        return -ENOMEM;
+    memcpy(atoms, tmp, v->npats * sizeof(*atoms));
+    v->atoms = atoms; /* in the ruleset's arena, like the value itself */
+    v->exact = exact;
+    if (fid == KX__FID_KEYWORD) {
+        *kw = true;
+        return 0;
+    }
+    for (size_t i = 0; i < fids->n; i++)
+        if (fids->a[i] == fid)
+            return 0;
+    return need_push(fids, fid);
+}
+
+static double need_cost(const kx__prefilter *pf, const need *nd)
+{
+    /* Short literals hit often: a 2-byte atom costs about as much as many long ones. */
+    double c = 0;
+    for (size_t i = 0; i < nd->n; i++) {
+        uint32_t len = pf->atoms[nd->a[i]].len;
+        c += 1.0 + 32.0 / (double)(len * len);
+    }
+    return c;
+}
+
+static int need_or(need *acc, need *kid)
+{
+    if (acc->any)
+        return 0;
+    if (kid->any) {
+        acc->any = true;
+        return 0;
+    }
+    for (size_t i = 0; i < kid->n; i++) {
+        int rc = need_push(acc, kid->a[i]);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* AND: keep the cheaper of acc and kid (a need that says something beats one that does
+ * not). kid is consumed. */
+static void need_and(const kx__prefilter *pf, need *acc, bool *first, need *kid)
+{
+    if (*first) {
+        *acc = *kid;
+        *first = false;
+        memset(kid, 0, sizeof(*kid));
+        return;
+    }
+    bool take = !kid->any && (acc->any || need_cost(pf, kid) < need_cost(pf, acc));
+    if (take) {
+        need_free(acc);
+        *acc = *kid;
+        memset(kid, 0, sizeof(*kid));
+    } else {
+        need_free(kid);
+    }
+}
+
+static int value_need(const kx__value *v, need *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!v->atoms) {
+        out->any = true;
+        return 0;
+    }
+    for (size_t i = 0; i < v->npats; i++) {
+        int rc = need_push(out, v->atoms[i]);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int fcond_need(const kx__prefilter *pf, const kx__fcond *f, need *out)
+{
+    memset(out, 0, sizeof(*out));
+    bool first = true;
+    for (size_t i = 0; i < f->nvals; i++) {
+        need kid;
+        int rc = value_need(&f->vals[i], &kid);
+        if (!rc && f->all) {
+            need_and(pf, out, &first, &kid);
+            continue;
+        }
+        if (!rc)
+            rc = need_or(out, &kid);
+        need_free(&kid);
+        if (rc)
+            return rc;
+    }
+    if (f->nvals == 0)
+        out->any = true;
+    return 0;
+}
+
+static int search_need(const kx__prefilter *pf, const kx__search *s, need *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (s->tod || s->ngroups == 0) {
+        out->any = true;
+        return 0;
+    }
+    for (size_t g = 0; g < s->ngroups && !out->any; g++) {
+        const kx__group *grp = &s->groups[g];
+        need gn;
+        bool first = true;
+        memset(&gn, 0, sizeof(gn));
+        gn.any = true;
+        for (size_t i = 0; i < grp->nconds; i++) {
+            need kid;
+            int rc = fcond_need(pf, &grp->conds[i], &kid);
+            if (rc) {
+                need_free(&gn);
+                return rc;
+            }
+            need_and(pf, &gn, &first, &kid);
+        }
+        int rc = need_or(out, &gn);
+        need_free(&gn);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int cond_need(const kx__prefilter *pf, const kx__cnode *n, const kx__detection *d, need *out)
+{
+    memset(out, 0, sizeof(*out));
+    bool first = true;
+    int rc = 0;
+    switch (n->op) {
+    case KX__C_ID:
+        return search_need(pf, &d->searches[n->ids[0]], out);
+    case KX__C_ONE_OF:
+    case KX__C_ALL_OF:
+        for (size_t i = 0; i < n->nids && !rc; i++) {
+            need kid;
+            rc = search_need(pf, &d->searches[n->ids[i]], &kid);
+            if (rc)
+                break;
+            if (n->op == KX__C_ALL_OF) {
+                need_and(pf, out, &first, &kid);
+            } else {
+                rc = need_or(out, &kid);
+                need_free(&kid);
+            }
+        }
+        if (n->nids == 0)
+            out->any = true;
+        return rc;
+    case KX__C_AND:
+    case KX__C_OR:
+        for (size_t i = 0; i < n->nkids && !rc; i++) {
+            need kid;
+            rc = cond_need(pf, n->kids[i], d, &kid);
+            if (rc)
+                break;
+            if (n->op == KX__C_AND) {
+                need_and(pf, out, &first, &kid);
+            } else {
+                rc = need_or(out, &kid);
+                need_free(&kid);
+            }
+        }
+        if (n->nkids == 0)
+            out->any = true;
+        return rc;
+    case KX__C_NOT:
+        out->any = true;
+        return 0;
+    }
+    out->any = true;
+    return 0;
+}
+
+static int atom_add_rule(kx__atom *a, uint32_t ridx)
+{
+    if (a->nrules && a->rules[a->nrules - 1] == ridx)
+        return 0;
+    if (a->nrules == a->cap) {
+        uint32_t cap = a->cap ? a->cap * 2 : 4;
+        uint32_t *r = realloc(a->rules, cap * sizeof(*r));
+        if (!r)
+            return -ENOMEM;
+        a->rules = r;
+        a->cap = cap;
+    }
+    a->rules[a->nrules++] = ridx;
+    return 0;
+}
+
+/* ---- databases ---- */
+
+static int compile_db(kx__prefilter *pf, uint32_t fid, hs_database_t **out, kx_err *err)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < pf->natoms; i++)
+        n += pf->atoms[i].fid == fid;
+    *out = NULL;
+    if (n == 0)
+        return 0;
+    const char **exprs = calloc(n, sizeof(*exprs));
+    size_t *lens = calloc(n, sizeof(*lens));
+    unsigned *flags = calloc(n, sizeof(*flags));
+    unsigned *ids = calloc(n, sizeof(*ids));
+    int rc = exprs && lens && flags && ids ? 0 : -ENOMEM;
+    size_t k = 0;
+    for (uint32_t i = 0; i < pf->natoms && !rc; i++) {
+        const kx__atom *a = &pf->atoms[i];
+        if (a->fid != fid)
+            continue;
+        exprs[k] = a->s;
+        lens[k] = a->len;
+        /* The first occurrence of a literal is its leftmost, so a contains or startswith atom
+         * needs no later report; endswith and equals need the last one. */
+        bool once = a->kind == KX__PAT_CONTAINS || a->kind == KX__PAT_STARTS;
+        flags[k] = (once ? HS_FLAG_SINGLEMATCH : 0) | (a->cased ? 0 : HS_FLAG_CASELESS);
+        ids[k] = i;
+        k++;
+    }
+    if (!rc) {
+        hs_compile_error_t *ce = NULL;
+        if (hs_compile_lit_multi(exprs, flags, ids, lens, (unsigned)n, HS_MODE_BLOCK, NULL, out,
+                                 &ce) != HS_SUCCESS) {
+            kx_err_set(err, NULL, 0, 0, "prefilter: Hyperscan refused literal %d: %s",
+                       ce ? ce->expression : -1, ce ? ce->message : "?");
+            hs_free_compile_error(ce);
+            rc = -EINVAL;
+        } else if (hs_alloc_scratch(*out, &pf->scratch) != HS_SUCCESS) {
+            kx_err_set(err, NULL, 0, 0, "prefilter: cannot allocate Hyperscan scratch");
+            rc = -ENOMEM;
+        }
+    }
+    free(exprs);
+    free(lens);
+    free(flags);
+    free(ids);
+    return rc;
+}
+
+/* ---- build ---- */
+
+static int atomize_rule(kx__cset *cs, const kx__detection *d, need *fids, bool *kw)
+{
+    for (size_t s = 0; s < d->nsearches; s++) {
+        const kx__search *se = &d->searches[s];
+        for (size_t g = 0; g < se->ngroups; g++) {
+            const kx__group *grp = &se->groups[g];
+            for (size_t c = 0; c < grp->nconds; c++) {
+                const kx__fcond *f = &grp->conds[c];
+                for (size_t v = 0; v < f->nvals; v++) {
+                    int rc = atomize_value(cs, f->fid, (kx__value *)&f->vals[v], fids, kw);
+                    if (rc)
+                        return rc;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+int kx__prefilter_build(kx__cset *cs, kx_rule **rules, size_t n, kx_err *err)
+{
+    kx__prefilter *pf = &cs->pf;
+    size_t nn = n ? n : 1;
+    pf->rule_fids = calloc(nn, sizeof(*pf->rule_fids));
+    pf->rule_nfids = calloc(nn, sizeof(*pf->rule_nfids));
+    pf->rule_kw = calloc(nn, sizeof(*pf->rule_kw));
+    pf->rule_trig = calloc(nn, sizeof(*pf->rule_trig));
+    if (!pf->rule_fids || !pf->rule_nfids || !pf->rule_kw || !pf->rule_trig)
+        goto nomem;
+    for (size_t i = 0; i < n; i++) {
+        const kx__detection *d = kx__rule_detection(rules[i]);
+        if (!d)
+            continue;
+        need fids = {0};
+        int rc = atomize_rule(cs, d, &fids, &pf->rule_kw[i]);
+        pf->rule_fids[i] = fids.a;
+        pf->rule_nfids[i] = (uint32_t)fids.n;
+        if (rc)
+            goto nomem;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const kx__detection *d = kx__rule_detection(rules[i]);
+        if (!d)
+            continue;
+        need nd;
+        int rc = cond_need(pf, d->cond, d, &nd);
+        if (!rc && !nd.any) {
+            pf->rule_trig[i] = true;
+            for (size_t k = 0; k < nd.n && !rc; k++)
+                rc = atom_add_rule(&pf->atoms[nd.a[k]], (uint32_t)i);
+        }
+        need_free(&nd);
+        if (rc)
+            goto nomem;
+    }
+    size_t nf = cs->fx.n ? cs->fx.n : 1;
+    pf->db = calloc(nf, sizeof(*pf->db));
+    pf->atom_gen = calloc(pf->natoms ? pf->natoms : 1, sizeof(*pf->atom_gen));
+    if (!pf->db || !pf->atom_gen)
+        goto nomem;
+    for (uint32_t f = 0; f < cs->fx.n; f++) {
+        int rc = compile_db(pf, f, &pf->db[f], err);
+        if (rc)
+            return rc;
+    }
+    return compile_db(pf, KX__FID_KEYWORD, &pf->kwdb, err);
+nomem:
+    kx_err_set(err, NULL, 0, 0, "out of memory");
+    return -ENOMEM;
+}
+
+void kx__prefilter_fini(kx__prefilter *pf, size_t nrules, size_t nfids)
+{
+    for (uint32_t i = 0; i < pf->natoms; i++)
+        free(pf->atoms[i].rules);
+    free(pf->atoms);
+    free(pf->slots);
+    for (size_t i = 0; pf->db && i < nfids; i++)
+        hs_free_database(pf->db[i]);
+    free(pf->db);
+    hs_free_database(pf->kwdb);
+    hs_free_scratch(pf->scratch);
+    free(pf->atom_gen);
+    for (size_t i = 0; pf->rule_fids && i < nrules; i++)
+        free(pf->rule_fids[i]);
+    free(pf->rule_fids);
+    free(pf->rule_nfids);
+    free(pf->rule_kw);
+    free(pf->rule_trig);
+    memset(pf, 0, sizeof(*pf));
+}
