@@ -104,10 +104,12 @@ typedef struct kx__value {
     /* FIELDREF */
     const char *ref;
     uint32_t ref_fid; /* ref's interned id (compile.c) */
-    /* Prefilter atoms (prefilter.c): one per pattern when every pattern has a literal to scan
-     * for, else NULL. exact: each atom's hit is exactly "some value matches that pattern", so
-     * evaluation reads the hit instead of comparing bytes again. */
+    /* Prefilter atoms (prefilter.c), when every pattern has a literal to scan for, else NULL:
+     * a hit of one is necessary for the value to match. exact: a hit is also sufficient
+     * ("some value matches one of the patterns"), so evaluation reads the hits instead of
+     * comparing bytes again. */
     const uint32_t *atoms;
+    size_t natoms;
     bool exact;
 } kx__value;
 

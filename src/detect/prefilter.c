@@ -123,8 +123,80 @@ static int atom_get(kx__prefilter *pf, uint32_t fid, uint8_t kind, bool cased, c
     return 0;
 }
 
-/* The literal an atom scans for in pattern p, and whether its hit answers p exactly. */
-static bool pat_literal(const kx__pat *p, uint8_t *kind, const char **s, size_t *len, bool *exact)
+/* A wildcard pattern's literal run this short hits nearly every value: it makes a poor
+ * trigger, so such a value gets no atom and is compared when its rule is evaluated. */
+#define KX__ATOM_MIN_INEXACT 3
+/* windash: a value with at most this many dash positions is expanded into its 5^k spellings
+ * (each an exact atom) rather than scanned for its longest literal run. */
+#define KX__ATOM_MAX_DASHES 2
+
+static const char *const dashes[5] = {"-", "/", "\xe2\x80\x93", "\xe2\x80\x94", "\xe2\x80\x95"};
+
+typedef struct atoms_out {
+    uint32_t ids[64];
+    size_t n;
+    bool exact;
+} atoms_out;
+
+static int add_atom(kx__cset *cs, uint32_t fid, uint8_t kind, bool cased, const char *s, size_t len,
+                    atoms_out *out)
+{
+    if (out->n == KX_ARRAY_LEN(out->ids))
+        return 1; /* too many: no atoms for this value */
+    return atom_get(&cs->pf, fid, kind, cased, s, len, &out->ids[out->n++]);
+}
+
+/* A pattern made of literals and at most KX__ATOM_MAX_DASHES windash positions between an
+ * optional leading and trailing *: its spellings, each an exact atom of the anchored kind. */
+static int glob_spellings(kx__cset *cs, uint32_t fid, bool cased, const kx__pat *p, atoms_out *out)
+{
+    size_t lo = 0, hi = p->ntoks, ndash = 0, len = 0;
+    bool lead = hi && p->toks[0].kind == KX__TOK_STAR;
+    lo += lead;
+    bool trail = hi > lo && p->toks[hi - 1].kind == KX__TOK_STAR;
+    hi -= trail;
+    for (size_t i = lo; i < hi; i++) {
+        if (p->toks[i].kind == KX__TOK_DASH)
+            ndash++, len += 3;
+        else if (p->toks[i].kind == KX__TOK_LIT)
+            len += p->toks[i].len;
+        else
+            return 1; /* * or ? inside */
+    }
+    if (ndash == 0 || ndash > KX__ATOM_MAX_DASHES || len == 0)
+        return 1;
+    uint8_t kind = lead && trail ? KX__PAT_CONTAINS
+                   : lead        ? KX__PAT_ENDS
+                   : trail       ? KX__PAT_STARTS
+                                 : KX__PAT_EQ;
+    size_t nvar = ndash == 1 ? 5 : 25;
+    for (size_t v = 0; v < nvar; v++) {
+        char *buf = kx_arena_alloc(cs->arena, len);
+        if (!buf)
+            return -ENOMEM;
+        size_t n = 0, d = 0, pick = v;
+        for (size_t i = lo; i < hi; i++) {
+            const kx__tok *t = &p->toks[i];
+            if (t->kind == KX__TOK_LIT) {
+                memcpy(buf + n, t->s, t->len);
+                n += t->len;
+                continue;
+            }
+            const char *ds = dashes[pick % 5];
+            pick /= 5, d++;
+            size_t dl = strlen(ds);
+            memcpy(buf + n, ds, dl);
+            n += dl;
+        }
+        int rc = add_atom(cs, fid, kind, cased, buf, n, out);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* The atoms of pattern p appended to out: rc 1 when p has no usable literal. */
+static int pat_atoms(kx__cset *cs, uint32_t fid, bool cased, const kx__pat *p, atoms_out *out)
 {
     switch (p->kind) {
     case KX__PAT_EQ:
@@ -132,59 +204,49 @@ static bool pat_literal(const kx__pat *p, uint8_t *kind, const char **s, size_t 
     case KX__PAT_ENDS:
     case KX__PAT_CONTAINS:
         if (p->len == 0)
-            return false;
-        *kind = (uint8_t)p->kind;
-        *s = p->s;
-        *len = p->len;
-        *exact = true;
-        return true;
+            return 1;
+        return add_atom(cs, fid, (uint8_t)p->kind, cased, p->s, p->len, out);
     case KX__PAT_GLOB: {
+        size_t mark = out->n;
+        int rc = glob_spellings(cs, fid, cased, p, out);
+        if (rc <= 0)
+            return rc;
+        out->n = mark;
         const kx__tok *best = NULL;
         for (size_t i = 0; i < p->ntoks; i++)
             if (p->toks[i].kind == KX__TOK_LIT && (!best || p->toks[i].len > best->len))
                 best = &p->toks[i];
-        if (!best)
-            return false;
-        *kind = KX__PAT_CONTAINS;
-        *s = best->s;
-        *len = best->len;
-        *exact = false;
-        return true;
+        if (!best || best->len < KX__ATOM_MIN_INEXACT)
+            return 1;
+        out->exact = false;
+        return add_atom(cs, fid, KX__PAT_CONTAINS, cased, best->s, best->len, out);
     }
     case KX__PAT_ANY:
         break;
     }
-    return false;
+    return 1;
 }
 
 /* Gives v its atoms when every pattern has a literal; records the field on the rule. */
 static int atomize_value(kx__cset *cs, uint32_t fid, kx__value *v, need *fids, bool *kw)
 {
-    kx__prefilter *pf = &cs->pf;
     if (v->kind != KX__VAL_PAT || v->negate || v->npats == 0)
         return 0;
-    uint32_t tmp[16];
-    bool exact = true;
-    if (v->npats > KX_ARRAY_LEN(tmp))
-        return 0;
+    atoms_out out = {.n = 0, .exact = true};
     for (size_t i = 0; i < v->npats; i++) {
-        uint8_t kind;
-        const char *s;
-        size_t len;
-        bool ex;
-        if (!pat_literal(&v->pats[i], &kind, &s, &len, &ex))
-            return 0;
-        int rc = atom_get(pf, fid, kind, v->cased, s, len, &tmp[i]);
-        if (rc)
+        int rc = pat_atoms(cs, fid, v->cased, &v->pats[i], &out);
+        if (rc > 0)
+            return 0; /* no atoms: the value is compared when its rule is evaluated */
+        if (rc < 0)
             return rc;
-        exact = exact && ex;
     }
-    uint32_t *atoms = kx_arena_alloc(cs->arena, v->npats * sizeof(*atoms));
+    uint32_t *atoms = kx_arena_alloc(cs->arena, out.n * sizeof(*atoms));
     if (!atoms)
         return -ENOMEM;
-    memcpy(atoms, tmp, v->npats * sizeof(*atoms));
+    memcpy(atoms, out.ids, out.n * sizeof(*atoms));
     v->atoms = atoms; /* in the ruleset's arena, like the value itself */
-    v->exact = exact;
+    v->natoms = out.n;
+    v->exact = out.exact;
     if (fid == KX__FID_KEYWORD) {
         *kw = true;
         return 0;
@@ -249,7 +311,7 @@ static int value_need(const kx__value *v, need *out)
         out->any = true;
         return 0;
     }
-    for (size_t i = 0; i < v->npats; i++) {
+    for (size_t i = 0; i < v->natoms; i++) {
         int rc = need_push(out, v->atoms[i]);
         if (rc)
             return rc;

@@ -1130,6 +1130,11 @@ size_t kx_ruleset_match(kx_ruleset *rs, const kx_event *ev, kx_match_cb cb, void
     return kx__cset_match(rs->cs, ev, rs->mctx, cb, ud);
 }
 
+const kx__cset *kx__ruleset_cset(const kx_ruleset *rs)
+{
+    return rs->cs;
+}
+
 void kx_ruleset_stats_get(const kx_ruleset *rs, kx_ruleset_stats *out)
 {
     *out = rs->cs->stats;

@@ -834,7 +834,7 @@ static bool field_value_match(const kx__value *v, const kx_field *f, const kx__e
  * value) for each of v's patterns; an exact atom's hit is the pattern's answer. */
 static bool atoms_match(const kx__value *v, const kx__eval *x)
 {
-    for (size_t i = 0; i < v->npats; i++)
+    for (size_t i = 0; i < v->natoms; i++)
         if (kx__atom_hit(x, v->atoms[i]))
             return true;
     return false;

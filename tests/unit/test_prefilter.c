@@ -13,6 +13,11 @@
  * cannot pass by matching nothing.
  *
  * KX_DIFF_SEED and KX_DIFF_ROUNDS in the environment run other seeds / more rounds.
+ *
+ * With a SigmaHQ checkout at $KX_SIGMA_DIR (default /tmp/sigma; CI has none, so the second
+ * test is skipped there) the same comparison runs on its rules/ directory as one ruleset,
+ * with events built from the compiled set's own atoms (each placed in its field with its
+ * anchoring, random case and surroundings), so thousands of real rules are triggered.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +30,7 @@
 
 #include <cmocka.h>
 
+#include "detect/detect_set.h"
 #include "klaxon/detect.h"
 #include "klaxon/event.h"
 
@@ -219,9 +225,12 @@ static void gen_field_value(char *out, size_t cap)
         if (rnd(6) == 0 && ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')))
             *p ^= 0x20;
     if (rnd(4) == 0) {
-        char tmp[300];
-        snprintf(tmp, sizeof(tmp), "%s%s", rnd(2) ? "C:\\Windows\\" : "zz ", out);
-        snprintf(out, cap, "%s", tmp);
+        const char *pre = rnd(2) ? "C:\\Windows\\" : "zz ";
+        size_t pl = strlen(pre), n = strlen(out);
+        if (pl + n < cap) {
+            memmove(out + pl, out, n + 1);
+            memcpy(out, pre, pl);
+        }
     }
     if (rnd(4) == 0)
         strncat(out, rnd(2) ? ".exe" : " -enc", cap - strlen(out) - 1);
@@ -358,10 +367,91 @@ static void test_differential(void **state)
     rmdir(dir);
 }
 
+static void atom_value(const kx__atom *a, char *out, size_t cap)
+{
+    static const char *const pre[] = {"C:\\Windows\\", "x ", "", "-"};
+    static const char *const post[] = {".exe", " /c", "", " x"};
+    const char *p = a->kind == KX__PAT_ENDS || a->kind == KX__PAT_CONTAINS ? PICK(pre) : "";
+    const char *q = a->kind == KX__PAT_STARTS || a->kind == KX__PAT_CONTAINS ? PICK(post) : "";
+    int n = snprintf(out, cap, "%s%.*s%s", p, (int)a->len, a->s, q);
+    for (int i = 0; i < n && (size_t)i < cap; i++)
+        if (rnd(3) == 0 && ((out[i] >= 'a' && out[i] <= 'z') || (out[i] >= 'A' && out[i] <= 'Z')))
+            out[i] ^= 0x20 * !a->cased;
+}
+
+static void test_sigma_corpus(void **state)
+{
+    (void)state;
+    const char *direnv = getenv("KX_SIGMA_DIR");
+    char path[512];
+    snprintf(path, sizeof(path), "%s/rules", direnv ? direnv : "/tmp/sigma");
+    if (access(path, R_OK) != 0)
+        skip();
+    kx_ruleset *rs = NULL;
+    kx_err err;
+    const char *p = path;
+    assert_int_equal(kx_ruleset_load(&p, 1, &rs, &err), 0);
+    const kx__cset *cs = kx__ruleset_cset(rs);
+    assert_true(cs->pf.natoms > 1000);
+    static const char *const ls[][3] = {{"windows", NULL, "process_creation"},
+                                        {"windows", "security", NULL},
+                                        {"windows", NULL, "ps_script"},
+                                        {"linux", NULL, "process_creation"},
+                                        {"aws", "cloudtrail", NULL},
+                                        {"windows", NULL, "registry_set"},
+                                        {NULL, NULL, NULL}};
+    rng = 7;
+    kx_event ev;
+    kx_event_init(&ev);
+    static char raw[8192];
+    uint64_t matches = 0;
+    for (int e = 0; e < 3000; e++) {
+        kx_event_reset(&ev);
+        const char *const *l = ls[rnd(7)];
+        ev.product = l[0], ev.service = l[1], ev.category = l[2];
+        size_t rn = 0;
+        raw[0] = '\0';
+        int nf = 1 + (int)rnd(6);
+        for (int i = 0; i < nf; i++) {
+            const kx__atom *a = &cs->pf.atoms[rnd(cs->pf.natoms)];
+            char v[1024];
+            atom_value(a, v, sizeof(v));
+            const char *name = a->fid == KX__FID_KEYWORD ? "Message" : cs->fx.names[a->fid];
+            assert_int_equal(kx_event_add(&ev, name, strlen(name), v, strlen(v), KX_VAL_STR), 0);
+            int k = snprintf(raw + rn, sizeof(raw) - rn, "%s ", v);
+            if (k > 0 && (size_t)k < sizeof(raw) - rn)
+                rn += (size_t)k;
+        }
+        ev.raw = raw;
+        ev.raw_len = rn;
+        static hits on, off;
+        on.n = off.n = 0;
+        kx_ruleset_set_prefilter(rs, true);
+        kx_ruleset_match(rs, &ev, on_match, &on);
+        kx_ruleset_set_prefilter(rs, false);
+        kx_ruleset_match(rs, &ev, on_match, &off);
+        if (on.n != off.n || memcmp(on.idx, off.idx, on.n * sizeof(on.idx[0])) != 0) {
+            fprintf(stderr, "event %d: %s\n", e, raw);
+            for (size_t i = 0; i < on.n; i++)
+                fprintf(stderr, "  prefilter on : %s\n", kx_ruleset_at(rs, on.idx[i])->id);
+            for (size_t i = 0; i < off.n; i++)
+                fprintf(stderr, "  prefilter off: %s\n", kx_ruleset_at(rs, off.idx[i])->id);
+            fail_msg("prefilter on and off disagree on SigmaHQ");
+        }
+        matches += on.n;
+    }
+    printf("SigmaHQ: %zu rules, %u atoms, 3000 events, %llu matches, identical\n",
+           kx_ruleset_size(rs), cs->pf.natoms, (unsigned long long)matches);
+    assert_true(matches > 100);
+    kx_event_fini(&ev);
+    kx_ruleset_destroy(rs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_differential),
+        cmocka_unit_test(test_sigma_corpus),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
