@@ -162,7 +162,7 @@ typedef struct kx__detection {
     const kx__cnode *cond;
 } kx__detection;
 
-/* The compiled detection of a detection rule, NULL for a correlation (rules.c). */
+/* The compiled detection of a detection rule, NULL for a correlation (ruleset.c). */
 const kx__detection *kx__rule_detection(const kx_rule *r);
 
 /* ---- build context ---- */

@@ -125,7 +125,7 @@ struct kx__cset {
     kx_ruleset_stats stats;
 };
 
-/* The compiled set of a loaded ruleset (rules.c), for tests that generate events from it. */
+/* The compiled set of a loaded ruleset (ruleset.c), for tests that generate events from it. */
 const kx__cset *kx__ruleset_cset(const kx_ruleset *rs);
 
 int kx__cset_create(kx_arena *arena, kx_rule **rules, size_t n, kx__cset **out, kx_err *err);

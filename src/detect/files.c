@@ -1,0 +1,108 @@
+/*
+ * Rule file discovery: the paths given to kx_ruleset_load -> the list of files to load, in
+ * a fixed order (paths as given; a directory walked recursively, its *.yml and *.yaml files
+ * sorted by path), so rule order -- the order matches are reported in -- never depends on
+ * the file system.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "rules_int.h"
+
+#define KX__MAX_DIR_DEPTH 32
+
+int kx__strvec_push(strvec *sv, char *s)
+{
+    if (!s)
+        return -ENOMEM;
+    if (sv->n == sv->cap) {
+        size_t cap = sv->cap ? sv->cap * 2 : 64;
+        char **v = realloc(sv->v, cap * sizeof(*v));
+        if (!v) {
+            free(s);
+            return -ENOMEM;
+        }
+        sv->v = v;
+        sv->cap = cap;
+    }
+    sv->v[sv->n++] = s;
+    return 0;
+}
+
+void kx__strvec_free(strvec *sv)
+{
+    for (size_t i = 0; i < sv->n; i++)
+        free(sv->v[i]);
+    free(sv->v);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool has_rule_ext(const char *name)
+{
+    size_t n = strlen(name);
+    return (n > 4 && !strcmp(name + n - 4, ".yml")) || (n > 5 && !strcmp(name + n - 5, ".yaml"));
+}
+
+static int walk(const char *dir, int depth, strvec *out, kx_err *err)
+{
+    if (depth > KX__MAX_DIR_DEPTH)
+        return kx_err_set(err, dir, 0, 0, "directories nested too deeply (symlink loop?)");
+    DIR *d = opendir(dir);
+    if (!d)
+        return kx_err_set(err, dir, 0, 0, "%s", strerror(errno));
+    int rc = 0;
+    struct dirent *de;
+    while (!rc && (de = readdir(d))) {
+        if (de->d_name[0] == '.') /* ., .. and hidden files such as editor swap files */
+            continue;
+        size_t len = strlen(dir) + strlen(de->d_name) + 2;
+        char *path = malloc(len);
+        if (!path) {
+            rc = kx_err_set(err, dir, 0, 0, "out of memory");
+            break;
+        }
+        snprintf(path, len, "%s/%s", dir, de->d_name);
+        struct stat st;
+        if (stat(path, &st) != 0) {
+            rc = kx_err_set(err, path, 0, 0, "%s", strerror(errno));
+            free(path);
+        } else if (S_ISDIR(st.st_mode)) {
+            rc = walk(path, depth + 1, out, err);
+            free(path);
+        } else if (S_ISREG(st.st_mode) && has_rule_ext(de->d_name)) {
+            if (kx__strvec_push(out, path))
+                rc = kx_err_set(err, dir, 0, 0, "out of memory");
+        } else {
+            free(path);
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+int kx__rule_files(const char *path, strvec *out, kx_err *err)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return kx_err_set(err, path, 0, 0, "%s", strerror(errno));
+    if (!S_ISDIR(st.st_mode)) {
+        if (kx__strvec_push(out, strdup(path)))
+            return kx_err_set(err, path, 0, 0, "out of memory");
+        return 0;
+    }
+    size_t first = out->n;
+    int rc = walk(path, 0, out, err);
+    if (!rc)
+        qsort(out->v + first, out->n - first, sizeof(char *), cmp_str);
+    return rc;
+}

@@ -1,0 +1,300 @@
+/*
+ * Rule documents: one YAML file -> kx_rule records. A detection document compiles to a
+ * kx__detection (logsource filter, search identifiers via value.c, condition via
+ * condition.c); a correlation document is handed to correlation_load.c. Everything is
+ * allocated in the ruleset being built, so a refused file frees with it.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "rules_int.h"
+
+/* ---- rule documents ---- */
+
+static int push_rule(kx_ruleset *rs, kx_rule *r, kx_err *err)
+{
+    if (rs->n == rs->cap) {
+        size_t cap = rs->cap ? rs->cap * 2 : 64;
+        kx_rule **v = realloc(rs->rules, cap * sizeof(*v));
+        if (!v)
+            return kx_err_set(err, r->file, r->line, 0, "out of memory"), -ENOMEM;
+        rs->rules = v;
+        rs->cap = cap;
+    }
+    r->index = rs->n;
+    rs->rules[rs->n++] = r;
+    return 0;
+}
+
+static int opt_str(kx__ctx *c, const kx_yaml_node *root, const char *key, const char **out)
+{
+    const kx_yaml_node *n = kx_yaml_get(root, key);
+    *out = NULL;
+    if (!n)
+        return 0;
+    if (n->type != KX_YAML_SCALAR)
+        return kx_yaml_err(c->err, c->file, n, "\"%s\" must be a string", key);
+    *out = kx__strndup(c, n->str, n->len);
+    return *out ? 0 : -ENOMEM;
+}
+
+/* A list of strings, or one string standing for a list of one. */
+int kx__str_list(kx__ctx *c, const kx_yaml_node *n, const char *what, const char ***out,
+                 size_t *nout)
+{
+    const kx_yaml_node *const *v = (const kx_yaml_node *const *)&n;
+    size_t cnt = 1;
+    if (n->type == KX_YAML_SEQ) {
+        v = (const kx_yaml_node *const *)n->vals;
+        cnt = n->n;
+    } else if (n->type != KX_YAML_SCALAR) {
+        return kx_yaml_err(c->err, c->file, n, "\"%s\" must be a list of strings", what);
+    }
+    const char **s = kx__alloc(c, cnt * sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    for (size_t i = 0; i < cnt; i++) {
+        if (v[i]->type != KX_YAML_SCALAR)
+            return kx_yaml_err(c->err, c->file, v[i], "\"%s\" must be a list of strings", what);
+        if (!(s[i] = kx__strndup(c, v[i]->str, v[i]->len)))
+            return -ENOMEM;
+    }
+    *out = s;
+    *nout = cnt;
+    return 0;
+}
+
+static int compile_search(kx__ctx *c, const kx_yaml_node *key, const kx_yaml_node *val,
+                          kx__search *s)
+{
+    if (!(s->name = kx__strndup(c, key->str, key->len)))
+        return -ENOMEM;
+    if (val->type == KX_YAML_MAP) {
+        if (val->n == 0)
+            return kx_yaml_err(c->err, c->file, key, "search identifier \"%s\" is empty", s->name);
+        if (val->n == 1 && kx_yaml_is(val->keys[0], "timeofday")) {
+            kx_timeofday *t = NULL;
+            int rc = kx_timeofday_parse(val->vals[0], c->file, &t, c->err);
+            if (rc)
+                return rc;
+            s->tod = t;
+            return kx__res_add_tod(c, t);
+        }
+        kx__group *g = kx__alloc(c, sizeof(*g));
+        kx__fcond *conds = kx__alloc(c, val->n * sizeof(*conds));
+        if (!g || !conds)
+            return -ENOMEM;
+        for (size_t i = 0; i < val->n; i++) {
+            int rc = kx__fcond_compile(c, val->keys[i], val->vals[i], &conds[i]);
+            if (rc)
+                return rc;
+        }
+        g->conds = conds;
+        g->nconds = val->n;
+        s->groups = g;
+        s->ngroups = 1;
+        return 0;
+    }
+    if (val->type != KX_YAML_SEQ || val->n == 0)
+        return kx_yaml_err(c->err, c->file, val->type == KX_YAML_SEQ ? key : val,
+                           "search identifier \"%s\" must be a non-empty mapping or list", s->name);
+    /* A list: maps are OR-ed groups; plain values together form one keyword group. */
+    size_t nmaps = 0, nkw = 0;
+    for (size_t i = 0; i < val->n; i++) {
+        const kx_yaml_node *it = val->vals[i];
+        if (it->type == KX_YAML_MAP && it->n > 0)
+            nmaps++;
+        else if (it->type == KX_YAML_SCALAR)
+            nkw++;
+        else
+            return kx_yaml_err(c->err, c->file, it,
+                               "expected a keyword or a mapping of field conditions");
+    }
+    kx__group *groups = kx__alloc(c, (nmaps + (nkw > 0)) * sizeof(*groups));
+    if (!groups)
+        return -ENOMEM;
+    size_t g = 0;
+    if (nkw) {
+        const kx_yaml_node **kw = kx__alloc(c, nkw * sizeof(*kw));
+        kx__fcond *f = kx__alloc(c, sizeof(*f));
+        if (!kw || !f)
+            return -ENOMEM;
+        size_t k = 0;
+        for (size_t i = 0; i < val->n; i++)
+            if (val->vals[i]->type == KX_YAML_SCALAR)
+                kw[k++] = val->vals[i];
+        int rc = kx__keywords_compile(c, kw, nkw, f);
+        if (rc)
+            return rc;
+        groups[g].conds = f;
+        groups[g++].nconds = 1;
+    }
+    for (size_t i = 0; i < val->n; i++) {
+        const kx_yaml_node *it = val->vals[i];
+        if (it->type != KX_YAML_MAP)
+            continue;
+        kx__fcond *conds = kx__alloc(c, it->n * sizeof(*conds));
+        if (!conds)
+            return -ENOMEM;
+        for (size_t j = 0; j < it->n; j++) {
+            int rc = kx__fcond_compile(c, it->keys[j], it->vals[j], &conds[j]);
+            if (rc)
+                return rc;
+        }
+        groups[g].conds = conds;
+        groups[g++].nconds = it->n;
+    }
+    s->groups = groups;
+    s->ngroups = g;
+    return 0;
+}
+
+static int compile_detection(kx__ctx *c, const kx_yaml_node *det, kx__detection *d)
+{
+    if (det->type != KX_YAML_MAP)
+        return kx_yaml_err(c->err, c->file, det, "\"detection\" must be a mapping");
+    const kx_yaml_node *cond = NULL;
+    size_t ns = 0;
+    for (size_t i = 0; i < det->n; i++) {
+        const kx_yaml_node *k = det->keys[i];
+        if (k->type != KX_YAML_SCALAR)
+            return kx_yaml_err(c->err, c->file, k, "expected a search identifier name");
+        if (kx_yaml_is(k, "condition"))
+            cond = det->vals[i];
+        else if (!kx_yaml_is(k, "timeframe"))
+            ns++;
+    }
+    if (!cond)
+        return kx_yaml_err(c->err, c->file, det, "missing required key \"condition\"");
+    kx__search *s = kx__alloc(c, ns * sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    size_t j = 0;
+    for (size_t i = 0; i < det->n; i++) {
+        const kx_yaml_node *k = det->keys[i];
+        if (kx_yaml_is(k, "condition"))
+            continue;
+        if (kx_yaml_is(k, "timeframe")) {
+            /* Only meaningful with the deprecated aggregation syntax, which the condition
+             * parser rejects with a pointer to correlation rules. */
+            kx_log(KX_LOG_WARN, "detect", "%s:%d:%d: \"timeframe\" is ignored", c->file, k->line,
+                   k->col);
+            continue;
+        }
+        int rc = compile_search(c, k, det->vals[i], &s[j++]);
+        if (rc)
+            return rc;
+    }
+    d->searches = s;
+    d->nsearches = ns;
+    return kx__cond_compile(c, cond, d);
+}
+
+static int compile_logsource(kx__ctx *c, const kx_yaml_node *ls, kx__detection *d)
+{
+    if (!ls || kx_yaml_is_null(ls))
+        return 0;
+    if (ls->type != KX_YAML_MAP)
+        return kx_yaml_err(c->err, c->file, ls, "\"logsource\" must be a mapping");
+    int rc = opt_str(c, ls, "product", &d->product);
+    if (!rc)
+        rc = opt_str(c, ls, "service", &d->service);
+    if (!rc)
+        rc = opt_str(c, ls, "category", &d->category);
+    return rc;
+}
+
+static int load_doc(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
+{
+    if (root->type != KX_YAML_MAP)
+        return kx_yaml_err(c->err, c->file, root, "a rule must be a YAML mapping");
+    const kx_yaml_node *det = kx_yaml_get(root, "detection");
+    const kx_yaml_node *corr = kx_yaml_get(root, "correlation");
+    kx_rule *r = kx__alloc(c, sizeof(*r));
+    rule_priv *pv = kx__alloc(c, sizeof(*pv));
+    char *file = kx__strndup(c, c->file, strlen(c->file));
+    if (!r || !pv || !file)
+        return -ENOMEM;
+    r->priv = pv;
+    r->file = file;
+    r->line = root->line;
+    r->generate = true;
+
+    const kx_yaml_node *t = kx_yaml_get(root, "title");
+    if (!t)
+        return kx_yaml_err(c->err, c->file, root, "missing required key \"title\"");
+    if (t->type != KX_YAML_SCALAR || t->len == 0)
+        return kx_yaml_err(c->err, c->file, t, "\"title\" must be a non-empty string");
+    if (corr && det)
+        return kx_yaml_err(c->err, c->file, corr,
+                           "a rule cannot have both \"detection\" and \"correlation\"");
+    if (!corr && !det)
+        return kx_yaml_get(root, "filter")
+                   ? kx_yaml_err(c->err, c->file, root, "Sigma filters are not supported yet")
+                   : kx_yaml_err(c->err, c->file, root, "missing required key \"detection\"");
+
+    int rc;
+    const char *id, *name, *level;
+    if ((rc = opt_str(c, root, "title", &r->title)) || (rc = opt_str(c, root, "id", &id)) ||
+        (rc = opt_str(c, root, "name", &name)) || (rc = opt_str(c, root, "level", &level)) ||
+        (rc = opt_str(c, root, "team", &r->team)) ||
+        (rc = opt_str(c, root, "category", &r->category)))
+        return rc;
+    const kx_yaml_node *n = kx_yaml_get(root, "id");
+    pv->id_line = n ? n->line : root->line;
+    pv->id_col = n ? n->col : root->col;
+    n = kx_yaml_get(root, "name");
+    pv->name_line = n ? n->line : root->line;
+    pv->name_col = n ? n->col : root->col;
+    r->name = name;
+    r->id = id ? id : name ? name : r->title;
+    if (level) {
+        static const char *const levels[] = {"informational", "low", "medium", "high", "critical"};
+        size_t i = 0;
+        while (i < KX_ARRAY_LEN(levels) && strcmp(level, levels[i]))
+            i++;
+        if (i == KX_ARRAY_LEN(levels))
+            return kx_yaml_err(c->err, c->file, kx_yaml_get(root, "level"),
+                               "invalid level \"%s\" (expected informational, low, medium, high "
+                               "or critical)",
+                               level);
+    }
+    r->level = level ? level : "medium";
+    if ((n = kx_yaml_get(root, "tags")) && !kx_yaml_is_null(n)) {
+        const char **tags = NULL;
+        if ((rc = kx__str_list(c, n, "tags", &tags, &r->ntags)))
+            return rc;
+        r->tags = tags;
+    }
+
+    if (corr) {
+        r->kind = KX_RULE_CORRELATION;
+        rc = kx__correlation_compile(c, root, corr, r, pv);
+    } else {
+        r->kind = KX_RULE_DETECTION;
+        if (!(pv->det = kx__alloc(c, sizeof(*pv->det))))
+            return -ENOMEM;
+        rc = compile_logsource(c, kx_yaml_get(root, "logsource"), pv->det);
+        if (!rc)
+            rc = compile_detection(c, det, pv->det);
+    }
+    return rc ? rc : push_rule(rs, r, c->err);
+}
+
+int kx__load_file(kx_ruleset *rs, const char *path, kx_err *err)
+{
+    kx_yaml_doc *docs = NULL;
+    int rc = kx_yaml_load_file(path, &docs, err);
+    if (rc)
+        return rc;
+    kx__ctx c = {.arena = &rs->arena, .res = &rs->res, .file = path, .err = err};
+    for (kx_yaml_doc *d = docs; d && !rc; d = d->next)
+        if (d->root && !kx_yaml_is_null(d->root))
+            rc = load_doc(rs, &c, d->root);
+    kx_yaml_free(docs);
+    return rc;
+}

@@ -1,0 +1,79 @@
+/*
+ * Private to the rule loader's passes (detect stage): the ruleset record and what one pass
+ * hands the next.
+ *
+ *   files.c             file discovery: paths -> the sorted list of rule files
+ *   load.c              rule documents: YAML -> kx_rule with compiled detections
+ *   correlation_load.c  correlation documents: type, group-by, timespan, condition, aliases
+ *   resolve.c           after every file: unique ids and names, correlation references
+ *   ruleset.c           the ruleset's life (load = the passes in order, destroy) and the
+ *                       build helpers value.c and condition.c share
+ *   match.c (detect_set.h) the compiled set built from the loaded rules, and its match
+ */
+#ifndef KLAXON_RULES_INT_H
+#define KLAXON_RULES_INT_H
+
+#include "detect_set.h"
+
+struct kx_ruleset {
+    kx_arena arena;
+    kx__res *res;
+    kx_rule **rules;
+    size_t n;
+    size_t cap;
+    pcre2_match_context *mctx;
+    kx__cset *cs; /* the compiled set (match.c), built once every rule is resolved */
+};
+
+/* One Sigma field alias: alias name -> (rule name or id -> field). */
+typedef struct alias_def {
+    const char *name;
+    size_t n;
+    const char **rules;
+    const char **fields;
+    int line, col;
+} alias_def;
+
+/* What a rule keeps beyond the public record. */
+typedef struct rule_priv {
+    kx__detection *det; /* detection rules */
+    /* correlation rules, until references are resolved */
+    const char **ref_names;
+    int *ref_line;
+    int *ref_col;
+    size_t nrefs;
+    bool corr_generate;
+    const char **value_fields; /* as written (may name aliases) */
+    struct alias_def *aliases; /* copied: the YAML tree is gone by resolve() */
+    size_t naliases;
+    /* where id and name were written, for duplicate errors */
+    int id_line, id_col;
+    int name_line, name_col;
+} rule_priv;
+
+typedef struct strvec {
+    char **v;
+    size_t n, cap;
+} strvec;
+
+int kx__strvec_push(strvec *sv, char *s);
+void kx__strvec_free(strvec *sv);
+
+/* files.c: appends path (a file, or a directory searched recursively for *.yml and *.yaml,
+ * sorted) to out. */
+int kx__rule_files(const char *path, strvec *out, kx_err *err);
+
+/* load.c: loads every document of one file into rs. */
+int kx__load_file(kx_ruleset *rs, const char *path, kx_err *err);
+/* A scalar or a list of scalars under key `what`, copied into the arena. */
+int kx__str_list(kx__ctx *c, const kx_yaml_node *n, const char *what, const char ***out,
+                 size_t *nout);
+
+/* correlation_load.c: the `correlation` section of a document into r and pv. */
+int kx__correlation_compile(kx__ctx *c, const kx_yaml_node *root, const kx_yaml_node *corr,
+                            kx_rule *r, rule_priv *pv);
+
+/* resolve.c: unique ids and names, correlation references and their fields. */
+int kx__resolve(kx_ruleset *rs, kx_err *err);
+
+#endif

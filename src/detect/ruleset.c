@@ -1,0 +1,233 @@
+/*
+ * The ruleset: its life (load runs the passes in order -- files.c, load.c with
+ * correlation_load.c, resolve.c, then the compiled set of match.c -- and destroy frees it
+ * all), its public accessors, and the build helpers value.c and condition.c share.
+ *
+ * Loading is all-or-nothing: every rule, string and compiled pattern lives in the ruleset
+ * being built (its arena plus a list of PCRE2/time-of-day objects to free), so the first
+ * error destroys that one object and the caller's *out is never written. Rules keep the
+ * order they appear in (files.c fixes the file order), which is the order kx_ruleset_match
+ * reports matches in.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "rules_int.h"
+
+#define KX__ARENA_BLOCK (64 * 1024)
+
+enum { RES_CODE, RES_TOD };
+
+struct kx__res {
+    int kind;
+    void *a;
+    void *b;
+    kx__res *next;
+};
+
+/* ---- build helpers shared with value.c and condition.c ---- */
+
+void *kx__alloc(kx__ctx *c, size_t n)
+{
+    void *p = kx_arena_alloc(c->arena, n ? n : 1);
+    if (!p) {
+        kx_err_set(c->err, c->file, 0, 0, "out of memory");
+        return NULL;
+    }
+    memset(p, 0, n);
+    return p;
+}
+
+char *kx__strndup(kx__ctx *c, const char *s, size_t n)
+{
+    char *p = kx_arena_strndup(c->arena, s, n);
+    if (!p)
+        kx_err_set(c->err, c->file, 0, 0, "out of memory");
+    return p;
+}
+
+static int res_add(kx__ctx *c, int kind, void *a, void *b)
+{
+    kx__res *r = malloc(sizeof(*r));
+    if (!r) {
+        kx__res tmp = {.kind = kind, .a = a, .b = b};
+        kx__res_free(&tmp);
+        return kx_err_set(c->err, c->file, 0, 0, "out of memory"), -ENOMEM;
+    }
+    r->kind = kind;
+    r->a = a;
+    r->b = b;
+    r->next = *c->res;
+    *c->res = r;
+    return 0;
+}
+
+int kx__res_add_code(kx__ctx *c, pcre2_code *code, pcre2_match_data *md)
+{
+    return res_add(c, RES_CODE, code, md);
+}
+
+int kx__res_add_tod(kx__ctx *c, kx_timeofday *t)
+{
+    return res_add(c, RES_TOD, t, NULL);
+}
+
+void kx__res_free(kx__res *r)
+{
+    if (r->kind == RES_CODE) {
+        pcre2_match_data_free(r->b);
+        pcre2_code_free(r->a);
+    } else {
+        kx_timeofday_destroy(r->a);
+    }
+}
+
+/* ---- public API ---- */
+
+int kx_ruleset_load(const char *const *paths, size_t npaths, kx_ruleset **out, kx_err *err)
+{
+    kx_ruleset *rs = calloc(1, sizeof(*rs));
+    strvec files = {0};
+    int rc = 0;
+    if (!rs)
+        return kx_err_set(err, NULL, 0, 0, "out of memory"), -ENOMEM;
+    kx_arena_init(&rs->arena, KX__ARENA_BLOCK);
+    rs->mctx = pcre2_match_context_create(NULL);
+    if (!rs->mctx) {
+        rc = kx_err_set(err, NULL, 0, 0, "out of memory");
+        goto fail;
+    }
+    pcre2_set_match_limit(rs->mctx, KX__RE_MATCH_LIMIT);
+    pcre2_set_depth_limit(rs->mctx, KX__RE_DEPTH_LIMIT);
+    for (size_t i = 0; i < npaths && !rc; i++)
+        rc = kx__rule_files(paths[i], &files, err);
+    for (size_t i = 0; i < files.n && !rc; i++)
+        rc = kx__load_file(rs, files.v[i], err);
+    if (!rc)
+        rc = kx__resolve(rs, err);
+    if (!rc)
+        rc = kx__cset_create(&rs->arena, rs->rules, rs->n, &rs->cs, err);
+    if (rc)
+        goto fail;
+    kx__strvec_free(&files);
+    *out = rs;
+    return 0;
+fail:
+    kx__strvec_free(&files);
+    kx_ruleset_destroy(rs);
+    return rc;
+}
+
+void kx_ruleset_destroy(kx_ruleset *rs)
+{
+    if (!rs)
+        return;
+    for (kx__res *r = rs->res, *nx; r; r = nx) {
+        nx = r->next;
+        kx__res_free(r);
+        free(r);
+    }
+    kx__cset_destroy(rs->cs);
+    pcre2_match_context_free(rs->mctx);
+    free(rs->rules);
+    kx_arena_fini(&rs->arena);
+    free(rs);
+}
+
+size_t kx_ruleset_size(const kx_ruleset *rs)
+{
+    return rs->n;
+}
+
+kx_rule *kx_ruleset_at(kx_ruleset *rs, size_t i)
+{
+    return i < rs->n ? rs->rules[i] : NULL;
+}
+
+const kx__detection *kx__rule_detection(const kx_rule *r)
+{
+    return r->kind == KX_RULE_DETECTION ? ((const rule_priv *)r->priv)->det : NULL;
+}
+
+size_t kx_ruleset_match(kx_ruleset *rs, const kx_event *ev, kx_match_cb cb, void *ud)
+{
+    kx__re_event_gen++;
+    return kx__cset_match(rs->cs, ev, rs->mctx, cb, ud);
+}
+
+const kx__cset *kx__ruleset_cset(const kx_ruleset *rs)
+{
+    return rs->cs;
+}
+
+void kx_ruleset_stats_get(const kx_ruleset *rs, kx_ruleset_stats *out)
+{
+    *out = rs->cs->stats;
+}
+
+void kx_ruleset_set_prefilter(kx_ruleset *rs, bool on)
+{
+    rs->cs->prefilter_on = on;
+}
+
+bool kx_corr_holds(const kx_rule *c, double v)
+{
+    for (size_t i = 0; i < c->ncond; i++) {
+        double x = c->cond[i].value;
+        bool ok;
+        switch (c->cond[i].cmp) {
+        case KX_CMP_GT:
+            ok = v > x;
+            break;
+        case KX_CMP_GTE:
+            ok = v >= x;
+            break;
+        case KX_CMP_LT:
+            ok = v < x;
+            break;
+        case KX_CMP_LTE:
+            ok = v <= x;
+            break;
+        case KX_CMP_EQ:
+            ok = v == x;
+            break;
+        default:
+            ok = v != x;
+            break;
+        }
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+int kx_corr_ref_index(const kx_rule *c, const kx_rule *ref)
+{
+    for (size_t j = 0; j < c->nrefs; j++)
+        if (c->refs[j] == ref)
+            return (int)j;
+    return -1;
+}
+
+bool kx_cmp_eval(kx_cmp cmp, int64_t threshold, int64_t count)
+{
+    switch (cmp) {
+    case KX_CMP_NEQ:
+        return count != threshold;
+    case KX_CMP_GT:
+        return count > threshold;
+    case KX_CMP_GTE:
+        return count >= threshold;
+    case KX_CMP_LT:
+        return count < threshold;
+    case KX_CMP_LTE:
+        return count <= threshold;
+    case KX_CMP_EQ:
+        return count == threshold;
+    }
+    return false;
+}
