@@ -32,6 +32,9 @@ typedef enum {
     KX_M_EVENTS_LATE,         /* correlation updates later than the allowed lateness: not counted */
     KX_M_CORR_SKIPPED,        /* correlation updates without the value their rule needs */
     KX_M_GROUPS_CAPPED,       /* new groups refused by a rule's max_groups cap */
+    KX_M_RULES_EVALUATED,     /* detection rules evaluated exactly (the prefilter's candidates) */
+    KX_M_ROUTE_OVERFLOWS,     /* events routed without the route cache (too many logsources) */
+    KX_M_DETECT_FAILED,       /* events not matched: out of memory in detect */
     KX_M__COUNT
 } kx_metric;
 

@@ -54,6 +54,14 @@ static const struct {
                            "missing or not a number."},
     [KX_M_GROUPS_CAPPED] = {"klaxon_groups_capped_total",
                             "Updates to new groups refused because a rule reached max_groups."},
+    [KX_M_RULES_EVALUATED] = {"klaxon_rules_evaluated_total",
+                              "Detection rules evaluated exactly: those the literal prefilter "
+                              "could not rule out, and those without literals"},
+    [KX_M_ROUTE_OVERFLOWS] = {"klaxon_route_overflows_total",
+                              "Events routed without the route cache: more distinct "
+                              "logsources than it holds (slow, still exact)"},
+    [KX_M_DETECT_FAILED] = {"klaxon_detect_failed_total",
+                            "Events no rule could be evaluated on: out of memory in detect"},
 };
 
 void kx_metric_inc(kx_metric m)

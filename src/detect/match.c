@@ -23,6 +23,7 @@
 
 #include "detect_set.h"
 #include "klaxon/log.h"
+#include "klaxon/metrics.h"
 
 static int intern_detection(kx__cset *cs, const kx__detection *d)
 {
@@ -217,6 +218,7 @@ size_t kx__cset_match(kx__cset *cs, const kx_event *ev, pcre2_match_context *mct
     if (!r || kx__fieldix_index(&cs->fx, ev, gen) != 0) {
         /* Out of memory: nothing can be evaluated. Loud, and counted. */
         cs->stats.failed++;
+        kx_metric_inc(KX_M_DETECT_FAILED);
         kx_log_limited(&rl, KX_LOG_ERROR, "detect", "out of memory matching an event");
         return 0;
     }
@@ -235,13 +237,13 @@ size_t kx__cset_match(kx__cset *cs, const kx_event *ev, pcre2_match_context *mct
     scan(cs, r, &x);
     cs->stats.events++;
     cs->stats.applicable += r->napplies;
-    size_t hits = 0;
+    size_t hits = 0, evaluated = 0;
     for (size_t w = 0; w < cs->words; w++) {
         for (uint64_t bits = cs->cand[w] & r->applies[w]; bits; bits &= bits - 1) {
             size_t i = w * 64 + (size_t)__builtin_ctzll(bits);
             kx_rule *rule = cs->rules[i];
             const kx__detection *d = kx__rule_detection(rule);
-            cs->stats.evaluated++;
+            evaluated++;
             if (!kx__cond_eval(d->cond, d, &x))
                 continue;
             rule->matches++;
@@ -250,5 +252,7 @@ size_t kx__cset_match(kx__cset *cs, const kx_event *ev, pcre2_match_context *mct
                 cb(rule, ud);
         }
     }
+    cs->stats.evaluated += evaluated;
+    kx_metric_add(KX_M_RULES_EVALUATED, evaluated);
     return hits;
 }

@@ -19,6 +19,7 @@
 
 #include "detect_set.h"
 #include "klaxon/log.h"
+#include "klaxon/metrics.h"
 
 static bool ls_ok(const char *want, const char *have)
 {
@@ -125,6 +126,7 @@ const kx__route *kx__route_get(kx__cset *cs, const kx_event *ev)
     }
     static kx_ratelimit rl;
     cs->stats.route_overflows++;
+    kx_metric_inc(KX_M_ROUTE_OVERFLOWS);
     kx_log_limited(&rl, KX_LOG_WARN, "detect",
                    "more than %d distinct logsources: rules are routed per event (slow)",
                    KX__MAX_ROUTES);
