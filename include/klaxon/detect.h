@@ -135,6 +135,7 @@ typedef struct kx_ruleset_stats {
     uint64_t events;     /* events matched */
     uint64_t applicable; /* sum over events of the rules their logsource routes to */
     uint64_t evaluated;  /* rules evaluated exactly (the rest the prefilter ruled out) */
+    uint64_t memo_hits;  /* field values whose hits were recalled instead of scanned */
     uint64_t route_overflows; /* events routed without the cache (too many logsources) */
     uint64_t failed;          /* events not matched for lack of memory */
 } kx_ruleset_stats;
@@ -144,6 +145,9 @@ void kx_ruleset_stats_get(const kx_ruleset *rs, kx_ruleset_stats *out);
 /* The prefilter is on by default. Off, every rule that applies is evaluated by comparing
  * bytes: the same matches, slower. For the differential test and the benchmark. */
 void kx_ruleset_set_prefilter(kx_ruleset *rs, bool on);
+/* The scan memo (recent values' hits recalled, docs/internals/detect.md) is on by default;
+ * off, every value is scanned. The same matches either way. */
+void kx_ruleset_set_memo(kx_ruleset *rs, bool on);
 
 /* True when cmp/threshold is satisfied by count. */
 bool kx_cmp_eval(kx_cmp cmp, int64_t threshold, int64_t count);

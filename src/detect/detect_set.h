@@ -87,11 +87,34 @@ typedef struct kx__cset kx__cset;
 int kx__prefilter_build(kx__cset *cs, kx_rule **rules, size_t n, kx_err *err);
 void kx__prefilter_fini(kx__prefilter *pf, size_t nrules, size_t nfids);
 
+/* ---- scan.c ---- */
+
+/* Per field: the atom hits of recently scanned values, so a value seen again (the same
+ * Image, User, IntegrityLevel...) costs a hash and a compare instead of a scan. Direct
+ * mapped; allocated on a field's first scan. */
+#define KX__MEMO_SLOTS 512
+#define KX__MEMO_VAL 120 /* longer values are scanned every time */
+#define KX__MEMO_HITS 14 /* a value with more hits is scanned every time */
+
+typedef struct kx__memo_slot {
+    uint64_t hash;
+    uint16_t len; /* 0: empty */
+    uint16_t nhits;
+    uint32_t hits[KX__MEMO_HITS];
+    char val[KX__MEMO_VAL];
+} kx__memo_slot;
+
+typedef struct kx__route kx__route;
+
+/* Step 3 of kx_ruleset_match: marks the candidates of x's event in cs->cand. */
+void kx__scan(kx__cset *cs, const kx__route *r, const kx__eval *x);
+void kx__memo_fini(kx__cset *cs);
+
 /* ---- route.c ---- */
 
 #define KX__MAX_ROUTES 64
 
-typedef struct kx__route {
+struct kx__route {
     char *product, *service, *category; /* copies; NULL = not set on the event */
     uint64_t *applies;                  /* bitset over rule indices */
     uint64_t *always;                   /* applies and without triggers */
@@ -99,7 +122,7 @@ typedef struct kx__route {
     uint32_t nscan;
     bool keywords; /* some applying rule has keyword atoms */
     uint32_t napplies;
-} kx__route;
+};
 
 /* The route of ev's logsource: found, or computed on first sight. NULL only when out of
  * memory. Past KX__MAX_ROUTES distinct logsources the spare route is recomputed. */
@@ -119,7 +142,9 @@ struct kx__cset {
     size_t nroutes;
     size_t last_route;
     kx__route spare;
-    uint64_t *cand; /* candidate bitset of the current event */
+    uint64_t *cand;       /* candidate bitset of the current event */
+    kx__memo_slot **memo; /* per field id, NULL until its first scan (scan.c) */
+    bool memo_on;
     uint32_t gen;
     bool prefilter_on;
     kx_ruleset_stats stats;

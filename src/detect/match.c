@@ -3,8 +3,9 @@
  *
  *   1. index the event's fields by interned id (fieldix.c): one hash per field;
  *   2. find the route of its logsource (route.c): the rules that apply, the fields to scan;
- *   3. prefilter (prefilter.c): scan each of those fields' values once with its field's
- *      Hyperscan database; every atom hit marks the rules it triggers as candidates;
+ *   3. prefilter (scan.c): scan each of those fields' values once with its field's
+ *      Hyperscan database (or recall a recent identical value's hits); every atom hit marks
+ *      the rules it triggers as candidates;
  *   4. evaluate the candidates, and the route's rules without triggers, exactly (condition.c,
  *      value.c), in rule order, reading exact atoms' hits instead of comparing again.
  *
@@ -65,6 +66,7 @@ int kx__cset_create(kx_arena *arena, kx_rule **rules, size_t n, kx__cset **out, 
     cs->n = n;
     cs->words = (n + 63) / 64 ? (n + 63) / 64 : 1;
     cs->prefilter_on = true;
+    cs->memo_on = true;
     cs->gen = 1;
     int rc = 0;
     for (size_t i = 0; i < n && !rc; i++) {
@@ -103,65 +105,11 @@ void kx__cset_destroy(kx__cset *cs)
     if (!cs)
         return;
     kx__routes_fini(cs);
+    kx__memo_fini(cs);
     kx__prefilter_fini(&cs->pf, cs->n, cs->fx.n);
     kx__fieldix_fini(&cs->fx);
     free(cs->cand);
     free(cs);
-}
-
-typedef struct scan_ctx {
-    kx__cset *cs;
-    uint32_t gen;
-    unsigned long long len; /* of the value being scanned */
-} scan_ctx;
-
-static int on_atom(unsigned int id, unsigned long long from, unsigned long long to,
-                   unsigned int flags, void *ud)
-{
-    (void)from, (void)flags;
-    scan_ctx *sc = ud;
-    kx__prefilter *pf = &sc->cs->pf;
-    if (pf->atom_gen[id] == sc->gen)
-        return 0;
-    /* Literals are scanned unanchored; the anchors of the atom's kind are checked here. */
-    const kx__atom *a = &pf->atoms[id];
-    if (((a->kind == KX__PAT_EQ || a->kind == KX__PAT_STARTS) && to != a->len) ||
-        ((a->kind == KX__PAT_EQ || a->kind == KX__PAT_ENDS) && to != sc->len))
-        return 0;
-    pf->atom_gen[id] = sc->gen;
-    uint64_t *cand = sc->cs->cand;
-    for (uint32_t i = 0; i < a->nrules; i++)
-        cand[a->rules[i] / 64] |= 1ull << (a->rules[i] % 64);
-    return 0;
-}
-
-static void scan_one(kx__prefilter *pf, const hs_database_t *db, const char *s, size_t n,
-                     scan_ctx *sc)
-{
-    /* No atom is empty, so an empty value cannot hit; Hyperscan takes unsigned lengths. */
-    if (n == 0 || n > UINT32_MAX)
-        return;
-    sc->len = n;
-    hs_scan(db, s, (unsigned)n, 0, pf->scratch, on_atom, sc);
-}
-
-static void scan(kx__cset *cs, const kx__route *r, const kx__eval *x)
-{
-    kx__prefilter *pf = &cs->pf;
-    scan_ctx sc = {cs, x->gen, 0};
-    for (uint32_t k = 0; k < r->nscan; k++) {
-        uint32_t fid = r->scan[k];
-        const char *name = cs->fx.names[fid];
-        for (const kx_field *f = kx__field_first(x, fid, name); f; f = kx__field_next(x, f, name))
-            scan_one(pf, pf->db[fid], f->value, f->value_len, &sc);
-    }
-    if (r->keywords && pf->kwdb) {
-        const kx_event *ev = x->ev;
-        if (ev->raw)
-            scan_one(pf, pf->kwdb, ev->raw, ev->raw_len, &sc);
-        for (size_t i = 0; i < ev->nfields; i++)
-            scan_one(pf, pf->kwdb, ev->fields[i].value, ev->fields[i].value_len, &sc);
-    }
 }
 
 static uint32_t next_gen(kx__cset *cs)
@@ -234,7 +182,7 @@ size_t kx__cset_match(kx__cset *cs, const kx_event *ev, pcre2_match_context *mct
         .atoms_on = true,
     };
     memcpy(cs->cand, r->always, cs->words * sizeof(uint64_t));
-    scan(cs, r, &x);
+    kx__scan(cs, r, &x);
     cs->stats.events++;
     cs->stats.applicable += r->napplies;
     size_t hits = 0, evaluated = 0;

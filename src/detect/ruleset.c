@@ -174,6 +174,11 @@ void kx_ruleset_set_prefilter(kx_ruleset *rs, bool on)
     rs->cs->prefilter_on = on;
 }
 
+void kx_ruleset_set_memo(kx_ruleset *rs, bool on)
+{
+    rs->cs->memo_on = on;
+}
+
 bool kx_corr_holds(const kx_rule *c, double v)
 {
     for (size_t i = 0; i < c->ncond; i++) {

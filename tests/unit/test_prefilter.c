@@ -329,11 +329,14 @@ static void test_differential(void **state)
         static char raw[8192];
         for (int e = 0; e < 4000; e++) {
             gen_event(&ev, raw, sizeof(raw));
-            static hits on, off;
-            on.n = off.n = 0;
+            static hits on, off, nomemo;
+            on.n = off.n = nomemo.n = 0;
             kx_ruleset_stats s0, s1, s2;
-            kx_ruleset_stats_get(rs, &s0);
             kx_ruleset_set_prefilter(rs, true);
+            kx_ruleset_set_memo(rs, false);
+            kx_ruleset_match(rs, &ev, on_match, &nomemo);
+            kx_ruleset_set_memo(rs, true);
+            kx_ruleset_stats_get(rs, &s0);
             kx_ruleset_match(rs, &ev, on_match, &on);
             kx_ruleset_stats_get(rs, &s1);
             kx_ruleset_set_prefilter(rs, false);
@@ -341,6 +344,9 @@ static void test_differential(void **state)
             kx_ruleset_stats_get(rs, &s2);
             evaluated += s1.evaluated - s0.evaluated;
             applicable += s2.evaluated - s1.evaluated;
+            if (on.n != nomemo.n || memcmp(on.idx, nomemo.idx, on.n * sizeof(on.idx[0])) != 0)
+                fail_msg("memo on and off disagree: seed %llu round %d event %d",
+                         (unsigned long long)seed, round, e);
             if (on.n != off.n || memcmp(on.idx, off.idx, on.n * sizeof(on.idx[0])) != 0) {
                 fprintf(stderr, "seed %llu round %d event %d: raw: %s\n", (unsigned long long)seed,
                         round, e, raw);

@@ -1,0 +1,162 @@
+/*
+ * The per-event scan: which atoms hit in this event, and so which rules are candidates.
+ *
+ * Each field of the route's scan list is scanned once per value with its field's Hyperscan
+ * literal database. Literals are registered unanchored, so the callback checks the anchors
+ * of the atom's kind (startswith: the hit ends at the literal's length; endswith: at the
+ * value's end; equals: both) before it counts. An atom's first hit in the event marks the
+ * rules it is a trigger of in cs->cand.
+ *
+ * Memo. Logs repeat themselves: the same Image, ParentImage, User, IntegrityLevel, Company
+ * come back event after event. A value's hits depend on nothing but its bytes and the field,
+ * so per field a small direct-mapped table keeps the verified hits of recent values (up to
+ * KX__MEMO_VAL bytes and KX__MEMO_HITS hits); a value found there with identical bytes
+ * replays its hits instead of being scanned. Exact, never approximate: the bytes are
+ * compared, not only the hash. The keyword database has one memo for all field values; the
+ * raw text, different in every event, is always scanned.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "detect_set.h"
+
+typedef struct scan_ctx {
+    kx__cset *cs;
+    uint32_t gen;
+    unsigned long long len; /* of the value being scanned */
+    kx__memo_slot *rec;     /* the memo slot being filled, or NULL */
+} scan_ctx;
+
+/* Word-at-a-time: hashing every scanned value is the memo's own cost. Not collision
+ * resistant, and need not be: a colliding value only misses the memo (bytes are compared)
+ * and is scanned, as it would be without one. */
+static uint64_t memo_hash(const char *s, size_t n, uint64_t seed)
+{
+    uint64_t h = seed ^ (n * 0x9e3779b97f4a7c15ull);
+    for (; n >= 8; s += 8, n -= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0xbf58476d1ce4e5b9ull;
+        h ^= h >> 29;
+    }
+    uint64_t w = 0;
+    memcpy(&w, s, n);
+    h = (h ^ w) * 0x94d049bb133111ebull;
+    h ^= h >> 31;
+    return h * 0xbf58476d1ce4e5b9ull;
+}
+
+static void hit(kx__cset *cs, uint32_t gen, uint32_t id)
+{
+    kx__prefilter *pf = &cs->pf;
+    if (pf->atom_gen[id] == gen)
+        return;
+    pf->atom_gen[id] = gen;
+    const kx__atom *a = &pf->atoms[id];
+    for (uint32_t i = 0; i < a->nrules; i++)
+        cs->cand[a->rules[i] / 64] |= 1ull << (a->rules[i] % 64);
+}
+
+static int on_atom(unsigned int id, unsigned long long from, unsigned long long to,
+                   unsigned int flags, void *ud)
+{
+    (void)from, (void)flags;
+    scan_ctx *sc = ud;
+    const kx__atom *a = &sc->cs->pf.atoms[id];
+    if (((a->kind == KX__PAT_EQ || a->kind == KX__PAT_STARTS) && to != a->len) ||
+        ((a->kind == KX__PAT_EQ || a->kind == KX__PAT_ENDS) && to != sc->len))
+        return 0;
+    /* Recorded before the per-event dedup: the memo keeps what this value hits, whatever
+     * another value of the event hit already. */
+    if (sc->rec) {
+        if (sc->rec->nhits < KX__MEMO_HITS)
+            sc->rec->hits[sc->rec->nhits++] = id;
+        else
+            sc->rec = NULL; /* too many to keep: the slot stays empty */
+    }
+    hit(sc->cs, sc->gen, id);
+    return 0;
+}
+
+static void scan_one(kx__cset *cs, const hs_database_t *db, const char *s, size_t n, scan_ctx *sc)
+{
+    /* No atom is empty, so an empty value cannot hit; Hyperscan takes unsigned lengths. */
+    if (n == 0 || n > UINT32_MAX)
+        return;
+    sc->len = n;
+    hs_scan(db, s, (unsigned)n, 0, cs->pf.scratch, on_atom, sc);
+}
+
+/* The memo of field fid's database, or (fid == cs->fx.n) of the keyword database. */
+static kx__memo_slot *memo_table(kx__cset *cs, uint32_t fid)
+{
+    if (!cs->memo_on)
+        return NULL;
+    if (!cs->memo) {
+        cs->memo = calloc(cs->fx.n + 1, sizeof(*cs->memo));
+        if (!cs->memo) {
+            cs->memo_on = false; /* no memory for the memo: scan every value, still exact */
+            return NULL;
+        }
+    }
+    if (!cs->memo[fid])
+        cs->memo[fid] = calloc(KX__MEMO_SLOTS, sizeof(kx__memo_slot)); /* once per field */
+    return cs->memo[fid];
+}
+
+/* Scans value s with db, or replays its hits from the memo of table mt. */
+static void scan_value(kx__cset *cs, const hs_database_t *db, uint32_t mt, const char *s, size_t n,
+                       scan_ctx *sc)
+{
+    kx__memo_slot *tab = n && n <= KX__MEMO_VAL ? memo_table(cs, mt) : NULL;
+    if (!tab) {
+        sc->rec = NULL;
+        scan_one(cs, db, s, n, sc);
+        return;
+    }
+    uint64_t h = memo_hash(s, n, mt);
+    kx__memo_slot *slot = &tab[(h >> 32) % KX__MEMO_SLOTS];
+    if (slot->len == n && slot->hash == h && memcmp(slot->val, s, n) == 0) {
+        cs->stats.memo_hits++;
+        for (uint16_t i = 0; i < slot->nhits; i++)
+            hit(cs, sc->gen, slot->hits[i]);
+        return;
+    }
+    slot->len = 0;
+    slot->nhits = 0;
+    sc->rec = slot;
+    scan_one(cs, db, s, n, sc);
+    if (sc->rec) {
+        slot->hash = h;
+        memcpy(slot->val, s, n);
+        slot->len = (uint16_t)n;
+    }
+    sc->rec = NULL;
+}
+
+void kx__scan(kx__cset *cs, const kx__route *r, const kx__eval *x)
+{
+    kx__prefilter *pf = &cs->pf;
+    scan_ctx sc = {cs, x->gen, 0, NULL};
+    for (uint32_t k = 0; k < r->nscan; k++) {
+        uint32_t fid = r->scan[k];
+        const char *name = cs->fx.names[fid];
+        for (const kx_field *f = kx__field_first(x, fid, name); f; f = kx__field_next(x, f, name))
+            scan_value(cs, pf->db[fid], fid, f->value, f->value_len, &sc);
+    }
+    if (r->keywords && pf->kwdb) {
+        const kx_event *ev = x->ev;
+        if (ev->raw)
+            scan_one(cs, pf->kwdb, ev->raw, ev->raw_len, &sc);
+        for (size_t i = 0; i < ev->nfields; i++)
+            scan_value(cs, pf->kwdb, cs->fx.n, ev->fields[i].value, ev->fields[i].value_len, &sc);
+    }
+}
+
+void kx__memo_fini(kx__cset *cs)
+{
+    for (size_t i = 0; cs->memo && i <= cs->fx.n; i++)
+        free(cs->memo[i]);
+    free(cs->memo);
+    cs->memo = NULL;
+}
