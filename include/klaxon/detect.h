@@ -149,6 +149,11 @@ void kx_ruleset_set_prefilter(kx_ruleset *rs, bool on);
  * off, every value is scanned. The same matches either way. */
 void kx_ruleset_set_memo(kx_ruleset *rs, bool on);
 
+/* Compiles in rs the per-logsource routes old has built so far (docs/internals/detect.md),
+ * so that swapping rs in for old (a reload) costs no pause on the next event of each
+ * input. old may be NULL. */
+void kx_ruleset_prepare_like(kx_ruleset *rs, const kx_ruleset *old);
+
 /* True when cmp/threshold is satisfied by count. */
 bool kx_cmp_eval(kx_cmp cmp, int64_t threshold, int64_t count);
 /* True when v satisfies every term of the correlation's condition. */

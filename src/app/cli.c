@@ -90,6 +90,8 @@ static void reload_rules(app *a)
                msg);
         return;
     }
+    /* Compile the new set's per-logsource databases now, not on each input's next event. */
+    kx_ruleset_prepare_like(rs, a->rules);
     if (kx_pipeline_set_rules(a->pipe, rs)) {
         kx_ruleset_destroy(rs);
         a->reload_requested = true; /* busy after all: retry after the next batch */

@@ -69,23 +69,24 @@ typedef struct kx__prefilter {
     uint32_t natoms, cap;
     uint32_t *slots; /* dedup of atoms: id + 1 */
     uint32_t mask;
-    hs_database_t **db; /* per field id: its atoms, or NULL */
-    hs_database_t *kwdb;
-    hs_scratch_t *scratch;
+    hs_scratch_t *scratch; /* grown for every route's databases */
     uint32_t *atom_gen;
-    /* per rule (by index): fields with atoms, keyword atoms, has triggers */
-    uint32_t **rule_fids;
-    uint32_t *rule_nfids;
-    bool *rule_kw;
+    /* per rule (by index): its atoms (trigger or not), whether it has triggers */
+    uint32_t **rule_atoms;
+    uint32_t *rule_natoms;
     bool *rule_trig;
 } kx__prefilter;
 
 typedef struct kx__cset kx__cset;
 
-/* Atomizes every detection rule's values, chooses each rule's triggers and compiles the
- * databases. err gets a message on failure. */
+/* Atomizes every detection rule's values and chooses each rule's triggers. err gets a
+ * message on failure. */
 int kx__prefilter_build(kx__cset *cs, kx_rule **rules, size_t n, kx_err *err);
-void kx__prefilter_fini(kx__prefilter *pf, size_t nrules, size_t nfids);
+/* The literal database of field fid's atoms marked in use (KX__FID_KEYWORD: keyword atoms);
+ * *out NULL when there are none. Grows pf->scratch for it. */
+int kx__prefilter_compile(kx__prefilter *pf, const bool *use, uint32_t fid, hs_database_t **out,
+                          kx_err *err);
+void kx__prefilter_fini(kx__prefilter *pf, size_t nrules);
 
 /* ---- scan.c ---- */
 
@@ -107,8 +108,7 @@ typedef struct kx__memo_slot {
 typedef struct kx__route kx__route;
 
 /* Step 3 of kx_ruleset_match: marks the candidates of x's event in cs->cand. */
-void kx__scan(kx__cset *cs, const kx__route *r, const kx__eval *x);
-void kx__memo_fini(kx__cset *cs);
+void kx__scan(kx__cset *cs, kx__route *r, const kx__eval *x);
 
 /* ---- route.c ---- */
 
@@ -119,14 +119,20 @@ struct kx__route {
     uint64_t *applies;                  /* bitset over rule indices */
     uint64_t *always;                   /* applies and without triggers */
     uint32_t *scan;                     /* field ids with atoms of applying rules */
+    hs_database_t **db;                 /* per scan[k]: those rules' atoms of that field */
     uint32_t nscan;
-    bool keywords; /* some applying rule has keyword atoms */
+    hs_database_t *kwdb;  /* the applying rules' keyword atoms, or NULL */
+    kx__memo_slot **memo; /* per scan[k], then keywords: NULL until first used (scan.c) */
     uint32_t napplies;
 };
 
-/* The route of ev's logsource: found, or computed on first sight. NULL only when out of
- * memory. Past KX__MAX_ROUTES distinct logsources the spare route is recomputed. */
-const kx__route *kx__route_get(kx__cset *cs, const kx_event *ev);
+/* The route of ev's logsource: found, or built on first sight (its databases compiled: the
+ * one pause a new logsource costs, logged). NULL only when out of memory. Past
+ * KX__MAX_ROUTES distinct logsources the spare route is rebuilt per event. */
+kx__route *kx__route_get(kx__cset *cs, const kx_event *ev);
+/* Builds in cs the routes old has (the logsources seen so far), so that a reloaded set does
+ * not pause on the first event of each input. */
+void kx__routes_prepare_like(kx__cset *cs, const kx__cset *old);
 void kx__routes_fini(kx__cset *cs);
 
 /* ---- the set ---- */

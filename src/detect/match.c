@@ -105,8 +105,7 @@ void kx__cset_destroy(kx__cset *cs)
     if (!cs)
         return;
     kx__routes_fini(cs);
-    kx__memo_fini(cs);
-    kx__prefilter_fini(&cs->pf, cs->n, cs->fx.n);
+    kx__prefilter_fini(&cs->pf, cs->n);
     kx__fieldix_fini(&cs->fx);
     free(cs->cand);
     free(cs);
@@ -162,7 +161,7 @@ size_t kx__cset_match(kx__cset *cs, const kx_event *ev, pcre2_match_context *mct
     if (!cs->prefilter_on)
         return match_reference(cs, ev, mctx, cb, ud);
     uint32_t gen = next_gen(cs);
-    const kx__route *r = kx__route_get(cs, ev);
+    kx__route *r = kx__route_get(cs, ev);
     if (!r || kx__fieldix_index(&cs->fx, ev, gen) != 0) {
         /* Out of memory: nothing can be evaluated. Loud, and counted. */
         cs->stats.failed++;

@@ -7,10 +7,11 @@
  * is scanned for once). Values that are not plain strings (regex, numbers, null, exists,
  * cidr, fieldref, neq) and patterns without a literal (a lone *) have no atom.
  *
- * Databases. The atoms of one field go into one Hyperscan block-mode database, each as an
- * escaped literal anchored the way its kind says (^lit\z, ^lit, lit\z, lit), caseless unless
- * `cased` (ASCII folding, as the interpreter does). Keyword atoms form one more database,
- * scanned over the raw text and every field value, as keyword matching reads them.
+ * Databases. Per route (route.c), the atoms of one field that the route's rules use go into
+ * one Hyperscan block-mode literal database, caseless unless `cased` (ASCII folding, as the
+ * interpreter does); anchors are checked in the scan callback (scan.c). Keyword atoms form
+ * one more database, scanned over the raw text and every field value, as keyword matching
+ * reads them.
  *
  * Exactness. An equals/startswith/endswith/contains atom hit is exactly "some value of the
  * field matches the pattern", so evaluation reads the hit (kx__value.exact) instead of
@@ -227,8 +228,8 @@ static int pat_atoms(kx__cset *cs, uint32_t fid, bool cased, const kx__pat *p, a
     return 1;
 }
 
-/* Gives v its atoms when every pattern has a literal; records the field on the rule. */
-static int atomize_value(kx__cset *cs, uint32_t fid, kx__value *v, need *fids, bool *kw)
+/* Gives v its atoms when every pattern has a literal; adds them to the rule's list. */
+static int atomize_value(kx__cset *cs, uint32_t fid, kx__value *v, need *rule_atoms)
 {
     if (v->kind != KX__VAL_PAT || v->negate || v->npats == 0)
         return 0;
@@ -247,14 +248,12 @@ static int atomize_value(kx__cset *cs, uint32_t fid, kx__value *v, need *fids, b
     v->atoms = atoms; /* in the ruleset's arena, like the value itself */
     v->natoms = out.n;
     v->exact = out.exact;
-    if (fid == KX__FID_KEYWORD) {
-        *kw = true;
-        return 0;
+    for (size_t i = 0; i < out.n; i++) {
+        int rc = need_push(rule_atoms, out.ids[i]);
+        if (rc)
+            return rc;
     }
-    for (size_t i = 0; i < fids->n; i++)
-        if (fids->a[i] == fid)
-            return 0;
-    return need_push(fids, fid);
+    return 0;
 }
 
 static double need_cost(const kx__prefilter *pf, const need *nd)
@@ -439,11 +438,12 @@ static int atom_add_rule(kx__atom *a, uint32_t ridx)
 
 /* ---- databases ---- */
 
-static int compile_db(kx__prefilter *pf, uint32_t fid, hs_database_t **out, kx_err *err)
+int kx__prefilter_compile(kx__prefilter *pf, const bool *use, uint32_t fid, hs_database_t **out,
+                          kx_err *err)
 {
     size_t n = 0;
     for (uint32_t i = 0; i < pf->natoms; i++)
-        n += pf->atoms[i].fid == fid;
+        n += use[i] && pf->atoms[i].fid == fid;
     *out = NULL;
     if (n == 0)
         return 0;
@@ -455,7 +455,7 @@ static int compile_db(kx__prefilter *pf, uint32_t fid, hs_database_t **out, kx_e
     size_t k = 0;
     for (uint32_t i = 0; i < pf->natoms && !rc; i++) {
         const kx__atom *a = &pf->atoms[i];
-        if (a->fid != fid)
+        if (!use[i] || a->fid != fid)
             continue;
         exprs[k] = a->s;
         lens[k] = a->len;
@@ -488,7 +488,7 @@ static int compile_db(kx__prefilter *pf, uint32_t fid, hs_database_t **out, kx_e
 
 /* ---- build ---- */
 
-static int atomize_rule(kx__cset *cs, const kx__detection *d, need *fids, bool *kw)
+static int atomize_rule(kx__cset *cs, const kx__detection *d, need *rule_atoms)
 {
     for (size_t s = 0; s < d->nsearches; s++) {
         const kx__search *se = &d->searches[s];
@@ -497,7 +497,7 @@ static int atomize_rule(kx__cset *cs, const kx__detection *d, need *fids, bool *
             for (size_t c = 0; c < grp->nconds; c++) {
                 const kx__fcond *f = &grp->conds[c];
                 for (size_t v = 0; v < f->nvals; v++) {
-                    int rc = atomize_value(cs, f->fid, (kx__value *)&f->vals[v], fids, kw);
+                    int rc = atomize_value(cs, f->fid, (kx__value *)&f->vals[v], rule_atoms);
                     if (rc)
                         return rc;
                 }
@@ -511,20 +511,19 @@ int kx__prefilter_build(kx__cset *cs, kx_rule **rules, size_t n, kx_err *err)
 {
     kx__prefilter *pf = &cs->pf;
     size_t nn = n ? n : 1;
-    pf->rule_fids = calloc(nn, sizeof(*pf->rule_fids));
-    pf->rule_nfids = calloc(nn, sizeof(*pf->rule_nfids));
-    pf->rule_kw = calloc(nn, sizeof(*pf->rule_kw));
+    pf->rule_atoms = calloc(nn, sizeof(*pf->rule_atoms));
+    pf->rule_natoms = calloc(nn, sizeof(*pf->rule_natoms));
     pf->rule_trig = calloc(nn, sizeof(*pf->rule_trig));
-    if (!pf->rule_fids || !pf->rule_nfids || !pf->rule_kw || !pf->rule_trig)
+    if (!pf->rule_atoms || !pf->rule_natoms || !pf->rule_trig)
         goto nomem;
     for (size_t i = 0; i < n; i++) {
         const kx__detection *d = kx__rule_detection(rules[i]);
         if (!d)
             continue;
-        need fids = {0};
-        int rc = atomize_rule(cs, d, &fids, &pf->rule_kw[i]);
-        pf->rule_fids[i] = fids.a;
-        pf->rule_nfids[i] = (uint32_t)fids.n;
+        need ra = {0};
+        int rc = atomize_rule(cs, d, &ra);
+        pf->rule_atoms[i] = ra.a;
+        pf->rule_natoms[i] = (uint32_t)ra.n;
         if (rc)
             goto nomem;
     }
@@ -543,39 +542,27 @@ int kx__prefilter_build(kx__cset *cs, kx_rule **rules, size_t n, kx_err *err)
         if (rc)
             goto nomem;
     }
-    size_t nf = cs->fx.n ? cs->fx.n : 1;
-    pf->db = calloc(nf, sizeof(*pf->db));
     pf->atom_gen = calloc(pf->natoms ? pf->natoms : 1, sizeof(*pf->atom_gen));
-    if (!pf->db || !pf->atom_gen)
+    if (!pf->atom_gen)
         goto nomem;
-    for (uint32_t f = 0; f < cs->fx.n; f++) {
-        int rc = compile_db(pf, f, &pf->db[f], err);
-        if (rc)
-            return rc;
-    }
-    return compile_db(pf, KX__FID_KEYWORD, &pf->kwdb, err);
+    return 0;
 nomem:
     kx_err_set(err, NULL, 0, 0, "out of memory");
     return -ENOMEM;
 }
 
-void kx__prefilter_fini(kx__prefilter *pf, size_t nrules, size_t nfids)
+void kx__prefilter_fini(kx__prefilter *pf, size_t nrules)
 {
     for (uint32_t i = 0; i < pf->natoms; i++)
         free(pf->atoms[i].rules);
     free(pf->atoms);
     free(pf->slots);
-    for (size_t i = 0; pf->db && i < nfids; i++)
-        hs_free_database(pf->db[i]);
-    free(pf->db);
-    hs_free_database(pf->kwdb);
     hs_free_scratch(pf->scratch);
     free(pf->atom_gen);
-    for (size_t i = 0; pf->rule_fids && i < nrules; i++)
-        free(pf->rule_fids[i]);
-    free(pf->rule_fids);
-    free(pf->rule_nfids);
-    free(pf->rule_kw);
+    for (size_t i = 0; pf->rule_atoms && i < nrules; i++)
+        free(pf->rule_atoms[i]);
+    free(pf->rule_atoms);
+    free(pf->rule_natoms);
     free(pf->rule_trig);
     memset(pf, 0, sizeof(*pf));
 }

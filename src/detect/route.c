@@ -5,7 +5,10 @@
  * stream has a handful of them). The first event of a logsource computes its route: the
  * rules whose logsource filter accepts it (Sigma: a rule's field that is set must equal the
  * event's, case-insensitively), which of them have no trigger atoms and so are evaluated
- * for every event, and which fields and keyword databases the prefilter must scan for them.
+ * for every event, which fields the prefilter must scan for them, and one Hyperscan
+ * database per such field (and one for keywords) holding only those rules' atoms. That
+ * compile is the one pause a new logsource costs (logged with its duration);
+ * kx_ruleset_prepare_like builds a reloaded set's routes before it replaces the old one.
  * Later events find the route by comparing three short strings, most recent route first.
  *
  * Bounded: at most KX__MAX_ROUTES routes are kept (a stream with more distinct logsources
@@ -16,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "detect_set.h"
 #include "klaxon/log.h"
@@ -33,6 +37,13 @@ static bool same(const char *a, const char *b)
 
 static void route_free(kx__route *r)
 {
+    for (uint32_t k = 0; r->db && k < r->nscan; k++)
+        hs_free_database(r->db[k]);
+    free(r->db);
+    hs_free_database(r->kwdb);
+    for (uint32_t k = 0; r->memo && k <= r->nscan; k++)
+        free(r->memo[k]);
+    free(r->memo);
     free(r->product);
     free(r->service);
     free(r->category);
@@ -61,13 +72,15 @@ static int route_build(kx__cset *cs, const kx_event *ev, kx__route *r)
     r->category = dup_or_null(ev->category, &fail);
     r->applies = calloc(cs->words, sizeof(uint64_t));
     r->always = calloc(cs->words, sizeof(uint64_t));
-    bool *scan = calloc(cs->fx.n ? cs->fx.n : 1, sizeof(bool));
-    if (fail || !r->applies || !r->always || !scan) {
-        free(scan);
-        route_free(r);
-        return -ENOMEM;
-    }
     const kx__prefilter *pf = &cs->pf;
+    bool *use = calloc(pf->natoms ? pf->natoms : 1, sizeof(bool));
+    bool *scan = calloc(cs->fx.n ? cs->fx.n : 1, sizeof(bool));
+    int rc = 0;
+    if (fail || !r->applies || !r->always || !use || !scan) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    bool keywords = false;
     for (size_t i = 0; i < cs->n; i++) {
         const kx__detection *d = kx__rule_detection(cs->rules[i]);
         if (!d || !ls_ok(d->product, ev->product) || !ls_ok(d->service, ev->service) ||
@@ -77,28 +90,44 @@ static int route_build(kx__cset *cs, const kx_event *ev, kx__route *r)
         r->napplies++;
         if (!pf->rule_trig[i])
             r->always[i / 64] |= 1ull << (i % 64);
-        r->keywords = r->keywords || pf->rule_kw[i];
-        for (uint32_t k = 0; k < pf->rule_nfids[i]; k++) {
-            uint32_t fid = pf->rule_fids[i][k];
-            if (!scan[fid]) {
-                scan[fid] = true;
-                r->nscan++;
-            }
+        for (uint32_t k = 0; k < pf->rule_natoms[i]; k++) {
+            uint32_t a = pf->rule_atoms[i][k];
+            use[a] = true;
+            if (pf->atoms[a].fid == KX__FID_KEYWORD)
+                keywords = true;
+            else if (!scan[pf->atoms[a].fid])
+                scan[pf->atoms[a].fid] = true, r->nscan++;
         }
     }
-    r->scan = calloc(r->nscan ? r->nscan : 1, sizeof(*r->scan));
-    if (!r->scan) {
-        free(scan);
-        route_free(r);
-        return -ENOMEM;
+    r->scan = calloc(r->nscan + 1, sizeof(*r->scan));
+    r->db = calloc(r->nscan + 1, sizeof(*r->db));
+    r->memo = calloc(r->nscan + 1, sizeof(*r->memo));
+    if (!r->scan || !r->db || !r->memo) {
+        rc = -ENOMEM;
+        goto out;
     }
     uint32_t k = 0;
     for (uint32_t f = 0; f < cs->fx.n; f++)
-        if (scan[f] && cs->pf.db[f])
+        if (scan[f])
             r->scan[k++] = f;
-    r->nscan = k;
+    /* Only this route's atoms: a Sysmon process event is not scanned for the literals of
+     * CloudTrail or proxy rules, and the databases are smaller and faster. */
+    kx_err err = {0};
+    for (k = 0; k < r->nscan && !rc; k++)
+        rc = kx__prefilter_compile(&cs->pf, use, r->scan[k], &r->db[k], &err);
+    if (!rc && keywords)
+        rc = kx__prefilter_compile(&cs->pf, use, KX__FID_KEYWORD, &r->kwdb, &err);
+    if (rc && err.msg[0]) {
+        char msg[512];
+        kx_err_format(&err, msg, sizeof(msg));
+        kx_log(KX_LOG_ERROR, "detect", "%s", msg);
+    }
+out:
+    free(use);
     free(scan);
-    return 0;
+    if (rc)
+        route_free(r);
+    return rc;
 }
 
 static bool route_is(const kx__route *r, const kx_event *ev)
@@ -107,7 +136,7 @@ static bool route_is(const kx__route *r, const kx_event *ev)
            same(r->category, ev->category);
 }
 
-const kx__route *kx__route_get(kx__cset *cs, const kx_event *ev)
+kx__route *kx__route_get(kx__cset *cs, const kx_event *ev)
 {
     if (cs->last_route < cs->nroutes && route_is(&cs->routes[cs->last_route], ev))
         return &cs->routes[cs->last_route];
@@ -118,11 +147,20 @@ const kx__route *kx__route_get(kx__cset *cs, const kx_event *ev)
         }
     }
     if (cs->nroutes < KX__MAX_ROUTES) {
-        if (route_build(cs, ev, &cs->routes[cs->nroutes]) != 0)
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        kx__route *r = &cs->routes[cs->nroutes];
+        if (route_build(cs, ev, r) != 0)
             return NULL;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        kx_log(KX_LOG_INFO, "detect",
+               "logsource %s/%s/%s: %u rules apply, %u fields to scan, compiled in %.0f ms",
+               ev->product ? ev->product : "-", ev->service ? ev->service : "-",
+               ev->category ? ev->category : "-", r->napplies, r->nscan,
+               (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
         cs->last_route = cs->nroutes++;
         cs->stats.routes = (uint32_t)cs->nroutes;
-        return &cs->routes[cs->last_route];
+        return r;
     }
     static kx_ratelimit rl;
     cs->stats.route_overflows++;
@@ -132,6 +170,18 @@ const kx__route *kx__route_get(kx__cset *cs, const kx_event *ev)
                    KX__MAX_ROUTES);
     route_free(&cs->spare);
     return route_build(cs, ev, &cs->spare) == 0 ? &cs->spare : NULL;
+}
+
+void kx__routes_prepare_like(kx__cset *cs, const kx__cset *old)
+{
+    for (size_t i = 0; old && i < old->nroutes; i++) {
+        kx_event ev;
+        memset(&ev, 0, sizeof(ev));
+        ev.product = old->routes[i].product;
+        ev.service = old->routes[i].service;
+        ev.category = old->routes[i].category;
+        (void)kx__route_get(cs, &ev); /* out of memory: built on first sight instead */
+    }
 }
 
 void kx__routes_fini(kx__cset *cs)

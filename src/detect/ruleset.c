@@ -174,6 +174,11 @@ void kx_ruleset_set_prefilter(kx_ruleset *rs, bool on)
     rs->cs->prefilter_on = on;
 }
 
+void kx_ruleset_prepare_like(kx_ruleset *rs, const kx_ruleset *old)
+{
+    kx__routes_prepare_like(rs->cs, old ? old->cs : NULL);
+}
+
 void kx_ruleset_set_memo(kx_ruleset *rs, bool on)
 {
     rs->cs->memo_on = on;

@@ -1,17 +1,17 @@
 /*
  * The per-event scan: which atoms hit in this event, and so which rules are candidates.
  *
- * Each field of the route's scan list is scanned once per value with its field's Hyperscan
- * literal database. Literals are registered unanchored, so the callback checks the anchors
- * of the atom's kind (startswith: the hit ends at the literal's length; endswith: at the
+ * Each field of the route's scan list is scanned once per value with the route's Hyperscan
+ * literal database for that field. Literals are registered unanchored, so the callback checks the
+ * anchors of the atom's kind (startswith: the hit ends at the literal's length; endswith: at the
  * value's end; equals: both) before it counts. An atom's first hit in the event marks the
  * rules it is a trigger of in cs->cand.
  *
  * Memo. Logs repeat themselves: the same Image, ParentImage, User, IntegrityLevel, Company
- * come back event after event. A value's hits depend on nothing but its bytes and the field,
- * so per field a small direct-mapped table keeps the verified hits of recent values (up to
- * KX__MEMO_VAL bytes and KX__MEMO_HITS hits); a value found there with identical bytes
- * replays its hits instead of being scanned. Exact, never approximate: the bytes are
+ * come back event after event. A value's hits depend on nothing but its bytes and the
+ * database, so per route and field a small direct-mapped table keeps the verified hits of recent
+ * values (up to KX__MEMO_VAL bytes and KX__MEMO_HITS hits); a value found there with identical
+ * bytes replays its hits instead of being scanned. Exact, never approximate: the bytes are
  * compared, not only the hash. The keyword database has one memo for all field values; the
  * raw text, different in every event, is always scanned.
  */
@@ -87,28 +87,21 @@ static void scan_one(kx__cset *cs, const hs_database_t *db, const char *s, size_
     hs_scan(db, s, (unsigned)n, 0, cs->pf.scratch, on_atom, sc);
 }
 
-/* The memo of field fid's database, or (fid == cs->fx.n) of the keyword database. */
-static kx__memo_slot *memo_table(kx__cset *cs, uint32_t fid)
+/* The memo of the route's k-th scanned field, or (k == r->nscan) of its keyword database. */
+static kx__memo_slot *memo_table(kx__cset *cs, kx__route *r, uint32_t k)
 {
     if (!cs->memo_on)
         return NULL;
-    if (!cs->memo) {
-        cs->memo = calloc(cs->fx.n + 1, sizeof(*cs->memo));
-        if (!cs->memo) {
-            cs->memo_on = false; /* no memory for the memo: scan every value, still exact */
-            return NULL;
-        }
-    }
-    if (!cs->memo[fid])
-        cs->memo[fid] = calloc(KX__MEMO_SLOTS, sizeof(kx__memo_slot)); /* once per field */
-    return cs->memo[fid];
+    if (!r->memo[k])
+        r->memo[k] = calloc(KX__MEMO_SLOTS, sizeof(kx__memo_slot)); /* once per field */
+    return r->memo[k];
 }
 
 /* Scans value s with db, or replays its hits from the memo of table mt. */
-static void scan_value(kx__cset *cs, const hs_database_t *db, uint32_t mt, const char *s, size_t n,
-                       scan_ctx *sc)
+static void scan_value(kx__cset *cs, kx__route *r, const hs_database_t *db, uint32_t mt,
+                       const char *s, size_t n, scan_ctx *sc)
 {
-    kx__memo_slot *tab = n && n <= KX__MEMO_VAL ? memo_table(cs, mt) : NULL;
+    kx__memo_slot *tab = n && n <= KX__MEMO_VAL ? memo_table(cs, r, mt) : NULL;
     if (!tab) {
         sc->rec = NULL;
         scan_one(cs, db, s, n, sc);
@@ -134,29 +127,20 @@ static void scan_value(kx__cset *cs, const hs_database_t *db, uint32_t mt, const
     sc->rec = NULL;
 }
 
-void kx__scan(kx__cset *cs, const kx__route *r, const kx__eval *x)
+void kx__scan(kx__cset *cs, kx__route *r, const kx__eval *x)
 {
-    kx__prefilter *pf = &cs->pf;
     scan_ctx sc = {cs, x->gen, 0, NULL};
     for (uint32_t k = 0; k < r->nscan; k++) {
         uint32_t fid = r->scan[k];
         const char *name = cs->fx.names[fid];
         for (const kx_field *f = kx__field_first(x, fid, name); f; f = kx__field_next(x, f, name))
-            scan_value(cs, pf->db[fid], fid, f->value, f->value_len, &sc);
+            scan_value(cs, r, r->db[k], k, f->value, f->value_len, &sc);
     }
-    if (r->keywords && pf->kwdb) {
+    if (r->kwdb) {
         const kx_event *ev = x->ev;
         if (ev->raw)
-            scan_one(cs, pf->kwdb, ev->raw, ev->raw_len, &sc);
+            scan_one(cs, r->kwdb, ev->raw, ev->raw_len, &sc);
         for (size_t i = 0; i < ev->nfields; i++)
-            scan_value(cs, pf->kwdb, cs->fx.n, ev->fields[i].value, ev->fields[i].value_len, &sc);
+            scan_value(cs, r, r->kwdb, r->nscan, ev->fields[i].value, ev->fields[i].value_len, &sc);
     }
-}
-
-void kx__memo_fini(kx__cset *cs)
-{
-    for (size_t i = 0; cs->memo && i <= cs->fx.n; i++)
-        free(cs->memo[i]);
-    free(cs->memo);
-    cs->memo = NULL;
 }

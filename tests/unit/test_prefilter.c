@@ -453,11 +453,92 @@ static void test_sigma_corpus(void **state)
     kx_ruleset_destroy(rs);
 }
 
+static kx_ruleset *load_text(const char *dir, const char *yaml)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/r.yml", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(yaml, f);
+    fclose(f);
+    kx_ruleset *rs = NULL;
+    kx_err err;
+    const char *p = path;
+    assert_int_equal(kx_ruleset_load(&p, 1, &rs, &err), 0);
+    unlink(path);
+    return rs;
+}
+
+static const char routed_rule[] = "title: t\nid: r1\nlogsource:\n  product: windows\n"
+                                  "detection:\n  sel:\n    Image|endswith: '\\cmd.exe'\n"
+                                  "  condition: sel\n";
+
+/* A reloaded set builds the routes the old one had, before it sees an event. */
+static void test_prepare_like(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kx_route_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    kx_ruleset *old = load_text(dir, routed_rule);
+    kx_event ev;
+    kx_event_init(&ev);
+    ev.product = "windows";
+    assert_int_equal(kx_event_add(&ev, "Image", 5, "C:\\x\\CMD.EXE", 12, KX_VAL_STR), 0);
+    assert_int_equal(kx_ruleset_match(old, &ev, NULL, NULL), 1);
+    ev.product = "linux";
+    assert_int_equal(kx_ruleset_match(old, &ev, NULL, NULL), 0);
+    kx_ruleset *rs = load_text(dir, routed_rule);
+    kx_ruleset_stats st;
+    kx_ruleset_stats_get(rs, &st);
+    assert_int_equal(st.routes, 0);
+    kx_ruleset_prepare_like(rs, old);
+    kx_ruleset_stats_get(rs, &st);
+    assert_int_equal(st.routes, 2);
+    ev.product = "WINDOWS"; /* logsources compare case-insensitively: the same route */
+    assert_int_equal(kx_ruleset_match(rs, &ev, NULL, NULL), 1);
+    kx_ruleset_stats_get(rs, &st);
+    assert_int_equal(st.routes, 2);
+    kx_event_fini(&ev);
+    kx_ruleset_destroy(old);
+    kx_ruleset_destroy(rs);
+    rmdir(dir);
+}
+
+/* More logsources than the route cache holds: still exact, counted. */
+static void test_route_overflow(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kx_route_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    kx_ruleset *rs = load_text(dir, routed_rule);
+    kx_event ev;
+    kx_event_init(&ev);
+    assert_int_equal(kx_event_add(&ev, "Image", 5, "C:\\x\\cmd.exe", 12, KX_VAL_STR), 0);
+    char cat[32];
+    ev.product = "windows";
+    ev.category = cat;
+    size_t matched = 0;
+    for (int i = 0; i < 70; i++) {
+        snprintf(cat, sizeof(cat), "cat%d", i);
+        matched += kx_ruleset_match(rs, &ev, NULL, NULL);
+    }
+    assert_int_equal(matched, 70);
+    kx_ruleset_stats st;
+    kx_ruleset_stats_get(rs, &st);
+    assert_int_equal(st.routes, 64);
+    assert_int_equal(st.route_overflows, 6);
+    kx_event_fini(&ev);
+    kx_ruleset_destroy(rs);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_differential),
         cmocka_unit_test(test_sigma_corpus),
+        cmocka_unit_test(test_prepare_like),
+        cmocka_unit_test(test_route_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
