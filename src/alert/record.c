@@ -345,7 +345,24 @@ static int evidence_once(const kx_event *ev, size_t raw_len, size_t nnames, bool
         if ((rc = kx_buf_putc(out, ']')))
             return rc;
     }
-    if ((rc = kx_buf_puts(out, truncated ? "},\"truncated\":true}" : "}}")))
+    if ((rc = kx_buf_putc(out, '}')))
+        return rc;
+    /* What the decoder had to cut (event.h): whoever reads the alert must know the fields
+     * may not be the whole event. Only when there is something to say, so that ordinary
+     * evidence keeps its bytes. */
+    if (ev->limits) {
+        if ((rc = kx_buf_puts(out, ",\"decode_limits\":[")))
+            return rc;
+        for (unsigned i = 0, k = 0; i < KX_EV_LIMIT__COUNT; i++) {
+            if (!(ev->limits & (1u << i)))
+                continue;
+            if ((rc = kx_buf_printf(out, "%s\"%s\"", k++ ? "," : "", kx_event_limit_name(i))))
+                return rc;
+        }
+        if ((rc = kx_buf_putc(out, ']')))
+            return rc;
+    }
+    if ((rc = kx_buf_puts(out, truncated ? ",\"truncated\":true}" : "}")))
         return rc;
     return 0;
 }

@@ -343,6 +343,18 @@ static void test_evidence_types_and_arrays(void **state)
                 "\"fields\":{\"user\":\"root\",\"tags\":[\"a\",\"b\",3],\"port\":22,"
                 "\"ok\":false,\"gone\":null,\"n\":1.5e3,\"odd\":\"yes\","
                 "\"hex\":\"0x1F\",\"neg\":-0.25E+2,\"lead0\":\"01\",\"dot\":\"1.\"}}");
+    /* Every decode limit, named, in bit order, after the fields. */
+    ev.limits = KX_EV_LIMIT_NUMBER | KX_EV_LIMIT_FIELDS | KX_EV_LIMIT_KEY | KX_EV_LIMIT_DEPTH;
+    kx_buf limited;
+    kx_buf_init(&limited, 0);
+    assert_int_equal(kx_evidence_render(&ev, 0, &limited), 0);
+    assert_int_equal(limited.len, b.len + strlen(",\"decode_limits\":[\"depth\",\"key\","
+                                                 "\"fields\",\"number\"]"));
+    assert_memory_equal(limited.data, b.data, b.len - 1);
+    assert_string_equal(limited.data + b.len - 1,
+                        ",\"decode_limits\":[\"depth\",\"key\",\"fields\",\"number\"]}");
+    kx_buf_fini(&limited);
+    ev.limits = 0;
     /* max_bytes 0 = no cap: same bytes. */
     size_t full = b.len;
     kx_buf_reset(&b);
@@ -431,6 +443,17 @@ static void test_evidence_truncation(void **state)
                                 "\"\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\","
                                 "\"fields\":{\"user\":\"root\"},\"truncated\":true}");
     assert_int_equal(b.len, 100);
+    /* Decode limits (event.h) come after the fields, before "truncated", and count in the
+     * size: the same raw needs 35 bytes more. */
+    ev.limits = KX_EV_LIMIT_DEPTH | KX_EV_LIMIT_NUMBER;
+    kx_buf_reset(&b);
+    assert_int_equal(kx_evidence_render(&ev, 135, &b), 0);
+    assert_string_equal(b.data, "{\"time\":\"2026-03-29T01:30:00.000Z\",\"raw\":"
+                                "\"\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\","
+                                "\"fields\":{\"user\":\"root\"},"
+                                "\"decode_limits\":[\"depth\",\"number\"],\"truncated\":true}");
+    assert_int_equal(b.len, 135);
+    ev.limits = 0;
     /* Not even the skeleton fits: error, buffer untouched. */
     kx_buf_reset(&b);
     assert_int_equal(kx_buf_puts(&b, "keep"), 0);
