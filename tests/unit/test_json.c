@@ -15,7 +15,10 @@
 #include <cmocka.h>
 
 #include "klaxon/decode.h"
+#include "klaxon/detect.h"
 #include "klaxon/metrics.h"
+#include "klaxon/yaml.h"
+#include "kx_test.h"
 
 static char dumpbuf[65536];
 
@@ -665,6 +668,105 @@ static void test_reuse(void **state)
     }
 }
 
+/* Rules for test_rules_still_match: a big integer matched as text and as a number. */
+static const char big_rules[] =
+    "title: Transfer of exactly 2^64 bytes\n"
+    "id: 5b0c0e3a-0000-4000-8000-000000000001\n"
+    "logsource: {product: aws, service: cloudtrail}\n"
+    "detection:\n"
+    "  sel:\n"
+    "    additionalEventData.bytesTransferredOut: '18446744073709551616'\n"
+    "  condition: sel\n"
+    "level: low\n"
+    "---\n"
+    "title: Transfer beyond 1e19 bytes\n"
+    "id: 5b0c0e3a-0000-4000-8000-000000000002\n"
+    "logsource: {product: aws, service: cloudtrail}\n"
+    "detection:\n"
+    "  sel:\n"
+    "    additionalEventData.bytesTransferredOut|gt: 1e19\n"
+    "  condition: sel\n"
+    "level: low\n";
+
+static void on_rule(kx_rule *rule, void *ud)
+{
+    char *ids = ud;
+    strcat(ids, rule->id);
+    strcat(ids, "\n");
+}
+
+/* An attacker who controls one field of a CloudTrail record (here requestParameters and
+ * additionalEventData, where they put a huge number, a deeply nested value and an absurdly
+ * long key) must not keep the record's other fields from raising the alert: decode, then
+ * the rules, as the pipeline does. */
+static void test_rules_still_match(void **state)
+{
+    (void)state;
+    char *dir = kx_test_tmpdir("json_rules");
+    char big_path[512];
+    snprintf(big_path, sizeof(big_path), "%s/big.yml", dir);
+    assert_int_equal(kx_test_write_file(big_path, big_rules), 0);
+    const char *paths[] = {KX_SOURCE_DIR "/tests/fixtures/rules/aws_iam_admin_policy.yml",
+                           big_path};
+    kx_ruleset *rs = NULL;
+    kx_err err;
+    assert_int_equal(kx_ruleset_load(paths, 2, &rs, &err), 0);
+
+    static const char input[] = "input: {logsource: {product: aws, service: cloudtrail}}\n";
+    kx_yaml_doc *doc = NULL;
+    assert_int_equal(kx_yaml_load_mem("in.yaml", input, strlen(input), &doc, &err), 0);
+    kx_decoder *d = NULL;
+    assert_int_equal(
+        kx_decoder_create(kx_yaml_get(doc->root, "input"), NULL, -1, "in.yaml", &d, &err), 0);
+    kx_yaml_free(doc);
+
+    /* The record: hostile values first, the fields the rule reads after them. */
+    size_t cap = 64 * 1024, off = 0;
+    char *ev_text = malloc(cap);
+    assert_non_null(ev_text);
+    off += (size_t)snprintf(ev_text, cap,
+                            "{\"eventVersion\":\"1.08\",\"additionalEventData\":"
+                            "{\"bytesTransferredOut\":18446744073709551616},"
+                            "\"requestParameters\":{\"userName\":\"Bob\",\"");
+    memset(ev_text + off, 'k', 5000);
+    off += 5000;
+    off += (size_t)snprintf(ev_text + off, cap - off, "\":\"x\",\"tags\":");
+    for (int i = 0; i < 100; i++)
+        ev_text[off++] = '[';
+    off += (size_t)snprintf(ev_text + off, cap - off, "\"deep\"");
+    for (int i = 0; i < 100; i++)
+        ev_text[off++] = ']';
+    off += (size_t)snprintf(ev_text + off, cap - off,
+                            ",\"policyArn\":\"arn:aws:iam::aws:policy/AdministratorAccess\"},"
+                            "\"eventSource\":\"iam.amazonaws.com\","
+                            "\"eventName\":\"AttachUserPolicy\"}");
+    assert_true(off < cap);
+
+    kx_event ev;
+    const char *why;
+    kx_event_init(&ev);
+    assert_int_equal(kx_decode(d, ev_text, off, 1000, &ev, &why), 0);
+    assert_int_equal(ev.limits, KX_EV_LIMIT_DEPTH | KX_EV_LIMIT_KEY | KX_EV_LIMIT_NUMBER);
+    /* requestParameters.tags: the outer object, requestParameters, then 62 arrays flatten;
+     * the other 38 are one field of raw text. */
+    const kx_field *t = kx_event_get(&ev, "requestParameters.tags");
+    assert_non_null(t);
+    assert_int_equal(t->value_len, 38 * 2 + 6);
+    assert_memory_equal(t->value, "[[[", 3);
+    char ids[512] = "";
+    assert_int_equal(kx_ruleset_match(rs, &ev, on_rule, ids), 3);
+    assert_string_equal(ids, "7c3a1d9e-4b2f-4a6c-8e5d-1f2a3b4c5d03\n"
+                             "5b0c0e3a-0000-4000-8000-000000000001\n"
+                             "5b0c0e3a-0000-4000-8000-000000000002\n");
+
+    kx_event_fini(&ev);
+    free(ev_text);
+    kx_decoder_destroy(d);
+    kx_ruleset_destroy(rs);
+    kx_test_rmrf(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -680,6 +782,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_field_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reuse, setup, teardown),
+        cmocka_unit_test(test_rules_still_match),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
