@@ -2,11 +2,11 @@
  * decode: bytes -> kx_event. One kx_decoder per input (a Kafka topic, or a replay input),
  * configured from that input's YAML map plus the config's shared `decode:` section.
  *
- * Formats: JSON objects (jansson; nested objects flattened with dots, arrays repeated per
- * element) and syslog (RFC 5424, and RFC 3164 whose missing year and zone are inferred as
- * docs/internals/decode.md describes). Field extractors (PCRE2 named groups on a field,
- * scoped by syslog program) then add fields. Each event gets event time (from the log, the
- * fallback otherwise), tenant and logsource.
+ * Formats: JSON objects (a one-pass scanner; nested objects flattened with dots, arrays
+ * repeated per element) and syslog (RFC 5424, and RFC 3164 whose missing year and zone are
+ * inferred as docs/internals/decode.md describes). Field extractors (PCRE2 named groups on a
+ * field, scoped by syslog program) then add fields. Each event gets event time (from the
+ * log, the fallback otherwise), tenant and logsource.
  *
  * Ownership: kx_decoder_create returns a new decoder (caller destroys); it copies what it
  * needs from the YAML nodes. kx_decode fills the caller's event, whose strings point into
