@@ -83,6 +83,34 @@ static inline bool plain_byte(uchar c)
     return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
 }
 
+/* The end of the run of plain bytes at p. Strings in logs are mostly plain runs, so eight
+ * bytes are tested at once: a byte below 0x20 ((x - 0x20) borrows into its top bit while
+ * x's is clear), a quote or backslash (a zero after the xor, same test), or a top bit set.
+ * A borrow only carries upwards from a byte that really is special, so the lowest flagged
+ * byte is the first special one (the first in memory on a little-endian machine). */
+static inline const uchar *plain_run(const uchar *p, const uchar *end)
+{
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    while (end - p >= 8) {
+        uint64_t v, q, b, m;
+        memcpy(&v, p, 8);
+        q = v ^ (ones * '"');
+        b = v ^ (ones * '\\');
+        m = (((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((b - ones) & ~b) | v) & high;
+        if (m) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            return p + (__builtin_ctzll(m) >> 3);
+#else
+            break;
+#endif
+        }
+        p += 8;
+    }
+    while (p < end && plain_byte(*p))
+        p++;
+    return p;
+}
+
 /* The value of the 4 hex digits at p (avail bytes there), or -1. */
 static long hex4(const uchar *p, size_t avail)
 {
@@ -162,9 +190,7 @@ static const uchar *str_scan(scan *s, const uchar *p, size_t *dlen, bool *plain)
     size_t n = 0;
     bool pl = true;
     for (;;) {
-        const uchar *q = p;
-        while (q < end && plain_byte(*q))
-            q++;
+        const uchar *q = plain_run(p, end);
         n += (size_t)(q - p);
         p = q;
         if (p == end)
@@ -227,9 +253,7 @@ static const uchar *str_scan(scan *s, const uchar *p, size_t *dlen, bool *plain)
 static void str_decode(const uchar *p, const uchar *close, char *o)
 {
     while (p < close) {
-        const uchar *q = p;
-        while (q < close && plain_byte(*q))
-            q++;
+        const uchar *q = plain_run(p, close);
         memcpy(o, p, (size_t)(q - p));
         o += q - p;
         p = q;

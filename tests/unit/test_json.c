@@ -303,6 +303,82 @@ static void expect_malformed(fx *f, const char *raw, size_t len, const char *rea
 
 #define MALFORMED(f, lit, reason) expect_malformed(f, lit, sizeof(lit) - 1, reason)
 
+/* Decodes exactly len bytes from a heap copy of that size, so that ASan sees any read past
+ * the end of the input. */
+static int decode_exact(fx *f, const char *raw, size_t len, const char **why)
+{
+    char *copy = malloc(len ? len : 1);
+    assert_non_null(copy);
+    memcpy(copy, raw, len);
+    int rc = decode(f, copy, len, why);
+    if (rc == 0)
+        dump(&f->ev); /* fields point into the arena, never into copy */
+    free(copy);
+    return rc;
+}
+
+/* The scanner tests eight string bytes at a time: every kind of byte, at every position in
+ * and across those words, and strings ending near the end of the input. */
+static void test_string_positions(void **state)
+{
+    fx *f = *state;
+    static const struct {
+        const char *in, *out; /* out NULL: bad JSON */
+    } kinds[] = {
+        {"!", "!"},
+        {" ", " "},
+        {"~", "~"},
+        {"\x7f", "\x7f"},
+        {"\xc3\xa9", "\xc3\xa9"},
+        {"\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80"},
+        {"\x80", "\xef\xbf\xbd"},
+        {"\xff", "\xef\xbf\xbd"},
+        {"\\n", "\n"},
+        {"\\\\", "\\"},
+        {"\\\"", "\""},
+        {"\\u0041", "A"},
+        {"\x1f", NULL},
+        {"\x01", NULL},
+        {"\"", NULL}, /* the string ends there: "yz" after it is not JSON */
+    };
+    char raw[128], want[128];
+    const char *why;
+    for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+        for (int pre = 0; pre <= 17; pre++) {
+            /* as a value */
+            int n = snprintf(raw, sizeof(raw), "{\"a\":\"%.*s%syz\"}", pre, "abcdefghijklmnopq",
+                             kinds[k].in);
+            int rc = decode_exact(f, raw, (size_t)n, &why);
+            if (!kinds[k].out) {
+                if (rc != -EINVAL || strcmp(why, "bad JSON"))
+                    fail_msg("value, kind %zu, %d before: rc %d", k, pre, rc);
+                continue;
+            }
+            snprintf(want, sizeof(want), "a=%.*s%syz\n", pre, "abcdefghijklmnopq", kinds[k].out);
+            if (rc != 0 || strcmp(dumpbuf, want))
+                fail_msg("value, kind %zu, %d before: rc %d, got %s", k, pre, rc, dumpbuf);
+            /* as a key */
+            n = snprintf(raw, sizeof(raw), "{\"%.*s%syz\":1}", pre, "abcdefghijklmnopq",
+                         kinds[k].in);
+            rc = decode_exact(f, raw, (size_t)n, &why);
+            snprintf(want, sizeof(want), "%.*s%syz(num)=1\n", pre, "abcdefghijklmnopq",
+                     kinds[k].out);
+            if (rc != 0 || strcmp(dumpbuf, want))
+                fail_msg("key, kind %zu, %d before: rc %d, got %s", k, pre, rc, dumpbuf);
+        }
+    }
+    /* A string cut off by the end of the input, at every length: never read past it. */
+    for (int len = 6; len <= 30; len++) {
+        memcpy(raw, "{\"a\":\"abcdefghijklmnopqrstuvwxyz", 32);
+        assert_int_equal(decode_exact(f, raw, (size_t)len, &why), -EINVAL);
+        assert_string_equal(why, "bad JSON");
+        /* and cut right after a backslash or inside a \u escape */
+        memcpy(raw + len - 1, "\\u00", 4);
+        for (int cut = 1; cut <= 4; cut++)
+            assert_int_equal(decode_exact(f, raw, (size_t)(len - 1 + cut), &why), -EINVAL);
+    }
+}
+
 static void test_malformed(void **state)
 {
     fx *f = *state;
@@ -775,6 +851,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_scalars, setup, teardown),
         cmocka_unit_test_setup_teardown(test_big_numbers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_escapes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_string_positions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sanitized, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_10mb, setup, teardown),
