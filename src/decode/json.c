@@ -351,14 +351,14 @@ static bool num_in_range(const char *s, size_t n, bool integer)
     /* Cheap bound first: only a magnitude near DBL_MAX (1.8e308) is worth a strtod. */
     size_t int_digits = strcspn(d, ".eE");
     const char *e = strpbrk(d, "eE");
-    long exp = 0;
+    long pow10 = 0; /* saturates: past 100000 the answer no longer depends on it */
     if (e) {
         bool eneg = e[1] == '-';
-        for (const char *x = e + 1 + (e[1] == '-' || e[1] == '+'); *x && exp < 100000; x++)
-            exp = exp * 10 + (*x - '0');
-        exp = eneg ? -exp : exp;
+        for (const char *x = e + 1 + (e[1] == '-' || e[1] == '+'); *x && pow10 < 100000; x++)
+            pow10 = pow10 * 10 + (*x - '0');
+        pow10 = eneg ? -pow10 : pow10;
     }
-    if ((long)int_digits + exp < 300)
+    if ((long)int_digits + pow10 < 300)
         return true;
     return isfinite(strtod(s, NULL));
 }
