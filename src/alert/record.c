@@ -270,12 +270,14 @@ static bool json_number(const char *s, size_t n)
 }
 
 /* Renders one field value as its JSON type (numbers, booleans and null as written by the
- * decoder; everything else as a string). */
+ * decoder; everything else, and numbers out of common parsers' range, as a string). */
 static int put_field_value(kx_buf *out, const kx_field *f)
 {
     switch (f->type) {
     case KX_VAL_NUM:
-        if (json_number(f->value, f->value_len))
+        /* Out of range (an integer beyond int64, 1e400) is still a string: a strict reader
+         * (jansson) would refuse the whole alert over one attacker-chosen number. */
+        if (json_number(f->value, f->value_len) && kx_json_number_in_range(f->value, f->value_len))
             return kx_buf_append(out, f->value, f->value_len);
         break;
     case KX_VAL_BOOL:

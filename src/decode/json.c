@@ -37,7 +37,6 @@
  * event's field array have grown to their working size.
  */
 #include <errno.h>
-#include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -306,10 +305,9 @@ static void str_decode(const uchar *p, const uchar *close, char *o)
 }
 
 /* The end of the number at p (RFC 8259: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?), or
- * NULL. *integer: it has neither fraction nor exponent. */
-static const uchar *num_scan(const uchar *p, const uchar *end, bool *integer)
+ * NULL. */
+static const uchar *num_scan(const uchar *p, const uchar *end)
 {
-    *integer = true;
     if (p < end && *p == '-')
         p++;
     if (p == end || *p < '0' || *p > '9')
@@ -318,14 +316,12 @@ static const uchar *num_scan(const uchar *p, const uchar *end, bool *integer)
         while (p < end && *p >= '0' && *p <= '9')
             p++;
     if (p < end && *p == '.') {
-        *integer = false;
         if (++p == end || *p < '0' || *p > '9')
             return NULL;
         while (p < end && *p >= '0' && *p <= '9')
             p++;
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
-        *integer = false;
         if (++p < end && (*p == '+' || *p == '-'))
             p++;
         if (p == end || *p < '0' || *p > '9')
@@ -334,33 +330,6 @@ static const uchar *num_scan(const uchar *p, const uchar *end, bool *integer)
             p++;
     }
     return p;
-}
-
-/* Whether the number s (n bytes, NUL-terminated, valid grammar) is read exactly enough by a
- * consumer: an integer within int64, or a real that does not overflow a double. */
-static bool num_in_range(const char *s, size_t n, bool integer)
-{
-    bool neg = s[0] == '-';
-    const char *d = s + neg;
-    size_t nd = n - neg;
-    if (integer) {
-        if (nd != 19)
-            return nd < 19;
-        return memcmp(d, neg ? "9223372036854775808" : "9223372036854775807", 19) <= 0;
-    }
-    /* Cheap bound first: only a magnitude near DBL_MAX (1.8e308) is worth a strtod. */
-    size_t int_digits = strcspn(d, ".eE");
-    const char *e = strpbrk(d, "eE");
-    long pow10 = 0; /* saturates: past 100000 the answer no longer depends on it */
-    if (e) {
-        bool eneg = e[1] == '-';
-        for (const char *x = e + 1 + (e[1] == '-' || e[1] == '+'); *x && pow10 < 100000; x++)
-            pow10 = pow10 * 10 + (*x - '0');
-        pow10 = eneg ? -pow10 : pow10;
-    }
-    if ((long)int_digits + pow10 < 300)
-        return true;
-    return isfinite(strtod(s, NULL));
 }
 
 /* Adds a field under name[0..name_len). value NULL: the value is vlen bytes the caller
@@ -467,7 +436,7 @@ static int parse(scan *s, const uchar *p, bool *is_object)
     const uchar *raw_start = NULL;
     const uchar *close;
     size_t dlen;
-    bool plain, integer;
+    bool plain;
     char *o;
     int rc;
 
@@ -535,7 +504,7 @@ value:
         break;
     }
     default:
-        if (!(close = num_scan(p, end, &integer)))
+        if (!(close = num_scan(p, end)))
             return BAD;
         if (name_len != NO_NAME) {
             size_t n = (size_t)(close - p);
@@ -543,7 +512,7 @@ value:
                 return rc;
             if (o) {
                 memcpy(o, p, n);
-                if (!num_in_range(o, n, integer))
+                if (!kx_json_number_in_range(o, n))
                     s->limits |= KX_EV_LIMIT_NUMBER;
             }
         }

@@ -333,6 +333,11 @@ static void test_evidence_types_and_arrays(void **state)
     add(&ev, "neg", "-0.25E+2", KX_VAL_NUM);
     add(&ev, "lead0", "01", KX_VAL_NUM);
     add(&ev, "dot", "1.", KX_VAL_NUM);
+    /* Valid JSON numbers out of int64/double range: strings, or jansson refuses the alert. */
+    add(&ev, "min", "-9223372036854775808", KX_VAL_NUM);
+    add(&ev, "u64", "18446744073709551616", KX_VAL_NUM);
+    add(&ev, "dmax", "1.7976931348623157e308", KX_VAL_NUM);
+    add(&ev, "inf", "1e400", KX_VAL_NUM);
 
     kx_buf b;
     kx_buf_init(&b, 0);
@@ -342,7 +347,9 @@ static void test_evidence_types_and_arrays(void **state)
                 "\\\"port\\\":22,\\\"ok\\\":false,\\\"tags\\\":[\\\"a\\\",\\\"b\\\"]}\","
                 "\"fields\":{\"user\":\"root\",\"tags\":[\"a\",\"b\",3],\"port\":22,"
                 "\"ok\":false,\"gone\":null,\"n\":1.5e3,\"odd\":\"yes\","
-                "\"hex\":\"0x1F\",\"neg\":-0.25E+2,\"lead0\":\"01\",\"dot\":\"1.\"}}");
+                "\"hex\":\"0x1F\",\"neg\":-0.25E+2,\"lead0\":\"01\",\"dot\":\"1.\","
+                "\"min\":-9223372036854775808,\"u64\":\"18446744073709551616\","
+                "\"dmax\":1.7976931348623157e308,\"inf\":\"1e400\"}}");
     /* Every decode limit, named, in bit order, after the fields. */
     ev.limits = KX_EV_LIMIT_NUMBER | KX_EV_LIMIT_FIELDS | KX_EV_LIMIT_KEY | KX_EV_LIMIT_DEPTH;
     kx_buf limited;
