@@ -62,7 +62,8 @@ void kx_alert_dedup_key(const kx_alert *a, char *out, size_t outlen);
  * count, so rendering the same alert twice gives the same bytes. */
 int kx_alert_render(const kx_alert *a, const char *team_name, kx_buf *out);
 /* Renders an event as evidence: {"time":..., "raw":..., "fields":{...}} (repeated names
- * become arrays). Output capped at max_bytes (raw truncated first, marked "truncated"). */
+ * become arrays), then "decode_limits":[...] when ev->limits is not 0. Output capped at
+ * max_bytes (raw truncated first, marked "truncated"). */
 int kx_evidence_render(const kx_event *ev, size_t max_bytes, kx_buf *out);
 
 typedef struct kx_router kx_router;

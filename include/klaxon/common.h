@@ -9,6 +9,7 @@
 #define KLAXON_COMMON_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,6 +48,13 @@ int kx_buf_printf(kx_buf *b, const char *fmt, ...) __attribute__((format(printf,
 /* Appends s as a JSON string literal (with quotes), escaping as RFC 8259 requires.
  * Invalid UTF-8 bytes are replaced by U+FFFD so the output is always valid JSON. */
 int kx_buf_json_str(kx_buf *b, const char *s, size_t n);
+
+/* Whether the RFC 8259 number s (n bytes of valid grammar, NUL-terminated) is in the range
+ * every common parser reads: an integer (no fraction, no exponent) within int64, anything
+ * else finite as a double. RFC 8259 lets parsers refuse the others and some do (jansson
+ * fails the whole document), so the decoder flags them and the alert writes them as
+ * strings. */
+bool kx_json_number_in_range(const char *s, size_t n);
 
 /* Length (1..4) of the valid UTF-8 sequence at p (n bytes available), or 0 when the bytes
  * there are not valid UTF-8 (overlongs, surrogates, past U+10FFFF, truncated). */

@@ -2,16 +2,16 @@
  * decode: bytes -> kx_event. One kx_decoder per input (a Kafka topic, or a replay input),
  * configured from that input's YAML map plus the config's shared `decode:` section.
  *
- * Formats: JSON objects (jansson; nested objects flattened with dots, arrays repeated per
- * element) and syslog (RFC 5424, and RFC 3164 whose missing year and zone are inferred as
- * docs/internals/decode.md describes). Field extractors (PCRE2 named groups on a field,
- * scoped by syslog program) then add fields. Each event gets event time (from the log, the
- * fallback otherwise), tenant and logsource.
+ * Formats: JSON objects (a one-pass scanner; nested objects flattened with dots, arrays
+ * repeated per element) and syslog (RFC 5424, and RFC 3164 whose missing year and zone are
+ * inferred as docs/internals/decode.md describes). Field extractors (PCRE2 named groups on a
+ * field, scoped by syslog program) then add fields. Each event gets event time (from the
+ * log, the fallback otherwise), tenant and logsource.
  *
  * Ownership: kx_decoder_create returns a new decoder (caller destroys); it copies what it
  * needs from the YAML nodes. kx_decode fills the caller's event, whose strings point into
  * the event's arena or into raw (borrowed). kx_decode allocates nothing per event in steady
- * state, jansson's tree included (it lives in the event's arena: docs/internals/decode.md).
+ * state (docs/internals/decode.md).
  */
 #ifndef KLAXON_DECODE_H
 #define KLAXON_DECODE_H
@@ -43,6 +43,8 @@ kx_format kx_decoder_format(const kx_decoder *d);
  * the log carries none (Kafka timestamp; receive time for files); it is also the reference
  * for RFC 3164's missing year. ev->topic/partition/offset are left as the caller set them.
  * Returns 0, or -EINVAL for a malformed event with a short reason in *why (static string).
+ * A decoded event may have had parts cut by a limit (ev->limits, event.h): kx_decode counts
+ * and logs those (rate-limited, with the origin the caller set), the caller need not.
  */
 int kx_decode(kx_decoder *d, const char *raw, size_t len, int64_t fallback_ms, kx_event *ev,
               const char **why);

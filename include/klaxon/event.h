@@ -26,6 +26,23 @@ typedef enum {
     KX_VAL_NULL, /* JSON null; value is "" */
 } kx_val_type;
 
+/*
+ * Decode limits an event hit (kx_event.limits, a bitmask). The event was still decoded and is
+ * matched like any other: only the part the limit concerns is cut, so no input can hide a
+ * whole event. Alerts show the names (kx_event_limit_name) in the evidence's
+ * "decode_limits"; docs/internals/decode.md has the limits' values.
+ */
+/* a container nested too deep is one field holding its raw JSON text */
+#define KX_EV_LIMIT_DEPTH (1u << 0)
+/* a member whose flattened name is too long was dropped, with its subtree */
+#define KX_EV_LIMIT_KEY (1u << 1)
+/* fields past the per-event cap were dropped */
+#define KX_EV_LIMIT_FIELDS (1u << 2)
+/* a number beyond int64 (integer) or double (real): its text is kept, but a numeric
+ * comparison reads it rounded or infinite */
+#define KX_EV_LIMIT_NUMBER (1u << 3)
+#define KX_EV_LIMIT__COUNT 4
+
 typedef struct kx_field {
     const char *name;
     const char *value; /* NUL-terminated; may contain no NUL (decoders reject those) */
@@ -54,12 +71,13 @@ typedef struct kx_event {
     kx_field *fields;
     size_t nfields;
     size_t fields_cap;
+    uint32_t limits; /* KX_EV_LIMIT_* the decoder hit; 0 for most events */
     kx_arena arena;
 } kx_event;
 
 void kx_event_init(kx_event *ev);
 void kx_event_fini(kx_event *ev);
-/* Empties fields and arena (keeps memory), clears time/logsource/origin. */
+/* Empties fields and arena (keeps memory), clears time/logsource/origin/limits. */
 void kx_event_reset(kx_event *ev);
 
 /* Adds a field, copying name and value into the arena. Returns 0 or -ENOMEM. */
@@ -68,6 +86,10 @@ int kx_event_add(kx_event *ev, const char *name, size_t name_len, const char *va
 /* Adds a field whose strings already live in the arena or outlive the event (no copy). */
 int kx_event_add_ref(kx_event *ev, const char *name, size_t name_len, const char *value,
                      size_t value_len, kx_val_type type);
+
+/* The name of limit bit i (KX_EV_LIMIT_DEPTH is bit 0): "depth", "key", "fields", "number";
+ * NULL past KX_EV_LIMIT__COUNT. Names are part of the alert format (docs/alerts.md). */
+const char *kx_event_limit_name(unsigned i);
 
 /* First field called name (exact), or NULL. */
 const kx_field *kx_event_get(const kx_event *ev, const char *name);

@@ -35,6 +35,10 @@ typedef enum {
     KX_M_RULES_EVALUATED,     /* detection rules evaluated exactly (the prefilter's candidates) */
     KX_M_ROUTE_OVERFLOWS,     /* events routed without the route cache (too many logsources) */
     KX_M_DETECT_FAILED,       /* events not matched: out of memory in detect */
+    KX_M_LIMIT_DEPTH,         /* decoded events with KX_EV_LIMIT_DEPTH set (event.h) */
+    KX_M_LIMIT_KEY,           /* ... with KX_EV_LIMIT_KEY */
+    KX_M_LIMIT_FIELDS,        /* ... with KX_EV_LIMIT_FIELDS */
+    KX_M_LIMIT_NUMBER,        /* ... with KX_EV_LIMIT_NUMBER */
     KX_M__COUNT
 } kx_metric;
 

@@ -270,12 +270,14 @@ static bool json_number(const char *s, size_t n)
 }
 
 /* Renders one field value as its JSON type (numbers, booleans and null as written by the
- * decoder; everything else as a string). */
+ * decoder; everything else, and numbers out of common parsers' range, as a string). */
 static int put_field_value(kx_buf *out, const kx_field *f)
 {
     switch (f->type) {
     case KX_VAL_NUM:
-        if (json_number(f->value, f->value_len))
+        /* Out of range (an integer beyond int64, 1e400) is still a string: a strict reader
+         * (jansson) would refuse the whole alert over one attacker-chosen number. */
+        if (json_number(f->value, f->value_len) && kx_json_number_in_range(f->value, f->value_len))
             return kx_buf_append(out, f->value, f->value_len);
         break;
     case KX_VAL_BOOL:
@@ -345,7 +347,24 @@ static int evidence_once(const kx_event *ev, size_t raw_len, size_t nnames, bool
         if ((rc = kx_buf_putc(out, ']')))
             return rc;
     }
-    if ((rc = kx_buf_puts(out, truncated ? "},\"truncated\":true}" : "}}")))
+    if ((rc = kx_buf_putc(out, '}')))
+        return rc;
+    /* What the decoder had to cut (event.h): whoever reads the alert must know the fields
+     * may not be the whole event. Only when there is something to say, so that ordinary
+     * evidence keeps its bytes. */
+    if (ev->limits) {
+        if ((rc = kx_buf_puts(out, ",\"decode_limits\":[")))
+            return rc;
+        for (unsigned i = 0, k = 0; i < KX_EV_LIMIT__COUNT; i++) {
+            if (!(ev->limits & (1u << i)))
+                continue;
+            if ((rc = kx_buf_printf(out, "%s\"%s\"", k++ ? "," : "", kx_event_limit_name(i))))
+                return rc;
+        }
+        if ((rc = kx_buf_putc(out, ']')))
+            return rc;
+    }
+    if ((rc = kx_buf_puts(out, truncated ? ",\"truncated\":true}" : "}")))
         return rc;
     return 0;
 }

@@ -5,6 +5,7 @@
 #include "klaxon/common.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,6 +131,32 @@ int kx_buf_printf(kx_buf *b, const char *fmt, ...)
 
 /* Length of the valid UTF-8 sequence at p (1..4), or 0 if the bytes are not valid UTF-8
  * (overlongs, surrogates and code points past U+10FFFF are invalid). */
+bool kx_json_number_in_range(const char *s, size_t n)
+{
+    bool neg = n && s[0] == '-';
+    const char *d = s + neg;
+    size_t nd = n - neg;
+    size_t int_digits = strcspn(d, ".eE");
+    if (int_digits == nd) {
+        /* An integer: no leading zeros in the grammar, so the digit count decides. */
+        if (nd != 19)
+            return nd < 19;
+        return memcmp(d, neg ? "9223372036854775808" : "9223372036854775807", 19) <= 0;
+    }
+    /* Cheap bound first: only a magnitude near DBL_MAX (1.8e308) is worth a strtod. */
+    const char *e = strpbrk(d, "eE");
+    long pow10 = 0; /* saturates: past 100000 the answer no longer depends on it */
+    if (e) {
+        bool eneg = e[1] == '-';
+        for (const char *x = e + 1 + (e[1] == '-' || e[1] == '+'); *x && pow10 < 100000; x++)
+            pow10 = pow10 * 10 + (*x - '0');
+        pow10 = eneg ? -pow10 : pow10;
+    }
+    if ((long)int_digits + pow10 < 300)
+        return true;
+    return isfinite(strtod(s, NULL));
+}
+
 size_t kx_utf8_seq_len(const unsigned char *p, size_t n)
 {
     unsigned char c = p[0];

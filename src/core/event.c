@@ -28,6 +28,7 @@ void kx_event_reset(kx_event *ev)
 {
     kx_arena_reset(&ev->arena);
     ev->nfields = 0;
+    ev->limits = 0;
     ev->raw = NULL;
     ev->raw_len = 0;
     ev->time_ms = 0;
@@ -69,6 +70,12 @@ int kx_event_add(kx_event *ev, const char *name, size_t name_len, const char *va
     if (!n || !v)
         return -ENOMEM;
     return kx_event_add_ref(ev, n, name_len, v, value_len, type);
+}
+
+const char *kx_event_limit_name(unsigned i)
+{
+    static const char *const names[KX_EV_LIMIT__COUNT] = {"depth", "key", "fields", "number"};
+    return i < KX_EV_LIMIT__COUNT ? names[i] : NULL;
 }
 
 const kx_field *kx_event_next(const kx_event *ev, const char *name, const kx_field *prev)

@@ -62,6 +62,14 @@ static const struct {
                               "logsources than it holds (slow, still exact)"},
     [KX_M_DETECT_FAILED] = {"klaxon_detect_failed_total",
                             "Events no rule could be evaluated on: out of memory in detect"},
+    [KX_M_LIMIT_DEPTH] = {"klaxon_decode_limit_depth_total",
+                          "Events with a subtree nested too deep, kept as one raw JSON field."},
+    [KX_M_LIMIT_KEY] = {"klaxon_decode_limit_key_total",
+                        "Events with a field name too long: that member was dropped."},
+    [KX_M_LIMIT_FIELDS] = {"klaxon_decode_limit_fields_total",
+                           "Events with more fields than the cap: the rest were dropped."},
+    [KX_M_LIMIT_NUMBER] = {"klaxon_decode_limit_number_total",
+                           "Events with a number beyond int64 or double range, kept as text."},
 };
 
 void kx_metric_inc(kx_metric m)

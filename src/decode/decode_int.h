@@ -18,11 +18,15 @@
 #include "klaxon/log.h"
 #include "klaxon/tz.h"
 
-/* Objects and arrays nested deeper than this make the event malformed ("too deep"). */
-#define KX_DECODE_MAX_DEPTH 32
-/* More fields than this from one JSON document make the event malformed. */
+/* JSON limits. None makes the event malformed (a hostile value must not hide the event): each
+ * cuts only what it concerns and sets a KX_EV_LIMIT_* bit (event.h) on the event. */
+/* Objects and arrays nested deeper than this (the top-level object is level 1): a container
+ * at level KX_DECODE_MAX_DEPTH + 1 is one field holding its raw JSON text. */
+#define KX_DECODE_MAX_DEPTH 64
+/* Fields from one JSON document: later ones are dropped. */
 #define KX_DECODE_MAX_FIELDS 4096
-/* Longest flattened field name ("a.b.c"), bytes. Longer names make the event malformed. */
+/* Flattened field names ("a.b.c") are shorter than this, in bytes: a member whose name would
+ * not be is dropped with its subtree. */
 #define KX_DECODE_NAME_MAX 1024
 /* PCRE2 match limit per extractor and event: bounds the work a hostile line can cause. */
 #define KX_DECODE_MATCH_LIMIT 100000

@@ -9,13 +9,17 @@
  * Ownership: the decoder copies every string it keeps out of the YAML tree; the event gets
  * borrowed pointers to the decoder's strings (tenant, logsource), which stay valid while the
  * decoder lives, or arena strings. kx_decode neither counts nor logs malformed events: the
- * caller has the topic/offset context for that.
+ * caller has the topic/offset context for that. Events decoded with a limit hit
+ * (ev->limits) it does count and log, rate-limited, from the event's origin: they go on to
+ * the rules like any other, so the caller has no reason to look.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "decode/decode_int.h"
+#include "klaxon/metrics.h"
 
 typedef struct kx__logsource {
     char *product, *service, *category;
@@ -326,6 +330,34 @@ static void program_logsource(const kx_decoder *d, kx_event *ev)
         ev->category = p->ls.category;
 }
 
+/* A decoded event that hit limits (json.c): each limit counted, and one line saying which,
+ * at a bounded rate (a flood of hostile events must not flood the log). Not malformed: the
+ * event goes on to the rules. */
+static void note_limits(kx_decoder *d, const kx_event *ev)
+{
+    static const kx_metric metric[KX_EV_LIMIT__COUNT] = {KX_M_LIMIT_DEPTH, KX_M_LIMIT_KEY,
+                                                         KX_M_LIMIT_FIELDS, KX_M_LIMIT_NUMBER};
+    char names[64];
+    size_t n = 0;
+    names[0] = '\0';
+    for (unsigned i = 0; i < KX_EV_LIMIT__COUNT; i++) {
+        if (!(ev->limits & (1u << i)))
+            continue;
+        kx_metric_inc(metric[i]);
+        int w =
+            snprintf(names + n, sizeof(names) - n, "%s%s", n ? "," : "", kx_event_limit_name(i));
+        n += w > 0 && (size_t)w < sizeof(names) - n ? (size_t)w : 0;
+    }
+    if (ev->topic)
+        kx_log_limited(&d->rl, KX_LOG_WARN, "decode",
+                       "event decoded with limits hit (%s [%d] offset %lld): %s", ev->topic,
+                       (int)ev->partition, (long long)ev->offset, names);
+    else
+        kx_log_limited(&d->rl, KX_LOG_WARN, "decode",
+                       "event decoded with limits hit (line %lld): %s", (long long)ev->offset,
+                       names);
+}
+
 int kx_decode(kx_decoder *d, const char *raw, size_t len, int64_t fallback_ms, kx_event *ev,
               const char **why)
 {
@@ -338,6 +370,7 @@ int kx_decode(kx_decoder *d, const char *raw, size_t len, int64_t fallback_ms, k
     ev->raw_len = len;
     ev->time_ms = fallback_ms;
     ev->time_from_log = false;
+    ev->limits = 0;
     ev->tenant = d->tenant;
     ev->product = d->ls.product;
     ev->service = d->ls.service;
@@ -356,6 +389,8 @@ int kx_decode(kx_decoder *d, const char *raw, size_t len, int64_t fallback_ms, k
         *why = "out of memory";
         return rc;
     }
+    if (ev->limits)
+        note_limits(d, ev);
     event_time(d, ev);
     if (d->tenant_field && (f = kx_event_get(ev, d->tenant_field)) && f->value_len > 0)
         ev->tenant = f->value;

@@ -1,6 +1,8 @@
 # decode stage: JSON flattening, syslog RFC 3164/5424, PCRE2 extractors, and the decoder's
 # config, event time, tenant and logsource.
-kx_unit_test(test_json kx_decode)
+# test_json also runs decoded events through the rules (kx_detect): a hostile field must not
+# keep the others from matching.
+kx_unit_test(test_json kx_decode kx_detect)
 kx_unit_test(test_syslog kx_decode)
 kx_unit_test(test_extract kx_decode)
 kx_unit_test(test_decoder kx_decode)

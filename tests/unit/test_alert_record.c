@@ -333,6 +333,11 @@ static void test_evidence_types_and_arrays(void **state)
     add(&ev, "neg", "-0.25E+2", KX_VAL_NUM);
     add(&ev, "lead0", "01", KX_VAL_NUM);
     add(&ev, "dot", "1.", KX_VAL_NUM);
+    /* Valid JSON numbers out of int64/double range: strings, or jansson refuses the alert. */
+    add(&ev, "min", "-9223372036854775808", KX_VAL_NUM);
+    add(&ev, "u64", "18446744073709551616", KX_VAL_NUM);
+    add(&ev, "dmax", "1.7976931348623157e308", KX_VAL_NUM);
+    add(&ev, "inf", "1e400", KX_VAL_NUM);
 
     kx_buf b;
     kx_buf_init(&b, 0);
@@ -342,7 +347,21 @@ static void test_evidence_types_and_arrays(void **state)
                 "\\\"port\\\":22,\\\"ok\\\":false,\\\"tags\\\":[\\\"a\\\",\\\"b\\\"]}\","
                 "\"fields\":{\"user\":\"root\",\"tags\":[\"a\",\"b\",3],\"port\":22,"
                 "\"ok\":false,\"gone\":null,\"n\":1.5e3,\"odd\":\"yes\","
-                "\"hex\":\"0x1F\",\"neg\":-0.25E+2,\"lead0\":\"01\",\"dot\":\"1.\"}}");
+                "\"hex\":\"0x1F\",\"neg\":-0.25E+2,\"lead0\":\"01\",\"dot\":\"1.\","
+                "\"min\":-9223372036854775808,\"u64\":\"18446744073709551616\","
+                "\"dmax\":1.7976931348623157e308,\"inf\":\"1e400\"}}");
+    /* Every decode limit, named, in bit order, after the fields. */
+    ev.limits = KX_EV_LIMIT_NUMBER | KX_EV_LIMIT_FIELDS | KX_EV_LIMIT_KEY | KX_EV_LIMIT_DEPTH;
+    kx_buf limited;
+    kx_buf_init(&limited, 0);
+    assert_int_equal(kx_evidence_render(&ev, 0, &limited), 0);
+    assert_int_equal(limited.len, b.len + strlen(",\"decode_limits\":[\"depth\",\"key\","
+                                                 "\"fields\",\"number\"]"));
+    assert_memory_equal(limited.data, b.data, b.len - 1);
+    assert_string_equal(limited.data + b.len - 1,
+                        ",\"decode_limits\":[\"depth\",\"key\",\"fields\",\"number\"]}");
+    kx_buf_fini(&limited);
+    ev.limits = 0;
     /* max_bytes 0 = no cap: same bytes. */
     size_t full = b.len;
     kx_buf_reset(&b);
@@ -431,6 +450,17 @@ static void test_evidence_truncation(void **state)
                                 "\"\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\","
                                 "\"fields\":{\"user\":\"root\"},\"truncated\":true}");
     assert_int_equal(b.len, 100);
+    /* Decode limits (event.h) come after the fields, before "truncated", and count in the
+     * size: the same raw needs 35 bytes more. */
+    ev.limits = KX_EV_LIMIT_DEPTH | KX_EV_LIMIT_NUMBER;
+    kx_buf_reset(&b);
+    assert_int_equal(kx_evidence_render(&ev, 135, &b), 0);
+    assert_string_equal(b.data, "{\"time\":\"2026-03-29T01:30:00.000Z\",\"raw\":"
+                                "\"\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\","
+                                "\"fields\":{\"user\":\"root\"},"
+                                "\"decode_limits\":[\"depth\",\"number\"],\"truncated\":true}");
+    assert_int_equal(b.len, 135);
+    ev.limits = 0;
     /* Not even the skeleton fits: error, buffer untouched. */
     kx_buf_reset(&b);
     assert_int_equal(kx_buf_puts(&b, "keep"), 0);

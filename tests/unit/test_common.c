@@ -57,6 +57,41 @@ static void test_buf_json_str(void **state)
     kx_buf_fini(&b);
 }
 
+static void test_json_number_in_range(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        bool in;
+    } cases[] = {
+        {"0", true},
+        {"-0", true},
+        {"9223372036854775807", true},
+        {"9223372036854775808", false},
+        {"-9223372036854775808", true},
+        {"-9223372036854775809", false},
+        {"999999999999999999", true},
+        {"18446744073709551616", false},
+        {"123456789012345678901234567890", false},
+        {"1e3", true},
+        {"1.5", true},
+        {"123456789012345678901234567890.5", true}, /* a double, rounded: still readable */
+        {"1.7976931348623157e308", true},
+        {"1.7976931348623159e308", false},
+        {"1e308", true},
+        {"1e309", false},
+        {"-1e309", false},
+        {"0.0001e310", true},
+        {"0.0001e313", false},
+        {"0e99999999", true},
+        {"1e-400", true}, /* underflows to 0: every parser reads it */
+        {"1E+999999999999", false},
+    };
+    for (size_t i = 0; i < KX_ARRAY_LEN(cases); i++)
+        if (kx_json_number_in_range(cases[i].s, strlen(cases[i].s)) != cases[i].in)
+            fail_msg("%s: want %d", cases[i].s, cases[i].in);
+}
+
 static void test_arena(void **state)
 {
     (void)state;
@@ -112,6 +147,7 @@ static void test_metrics_render(void **state)
                                    "klaxon_events_malformed_total 3\n"));
     assert_non_null(strstr(b.data, "klaxon_events_consumed_total 0\n"));
     assert_non_null(strstr(b.data, "klaxon_store_up 0\n"));
+    assert_non_null(strstr(b.data, "\nklaxon_decode_limit_depth_total 0\n"));
     kx_buf_fini(&b);
     kx_metrics_reset();
 }
@@ -129,10 +165,11 @@ static void test_ratelimit(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_err_format),     cmocka_unit_test(test_buf_cap),
-        cmocka_unit_test(test_buf_json_str),   cmocka_unit_test(test_arena),
-        cmocka_unit_test(test_time_format),    cmocka_unit_test(test_hash),
-        cmocka_unit_test(test_metrics_render), cmocka_unit_test(test_ratelimit),
+        cmocka_unit_test(test_err_format),   cmocka_unit_test(test_buf_cap),
+        cmocka_unit_test(test_buf_json_str), cmocka_unit_test(test_json_number_in_range),
+        cmocka_unit_test(test_arena),        cmocka_unit_test(test_time_format),
+        cmocka_unit_test(test_hash),         cmocka_unit_test(test_metrics_render),
+        cmocka_unit_test(test_ratelimit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,7 +22,8 @@
 #define T0 1700000000000LL
 
 /* The link wraps malloc/calloc/realloc for calls made from klaxon's own (static) code, see
- * tests/unit/decode.cmake; jansson's and libc's internal allocations are not counted. */
+ * tests/unit/decode.cmake; libc's internal allocations are not counted. JSON decoding is all
+ * klaxon's own code (no jansson), so every allocation it makes is counted. */
 void *__real_malloc(size_t n);
 void *__real_calloc(size_t n, size_t m);
 void *__real_realloc(void *p, size_t n);
@@ -362,8 +363,34 @@ static void test_rfc3339(void **state)
     assert_int_equal(ms, T0);
 }
 
+/* A JSON document that hits every decode limit: nesting past the depth limit (and past the
+ * scanner's inline container stack, 4096 levels), a name too long, more fields than the cap,
+ * an integer beyond 64 bits, escapes and invalid UTF-8. */
+static char *hostile_json(void)
+{
+    size_t cap = 256 * 1024, off = 0;
+    char *s = malloc(cap);
+    assert_non_null(s);
+    off += (size_t)sprintf(s + off, "{\"big\":18446744073709551616,\"esc\":\"a\\u0041\\n\xff\","
+                                    "\"deep\":");
+    for (int i = 0; i < 5000; i++)
+        s[off++] = '[';
+    for (int i = 0; i < 5000; i++)
+        s[off++] = ']';
+    off += (size_t)sprintf(s + off, ",\"");
+    memset(s + off, 'k', 2000);
+    off += 2000;
+    off += (size_t)sprintf(s + off, "\":1");
+    for (int i = 0; i < 5000; i++)
+        off += (size_t)sprintf(s + off, ",\"f%d\":\"v\"", i);
+    s[off++] = '}';
+    s[off] = '\0';
+    return s;
+}
+
 /* Steady state: once the event's arena and field array have grown, decoding the same kinds
- * of lines again allocates nothing in klaxon's code (syslog, extractors, JSON walk). */
+ * of lines again allocates nothing in klaxon's code (syslog, extractors, the JSON scanner,
+ * also when it hits its limits). */
 static void test_no_steady_state_alloc(void **state)
 {
     (void)state;
@@ -380,7 +407,9 @@ static void test_no_steady_state_alloc(void **state)
     kx_decoder *j = mk_ok("input: {tenant_field: org}\ndecode:\n  extractors:\n"
                           "    - {field: msg, pattern: 'id=(?<id>\\d+)'}\n");
     static const char doc[] = "{\"@timestamp\":\"2023-11-14T22:13:20Z\",\"org\":\"x\","
-                              "\"msg\":[\"id=1\",\"id=2\"],\"a\":{\"b\":[1,2.5,true,null]}}";
+                              "\"msg\":[\"id=1\",\"id=2\"],\"a\":{\"b\":[1,2.5,true,null]},"
+                              "\"ua\":\"Mozilla\\/5.0 \\\"x\\\" \\u00e9\\ud83d\\ude00\"}";
+    char *hostile = hostile_json();
     kx_event_init(&ev);
     for (int round = 0; round < 2; round++) {
         unsigned long before = allocs;
@@ -392,6 +421,11 @@ static void test_no_steady_state_alloc(void **state)
             kx_event_reset(&ev);
             assert_int_equal(kx_decode(j, doc, strlen(doc), 0, &ev, &why), 0);
             assert_string_equal(kx_event_get(&ev, "id")->value, "1");
+            kx_event_reset(&ev);
+            assert_int_equal(kx_decode(j, hostile, strlen(hostile), 0, &ev, &why), 0);
+            assert_int_equal(ev.limits, KX_EV_LIMIT_DEPTH | KX_EV_LIMIT_KEY | KX_EV_LIMIT_FIELDS |
+                                            KX_EV_LIMIT_NUMBER);
+            assert_string_equal(kx_event_get(&ev, "big")->value, "18446744073709551616");
         }
         /* Round 0 warms the arena and field array up; round 1 must not allocate. */
         if (round == 1)
@@ -400,6 +434,7 @@ static void test_no_steady_state_alloc(void **state)
             assert_true(allocs - before > 0);
     }
     kx_event_fini(&ev);
+    free(hostile);
     kx_decoder_destroy(j);
     kx_decoder_destroy(d);
     kx_tz_cache_clear();

@@ -705,6 +705,56 @@ static void test_topic_without_decoder(void **state)
     stack_fini(f, s);
 }
 
+/* The decode limits an event hit reach its alerts' evidence, single-event and correlation
+ * alike, and the events still count: a hostile number or nesting hides nothing. */
+static void test_decode_limits_in_evidence(void **state)
+{
+    fx *f = *state;
+    stack *s = stack_new(f, "memory", "limits", 0);
+    stack_add_default_decoder(s);
+    static const char login[] = "{\"time\":\"2026-03-29T01:30:05Z\",\"action\":\"login\","
+                                "\"user\":\"root\",\"n\":18446744073709551616}";
+    char deep[512];
+    int off = snprintf(deep, sizeof(deep),
+                       "{\"time\":\"2026-03-29T01:30:10Z\",\"action\":\"deny\","
+                       "\"src_ip\":\"10.0.0.5\",\"x\":");
+    for (int i = 0; i < 70; i++)
+        deep[off++] = '[';
+    for (int i = 0; i < 70; i++)
+        deep[off++] = ']';
+    snprintf(deep + off, sizeof(deep) - (size_t)off, "}");
+    kx_msg m[4];
+    make_msgs(m, 0, 1); /* deny 10.0.0.5 at 01:30:00 */
+    m[1] = (kx_msg){.payload = login, .len = strlen(login), .offset = 2, .timestamp_ms = RECV_MS};
+    m[2] = (kx_msg){.payload = deep, .len = strlen(deep), .offset = 3, .timestamp_ms = RECV_MS};
+    make_msgs(&m[3], 4, 1); /* deny 10.0.0.5 at 01:30:20: the third */
+    run_batch(s, m, 4);
+
+    assert_int_equal(kx_metric_get(KX_M_EVENTS_DECODED), 4);
+    assert_int_equal(kx_metric_get(KX_M_LIMIT_NUMBER), 1);
+    assert_int_equal(kx_metric_get(KX_M_LIMIT_DEPTH), 1);
+    json_t *arr = read_alerts(s);
+    assert_int_equal(json_array_size(arr), 2);
+    json_t *root = json_array_get(arr, 0), *corr = json_array_get(arr, 1);
+    assert_string_equal(jstr(json_object_get(root, "rule"), "id"), ROOT_ID);
+    json_t *ev = json_array_get(json_object_get(root, "events"), 0);
+    char *lim = json_dumps(json_object_get(ev, "decode_limits"), JSON_COMPACT);
+    assert_string_equal(lim, "[\"number\"]");
+    free(lim);
+    /* As a string: strict readers (jansson, which reads this file) refuse such numbers. */
+    assert_string_equal(jstr(json_object_get(ev, "fields"), "n"), "18446744073709551616");
+    assert_string_equal(jstr(json_object_get(corr, "rule"), "id"), CORR_ID);
+    assert_int_equal(jint(corr, "count"), 3);
+    json_t *evs = json_object_get(corr, "events");
+    assert_int_equal(json_array_size(evs), 3);
+    assert_null(json_object_get(json_array_get(evs, 0), "decode_limits"));
+    lim = json_dumps(json_object_get(json_array_get(evs, 1), "decode_limits"), JSON_COMPACT);
+    assert_string_equal(lim, "[\"depth\"]");
+    free(lim);
+    assert_null(json_object_get(json_array_get(evs, 2), "decode_limits"));
+    stack_fini(f, s);
+}
+
 /* A batch consumed again (crash before its offsets were committed): members are
  * idempotent, so counts repeat exactly, the same windows are reported with the same
  * dedup_keys, and the router suppresses them: the file sink gets nothing new. */
@@ -1160,6 +1210,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_alerts_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_topic_without_decoder, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_limits_in_evidence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reprocess_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_next_batch_from_done, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tenants_do_not_share_windows, setup, teardown),
