@@ -10,8 +10,9 @@ PKGS=(
     libcurl4-openssl-dev libmicrohttpd-dev libcmocka-dev
     redis-server tzdata python3 curl cppcheck
 )
-# The prefilter's multi-pattern matcher: Hyperscan where Debian builds it (amd64),
-# Vectorscan (the same API and pkg-config name) on the other architectures.
+# Hyperscan where Debian builds it (amd64), Vectorscan (the same API and pkg-config name) on
+# the other architectures: the prefilter's multi-pattern matcher and the linear-time engine
+# for regular expressions.
 if [ "$(dpkg --print-architecture)" = amd64 ]; then
     PKGS+=(libhyperscan-dev)
 else

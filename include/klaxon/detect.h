@@ -9,8 +9,9 @@
  * * and ?, null, conditions with and/or/not/parentheses, "1 of x*", "all of them",
  * logsource filtering; correlation rules of every Sigma type (event_count, value_count,
  * temporal, temporal_ordered, value_sum, value_avg, value_percentile) with aliases and
- * chaining; klaxon correlation types first_seen and baseline; klaxon extensions team, category, the
- * correlation keys suppress and lateness, and the timeofday search identifier (klaxon/timeofday.h).
+ * chaining; klaxon correlation types first_seen and baseline; klaxon extensions team, category,
+ * regex_budget, the correlation keys suppress and lateness, and the timeofday search identifier
+ * (klaxon/timeofday.h).
  *
  * Ownership: kx_ruleset_load returns a new ruleset (caller destroys). kx_rule pointers and
  * every string inside are owned by the ruleset and valid until it is destroyed.
@@ -125,6 +126,11 @@ typedef void (*kx_match_cb)(kx_rule *rule, void *ud);
  * rules the prefilter cannot rule out are evaluated (docs/internals/detect.md). No
  * allocation in steady state. */
 size_t kx_ruleset_match(kx_ruleset *rs, const kx_event *ev, kx_match_cb cb, void *ud);
+/* During a kx_match_cb call: why the match being reported is "degraded" -- a regular
+ * expression of the rule was given up at its limit or for the event's regex budget, e.g.
+ * "regex budget exceeded in CommandLine|re" (docs/rules.md) -- or NULL when every regex was
+ * answered. Borrowed, owned by the ruleset; read it before the callback returns. */
+const char *kx_ruleset_match_reason(const kx_ruleset *rs);
 
 /* What the compiled set looks like and what matching has done (docs/internals/detect.md). */
 typedef struct kx_ruleset_stats {

@@ -39,6 +39,9 @@ typedef enum {
     KX_M_LIMIT_KEY,           /* ... with KX_EV_LIMIT_KEY */
     KX_M_LIMIT_FIELDS,        /* ... with KX_EV_LIMIT_FIELDS */
     KX_M_LIMIT_NUMBER,        /* ... with KX_EV_LIMIT_NUMBER */
+    KX_M_REGEX_GIVEN_UP,      /* PCRE2 regex runs given up: a limit, or the event's budget */
+    KX_M_REGEX_FAILED_CLOSED, /* rule evaluations a given-up regex turned into a match */
+    KX_M_REGEX_FAILED_OPEN,   /* rule evaluations with a given-up regex reported as no match */
     KX_M__COUNT
 } kx_metric;
 

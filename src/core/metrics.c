@@ -70,6 +70,15 @@ static const struct {
                            "Events with more fields than the cap: the rest were dropped."},
     [KX_M_LIMIT_NUMBER] = {"klaxon_decode_limit_number_total",
                            "Events with a number beyond int64 or double range, kept as text."},
+    [KX_M_REGEX_GIVEN_UP] = {"klaxon_regex_given_up_total",
+                             "Regular expression runs given up at a PCRE2 limit or for the "
+                             "event's regex budget."},
+    [KX_M_REGEX_FAILED_CLOSED] = {"klaxon_regex_failed_closed_total",
+                                  "Rule evaluations reported as a match because a regular "
+                                  "expression was given up (regex_budget: fail_closed)."},
+    [KX_M_REGEX_FAILED_OPEN] = {"klaxon_regex_failed_open_total",
+                                "Rule evaluations reported as no match with a regular expression "
+                                "given up (regex_budget: fail_open)."},
 };
 
 void kx_metric_inc(kx_metric m)

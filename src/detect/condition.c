@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "detect_int.h"
+#include "klaxon/metrics.h"
 
 enum { T_END, T_WORD, T_LPAREN, T_RPAREN, T_PIPE };
 
@@ -401,4 +402,24 @@ bool kx__cond_eval(const kx__cnode *n, const kx__detection *d, const kx__eval *x
         return !kx__cond_eval(n->kids[0], d, x);
     }
     return false;
+}
+
+bool kx__detection_match(const kx__detection *d, const kx__eval *x)
+{
+    kx__rx *rx = x->rx;
+    rx->reason = NULL;
+    rx->match_reason = NULL;
+    bool m = kx__cond_eval(d->cond, d, x);
+    if (!rx->reason)
+        return m;
+    /* A regex was given up, so the condition's answer is a guess. Fail closed: the rule is
+     * reported as matching whatever the guess, and the alert says why. Fail open: the guess
+     * (that regex as no match) stands; a match is still marked degraded. */
+    if (!m) {
+        kx_metric_inc(d->re_fail_closed ? KX_M_REGEX_FAILED_CLOSED : KX_M_REGEX_FAILED_OPEN);
+        m = d->re_fail_closed;
+    }
+    if (m)
+        rx->match_reason = rx->reason;
+    return m;
 }

@@ -5,17 +5,19 @@
  * (each an OR of groups, each group an AND of field conditions, each field condition an OR
  * -- or with |all an AND -- of values) and a condition AST over the identifiers. Everything
  * is built at load time in the ruleset's arena; the few objects that need their own free
- * (PCRE2 codes and match data, time-of-day objects) are registered in the ruleset's resource
+ * (compiled regular expressions, time-of-day objects) are registered in the ruleset's resource
  * list, so one kx_ruleset_destroy frees a complete or a half-built ruleset alike.
  *
  * Matching reads only this structure and the event: no allocation, no strlen of patterns,
- * no regex compile. The only state it writes is PCRE2 match data (one per pattern; klaxon is
- * single-threaded per ruleset) and counters.
+ * no regex compile. The only state it writes is the ruleset's regex runtime (kx__rx: PCRE2
+ * match data, the Hyperscan scratch, the event's regex budget; klaxon is single-threaded per
+ * ruleset) and counters.
  */
 #ifndef KLAXON_DETECT_INT_H
 #define KLAXON_DETECT_INT_H
 
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include <hs.h>
 #include <pcre2.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -28,13 +30,72 @@
 #include "klaxon/timeofday.h"
 #include "klaxon/yaml.h"
 
-/* Limits for `re` patterns, so one hostile log line cannot stall the loop (docs/rules.md).
- * The match limit bounds backtracking steps (interpreter and JIT); the depth limit bounds
- * the interpreter's backtracking depth (JIT ignores it and uses its fixed stack instead). */
+/* Limits for `re` patterns that stay on PCRE2 (Hyperscan's are linear-time and need none), so
+ * one hostile log line cannot stall the loop (docs/rules.md). The match limit bounds the
+ * backtracking steps of one run (interpreter and JIT); the depth limit bounds the
+ * interpreter's backtracking depth (JIT ignores it and uses its fixed stack instead). A run
+ * starts with KX__RE_FIRST_LIMIT and retries with ten times more when it hits it, up to
+ * KX__RE_MATCH_LIMIT; every run is charged the limits it was given against the event's
+ * KX__RE_EVENT_BUDGET, shared by all PCRE2 runs of all rules on that event. */
 #define KX__RE_MATCH_LIMIT 100000u
 #define KX__RE_DEPTH_LIMIT 1000u
+#define KX__RE_FIRST_LIMIT 1000u
+#define KX__RE_EVENT_BUDGET 2000000u
 /* Condition nesting beyond this is surely a mistake and would make evaluation recurse deep. */
 #define KX__COND_MAX_DEPTH 64
+
+/* ---- regular expressions (regex.c) ---- */
+
+/* The ruleset's regex runtime, one per ruleset: what all of its patterns share. */
+typedef struct kx__rx {
+    pcre2_match_context *mctx; /* the limits above */
+    hs_scratch_t *scratch;     /* grown at load time to fit every Hyperscan database */
+    uint64_t budget;           /* PCRE2 steps left for the current event */
+    /* The first "degraded" reason of the rule being evaluated (a regex given up at its limit
+     * or for the budget), NULL when every regex was answered. */
+    const char *reason;
+    /* The reason of the match being reported to kx_match_cb (kx_ruleset_match_reason). */
+    const char *match_reason;
+    kx_ratelimit rl; /* log lines about given-up regexes, per ruleset */
+} kx__rx;
+
+int kx__rx_init(kx__rx *rx); /* -ENOMEM */
+void kx__rx_fini(kx__rx *rx);
+void kx__rx_event_begin(kx__rx *rx); /* a new event: full budget, no reason */
+
+typedef struct kx__regex kx__regex;
+
+typedef struct kx__regex_opts {
+    uint32_t flags;      /* PCRE2_CASELESS / PCRE2_MULTILINE / PCRE2_DOTALL (|i |m |s) */
+    const char *where;   /* the key as written, e.g. "CommandLine|re", for the reason */
+    const kx_rule *rule; /* borrowed, named in log lines; may be NULL */
+    bool fail_closed;    /* named in log lines (the policy itself is the detection's) */
+    bool pcre2_only;     /* tests and benchmarks: never use Hyperscan */
+} kx__regex_opts;
+
+/* Compiles pat (len bytes) for both engines: PCRE2 always, Hyperscan when it accepts the
+ * pattern and can give the same answers. New, caller destroys. On a syntax error returns
+ * -EINVAL with PCRE2's message in msg and the offset in *erroff; -ENOMEM. */
+int kx__regex_create(kx__rx *rx, const char *pat, size_t len, const kx__regex_opts *o,
+                     kx__regex **out, char *msg, size_t msglen, size_t *erroff);
+void kx__regex_destroy(kx__regex *re);
+/* True when Hyperscan answers this pattern (for valid UTF-8 subjects). */
+bool kx__regex_linear(const kx__regex *re);
+/* Does s match? Hyperscan when it can, else PCRE2 under the limits and the event budget.
+ * A PCRE2 run given up counts as no match and sets rx->reason (if not yet set), counts
+ * klaxon_regex_given_up_total and logs (rate-limited) naming the rule. */
+bool kx__regex_match(kx__regex *re, const char *s, size_t n, kx__rx *rx);
+
+/* One engine, for tests and benchmarks: 1 match, 0 no match, -ENOTSUP (no Hyperscan
+ * database, or s is not valid UTF-8), -E2BIG / -ELOOP (a PCRE2 limit or the budget). */
+typedef enum {
+    KX__RX_HS,              /* Hyperscan */
+    KX__RX_PCRE2,           /* PCRE2 JIT as kx__regex_match runs it: limits and budget */
+    KX__RX_PCRE2_UNLIMITED, /* PCRE2 interpreter without match or depth limit: the reference */
+} kx__rx_engine;
+int kx__regex_exec(kx__regex *re, const char *s, size_t n, kx__rx *rx, kx__rx_engine engine);
+/* Strict UTF-8 (no overlongs, surrogates or code points above U+10FFFF). */
+bool kx__utf8_valid(const char *s, size_t n);
 
 /* ---- values ---- */
 
@@ -72,7 +133,7 @@ typedef struct kx__pat {
 
 typedef enum {
     KX__VAL_PAT,      /* string patterns (several when base64offset expands a value) */
-    KX__VAL_RE,       /* PCRE2 */
+    KX__VAL_RE,       /* regular expression (regex.c) */
     KX__VAL_NULL,     /* field missing or JSON null */
     KX__VAL_EXISTS,   /* field present (exists: true) or absent (exists: false) */
     KX__VAL_NUM,      /* numeric comparison lt/lte/gt/gte */
@@ -88,10 +149,7 @@ typedef struct kx__value {
     const kx__pat *pats;
     size_t npats;
     /* RE */
-    pcre2_code *re;
-    pcre2_match_data *md; /* scratch, written at match time like the two below */
-    uint32_t limit_gen;   /* event generation of limit_hits */
-    uint32_t limit_hits;  /* match-limit hits of this regex in that event */
+    kx__regex *re;
     /* EXISTS */
     bool exists;
     /* NUM */
@@ -157,6 +215,9 @@ typedef struct kx__detection {
     const char *product; /* logsource filter; NULL = any */
     const char *service;
     const char *category;
+    /* A rule whose regex could not be answered (kx__rx.reason): reported as a match (fail
+     * closed) or evaluated with that regex as no match (fail open). */
+    bool re_fail_closed;
     const kx__search *searches;
     size_t nsearches;
     const kx__cnode *cond;
@@ -174,11 +235,14 @@ typedef struct kx__ctx {
     kx__res **res;
     const char *file;
     kx_err *err;
+    kx__rx *rx;          /* the ruleset's: Hyperscan scratch grown per pattern */
+    const kx_rule *rule; /* the rule being compiled, named by its regexes' log lines */
+    bool re_fail_closed; /* its regex_budget policy */
 } kx__ctx;
 
 void *kx__alloc(kx__ctx *c, size_t n); /* zeroed, arena; NULL sets err to out of memory */
 char *kx__strndup(kx__ctx *c, const char *s, size_t n);
-int kx__res_add_code(kx__ctx *c, pcre2_code *code, pcre2_match_data *md);
+int kx__res_add_regex(kx__ctx *c, kx__regex *re); /* takes ownership, also on failure */
 int kx__res_add_tod(kx__ctx *c, kx_timeofday *t);
 void kx__res_free(kx__res *r);
 
@@ -190,7 +254,7 @@ void kx__res_free(kx__res *r);
  * per ruleset), valid for one kx_ruleset_match call. */
 typedef struct kx__eval {
     const kx_event *ev;
-    pcre2_match_context *mctx;
+    kx__rx *rx;               /* the ruleset's regex runtime (budget, scratch, degraded reason) */
     uint32_t gen;             /* this event's generation: stamps below equal it when set */
     uint32_t nfid;            /* interned field ids */
     const uint32_t *fgen;     /* per id: gen when the event has a field of that id */
@@ -237,14 +301,9 @@ bool kx__fcond_match(const kx__fcond *f, const kx__eval *x);
 int kx__cond_compile(kx__ctx *c, const kx_yaml_node *cond, kx__detection *d);
 bool kx__cond_eval(const kx__cnode *n, const kx__detection *d, const kx__eval *x);
 bool kx__search_match(const kx__search *s, const kx__eval *x);
-
-/* True when a matched but the regex hit its match limit (counted by the ruleset). */
-extern uint64_t kx__re_limit_hits;
-/* Each event matched gets a new generation. A regex that hits its match limit
- * KX__RE_EVENT_BUDGET times within one event is not run again on that event (it counts as no
- * match), so thousands of hostile field values cost a bounded amount of work, while the
- * other rules' regexes still run: one slow pattern cannot blind the rest. */
-extern uint32_t kx__re_event_gen;
-#define KX__RE_EVENT_BUDGET 3
+/* The rule's answer for x's event: its condition, with the regex_budget policy applied when a
+ * regex was given up; sets x->rx->match_reason to the reason when it reports a degraded
+ * match. */
+bool kx__detection_match(const kx__detection *d, const kx__eval *x);
 
 #endif

@@ -162,7 +162,6 @@ const kx__cset *kx__ruleset_cset(const kx_ruleset *rs);
 int kx__cset_create(kx_arena *arena, kx_rule **rules, size_t n, kx__cset **out, kx_err *err);
 void kx__cset_destroy(kx__cset *cs);
 /* kx_ruleset_match's work (match.c). */
-size_t kx__cset_match(kx__cset *cs, const kx_event *ev, pcre2_match_context *mctx, kx_match_cb cb,
-                      void *ud);
+size_t kx__cset_match(kx__cset *cs, const kx_event *ev, kx__rx *rx, kx_match_cb cb, void *ud);
 
 #endif

@@ -208,6 +208,28 @@ static int compile_logsource(kx__ctx *c, const kx_yaml_node *ls, kx__detection *
     return rc;
 }
 
+/* klaxon extension `regex_budget`: what a rule answers when one of its regexes is given up
+ * (docs/rules.md). The default follows the level: missing a high or critical detection is
+ * worse than a spurious alert that says it is one. Sets c->rule and c->re_fail_closed for
+ * the rule's regexes. */
+static int regex_budget(kx__ctx *c, const kx_yaml_node *root, const kx_rule *r)
+{
+    c->rule = r;
+    c->re_fail_closed = !strcmp(r->level, "high") || !strcmp(r->level, "critical");
+    const kx_yaml_node *n = kx_yaml_get(root, "regex_budget");
+    if (!n)
+        return 0;
+    if (kx_yaml_is(n, "fail_closed"))
+        c->re_fail_closed = true;
+    else if (kx_yaml_is(n, "fail_open"))
+        c->re_fail_closed = false;
+    else
+        return kx_yaml_err(c->err, c->file, n,
+                           "invalid regex_budget \"%s\" (expected fail_closed or fail_open)",
+                           n->type == KX_YAML_SCALAR ? n->str : "(not a string)");
+    return 0;
+}
+
 static int load_doc(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
 {
     if (root->type != KX_YAML_MAP)
@@ -273,11 +295,17 @@ static int load_doc(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
 
     if (corr) {
         r->kind = KX_RULE_CORRELATION;
+        if ((n = kx_yaml_get(root, "regex_budget")))
+            return kx_yaml_err(c->err, c->file, n,
+                               "\"regex_budget\" applies to detection rules only");
         rc = kx__correlation_compile(c, root, corr, r, pv);
     } else {
         r->kind = KX_RULE_DETECTION;
         if (!(pv->det = kx__alloc(c, sizeof(*pv->det))))
             return -ENOMEM;
+        if ((rc = regex_budget(c, root, r)))
+            return rc;
+        pv->det->re_fail_closed = c->re_fail_closed;
         rc = compile_logsource(c, kx_yaml_get(root, "logsource"), pv->det);
         if (!rc)
             rc = compile_detection(c, det, pv->det);
@@ -291,7 +319,7 @@ int kx__load_file(kx_ruleset *rs, const char *path, kx_err *err)
     int rc = kx_yaml_load_file(path, &docs, err);
     if (rc)
         return rc;
-    kx__ctx c = {.arena = &rs->arena, .res = &rs->res, .file = path, .err = err};
+    kx__ctx c = {.arena = &rs->arena, .res = &rs->res, .file = path, .err = err, .rx = &rs->rx};
     for (kx_yaml_doc *d = docs; d && !rc; d = d->next)
         if (d->root && !kx_yaml_is_null(d->root))
             rc = load_doc(rs, &c, d->root);

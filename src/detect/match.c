@@ -130,10 +130,10 @@ static bool ls_ok(const char *want, const char *have)
 /* The interpreter klaxon had before the compiled set, kept as the reference the compiled
  * path is tested against: every rule's logsource compared, every detection rule evaluated,
  * fields looked up by name, every pattern compared byte by byte. */
-static size_t match_reference(kx__cset *cs, const kx_event *ev, pcre2_match_context *mctx,
-                              kx_match_cb cb, void *ud)
+static size_t match_reference(kx__cset *cs, const kx_event *ev, kx__rx *rx, kx_match_cb cb,
+                              void *ud)
 {
-    kx__eval x = {.ev = ev, .mctx = mctx, .by_name = true};
+    kx__eval x = {.ev = ev, .rx = rx, .by_name = true};
     size_t hits = 0;
     cs->stats.events++;
     for (size_t i = 0; i < cs->n; i++) {
@@ -144,7 +144,7 @@ static size_t match_reference(kx__cset *cs, const kx_event *ev, pcre2_match_cont
             continue;
         cs->stats.applicable++;
         cs->stats.evaluated++;
-        if (!kx__cond_eval(d->cond, d, &x))
+        if (!kx__detection_match(d, &x))
             continue;
         rule->matches++;
         hits++;
@@ -154,12 +154,11 @@ static size_t match_reference(kx__cset *cs, const kx_event *ev, pcre2_match_cont
     return hits;
 }
 
-size_t kx__cset_match(kx__cset *cs, const kx_event *ev, pcre2_match_context *mctx, kx_match_cb cb,
-                      void *ud)
+size_t kx__cset_match(kx__cset *cs, const kx_event *ev, kx__rx *rx, kx_match_cb cb, void *ud)
 {
     static kx_ratelimit rl;
     if (!cs->prefilter_on)
-        return match_reference(cs, ev, mctx, cb, ud);
+        return match_reference(cs, ev, rx, cb, ud);
     uint32_t gen = next_gen(cs);
     kx__route *r = kx__route_get(cs, ev);
     if (!r || kx__fieldix_index(&cs->fx, ev, gen) != 0) {
@@ -171,7 +170,7 @@ size_t kx__cset_match(kx__cset *cs, const kx_event *ev, pcre2_match_context *mct
     }
     kx__eval x = {
         .ev = ev,
-        .mctx = mctx,
+        .rx = rx,
         .gen = gen,
         .nfid = cs->fx.n,
         .fgen = cs->fx.fgen,
@@ -191,7 +190,7 @@ size_t kx__cset_match(kx__cset *cs, const kx_event *ev, pcre2_match_context *mct
             kx_rule *rule = cs->rules[i];
             const kx__detection *d = kx__rule_detection(rule);
             evaluated++;
-            if (!kx__cond_eval(d->cond, d, &x))
+            if (!kx__detection_match(d, &x))
                 continue;
             rule->matches++;
             hits++;

@@ -157,7 +157,7 @@ int kx__resolve(kx_ruleset *rs, kx_err *err)
                             "duplicate rule id \"%s\" (first defined at %s:%d)", b->id, a->file,
                             a->line);
     }
-    kx__ctx c = {.arena = &rs->arena, .res = &rs->res, .err = err};
+    kx__ctx c = {.arena = &rs->arena, .res = &rs->res, .err = err, .rx = &rs->rx};
     /* Pass 1: resolve each correlation's references and count them per detection rule. */
     for (size_t i = 0; i < n && !rc; i++) {
         kx_rule *r = rs->rules[i];

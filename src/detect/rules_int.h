@@ -21,7 +21,7 @@ struct kx_ruleset {
     kx_rule **rules;
     size_t n;
     size_t cap;
-    pcre2_match_context *mctx;
+    kx__rx rx;    /* regex runtime: Hyperscan scratch, PCRE2 limits, the event's budget */
     kx__cset *cs; /* the compiled set (match.c), built once every rule is resolved */
 };
 

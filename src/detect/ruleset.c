@@ -4,7 +4,7 @@
  * all), its public accessors, and the build helpers value.c and condition.c share.
  *
  * Loading is all-or-nothing: every rule, string and compiled pattern lives in the ruleset
- * being built (its arena plus a list of PCRE2/time-of-day objects to free), so the first
+ * being built (its arena plus a list of regex/time-of-day objects to free), so the first
  * error destroys that one object and the caller's *out is never written. Rules keep the
  * order they appear in (files.c fixes the file order), which is the order kx_ruleset_match
  * reports matches in.
@@ -20,7 +20,7 @@
 
 #define KX__ARENA_BLOCK (64 * 1024)
 
-enum { RES_CODE, RES_TOD };
+enum { RES_REGEX, RES_TOD };
 
 struct kx__res {
     int kind;
@@ -66,9 +66,9 @@ static int res_add(kx__ctx *c, int kind, void *a, void *b)
     return 0;
 }
 
-int kx__res_add_code(kx__ctx *c, pcre2_code *code, pcre2_match_data *md)
+int kx__res_add_regex(kx__ctx *c, kx__regex *re)
 {
-    return res_add(c, RES_CODE, code, md);
+    return res_add(c, RES_REGEX, re, NULL);
 }
 
 int kx__res_add_tod(kx__ctx *c, kx_timeofday *t)
@@ -78,9 +78,8 @@ int kx__res_add_tod(kx__ctx *c, kx_timeofday *t)
 
 void kx__res_free(kx__res *r)
 {
-    if (r->kind == RES_CODE) {
-        pcre2_match_data_free(r->b);
-        pcre2_code_free(r->a);
+    if (r->kind == RES_REGEX) {
+        kx__regex_destroy(r->a);
     } else {
         kx_timeofday_destroy(r->a);
     }
@@ -96,13 +95,10 @@ int kx_ruleset_load(const char *const *paths, size_t npaths, kx_ruleset **out, k
     if (!rs)
         return kx_err_set(err, NULL, 0, 0, "out of memory"), -ENOMEM;
     kx_arena_init(&rs->arena, KX__ARENA_BLOCK);
-    rs->mctx = pcre2_match_context_create(NULL);
-    if (!rs->mctx) {
+    if (kx__rx_init(&rs->rx)) {
         rc = kx_err_set(err, NULL, 0, 0, "out of memory");
         goto fail;
     }
-    pcre2_set_match_limit(rs->mctx, KX__RE_MATCH_LIMIT);
-    pcre2_set_depth_limit(rs->mctx, KX__RE_DEPTH_LIMIT);
     for (size_t i = 0; i < npaths && !rc; i++)
         rc = kx__rule_files(paths[i], &files, err);
     for (size_t i = 0; i < files.n && !rc; i++)
@@ -132,7 +128,7 @@ void kx_ruleset_destroy(kx_ruleset *rs)
         free(r);
     }
     kx__cset_destroy(rs->cs);
-    pcre2_match_context_free(rs->mctx);
+    kx__rx_fini(&rs->rx);
     free(rs->rules);
     kx_arena_fini(&rs->arena);
     free(rs);
@@ -155,8 +151,13 @@ const kx__detection *kx__rule_detection(const kx_rule *r)
 
 size_t kx_ruleset_match(kx_ruleset *rs, const kx_event *ev, kx_match_cb cb, void *ud)
 {
-    kx__re_event_gen++;
-    return kx__cset_match(rs->cs, ev, rs->mctx, cb, ud);
+    kx__rx_event_begin(&rs->rx);
+    return kx__cset_match(rs->cs, ev, &rs->rx, cb, ud);
+}
+
+const char *kx_ruleset_match_reason(const kx_ruleset *rs)
+{
+    return rs->rx.match_reason;
 }
 
 const kx__cset *kx__ruleset_cset(const kx_ruleset *rs)

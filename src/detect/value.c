@@ -4,13 +4,13 @@
  * Load time turns each YAML value into a kx__value: string values become one or more
  * kx__pat (literal, prefix, suffix, substring, or a wildcard token list), lowercased once
  * unless |cased so the match is a plain byte loop with ASCII folding of the event side only;
- * `re` values become JIT-compiled PCRE2 codes with their own match data; numbers, CIDR
+ * `re` values become kx__regex objects (regex.c: Hyperscan or PCRE2); numbers, CIDR
  * networks and field references are parsed once. Value modifiers are applied in the order
  * written, as Sigma says; the shape modifiers contains/startswith/endswith only add wildcards
  * and so commute with everything else.
  *
  * Match time allocates nothing: the event's fields are walked with kx_event_next, patterns
- * compare lengths they already know, and regexes run with the ruleset's match context.
+ * compare lengths they already know, and regexes run with the ruleset's regex runtime.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -20,9 +20,6 @@
 #include <sys/socket.h>
 
 #include "detect_int.h"
-
-uint64_t kx__re_limit_hits;
-uint32_t kx__re_event_gen = 1;
 
 /* ---- load time ---- */
 
@@ -466,31 +463,24 @@ static int compile_string(kx__ctx *c, const mods *m, bool keyword, const kx_yaml
     return 0;
 }
 
-static int compile_re(kx__ctx *c, const mods *m, const kx_yaml_node *val, kx__value *v)
+static int compile_re(kx__ctx *c, const mods *m, const kx_yaml_node *key, const kx_yaml_node *val,
+                      kx__value *v)
 {
-    int ec;
-    PCRE2_SIZE off;
-    /* UTF so . and classes see characters; MATCH_INVALID_UTF so a log line with broken
-     * UTF-8 is matched as far as it is valid rather than rejected. */
-    uint32_t opts = PCRE2_UTF | PCRE2_MATCH_INVALID_UTF | m->re_flags;
-    pcre2_code *code = pcre2_compile((PCRE2_SPTR)val->str, val->len, opts, &ec, &off, NULL);
-    if (!code) {
-        PCRE2_UCHAR msg[200];
-        pcre2_get_error_message(ec, msg, sizeof(msg));
+    char msg[200];
+    size_t off = 0;
+    kx__regex_opts o = {
+        .flags = m->re_flags, .where = key->str, .rule = c->rule, .fail_closed = c->re_fail_closed};
+    kx__regex *re = NULL;
+    int rc = kx__regex_create(c->rx, val->str, val->len, &o, &re, msg, sizeof(msg), &off);
+    if (rc == -EINVAL)
         return kx_yaml_err(c->err, c->file, val, "invalid regular expression at offset %zu: %s",
-                           (size_t)off, (const char *)msg);
-    }
-    /* JIT failure is not fatal: the interpreter gives the same answers under the same limits. */
-    (void)pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
-    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
-    int rc = kx__res_add_code(c, code, md);
+                           off, msg);
     if (rc)
+        return kx_err_set(c->err, c->file, 0, 0, "%s", msg), rc;
+    if ((rc = kx__res_add_regex(c, re)))
         return rc;
-    if (!md)
-        return kx_err_set(c->err, c->file, 0, 0, "out of memory"), -ENOMEM;
     v->kind = KX__VAL_RE;
-    v->re = code;
-    v->md = md;
+    v->re = re;
     return 0;
 }
 
@@ -553,7 +543,7 @@ static int compile_value(kx__ctx *c, const mods *m, bool keyword, const kx_yaml_
         return 0;
     }
     if (m->re)
-        return compile_re(c, m, val, v);
+        return compile_re(c, m, key, val, v);
     if (m->cidr)
         return compile_cidr(c, val, v);
     if (m->num) {
@@ -774,7 +764,7 @@ static bool num_match(const kx__value *v, const kx_field *f)
 }
 
 /* One string (a field value or the raw text) against one value. */
-static bool str_match(const kx__value *v, const char *s, size_t n, pcre2_match_context *mctx)
+static bool str_match(const kx__value *v, const char *s, size_t n, kx__rx *rx)
 {
     switch (v->kind) {
     case KX__VAL_PAT:
@@ -782,28 +772,8 @@ static bool str_match(const kx__value *v, const char *s, size_t n, pcre2_match_c
             if (pat_match(&v->pats[i], v->cased, s, n))
                 return true;
         return false;
-    case KX__VAL_RE: {
-        kx__value *mv = (kx__value *)v; /* per-event scratch, like md */
-        if (mv->limit_gen != kx__re_event_gen) {
-            mv->limit_gen = kx__re_event_gen;
-            mv->limit_hits = 0;
-        }
-        if (mv->limit_hits >= KX__RE_EVENT_BUDGET)
-            return false;
-        int rc = pcre2_match(v->re, (PCRE2_SPTR)s, n, 0, 0, v->md, mctx);
-        if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT ||
-            rc == PCRE2_ERROR_HEAPLIMIT || rc == PCRE2_ERROR_JIT_STACKLIMIT) {
-            /* Counted as no match: a hostile line costs a bounded amount of work. */
-            static kx_ratelimit rl;
-            kx__re_limit_hits++;
-            mv->limit_hits++;
-            kx_log_limited(&rl, KX_LOG_WARN, "detect",
-                           "regular expression gave up at its match limit (%d); counted as no "
-                           "match",
-                           rc);
-        }
-        return rc >= 0;
-    }
+    case KX__VAL_RE:
+        return kx__regex_match(v->re, s, n, rx);
     case KX__VAL_CIDR:
         return cidr_match(v, s, n);
     default:
@@ -827,7 +797,7 @@ static bool field_value_match(const kx__value *v, const kx_field *f, const kx__e
         }
         return false;
     }
-    return str_match(v, f->value, f->value_len, x->mctx);
+    return str_match(v, f->value, f->value_len, x->rx);
 }
 
 /* The prefilter scanned every value of the field (or, for keywords, the raw text and every
@@ -873,11 +843,11 @@ static bool keyword_match(const kx__value *v, const kx__eval *x)
     if (v->exact && x->atoms_on)
         return atoms_match(v, x) != v->negate;
     const kx_event *ev = x->ev;
-    if (ev->raw && str_match(v, ev->raw, ev->raw_len, x->mctx))
+    if (ev->raw && str_match(v, ev->raw, ev->raw_len, x->rx))
         return !v->negate;
     for (size_t i = 0; i < ev->nfields; i++) {
         const kx_field *f = &ev->fields[i];
-        if (f->type != KX_VAL_NULL && str_match(v, f->value, f->value_len, x->mctx))
+        if (f->type != KX_VAL_NULL && str_match(v, f->value, f->value_len, x->rx))
             return !v->negate;
     }
     return v->negate;

@@ -16,6 +16,7 @@
 
 #include "detect/detect_int.h"
 #include "klaxon/detect.h"
+#include "klaxon/metrics.h"
 
 static char dir[64];
 static char path[128];
@@ -378,52 +379,152 @@ static void test_counts_and_order(void **state)
 static void test_regex_limit(void **state)
 {
     (void)state;
-    /* Catastrophic backtracking: the match limit makes it give up (no match) quickly. */
+    /* Catastrophic backtracking for PCRE2; Hyperscan answers it exactly, in linear time. */
     kx_ruleset *rs = load_yaml("title: t\ndetection:\n    s:\n        f|re: '^(a+)+$'\n"
                                "    condition: s\n");
     char v[64];
     memset(v, 'a', 40);
     v[40] = 'b';
     v[41] = '\0';
+    uint64_t given_up = kx_metric_get(KX_M_REGEX_GIVEN_UP);
     assert_int_equal(match_fields(rs, "", (const char *[]){"f", v, NULL}), 0);
     v[40] = '\0';
     assert_int_equal(match_fields(rs, "", (const char *[]){"f", v, NULL}), 1);
     kx_ruleset_destroy(rs);
+    /* Unanchored, the last "a" before the end matches: PCRE2 with a limit used to miss it. */
+    rs = load_yaml("title: t\ndetection:\n    s:\n        f|re: '(a+)+$'\n    condition: s\n");
+    assert_int_equal(match_fields(rs, "", (const char *[]){"f", "aaaaaaaaaaaaaaaaaaaaba", NULL}),
+                     1);
+    kx_ruleset_destroy(rs);
+    /* SigmaHQ file_and_directory_discovery: a padded command line must not hide. */
+    rs = load_yaml("title: t\ndetection:\n    s:\n        CommandLine|re: '(.){200,}'\n"
+                   "    condition: s\n");
+    static char line[20001];
+    memset(line, 'x', sizeof(line) - 1);
+    assert_int_equal(match_fields(rs, "", (const char *[]){"CommandLine", line, NULL}), 1);
+    line[199] = '\0';
+    assert_int_equal(match_fields(rs, "", (const char *[]){"CommandLine", line, NULL}), 0);
+    kx_ruleset_destroy(rs);
+    assert_int_equal(kx_metric_get(KX_M_REGEX_GIVEN_UP), given_up);
 }
 
-/* Many hostile values in one event: after KX__RE_EVENT_BUDGET limit hits the remaining
- * regexes of that event are not run at all; the next event starts with a fresh budget. */
+typedef struct degraded {
+    size_t n;
+    const char *reason[4];
+    kx_ruleset *rs;
+} degraded;
+
+static void on_degraded(kx_rule *r, void *ud)
+{
+    degraded *d = ud;
+    (void)r;
+    if (d->n < 4)
+        d->reason[d->n] = kx_ruleset_match_reason(d->rs);
+    d->n++;
+}
+
+/* One event, many values: the PCRE2 work of a rule is bounded by its limits and the work of
+ * the event by its budget, and the outcome of a regex given up is the rule's policy. */
+static size_t match_hostile(kx_ruleset *rs, size_t nvals, const char *extra, degraded *d)
+{
+    /* A lookbehind keeps it on PCRE2, where ^(a+)+ backtracks exponentially on "aa..ab". */
+    static char v[64];
+    memset(v, 'a', 30);
+    v[30] = 'b';
+    v[31] = '\0';
+    kx_event ev;
+    kx_event_init(&ev);
+    for (size_t i = 0; i < nvals; i++)
+        add(&ev, "ua", v, KX_VAL_STR);
+    if (extra)
+        add(&ev, "cmd", extra, KX_VAL_STR);
+    memset(d, 0, sizeof(*d));
+    d->rs = rs;
+    size_t n = kx_ruleset_match(rs, &ev, on_degraded, d);
+    kx_event_fini(&ev);
+    return n;
+}
+
+#define HOSTILE "ua|re: '^(a+)+(?<!x)$'"
+
+static void test_regex_fail_open_closed(void **state)
+{
+    (void)state;
+    char yaml[512];
+    degraded d;
+    static const struct {
+        const char *level, *policy;
+        size_t expect;
+    } pol[] = {
+        {"medium", NULL, 0},        {"low", NULL, 0},
+        {"informational", NULL, 0}, {"high", NULL, 1},
+        {"critical", NULL, 1},      {"high", "fail_open", 0},
+        {"low", "fail_closed", 1},  {"critical", "fail_closed", 1},
+    };
+    for (size_t i = 0; i < KX_ARRAY_LEN(pol); i++) {
+        snprintf(yaml, sizeof(yaml),
+                 "title: t\nlevel: %s\n%s%s%sdetection:\n    s:\n        " HOSTILE "\n"
+                 "    condition: s\n",
+                 pol[i].level, pol[i].policy ? "regex_budget: " : "",
+                 pol[i].policy ? pol[i].policy : "", pol[i].policy ? "\n" : "");
+        kx_ruleset *rs = load_yaml(yaml);
+        uint64_t up = kx_metric_get(KX_M_REGEX_GIVEN_UP);
+        uint64_t closed = kx_metric_get(KX_M_REGEX_FAILED_CLOSED);
+        uint64_t open = kx_metric_get(KX_M_REGEX_FAILED_OPEN);
+        if (match_hostile(rs, 1, NULL, &d) != pol[i].expect)
+            fail_msg("case %zu (%s, %s): expected %zu", i, pol[i].level,
+                     pol[i].policy ? pol[i].policy : "default", pol[i].expect);
+        assert_int_equal(kx_metric_get(KX_M_REGEX_GIVEN_UP) - up, 1);
+        assert_int_equal(kx_metric_get(KX_M_REGEX_FAILED_CLOSED) - closed, pol[i].expect);
+        assert_int_equal(kx_metric_get(KX_M_REGEX_FAILED_OPEN) - open, !pol[i].expect);
+        if (pol[i].expect)
+            assert_string_equal(d.reason[0], "regex match limit reached in ua|re");
+        /* A harmless value is answered, without a reason. */
+        kx_event ev;
+        kx_event_init(&ev);
+        add(&ev, "ua", "aaaa", KX_VAL_STR);
+        memset(&d, 0, sizeof(d));
+        d.rs = rs;
+        assert_int_equal(kx_ruleset_match(rs, &ev, on_degraded, &d), 1);
+        assert_null(d.reason[0]);
+        kx_event_fini(&ev);
+        kx_ruleset_destroy(rs);
+    }
+}
+
+/* The budget is per event and shared: hostile values spend it, regexes of other rules that
+ * need PCRE2 are then given up too (and their rules' policy applies), regexes Hyperscan
+ * answers are not affected, and the next event starts with a full budget. */
 static void test_regex_budget_per_event(void **state)
 {
     (void)state;
-    kx_ruleset *rs = load_yaml("title: t\ndetection:\n    s:\n        f|re: '^(a+)+$'\n"
+    kx_ruleset *rs = load_yaml("title: slow\ndetection:\n    s:\n        " HOSTILE "\n"
+                               "    condition: s\n---\n"
+                               "title: lookahead open\ndetection:\n    s:\n"
+                               "        cmd|re: 'ev(?=il)'\n    condition: s\n---\n"
+                               "title: lookahead closed\nregex_budget: fail_closed\n"
+                               "detection:\n    s:\n        cmd|re: 'ev(?=il)'\n"
+                               "    condition: s\n---\n"
+                               "title: linear\ndetection:\n    s:\n        cmd|re: 'ev(il)'\n"
                                "    condition: s\n");
-    char v[64];
-    memset(v, 'a', 40);
-    v[40] = 'b';
-    v[41] = '\0';
-    const char *kv[2 * 50 + 1];
-    for (int i = 0; i < 50; i++) {
-        kv[2 * i] = "f";
-        kv[2 * i + 1] = v;
-    }
-    kv[100] = NULL;
-    uint64_t before = kx__re_limit_hits;
-    assert_int_equal(match_fields(rs, "", kv), 0);
-    assert_int_equal(kx__re_limit_hits - before, KX__RE_EVENT_BUDGET);
-    assert_int_equal(match_fields(rs, "", (const char *[]){"f", "aaaa", NULL}), 1);
-    kx_ruleset_destroy(rs);
-    /* The budget is per regex: a slow one given up does not blind another rule's. */
-    rs = load_yaml("title: slow\ndetection:\n    s:\n        ua|re: '^(a+)+$'\n"
-                   "    condition: s\n---\ntitle: other\ndetection:\n    s:\n"
-                   "        cmd|re: 'evil'\n    condition: s\n");
-    for (int i = 0; i < 50; i++) {
-        kv[2 * i] = "ua";
-        kv[2 * i + 1] = v;
-    }
-    kv[98] = "cmd";
-    kv[99] = "run evil";
-    assert_int_equal(match_fields(rs, "", kv), 1);
+    degraded d;
+    /* Each hostile run is charged 1,000 + 10,000 + 100,000 steps and gives up at the match
+     * limit; 18 of them leave 2,000 of the 2,000,000; the 19th spends those; the other 31
+     * are not run. All 50 are given up: the slow rule's value and the two lookaheads. */
+    uint64_t up = kx_metric_get(KX_M_REGEX_GIVEN_UP);
+    assert_int_equal(match_hostile(rs, 50, "run evil", &d), 2);
+    assert_int_equal(kx_metric_get(KX_M_REGEX_GIVEN_UP) - up, 52);
+    assert_string_equal(d.reason[0], "regex budget exceeded in cmd|re");
+    assert_null(d.reason[1]); /* "linear": Hyperscan, not affected by the budget */
+    assert_int_equal(kx_ruleset_at(rs, 2)->matches, 1);
+    assert_int_equal(kx_ruleset_at(rs, 3)->matches, 1);
+    /* A fresh event, a fresh budget: all three cmd rules answer, without a reason. */
+    assert_int_equal(match_hostile(rs, 1, "run evil", &d), 3);
+    assert_null(d.reason[0]);
+    assert_null(d.reason[1]);
+    assert_null(d.reason[2]);
+    /* And a value that does not match the closed rule is not an alert. */
+    assert_int_equal(match_hostile(rs, 0, "run evel", &d), 0);
     kx_ruleset_destroy(rs);
 }
 
@@ -535,10 +636,15 @@ static void test_example_rules(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_modifier_table), cmocka_unit_test(test_fieldref),
-        cmocka_unit_test(test_keywords),       cmocka_unit_test(test_repeated_fields),
-        cmocka_unit_test(test_logsource),      cmocka_unit_test(test_counts_and_order),
-        cmocka_unit_test(test_regex_limit),    cmocka_unit_test(test_regex_budget_per_event),
+        cmocka_unit_test(test_modifier_table),
+        cmocka_unit_test(test_fieldref),
+        cmocka_unit_test(test_keywords),
+        cmocka_unit_test(test_repeated_fields),
+        cmocka_unit_test(test_logsource),
+        cmocka_unit_test(test_counts_and_order),
+        cmocka_unit_test(test_regex_limit),
+        cmocka_unit_test(test_regex_fail_open_closed),
+        cmocka_unit_test(test_regex_budget_per_event),
         cmocka_unit_test(test_example_rules),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -298,6 +298,16 @@ static void test_errors(void **state)
     expect_err("title: t\ndetection:\n    s:\n        timeofday:\n            timezone: "
                "Mars/Olympus\n    condition: s\n",
                "5:23: unknown time zone \"Mars/Olympus\"");
+    expect_err("title: t\nregex_budget: fail_shut\ndetection:\n    s: {f|re: x}\n"
+               "    condition: s\n",
+               "2:15: invalid regex_budget \"fail_shut\" (expected fail_closed or fail_open)");
+    expect_err("title: t\nregex_budget: [fail_open]\ndetection:\n    s: {f|re: x}\n"
+               "    condition: s\n",
+               "2:15: invalid regex_budget \"(not a string)\" (expected fail_closed or "
+               "fail_open)");
+    expect_err("title: t\nregex_budget: fail_open\ncorrelation:\n    type: event_count\n"
+               "    rules: [x]\n    timespan: 1m\n    condition: {gte: 2}\n",
+               "2:15: \"regex_budget\" applies to detection rules only");
     char want[512];
     snprintf(want, sizeof(want), "8:5: duplicate rule id \"x\" (first defined at %s:1)", path);
     expect_err("title: a\nid: x\ndetection:\n    s: {f: x}\n    condition: s\n---\n"

@@ -1,0 +1,376 @@
+/*
+ * Regular expressions of `re` values: one compiled object per pattern, two engines.
+ *
+ * A Sigma rule asks only "does this field match", never where or what was captured, so a
+ * pattern that Hyperscan accepts is answered by Hyperscan: its automata run in time linear in
+ * the subject whatever the pattern, so no step limit is needed and no field length can make
+ * a legitimate rule miss. Patterns Hyperscan refuses (back-references, lookaround, atomic
+ * groups, possessive quantifiers, \R, \X, ...) stay on PCRE2 JIT under a match limit and a
+ * depth limit per run and a step budget per event (docs/rules.md, docs/internals/detect.md).
+ *
+ * The PCRE2 code is compiled for every pattern, Hyperscan or not: it validates the syntax
+ * (PCRE2's syntax is the rule language's), and it answers subjects that are not valid UTF-8,
+ * which Hyperscan in UTF-8 mode must never be given (PCRE2_MATCH_INVALID_UTF matches them as
+ * far as they are valid).
+ *
+ * Invariants: a kx__regex is immutable after kx__regex_create except its PCRE2 match data,
+ * which is scratch for one match at a time (the detect stage is single-threaded per ruleset).
+ * The Hyperscan scratch and the per-event budget live in the ruleset's kx__rx, shared by all
+ * of its patterns: hs_alloc_scratch grows the one scratch to fit each new database at load
+ * time, so matching never allocates.
+ *
+ * Ownership: kx__regex_create returns a new object (kx__regex_destroy frees it; the detect
+ * stage registers it in the ruleset's resource list). The rule pointer given in its options
+ * is borrowed: the ruleset that owns the regex owns the rule too.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "detect_int.h"
+#include "klaxon/metrics.h"
+
+struct kx__regex {
+    pcre2_code *code;
+    pcre2_match_data *md;
+    hs_database_t *db; /* NULL: the pattern stays on PCRE2 */
+    const kx_rule *rule;
+    bool fail_closed;
+    /* Reasons an alert carries when this regex could not be answered ("degraded"), made
+     * once here so that a given-up match formats nothing. */
+    char *why_limit;
+    char *why_budget;
+};
+
+/* ---- runtime shared by a ruleset's patterns ---- */
+
+int kx__rx_init(kx__rx *rx)
+{
+    memset(rx, 0, sizeof(*rx));
+    rx->mctx = pcre2_match_context_create(NULL);
+    if (!rx->mctx)
+        return -ENOMEM;
+    pcre2_set_depth_limit(rx->mctx, KX__RE_DEPTH_LIMIT);
+    rx->budget = KX__RE_EVENT_BUDGET;
+    return 0;
+}
+
+void kx__rx_fini(kx__rx *rx)
+{
+    hs_free_scratch(rx->scratch);
+    pcre2_match_context_free(rx->mctx);
+    memset(rx, 0, sizeof(*rx));
+}
+
+void kx__rx_event_begin(kx__rx *rx)
+{
+    rx->budget = KX__RE_EVENT_BUDGET;
+    rx->reason = NULL;
+    rx->match_reason = NULL;
+}
+
+/* ---- compile ---- */
+
+/* A pattern for which Hyperscan's answer could differ from PCRE2's is kept off Hyperscan
+ * even when Hyperscan would compile it. Caseless matching beyond ASCII is the one place the
+ * two libraries' Unicode tables (and versions) could disagree, so a caseless pattern that
+ * names a non-ASCII character, by its bytes or by an escape, stays on PCRE2. An embedded NUL
+ * cannot reach hs_compile, which takes a C string. */
+/* True when an inline option group such as (?i) or (?mi: turns caseless matching on. */
+static bool inline_caseless(const char *pat)
+{
+    for (const char *p = strstr(pat, "(?"); p; p = strstr(p + 2, "(?")) {
+        for (const char *q = p + 2; *q && *q != ')' && *q != ':'; q++) {
+            if (*q == 'i')
+                return true;
+            if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || *q == '-' || *q == '^'))
+                break;
+        }
+    }
+    return false;
+}
+
+static bool hs_suitable(const char *pat, size_t len, uint32_t flags)
+{
+    if (strlen(pat) != len)
+        return false;
+    if (!(flags & PCRE2_CASELESS) && !inline_caseless(pat))
+        return true;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)pat[i];
+        if (ch >= 0x80)
+            return false;
+        if (ch == '\\' && i + 1 < len) {
+            char e = pat[++i];
+            if (e == 'x' || e == 'o' || e == 'p' || e == 'P' || e == 'N' || e == 'u' ||
+                (e >= '0' && e <= '9'))
+                return false;
+        }
+    }
+    return true;
+}
+
+static hs_database_t *hs_try(kx__rx *rx, const char *pat, uint32_t flags)
+{
+    /* PCRE2_UTF -> HS_FLAG_UTF8 (subjects are checked per match); SINGLEMATCH because one
+     * match answers the question; ALLOWEMPTY so that a pattern that can match the empty
+     * string (x*, ^) is accepted, and then, as in PCRE2, it matches every subject. */
+    unsigned hf = HS_FLAG_UTF8 | HS_FLAG_SINGLEMATCH | HS_FLAG_ALLOWEMPTY;
+    if (flags & PCRE2_CASELESS)
+        hf |= HS_FLAG_CASELESS;
+    if (flags & PCRE2_MULTILINE)
+        hf |= HS_FLAG_MULTILINE;
+    if (flags & PCRE2_DOTALL)
+        hf |= HS_FLAG_DOTALL;
+    hs_database_t *db = NULL;
+    hs_compile_error_t *ce = NULL;
+    if (hs_compile(pat, hf, HS_MODE_BLOCK, NULL, &db, &ce) != HS_SUCCESS) {
+        kx_log(KX_LOG_DEBUG, "detect", "regex \"%s\" stays on PCRE2: %s", pat,
+               ce && ce->message ? ce->message : "refused by Hyperscan");
+        hs_free_compile_error(ce);
+        return NULL;
+    }
+    /* Grows the ruleset's one scratch to fit this database too. */
+    if (hs_alloc_scratch(db, &rx->scratch) != HS_SUCCESS) {
+        hs_free_database(db);
+        return NULL;
+    }
+    return db;
+}
+
+static char *dup_cat(const char *a, const char *b)
+{
+    size_t na = strlen(a), nb = strlen(b);
+    char *s = malloc(na + nb + 1);
+    if (s) {
+        memcpy(s, a, na);
+        memcpy(s + na, b, nb + 1);
+    }
+    return s;
+}
+
+int kx__regex_create(kx__rx *rx, const char *pat, size_t len, const kx__regex_opts *o,
+                     kx__regex **out, char *msg, size_t msglen, size_t *erroff)
+{
+    kx__regex *re = calloc(1, sizeof(*re));
+    if (!re)
+        return snprintf(msg, msglen, "out of memory"), -ENOMEM;
+    int ec;
+    PCRE2_SIZE off = 0;
+    /* UTF so . and classes see characters; MATCH_INVALID_UTF so a log line with broken
+     * UTF-8 is matched as far as it is valid rather than rejected. */
+    uint32_t opts = PCRE2_UTF | PCRE2_MATCH_INVALID_UTF | o->flags;
+    re->code = pcre2_compile((PCRE2_SPTR)pat, len, opts, &ec, &off, NULL);
+    if (!re->code) {
+        PCRE2_UCHAR m[200];
+        pcre2_get_error_message(ec, m, sizeof(m));
+        snprintf(msg, msglen, "%s", (const char *)m);
+        *erroff = (size_t)off;
+        free(re);
+        return -EINVAL;
+    }
+    /* JIT failure is not fatal: the interpreter gives the same answers under the same limits. */
+    (void)pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE);
+    re->md = pcre2_match_data_create(1, NULL);
+    const char *where = o->where ? o->where : "re";
+    re->why_limit = dup_cat("regex match limit reached in ", where);
+    re->why_budget = dup_cat("regex budget exceeded in ", where);
+    if (!re->md || !re->why_limit || !re->why_budget) {
+        kx__regex_destroy(re);
+        return snprintf(msg, msglen, "out of memory"), -ENOMEM;
+    }
+    re->rule = o->rule;
+    re->fail_closed = o->fail_closed;
+    if (hs_suitable(pat, len, o->flags) && !o->pcre2_only)
+        re->db = hs_try(rx, pat, o->flags);
+    *out = re;
+    return 0;
+}
+
+void kx__regex_destroy(kx__regex *re)
+{
+    if (!re)
+        return;
+    hs_free_database(re->db);
+    pcre2_match_data_free(re->md);
+    pcre2_code_free(re->code);
+    free(re->why_limit);
+    free(re->why_budget);
+    free(re);
+}
+
+bool kx__regex_linear(const kx__regex *re)
+{
+    return re->db != NULL;
+}
+
+/* ---- match ---- */
+
+/* Strict UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF), the
+ * definition both Hyperscan and PCRE2 use. ASCII, the common case in logs, is checked eight
+ * bytes at a time. */
+bool kx__utf8_valid(const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < n) {
+        if (n - i >= 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (!(w & 0x8080808080808080ULL)) {
+                i += 8;
+                continue;
+            }
+        }
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+        if (c >= 0xC2 && c <= 0xDF)
+            len = 2;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            if (c == 0xE0)
+                lo = 0xA0; /* overlong */
+            else if (c == 0xED)
+                hi = 0x9F; /* surrogates */
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            if (c == 0xF0)
+                lo = 0x90; /* overlong */
+            else if (c == 0xF4)
+                hi = 0x8F; /* above U+10FFFF */
+        } else {
+            return false;
+        }
+        if (n - i < len || s[i + 1] < lo || s[i + 1] > hi)
+            return false;
+        for (size_t k = 2; k < len; k++)
+            if ((s[i + k] & 0xC0) != 0x80)
+                return false;
+        i += len;
+    }
+    return true;
+}
+
+static int on_hs_match(unsigned int id, unsigned long long from, unsigned long long to,
+                       unsigned int flags, void *ctx)
+{
+    (void)id, (void)from, (void)to, (void)flags, (void)ctx;
+    return 1; /* one match answers the question: stop the scan */
+}
+
+static int run_hs(const kx__regex *re, const char *s, size_t n, kx__rx *rx)
+{
+    if (n > UINT32_MAX)
+        return -ERANGE;
+    hs_error_t rc = hs_scan(re->db, s, (unsigned int)n, 0, rx->scratch, on_hs_match, NULL);
+    if (rc == HS_SCAN_TERMINATED)
+        return 1;
+    return rc == HS_SUCCESS ? 0 : -EIO;
+}
+
+/* One PCRE2 run with the given match limit: 1 match, 0 no match, -E2BIG the match limit was
+ * hit, -ELOOP the depth, heap or JIT stack limit was (those do not grow with the match limit,
+ * so retrying after them would only spend the budget again). */
+static int run_pcre2(const kx__regex *re, const char *s, size_t n, pcre2_match_context *mctx,
+                     uint32_t limit, uint32_t opts)
+{
+    pcre2_set_match_limit(mctx, limit);
+    int rc = pcre2_match(re->code, (PCRE2_SPTR)s, n, 0, opts, re->md, mctx);
+    if (rc >= 0)
+        return 1;
+    if (rc == PCRE2_ERROR_MATCHLIMIT)
+        return -E2BIG;
+    if (rc == PCRE2_ERROR_DEPTHLIMIT || rc == PCRE2_ERROR_HEAPLIMIT ||
+        rc == PCRE2_ERROR_JIT_STACKLIMIT)
+        return -ELOOP;
+    return 0; /* no match (or an error no subject can cause with these options) */
+}
+
+/* PCRE2 under the per-run limit and the event's budget. PCRE2 does not say how many steps a
+ * finished match took, so each run is charged the limit it was given, and the limit starts
+ * small and grows tenfold only when hit: a run is charged at most about 1.1 times the limit
+ * it ended up needing (plus KX__RE_FIRST_LIMIT), the budget is a true bound on the event's
+ * work, and the common quick answer is charged only KX__RE_FIRST_LIMIT. */
+static int pcre2_budgeted(const kx__regex *re, const char *s, size_t n, kx__rx *rx,
+                          const char **why)
+{
+    uint32_t limit = KX__RE_FIRST_LIMIT;
+    for (;;) {
+        bool capped = false;
+        if (rx->budget < limit) {
+            limit = (uint32_t)rx->budget;
+            capped = true;
+        }
+        if (limit == 0) {
+            *why = re->why_budget;
+            return -E2BIG;
+        }
+        rx->budget -= limit;
+        int rc = run_pcre2(re, s, n, rx->mctx, limit, 0);
+        if (rc >= 0)
+            return rc;
+        if (rc == -E2BIG && capped) {
+            *why = re->why_budget;
+            return rc;
+        }
+        if (rc == -ELOOP || limit >= KX__RE_MATCH_LIMIT) {
+            *why = re->why_limit;
+            return rc;
+        }
+        limit = limit > KX__RE_MATCH_LIMIT / 10 ? KX__RE_MATCH_LIMIT : limit * 10;
+    }
+}
+
+int kx__regex_exec(kx__regex *re, const char *s, size_t n, kx__rx *rx, kx__rx_engine engine)
+{
+    switch (engine) {
+    case KX__RX_HS:
+        if (!re->db || !kx__utf8_valid(s, n))
+            return -ENOTSUP;
+        return run_hs(re, s, n, rx);
+    case KX__RX_PCRE2_UNLIMITED: {
+        /* The reference answer: the interpreter (its backtracking frames are on the heap, so
+         * no JIT stack limit applies) with the match and depth limits lifted. */
+        pcre2_set_depth_limit(rx->mctx, UINT32_MAX);
+        int rc = run_pcre2(re, s, n, rx->mctx, UINT32_MAX, PCRE2_NO_JIT);
+        pcre2_set_depth_limit(rx->mctx, KX__RE_DEPTH_LIMIT);
+        return rc;
+    }
+    case KX__RX_PCRE2: {
+        const char *why = NULL;
+        return pcre2_budgeted(re, s, n, rx, &why);
+    }
+    }
+    return -EINVAL;
+}
+
+bool kx__regex_match(kx__regex *re, const char *s, size_t n, kx__rx *rx)
+{
+    if (re->db && kx__utf8_valid(s, n)) {
+        int rc = run_hs(re, s, n, rx);
+        if (rc >= 0)
+            return rc == 1;
+        /* Hyperscan cannot fail on a valid database and scratch; should it, PCRE2 answers. */
+    }
+    const char *why = NULL;
+    int rc = pcre2_budgeted(re, s, n, rx, &why);
+    if (rc >= 0)
+        return rc == 1;
+    /* Given up: the rule's evaluation is degraded. The value counts as no match here; the
+     * rule's policy (fail closed or open) is applied on the rule's result by
+     * kx__detection_match, which reads rx->reason. */
+    kx_metric_inc(KX_M_REGEX_GIVEN_UP);
+    if (!rx->reason)
+        rx->reason = why;
+    kx_log_limited(&rx->rl, KX_LOG_WARN, "detect", "rule %s (%s): %s; %s",
+                   re->rule ? re->rule->id : "?", re->rule ? re->rule->title : "?", why,
+                   re->fail_closed ? "failing closed (reported as a match)"
+                                   : "failing open (counted as no match)");
+    return false;
+}
