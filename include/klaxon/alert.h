@@ -45,6 +45,10 @@ typedef struct kx_alert {
     /* Absence alerts only: "firing" (a group went silent) or "resolved" (it came back; same
      * dedup_key). NULL for every other alert: no "status" in the JSON. */
     const char *status;
+    /* Single-event alerts whose rule was answered without one of its regexes (a limit or the
+     * event's regex budget; docs/rules.md): the reason, e.g. "regex budget exceeded in
+     * CommandLine|re". NULL for every other alert: no "degraded" in the JSON. */
+    const char *degraded;
     const char *const *tags;
     size_t ntags;
     /* evidence: each a JSON object rendered by kx_evidence_render */

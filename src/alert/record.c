@@ -210,6 +210,10 @@ int kx_alert_render(const kx_alert *a, const char *team_name, kx_buf *out)
         TRY(kx_buf_puts(out, ",\"status\":"));
         TRY(put_str(out, a->status));
     }
+    if (a->degraded) {
+        TRY(kx_buf_puts(out, ",\"degraded\":"));
+        TRY(put_str(out, a->degraded));
+    }
     TRY(kx_buf_puts(out, ",\"tags\":["));
     for (size_t i = 0; i < a->ntags; i++) {
         if (i)

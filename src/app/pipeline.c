@@ -249,7 +249,7 @@ static const char *corr_category(const kx_rule *c)
     return c->refs[0]->category;
 }
 
-static void single_event_alert(kx_pipeline *p, kx_rule *r)
+static void single_event_alert(kx_pipeline *p, kx_rule *r, const char *degraded)
 {
     char event_id[24];
     kx_event_id(&p->ev, event_id, sizeof(event_id));
@@ -270,6 +270,7 @@ static void single_event_alert(kx_pipeline *p, kx_rule *r)
         .event_id = event_id,
         .first_seen_ms = p->ev.time_ms,
         .last_seen_ms = p->ev.time_ms,
+        .degraded = degraded,
         .tags = r->tags,
         .ntags = r->ntags,
         .events = evs,
@@ -1482,7 +1483,7 @@ static void on_match(kx_rule *r, void *ud)
     kx_pipeline *p = ud;
     kx_metric_inc(KX_M_RULE_MATCHES);
     if (r->generate)
-        single_event_alert(p, r);
+        single_event_alert(p, r, kx_ruleset_match_reason(p->rules));
     for (size_t i = 0; i < r->ncorrelations; i++)
         corr_update_event(p, (kx_rule *)r->correlations[i], r);
 }

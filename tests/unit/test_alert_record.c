@@ -182,6 +182,31 @@ static void test_render_single(void **state)
     kx_buf_fini(&b);
 }
 
+/* A match made with a regex given up carries the reason after last_seen (after status, which
+ * single-event alerts never have); it is not part of the dedup_key or the id. */
+static void test_render_degraded(void **state)
+{
+    (void)state;
+    kx_alert a = exec_alert();
+    a.degraded = "regex budget exceeded in CommandLine|re";
+    kx_buf b;
+    kx_buf_init(&b, 0);
+    assert_int_equal(kx_alert_render(&a, NULL, &b), 0);
+    assert_string_equal(
+        b.data,
+        "{\"id\":\"12642018a22119e443117f446ccf78e6\",\"dedup_key\":"
+        "\"807c85c03254af5ba2740c61c2c3bff9\","
+        "\"rule\":{\"id\":\"curl-pipe-shell\",\"title\":\"Download piped to \\\"sh\\\"\","
+        "\"level\":\"medium\"},\"severity\":\"warning\",\"team\":\"default\","
+        "\"tenant\":\"default\",\"category\":\"execution\",\"group\":{},\"count\":1,\"window\":0,"
+        "\"first_seen\":\"2026-03-29T01:30:00.000Z\",\"last_seen\":\"2026-03-29T01:30:00.000Z\","
+        "\"degraded\":\"regex budget exceeded in CommandLine|re\","
+        "\"tags\":[\"attack.t1059.004\",\"attack.execution\"],\"events\":["
+        "{\"time\":\"2026-03-29T01:30:00.000Z\",\"raw\":\"curl x | sh\",\"fields\":{\"cmd\":"
+        "\"curl x | sh\"}}]}");
+    kx_buf_fini(&b);
+}
+
 static void test_render_nulls_and_cap(void **state)
 {
     (void)state;
@@ -477,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_render_correlation),
         cmocka_unit_test(test_render_single),
         cmocka_unit_test(test_render_status),
+        cmocka_unit_test(test_render_degraded),
         cmocka_unit_test(test_render_nulls_and_cap),
         cmocka_unit_test(test_dedup_key),
         cmocka_unit_test(test_category),
