@@ -87,7 +87,8 @@ bool kx__regex_linear(const kx__regex *re);
 bool kx__regex_match(kx__regex *re, const char *s, size_t n, kx__rx *rx);
 
 /* One engine, for tests and benchmarks: 1 match, 0 no match, -ENOTSUP (no Hyperscan
- * database, or s is not valid UTF-8), -E2BIG / -ELOOP (a PCRE2 limit or the budget). */
+ * database, or s is not valid UTF-8 and the pattern has anchors), -E2BIG / -ELOOP (a PCRE2
+ * limit or the budget). */
 typedef enum {
     KX__RX_HS,              /* Hyperscan */
     KX__RX_PCRE2,           /* PCRE2 JIT as kx__regex_match runs it: limits and budget */

@@ -35,6 +35,9 @@ struct kx__regex {
     pcre2_code *code;
     pcre2_match_data *md;
     hs_database_t *db; /* NULL: the pattern stays on PCRE2 */
+    /* No anchors and no empty match: invalid UTF-8 subjects are scanned fragment by fragment
+     * (run_hs_fragments). */
+    bool fragments;
     const kx_rule *rule;
     bool fail_closed;
     /* Reasons an alert carries when this regex could not be answered ("degraded"), made
@@ -77,15 +80,53 @@ void kx__rx_event_begin(kx__rx *rx)
  * two libraries' Unicode tables (and versions) could disagree, so a caseless pattern that
  * names a non-ASCII character, by its bytes or by an escape, stays on PCRE2. An embedded NUL
  * cannot reach hs_compile, which takes a C string. */
-/* True when an inline option group such as (?i) or (?mi: turns caseless matching on. */
-static bool inline_caseless(const char *pat)
+/* True when an inline option group such as (?i) or (?mi: sets option letter opt. */
+static bool inline_option(const char *pat, char opt)
 {
     for (const char *p = strstr(pat, "(?"); p; p = strstr(p + 2, "(?")) {
         for (const char *q = p + 2; *q && *q != ')' && *q != ':'; q++) {
-            if (*q == 'i')
+            if (*q == opt)
                 return true;
             if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || *q == '-' || *q == '^'))
                 break;
+        }
+    }
+    return false;
+}
+
+/* True when the pattern may assert a position relative to the subject's start or end or a
+ * line's (^ $ \A \z \Z \G), judged conservatively: anything this scanner does not follow
+ * (\Q quoting, (?x) comments) counts as an anchor. */
+static bool has_anchor(const char *p, size_t n)
+{
+    if (inline_option(p, 'x'))
+        return true;
+    bool cls = false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (ch == '\\') {
+            if (i + 1 >= n || p[i + 1] == 'Q')
+                return true;
+            char e = p[++i];
+            if (!cls && (e == 'A' || e == 'z' || e == 'Z' || e == 'G'))
+                return true;
+        } else if (cls) {
+            if (ch == '[' && i + 1 < n && p[i + 1] == ':') {
+                const char *end = strstr(p + i + 2, ":]");
+                if (!end)
+                    return true;
+                i = (size_t)(end - p) + 1;
+            } else if (ch == ']') {
+                cls = false;
+            }
+        } else if (ch == '[') {
+            cls = true;
+            if (i + 1 < n && p[i + 1] == '^')
+                i++;
+            if (i + 1 < n && p[i + 1] == ']') /* a ] first in a class is literal */
+                i++;
+        } else if (ch == '^' || ch == '$') {
+            return true;
         }
     }
     return false;
@@ -95,7 +136,7 @@ static bool hs_suitable(const char *pat, size_t len, uint32_t flags)
 {
     if (strlen(pat) != len)
         return false;
-    if (!(flags & PCRE2_CASELESS) && !inline_caseless(pat))
+    if (!(flags & PCRE2_CASELESS) && !inline_option(pat, 'i'))
         return true;
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)pat[i];
@@ -111,11 +152,11 @@ static bool hs_suitable(const char *pat, size_t len, uint32_t flags)
     return true;
 }
 
-static hs_database_t *hs_try(kx__rx *rx, const char *pat, uint32_t flags)
+/* PCRE2_UTF -> HS_FLAG_UTF8 (subjects are checked per match); SINGLEMATCH because one match
+ * answers the question; ALLOWEMPTY so that a pattern that can match the empty string (x*, ^)
+ * is accepted, and then, as in PCRE2, it matches every subject. */
+static unsigned hs_flags(uint32_t flags)
 {
-    /* PCRE2_UTF -> HS_FLAG_UTF8 (subjects are checked per match); SINGLEMATCH because one
-     * match answers the question; ALLOWEMPTY so that a pattern that can match the empty
-     * string (x*, ^) is accepted, and then, as in PCRE2, it matches every subject. */
     unsigned hf = HS_FLAG_UTF8 | HS_FLAG_SINGLEMATCH | HS_FLAG_ALLOWEMPTY;
     if (flags & PCRE2_CASELESS)
         hf |= HS_FLAG_CASELESS;
@@ -123,6 +164,12 @@ static hs_database_t *hs_try(kx__rx *rx, const char *pat, uint32_t flags)
         hf |= HS_FLAG_MULTILINE;
     if (flags & PCRE2_DOTALL)
         hf |= HS_FLAG_DOTALL;
+    return hf;
+}
+
+static hs_database_t *hs_try(kx__rx *rx, const char *pat, uint32_t flags)
+{
+    unsigned hf = hs_flags(flags);
     hs_database_t *db = NULL;
     hs_compile_error_t *ce = NULL;
     if (hs_compile(pat, hf, HS_MODE_BLOCK, NULL, &db, &ce) != HS_SUCCESS) {
@@ -184,6 +231,13 @@ int kx__regex_create(kx__rx *rx, const char *pat, size_t len, const kx__regex_op
     re->fail_closed = o->fail_closed;
     if (hs_suitable(pat, len, o->flags) && !o->pcre2_only)
         re->db = hs_try(rx, pat, o->flags);
+    hs_expr_info_t *info = NULL;
+    hs_compile_error_t *ce = NULL;
+    if (re->db && !has_anchor(pat, len) &&
+        hs_expression_info(pat, hs_flags(o->flags), &info, &ce) == HS_SUCCESS)
+        re->fragments = info->min_width > 0;
+    free(info); /* allocated by Hyperscan's default allocator, malloc */
+    hs_free_compile_error(ce);
     *out = re;
     return 0;
 }
@@ -207,10 +261,10 @@ bool kx__regex_linear(const kx__regex *re)
 
 /* ---- match ---- */
 
-/* Strict UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF), the
- * definition both Hyperscan and PCRE2 use. ASCII, the common case in logs, is checked eight
- * bytes at a time. */
-bool kx__utf8_valid(const char *str, size_t n)
+/* Length of the longest prefix of str that is strict UTF-8 (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF), the definition both Hyperscan and PCRE2 use. ASCII,
+ * the common case in logs, is checked eight bytes at a time. */
+static size_t utf8_prefix(const char *str, size_t n)
 {
     const unsigned char *s = (const unsigned char *)str;
     size_t i = 0;
@@ -245,16 +299,21 @@ bool kx__utf8_valid(const char *str, size_t n)
             else if (c == 0xF4)
                 hi = 0x8F; /* above U+10FFFF */
         } else {
-            return false;
+            return i;
         }
         if (n - i < len || s[i + 1] < lo || s[i + 1] > hi)
-            return false;
+            return i;
         for (size_t k = 2; k < len; k++)
             if ((s[i + k] & 0xC0) != 0x80)
-                return false;
+                return i;
         i += len;
     }
-    return true;
+    return n;
+}
+
+bool kx__utf8_valid(const char *s, size_t n)
+{
+    return utf8_prefix(s, n) == n;
 }
 
 static int on_hs_match(unsigned int id, unsigned long long from, unsigned long long to,
@@ -327,13 +386,45 @@ static int pcre2_budgeted(const kx__regex *re, const char *s, size_t n, kx__rx *
     }
 }
 
+/* A subject that is not valid UTF-8, for a pattern without anchors that cannot match the
+ * empty string. PCRE2_MATCH_INVALID_UTF reads the subject as fragments of valid UTF-8
+ * separated by barriers that nothing matches and no match crosses, \b and \B seeing a barrier
+ * as the start or end of a subject; only ^ $ \A \z \Z \G could tell an internal fragment
+ * from a whole subject. So the answer is whether some fragment, scanned as a subject of its
+ * own, matches. Empty matches are left to PCRE2: which positions next to a barrier it tries
+ * is its own business (its JIT and interpreter even differ at the end of a subject). */
+static int run_hs_fragments(const kx__regex *re, const char *s, size_t n, kx__rx *rx)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t v = utf8_prefix(s + i, n - i);
+        if (v > 0) {
+            int rc = run_hs(re, s + i, v, rx);
+            if (rc != 0)
+                return rc;
+            i += v;
+        } else {
+            i++; /* one byte of a barrier; the next byte is judged again */
+        }
+    }
+    return 0;
+}
+
+/* Hyperscan's answer, or -ENOTSUP when it cannot give one for this pattern and subject. */
+static int hs_answer(const kx__regex *re, const char *s, size_t n, kx__rx *rx)
+{
+    if (!re->db)
+        return -ENOTSUP;
+    if (utf8_prefix(s, n) == n)
+        return run_hs(re, s, n, rx);
+    return re->fragments ? run_hs_fragments(re, s, n, rx) : -ENOTSUP;
+}
+
 int kx__regex_exec(kx__regex *re, const char *s, size_t n, kx__rx *rx, kx__rx_engine engine)
 {
     switch (engine) {
     case KX__RX_HS:
-        if (!re->db || !kx__utf8_valid(s, n))
-            return -ENOTSUP;
-        return run_hs(re, s, n, rx);
+        return hs_answer(re, s, n, rx);
     case KX__RX_PCRE2_UNLIMITED: {
         /* The reference answer: the interpreter (its backtracking frames are on the heap, so
          * no JIT stack limit applies) with the match and depth limits lifted. */
@@ -352,12 +443,10 @@ int kx__regex_exec(kx__regex *re, const char *s, size_t n, kx__rx *rx, kx__rx_en
 
 bool kx__regex_match(kx__regex *re, const char *s, size_t n, kx__rx *rx)
 {
-    if (re->db && kx__utf8_valid(s, n)) {
-        int rc = run_hs(re, s, n, rx);
-        if (rc >= 0)
-            return rc == 1;
-        /* Hyperscan cannot fail on a valid database and scratch; should it, PCRE2 answers. */
-    }
+    /* Hyperscan cannot fail on a valid database and scratch; should it, PCRE2 answers. */
+    int hrc = hs_answer(re, s, n, rx);
+    if (hrc >= 0)
+        return hrc == 1;
     const char *why = NULL;
     int rc = pcre2_budgeted(re, s, n, rx, &why);
     if (rc >= 0)

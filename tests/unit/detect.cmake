@@ -6,6 +6,8 @@ target_include_directories(test_match PRIVATE ${PROJECT_SOURCE_DIR}/src) # detec
 kx_unit_test(test_correlation_load kx_detect)
 kx_unit_test(test_prefilter kx_detect)
 target_include_directories(test_prefilter PRIVATE ${PROJECT_SOURCE_DIR}/src) # detect_set.h
+kx_unit_test(test_regex kx_detect)
+target_include_directories(test_regex PRIVATE ${PROJECT_SOURCE_DIR}/src) # detect_int.h
 
 # The SigmaHQ corpus check needs a local copy of github.com/SigmaHQ/sigma (no network in CI):
 # it is skipped (exit 77) when KX_SIGMA_DIR (default /tmp/sigma) holds no rules.
