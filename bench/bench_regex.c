@@ -16,6 +16,9 @@
  *   klaxon      kx__regex_match: UTF-8 check + Hyperscan, or PCRE2 under limits and budget
  *               for the patterns Hyperscan refuses.
  *
+ * Then the worst case the event budget allows: one event whose values all make a
+ * PCRE2-only pattern backtrack to its limit, until the budget is spent (budget_event_ms).
+ *
  * Output: one line per pattern, line and engine, "key=value" pairs.
  */
 #include <errno.h>
@@ -203,6 +206,34 @@ int main(int argc, char **argv)
         pcre2_code_free(pc.code);
         kx__regex_destroy(re);
     }
+    /* The budget's worst case: hostile values until the event's budget is spent. */
+    kx__regex *re = NULL;
+    char msg[200];
+    size_t off;
+    kx__regex_opts o = {.where = "hostile"};
+    const char *hostile = "^(a+)+(?<!x)$";
+    if (kx__regex_create(&rx, hostile, strlen(hostile), &o, &re, msg, sizeof(msg), &off))
+        return 1;
+    char v[32];
+    memset(v, 'a', 30);
+    v[30] = 'b';
+    v[31] = '\0';
+    double best = 1e9;
+    size_t runs = 0;
+    for (int rep = 0; rep < 20; rep++) {
+        kx__rx_event_begin(&rx);
+        double t0 = cpu_s();
+        runs = 0;
+        while (rx.budget > 0) {
+            (void)kx__regex_match(re, v, 31, &rx);
+            runs++;
+        }
+        double t = cpu_s() - t0;
+        best = t < best ? t : best;
+    }
+    printf("budget_steps=%u hostile_runs=%zu budget_event_ms=%.3f\n", KX__RE_EVENT_BUDGET, runs,
+           best * 1e3);
+    kx__regex_destroy(re);
     pcre2_jit_stack_free(stack);
     pcre2_match_context_free(old);
     pcre2_match_context_free(unl);
