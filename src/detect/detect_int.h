@@ -57,6 +57,8 @@ typedef struct kx__rx {
     /* The reason of the match being reported to kx_match_cb (kx_ruleset_match_reason). */
     const char *match_reason;
     kx_ratelimit rl; /* log lines about given-up regexes, per ruleset */
+    size_t nlinear;  /* patterns compiled: answered by Hyperscan */
+    size_t npcre2;   /* patterns compiled: PCRE2 only */
 } kx__rx;
 
 int kx__rx_init(kx__rx *rx); /* -ENOMEM */
@@ -95,6 +97,8 @@ typedef enum {
     KX__RX_PCRE2_UNLIMITED, /* PCRE2 interpreter without match or depth limit: the reference */
 } kx__rx_engine;
 int kx__regex_exec(kx__regex *re, const char *s, size_t n, kx__rx *rx, kx__rx_engine engine);
+/* Hyperscan databases alive in the process (shared by pattern and flags; tests). */
+size_t kx__regex_cache_size(void);
 /* Strict UTF-8 (no overlongs, surrogates or code points above U+10FFFF). */
 bool kx__utf8_valid(const char *s, size_t n);
 

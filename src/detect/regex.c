@@ -21,7 +21,9 @@
  *
  * Ownership: kx__regex_create returns a new object (kx__regex_destroy frees it; the detect
  * stage registers it in the ruleset's resource list). The rule pointer given in its options
- * is borrowed: the ruleset that owns the regex owns the rule too.
+ * is borrowed: the ruleset that owns the regex owns the rule too. Hyperscan databases are
+ * shared through a process-wide cache by pattern and flags, reference-counted by the regexes
+ * that use them (hs_get / hs_put), so a reload compiles only the patterns that changed.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -34,7 +36,8 @@
 struct kx__regex {
     pcre2_code *code;
     pcre2_match_data *md;
-    hs_database_t *db; /* NULL: the pattern stays on PCRE2 */
+    hs_database_t *db;   /* NULL: the pattern stays on PCRE2 */
+    struct hs_entry *hs; /* the shared database's cache entry (a reference), or NULL */
     /* No anchors and no empty match: invalid UTF-8 subjects are scanned fragment by fragment
      * (run_hs_fragments). */
     bool fragments;
@@ -167,23 +170,86 @@ static unsigned hs_flags(uint32_t flags)
     return hf;
 }
 
-static hs_database_t *hs_try(kx__rx *rx, const char *pat, uint32_t flags)
+/* Hyperscan databases by pattern and flags, shared by every regex of the process that has the
+ * same ones. hs_compile is slow (1 to 60 ms a pattern; about 1.5 s for SigmaHQ's 171), and a
+ * rule reload builds the new ruleset while the old one is alive: with the cache, only the
+ * patterns that changed are compiled again. A database is immutable, so sharing it is safe;
+ * each ruleset still grows its own scratch for it. Refused patterns are remembered too.
+ * Rules are loaded and destroyed on the loop thread only, so the cache has no lock. */
+typedef struct hs_entry {
+    struct hs_entry *next;
+    uint64_t hash;
+    unsigned flags;
+    size_t refs;
+    hs_database_t *db; /* NULL: Hyperscan refused the pattern */
+    bool fragments;    /* see kx__regex.fragments */
+    char pat[];
+} hs_entry;
+
+static hs_entry *g_hs;
+
+static void hs_compile_entry(hs_entry *e, size_t len)
 {
-    unsigned hf = hs_flags(flags);
-    hs_database_t *db = NULL;
     hs_compile_error_t *ce = NULL;
-    if (hs_compile(pat, hf, HS_MODE_BLOCK, NULL, &db, &ce) != HS_SUCCESS) {
-        kx_log(KX_LOG_DEBUG, "detect", "regex \"%s\" stays on PCRE2: %s", pat,
+    if (hs_compile(e->pat, e->flags, HS_MODE_BLOCK, NULL, &e->db, &ce) != HS_SUCCESS) {
+        kx_log(KX_LOG_DEBUG, "detect", "regex \"%s\" stays on PCRE2: %s", e->pat,
                ce && ce->message ? ce->message : "refused by Hyperscan");
         hs_free_compile_error(ce);
-        return NULL;
+        e->db = NULL;
+        return;
     }
-    /* Grows the ruleset's one scratch to fit this database too. */
-    if (hs_alloc_scratch(db, &rx->scratch) != HS_SUCCESS) {
-        hs_free_database(db);
-        return NULL;
+    hs_expr_info_t *info = NULL;
+    ce = NULL;
+    if (!has_anchor(e->pat, len) && hs_expression_info(e->pat, e->flags, &info, &ce) == HS_SUCCESS)
+        e->fragments = info->min_width > 0;
+    free(info); /* allocated by Hyperscan's default allocator, malloc */
+    hs_free_compile_error(ce);
+}
+
+/* The entry for pat (len bytes, no NUL inside) and Hyperscan flags hf, compiled on first use;
+ * a new reference. NULL when out of memory. */
+static hs_entry *hs_get(const char *pat, size_t len, unsigned hf)
+{
+    uint64_t h = kx_hash64(pat, len, hf);
+    for (hs_entry *e = g_hs; e; e = e->next) {
+        if (e->hash == h && e->flags == hf && !strcmp(e->pat, pat)) {
+            e->refs++;
+            return e;
+        }
     }
-    return db;
+    hs_entry *e = calloc(1, sizeof(*e) + len + 1);
+    if (!e)
+        return NULL;
+    memcpy(e->pat, pat, len + 1);
+    e->hash = h;
+    e->flags = hf;
+    e->refs = 1;
+    hs_compile_entry(e, len);
+    e->next = g_hs;
+    g_hs = e;
+    return e;
+}
+
+static void hs_put(hs_entry *e)
+{
+    if (!e || --e->refs)
+        return;
+    for (hs_entry **pp = &g_hs; *pp; pp = &(*pp)->next) {
+        if (*pp == e) {
+            *pp = e->next;
+            break;
+        }
+    }
+    hs_free_database(e->db);
+    free(e);
+}
+
+size_t kx__regex_cache_size(void)
+{
+    size_t n = 0;
+    for (const hs_entry *e = g_hs; e; e = e->next)
+        n++;
+    return n;
 }
 
 static char *dup_cat(const char *a, const char *b)
@@ -229,15 +295,22 @@ int kx__regex_create(kx__rx *rx, const char *pat, size_t len, const kx__regex_op
     }
     re->rule = o->rule;
     re->fail_closed = o->fail_closed;
-    if (hs_suitable(pat, len, o->flags) && !o->pcre2_only)
-        re->db = hs_try(rx, pat, o->flags);
-    hs_expr_info_t *info = NULL;
-    hs_compile_error_t *ce = NULL;
-    if (re->db && !has_anchor(pat, len) &&
-        hs_expression_info(pat, hs_flags(o->flags), &info, &ce) == HS_SUCCESS)
-        re->fragments = info->min_width > 0;
-    free(info); /* allocated by Hyperscan's default allocator, malloc */
-    hs_free_compile_error(ce);
+    if (hs_suitable(pat, len, o->flags) && !o->pcre2_only) {
+        if (!(re->hs = hs_get(pat, len, hs_flags(o->flags)))) {
+            kx__regex_destroy(re);
+            return snprintf(msg, msglen, "out of memory"), -ENOMEM;
+        }
+        /* Grows the ruleset's one scratch to fit this database too; should that fail, the
+         * pattern stays on PCRE2 rather than failing the load. */
+        if (re->hs->db && hs_alloc_scratch(re->hs->db, &rx->scratch) == HS_SUCCESS) {
+            re->db = re->hs->db;
+            re->fragments = re->hs->fragments;
+        }
+    }
+    if (re->db)
+        rx->nlinear++;
+    else
+        rx->npcre2++;
     *out = re;
     return 0;
 }
@@ -246,7 +319,7 @@ void kx__regex_destroy(kx__regex *re)
 {
     if (!re)
         return;
-    hs_free_database(re->db);
+    hs_put(re->hs);
     pcre2_match_data_free(re->md);
     pcre2_code_free(re->code);
     free(re->why_limit);

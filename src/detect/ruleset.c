@@ -110,6 +110,11 @@ int kx_ruleset_load(const char *const *paths, size_t npaths, kx_ruleset **out, k
     if (rc)
         goto fail;
     kx__strvec_free(&files);
+    if (rs->rx.nlinear + rs->rx.npcre2)
+        kx_log(KX_LOG_INFO, "detect",
+               "regular expressions: %zu in linear time (Hyperscan), %zu on PCRE2 under limits "
+               "(listed at debug level)",
+               rs->rx.nlinear, rs->rx.npcre2);
     *out = rs;
     return 0;
 fail:

@@ -247,6 +247,43 @@ static void test_pcre2_limit_is_why(void **state)
     kx__rx_fini(&rx);
 }
 
+/* Databases are shared by pattern and flags (a reload compiles only what changed), and freed
+ * with their last user. */
+static void test_database_cache(void **state)
+{
+    (void)state;
+    kx__rx a, b;
+    assert_int_equal(kx__rx_init(&a), 0);
+    assert_int_equal(kx__rx_init(&b), 0);
+    char msg[200];
+    size_t off;
+    kx__regex *r1, *r2, *r3, *r4;
+    kx__regex_opts o = {0}, oi = {.flags = PCRE2_CASELESS};
+    assert_int_equal(kx__regex_cache_size(), 0);
+    assert_int_equal(kx__regex_create(&a, "ab+c", 4, &o, &r1, msg, sizeof(msg), &off), 0);
+    assert_int_equal(kx__regex_create(&b, "ab+c", 4, &o, &r2, msg, sizeof(msg), &off), 0);
+    assert_int_equal(kx__regex_cache_size(), 1);
+    assert_int_equal(kx__regex_create(&b, "ab+c", 4, &oi, &r3, msg, sizeof(msg), &off), 0);
+    assert_int_equal(kx__regex_create(&b, "(?<=a)b", 7, &o, &r4, msg, sizeof(msg), &off), 0);
+    assert_int_equal(kx__regex_cache_size(), 3); /* a refusal is remembered too */
+    assert_false(kx__regex_linear(r4));
+    kx__regex_destroy(r1);
+    assert_int_equal(kx__regex_cache_size(), 3);
+    /* The database outlives the first user: the second still answers, with its own scratch. */
+    assert_int_equal(kx__regex_exec(r2, "xabbbc", 6, &b, KX__RX_HS), 1);
+    assert_int_equal(kx__regex_exec(r3, "XABBBC", 6, &b, KX__RX_HS), 1);
+    assert_int_equal(kx__regex_exec(r2, "XABBBC", 6, &b, KX__RX_HS), 0);
+    kx__regex_destroy(r2);
+    kx__regex_destroy(r3);
+    kx__regex_destroy(r4);
+    assert_int_equal(kx__regex_cache_size(), 0);
+    assert_int_equal(a.nlinear, 1);
+    assert_int_equal(b.nlinear, 2);
+    assert_int_equal(b.npcre2, 1);
+    kx__rx_fini(&a);
+    kx__rx_fini(&b);
+}
+
 static void test_utf8_valid(void **state)
 {
     (void)state;
@@ -284,6 +321,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_engines_agree),
         cmocka_unit_test(test_pcre2_limit_is_why),
+        cmocka_unit_test(test_database_cache),
         cmocka_unit_test(test_utf8_valid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
