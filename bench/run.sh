@@ -124,7 +124,9 @@ NCT=$(wc -l <"$TMP/cloudtrail.jsonl")
 [ $((NAUTH + NCT)) = "$N" ] || die "generator wrote $((NAUTH + NCT)) events, not $N"
 
 # The Sigma-shaped rule sets and their stream (row 7): one topic per logsource, partitions
-# sized to keep each under ~2 MiB (the mock's 5 MiB limit, as above); slat-* for latency.
+# sized to keep each under ~2 MiB (the mock's 5 MiB limit, as above); slat-* for latency, 4
+# partitions each: the background runs at half the peak rate, so klaxon reads near the head
+# and the mock may drop only what was read.
 SIG_N=${BENCH_SIGMA_EVENTS:-20000}
 SIG_RULES=${BENCH_SIGMA_RULES:-3000}
 SG="$TMP/sigma"
@@ -144,7 +146,7 @@ for f in "$SG"/ev/*.jsonl; do
     t=$(basename "$f" .jsonl)
     SIG_TOPICS+=("$t")
     parts=$(($(stat -c %s "$f") / 2097152 + 1))
-    SIG_BROKER_ARGS+=(--topic "sig-$t:$parts" --topic "slat-$t:2")
+    SIG_BROKER_ARGS+=(--topic "sig-$t:$parts" --topic "slat-$t:4")
 done
 
 # ---- broker and redis ----
