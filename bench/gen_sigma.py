@@ -31,7 +31,6 @@ import base64
 import json
 import os
 import random
-import re
 import shutil
 import sys
 
@@ -327,8 +326,6 @@ class Values:
             if mod == "startswith" or mod == "":
                 return "HKLM\\SOFTWARE\\" + "\\".join(parts)
             return "\\" + "\\".join(parts) + ("\\" if mod == "contains" and r.random() < 0.3 else "")
-        if kind == "hash":
-            return "%032x" % r.getrandbits(128)
         if kind == "useragent":
             return cap(w()) + "/" + "%d.%d" % (r.randint(1, 9), r.randint(0, 20))
         if kind == "host":
@@ -372,7 +369,7 @@ def pick_range(r, table, lo_min=1):
     return r.randint(lo, hi)
 
 
-def ls_fields(ls, i):
+def ls_fields(ls):
     if ls in FIELDS:
         return FIELDS[ls]
     return FIELDS_WINDOWS_OTHER if ls.startswith("windows/") else FIELDS_GENERIC
@@ -484,7 +481,7 @@ def witness_value(r, mod, vals):
 def make_rule(r, vals, idx, ls, big=None):
     """One rule for logsource ls; big = (values, what) for one of the big rules."""
     rule = Rule(idx, ls)
-    fields = ls_fields(ls, idx)
+    fields = ls_fields(ls)
 
     def entry(used, is_filter=False):
         for _ in range(20):
@@ -511,7 +508,7 @@ def make_rule(r, vals, idx, ls, big=None):
         out = []
         for _ in range(n):
             v = vals.get(kind, mod.split("|")[0])
-            if isinstance(v, str) and mod.split("|")[0] in WILDCARDS and not "re" in mod and \
+            if isinstance(v, str) and mod.split("|")[0] in WILDCARDS and "re" not in mod and \
                     r.random() < 0.008 and len(v) > 6:
                 k = r.randint(2, len(v) - 3)
                 v = v[:k] + "*" + v[k + 1:]
