@@ -21,8 +21,9 @@ command-line fragments, hashes, addresses. Every word a rule uses contains one o
 and no word of the benign events does (bench/gen_sigma_events.py), so an event matches a
 rule only where the event generator planted it.
 
---sigma DIR uses a real SigmaHQ checkout instead (its rules*/ folders; --n keeps the first N
-files in path order): nothing is generated, rules.json lists no plants.
+--sigma DIR uses a real SigmaHQ checkout instead (its rules*/ folders, without the files
+using the `expand` modifier, which klaxon refuses; --n keeps the first N files in path
+order): nothing is generated, rules.json lists no plants.
 
 Deterministic: the same --seed and --n give the same bytes. Python 3 standard library only.
 """
@@ -701,6 +702,11 @@ def from_sigma(a):
         for d, _, fs in os.walk(os.path.join(a.sigma, top)):
             files += [os.path.join(d, f) for f in fs if f.endswith((".yml", ".yaml"))]
     files.sort()
+    # klaxon refuses `expand` (placeholders need values from the deployment); such rules
+    # would make the whole set fail to load, so they are left out and counted.
+    kept = [f for f in files if "|expand" not in open(f, encoding="utf-8").read()]
+    skipped = len(files) - len(kept)
+    files = kept
     if a.n:
         files = files[: a.n]
     sizes = [len(files)] + [s for s in a.subsets if s < len(files)]
@@ -716,8 +722,8 @@ def from_sigma(a):
                     o.write(strip_logsource(text) if nols else text)
     with open(os.path.join(a.out, "rules.json"), "w") as o:
         json.dump({"source": a.sigma, "rules": []}, o)
-    print("gen_sigma: %d rules from %s (no plants: events will match only by chance)" %
-          (len(files), a.sigma))
+    print("gen_sigma: %d rule files from %s, %d with |expand left out (no plants: events "
+          "match only by chance)" % (len(files), a.sigma, skipped))
 
 
 def main():
