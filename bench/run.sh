@@ -330,6 +330,7 @@ for size in 50 500 all; do
         sed -n -e "s/^row=/row=sigma-$size-$routing-/p" \
             -e "s/^info /sinfo set=sigma-$size-$routing /p" \
             -e "s/^allocs path=detect /sallocs set=sigma-$size-$routing /p" \
+            -e "s/^warmup /swarm set=sigma-$size-$routing /p" \
             "$TMP/sig-$size-$routing.txt" | tee -a "$RES" | cut -c1-160
     done
 done
@@ -435,7 +436,7 @@ python3 - "$RES" "$TMP/gen.txt" "$N" "$RUNS" "$(nproc)" "$BUILD" "$((SECONDS - S
     "$TMP/gen-sigma-events.txt" <<'EOF' | tee "$OUT"
 import sys, datetime
 res, gen, n, runs, cores, build, elapsed, load0, load1, sgen, sevgen = sys.argv[1:]
-rows, allocs, info, sinfo, sallocs = {}, {}, {}, {}, {}
+rows, allocs, info, sinfo, sallocs, swarm = {}, {}, {}, {}, {}, {}
 for line in open(res):
     kv = dict(p.split("=", 1) for p in line.split() if "=" in p)
     if line.startswith("row="):
@@ -448,6 +449,8 @@ for line in open(res):
         sinfo[kv["set"]] = kv
     elif line.startswith("sallocs "):
         sallocs[kv["set"]] = kv
+    elif line.startswith("swarm "):
+        swarm[kv["set"]] = kv
 
 def r(name, label, base, note=""):
     kv = rows[name]
@@ -526,9 +529,11 @@ print("  in memory, first %s events, median of %s runs; x raw = events/s over ro
     "{:,}".format(int(anyrow["events"])), anyrow["runs"]))
 print("  x naive = naive CPU / detect CPU (naive on the first %s events; > 1: klaxon is faster)" %
       next(v for v in sinfo.values())["naive_events"])
-print("    %-5s %-7s %10s %9s %7s %11s %7s %9s %9s %8s %8s" % (
+print("  load ms: kx_ruleset_load; 1st ms: the first detect pass over the events (not in the rows);")
+print("  RSS: resident memory added by the rule set, after that first pass")
+print("    %-5s %-7s %10s %9s %7s %11s %7s %9s %9s %8s %8s %8s" % (
     "rules", "routing", "CPU us/ev", "events/s", "x raw", "naive us/ev", "x naive", "matched", "allocs/ev",
-    "load ms", "RSS MiB"))
+    "load ms", "1st ms", "RSS MiB"))
 if "sigma-50-routed-decode" in rows:
     d = rows["sigma-50-routed-decode"]
     print("    %-13s %10.2f %9s %7.3f   (kx_decode alone)" % (
@@ -541,14 +546,16 @@ for size in ("50", "500", "all"):
             continue
         d, nv, si = rows[key + "-detect"], rows.get(key + "-naive"), sinfo.get(key, {})
         al = sallocs.get(key, {}).get("all_per_event", "?")
-        print("    %-5s %-7s %10.2f %9s %7.3f %11s %7s %9s %9s %8.0f %8.1f" % (
+        print("    %-5s %-7s %10.2f %9s %7.3f %11s %7s %9s %9s %8.0f %8.0f %8.1f" % (
             si.get("rules", size), "yes" if routing == "routed" else "no",
             float(d["cpu_us_per_event"]), "{:,.0f}".format(float(d["median"])),
             float(d["median"]) / rawrate,
             "%.1f" % float(nv["cpu_us_per_event"]) if nv else "-",
             "%.1f" % (float(nv["cpu_us_per_event"]) / float(d["cpu_us_per_event"])) if nv else "-",
             d.get("matched_events", "?"), al, float(si.get("load_ms", 0)),
-            float(si.get("rules_rss_kib", 0)) / 1024))
+            float(swarm.get(key, {}).get("first_detect_pass_ms", 0)),
+            float(swarm.get(key, {}).get("rules_rss_after_first_pass_kib",
+                                         si.get("rules_rss_kib", 0))) / 1024))
 print()
 print("  through kx-broker, %s events, median of %s runs:" % ("{:,}".format(int(raw["events"])), raw["runs"]))
 r("sigma-kafka-raw", "7d raw librdkafka consume of the Sigma topics", "sigma-kafka-raw")
