@@ -1,20 +1,22 @@
 /*
  * bench-detect: the in-memory rows of `make bench` (no Kafka, no sockets).
  *
- *   bench-detect -c CONFIG -e EVENTS_TSV [-r RUNS] [-m MODE]
+ *   bench-detect -c CONFIG -e EVENTS_TSV [-r RUNS] [-m MODE[,MODE...]] [-n NAIVE_EVENTS]
  *
  * EVENTS_TSV holds "TOPIC<TAB>LINE" per event (bench/gen_events.py); the whole file is read
  * into memory first. Each event is decoded with the decoder `klaxon run` would use for its
  * topic (the config's inputs and decode section). Modes, each timed RUNS times over all events
  * (the median rate is reported with min and max, and the median CPU time per event):
  *
- *   decode      kx_decode only (also each input alone: decode-TOPIC)
+ *   decode      kx_decode only (decode-topics: each input alone, rows decode-TOPIC)
  *   detect      kx_decode + kx_ruleset_match: klaxon's detect path
  *   naive       the "one regex after another" baseline: every shipped rule's values turned
  *               into PCRE2 regexes (a literal -> escaped, case-insensitive; Sigma wildcards
  *               -> .* and .; |re taken as is), tried on each raw line in turn; a rule
  *               matches when all its regexes do (stops at the first miss). JIT-compiled.
  *   naive-nojit the same without the JIT (PCRE2_NO_JIT at match time)
+ *               (-n N: the naive rows run over the first N events only, for rule sets whose
+ *               naive loop would take minutes over the whole stream; per-event figures.)
  *   pipeline    kx_pipeline_process in batches of the config's kafka.batch, with a memory
  *               store and the config's alerting (the bench uses a file sink): decode, detect,
  *               state, alert exactly as `klaxon run` minus the Kafka source. A fresh
@@ -26,6 +28,12 @@
  * apart through json_set_alloc_funcs. After the timed runs (steady state: every buffer has
  * grown to its working size) one more decode+match pass and one more pipeline run are
  * counted, per event and split by input format.
+ *
+ * Rule-set load: the "info" line gives the time kx_ruleset_load took (wall and CPU) and the
+ * process' resident set before and after it (/proc/self/statm), i.e. the memory the loaded
+ * rules hold, PCRE2 JIT code included; and, for the detect row, how many events matched at
+ * least one rule. The "warmup" line times one untimed-for-the-rows detect pass made before
+ * the timed runs (an engine that compiles parts of its rule set on first use pays it there).
  *
  * Output: lines of "key=value" pairs, one per measurement, for bench/run.sh.
  */
@@ -197,6 +205,7 @@ static int load_events(bench *b, const char *path)
 typedef struct naive_rule {
     const char *title;
     pcre2_code **re;
+    bool *or_prev; /* re[j] is OR-ed with re[j - 1] (one value list split in chunks) */
     size_t nre;
     kx_buf desc; /* the regexes, for the report */
 } naive_rule;
@@ -231,7 +240,12 @@ static void value_to_regex(const char *v, bool is_re, kx_buf *out)
     }
 }
 
-static int naive_add(naive_rule *r, const char *src, bool cased)
+/* Values per alternation: a list of a thousand values in one regex exceeds PCRE2's compiled
+ * size limit (64 KiB with the default link size), so long lists become several regexes of
+ * this many values, OR-ed. */
+#define NAIVE_CHUNK 100
+
+static int naive_add(naive_rule *r, const char *src, bool cased, bool or_prev)
 {
     int errcode;
     PCRE2_SIZE erroff;
@@ -242,19 +256,25 @@ static int naive_add(naive_rule *r, const char *src, bool cased)
         return -EINVAL;
     }
     pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);
-    kx_buf_printf(&r->desc, "%s/%s/%s", r->nre ? " && " : "", src, cased ? "" : "i");
+    kx_buf_printf(&r->desc, "%s/%s/%s", r->nre ? (or_prev ? " || " : " && ") : "", src,
+                  cased ? "" : "i");
     pcre2_code **nr = realloc(r->re, (r->nre + 1) * sizeof(*nr));
-    if (!nr) {
+    if (nr)
+        r->re = nr;
+    bool *no = nr ? realloc(r->or_prev, (r->nre + 1) * sizeof(*no)) : NULL;
+    if (!no) {
         pcre2_code_free(re);
         return -ENOMEM;
     }
-    r->re = nr;
+    r->or_prev = no;
+    r->or_prev[r->nre] = or_prev && r->nre > 0;
     r->re[r->nre++] = re;
     return 0;
 }
 
-/* One "field|mods: value(s)" entry -> one regex (a list becomes an alternation, or one
- * regex per value with |all). |exists has no value to look for and is skipped. */
+/* One "field|mods: value(s)" entry -> one regex (a list becomes an alternation, split in
+ * chunks of NAIVE_CHUNK values, or one regex per value with |all). |exists has no value to
+ * look for and is skipped, and so are null values (absent fields). */
 static int naive_entry(naive_rule *r, const char *key, const kx_yaml_node *val)
 {
     const char *mods = strchr(key, '|');
@@ -267,24 +287,38 @@ static int naive_entry(naive_rule *r, const char *key, const kx_yaml_node *val)
     kx_buf_init(&src, 0);
     int rc = 0;
     if (val->type == KX_YAML_SCALAR) {
+        if (!val->str || kx_yaml_is_null(val))
+            goto done;
         value_to_regex(val->str, is_re, &src);
-        rc = naive_add(r, src.data, cased);
+        rc = naive_add(r, src.data, cased, false);
     } else if (val->type == KX_YAML_SEQ && all) {
         for (size_t i = 0; i < val->n && !rc; i++) {
+            if (!val->vals[i]->str)
+                continue;
             kx_buf_reset(&src);
-            value_to_regex(val->vals[i]->str ? val->vals[i]->str : "", is_re, &src);
-            rc = naive_add(r, src.data, cased);
+            value_to_regex(val->vals[i]->str, is_re, &src);
+            rc = naive_add(r, src.data, cased, false);
         }
     } else if (val->type == KX_YAML_SEQ) {
-        kx_buf_puts(&src, "(?:");
-        for (size_t i = 0; i < val->n; i++) {
-            if (i)
-                kx_buf_putc(&src, '|');
-            value_to_regex(val->vals[i]->str ? val->vals[i]->str : "", is_re, &src);
+        size_t in_chunk = 0, chunks = 0;
+        for (size_t i = 0; i < val->n && !rc; i++) {
+            if (!val->vals[i]->str || kx_yaml_is_null(val->vals[i]))
+                continue;
+            kx_buf_puts(&src, in_chunk ? "|" : "(?:");
+            value_to_regex(val->vals[i]->str, is_re, &src);
+            if (++in_chunk == NAIVE_CHUNK) {
+                kx_buf_putc(&src, ')');
+                rc = naive_add(r, src.data, cased, chunks++ > 0);
+                kx_buf_reset(&src);
+                in_chunk = 0;
+            }
         }
-        kx_buf_putc(&src, ')');
-        rc = naive_add(r, src.data, cased);
+        if (in_chunk && !rc) {
+            kx_buf_putc(&src, ')');
+            rc = naive_add(r, src.data, cased, chunks > 0);
+        }
     }
+done:
     kx_buf_fini(&src);
     return rc;
 }
@@ -309,6 +343,13 @@ static int naive_rule_from(naive *nv, const kx_yaml_node *root)
                     continue; /* klaxon extension on event time: not in the text */
                 rc = naive_entry(&r, sel->keys[j]->str, sel->vals[j]);
             }
+        } else if (sel->type == KX_YAML_SEQ && sel->n && sel->vals[0]->type == KX_YAML_MAP) {
+            /* A list of maps (OR of ANDs): the naive loop still runs every entry's regex. */
+            for (size_t k = 0; k < sel->n && !rc; k++) {
+                const kx_yaml_node *m = sel->vals[k];
+                for (size_t j = 0; m->type == KX_YAML_MAP && j < m->n && !rc; j++)
+                    rc = naive_entry(&r, m->keys[j]->str, m->vals[j]);
+            }
         } else if (sel->type == KX_YAML_SEQ) {
             rc = naive_entry(&r, "keywords", sel); /* keywords: any of them */
         }
@@ -317,6 +358,7 @@ static int naive_rule_from(naive *nv, const kx_yaml_node *root)
         for (size_t i = 0; i < r.nre; i++)
             pcre2_code_free(r.re[i]);
         free(r.re);
+        free(r.or_prev);
         free((char *)r.title);
         kx_buf_fini(&r.desc);
         return rc;
@@ -372,6 +414,7 @@ static void naive_fini(naive *nv)
         for (size_t j = 0; j < nv->rules[i].nre; j++)
             pcre2_code_free(nv->rules[i].re[j]);
         free(nv->rules[i].re);
+        free(nv->rules[i].or_prev);
         free((char *)nv->rules[i].title);
         kx_buf_fini(&nv->rules[i].desc);
     }
@@ -380,19 +423,27 @@ static void naive_fini(naive *nv)
         pcre2_match_data_free(nv->md);
 }
 
-/* Returns the number of (event, rule) matches. */
-static size_t naive_pass(bench *b, naive *nv, uint32_t opts)
+/* Returns the number of (event, rule) matches over the first nevs events. */
+static size_t naive_pass(bench *b, naive *nv, size_t nevs, uint32_t opts)
 {
     size_t matches = 0;
-    for (size_t i = 0; i < b->nevs; i++) {
+    for (size_t i = 0; i < nevs && i < b->nevs; i++) {
         const bev *e = &b->evs[i];
         for (size_t r = 0; r < nv->nrules; r++) {
             const naive_rule *nr = &nv->rules[r];
-            size_t j = 0;
-            for (; j < nr->nre; j++)
-                if (pcre2_match(nr->re[j], (PCRE2_SPTR)e->line, e->len, 0, opts, nv->md, NULL) < 0)
-                    break;
-            matches += j == nr->nre;
+            /* AND of terms, a term being one regex or a run of OR-ed chunks; stops at the
+             * first term that misses. */
+            bool ok = true;
+            for (size_t j = 0; j < nr->nre && ok;) {
+                bool hit = false;
+                do {
+                    hit = hit || pcre2_match(nr->re[j], (PCRE2_SPTR)e->line, e->len, 0, opts,
+                                             nv->md, NULL) >= 0;
+                    j++;
+                } while (j < nr->nre && nr->or_prev[j]);
+                ok = hit;
+            }
+            matches += ok;
         }
     }
     return matches;
@@ -408,6 +459,7 @@ static void count_match(kx_rule *r, void *ud)
 
 typedef struct pass_stats {
     size_t matches;
+    size_t matched_events; /* events that matched at least one rule */
     size_t malformed;
     unsigned long long allocs[MAX_TOPICS];  /* per input */
     unsigned long long jansson[MAX_TOPICS]; /* per input */
@@ -429,7 +481,7 @@ static void detect_pass(bench *b, kx_event *ev, bool match, bool count, int only
         if (kx_decode(b->decs[e->topic], e->line, e->len, b->arrival_ms, ev, &why)) {
             ps->malformed++;
         } else if (match) {
-            kx_ruleset_match(b->rules, ev, count_match, &ps->matches);
+            ps->matched_events += kx_ruleset_match(b->rules, ev, count_match, &ps->matches) > 0;
         }
         if (count) {
             ps->allocs[e->topic] += g_allocs - a0;
@@ -546,17 +598,38 @@ static void report(const char *row, size_t nevs, const double *secs, const doubl
     fflush(stdout);
 }
 
+/* mode: NULL (every row) or a comma-separated list of row names. */
 static bool want(const char *mode, const char *m)
 {
-    return !mode || !strcmp(mode, m);
+    if (!mode)
+        return true;
+    size_t l = strlen(m);
+    for (const char *p = mode; (p = strstr(p, m)); p += l)
+        if ((p == mode || p[-1] == ',') && (p[l] == ',' || p[l] == '\0'))
+            return true;
+    return false;
+}
+
+/* Resident set size of this process in KiB (0 if /proc is not there). */
+static long rss_kib(void)
+{
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return 0;
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+        resident = 0;
+    fclose(f);
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
 int main(int argc, char **argv)
 {
     const char *cfg_path = NULL, *events_path = NULL, *mode = NULL;
     bench b = {.runs = 5, .arrival_ms = kx_now_ms()};
+    size_t naive_events = SIZE_MAX;
     int opt;
-    while ((opt = getopt(argc, argv, "c:e:r:m:")) != -1) {
+    while ((opt = getopt(argc, argv, "c:e:r:m:n:")) != -1) {
         switch (opt) {
         case 'c':
             cfg_path = optarg;
@@ -569,6 +642,9 @@ int main(int argc, char **argv)
             break;
         case 'm':
             mode = optarg;
+            break;
+        case 'n':
+            naive_events = (size_t)strtoull(optarg, NULL, 10);
             break;
         default:
             fprintf(stderr, "usage: bench-detect -c CONFIG -e EVENTS_TSV [-r RUNS] [-m MODE]\n");
@@ -584,14 +660,25 @@ int main(int argc, char **argv)
     kx_err err = {0};
     int code = 1;
     naive nv = {0};
-    if (kx_config_load(cfg_path, &b.cfg, &err) ||
-        kx_ruleset_load((const char *const *)b.cfg->rule_paths, b.cfg->nrule_paths, &b.rules,
-                        &err)) {
+    double load_s = 0, load_cpu_s = 0;
+    long rss0 = 0, rss1 = 0;
+    int rc = kx_config_load(cfg_path, &b.cfg, &err);
+    if (!rc) {
+        rss0 = rss_kib();
+        load_s = now_s();
+        load_cpu_s = cpu_s();
+        rc = kx_ruleset_load((const char *const *)b.cfg->rule_paths, b.cfg->nrule_paths, &b.rules,
+                             &err);
+    }
+    if (rc) {
         char buf[1024];
         kx_err_format(&err, buf, sizeof(buf));
         fprintf(stderr, "bench-detect: %s\n", buf);
         goto out;
     }
+    load_s = now_s() - load_s;
+    load_cpu_s = cpu_s() - load_cpu_s;
+    rss1 = rss_kib();
     b.batch = 500;
     long long v;
     const kx_yaml_node *nb = kx_yaml_get(b.cfg->kafka, "batch");
@@ -608,7 +695,8 @@ int main(int argc, char **argv)
     }
     if (load_events(&b, events_path))
         goto out;
-    for (size_t i = 0; i < b.cfg->nrule_paths; i++)
+    for (size_t i = 0; i < b.cfg->nrule_paths && (want(mode, "naive") || want(mode, "naive-nojit"));
+         i++)
         if (naive_load_path(&nv, b.cfg->rule_paths[i])) {
             fprintf(stderr, "bench-detect: cannot build the naive regexes\n");
             goto out;
@@ -617,9 +705,14 @@ int main(int argc, char **argv)
     printf("info events=%zu", b.nevs);
     for (size_t i = 0; i < b.ninputs; i++)
         printf(" %s=%zu", b.cfg->input_topics[i], b.per_topic[i]);
-    printf(" rules=%zu naive_rules=%zu naive_regexes=%zu\n", kx_ruleset_size(b.rules), nv.nrules,
-           nv.npatterns);
-    for (size_t i = 0; i < nv.nrules; i++)
+    if (naive_events > b.nevs)
+        naive_events = b.nevs;
+    printf(" rules=%zu naive_rules=%zu naive_regexes=%zu naive_events=%zu load_ms=%.1f "
+           "load_cpu_ms=%.1f rss_before_kib=%ld rss_after_kib=%ld rules_rss_kib=%ld\n",
+           kx_ruleset_size(b.rules), nv.nrules, nv.npatterns, naive_events, load_s * 1e3,
+           load_cpu_s * 1e3, rss0, rss1, rss1 - rss0);
+    /* The regexes are listed for small rule sets only (the shipped rules: a handful). */
+    for (size_t i = 0; i < nv.nrules && nv.nrules <= 20; i++)
         printf("naive-rule \"%s\": %s\n", nv.rules[i].title, nv.rules[i].desc.data);
 
     kx_event ev;
@@ -634,9 +727,22 @@ int main(int argc, char **argv)
     bool on[R_TOPIC0 + MAX_TOPICS];
     for (size_t k = 0; k < nrows; k++) {
         row_events[k] = k < R_TOPIC0 ? b.nevs : b.per_topic[k - R_TOPIC0];
-        on[k] = want(mode, k < R_TOPIC0 ? names[k] : "decode");
+        if (k == R_NAIVE || k == R_NAIVE_NOJIT)
+            row_events[k] = naive_events;
+        on[k] = want(mode, k < R_TOPIC0 ? names[k] : "decode-topics");
     }
     pass_stats ps, ps_decode = {0}, ps_detect = {0};
+    /* An engine may finish building its rule set on first use (per-route databases compiled
+     * when a logsource is first seen): one untimed detect pass first, timed on its own, so
+     * that cost shows apart from both the load and the steady-state rows. */
+    if (on[R_DETECT]) {
+        memset(&ps, 0, sizeof(ps));
+        double t0 = now_s(), c0 = cpu_s();
+        detect_pass(&b, &ev, true, false, -1, &ps);
+        printf("warmup first_detect_pass_ms=%.1f first_detect_pass_cpu_ms=%.1f "
+               "rules_rss_after_first_pass_kib=%ld\n",
+               (now_s() - t0) * 1e3, (cpu_s() - c0) * 1e3, rss_kib() - rss0);
+    }
     size_t naive_matches = 0;
     unsigned long long raised = 0;
     for (int r = 0; r < b.runs; r++) {
@@ -662,7 +768,7 @@ int main(int argc, char **argv)
                 break;
             case R_NAIVE:
             case R_NAIVE_NOJIT:
-                naive_matches = naive_pass(&b, &nv, k == R_NAIVE ? 0 : PCRE2_NO_JIT);
+                naive_matches = naive_pass(&b, &nv, naive_events, k == R_NAIVE ? 0 : PCRE2_NO_JIT);
                 break;
             case R_PIPELINE:
                 pipe_run_all(&b, &pr);
@@ -692,8 +798,8 @@ int main(int argc, char **argv)
         if (k == R_DECODE)
             snprintf(extra, sizeof(extra), "malformed=%zu", ps_decode.malformed);
         else if (k == R_DETECT)
-            snprintf(extra, sizeof(extra), "matches=%zu malformed=%zu", ps_detect.matches,
-                     ps_detect.malformed);
+            snprintf(extra, sizeof(extra), "matches=%zu matched_events=%zu malformed=%zu",
+                     ps_detect.matches, ps_detect.matched_events, ps_detect.malformed);
         else if (k == R_NAIVE || k == R_NAIVE_NOJIT)
             snprintf(extra, sizeof(extra), "matches=%zu", naive_matches);
         else if (k == R_PIPELINE)

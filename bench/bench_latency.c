@@ -13,12 +13,27 @@
  * consumer's fetch cycle runs on its own clock, and events sent in lock-step with the previous
  * alert would always land at the same phase of it.
  *
- * Prints "n=N min_ms=.. p50_ms=.. p90_ms=.. p99_ms=.. max_ms=.. mean_ms=.." and exits 0
+ * Under load:
+ *
+ *   bench-latency -b BOOTSTRAP -f ALERT_FILE -R RATE -e EVENTS_TSV -p PROBES_TSV
+ *                 [-x TOPIC_PREFIX] [-n N] [-w WARMUP] [-g MEAN_GAP_MS]
+ *
+ * produces EVENTS_TSV ("TOPIC<TAB>LINE", bench/gen_sigma_events.py; cycled) at a fixed RATE
+ * of events per second to TOPIC_PREFIX+TOPIC, and meanwhile a probe every 0..2*MEAN_GAP_MS
+ * (default 20): a line of PROBES_TSV (events that match a known rule) whose PROBE000000
+ * marker is replaced by the probe's number. Probes are in flight together; each one's clock
+ * runs from just before its rd_kafka_producev to the first alert line carrying its marker.
+ * Probe 0 goes first, alone, and waits for klaxon to join its group; the background load
+ * starts after it, and the next WARMUP probes are not counted either.
+ *
+ * Prints "n=N min_ms=.. p50_ms=.. p90_ms=.. p99_ms=.. max_ms=.. mean_ms=.." (under load
+ * also "rate=.. background=..": the rate reached and the events produced) and exits 0
  * when every alert arrived.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,12 +82,254 @@ static int scan(int fd, off_t *off, char *buf, size_t cap, size_t *len, const ch
     return found;
 }
 
+static void print_latencies(double *lat, int n, const char *extra)
+{
+    double sum = 0;
+    for (int i = 0; i < n; i++)
+        sum += lat[i];
+    qsort(lat, (size_t)n, sizeof(double), cmp_double);
+    /* Nearest-rank percentiles. */
+    int p50 = (n * 50 + 99) / 100 - 1, p90 = (n * 90 + 99) / 100 - 1, p99 = (n * 99 + 99) / 100 - 1;
+    printf("n=%d min_ms=%.2f p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f max_ms=%.2f mean_ms=%.2f%s%s\n", n,
+           lat[0], lat[p50], lat[p90], lat[p99], lat[n - 1], sum / n, extra ? " " : "",
+           extra ? extra : "");
+}
+
+/* ---- under load ---- */
+
+typedef struct line_set {
+    char *data;
+    char **topic;
+    char **line;
+    size_t *len;
+    size_t n;
+} line_set;
+
+/* Reads "TOPIC<TAB>LINE" lines; the strings point into one buffer. */
+static int read_tsv(const char *path, line_set *ls)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -errno;
+    size_t cap = 0;
+    char *buf = NULL;
+    ssize_t got;
+    size_t len = 0, cap_lines = 0;
+    char *all = NULL;
+    size_t all_len = 0, all_cap = 0;
+    size_t *offs = NULL;
+    while ((got = getline(&buf, &cap, f)) > 0) {
+        if (all_len + (size_t)got + 1 > all_cap) {
+            all_cap = (all_len + (size_t)got + 1) * 2;
+            char *na = realloc(all, all_cap);
+            if (!na)
+                goto oom;
+            all = na;
+        }
+        if (len == cap_lines) {
+            cap_lines = cap_lines ? cap_lines * 2 : 1024;
+            size_t *no = realloc(offs, cap_lines * sizeof(*no));
+            if (!no)
+                goto oom;
+            offs = no;
+        }
+        offs[len++] = all_len;
+        memcpy(all + all_len, buf, (size_t)got + 1);
+        all_len += (size_t)got + 1;
+    }
+    free(buf);
+    fclose(f);
+    ls->data = all;
+    ls->n = 0;
+    ls->topic = calloc(len + 1, sizeof(char *));
+    ls->line = calloc(len + 1, sizeof(char *));
+    ls->len = calloc(len + 1, sizeof(size_t));
+    if (!ls->topic || !ls->line || !ls->len) {
+        free(offs);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char *t = all + offs[i], *tab = strchr(t, '\t');
+        if (!tab)
+            continue;
+        *tab = '\0';
+        char *l = tab + 1, *nl = strchr(l, '\n');
+        if (nl)
+            *nl = '\0';
+        ls->topic[ls->n] = t;
+        ls->line[ls->n] = l;
+        ls->len[ls->n++] = strlen(l);
+    }
+    free(offs);
+    return ls->n ? 0 : -EINVAL;
+oom:
+    free(buf);
+    free(all);
+    free(offs);
+    fclose(f);
+    return -ENOMEM;
+}
+
+static void line_set_free(line_set *ls)
+{
+    free(ls->data);
+    free(ls->topic);
+    free(ls->line);
+    free(ls->len);
+}
+
+static int produce(rd_kafka_t *rk, const char *prefix, const char *topic, const char *line,
+                   size_t len)
+{
+    char t[256];
+    snprintf(t, sizeof(t), "%s%s", prefix, topic);
+    for (;;) {
+        rd_kafka_resp_err_t err =
+            rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(t), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_VALUE((void *)line, len), RD_KAFKA_V_END);
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            if (err)
+                fprintf(stderr, "bench-latency: produce to %s: %s\n", t, rd_kafka_err2str(err));
+            return err ? -EIO : 0;
+        }
+        rd_kafka_poll(rk, 1);
+    }
+}
+
+/* Scans what was appended to the alert file for "PROBEnnnnnn" markers; records the first
+ * arrival of each. Keeps a partial last line for the next call. */
+static void scan_probes(int fd, off_t *off, char *buf, size_t cap, size_t *len, const double *sent,
+                        double *got, int nprobes, int *ngot)
+{
+    for (;;) {
+        if (*len >= cap - 1)
+            *len = 0;
+        ssize_t n = pread(fd, buf + *len, cap - 1 - *len, *off);
+        if (n <= 0)
+            break;
+        *off += n;
+        *len += (size_t)n;
+        buf[*len] = '\0';
+        double now = now_s();
+        char *end = strrchr(buf, '\n');
+        if (!end)
+            continue;
+        for (char *p = buf; (p = strstr(p, "PROBE")) && p < end; p += 5) {
+            char *q;
+            long i = strtol(p + 5, &q, 10);
+            if (q - (p + 5) == 6 && i >= 0 && i < nprobes && sent[i] > 0 && got[i] == 0) {
+                got[i] = now;
+                (*ngot)++;
+            }
+        }
+        size_t keep = *len - (size_t)(end + 1 - buf);
+        memmove(buf, end + 1, keep);
+        *len = keep;
+    }
+}
+
+static int under_load(rd_kafka_t *rk, const char *path, const char *prefix, double rate,
+                      const char *events_path, const char *probes_path, int n, int warmup,
+                      int mean_gap_ms)
+{
+    line_set ev = {0}, pr = {0};
+    int code = 1, total = 1 + warmup + n;
+    double *sent = calloc((size_t)total, sizeof(double));
+    double *got = calloc((size_t)total, sizeof(double));
+    double *lat = calloc((size_t)n, sizeof(double));
+    static char buf[1 << 20];
+    size_t len = 0;
+    int fd = open(path, O_RDONLY | O_CREAT, 0644);
+    int ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    if (!sent || !got || !lat || fd < 0 || ino < 0 || inotify_add_watch(ino, path, IN_MODIFY) < 0)
+        goto out;
+    if (read_tsv(events_path, &ev) || read_tsv(probes_path, &pr)) {
+        fprintf(stderr, "bench-latency: cannot read %s or %s\n", events_path, probes_path);
+        goto out;
+    }
+    off_t off = lseek(fd, 0, SEEK_END);
+    unsigned int seed = 42;
+    int nsent = 0, ngot = 0;
+    unsigned long long bg = 0;
+    double bg_start = 0, next_probe = 0, last_send = 0;
+    char probe[1 << 16];
+    for (;;) {
+        double now = now_s();
+        /* The next probe: the first alone (group join), the others on their schedule. */
+        if (nsent < total && (nsent == 0 || (ngot > 0 && now >= next_probe))) {
+            size_t k = (size_t)nsent % pr.n;
+            if (pr.len[k] >= sizeof(probe))
+                goto out;
+            memcpy(probe, pr.line[k], pr.len[k] + 1);
+            char *m = strstr(probe, "PROBE000000"), num[16];
+            if (!m) {
+                fprintf(stderr, "bench-latency: no PROBE000000 in %s\n", probes_path);
+                goto out;
+            }
+            snprintf(num, sizeof(num), "%06d", nsent % 1000000);
+            memcpy(m + 5, num, 6);
+            sent[nsent] = now_s();
+            if (produce(rk, prefix, pr.topic[k], probe, pr.len[k]))
+                goto out;
+            last_send = sent[nsent];
+            nsent++;
+            long gap_us = (long)(rand_r(&seed) % (unsigned)(2 * mean_gap_ms * 1000 + 1));
+            next_probe = now + (double)gap_us / 1e6;
+        }
+        /* The background, once probe 0 is through: as many events as the rate allows. */
+        if (ngot > 0) {
+            if (bg_start == 0)
+                bg_start = now;
+            unsigned long long due = (unsigned long long)((now - bg_start) * rate);
+            for (; bg < due; bg++) {
+                size_t k = (size_t)(bg % ev.n);
+                if (produce(rk, prefix, ev.topic[k], ev.line[k], ev.len[k]))
+                    goto out;
+            }
+        }
+        rd_kafka_poll(rk, 0);
+        struct pollfd pfd = {ino, POLLIN, 0};
+        if (poll(&pfd, 1, 1) > 0) {
+            char evbuf[4096];
+            while (read(ino, evbuf, sizeof(evbuf)) > 0)
+                ;
+        }
+        scan_probes(fd, &off, buf, sizeof(buf), &len, sent, got, total, &ngot);
+        if (ngot == total)
+            break;
+        if (now - last_send > (ngot == 0 ? 90.0 : 10.0)) {
+            fprintf(stderr, "bench-latency: %d of %d probes alerted\n", ngot, nsent);
+            goto out;
+        }
+    }
+    double span = now_s() - bg_start;
+    for (int i = 0; i < n; i++)
+        lat[i] = (got[1 + warmup + i] - sent[1 + warmup + i]) * 1e3;
+    char extra[128];
+    snprintf(extra, sizeof(extra), "rate=%.0f background=%llu", (double)bg / span, bg);
+    print_latencies(lat, n, extra);
+    code = 0;
+out:
+    if (ino >= 0)
+        close(ino);
+    if (fd >= 0)
+        close(fd);
+    line_set_free(&ev);
+    line_set_free(&pr);
+    free(sent);
+    free(got);
+    free(lat);
+    return code;
+}
+
 int main(int argc, char **argv)
 {
     const char *brokers = NULL, *topic = NULL, *path = NULL;
+    const char *events = NULL, *probes = NULL, *prefix = "";
+    double rate = 0;
     int n = 200, warmup = 5, max_gap_ms = 20, opt;
     unsigned int seed = 42;
-    while ((opt = getopt(argc, argv, "b:t:f:n:w:g:")) != -1) {
+    while ((opt = getopt(argc, argv, "b:t:f:n:w:g:R:e:p:x:")) != -1) {
         switch (opt) {
         case 'b':
             brokers = optarg;
@@ -92,11 +349,25 @@ int main(int argc, char **argv)
         case 'g':
             max_gap_ms = atoi(optarg);
             break;
+        case 'R':
+            rate = atof(optarg);
+            break;
+        case 'e':
+            events = optarg;
+            break;
+        case 'p':
+            probes = optarg;
+            break;
+        case 'x':
+            prefix = optarg;
+            break;
         default:
             goto usage;
         }
     }
-    if (!brokers || !topic || !path || n < 1 || warmup < 1 || max_gap_ms < 0)
+    if (rate > 0
+            ? (!brokers || !path || !events || !probes || n < 1 || warmup < 0 || max_gap_ms < 1)
+            : (!brokers || !topic || !path || n < 1 || warmup < 1 || max_gap_ms < 0))
         goto usage;
 
     char errstr[512];
@@ -112,6 +383,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench-latency: %s\n", errstr);
         rd_kafka_conf_destroy(conf);
         return 2;
+    }
+    if (rate > 0) {
+        int rc = under_load(rk, path, prefix, rate, events, probes, n, warmup, max_gap_ms);
+        rd_kafka_flush(rk, 5000);
+        rd_kafka_destroy(rk);
+        return rc;
     }
     int fd = open(path, O_RDONLY | O_CREAT, 0644);
     int ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
@@ -175,21 +452,14 @@ int main(int argc, char **argv)
     rd_kafka_destroy(rk);
     close(ino);
     close(fd);
-    if (code == 0 && lat) {
-        double sum = 0;
-        for (int i = 0; i < n; i++)
-            sum += lat[i];
-        qsort(lat, (size_t)n, sizeof(double), cmp_double);
-        /* Nearest-rank percentiles. */
-        int p50 = (n * 50 + 99) / 100 - 1, p90 = (n * 90 + 99) / 100 - 1,
-            p99 = (n * 99 + 99) / 100 - 1;
-        printf("n=%d min_ms=%.2f p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f max_ms=%.2f mean_ms=%.2f\n", n,
-               lat[0], lat[p50], lat[p90], lat[p99], lat[n - 1], sum / n);
-    }
+    if (code == 0 && lat)
+        print_latencies(lat, n, NULL);
     free(lat);
     return code;
 usage:
     fprintf(stderr,
-            "usage: bench-latency -b BOOTSTRAP -t TOPIC -f ALERT_FILE [-n N] [-w W] [-g MS]\n");
+            "usage: bench-latency -b BOOTSTRAP -t TOPIC -f ALERT_FILE [-n N] [-w W] [-g MS]\n"
+            "       bench-latency -b BOOTSTRAP -f ALERT_FILE -R RATE -e EVENTS_TSV -p PROBES_TSV\n"
+            "                     [-x TOPIC_PREFIX] [-n N] [-w W] [-g MEAN_GAP_MS]\n");
     return 2;
 }

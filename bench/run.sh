@@ -14,12 +14,19 @@
 #   5. produce -> alert-in-file latency of a running `klaxon run` (bench-latency)
 #   6. the stateful path alone on redis-server, updates one by one and pre-aggregated
 #      (bench-state): events/s, EVALSHA and Redis commands per matching event
-#   7. (if perf works) a profile of one `klaxon run`
+#   7. SigmaHQ-shaped rule sets (bench/gen_sigma.py: 50, 500 and 3,000 rules) on a stream
+#      with one topic per logsource (bench/gen_sigma_events.py): in memory with and without
+#      logsource routing against the naive regex loop, load time and memory, allocations;
+#      `klaxon run` with the 3,000 rules through kx-broker against raw consume; latency
+#      at half the measured peak rate
+#   8. (if perf works) a profile of one `klaxon run`
 # Every figure is the median of BENCH_RUNS runs. It stops only what it started, by pid.
 #
 # Knobs: BENCH_EVENTS (200000), BENCH_RUNS (5), BENCH_LATENCY_EVENTS (200), BENCH_SEED (42),
-# BENCH_STATE_EVENTS (50000),
-# BENCH_PROFILE (1), BENCH_KEEP (0: keep the temp dir).
+# BENCH_STATE_EVENTS (50000), BENCH_SIGMA_EVENTS (20000, through Kafka),
+# BENCH_SIGMA_MEM_EVENTS (10000, in memory), BENCH_SIGMA_NAIVE_EVENTS (500),
+# BENCH_SIGMA_RUNS (3), BENCH_SIGMA_RULES (3000), BENCH_SIGMA_DIR (a SigmaHQ checkout: its
+# rules instead of generated ones), BENCH_PROFILE (1), BENCH_KEEP (0: keep the temp dir).
 set -euo pipefail
 
 BUILD=${1:-build-release}
@@ -116,13 +123,39 @@ NAUTH=$(wc -l <"$TMP/auth.log")
 NCT=$(wc -l <"$TMP/cloudtrail.jsonl")
 [ $((NAUTH + NCT)) = "$N" ] || die "generator wrote $((NAUTH + NCT)) events, not $N"
 
+# The Sigma-shaped rule sets and their stream (row 7): one topic per logsource, partitions
+# sized to keep each under ~2 MiB (the mock's 5 MiB limit, as above); slat-* for latency, 4
+# partitions each: the background runs at half the peak rate, so klaxon reads near the head
+# and the mock may drop only what was read.
+SIG_N=${BENCH_SIGMA_EVENTS:-20000}
+SIG_RULES=${BENCH_SIGMA_RULES:-3000}
+SG="$TMP/sigma"
+mkdir -p "$SG/ev"
+if [ -n "${BENCH_SIGMA_DIR:-}" ]; then
+    python3 "$ROOT/bench/gen_sigma.py" --sigma "$BENCH_SIGMA_DIR" --subsets 50,500 --out "$SG" |
+        tee "$TMP/gen-sigma.txt"
+else
+    python3 "$ROOT/bench/gen_sigma.py" --n "$SIG_RULES" --seed "$SEED" --subsets 50,500 \
+        --out "$SG" | tee "$TMP/gen-sigma.txt"
+fi
+python3 "$ROOT/bench/gen_sigma_events.py" --rules "$SG" --n "$SIG_N" --seed "$SEED" \
+    --out "$SG/ev" | tee "$TMP/gen-sigma-events.txt"
+SIG_TOPICS=()
+SIG_BROKER_ARGS=()
+for f in "$SG"/ev/*.jsonl; do
+    t=$(basename "$f" .jsonl)
+    SIG_TOPICS+=("$t")
+    parts=$(($(stat -c %s "$f") / 2097152 + 1))
+    SIG_BROKER_ARGS+=(--topic "sig-$t:$parts" --topic "slat-$t:4")
+done
+
 # ---- broker and redis ----
 # Partitions: the mock keeps ~5 MiB per partition and silently drops the oldest data past it
 # (docs/internals/source.md). ~14 MiB of syslog over 8 and ~64 MiB of CloudTrail over 32
 # keep every partition near 2 MiB; `bench-consume check` proves nothing was dropped.
 "$BIN/kx-broker" --topic auth:$AUTH_PARTS --topic cloudtrail:32 --topic lat1-auth:1 \
     --topic lat1-cloudtrail:1 --topic lat2-auth:1 --topic lat2-cloudtrail:1 \
-    >"$TMP/broker.out" 2>"$TMP/broker.log" &
+    "${SIG_BROKER_ARGS[@]}" >"$TMP/broker.out" 2>"$TMP/broker.log" &
 PIDS+=($!)
 wait_until 20 "kx-broker" grep -q '^BOOTSTRAP ' "$TMP/broker.out"
 BROKERS=$(sed -n 's/^BOOTSTRAP //p' "$TMP/broker.out")
@@ -266,6 +299,108 @@ for t in event_count value_count; do
     done
 done
 
+# ---- row 7: SigmaHQ-shaped rule sets ----
+# sigma_config FILE TEMPLATE RULES_DIR GROUP ALERTS METRICS_PORT TOPIC_PREFIX PROPS
+sigma_config() {
+    sed -e "s|@RULES@|$3|" -e "s|@BROKERS@|$BROKERS|" -e "s|@GROUP@|$4|" -e "s|@ALERTS@|$5|" \
+        -e "s|@METRICS_PORT@|$6|" -e "s|@PREFIX@|$7|g" -e "s|@PROPS@|$8|" "$2" >"$1"
+    grep -q '@[A-Z_]*@' "$1" && die "$2: a placeholder was left in $1"
+    return 0
+}
+SIG_MEM_N=${BENCH_SIGMA_MEM_EVENTS:-10000}
+SIG_NAIVE_N=${BENCH_SIGMA_NAIVE_EVENTS:-500}
+SIG_RUNS=${BENCH_SIGMA_RUNS:-3}
+head -n "$SIG_MEM_N" "$SG/ev/events.tsv" >"$SG/mem.tsv"
+# 7a-c in memory: each set with its logsource (inputs route events to their rules) and
+# without (no logsource anywhere: every rule is evaluated on every event).
+for size in 50 500 all; do
+    dir="$SG/rules"
+    [ $size = all ] || dir="$SG/rules-$size"
+    [ -d "$dir" ] || continue
+    for routing in routed nols; do
+        tmpl="$SG/ev/sigma.yaml"
+        rdir="$dir"
+        [ $routing = nols ] && tmpl="$SG/ev/sigma-nols.yaml" && rdir="$dir-nols"
+        sigma_config "$TMP/sig-mem.yaml" "$tmpl" "$rdir" unused "$TMP/unused.jsonl" 1 "" ""
+        modes=detect,naive
+        [ $size = 50 ] && [ $routing = routed ] && modes=decode,detect,naive
+        "$BIN/bench-detect" -c "$TMP/sig-mem.yaml" -e "$SG/mem.tsv" -r "$SIG_RUNS" -m $modes \
+            -n "$SIG_NAIVE_N" >"$TMP/sig-$size-$routing.txt" ||
+            die "bench-detect on the $size-rule Sigma set ($routing) failed"
+        sed -n -e "s/^row=/row=sigma-$size-$routing-/p" \
+            -e "s/^info /sinfo set=sigma-$size-$routing /p" \
+            -e "s/^allocs path=detect /sallocs set=sigma-$size-$routing /p" \
+            -e "s/^warmup /swarm set=sigma-$size-$routing /p" \
+            "$TMP/sig-$size-$routing.txt" | tee -a "$RES" | cut -c1-160
+    done
+done
+
+# 7d-e through kx-broker: raw consume and `klaxon run` with the whole set, round-robin.
+for t in "${SIG_TOPICS[@]}"; do
+    "$BIN/kx-produce" -b "$BROKERS" -t "sig-$t" -X linger.ms=50 -X sticky.partitioning.linger.ms=0 \
+        "$SG/ev/$t.jsonl" 2>"$TMP/produce-sig.log" ||
+        die "kx-produce sig-$t failed: $(cat "$TMP/produce-sig.log")"
+done
+SIG_TOPIC_NAMES=()
+for t in "${SIG_TOPICS[@]}"; do SIG_TOPIC_NAMES+=("sig-$t"); done
+"$BIN/bench-consume" check -b "$BROKERS" -n "$SIG_N" "${SIG_TOPIC_NAMES[@]}" 2>"$TMP/check-sig.log" ||
+    die "the broker does not hold all $SIG_N Sigma events: $(cat "$TMP/check-sig.log")"
+sigma_config "$TMP/sig-consume.yaml" "$SG/ev/sigma.yaml" "$SG/rules" unused "$TMP/unused.jsonl" \
+    1 sig- "$THROUGHPUT_PROPS"
+declare -A SRATES SCPU
+for i in $(seq 1 "$SIG_RUNS"); do
+    line=$("$BIN/bench-consume" raw -b "$BROKERS" -g "bench-sig-raw-$i" -n "$SIG_N" \
+        -c "$TMP/sig-consume.yaml" 2>>"$TMP/consume.log") ||
+        die "bench-consume raw (Sigma topics) run $i failed: $line"
+    SRATES[raw]="${SRATES[raw]:-} $(field rate "$line")"
+    SCPU[raw]="${SCPU[raw]:-} $(field cpu_us_per_event "$line")"
+    mport=$(free_port)
+    sigma_config "$TMP/sig-run-$i.yaml" "$SG/ev/sigma.yaml" "$SG/rules" "bench-sig-run-$i" \
+        "$TMP/alerts-sig-$i.jsonl" "$mport" sig- "$THROUGHPUT_PROPS"
+    "$BIN/klaxon" run -c "$TMP/sig-run-$i.yaml" >/dev/null 2>"$TMP/klaxon-sig-$i.log" &
+    kpid=$!
+    PIDS+=($kpid)
+    rc=0
+    line=$("$BIN/bench-metrics" -p "$mport" -n "$SIG_N" -P "$kpid" -t 600) || rc=$?
+    stop "$kpid" || die "klaxon run (Sigma set) exited non-zero: $(tail -5 "$TMP/klaxon-sig-$i.log")"
+    [ $rc = 0 ] || die "klaxon run (Sigma set) did not process $SIG_N events: $line"
+    [ "$(field malformed "$line")" = 0 ] || die "klaxon run (Sigma set): malformed events: $line"
+    SRATES[klaxon]="${SRATES[klaxon]:-} $(field rate "$line")"
+    SCPU[klaxon]="${SCPU[klaxon]:-} $(field cpu_us_per_event "$line")"
+    SALERTS="${SALERTS:-} $(field alerts "$line")"
+    echo "   sigma round $i/$SIG_RUNS: raw ${SRATES[raw]##* } klaxon ${SRATES[klaxon]##* } events/s"
+done
+for row in raw klaxon; do
+    extra=""
+    [ $row = klaxon ] && extra=" alerts=$(minmax $SALERTS)"
+    echo "row=sigma-kafka-$row runs=$SIG_RUNS events=$SIG_N median=$(median ${SRATES[$row]})" \
+        "range=$(minmax ${SRATES[$row]}) cpu_us_per_event=$(median ${SCPU[$row]})$extra" |
+        tee -a "$RES"
+done
+
+# 7f latency under load: background at half the median `klaxon run` rate just measured,
+# probes (events of a known rule) every 0-40 ms, alert line in the file sink. A real
+# SigmaHQ checkout (BENCH_SIGMA_DIR) comes without known matching events: no probes.
+SIG_RATE=$(awk -v r="$(median ${SRATES[klaxon]})" 'BEGIN {printf "%d", r / 2}')
+if [ ! -s "$SG/ev/probes.tsv" ]; then
+    echo "row=sigma-latency skipped=no-probes" | tee -a "$RES"
+else
+mport=$(free_port)
+sigma_config "$TMP/sig-lat.yaml" "$SG/ev/sigma.yaml" "$SG/rules" bench-sig-lat \
+    "$TMP/alerts-sig-lat.jsonl" "$mport" slat- ", fetch.wait.max.ms: 1"
+: >"$TMP/alerts-sig-lat.jsonl"
+"$BIN/klaxon" run -c "$TMP/sig-lat.yaml" >/dev/null 2>"$TMP/klaxon-sig-lat.log" &
+kpid=$!
+PIDS+=($kpid)
+rc=0
+line=$("$BIN/bench-latency" -b "$BROKERS" -f "$TMP/alerts-sig-lat.jsonl" -R "$SIG_RATE" \
+    -e "$SG/ev/events.tsv" -p "$SG/ev/probes.tsv" -x slat- -n "$LAT_N" -w 20 -g 20 \
+    2>"$TMP/latency-sig.log") || rc=$?
+stop "$kpid" || die "klaxon run (Sigma latency) exited non-zero: $(tail -5 "$TMP/klaxon-sig-lat.log")"
+[ $rc = 0 ] || die "Sigma latency run failed: $(cat "$TMP/latency-sig.log")"
+echo "row=sigma-latency target_rate=$SIG_RATE $line" | tee -a "$RES"
+fi
+
 # ---- profile: one klaxon run (memory store) under perf ----
 if [ "$PROFILE" = 1 ] && command -v perf >/dev/null && perf record -o /dev/null -q true 2>/dev/null; then
     mport=$(free_port)
@@ -297,10 +432,11 @@ fi
 
 # ---- the table ----
 python3 - "$RES" "$TMP/gen.txt" "$N" "$RUNS" "$(nproc)" "$BUILD" "$((SECONDS - START))" \
-    "$LOAD0" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF' | tee "$OUT"
+    "$LOAD0" "$(cut -d' ' -f1-3 /proc/loadavg)" "$TMP/gen-sigma.txt" \
+    "$TMP/gen-sigma-events.txt" <<'EOF' | tee "$OUT"
 import sys, datetime
-res, gen, n, runs, cores, build, elapsed, load0, load1 = sys.argv[1:]
-rows, allocs, info = {}, {}, {}
+res, gen, n, runs, cores, build, elapsed, load0, load1, sgen, sevgen = sys.argv[1:]
+rows, allocs, info, sinfo, sallocs, swarm = {}, {}, {}, {}, {}, {}
 for line in open(res):
     kv = dict(p.split("=", 1) for p in line.split() if "=" in p)
     if line.startswith("row="):
@@ -309,6 +445,12 @@ for line in open(res):
         allocs[kv["path"]] = kv
     elif line.startswith("info "):
         info = kv
+    elif line.startswith("sinfo "):
+        sinfo[kv["set"]] = kv
+    elif line.startswith("sallocs "):
+        sallocs[kv["set"]] = kv
+    elif line.startswith("swarm "):
+        swarm[kv["set"]] = kv
 
 def r(name, label, base, note=""):
     kv = rows[name]
@@ -376,6 +518,58 @@ for t in ("event_count", "value_count"):
               "{:,.0f}".format(float(kv["median"])),
               "{:,.0f} - {:,.0f}".format(float(kv["min"]), float(kv["max"])),
               float(kv["cpu_us_per_event"]), kv["evalsha_per_event"], kv["redis_cmds_per_event"]))
+
+print()
+print("  SigmaHQ-shaped rule sets: %s" % open(sgen).read().strip().split(": ", 1)[1])
+print("  stream: %s" % open(sevgen).read().strip().split(": ", 1)[1].split("; topic bytes")[0])
+raw = rows["sigma-kafka-raw"]
+rawrate = float(raw["median"])
+anyrow = next(v for k, v in rows.items() if k.endswith("-detect") and k.startswith("sigma-"))
+print("  in memory, first %s events, median of %s runs; x raw = events/s over row 7d's raw consume;" % (
+    "{:,}".format(int(anyrow["events"])), anyrow["runs"]))
+print("  x naive = naive CPU / detect CPU (naive on the first %s events; > 1: klaxon is faster)" %
+      next(v for v in sinfo.values())["naive_events"])
+print("  load ms: kx_ruleset_load; 1st ms: the first detect pass over the events (not in the rows);")
+print("  RSS: resident memory added by the rule set, after that first pass")
+print("    %-5s %-7s %10s %9s %7s %11s %7s %9s %9s %8s %8s %8s" % (
+    "rules", "routing", "CPU us/ev", "events/s", "x raw", "naive us/ev", "x naive", "matched", "allocs/ev",
+    "load ms", "1st ms", "RSS MiB"))
+if "sigma-50-routed-decode" in rows:
+    d = rows["sigma-50-routed-decode"]
+    print("    %-13s %10.2f %9s %7.3f   (kx_decode alone)" % (
+        "decode", float(d["cpu_us_per_event"]), "{:,.0f}".format(float(d["median"])),
+        float(d["median"]) / rawrate))
+for size in ("50", "500", "all"):
+    for routing in ("routed", "nols"):
+        key = "sigma-%s-%s" % (size, routing)
+        if key + "-detect" not in rows:
+            continue
+        d, nv, si = rows[key + "-detect"], rows.get(key + "-naive"), sinfo.get(key, {})
+        al = sallocs.get(key, {}).get("all_per_event", "?")
+        print("    %-5s %-7s %10.2f %9s %7.3f %11s %7s %9s %9s %8.0f %8.0f %8.1f" % (
+            si.get("rules", size), "yes" if routing == "routed" else "no",
+            float(d["cpu_us_per_event"]), "{:,.0f}".format(float(d["median"])),
+            float(d["median"]) / rawrate,
+            "%.1f" % float(nv["cpu_us_per_event"]) if nv else "-",
+            "%.1f" % (float(nv["cpu_us_per_event"]) / float(d["cpu_us_per_event"])) if nv else "-",
+            d.get("matched_events", "?"), al, float(si.get("load_ms", 0)),
+            float(swarm.get(key, {}).get("first_detect_pass_ms", 0)),
+            float(swarm.get(key, {}).get("rules_rss_after_first_pass_kib",
+                                         si.get("rules_rss_kib", 0))) / 1024))
+print()
+print("  through kx-broker, %s events, median of %s runs:" % ("{:,}".format(int(raw["events"])), raw["runs"]))
+r("sigma-kafka-raw", "7d raw librdkafka consume of the Sigma topics", "sigma-kafka-raw")
+r("sigma-kafka-klaxon", "7e klaxon run end to end, %s rules, routed" % sinfo.get("sigma-all-routed", {}).get("rules", "?"),
+  "sigma-kafka-raw", "alerts %s" % rows["sigma-kafka-klaxon"]["alerts"])
+kv = rows["sigma-latency"]
+print()
+if "skipped" in kv:
+    print("  7f latency skipped: no probe events (a real SigmaHQ checkout has no known matches)")
+else:
+    print("  7f latency, produce -> alert line, background %s events/s (half of 7e), "
+          "fetch.wait.max.ms=1:" % kv["rate"])
+    print("    n=%-4s p50 %7s ms  p90 %7s ms  p99 %7s ms  max %7s ms" % (
+        kv["n"], kv["p50_ms"], kv["p90_ms"], kv["p99_ms"], kv["max_ms"]))
 EOF
 echo
 cat "$TMP/profile.txt"
