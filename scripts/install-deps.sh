@@ -9,6 +9,9 @@ PKGS=(
     librdkafka-dev libpcre2-dev libjansson-dev libhiredis-dev libev-dev libyaml-dev
     libcurl4-openssl-dev libmicrohttpd-dev libcmocka-dev
     redis-server tzdata python3 curl cppcheck
+    # The fuzz targets (make fuzz, run briefly by make test): clang, libFuzzer's runtime,
+    # and llvm-symbolizer so sanitizer reports name functions and lines.
+    clang libclang-rt-14-dev llvm
 )
 # Hyperscan where Debian builds it (amd64), Vectorscan (the same API and pkg-config name) on
 # the other architectures: the prefilter's multi-pattern matcher and the linear-time engine
