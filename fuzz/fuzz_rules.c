@@ -4,9 +4,16 @@
  * matched against a few fixed events, so the compiled values, modifiers and conditions run,
  * not only their parser; correlation conditions are evaluated too.
  *
+ * Matching is differential: the prefilter and the scan memo promise the same matches as
+ * plain evaluation (klaxon/detect.h), so each event is matched with both on (twice, the
+ * second time from a warm memo), with the memo off, and with the prefilter off, and any
+ * difference in which rules matched, or in what order, aborts.
+ *
  * kx_ruleset_load reads paths, so the input goes through an in-memory file (harness.h).
  * Time zones a timeofday rule loads are dropped after each input (the cache is bounded).
  */
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -102,6 +109,52 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
+/* Which rules matched, in order: a count and a hash of the sequence of rule indexes. */
+typedef struct hits {
+    size_t n;
+    uint64_t hash;
+} hits;
+
+static void on_match(kx_rule *r, void *ud)
+{
+    hits *h = ud;
+    h->n++;
+    h->hash = kx_hash64(&r->index, sizeof(r->index), h->hash);
+}
+
+static hits match(kx_ruleset *rs, const kx_event *ev, bool prefilter, bool memo)
+{
+    hits h = {0, 0};
+    kx_ruleset_set_prefilter(rs, prefilter);
+    kx_ruleset_set_memo(rs, memo);
+    size_t n = kx_ruleset_match(rs, ev, on_match, &h);
+    if (n != h.n)
+        abort(); /* the count returned must be the number of callbacks */
+    return h;
+}
+
+static void match_all_ways(kx_ruleset *rs, size_t e)
+{
+    static const struct {
+        bool prefilter, memo;
+        const char *what;
+    } ways[] = {
+        {true, true, "prefilter and a warm memo"},
+        {true, false, "prefilter without the memo"},
+        {false, false, "no prefilter"},
+    };
+    hits first = match(rs, &events[e], true, true);
+    for (size_t w = 0; w < KX_ARRAY_LEN(ways); w++) {
+        hits h = match(rs, &events[e], ways[w].prefilter, ways[w].memo);
+        if (h.n != first.n || h.hash != first.hash) {
+            fprintf(stderr,
+                    "fuzz: event %zu: %zu matches with prefilter and a cold memo, %zu with %s\n", e,
+                    first.n, h.n, ways[w].what);
+            abort();
+        }
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *paths[] = {file.path};
@@ -118,7 +171,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     for (size_t i = 0; i < KX_ARRAY_LEN(events); i++)
-        kx_ruleset_match(rs, &events[i], NULL, NULL);
+        match_all_ways(rs, i);
     for (size_t i = 0; i < kx_ruleset_size(rs); i++) {
         const kx_rule *r = kx_ruleset_at(rs, i);
         if (r->kind != KX_RULE_CORRELATION)
