@@ -36,6 +36,11 @@ typedef struct kx_decoder kx_decoder;
 int kx_decoder_create(const kx_yaml_node *input, const kx_yaml_node *shared, int format_override,
                       const char *file, kx_decoder **out, kx_err *err);
 void kx_decoder_destroy(kx_decoder *d);
+/* Calls cb with each logsource d can give an event: the input's, and each syslog program's
+ * (its fields over the input's). Strings borrowed for the call; NULL = not set. */
+typedef void (*kx_logsource_cb)(const char *product, const char *service, const char *category,
+                                void *ud);
+void kx_decoder_logsources(const kx_decoder *d, kx_logsource_cb cb, void *ud);
 kx_format kx_decoder_format(const kx_decoder *d);
 
 /*

@@ -155,6 +155,11 @@ void kx_ruleset_set_prefilter(kx_ruleset *rs, bool on);
  * off, every value is scanned. The same matches either way. */
 void kx_ruleset_set_memo(kx_ruleset *rs, bool on);
 
+/* Builds rs's route for one logsource (the rules that apply, their Hyperscan databases) now
+ * rather than on the first event that carries it: the app calls it for every input at start.
+ * 0, or -ENOMEM (the route is then built on first sight). */
+int kx_ruleset_prepare(kx_ruleset *rs, const char *product, const char *service,
+                       const char *category);
 /* Compiles in rs the per-logsource routes old has built so far (docs/internals/detect.md),
  * so that swapping rs in for old (a reload) costs no pause on the next event of each
  * input. old may be NULL. */

@@ -74,6 +74,10 @@ int kx_pipeline_finish(kx_pipeline *p, kx_pipeline_done_cb done, void *ud);
  * point at the current rules: returns -EBUSY while a batch is in flight. The caller keeps
  * ownership of both rulesets. */
 int kx_pipeline_set_rules(kx_pipeline *p, kx_ruleset *rules);
+/* Builds in rules the route of every logsource the pipeline's decoders can give an event
+ * (kx_ruleset_prepare), so no input pauses on its first event: at start, and for a reloaded
+ * set before it is swapped in. */
+void kx_pipeline_prepare_rules(kx_pipeline *p, kx_ruleset *rules);
 void kx_pipeline_destroy(kx_pipeline *p);
 
 #endif

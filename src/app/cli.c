@@ -90,7 +90,9 @@ static void reload_rules(app *a)
                msg);
         return;
     }
-    /* Compile the new set's per-logsource databases now, not on each input's next event. */
+    /* Compile the new set's per-logsource databases now, not on each input's next event:
+     * the configured inputs' and every other logsource the running set has seen. */
+    kx_pipeline_prepare_rules(a->pipe, rs);
     kx_ruleset_prepare_like(rs, a->rules);
     if (kx_pipeline_set_rules(a->pipe, rs)) {
         kx_ruleset_destroy(rs);
@@ -353,6 +355,7 @@ static int build_stages(app *a, const char *store_url, int format_override, cons
         print_err(&err);
         return 2;
     }
+    kx_pipeline_prepare_rules(a->pipe, a->rules);
     kx_pipeline_set_pause_cb(a->pipe, on_pause, a);
     kx_pipeline_set_tick_cb(a->pipe, tick_done, a);
     return 0;

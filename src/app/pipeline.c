@@ -1717,6 +1717,18 @@ int kx_pipeline_add_decoder(kx_pipeline *p, const char *topic, kx_decoder *d)
     return 0;
 }
 
+static void prepare_logsource(const char *product, const char *service, const char *category,
+                              void *ud)
+{
+    (void)kx_ruleset_prepare(ud, product, service, category); /* else built on first sight */
+}
+
+void kx_pipeline_prepare_rules(kx_pipeline *p, kx_ruleset *rules)
+{
+    for (size_t i = 0; i < p->ndecoders; i++)
+        kx_decoder_logsources(p->decoders[i].dec, prepare_logsource, rules);
+}
+
 void kx_pipeline_stop_ticks(kx_pipeline *p)
 {
     p->ticks_stopped = true;

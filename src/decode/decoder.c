@@ -310,6 +310,16 @@ static void event_time(const kx_decoder *d, kx_event *ev)
     }
 }
 
+void kx_decoder_logsources(const kx_decoder *d, kx_logsource_cb cb, void *ud)
+{
+    cb(d->ls.product, d->ls.service, d->ls.category, ud);
+    for (size_t i = 0; i < d->nprogs; i++) {
+        const kx__logsource *p = &d->progs[i].ls;
+        cb(p->product ? p->product : d->ls.product, p->service ? p->service : d->ls.service,
+           p->category ? p->category : d->ls.category, ud);
+    }
+}
+
 static void program_logsource(const kx_decoder *d, kx_event *ev)
 {
     const kx_field *f;

@@ -130,6 +130,8 @@ struct kx__route {
  * one pause a new logsource costs, logged). NULL only when out of memory. Past
  * KX__MAX_ROUTES distinct logsources the spare route is rebuilt per event. */
 kx__route *kx__route_get(kx__cset *cs, const kx_event *ev);
+/* Builds the route of one logsource now (kx_ruleset_prepare). */
+int kx__route_prepare(kx__cset *cs, const char *product, const char *service, const char *category);
 /* Builds in cs the routes old has (the logsources seen so far), so that a reloaded set does
  * not pause on the first event of each input. */
 void kx__routes_prepare_like(kx__cset *cs, const kx__cset *old);

@@ -172,16 +172,22 @@ kx__route *kx__route_get(kx__cset *cs, const kx_event *ev)
     return route_build(cs, ev, &cs->spare) == 0 ? &cs->spare : NULL;
 }
 
+int kx__route_prepare(kx__cset *cs, const char *product, const char *service, const char *category)
+{
+    kx_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.product = product;
+    ev.service = service;
+    ev.category = category;
+    return kx__route_get(cs, &ev) ? 0 : -ENOMEM;
+}
+
 void kx__routes_prepare_like(kx__cset *cs, const kx__cset *old)
 {
-    for (size_t i = 0; old && i < old->nroutes; i++) {
-        kx_event ev;
-        memset(&ev, 0, sizeof(ev));
-        ev.product = old->routes[i].product;
-        ev.service = old->routes[i].service;
-        ev.category = old->routes[i].category;
-        (void)kx__route_get(cs, &ev); /* out of memory: built on first sight instead */
-    }
+    /* Out of memory: that route is built on first sight instead. */
+    for (size_t i = 0; old && i < old->nroutes; i++)
+        (void)kx__route_prepare(cs, old->routes[i].product, old->routes[i].service,
+                                old->routes[i].category);
 }
 
 void kx__routes_fini(kx__cset *cs)

@@ -180,6 +180,12 @@ void kx_ruleset_set_prefilter(kx_ruleset *rs, bool on)
     rs->cs->prefilter_on = on;
 }
 
+int kx_ruleset_prepare(kx_ruleset *rs, const char *product, const char *service,
+                       const char *category)
+{
+    return kx__route_prepare(rs->cs, product, service, category);
+}
+
 void kx_ruleset_prepare_like(kx_ruleset *rs, const kx_ruleset *old)
 {
     kx__routes_prepare_like(rs->cs, old ? old->cs : NULL);

@@ -218,6 +218,14 @@ static void expect_ls(kx_decoder *d, kx_event *ev, const char *line, const char 
     EXPECT_STR(ev->tenant, tenant);
 }
 
+static void collect_ls(const char *product, const char *service, const char *category, void *ud)
+{
+    char *out = ud;
+    size_t n = strlen(out);
+    snprintf(out + n, 256 - n, "%s/%s/%s ", product ? product : "-", service ? service : "-",
+             category ? category : "-");
+}
+
 static void test_logsource(void **state)
 {
     (void)state;
@@ -235,6 +243,11 @@ static void test_logsource(void **state)
     expect_ls(d, &ev, "Mar 29 01:30:00 web1 no tag here", "linux", NULL, "auth", "acme");
     /* The tenant can come from an extracted field. */
     expect_ls(d, &ev, "Mar 29 01:30:00 web1 sshd[1]: org=blue x", "linux", "sshd", "auth", "blue");
+    /* Every logsource the decoder can give, as the rule set's routes are prepared from. */
+    char all[256] = "";
+    kx_decoder_logsources(d, collect_ls, all);
+    assert_string_equal(all,
+                        "linux/-/auth nginx/-/auth linux/sshd/auth linux/sudo/process_creation ");
     kx_decoder_destroy(d);
     /* No logsource configured: all unknown. */
     d = mk_ok("input: {format: syslog}\n");

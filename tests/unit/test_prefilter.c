@@ -494,10 +494,15 @@ static void test_prepare_like(void **state)
     kx_ruleset_prepare_like(rs, old);
     kx_ruleset_stats_get(rs, &st);
     assert_int_equal(st.routes, 2);
+    /* A configured input's logsource, prepared by name; an existing one is not built twice. */
+    assert_int_equal(kx_ruleset_prepare(rs, "windows", "sysmon", NULL), 0);
+    assert_int_equal(kx_ruleset_prepare(rs, "Linux", NULL, NULL), 0);
+    kx_ruleset_stats_get(rs, &st);
+    assert_int_equal(st.routes, 3);
     ev.product = "WINDOWS"; /* logsources compare case-insensitively: the same route */
     assert_int_equal(kx_ruleset_match(rs, &ev, NULL, NULL), 1);
     kx_ruleset_stats_get(rs, &st);
-    assert_int_equal(st.routes, 2);
+    assert_int_equal(st.routes, 3);
     kx_event_fini(&ev);
     kx_ruleset_destroy(old);
     kx_ruleset_destroy(rs);
