@@ -25,8 +25,28 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "detect_int.h"
+
+/* Word-at-a-time hash of field names (fieldix.c) and scanned values (scan.c), both hashed
+ * once per event and field. Not collision resistant, and need not be: a collision costs a
+ * longer probe or a memo miss, never a wrong answer (bytes are compared). */
+static inline uint64_t kx__hash_bytes(const char *s, size_t n, uint64_t seed)
+{
+    uint64_t h = seed ^ (n * 0x9e3779b97f4a7c15ull);
+    for (; n >= 8; s += 8, n -= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0xbf58476d1ce4e5b9ull;
+        h ^= h >> 29;
+    }
+    uint64_t w = 0;
+    memcpy(&w, s, n);
+    h = (h ^ w) * 0x94d049bb133111ebull;
+    h ^= h >> 31;
+    return h * 0xbf58476d1ce4e5b9ull;
+}
 
 /* ---- fieldix.c ---- */
 

@@ -24,19 +24,7 @@
 
 static uint32_t name_hash(const char *s, size_t n)
 {
-    /* Word at a time: every field of every event is hashed once. The table is built from
-     * trusted rule text; a crafted event name can at worst probe a little longer. */
-    uint64_t h = n * 0x9e3779b97f4a7c15ull;
-    for (; n >= 8; s += 8, n -= 8) {
-        uint64_t w;
-        memcpy(&w, s, 8);
-        h = (h ^ w) * 0xbf58476d1ce4e5b9ull;
-        h ^= h >> 29;
-    }
-    uint64_t w = 0;
-    memcpy(&w, s, n);
-    h = (h ^ w) * 0x94d049bb133111ebull;
-    return (uint32_t)(h >> 32);
+    return (uint32_t)(kx__hash_bytes(s, n, 0) >> 32);
 }
 
 void kx__fieldix_fini(kx__fieldix *fx)

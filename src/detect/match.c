@@ -127,6 +127,18 @@ static bool ls_ok(const char *want, const char *have)
     return !want || (have && strcasecmp(want, have) == 0);
 }
 
+/* One rule on one event, both modes: 1 when it matches (counted, reported), else 0. */
+static size_t eval_rule(kx_rule *rule, const kx__detection *d, const kx__eval *x, kx_match_cb cb,
+                        void *ud)
+{
+    if (!kx__detection_match(d, x))
+        return 0;
+    rule->matches++;
+    if (cb)
+        cb(rule, ud);
+    return 1;
+}
+
 /* The interpreter klaxon had before the compiled set, kept as the reference the compiled
  * path is tested against: every rule's logsource compared, every detection rule evaluated,
  * fields looked up by name, every pattern compared byte by byte. */
@@ -144,12 +156,7 @@ static size_t match_reference(kx__cset *cs, const kx_event *ev, kx__rx *rx, kx_m
             continue;
         cs->stats.applicable++;
         cs->stats.evaluated++;
-        if (!kx__detection_match(d, &x))
-            continue;
-        rule->matches++;
-        hits++;
-        if (cb)
-            cb(rule, ud);
+        hits += eval_rule(rule, d, &x, cb, ud);
     }
     return hits;
 }
@@ -187,15 +194,8 @@ size_t kx__cset_match(kx__cset *cs, const kx_event *ev, kx__rx *rx, kx_match_cb 
     for (size_t w = 0; w < cs->words; w++) {
         for (uint64_t bits = cs->cand[w] & r->applies[w]; bits; bits &= bits - 1) {
             size_t i = w * 64 + (size_t)__builtin_ctzll(bits);
-            kx_rule *rule = cs->rules[i];
-            const kx__detection *d = kx__rule_detection(rule);
             evaluated++;
-            if (!kx__detection_match(d, &x))
-                continue;
-            rule->matches++;
-            hits++;
-            if (cb)
-                cb(rule, ud);
+            hits += eval_rule(cs->rules[i], kx__rule_detection(cs->rules[i]), &x, cb, ud);
         }
     }
     cs->stats.evaluated += evaluated;

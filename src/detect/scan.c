@@ -27,25 +27,6 @@ typedef struct scan_ctx {
     kx__memo_slot *rec;     /* the memo slot being filled, or NULL */
 } scan_ctx;
 
-/* Word-at-a-time: hashing every scanned value is the memo's own cost. Not collision
- * resistant, and need not be: a colliding value only misses the memo (bytes are compared)
- * and is scanned, as it would be without one. */
-static uint64_t memo_hash(const char *s, size_t n, uint64_t seed)
-{
-    uint64_t h = seed ^ (n * 0x9e3779b97f4a7c15ull);
-    for (; n >= 8; s += 8, n -= 8) {
-        uint64_t w;
-        memcpy(&w, s, 8);
-        h = (h ^ w) * 0xbf58476d1ce4e5b9ull;
-        h ^= h >> 29;
-    }
-    uint64_t w = 0;
-    memcpy(&w, s, n);
-    h = (h ^ w) * 0x94d049bb133111ebull;
-    h ^= h >> 31;
-    return h * 0xbf58476d1ce4e5b9ull;
-}
-
 static void hit(kx__cset *cs, uint32_t gen, uint32_t id)
 {
     kx__prefilter *pf = &cs->pf;
@@ -107,7 +88,7 @@ static void scan_value(kx__cset *cs, kx__route *r, const hs_database_t *db, uint
         scan_one(cs, db, s, n, sc);
         return;
     }
-    uint64_t h = memo_hash(s, n, mt);
+    uint64_t h = kx__hash_bytes(s, n, mt + 1);
     kx__memo_slot *slot = &tab[(h >> 32) % KX__MEMO_SLOTS];
     if (slot->len == n && slot->hash == h && memcmp(slot->val, s, n) == 0) {
         cs->stats.memo_hits++;
