@@ -1,18 +1,19 @@
 /*
- * Private to the detect stage: the compiled rule set, built once per load (compile.c) from
- * the rules' compiled detections, and what matching one event uses.
+ * Private to the detect stage: the compiled rule set, built once per load (match.c
+ * kx__cset_create) from the rules' compiled detections, and what matching one event uses.
  *
  *   fieldix.c   interned field names, and the per-event field index by id
- *   prefilter.c literal atoms of every rule, one Hyperscan database per field, the atoms a
- *               rule needs (its triggers), the per-event scan
- *   route.c     per input logsource: which rules apply, which fields to scan
+ *   prefilter.c literal atoms of every rule, the atoms a rule needs (its triggers), and the
+ *               compile of a literal database from a set of atoms
+ *   route.c     per logsource: which rules apply, which fields to scan, their databases
+ *   scan.c      the per-event scan of those fields (and its memo): which rules are candidates
  *   match.c     kx_ruleset_match: index, route, scan, evaluate the candidates exactly
  *
  * A rule is evaluated only when one of its trigger atoms hit or it has none (an "always"
  * rule, e.g. one made only of regexes or numbers). Triggers are a necessary condition of the
  * rule's condition, so skipping a rule never changes a result: the prefilter-off mode
- * (kx_ruleset_set_prefilter) evaluates every rule that applies and must give the same
- * matches, which tests/unit/test_prefilter.c checks on a generated corpus.
+ * (kx_ruleset_set_prefilter) is the plain interpreter and must give the same matches, which
+ * tests/unit/test_prefilter.c checks on a generated corpus (docs/internals/detect.md).
  *
  * Ownership: everything here belongs to the ruleset and is freed by kx__cset_destroy; the
  * per-event scratch (generation stamps, candidate bitset, Hyperscan scratch) is written by
