@@ -166,7 +166,7 @@ typedef struct kx__value {
     uint8_t addr[16];
     /* FIELDREF */
     const char *ref;
-    uint32_t ref_fid; /* ref's interned id (compile.c) */
+    uint32_t ref_fid; /* ref's interned id (match.c, at load) */
     /* Prefilter atoms (prefilter.c), when every pattern has a literal to scan for, else NULL:
      * a hit of one is necessary for the value to match. exact: a hit is also sufficient
      * ("some value matches one of the patterns"), so evaluation reads the hits instead of
@@ -178,7 +178,7 @@ typedef struct kx__value {
 
 typedef struct kx__fcond {
     const char *field; /* NULL: keyword search over the raw text and every field value */
-    uint32_t fid;      /* field's interned id (compile.c); KX__FID_KEYWORD for keywords */
+    uint32_t fid;      /* field's interned id (match.c, at load); KX__FID_KEYWORD: keywords */
     bool all;          /* AND of the values instead of OR */
     const kx__value *vals;
     size_t nvals;

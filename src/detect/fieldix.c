@@ -11,7 +11,7 @@
  * Generations instead of clearing: first[id] is valid only when fgen[id] equals the event's
  * generation, so indexing costs one hash per event field and nothing per interned id.
  *
- * Ownership: the table and its scratch belong to the compiled set (compile.c), built at load
+ * Ownership: the table and its scratch belong to the compiled set (match.c), built at load
  * and freed with it. Matching allocates nothing unless an event has more fields than any
  * before it (the next[] array then grows once).
  */
