@@ -254,8 +254,8 @@ void kx__res_free(kx__res *r);
 /* ---- evaluation context: one event, against the compiled set ---- */
 
 /* What matching one event reads besides the compiled rules: the event, its fields indexed
- * by interned id (fieldix.c), the prefilter's atom hits (prefilter.c) and the PCRE2 match
- * context. Owned by the ruleset (scratch reused for every event: klaxon is single-threaded
+ * by interned id (fieldix.c), the atom hits of the scan (scan.c) and the regex runtime
+ * (regex.c). Owned by the ruleset (scratch reused for every event: klaxon is single-threaded
  * per ruleset), valid for one kx_ruleset_match call. */
 typedef struct kx__eval {
     const kx_event *ev;
