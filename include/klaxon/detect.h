@@ -142,8 +142,8 @@ typedef struct kx_ruleset_stats {
     uint64_t applicable; /* sum over events of the rules their logsource routes to */
     uint64_t evaluated;  /* rules evaluated exactly (the rest the prefilter ruled out) */
     uint64_t memo_hits;  /* field values whose hits were recalled instead of scanned */
-    uint64_t route_overflows; /* events routed without the cache (too many logsources) */
-    uint64_t failed;          /* events not matched for lack of memory */
+    uint64_t route_overflows; /* events past the route table: matched by the interpreter */
+    uint64_t fallbacks;       /* events matched by the plain interpreter: no memory */
 } kx_ruleset_stats;
 
 void kx_ruleset_stats_get(const kx_ruleset *rs, kx_ruleset_stats *out);
@@ -157,7 +157,8 @@ void kx_ruleset_set_memo(kx_ruleset *rs, bool on);
 
 /* Builds rs's route for one logsource (the rules that apply, their Hyperscan databases) now
  * rather than on the first event that carries it: the app calls it for every input at start.
- * 0, or -ENOMEM (the route is then built on first sight). */
+ * 0; -ENOSPC when the route table is full, -ENOMEM (the event is then matched as on first
+ * sight: a route is tried again, else the plain interpreter). */
 int kx_ruleset_prepare(kx_ruleset *rs, const char *product, const char *service,
                        const char *category);
 /* Compiles in rs the per-logsource routes old has built so far (docs/internals/detect.md),

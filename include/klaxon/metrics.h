@@ -33,8 +33,8 @@ typedef enum {
     KX_M_CORR_SKIPPED,        /* correlation updates without the value their rule needs */
     KX_M_GROUPS_CAPPED,       /* new groups refused by a rule's max_groups cap */
     KX_M_RULES_EVALUATED,     /* detection rules evaluated exactly (the prefilter's candidates) */
-    KX_M_ROUTE_OVERFLOWS,     /* events routed without the route cache (too many logsources) */
-    KX_M_DETECT_FAILED,       /* events not matched: out of memory in detect */
+    KX_M_ROUTE_OVERFLOWS,     /* events past the route table, matched by the interpreter */
+    KX_M_DETECT_FALLBACKS,    /* events matched by the plain interpreter: out of memory */
     KX_M_LIMIT_DEPTH,         /* decoded events with KX_EV_LIMIT_DEPTH set (event.h) */
     KX_M_LIMIT_KEY,           /* ... with KX_EV_LIMIT_KEY */
     KX_M_LIMIT_FIELDS,        /* ... with KX_EV_LIMIT_FIELDS */

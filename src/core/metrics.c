@@ -58,10 +58,11 @@ static const struct {
                               "Detection rules evaluated exactly: those the literal prefilter "
                               "could not rule out, and those without literals"},
     [KX_M_ROUTE_OVERFLOWS] = {"klaxon_route_overflows_total",
-                              "Events routed without the route cache: more distinct "
-                              "logsources than it holds (slow, still exact)"},
-    [KX_M_DETECT_FAILED] = {"klaxon_detect_failed_total",
-                            "Events no rule could be evaluated on: out of memory in detect"},
+                              "Events of a logsource past the route table (64 logsources), "
+                              "matched by the plain interpreter (exact, slow)"},
+    [KX_M_DETECT_FALLBACKS] = {"klaxon_detect_fallbacks_total",
+                               "Events matched by the plain interpreter (exact, slow): no memory "
+                               "for the compiled rule set's route or field index"},
     [KX_M_LIMIT_DEPTH] = {"klaxon_decode_limit_depth_total",
                           "Events with a subtree nested too deep, kept as one raw JSON field."},
     [KX_M_LIMIT_KEY] = {"klaxon_decode_limit_key_total",

@@ -148,9 +148,10 @@ struct kx__route {
 };
 
 /* The route of ev's logsource: found, or built on first sight (its databases compiled: the
- * one pause a new logsource costs, logged). NULL only when out of memory. Past
- * KX__MAX_ROUTES distinct logsources the spare route is rebuilt per event. */
-kx__route *kx__route_get(kx__cset *cs, const kx_event *ev);
+ * one pause a new logsource costs, logged). NULL when it cannot be built: *full when
+ * KX__MAX_ROUTES routes exist already, else out of memory (or a database refused). The
+ * caller then matches with the plain interpreter. */
+kx__route *kx__route_get(kx__cset *cs, const kx_event *ev, bool *full);
 /* Builds the route of one logsource now (kx_ruleset_prepare). */
 int kx__route_prepare(kx__cset *cs, const char *product, const char *service, const char *category);
 /* Builds in cs the routes old has (the logsources seen so far), so that a reloaded set does
@@ -170,7 +171,6 @@ struct kx__cset {
     kx__route routes[KX__MAX_ROUTES];
     size_t nroutes;
     size_t last_route;
-    kx__route spare;
     uint64_t *cand;       /* candidate bitset of the current event */
     kx__memo_slot **memo; /* per field id, NULL until its first scan (scan.c) */
     bool memo_on;

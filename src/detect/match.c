@@ -167,13 +167,19 @@ size_t kx__cset_match(kx__cset *cs, const kx_event *ev, kx__rx *rx, kx_match_cb 
     if (!cs->prefilter_on)
         return match_reference(cs, ev, rx, cb, ud);
     uint32_t gen = next_gen(cs);
-    kx__route *r = kx__route_get(cs, ev);
+    bool full;
+    kx__route *r = kx__route_get(cs, ev, &full);
     if (!r || kx__fieldix_index(&cs->fx, ev, gen) != 0) {
-        /* Out of memory: nothing can be evaluated. Loud, and counted. */
-        cs->stats.failed++;
-        kx_metric_inc(KX_M_DETECT_FAILED);
-        kx_log_limited(&rl, KX_LOG_ERROR, "detect", "out of memory matching an event");
-        return 0;
+        /* No route (too many logsources: counted by route.c) or no memory for one: the plain
+         * interpreter needs neither, so the event is still matched, exactly. */
+        if (!full) {
+            cs->stats.fallbacks++;
+            kx_metric_inc(KX_M_DETECT_FALLBACKS);
+            kx_log_limited(&rl, KX_LOG_ERROR, "detect",
+                           "out of memory for the compiled rule set: event matched by the plain "
+                           "interpreter");
+        }
+        return match_reference(cs, ev, rx, cb, ud);
     }
     kx__eval x = {
         .ev = ev,

@@ -12,8 +12,8 @@
  * Later events find the route by comparing three short strings, most recent route first.
  *
  * Bounded: at most KX__MAX_ROUTES routes are kept (a stream with more distinct logsources
- * is a configuration mistake); beyond that the spare route is recomputed for each event,
- * which is correct but slow, and is counted in the stats and logged.
+ * is a configuration mistake); events of any other logsource are matched by the plain
+ * interpreter (match.c): exact, slow, nothing compiled per event, counted and logged.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -136,8 +136,9 @@ static bool route_is(const kx__route *r, const kx_event *ev)
            same(r->category, ev->category);
 }
 
-kx__route *kx__route_get(kx__cset *cs, const kx_event *ev)
+kx__route *kx__route_get(kx__cset *cs, const kx_event *ev, bool *full)
 {
+    *full = false;
     if (cs->last_route < cs->nroutes && route_is(&cs->routes[cs->last_route], ev))
         return &cs->routes[cs->last_route];
     for (size_t i = 0; i < cs->nroutes; i++) {
@@ -166,10 +167,11 @@ kx__route *kx__route_get(kx__cset *cs, const kx_event *ev)
     cs->stats.route_overflows++;
     kx_metric_inc(KX_M_ROUTE_OVERFLOWS);
     kx_log_limited(&rl, KX_LOG_WARN, "detect",
-                   "more than %d distinct logsources: rules are routed per event (slow)",
+                   "more than %d distinct logsources: events of the others are matched by the "
+                   "plain interpreter (exact, slow)",
                    KX__MAX_ROUTES);
-    route_free(&cs->spare);
-    return route_build(cs, ev, &cs->spare) == 0 ? &cs->spare : NULL;
+    *full = true;
+    return NULL;
 }
 
 int kx__route_prepare(kx__cset *cs, const char *product, const char *service, const char *category)
@@ -179,7 +181,8 @@ int kx__route_prepare(kx__cset *cs, const char *product, const char *service, co
     ev.product = product;
     ev.service = service;
     ev.category = category;
-    return kx__route_get(cs, &ev) ? 0 : -ENOMEM;
+    bool full;
+    return kx__route_get(cs, &ev, &full) ? 0 : full ? -ENOSPC : -ENOMEM;
 }
 
 void kx__routes_prepare_like(kx__cset *cs, const kx__cset *old)
@@ -195,5 +198,4 @@ void kx__routes_fini(kx__cset *cs)
     for (size_t i = 0; i < cs->nroutes; i++)
         route_free(&cs->routes[i]);
     cs->nroutes = 0;
-    route_free(&cs->spare);
 }
