@@ -16,15 +16,21 @@
  * Under load:
  *
  *   bench-latency -b BOOTSTRAP -f ALERT_FILE -R RATE -e EVENTS_TSV -p PROBES_TSV
- *                 [-x TOPIC_PREFIX] [-n N] [-w WARMUP] [-g MEAN_GAP_MS]
+ *                 [-x TOPIC_PREFIX] [-n N] [-w WARMUP] [-g MEAN_GAP_MS] [-v]
  *
- * produces EVENTS_TSV ("TOPIC<TAB>LINE", bench/gen_sigma_events.py; cycled) at a fixed RATE
+ * produces EVENTS_TSV ("TOPIC<TAB>LINE", bench/gen_sigma_events.py; cycled; a producer of
+ * its own with linger.ms 5, as a busy producer batches) at a fixed RATE
  * of events per second to TOPIC_PREFIX+TOPIC, and meanwhile a probe every 0..2*MEAN_GAP_MS
  * (default 20): a line of PROBES_TSV (events that match a known rule) whose PROBE000000
  * marker is replaced by the probe's number. Probes are in flight together; each one's clock
  * runs from just before its rd_kafka_producev to the first alert line carrying its marker.
  * Probe 0 goes first, alone, and waits for klaxon to join its group; the background load
  * starts after it, and the next WARMUP probes are not counted either.
+ *
+ * With -f - under load, no klaxon is involved: bench-latency consumes the probes' topics
+ * itself (a plain librdkafka consumer, fetch.wait.max.ms 1, in the same loop) and stops each
+ * probe's clock when its message arrives. That is the transport's own latency under the same
+ * load: the baseline a `klaxon run` figure is compared against.
  *
  * Prints "n=N min_ms=.. p50_ms=.. p90_ms=.. p99_ms=.. max_ms=.. mean_ms=.." (under load
  * also "rate=.. background=..": the rate reached and the events produced) and exits 0
@@ -42,6 +48,10 @@
 #include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
+
+/* -v: print each counted probe's send time (from the start of the load) and latency to
+ * stderr, to see when in a run the slow ones came. */
+static bool verbose;
 
 static double now_s(void)
 {
@@ -228,9 +238,100 @@ static void scan_probes(int fd, off_t *off, char *buf, size_t cap, size_t *len, 
     }
 }
 
-static int under_load(rd_kafka_t *rk, const char *path, const char *prefix, double rate,
-                      const char *events_path, const char *probes_path, int n, int warmup,
-                      int mean_gap_ms)
+/* A producer; linger_ms "0" for the probes (each sent at once), "5" for the background: at
+ * 20,000 events/s a producer that sends every message as its own request (linger 0) makes
+ * the mock broker queue requests for seconds (p99 1.5 s with nobody but a raw consumer
+ * reading); batching as any high-rate producer does keeps the transport at a few ms. */
+static rd_kafka_t *producer(const char *brokers, const char *linger_ms)
+{
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, sizeof(errstr)) ||
+        rd_kafka_conf_set(conf, "linger.ms", linger_ms, errstr, sizeof(errstr))) {
+        fprintf(stderr, "bench-latency: %s\n", errstr);
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        fprintf(stderr, "bench-latency: %s\n", errstr);
+        rd_kafka_conf_destroy(conf);
+    }
+    return rk;
+}
+
+/* The transport baseline (-f -): a consumer of every topic the run produces to. */
+static rd_kafka_t *raw_consumer(const char *brokers, const char *prefix, const line_set *ev,
+                                const line_set *pr)
+{
+    char errstr[512], group[64];
+    snprintf(group, sizeof(group), "bench-latency-raw-%d", (int)getpid());
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, sizeof(errstr)) ||
+        rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof(errstr)) ||
+        rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, sizeof(errstr)) ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof(errstr)) ||
+        rd_kafka_conf_set(conf, "fetch.wait.max.ms", "1", errstr, sizeof(errstr))) {
+        fprintf(stderr, "bench-latency: %s\n", errstr);
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        fprintf(stderr, "bench-latency: %s\n", errstr);
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(16);
+    const line_set *sets[2] = {ev, pr};
+    for (int s = 0; s < 2; s++)
+        for (size_t i = 0; i < sets[s]->n; i++) {
+            char t[256];
+            snprintf(t, sizeof(t), "%s%s", prefix, sets[s]->topic[i]);
+            int seen = 0;
+            for (int j = 0; j < subs->cnt && !seen; j++)
+                seen = strcmp(subs->elems[j].topic, t) == 0;
+            if (!seen)
+                rd_kafka_topic_partition_list_add(subs, t, RD_KAFKA_PARTITION_UA);
+        }
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (err) {
+        fprintf(stderr, "bench-latency: subscribe: %s\n", rd_kafka_err2str(err));
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
+    return rk;
+}
+
+/* Drains what the raw consumer has and records the first arrival of each probe marker. */
+static void consume_probes(rd_kafka_t *rkc, const double *sent, double *got, int nprobes, int *ngot)
+{
+    rd_kafka_message_t *m;
+    while ((m = rd_kafka_consumer_poll(rkc, 0))) {
+        if (!m->err && m->len > 11) {
+            const char *p = memmem(m->payload, m->len, "PROBE", 5);
+            size_t at = p ? (size_t)(p - (const char *)m->payload) : 0;
+            if (p && at + 11 <= m->len) {
+                char num[7];
+                memcpy(num, p + 5, 6);
+                num[6] = '\0';
+                char *q;
+                long i = strtol(num, &q, 10);
+                if (q == num + 6 && i >= 0 && i < nprobes && sent[i] > 0 && got[i] == 0) {
+                    got[i] = now_s();
+                    (*ngot)++;
+                }
+            }
+        }
+        rd_kafka_message_destroy(m);
+    }
+}
+
+static int under_load(rd_kafka_t *rk, const char *brokers, const char *path, const char *prefix,
+                      double rate, const char *events_path, const char *probes_path, int n,
+                      int warmup, int mean_gap_ms)
 {
     line_set ev = {0}, pr = {0};
     int code = 1, total = 1 + warmup + n;
@@ -239,15 +340,26 @@ static int under_load(rd_kafka_t *rk, const char *path, const char *prefix, doub
     double *lat = calloc((size_t)n, sizeof(double));
     static char buf[1 << 20];
     size_t len = 0;
-    int fd = open(path, O_RDONLY | O_CREAT, 0644);
-    int ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-    if (!sent || !got || !lat || fd < 0 || ino < 0 || inotify_add_watch(ino, path, IN_MODIFY) < 0)
+    bool raw = strcmp(path, "-") == 0;
+    rd_kafka_t *rkc = NULL, *rkb = producer(brokers, "5");
+    int fd = -1, ino = -1;
+    off_t off = 0;
+    if (!sent || !got || !lat || !rkb)
         goto out;
     if (read_tsv(events_path, &ev) || read_tsv(probes_path, &pr)) {
         fprintf(stderr, "bench-latency: cannot read %s or %s\n", events_path, probes_path);
         goto out;
     }
-    off_t off = lseek(fd, 0, SEEK_END);
+    if (raw) {
+        if (!(rkc = raw_consumer(brokers, prefix, &ev, &pr)))
+            goto out;
+    } else {
+        fd = open(path, O_RDONLY | O_CREAT, 0644);
+        ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+        if (fd < 0 || ino < 0 || inotify_add_watch(ino, path, IN_MODIFY) < 0)
+            goto out;
+        off = lseek(fd, 0, SEEK_END);
+    }
     unsigned int seed = 42;
     int nsent = 0, ngot = 0;
     unsigned long long bg = 0;
@@ -283,18 +395,25 @@ static int under_load(rd_kafka_t *rk, const char *path, const char *prefix, doub
             unsigned long long due = (unsigned long long)((now - bg_start) * rate);
             for (; bg < due; bg++) {
                 size_t k = (size_t)(bg % ev.n);
-                if (produce(rk, prefix, ev.topic[k], ev.line[k], ev.len[k]))
+                if (produce(rkb, prefix, ev.topic[k], ev.line[k], ev.len[k]))
                     goto out;
             }
         }
         rd_kafka_poll(rk, 0);
-        struct pollfd pfd = {ino, POLLIN, 0};
-        if (poll(&pfd, 1, 1) > 0) {
-            char evbuf[4096];
-            while (read(ino, evbuf, sizeof(evbuf)) > 0)
-                ;
+        rd_kafka_poll(rkb, 0);
+        if (raw) {
+            struct timespec ts = {0, 1000000}; /* the same 1 ms pace as the file's poll */
+            nanosleep(&ts, NULL);
+            consume_probes(rkc, sent, got, total, &ngot);
+        } else {
+            struct pollfd pfd = {ino, POLLIN, 0};
+            if (poll(&pfd, 1, 1) > 0) {
+                char evbuf[4096];
+                while (read(ino, evbuf, sizeof(evbuf)) > 0)
+                    ;
+            }
+            scan_probes(fd, &off, buf, sizeof(buf), &len, sent, got, total, &ngot);
         }
-        scan_probes(fd, &off, buf, sizeof(buf), &len, sent, got, total, &ngot);
         if (ngot == total)
             break;
         if (now - last_send > (ngot == 0 ? 90.0 : 10.0)) {
@@ -305,11 +424,23 @@ static int under_load(rd_kafka_t *rk, const char *path, const char *prefix, doub
     double span = now_s() - bg_start;
     for (int i = 0; i < n; i++)
         lat[i] = (got[1 + warmup + i] - sent[1 + warmup + i]) * 1e3;
+    if (verbose)
+        for (int i = 0; i < n; i++)
+            fprintf(stderr, "probe %d at %.3f s: %.2f ms\n", i, sent[1 + warmup + i] - bg_start,
+                    lat[i]);
     char extra[128];
     snprintf(extra, sizeof(extra), "rate=%.0f background=%llu", (double)bg / span, bg);
     print_latencies(lat, n, extra);
     code = 0;
 out:
+    if (rkb) {
+        rd_kafka_flush(rkb, 5000);
+        rd_kafka_destroy(rkb);
+    }
+    if (rkc) {
+        rd_kafka_consumer_close(rkc);
+        rd_kafka_destroy(rkc);
+    }
     if (ino >= 0)
         close(ino);
     if (fd >= 0)
@@ -329,7 +460,7 @@ int main(int argc, char **argv)
     double rate = 0;
     int n = 200, warmup = 5, max_gap_ms = 20, opt;
     unsigned int seed = 42;
-    while ((opt = getopt(argc, argv, "b:t:f:n:w:g:R:e:p:x:")) != -1) {
+    while ((opt = getopt(argc, argv, "b:t:f:n:w:g:R:e:p:x:v")) != -1) {
         switch (opt) {
         case 'b':
             brokers = optarg;
@@ -361,6 +492,9 @@ int main(int argc, char **argv)
         case 'x':
             prefix = optarg;
             break;
+        case 'v':
+            verbose = true;
+            break;
         default:
             goto usage;
         }
@@ -370,22 +504,11 @@ int main(int argc, char **argv)
             : (!brokers || !topic || !path || n < 1 || warmup < 1 || max_gap_ms < 0))
         goto usage;
 
-    char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, sizeof(errstr)) ||
-        rd_kafka_conf_set(conf, "linger.ms", "0", errstr, sizeof(errstr))) {
-        fprintf(stderr, "bench-latency: %s\n", errstr);
-        rd_kafka_conf_destroy(conf);
+    rd_kafka_t *rk = producer(brokers, "0");
+    if (!rk)
         return 2;
-    }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    if (!rk) {
-        fprintf(stderr, "bench-latency: %s\n", errstr);
-        rd_kafka_conf_destroy(conf);
-        return 2;
-    }
     if (rate > 0) {
-        int rc = under_load(rk, path, prefix, rate, events, probes, n, warmup, max_gap_ms);
+        int rc = under_load(rk, brokers, path, prefix, rate, events, probes, n, warmup, max_gap_ms);
         rd_kafka_flush(rk, 5000);
         rd_kafka_destroy(rk);
         return rc;
@@ -460,6 +583,8 @@ usage:
     fprintf(stderr,
             "usage: bench-latency -b BOOTSTRAP -t TOPIC -f ALERT_FILE [-n N] [-w W] [-g MS]\n"
             "       bench-latency -b BOOTSTRAP -f ALERT_FILE -R RATE -e EVENTS_TSV -p PROBES_TSV\n"
-            "                     [-x TOPIC_PREFIX] [-n N] [-w W] [-g MEAN_GAP_MS]\n");
+            "                     [-x TOPIC_PREFIX] [-n N] [-w W] [-g MEAN_GAP_MS] [-v]\n"
+            "       (-f - under load: a plain consumer instead of klaxon, the transport's "
+            "latency)\n");
     return 2;
 }
