@@ -47,7 +47,8 @@ typedef struct kx_alert {
     const char *status;
     /* Single-event alerts whose rule was answered without one of its regexes (a limit or the
      * event's regex budget; docs/rules.md): the reason, e.g. "regex budget exceeded in
-     * CommandLine|re". NULL for every other alert: no "degraded" in the JSON. */
+     * CommandLine|re". NULL for every other alert: no "degraded" in the JSON. (A correlation
+     * alert marks each such event in its evidence instead: kx_evidence_render_degraded.) */
     const char *degraded;
     const char *const *tags;
     size_t ntags;
@@ -69,6 +70,11 @@ int kx_alert_render(const kx_alert *a, const char *team_name, kx_buf *out);
  * become arrays), then "decode_limits":[...] when ev->limits is not 0. Output capped at
  * max_bytes (raw truncated first, marked "truncated"). */
 int kx_evidence_render(const kx_event *ev, size_t max_bytes, kx_buf *out);
+/* The same, with "degraded":REASON after decode_limits when degraded is not NULL: the event
+ * matched its rule without one of the rule's regexes (kx_ruleset_match_reason). Correlation
+ * alerts carry it per event this way; a single-event alert has it at the top level. */
+int kx_evidence_render_degraded(const kx_event *ev, const char *degraded, size_t max_bytes,
+                                kx_buf *out);
 
 typedef struct kx_router kx_router;
 typedef void (*kx_router_done_cb)(void *ud, int status);

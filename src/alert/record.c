@@ -305,8 +305,8 @@ static bool same_name(const kx_field *a, const kx_field *b)
 
 /* Renders the evidence object with raw cut to raw_len bytes and only the first nnames
  * distinct field names (in order of first appearance). */
-static int evidence_once(const kx_event *ev, size_t raw_len, size_t nnames, bool truncated,
-                         kx_buf *out)
+static int evidence_once(const kx_event *ev, const char *degraded, size_t raw_len, size_t nnames,
+                         bool truncated, kx_buf *out)
 {
     char t[32];
     int rc;
@@ -368,6 +368,12 @@ static int evidence_once(const kx_event *ev, size_t raw_len, size_t nnames, bool
         if ((rc = kx_buf_putc(out, ']')))
             return rc;
     }
+    /* The rule matched this event without one of its regexes (a limit or the event's regex
+     * budget): a correlation alert built from it says so per event. */
+    if (degraded) {
+        if ((rc = kx_buf_puts(out, ",\"degraded\":")) || (rc = put_str(out, degraded)))
+            return rc;
+    }
     if ((rc = kx_buf_puts(out, truncated ? ",\"truncated\":true}" : "}")))
         return rc;
     return 0;
@@ -402,9 +408,15 @@ static size_t utf8_floor(const char *s, size_t n, size_t len)
 
 int kx_evidence_render(const kx_event *ev, size_t max_bytes, kx_buf *out)
 {
+    return kx_evidence_render_degraded(ev, NULL, max_bytes, out);
+}
+
+int kx_evidence_render_degraded(const kx_event *ev, const char *degraded, size_t max_bytes,
+                                kx_buf *out)
+{
     size_t start = out->len;
     size_t raw_len = ev->raw ? ev->raw_len : 0;
-    int rc = evidence_once(ev, raw_len, SIZE_MAX, false, out);
+    int rc = evidence_once(ev, degraded, raw_len, SIZE_MAX, false, out);
     if (rc == 0 && (max_bytes == 0 || out->len - start <= max_bytes))
         return 0;
     if (rc != 0 && rc != -E2BIG)
@@ -415,7 +427,7 @@ int kx_evidence_render(const kx_event *ev, size_t max_bytes, kx_buf *out)
      * do not fit are trailing field names dropped too. */
     size_t nnames = SIZE_MAX;
     buf_cut(out, start);
-    rc = evidence_once(ev, 0, nnames, true, out);
+    rc = evidence_once(ev, degraded, 0, nnames, true, out);
     if (rc != 0 && rc != -E2BIG)
         goto fail;
     if (rc != 0 || out->len - start > max_bytes) {
@@ -433,7 +445,7 @@ int kx_evidence_render(const kx_event *ev, size_t max_bytes, kx_buf *out)
         while (lo < hi) {
             size_t mid = lo + (hi - lo + 1) / 2;
             buf_cut(out, start);
-            rc = evidence_once(ev, 0, mid, true, out);
+            rc = evidence_once(ev, degraded, 0, mid, true, out);
             if (rc != 0 && rc != -E2BIG)
                 goto fail;
             if (rc == 0 && out->len - start <= max_bytes)
@@ -443,7 +455,7 @@ int kx_evidence_render(const kx_event *ev, size_t max_bytes, kx_buf *out)
         }
         nnames = lo;
         buf_cut(out, start);
-        rc = evidence_once(ev, 0, nnames, true, out);
+        rc = evidence_once(ev, degraded, 0, nnames, true, out);
         if (rc != 0 || out->len - start > max_bytes) {
             rc = rc ? rc : -E2BIG;
             goto fail;
@@ -457,7 +469,7 @@ int kx_evidence_render(const kx_event *ev, size_t max_bytes, kx_buf *out)
     while (lo < hi) {
         size_t mid = lo + (hi - lo + 1) / 2;
         buf_cut(out, start);
-        rc = evidence_once(ev, utf8_floor(raw, mid, raw_len), nnames, true, out);
+        rc = evidence_once(ev, degraded, utf8_floor(raw, mid, raw_len), nnames, true, out);
         if (rc == 0 && out->len - start <= max_bytes)
             lo = mid;
         else if (rc == 0 || rc == -E2BIG)
@@ -467,7 +479,7 @@ int kx_evidence_render(const kx_event *ev, size_t max_bytes, kx_buf *out)
     }
     lo = utf8_floor(raw, lo, raw_len);
     buf_cut(out, start);
-    rc = evidence_once(ev, lo, nnames, true, out);
+    rc = evidence_once(ev, degraded, lo, nnames, true, out);
     if (rc == 0)
         return 0;
 fail:

@@ -1411,7 +1411,8 @@ static void corr_update(kx_pipeline *p, kx_rule *c, const kx_rule *ref_rule, con
     op_issue(op);
 }
 
-static void corr_update_event(kx_pipeline *p, kx_rule *c, const kx_rule *matched)
+static void corr_update_event(kx_pipeline *p, kx_rule *c, const kx_rule *matched,
+                              const char *degraded)
 {
     char id[24];
     kx_event_id(&p->ev, id, sizeof(id));
@@ -1420,7 +1421,7 @@ static void corr_update_event(kx_pipeline *p, kx_rule *c, const kx_rule *matched
                         ? p->opts.evidence_bytes
                         : KX_STORE_MAX_EVIDENCE_BYTES;
     kx_buf_reset(&p->scratch);
-    if (kx_evidence_render(&p->ev, ev_cap, &p->scratch))
+    if (kx_evidence_render_degraded(&p->ev, degraded, ev_cap, &p->scratch))
         kx_buf_reset(&p->scratch);
     corr_src src = {.ev = &p->ev};
     corr_update(p, c, matched, &src, p->ev.tenant, p->ev.time_ms, id, &p->scratch);
@@ -1482,10 +1483,11 @@ static void on_match(kx_rule *r, void *ud)
 {
     kx_pipeline *p = ud;
     kx_metric_inc(KX_M_RULE_MATCHES);
+    const char *degraded = kx_ruleset_match_reason(p->rules);
     if (r->generate)
-        single_event_alert(p, r, kx_ruleset_match_reason(p->rules));
+        single_event_alert(p, r, degraded);
     for (size_t i = 0; i < r->ncorrelations; i++)
-        corr_update_event(p, (kx_rule *)r->correlations[i], r);
+        corr_update_event(p, (kx_rule *)r->correlations[i], r, degraded);
 }
 
 static kx_decoder *decoder_for(kx_pipeline *p, const char *topic)

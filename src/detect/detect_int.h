@@ -99,6 +99,8 @@ typedef enum {
 int kx__regex_exec(kx__regex *re, const char *s, size_t n, kx__rx *rx, kx__rx_engine engine);
 /* Hyperscan databases alive in the process (shared by pattern and flags; tests). */
 size_t kx__regex_cache_size(void);
+/* Of those, the patterns whose UTF-8 form is compiled (at the first non-ASCII subject; tests). */
+size_t kx__regex_cache_utf8(void);
 /* Strict UTF-8 (no overlongs, surrogates or code points above U+10FFFF). */
 bool kx__utf8_valid(const char *s, size_t n);
 

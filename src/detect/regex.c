@@ -36,8 +36,12 @@
 struct kx__regex {
     pcre2_code *code;
     pcre2_match_data *md;
-    hs_database_t *db;   /* NULL: the pattern stays on PCRE2 */
-    struct hs_entry *hs; /* the shared database's cache entry (a reference), or NULL */
+    /* Hyperscan's databases (hs_entry): byte mode for ASCII subjects, UTF-8 mode for the
+     * others; udb is NULL until a non-ASCII subject needs it (then this ruleset's scratch is
+     * grown for it). Both NULL: the pattern stays on PCRE2. */
+    hs_database_t *db, *udb;
+    bool utf_failed;     /* udb could not be had: non-ASCII subjects go to PCRE2 */
+    struct hs_entry *hs; /* the shared databases' cache entry (a reference), or NULL */
     /* No anchors and no empty match: invalid UTF-8 subjects are scanned fragment by fragment
      * (run_hs_fragments). */
     bool fragments;
@@ -155,12 +159,13 @@ static bool hs_suitable(const char *pat, size_t len, uint32_t flags)
     return true;
 }
 
-/* PCRE2_UTF -> HS_FLAG_UTF8 (subjects are checked per match); SINGLEMATCH because one match
- * answers the question; ALLOWEMPTY so that a pattern that can match the empty string (x*, ^)
- * is accepted, and then, as in PCRE2, it matches every subject. */
+/* SINGLEMATCH because one match answers the question; ALLOWEMPTY so that a pattern that can
+ * match the empty string (x*, ^) is accepted, and then, as in PCRE2, it matches every
+ * subject. No HS_FLAG_UTF8: that is the byte-mode database (see hs_entry); the UTF-8 one adds
+ * it. */
 static unsigned hs_flags(uint32_t flags)
 {
-    unsigned hf = HS_FLAG_UTF8 | HS_FLAG_SINGLEMATCH | HS_FLAG_ALLOWEMPTY;
+    unsigned hf = HS_FLAG_SINGLEMATCH | HS_FLAG_ALLOWEMPTY;
     if (flags & PCRE2_CASELESS)
         hf |= HS_FLAG_CASELESS;
     if (flags & PCRE2_MULTILINE)
@@ -171,36 +176,72 @@ static unsigned hs_flags(uint32_t flags)
 }
 
 /* Hyperscan databases by pattern and flags, shared by every regex of the process that has the
- * same ones. hs_compile is slow (1 to 60 ms a pattern; about 1.5 s for SigmaHQ's 171), and a
- * rule reload builds the new ruleset while the old one is alive: with the cache, only the
- * patterns that changed are compiled again. A database is immutable, so sharing it is safe;
- * each ruleset still grows its own scratch for it. Refused patterns are remembered too.
- * Rules are loaded and destroyed on the loop thread only, so the cache has no lock. */
+ * same ones. hs_compile is slow, and a rule reload builds the new ruleset while the old one is
+ * alive: with the cache, only the patterns that changed are compiled again. A database is
+ * immutable, so sharing it is safe; each ruleset still grows its own scratch for it. Refused
+ * patterns are remembered too. Rules are loaded, matched and destroyed on the loop thread
+ * only, so the cache has no lock.
+ *
+ * Two databases per pattern. PCRE2 runs in UTF mode (. and classes see characters), and
+ * Hyperscan's UTF-8 mode is the same, but compiling in it is about four times slower (a
+ * `.` becomes an automaton over multi-byte sequences): 5.6 s for the 382 regexes of the
+ * 3,000-rule bench set, against 1.4 s in byte mode. On a subject that is all ASCII the two
+ * modes give the same answer: every byte is a whole character, classes without UCP
+ * (\w \d \s \b, POSIX) are ASCII-only in both, caseless patterns are ASCII-only
+ * (hs_suitable), and a non-ASCII literal or class member matches no ASCII byte in either. So
+ * the byte-mode database is compiled at load and answers ASCII subjects, nearly all of a log
+ * stream; the UTF-8 database is compiled the first time a subject with other bytes meets the
+ * pattern (a one-off pause, logged with its duration), and kept. A pattern byte mode refuses
+ * (\x{100}: a code point above one byte) gets its UTF-8 database at load, for all subjects. */
 typedef struct hs_entry {
     struct hs_entry *next;
     uint64_t hash;
-    unsigned flags;
+    unsigned flags; /* byte mode; udb adds HS_FLAG_UTF8 */
     size_t refs;
-    hs_database_t *db; /* NULL: Hyperscan refused the pattern */
-    bool fragments;    /* see kx__regex.fragments */
+    hs_database_t *db;  /* byte mode, for ASCII subjects; NULL: byte mode refused it */
+    hs_database_t *udb; /* UTF-8 mode: NULL until first needed (or at load when db is NULL) */
+    bool utf_refused;   /* udb failed to compile: non-ASCII subjects go to PCRE2 */
+    bool fragments;     /* see kx__regex.fragments */
     char pat[];
 } hs_entry;
 
 static hs_entry *g_hs;
 
+/* The UTF-8 database of e; false when Hyperscan refuses the pattern in that mode. */
+static bool hs_compile_utf(hs_entry *e)
+{
+    if (e->udb)
+        return true;
+    if (e->utf_refused)
+        return false;
+    hs_compile_error_t *ce = NULL;
+    if (hs_compile(e->pat, e->flags | HS_FLAG_UTF8, HS_MODE_BLOCK, NULL, &e->udb, &ce) !=
+        HS_SUCCESS) {
+        kx_log(KX_LOG_DEBUG, "detect", "regex \"%s\" stays on PCRE2 for non-ASCII subjects: %s",
+               e->pat, ce && ce->message ? ce->message : "refused by Hyperscan");
+        hs_free_compile_error(ce);
+        e->udb = NULL;
+        e->utf_refused = true;
+        return false;
+    }
+    return true;
+}
+
 static void hs_compile_entry(hs_entry *e, size_t len)
 {
     hs_compile_error_t *ce = NULL;
     if (hs_compile(e->pat, e->flags, HS_MODE_BLOCK, NULL, &e->db, &ce) != HS_SUCCESS) {
-        kx_log(KX_LOG_DEBUG, "detect", "regex \"%s\" stays on PCRE2: %s", e->pat,
-               ce && ce->message ? ce->message : "refused by Hyperscan");
         hs_free_compile_error(ce);
         e->db = NULL;
-        return;
+        /* Refused in byte mode: UTF-8 mode may take it (a code point above 0xFF); then it
+         * answers every subject. */
+        if (!hs_compile_utf(e))
+            return;
     }
     hs_expr_info_t *info = NULL;
     ce = NULL;
-    if (!has_anchor(e->pat, len) && hs_expression_info(e->pat, e->flags, &info, &ce) == HS_SUCCESS)
+    unsigned fl = e->db ? e->flags : e->flags | HS_FLAG_UTF8;
+    if (!has_anchor(e->pat, len) && hs_expression_info(e->pat, fl, &info, &ce) == HS_SUCCESS)
         e->fragments = info->min_width > 0;
     free(info); /* allocated by Hyperscan's default allocator, malloc */
     hs_free_compile_error(ce);
@@ -241,6 +282,7 @@ static void hs_put(hs_entry *e)
         }
     }
     hs_free_database(e->db);
+    hs_free_database(e->udb);
     free(e);
 }
 
@@ -249,6 +291,14 @@ size_t kx__regex_cache_size(void)
     size_t n = 0;
     for (const hs_entry *e = g_hs; e; e = e->next)
         n++;
+    return n;
+}
+
+size_t kx__regex_cache_utf8(void)
+{
+    size_t n = 0;
+    for (const hs_entry *e = g_hs; e; e = e->next)
+        n += e->udb != NULL;
     return n;
 }
 
@@ -302,12 +352,13 @@ int kx__regex_create(kx__rx *rx, const char *pat, size_t len, const kx__regex_op
         }
         /* Grows the ruleset's one scratch to fit this database too; should that fail, the
          * pattern stays on PCRE2 rather than failing the load. */
-        if (re->hs->db && hs_alloc_scratch(re->hs->db, &rx->scratch) == HS_SUCCESS) {
+        if (re->hs->db && hs_alloc_scratch(re->hs->db, &rx->scratch) == HS_SUCCESS)
             re->db = re->hs->db;
-            re->fragments = re->hs->fragments;
-        }
+        if (re->hs->udb && hs_alloc_scratch(re->hs->udb, &rx->scratch) == HS_SUCCESS)
+            re->udb = re->hs->udb;
+        re->fragments = re->hs->fragments;
     }
-    if (re->db)
+    if (re->db || re->udb)
         rx->nlinear++;
     else
         rx->npcre2++;
@@ -329,7 +380,7 @@ void kx__regex_destroy(kx__regex *re)
 
 bool kx__regex_linear(const kx__regex *re)
 {
-    return re->db != NULL;
+    return re->db || re->udb;
 }
 
 /* ---- match ---- */
@@ -396,11 +447,11 @@ static int on_hs_match(unsigned int id, unsigned long long from, unsigned long l
     return 1; /* one match answers the question: stop the scan */
 }
 
-static int run_hs(const kx__regex *re, const char *s, size_t n, kx__rx *rx)
+static int run_hs(const hs_database_t *db, const char *s, size_t n, kx__rx *rx)
 {
     if (n > UINT32_MAX)
         return -ERANGE;
-    hs_error_t rc = hs_scan(re->db, s, (unsigned int)n, 0, rx->scratch, on_hs_match, NULL);
+    hs_error_t rc = hs_scan(db, s, (unsigned int)n, 0, rx->scratch, on_hs_match, NULL);
     if (rc == HS_SCAN_TERMINATED)
         return 1;
     return rc == HS_SUCCESS ? 0 : -EIO;
@@ -472,7 +523,7 @@ static int run_hs_fragments(const kx__regex *re, const char *s, size_t n, kx__rx
     while (i < n) {
         size_t v = utf8_prefix(s + i, n - i);
         if (v > 0) {
-            int rc = run_hs(re, s + i, v, rx);
+            int rc = run_hs(re->udb, s + i, v, rx);
             if (rc != 0)
                 return rc;
             i += v;
@@ -483,13 +534,56 @@ static int run_hs_fragments(const kx__regex *re, const char *s, size_t n, kx__rx
     return 0;
 }
 
-/* Hyperscan's answer, or -ENOTSUP when it cannot give one for this pattern and subject. */
-static int hs_answer(const kx__regex *re, const char *s, size_t n, kx__rx *rx)
+static bool ascii_only(const char *str, size_t n)
 {
-    if (!re->db)
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    for (; n - i >= 8; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        if (w & 0x8080808080808080ULL)
+            return false;
+    }
+    for (; i < n; i++)
+        if (s[i] >= 0x80)
+            return false;
+    return true;
+}
+
+/* re's UTF-8 database, compiled now if no ruleset needed it before (see hs_entry), with this
+ * ruleset's scratch grown for it. False when it cannot be had: PCRE2 answers instead. */
+static bool need_udb(kx__regex *re, kx__rx *rx)
+{
+    if (re->udb)
+        return true;
+    if (re->utf_failed || !re->hs)
+        return false;
+    bool compiled = re->hs->udb != NULL;
+    int64_t t0 = kx_mono_ms();
+    if (!hs_compile_utf(re->hs) || hs_alloc_scratch(re->hs->udb, &rx->scratch) != HS_SUCCESS) {
+        re->utf_failed = true;
+        return false;
+    }
+    if (!compiled)
+        kx_log(KX_LOG_INFO, "detect",
+               "rule %s: regex \"%s\" met its first non-ASCII subject: its UTF-8 form compiled "
+               "in %lld ms",
+               re->rule ? re->rule->id : "?", re->hs->pat, (long long)(kx_mono_ms() - t0));
+    re->udb = re->hs->udb;
+    return true;
+}
+
+/* Hyperscan's answer, or -ENOTSUP when it cannot give one for this pattern and subject. */
+static int hs_answer(kx__regex *re, const char *s, size_t n, kx__rx *rx)
+{
+    if (!re->db && !re->udb)
+        return -ENOTSUP;
+    if (ascii_only(s, n))
+        return run_hs(re->db ? re->db : re->udb, s, n, rx);
+    if (!need_udb(re, rx))
         return -ENOTSUP;
     if (utf8_prefix(s, n) == n)
-        return run_hs(re, s, n, rx);
+        return run_hs(re->udb, s, n, rx);
     return re->fragments ? run_hs_fragments(re, s, n, rx) : -ENOTSUP;
 }
 

@@ -422,6 +422,40 @@ static void test_evidence_escaping(void **state)
     kx_event_fini(&ev);
 }
 
+/* The reason a match was degraded follows the fields, escaped, and survives a cut. */
+static void test_evidence_degraded(void **state)
+{
+    (void)state;
+    static const char raw[] = "agent=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab";
+    kx_event ev;
+    kx_event_init(&ev);
+    ev.raw = raw;
+    ev.raw_len = sizeof(raw) - 1;
+    ev.time_ms = T0;
+    add(&ev, "ua", "aab", KX_VAL_STR);
+    kx_buf b;
+    kx_buf_init(&b, 0);
+    assert_int_equal(kx_evidence_render_degraded(&ev, "limit in \"ua\"|re", 4096, &b), 0);
+    assert_string_equal(b.data, "{\"time\":\"2026-03-29T01:30:00.000Z\",\"raw\":\"agent="
+                                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab\",\"fields\":{\"ua\":"
+                                "\"aab\"},\"degraded\":\"limit in \\\"ua\\\"|re\"}");
+    kx_buf_reset(&b);
+    assert_int_equal(kx_evidence_render_degraded(&ev, "limit", 120, &b), 0);
+    assert_string_equal(b.data, "{\"time\":\"2026-03-29T01:30:00.000Z\",\"raw\":\"agent="
+                                "aaaaaaaaaaaa\",\"fields\":{\"ua\":\"aab\"},"
+                                "\"degraded\":\"limit\",\"truncated\":true}");
+    kx_buf_reset(&b);
+    /* Without a reason, exactly kx_evidence_render's bytes. */
+    assert_int_equal(kx_evidence_render_degraded(&ev, NULL, 4096, &b), 0);
+    kx_buf r;
+    kx_buf_init(&r, 0);
+    assert_int_equal(kx_evidence_render(&ev, 4096, &r), 0);
+    assert_string_equal(b.data, r.data);
+    kx_buf_fini(&r);
+    kx_buf_fini(&b);
+    kx_event_fini(&ev);
+}
+
 static void test_evidence_truncation(void **state)
 {
     (void)state;
@@ -508,6 +542,7 @@ int main(void)
         cmocka_unit_test(test_category),
         cmocka_unit_test(test_evidence_types_and_arrays),
         cmocka_unit_test(test_evidence_escaping),
+        cmocka_unit_test(test_evidence_degraded),
         cmocka_unit_test(test_evidence_truncation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1063,6 +1063,47 @@ static void use_rules(fx *f, const char *name, const char *text)
     assert_int_equal(kx_ruleset_load(paths, 1, &f->rules, &err), 0);
 }
 
+/* A base rule answered without its regex (PCRE2 gave up; level high fails closed) counts
+ * in its correlation, and the correlation alert's evidence marks exactly those events
+ * "degraded" with the reason: the alert says which of its events were not fully checked. */
+static void test_degraded_in_correlation_evidence(void **state)
+{
+    fx *f = *state;
+    /* A lookbehind keeps the pattern on PCRE2, where ^(a+)+ backtracks exponentially on
+     * "aa..ab" and gives up at the match limit. */
+    use_rules(f, "degraded.yml",
+              "title: Odd agent\nname: odd_agent\nlevel: high\ngenerate: false\n"
+              "detection:\n  sel:\n    ua|re: '^(a+)+(?<!x)$'\n  condition: sel\n---\n"
+              "title: Odd agents\nid: odd-agents\nlevel: high\ncorrelation:\n"
+              "  type: event_count\n  rules: [odd_agent]\n  timespan: 60s\n"
+              "  condition: {gte: 3}\n");
+    stack *s = stack_new(f, "memory", "degraded", 0);
+    stack_add_default_decoder(s);
+    static const char *const ua[] = {"aaaa", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaab", "aaaaaa"};
+    char text[3][160];
+    kx_msg m[3];
+    for (int i = 0; i < 3; i++) {
+        snprintf(text[i], sizeof(text[i]), "{\"time\":\"2026-03-29T01:30:0%dZ\",\"ua\":\"%s\"}", i,
+                 ua[i]);
+        m[i] = (kx_msg){
+            .payload = text[i], .len = strlen(text[i]), .offset = i + 1, .timestamp_ms = RECV_MS};
+    }
+    run_batch(s, m, 3);
+    json_t *arr = read_alerts(s);
+    assert_int_equal(json_array_size(arr), 1);
+    json_t *a = json_array_get(arr, 0);
+    assert_string_equal(jstr(json_object_get(a, "rule"), "id"), "odd-agents");
+    assert_int_equal(jint(a, "count"), 3);
+    assert_null(json_object_get(a, "degraded")); /* per event, in the evidence */
+    json_t *evs = json_object_get(a, "events");
+    assert_int_equal(json_array_size(evs), 3);
+    assert_null(json_object_get(json_array_get(evs, 0), "degraded"));
+    assert_string_equal(jstr(json_array_get(evs, 1), "degraded"),
+                        "regex match limit reached in ua|re");
+    assert_null(json_object_get(json_array_get(evs, 2), "degraded"));
+    stack_fini(f, s);
+}
+
 /* Absence in `run` (opts.wall_clock): a group whose events stop, on a stream that goes quiet
  * altogether, is reported by the wall clock's advance (the 1 s tick), and resolved when its
  * next event arrives. */
@@ -1211,6 +1252,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_malformed_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_topic_without_decoder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_limits_in_evidence, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_degraded_in_correlation_evidence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reprocess_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_next_batch_from_done, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tenants_do_not_share_windows, setup, teardown),

@@ -55,6 +55,27 @@ static const rcase cases[] = {
     {"(.){200,}", 0, "\xe2\x82\xac", 0, 199, NULL, false, HS},
     {"^(.){200}$", 0, "\xf0\x9f\x98\x80", 0, 200, NULL, true, HS},
     {"^(.){400}$", 0, "\xc3\xa9", 0, 200, NULL, false, HS},
+    /* Byte mode answers ASCII subjects only: on others a byte is not a character. */
+    {"^a.b$", 0,
+     "a\xc3\xa9"
+     "b",
+     0, 0, NULL, true, HS},
+    {"^a..b$", 0,
+     "a\xc3\xa9"
+     "b",
+     0, 0, NULL, false, HS},
+    {"^a..b$", 0, "axyb", 0, 0, NULL, true, HS},
+    {"a[^x]{3}b", 0,
+     "a\xe2\x82\xac\xc3\xa9"
+     "b",
+     0, 0, NULL, false, HS},
+    {"a[^x]{2}b", 0,
+     "a\xe2\x82\xac\xc3\xa9"
+     "b",
+     0, 0, NULL, true, HS},
+    /* A code point above one byte: refused in byte mode, UTF-8 mode answers everything. */
+    {"\\x{100}", 0, "x\xc4\x80", 0, 0, NULL, true, HS},
+    {"\\x{100}", 0, "x", 0, 0, NULL, false, HS},
     /* Invalid UTF-8: a barrier no match crosses. Without anchors Hyperscan scans the valid
      * fragments, so padding plus one bad byte does not push the line onto PCRE2 either. */
     {"(.){200,}", 0, "x", 0, 150,
@@ -266,6 +287,27 @@ static void test_database_cache(void **state)
     assert_int_equal(kx__regex_create(&b, "ab+c", 4, &oi, &r3, msg, sizeof(msg), &off), 0);
     assert_int_equal(kx__regex_create(&b, "(?<=a)b", 7, &o, &r4, msg, sizeof(msg), &off), 0);
     assert_int_equal(kx__regex_cache_size(), 3); /* a refusal is remembered too */
+    /* The UTF-8 form of a pattern is compiled at its first non-ASCII subject, once. */
+    assert_int_equal(kx__regex_cache_utf8(), 0);
+    assert_int_equal(kx__regex_exec(r1, "xabbbc", 6, &a, KX__RX_HS), 1);
+    assert_int_equal(kx__regex_cache_utf8(), 0);
+    assert_int_equal(kx__regex_exec(r1,
+                                    "\xc3\xa9"
+                                    "abbbc",
+                                    7, &a, KX__RX_HS),
+                     1);
+    assert_int_equal(kx__regex_cache_utf8(), 1);
+    assert_int_equal(kx__regex_exec(r2,
+                                    "\xc3\xa9"
+                                    "abbc",
+                                    6, &b, KX__RX_HS),
+                     1); /* shared */
+    assert_int_equal(kx__regex_exec(r3,
+                                    "\xc3\xa9"
+                                    "AbC",
+                                    5, &b, KX__RX_HS),
+                     1);
+    assert_int_equal(kx__regex_cache_utf8(), 2);
     assert_false(kx__regex_linear(r4));
     kx__regex_destroy(r1);
     assert_int_equal(kx__regex_cache_size(), 3);
