@@ -1,6 +1,7 @@
 /*
- * Small helpers shared by the unit tests: temp dirs, whole-file read/write, and waiting for
- * a condition against a deadline while the loop runs (never sleep to synchronise).
+ * Small helpers shared by the unit tests: temp dirs, whole-file read/write, waiting for a
+ * condition against a deadline while the loop runs (never sleep to synchronise), and a rule
+ * set loaded from YAML text.
  */
 #ifndef KX_TEST_H
 #define KX_TEST_H
@@ -9,6 +10,7 @@
 #include <stddef.h>
 
 struct ev_loop;
+struct kx_ruleset;
 
 /* mkdtemp under $TMPDIR or /tmp; returns a malloc'd path the caller frees (and removes with
  * kx_test_rmrf). */
@@ -20,5 +22,8 @@ int kx_test_write_file(const char *path, const char *data);
 /* Runs the loop (EVRUN_NOWAIT + short poll) until cond(ud) is true or timeout_ms passes.
  * Returns cond's last value. */
 bool kx_test_run_until(struct ev_loop *loop, bool (*cond)(void *ud), void *ud, int timeout_ms);
+/* Writes yaml to DIR/r.yml, loads it as a rule set (failing the test with the loader's
+ * file:line:col message when it is refused) and removes the file (rules.c). */
+struct kx_ruleset *kx_test_load_rules(const char *dir, const char *yaml);
 
 #endif

@@ -17,9 +17,9 @@
 #include "detect/detect_int.h"
 #include "klaxon/detect.h"
 #include "klaxon/metrics.h"
+#include "kx_test.h"
 
 static char dir[64];
-static char path[128];
 
 static int setup(void **state)
 {
@@ -27,32 +27,18 @@ static int setup(void **state)
     snprintf(dir, sizeof(dir), "/tmp/kx_match_XXXXXX");
     if (!mkdtemp(dir))
         return -1;
-    snprintf(path, sizeof(path), "%s/r.yml", dir);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    unlink(path);
     return rmdir(dir);
 }
 
 static kx_ruleset *load_yaml(const char *yaml)
 {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(yaml, f);
-    fclose(f);
-    kx_ruleset *rs = NULL;
-    kx_err err;
-    const char *p = path;
-    if (kx_ruleset_load(&p, 1, &rs, &err) != 0) {
-        char buf[1024];
-        kx_err_format(&err, buf, sizeof(buf));
-        fail_msg("load failed: %s\n%s", buf, yaml);
-    }
-    return rs;
+    return kx_test_load_rules(dir, yaml);
 }
 
 typedef struct mcase {

@@ -33,6 +33,7 @@
 #include "detect/detect_set.h"
 #include "klaxon/detect.h"
 #include "klaxon/event.h"
+#include "kx_test.h"
 
 static uint64_t rng;
 
@@ -455,18 +456,7 @@ static void test_sigma_corpus(void **state)
 
 static kx_ruleset *load_text(const char *dir, const char *yaml)
 {
-    char path[128];
-    snprintf(path, sizeof(path), "%s/r.yml", dir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(yaml, f);
-    fclose(f);
-    kx_ruleset *rs = NULL;
-    kx_err err;
-    const char *p = path;
-    assert_int_equal(kx_ruleset_load(&p, 1, &rs, &err), 0);
-    unlink(path);
-    return rs;
+    return kx_test_load_rules(dir, yaml);
 }
 
 static const char routed_rule[] = "title: t\nid: r1\nlogsource:\n  product: windows\n"

@@ -1,0 +1,30 @@
+/* Loading a rule set from YAML text in a test (kx_test.h). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "klaxon/detect.h"
+#include "kx_test.h"
+
+kx_ruleset *kx_test_load_rules(const char *dir, const char *yaml)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/r.yml", dir);
+    assert_int_equal(kx_test_write_file(path, yaml), 0);
+    kx_ruleset *rs = NULL;
+    kx_err err;
+    const char *p = path;
+    int rc = kx_ruleset_load(&p, 1, &rs, &err);
+    unlink(path);
+    if (rc != 0) {
+        char buf[1024];
+        kx_err_format(&err, buf, sizeof(buf));
+        fail_msg("load failed: %s\n%s", buf, yaml);
+    }
+    return rs;
+}
