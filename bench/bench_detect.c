@@ -785,6 +785,17 @@ int main(int argc, char **argv)
             }
         }
     }
+    if (on[R_DETECT]) {
+        /* What the compiled set did, over the warm-up and every run: where the time goes. */
+        kx_ruleset_stats st;
+        kx_ruleset_stats_get(b.rules, &st);
+        double ne = st.events ? (double)st.events : 1.0;
+        printf("detect_stats atoms=%u always=%u routes=%u applicable_per_event=%.1f "
+               "evaluated_per_event=%.2f memo_hits_per_event=%.2f memos_off=%llu\n",
+               st.atoms, st.always, st.routes, (double)st.applicable / ne,
+               (double)st.evaluated / ne, (double)st.memo_hits / ne,
+               (unsigned long long)st.memos_off);
+    }
     char extra[512];
     for (size_t k = 0; k < nrows; k++) {
         if (!on[k])

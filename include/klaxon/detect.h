@@ -142,6 +142,7 @@ typedef struct kx_ruleset_stats {
     uint64_t applicable; /* sum over events of the rules their logsource routes to */
     uint64_t evaluated;  /* rules evaluated exactly (the rest the prefilter ruled out) */
     uint64_t memo_hits;  /* field values whose hits were recalled instead of scanned */
+    uint64_t memos_off;  /* per-route field memos turned off: too few of their values recur */
     uint64_t route_overflows; /* events past the route table: matched by the interpreter */
     uint64_t fallbacks;       /* events matched by the plain interpreter: no memory */
 } kx_ruleset_stats;

@@ -114,7 +114,7 @@ void kx__prefilter_fini(kx__prefilter *pf, size_t nrules);
 /* Per field: the atom hits of recently scanned values, so a value seen again (the same
  * Image, User, IntegrityLevel...) costs a hash and a compare instead of a scan. Direct
  * mapped; allocated on a field's first scan. */
-#define KX__MEMO_SLOTS 512
+#define KX__MEMO_SLOTS 128
 #define KX__MEMO_VAL 120 /* longer values are scanned every time */
 #define KX__MEMO_HITS 14 /* a value with more hits is scanned every time */
 
@@ -125,6 +125,20 @@ typedef struct kx__memo_slot {
     uint32_t hits[KX__MEMO_HITS];
     char val[KX__MEMO_VAL];
 } kx__memo_slot;
+
+/* A memo pays only where values repeat: a table whose values are unique (CommandLine,
+ * ProcessGuid) costs a cache miss per lookup and a store per value, for nothing. Each table
+ * counts its lookups and hits per window of KX__MEMO_WINDOW lookups; one that recalled fewer
+ * than 1 in KX__MEMO_MIN_RATIO of them is freed and its field scanned without a memo from
+ * then on (until the routes are built again, at reload). */
+#define KX__MEMO_WINDOW 4096
+#define KX__MEMO_MIN_RATIO 4
+
+typedef struct kx__memo {
+    kx__memo_slot *slots; /* NULL until first used, or after it was turned off */
+    uint32_t looks, hits; /* in the current window */
+    bool off;
+} kx__memo;
 
 typedef struct kx__route kx__route;
 
@@ -142,8 +156,8 @@ struct kx__route {
     uint32_t *scan;                     /* field ids with atoms of applying rules */
     hs_database_t **db;                 /* per scan[k]: those rules' atoms of that field */
     uint32_t nscan;
-    hs_database_t *kwdb;  /* the applying rules' keyword atoms, or NULL */
-    kx__memo_slot **memo; /* per scan[k], then keywords: NULL until first used (scan.c) */
+    hs_database_t *kwdb; /* the applying rules' keyword atoms, or NULL */
+    kx__memo *memo;      /* per scan[k], then keywords (scan.c) */
     uint32_t napplies;
 };
 
@@ -171,8 +185,7 @@ struct kx__cset {
     kx__route routes[KX__MAX_ROUTES];
     size_t nroutes;
     size_t last_route;
-    uint64_t *cand;       /* candidate bitset of the current event */
-    kx__memo_slot **memo; /* per field id, NULL until its first scan (scan.c) */
+    uint64_t *cand; /* candidate bitset of the current event */
     bool memo_on;
     uint32_t gen;
     bool prefilter_on;

@@ -42,7 +42,7 @@ static void route_free(kx__route *r)
     free(r->db);
     hs_free_database(r->kwdb);
     for (uint32_t k = 0; r->memo && k <= r->nscan; k++)
-        free(r->memo[k]);
+        free(r->memo[k].slots);
     free(r->memo);
     free(r->product);
     free(r->service);

@@ -13,7 +13,8 @@
  * values (up to KX__MEMO_VAL bytes and KX__MEMO_HITS hits); a value found there with identical
  * bytes replays its hits instead of being scanned. Exact, never approximate: the bytes are
  * compared, not only the hash. The keyword database has one memo for all field values; the
- * raw text, different in every event, is always scanned.
+ * raw text, different in every event, is always scanned. A memo that recalls too little is
+ * turned off (memo_judge, detect_set.h): on unique values it only costs cache misses.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -68,30 +69,51 @@ static void scan_one(kx__cset *cs, const hs_database_t *db, const char *s, size_
     hs_scan(db, s, (unsigned)n, 0, cs->pf.scratch, on_atom, sc);
 }
 
-/* The memo of the route's k-th scanned field, or (k == r->nscan) of its keyword database. */
-static kx__memo_slot *memo_table(kx__cset *cs, kx__route *r, uint32_t k)
+/* The memo of the route's k-th scanned field, or (k == r->nscan) of its keyword database;
+ * NULL when memos are off or this one was turned off. */
+static kx__memo *memo_table(kx__cset *cs, kx__route *r, uint32_t k)
 {
-    if (!cs->memo_on)
+    kx__memo *m = &r->memo[k];
+    if (!cs->memo_on || m->off)
         return NULL;
-    if (!r->memo[k])
-        r->memo[k] = calloc(KX__MEMO_SLOTS, sizeof(kx__memo_slot)); /* once per field */
-    return r->memo[k];
+    if (!m->slots) {
+        m->slots = calloc(KX__MEMO_SLOTS, sizeof(kx__memo_slot)); /* once per field */
+        if (!m->slots)
+            return NULL;
+    }
+    return m;
+}
+
+/* End of a window of lookups: keep the memo if it recalled enough, else free it. */
+static void memo_judge(kx__cset *cs, kx__memo *m)
+{
+    if (m->hits * KX__MEMO_MIN_RATIO < m->looks) {
+        free(m->slots);
+        m->slots = NULL;
+        m->off = true;
+        cs->stats.memos_off++;
+    }
+    m->looks = m->hits = 0;
 }
 
 /* Scans value s with db, or replays its hits from the memo of table mt. */
 static void scan_value(kx__cset *cs, kx__route *r, const hs_database_t *db, uint32_t mt,
                        const char *s, size_t n, scan_ctx *sc)
 {
-    kx__memo_slot *tab = n && n <= KX__MEMO_VAL ? memo_table(cs, r, mt) : NULL;
-    if (!tab) {
+    kx__memo *m = n && n <= KX__MEMO_VAL ? memo_table(cs, r, mt) : NULL;
+    if (m && m->looks == KX__MEMO_WINDOW && (memo_judge(cs, m), m->off))
+        m = NULL;
+    if (!m) {
         sc->rec = NULL;
         scan_one(cs, db, s, n, sc);
         return;
     }
+    m->looks++;
     uint64_t h = kx__hash_bytes(s, n, mt + 1);
-    kx__memo_slot *slot = &tab[(h >> 32) % KX__MEMO_SLOTS];
+    kx__memo_slot *slot = &m->slots[(h >> 32) % KX__MEMO_SLOTS];
     if (slot->len == n && slot->hash == h && memcmp(slot->val, s, n) == 0) {
         cs->stats.memo_hits++;
+        m->hits++;
         for (uint16_t i = 0; i < slot->nhits; i++)
             hit(cs, sc->gen, slot->hits[i]);
         return;

@@ -527,13 +527,51 @@ static void test_route_overflow(void **state)
     rmdir(dir);
 }
 
+/* A memo whose values never recur is turned off after one window of lookups (freed, the
+ * field scanned directly); one whose values recur stays; the matches are the same either
+ * way. */
+static void test_memo_turned_off(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kx_memo_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    kx_ruleset *rs =
+        kx_test_load_rules(dir, "title: t\ndetection:\n  a:\n    CommandLine|contains: "
+                                "evil\n  b:\n    Image|endswith: \\cmd.exe\n"
+                                "  condition: a and b\n");
+    kx_event ev;
+    kx_event_init(&ev);
+    size_t matched = 0, expect = 0, n = 2 * KX__MEMO_WINDOW + 10;
+    for (size_t i = 0; i < n; i++) {
+        char cmd[64];
+        snprintf(cmd, sizeof(cmd), "run %s %zu", i % 3 ? "evil" : "good", i); /* unique */
+        kx_event_reset(&ev);
+        assert_int_equal(kx_event_add(&ev, "CommandLine", 11, cmd, strlen(cmd), KX_VAL_STR), 0);
+        const char *img = i % 2 ? "C:\\w\\cmd.exe" : "C:\\w\\net.exe"; /* two values */
+        assert_int_equal(kx_event_add(&ev, "Image", 5, img, strlen(img), KX_VAL_STR), 0);
+        size_t m = kx_ruleset_match(rs, &ev, NULL, NULL);
+        if (m != (i % 3 && i % 2))
+            fail_msg("event %zu: %zu matches", i, m);
+        matched += m;
+        expect += i % 3 && i % 2;
+    }
+    assert_int_equal(matched, expect);
+    assert_true(expect > n / 4);
+    kx_ruleset_stats st;
+    kx_ruleset_stats_get(rs, &st);
+    assert_int_equal(st.memos_off, 1); /* CommandLine's; Image's recalls nearly every value */
+    assert_true(st.memo_hits >= n - 2);
+    kx_event_fini(&ev);
+    kx_ruleset_destroy(rs);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_differential),
-        cmocka_unit_test(test_sigma_corpus),
-        cmocka_unit_test(test_prepare_like),
-        cmocka_unit_test(test_route_overflow),
+        cmocka_unit_test(test_differential),    cmocka_unit_test(test_sigma_corpus),
+        cmocka_unit_test(test_prepare_like),    cmocka_unit_test(test_route_overflow),
+        cmocka_unit_test(test_memo_turned_off),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
