@@ -57,5 +57,8 @@ void kx_metric_set_store_up(int up);
 
 /* Appends all process counters in Prometheus text exposition format. */
 int kx_metrics_render(kx_buf *out);
+/* Appends value as a label value of that format (without the quotes): backslash, double
+ * quote and newline escaped, so no rule id can break the page. */
+int kx_metrics_put_label(kx_buf *out, const char *value);
 
 #endif

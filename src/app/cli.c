@@ -234,15 +234,26 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
         reload_rules(a);
 }
 
+/* One line per rule, 3,000 of them with SigmaHQ: formatted by hand (no printf per line), as
+ * the page is rendered on every scrape on the loop thread that matches events. */
 static int render_rule_metrics(void *ud, kx_buf *out)
 {
     app *a = ud;
     int rc = kx_buf_puts(out, "# HELP klaxon_rule_matches Matches (detection rules) or alerts "
                               "(correlations) per rule.\n# TYPE klaxon_rule_matches counter\n");
-    for (size_t i = 0; i < kx_ruleset_size(a->rules) && !rc; i++) {
+    size_t n = kx_ruleset_size(a->rules);
+    for (size_t i = 0; i < n && !rc; i++) {
         kx_rule *r = kx_ruleset_at(a->rules, i);
-        rc = kx_buf_printf(out, "klaxon_rule_matches{rule=\"%s\"} %llu\n", r->id,
-                           (unsigned long long)r->matches);
+        char num[24], *p = num + sizeof(num);
+        unsigned long long v = (unsigned long long)r->matches;
+        *--p = '\n';
+        do
+            *--p = (char)('0' + v % 10);
+        while ((v /= 10) != 0);
+        if ((rc = kx_buf_puts(out, "klaxon_rule_matches{rule=\"")) ||
+            (rc = kx_metrics_put_label(out, r->id)) || (rc = kx_buf_puts(out, "\"} ")))
+            break;
+        rc = kx_buf_append(out, p, (size_t)(num + sizeof(num) - p));
     }
     return rc;
 }

@@ -133,3 +133,17 @@ int kx_metrics_render(kx_buf *out)
                            g_store_up);
     return rc;
 }
+
+int kx_metrics_put_label(kx_buf *out, const char *value)
+{
+    for (;;) {
+        size_t k = strcspn(value, "\\\"\n"); /* plain bytes: appended as one run */
+        int rc = kx_buf_append(out, value, k);
+        if (rc || !value[k])
+            return rc;
+        rc = kx_buf_puts(out, value[k] == '\n' ? "\\n" : value[k] == '"' ? "\\\"" : "\\\\");
+        if (rc)
+            return rc;
+        value += k + 1;
+    }
+}

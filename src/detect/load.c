@@ -236,7 +236,11 @@ static int load_doc(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
         return kx_yaml_err(c->err, c->file, root, "a rule must be a YAML mapping");
     const kx_yaml_node *det = kx_yaml_get(root, "detection");
     const kx_yaml_node *corr = kx_yaml_get(root, "correlation");
-    kx_rule *r = kx__alloc(c, sizeof(*r));
+    kx_rule *r = kx_arena_alloc(&rs->rule_arena, sizeof(*r)); /* see kx_ruleset.rule_arena */
+    if (r)
+        memset(r, 0, sizeof(*r));
+    else
+        kx_err_set(c->err, c->file, 0, 0, "out of memory");
     rule_priv *pv = kx__alloc(c, sizeof(*pv));
     char *file = kx__strndup(c, c->file, strlen(c->file));
     if (!r || !pv || !file)
@@ -273,7 +277,9 @@ static int load_doc(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
     pv->name_line = n ? n->line : root->line;
     pv->name_col = n ? n->col : root->col;
     r->name = name;
-    r->id = id ? id : name ? name : r->title;
+    const char *rid = id ? id : name ? name : r->title;
+    if (!(r->id = kx_arena_strndup(&rs->rule_arena, rid, strlen(rid))))
+        return kx_err_set(c->err, c->file, 0, 0, "out of memory"), -ENOMEM;
     if (level) {
         static const char *const levels[] = {"informational", "low", "medium", "high", "critical"};
         size_t i = 0;

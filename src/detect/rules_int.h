@@ -17,6 +17,10 @@
 
 struct kx_ruleset {
     kx_arena arena;
+    /* The kx_rule records and their ids, apart from everything else: the metrics page reads
+     * every rule's id and counter on each scrape, and 3,000 rules spread through the main
+     * arena cost a TLB and cache miss each (about 2 ms a scrape); side by side, a few pages. */
+    kx_arena rule_arena;
     kx__res *res;
     kx_rule **rules;
     size_t n;

@@ -95,6 +95,7 @@ int kx_ruleset_load(const char *const *paths, size_t npaths, kx_ruleset **out, k
     if (!rs)
         return kx_err_set(err, NULL, 0, 0, "out of memory"), -ENOMEM;
     kx_arena_init(&rs->arena, KX__ARENA_BLOCK);
+    kx_arena_init(&rs->rule_arena, KX__ARENA_BLOCK);
     if (kx__rx_init(&rs->rx)) {
         rc = kx_err_set(err, NULL, 0, 0, "out of memory");
         goto fail;
@@ -136,6 +137,7 @@ void kx_ruleset_destroy(kx_ruleset *rs)
     kx__rx_fini(&rs->rx);
     free(rs->rules);
     kx_arena_fini(&rs->arena);
+    kx_arena_fini(&rs->rule_arena);
     free(rs);
 }
 

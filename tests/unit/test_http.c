@@ -207,6 +207,23 @@ static void test_metrics(void **state)
     free(r.body);
 }
 
+/* Label values (per-rule lines' rule ids) are escaped as the exposition format says. */
+static void test_label_escaping(void **state)
+{
+    (void)state;
+    kx_buf b;
+    kx_buf_init(&b, 0);
+    assert_int_equal(kx_metrics_put_label(&b, "5d2e7b91-0c3f"), 0);
+    assert_string_equal(b.data, "5d2e7b91-0c3f");
+    kx_buf_reset(&b);
+    assert_int_equal(kx_metrics_put_label(&b, "a\"b\\c\nd\"\""), 0);
+    assert_string_equal(b.data, "a\\\"b\\\\c\\nd\\\"\\\"");
+    kx_buf_reset(&b);
+    assert_int_equal(kx_metrics_put_label(&b, ""), 0);
+    assert_int_equal(b.len, 0);
+    kx_buf_fini(&b);
+}
+
 static void test_healthz(void **state)
 {
     fixture *f = *state;
@@ -355,6 +372,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
+        cmocka_unit_test(test_label_escaping),
         cmocka_unit_test_setup_teardown(test_healthz, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_paths_and_methods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
