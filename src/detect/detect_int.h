@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "klaxon/common.h"
 #include "klaxon/detect.h"
@@ -83,6 +84,10 @@ int kx__regex_create(kx__rx *rx, const char *pat, size_t len, const kx__regex_op
 void kx__regex_destroy(kx__regex *re);
 /* True when Hyperscan answers this pattern (for valid UTF-8 subjects). */
 bool kx__regex_linear(const kx__regex *re);
+/* re's byte-mode Hyperscan form: its pattern (NUL-terminated) and flags, for a multi-pattern
+ * database that answers ASCII subjects only (the prefilter's regex atoms, scan.c). False when
+ * re has none (PCRE2 only, or UTF-8 mode only). */
+bool kx__regex_byte_form(const kx__regex *re, const char **pat, unsigned *flags);
 /* Does s match? Hyperscan when it can, else PCRE2 under the limits and the event budget.
  * A PCRE2 run given up counts as no match and sets rx->reason (if not yet set), counts
  * klaxon_regex_given_up_total and logs (rate-limited) naming the rule. */
@@ -103,6 +108,22 @@ size_t kx__regex_cache_size(void);
 size_t kx__regex_cache_utf8(void);
 /* Strict UTF-8 (no overlongs, surrogates or code points above U+10FFFF). */
 bool kx__utf8_valid(const char *s, size_t n);
+/* True when every byte of s is below 0x80 (eight at a time). */
+static inline bool kx__is_ascii(const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    for (; n - i >= 8; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        if (w & 0x8080808080808080ULL)
+            return false;
+    }
+    for (; i < n; i++)
+        if (s[i] >= 0x80)
+            return false;
+    return true;
+}
 
 /* ---- values ---- */
 

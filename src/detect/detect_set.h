@@ -75,13 +75,18 @@ void kx__fieldix_fini(kx__fieldix *fx);
 
 /* ---- prefilter.c ---- */
 
+/* The kind of a regex atom (the others are kx__pat_kind values). */
+#define KX__ATOM_RE 0xff
+
 typedef struct kx__atom {
     uint32_t fid; /* KX__FID_KEYWORD: scanned over the raw text and every field value */
-    uint8_t kind; /* kx__pat_kind: EQ, STARTS, ENDS or CONTAINS */
+    uint8_t kind; /* kx__pat_kind: EQ, STARTS, ENDS or CONTAINS; or KX__ATOM_RE */
     bool cased;
-    const char *s; /* lowercase unless cased; borrowed from the rule's pattern */
+    const char *s; /* lowercase unless cased; borrowed from the rule's pattern (a regex's:
+                    * its pattern, NUL-terminated, from regex.c's cache) */
     uint32_t len;
-    uint32_t *rules; /* rules (by index) this atom is a trigger of */
+    unsigned re_flags; /* KX__ATOM_RE: the byte-mode Hyperscan flags */
+    uint32_t *rules;   /* rules (by index) this atom is a trigger of */
     uint32_t nrules, cap;
 } kx__atom;
 
@@ -107,6 +112,11 @@ int kx__prefilter_build(kx__cset *cs, kx_rule **rules, size_t n, kx_err *err);
  * *out NULL when there are none. Grows pf->scratch for it. */
 int kx__prefilter_compile(kx__prefilter *pf, const bool *use, uint32_t fid, hs_database_t **out,
                           kx_err *err);
+/* The regex database of field fid's regex atoms marked in use, in byte mode (it answers ASCII
+ * values; scan.c counts every regex atom of the field as hit on any other value); their ids
+ * in *ids (malloc'd, *nids of them). *out NULL when there are none. */
+int kx__prefilter_compile_re(kx__prefilter *pf, const bool *use, uint32_t fid, hs_database_t **out,
+                             uint32_t **ids, uint32_t *nids, kx_err *err);
 void kx__prefilter_fini(kx__prefilter *pf, size_t nrules);
 
 /* ---- scan.c ---- */
@@ -154,7 +164,10 @@ struct kx__route {
     uint64_t *applies;                  /* bitset over rule indices */
     uint64_t *always;                   /* applies and without triggers */
     uint32_t *scan;                     /* field ids with atoms of applying rules */
-    hs_database_t **db;                 /* per scan[k]: those rules' atoms of that field */
+    hs_database_t **db;                 /* per scan[k]: those rules' literal atoms of that field */
+    hs_database_t **rdb;                /* per scan[k]: their regex atoms of that field, or NULL */
+    uint32_t **rx_atoms;                /* per scan[k]: the ids of those regex atoms */
+    uint32_t *nrx;                      /* per scan[k]: how many */
     uint32_t nscan;
     hs_database_t *kwdb; /* the applying rules' keyword atoms, or NULL */
     kx__memo *memo;      /* per scan[k], then keywords (scan.c) */

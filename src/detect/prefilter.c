@@ -4,8 +4,11 @@
  * Atoms. A string value's pattern (equals, startswith, endswith, contains, or a wildcard
  * pattern's longest literal run) becomes an atom: (field id, kind, cased, bytes). Identical
  * atoms of different rules are one atom (`Image|endswith: \powershell.exe` in a hundred rules
- * is scanned for once). Values that are not plain strings (regex, numbers, null, exists,
- * cidr, fieldref, neq) and patterns without a literal (a lone *) have no atom.
+ * is scanned for once). A regular expression Hyperscan answers in byte mode is an atom of
+ * its own (kind KX__ATOM_RE): the pattern, scanned with the field's other regexes in one
+ * multi-pattern database. Values that are neither (numbers, null, exists, cidr, fieldref,
+ * neq, PCRE2-only regexes, keyword regexes) and patterns without a literal (a lone *) have
+ * no atom.
  *
  * Databases. Per route (route.c), the atoms of one field that the route's rules use go into
  * one Hyperscan block-mode literal database, caseless unless `cased` (ASCII folding, as the
@@ -15,8 +18,10 @@
  *
  * Exactness. An equals/startswith/endswith/contains atom hit is exactly "some value of the
  * field matches the pattern", so evaluation reads the hit (kx__value.exact) instead of
- * comparing bytes again. A wildcard pattern's atom is only necessary: the value is compared
- * exactly when its rule is evaluated.
+ * comparing bytes again. A wildcard pattern's atom and a regex atom are only necessary: the
+ * value is compared (the regex run) exactly when its rule is evaluated. A regex atom's
+ * database is compiled without UTF-8 mode, which answers only ASCII values like PCRE2, so
+ * any other value counts as a hit of every regex atom of its field (scan.c).
  *
  * Triggers. For each rule a set of atoms at least one of which must hit for the rule to
  * match: computed over the condition tree, an OR needs any of its children's triggers, an
@@ -59,9 +64,11 @@ static int need_push(need *nd, uint32_t atom)
 
 /* ---- atoms ---- */
 
-static uint32_t atom_hash(uint32_t fid, uint8_t kind, bool cased, const char *s, size_t n)
+static uint32_t atom_hash(uint32_t fid, uint8_t kind, bool cased, unsigned re_flags, const char *s,
+                          size_t n)
 {
-    uint32_t h = 2166136261u ^ fid ^ ((uint32_t)kind << 24) ^ (cased ? 0x80000000u : 0);
+    uint32_t h = 2166136261u ^ fid ^ ((uint32_t)kind << 24) ^ (cased ? 0x80000000u : 0) ^
+                 (re_flags * 0x9e3779b9u);
     for (size_t i = 0; i < n; i++)
         h = (h ^ (unsigned char)s[i]) * 16777619u;
     return h;
@@ -75,7 +82,7 @@ static int slots_grow(kx__prefilter *pf)
         return -ENOMEM;
     for (uint32_t i = 0; i < pf->natoms; i++) {
         const kx__atom *a = &pf->atoms[i];
-        uint32_t h = atom_hash(a->fid, a->kind, a->cased, a->s, a->len) & (cap - 1);
+        uint32_t h = atom_hash(a->fid, a->kind, a->cased, a->re_flags, a->s, a->len) & (cap - 1);
         while (slots[h])
             h = (h + 1) & (cap - 1);
         slots[h] = i + 1;
@@ -86,19 +93,19 @@ static int slots_grow(kx__prefilter *pf)
     return 0;
 }
 
-static int atom_get(kx__prefilter *pf, uint32_t fid, uint8_t kind, bool cased, const char *s,
-                    size_t len, uint32_t *out)
+static int atom_get(kx__prefilter *pf, uint32_t fid, uint8_t kind, bool cased, unsigned re_flags,
+                    const char *s, size_t len, uint32_t *out)
 {
     if (!pf->slots || (pf->natoms + 1) * 2 > pf->mask + 1) {
         int rc = slots_grow(pf);
         if (rc)
             return rc;
     }
-    uint32_t h = atom_hash(fid, kind, cased, s, len) & pf->mask;
+    uint32_t h = atom_hash(fid, kind, cased, re_flags, s, len) & pf->mask;
     for (uint32_t id; (id = pf->slots[h]) != 0; h = (h + 1) & pf->mask) {
         const kx__atom *a = &pf->atoms[id - 1];
-        if (a->fid == fid && a->kind == kind && a->cased == cased && a->len == len &&
-            memcmp(a->s, s, len) == 0) {
+        if (a->fid == fid && a->kind == kind && a->cased == cased && a->re_flags == re_flags &&
+            a->len == len && memcmp(a->s, s, len) == 0) {
             *out = id - 1;
             return 0;
         }
@@ -119,6 +126,7 @@ static int atom_get(kx__prefilter *pf, uint32_t fid, uint8_t kind, bool cased, c
     a->cased = cased;
     a->s = s;
     a->len = (uint32_t)len;
+    a->re_flags = re_flags;
     pf->slots[h] = id + 1;
     *out = id;
     return 0;
@@ -144,7 +152,7 @@ static int add_atom(kx__cset *cs, uint32_t fid, uint8_t kind, bool cased, const 
 {
     if (out->n == KX_ARRAY_LEN(out->ids))
         return 1; /* too many: no atoms for this value */
-    return atom_get(&cs->pf, fid, kind, cased, s, len, &out->ids[out->n++]);
+    return atom_get(&cs->pf, fid, kind, cased, 0, s, len, &out->ids[out->n++]);
 }
 
 /* A pattern made of literals and at most KX__ATOM_MAX_DASHES windash positions between an
@@ -228,13 +236,33 @@ static int pat_atoms(kx__cset *cs, uint32_t fid, bool cased, const kx__pat *p, a
     return 1;
 }
 
-/* Gives v its atoms when every pattern has a literal; adds them to the rule's list. */
+/* A field's regular expression that Hyperscan answers in byte mode: one atom, the pattern
+ * itself, necessary only (non-ASCII values count as hits, scan.c); the value is still
+ * matched by its regex when its rule is evaluated. Keyword regexes get none. */
+static int regex_atom(kx__cset *cs, uint32_t fid, const kx__value *v, atoms_out *out)
+{
+    const char *pat;
+    unsigned flags;
+    if (fid == KX__FID_KEYWORD || !v->re || !kx__regex_byte_form(v->re, &pat, &flags))
+        return 1;
+    out->exact = false;
+    return atom_get(&cs->pf, fid, KX__ATOM_RE, false, flags, pat, strlen(pat), &out->ids[out->n++]);
+}
+
+/* Gives v its atoms when every pattern has a literal (or its regex has a byte-mode form);
+ * adds them to the rule's list. */
 static int atomize_value(kx__cset *cs, uint32_t fid, kx__value *v, need *rule_atoms)
 {
-    if (v->kind != KX__VAL_PAT || v->negate || v->npats == 0)
+    if ((v->kind != KX__VAL_PAT && v->kind != KX__VAL_RE) || v->negate ||
+        (v->kind == KX__VAL_PAT && v->npats == 0))
         return 0;
     atoms_out out = {.n = 0, .exact = true};
-    for (size_t i = 0; i < v->npats; i++) {
+    if (v->kind == KX__VAL_RE) {
+        int rc = regex_atom(cs, fid, v, &out);
+        if (rc)
+            return rc > 0 ? 0 : rc;
+    }
+    for (size_t i = 0; v->kind == KX__VAL_PAT && i < v->npats; i++) {
         int rc = pat_atoms(cs, fid, v->cased, &v->pats[i], &out);
         if (rc > 0)
             return 0; /* no atoms: the value is compared when its rule is evaluated */
@@ -443,7 +471,7 @@ int kx__prefilter_compile(kx__prefilter *pf, const bool *use, uint32_t fid, hs_d
 {
     size_t n = 0;
     for (uint32_t i = 0; i < pf->natoms; i++)
-        n += use[i] && pf->atoms[i].fid == fid;
+        n += use[i] && pf->atoms[i].fid == fid && pf->atoms[i].kind != KX__ATOM_RE;
     *out = NULL;
     if (n == 0)
         return 0;
@@ -455,7 +483,7 @@ int kx__prefilter_compile(kx__prefilter *pf, const bool *use, uint32_t fid, hs_d
     size_t k = 0;
     for (uint32_t i = 0; i < pf->natoms && !rc; i++) {
         const kx__atom *a = &pf->atoms[i];
-        if (!use[i] || a->fid != fid)
+        if (!use[i] || a->fid != fid || a->kind == KX__ATOM_RE)
             continue;
         exprs[k] = a->s;
         lens[k] = a->len;
@@ -484,6 +512,63 @@ int kx__prefilter_compile(kx__prefilter *pf, const bool *use, uint32_t fid, hs_d
     free(flags);
     free(ids);
     return rc;
+}
+
+int kx__prefilter_compile_re(kx__prefilter *pf, const bool *use, uint32_t fid, hs_database_t **out,
+                             uint32_t **ids_out, uint32_t *nids, kx_err *err)
+{
+    /* Only atoms that are some rule's trigger: a regex atom is never exact, so scanning for
+     * one that decides no candidate would be wasted. */
+    size_t n = 0;
+    for (uint32_t i = 0; i < pf->natoms; i++) {
+        const kx__atom *a = &pf->atoms[i];
+        n += use[i] && a->fid == fid && a->kind == KX__ATOM_RE && a->nrules > 0;
+    }
+    *out = NULL;
+    *ids_out = NULL;
+    *nids = 0;
+    if (n == 0)
+        return 0;
+    const char **exprs = calloc(n, sizeof(*exprs));
+    unsigned *flags = calloc(n, sizeof(*flags));
+    unsigned *ids = calloc(n, sizeof(*ids));
+    uint32_t *keep = calloc(n, sizeof(*keep));
+    int rc = exprs && flags && ids && keep ? 0 : -ENOMEM;
+    size_t k = 0;
+    for (uint32_t i = 0; i < pf->natoms && !rc; i++) {
+        const kx__atom *a = &pf->atoms[i];
+        if (!use[i] || a->fid != fid || a->kind != KX__ATOM_RE || a->nrules == 0)
+            continue;
+        exprs[k] = a->s;
+        flags[k] = a->re_flags;
+        ids[k] = keep[k] = i;
+        k++;
+    }
+    if (!rc) {
+        hs_compile_error_t *ce = NULL;
+        if (hs_compile_multi(exprs, flags, ids, (unsigned)n, HS_MODE_BLOCK, NULL, out, &ce) !=
+            HS_SUCCESS) {
+            kx_err_set(err, NULL, 0, 0, "prefilter: Hyperscan refused regex %d: %s",
+                       ce ? ce->expression : -1, ce ? ce->message : "?");
+            hs_free_compile_error(ce);
+            rc = -EINVAL;
+        } else if (hs_alloc_scratch(*out, &pf->scratch) != HS_SUCCESS) {
+            kx_err_set(err, NULL, 0, 0, "prefilter: cannot allocate Hyperscan scratch");
+            rc = -ENOMEM;
+        }
+    }
+    free(exprs);
+    free(flags);
+    free(ids);
+    if (rc) {
+        hs_free_database(*out);
+        *out = NULL;
+        free(keep);
+        return rc;
+    }
+    *ids_out = keep;
+    *nids = (uint32_t)n;
+    return 0;
 }
 
 /* ---- build ---- */

@@ -383,6 +383,15 @@ bool kx__regex_linear(const kx__regex *re)
     return re->db || re->udb;
 }
 
+bool kx__regex_byte_form(const kx__regex *re, const char **pat, unsigned *flags)
+{
+    if (!re->db || !re->hs)
+        return false;
+    *pat = re->hs->pat;
+    *flags = re->hs->flags;
+    return true;
+}
+
 /* ---- match ---- */
 
 /* Length of the longest prefix of str that is strict UTF-8 (RFC 3629: no overlong forms, no
@@ -534,22 +543,6 @@ static int run_hs_fragments(const kx__regex *re, const char *s, size_t n, kx__rx
     return 0;
 }
 
-static bool ascii_only(const char *str, size_t n)
-{
-    const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    for (; n - i >= 8; i += 8) {
-        uint64_t w;
-        memcpy(&w, s + i, 8);
-        if (w & 0x8080808080808080ULL)
-            return false;
-    }
-    for (; i < n; i++)
-        if (s[i] >= 0x80)
-            return false;
-    return true;
-}
-
 /* re's UTF-8 database, compiled now if no ruleset needed it before (see hs_entry), with this
  * ruleset's scratch grown for it. False when it cannot be had: PCRE2 answers instead. */
 static bool need_udb(kx__regex *re, kx__rx *rx)
@@ -578,7 +571,7 @@ static int hs_answer(kx__regex *re, const char *s, size_t n, kx__rx *rx)
 {
     if (!re->db && !re->udb)
         return -ENOTSUP;
-    if (ascii_only(s, n))
+    if (kx__is_ascii(s, n))
         return run_hs(re->db ? re->db : re->udb, s, n, rx);
     if (!need_udb(re, rx))
         return -ENOTSUP;

@@ -5,8 +5,9 @@
  * stream has a handful of them). The first event of a logsource computes its route: the
  * rules whose logsource filter accepts it (Sigma: a rule's field that is set must equal the
  * event's, case-insensitively), which of them have no trigger atoms and so are evaluated
- * for every event, which fields the prefilter must scan for them, and one Hyperscan
- * database per such field (and one for keywords) holding only those rules' atoms. That
+ * for every event, which fields the prefilter must scan for them, and per such field one
+ * Hyperscan database of those rules' literal atoms and one of their regex atoms (and one for
+ * keywords). That
  * compile is the one pause a new logsource costs (logged with its duration);
  * kx_ruleset_prepare_like builds a reloaded set's routes before it replaces the old one.
  * Later events find the route by comparing three short strings, most recent route first.
@@ -40,6 +41,13 @@ static void route_free(kx__route *r)
     for (uint32_t k = 0; r->db && k < r->nscan; k++)
         hs_free_database(r->db[k]);
     free(r->db);
+    for (uint32_t k = 0; r->rdb && k < r->nscan; k++)
+        hs_free_database(r->rdb[k]);
+    free(r->rdb);
+    for (uint32_t k = 0; r->rx_atoms && k < r->nscan; k++)
+        free(r->rx_atoms[k]);
+    free(r->rx_atoms);
+    free(r->nrx);
     hs_free_database(r->kwdb);
     for (uint32_t k = 0; r->memo && k <= r->nscan; k++)
         free(r->memo[k].slots);
@@ -102,7 +110,10 @@ static int route_build(kx__cset *cs, const kx_event *ev, kx__route *r)
     r->scan = calloc(r->nscan + 1, sizeof(*r->scan));
     r->db = calloc(r->nscan + 1, sizeof(*r->db));
     r->memo = calloc(r->nscan + 1, sizeof(*r->memo));
-    if (!r->scan || !r->db || !r->memo) {
+    r->rdb = calloc(r->nscan + 1, sizeof(*r->rdb));
+    r->rx_atoms = calloc(r->nscan + 1, sizeof(*r->rx_atoms));
+    r->nrx = calloc(r->nscan + 1, sizeof(*r->nrx));
+    if (!r->scan || !r->db || !r->memo || !r->rdb || !r->rx_atoms || !r->nrx) {
         rc = -ENOMEM;
         goto out;
     }
@@ -113,8 +124,12 @@ static int route_build(kx__cset *cs, const kx_event *ev, kx__route *r)
     /* Only this route's atoms: a Sysmon process event is not scanned for the literals of
      * CloudTrail or proxy rules, and the databases are smaller and faster. */
     kx_err err = {0};
-    for (k = 0; k < r->nscan && !rc; k++)
+    for (k = 0; k < r->nscan && !rc; k++) {
         rc = kx__prefilter_compile(&cs->pf, use, r->scan[k], &r->db[k], &err);
+        if (!rc)
+            rc = kx__prefilter_compile_re(&cs->pf, use, r->scan[k], &r->rdb[k], &r->rx_atoms[k],
+                                          &r->nrx[k], &err);
+    }
     if (!rc && keywords)
         rc = kx__prefilter_compile(&cs->pf, use, KX__FID_KEYWORD, &r->kwdb, &err);
     if (rc && err.msg[0]) {

@@ -39,6 +39,19 @@ static void hit(kx__cset *cs, uint32_t gen, uint32_t id)
         cs->cand[a->rules[i] / 64] |= 1ull << (a->rules[i] % 64);
 }
 
+/* Atom id hit in the value being scanned. Recorded before the per-event dedup: the memo keeps
+ * what this value hits, whatever another value of the event hit already. */
+static void value_hit(scan_ctx *sc, uint32_t id)
+{
+    if (sc->rec) {
+        if (sc->rec->nhits < KX__MEMO_HITS)
+            sc->rec->hits[sc->rec->nhits++] = id;
+        else
+            sc->rec = NULL; /* too many to keep: the slot stays empty */
+    }
+    hit(sc->cs, sc->gen, id);
+}
+
 static int on_atom(unsigned int id, unsigned long long from, unsigned long long to,
                    unsigned int flags, void *ud)
 {
@@ -48,25 +61,46 @@ static int on_atom(unsigned int id, unsigned long long from, unsigned long long 
     if (((a->kind == KX__PAT_EQ || a->kind == KX__PAT_STARTS) && to != a->len) ||
         ((a->kind == KX__PAT_EQ || a->kind == KX__PAT_ENDS) && to != sc->len))
         return 0;
-    /* Recorded before the per-event dedup: the memo keeps what this value hits, whatever
-     * another value of the event hit already. */
-    if (sc->rec) {
-        if (sc->rec->nhits < KX__MEMO_HITS)
-            sc->rec->hits[sc->rec->nhits++] = id;
-        else
-            sc->rec = NULL; /* too many to keep: the slot stays empty */
-    }
-    hit(sc->cs, sc->gen, id);
+    value_hit(sc, id);
     return 0;
 }
 
 static void scan_one(kx__cset *cs, const hs_database_t *db, const char *s, size_t n, scan_ctx *sc)
 {
-    /* No atom is empty, so an empty value cannot hit; Hyperscan takes unsigned lengths. */
-    if (n == 0 || n > UINT32_MAX)
+    /* No literal atom is empty, so an empty value cannot hit; Hyperscan takes unsigned
+     * lengths. */
+    if (!db || n == 0 || n > UINT32_MAX)
         return;
     sc->len = n;
     hs_scan(db, s, (unsigned)n, 0, cs->pf.scratch, on_atom, sc);
+}
+
+/* The route's k-th field's value: its literal atoms, then its regex atoms. The regex database
+ * is in byte mode, PCRE2's answer on ASCII only; any other value (and the empty one, which a
+ * regex may match) counts as a hit of every regex atom of the field: they are necessary
+ * conditions, so too many hits only cost an evaluation. */
+static void scan_field(kx__cset *cs, kx__route *r, uint32_t k, const char *s, size_t n,
+                       scan_ctx *sc)
+{
+    scan_one(cs, r->db[k], s, n, sc);
+    if (!r->nrx[k])
+        return;
+    if (r->rdb[k] && n > 0 && n <= UINT32_MAX && kx__is_ascii(s, n)) {
+        sc->len = n;
+        hs_scan(r->rdb[k], s, (unsigned)n, 0, cs->pf.scratch, on_atom, sc);
+        return;
+    }
+    for (uint32_t i = 0; i < r->nrx[k]; i++)
+        value_hit(sc, r->rx_atoms[k][i]);
+}
+
+/* Scans value s for the route's table mt: field mt, or (mt == r->nscan) the keywords. */
+static void scan_any(kx__cset *cs, kx__route *r, uint32_t mt, const char *s, size_t n, scan_ctx *sc)
+{
+    if (mt < r->nscan)
+        scan_field(cs, r, mt, s, n, sc);
+    else
+        scan_one(cs, r->kwdb, s, n, sc);
 }
 
 /* The memo of the route's k-th scanned field, or (k == r->nscan) of its keyword database;
@@ -96,16 +130,16 @@ static void memo_judge(kx__cset *cs, kx__memo *m)
     m->looks = m->hits = 0;
 }
 
-/* Scans value s with db, or replays its hits from the memo of table mt. */
-static void scan_value(kx__cset *cs, kx__route *r, const hs_database_t *db, uint32_t mt,
-                       const char *s, size_t n, scan_ctx *sc)
+/* Scans value s for table mt (scan_any), or replays its hits from that table's memo. */
+static void scan_value(kx__cset *cs, kx__route *r, uint32_t mt, const char *s, size_t n,
+                       scan_ctx *sc)
 {
     kx__memo *m = n && n <= KX__MEMO_VAL ? memo_table(cs, r, mt) : NULL;
     if (m && m->looks == KX__MEMO_WINDOW && (memo_judge(cs, m), m->off))
         m = NULL;
     if (!m) {
         sc->rec = NULL;
-        scan_one(cs, db, s, n, sc);
+        scan_any(cs, r, mt, s, n, sc);
         return;
     }
     m->looks++;
@@ -121,7 +155,7 @@ static void scan_value(kx__cset *cs, kx__route *r, const hs_database_t *db, uint
     slot->len = 0;
     slot->nhits = 0;
     sc->rec = slot;
-    scan_one(cs, db, s, n, sc);
+    scan_any(cs, r, mt, s, n, sc);
     if (sc->rec) {
         slot->hash = h;
         memcpy(slot->val, s, n);
@@ -137,13 +171,13 @@ void kx__scan(kx__cset *cs, kx__route *r, const kx__eval *x)
         uint32_t fid = r->scan[k];
         const char *name = cs->fx.names[fid];
         for (const kx_field *f = kx__field_first(x, fid, name); f; f = kx__field_next(x, f, name))
-            scan_value(cs, r, r->db[k], k, f->value, f->value_len, &sc);
+            scan_value(cs, r, k, f->value, f->value_len, &sc);
     }
     if (r->kwdb) {
         const kx_event *ev = x->ev;
         if (ev->raw)
             scan_one(cs, r->kwdb, ev->raw, ev->raw_len, &sc);
         for (size_t i = 0; i < ev->nfields; i++)
-            scan_value(cs, r, r->kwdb, r->nscan, ev->fields[i].value, ev->fields[i].value_len, &sc);
+            scan_value(cs, r, r->nscan, ev->fields[i].value, ev->fields[i].value_len, &sc);
     }
 }

@@ -566,12 +566,67 @@ static void test_memo_turned_off(void **state)
     rmdir(dir);
 }
 
+/* A regex Hyperscan answers in byte mode is a trigger atom: a rule made only of regexes is
+ * evaluated when one of them hit an ASCII value, not on every event; a non-ASCII value, and
+ * the empty one, count as hits (byte mode cannot answer them), so nothing is missed. */
+static void test_regex_triggers(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kx_retrig_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    kx_ruleset *rs = kx_test_load_rules(dir, "title: enc\ndetection:\n  s:\n    CommandLine|re: "
+                                             "'-e(nc)?\\s+[A-Za-z0-9+/=]{8,}'\n  condition: s\n"
+                                             "---\ntitle: two chars\ndetection:\n  s:\n"
+                                             "    User|re: '^a.b$'\n  condition: s\n---\n"
+                                             "title: empty\ndetection:\n  s:\n    Note|re: '^$'\n"
+                                             "  condition: s\n");
+    kx_ruleset_stats st;
+    kx_ruleset_stats_get(rs, &st);
+    assert_int_equal(st.always, 0);
+    static const struct {
+        const char *field, *value;
+        size_t matches, evaluated;
+    } cases[] = {
+        {"CommandLine", "powershell -enc SQBFAFgAIAAo", 1, 1},
+        {"CommandLine", "powershell -File x.ps1", 0, 0}, /* no hit: not evaluated */
+        {"User", "axb", 1, 1},                           /* ASCII: byte mode answers */
+        {"User", "ab", 0, 0},                            /* no hit */
+        {"User",
+         "a\xc3\xa9"
+         "b",
+         1, 1}, /* é is one character */
+        {"User",
+         "a\xc3\xa9\xc3\xa9"
+         "b",
+         0, 1},             /* non-ASCII: evaluated, no match */
+        {"Note", "", 1, 1}, /* the empty value is evaluated */
+        {"Note", "x", 0, 0},
+    };
+    for (size_t i = 0; i < KX_ARRAY_LEN(cases); i++) {
+        kx_event ev;
+        kx_event_init(&ev);
+        assert_int_equal(kx_event_add(&ev, cases[i].field, strlen(cases[i].field), cases[i].value,
+                                      strlen(cases[i].value), KX_VAL_STR),
+                         0);
+        kx_ruleset_stats before;
+        kx_ruleset_stats_get(rs, &before);
+        size_t m = kx_ruleset_match(rs, &ev, NULL, NULL);
+        kx_ruleset_stats_get(rs, &st);
+        if (m != cases[i].matches || st.evaluated - before.evaluated != cases[i].evaluated)
+            fail_msg("case %zu (%s=%s): %zu matches, %llu evaluated", i, cases[i].field,
+                     cases[i].value, m, (unsigned long long)(st.evaluated - before.evaluated));
+        kx_event_fini(&ev);
+    }
+    kx_ruleset_destroy(rs);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_differential),    cmocka_unit_test(test_sigma_corpus),
         cmocka_unit_test(test_prepare_like),    cmocka_unit_test(test_route_overflow),
-        cmocka_unit_test(test_memo_turned_off),
+        cmocka_unit_test(test_memo_turned_off), cmocka_unit_test(test_regex_triggers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
