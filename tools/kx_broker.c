@@ -23,7 +23,7 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
-#define MAX_TOPICS 64
+#define MAX_TOPICS 128
 
 struct topic_arg {
     char name[250];
