@@ -3,15 +3,15 @@
  * kx__cset_create) from the rules' compiled detections, and what matching one event uses.
  *
  *   fieldix.c   interned field names, and the per-event field index by id
- *   prefilter.c literal atoms of every rule, the atoms a rule needs (its triggers), and the
- *               compile of a literal database from a set of atoms
+ *   prefilter.c literal and regex atoms of every rule, the atoms a rule needs (its
+ *               triggers), and the compile of a field's literal and regex databases
  *   route.c     per logsource: which rules apply, which fields to scan, their databases
  *   scan.c      the per-event scan of those fields (and its memo): which rules are candidates
  *   match.c     kx_ruleset_match: index, route, scan, evaluate the candidates exactly
  *
  * A rule is evaluated only when one of its trigger atoms hit or it has none (an "always"
- * rule, e.g. one made only of regexes or numbers). Triggers are a necessary condition of the
- * rule's condition, so skipping a rule never changes a result: the prefilter-off mode
+ * rule, e.g. one made only of numbers or PCRE2-only regexes). Triggers are a necessary condition of
+ * the rule's condition, so skipping a rule never changes a result: the prefilter-off mode
  * (kx_ruleset_set_prefilter) is the plain interpreter and must give the same matches, which
  * tests/unit/test_prefilter.c checks on a generated corpus (docs/internals/detect.md).
  *
