@@ -466,6 +466,25 @@ static int atom_add_rule(kx__atom *a, uint32_t ridx)
 
 /* ---- databases ---- */
 
+/* After a compile that returned hrc: the error (what: "literal" or "regex", and which one), or
+ * pf's one scratch grown to fit *out too. *out, when compiled, is the caller's to free. */
+static int compiled(kx__prefilter *pf, hs_error_t hrc, hs_compile_error_t *ce, const char *what,
+                    hs_database_t **out, kx_err *err)
+{
+    if (hrc != HS_SUCCESS) {
+        kx_err_set(err, NULL, 0, 0, "prefilter: Hyperscan refused %s %d: %s", what,
+                   ce ? ce->expression : -1, ce ? ce->message : "?");
+        hs_free_compile_error(ce);
+        *out = NULL;
+        return -EINVAL;
+    }
+    if (hs_alloc_scratch(*out, &pf->scratch) != HS_SUCCESS) {
+        kx_err_set(err, NULL, 0, 0, "prefilter: cannot allocate Hyperscan scratch");
+        return -ENOMEM;
+    }
+    return 0;
+}
+
 int kx__prefilter_compile(kx__prefilter *pf, const bool *use, uint32_t fid, hs_database_t **out,
                           kx_err *err)
 {
@@ -496,16 +515,9 @@ int kx__prefilter_compile(kx__prefilter *pf, const bool *use, uint32_t fid, hs_d
     }
     if (!rc) {
         hs_compile_error_t *ce = NULL;
-        if (hs_compile_lit_multi(exprs, flags, ids, lens, (unsigned)n, HS_MODE_BLOCK, NULL, out,
-                                 &ce) != HS_SUCCESS) {
-            kx_err_set(err, NULL, 0, 0, "prefilter: Hyperscan refused literal %d: %s",
-                       ce ? ce->expression : -1, ce ? ce->message : "?");
-            hs_free_compile_error(ce);
-            rc = -EINVAL;
-        } else if (hs_alloc_scratch(*out, &pf->scratch) != HS_SUCCESS) {
-            kx_err_set(err, NULL, 0, 0, "prefilter: cannot allocate Hyperscan scratch");
-            rc = -ENOMEM;
-        }
+        hs_error_t hrc = hs_compile_lit_multi(exprs, flags, ids, lens, (unsigned)n, HS_MODE_BLOCK,
+                                              NULL, out, &ce);
+        rc = compiled(pf, hrc, ce, "literal", out, err);
     }
     free(exprs);
     free(lens);
@@ -546,16 +558,9 @@ int kx__prefilter_compile_re(kx__prefilter *pf, const bool *use, uint32_t fid, h
     }
     if (!rc) {
         hs_compile_error_t *ce = NULL;
-        if (hs_compile_multi(exprs, flags, ids, (unsigned)n, HS_MODE_BLOCK, NULL, out, &ce) !=
-            HS_SUCCESS) {
-            kx_err_set(err, NULL, 0, 0, "prefilter: Hyperscan refused regex %d: %s",
-                       ce ? ce->expression : -1, ce ? ce->message : "?");
-            hs_free_compile_error(ce);
-            rc = -EINVAL;
-        } else if (hs_alloc_scratch(*out, &pf->scratch) != HS_SUCCESS) {
-            kx_err_set(err, NULL, 0, 0, "prefilter: cannot allocate Hyperscan scratch");
-            rc = -ENOMEM;
-        }
+        hs_error_t hrc =
+            hs_compile_multi(exprs, flags, ids, (unsigned)n, HS_MODE_BLOCK, NULL, out, &ce);
+        rc = compiled(pf, hrc, ce, "regex", out, err);
     }
     free(exprs);
     free(flags);
