@@ -409,17 +409,34 @@ bool kx__detection_match(const kx__detection *d, const kx__eval *x)
     kx__rx *rx = x->rx;
     rx->reason = NULL;
     rx->match_reason = NULL;
+    rx->force = -1;
+    uint64_t budget0 = rx->budget;
     bool m = kx__cond_eval(d->cond, d, x);
     if (!rx->reason)
         return m;
-    /* A regex was given up, so the condition's answer is a guess. Fail closed: the rule is
-     * reported as matching whatever the guess, and the alert says why. Fail open: the guess
-     * (that regex as no match) stands; a match is still marked degraded. */
-    if (!m) {
-        kx_metric_inc(d->re_fail_closed ? KX_M_REGEX_FAILED_CLOSED : KX_M_REGEX_FAILED_OPEN);
-        m = d->re_fail_closed;
-    }
+    /* A regex was given up, with every such regex as no match the answer is m. Does it depend
+     * on them? Evaluate once more with each given-up regex as a match, from the same budget
+     * (PCRE2 runs are deterministic, so the same regexes give up). The same answer: it is
+     * decided whatever they say, and stands as any other answer. Otherwise the rule's policy
+     * decides: fail closed, a match, with the reason in the alert; fail open, no match.
+     *
+     * This is also what keeps the prefilter exact: a rule whose trigger atoms did not hit is
+     * false however its atom-less values (PCRE2 regexes among them) answer, so evaluated
+     * here it would be decided false, as skipping it says. The extra evaluation happens only
+     * for a rule with a given-up regex, and costs at most one more budget. */
+    const char *why = rx->reason;
+    uint64_t left = rx->budget;
+    rx->budget = budget0;
+    rx->force = 1;
+    bool hi = kx__cond_eval(d->cond, d, x);
+    rx->force = -1;
+    rx->budget = rx->budget < left ? rx->budget : left;
+    rx->reason = why;
+    if (hi == m)
+        return m;
+    kx_metric_inc(d->re_fail_closed ? KX_M_REGEX_FAILED_CLOSED : KX_M_REGEX_FAILED_OPEN);
+    m = d->re_fail_closed;
     if (m)
-        rx->match_reason = rx->reason;
+        rx->match_reason = why;
     return m;
 }

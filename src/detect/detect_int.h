@@ -57,6 +57,9 @@ typedef struct kx__rx {
     const char *reason;
     /* The reason of the match being reported to kx_match_cb (kx_ruleset_match_reason). */
     const char *match_reason;
+    /* While kx__detection_match asks whether a rule's answer depends on a given-up regex:
+     * what every given-up regex answers (1 match, 0 no match); -1 otherwise. */
+    int force;
     kx_ratelimit rl; /* log lines about given-up regexes, per ruleset */
     size_t nlinear;  /* patterns compiled: answered by Hyperscan */
     size_t npcre2;   /* patterns compiled: PCRE2 only */

@@ -565,6 +565,12 @@ int kx__prefilter_compile_re(kx__prefilter *pf, const bool *use, uint32_t fid, h
     free(exprs);
     free(flags);
     free(ids);
+    if (rc == -EINVAL) {
+        /* Refused together: the ids stay, so the caller can count them all as hit. */
+        *ids_out = keep;
+        *nids = (uint32_t)n;
+        return rc;
+    }
     if (rc) {
         hs_free_database(*out);
         *out = NULL;

@@ -14,16 +14,18 @@
  * far as they are valid).
  *
  * Invariants: a kx__regex is immutable after kx__regex_create except its PCRE2 match data,
- * which is scratch for one match at a time (the detect stage is single-threaded per ruleset).
- * The Hyperscan scratch and the per-event budget live in the ruleset's kx__rx, shared by all
- * of its patterns: hs_alloc_scratch grows the one scratch to fit each new database at load
- * time, so matching never allocates.
+ * which is scratch for one match at a time (the detect stage is single-threaded per ruleset),
+ * and its UTF-8 database, set once at its first non-ASCII subject (need_udb). The Hyperscan
+ * scratch and the per-event budget live in the ruleset's kx__rx, shared by all of its
+ * patterns: hs_alloc_scratch grows the one scratch to fit each new database at load time, so
+ * matching allocates only then, once per pattern (need_udb).
  *
  * Ownership: kx__regex_create returns a new object (kx__regex_destroy frees it; the detect
  * stage registers it in the ruleset's resource list). The rule pointer given in its options
  * is borrowed: the ruleset that owns the regex owns the rule too. Hyperscan databases are
  * shared through a process-wide cache by pattern and flags, reference-counted by the regexes
- * that use them (hs_get / hs_put), so a reload compiles only the patterns that changed.
+ * that use them (hs_get / hs_put), so a reload compiles only the patterns that changed (the
+ * routes' multi-pattern regex databases, prefilter.c, are compiled anew with their routes).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -63,6 +65,7 @@ int kx__rx_init(kx__rx *rx)
         return -ENOMEM;
     pcre2_set_depth_limit(rx->mctx, KX__RE_DEPTH_LIMIT);
     rx->budget = KX__RE_EVENT_BUDGET;
+    rx->force = -1;
     return 0;
 }
 
@@ -185,14 +188,16 @@ static unsigned hs_flags(uint32_t flags)
  * Two databases per pattern. PCRE2 runs in UTF mode (. and classes see characters), and
  * Hyperscan's UTF-8 mode is the same, but compiling in it is about four times slower (a
  * `.` becomes an automaton over multi-byte sequences): 5.6 s for the 382 regexes of the
- * 3,000-rule bench set, against 1.4 s in byte mode. On a subject that is all ASCII the two
- * modes give the same answer: every byte is a whole character, classes without UCP
- * (\w \d \s \b, POSIX) are ASCII-only in both, caseless patterns are ASCII-only
- * (hs_suitable), and a non-ASCII literal or class member matches no ASCII byte in either. So
+ * 3,000-rule bench set, against 1.4 s in byte mode. For a pattern written in ASCII (escapes
+ * such as \xe9 are one byte in byte mode and one character in UTF-8 mode: one atom either
+ * way), on a subject that is all ASCII, the two modes give the same answer: every byte is a
+ * whole character, classes without UCP (\w \d \s \b, POSIX) are ASCII-only in both, and
+ * caseless patterns are ASCII-only (hs_suitable). So
  * the byte-mode database is compiled at load and answers ASCII subjects, nearly all of a log
  * stream; the UTF-8 database is compiled the first time a subject with other bytes meets the
- * pattern (a one-off pause, logged with its duration), and kept. A pattern byte mode refuses
- * (\x{100}: a code point above one byte) gets its UTF-8 database at load, for all subjects. */
+ * pattern (a one-off pause on the loop, logged with its duration: 1 ms to 0.5 s a pattern),
+ * and kept. A pattern with a non-ASCII character in its text, or that byte mode refuses
+ * (\x{100}: a code point above one byte), gets its UTF-8 database at load, for all subjects. */
 typedef struct hs_entry {
     struct hs_entry *next;
     uint64_t hash;
@@ -217,8 +222,9 @@ static bool hs_compile_utf(hs_entry *e)
     hs_compile_error_t *ce = NULL;
     if (hs_compile(e->pat, e->flags | HS_FLAG_UTF8, HS_MODE_BLOCK, NULL, &e->udb, &ce) !=
         HS_SUCCESS) {
-        kx_log(KX_LOG_DEBUG, "detect", "regex \"%s\" stays on PCRE2 for non-ASCII subjects: %s",
-               e->pat, ce && ce->message ? ce->message : "refused by Hyperscan");
+        kx_log(KX_LOG_DEBUG, "detect", "regex \"%s\" stays on PCRE2%s: %s", e->pat,
+               e->db ? " for non-ASCII subjects" : "",
+               ce && ce->message ? ce->message : "refused by Hyperscan");
         hs_free_compile_error(ce);
         e->udb = NULL;
         e->utf_refused = true;
@@ -230,11 +236,14 @@ static bool hs_compile_utf(hs_entry *e)
 static void hs_compile_entry(hs_entry *e, size_t len)
 {
     hs_compile_error_t *ce = NULL;
-    if (hs_compile(e->pat, e->flags, HS_MODE_BLOCK, NULL, &e->db, &ce) != HS_SUCCESS) {
+    /* A pattern with a non-ASCII character in its text gets no byte-mode form: there the
+     * character is several atoms, and a quantifier after it (é?, é*, é{0,2}) binds to its
+     * last byte only, so "fooé?bar" would miss "foobar". Its UTF-8 form answers every
+     * subject. So does that of a pattern byte mode refuses (\x{100}). */
+    if (!kx__is_ascii(e->pat, len) ||
+        hs_compile(e->pat, e->flags, HS_MODE_BLOCK, NULL, &e->db, &ce) != HS_SUCCESS) {
         hs_free_compile_error(ce);
         e->db = NULL;
-        /* Refused in byte mode: UTF-8 mode may take it (a code point above 0xFF); then it
-         * answers every subject. */
         if (!hs_compile_utf(e))
             return;
     }
@@ -611,13 +620,16 @@ bool kx__regex_match(kx__regex *re, const char *s, size_t n, kx__rx *rx)
     int rc = pcre2_budgeted(re, s, n, rx, &why);
     if (rc >= 0)
         return rc == 1;
-    /* Given up: the rule's evaluation is degraded. The value counts as no match here; the
-     * rule's policy (fail closed or open) is applied on the rule's result by
-     * kx__detection_match, which reads rx->reason. */
+    /* Given up: the rule's evaluation is degraded. The value counts as no match here (or as
+     * rx->force while kx__detection_match asks whether the answer depends on it, when it is
+     * not counted again); the rule's policy is applied there, from rx->reason. */
+    if (rx->force >= 0)
+        return rx->force == 1;
     kx_metric_inc(KX_M_REGEX_GIVEN_UP);
     if (!rx->reason)
         rx->reason = why;
-    kx_log_limited(&rx->rl, KX_LOG_WARN, "detect", "rule %s (%s): %s; %s",
+    kx_log_limited(&rx->rl, KX_LOG_WARN, "detect",
+                   "rule %s (%s): %s; if its answer depends on it, %s",
                    re->rule ? re->rule->id : "?", re->rule ? re->rule->title : "?", why,
                    re->fail_closed ? "failing closed (reported as a match)"
                                    : "failing open (counted as no match)");

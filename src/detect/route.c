@@ -129,6 +129,19 @@ static int route_build(kx__cset *cs, const kx_event *ev, kx__route *r)
         if (!rc)
             rc = kx__prefilter_compile_re(&cs->pf, use, r->scan[k], &r->rdb[k], &r->rx_atoms[k],
                                           &r->nrx[k], &err);
+        if (rc == -EINVAL && r->nrx[k]) {
+            /* Hyperscan refused the field's regexes together (each compiled alone): without
+             * their database every one of them counts as hit on every value (scan.c), which
+             * costs evaluations, never a match. The route stands. */
+            char msg[512];
+            kx_err_format(&err, msg, sizeof(msg));
+            kx_log(KX_LOG_WARN, "detect",
+                   "%s; field %s: its regex rules are evaluated on every "
+                   "event",
+                   msg, cs->fx.names[r->scan[k]]);
+            memset(&err, 0, sizeof(err));
+            rc = 0;
+        }
     }
     if (!rc && keywords)
         rc = kx__prefilter_compile(&cs->pf, use, KX__FID_KEYWORD, &r->kwdb, &err);

@@ -478,6 +478,38 @@ static void test_regex_fail_open_closed(void **state)
     }
 }
 
+/* A given-up regex decides a rule only when the rule's answer depends on it: "b and a" with a
+ * false is false whatever b says (no alert, though fail closed), "b or a" with a true is a
+ * plain match (no reason). And so the prefilter, which skips the first rule (its trigger a
+ * did not hit), gives exactly what evaluating every rule gives. */
+static void test_regex_give_up_decided(void **state)
+{
+    (void)state;
+    kx_ruleset *rs =
+        load_yaml("title: and\nlevel: critical\ndetection:\n    b:\n        " HOSTILE
+                  "\n    a:\n        cmd|contains: qqq\n    condition: b and a\n"
+                  "---\ntitle: or\nlevel: critical\ndetection:\n    b:\n        " HOSTILE
+                  "\n    a:\n        cmd|contains: evil\n    condition: b or a\n");
+    degraded d;
+    for (int prefilter = 1; prefilter >= 0; prefilter--) {
+        kx_ruleset_set_prefilter(rs, prefilter);
+        uint64_t closed = kx_metric_get(KX_M_REGEX_FAILED_CLOSED);
+        uint64_t and0 = kx_ruleset_at(rs, 0)->matches;
+        /* cmd "run evil": "and" is decided false, "or" decided true. */
+        if (match_hostile(rs, 1, "run evil", &d) != 1)
+            fail_msg("prefilter %d: %zu matches, expected 1 (\"or\")", prefilter, d.n);
+        assert_null(d.reason[0]);
+        assert_int_equal(kx_ruleset_at(rs, 0)->matches, and0);
+        assert_int_equal(kx_metric_get(KX_M_REGEX_FAILED_CLOSED) - closed, 0);
+        /* cmd "qqq": "and" now depends on b: fail closed, a match with the reason. */
+        size_t m = match_hostile(rs, 1, "qqq", &d);
+        assert_int_equal(m, 2);
+        assert_string_equal(d.reason[0], "regex match limit reached in ua|re");
+        assert_int_equal(kx_metric_get(KX_M_REGEX_FAILED_CLOSED) - closed, 2);
+    }
+    kx_ruleset_destroy(rs);
+}
+
 /* The budget is per event and shared: hostile values spend it, regexes of other rules that
  * need PCRE2 are then given up too (and their rules' policy applies), regexes Hyperscan
  * answers are not affected, and the next event starts with a full budget. */
@@ -630,6 +662,7 @@ int main(void)
         cmocka_unit_test(test_counts_and_order),
         cmocka_unit_test(test_regex_limit),
         cmocka_unit_test(test_regex_fail_open_closed),
+        cmocka_unit_test(test_regex_give_up_decided),
         cmocka_unit_test(test_regex_budget_per_event),
         cmocka_unit_test(test_example_rules),
     };

@@ -73,6 +73,19 @@ static const rcase cases[] = {
      "a\xe2\x82\xac\xc3\xa9"
      "b",
      0, 0, NULL, true, HS},
+    /* A non-ASCII character in the pattern: UTF-8 mode for every subject (in byte mode the
+     * quantifier would bind to its last byte only). */
+    {"foo\xc3\xa9" "?bar", 0, "foobar", 0, 0, NULL, true, HS},
+    {"foo\xc3\xa9" "?bar", 0,
+     "foo\xc3\xa9"
+     "bar",
+     0, 0, NULL, true, HS},
+    {"foo\xc3\xa9" "*bar", 0,
+     "foo\xc3\xa9\xc3\xa9"
+     "bar",
+     0, 0, NULL, true, HS},
+    {"x\xc3\xa9{0,2}y", 0, "xy", 0, 0, NULL, true, HS},
+    {"[\xc3\xa9" "a]{2}", 0, "a\xc3\xa9", 0, 0, NULL, true, HS},
     /* A code point above one byte: refused in byte mode, UTF-8 mode answers everything. */
     {"\\x{100}", 0, "x\xc4\x80", 0, 0, NULL, true, HS},
     {"\\x{100}", 0, "x", 0, 0, NULL, false, HS},
