@@ -42,6 +42,10 @@
 #define KX__RE_DEPTH_LIMIT 1000u
 #define KX__RE_FIRST_LIMIT 1000u
 #define KX__RE_EVENT_BUDGET 2000000u
+/* Milliseconds one event may spend compiling regexes' UTF-8 forms (regex.c need_udb): past
+ * them, the event's other non-ASCII subjects are answered by PCRE2 (under the budget) and
+ * their patterns compiled on later events, so no single event stalls the loop for long. */
+#define KX__RE_UTF_COMPILE_MS 20
 /* Condition nesting beyond this is surely a mistake and would make evaluation recurse deep. */
 #define KX__COND_MAX_DEPTH 64
 
@@ -60,9 +64,10 @@ typedef struct kx__rx {
     /* While kx__detection_match asks whether a rule's answer depends on a given-up regex:
      * what every given-up regex answers (1 match, 0 no match); -1 otherwise. */
     int force;
-    kx_ratelimit rl; /* log lines about given-up regexes, per ruleset */
-    size_t nlinear;  /* patterns compiled: answered by Hyperscan */
-    size_t npcre2;   /* patterns compiled: PCRE2 only */
+    int64_t utf_ms_left; /* of KX__RE_UTF_COMPILE_MS, for the current event */
+    kx_ratelimit rl;     /* log lines about given-up regexes, per ruleset */
+    size_t nlinear;      /* patterns compiled: answered by Hyperscan */
+    size_t npcre2;       /* patterns compiled: PCRE2 only */
 } kx__rx;
 
 int kx__rx_init(kx__rx *rx); /* -ENOMEM */

@@ -65,6 +65,7 @@ int kx__rx_init(kx__rx *rx)
         return -ENOMEM;
     pcre2_set_depth_limit(rx->mctx, KX__RE_DEPTH_LIMIT);
     rx->budget = KX__RE_EVENT_BUDGET;
+    rx->utf_ms_left = KX__RE_UTF_COMPILE_MS;
     rx->force = -1;
     return 0;
 }
@@ -79,6 +80,7 @@ void kx__rx_fini(kx__rx *rx)
 void kx__rx_event_begin(kx__rx *rx)
 {
     rx->budget = KX__RE_EVENT_BUDGET;
+    rx->utf_ms_left = KX__RE_UTF_COMPILE_MS;
     rx->reason = NULL;
     rx->match_reason = NULL;
 }
@@ -561,16 +563,21 @@ static bool need_udb(kx__regex *re, kx__rx *rx)
     if (re->utf_failed || !re->hs)
         return false;
     bool compiled = re->hs->udb != NULL;
+    if (!compiled && rx->utf_ms_left <= 0)
+        return false; /* this event compiled enough: PCRE2 answers, a later event compiles */
     int64_t t0 = kx_mono_ms();
     if (!hs_compile_utf(re->hs) || hs_alloc_scratch(re->hs->udb, &rx->scratch) != HS_SUCCESS) {
         re->utf_failed = true;
         return false;
     }
-    if (!compiled)
+    if (!compiled) {
+        int64_t ms = kx_mono_ms() - t0;
+        rx->utf_ms_left -= ms > 0 ? ms : 1;
         kx_log(KX_LOG_INFO, "detect",
                "rule %s: regex \"%s\" met its first non-ASCII subject: its UTF-8 form compiled "
                "in %lld ms",
-               re->rule ? re->rule->id : "?", re->hs->pat, (long long)(kx_mono_ms() - t0));
+               re->rule ? re->rule->id : "?", re->hs->pat, (long long)ms);
+    }
     re->udb = re->hs->udb;
     return true;
 }

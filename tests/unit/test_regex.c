@@ -75,17 +75,25 @@ static const rcase cases[] = {
      0, 0, NULL, true, HS},
     /* A non-ASCII character in the pattern: UTF-8 mode for every subject (in byte mode the
      * quantifier would bind to its last byte only). */
-    {"foo\xc3\xa9" "?bar", 0, "foobar", 0, 0, NULL, true, HS},
-    {"foo\xc3\xa9" "?bar", 0,
+    {"foo\xc3\xa9"
+     "?bar",
+     0, "foobar", 0, 0, NULL, true, HS},
+    {"foo\xc3\xa9"
+     "?bar",
+     0,
      "foo\xc3\xa9"
      "bar",
      0, 0, NULL, true, HS},
-    {"foo\xc3\xa9" "*bar", 0,
+    {"foo\xc3\xa9"
+     "*bar",
+     0,
      "foo\xc3\xa9\xc3\xa9"
      "bar",
      0, 0, NULL, true, HS},
     {"x\xc3\xa9{0,2}y", 0, "xy", 0, 0, NULL, true, HS},
-    {"[\xc3\xa9" "a]{2}", 0, "a\xc3\xa9", 0, 0, NULL, true, HS},
+    {"[\xc3\xa9"
+     "a]{2}",
+     0, "a\xc3\xa9", 0, 0, NULL, true, HS},
     /* A code point above one byte: refused in byte mode, UTF-8 mode answers everything. */
     {"\\x{100}", 0, "x\xc4\x80", 0, 0, NULL, true, HS},
     {"\\x{100}", 0, "x", 0, 0, NULL, false, HS},
@@ -321,6 +329,20 @@ static void test_database_cache(void **state)
                                     5, &b, KX__RX_HS),
                      1);
     assert_int_equal(kx__regex_cache_utf8(), 2);
+    /* An event that has spent its compile time: a new pattern's non-ASCII subject is
+     * answered by PCRE2 now, the same answer, and its UTF-8 form waits for a later event. */
+    kx__regex *r5;
+    assert_int_equal(kx__regex_create(&a, "x.z", 3, &o, &r5, msg, sizeof(msg), &off), 0);
+    kx__rx_event_begin(&a);
+    a.utf_ms_left = 0;
+    assert_true(kx__regex_match(r5, "x\xc3\xa9z", 4, &a));
+    assert_false(kx__regex_match(r5, "x\xc3\xa9\xc3\xa9z", 6, &a));
+    assert_null(a.reason);
+    assert_int_equal(kx__regex_cache_utf8(), 2);
+    kx__rx_event_begin(&a);
+    assert_true(kx__regex_match(r5, "x\xc3\xa9z", 4, &a));
+    assert_int_equal(kx__regex_cache_utf8(), 3);
+    kx__regex_destroy(r5);
     assert_false(kx__regex_linear(r4));
     kx__regex_destroy(r1);
     assert_int_equal(kx__regex_cache_size(), 3);
@@ -332,7 +354,7 @@ static void test_database_cache(void **state)
     kx__regex_destroy(r3);
     kx__regex_destroy(r4);
     assert_int_equal(kx__regex_cache_size(), 0);
-    assert_int_equal(a.nlinear, 1);
+    assert_int_equal(a.nlinear, 2); /* ab+c and x.z */
     assert_int_equal(b.nlinear, 2);
     assert_int_equal(b.npcre2, 1);
     kx__rx_fini(&a);
