@@ -63,6 +63,10 @@ static const field_def win_fields[] = {
     {"Hashes", "SHA256=9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08",
      KX_VAL_STR},
     {"Data", "\xc3\xa9t\xc3\xa9 caf\xc3\xa9", KX_VAL_STR},
+    /* A non-ASCII value and an empty one in fields that also hold ASCII: the scan counts
+     * every regex atom of such a field as hit (byte mode cannot answer them). */
+    {"CommandLine", "\xe2\x80\x93" "enc caf\xc3\xa9 whoami", KX_VAL_STR},
+    {"User", "", KX_VAL_STR},
     {NULL, NULL, KX_VAL_STR},
 };
 
