@@ -65,7 +65,10 @@ static const field_def win_fields[] = {
     {"Data", "\xc3\xa9t\xc3\xa9 caf\xc3\xa9", KX_VAL_STR},
     /* A non-ASCII value and an empty one in fields that also hold ASCII: the scan counts
      * every regex atom of such a field as hit (byte mode cannot answer them). */
-    {"CommandLine", "\xe2\x80\x93" "enc caf\xc3\xa9 whoami", KX_VAL_STR},
+    {"CommandLine",
+     "\xe2\x80\x93"
+     "enc caf\xc3\xa9 whoami",
+     KX_VAL_STR},
     {"User", "", KX_VAL_STR},
     {NULL, NULL, KX_VAL_STR},
 };
