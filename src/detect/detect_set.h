@@ -112,9 +112,11 @@ int kx__prefilter_build(kx__cset *cs, kx_rule **rules, size_t n, kx_err *err);
  * *out NULL when there are none. Grows pf->scratch for it. */
 int kx__prefilter_compile(kx__prefilter *pf, const bool *use, uint32_t fid, hs_database_t **out,
                           kx_err *err);
-/* The regex database of field fid's regex atoms marked in use, in byte mode (it answers ASCII
- * values; scan.c counts every regex atom of the field as hit on any other value); their ids
- * in *ids (malloc'd, *nids of them). *out NULL when there are none. */
+/* The regex database of field fid's regex atoms marked in use that trigger some rule, in
+ * byte mode (it answers ASCII values; scan.c counts every regex atom of the field as hit on
+ * any other value); their ids in *ids (malloc'd, *nids of them). *out NULL when there are
+ * none. -EINVAL when Hyperscan refuses them together: *out NULL, the ids still given, so the
+ * caller can count them all as hit. */
 int kx__prefilter_compile_re(kx__prefilter *pf, const bool *use, uint32_t fid, hs_database_t **out,
                              uint32_t **ids, uint32_t *nids, kx_err *err);
 void kx__prefilter_fini(kx__prefilter *pf, size_t nrules);

@@ -194,12 +194,13 @@ static unsigned hs_flags(uint32_t flags)
  * such as \xe9 are one byte in byte mode and one character in UTF-8 mode: one atom either
  * way), on a subject that is all ASCII, the two modes give the same answer: every byte is a
  * whole character, classes without UCP (\w \d \s \b, POSIX) are ASCII-only in both, and
- * caseless patterns are ASCII-only (hs_suitable). So
- * the byte-mode database is compiled at load and answers ASCII subjects, nearly all of a log
- * stream; the UTF-8 database is compiled the first time a subject with other bytes meets the
- * pattern (a one-off pause on the loop, logged with its duration: 1 ms to 0.5 s a pattern),
- * and kept. A pattern with a non-ASCII character in its text, or that byte mode refuses
- * (\x{100}: a code point above one byte), gets its UTF-8 database at load, for all subjects. */
+ * caseless patterns are ASCII-only (hs_suitable). So the byte-mode database is compiled at
+ * load and answers ASCII subjects, nearly all of a log stream; the UTF-8 database is
+ * compiled the first time a subject with other bytes meets the pattern (a one-off pause on
+ * the loop, logged with its duration: 1 ms to 0.5 s a pattern; at most about
+ * KX__RE_UTF_COMPILE_MS of them per event), and kept. A pattern with a non-ASCII character in
+ * its text, or that byte mode refuses (\x{100}: a code point above one byte), gets its UTF-8
+ * database at load, for all subjects. */
 typedef struct hs_entry {
     struct hs_entry *next;
     uint64_t hash;

@@ -136,9 +136,8 @@ static int route_build(kx__cset *cs, const kx_event *ev, kx__route *r)
             char msg[512];
             kx_err_format(&err, msg, sizeof(msg));
             kx_log(KX_LOG_WARN, "detect",
-                   "%s; field %s: its regex rules are evaluated on every "
-                   "event",
-                   msg, cs->fx.names[r->scan[k]]);
+                   "%s; field %s: its regex rules are evaluated on every event with the field", msg,
+                   cs->fx.names[r->scan[k]]);
             memset(&err, 0, sizeof(err));
             rc = 0;
         }
