@@ -42,6 +42,9 @@ typedef enum {
     KX_M_REGEX_GIVEN_UP,      /* PCRE2 regex runs given up: a limit, or the event's budget */
     KX_M_REGEX_FAILED_CLOSED, /* rule evaluations a given-up regex turned into a match */
     KX_M_REGEX_FAILED_OPEN,   /* rule evaluations with a given-up regex reported as no match */
+    KX_M_SPOOL_CORRUPT_BYTES, /* spool bytes skipped when read back: torn or corrupt */
+    KX_M_SPOOL_FULL,          /* times an alert waited because the spool was full */
+    KX_M_SPOOL_ERRORS,        /* spool writes or syncs that failed (retried) */
     KX_M__COUNT
 } kx_metric;
 
@@ -54,6 +57,8 @@ void kx_metrics_reset(void); /* tests */
 
 /* Gauge: 1 when the state store is connected (redis), else 0. */
 void kx_metric_set_store_up(int up);
+/* Spool gauges (klaxon_spool_bytes, klaxon_spool_pending_alerts): set by the router. */
+void kx_metric_set_spool(uint64_t bytes, uint64_t pending);
 
 /* Appends all process counters in Prometheus text exposition format. */
 int kx_metrics_render(kx_buf *out);

@@ -8,6 +8,7 @@
 
 static uint64_t g_counters[KX_M__COUNT];
 static int g_store_up;
+static uint64_t g_spool_bytes, g_spool_pending;
 
 static const struct {
     const char *name;
@@ -80,6 +81,15 @@ static const struct {
     [KX_M_REGEX_FAILED_OPEN] = {"klaxon_regex_failed_open_total",
                                 "Rule evaluations reported as no match with a regular expression "
                                 "given up (regex_budget: fail_open)."},
+    [KX_M_SPOOL_CORRUPT_BYTES] = {"klaxon_spool_corrupt_bytes_total",
+                                  "Alert spool bytes skipped when read back at start: a torn "
+                                  "tail or a corrupt record."},
+    [KX_M_SPOOL_FULL] = {"klaxon_spool_full_total",
+                         "Alerts that waited for room because the alert spool was full "
+                         "(consumption pauses meanwhile)."},
+    [KX_M_SPOOL_ERRORS] = {"klaxon_spool_errors_total",
+                           "Alert spool writes or syncs that failed; the alert waits and they "
+                           "are retried."},
 };
 
 void kx_metric_inc(kx_metric m)
@@ -111,6 +121,13 @@ void kx_metrics_reset(void)
 {
     memset(g_counters, 0, sizeof(g_counters));
     g_store_up = 0;
+    g_spool_bytes = g_spool_pending = 0;
+}
+
+void kx_metric_set_spool(uint64_t bytes, uint64_t pending)
+{
+    g_spool_bytes = bytes;
+    g_spool_pending = pending;
 }
 
 void kx_metric_set_store_up(int up)
@@ -131,6 +148,15 @@ int kx_metrics_render(kx_buf *out)
                            "# HELP klaxon_store_up 1 when the state store is connected.\n"
                            "# TYPE klaxon_store_up gauge\nklaxon_store_up %d\n",
                            g_store_up);
+    if (!rc)
+        rc = kx_buf_printf(out,
+                           "# HELP klaxon_spool_bytes Bytes of the alert spool's live segments.\n"
+                           "# TYPE klaxon_spool_bytes gauge\nklaxon_spool_bytes %llu\n"
+                           "# HELP klaxon_spool_pending_alerts Alerts in the spool that some "
+                           "sink has not acknowledged.\n"
+                           "# TYPE klaxon_spool_pending_alerts gauge\n"
+                           "klaxon_spool_pending_alerts %llu\n",
+                           (unsigned long long)g_spool_bytes, (unsigned long long)g_spool_pending);
     return rc;
 }
 
