@@ -518,7 +518,7 @@ static int pipe_setup(bench *b, pipe_run *pr)
     memset(pr, 0, sizeof(*pr));
     pr->loop = ev_loop_new(EVFLAG_AUTO);
     if (kx_store_memory_create(pr->loop, b->cfg->state_max_keys, &pr->store) ||
-        kx_router_create(pr->loop, b->cfg->alerting, b->cfg->file, &pr->router, &err))
+        kx_router_create(pr->loop, b->cfg->alerting, b->cfg->file, NULL, &pr->router, &err))
         return -EINVAL;
     kx_pipeline_opts opts = {.max_event_bytes = b->cfg->max_event_bytes,
                              .evidence_bytes = b->cfg->evidence_bytes,

@@ -231,7 +231,7 @@ int main(int argc, char **argv)
         snprintf(cfg, sizeof(cfg), "alerting:\n  sinks:\n    out: {type: file, path: %s/alerts}\n",
                  dir);
         if (kx_yaml_load_mem("bench.yaml", cfg, strlen(cfg), &doc, &err) ||
-            kx_router_create(loop, kx_yaml_get(doc->root, "alerting"), "bench.yaml", &router,
+            kx_router_create(loop, kx_yaml_get(doc->root, "alerting"), "bench.yaml", NULL, &router,
                              &err) ||
             kx_store_create_from_url(loop, url, &store, &err))
             return 1;

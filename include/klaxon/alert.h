@@ -1,7 +1,8 @@
 /*
  * alert: the alert record (JSON, contract in docs/alerts.md), routing by team to sinks,
- * duplicate suppression by dedup_key, and the sinks: stdout, file (JSON Lines), webhook
- * (HTTP POST with libcurl multi on the loop, retried with backoff), kafka (alerts topic).
+ * duplicate suppression by dedup_key, the durable spool between detection and delivery
+ * (klaxon/spool.h), per-sink queues with retries and a circuit breaker, and the sinks:
+ * stdout, file (JSON Lines), webhook (HTTP POST with libcurl multi on the loop), kafka.
  *
  * Ownership: a kx_alert is the caller's and only borrowed during kx_router_send, which
  * renders it to JSON at once. The router is created from the config's `alerting:` map and
@@ -79,21 +80,36 @@ int kx_evidence_render_degraded(const kx_event *ev, const char *degraded, size_t
 typedef struct kx_router kx_router;
 typedef void (*kx_router_done_cb)(void *ud, int status);
 
+typedef struct kx_router_opts {
+    /* true: ignore alerting.spool and keep alerts in memory only (`replay`, which must not
+     * touch a running process's spool). */
+    bool no_spool;
+} kx_router_opts;
+
 /* cfg: the `alerting:` map (see docs/internals/alert.md); NULL = one stdout sink for all.
- * file: the config's name for error messages. */
+ * file: the config's name for error messages. opts NULL: defaults. With `alerting.spool`
+ * the spool is opened here and what it holds undelivered is queued again at once. */
 int kx_router_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *file,
-                     kx_router **out, kx_err *err);
-/* Routes the alert to its team's sinks (or the default route). done runs once, when every
- * sink has accepted it or given up (status 0, or < 0 when some sink failed after its
- * retries and the alert went to the dead-letter file). May run before this returns.
- * An alert whose dedup_key was sent recently is not sent again (done runs with 0).
- * Returns 0, or < 0 (-E2BIG, -ENOMEM) and then done never runs. done and the drain callback
- * must not destroy the router. */
+                     const kx_router_opts *opts, kx_router **out, kx_err *err);
+/* Routes the alert to its team's sinks (or the default route) through the spool. done runs
+ * once, with 0, when the alert is in the spool: with a spool directory after it was made
+ * durable (the next group sync, once per loop iteration), without one at once. Delivery goes
+ * on after that, per sink, with retries (docs/internals/alert.md); the caller's Kafka offsets
+ * may be stored from done on. While the spool is full done waits (back-pressure). May run
+ * before this returns. An alert whose dedup_key was sent recently is not sent again (done
+ * runs with 0). Returns 0, or < 0 (-E2BIG, -ENOMEM) and then done never runs. done and the
+ * drain callback must not destroy the router. */
 int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void *ud);
+/* Reopens the sinks' files (SIGHUP, after log rotation). */
+void kx_router_reopen(kx_router *r);
+/* Alerts not yet delivered to (or given up by) all their sinks. */
 size_t kx_router_pending(const kx_router *r);
-/* Runs cb once nothing is pending (at once if already so). For shutdown. */
+/* Runs cb once the router may be destroyed without losing anything (at once if so). With a
+ * spool directory: when every alert is durable and no attempt is in flight (no new attempts
+ * start; what is undelivered stays spooled). Without: when every delivery has ended. */
 void kx_router_drain(kx_router *r, void (*cb)(void *ud), void *ud);
-/* In-flight sends finish with -ECANCELED (and go to the dead-letter file). */
+/* Cancels attempts in flight. With a spool directory undelivered alerts stay in it for the
+ * next start; without one they are lost (logged with their count). */
 void kx_router_destroy(kx_router *r);
 /* Max evidence events per alert, from the config (default 5). */
 size_t kx_router_max_evidence(const kx_router *r);

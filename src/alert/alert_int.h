@@ -1,56 +1,154 @@
 /*
- * Private to the alert stage: the sink interface the router drives, the in-flight send
- * record shared by all sinks an alert goes to, and hooks the unit tests use.
+ * Private to the alert stage: the objects of one alert's way out, and the sink interface.
  *
- * A kx__send is created by kx_router_send with the rendered alert JSON inside it and is
- * freed by the router when the last of its sinks calls kx__send_finish. Sinks borrow the
- * payload until they call kx__send_finish; they never free a send themselves.
+ *   kx__send      one routed alert: its JSON, dedup_key, spool sequence number and the sinks
+ *                 it goes to. Created by kx_router_send (or read back from the spool), freed
+ *                 by the router when its last delivery ended.
+ *   kx__delivery  that alert to one sink: attempts, next attempt time, last error. Owned by
+ *                 the sink's queue (queue.c) from push to its end.
+ *   kx__queue     one sink's queue: concurrency, retry schedule with jitter, circuit breaker,
+ *                 retry_for bound (queue.c). A slow or dead sink delays only its own queue.
+ *
+ * A sink only makes attempts: kx__sink_ops.attempt starts one delivery attempt and the sink
+ * reports its outcome with kx__attempt_done exactly once (possibly before attempt returns).
+ * What happens next (retry, breaker, dead letter, spool ack) is the queue's and router's.
+ * Sinks borrow the send's payload until they report.
  */
 #ifndef KX_ALERT_INT_H
 #define KX_ALERT_INT_H
 
+#include <ev.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "klaxon/alert.h"
 #include "klaxon/log.h"
+#include "klaxon/spool.h"
 #include "klaxon/yaml.h"
 
 #define KX__ALERT_MODULE "alert"
 
 typedef struct kx__sink kx__sink;
 typedef struct kx__send kx__send;
+typedef struct kx__delivery kx__delivery;
+typedef struct kx__queue kx__queue;
 
 struct kx__send {
     kx_router *router;
-    kx__send *prev, *next; /* the router's in-flight list */
-    kx_router_done_cb done;
+    kx__send *prev, *next;  /* the router's live sends */
+    kx__send *wait_next;    /* the router's list of sends waiting for the spool */
+    uint64_t seq;           /* spool sequence number; 0 until appended */
+    kx_router_done_cb done; /* runs once the alert is in the spool (durable: synced) */
     void *ud;
-    unsigned remaining; /* sinks (plus the router's own token) still to finish */
-    int status;         /* first failure, or 0 */
-    char key[33];       /* dedup_key, the Kafka message key */
+    unsigned remaining;                   /* deliveries not ended (plus setup tokens) */
+    unsigned nsinks;                      /* the route's sinks, in order: spool ack positions */
+    uint16_t sink_ix[KX_SPOOL_MAX_SINKS]; /* router sink index of position i */
+    int64_t created_ms;                   /* wall clock */
+    char key[33];                         /* dedup_key, the Kafka message key */
     size_t len;
     char payload[]; /* alert JSON, NUL-terminated, no newline */
 };
 
+struct kx__delivery {
+    kx__send *send;
+    kx__queue *q;
+    kx__delivery *prev, *next; /* the queue's FIFO */
+    unsigned pos;              /* position in send's sinks (the spool ack index) */
+    unsigned attempts;
+    bool inflight;
+    int64_t first_ms, next_ms; /* monotonic: when queued, earliest next attempt */
+    long last_status;          /* HTTP status of the last attempt, 0 if none */
+    const char *why;           /* why it ended undelivered (static string) */
+    char last_error[160];
+};
+
+typedef enum {
+    KX__ATTEMPT_OK = 0, /* acknowledged: 2xx, delivery report, written and synced */
+    KX__ATTEMPT_RETRY,  /* may succeed later: 5xx, 408, 429, transport errors, full disk */
+    KX__ATTEMPT_FAIL,   /* will not succeed as it is: other 4xx; dead-lettered at once */
+} kx__attempt_kind;
+
+typedef struct kx__outcome {
+    kx__attempt_kind kind;
+    long status;            /* HTTP status, 0 when there was none */
+    int64_t retry_after_ms; /* >= 0: the receiver asked to wait this long (Retry-After) */
+    const char *error;      /* short reason for logs and dead letters; copied */
+} kx__outcome;
+
 typedef struct kx__sink_ops {
     const char *type;
-    /* Starts delivering s. The sink calls kx__send_finish(s, ...) exactly once, possibly
-     * before deliver returns. */
-    void (*deliver)(kx__sink *sink, kx__send *s);
-    /* Cancels what is in flight (each finished with -ECANCELED unless it completes within
-     * the sink's bounded shutdown) and frees the sink. */
+    /* Starts one attempt to deliver d->send. The sink calls kx__attempt_done(d, ...) exactly
+     * once, possibly before attempt returns. */
+    void (*attempt)(kx__sink *sink, kx__delivery *d);
+    /* Cancels what is in flight and frees the sink. Attempts it ends meanwhile may still be
+     * reported (a kafka flush): a success is recorded, anything else is left in the spool. */
     void (*destroy)(kx__sink *sink);
+    /* Optional: reopen files after a SIGHUP (log rotation). */
+    void (*reopen)(kx__sink *sink);
 } kx__sink_ops;
 
 struct kx__sink {
     const kx__sink_ops *ops;
     char *name; /* owned by the sink, freed by kx__sink_base_fini */
     struct ev_loop *loop;
-    uint64_t delivered;
-    uint64_t failed;
 };
+
+/* Reports the outcome of one attempt (see kx__sink_ops.attempt). */
+void kx__attempt_done(kx__delivery *d, const kx__outcome *o);
+void kx__attempt_ok(kx__delivery *d);
+
+/* ---- queues (queue.c) ---- */
+
+typedef struct kx__queue_cfg {
+    unsigned concurrency;      /* attempts in flight at once */
+    int64_t retry_for_ms;      /* an alert is retried this long, then dead-lettered */
+    int64_t backoff_ms;        /* first retry delay; doubles per attempt ... */
+    int64_t backoff_max_ms;    /* ... up to this (also the breaker's longest pause) */
+    unsigned breaker_failures; /* failed attempts in a row that open the circuit; 0 = never */
+} kx__queue_cfg;
+
+/* The queue keys every sink accepts (besides its own), for kx_yaml_check_keys lists. */
+#define KX__QUEUE_KEYS "concurrency", "retry_for", "backoff", "backoff_max", "breaker_failures"
+
+struct kx__queue {
+    kx_router *router;
+    kx__sink *sink;
+    char name[256]; /* the sink's, kept past its destroy (dead letters at shutdown) */
+    unsigned index; /* in the router's sinks */
+    struct ev_loop *loop;
+    kx__queue_cfg cfg;
+    kx__delivery *head, *tail;
+    size_t depth;
+    unsigned inflight;
+    bool pumping, stopped, closing;
+    /* circuit breaker: open while fails >= cfg.breaker_failures, probing once per cooldown */
+    unsigned fails;
+    int64_t open_until, cooldown_ms;
+    ev_timer timer;
+    uint64_t delivered, dead, retried;
+    kx_ratelimit rl;
+};
+
+/* Reads the queue keys of a sink's map over defaults d. */
+int kx__queue_parse(const kx_yaml_node *cfg, const char *file, const kx__queue_cfg *d,
+                    kx__queue_cfg *out, kx_err *err);
+void kx__queue_init(kx__queue *q, kx_router *r, kx__sink *sink, unsigned index,
+                    struct ev_loop *loop, const kx__queue_cfg *cfg);
+/* Takes d (send, pos set) and starts what the queue allows. */
+void kx__queue_push(kx__queue *q, kx__delivery *d);
+/* Starts what the queue allows now and arms its timer for the rest. */
+void kx__queue_pump(kx__queue *q);
+/* No new attempts (shutdown with a durable spool: what is left stays spooled). */
+void kx__queue_stop(kx__queue *q);
+/* Frees the queued deliveries (call after the sink is destroyed). */
+void kx__queue_fini(kx__queue *q);
+
+/* The router hears each delivery's end: delivered, or dead (retry_for spent, a permanent
+ * failure, the sink removed). It acks the spool, dead-letters, frees the send when done. */
+void kx__router_delivery_end(kx_router *r, kx__delivery *d, bool delivered);
+/* An attempt ended without ending its delivery (a retry): the router may be drained now. */
+void kx__router_attempt_settled(kx_router *r);
 
 /* Every sink constructor: cfg is the sink's map (its `type` already checked by the router),
  * name the key it was declared under. New sink on success, caller destroys via ops. */
@@ -70,11 +168,6 @@ int kx__sink_kafka_create(struct ev_loop *loop, const char *name, const kx_yaml_
 int kx__sink_base_init(kx__sink *sink, const kx__sink_ops *ops, struct ev_loop *loop,
                        const char *name);
 void kx__sink_base_fini(kx__sink *sink);
-
-/* A sink reports the outcome of one delivery: 0 = acknowledged, < 0 = gave up. Counts the
- * delivery (KX_M_ALERTS_DELIVERED / KX_M_ALERTS_FAILED); the last sink to finish completes
- * the send (dead-letter, done callback, free). */
-void kx__send_finish(kx__send *s, kx__sink *sink, int status);
 
 /* The two 64-bit halves of the dedup_key (the router's dedup cache keys on them). */
 void kx__alert_dedup_hash(const kx_alert *a, uint64_t *h1, uint64_t *h2);

@@ -1,22 +1,33 @@
 /*
- * The router: parses `alerting:` (docs/internals/alert.md), owns the sinks, and for each
- * alert decides whether it is a duplicate, renders it once, and hands the same bytes to every
- * sink of the alert's route.
+ * The router: parses `alerting:` (docs/internals/alert.md), owns the sinks with their queues
+ * and the spool, and takes each alert from kx_router_send to the end of its deliveries.
  *
- * Lifetime of one send: kx_router_send allocates one kx__send holding the rendered JSON and
- * a count of sinks still working on it, plus one token of its own so that sinks finishing
- * synchronously (stdout, file) cannot complete the send before every sink has been started.
- * The last kx__send_finish writes the dead-letter line if a sink gave up, runs the caller's
- * done callback, frees the send, and runs the drain callback when nothing is left pending.
+ * One alert's way:
+ *   1. rendered once; dropped when its dedup_key was sent recently (this process's cache);
+ *   2. appended to the spool (spool.c) with the names of its route's sinks. When the spool is
+ *      full or its disk fails, the alert waits in memory, in order, and so does every later
+ *      one: the caller's done does not run, its batch does not finish, consumption pauses;
+ *   3. one delivery per sink is pushed to that sink's queue (queue.c) at once;
+ *   4. done(ud, 0) runs once the alert is durable: after the next group fdatasync (an
+ *      ev_prepare, once per loop iteration, so once per batch), or at once without a spool
+ *      directory. From then on the caller's Kafka offsets may be stored: delivery no longer
+ *      holds the stream;
+ *   5. each delivery ends delivered (spool ack) or dead (dead letter, then spool ack); the
+ *      last one frees the send.
  *
- * Bounded state: the dedup cache (fixed capacity) and the in-flight sends, which the sinks
- * bound themselves (webhook retries end, kafka has message.timeout.ms).
+ * At start the spool is read back and what some sink has not acknowledged is queued again,
+ * for those sinks only (an alert routed to a sink that is no longer configured is
+ * dead-lettered).
+ *
+ * Bounded: the spool's size (then back-pressure), the dedup cache, the sends waiting for
+ * room (one batch: the caller stops feeding), and each delivery's time (retry_for).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -27,6 +38,8 @@
 #define DEFAULT_DEDUP_WINDOW_MS (3600 * 1000LL)
 #define DEFAULT_DEDUP_CAPACITY 65536
 #define RENDER_MAX (4u << 20) /* an alert larger than this is refused, not sent */
+#define MEMORY_SPOOL_BYTES (64ull << 20)
+#define SPOOL_RETRY_S 1.0 /* after a failed append or sync */
 
 typedef struct route {
     char *team;
@@ -37,6 +50,7 @@ typedef struct route {
 struct kx_router {
     struct ev_loop *loop;
     kx__sink **sinks;
+    kx__queue *queues; /* one per sink, same index */
     size_t nsinks;
     route *routes;
     size_t nroutes;
@@ -47,13 +61,23 @@ struct kx_router {
     int64_t dedup_window_ms;
     kx__dedup dedup;
 
+    kx_spool *spool;
+    kx_spool_opts spool_opts;
+    char *spool_dir;
+    bool use_spool;
     char *dead_letter_path;
     int dead_letter_fd;
     uint64_t dead_letter_errors;
 
     kx_buf scratch; /* render buffer, reused */
-    kx__send *inflight;
+    kx_buf line;    /* dead-letter line, reused */
+    kx__send *live; /* every send not ended */
     size_t pending;
+    kx__send *wait_head, *wait_tail;   /* appended, done not yet run (sync pending) */
+    kx__send *block_head, *block_tail; /* not appended yet: spool full or failing */
+    ev_prepare sync_w;
+    ev_timer retry_w;
+    bool draining, closing;
     void (*drain_cb)(void *ud);
     void *drain_ud;
     kx_ratelimit rl;
@@ -62,11 +86,16 @@ struct kx_router {
 static const struct {
     const char *type;
     kx__sink_create_fn create;
+    kx__queue_cfg defaults;
 } sink_types[] = {
-    {"stdout", kx__sink_stdout_create},
-    {"file", kx__sink_file_create},
-    {"webhook", kx__sink_webhook_create},
-    {"kafka", kx__sink_kafka_create},
+    /* A local write either works or the disk is in trouble: retry slowly, one at a time. */
+    {"stdout", kx__sink_stdout_create, {1, 6 * 3600000LL, 1000, 60000, 0}},
+    {"file", kx__sink_file_create, {1, 6 * 3600000LL, 1000, 60000, 0}},
+    /* A pager or chat service: a few requests at once, retried for hours, the circuit
+     * opening after 5 failures in a row. */
+    {"webhook", kx__sink_webhook_create, {4, 6 * 3600000LL, 1000, 300000, 5}},
+    /* librdkafka batches and retries within message.timeout.ms; many in flight is normal. */
+    {"kafka", kx__sink_kafka_create, {1000, 6 * 3600000LL, 1000, 300000, 0}},
 };
 
 /* ---- helpers shared by the sinks ---- */
@@ -76,7 +105,6 @@ int kx__sink_base_init(kx__sink *sink, const kx__sink_ops *ops, struct ev_loop *
 {
     sink->ops = ops;
     sink->loop = loop;
-    sink->delivered = sink->failed = 0;
     sink->name = strdup(name);
     return sink->name ? 0 : -ENOMEM;
 }
@@ -87,67 +115,255 @@ void kx__sink_base_fini(kx__sink *sink)
     sink->name = NULL;
 }
 
-/* ---- sends ---- */
+/* ---- dead letters ---- */
 
-static void dead_letter(kx_router *r, const kx__send *s)
+/* One JSON line: when, which sink, why, how many attempts, the last status and error, and
+ * the alert itself. Written with one write(2) (O_APPEND) and made durable before the spool
+ * forgets the alert. */
+static void dead_letter(kx_router *r, const kx__delivery *d, const char *sink, const char *why)
 {
+    const kx__send *s = d->send;
+    kx_log_limited(&r->rl, KX_LOG_ERROR, KX__ALERT_MODULE,
+                   "sink %s: alert %s dead-lettered after %u attempt(s): %s (last: %s)", sink,
+                   s->key, d->attempts, why, d->last_error[0] ? d->last_error : "none");
     if (r->dead_letter_fd < 0)
         return;
-    /* One writev so the line is appended whole (O_APPEND) even if another process shares the
-     * file. */
-    struct iovec iov[2] = {{(void *)s->payload, s->len}, {(void *)"\n", 1}};
-    ssize_t n;
-    do {
-        n = writev(r->dead_letter_fd, iov, 2);
-    } while (n < 0 && errno == EINTR);
-    if (n != (ssize_t)(s->len + 1)) {
+    char ts[40];
+    kx_time_format(kx_now_ms(), ts, sizeof(ts));
+    kx_buf *b = &r->line;
+    kx_buf_reset(b);
+    int rc = kx_buf_printf(b, "{\"time\":\"%s\",\"sink\":", ts);
+    rc = rc ? rc : kx_buf_json_str(b, sink, strlen(sink));
+    rc = rc ? rc : kx_buf_puts(b, ",\"reason\":");
+    rc = rc ? rc : kx_buf_json_str(b, why, strlen(why));
+    rc = rc ? rc
+            : kx_buf_printf(b, ",\"attempts\":%u,\"status\":%ld,\"error\":", d->attempts,
+                            d->last_status);
+    rc = rc ? rc : kx_buf_json_str(b, d->last_error, strlen(d->last_error));
+    rc = rc ? rc : kx_buf_printf(b, ",\"key\":\"%s\",\"alert\":", s->key);
+    rc = rc ? rc : kx_buf_append(b, s->payload, s->len);
+    rc = rc ? rc : kx_buf_puts(b, "}\n");
+    ssize_t n = -1;
+    if (!rc) {
+        do {
+            n = write(r->dead_letter_fd, b->data, b->len);
+        } while (n < 0 && errno == EINTR);
+    }
+    if (n != (ssize_t)b->len || (r->use_spool && r->spool_dir && fdatasync(r->dead_letter_fd))) {
         r->dead_letter_errors++;
         kx_log_limited(&r->rl, KX_LOG_ERROR, KX__ALERT_MODULE,
-                       "dead-letter %s: write failed: %s; alert %s lost", r->dead_letter_path,
-                       n < 0 ? strerror(errno) : "short write", s->key);
+                       "dead letters %s: write failed: %s; alert %s kept only in this log",
+                       r->dead_letter_path, n < 0 ? strerror(errno) : "short write", s->key);
     }
 }
 
-static void send_complete(kx__send *s)
+/* ---- sends ---- */
+
+static void check_drain(kx_router *r);
+
+static void send_release(kx__send *s)
 {
+    if (--s->remaining)
+        return;
     kx_router *r = s->router;
     if (s->prev)
         s->prev->next = s->next;
     else
-        r->inflight = s->next;
+        r->live = s->next;
     if (s->next)
         s->next->prev = s->prev;
     r->pending--;
-    if (s->status < 0)
-        dead_letter(r, s);
-    if (s->done)
-        s->done(s->ud, s->status);
     free(s);
-    if (r->pending == 0 && r->drain_cb) {
-        void (*cb)(void *) = r->drain_cb;
-        r->drain_cb = NULL;
-        cb(r->drain_ud);
+}
+
+static void publish_spool(kx_router *r)
+{
+    kx_spool_stats st;
+    kx_spool_stats_get(r->spool, &st);
+    kx_metric_set_spool(st.bytes, st.pending);
+}
+
+/* Pushes one delivery per pending position of s to the sinks' queues. */
+static void start_deliveries(kx_router *r, kx__send *s, uint32_t pending)
+{
+    s->remaining++; /* setup token: a synchronous sink cannot end the send halfway */
+    for (unsigned i = 0; i < s->nsinks; i++) {
+        if (!(pending & (1u << i)))
+            continue;
+        kx__delivery *d = calloc(1, sizeof(*d));
+        if (!d) {
+            /* Stays in the spool (durable): a restart delivers it. */
+            kx_log_limited(&r->rl, KX_LOG_ERROR, KX__ALERT_MODULE,
+                           "out of memory: alert %s not queued for sink %s", s->key,
+                           r->sinks[s->sink_ix[i]]->name);
+            continue;
+        }
+        d->send = s;
+        d->pos = i;
+        s->remaining++;
+        kx__queue_push(&r->queues[s->sink_ix[i]], d);
+    }
+    send_release(s);
+}
+
+void kx__router_delivery_end(kx_router *r, kx__delivery *d, bool delivered)
+{
+    kx__send *s = d->send;
+    const char *sink = r->sinks[s->sink_ix[d->pos]]->name;
+    if (delivered) {
+        kx_metric_inc(KX_M_ALERTS_DELIVERED);
+    } else {
+        kx_metric_inc(KX_M_ALERTS_FAILED);
+        dead_letter(r, d, sink, d->why ? d->why : "not delivered");
+    }
+    if (s->seq) {
+        int rc =
+            kx_spool_ack(r->spool, s->seq, d->pos, delivered ? KX_SPOOL_DELIVERED : KX_SPOOL_DEAD);
+        if (rc && rc != -ENOENT)
+            kx_log_limited(&r->rl, KX_LOG_ERROR, KX__ALERT_MODULE,
+                           "spool: ack of alert %s for sink %s not written (%s): a restart "
+                           "sends it again",
+                           s->key, sink, strerror(-rc));
+        publish_spool(r);
+    }
+    free(d);
+    send_release(s);
+    if (!r->closing) {
+        /* An ack may have made room for alerts waiting for the spool. */
+        if (r->block_head && !ev_is_active(&r->retry_w))
+            ev_feed_event(r->loop, &r->retry_w, EV_TIMER);
+        check_drain(r);
     }
 }
 
-void kx__send_finish(kx__send *s, kx__sink *sink, int status)
+/* Appends s to the spool. -ENOSPC and disk errors: s must wait (nothing was written). */
+static int spool_append(kx_router *r, kx__send *s)
 {
-    if (sink) {
-        if (status == 0) {
-            sink->delivered++;
-            kx_metric_inc(KX_M_ALERTS_DELIVERED);
-        } else {
-            sink->failed++;
-            kx_metric_inc(KX_M_ALERTS_FAILED);
-            kx_log_limited(&s->router->rl, KX_LOG_ERROR, KX__ALERT_MODULE,
-                           "sink %s gave up on alert %s: %s", sink->name, s->key,
-                           strerror(-status));
-            if (s->status == 0)
-                s->status = status;
-        }
+    const char *names[KX_SPOOL_MAX_SINKS];
+    for (unsigned i = 0; i < s->nsinks; i++)
+        names[i] = r->sinks[s->sink_ix[i]]->name;
+    int rc = kx_spool_append(r->spool, s->key, s->created_ms, names, s->nsinks, s->payload, s->len,
+                             &s->seq);
+    if (!rc)
+        publish_spool(r);
+    return rc;
+}
+
+/* s is in the spool: its deliveries start, and its done runs once that is durable. */
+static void spooled(kx_router *r, kx__send *s)
+{
+    if (kx_spool_durable(r->spool)) {
+        s->remaining++; /* the sync token, until done has run */
+        s->wait_next = NULL;
+        if (r->wait_tail)
+            r->wait_tail->wait_next = s;
+        else
+            r->wait_head = s;
+        r->wait_tail = s;
+        ev_prepare_start(r->loop, &r->sync_w);
     }
-    if (--s->remaining == 0)
-        send_complete(s);
+    start_deliveries(r, s, s->nsinks == 32 ? UINT32_MAX : (1u << s->nsinks) - 1);
+    if (!kx_spool_durable(r->spool) && s->done) {
+        kx_router_done_cb done = s->done;
+        s->done = NULL;
+        done(s->ud, 0);
+    }
+}
+
+/* Appends what waits for the spool, in order, until it refuses again. */
+static void flush_blocked(kx_router *r)
+{
+    while (r->block_head) {
+        kx__send *s = r->block_head;
+        int rc = spool_append(r, s);
+        if (rc) {
+            if (rc != -ENOSPC)
+                kx_metric_inc(KX_M_SPOOL_ERRORS);
+            if (!ev_is_active(&r->retry_w)) {
+                ev_timer_set(&r->retry_w, SPOOL_RETRY_S, 0.);
+                ev_timer_start(r->loop, &r->retry_w);
+            }
+            return;
+        }
+        r->block_head = s->wait_next;
+        if (!r->block_head)
+            r->block_tail = NULL;
+        kx_log_limited(&r->rl, KX_LOG_INFO, KX__ALERT_MODULE,
+                       "spool: alert %s appended after waiting", s->key);
+        spooled(r, s);
+        send_release(s); /* the blocked token */
+    }
+}
+
+static void block(kx_router *r, kx__send *s, int rc)
+{
+    if (rc == -ENOSPC) {
+        kx_metric_inc(KX_M_SPOOL_FULL);
+        kx_log_limited(&r->rl, KX_LOG_WARN, KX__ALERT_MODULE,
+                       "spool full: alert %s waits for room, consumption pauses meanwhile "
+                       "(sinks are behind; see klaxon_spool_bytes)",
+                       s->key);
+    } else {
+        kx_metric_inc(KX_M_SPOOL_ERRORS);
+        kx_log_limited(&r->rl, KX_LOG_ERROR, KX__ALERT_MODULE,
+                       "spool: alert %s not written (%s): it waits, retried every %.0f s", s->key,
+                       strerror(-rc), SPOOL_RETRY_S);
+    }
+    s->remaining++; /* the blocked token */
+    s->wait_next = NULL;
+    if (r->block_tail)
+        r->block_tail->wait_next = s;
+    else
+        r->block_head = s;
+    r->block_tail = s;
+    if (!ev_is_active(&r->retry_w)) {
+        ev_timer_set(&r->retry_w, SPOOL_RETRY_S, 0.);
+        ev_timer_start(r->loop, &r->retry_w);
+    }
+}
+
+static void sync_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    kx_router *r = w->data;
+    int rc = kx_spool_sync(r->spool);
+    if (rc) {
+        kx_metric_inc(KX_M_SPOOL_ERRORS);
+        kx_log_limited(&r->rl, KX_LOG_ERROR, KX__ALERT_MODULE,
+                       "spool: sync failed (%s): alerts wait, retried every %.0f s", strerror(-rc),
+                       SPOOL_RETRY_S);
+        ev_prepare_stop(r->loop, w);
+        if (!ev_is_active(&r->retry_w)) {
+            ev_timer_set(&r->retry_w, SPOOL_RETRY_S, 0.);
+            ev_timer_start(r->loop, &r->retry_w);
+        }
+        return;
+    }
+    ev_prepare_stop(r->loop, w);
+    while (r->wait_head) {
+        kx__send *s = r->wait_head;
+        r->wait_head = s->wait_next;
+        if (!r->wait_head)
+            r->wait_tail = NULL;
+        kx_router_done_cb done = s->done;
+        s->done = NULL;
+        if (done)
+            done(s->ud, 0);
+        send_release(s); /* the sync token */
+    }
+    check_drain(r);
+}
+
+static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    kx_router *r = w->data;
+    flush_blocked(r);
+    if (r->wait_head && !ev_is_active(&r->sync_w))
+        ev_prepare_start(r->loop, &r->sync_w);
+    check_drain(r);
 }
 
 static const route *route_for(const kx_router *r, const char *team)
@@ -157,6 +373,25 @@ static const route *route_for(const kx_router *r, const char *team)
             if (!strcmp(r->routes[i].team, team))
                 return &r->routes[i];
     return r->default_route;
+}
+
+static kx__send *send_new(kx_router *r, const char *payload, size_t len)
+{
+    kx__send *s = malloc(sizeof(*s) + len + 1);
+    if (!s)
+        return NULL;
+    memset(s, 0, sizeof(*s));
+    s->router = r;
+    s->len = len;
+    memcpy(s->payload, payload, len);
+    s->payload[len] = '\0';
+    s->remaining = 1; /* the creator's token */
+    s->next = r->live;
+    if (s->next)
+        s->next->prev = s;
+    r->live = s;
+    r->pending++;
+    return s;
 }
 
 int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void *ud)
@@ -185,33 +420,94 @@ int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void
             done(ud, 0);
         return 0;
     }
-    kx__send *s = malloc(sizeof(*s) + r->scratch.len + 1);
+    kx__send *s = send_new(r, r->scratch.data, r->scratch.len);
     if (!s)
         return -ENOMEM;
-    memset(s, 0, sizeof(*s));
-    s->router = r;
     s->done = done;
     s->ud = ud;
+    s->created_ms = kx_now_ms();
     kx_alert_dedup_key(a, s->key, sizeof(s->key));
-    s->len = r->scratch.len;
-    memcpy(s->payload, r->scratch.data, s->len + 1);
-
     const route *rt = route_for(r, a->team);
     const size_t *idx = rt ? rt->sinks : r->all_sinks;
     size_t n = rt ? rt->nsinks : r->nsinks;
-
-    s->remaining = (unsigned)n + 1;
-    s->next = r->inflight;
-    if (s->next)
-        s->next->prev = s;
-    r->inflight = s;
-    r->pending++;
-    for (size_t i = 0; i < n; i++) {
-        kx__sink *sink = r->sinks[idx[i]];
-        sink->ops->deliver(sink, s);
-    }
-    kx__send_finish(s, NULL, 0);
+    s->nsinks = (unsigned)n;
+    for (size_t i = 0; i < n; i++)
+        s->sink_ix[i] = (uint16_t)idx[i];
+    /* In order: nothing overtakes an alert that waits for the spool. */
+    rc = r->block_head ? -ENOSPC : spool_append(r, s);
+    if (rc)
+        block(r, s, rc);
+    else
+        spooled(r, s);
+    send_release(s); /* the creator's token */
     return 0;
+}
+
+/* Spool read-back: the alerts to queue again, collected while the spool opens (it cannot
+ * take acks before it is open) and started after. */
+typedef struct recovered {
+    kx_router *r;
+    kx__send *head, *tail;
+    size_t n;
+} recovered;
+
+static void on_recovered(void *ud, const kx_spool_alert *a)
+{
+    recovered *rv = ud;
+    kx__send *s = send_new(rv->r, a->payload, a->len);
+    if (!s) {
+        kx_log(KX_LOG_ERROR, KX__ALERT_MODULE,
+               "spool: out of memory reading back alert %s: it stays spooled for the next start",
+               a->key);
+        return;
+    }
+    s->seq = a->seq;
+    s->created_ms = a->created_ms;
+    snprintf(s->key, sizeof(s->key), "%s", a->key);
+    s->nsinks = (unsigned)a->nsinks;
+    /* wait_next links the recovered list; ud carries the pending mask. */
+    s->ud = (void *)(uintptr_t)a->pending;
+    for (size_t i = 0; i < a->nsinks; i++) {
+        s->sink_ix[i] = UINT16_MAX;
+        for (size_t k = 0; k < rv->r->nsinks; k++)
+            if (!strcmp(rv->r->sinks[k]->name, a->sinks[i]))
+                s->sink_ix[i] = (uint16_t)k;
+        if (s->sink_ix[i] == UINT16_MAX && (a->pending & (1u << i))) {
+            /* Routed to a sink no longer configured: dead-lettered here (the name is known
+             * only now), acknowledged once the spool is open. */
+            kx__delivery d = {.send = s, .pos = (unsigned)i};
+            dead_letter(rv->r, &d, a->sinks[i], "its sink is no longer configured");
+        }
+    }
+    s->wait_next = NULL;
+    if (rv->tail)
+        rv->tail->wait_next = s;
+    else
+        rv->head = s;
+    rv->tail = s;
+    rv->n++;
+}
+
+static void start_recovered(kx_router *r, recovered *rv)
+{
+    for (kx__send *s = rv->head, *next; s; s = next) {
+        next = s->wait_next;
+        s->wait_next = NULL;
+        uint32_t pending = (uint32_t)(uintptr_t)s->ud;
+        s->ud = NULL;
+        for (unsigned i = 0; i < s->nsinks; i++) {
+            if (!(pending & (1u << i)) || s->sink_ix[i] != UINT16_MAX)
+                continue;
+            /* Its sink is no longer configured: dead-lettered in on_recovered. */
+            pending &= ~(1u << i);
+            kx_metric_inc(KX_M_ALERTS_FAILED);
+            (void)kx_spool_ack(r->spool, s->seq, i, KX_SPOOL_DEAD);
+            s->sink_ix[i] = 0; /* for the ack position only; never delivered */
+        }
+        start_deliveries(r, s, pending);
+        send_release(s); /* the creator's token */
+    }
+    publish_spool(r);
 }
 
 size_t kx_router_pending(const kx_router *r)
@@ -219,15 +515,48 @@ size_t kx_router_pending(const kx_router *r)
     return r->pending;
 }
 
-void kx_router_drain(kx_router *r, void (*cb)(void *ud), void *ud)
+/* Drained: without a durable spool, nothing left at all; with one, nothing waiting for the
+ * spool and no attempt in flight (what is not delivered yet stays spooled). */
+static void check_drain(kx_router *r)
 {
-    if (r->pending == 0) {
-        r->drain_cb = NULL;
-        cb(ud);
+    if (!r->drain_cb || r->closing)
+        return;
+    if (kx_spool_durable(r->spool)) {
+        if (r->wait_head || r->block_head)
+            return;
+        for (size_t i = 0; i < r->nsinks; i++)
+            if (r->queues[i].inflight)
+                return;
+    } else if (r->pending) {
         return;
     }
+    void (*cb)(void *) = r->drain_cb;
+    r->drain_cb = NULL;
+    cb(r->drain_ud);
+}
+
+void kx__router_attempt_settled(kx_router *r)
+{
+    if (r->drain_cb)
+        check_drain(r);
+}
+
+void kx_router_drain(kx_router *r, void (*cb)(void *ud), void *ud)
+{
+    r->draining = true;
     r->drain_cb = cb;
     r->drain_ud = ud;
+    if (kx_spool_durable(r->spool))
+        for (size_t i = 0; i < r->nsinks; i++)
+            kx__queue_stop(&r->queues[i]);
+    check_drain(r);
+}
+
+void kx_router_reopen(kx_router *r)
+{
+    for (size_t i = 0; i < r->nsinks; i++)
+        if (r->sinks[i]->ops->reopen)
+            r->sinks[i]->ops->reopen(r->sinks[i]);
 }
 
 size_t kx_router_max_evidence(const kx_router *r)
@@ -268,18 +597,59 @@ static int add_sink(kx_router *r, const kx_yaml_node *name, const kx_yaml_node *
     if (!type)
         return kx_yaml_err(err, file, cfg, "sink \"%s\": missing \"type\"", name->str);
     kx__sink_create_fn create = NULL;
+    const kx__queue_cfg *defaults = NULL;
     for (size_t i = 0; i < KX_ARRAY_LEN(sink_types) && !create; i++)
-        if (kx_yaml_is(type, sink_types[i].type))
+        if (kx_yaml_is(type, sink_types[i].type)) {
             create = sink_types[i].create;
+            defaults = &sink_types[i].defaults;
+        }
     if (!create)
         return kx_yaml_err(err, file, type,
                            "unknown sink type \"%s\" (expected stdout, file, webhook or kafka)",
                            type->type == KX_YAML_SCALAR ? type->str : "");
-    kx__sink *sink = NULL;
-    int rc = create(r->loop, name->str, cfg, file, &sink, err);
+    if (name->len > 255 || strpbrk(name->str, "\n\r"))
+        return kx_yaml_err(err, file, name, "sink name must be at most 255 bytes, one line");
+    kx__queue_cfg qc;
+    int rc = kx__queue_parse(cfg, file, defaults, &qc, err);
     if (rc)
         return rc;
+    kx__sink *sink = NULL;
+    if ((rc = create(r->loop, name->str, cfg, file, &sink, err)))
+        return rc;
+    kx__queue_init(&r->queues[r->nsinks], r, sink, (unsigned)r->nsinks, r->loop, &qc);
     r->sinks[r->nsinks++] = sink;
+    return 0;
+}
+
+static int parse_spool(kx_router *r, const kx_yaml_node *n, const char *file, kx_err *err)
+{
+    static const char *const keys[] = {"dir", "max_bytes", "segment_bytes", NULL};
+    const kx_yaml_node *v;
+    long long x;
+    int rc;
+    if (n->type != KX_YAML_MAP)
+        return kx_yaml_err(err, file, n, "spool: expected a map with dir (and max_bytes)");
+    if ((rc = kx_yaml_check_keys(n, file, keys, err)))
+        return rc;
+    if (!(v = kx_yaml_get(n, "dir")))
+        return kx_yaml_err(err, file, n, "spool: missing \"dir\"");
+    const char *dir;
+    if ((rc = kx_yaml_str(v, file, &dir, err)))
+        return rc;
+    if (!dir[0])
+        return kx_yaml_err(err, file, v, "spool: dir must not be empty");
+    if (!(r->spool_dir = strdup(dir)))
+        return -ENOMEM;
+    if ((v = kx_yaml_get(n, "max_bytes"))) {
+        if ((rc = kx_yaml_int(v, file, 65536, 1LL << 40, &x, err)))
+            return rc;
+        r->spool_opts.max_bytes = (uint64_t)x;
+    }
+    if ((v = kx_yaml_get(n, "segment_bytes"))) {
+        if ((rc = kx_yaml_int(v, file, 4096, 1LL << 30, &x, err)))
+            return rc;
+        r->spool_opts.segment_bytes = (uint64_t)x;
+    }
     return 0;
 }
 
@@ -312,6 +682,8 @@ static int parse_routes(kx_router *r, const kx_yaml_node *routes, const char *fi
                 return kx_yaml_err(err, file, team, "duplicate route for team \"%s\"", tname);
         if (sinks->type != KX_YAML_SEQ || sinks->n == 0)
             return kx_yaml_err(err, file, sinks, "route: sinks must be a non-empty list");
+        if (sinks->n > KX_SPOOL_MAX_SINKS)
+            return kx_yaml_err(err, file, sinks, "route: at most %d sinks", KX_SPOOL_MAX_SINKS);
         route *rt = &r->routes[r->nroutes++];
         rt->team = strdup(tname);
         rt->sinks = calloc(sinks->n, sizeof(*rt->sinks));
@@ -341,8 +713,8 @@ static int parse_routes(kx_router *r, const kx_yaml_node *routes, const char *fi
 
 static int parse_config(kx_router *r, const kx_yaml_node *cfg, const char *file, kx_err *err)
 {
-    static const char *const keys[] = {
-        "evidence", "dedup_window", "dedup_capacity", "dead_letter", "sinks", "routes", NULL};
+    static const char *const keys[] = {"evidence", "dedup_window", "dedup_capacity", "dead_letter",
+                                       "spool",    "sinks",        "routes",         NULL};
     long long v;
     int rc;
     if (cfg->type != KX_YAML_MAP)
@@ -368,6 +740,9 @@ static int parse_config(kx_router *r, const kx_yaml_node *cfg, const char *file,
     }
     if ((rc = kx__dedup_init(&r->dedup, cap)))
         return rc;
+    if ((n = kx_yaml_get(cfg, "spool")) && !kx_yaml_is_null(n) &&
+        (rc = parse_spool(r, n, file, err)))
+        return rc;
     if ((n = kx_yaml_get(cfg, "dead_letter")) && !kx_yaml_is_null(n)) {
         const char *path;
         if ((rc = kx_yaml_str(n, file, &path, err)))
@@ -383,8 +758,11 @@ static int parse_config(kx_router *r, const kx_yaml_node *cfg, const char *file,
     if (sinks && !kx_yaml_is_null(sinks)) {
         if (sinks->type != KX_YAML_MAP)
             return kx_yaml_err(err, file, sinks, "sinks: expected a map of name: {type: ...}");
+        if (sinks->n > UINT16_MAX)
+            return kx_yaml_err(err, file, sinks, "sinks: too many");
         r->sinks = calloc(sinks->n ? sinks->n : 1, sizeof(*r->sinks));
-        if (!r->sinks)
+        r->queues = calloc(sinks->n ? sinks->n : 1, sizeof(*r->queues));
+        if (!r->sinks || !r->queues)
             return -ENOMEM;
         for (size_t i = 0; i < sinks->n; i++)
             if ((rc = add_sink(r, sinks->keys[i], sinks->vals[i], file, err)))
@@ -400,8 +778,48 @@ static int parse_config(kx_router *r, const kx_yaml_node *cfg, const char *file,
     return 0;
 }
 
+/* Opens the spool (a directory when configured and wanted, else memory only), reads back
+ * what is undelivered and queues it again. */
+static int open_spool(kx_router *r, const char *file, kx_err *err)
+{
+    kx_spool_opts o = r->spool_opts;
+    o.dir = r->use_spool ? r->spool_dir : NULL;
+    if (!o.dir && !o.max_bytes)
+        o.max_bytes = MEMORY_SPOOL_BYTES;
+    if (o.dir && r->dead_letter_fd < 0) {
+        char path[4096];
+        if (mkdir(o.dir, 0700) && errno != EEXIST) {
+            kx_err_set(err, o.dir, 0, 0, "spool: cannot create the directory: %s", strerror(errno));
+            return -errno;
+        }
+        snprintf(path, sizeof(path), "%s/dead.jsonl", o.dir);
+        r->dead_letter_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (r->dead_letter_fd < 0 || !(r->dead_letter_path = strdup(path))) {
+            kx_err_set(err, path, 0, 0, "dead letters: cannot open: %s", strerror(errno));
+            return -EIO;
+        }
+    }
+    recovered rv = {.r = r};
+    int rc = kx_spool_open(&o, on_recovered, &rv, &r->spool, err);
+    if (rc) {
+        /* Alerts read back so far are freed with the router. */
+        for (kx__send *s = rv.head, *next; s; s = next) {
+            next = s->wait_next;
+            send_release(s);
+        }
+        if (!err->msg[0])
+            kx_err_set(err, file, 0, 0, "spool: %s", strerror(-rc));
+        return rc;
+    }
+    if (rv.n)
+        kx_log(KX_LOG_INFO, KX__ALERT_MODULE,
+               "spool %s: %zu alert(s) not yet delivered to every sink, queued again", o.dir, rv.n);
+    start_recovered(r, &rv);
+    return 0;
+}
+
 int kx_router_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *file,
-                     kx_router **out, kx_err *err)
+                     const kx_router_opts *opts, kx_router **out, kx_err *err)
 {
     int rc = -ENOMEM;
     kx_router *r = calloc(1, sizeof(*r));
@@ -411,7 +829,13 @@ int kx_router_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *
     r->max_evidence = DEFAULT_EVIDENCE;
     r->dedup_window_ms = DEFAULT_DEDUP_WINDOW_MS;
     r->dead_letter_fd = -1;
+    r->use_spool = !(opts && opts->no_spool);
     kx_buf_init(&r->scratch, RENDER_MAX);
+    kx_buf_init(&r->line, RENDER_MAX + 4096);
+    ev_prepare_init(&r->sync_w, sync_cb);
+    r->sync_w.data = r;
+    ev_timer_init(&r->retry_w, retry_cb, 0., 0.);
+    r->retry_w.data = r;
 
     if (cfg && !kx_yaml_is_null(cfg)) {
         if ((rc = parse_config(r, cfg, file, err)))
@@ -423,10 +847,16 @@ int kx_router_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *
         /* No sinks configured: everything goes to stdout, so alerts are never silently lost. */
         static const kx_yaml_node none = {.type = KX_YAML_MAP};
         free(r->sinks);
-        if (!(r->sinks = calloc(1, sizeof(*r->sinks))))
+        free(r->queues);
+        r->sinks = calloc(1, sizeof(*r->sinks));
+        r->queues = calloc(1, sizeof(*r->queues));
+        if (!r->sinks || !r->queues) {
+            rc = -ENOMEM;
             goto fail;
+        }
         if ((rc = kx__sink_stdout_create(loop, "stdout", &none, file, &r->sinks[0], err)))
             goto fail;
+        kx__queue_init(&r->queues[0], r, r->sinks[0], 0, loop, &sink_types[0].defaults);
         r->nsinks = 1;
     }
     r->all_sinks = calloc(r->nsinks, sizeof(*r->all_sinks));
@@ -436,10 +866,23 @@ int kx_router_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *
     }
     for (size_t i = 0; i < r->nsinks; i++)
         r->all_sinks[i] = i;
+    if (!r->routes && r->nsinks > KX_SPOOL_MAX_SINKS) {
+        rc = kx_yaml_err(err, file, cfg,
+                         "without routes every alert goes to every sink: at "
+                         "most %d sinks then",
+                         KX_SPOOL_MAX_SINKS);
+        goto fail;
+    }
+    if ((rc = open_spool(r, file, err)))
+        goto fail;
+    if (r->use_spool && !r->spool_dir)
+        kx_log(KX_LOG_WARN, KX__ALERT_MODULE,
+               "alerting.spool is not set: alerts wait for delivery in memory only, and a crash "
+               "loses those not delivered yet");
     *out = r;
     return 0;
 fail:
-    if (rc == -ENOMEM)
+    if (rc == -ENOMEM && !err->msg[0])
         kx_err_set(err, file, 0, 0, "out of memory");
     kx_router_destroy(r);
     return rc;
@@ -449,12 +892,40 @@ void kx_router_destroy(kx_router *r)
 {
     if (!r)
         return;
-    /* Sinks first: cancelling their work completes the sends (done with -ECANCELED and a
-     * dead-letter line), which needs the rest of the router intact. */
+    r->closing = true;
     r->drain_cb = NULL;
+    ev_prepare_stop(r->loop, &r->sync_w);
+    ev_timer_stop(r->loop, &r->retry_w);
+    /* Sinks first: what they end meanwhile is still recorded (a kafka flush). */
     for (size_t i = 0; i < r->nsinks; i++)
+        r->queues[i].closing = true;
+    size_t undelivered = 0;
+    for (size_t i = 0; i < r->nsinks; i++) {
         r->sinks[i]->ops->destroy(r->sinks[i]);
+        undelivered += r->queues[i].depth;
+    }
+    if (undelivered)
+        kx_log(KX_LOG_WARN, KX__ALERT_MODULE,
+               r->spool && kx_spool_durable(r->spool)
+                   ? "%zu deliveries not made yet: they stay in the spool for the next start"
+                   : "%zu deliveries not made: no alerting.spool keeps them (dead letters, if "
+                     "set, do)",
+               undelivered);
+    /* Without a spool directory nothing else keeps them: the dead letters do, if set. */
+    if (r->spool && !kx_spool_durable(r->spool))
+        for (size_t i = 0; i < r->nsinks; i++)
+            for (const kx__delivery *d = r->queues[i].head; d; d = d->next)
+                dead_letter(r, d, r->queues[i].name,
+                            "not delivered before shutdown, and no alerting.spool keeps it");
+    for (size_t i = 0; i < r->nsinks; i++)
+        kx__queue_fini(&r->queues[i]);
+    while (r->live) {
+        kx__send *s = r->live;
+        r->live = s->next;
+        free(s);
+    }
     free(r->sinks);
+    free(r->queues);
     for (size_t i = 0; i < r->nroutes; i++) {
         free(r->routes[i].team);
         free(r->routes[i].sinks);
@@ -462,9 +933,12 @@ void kx_router_destroy(kx_router *r)
     free(r->routes);
     free(r->all_sinks);
     kx__dedup_fini(&r->dedup);
+    kx_spool_close(r->spool);
     if (r->dead_letter_fd >= 0)
         close(r->dead_letter_fd);
     free(r->dead_letter_path);
+    free(r->spool_dir);
     kx_buf_fini(&r->scratch);
+    kx_buf_fini(&r->line);
     free(r);
 }

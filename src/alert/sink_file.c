@@ -1,16 +1,27 @@
 /*
- * file sink: appends each alert as one JSON line. The file is opened once with O_APPEND and
- * each line goes out in a single writev, so concurrent writers (another klaxon, logrotate's
- * copytruncate) never interleave inside a line. A failed write is counted, logged
- * (rate-limited) and reported to the router, which dead-letters the alert.
+ * file sink: appends each alert as one JSON line. The file is opened with O_APPEND and each
+ * line goes out in a single writev, so concurrent writers (another klaxon, logrotate's
+ * copytruncate) never interleave inside a line. A line is acknowledged only once
+ * fdatasync says it is on disk.
+ *
+ * No torn line is left for a JSON Lines reader: after a short write (disk full) the file is
+ * cut back to where the line began, when nobody else wrote meanwhile; otherwise the next
+ * line starts with a newline, so only the torn one is unreadable. Either way the attempt is
+ * retried (the queue's backoff), never counted delivered.
+ *
+ * SIGHUP (kx_router_reopen) reopens the path, so logrotate's create mode works: the old
+ * file is closed once renamed away, the new one created. A path that cannot be opened then
+ * makes attempts fail (and retry) until it can.
  *
  * The write is synchronous: a local append is short and the alternative (a thread) costs
- * more than it saves at alert rates. Reopen on SIGHUP is not implemented yet.
+ * more than it saves at alert rates.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -20,30 +31,86 @@ typedef struct file_sink {
     kx__sink base;
     char *path;
     int fd;
+    bool torn; /* the last write left a partial line that could not be cut back */
     uint64_t write_errors;
     kx_ratelimit rl;
 } file_sink;
 
-static void file_deliver(kx__sink *sink, kx__send *s)
+static int file_open(file_sink *fs)
+{
+    int fd = open(fs->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return -errno;
+    if (fs->fd >= 0)
+        close(fs->fd);
+    fs->fd = fd;
+    return 0;
+}
+
+static void file_failed(file_sink *fs, kx__delivery *d, int e, const char *what)
+{
+    fs->write_errors++;
+    char why[160];
+    snprintf(why, sizeof(why), "%s %s: %s", what, fs->path, strerror(e));
+    kx_log_limited(&fs->rl, KX_LOG_ERROR, KX__ALERT_MODULE, "sink %s: %s", fs->base.name, why);
+    kx__outcome o = {.kind = KX__ATTEMPT_RETRY, .retry_after_ms = -1, .error = why};
+    kx__attempt_done(d, &o);
+}
+
+static void file_attempt(kx__sink *sink, kx__delivery *d)
 {
     file_sink *fs = (file_sink *)sink;
-    struct iovec iov[2] = {{s->payload, s->len}, {(void *)"\n", 1}};
-    size_t want = s->len + 1;
+    const kx__send *s = d->send;
+    int rc;
+    if (fs->fd < 0 && (rc = file_open(fs))) {
+        file_failed(fs, d, -rc, "open");
+        return;
+    }
+    struct stat st;
+    off_t before = fstat(fs->fd, &st) == 0 ? st.st_size : -1;
+    struct iovec iov[3] = {{(void *)"\n", 1}, {(void *)s->payload, s->len}, {(void *)"\n", 1}};
+    int first = fs->torn ? 0 : 1; /* a newline first ends a torn line */
+    size_t want = s->len + 1 + (fs->torn ? 1 : 0);
     ssize_t n;
     do {
-        n = writev(fs->fd, iov, 2);
+        n = writev(fs->fd, iov + first, 3 - first);
     } while (n < 0 && errno == EINTR);
-    int rc = 0;
-    if (n < 0)
-        rc = -errno;
-    else if ((size_t)n != want)
-        rc = -EIO; /* short write (disk full): the line is torn, report it */
-    if (rc) {
-        fs->write_errors++;
-        kx_log_limited(&fs->rl, KX_LOG_ERROR, KX__ALERT_MODULE, "sink %s: write to %s: %s",
-                       sink->name, fs->path, n < 0 ? strerror(-rc) : "short write");
+    if (n != (ssize_t)want) {
+        int e = n < 0 ? errno : ENOSPC;
+        if (n > 0) {
+            /* Cut the partial line off if it is still the file's end, else end it later. */
+            if (before >= 0 && fstat(fs->fd, &st) == 0 && st.st_size == before + n &&
+                ftruncate(fs->fd, before) == 0)
+                fs->torn = false;
+            else
+                fs->torn = true;
+        }
+        file_failed(fs, d, e, n < 0 ? "write to" : "short write to");
+        return;
     }
-    kx__send_finish(s, sink, rc);
+    fs->torn = false;
+    if (fdatasync(fs->fd)) {
+        file_failed(fs, d, errno, "fdatasync of");
+        return;
+    }
+    kx__attempt_ok(d);
+}
+
+static void file_reopen(kx__sink *sink)
+{
+    file_sink *fs = (file_sink *)sink;
+    int rc = file_open(fs);
+    if (rc) {
+        kx_log(KX_LOG_ERROR, KX__ALERT_MODULE,
+               "sink %s: reopen of %s failed: %s; alerts wait and are retried", sink->name,
+               fs->path, strerror(-rc));
+        if (fs->fd >= 0)
+            close(fs->fd);
+        fs->fd = -1;
+        return;
+    }
+    fs->torn = false;
+    kx_log(KX_LOG_INFO, KX__ALERT_MODULE, "sink %s: %s reopened", sink->name, fs->path);
 }
 
 static void file_destroy(kx__sink *sink)
@@ -58,14 +125,15 @@ static void file_destroy(kx__sink *sink)
 
 static const kx__sink_ops file_ops = {
     .type = "file",
-    .deliver = file_deliver,
+    .attempt = file_attempt,
+    .reopen = file_reopen,
     .destroy = file_destroy,
 };
 
 int kx__sink_file_create(struct ev_loop *loop, const char *name, const kx_yaml_node *cfg,
                          const char *file, kx__sink **out, kx_err *err)
 {
-    static const char *const keys[] = {"type", "path", NULL};
+    static const char *const keys[] = {"type", "path", KX__QUEUE_KEYS, NULL};
     const char *path;
     int rc = kx_yaml_check_keys(cfg, file, keys, err);
     if (rc)

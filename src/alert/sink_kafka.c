@@ -9,10 +9,11 @@
  * runs the delivery report callback, which finishes the send. The ev_io runs only while
  * messages are outstanding, so an idle sink keeps no loop watcher active (the loop can end).
  *
- * Ownership: the kx__send is the message opaque; librdkafka copies the payload
- * (RD_KAFKA_MSG_F_COPY), so the send is only borrowed until its delivery report. On destroy
- * the producer is flushed for at most flush_timeout, and what is still queued is purged and
- * reported as failed (-ECANCELED), which dead-letters it.
+ * Ownership: the kx__delivery is the message opaque; librdkafka copies the payload
+ * (RD_KAFKA_MSG_F_COPY), so the send is only borrowed until its delivery report. A failed
+ * report is a retryable attempt (the queue retries it after message.timeout.ms ran out). On
+ * destroy the producer is flushed for at most flush_timeout; what is still queued is purged
+ * and stays in the spool.
  */
 #include <errno.h>
 #include <ev.h>
@@ -59,19 +60,18 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     (void)rk;
     kafka_sink *k = opaque;
-    kx__send *s = m->_private;
-    int status = 0;
+    kx__delivery *d = m->_private;
+    k->outstanding--;
     if (m->err) {
         kx_log_limited(&k->rl, KX_LOG_ERROR, KX__ALERT_MODULE,
-                       "sink %s: alert %s not delivered to %s: %s", k->base.name, s->key, k->topic,
-                       rd_kafka_err2str(m->err));
-        status = (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE ||
-                  m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
-                     ? -ECANCELED
-                     : -EIO;
+                       "sink %s: alert %s not delivered to %s: %s", k->base.name, d->send->key,
+                       k->topic, rd_kafka_err2str(m->err));
+        kx__outcome o = {
+            .kind = KX__ATTEMPT_RETRY, .retry_after_ms = -1, .error = rd_kafka_err2str(m->err)};
+        kx__attempt_done(d, &o);
+        return;
     }
-    k->outstanding--;
-    kx__send_finish(s, &k->base, status);
+    kx__attempt_ok(d);
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -82,19 +82,22 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
                    rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
-static void kafka_deliver(kx__sink *sink, kx__send *s)
+static void kafka_attempt(kx__sink *sink, kx__delivery *d)
 {
     kafka_sink *k = (kafka_sink *)sink;
+    const kx__send *s = d->send;
     rd_kafka_resp_err_t e = rd_kafka_producev(
         k->rk, RD_KAFKA_V_TOPIC(k->topic), RD_KAFKA_V_KEY(s->key, strlen(s->key)),
-        RD_KAFKA_V_VALUE(s->payload, s->len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_OPAQUE(s), RD_KAFKA_V_END);
+        RD_KAFKA_V_VALUE((void *)s->payload, s->len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
     if (e) {
         /* Refused at once (queue full, unknown topic...): no delivery report will come. */
         kx_log_limited(&k->rl, KX_LOG_ERROR, KX__ALERT_MODULE,
                        "sink %s: alert %s not produced to %s: %s", sink->name, s->key, k->topic,
                        rd_kafka_err2str(e));
-        kx__send_finish(s, sink, e == RD_KAFKA_RESP_ERR__QUEUE_FULL ? -ENOBUFS : -EIO);
+        kx__outcome o = {
+            .kind = KX__ATTEMPT_RETRY, .retry_after_ms = -1, .error = rd_kafka_err2str(e)};
+        kx__attempt_done(d, &o);
         return;
     }
     /* librdkafka writes to the pipe only when its queue turns non-empty. Events queued
@@ -134,7 +137,7 @@ static void kafka_destroy(kx__sink *sink)
 
 static const kx__sink_ops kafka_ops = {
     .type = "kafka",
-    .deliver = kafka_deliver,
+    .attempt = kafka_attempt,
     .destroy = kafka_destroy,
 };
 
@@ -150,8 +153,8 @@ static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
 static int kafka_conf(kafka_sink *k, const kx_yaml_node *cfg, const char *file,
                       rd_kafka_conf_t *conf, kx_err *err)
 {
-    static const char *const keys[] = {"type",          "brokers",    "topic", "timeout",
-                                       "flush_timeout", "properties", NULL};
+    static const char *const keys[] = {"type",          "brokers",    "topic",        "timeout",
+                                       "flush_timeout", "properties", KX__QUEUE_KEYS, NULL};
     const kx_yaml_node *n;
     const char *s;
     long long v;

@@ -14,19 +14,22 @@ typedef struct stdout_sink {
     kx_ratelimit rl;
 } stdout_sink;
 
-static void stdout_deliver(kx__sink *sink, kx__send *s)
+static void stdout_attempt(kx__sink *sink, kx__delivery *d)
 {
     stdout_sink *so = (stdout_sink *)sink;
-    int rc = 0;
+    const kx__send *s = d->send;
     errno = 0;
     if (fwrite(s->payload, 1, s->len, stdout) != s->len || fputc('\n', stdout) == EOF ||
         fflush(stdout) != 0) {
-        rc = errno ? -errno : -EIO;
+        int e = errno ? errno : EIO;
         clearerr(stdout);
         kx_log_limited(&so->rl, KX_LOG_ERROR, KX__ALERT_MODULE, "sink %s: write to stdout: %s",
-                       sink->name, strerror(-rc));
+                       sink->name, strerror(e));
+        kx__outcome o = {.kind = KX__ATTEMPT_RETRY, .retry_after_ms = -1, .error = strerror(e)};
+        kx__attempt_done(d, &o);
+        return;
     }
-    kx__send_finish(s, sink, rc);
+    kx__attempt_ok(d);
 }
 
 static void stdout_destroy(kx__sink *sink)
@@ -37,14 +40,14 @@ static void stdout_destroy(kx__sink *sink)
 
 static const kx__sink_ops stdout_ops = {
     .type = "stdout",
-    .deliver = stdout_deliver,
+    .attempt = stdout_attempt,
     .destroy = stdout_destroy,
 };
 
 int kx__sink_stdout_create(struct ev_loop *loop, const char *name, const kx_yaml_node *cfg,
                            const char *file, kx__sink **out, kx_err *err)
 {
-    static const char *const keys[] = {"type", NULL};
+    static const char *const keys[] = {"type", KX__QUEUE_KEYS, NULL};
     int rc = kx_yaml_check_keys(cfg, file, keys, err);
     if (rc)
         return rc;

@@ -5,12 +5,14 @@
  * back (CURLMOPT_TIMERFUNCTION -> one ev_timer); we call curl_multi_socket_action from those
  * watchers and collect finished transfers with curl_multi_info_read. Nothing here blocks.
  *
- * A 2xx answer is a delivery. Anything else (other status, connect/timeout errors) is
- * retried after backoff * 2^(n-1) (capped at backoff_max), up to `retries` times; then the
- * delivery is given up and the router dead-letters the alert.
+ * One call of attempt is one POST. Its outcome, for the queue (queue.c) to act on: a 2xx
+ * answer is a delivery; 408, 429, 5xx and transport errors (refused, reset, timeout) may
+ * succeed later (with the receiver's Retry-After, in seconds or as an HTTP date, which curl
+ * parses); any other status (400, 401, 404, 3xx: redirects are not followed) will not, and
+ * the alert is dead-lettered at once.
  *
- * Ownership: each delivery is a wh_req on the sink's list, holding the send (borrowed until
- * kx__send_finish) and, while a request is on the wire, an easy handle. Easy handles come
+ * Ownership: each attempt is a wh_req on the sink's list, holding the delivery (borrowed
+ * until kx__attempt_done) and, while the request is on the wire, an easy handle. Easy handles come
  * from a small pool so connections' TLS/session state and allocations are reused; the
  * connection cache itself lives in the multi handle.
  */
@@ -36,10 +38,8 @@ typedef struct wh_sock {
 
 typedef struct wh_req {
     wh_sink *sink;
-    kx__send *send;
-    CURL *easy;       /* non-NULL while a request is in the multi handle */
-    unsigned attempt; /* requests made so far */
-    ev_timer retry;
+    kx__delivery *d;
+    CURL *easy; /* non-NULL while the request is in the multi handle */
     struct wh_req *prev, *next;
     char errbuf[CURL_ERROR_SIZE];
 } wh_req;
@@ -52,16 +52,12 @@ struct wh_sink {
     char *url;
     struct curl_slist *headers;
     long timeout_ms;
-    unsigned retries;
-    long backoff_ms, backoff_max_ms;
     CURL *pool[WH_POOL];
     size_t npool;
     wh_req *reqs;
     wh_sock *socks;
     kx_ratelimit rl;
 };
-
-static void start_attempt(wh_req *q);
 
 /* ---- curl <-> libev glue (evhiperfifo.c) ---- */
 
@@ -161,7 +157,6 @@ static size_t discard_body(char *p, size_t size, size_t n, void *ud)
 static void req_free(wh_req *q)
 {
     wh_sink *w = q->sink;
-    ev_timer_stop(w->base.loop, &q->retry);
     if (q->prev)
         q->prev->next = q->next;
     else
@@ -182,43 +177,24 @@ static void easy_release(wh_sink *w, CURL *easy)
     }
 }
 
-static void req_done(wh_req *q, int status)
+/* Ends the attempt: frees q, then reports (the report may start the next attempt). */
+static void req_done(wh_req *q, const kx__outcome *o)
 {
-    kx__send *s = q->send;
-    kx__sink *sink = &q->sink->base;
+    kx__delivery *d = q->d;
     req_free(q);
-    kx__send_finish(s, sink, status);
+    kx__attempt_done(d, o);
 }
 
-static void retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
+/* The outcome of an HTTP status (res == CURLE_OK) or a transport error. */
+static kx__attempt_kind classify(CURLcode res, long code)
 {
-    (void)loop;
-    (void)revents;
-    start_attempt(t->data);
-}
-
-/* An attempt failed (why: for the log). Retries after backoff or gives up. */
-static void attempt_failed(wh_req *q, const char *why)
-{
-    wh_sink *w = q->sink;
-    if (q->attempt > w->retries) {
-        kx_log_limited(&w->rl, KX_LOG_ERROR, KX__ALERT_MODULE,
-                       "sink %s: alert %s not delivered after %u attempts: %s", w->base.name,
-                       q->send->key, q->attempt, why);
-        req_done(q, -EIO);
-        return;
-    }
-    long delay = w->backoff_ms;
-    for (unsigned i = 1; i < q->attempt && delay < w->backoff_max_ms; i++)
-        delay *= 2;
-    if (delay > w->backoff_max_ms)
-        delay = w->backoff_max_ms;
-    kx_metric_inc(KX_M_ALERT_RETRIES);
-    kx_log_limited(&w->rl, KX_LOG_WARN, KX__ALERT_MODULE,
-                   "sink %s: alert %s attempt %u failed (%s), retrying in %ld ms", w->base.name,
-                   q->send->key, q->attempt, why, delay);
-    ev_timer_set(&q->retry, (double)delay / 1000.0, 0.);
-    ev_timer_start(w->base.loop, &q->retry);
+    if (res != CURLE_OK)
+        return KX__ATTEMPT_RETRY;
+    if (code >= 200 && code < 300)
+        return KX__ATTEMPT_OK;
+    if (code == 408 || code == 429 || code >= 500)
+        return KX__ATTEMPT_RETRY;
+    return KX__ATTEMPT_FAIL;
 }
 
 static void check_multi_info(wh_sink *w)
@@ -232,40 +208,53 @@ static void check_multi_info(wh_sink *w)
         CURLcode res = msg->data.result;
         wh_req *q = NULL;
         long code = 0;
+        curl_off_t retry_after = 0;
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&q);
         curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
+        if (res == CURLE_OK && (code == 429 || code == 503))
+            curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &retry_after);
         q->easy = NULL;
         char why[CURL_ERROR_SIZE + 32];
         if (res != CURLE_OK)
             snprintf(why, sizeof(why), "%s", q->errbuf[0] ? q->errbuf : curl_easy_strerror(res));
         else
             snprintf(why, sizeof(why), "HTTP %ld", code);
-        /* The easy handle goes back to the pool before any callback runs, so a done callback
-         * that sends again can reuse it. */
+        /* The easy handle goes back to the pool before any callback runs, so a report that
+         * starts the next attempt can reuse it. */
         easy_release(w, easy);
-        if (res == CURLE_OK && code >= 200 && code < 300)
-            req_done(q, 0);
-        else
-            attempt_failed(q, why);
+        kx__outcome o = {.kind = classify(res, code),
+                         .status = res == CURLE_OK ? code : 0,
+                         .retry_after_ms = retry_after > 0 ? (int64_t)retry_after * 1000 : -1,
+                         .error = why};
+        req_done(q, &o);
     }
 }
 
-static void start_attempt(wh_req *q)
+static void wh_attempt(kx__sink *sink, kx__delivery *d)
 {
-    wh_sink *w = q->sink;
+    wh_sink *w = (wh_sink *)sink;
+    wh_req *q = calloc(1, sizeof(*q));
     CURL *easy = w->npool ? w->pool[--w->npool] : curl_easy_init();
-    q->attempt++;
-    if (!easy) {
-        attempt_failed(q, "out of memory");
+    if (!q || !easy) {
+        free(q);
+        if (easy)
+            curl_easy_cleanup(easy);
+        kx__outcome o = {.kind = KX__ATTEMPT_RETRY, .retry_after_ms = -1, .error = "out of memory"};
+        kx__attempt_done(d, &o);
         return;
     }
-    q->errbuf[0] = '\0';
+    q->sink = w;
+    q->d = d;
+    q->next = w->reqs;
+    if (q->next)
+        q->next->prev = q;
+    w->reqs = q;
     curl_easy_setopt(easy, CURLOPT_URL, w->url);
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, w->headers);
     curl_easy_setopt(easy, CURLOPT_POST, 1L);
-    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, (const char *)q->send->payload);
-    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->send->len);
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, (const char *)d->send->payload);
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)d->send->len);
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, w->timeout_ms);
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, discard_body);
@@ -275,41 +264,26 @@ static void start_attempt(wh_req *q)
     CURLMcode mc = curl_multi_add_handle(w->multi, easy);
     if (mc != CURLM_OK) {
         curl_easy_cleanup(easy);
-        attempt_failed(q, curl_multi_strerror(mc));
+        kx__outcome o = {
+            .kind = KX__ATTEMPT_RETRY, .retry_after_ms = -1, .error = curl_multi_strerror(mc)};
+        req_done(q, &o);
         return;
     }
     q->easy = easy;
 }
 
-static void wh_deliver(kx__sink *sink, kx__send *s)
-{
-    wh_sink *w = (wh_sink *)sink;
-    wh_req *q = calloc(1, sizeof(*q));
-    if (!q) {
-        kx__send_finish(s, sink, -ENOMEM);
-        return;
-    }
-    q->sink = w;
-    q->send = s;
-    ev_timer_init(&q->retry, retry_cb, 0., 0.);
-    q->retry.data = q;
-    q->next = w->reqs;
-    if (q->next)
-        q->next->prev = q;
-    w->reqs = q;
-    start_attempt(q);
-}
-
 static void wh_destroy(kx__sink *sink)
 {
     wh_sink *w = (wh_sink *)sink;
+    /* Cancelled attempts are reported as retryable: they stay queued (and spooled). */
     while (w->reqs) {
         wh_req *q = w->reqs;
         if (q->easy) {
             curl_multi_remove_handle(w->multi, q->easy);
             curl_easy_cleanup(q->easy);
         }
-        req_done(q, -ECANCELED);
+        kx__outcome o = {.kind = KX__ATTEMPT_RETRY, .retry_after_ms = -1, .error = "cancelled"};
+        req_done(q, &o);
     }
     if (w->multi)
         curl_multi_cleanup(w->multi);
@@ -327,7 +301,7 @@ static void wh_destroy(kx__sink *sink)
 
 static const kx__sink_ops wh_ops = {
     .type = "webhook",
-    .deliver = wh_deliver,
+    .attempt = wh_attempt,
     .destroy = wh_destroy,
 };
 
@@ -372,12 +346,16 @@ static int parse_headers(wh_sink *w, const kx_yaml_node *h, const char *file, kx
 static int wh_parse(wh_sink *w, const char *name, const kx_yaml_node *cfg, const char *file,
                     kx_err *err)
 {
-    static const char *const keys[] = {"type",    "url",         "timeout", "retries",
-                                       "backoff", "backoff_max", "headers", NULL};
+    static const char *const keys[] = {"type", "url", "timeout", "headers", KX__QUEUE_KEYS, NULL};
     const kx_yaml_node *n;
     const char *url;
     long long v;
     int rc;
+    if ((n = kx_yaml_get(cfg, "retries")))
+        return kx_yaml_err(err, file, n,
+                           "sink \"%s\": \"retries\" was replaced by \"retry_for\" (how long "
+                           "an alert is retried, default 6h)",
+                           name);
     if ((rc = kx_yaml_check_keys(cfg, file, keys, err)))
         return rc;
     if (!(n = kx_yaml_get(cfg, "url")))
@@ -395,27 +373,6 @@ static int wh_parse(wh_sink *w, const char *name, const kx_yaml_node *cfg, const
             return kx_yaml_err(err, file, n, "timeout must be between 1ms and 1h");
         w->timeout_ms = (long)v;
     }
-    if ((n = kx_yaml_get(cfg, "retries"))) {
-        if ((rc = kx_yaml_int(n, file, 0, 100, &v, err)))
-            return rc;
-        w->retries = (unsigned)v;
-    }
-    if ((n = kx_yaml_get(cfg, "backoff"))) {
-        if ((rc = kx_yaml_duration_ms(n, file, &v, err)))
-            return rc;
-        if (v <= 0 || v > 3600000)
-            return kx_yaml_err(err, file, n, "backoff must be between 1ms and 1h");
-        w->backoff_ms = (long)v;
-    }
-    if ((n = kx_yaml_get(cfg, "backoff_max"))) {
-        if ((rc = kx_yaml_duration_ms(n, file, &v, err)))
-            return rc;
-        if (v <= 0 || v > 24 * 3600000LL)
-            return kx_yaml_err(err, file, n, "backoff_max must be between 1ms and 24h");
-        w->backoff_max_ms = (long)v;
-    }
-    if (w->backoff_max_ms < w->backoff_ms)
-        w->backoff_max_ms = w->backoff_ms;
     /* Expect: off, so a receiver that ignores 100-continue does not cost us a second. */
     if ((rc = add_header(w, "Content-Type", 12, "application/json")) ||
         (rc = add_header(w, "Expect", 6, "")))
@@ -440,9 +397,6 @@ int kx__sink_webhook_create(struct ev_loop *loop, const char *name, const kx_yam
     if (!w)
         return -ENOMEM;
     w->timeout_ms = 5000;
-    w->retries = 3;
-    w->backoff_ms = 500;
-    w->backoff_max_ms = 60000;
     ev_timer_init(&w->timer, timer_cb, 0., 0.);
     w->timer.data = w;
     if ((rc = kx__sink_base_init(&w->base, &wh_ops, loop, name)))

@@ -623,35 +623,38 @@ static int cmp_u64(const void *a, const void *b)
 }
 
 /* The ids of the directory's segment files, sorted. */
-static int list_segments(const char *dir, uint64_t **ids, size_t *n)
+static int list_segments(const char *dir, uint64_t **out, size_t *n)
 {
     DIR *d = opendir(dir);
     if (!d)
         return -errno;
     size_t cap = 16;
+    uint64_t *ids = malloc(cap * sizeof(*ids));
+    int rc = ids ? 0 : -ENOMEM;
     *n = 0;
-    *ids = malloc(cap * sizeof(**ids));
     struct dirent *de;
-    while (*ids && (de = readdir(d))) {
+    while (!rc && (de = readdir(d))) {
         const char *nm = de->d_name;
         if (strlen(nm) != 20 || strcmp(nm + 16, ".seg") || strspn(nm, "0123456789abcdef") != 16)
             continue;
         if (*n == cap) {
-            uint64_t *p = realloc(*ids, cap * 2 * sizeof(**ids));
+            uint64_t *p = realloc(ids, cap * 2 * sizeof(*ids));
             if (!p) {
-                free(*ids);
-                *ids = NULL;
+                rc = -ENOMEM;
                 break;
             }
-            *ids = p;
+            ids = p;
             cap *= 2;
         }
-        (*ids)[(*n)++] = strtoull(nm, NULL, 16);
+        ids[(*n)++] = strtoull(nm, NULL, 16);
     }
     closedir(d);
-    if (!*ids)
-        return -ENOMEM;
-    qsort(*ids, *n, sizeof(**ids), cmp_u64);
+    if (rc) {
+        free(ids);
+        return rc;
+    }
+    qsort(ids, *n, sizeof(*ids), cmp_u64);
+    *out = ids;
     return 0;
 }
 

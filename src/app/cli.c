@@ -229,6 +229,7 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
     (void)loop;
     (void)revents;
     app *a = w->data;
+    kx_router_reopen(a->router); /* log rotation */
     a->reload_requested = true;
     if (!kx_pipeline_busy(a->pipe))
         reload_rules(a);
@@ -345,8 +346,10 @@ static int build_stages(app *a, const char *store_url, int format_override, cons
         return 2;
     }
     const kx_yaml_node *alerting = a->cfg ? a->cfg->alerting : NULL;
+    /* replay must not touch the spool of a klaxon running with the same config. */
+    kx_router_opts ropts = {.no_spool = a->replay};
     if (kx_router_create(a->loop, stdout_only ? NULL : alerting, a->cfg ? a->cfg->file : NULL,
-                         &a->router, &err)) {
+                         &ropts, &a->router, &err)) {
         print_err(&err);
         return 2;
     }

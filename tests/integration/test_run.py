@@ -25,7 +25,7 @@ class Stack:
         self.alerts_file = os.path.join(self.d, "alerts.jsonl")
         self.mport = free_port()
         sinks = ("    file: {type: file, path: %s}\n"
-                 "    hook: {type: webhook, url: \"http://127.0.0.1:%d/hook\", retries: 5, backoff: 50ms}\n"
+                 "    hook: {type: webhook, url: \"http://127.0.0.1:%d/hook\", retry_for: 10s, backoff: 50ms}\n"
                  % (self.alerts_file, self.hook.port))
         routes = "    - team: secops\n      sinks: [file, hook]\n    - team: default\n      sinks: [file]\n"
         self.cfg = write_config(os.path.join(self.d, "klaxon.yaml"), self.broker.bootstrap,

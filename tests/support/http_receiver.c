@@ -32,6 +32,7 @@ typedef struct record {
     char *body;
     size_t body_len;
     unsigned status;
+    int64_t at_ms; /* CLOCK_MONOTONIC when the request was in */
 } record;
 
 struct kx_http_receiver {
@@ -40,7 +41,8 @@ struct kx_http_receiver {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stopping;
-    unsigned fail_status, fail_left, hang_left;
+    unsigned fail_status, fail_left, hang_left, drop_left;
+    char retry_after[64]; /* sent with failure answers when not empty */
     size_t count;
     record *recs;
     size_t nrecs;
@@ -91,7 +93,14 @@ static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const 
     return MHD_YES;
 }
 
-static enum MHD_Result answer(struct MHD_Connection *c, unsigned status)
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static enum MHD_Result answer(struct MHD_Connection *c, unsigned status, const char *retry_after)
 {
     static const char ok[] = "ok\n";
     static const char bad[] = "failing on purpose\n";
@@ -100,6 +109,8 @@ static enum MHD_Result answer(struct MHD_Connection *c, unsigned status)
         MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
     if (!resp)
         return MHD_NO;
+    if (retry_after && retry_after[0])
+        MHD_add_response_header(resp, "Retry-After", retry_after);
     enum MHD_Result rc = MHD_queue_response(c, status, resp);
     MHD_destroy_response(resp);
     return rc;
@@ -157,10 +168,15 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 
     pthread_mutex_lock(&r->mu);
     size_t idx = r->count++;
-    bool hang = false;
+    bool hang = false, drop = false;
     unsigned status = 200;
+    rec.at_ms = mono_ms();
     if (u->too_big) {
         status = 413;
+    } else if (r->drop_left) {
+        r->drop_left--;
+        drop = true;
+        status = 0;
     } else if (r->hang_left) {
         r->hang_left--;
         hang = true;
@@ -189,8 +205,12 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         if (idx < r->nrecs)
             r->recs[idx].status = status;
     }
+    char ra[sizeof(r->retry_after)];
+    memcpy(ra, r->retry_after, sizeof(ra));
     pthread_mutex_unlock(&r->mu);
-    return answer(c, status);
+    if (drop)
+        return MHD_NO; /* MHD closes the connection without an answer */
+    return answer(c, status, status == 200 ? NULL : ra);
 }
 
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -277,6 +297,28 @@ void kx_http_receiver_fail_next(kx_http_receiver *r, unsigned status, unsigned n
     r->fail_status = status;
     r->fail_left = n;
     pthread_mutex_unlock(&r->mu);
+}
+
+void kx_http_receiver_drop_next(kx_http_receiver *r, unsigned n)
+{
+    pthread_mutex_lock(&r->mu);
+    r->drop_left = n;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void kx_http_receiver_retry_after(kx_http_receiver *r, const char *value)
+{
+    pthread_mutex_lock(&r->mu);
+    snprintf(r->retry_after, sizeof(r->retry_after), "%s", value ? value : "");
+    pthread_mutex_unlock(&r->mu);
+}
+
+int64_t kx_http_receiver_time_ms(kx_http_receiver *r, size_t i)
+{
+    pthread_mutex_lock(&r->mu);
+    int64_t t = i < r->nrecs ? r->recs[i].at_ms : -1;
+    pthread_mutex_unlock(&r->mu);
+    return t;
 }
 
 void kx_http_receiver_hang_next(kx_http_receiver *r, unsigned n)

@@ -1,8 +1,9 @@
 /*
  * A small real HTTP server for tests (libmicrohttpd, its own threads) on 127.0.0.1 and a
- * free port. It records every request (method, path, headers, body) and answers 200 "ok",
- * unless told to fail on purpose: answer a given status for the next N requests, or hang
- * (hold the request without answering) for the next N requests.
+ * free port. It records every request (method, path, headers, body, arrival time) and
+ * answers 200 "ok", unless told to fail on purpose: answer a given status (with a
+ * Retry-After if asked) for the next N requests, hang (hold the request without answering)
+ * for the next N requests, or drop the connection of the next N requests.
  *
  * Thread-safe: the test's thread reads records while the server's threads write them; the
  * getters return malloc'd copies the caller frees.
@@ -29,6 +30,15 @@ void kx_http_receiver_fail_next(kx_http_receiver *r, unsigned status, unsigned n
 /* The next n requests get no answer until the server stops (or 60 s pass), so the client
  * times out. Applied before fail_next. */
 void kx_http_receiver_hang_next(kx_http_receiver *r, unsigned n);
+
+/* The next n requests are answered by closing the connection (no status line). Applied
+ * before hang_next and fail_next. */
+void kx_http_receiver_drop_next(kx_http_receiver *r, unsigned n);
+/* Failure answers (fail_next) carry "Retry-After: value" ("2", or an HTTP date); NULL or ""
+ * for none. */
+void kx_http_receiver_retry_after(kx_http_receiver *r, const char *value);
+/* CLOCK_MONOTONIC milliseconds (kx_mono_ms's clock) when the i-th request was in; -1 if none. */
+int64_t kx_http_receiver_time_ms(kx_http_receiver *r, size_t i);
 
 /* Requests received in full so far (whatever they were answered, hung ones included). */
 size_t kx_http_receiver_count(kx_http_receiver *r);

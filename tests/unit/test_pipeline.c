@@ -211,7 +211,7 @@ static stack *stack_new_opts(fx *f, const char *url, const char *tag, const kx_p
     kx_err err = {0};
     assert_int_equal(kx_yaml_load_mem("alerting.yaml", cfg, strlen(cfg), &s->doc, &err), 0);
     assert_int_equal(kx_router_create(f->loop, kx_yaml_get(s->doc->root, "alerting"),
-                                      "alerting.yaml", &s->router, &err),
+                                      "alerting.yaml", NULL, &s->router, &err),
                      0);
     assert_int_equal(kx_store_create_from_url(f->loop, url, &s->store, &err), 0);
     assert_true(kx_test_run_until(f->loop, store_up, s->store, WAIT_MS));

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "../../src/alert/alert_int.h"
 #include "klaxon/alert.h"
@@ -86,7 +87,7 @@ static int create(fixture *f, const char *yaml, kx_err *err)
     assert_int_equal(kx_yaml_load_mem("alert.yaml", text, strlen(text), &f->doc, &lerr), 0);
     free(text);
     const kx_yaml_node *cfg = kx_yaml_get(f->doc->root, "alerting");
-    return kx_router_create(f->loop, cfg, "alert.yaml", &f->router, err);
+    return kx_router_create(f->loop, cfg, "alert.yaml", NULL, &f->router, err);
 }
 
 static void expect_error(const char *yaml, const char *msg)
@@ -437,7 +438,7 @@ static void test_stdout_default(void **state)
     fixture *f = *state;
     kx_err err;
     /* No `alerting:` at all: one stdout sink. */
-    assert_int_equal(kx_router_create(f->loop, NULL, "alert.yaml", &f->router, &err), 0);
+    assert_int_equal(kx_router_create(f->loop, NULL, "alert.yaml", NULL, &f->router, &err), 0);
     char path[512];
     snprintf(path, sizeof(path), "%s/stdout.txt", f->dir);
     fflush(stdout);
@@ -460,30 +461,74 @@ static void test_stdout_default(void **state)
     free(l);
 }
 
+static bool nothing_pending(void *ud);
+static void assert_dead(const fixture *f, const char *sink, const char *reason, unsigned attempts,
+                        const char *error, const char *expect);
+
 static void test_file_failure_dead_letter(void **state)
 {
     fixture *f = *state;
     kx_err err;
-    /* /dev/full accepts the open and fails every write with ENOSPC. */
+    /* /dev/full accepts the open and fails every write with ENOSPC: retried (a disk may get
+     * room again) until retry_for, 0 here, then dead-lettered. The other sink is not held up. */
     int rc = create(f,
                     "alerting:\n"
                     "  dead_letter: \"@DIR@/dead.jsonl\"\n"
                     "  sinks:\n"
-                    "    full: {type: file, path: /dev/full}\n"
+                    "    full: {type: file, path: /dev/full, retry_for: 0}\n"
                     "    ok: {type: file, path: \"@DIR@/ok.jsonl\"}\n",
                     &err);
     assert_int_equal(rc, 0);
     kx_alert a = alert_for(NULL, T0);
     done_rec d = {0};
     assert_int_equal(kx_router_send(f->router, &a, on_done, &d), 0);
+    /* Without a spool directory, done runs once the alert is queued. */
     assert_int_equal(d.calls, 1);
-    assert_int_equal(d.status, -ENOSPC);
+    assert_int_equal(d.status, 0);
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 5000));
     char *l = line_for(&a, "default");
     assert_file(f, "ok.jsonl", l);
-    assert_file(f, "dead.jsonl", l);
+    assert_dead(f, "full", "retry_for spent", 1, "write to /dev/full: No space left on device", l);
     free(l);
     assert_int_equal(kx_metric_get(KX_M_ALERTS_DELIVERED), 1);
     assert_int_equal(kx_metric_get(KX_M_ALERTS_FAILED), 1);
+}
+
+/* The dead-letter file holds exactly one line: that line's fields, and its alert is expect
+ * (the alert's JSON line, with its newline). */
+static void assert_dead(const fixture *f, const char *sink, const char *reason, unsigned attempts,
+                        const char *error, const char *expect)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/dead.jsonl", f->dir);
+    size_t len = 0;
+    char *data = kx_test_read_file(path, &len);
+    assert_non_null(data);
+    assert_int_equal(data[len - 1], '\n');
+    assert_null(memchr(data, '\n', len - 1)); /* one line */
+    json_error_t je;
+    json_t *o = json_loadb(data, len, 0, &je);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "sink")), sink);
+    assert_string_equal(json_string_value(json_object_get(o, "reason")), reason);
+    assert_int_equal(json_integer_value(json_object_get(o, "attempts")), attempts);
+    assert_string_equal(json_string_value(json_object_get(o, "error")), error);
+    assert_int_equal(strlen(json_string_value(json_object_get(o, "key"))), 32);
+    assert_non_null(json_string_value(json_object_get(o, "time")));
+    /* The alert is embedded as it was rendered, byte for byte. */
+    const char *at = strstr(data, ",\"alert\":");
+    assert_non_null(at);
+    at += strlen(",\"alert\":");
+    assert_int_equal(strlen(at), strlen(expect) + 1); /* + the closing brace */
+    assert_memory_equal(at, expect, strlen(expect) - 1);
+    assert_string_equal(at + strlen(expect) - 1, "}\n");
+    json_decref(o);
+    free(data);
+}
+
+static bool nothing_pending(void *ud)
+{
+    return kx_router_pending(ud) == 0;
 }
 
 static int drained;
@@ -497,19 +542,173 @@ static void test_drain_idle(void **state)
 {
     fixture *f = *state;
     kx_err err;
-    assert_int_equal(kx_router_create(f->loop, NULL, "alert.yaml", &f->router, &err), 0);
+    assert_int_equal(kx_router_create(f->loop, NULL, "alert.yaml", NULL, &f->router, &err), 0);
     drained = 0;
     kx_router_drain(f->router, on_drain, NULL);
     assert_int_equal(drained, 1);
     assert_int_equal(kx_router_pending(f->router), 0);
 }
 
-/* ---- kafka ---- */
+/* ---- the spool ---- */
 
-static bool kafka_done(void *ud)
+static bool done_called(void *ud)
 {
     return ((done_rec *)ud)->calls > 0;
 }
+
+static size_t count_lines(const fixture *f, const char *name)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%s", f->dir, name);
+    char *d = kx_test_read_file(path, NULL);
+    size_t n = 0;
+    for (const char *p = d; p && *p; p++)
+        n += *p == '\n';
+    free(d);
+    return n;
+}
+
+static size_t count_segments(const fixture *f)
+{
+    char cmd[4300];
+    snprintf(cmd, sizeof(cmd), "ls %s/spool | grep -c '\\.seg$'", f->dir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = 0;
+    if (fscanf(p, "%zu", &n) != 1)
+        n = 0;
+    pclose(p);
+    return n;
+}
+
+static void recreate(fixture *f, const char *yaml)
+{
+    kx_router_destroy(f->router);
+    f->router = NULL;
+    kx_yaml_free(f->doc);
+    f->doc = NULL;
+    kx_err err = {0};
+    int rc = create(f, yaml, &err);
+    if (rc) {
+        char m[1024];
+        kx_err_format(&err, m, sizeof(m));
+        fail_msg("%s", m);
+    }
+}
+
+/* With a spool directory: done runs once the alert is synced, not before; a sink that cannot
+ * deliver keeps it in the spool across a restart, and only that sink gets it again. */
+static void test_spool_restart_delivers(void **state)
+{
+    fixture *f = *state;
+    recreate(f, "alerting:\n"
+                "  spool: {dir: \"@DIR@/spool\"}\n"
+                "  sinks:\n"
+                "    audit: {type: file, path: \"@DIR@/audit.jsonl\"}\n"
+                "    pager: {type: file, path: /dev/full, backoff: 1h}\n");
+    kx_alert a = alert_for("secops", T0);
+    done_rec d = {0};
+    assert_int_equal(kx_router_send(f->router, &a, on_done, &d), 0);
+    assert_int_equal(d.calls, 0); /* not durable yet */
+    assert_true(kx_test_run_until(f->loop, done_called, &d, 5000));
+    assert_int_equal(d.status, 0);
+    assert_int_equal(count_lines(f, "audit.jsonl"), 1);
+    assert_int_equal(kx_router_pending(f->router), 1); /* pager keeps failing */
+    assert_int_equal(count_segments(f), 1);
+
+    /* Restart with the pager's disk fixed: it gets the alert, audit does not again. */
+    recreate(f, "alerting:\n"
+                "  spool: {dir: \"@DIR@/spool\"}\n"
+                "  sinks:\n"
+                "    audit: {type: file, path: \"@DIR@/audit.jsonl\"}\n"
+                "    pager: {type: file, path: \"@DIR@/pager.jsonl\"}\n");
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 5000));
+    char *l = line_for(&a, "secops");
+    assert_file(f, "pager.jsonl", l);
+    assert_file(f, "audit.jsonl", l);
+    free(l);
+    kx_router_destroy(f->router);
+    f->router = NULL;
+    assert_int_equal(count_segments(f), 0); /* nothing left to deliver: nothing kept */
+}
+
+static void test_spool_sink_removed(void **state)
+{
+    fixture *f = *state;
+    recreate(f, "alerting:\n"
+                "  spool: {dir: \"@DIR@/spool\"}\n"
+                "  sinks:\n"
+                "    audit: {type: file, path: \"@DIR@/audit.jsonl\"}\n"
+                "    old: {type: file, path: /dev/full, backoff: 1h}\n");
+    kx_alert a = alert_for(NULL, T0);
+    done_rec d = {0};
+    assert_int_equal(kx_router_send(f->router, &a, on_done, &d), 0);
+    assert_true(kx_test_run_until(f->loop, done_called, &d, 5000));
+    recreate(f, "alerting:\n"
+                "  spool: {dir: \"@DIR@/spool\"}\n"
+                "  sinks:\n"
+                "    audit: {type: file, path: \"@DIR@/audit.jsonl\"}\n");
+    assert_int_equal(kx_router_pending(f->router), 0);
+    char *l = line_for(&a, "default");
+    char *spool = subst_dir(f, "@DIR@/spool");
+    char *saved = f->dir;
+    f->dir = spool; /* the dead letters are in the spool directory */
+    /* Attempts and errors of the earlier run are not kept in the spool. */
+    assert_dead(f, "old", "its sink is no longer configured", 0, "", l);
+    f->dir = saved;
+    free(spool);
+    free(l);
+    assert_int_equal(count_lines(f, "audit.jsonl"), 1);
+}
+
+typedef struct counter {
+    int calls;
+} counter;
+
+static void on_count(void *ud, int status)
+{
+    assert_int_equal(status, 0);
+    ((counter *)ud)->calls++;
+}
+
+/* A full spool holds done back (the caller's batch waits, consumption pauses), drops
+ * nothing, and keeps the order. */
+static void test_spool_full_back_pressure(void **state)
+{
+    fixture *f = *state;
+    recreate(f, "alerting:\n"
+                "  spool: {dir: \"@DIR@/spool\", max_bytes: 65536, segment_bytes: 8192}\n"
+                "  sinks:\n"
+                "    pager: {type: file, path: /dev/full, backoff: 1h}\n");
+    counter c = {0};
+    for (int i = 0; i < 200; i++) {
+        kx_alert a = alert_for(NULL, T0 + i * 60000LL);
+        assert_int_equal(kx_router_send(f->router, &a, on_count, &c), 0);
+    }
+    kx_test_run_until(f->loop, nothing_pending, f->router, 300);
+    assert_true(c.calls > 10 && c.calls < 200);
+    assert_int_equal(kx_router_pending(f->router), 200);
+    assert_true(kx_metric_get(KX_M_SPOOL_FULL) >= 1);
+    int spooled = c.calls;
+    /* After a restart, exactly the spooled ones come back; the others never had done, so
+     * their caller never stored their offsets and will send them again. */
+    recreate(f, "alerting:\n"
+                "  spool: {dir: \"@DIR@/spool\", max_bytes: 65536, segment_bytes: 8192}\n"
+                "  sinks:\n"
+                "    pager: {type: file, path: \"@DIR@/pager.jsonl\"}\n");
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 5000));
+    assert_int_equal(count_lines(f, "pager.jsonl"), spooled);
+    kx_alert a0 = alert_for(NULL, T0);
+    char *l0 = line_for(&a0, "default");
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/pager.jsonl", f->dir);
+    char *all = kx_test_read_file(path, NULL);
+    assert_memory_equal(all, l0, strlen(l0)); /* in order: the first alert first */
+    free(all);
+    free(l0);
+}
+
+/* ---- kafka ---- */
 
 /* Sends one alert through a kafka sink at bootstrap and consumes it back from "alerts". */
 static void kafka_roundtrip(fixture *f, const char *bootstrap)
@@ -532,9 +731,9 @@ static void kafka_roundtrip(fixture *f, const char *bootstrap)
     done_rec d = {0};
     assert_int_equal(kx_router_send(f->router, &a, on_done, &d), 0);
     assert_int_equal(kx_router_pending(f->router), 1);
-    assert_true(kx_test_run_until(f->loop, kafka_done, &d, 10000));
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 10000));
+    assert_int_equal(d.calls, 1);
     assert_int_equal(d.status, 0);
-    assert_int_equal(kx_router_pending(f->router), 0);
     assert_int_equal(kx_metric_get(KX_M_ALERTS_DELIVERED), 1);
 
     /* Consume it back. */
@@ -612,32 +811,39 @@ static void test_kafka_sink_broker(void **state)
 static void test_kafka_unreachable_dead_letter(void **state)
 {
     fixture *f = *state;
-    /* Nothing listens on port 1: the delivery report fails after message.timeout.ms. */
+    /* Nothing listens on port 1: each delivery report fails after message.timeout.ms, the
+     * queue retries until retry_for, then the alert is dead-lettered. */
     kx_err err;
     assert_int_equal(create(f,
                             "alerting:\n"
                             "  dead_letter: \"@DIR@/dead.jsonl\"\n"
                             "  sinks:\n"
                             "    bus: {type: kafka, brokers: \"127.0.0.1:1\", topic: alerts, "
-                            "timeout: 300ms}\n",
+                            "timeout: 300ms, retry_for: 500ms, backoff: 50ms}\n",
                             &err),
                      0);
     kx_alert a = alert_for(NULL, T0);
     done_rec d = {0};
     assert_int_equal(kx_router_send(f->router, &a, on_done, &d), 0);
-    assert_true(kx_test_run_until(f->loop, kafka_done, &d, 10000));
-    assert_int_equal(d.status, -EIO);
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 10000));
+    assert_int_equal(d.status, 0);
     char *l = line_for(&a, "default");
-    assert_file(f, "dead.jsonl", l);
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/dead.jsonl", f->dir);
+    char *dead = kx_test_read_file(path, NULL);
+    assert_non_null(dead);
+    assert_non_null(strstr(dead, "\"sink\":\"bus\",\"reason\":\"retry_for spent\""));
+    free(dead);
     free(l);
     assert_int_equal(kx_metric_get(KX_M_ALERTS_FAILED), 1);
+    assert_true(kx_metric_get(KX_M_ALERT_RETRIES) >= 1);
 }
 
 static void test_kafka_destroy_purges(void **state)
 {
     fixture *f = *state;
-    /* Shutdown with an alert in flight: flush waits flush_timeout, then the message is
-     * purged, done runs with -ECANCELED and the alert is dead-lettered. */
+    /* Shutdown with an alert in flight and no spool directory: flush waits flush_timeout,
+     * then the message is purged and the alert goes to the dead letters. */
     kx_err err;
     assert_int_equal(create(f,
                             "alerting:\n"
@@ -655,9 +861,9 @@ static void test_kafka_destroy_purges(void **state)
     f->router = NULL;
     assert_true(kx_mono_ms() - t < 5000);
     assert_int_equal(d.calls, 1);
-    assert_int_equal(d.status, -ECANCELED);
     char *l = line_for(&a, "default");
-    assert_file(f, "dead.jsonl", l);
+    assert_dead(f, "bus", "not delivered before shutdown, and no alerting.spool keeps it", 1,
+                "Local: Purged in queue", l);
     free(l);
 }
 
@@ -675,6 +881,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stdout_default, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_failure_dead_letter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drain_idle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_restart_delivers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_sink_removed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_full_back_pressure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kafka_sink_mock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kafka_sink_broker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kafka_unreachable_dead_letter, setup, teardown),

@@ -1,0 +1,314 @@
+/*
+ * One sink's queue (alert_int.h): which of its deliveries to attempt now, and what a failed
+ * attempt means for the next one.
+ *
+ * - Concurrency: at most cfg.concurrency attempts in flight; the rest wait in FIFO order.
+ *   A delivery waiting for its retry time holds no slot, so one bad alert does not hold up
+ *   the others.
+ * - Retries: after a retryable failure the next attempt waits backoff * 2^(n-1), capped at
+ *   backoff_max, with "equal jitter" (half of it fixed, half random) so that the retries of
+ *   many alerts (and of several klaxon processes) after an outage do not arrive together.
+ *   A receiver's Retry-After (seconds or HTTP date, parsed by the sink) replaces the
+ *   computed delay. A permanent failure (4xx other than 408 and 429) is not retried.
+ * - retry_for bounds the time from an alert's arrival in the queue to its last attempt;
+ *   then it is dead-lettered (router.c), never dropped.
+ * - Circuit breaker: after breaker_failures failed attempts in a row the sink is considered
+ *   down: no attempts for a cool-down (backoff, doubling to backoff_max), then one probe;
+ *   its success closes the circuit, its failure opens it again. Deliveries keep waiting
+ *   meanwhile (their retry_for still runs). Logged when it opens and when it closes.
+ *
+ * One ev_timer per queue wakes it at the earliest time something may start. The pump is not
+ * re-entered: a sink that reports synchronously (stdout, file) from inside attempt ends up
+ * back in the pump's loop, not deeper in the stack.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alert_int.h"
+#include "klaxon/metrics.h"
+
+/* xorshift64*, seeded once per process: jitter only needs to differ between processes and
+ * alerts, not to be unpredictable. */
+static uint64_t jitter_state;
+
+static uint64_t rnd(void)
+{
+    if (!jitter_state) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        jitter_state = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^
+                       ((uint64_t)getpid() << 40) ^ 0x9e3779b97f4a7c15ULL;
+    }
+    jitter_state ^= jitter_state >> 12;
+    jitter_state ^= jitter_state << 25;
+    jitter_state ^= jitter_state >> 27;
+    return jitter_state * 0x2545f4914f6cdd1dULL;
+}
+
+int kx__queue_parse(const kx_yaml_node *cfg, const char *file, const kx__queue_cfg *d,
+                    kx__queue_cfg *out, kx_err *err)
+{
+    const kx_yaml_node *n;
+    long long v;
+    int rc;
+    *out = *d;
+    if ((n = kx_yaml_get(cfg, "concurrency"))) {
+        if ((rc = kx_yaml_int(n, file, 1, 1000, &v, err)))
+            return rc;
+        out->concurrency = (unsigned)v;
+    }
+    if ((n = kx_yaml_get(cfg, "retry_for"))) {
+        if ((rc = kx_yaml_duration_ms(n, file, &v, err)))
+            return rc;
+        if (v < 0 || v > 30LL * 86400000)
+            return kx_yaml_err(err, file, n, "retry_for must be between 0 and 30d");
+        out->retry_for_ms = v;
+    }
+    if ((n = kx_yaml_get(cfg, "backoff"))) {
+        if ((rc = kx_yaml_duration_ms(n, file, &v, err)))
+            return rc;
+        if (v <= 0 || v > 3600000)
+            return kx_yaml_err(err, file, n, "backoff must be between 1ms and 1h");
+        out->backoff_ms = v;
+    }
+    if ((n = kx_yaml_get(cfg, "backoff_max"))) {
+        if ((rc = kx_yaml_duration_ms(n, file, &v, err)))
+            return rc;
+        if (v <= 0 || v > 86400000)
+            return kx_yaml_err(err, file, n, "backoff_max must be between 1ms and 24h");
+        out->backoff_max_ms = v;
+    }
+    if (out->backoff_max_ms < out->backoff_ms)
+        out->backoff_max_ms = out->backoff_ms;
+    if ((n = kx_yaml_get(cfg, "breaker_failures"))) {
+        if ((rc = kx_yaml_int(n, file, 0, 1000, &v, err)))
+            return rc;
+        out->breaker_failures = (unsigned)v;
+    }
+    return 0;
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    kx__queue_pump(t->data);
+}
+
+void kx__queue_init(kx__queue *q, kx_router *r, kx__sink *sink, unsigned index,
+                    struct ev_loop *loop, const kx__queue_cfg *cfg)
+{
+    memset(q, 0, sizeof(*q));
+    q->router = r;
+    q->sink = sink;
+    snprintf(q->name, sizeof(q->name), "%s", sink->name);
+    q->index = index;
+    q->loop = loop;
+    q->cfg = *cfg;
+    q->cooldown_ms = cfg->backoff_ms;
+    ev_timer_init(&q->timer, timer_cb, 0., 0.);
+    q->timer.data = q;
+}
+
+static void unlink_d(kx__queue *q, kx__delivery *d)
+{
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        q->head = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    else
+        q->tail = d->prev;
+    d->prev = d->next = NULL;
+    q->depth--;
+}
+
+void kx__queue_push(kx__queue *q, kx__delivery *d)
+{
+    d->q = q;
+    d->first_ms = d->next_ms = kx_mono_ms();
+    d->prev = q->tail;
+    d->next = NULL;
+    if (q->tail)
+        q->tail->next = d;
+    else
+        q->head = d;
+    q->tail = d;
+    q->depth++;
+    kx__queue_pump(q);
+}
+
+/* Ends d (delivered or dead) and hands it to the router, which frees it. */
+static void end(kx__queue *q, kx__delivery *d, bool delivered)
+{
+    unlink_d(q, d);
+    if (delivered)
+        q->delivered++;
+    else
+        q->dead++;
+    kx__router_delivery_end(q->router, d, delivered);
+}
+
+static bool breaker_open(const kx__queue *q)
+{
+    return q->cfg.breaker_failures && q->fails >= q->cfg.breaker_failures;
+}
+
+void kx__queue_pump(kx__queue *q)
+{
+    if (q->pumping || q->closing)
+        return;
+    q->pumping = true;
+    int64_t now = kx_mono_ms();
+    for (kx__delivery *d = q->head, *next; d; d = next) {
+        /* A report inside attempt ends at most d itself (anything it causes only appends
+         * to queues), so next stays valid. */
+        next = d->next;
+        if (d->inflight)
+            continue;
+        bool open = breaker_open(q) && now < q->open_until;
+        if (now >= d->first_ms + q->cfg.retry_for_ms && (d->attempts ? now >= d->next_ms : open)) {
+            d->why = d->attempts ? "retry_for spent" : "retry_for spent with the sink down";
+            end(q, d, false);
+            continue;
+        }
+        if (q->stopped || d->next_ms > now || open)
+            continue;
+        /* Open circuit past its cool-down: one probe at a time. */
+        if (breaker_open(q) ? q->inflight > 0 : q->inflight >= q->cfg.concurrency)
+            break;
+        d->inflight = true;
+        d->attempts++;
+        q->inflight++;
+        q->sink->ops->attempt(q->sink, d);
+        now = kx_mono_ms();
+    }
+    /* The earliest time something may start or reach its deadline. What is due now waits
+     * for a slot, and a report (which pumps) frees one: no timer for it. */
+    int64_t wake = INT64_MAX;
+    now = kx_mono_ms();
+    for (kx__delivery *d = q->head; d && !q->stopped; d = d->next) {
+        if (d->inflight)
+            continue;
+        /* Its next attempt, or with the circuit open the end of the cool-down, or its
+         * deadline if that comes first (then it is dead-lettered). */
+        int64_t t = d->next_ms, deadline = d->first_ms + q->cfg.retry_for_ms;
+        if (breaker_open(q) && q->open_until > t)
+            t = q->open_until < deadline || deadline < d->next_ms ? q->open_until : deadline;
+        if (t <= now) {
+            /* Due now: a report will pump when a slot frees; with one free, pump soon. */
+            bool slot = breaker_open(q) ? q->inflight == 0 : q->inflight < q->cfg.concurrency;
+            if (!slot)
+                continue;
+            t = now + 1;
+        }
+        if (t < wake)
+            wake = t;
+    }
+    ev_timer_stop(q->loop, &q->timer);
+    if (wake != INT64_MAX) {
+        int64_t in = wake - kx_mono_ms();
+        ev_timer_set(&q->timer, in > 0 ? (double)in / 1000.0 : 0.001, 0.);
+        ev_timer_start(q->loop, &q->timer);
+    }
+    q->pumping = false;
+}
+
+static int64_t retry_delay(const kx__queue *q, const kx__delivery *d, int64_t retry_after_ms)
+{
+    if (retry_after_ms >= 0)
+        return retry_after_ms;
+    int64_t base = q->cfg.backoff_ms;
+    for (unsigned i = 1; i < d->attempts && base < q->cfg.backoff_max_ms; i++)
+        base *= 2;
+    if (base > q->cfg.backoff_max_ms)
+        base = q->cfg.backoff_max_ms;
+    int64_t half = base / 2;
+    return half + (int64_t)(rnd() % (uint64_t)(base - half + 1));
+}
+
+void kx__attempt_ok(kx__delivery *d)
+{
+    kx__outcome o = {.kind = KX__ATTEMPT_OK, .retry_after_ms = -1};
+    kx__attempt_done(d, &o);
+}
+
+void kx__attempt_done(kx__delivery *d, const kx__outcome *o)
+{
+    kx__queue *q = d->q;
+    d->inflight = false;
+    q->inflight--;
+    d->last_status = o->status;
+    snprintf(d->last_error, sizeof(d->last_error), "%s", o->error ? o->error : "");
+    if (q->closing) {
+        /* The sink is being destroyed: record a success, leave anything else spooled. */
+        if (o->kind == KX__ATTEMPT_OK)
+            end(q, d, true);
+        return;
+    }
+    const char *name = q->sink->name;
+    if (o->kind == KX__ATTEMPT_OK) {
+        if (breaker_open(q))
+            kx_log(KX_LOG_INFO, KX__ALERT_MODULE,
+                   "sink %s: delivering again after %u failed attempts in a row; circuit closed",
+                   name, q->fails);
+        q->fails = 0;
+        q->cooldown_ms = q->cfg.backoff_ms;
+        end(q, d, true);
+    } else if (o->kind == KX__ATTEMPT_FAIL) {
+        d->why = "refused, not retried";
+        end(q, d, false);
+    } else {
+        int64_t now = kx_mono_ms(), deadline = d->first_ms + q->cfg.retry_for_ms;
+        int64_t delay = retry_delay(q, d, o->retry_after_ms);
+        q->retried++;
+        kx_metric_inc(KX_M_ALERT_RETRIES);
+        q->fails++;
+        if (q->cfg.breaker_failures && q->fails == q->cfg.breaker_failures) {
+            q->open_until = now + q->cooldown_ms;
+            kx_log(KX_LOG_WARN, KX__ALERT_MODULE,
+                   "sink %s: %u attempts in a row failed (last: %s); circuit open, next probe "
+                   "in %lld ms",
+                   name, q->fails, d->last_error, (long long)q->cooldown_ms);
+        } else if (breaker_open(q)) {
+            /* A failed probe: pause longer. */
+            q->cooldown_ms = q->cooldown_ms * 2 > q->cfg.backoff_max_ms ? q->cfg.backoff_max_ms
+                                                                        : q->cooldown_ms * 2;
+            q->open_until = now + q->cooldown_ms;
+        }
+        if (now + delay > deadline && o->retry_after_ms < 0 && now < deadline)
+            delay = deadline - now; /* the last attempt at the deadline */
+        d->next_ms = now + delay;
+        if (now >= deadline || now + delay > deadline) {
+            d->why = now >= deadline ? "retry_for spent" : "Retry-After beyond retry_for";
+            end(q, d, false);
+        } else {
+            kx_log_limited(&q->rl, KX_LOG_WARN, KX__ALERT_MODULE,
+                           "sink %s: alert %s attempt %u failed (%s), next in %lld ms", name,
+                           d->send->key, d->attempts, d->last_error, (long long)delay);
+        }
+    }
+    kx__queue_pump(q);
+    kx__router_attempt_settled(q->router);
+}
+
+void kx__queue_stop(kx__queue *q)
+{
+    q->stopped = true;
+    ev_timer_stop(q->loop, &q->timer);
+}
+
+void kx__queue_fini(kx__queue *q)
+{
+    ev_timer_stop(q->loop, &q->timer);
+    while (q->head) {
+        kx__delivery *d = q->head;
+        unlink_d(q, d);
+        free(d);
+    }
+}
