@@ -40,6 +40,8 @@
 #define RENDER_MAX (4u << 20) /* an alert larger than this is refused, not sent */
 #define MEMORY_SPOOL_BYTES (64ull << 20)
 #define SPOOL_RETRY_S 1.0 /* after a failed append or sync */
+/* An absence's resolve carries its firing alert's dedup_key but is news of its own. */
+#define RESOLVED_SALT 0x7265736f6c766564ULL
 
 typedef struct route {
     char *team;
@@ -412,7 +414,7 @@ int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void
     kx__alert_dedup_hash(a, &h1, &h2);
     /* An absence's resolve carries its firing alert's dedup_key but is news of its own. */
     if (a->status && !strcmp(a->status, "resolved"))
-        h1 ^= 0x7265736f6c766564ULL;
+        h1 ^= RESOLVED_SALT;
     if (r->dedup_window_ms > 0 &&
         kx__dedup_check(&r->dedup, h1, h2, kx_mono_ms(), r->dedup_window_ms)) {
         kx_metric_inc(KX_M_ALERTS_DEDUPED);
@@ -464,6 +466,16 @@ static void on_recovered(void *ud, const kx_spool_alert *a)
     s->seq = a->seq;
     s->created_ms = a->created_ms;
     snprintf(s->key, sizeof(s->key), "%s", a->key);
+    /* The same alert raised again (its events read again after a crash, before their
+     * offsets were committed) is a duplicate of this one: the dedup cache knows it. */
+    char half[17];
+    memcpy(half, a->key, 16);
+    half[16] = '\0';
+    uint64_t h1 = strtoull(half, NULL, 16), h2 = strtoull(a->key + 16, NULL, 16);
+    if (strstr(a->payload, ",\"status\":\"resolved\""))
+        h1 ^= RESOLVED_SALT;
+    if (rv->r->dedup_window_ms > 0)
+        (void)kx__dedup_check(&rv->r->dedup, h1, h2, kx_mono_ms(), rv->r->dedup_window_ms);
     s->nsinks = (unsigned)a->nsinks;
     /* wait_next links the recovered list; ud carries the pending mask. */
     s->ud = (void *)(uintptr_t)a->pending;

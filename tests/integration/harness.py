@@ -130,13 +130,16 @@ class Broker:
 
 
 class HookReceiver:
-    """Records JSON bodies POSTed to it; fail_next makes the next N requests answer 503."""
+    """Records JSON bodies POSTed to it; fail_next makes the next N requests answer 503;
+    hold() makes requests wait (unanswered) until release()."""
 
     def __init__(self):
         self.bodies = []
         self.requests = 0
         self.fail_next = 0
         self.lock = threading.Lock()
+        self.open = threading.Event()
+        self.open.set()
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -145,6 +148,8 @@ class HookReceiver:
                 body = self.rfile.read(n)
                 with outer.lock:
                     outer.requests += 1
+                outer.open.wait(120)
+                with outer.lock:
                     fail = outer.fail_next > 0
                     if fail:
                         outer.fail_next -= 1
@@ -158,20 +163,28 @@ class HookReceiver:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def hold(self):
+        self.open.clear()
+
+    def release(self):
+        self.open.set()
 
     def start(self):
         self.thread.start()
         return self
 
     def stop(self):
+        self.release()
         self.server.shutdown()
         self.server.server_close()
 
 
 def write_config(path, brokers, store, metrics_port, sinks_yaml, routes_yaml, group="klaxon-test",
-                 rules=None):
+                 rules=None, alerting_extra="", kafka_properties=None):
     """The samples config with the test's broker, store, metrics port and sinks."""
     rules = rules or [os.path.join(SRC, "rules")]
     with open(os.path.join(SRC, "samples", "klaxon.yaml")) as f:
@@ -179,10 +192,14 @@ def write_config(path, brokers, store, metrics_port, sinks_yaml, routes_yaml, gr
     head, _, tail = base.partition("\nalerting:")
     head = re.sub(r"(?m)^  brokers: .*$", "  brokers: \"%s\"" % brokers, head)
     # A short session timeout: the mock broker makes a group's next member wait for it.
-    head = re.sub(r"(?m)^  group: .*$", "  group: %s\n  properties: {session.timeout.ms: \"3000\"}" % group, head)
+    props = {"session.timeout.ms": "3000"}
+    props.update(kafka_properties or {})
+    head = re.sub(r"(?m)^  group: .*$", "  group: %s\n  properties: {%s}" % (
+        group, ", ".join("%s: \"%s\"" % kv for kv in props.items())), head)
     head = re.sub(r"(?m)^  store: .*$", "  store: \"%s\"" % store, head)
     head = head.replace("  - ../rules", "\n".join("  - %s" % r for r in rules))
-    cfg = head + "\nalerting:\n  evidence: 5\n  sinks:\n" + sinks_yaml + "  routes:\n" + routes_yaml + \
+    cfg = head + "\nalerting:\n  evidence: 5\n" + alerting_extra + "  sinks:\n" + sinks_yaml + \
+        "  routes:\n" + routes_yaml + \
         "metrics:\n  listen: 127.0.0.1:%d\n" % metrics_port
     with open(path, "w") as f:
         f.write(cfg)
@@ -230,6 +247,12 @@ class Klaxon:
 
     def alive(self):
         return self.proc.poll() is None
+
+    def kill9(self):
+        """SIGKILL: a crash, nothing flushed or committed on the way out."""
+        self.proc.kill()
+        self.proc.wait(10)
+        self.log.close()
 
 
 def replay(args, stdin=None, timeout=120):

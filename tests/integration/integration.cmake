@@ -10,6 +10,7 @@ endfunction()
 
 kx_integration_test(test_replay)
 kx_integration_test(test_run)
+kx_integration_test(test_delivery)
 kx_integration_test(test_state_limits)
 kx_integration_test(test_correlations)
 kx_integration_test(test_scaleout)

@@ -1,0 +1,137 @@
+"""Alert delivery through the real binary with a spool directory: kx-broker, redis-server,
+two real HTTP receivers (a pager for team secops, a chat for the others) and a file sink.
+
+- A pager that hangs holds nothing else: every event is consumed, the file and the chat get
+  their alerts, and the pager gets its own once it answers again.
+- kill -9 while the pager fails: the alerts wait in the spool; a restart delivers each one
+  to the pager exactly once, and events read again after the crash page nobody twice.
+"""
+import os
+
+from harness import (Broker, HookReceiver, Klaxon, RedisServer, check, free_port, read_jsonl,
+                     run_tests, tmpdir, wait_for, write_config)
+from test_run import AUTH, EXPECTED_ALL, N_AUTH, N_TRAIL, TRAIL, by_time
+
+SECOPS = [a for a in EXPECTED_ALL if a[2] == "secops"]
+OTHERS = [a for a in EXPECTED_ALL if a[2] != "secops"]
+
+
+class Stack:
+    def __init__(self, tag):
+        self.d = tmpdir(tag)
+        self.redis = RedisServer(self.d).start()
+        self.broker = Broker({"auth": 3, "cloudtrail": 2}).start()
+        self.pager = HookReceiver().start()
+        self.chat = HookReceiver().start()
+        self.alerts_file = os.path.join(self.d, "alerts.jsonl")
+        self.spool = os.path.join(self.d, "spool")
+        self.mport = free_port()
+        # A pager timeout longer than the test holds it: no attempt is cut short.
+        sinks = ("    file: {type: file, path: %s}\n"
+                 "    pager: {type: webhook, url: \"http://127.0.0.1:%d/pd\", timeout: 60s, "
+                 "backoff: 100ms, backoff_max: 500ms, breaker_failures: 0}\n"
+                 "    chat: {type: webhook, url: \"http://127.0.0.1:%d/chat\", backoff: 100ms}\n"
+                 % (self.alerts_file, self.pager.port, self.chat.port))
+        routes = ("    - team: secops\n      sinks: [file, pager]\n"
+                  "    - team: default\n      sinks: [file, chat]\n")
+        self.cfg = write_config(os.path.join(self.d, "klaxon.yaml"), self.broker.bootstrap,
+                                "redis://127.0.0.1:%d/klaxon:" % self.redis.port, self.mport, sinks,
+                                routes, alerting_extra="  spool: {dir: %s}\n" % self.spool)
+        self.klaxon = None
+
+    def start_klaxon(self):
+        self.klaxon = Klaxon(self.cfg, os.path.join(self.d, "klaxon.log")).start()
+        wait_for(lambda: self.klaxon.metrics(self.mport) is not None or not self.klaxon.alive(), 30,
+                 "the metrics endpoint")
+        check(self.klaxon.alive(), "klaxon exited at start: %s" % self.log())
+        return self.klaxon
+
+    def metric(self, name):
+        m = self.klaxon.metrics(self.mport) or {}
+        return m.get(name, -1)
+
+    def log(self):
+        p = os.path.join(self.d, "klaxon.log")
+        return open(p, errors="replace").read()[-4000:] if os.path.exists(p) else ""
+
+    def produce_all(self):
+        self.broker.produce("auth", AUTH, partition=0)
+        self.broker.produce("cloudtrail", TRAIL)
+
+    def close(self):
+        if self.klaxon and self.klaxon.alive():
+            self.klaxon.stop()
+        self.pager.stop()
+        self.chat.stop()
+        self.broker.stop()
+        self.redis.stop()
+
+
+def keys(bodies):
+    return sorted(b["dedup_key"] for b in bodies)
+
+
+def test_hung_pager_holds_nothing_else():
+    s = Stack("hung")
+    try:
+        s.pager.hold()
+        s.start_klaxon()
+        s.produce_all()
+        # The stream, the file and the chat go on while every pager request hangs.
+        wait_for(lambda: s.metric("klaxon_events_consumed_total") == N_AUTH + N_TRAIL, 60,
+                 "every event consumed while the pager hangs")
+        wait_for(lambda: len(read_jsonl(s.alerts_file)) >= len(EXPECTED_ALL), 60,
+                 "every alert in the file while the pager hangs")
+        wait_for(lambda: len(s.chat.bodies) >= len(OTHERS), 60, "the chat's alerts")
+        check(s.pager.bodies == [], "the pager answered while held")
+        check(s.pager.requests >= 1, "no pager request was made")
+        check(s.metric("klaxon_spool_pending_alerts") == len(SECOPS),
+              "spool pending %s, want %d" % (s.metric("klaxon_spool_pending_alerts"), len(SECOPS)))
+        s.pager.release()
+        wait_for(lambda: len(s.pager.bodies) >= len(SECOPS), 60, "the pager's alerts after it answers")
+        wait_for(lambda: s.metric("klaxon_spool_pending_alerts") == 0, 30, "an empty spool")
+        check(s.klaxon.stop() == 0, "exit code")
+        check(by_time(read_jsonl(s.alerts_file)) == EXPECTED_ALL, "file sink alerts")
+        check(by_time(s.chat.bodies) == OTHERS, "chat alerts: %s" % by_time(s.chat.bodies))
+        check(by_time(s.pager.bodies) == SECOPS, "pager alerts: %s" % by_time(s.pager.bodies))
+        check(len(s.pager.bodies) == len(SECOPS), "pager got duplicates")
+    finally:
+        s.close()
+
+
+def test_kill9_then_restart_delivers_once():
+    s = Stack("kill9")
+    try:
+        s.pager.fail_next = 10 ** 9
+        s.start_klaxon()
+        s.produce_all()
+        wait_for(lambda: s.metric("klaxon_events_consumed_total") == N_AUTH + N_TRAIL, 60, "all consumed")
+        wait_for(lambda: len(read_jsonl(s.alerts_file)) >= len(EXPECTED_ALL), 60, "alerts in the file")
+        wait_for(lambda: s.metric("klaxon_spool_pending_alerts") == len(SECOPS), 30,
+                 "the pager's alerts waiting in the spool")
+        check(s.pager.bodies == [], "pager accepted while failing")
+        s.klaxon.kill9()
+        segs = [f for f in os.listdir(s.spool) if f.endswith(".seg")]
+        check(segs, "no spool segment after the crash")
+        with s.pager.lock:
+            s.pager.fail_next = 0
+        s.start_klaxon()
+        wait_for(lambda: len(s.pager.bodies) >= len(SECOPS), 60, "the pager's alerts after restart")
+        # Events read again (their offsets may not have been committed before the kill) raise
+        # the same alerts again: the spool's keep them from paging twice.
+        wait_for(lambda: s.metric("klaxon_spool_pending_alerts") == 0, 30, "an empty spool")
+        check(s.klaxon.stop() == 0, "exit code")
+        check(keys(s.pager.bodies) == sorted(set(keys(s.pager.bodies))),
+              "an incident paged twice: %s" % keys(s.pager.bodies))
+        check(by_time(s.pager.bodies) == SECOPS, "pager alerts: %s" % by_time(s.pager.bodies))
+        got = set(map(repr, by_time(read_jsonl(s.alerts_file))))
+        check(got == set(map(repr, EXPECTED_ALL)), "file sink alerts: %s" % got)
+        check("queued again" in s.log(), "no read-back logged: %s" % s.log())
+        check([f for f in os.listdir(s.spool) if f.endswith(".seg")] == [],
+              "segments left after everything was delivered")
+    finally:
+        s.close()
+
+
+if __name__ == "__main__":
+    run_tests([test_hung_pager_holds_nothing_else, test_kill9_then_restart_delivers_once])
