@@ -54,6 +54,9 @@ typedef struct kx_spool_opts {
     const char *dir;        /* NULL: memory only */
     uint64_t max_bytes;     /* live segment bytes beyond which appends wait; 0 = 256 MiB */
     uint64_t segment_bytes; /* a segment is closed past this size; 0 = 8 MiB */
+    /* Only read back (`klaxon alerts list` beside a running klaxon): no lock, nothing
+     * created, written or deleted; append and ack fail with -EROFS. */
+    bool read_only;
 } kx_spool_opts;
 
 /* One alert read back by kx_spool_open: the sinks that have not acknowledged it yet. */

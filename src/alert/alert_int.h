@@ -147,6 +147,18 @@ void kx__queue_fini(kx__queue *q);
 /* The router hears each delivery's end: delivered, or dead (retry_for spent, a permanent
  * failure, the sink removed). It acks the spool, dead-letters, frees the send when done. */
 void kx__router_delivery_end(kx_router *r, kx__delivery *d, bool delivered);
+/* Requeued dead letters (requeue.c): an alert sent again to one sink, spooled like a new
+ * one without the dedup check (an operator asked for it). -ENOENT: no such sink; other
+ * errors: not spooled (full, disk). */
+int kx__router_resend(kx_router *r, const char *sink, const char *key, const char *alert,
+                      size_t len);
+/* Writes a dead letter for an alert that has no delivery (a requeued one). */
+void kx__router_dead_letter(kx_router *r, const char *sink, const char *why, const char *key,
+                            const char *alert, size_t len);
+/* Makes the spool durable now. 0 or -errno. */
+int kx__router_sync(kx_router *r);
+/* Takes the requeue files of dir (requeue.c). */
+void kx__requeue_scan(kx_router *r, const char *dir);
 /* An attempt ended without ending its delivery (a retry): the router may be drained now. */
 void kx__router_attempt_settled(kx_router *r);
 

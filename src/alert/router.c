@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "alert_int.h"
+#include "klaxon/deadletter.h"
 #include "klaxon/metrics.h"
 
 #define DEFAULT_EVIDENCE 5
@@ -40,6 +41,7 @@
 #define RENDER_MAX (4u << 20) /* an alert larger than this is refused, not sent */
 #define MEMORY_SPOOL_BYTES (64ull << 20)
 #define SPOOL_RETRY_S 1.0 /* after a failed append or sync */
+#define REQUEUE_S 5.0     /* how often requeued dead letters are looked for */
 /* An absence's resolve carries its firing alert's dedup_key but is news of its own. */
 #define RESOLVED_SALT 0x7265736f6c766564ULL
 
@@ -67,8 +69,9 @@ struct kx_router {
     kx_spool_opts spool_opts;
     char *spool_dir;
     bool use_spool;
-    char *dead_letter_path;
-    int dead_letter_fd;
+    char *dead_letter_path; /* NULL: dead letters are only logged */
+    char *requeue_dir;      /* DIR/requeue: dead letters sent again (klaxon alerts retry) */
+    ev_timer requeue_w;
     uint64_t dead_letter_errors;
 
     kx_buf scratch; /* render buffer, reused */
@@ -119,43 +122,24 @@ void kx__sink_base_fini(kx__sink *sink)
 
 /* ---- dead letters ---- */
 
-/* One JSON line: when, which sink, why, how many attempts, the last status and error, and
- * the alert itself. Written with one write(2) (O_APPEND) and made durable before the spool
- * forgets the alert. */
+/* One JSON line (klaxon/deadletter.h), made durable (with a spool directory) before the
+ * spool forgets the alert. */
 static void dead_letter(kx_router *r, const kx__delivery *d, const char *sink, const char *why)
 {
     const kx__send *s = d->send;
     kx_log_limited(&r->rl, KX_LOG_ERROR, KX__ALERT_MODULE,
                    "sink %s: alert %s dead-lettered after %u attempt(s): %s (last: %s)", sink,
                    s->key, d->attempts, why, d->last_error[0] ? d->last_error : "none");
-    if (r->dead_letter_fd < 0)
+    if (!r->dead_letter_path)
         return;
-    char ts[40];
-    kx_time_format(kx_now_ms(), ts, sizeof(ts));
-    kx_buf *b = &r->line;
-    kx_buf_reset(b);
-    int rc = kx_buf_printf(b, "{\"time\":\"%s\",\"sink\":", ts);
-    rc = rc ? rc : kx_buf_json_str(b, sink, strlen(sink));
-    rc = rc ? rc : kx_buf_puts(b, ",\"reason\":");
-    rc = rc ? rc : kx_buf_json_str(b, why, strlen(why));
-    rc = rc ? rc
-            : kx_buf_printf(b, ",\"attempts\":%u,\"status\":%ld,\"error\":", d->attempts,
-                            d->last_status);
-    rc = rc ? rc : kx_buf_json_str(b, d->last_error, strlen(d->last_error));
-    rc = rc ? rc : kx_buf_printf(b, ",\"key\":\"%s\",\"alert\":", s->key);
-    rc = rc ? rc : kx_buf_append(b, s->payload, s->len);
-    rc = rc ? rc : kx_buf_puts(b, "}\n");
-    ssize_t n = -1;
-    if (!rc) {
-        do {
-            n = write(r->dead_letter_fd, b->data, b->len);
-        } while (n < 0 && errno == EINTR);
-    }
-    if (n != (ssize_t)b->len || (r->use_spool && r->spool_dir && fdatasync(r->dead_letter_fd))) {
+    int rc = kx_dead_letter_append(r->dead_letter_path, sink, why, d->attempts, d->last_status,
+                                   d->last_error, s->key, s->payload, s->len,
+                                   r->use_spool && r->spool_dir, &r->line);
+    if (rc) {
         r->dead_letter_errors++;
         kx_log_limited(&r->rl, KX_LOG_ERROR, KX__ALERT_MODULE,
                        "dead letters %s: write failed: %s; alert %s kept only in this log",
-                       r->dead_letter_path, n < 0 ? strerror(errno) : "short write", s->key);
+                       r->dead_letter_path, strerror(-rc), s->key);
     }
 }
 
@@ -443,6 +427,57 @@ int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void
         spooled(r, s);
     send_release(s); /* the creator's token */
     return 0;
+}
+
+int kx__router_resend(kx_router *r, const char *sink, const char *key, const char *alert,
+                      size_t len)
+{
+    size_t ix = r->nsinks;
+    for (size_t i = 0; i < r->nsinks && ix == r->nsinks; i++)
+        if (!strcmp(r->sinks[i]->name, sink))
+            ix = i;
+    if (ix == r->nsinks)
+        return -ENOENT;
+    if (strlen(key) != 32)
+        return -EINVAL;
+    kx__send *s = send_new(r, alert, len);
+    if (!s)
+        return -ENOMEM;
+    s->created_ms = kx_now_ms();
+    memcpy(s->key, key, 33);
+    s->nsinks = 1;
+    s->sink_ix[0] = (uint16_t)ix;
+    int rc = r->block_head ? -ENOSPC : spool_append(r, s);
+    if (!rc)
+        spooled(r, s);
+    send_release(s); /* the creator's token: frees it when it was not spooled */
+    return rc;
+}
+
+void kx__router_dead_letter(kx_router *r, const char *sink, const char *why, const char *key,
+                            const char *alert, size_t len)
+{
+    kx__send *s = send_new(r, alert, len);
+    if (!s)
+        return;
+    snprintf(s->key, sizeof(s->key), "%s", key);
+    kx__delivery d = {.send = s};
+    dead_letter(r, &d, sink, why);
+    kx_metric_inc(KX_M_ALERTS_FAILED);
+    send_release(s);
+}
+
+int kx__router_sync(kx_router *r)
+{
+    return kx_spool_sync(r->spool);
+}
+
+static void requeue_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    kx_router *r = w->data;
+    kx__requeue_scan(r, r->requeue_dir);
 }
 
 /* Spool read-back: the alerts to queue again, collected while the spool opens (it cannot
@@ -759,10 +794,11 @@ static int parse_config(kx_router *r, const kx_yaml_node *cfg, const char *file,
         const char *path;
         if ((rc = kx_yaml_str(n, file, &path, err)))
             return rc;
-        r->dead_letter_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-        if (r->dead_letter_fd < 0)
+        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (fd < 0)
             return kx_yaml_err(err, file, n, "dead_letter: cannot open \"%s\": %s", path,
                                strerror(errno));
+        close(fd);
         if (!(r->dead_letter_path = strdup(path)))
             return -ENOMEM;
     }
@@ -798,17 +834,19 @@ static int open_spool(kx_router *r, const char *file, kx_err *err)
     o.dir = r->use_spool ? r->spool_dir : NULL;
     if (!o.dir && !o.max_bytes)
         o.max_bytes = MEMORY_SPOOL_BYTES;
-    if (o.dir && r->dead_letter_fd < 0) {
-        char path[4096];
+    if (o.dir) {
         if (mkdir(o.dir, 0700) && errno != EEXIST) {
             kx_err_set(err, o.dir, 0, 0, "spool: cannot create the directory: %s", strerror(errno));
             return -errno;
         }
-        snprintf(path, sizeof(path), "%s/dead.jsonl", o.dir);
-        r->dead_letter_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-        if (r->dead_letter_fd < 0 || !(r->dead_letter_path = strdup(path))) {
-            kx_err_set(err, path, 0, 0, "dead letters: cannot open: %s", strerror(errno));
-            return -EIO;
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/requeue", o.dir);
+        if (!(r->requeue_dir = strdup(path)))
+            return -ENOMEM;
+        if (!r->dead_letter_path) {
+            snprintf(path, sizeof(path), "%s/dead.jsonl", o.dir);
+            if (!(r->dead_letter_path = strdup(path)))
+                return -ENOMEM;
         }
     }
     recovered rv = {.r = r};
@@ -840,7 +878,6 @@ int kx_router_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *
     r->loop = loop;
     r->max_evidence = DEFAULT_EVIDENCE;
     r->dedup_window_ms = DEFAULT_DEDUP_WINDOW_MS;
-    r->dead_letter_fd = -1;
     r->use_spool = !(opts && opts->no_spool);
     kx_buf_init(&r->scratch, RENDER_MAX);
     kx_buf_init(&r->line, RENDER_MAX + 4096);
@@ -887,6 +924,14 @@ int kx_router_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *
     }
     if ((rc = open_spool(r, file, err)))
         goto fail;
+    if (r->requeue_dir && kx_spool_durable(r->spool)) {
+        kx__requeue_scan(r, r->requeue_dir);
+        /* Unreferenced: the loop may end (tests, replay) with this timer running. */
+        ev_timer_init(&r->requeue_w, requeue_cb, REQUEUE_S, REQUEUE_S);
+        r->requeue_w.data = r;
+        ev_timer_start(loop, &r->requeue_w);
+        ev_unref(loop);
+    }
     if (r->use_spool && !r->spool_dir)
         kx_log(KX_LOG_WARN, KX__ALERT_MODULE,
                "alerting.spool is not set: alerts wait for delivery in memory only, and a crash "
@@ -946,9 +991,12 @@ void kx_router_destroy(kx_router *r)
     free(r->all_sinks);
     kx__dedup_fini(&r->dedup);
     kx_spool_close(r->spool);
-    if (r->dead_letter_fd >= 0)
-        close(r->dead_letter_fd);
     free(r->dead_letter_path);
+    if (ev_is_active(&r->requeue_w)) {
+        ev_ref(r->loop);
+        ev_timer_stop(r->loop, &r->requeue_w);
+    }
+    free(r->requeue_dir);
     free(r->spool_dir);
     kx_buf_fini(&r->scratch);
     kx_buf_fini(&r->line);

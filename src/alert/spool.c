@@ -69,6 +69,7 @@ struct kx_spool {
     uint64_t pending;
     uint64_t skipped, recovered;
     bool dirty;
+    bool read_only;
     kx_buf rec;
 };
 
@@ -332,6 +333,8 @@ static bool parse_alert(const unsigned char *b, size_t n, alert_rec *a)
 int kx_spool_append(kx_spool *sp, const char *key, int64_t created_ms, const char *const *sinks,
                     size_t nsinks, const char *payload, size_t len, uint64_t *seq)
 {
+    if (sp->read_only)
+        return -EROFS;
     if (nsinks == 0 || nsinks > KX_SPOOL_MAX_SINKS || strlen(key) != KEY_LEN)
         return -EINVAL;
     if (sp->bytes >= sp->max_bytes)
@@ -405,6 +408,8 @@ static void ent_clear(kx_spool *sp, entry *e, unsigned sink)
 
 int kx_spool_ack(kx_spool *sp, uint64_t seq, unsigned sink, kx_spool_outcome outcome)
 {
+    if (sp->read_only)
+        return -EROFS;
     entry *e = ent(sp, seq);
     if (!e || sink >= KX_SPOOL_MAX_SINKS || !(e->mask & (1u << sink)))
         return -ENOENT;
@@ -497,7 +502,11 @@ static void walk(kx_spool *sp, uint64_t id, const unsigned char *d, size_t n, bo
         skipped += next - off;
         off = next;
     }
-    if (skipped && count) {
+    if (skipped && count && sp->read_only) {
+        /* A reader beside a running klaxon may see the segment it is appending to
+         * mid-write: counted, not reported. */
+        sp->skipped += skipped;
+    } else if (skipped && count) {
         sp->skipped += skipped;
         kx_metric_add(KX_M_SPOOL_CORRUPT_BYTES, skipped);
         kx_log(KX_LOG_ERROR, "alert",
@@ -718,7 +727,15 @@ int kx_spool_open(const kx_spool_opts *opts, kx_spool_recover_cb cb, void *ud, k
     sp->segment_bytes = opts && opts->segment_bytes ? opts->segment_bytes : DEFAULT_SEGMENT_BYTES;
     kx_buf_init(&sp->rec, KX_SPOOL_MAX_RECORD + 4096);
     int rc = 0;
-    if (opts && opts->dir) {
+    sp->read_only = opts && opts->read_only;
+    if (sp->read_only) {
+        if (!opts->dir || !(sp->dir = strdup(opts->dir))) {
+            rc = opts->dir ? -ENOMEM : -EINVAL;
+            goto fail;
+        }
+        if ((rc = recover(sp, cb, ud, err)))
+            goto fail;
+    } else if (opts && opts->dir) {
         if (!(sp->dir = strdup(opts->dir))) {
             rc = -ENOMEM;
             goto fail;
@@ -769,7 +786,7 @@ void kx_spool_close(kx_spool *sp)
         close(sp->fd);
     }
     /* A spool left with nothing pending leaves no segment behind. */
-    if (sp->dir && sp->pending == 0)
+    if (sp->dir && sp->pending == 0 && !sp->read_only)
         for (size_t i = 0; i < sp->nsegs; i++) {
             char path[4096];
             seg_path(sp, sp->segs[i].id, path, sizeof(path));

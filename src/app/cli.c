@@ -24,6 +24,7 @@
 #include "klaxon/source.h"
 #include "klaxon/store.h"
 #include "klaxon/tz.h"
+#include "cli_int.h"
 
 #ifndef KLAXON_VERSION
 #define KLAXON_VERSION "0.1.0"
@@ -31,7 +32,7 @@
 
 int kx_cli_main(int argc, char **argv);
 
-static void print_err(const kx_err *e)
+void kx__cli_print_err(const kx_err *e)
 {
     char buf[1024];
     kx_err_format(e, buf, sizeof(buf));
@@ -47,7 +48,7 @@ static int load_rules(char **paths, size_t n, kx_ruleset **out)
         return -EINVAL;
     }
     if (kx_ruleset_load((const char *const *)paths, n, out, &err)) {
-        print_err(&err);
+        kx__cli_print_err(&err);
         return -EINVAL;
     }
     return 0;
@@ -342,7 +343,7 @@ static int build_stages(app *a, const char *store_url, int format_override, cons
     kx_err err = {0};
     int rc = kx_store_create_from_url(a->loop, store_url, &a->store, &err);
     if (rc) {
-        print_err(&err);
+        kx__cli_print_err(&err);
         return 2;
     }
     const kx_yaml_node *alerting = a->cfg ? a->cfg->alerting : NULL;
@@ -350,7 +351,7 @@ static int build_stages(app *a, const char *store_url, int format_override, cons
     kx_router_opts ropts = {.no_spool = a->replay};
     if (kx_router_create(a->loop, stdout_only ? NULL : alerting, a->cfg ? a->cfg->file : NULL,
                          &ropts, &a->router, &err)) {
-        print_err(&err);
+        kx__cli_print_err(&err);
         return 2;
     }
     kx_pipeline_opts opts = {
@@ -366,7 +367,7 @@ static int build_stages(app *a, const char *store_url, int format_override, cons
     if (kx_pipeline_create(a->loop, a->rules, a->store, a->router, &opts, &a->pipe))
         return 1;
     if (add_decoders(a, format_override, topic, &err)) {
-        print_err(&err);
+        kx__cli_print_err(&err);
         return 2;
     }
     kx_pipeline_prepare_rules(a->pipe, a->rules);
@@ -438,7 +439,7 @@ static int cmd_run(int argc, char **argv)
     kx_err err = {0};
     int code = 2;
     if (kx_config_load(cfg_path, &a.cfg, &err)) {
-        print_err(&err);
+        kx__cli_print_err(&err);
         goto out;
     }
     kx_log_set_level(a.cfg->log_level);
@@ -447,7 +448,7 @@ static int cmd_run(int argc, char **argv)
         kx_log_set_level(lvl);
     if (!a.cfg->kafka || a.cfg->ninputs == 0) {
         kx_err_set(&err, cfg_path, 0, 0, "klaxon run needs a kafka section and inputs");
-        print_err(&err);
+        kx__cli_print_err(&err);
         goto out;
     }
     if (load_rules(a.cfg->rule_paths, a.cfg->nrule_paths, &a.rules))
@@ -467,12 +468,12 @@ static int cmd_run(int argc, char **argv)
                     : -ENOMEM;
     free(topics);
     if (rc) {
-        print_err(&err);
+        kx__cli_print_err(&err);
         goto out;
     }
     if (a.cfg->metrics_addr && kx_http_create(a.loop, a.cfg->metrics_addr, a.cfg->metrics_port,
                                               render_rule_metrics, health, &a, &a.http, &err)) {
-        print_err(&err);
+        kx__cli_print_err(&err);
         goto out;
     }
     ev_signal_init(&a.sigterm, on_signal, SIGTERM);
@@ -588,7 +589,7 @@ static int cmd_replay(int argc, char **argv)
     }
     if (cfg_path) {
         if (kx_config_load(cfg_path, &a.cfg, &err)) {
-            print_err(&err);
+            kx__cli_print_err(&err);
             goto out;
         }
         for (size_t i = 0; i < a.cfg->nrule_paths && nrules < (size_t)argc + 64; i++)
@@ -612,7 +613,7 @@ static int cmd_replay(int argc, char **argv)
     size_t max_line = a.cfg ? a.cfg->max_event_bytes : (1 << 20);
     if (kx_file_source_create(a.loop, files, nfiles, max_line, 256, on_batch, &a, on_source_end, &a,
                               &a.src, &err)) {
-        print_err(&err);
+        kx__cli_print_err(&err);
         goto out;
     }
     kx_pipeline_set_pause_cb(a.pipe, on_pause, &a);
@@ -680,6 +681,7 @@ static void usage(FILE *f)
                "  run -c CONFIG        the always-on daemon\n"
                "  replay --rules PATH  the same engine over files or stdin; alerts to stdout\n"
                "  rules lint PATH...   check rule files\n"
+               "  alerts list|dead|retry  the alert spool and dead letters\n"
                "  version              print the version\n"
                "\n"
                "`klaxon COMMAND --help` describes each command.\n");
@@ -706,6 +708,8 @@ int kx_cli_main(int argc, char **argv)
         return cmd_replay(argc - 1, argv + 1);
     if (!strcmp(cmd, "rules"))
         return cmd_rules(argc - 1, argv + 1);
+    if (!strcmp(cmd, "alerts"))
+        return kx__cli_alerts(argc - 1, argv + 1);
     fprintf(stderr, "klaxon: unknown command \"%s\"\n", cmd);
     usage(stderr);
     return 2;

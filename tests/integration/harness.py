@@ -130,13 +130,14 @@ class Broker:
 
 
 class HookReceiver:
-    """Records JSON bodies POSTed to it; fail_next makes the next N requests answer 503;
-    hold() makes requests wait (unanswered) until release()."""
+    """Records JSON bodies POSTed to it; fail_next makes the next N requests answer
+    fail_status (503); hold() makes requests wait (unanswered) until release()."""
 
     def __init__(self):
         self.bodies = []
         self.requests = 0
         self.fail_next = 0
+        self.fail_status = 503
         self.lock = threading.Lock()
         self.open = threading.Event()
         self.open.set()
@@ -155,7 +156,7 @@ class HookReceiver:
                         outer.fail_next -= 1
                     else:
                         outer.bodies.append(json.loads(body))
-                self.send_response(503 if fail else 202)
+                self.send_response(outer.fail_status if fail else 202)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

@@ -5,11 +5,15 @@ two real HTTP receivers (a pager for team secops, a chat for the others) and a f
   their alerts, and the pager gets its own once it answers again.
 - kill -9 while the pager fails: the alerts wait in the spool; a restart delivers each one
   to the pager exactly once, and events read again after the crash page nobody twice.
+- A pager that refuses (400) dead-letters at once; `klaxon alerts dead` shows why and
+  `klaxon alerts retry` has the running klaxon send them again.
 """
+import json
 import os
+import subprocess
 
-from harness import (Broker, HookReceiver, Klaxon, RedisServer, check, free_port, read_jsonl,
-                     run_tests, tmpdir, wait_for, write_config)
+from harness import (KLAXON, Broker, HookReceiver, Klaxon, RedisServer, check, free_port,
+                     read_jsonl, run_tests, tmpdir, wait_for, write_config)
 from test_run import AUTH, EXPECTED_ALL, N_AUTH, N_TRAIL, TRAIL, by_time
 
 SECOPS = [a for a in EXPECTED_ALL if a[2] == "secops"]
@@ -67,6 +71,11 @@ class Stack:
         self.redis.stop()
 
 
+def alerts_cmd(*args):
+    r = subprocess.run([KLAXON, "alerts"] + list(args), capture_output=True, text=True, timeout=60)
+    return r.returncode, r.stdout, r.stderr
+
+
 def keys(bodies):
     return sorted(b["dedup_key"] for b in bodies)
 
@@ -87,6 +96,15 @@ def test_hung_pager_holds_nothing_else():
         check(s.pager.requests >= 1, "no pager request was made")
         check(s.metric("klaxon_spool_pending_alerts") == len(SECOPS),
               "spool pending %s, want %d" % (s.metric("klaxon_spool_pending_alerts"), len(SECOPS)))
+        # What waits, seen by the operator beside the running klaxon.
+        rc, out, err = alerts_cmd("list", "-c", s.cfg, "--json")
+        check(rc == 0, "alerts list: %s" % err)
+        listed = [json.loads(l) for l in out.splitlines()]
+        check(len(listed) == len(SECOPS) and all(a["pending"] == ["pager"] and a["team"] == "secops"
+                                                 for a in listed), "alerts list: %s" % out)
+        rc, out, err = alerts_cmd("list", "-c", s.cfg)
+        check(rc == 0 and out.startswith("SEQ ") and "%d alert(s) waiting" % len(SECOPS) in out,
+              "alerts list table: %s" % out)
         s.pager.release()
         wait_for(lambda: len(s.pager.bodies) >= len(SECOPS), 60, "the pager's alerts after it answers")
         wait_for(lambda: s.metric("klaxon_spool_pending_alerts") == 0, 30, "an empty spool")
@@ -133,5 +151,38 @@ def test_kill9_then_restart_delivers_once():
         s.close()
 
 
+def test_refused_dead_letter_then_retry():
+    s = Stack("retry")
+    try:
+        # The pager's key was revoked: 400 for every secops alert, not retried.
+        s.pager.fail_next = 10 ** 9
+        s.pager.fail_status = 400
+        s.start_klaxon()
+        s.produce_all()
+        wait_for(lambda: s.metric("klaxon_alerts_failed_total") == len(SECOPS), 60,
+                 "the pager's alerts dead-lettered")
+        check(s.pager.requests == len(SECOPS), "a 400 was retried: %d requests" % s.pager.requests)
+        rc, out, err = alerts_cmd("dead", "-c", s.cfg, "--json")
+        check(rc == 0, "alerts dead: %s" % err)
+        dead = [json.loads(l) for l in out.splitlines()]
+        check(len(dead) == len(SECOPS), "dead letters: %s" % out)
+        check(all(d["sink"] == "pager" and d["reason"] == "refused, not retried" and d["status"] == 400
+                  and d["attempts"] == 1 and d["error"] == "HTTP 400" for d in dead), "dead: %s" % out)
+        # The key is fixed; the operator sends them again; the running klaxon takes them.
+        with s.pager.lock:
+            s.pager.fail_next = 0
+        rc, out, err = alerts_cmd("retry", "-c", s.cfg, "--sink", "pager")
+        check(rc == 0 and out.startswith("%d dead letter(s) requeued" % len(SECOPS)), "retry: %s %s" % (out, err))
+        wait_for(lambda: len(s.pager.bodies) >= len(SECOPS), 30, "the requeued alerts at the pager")
+        check(by_time(s.pager.bodies) == SECOPS, "requeued alerts: %s" % by_time(s.pager.bodies))
+        rc, out, err = alerts_cmd("dead", "-c", s.cfg)
+        check(rc == 0 and "0 dead letter(s)" in out, "dead letters left: %s" % out)
+        wait_for(lambda: os.listdir(os.path.join(s.spool, "requeue")) == [], 30, "the requeue file taken")
+        check(s.klaxon.stop() == 0, "exit code")
+    finally:
+        s.close()
+
+
 if __name__ == "__main__":
-    run_tests([test_hung_pager_holds_nothing_else, test_kill9_then_restart_delivers_once])
+    run_tests([test_hung_pager_holds_nothing_else, test_kill9_then_restart_delivers_once,
+               test_refused_dead_letter_then_retry])
