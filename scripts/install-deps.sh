@@ -7,7 +7,7 @@ set -euo pipefail
 PKGS=(
     build-essential cmake pkg-config
     librdkafka-dev libpcre2-dev libjansson-dev libhiredis-dev libev-dev libyaml-dev
-    libcurl4-openssl-dev libmicrohttpd-dev libcmocka-dev zlib1g-dev
+    libcurl4-openssl-dev libmicrohttpd-dev libcmocka-dev zlib1g-dev libssl-dev
     redis-server tzdata python3 curl cppcheck
     # The fuzz targets (make fuzz, run briefly by make test): clang, libFuzzer's runtime,
     # and llvm-symbolizer so sanitizer reports name functions and lines.

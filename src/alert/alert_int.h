@@ -176,6 +176,12 @@ int kx__sink_webhook_create(struct ev_loop *loop, const char *name, const kx_yam
 int kx__sink_kafka_create(struct ev_loop *loop, const char *name, const kx_yaml_node *cfg,
                           const char *file, kx__sink **out, kx_err *err);
 
+/* Shared by the HTTP sinks (sink_webhook.c): url or url_file (a secret, never printed),
+ * http(s) only; and timeout (1ms..1h) into *out when given. */
+int kx__sink_parse_url(const kx_yaml_node *cfg, const char *file, const char *name, char **out,
+                       kx_err *err);
+int kx__sink_parse_timeout(const kx_yaml_node *cfg, const char *file, long *out, kx_err *err);
+
 /* Fills the common part; returns -ENOMEM if the name cannot be copied. */
 int kx__sink_base_init(kx__sink *sink, const kx__sink_ops *ops, struct ev_loop *loop,
                        const char *name);

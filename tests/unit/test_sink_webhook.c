@@ -22,6 +22,8 @@
 
 #include <cmocka.h>
 #include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <time.h>
 
 #include "klaxon/alert.h"
@@ -473,6 +475,124 @@ static void test_hung_sink_delays_only_itself(void **state)
     kx_http_receiver_stop(other);
 }
 
+static void test_signed(void **state)
+{
+    fixture *f = *state;
+    setenv("KX_TEST_HOOK_SECRET", "s3cr3t-\u00e9", 1);
+    create(f, NULL, ", secret: \"${KX_TEST_HOOK_SECRET}\"", NULL);
+    kx_alert a = alert_at(T0);
+    assert_int_equal(kx_router_send(f->router, &a, NULL, NULL), 0);
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 5000));
+    char *ts = kx_http_receiver_header(f->rx, 0, "X-Klaxon-Timestamp");
+    char *sig = kx_http_receiver_header(f->rx, 0, "X-Klaxon-Signature");
+    size_t blen = 0;
+    char *body = kx_http_receiver_body(f->rx, 0, &blen);
+    assert_non_null(ts);
+    assert_non_null(sig);
+    long long t = atoll(ts);
+    assert_true(llabs(t - kx_now_ms() / 1000) <= 5);
+    /* What a receiver does: HMAC-SHA256(secret, timestamp "." raw body), hex, compared. */
+    kx_buf m;
+    kx_buf_init(&m, 0);
+    kx_buf_printf(&m, "%s.", ts);
+    kx_buf_append(&m, body, blen);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    const char *key = "s3cr3t-\u00e9";
+    assert_non_null(
+        HMAC(EVP_sha256(), key, (int)strlen(key), (unsigned char *)m.data, m.len, md, &mdlen));
+    char want[80] = "sha256=";
+    for (unsigned i = 0; i < mdlen; i++)
+        snprintf(want + 7 + 2 * i, 3, "%02x", md[i]);
+    assert_int_equal(mdlen, 32);
+    assert_string_equal(sig, want);
+    /* A retry is signed anew: the same body, its own timestamp and signature. */
+    kx_http_receiver_fail_next(f->rx, 503, 1);
+    kx_alert b = alert_at(T0 + 60000);
+    assert_int_equal(kx_router_send(f->router, &b, NULL, NULL), 0);
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 5000));
+    char *s1 = kx_http_receiver_header(f->rx, 1, "X-Klaxon-Signature");
+    char *s2 = kx_http_receiver_header(f->rx, 2, "X-Klaxon-Signature");
+    assert_non_null(s1);
+    assert_non_null(s2);
+    free(s1);
+    free(s2);
+    kx_buf_fini(&m);
+    free(ts);
+    free(sig);
+    free(body);
+    unsetenv("KX_TEST_HOOK_SECRET");
+}
+
+/* Secrets from the environment or a file; errors name the key, variable or path, never the
+ * value. */
+static void test_secret_sources(void **state)
+{
+    fixture *f = *state;
+    char rxurl[128], path[512];
+    kx_http_receiver_url(f->rx, "/hook?token=", rxurl, sizeof(rxurl));
+    setenv("KX_TEST_HOOK_URL", rxurl, 1);
+    snprintf(path, sizeof(path), "%s/token", f->dir);
+    assert_int_equal(kx_test_write_file(path, "tok-FILE-42\n"), 0);
+    char yaml[2048];
+    snprintf(yaml, sizeof(yaml),
+             "alerting:\n"
+             "  sinks:\n"
+             "    pager: {type: webhook, url: \"${KX_TEST_HOOK_URL}abc\", "
+             "headers: {Authorization_file: \"%s\", X-Env: \"v-${KX_TEST_HOOK_URL}\"}}\n",
+             path);
+    kx_err err;
+    assert_int_equal(kx_yaml_load_mem("alert.yaml", yaml, strlen(yaml), &f->doc, &err), 0);
+    assert_int_equal(kx_router_create(f->loop, kx_yaml_get(f->doc->root, "alerting"), "alert.yaml",
+                                      NULL, &f->router, &err),
+                     0);
+    kx_alert a = alert_at(T0);
+    assert_int_equal(kx_router_send(f->router, &a, NULL, NULL), 0);
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 5000));
+    char *p = kx_http_receiver_path(f->rx, 0);
+    assert_string_equal(p, "/hook");
+    free(p);
+    char *h = kx_http_receiver_header(f->rx, 0, "Authorization");
+    assert_string_equal(h, "tok-FILE-42");
+    free(h);
+
+    const struct {
+        const char *cfg, *msg;
+    } bad[] = {
+        {"    pager: {type: webhook, url: \"${KX_TEST_UNSET_VAR}\"}\n",
+         "alert.yaml:3:33: url: environment variable KX_TEST_UNSET_VAR is not set"},
+        {"    pager: {type: webhook, url: \"http://x/${1x}\"}\n",
+         "alert.yaml:3:33: url: \"${\" must start ${NAME} (letters, digits, _)"},
+        {"    pager: {type: webhook, url: \"http://x/\", url_file: /nonexistent/u}\n",
+         "alert.yaml:3:56: give url or url_file, not both"},
+        {"    pager: {type: webhook, url_file: /nonexistent/u}\n",
+         "alert.yaml:3:38: url_file: cannot read \"/nonexistent/u\": No such file or directory"},
+        {"    pager: {type: webhook, url: \"ftp://secret-token@x/\"}\n",
+         "alert.yaml:3:33: url must start with http:// or https://"},
+        {"    pager: {type: webhook, url: \"http://x/\", secret: \"\"}\n",
+         "alert.yaml:3:54: sink \"pager\": the secret is empty"},
+        {"    pager: {type: webhook, url: \"http://x/\", retries: 3}\n",
+         "alert.yaml:3:55: sink \"pager\": \"retries\" was replaced by \"retry_for\" (how long "
+         "an alert is retried, default 6h)"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char y[1024];
+        snprintf(y, sizeof(y), "alerting:\n  sinks:\n%s", bad[i].cfg);
+        kx_yaml_doc *doc = NULL;
+        kx_router *r = NULL;
+        memset(&err, 0, sizeof(err));
+        assert_int_equal(kx_yaml_load_mem("alert.yaml", y, strlen(y), &doc, &err), 0);
+        assert_true(kx_router_create(f->loop, kx_yaml_get(doc->root, "alerting"), "alert.yaml",
+                                     NULL, &r, &err) < 0);
+        char m[1024];
+        kx_err_format(&err, m, sizeof(m));
+        assert_string_equal(m, bad[i].msg);
+        assert_null(strstr(m, "secret-token"));
+        kx_yaml_free(doc);
+    }
+    unsetenv("KX_TEST_HOOK_URL");
+}
+
 /* A done callback that sends the next alert: the router must accept work from inside its
  * own completion path. */
 typedef struct chain {
@@ -566,6 +686,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_circuit_breaker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hung_sink_delays_only_itself, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_signed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secret_sources, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_from_done, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_cancels, setup, teardown),

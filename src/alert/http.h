@@ -1,0 +1,34 @@
+/*
+ * The HTTP client of the HTTP sinks (http.c): one POST per attempt, on the loop, its outcome
+ * classified for the queue. Private to the alert stage.
+ *
+ * Ownership: the sink owns its kx__http (create/destroy); destroy reports what is in flight
+ * as retryable ("cancelled"), so it stays queued and spooled. Headers are the caller's and
+ * must outlive the requests that use them; the body is copied.
+ */
+#ifndef KX_ALERT_HTTP_H
+#define KX_ALERT_HTTP_H
+
+#include <curl/curl.h>
+#include <stdbool.h>
+
+#include "alert_int.h"
+
+typedef struct kx__http kx__http;
+
+/* Optional: sees each HTTP answer (status, up to 512 bytes of its body) before it is
+ * reported, and may change the outcome (o->kind, o->error pointing into why). */
+typedef void (*kx__http_body_fn)(void *ud, long status, const char *body, size_t len,
+                                 kx__outcome *o, char *why, size_t whylen);
+
+int kx__http_create(struct ev_loop *loop, kx__http_body_fn body_fn, void *body_ud, kx__http **out);
+void kx__http_destroy(kx__http *h);
+/* One attempt of d: POST body to url. Reports with kx__attempt_done, never before returning
+ * unless the request could not even be started. own_headers: the request frees headers when
+ * it ends (a list made for it alone, e.g. signed); otherwise they must outlive it. */
+void kx__http_post(kx__http *h, kx__delivery *d, const char *url, struct curl_slist *headers,
+                   bool own_headers, const char *body, size_t len, long timeout_ms);
+/* Appends "name: value" to *list. 0 or -ENOMEM. */
+int kx__http_header(struct curl_slist **list, const char *name, const char *value);
+
+#endif
