@@ -99,6 +99,9 @@ static const struct {
     /* A pager or chat service: a few requests at once, retried for hours, the circuit
      * opening after 5 failures in a row. */
     {"webhook", kx__sink_webhook_create, {4, 6 * 3600000LL, 1000, 300000, 5}},
+    /* One attempt at a time: a resolve never overtakes its trigger (same dedup_key). */
+    {"pagerduty", kx__sink_pagerduty_create, {1, 6 * 3600000LL, 1000, 300000, 5}},
+    {"slack", kx__sink_slack_create, {1, 6 * 3600000LL, 1000, 300000, 5}},
     /* librdkafka batches and retries within message.timeout.ms; many in flight is normal. */
     {"kafka", kx__sink_kafka_create, {1000, 6 * 3600000LL, 1000, 300000, 0}},
 };
@@ -652,7 +655,8 @@ static int add_sink(kx_router *r, const kx_yaml_node *name, const kx_yaml_node *
         }
     if (!create)
         return kx_yaml_err(err, file, type,
-                           "unknown sink type \"%s\" (expected stdout, file, webhook or kafka)",
+                           "unknown sink type \"%s\" (expected stdout, file, webhook, pagerduty, "
+                           "slack or kafka)",
                            type->type == KX_YAML_SCALAR ? type->str : "");
     if (name->len > 255 || strpbrk(name->str, "\n\r"))
         return kx_yaml_err(err, file, name, "sink name must be at most 255 bytes, one line");
