@@ -98,6 +98,29 @@ struct kx__sink {
 void kx__attempt_done(kx__delivery *d, const kx__outcome *o);
 void kx__attempt_ok(kx__delivery *d);
 
+/* ---- routing (routing.c) ---- */
+
+typedef struct kx__routing kx__routing;
+
+/* What routes match on: the alert's fields (tags: any of them). */
+typedef struct kx__route_view {
+    const char *team, *severity, *level, *tenant, *category, *rule, *status;
+    const char *const *tags;
+    size_t ntags;
+} kx__route_view;
+
+/* routes: the `routes:` list; sinks: the router's, which routes name. */
+int kx__routing_parse(const kx_yaml_node *routes, kx__sink *const *sinks, size_t nsinks,
+                      const char *file, kx__routing **out, kx_err *err);
+void kx__routing_destroy(kx__routing *t);
+/* The sinks (indices, each once, at most KX_SPOOL_MAX_SINKS) an alert goes to at now_ms;
+ * taken (may be NULL, room for every route): the indices of the routes that took it. */
+size_t kx__routing_eval(const kx__routing *t, const kx__route_view *v, int64_t now_ms,
+                        uint16_t *sinks, int *taken, size_t *ntaken);
+size_t kx__routing_size(const kx__routing *t);
+void kx__routing_describe(const kx__routing *t, size_t i, int *line, int *col, bool *is_default,
+                          bool *cont);
+
 /* ---- queues (queue.c) ---- */
 
 typedef struct kx__queue_cfg {

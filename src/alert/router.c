@@ -45,21 +45,13 @@
 /* An absence's resolve carries its firing alert's dedup_key but is news of its own. */
 #define RESOLVED_SALT 0x7265736f6c766564ULL
 
-typedef struct route {
-    char *team;
-    size_t *sinks; /* indices into router->sinks */
-    size_t nsinks;
-} route;
-
 struct kx_router {
     struct ev_loop *loop;
     kx__sink **sinks;
     kx__queue *queues; /* one per sink, same index */
     size_t nsinks;
-    route *routes;
-    size_t nroutes;
-    route *default_route; /* NULL when there are no routes: every sink gets every alert */
-    size_t *all_sinks;
+    kx__routing *routing; /* NULL when there are no routes: every sink gets every alert */
+    char *file;           /* the config's name, for `klaxon route` */
 
     size_t max_evidence;
     int64_t dedup_window_ms;
@@ -355,13 +347,32 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
     check_drain(r);
 }
 
-static const route *route_for(const kx_router *r, const char *team)
+/* The routing view of an alert: its fields routes match on. cat: >= 64 bytes. */
+static kx__route_view view_of(const kx_alert *a, char *cat, size_t catlen)
 {
-    if (team)
-        for (size_t i = 0; i < r->nroutes; i++)
-            if (!strcmp(r->routes[i].team, team))
-                return &r->routes[i];
-    return r->default_route;
+    kx__route_view v = {
+        .team = a->team ? a->team : "default",
+        .severity = kx_alert_severity(a->rule_level),
+        .level = a->rule_level ? a->rule_level : "",
+        .tenant = a->tenant ? a->tenant : "default",
+        .category = kx__alert_category(a, cat, catlen),
+        .rule = a->rule_id ? a->rule_id : "",
+        .status = a->status ? a->status : "firing",
+        .tags = a->tags,
+        .ntags = a->ntags,
+    };
+    return v;
+}
+
+/* The sinks of an alert (router indices), in order, each once. */
+static size_t route_sinks(const kx_router *r, const kx__route_view *v, uint16_t *out)
+{
+    if (!r->routing) {
+        for (size_t i = 0; i < r->nsinks; i++)
+            out[i] = (uint16_t)i;
+        return r->nsinks;
+    }
+    return kx__routing_eval(r->routing, v, kx_now_ms(), out, NULL, NULL);
 }
 
 static kx__send *send_new(kx_router *r, const char *payload, size_t len)
@@ -416,12 +427,9 @@ int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void
     s->ud = ud;
     s->created_ms = kx_now_ms();
     kx_alert_dedup_key(a, s->key, sizeof(s->key));
-    const route *rt = route_for(r, a->team);
-    const size_t *idx = rt ? rt->sinks : r->all_sinks;
-    size_t n = rt ? rt->nsinks : r->nsinks;
-    s->nsinks = (unsigned)n;
-    for (size_t i = 0; i < n; i++)
-        s->sink_ix[i] = (uint16_t)idx[i];
+    char cat[64];
+    kx__route_view v = view_of(a, cat, sizeof(cat));
+    s->nsinks = (unsigned)route_sinks(r, &v, s->sink_ix);
     /* In order: nothing overtakes an alert that waits for the spool. */
     rc = r->block_head ? -ENOSPC : spool_append(r, s);
     if (rc)
@@ -704,64 +712,6 @@ static int parse_spool(kx_router *r, const kx_yaml_node *n, const char *file, kx
     return 0;
 }
 
-static int parse_routes(kx_router *r, const kx_yaml_node *routes, const char *file, kx_err *err)
-{
-    static const char *const route_keys[] = {"team", "sinks", NULL};
-    if (routes->type != KX_YAML_SEQ)
-        return kx_yaml_err(err, file, routes, "routes: expected a list");
-    r->routes = calloc(routes->n ? routes->n : 1, sizeof(*r->routes));
-    if (!r->routes)
-        return -ENOMEM;
-    for (size_t i = 0; i < routes->n; i++) {
-        const kx_yaml_node *item = routes->vals[i];
-        int rc;
-        if (item->type != KX_YAML_MAP)
-            return kx_yaml_err(err, file, item, "route: expected a map with team and sinks");
-        if ((rc = kx_yaml_check_keys(item, file, route_keys, err)))
-            return rc;
-        const kx_yaml_node *team = kx_yaml_get(item, "team");
-        const kx_yaml_node *sinks = kx_yaml_get(item, "sinks");
-        if (!team)
-            return kx_yaml_err(err, file, item, "route: missing \"team\"");
-        if (!sinks)
-            return kx_yaml_err(err, file, item, "route: missing \"sinks\"");
-        const char *tname;
-        if ((rc = kx_yaml_str(team, file, &tname, err)))
-            return rc;
-        for (size_t j = 0; j < r->nroutes; j++)
-            if (!strcmp(r->routes[j].team, tname))
-                return kx_yaml_err(err, file, team, "duplicate route for team \"%s\"", tname);
-        if (sinks->type != KX_YAML_SEQ || sinks->n == 0)
-            return kx_yaml_err(err, file, sinks, "route: sinks must be a non-empty list");
-        if (sinks->n > KX_SPOOL_MAX_SINKS)
-            return kx_yaml_err(err, file, sinks, "route: at most %d sinks", KX_SPOOL_MAX_SINKS);
-        route *rt = &r->routes[r->nroutes++];
-        rt->team = strdup(tname);
-        rt->sinks = calloc(sinks->n, sizeof(*rt->sinks));
-        if (!rt->team || !rt->sinks)
-            return -ENOMEM;
-        for (size_t j = 0; j < sinks->n; j++) {
-            int idx = find_sink(r, sinks->vals[j]);
-            if (idx < 0)
-                return kx_yaml_err(err, file, sinks->vals[j], "unknown sink \"%s\"",
-                                   sinks->vals[j]->type == KX_YAML_SCALAR ? sinks->vals[j]->str
-                                                                          : "");
-            for (size_t k = 0; k < rt->nsinks; k++)
-                if (rt->sinks[k] == (size_t)idx)
-                    return kx_yaml_err(err, file, sinks->vals[j], "sink \"%s\" listed twice",
-                                       sinks->vals[j]->str);
-            rt->sinks[rt->nsinks++] = (size_t)idx;
-        }
-        if (!strcmp(tname, "default"))
-            r->default_route = rt;
-    }
-    if (r->nroutes && !r->default_route)
-        return kx_yaml_err(err, file, routes,
-                           "routes: a route for team \"default\" is required (alerts without "
-                           "a team, or whose team has no route, go there)");
-    return 0;
-}
-
 static int parse_config(kx_router *r, const kx_yaml_node *cfg, const char *file, kx_err *err)
 {
     static const char *const keys[] = {"evidence", "dedup_window", "dedup_capacity", "dead_letter",
@@ -824,7 +774,7 @@ static int parse_config(kx_router *r, const kx_yaml_node *cfg, const char *file,
     if (routes && !kx_yaml_is_null(routes)) {
         if (r->nsinks == 0)
             return kx_yaml_err(err, file, routes, "routes: no sinks are defined");
-        if ((rc = parse_routes(r, routes, file, err)))
+        if ((rc = kx__routing_parse(routes, r->sinks, r->nsinks, file, &r->routing, err)))
             return rc;
     }
     return 0;
@@ -912,14 +862,7 @@ int kx_router_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *
         kx__queue_init(&r->queues[0], r, r->sinks[0], 0, loop, &sink_types[0].defaults);
         r->nsinks = 1;
     }
-    r->all_sinks = calloc(r->nsinks, sizeof(*r->all_sinks));
-    if (!r->all_sinks) {
-        rc = -ENOMEM;
-        goto fail;
-    }
-    for (size_t i = 0; i < r->nsinks; i++)
-        r->all_sinks[i] = i;
-    if (!r->routes && r->nsinks > KX_SPOOL_MAX_SINKS) {
+    if (!r->routing && r->nsinks > KX_SPOOL_MAX_SINKS) {
         rc = kx_yaml_err(err, file, cfg,
                          "without routes every alert goes to every sink: at "
                          "most %d sinks then",
@@ -987,12 +930,8 @@ void kx_router_destroy(kx_router *r)
     }
     free(r->sinks);
     free(r->queues);
-    for (size_t i = 0; i < r->nroutes; i++) {
-        free(r->routes[i].team);
-        free(r->routes[i].sinks);
-    }
-    free(r->routes);
-    free(r->all_sinks);
+    kx__routing_destroy(r->routing);
+    free(r->file);
     kx__dedup_fini(&r->dedup);
     kx_spool_close(r->spool);
     free(r->dead_letter_path);

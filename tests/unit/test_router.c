@@ -128,8 +128,41 @@ static void test_config_errors(void **state)
                  "  routes:\n"
                  "    - team: secops\n"
                  "      sinks: [console]\n",
-                 "alert.yaml:5:5: routes: a route for team \"default\" is required (alerts "
-                 "without a team, or whose team has no route, go there)");
+                 "alert.yaml:5:5: routes: a default route is required (`- default: true` or "
+                 "`- team: default`): alerts no other route takes go there");
+    expect_error("alerting:\n"
+                 "  sinks:\n"
+                 "    console: {type: stdout}\n"
+                 "  routes:\n"
+                 "    - match: {sevrity: high}\n"
+                 "      sinks: [console]\n",
+                 "alert.yaml:5:15: match: unknown field \"sevrity\" (expected team, severity, "
+                 "level, tenant, category, rule, status or tags)");
+    expect_error("alerting:\n"
+                 "  sinks:\n"
+                 "    console: {type: stdout}\n"
+                 "  routes:\n"
+                 "    - default: true\n"
+                 "      sinks: [console]\n"
+                 "    - default: true\n"
+                 "      sinks: [console]\n",
+                 "alert.yaml:7:7: routes: only one default route");
+    expect_error("alerting:\n"
+                 "  sinks:\n"
+                 "    console: {type: stdout}\n"
+                 "  routes:\n"
+                 "    - sinks: [console]\n",
+                 "alert.yaml:5:7: route: give match (or team), or make it the default route");
+    expect_error("alerting:\n"
+                 "  sinks:\n"
+                 "    console: {type: stdout}\n"
+                 "  routes:\n"
+                 "    - match: {team: x}\n"
+                 "      when: {timezone: Mars/Olympus}\n"
+                 "      sinks: [console]\n"
+                 "    - default: true\n"
+                 "      sinks: [console]\n",
+                 "alert.yaml:6:24: unknown time zone \"Mars/Olympus\"");
     expect_error("alerting:\n"
                  "  sinks:\n"
                  "    console: {type: stdoot}\n",
@@ -296,6 +329,76 @@ static void test_routing(void **state)
     assert_int_equal(kx_metric_get(KX_M_ALERTS_DELIVERED), 4);
     assert_int_equal(kx_metric_get(KX_M_ALERTS_FAILED), 0);
     assert_int_equal(kx_metric_get(KX_M_ALERTS_DEDUPED), 0);
+}
+
+static bool nothing_pending(void *ud);
+
+/* The ordered table: match on severity, team (glob), tags, tenant, status and rule;
+ * continue; time windows; the default route; each sink once. */
+static void test_routing_table(void **state)
+{
+    fixture *f = *state;
+    kx_err err;
+    int rc = create(f,
+                    "alerting:\n"
+                    "  sinks:\n"
+                    "    a: {type: file, path: \"@DIR@/a.jsonl\"}\n"
+                    "    b: {type: file, path: \"@DIR@/b.jsonl\"}\n"
+                    "    c: {type: file, path: \"@DIR@/c.jsonl\"}\n"
+                    "    d: {type: file, path: \"@DIR@/d.jsonl\"}\n"
+                    "  routes:\n"
+                    "    - match: {severity: [critical, error]}\n"
+                    "      sinks: [a]\n"
+                    "      continue: true\n"
+                    "    - match: {team: \"sec*\", tags: \"attack.cred*\"}\n"
+                    "      sinks: [b, a]\n"
+                    "    - match: {tenant: acme, status: resolved}\n"
+                    "      sinks: [c]\n"
+                    "    - match: {rule: \"never-*\"}\n"
+                    "      when: {timezone: UTC}\n"
+                    "      sinks: [c]\n"
+                    "    - match: {level: low}\n"
+                    "      when_not: {timezone: UTC}\n"
+                    "      sinks: [c]\n"
+                    "    - default: true\n"
+                    "      sinks: [d]\n",
+                    &err);
+    assert_int_equal(rc, 0);
+    kx_alert hi = alert_for("secops", T0);          /* high: error; secops; cred tag */
+    kx_alert med = alert_for("secops", T0 + 60000); /* medium: only the team route */
+    med.rule_level = "medium";
+    kx_alert res = alert_for("netops", T0 + 120000); /* medium, resolved, tenant acme */
+    res.rule_level = "medium";
+    res.status = "resolved";
+    kx_alert never = alert_for("netops", T0 + 180000);
+    never.rule_level = "medium";
+    never.rule_id = "never-fires";
+    kx_alert low = alert_for("netops", T0 + 240000); /* low: when_not is never: default */
+    low.rule_level = "low";
+    kx_alert *all[] = {&hi, &med, &res, &never, &low};
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(kx_router_send(f->router, all[i], NULL, NULL), 0);
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 5000));
+    char *lhi = line_for(&hi, "secops"), *lmed = line_for(&med, "secops");
+    char *lres = line_for(&res, "netops"), *lnev = line_for(&never, "netops");
+    char *llow = line_for(&low, "netops");
+    kx_buf b;
+    kx_buf_init(&b, 0);
+    kx_buf_puts(&b, lhi); /* a: hi (once, though two routes name it), med */
+    kx_buf_puts(&b, lmed);
+    assert_file(f, "a.jsonl", b.data);
+    assert_file(f, "b.jsonl", b.data); /* b: the team route took both */
+    kx_buf_reset(&b);
+    kx_buf_puts(&b, lres);
+    kx_buf_puts(&b, lnev);
+    assert_file(f, "c.jsonl", b.data);
+    assert_file(f, "d.jsonl", llow);
+    kx_buf_fini(&b);
+    free(lhi);
+    free(lmed);
+    free(lres);
+    free(lnev);
+    free(llow);
 }
 
 static void test_no_routes_all_sinks(void **state)
@@ -873,6 +976,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test_setup_teardown(test_routing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_routing_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_routes_all_sinks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dedup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dedup_disabled, setup, teardown),
