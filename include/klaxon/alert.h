@@ -84,6 +84,11 @@ typedef struct kx_router_opts {
     /* true: ignore alerting.spool and keep alerts in memory only (`replay`, which must not
      * touch a running process's spool). */
     bool no_spool;
+    /* true: check the config only (`klaxon config check`, `klaxon route`): no spool, and
+     * sinks open nothing; the router must not be sent alerts. */
+    bool dry_run;
+    /* with dry_run: file sinks check that their files can be written (config check) */
+    bool check_files;
 } kx_router_opts;
 
 /* cfg: the `alerting:` map (see docs/internals/alert.md); NULL = one stdout sink for all.
@@ -100,6 +105,13 @@ int kx_router_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *
  * runs with 0). Returns 0, or < 0 (-E2BIG, -ENOMEM) and then done never runs. done and the
  * drain callback must not destroy the router. */
 int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void *ud);
+/* `klaxon route`: for one alert JSON, the routes that take it and the sinks it reaches at
+ * now_ms, as text lines appended to out. -EINVAL: not an alert object. */
+int kx_router_explain(const kx_router *r, const char *json, size_t len, int64_t now_ms,
+                      kx_buf *out);
+/* Sinks and routes configured (routes 0: every alert to every sink). */
+size_t kx_router_sinks(const kx_router *r);
+size_t kx_router_routes(const kx_router *r);
 /* Reopens the sinks' files (SIGHUP, after log rotation). */
 void kx_router_reopen(kx_router *r);
 /* Alerts not yet delivered to (or given up by) all their sinks. */

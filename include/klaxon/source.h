@@ -44,6 +44,9 @@ typedef void (*kx_source_end_cb)(void *ud); /* file source: all input read; kafk
 int kx_kafka_source_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *file,
                            const char *const *topics, size_t ntopics, kx_batch_cb cb, void *ud,
                            kx_source **out, kx_err *err);
+/* Validates the `kafka:` map as kx_kafka_source_create would (librdkafka checks each
+ * setting), without creating a consumer: `klaxon config check`. */
+int kx_kafka_config_check(const kx_yaml_node *cfg, const char *file, kx_err *err);
 /*
  * Files ("-" = stdin), read in order. Lines longer than max_line bytes are delivered
  * truncated with oversize set (and the rest of the line skipped). Reading is blocking:

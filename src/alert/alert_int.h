@@ -209,6 +209,12 @@ int kx__sink_parse_url(const kx_yaml_node *cfg, const char *file, const char *na
                        kx_err *err);
 int kx__sink_parse_timeout(const kx_yaml_node *cfg, const char *file, long *out, kx_err *err);
 
+/* Set by the router while it creates sinks for `klaxon config check` / `klaxon route`:
+ * sinks validate their config but open nothing (files, producers). Loop thread only. */
+extern bool kx__sinks_dry_run;
+/* ... and with this also true, a file sink checks that its file can be written. */
+extern bool kx__sinks_check_files;
+
 /* Fills the common part; returns -ENOMEM if the name cannot be copied. */
 int kx__sink_base_init(kx__sink *sink, const kx__sink_ops *ops, struct ev_loop *loop,
                        const char *name);

@@ -24,6 +24,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,9 @@ struct kx_router {
     void *drain_ud;
     kx_ratelimit rl;
 };
+
+bool kx__sinks_dry_run;
+bool kx__sinks_check_files;
 
 static const struct {
     const char *type;
@@ -610,6 +614,80 @@ void kx_router_drain(kx_router *r, void (*cb)(void *ud), void *ud)
     check_drain(r);
 }
 
+size_t kx_router_sinks(const kx_router *r)
+{
+    return r->nsinks;
+}
+
+size_t kx_router_routes(const kx_router *r)
+{
+    return r->routing ? kx__routing_size(r->routing) : 0;
+}
+
+static const char *jstr(json_t *o, const char *k, const char *dflt)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : dflt;
+}
+
+int kx_router_explain(const kx_router *r, const char *json, size_t len, int64_t now_ms, kx_buf *out)
+{
+    json_error_t je;
+    json_t *a = json_loadb(json, len, 0, &je);
+    if (!json_is_object(a) || !json_is_object(json_object_get(a, "rule"))) {
+        json_decref(a);
+        return -EINVAL;
+    }
+    json_t *rule = json_object_get(a, "rule"), *tags = json_object_get(a, "tags");
+    const char *tagv[64];
+    size_t ntags = 0;
+    for (size_t i = 0; i < json_array_size(tags) && ntags < 64; i++)
+        if (json_is_string(json_array_get(tags, i)))
+            tagv[ntags++] = json_string_value(json_array_get(tags, i));
+    kx__route_view v = {
+        .team = jstr(a, "team", "default"),
+        .severity = jstr(a, "severity", "warning"),
+        .level = jstr(rule, "level", ""),
+        .tenant = jstr(a, "tenant", "default"),
+        .category = jstr(a, "category", ""),
+        .rule = jstr(rule, "id", ""),
+        .status = jstr(a, "status", "firing"),
+        .tags = tagv,
+        .ntags = ntags,
+    };
+    kx_buf_printf(out, "alert %s, rule %s: team %s, severity %s, tenant %s, status %s\n",
+                  jstr(a, "dedup_key", "?"), v.rule, v.team, v.severity, v.tenant, v.status);
+    uint16_t sinks[KX_SPOOL_MAX_SINKS];
+    size_t n;
+    if (!r->routing) {
+        n = route_sinks(r, &v, sinks);
+        kx_buf_puts(out, "  no routes: every sink\n");
+    } else {
+        size_t nr = kx__routing_size(r->routing), nt = 0;
+        int *taken = calloc(nr ? nr : 1, sizeof(*taken));
+        if (!taken) {
+            json_decref(a);
+            return -ENOMEM;
+        }
+        n = kx__routing_eval(r->routing, &v, now_ms, sinks, taken, &nt);
+        for (size_t i = 0; i < nt; i++) {
+            int line, col;
+            bool dflt, cont;
+            kx__routing_describe(r->routing, (size_t)taken[i], &line, &col, &dflt, &cont);
+            kx_buf_printf(out, "  route %d (%s:%d:%d)%s%s\n", taken[i] + 1, r->file, line, col,
+                          dflt ? ", the default: no other route took it" : "",
+                          cont ? ", continue" : "");
+        }
+        free(taken);
+    }
+    kx_buf_puts(out, "  sinks:");
+    for (size_t i = 0; i < n; i++)
+        kx_buf_printf(out, "%s %s", i ? "," : "", r->sinks[sinks[i]]->name);
+    kx_buf_puts(out, "\n");
+    json_decref(a);
+    return 0;
+}
+
 void kx_router_reopen(kx_router *r)
 {
     for (size_t i = 0; i < r->nsinks; i++)
@@ -832,7 +910,9 @@ int kx_router_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *
     r->loop = loop;
     r->max_evidence = DEFAULT_EVIDENCE;
     r->dedup_window_ms = DEFAULT_DEDUP_WINDOW_MS;
-    r->use_spool = !(opts && opts->no_spool);
+    r->use_spool = !(opts && (opts->no_spool || opts->dry_run));
+    if (!(r->file = strdup(file ? file : "")))
+        goto fail;
     kx_buf_init(&r->scratch, RENDER_MAX);
     kx_buf_init(&r->line, RENDER_MAX + 4096);
     ev_prepare_init(&r->sync_w, sync_cb);
@@ -840,8 +920,12 @@ int kx_router_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *
     ev_timer_init(&r->retry_w, retry_cb, 0., 0.);
     r->retry_w.data = r;
 
+    kx__sinks_dry_run = opts && opts->dry_run;
+    kx__sinks_check_files = opts && opts->dry_run && opts->check_files;
     if (cfg && !kx_yaml_is_null(cfg)) {
-        if ((rc = parse_config(r, cfg, file, err)))
+        rc = parse_config(r, cfg, file, err);
+        kx__sinks_dry_run = kx__sinks_check_files = false;
+        if (rc)
             goto fail;
     } else if ((rc = kx__dedup_init(&r->dedup, DEFAULT_DEDUP_CAPACITY))) {
         goto fail;

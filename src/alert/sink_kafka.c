@@ -234,6 +234,12 @@ int kx__sink_kafka_create(struct ev_loop *loop, const char *name, const kx_yaml_
     }
     if ((rc = kafka_conf(k, cfg, file, conf, err)))
         goto fail;
+    if (kx__sinks_dry_run) {
+        /* Checking only: the settings were validated by rd_kafka_conf_set; no producer. */
+        rd_kafka_conf_destroy(conf);
+        *out = &k->base;
+        return 0;
+    }
     rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     rd_kafka_conf_set_opaque(conf, k);

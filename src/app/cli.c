@@ -681,6 +681,8 @@ static void usage(FILE *f)
                "  run -c CONFIG        the always-on daemon\n"
                "  replay --rules PATH  the same engine over files or stdin; alerts to stdout\n"
                "  rules lint PATH...   check rule files\n"
+               "  config check FILE    check a configuration without starting\n"
+               "  route -c CONFIG [F]  which routes and sinks alerts reach\n"
                "  alerts list|dead|retry  the alert spool and dead letters\n"
                "  version              print the version\n"
                "\n"
@@ -710,6 +712,10 @@ int kx_cli_main(int argc, char **argv)
         return cmd_rules(argc - 1, argv + 1);
     if (!strcmp(cmd, "alerts"))
         return kx__cli_alerts(argc - 1, argv + 1);
+    if (!strcmp(cmd, "config"))
+        return kx__cli_config(argc - 1, argv + 1);
+    if (!strcmp(cmd, "route"))
+        return kx__cli_route(argc - 1, argv + 1);
     fprintf(stderr, "klaxon: unknown command \"%s\"\n", cmd);
     usage(stderr);
     return 2;

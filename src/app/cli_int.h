@@ -11,5 +11,9 @@
 void kx__cli_print_err(const kx_err *e);
 /* klaxon alerts list|dead|retry (cli_alerts.c); argv[0] is "alerts". Exit code. */
 int kx__cli_alerts(int argc, char **argv);
+/* klaxon config check FILE (cli_config.c); argv[0] is "config". */
+int kx__cli_config(int argc, char **argv);
+/* klaxon route -c CONFIG [FILE] (cli_config.c); argv[0] is "route". */
+int kx__cli_route(int argc, char **argv);
 
 #endif

@@ -823,6 +823,17 @@ static int parse_config(const kx_yaml_node *cfg, const char *file, rd_kafka_conf
     return 0;
 }
 
+int kx_kafka_config_check(const kx_yaml_node *cfg, const char *file, kx_err *err)
+{
+    size_t batch;
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (!conf)
+        return kx_err_set(err, file, 0, 0, "kafka: out of memory");
+    int rc = parse_config(cfg, file, conf, &batch, err);
+    rd_kafka_conf_destroy(conf);
+    return rc ? -EINVAL : 0;
+}
+
 int kx_kafka_source_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *file,
                            const char *const *topics, size_t ntopics, kx_batch_cb cb, void *ud,
                            kx_source **out, kx_err *err)

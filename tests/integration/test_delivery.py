@@ -183,6 +183,38 @@ def test_refused_dead_letter_then_retry():
         s.close()
 
 
+def test_config_check_and_route():
+    s = Stack("check")
+    try:
+        r = subprocess.run([KLAXON, "config", "check", s.cfg], capture_output=True, text=True, timeout=60)
+        check(r.returncode == 0 and r.stdout.startswith("ok: %s: 5 rules, 2 inputs, 3 sinks, 2 routes" % s.cfg),
+              "config check: %r %r" % (r.stdout, r.stderr))
+        check(not os.path.exists(s.alerts_file), "config check created the alert file")
+        check(not os.path.exists(s.spool), "config check created the spool")
+        # A mistake in the routing table: refused with file:line:col, nothing started.
+        bad = os.path.join(s.d, "bad.yaml")
+        text = open(s.cfg).read().replace("    - team: default\n", "    - default: yes\n      when: {timezone: UTC}\n")
+        open(bad, "w").write(text)
+        line = text.splitlines().index("      when: {timezone: UTC}") + 1
+        r = subprocess.run([KLAXON, "config", "check", bad], capture_output=True, text=True, timeout=60)
+        check(r.returncode == 2 and r.stderr.strip() == "klaxon: %s:%d:13: route: the default route applies always" % (bad, line),
+              "bad config: %r" % r.stderr)
+        # Where alerts go.
+        alert = {"rule": {"id": "x", "title": "t", "level": "high"}, "team": "secops", "severity": "error",
+                 "tenant": "acme", "dedup_key": "0" * 32, "tags": []}
+        other = dict(alert, team="netops")
+        r = subprocess.run([KLAXON, "route", "-c", s.cfg], input=json.dumps(alert) + "\n" + json.dumps(other) + "\n",
+                           capture_output=True, text=True, timeout=60)
+        check(r.returncode == 0, "route: %r" % r.stderr)
+        lines = r.stdout.splitlines()
+        check(lines[0] == "alert %s, rule x: team secops, severity error, tenant acme, status firing" % ("0" * 32)
+              and lines[1].startswith("  route 1 (%s:" % s.cfg) and lines[2] == "  sinks: file, pager"
+              and lines[4].startswith("  route 2 (") and lines[4].endswith(", the default: no other route took it")
+              and lines[5] == "  sinks: file, chat", "route output:\n%s" % r.stdout)
+    finally:
+        s.close()
+
+
 if __name__ == "__main__":
     run_tests([test_hung_pager_holds_nothing_else, test_kill9_then_restart_delivers_once,
-               test_refused_dead_letter_then_retry])
+               test_refused_dead_letter_then_retry, test_config_check_and_route])
