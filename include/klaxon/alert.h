@@ -109,6 +109,13 @@ int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void
  * now_ms, as text lines appended to out. -EINVAL: not an alert object. */
 int kx_router_explain(const kx_router *r, const char *json, size_t len, int64_t now_ms,
                       kx_buf *out);
+/* Per-sink Prometheus lines: delivered, dead letters, retries, queue depth, in flight,
+ * circuit open, delivery latency histogram (label sink, and type on the counters). */
+int kx_router_render_metrics(const kx_router *r, kx_buf *out);
+/* Ready: the spool takes alerts (else consumption is paused). Healthy: ready, and no
+ * sink's circuit is open. Otherwise a one-line reason is appended. */
+bool kx_router_ready(const kx_router *r, kx_buf *reason);
+bool kx_router_healthy(const kx_router *r, kx_buf *reason);
 /* Sinks and routes configured (routes 0: every alert to every sink). */
 size_t kx_router_sinks(const kx_router *r);
 size_t kx_router_routes(const kx_router *r);

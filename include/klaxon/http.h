@@ -1,5 +1,7 @@
 /*
- * http: the operator endpoint, GET /metrics (Prometheus text) and GET /healthz.
+ * http: the operator endpoint, GET /metrics (Prometheus text), GET /healthz (can it do its
+ * job: 503 with the reasons when not) and GET /readyz (for orchestrators: started and not
+ * paused by its own limits).
  *
  * libmicrohttpd runs on the caller's libev loop with no thread of its own: the daemon uses
  * epoll, the loop watches MHD's epoll fd and arms a timer from MHD_get_timeout, and both
@@ -24,8 +26,9 @@ typedef struct kx_http kx_http;
 /* Appends extra Prometheus text (per-rule counters) after the process counters.
  * Returns 0 or a negative errno (the scrape then fails with 500). */
 typedef int (*kx_http_render_fn)(void *ud, kx_buf *out);
-/* Returns true when healthy; otherwise appends a short reason (one line) to reason. */
-typedef bool (*kx_http_health_fn)(void *ud, kx_buf *reason);
+/* Returns true when healthy (ready_only: ready, for /readyz); otherwise appends a short
+ * reason (one line) to reason. */
+typedef bool (*kx_http_health_fn)(void *ud, bool ready_only, kx_buf *reason);
 
 /*
  * Listens on addr and port (0 = ephemeral, see kx_http_port). addr is an IPv4 or IPv6

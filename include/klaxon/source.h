@@ -66,6 +66,12 @@ void kx_source_resume(kx_source *s);
  * calls its end callback. */
 void kx_source_stop(kx_source *s);
 void kx_source_destroy(kx_source *s);
+/* false with a one-line reason appended when the source cannot make progress (kafka: no
+ * broker reachable; no partition assigned for 30 s). Always true for files. */
+bool kx_source_healthy(const kx_source *s, kx_buf *reason);
+/* Appends the source's own Prometheus lines (kafka: klaxon_kafka_consumer_lag per
+ * partition, from librdkafka's statistics every 5 s). 0 or -errno. */
+int kx_source_render_metrics(const kx_source *s, kx_buf *out);
 /* Offsets stored so far (tests, metrics). */
 uint64_t kx_source_offsets_stored(const kx_source *s);
 

@@ -131,6 +131,10 @@ typedef struct kx__queue_cfg {
     unsigned breaker_failures; /* failed attempts in a row that open the circuit; 0 = never */
 } kx__queue_cfg;
 
+/* Delivery latency histogram bounds, in seconds (klaxon_sink_delivery_seconds). */
+#define KX__LAT_NB 12
+extern const double kx__lat_bounds[KX__LAT_NB];
+
 /* The queue keys every sink accepts (besides its own), for kx_yaml_check_keys lists. */
 #define KX__QUEUE_KEYS "concurrency", "retry_for", "backoff", "backoff_max", "breaker_failures"
 
@@ -150,6 +154,9 @@ struct kx__queue {
     int64_t open_until, cooldown_ms;
     ev_timer timer;
     uint64_t delivered, dead, retried;
+    /* delivery latency, alert created -> acknowledged: counts per KX__LAT_BUCKETS bound */
+    uint64_t lat_count[KX__LAT_NB + 1];
+    double lat_sum;
     kx_ratelimit rl;
 };
 

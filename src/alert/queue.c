@@ -31,6 +31,9 @@
 #include "alert_int.h"
 #include "klaxon/metrics.h"
 
+const double kx__lat_bounds[KX__LAT_NB] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                           0.5,   1,    5,     30,   300, 3600};
+
 /* xorshift64*, seeded once per process: jitter only needs to differ between processes and
  * alerts, not to be unpredictable. */
 static uint64_t jitter_state;
@@ -147,10 +150,19 @@ void kx__queue_push(kx__queue *q, kx__delivery *d)
 static void end(kx__queue *q, kx__delivery *d, bool delivered)
 {
     unlink_d(q, d);
-    if (delivered)
+    if (delivered) {
         q->delivered++;
-    else
+        double sec = (double)(kx_now_ms() - d->send->created_ms) / 1000.0;
+        if (sec < 0)
+            sec = 0;
+        size_t b = 0;
+        while (b < KX__LAT_NB && sec > kx__lat_bounds[b])
+            b++;
+        q->lat_count[b]++;
+        q->lat_sum += sec;
+    } else {
         q->dead++;
+    }
     kx__router_delivery_end(q->router, d, delivered);
 }
 

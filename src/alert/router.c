@@ -614,6 +614,125 @@ void kx_router_drain(kx_router *r, void (*cb)(void *ud), void *ud)
     check_drain(r);
 }
 
+static int metric_family(kx_buf *out, const char *name, const char *type, const char *help)
+{
+    return kx_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* name{sink="S",type="T"} value for every sink. */
+static int per_sink(const kx_router *r, kx_buf *out, const char *name, const char *type,
+                    const char *help, uint64_t (*get)(const kx__queue *q))
+{
+    int rc = metric_family(out, name, type, help);
+    for (size_t i = 0; i < r->nsinks && !rc; i++) {
+        rc = kx_buf_printf(out, "%s{sink=\"", name);
+        rc = rc ? rc : kx_metrics_put_label(out, r->queues[i].name);
+        rc = rc ? rc
+                : kx_buf_printf(out, "\",type=\"%s\"} %llu\n", r->sinks[i]->ops->type,
+                                (unsigned long long)get(&r->queues[i]));
+    }
+    return rc;
+}
+
+static uint64_t q_delivered(const kx__queue *q)
+{
+    return q->delivered;
+}
+static uint64_t q_dead(const kx__queue *q)
+{
+    return q->dead;
+}
+static uint64_t q_retried(const kx__queue *q)
+{
+    return q->retried;
+}
+static uint64_t q_depth(const kx__queue *q)
+{
+    return q->depth;
+}
+static uint64_t q_inflight(const kx__queue *q)
+{
+    return q->inflight;
+}
+static uint64_t q_open(const kx__queue *q)
+{
+    return q->cfg.breaker_failures && q->fails >= q->cfg.breaker_failures;
+}
+
+int kx_router_render_metrics(const kx_router *r, kx_buf *out)
+{
+    int rc = per_sink(r, out, "klaxon_sink_delivered_total", "counter",
+                      "Alerts the sink acknowledged.", q_delivered);
+    rc = rc ? rc
+            : per_sink(r, out, "klaxon_sink_dead_letters_total", "counter",
+                       "Alerts the sink gave up on (dead letters).", q_dead);
+    rc = rc ? rc
+            : per_sink(r, out, "klaxon_sink_retries_total", "counter",
+                       "Failed attempts that were retried.", q_retried);
+    rc = rc ? rc
+            : per_sink(r, out, "klaxon_sink_queue_depth", "gauge",
+                       "Alerts waiting for or in an attempt at the sink.", q_depth);
+    rc = rc ? rc
+            : per_sink(r, out, "klaxon_sink_inflight", "gauge", "Attempts in flight.", q_inflight);
+    rc = rc ? rc
+            : per_sink(r, out, "klaxon_sink_circuit_open", "gauge",
+                       "1 while the sink's circuit breaker is open.", q_open);
+    rc = rc ? rc
+            : metric_family(out, "klaxon_sink_delivery_seconds", "histogram",
+                            "Time from an alert's creation to the sink's acknowledgement.");
+    for (size_t i = 0; i < r->nsinks && !rc; i++) {
+        const kx__queue *q = &r->queues[i];
+        uint64_t cum = 0;
+        for (size_t b = 0; b <= KX__LAT_NB && !rc; b++) {
+            cum += q->lat_count[b];
+            rc = kx_buf_puts(out, "klaxon_sink_delivery_seconds_bucket{sink=\"");
+            rc = rc ? rc : kx_metrics_put_label(out, q->name);
+            if (b < KX__LAT_NB)
+                rc = rc ? rc
+                        : kx_buf_printf(out, "\",le=\"%g\"} %llu\n", kx__lat_bounds[b],
+                                        (unsigned long long)cum);
+            else
+                rc =
+                    rc ? rc : kx_buf_printf(out, "\",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+        }
+        rc = rc ? rc : kx_buf_puts(out, "klaxon_sink_delivery_seconds_sum{sink=\"");
+        rc = rc ? rc : kx_metrics_put_label(out, q->name);
+        rc = rc ? rc : kx_buf_printf(out, "\"} %.6f\n", q->lat_sum);
+        rc = rc ? rc : kx_buf_puts(out, "klaxon_sink_delivery_seconds_count{sink=\"");
+        rc = rc ? rc : kx_metrics_put_label(out, q->name);
+        rc = rc ? rc : kx_buf_printf(out, "\"} %llu\n", (unsigned long long)cum);
+    }
+    return rc;
+}
+
+bool kx_router_ready(const kx_router *r, kx_buf *reason)
+{
+    if (r->block_head) {
+        kx_spool_stats st;
+        kx_spool_stats_get(r->spool, &st);
+        kx_buf_puts(reason, st.full ? "alert spool full: consumption paused"
+                                    : "alert spool cannot be written: consumption paused");
+        return false;
+    }
+    return true;
+}
+
+bool kx_router_healthy(const kx_router *r, kx_buf *reason)
+{
+    if (!kx_router_ready(r, reason))
+        return false;
+    bool ok = true;
+    for (size_t i = 0; i < r->nsinks; i++) {
+        const kx__queue *q = &r->queues[i];
+        if (!q_open(q))
+            continue;
+        kx_buf_printf(reason, "%ssink %s: circuit open after %u failed attempts", ok ? "" : "; ",
+                      q->name, q->fails);
+        ok = false;
+    }
+    return ok;
+}
+
 size_t kx_router_sinks(const kx_router *r)
 {
     return r->nsinks;

@@ -74,6 +74,22 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     kx__attempt_ok(d);
 }
 
+/* librdkafka's own log lines, through klaxon's logger and its rate limit. log.queue keeps
+ * them on the main queue, served by kafka_serve on the loop thread. */
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    kafka_sink *k = rd_kafka_opaque(rk);
+    kx_log_level lvl = level <= 3   ? KX_LOG_ERROR
+                       : level == 4 ? KX_LOG_WARN
+                       : level <= 6 ? KX_LOG_INFO
+                                    : KX_LOG_DEBUG;
+    if (k && lvl >= KX_LOG_WARN)
+        kx_log_limited(&k->rl, lvl, KX__ALERT_MODULE, "sink %s: kafka: %s: %s", k->base.name, fac,
+                       buf);
+    else
+        kx_log(lvl, KX__ALERT_MODULE, "sink %s: kafka: %s: %s", k ? k->base.name : "?", fac, buf);
+}
+
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     (void)rk;
@@ -194,6 +210,8 @@ static int kafka_conf(kafka_sink *k, const kx_yaml_node *cfg, const char *file,
             return kx_yaml_err(err, file, n, "flush_timeout must be between 0 and 10m");
         k->flush_timeout_ms = (long)v;
     }
+    if ((rc = conf_set(conf, "log.queue", "true", cfg, file, err)))
+        return rc;
     /* Idempotence keeps librdkafka's own retries from duplicating an alert in the topic. */
     if ((rc = conf_set(conf, "enable.idempotence", "true", cfg, file, err)))
         return rc;
@@ -241,6 +259,7 @@ int kx__sink_kafka_create(struct ev_loop *loop, const char *name, const kx_yaml_
         return 0;
     }
     rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+    rd_kafka_conf_set_log_cb(conf, log_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     rd_kafka_conf_set_opaque(conf, k);
     k->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
@@ -254,6 +273,7 @@ int kx__sink_kafka_create(struct ev_loop *loop, const char *name, const kx_yaml_
         kx_yaml_err(err, file, cfg, "sink \"%s\": pipe: %s", name, strerror(errno));
         goto fail;
     }
+    rd_kafka_set_log_queue(k->rk, NULL); /* logs to the main queue: served on the loop */
     k->mainq = rd_kafka_queue_get_main(k->rk);
     rd_kafka_queue_io_event_enable(k->mainq, k->pipefd[1], "1", 1);
     /* Serve what was queued before the pipe was attached (it will never write for that). */

@@ -241,8 +241,16 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
 static int render_rule_metrics(void *ud, kx_buf *out)
 {
     app *a = ud;
-    int rc = kx_buf_puts(out, "# HELP klaxon_rule_matches Matches (detection rules) or alerts "
-                              "(correlations) per rule.\n# TYPE klaxon_rule_matches counter\n");
+    int rc = kx_buf_printf(out,
+                           "# HELP klaxon_build_info klaxon's version.\n"
+                           "# TYPE klaxon_build_info gauge\nklaxon_build_info{version=\"%s\"} 1\n",
+                           KLAXON_VERSION);
+    rc = rc ? rc : kx_router_render_metrics(a->router, out);
+    rc = rc ? rc : kx_source_render_metrics(a->src, out);
+    rc = rc ? rc
+            : kx_buf_puts(out, "# HELP klaxon_rule_matches_total Matches (detection rules) or "
+                               "alerts (correlations) per rule.\n"
+                               "# TYPE klaxon_rule_matches_total counter\n");
     size_t n = kx_ruleset_size(a->rules);
     for (size_t i = 0; i < n && !rc; i++) {
         kx_rule *r = kx_ruleset_at(a->rules, i);
@@ -252,7 +260,7 @@ static int render_rule_metrics(void *ud, kx_buf *out)
         do
             *--p = (char)('0' + v % 10);
         while ((v /= 10) != 0);
-        if ((rc = kx_buf_puts(out, "klaxon_rule_matches{rule=\"")) ||
+        if ((rc = kx_buf_puts(out, "klaxon_rule_matches_total{rule=\"")) ||
             (rc = kx_metrics_put_label(out, r->id)) || (rc = kx_buf_puts(out, "\"} ")))
             break;
         rc = kx_buf_append(out, p, (size_t)(num + sizeof(num) - p));
@@ -260,18 +268,40 @@ static int render_rule_metrics(void *ud, kx_buf *out)
     return rc;
 }
 
-static bool health(void *ud, kx_buf *reason)
+/* One more reason why /healthz or /readyz says no. */
+static void add_reason(kx_buf *reason, bool *ok, const char *why, size_t n)
+{
+    if (!*ok)
+        kx_buf_puts(reason, "; ");
+    kx_buf_append(reason, why, n);
+    *ok = false;
+}
+
+/* /readyz: the store answers and the alert spool takes alerts. /healthz: ready, and the
+ * source can read (a broker is reachable, partitions are assigned) and no sink's circuit is
+ * open. Every failing reason is listed. */
+static bool health(void *ud, bool ready_only, kx_buf *reason)
 {
     app *a = ud;
-    if (!kx_store_is_up(a->store)) {
-        kx_buf_puts(reason, "state store unreachable");
-        return false;
-    }
+    bool ok = true;
     if (a->stopping) {
         kx_buf_puts(reason, "shutting down");
         return false;
     }
-    return true;
+    if (!kx_store_is_up(a->store))
+        add_reason(reason, &ok, "state store unreachable", 23);
+    kx_buf t;
+    kx_buf_init(&t, 0);
+    if (!kx_router_ready(a->router, &t))
+        add_reason(reason, &ok, t.data ? t.data : "", t.len);
+    kx_buf_reset(&t);
+    if (!ready_only && !kx_source_healthy(a->src, &t))
+        add_reason(reason, &ok, t.data ? t.data : "", t.len);
+    kx_buf_reset(&t);
+    if (!ready_only && !kx_router_healthy(a->router, &t))
+        add_reason(reason, &ok, t.data ? t.data : "", t.len);
+    kx_buf_fini(&t);
+    return ok;
 }
 
 static void app_fini(app *a)

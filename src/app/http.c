@@ -98,10 +98,10 @@ static enum MHD_Result serve_metrics(kx_http *h, struct MHD_Connection *conn)
     return respond(conn, 200, metrics_type, h->body.len ? h->body.data : "", h->body.len, false);
 }
 
-static enum MHD_Result serve_health(kx_http *h, struct MHD_Connection *conn)
+static enum MHD_Result serve_health(kx_http *h, struct MHD_Connection *conn, bool ready_only)
 {
     kx_buf_reset(&h->body);
-    if (!h->health || h->health(h->ud, &h->body))
+    if (!h->health || h->health(h->ud, ready_only, &h->body))
         return respond_text(conn, 200, "ok\n");
     if (h->body.len == 0)
         kx_buf_puts(&h->body, "unhealthy");
@@ -123,8 +123,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     (void)con_cls;
     if (!strcmp(url, "/metrics"))
         return get ? serve_metrics(h, conn) : respond_text(conn, 405, "method not allowed\n");
-    if (!strcmp(url, "/healthz"))
-        return get ? serve_health(h, conn) : respond_text(conn, 405, "method not allowed\n");
+    if (!strcmp(url, "/healthz") || !strcmp(url, "/readyz"))
+        return get ? serve_health(h, conn, url[1] == 'r')
+                   : respond_text(conn, 405, "method not allowed\n");
     return respond_text(conn, 404, "not found\n");
 }
 

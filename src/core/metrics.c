@@ -21,7 +21,9 @@ static const struct {
                                "Events rejected by decode and skipped."},
     [KX_M_EVENTS_MATCHED] = {"klaxon_events_matched_total",
                              "Events that matched at least one rule."},
-    [KX_M_RULE_MATCHES] = {"klaxon_rule_matches_total", "Detection rule matches over all rules."},
+    [KX_M_RULE_MATCHES] = {"klaxon_detection_matches_total",
+                           "Detection rule matches over all rules (per rule: "
+                           "klaxon_rule_matches_total{rule})."},
     [KX_M_ALERTS_RAISED] = {"klaxon_alerts_raised_total",
                             "Alerts produced by detection and correlation."},
     [KX_M_ALERTS_DEDUPED] = {"klaxon_alerts_deduplicated_total",

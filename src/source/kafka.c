@@ -56,6 +56,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
@@ -82,6 +84,10 @@
 #define KX_KAFKA_STOP_TIMEOUT_MS 10000
 /* Slice of a blocking queue poll at stop, so the deadline and the closed flag are rechecked. */
 #define KX_KAFKA_STOP_POLL_MS 100
+/* librdkafka statistics interval: /healthz (broker states) and consumer lag. */
+#define KX_KAFKA_STATS_MS "5000"
+/* /healthz turns red when the group has given us no partition for this long. */
+#define KX_KAFKA_UNASSIGNED_S 30.0
 
 typedef struct kx_kafka_source {
     kx_source base;
@@ -115,6 +121,16 @@ typedef struct kx_kafka_source {
     bool close_done; /* rd_kafka_consumer_closed() said so */
     kx_ratelimit rl_err;
     kx_ratelimit rl_log;
+    /* health: ALL_BROKERS_DOWN seen and no broker UP in the statistics since */
+    bool brokers_down;
+    ev_tstamp down_since, unassigned_since;
+    /* consumer lag per partition, from the last statistics (librdkafka's consumer_lag) */
+    struct lag {
+        char topic[128];
+        int32_t partition;
+        int64_t lag;
+    } * lags;
+    size_t nlags, lags_cap;
 } kx_kafka_source;
 
 static void kafka_kick(kx_kafka_source *ks);
@@ -151,9 +167,97 @@ static void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *op
         kx_log(KX_LOG_ERROR, "kafka", "fatal consumer error: %s: %s", rd_kafka_err2name(orig), why);
         return;
     }
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN && !ks->brokers_down) {
+        ks->brokers_down = true;
+        ks->down_since = ev_now(ks->loop);
+    }
     /* Everything else (transport, all brokers down) is retried by librdkafka. */
     kx_log_limited(&ks->rl_err, KX_LOG_WARN, "kafka", "%s: %s",
                    rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+static bool tp_in(const rd_kafka_topic_partition_list_t *l, const char *topic, int32_t part);
+
+/* librdkafka's statistics (every KX_KAFKA_STATS_MS): whether some broker is UP, and each
+ * assigned partition's consumer lag. Runs on the loop thread (served while polling). */
+static int kafka_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    (void)rk;
+    kx_kafka_source *ks = opaque;
+    json_error_t je;
+    json_t *st = json_loadb(json, len, 0, &je);
+    if (!st)
+        return 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(st, "brokers"), k, v)
+    {
+        const char *state = json_string_value(json_object_get(v, "state"));
+        if (state && !strcmp(state, "UP"))
+            ks->brokers_down = false;
+    }
+    ks->nlags = 0;
+    json_t *t;
+    json_object_foreach(json_object_get(st, "topics"), k, t)
+    {
+        const char *pk;
+        json_t *pv;
+        json_object_foreach(json_object_get(t, "partitions"), pk, pv)
+        {
+            json_int_t part = json_integer_value(json_object_get(pv, "partition"));
+            json_int_t lag = json_integer_value(json_object_get(pv, "consumer_lag"));
+            if (part < 0 || !tp_in(ks->assignment, k, (int32_t)part) ||
+                !json_is_integer(json_object_get(pv, "consumer_lag")) || lag < 0)
+                continue;
+            if (ks->nlags == ks->lags_cap) {
+                size_t cap = ks->lags_cap ? ks->lags_cap * 2 : 16;
+                void *p = realloc(ks->lags, cap * sizeof(*ks->lags));
+                if (!p)
+                    break;
+                ks->lags = p;
+                ks->lags_cap = cap;
+            }
+            struct lag *l = &ks->lags[ks->nlags++];
+            snprintf(l->topic, sizeof(l->topic), "%s", k);
+            l->partition = (int32_t)part;
+            l->lag = lag;
+        }
+    }
+    json_decref(st);
+    return 0; /* librdkafka frees json */
+}
+
+static bool kafka_healthy(const kx_source *s, kx_buf *reason)
+{
+    const kx_kafka_source *ks = (const kx_kafka_source *)s;
+    ev_tstamp now = ev_now(ks->loop);
+    if (ks->brokers_down) {
+        kx_buf_printf(reason, "kafka: no broker reachable for %.0f s", now - ks->down_since);
+        return false;
+    }
+    if (ks->started && !ks->stopped && ks->assignment->cnt == 0 &&
+        now - ks->unassigned_since > KX_KAFKA_UNASSIGNED_S) {
+        kx_buf_printf(reason, "kafka: no partition assigned for %.0f s",
+                      now - ks->unassigned_since);
+        return false;
+    }
+    return true;
+}
+
+static int kafka_render_metrics(const kx_source *s, kx_buf *out)
+{
+    const kx_kafka_source *ks = (const kx_kafka_source *)s;
+    int rc = kx_buf_puts(out, "# HELP klaxon_kafka_consumer_lag Messages behind the partition's "
+                              "end (librdkafka statistics, every 5 s).\n"
+                              "# TYPE klaxon_kafka_consumer_lag gauge\n");
+    for (size_t i = 0; i < ks->nlags && !rc; i++) {
+        rc = kx_buf_puts(out, "klaxon_kafka_consumer_lag{topic=\"");
+        rc = rc ? rc : kx_metrics_put_label(out, ks->lags[i].topic);
+        rc = rc ? rc
+                : kx_buf_printf(out, "\",partition=\"%d\"} %lld\n", (int)ks->lags[i].partition,
+                                (long long)ks->lags[i].lag);
+    }
+    return rc;
 }
 
 static bool tp_in(const rd_kafka_topic_partition_list_t *l, const char *topic, int32_t part)
@@ -219,6 +323,7 @@ static void kafka_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
          * with the rest of the assignment when the hold ends. */
         if (ks->parts_paused && parts->cnt > 0)
             rd_kafka_pause_partitions(rk, parts);
+        ks->brokers_down = false; /* the group coordinator answered */
         kx_log(KX_LOG_INFO, "kafka", "assigned %d partition(s) (%s), now %d%s", parts->cnt,
                coop ? "cooperative" : "eager", ks->assignment->cnt,
                ks->parts_paused ? ", paused until the held batch is done" : "");
@@ -235,6 +340,8 @@ static void kafka_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             rd_kafka_topic_partition_list_destroy(ks->assignment);
             ks->assignment = rd_kafka_topic_partition_list_new(0);
         }
+        if (ks->assignment->cnt == 0)
+            ks->unassigned_since = ks->loop ? ev_now(ks->loop) : 0;
         kx_log(KX_LOG_INFO, "kafka", "revoked %d partition(s)%s, now %d", parts->cnt,
                rd_kafka_assignment_lost(rk) ? " (lost)" : "", ks->assignment->cnt);
         break;
@@ -458,6 +565,7 @@ static void kafka_start(kx_source *s)
     if (ks->started || ks->stopped)
         return;
     ks->started = true;
+    ks->unassigned_since = ev_now(ks->loop);
     ev_io_start(ks->loop, &ks->io);
     ev_timer_again(ks->loop, &ks->timer);
     kafka_kick(ks);
@@ -674,6 +782,7 @@ static void kafka_destroy(kx_source *s)
     free(ks->rkmsgs);
     free(ks->msgs);
     free(ks->spill);
+    free(ks->lags);
     free(ks);
 }
 
@@ -684,6 +793,8 @@ static const kx__source_ops kafka_ops = {
     .resume = kafka_resume,
     .stop = kafka_stop,
     .destroy = kafka_destroy,
+    .healthy = kafka_healthy,
+    .render_metrics = kafka_render_metrics,
 };
 
 /* ---- configuration ---- */
@@ -816,6 +927,8 @@ static int parse_config(const kx_yaml_node *cfg, const char *file, rd_kafka_conf
         conf_set(conf, "session.timeout.ms", "10000", file, cfg, err) ||
         conf_set(conf, "socket.timeout.ms", "10000", file, cfg, err) ||
         conf_set(conf, "enable.partition.eof", "false", file, cfg, err) ||
+        /* Statistics: broker states for /healthz and consumer lag for /metrics. */
+        conf_set(conf, "statistics.interval.ms", KX_KAFKA_STATS_MS, file, cfg, err) ||
         conf_set(conf, "log.queue", "true", file, cfg, err))
         return -EINVAL;
     if (props && parse_properties(props, file, conf, err))
@@ -892,6 +1005,7 @@ int kx_kafka_source_create(struct ev_loop *loop, const kx_yaml_node *cfg, const 
     rd_kafka_conf_set_rebalance_cb(conf, kafka_rebalance_cb);
     rd_kafka_conf_set_error_cb(conf, kafka_error_cb);
     rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
+    rd_kafka_conf_set_stats_cb(conf, kafka_stats_cb);
 
     /* rd_kafka_new takes conf only on success. */
     ks->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));

@@ -46,3 +46,13 @@ uint64_t kx_source_offsets_stored(const kx_source *s)
 {
     return s ? s->offsets_stored : 0;
 }
+
+bool kx_source_healthy(const kx_source *s, kx_buf *reason)
+{
+    return !s || !s->ops->healthy || s->ops->healthy(s, reason);
+}
+
+int kx_source_render_metrics(const kx_source *s, kx_buf *out)
+{
+    return s && s->ops->render_metrics ? s->ops->render_metrics(s, out) : 0;
+}

@@ -6,6 +6,7 @@
 #ifndef KX_SOURCE_INT_H
 #define KX_SOURCE_INT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "klaxon/source.h"
@@ -17,6 +18,10 @@ typedef struct kx__source_ops {
     void (*resume)(kx_source *s);
     void (*stop)(kx_source *s);
     void (*destroy)(kx_source *s);
+    /* Optional: false with a reason when the source cannot make progress. */
+    bool (*healthy)(const kx_source *s, kx_buf *reason);
+    /* Optional: Prometheus lines of its own (consumer lag). */
+    int (*render_metrics)(const kx_source *s, kx_buf *out);
 } kx__source_ops;
 
 struct kx_source {

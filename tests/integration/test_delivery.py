@@ -11,6 +11,8 @@ two real HTTP receivers (a pager for team secops, a chat for the others) and a f
 import json
 import os
 import subprocess
+import urllib.error
+import urllib.request
 
 from harness import (KLAXON, Broker, HookReceiver, Klaxon, RedisServer, check, free_port,
                      read_jsonl, run_tests, tmpdir, wait_for, write_config)
@@ -20,8 +22,17 @@ SECOPS = [a for a in EXPECTED_ALL if a[2] == "secops"]
 OTHERS = [a for a in EXPECTED_ALL if a[2] != "secops"]
 
 
+def get(port, path):
+    """(status, body) of GET http://127.0.0.1:port/path."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
 class Stack:
-    def __init__(self, tag):
+    def __init__(self, tag, pager_extra=", breaker_failures: 0"):
         self.d = tmpdir(tag)
         self.redis = RedisServer(self.d).start()
         self.broker = Broker({"auth": 3, "cloudtrail": 2}).start()
@@ -33,9 +44,9 @@ class Stack:
         # A pager timeout longer than the test holds it: no attempt is cut short.
         sinks = ("    file: {type: file, path: %s}\n"
                  "    pager: {type: webhook, url: \"http://127.0.0.1:%d/pd\", timeout: 60s, "
-                 "backoff: 100ms, backoff_max: 500ms, breaker_failures: 0}\n"
+                 "backoff: 100ms, backoff_max: 500ms%s}\n"
                  "    chat: {type: webhook, url: \"http://127.0.0.1:%d/chat\", backoff: 100ms}\n"
-                 % (self.alerts_file, self.pager.port, self.chat.port))
+                 % (self.alerts_file, self.pager.port, pager_extra, self.chat.port))
         routes = ("    - team: secops\n      sinks: [file, pager]\n"
                   "    - team: default\n      sinks: [file, chat]\n")
         self.cfg = write_config(os.path.join(self.d, "klaxon.yaml"), self.broker.bootstrap,
@@ -183,6 +194,47 @@ def test_refused_dead_letter_then_retry():
         s.close()
 
 
+def test_health_and_metrics():
+    s = Stack("health", pager_extra=", breaker_failures: 2")
+    try:
+        s.pager.fail_next = 10 ** 9
+        s.start_klaxon()
+        wait_for(lambda: get(s.mport, "/healthz")[0] == 200, 30, "healthy at start")
+        check(get(s.mport, "/readyz") == (200, "ok\n"), "readyz at start")
+        s.produce_all()
+        wait_for(lambda: len(read_jsonl(s.alerts_file)) >= len(EXPECTED_ALL), 60, "alerts in the file")
+        # The pager fails: its circuit opens, /healthz says so; /readyz does not care.
+        wait_for(lambda: "sink pager: circuit open" in get(s.mport, "/healthz")[1], 30, "the open circuit")
+        check(get(s.mport, "/healthz")[0] == 503, "healthz status with the circuit open")
+        check(get(s.mport, "/readyz") == (200, "ok\n"), "readyz with a sink down")
+        wait_for(lambda: len(s.chat.bodies) >= len(OTHERS), 30, "the chat's alerts")
+        m = s.klaxon.metrics(s.mport)
+        check(m.get('klaxon_sink_delivered_total{sink="file",type="file"}') == len(EXPECTED_ALL),
+              "file delivered: %s" % m.get('klaxon_sink_delivered_total{sink="file",type="file"}'))
+        check(m.get('klaxon_sink_delivered_total{sink="chat",type="webhook"}') == len(OTHERS), "chat delivered")
+        check(m.get('klaxon_sink_delivered_total{sink="pager",type="webhook"}') == 0, "pager delivered")
+        check(m.get('klaxon_sink_retries_total{sink="pager",type="webhook"}', 0) >= 2, "pager retries")
+        check(m.get('klaxon_sink_circuit_open{sink="pager",type="webhook"}') == 1, "pager circuit gauge")
+        check(m.get('klaxon_sink_queue_depth{sink="pager",type="webhook"}') == len(SECOPS), "pager queue depth")
+        check(m.get('klaxon_sink_delivery_seconds_count{sink="chat"}') == len(OTHERS), "chat latency count")
+        check(m.get('klaxon_sink_delivery_seconds_bucket{sink="chat",le="+Inf"}') == len(OTHERS), "chat +Inf bucket")
+        check(m.get('klaxon_build_info{version="0.1.0"}') == 1, "build info")
+        check('klaxon_detection_matches_total' in m and 'klaxon_rule_matches_total' not in m,
+              "the aggregate and per-rule families must not clash")
+        wait_for(lambda: any(k.startswith("klaxon_kafka_consumer_lag{") for k in (s.klaxon.metrics(s.mport) or {})),
+                 30, "consumer lag from the statistics")
+        # The broker goes away: /healthz turns red and says why.
+        s.broker.stop()
+        wait_for(lambda: "kafka: no broker reachable" in get(s.mport, "/healthz")[1], 60,
+                 "healthz to notice the broker is gone")
+        check(get(s.mport, "/healthz")[0] == 503, "healthz status without a broker")
+        check(s.klaxon.alive(), "klaxon died without its broker")
+        rc = s.klaxon.stop(timeout=40)
+        check(rc in (0, 1), "exit code without a broker: %s" % rc)
+    finally:
+        s.close()
+
+
 def test_config_check_and_route():
     s = Stack("check")
     try:
@@ -217,4 +269,5 @@ def test_config_check_and_route():
 
 if __name__ == "__main__":
     run_tests([test_hung_pager_holds_nothing_else, test_kill9_then_restart_delivers_once,
-               test_refused_dead_letter_then_retry, test_config_check_and_route])
+               test_refused_dead_letter_then_retry, test_health_and_metrics,
+               test_config_check_and_route])

@@ -204,7 +204,7 @@ def test_sighup_reload_keeps_running_set_on_error():
         wait_for(lambda: "rules reloaded: 6 rules" in s.log(), 30, "the reload")
         s.broker.produce("cloudtrail", data=console + b"\n", partition=0)
         wait_for(lambda: len(read_jsonl(s.alerts_file)) >= 2, 30, "the new rule's alert")
-        rule_line = 'klaxon_rule_matches{rule="11111111-2222-4333-8444-555555555555"}'
+        rule_line = 'klaxon_rule_matches_total{rule="11111111-2222-4333-8444-555555555555"}'
         check(s.klaxon.metrics(s.mport).get(rule_line) == 1,
               "per-rule metric after reload: %s" % s.klaxon.metrics(s.mport).get(rule_line))
         check(s.klaxon.stop() == 0, "exit code")

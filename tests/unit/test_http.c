@@ -41,10 +41,11 @@ static int render_extra(void *ud, kx_buf *out)
                             "klaxon_rule_matches{rule=\"ssh_brute\"} 7\n");
 }
 
-static bool health(void *ud, kx_buf *reason)
+static bool health(void *ud, bool ready_only, kx_buf *reason)
 {
     app *a = ud;
 
+    (void)ready_only;
     if (!a->healthy)
         kx_buf_puts(reason, a->reason);
     return a->healthy;
