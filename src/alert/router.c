@@ -89,9 +89,10 @@ static const struct {
     kx__sink_create_fn create;
     kx__queue_cfg defaults;
 } sink_types[] = {
-    /* A local write either works or the disk is in trouble: retry slowly, one at a time. */
+    /* A local write either works or the disk is in trouble: retry slowly. A file's lines
+     * wait for one group fdatasync per loop iteration: many in flight. */
     {"stdout", kx__sink_stdout_create, {1, 6 * 3600000LL, 1000, 60000, 0}},
-    {"file", kx__sink_file_create, {1, 6 * 3600000LL, 1000, 60000, 0}},
+    {"file", kx__sink_file_create, {1000, 6 * 3600000LL, 1000, 60000, 0}},
     /* A pager or chat service: a few requests at once, retried for hours, the circuit
      * opening after 5 failures in a row. */
     {"webhook", kx__sink_webhook_create, {4, 6 * 3600000LL, 1000, 300000, 5}},

@@ -2,7 +2,9 @@
  * file sink: appends each alert as one JSON line. The file is opened with O_APPEND and each
  * line goes out in a single writev, so concurrent writers (another klaxon, logrotate's
  * copytruncate) never interleave inside a line. A line is acknowledged only once
- * fdatasync says it is on disk.
+ * fdatasync says it is on disk: lines written in one loop iteration share one fdatasync (an
+ * ev_prepare, as the spool's), so a burst of alerts costs one sync, not one each (0.4 ms
+ * each on the bench machine). The queue lets many attempts be in flight for that.
  *
  * No torn line is left for a JSON Lines reader: after a short write (disk full) the file is
  * cut back to where the line began, when nobody else wrote meanwhile; otherwise the next
@@ -17,6 +19,7 @@
  * more than it saves at alert rates.
  */
 #include <errno.h>
+#include <ev.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +34,9 @@ typedef struct file_sink {
     kx__sink base;
     char *path;
     int fd;
+    ev_prepare sync_w;
+    kx__delivery **unsynced; /* written, waiting for the next fdatasync */
+    size_t nunsynced, unsynced_cap;
     bool torn; /* the last write left a partial line that could not be cut back */
     uint64_t write_errors;
     kx_ratelimit rl;
@@ -89,11 +95,41 @@ static void file_attempt(kx__sink *sink, kx__delivery *d)
         return;
     }
     fs->torn = false;
-    if (fdatasync(fs->fd)) {
-        file_failed(fs, d, errno, "fdatasync of");
-        return;
+    if (fs->nunsynced == fs->unsynced_cap) {
+        size_t cap = fs->unsynced_cap ? fs->unsynced_cap * 2 : 64;
+        kx__delivery **p = realloc(fs->unsynced, cap * sizeof(*p));
+        if (!p) {
+            /* Written but cannot wait for the group sync: sync it alone. */
+            if (fdatasync(fs->fd))
+                file_failed(fs, d, errno, "fdatasync of");
+            else
+                kx__attempt_ok(d);
+            return;
+        }
+        fs->unsynced = p;
+        fs->unsynced_cap = cap;
     }
-    kx__attempt_ok(d);
+    fs->unsynced[fs->nunsynced++] = d;
+    ev_prepare_start(fs->base.loop, &fs->sync_w);
+}
+
+/* Once per loop iteration: one fdatasync for every line written since, then their reports. */
+static void sync_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)revents;
+    file_sink *fs = w->data;
+    ev_prepare_stop(loop, w);
+    int e = fs->fd >= 0 && fdatasync(fs->fd) ? errno : 0;
+    size_t n = fs->nunsynced;
+    fs->nunsynced = 0;
+    for (size_t i = 0; i < n; i++) {
+        /* Reports may start new attempts, which append to the list again: it was emptied. */
+        kx__delivery *d = fs->unsynced[i];
+        if (e)
+            file_failed(fs, d, e, "fdatasync of");
+        else
+            kx__attempt_ok(d);
+    }
 }
 
 static void file_reopen(kx__sink *sink)
@@ -116,6 +152,11 @@ static void file_reopen(kx__sink *sink)
 static void file_destroy(kx__sink *sink)
 {
     file_sink *fs = (file_sink *)sink;
+    /* Written lines waiting for their sync: sync and report them now. */
+    if (fs->nunsynced)
+        sync_cb(sink->loop, &fs->sync_w, 0);
+    ev_prepare_stop(sink->loop, &fs->sync_w);
+    free(fs->unsynced);
     if (fs->fd >= 0)
         close(fs->fd);
     free(fs->path);
@@ -147,6 +188,8 @@ int kx__sink_file_create(struct ev_loop *loop, const char *name, const kx_yaml_n
     if (!fs)
         return -ENOMEM;
     fs->fd = -1;
+    ev_prepare_init(&fs->sync_w, sync_cb);
+    fs->sync_w.data = fs;
     if ((rc = kx__sink_base_init(&fs->base, &file_ops, loop, name)))
         goto fail;
     if (!(fs->path = strdup(path))) {
