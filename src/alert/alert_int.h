@@ -125,6 +125,7 @@ void kx__routing_describe(const kx__routing *t, size_t i, int *line, int *col, b
 
 typedef struct kx__queue_cfg {
     unsigned concurrency;      /* attempts in flight at once */
+    bool ordered;              /* strictly in order: a retry holds up everything behind it */
     int64_t retry_for_ms;      /* an alert is retried this long, then dead-lettered */
     int64_t backoff_ms;        /* first retry delay; doubles per attempt ... */
     int64_t backoff_max_ms;    /* ... up to this (also the breaker's longest pause) */
@@ -136,7 +137,14 @@ typedef struct kx__queue_cfg {
 extern const double kx__lat_bounds[KX__LAT_NB];
 
 /* The queue keys every sink accepts (besides its own), for kx_yaml_check_keys lists. */
-#define KX__QUEUE_KEYS "concurrency", "retry_for", "backoff", "backoff_max", "breaker_failures"
+#define KX__QUEUE_KEYS                                                                             \
+    "concurrency", "ordered", "retry_for", "backoff", "backoff_max", "breaker_failures"
+
+/* A doubly linked list of deliveries (kx__delivery.prev/next). */
+typedef struct kx__dlist {
+    kx__delivery *head, *tail;
+    size_t n;
+} kx__dlist;
 
 struct kx__queue {
     kx_router *router;
@@ -145,9 +153,11 @@ struct kx__queue {
     unsigned index; /* in the router's sinks */
     struct ev_loop *loop;
     kx__queue_cfg cfg;
-    kx__delivery *head, *tail;
-    size_t depth;
-    unsigned inflight;
+    /* ready: may be attempted now, oldest first; waiting: until their next_ms (retries);
+     * inflight: an attempt is out. Every delivery of the queue is in exactly one. */
+    kx__dlist ready, waiting, inflight;
+    int64_t wait_min; /* earliest next_ms in waiting (INT64_MAX when empty) */
+    size_t depth;     /* all three */
     bool pumping, stopped, closing;
     /* circuit breaker: open while fails >= cfg.breaker_failures, probing once per cooldown */
     unsigned fails;
@@ -171,6 +181,8 @@ void kx__queue_push(kx__queue *q, kx__delivery *d);
 void kx__queue_pump(kx__queue *q);
 /* No new attempts (shutdown with a durable spool: what is left stays spooled). */
 void kx__queue_stop(kx__queue *q);
+/* Visits every delivery still in the queue (ready, waiting, in flight). */
+void kx__queue_each(const kx__queue *q, void (*fn)(void *ud, const kx__delivery *d), void *ud);
 /* Frees the queued deliveries (call after the sink is destroyed). */
 void kx__queue_fini(kx__queue *q);
 

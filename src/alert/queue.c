@@ -4,7 +4,8 @@
  *
  * - Concurrency: at most cfg.concurrency attempts in flight; the rest wait in FIFO order.
  *   A delivery waiting for its retry time holds no slot, so one bad alert does not hold up
- *   the others.
+ *   the others - except in an `ordered` queue (PagerDuty, Slack), where a retry keeps its
+ *   place at the head: a resolve must never overtake its trigger.
  * - Retries: after a retryable failure the next attempt waits backoff * 2^(n-1), capped at
  *   backoff_max, with "equal jitter" (half of it fixed, half random) so that the retries of
  *   many alerts (and of several klaxon processes) after an outage do not arrive together.
@@ -17,9 +18,11 @@
  *   its success closes the circuit, its failure opens it again. Deliveries keep waiting
  *   meanwhile (their retry_for still runs). Logged when it opens and when it closes.
  *
- * One ev_timer per queue wakes it at the earliest time something may start. The pump is not
- * re-entered: a sink that reports synchronously (stdout, file) from inside attempt ends up
- * back in the pump's loop, not deeper in the stack.
+ * Three lists, so that no step scans the whole queue: `ready` (in order), `waiting` (retries,
+ * with the earliest next attempt kept aside) and `inflight`. One ev_timer per queue wakes it
+ * at the earliest time something may start. The pump is not re-entered: a sink that reports
+ * synchronously (stdout) from inside attempt ends up back in the pump's loop, not deeper in
+ * the stack.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -87,6 +90,12 @@ int kx__queue_parse(const kx_yaml_node *cfg, const char *file, const kx__queue_c
     }
     if (out->backoff_max_ms < out->backoff_ms)
         out->backoff_max_ms = out->backoff_ms;
+    if ((n = kx_yaml_get(cfg, "ordered"))) {
+        bool b;
+        if ((rc = kx_yaml_bool(n, file, &b, err)))
+            return rc;
+        out->ordered = b;
+    }
     if ((n = kx_yaml_get(cfg, "breaker_failures"))) {
         if ((rc = kx_yaml_int(n, file, 0, 1000, &v, err)))
             return rc;
@@ -113,43 +122,62 @@ void kx__queue_init(kx__queue *q, kx_router *r, kx__sink *sink, unsigned index,
     q->loop = loop;
     q->cfg = *cfg;
     q->cooldown_ms = cfg->backoff_ms;
+    q->wait_min = INT64_MAX;
     ev_timer_init(&q->timer, timer_cb, 0., 0.);
     q->timer.data = q;
 }
 
-static void unlink_d(kx__queue *q, kx__delivery *d)
+static void l_push_tail(kx__dlist *l, kx__delivery *d)
+{
+    d->prev = l->tail;
+    d->next = NULL;
+    if (l->tail)
+        l->tail->next = d;
+    else
+        l->head = d;
+    l->tail = d;
+    l->n++;
+}
+
+static void l_push_head(kx__dlist *l, kx__delivery *d)
+{
+    d->next = l->head;
+    d->prev = NULL;
+    if (l->head)
+        l->head->prev = d;
+    else
+        l->tail = d;
+    l->head = d;
+    l->n++;
+}
+
+static void l_remove(kx__dlist *l, kx__delivery *d)
 {
     if (d->prev)
         d->prev->next = d->next;
     else
-        q->head = d->next;
+        l->head = d->next;
     if (d->next)
         d->next->prev = d->prev;
     else
-        q->tail = d->prev;
+        l->tail = d->prev;
     d->prev = d->next = NULL;
-    q->depth--;
+    l->n--;
 }
 
 void kx__queue_push(kx__queue *q, kx__delivery *d)
 {
     d->q = q;
     d->first_ms = d->next_ms = kx_mono_ms();
-    d->prev = q->tail;
-    d->next = NULL;
-    if (q->tail)
-        q->tail->next = d;
-    else
-        q->head = d;
-    q->tail = d;
+    l_push_tail(&q->ready, d);
     q->depth++;
     kx__queue_pump(q);
 }
 
-/* Ends d (delivered or dead) and hands it to the router, which frees it. */
+/* Ends d (delivered or dead; in no list any more) and hands it to the router, which frees it. */
 static void end(kx__queue *q, kx__delivery *d, bool delivered)
 {
-    unlink_d(q, d);
+    q->depth--;
     if (delivered) {
         q->delivered++;
         double sec = (double)(kx_now_ms() - d->send->created_ms) / 1000.0;
@@ -171,59 +199,65 @@ static bool breaker_open(const kx__queue *q)
     return q->cfg.breaker_failures && q->fails >= q->cfg.breaker_failures;
 }
 
+/* Moves the waiting deliveries that are due to the ready list (in their order). */
+static void take_due(kx__queue *q, int64_t now)
+{
+    if (q->wait_min > now)
+        return;
+    int64_t min = INT64_MAX;
+    for (kx__delivery *d = q->waiting.head, *next; d; d = next) {
+        next = d->next;
+        if (d->next_ms <= now) {
+            l_remove(&q->waiting, d);
+            l_push_tail(&q->ready, d);
+        } else if (d->next_ms < min) {
+            min = d->next_ms;
+        }
+    }
+    q->wait_min = min;
+}
+
 void kx__queue_pump(kx__queue *q)
 {
     if (q->pumping || q->closing)
         return;
     q->pumping = true;
     int64_t now = kx_mono_ms();
-    for (kx__delivery *d = q->head, *next; d; d = next) {
-        /* A report inside attempt ends at most d itself (anything it causes only appends
-         * to queues), so next stays valid. */
-        next = d->next;
-        if (d->inflight)
-            continue;
+    take_due(q, now);
+    kx__delivery *d;
+    while ((d = q->ready.head)) {
         bool open = breaker_open(q) && now < q->open_until;
         if (now >= d->first_ms + q->cfg.retry_for_ms && (d->attempts ? now >= d->next_ms : open)) {
             d->why = d->attempts ? "retry_for spent" : "retry_for spent with the sink down";
+            l_remove(&q->ready, d);
             end(q, d, false);
             continue;
         }
-        if (q->stopped || d->next_ms > now || open)
-            continue;
-        /* Open circuit past its cool-down: one probe at a time. */
-        if (breaker_open(q) ? q->inflight > 0 : q->inflight >= q->cfg.concurrency)
+        if (q->stopped || open || d->next_ms > now) /* an ordered head waits for its retry */
             break;
+        /* Open circuit past its cool-down: one probe at a time. */
+        if (breaker_open(q) ? q->inflight.n > 0 : q->inflight.n >= q->cfg.concurrency)
+            break;
+        l_remove(&q->ready, d);
+        l_push_tail(&q->inflight, d);
         d->inflight = true;
         d->attempts++;
-        q->inflight++;
         q->sink->ops->attempt(q->sink, d);
         now = kx_mono_ms();
+        take_due(q, now);
     }
-    /* The earliest time something may start or reach its deadline. What is due now waits
-     * for a slot, and a report (which pumps) frees one: no timer for it. */
-    int64_t wake = INT64_MAX;
-    now = kx_mono_ms();
-    for (kx__delivery *d = q->head; d && !q->stopped; d = d->next) {
-        if (d->inflight)
-            continue;
-        /* Its next attempt, or with the circuit open the end of the cool-down, or its
-         * deadline if that comes first (then it is dead-lettered). */
+    /* The earliest time something may start or reach its deadline; what is due now waits for a
+     * slot, and a report (which pumps) frees one. */
+    int64_t wake = q->wait_min;
+    if ((d = q->ready.head) && !q->stopped) {
         int64_t t = d->next_ms, deadline = d->first_ms + q->cfg.retry_for_ms;
         if (breaker_open(q) && q->open_until > t)
             t = q->open_until < deadline || deadline < d->next_ms ? q->open_until : deadline;
-        if (t <= now) {
-            /* Due now: a report will pump when a slot frees; with one free, pump soon. */
-            bool slot = breaker_open(q) ? q->inflight == 0 : q->inflight < q->cfg.concurrency;
-            if (!slot)
-                continue;
-            t = now + 1;
-        }
-        if (t < wake)
+        if (t > now && t < wake)
             wake = t;
     }
     ev_timer_stop(q->loop, &q->timer);
-    if (wake != INT64_MAX) {
+    if (wake != INT64_MAX && !q->stopped) {
         int64_t in = wake - kx_mono_ms();
         ev_timer_set(&q->timer, in > 0 ? (double)in / 1000.0 : 0.001, 0.);
         ev_timer_start(q->loop, &q->timer);
@@ -254,15 +288,17 @@ void kx__attempt_done(kx__delivery *d, const kx__outcome *o)
 {
     kx__queue *q = d->q;
     d->inflight = false;
-    q->inflight--;
     d->last_status = o->status;
     snprintf(d->last_error, sizeof(d->last_error), "%s", o->error ? o->error : "");
     if (q->closing) {
         /* The sink is being destroyed: record a success, leave anything else spooled. */
-        if (o->kind == KX__ATTEMPT_OK)
+        if (o->kind == KX__ATTEMPT_OK) {
+            l_remove(&q->inflight, d);
             end(q, d, true);
+        }
         return;
     }
+    l_remove(&q->inflight, d);
     const char *name = q->sink->name;
     if (o->kind == KX__ATTEMPT_OK) {
         if (breaker_open(q))
@@ -303,6 +339,13 @@ void kx__attempt_done(kx__delivery *d, const kx__outcome *o)
             kx_log_limited(&q->rl, KX_LOG_WARN, KX__ALERT_MODULE,
                            "sink %s: alert %s attempt %u failed (%s), next in %lld ms", name,
                            d->send->key, d->attempts, d->last_error, (long long)delay);
+            if (q->cfg.ordered) {
+                l_push_head(&q->ready, d); /* keeps its place: nothing overtakes it */
+            } else {
+                l_push_tail(&q->waiting, d);
+                if (d->next_ms < q->wait_min)
+                    q->wait_min = d->next_ms;
+            }
         }
     }
     kx__queue_pump(q);
@@ -315,12 +358,24 @@ void kx__queue_stop(kx__queue *q)
     ev_timer_stop(q->loop, &q->timer);
 }
 
+/* Visits every delivery still in the queue (ready, waiting, in flight). */
+void kx__queue_each(const kx__queue *q, void (*fn)(void *ud, const kx__delivery *d), void *ud)
+{
+    const kx__dlist *lists[3] = {&q->ready, &q->waiting, &q->inflight};
+    for (int i = 0; i < 3; i++)
+        for (const kx__delivery *d = lists[i]->head; d; d = d->next)
+            fn(ud, d);
+}
+
 void kx__queue_fini(kx__queue *q)
 {
     ev_timer_stop(q->loop, &q->timer);
-    while (q->head) {
-        kx__delivery *d = q->head;
-        unlink_d(q, d);
-        free(d);
-    }
+    kx__dlist *lists[3] = {&q->ready, &q->waiting, &q->inflight};
+    for (int i = 0; i < 3; i++)
+        while (lists[i]->head) {
+            kx__delivery *d = lists[i]->head;
+            l_remove(lists[i], d);
+            free(d);
+        }
+    q->depth = 0;
 }

@@ -91,16 +91,17 @@ static const struct {
 } sink_types[] = {
     /* A local write either works or the disk is in trouble: retry slowly. A file's lines
      * wait for one group fdatasync per loop iteration: many in flight. */
-    {"stdout", kx__sink_stdout_create, {1, 6 * 3600000LL, 1000, 60000, 0}},
-    {"file", kx__sink_file_create, {1000, 6 * 3600000LL, 1000, 60000, 0}},
+    {"stdout", kx__sink_stdout_create, {1, false, 6 * 3600000LL, 1000, 60000, 0}},
+    {"file", kx__sink_file_create, {1000, false, 6 * 3600000LL, 1000, 60000, 0}},
     /* A pager or chat service: a few requests at once, retried for hours, the circuit
      * opening after 5 failures in a row. */
-    {"webhook", kx__sink_webhook_create, {4, 6 * 3600000LL, 1000, 300000, 5}},
-    /* One attempt at a time: a resolve never overtakes its trigger (same dedup_key). */
-    {"pagerduty", kx__sink_pagerduty_create, {1, 6 * 3600000LL, 1000, 300000, 5}},
-    {"slack", kx__sink_slack_create, {1, 6 * 3600000LL, 1000, 300000, 5}},
+    {"webhook", kx__sink_webhook_create, {4, false, 6 * 3600000LL, 1000, 300000, 5}},
+    /* In order, one at a time: a resolve never overtakes its trigger, even when the trigger
+     * is being retried. */
+    {"pagerduty", kx__sink_pagerduty_create, {1, true, 6 * 3600000LL, 1000, 300000, 5}},
+    {"slack", kx__sink_slack_create, {1, true, 6 * 3600000LL, 1000, 300000, 5}},
     /* librdkafka batches and retries within message.timeout.ms; many in flight is normal. */
-    {"kafka", kx__sink_kafka_create, {1000, 6 * 3600000LL, 1000, 300000, 0}},
+    {"kafka", kx__sink_kafka_create, {1000, false, 6 * 3600000LL, 1000, 300000, 0}},
 };
 
 /* ---- helpers shared by the sinks ---- */
@@ -588,7 +589,7 @@ static void check_drain(kx_router *r)
         if (r->wait_head || r->block_head)
             return;
         for (size_t i = 0; i < r->nsinks; i++)
-            if (r->queues[i].inflight)
+            if (r->queues[i].inflight.n)
                 return;
     } else if (r->pending) {
         return;
@@ -653,7 +654,7 @@ static uint64_t q_depth(const kx__queue *q)
 }
 static uint64_t q_inflight(const kx__queue *q)
 {
-    return q->inflight;
+    return q->inflight.n;
 }
 static uint64_t q_open(const kx__queue *q)
 {
@@ -1096,6 +1097,18 @@ fail:
     return rc;
 }
 
+typedef struct shutdown_letter {
+    kx_router *r;
+    const char *sink;
+} shutdown_letter;
+
+static void dead_at_shutdown(void *ud, const kx__delivery *d)
+{
+    shutdown_letter *sl = ud;
+    dead_letter(sl->r, d, sl->sink,
+                "not delivered before shutdown, and no alerting.spool keeps it");
+}
+
 void kx_router_destroy(kx_router *r)
 {
     if (!r)
@@ -1121,10 +1134,10 @@ void kx_router_destroy(kx_router *r)
                undelivered);
     /* Without a spool directory nothing else keeps them: the dead letters do, if set. */
     if (r->spool && !kx_spool_durable(r->spool))
-        for (size_t i = 0; i < r->nsinks; i++)
-            for (const kx__delivery *d = r->queues[i].head; d; d = d->next)
-                dead_letter(r, d, r->queues[i].name,
-                            "not delivered before shutdown, and no alerting.spool keeps it");
+        for (size_t i = 0; i < r->nsinks; i++) {
+            shutdown_letter sl = {r, r->queues[i].name};
+            kx__queue_each(&r->queues[i], dead_at_shutdown, &sl);
+        }
     for (size_t i = 0; i < r->nsinks; i++)
         kx__queue_fini(&r->queues[i]);
     while (r->live) {

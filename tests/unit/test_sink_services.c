@@ -238,6 +238,26 @@ static void test_pagerduty_resolve_severity_and_errors(void **state)
     assert_int_equal(kx_metric_get(KX_M_ALERTS_FAILED), 1);
 }
 
+/* A trigger being retried keeps its place: the resolve behind it waits (ordered queue). */
+static void test_pagerduty_resolve_never_overtakes(void **state)
+{
+    fixture *f = *state;
+    create(f, "pagerduty", ", routing_key: \"${KX_TEST_PD_KEY}\"");
+    kx_http_receiver_fail_next(f->rx, 503, 2);
+    kx_alert a = alert_at(T0), r = alert_at(T0);
+    r.status = "resolved";
+    assert_int_equal(kx_router_send(f->router, &a, NULL, NULL), 0);
+    assert_int_equal(kx_router_send(f->router, &r, NULL, NULL), 0);
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 5000));
+    assert_int_equal(kx_http_receiver_count(f->rx), 4);
+    const char *want[] = {"trigger", "trigger", "trigger", "resolve"};
+    for (size_t i = 0; i < 4; i++) {
+        json_t *o = body_json(f, i);
+        assert_string_equal(s_of(o, "event_action"), want[i]);
+        json_decref(o);
+    }
+}
+
 static void test_slack_message(void **state)
 {
     fixture *f = *state;
@@ -374,6 +394,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pagerduty_trigger, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pagerduty_resolve_severity_and_errors, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_pagerduty_resolve_never_overtakes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slack_message, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_errors_hide_secrets, setup, teardown),
