@@ -19,7 +19,9 @@
 #      logsource routing against the naive regex loop, load time and memory, allocations;
 #      `klaxon run` with the 3,000 rules through kx-broker against raw consume; latency
 #      at half the measured peak rate
-#   8. (if perf works) a profile of one `klaxon run`
+#   8. the alert stage alone (bench-alerts): spool + router + a local HTTP sink, alerts/s and
+#      latency beside a hung sink
+#   9. (if perf works) a profile of one `klaxon run`
 # Every figure is the median of BENCH_RUNS runs. It stops only what it started, by pid.
 #
 # Knobs: BENCH_EVENTS (200000), BENCH_RUNS (5), BENCH_LATENCY_EVENTS (200), BENCH_SEED (42),
@@ -67,7 +69,7 @@ die() {
     exit 1
 }
 
-for b in klaxon kx-broker kx-produce bench-consume bench-metrics bench-detect bench-latency bench-state; do
+for b in klaxon kx-broker kx-produce bench-consume bench-metrics bench-detect bench-latency bench-state bench-alerts; do
     [ -x "$BIN/$b" ] || die "$BIN/$b missing: build $BUILD first (make release)"
 done
 command -v python3 >/dev/null || die "python3 is needed (bench/gen_events.py)"
@@ -429,6 +431,15 @@ else
     sigma_latency low "$SIG_LOW_RATE"
 fi
 
+# ---- row 8: the alert stage alone (bench-alerts) ----
+# Spool + router + a webhook sink posting to a local HTTP receiver, in one process: alerts/s
+# and the loop thread's CPU per alert, with a spool directory and without; then the latency
+# from kx_router_send to the receiver for one team while another team's sink hangs.
+ALERTS_N=${BENCH_ALERTS:-20000}
+"$BIN/bench-alerts" -n "$ALERTS_N" -r "$RUNS" -l 300 -R 200 >"$TMP/alerts.txt" ||
+    die "bench-alerts failed: $(cat "$TMP/alerts.txt")"
+tee -a "$RES" <"$TMP/alerts.txt"
+
 # ---- profile: one klaxon run (memory store) under perf ----
 if [ "$PROFILE" = 1 ] && command -v perf >/dev/null && perf record -o /dev/null -q true 2>/dev/null; then
     mport=$(free_port)
@@ -605,6 +616,19 @@ else:
             else:
                 print("    %-44s n=%-4s p50 %7s ms  p90 %7s ms  p99 %7s ms  max %7s ms" % (
                     name, kv["n"], kv["p50_ms"], kv["p90_ms"], kv["p99_ms"], kv["max_ms"]))
+print()
+print("  alert stage alone (bench-alerts: spool + router + webhook to a local HTTP receiver,")
+print("  one process; CPU = the loop thread's), median of %s runs:" % rows["alerts-spool"]["runs"])
+for k, label in (("alerts-spool", "8a alerts/s, spool directory (durable)"),
+                 ("alerts-memory", "8b alerts/s, no spool directory")):
+    kv = rows[k]
+    print("    %-44s %9s   %s - %s   CPU %6s us/alert" % (label, "{:,.0f}".format(float(kv["median"])),
+          "{:,.0f}".format(float(kv["min"])), "{:,.0f}".format(float(kv["max"])), kv["cpu_us_per_alert"]))
+for k, label in (("alert-latency-healthy-only", "8c send -> receiver, healthy sink only"),
+                 ("alert-latency-with-hung-sink", "8d the same, another team's sink hung")):
+    kv = rows[k]
+    print("    %-44s n=%-4s p50 %6s ms  p90 %6s ms  p99 %6s ms  max %6s ms" % (
+        label, kv["n"], kv["p50_ms"], kv["p90_ms"], kv["p99_ms"], kv["max_ms"]))
 EOF
 echo
 cat "$TMP/profile.txt"
