@@ -45,6 +45,7 @@ typedef enum {
     KX_M_SPOOL_CORRUPT_BYTES, /* spool bytes skipped when read back: torn or corrupt */
     KX_M_SPOOL_FULL,          /* times an alert waited because the spool was full */
     KX_M_SPOOL_ERRORS,        /* spool writes or syncs that failed (retried) */
+    KX_M_ALERTS_MUTED,        /* alerts a route's flood valve muted (a notice says so) */
     KX_M__COUNT
 } kx_metric;
 

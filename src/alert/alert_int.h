@@ -98,6 +98,38 @@ struct kx__sink {
 void kx__attempt_done(kx__delivery *d, const kx__outcome *o);
 void kx__attempt_ok(kx__delivery *d);
 
+/* ---- the flood valve (flood.c) ---- */
+
+typedef struct kx__flood_cfg {
+    bool on;
+    uint64_t max;   /* alerts of one rule per window on one route ... */
+    int64_t per_ms; /* ... the window */
+} kx__flood_cfg;
+
+typedef enum {
+    KX__FLOOD_PASS,  /* send it */
+    KX__FLOOD_START, /* the limit is crossed: send the flood notice instead */
+    KX__FLOOD_MUTE,  /* muted (counted) */
+} kx__flood_verdict;
+
+typedef struct kx__flood kx__flood;
+
+/* `flood: {max: N, per: D}` or `flood: off` (cfg->on false). */
+int kx__flood_parse(const kx_yaml_node *n, const char *file, kx__flood_cfg *out, kx_err *err);
+kx__flood *kx__flood_create(void);
+void kx__flood_destroy(kx__flood *f);
+/* Counts alert a on route; now is monotonic ms. */
+kx__flood_verdict kx__flood_check(kx__flood *f, const kx__flood_cfg *cfg, uint16_t route,
+                                  const kx_alert *a, int64_t now);
+/* After KX__FLOOD_START: builds the "muted" notice of a's rule on route and calls send. */
+void kx__flood_notice(kx__flood *f, const kx__flood_cfg *cfg, uint16_t route, const kx_alert *a,
+                      void (*send)(void *ud, uint16_t route, const kx_alert *notice), void *ud);
+/* Closes windows that are over; a flood that calmed down gets its summary notice through
+ * send. Returns how many floods are still muting. */
+size_t kx__flood_sweep(kx__flood *f, const kx__flood_cfg *(*cfg_of)(void *ud, uint16_t route),
+                       int64_t now, void (*send)(void *ud, uint16_t route, const kx_alert *n),
+                       void *ud);
+
 /* ---- routing (routing.c) ---- */
 
 typedef struct kx__routing kx__routing;
@@ -118,6 +150,9 @@ void kx__routing_destroy(kx__routing *t);
 size_t kx__routing_eval(const kx__routing *t, const kx__route_view *v, int64_t now_ms,
                         uint16_t *sinks, int *taken, size_t *ntaken);
 size_t kx__routing_size(const kx__routing *t);
+/* Route i's sinks, and its flood valve (NULL: the `alerting.flood` default applies). */
+const uint16_t *kx__routing_sinks_of(const kx__routing *t, size_t i, size_t *n);
+const kx__flood_cfg *kx__routing_flood_of(const kx__routing *t, size_t i);
 void kx__routing_describe(const kx__routing *t, size_t i, int *line, int *col, bool *is_default,
                           bool *cont);
 

@@ -52,7 +52,12 @@ struct kx_router {
     kx__queue *queues; /* one per sink, same index */
     size_t nsinks;
     kx__routing *routing; /* NULL when there are no routes: every sink gets every alert */
-    char *file;           /* the config's name, for `klaxon route` */
+    uint16_t *all_ix;     /* 0..nsinks-1: the sinks of "no routes" */
+    int *taken;           /* scratch: the routes that took an alert */
+    kx__flood *flood;
+    kx__flood_cfg flood_default; /* alerting.flood */
+    ev_timer flood_w;
+    char *file; /* the config's name, for `klaxon route` */
 
     size_t max_evidence;
     int64_t dedup_window_ms;
@@ -370,17 +375,6 @@ static kx__route_view view_of(const kx_alert *a, char *cat, size_t catlen)
     return v;
 }
 
-/* The sinks of an alert (router indices), in order, each once. */
-static size_t route_sinks(const kx_router *r, const kx__route_view *v, uint16_t *out)
-{
-    if (!r->routing) {
-        for (size_t i = 0; i < r->nsinks; i++)
-            out[i] = (uint16_t)i;
-        return r->nsinks;
-    }
-    return kx__routing_eval(r->routing, v, kx_now_ms(), out, NULL, NULL);
-}
-
 static kx__send *send_new(kx_router *r, const char *payload, size_t len)
 {
     kx__send *s = malloc(sizeof(*s) + len + 1);
@@ -398,6 +392,76 @@ static kx__send *send_new(kx_router *r, const char *payload, size_t len)
     r->live = s;
     r->pending++;
     return s;
+}
+
+/* Spools rendered bytes of a for the given sinks, as kx_router_send does after routing. */
+static int send_to(kx_router *r, const char *json, size_t len, const kx_alert *a,
+                   const uint16_t *sinks, size_t n, kx_router_done_cb done, void *ud)
+{
+    kx__send *s = send_new(r, json, len);
+    if (!s)
+        return -ENOMEM;
+    s->done = done;
+    s->ud = ud;
+    s->created_ms = kx_now_ms();
+    kx_alert_dedup_key(a, s->key, sizeof(s->key));
+    s->nsinks = (unsigned)n;
+    memcpy(s->sink_ix, sinks, n * sizeof(*sinks));
+    /* In order: nothing overtakes an alert that waits for the spool. */
+    int rc = r->block_head ? -ENOSPC : spool_append(r, s);
+    if (rc)
+        block(r, s, rc);
+    else
+        spooled(r, s);
+    send_release(s); /* the creator's token */
+    return 0;
+}
+
+/* Route i's sinks (every sink when there is no routing table). */
+static const uint16_t *route_sinks_of(const kx_router *r, uint16_t route, size_t *n)
+{
+    if (!r->routing) {
+        *n = r->nsinks;
+        return r->all_ix;
+    }
+    return kx__routing_sinks_of(r->routing, route, n);
+}
+
+static const kx__flood_cfg *flood_cfg_of(const kx_router *r, uint16_t route)
+{
+    const kx__flood_cfg *c = r->routing ? kx__routing_flood_of(r->routing, route) : NULL;
+    return c ? c : &r->flood_default;
+}
+
+static const kx__flood_cfg *flood_cfg_cb(void *ud, uint16_t route)
+{
+    kx_router *r = ud;
+    if (r->routing && route >= kx__routing_size(r->routing))
+        return NULL;
+    return flood_cfg_of(r, route);
+}
+
+/* A flood notice, to the sinks of the route that muted the flood (no dedup, no valve). */
+static void send_notice(void *ud, uint16_t route, const kx_alert *n)
+{
+    kx_router *r = ud;
+    kx_buf b;
+    kx_buf_init(&b, RENDER_MAX);
+    if (kx_alert_render(n, n->team ? n->team : "default", &b) == 0) {
+        size_t ns;
+        const uint16_t *rs = route_sinks_of(r, route, &ns);
+        kx_metric_inc(KX_M_ALERTS_RAISED);
+        (void)send_to(r, b.data, b.len, n, rs, ns, NULL, NULL);
+    }
+    kx_buf_fini(&b);
+}
+
+static void flood_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    kx_router *r = w->data;
+    kx__flood_sweep(r->flood, flood_cfg_cb, kx_mono_ms(), send_notice, r);
 }
 
 int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void *ud)
@@ -426,23 +490,46 @@ int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void
             done(ud, 0);
         return 0;
     }
-    kx__send *s = send_new(r, r->scratch.data, r->scratch.len);
-    if (!s)
-        return -ENOMEM;
-    s->done = done;
-    s->ud = ud;
-    s->created_ms = kx_now_ms();
-    kx_alert_dedup_key(a, s->key, sizeof(s->key));
+    /* Routes, then each taken route's flood valve: its sinks, a notice instead, or nothing. */
     char cat[64];
     kx__route_view v = view_of(a, cat, sizeof(cat));
-    s->nsinks = (unsigned)route_sinks(r, &v, s->sink_ix);
-    /* In order: nothing overtakes an alert that waits for the spool. */
-    rc = r->block_head ? -ENOSPC : spool_append(r, s);
-    if (rc)
-        block(r, s, rc);
-    else
-        spooled(r, s);
-    send_release(s); /* the creator's token */
+    uint16_t sinks[KX_SPOOL_MAX_SINKS];
+    size_t n = 0, nt = 0, nstart = 0;
+    uint16_t started[KX_SPOOL_MAX_SINKS];
+    if (!r->routing) {
+        r->taken[nt++] = 0;
+    } else {
+        uint16_t all[KX_SPOOL_MAX_SINKS];
+        (void)kx__routing_eval(r->routing, &v, kx_now_ms(), all, r->taken, &nt);
+    }
+    int64_t now = kx_mono_ms();
+    for (size_t t = 0; t < nt; t++) {
+        uint16_t route = (uint16_t)r->taken[t];
+        const kx__flood_cfg *fc = flood_cfg_of(r, route);
+        kx__flood_verdict fv = kx__flood_check(r->flood, fc, route, a, now);
+        if (fv == KX__FLOOD_START && nstart < KX_SPOOL_MAX_SINKS)
+            started[nstart++] = route;
+        if (fv != KX__FLOOD_PASS)
+            continue;
+        size_t rn;
+        const uint16_t *rs = route_sinks_of(r, route, &rn);
+        for (size_t i = 0; i < rn; i++) {
+            bool seen = false;
+            for (size_t k = 0; k < n && !seen; k++)
+                seen = sinks[k] == rs[i];
+            if (!seen && n < KX_SPOOL_MAX_SINKS)
+                sinks[n++] = rs[i];
+        }
+    }
+    if (n) {
+        rc = send_to(r, r->scratch.data, r->scratch.len, a, sinks, n, done, ud);
+        if (rc)
+            return rc;
+    } else if (done) {
+        done(ud, 0); /* every route muted it: counted, and announced by a notice */
+    }
+    for (size_t i = 0; i < nstart; i++)
+        kx__flood_notice(r->flood, flood_cfg_of(r, started[i]), started[i], a, send_notice, r);
     return 0;
 }
 
@@ -781,7 +868,8 @@ int kx_router_explain(const kx_router *r, const char *json, size_t len, int64_t 
     uint16_t sinks[KX_SPOOL_MAX_SINKS];
     size_t n;
     if (!r->routing) {
-        n = route_sinks(r, &v, sinks);
+        n = r->nsinks;
+        memcpy(sinks, r->all_ix, n * sizeof(*sinks));
         kx_buf_puts(out, "  no routes: every sink\n");
     } else {
         size_t nr = kx__routing_size(r->routing), nt = 0;
@@ -913,8 +1001,9 @@ static int parse_spool(kx_router *r, const kx_yaml_node *n, const char *file, kx
 
 static int parse_config(kx_router *r, const kx_yaml_node *cfg, const char *file, kx_err *err)
 {
-    static const char *const keys[] = {"evidence", "dedup_window", "dedup_capacity", "dead_letter",
-                                       "spool",    "sinks",        "routes",         NULL};
+    static const char *const keys[] = {"evidence",    "dedup_window", "dedup_capacity",
+                                       "dead_letter", "spool",        "flood",
+                                       "sinks",       "routes",       NULL};
     long long v;
     int rc;
     if (cfg->type != KX_YAML_MAP)
@@ -942,6 +1031,8 @@ static int parse_config(kx_router *r, const kx_yaml_node *cfg, const char *file,
         return rc;
     if ((n = kx_yaml_get(cfg, "spool")) && !kx_yaml_is_null(n) &&
         (rc = parse_spool(r, n, file, err)))
+        return rc;
+    if ((n = kx_yaml_get(cfg, "flood")) && (rc = kx__flood_parse(n, file, &r->flood_default, err)))
         return rc;
     if ((n = kx_yaml_get(cfg, "dead_letter")) && !kx_yaml_is_null(n)) {
         const char *path;
@@ -1067,6 +1158,15 @@ int kx_router_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *
         kx__queue_init(&r->queues[0], r, r->sinks[0], 0, loop, &sink_types[0].defaults);
         r->nsinks = 1;
     }
+    r->all_ix = calloc(r->nsinks, sizeof(*r->all_ix));
+    r->taken = calloc(r->routing ? kx__routing_size(r->routing) : 1, sizeof(*r->taken));
+    r->flood = kx__flood_create();
+    if (!r->all_ix || !r->taken || !r->flood) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    for (size_t i = 0; i < r->nsinks; i++)
+        r->all_ix[i] = (uint16_t)i;
     if (!r->routing && r->nsinks > KX_SPOOL_MAX_SINKS) {
         rc = kx_yaml_err(err, file, cfg,
                          "without routes every alert goes to every sink: at "
@@ -1082,6 +1182,19 @@ int kx_router_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *
         ev_timer_init(&r->requeue_w, requeue_cb, REQUEUE_S, REQUEUE_S);
         r->requeue_w.data = r;
         ev_timer_start(loop, &r->requeue_w);
+        ev_unref(loop);
+    }
+    bool any_flood = r->flood_default.on;
+    for (size_t i = 0; r->routing && i < kx__routing_size(r->routing); i++) {
+        const kx__flood_cfg *fc = kx__routing_flood_of(r->routing, i);
+        any_flood |= fc && fc->on;
+    }
+    if (any_flood && !(opts && opts->dry_run)) {
+        /* Closes flood windows, so a flood that calmed down gets its summary. Unreferenced:
+         * it does not keep the loop alive. */
+        ev_timer_init(&r->flood_w, flood_cb, 1.0, 1.0);
+        r->flood_w.data = r;
+        ev_timer_start(loop, &r->flood_w);
         ev_unref(loop);
     }
     if (r->use_spool && !r->spool_dir)
@@ -1147,6 +1260,13 @@ void kx_router_destroy(kx_router *r)
     }
     free(r->sinks);
     free(r->queues);
+    if (ev_is_active(&r->flood_w)) {
+        ev_ref(r->loop);
+        ev_timer_stop(r->loop, &r->flood_w);
+    }
+    kx__flood_destroy(r->flood);
+    free(r->all_ix);
+    free(r->taken);
     kx__routing_destroy(r->routing);
     free(r->file);
     kx__dedup_fini(&r->dedup);

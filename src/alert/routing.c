@@ -54,6 +54,8 @@ typedef struct route {
     char *legacy_team; /* the `team:` form, for its duplicate check */
     uint16_t *sinks;
     size_t nsinks;
+    bool has_flood; /* its own `flood:` (else the default) */
+    kx__flood_cfg flood;
 } route;
 
 struct kx__routing {
@@ -145,8 +147,8 @@ static int find_sink(kx__sink *const *sinks, size_t nsinks, const kx_yaml_node *
 static int parse_route(kx__routing *t, route *rt, const kx_yaml_node *item, kx__sink *const *sinks,
                        size_t nsinks, const char *file, kx_err *err)
 {
-    static const char *const keys[] = {"team",     "match",   "when",  "when_not",
-                                       "continue", "default", "sinks", NULL};
+    static const char *const keys[] = {"team",    "match", "when",  "when_not", "continue",
+                                       "default", "sinks", "flood", NULL};
     int rc;
     if (item->type != KX_YAML_MAP)
         return kx_yaml_err(err, file, item, "route: expected a map with match (or team) and sinks");
@@ -210,6 +212,11 @@ static int parse_route(kx__routing *t, route *rt, const kx_yaml_node *item, kx__
             return rc;
         if (rt->cont && rt->is_default)
             return kx_yaml_err(err, file, n, "route: the default route cannot continue");
+    }
+    if ((n = kx_yaml_get(item, "flood"))) {
+        if ((rc = kx__flood_parse(n, file, &rt->flood, err)))
+            return rc;
+        rt->has_flood = true;
     }
     if (sl->type != KX_YAML_SEQ || sl->n == 0)
         return kx_yaml_err(err, file, sl, "route: sinks must be a non-empty list");
@@ -351,6 +358,17 @@ size_t kx__routing_eval(const kx__routing *t, const kx__route_view *v, int64_t n
 size_t kx__routing_size(const kx__routing *t)
 {
     return t->n;
+}
+
+const uint16_t *kx__routing_sinks_of(const kx__routing *t, size_t i, size_t *n)
+{
+    *n = t->r[i].nsinks;
+    return t->r[i].sinks;
+}
+
+const kx__flood_cfg *kx__routing_flood_of(const kx__routing *t, size_t i)
+{
+    return t->r[i].has_flood ? &t->r[i].flood : NULL;
 }
 
 void kx__routing_describe(const kx__routing *t, size_t i, int *line, int *col, bool *is_default,

@@ -289,6 +289,33 @@ static const char routed_yaml[] = "alerting:\n"
 
 static bool nothing_pending(void *ud);
 
+/* The lines of a file in the fixture's dir; *out (may be NULL) keeps them until next call. */
+static size_t lines_of(const fixture *f, const char *name, char ***out)
+{
+    static char *data;
+    static char *lines[64];
+    free(data);
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%s", f->dir, name);
+    data = kx_test_read_file(path, NULL);
+    size_t n = 0;
+    for (char *p = data, *nl; p && *p && n < 64; p = nl + 1) {
+        nl = strchr(p, '\n');
+        if (!nl)
+            break;
+        *nl = '\0';
+        lines[n++] = p;
+    }
+    if (out)
+        *out = lines;
+    return n;
+}
+
+static bool muted_summary(void *ud)
+{
+    return lines_of(ud, "pager.jsonl", NULL) >= 5;
+}
+
 static void test_routing(void **state)
 {
     fixture *f = *state;
@@ -401,6 +428,68 @@ static void test_routing_table(void **state)
     free(lres);
     free(lnev);
     free(llow);
+}
+
+/* A flood: 10 alerts of one rule on a route allowing 3 per window give 3 alerts and a
+ * notice; 7 are muted and counted; once a window passes quietly, a summary says how many.
+ * Another route without a valve gets all 10. */
+static void test_flood_valve(void **state)
+{
+    fixture *f = *state;
+    kx_err err;
+    int rc = create(f,
+                    "alerting:\n"
+                    "  flood: {max: 3, per: 1s}\n"
+                    "  sinks:\n"
+                    "    pager: {type: file, path: \"@DIR@/pager.jsonl\"}\n"
+                    "    audit: {type: file, path: \"@DIR@/audit.jsonl\"}\n"
+                    "  routes:\n"
+                    "    - match: {team: secops}\n"
+                    "      sinks: [pager]\n"
+                    "      continue: true\n"
+                    "    - match: {team: secops}\n"
+                    "      flood: off\n"
+                    "      sinks: [audit]\n"
+                    "    - default: true\n"
+                    "      sinks: [audit]\n",
+                    &err);
+    if (rc) {
+        char m[1024];
+        kx_err_format(&err, m, sizeof(m));
+        fail_msg("%s", m);
+    }
+    for (int i = 0; i < 10; i++) {
+        kx_alert a = alert_for("secops", T0 + i * 60000LL);
+        assert_int_equal(kx_router_send(f->router, &a, NULL, NULL), 0);
+    }
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 5000));
+    assert_int_equal(kx_metric_get(KX_M_ALERTS_MUTED), 7);
+    char **pl = NULL;
+    size_t np = lines_of(f, "pager.jsonl", &pl);
+    assert_int_equal(np, 4);
+    kx_alert a2 = alert_for("secops", T0 + 2 * 60000LL);
+    char *l2 = line_for(&a2, "secops");
+    l2[strlen(l2) - 1] = '\0';
+    assert_string_equal(pl[2], l2); /* the third alert went out as it is */
+    free(l2);
+    assert_non_null(strstr(pl[3], "\"title\":\"Flood: \\\"SSH brute force\\\" alerts are muted "
+                                  "until it calms down\""));
+    assert_non_null(strstr(pl[3], "\"group\":{\"klaxon.flood\":\"started\",\"muted\":\"1\"}"));
+    assert_non_null(strstr(pl[3], "\"category\":\"flood\""));
+    assert_int_equal(lines_of(f, "audit.jsonl", NULL), 10); /* flood: off */
+    /* Quiet for a window: the summary. */
+    assert_true(kx_test_run_until(f->loop, muted_summary, f, 5000));
+    np = lines_of(f, "pager.jsonl", &pl);
+    assert_int_equal(np, 5);
+    assert_non_null(strstr(pl[4], "\"title\":\"Flood over: 7 alerts of \\\"SSH brute force\\\" "
+                                  "were muted\""));
+    assert_non_null(strstr(pl[4], "\"group\":{\"klaxon.flood\":\"ended\",\"muted\":\"7\"}"));
+    assert_non_null(strstr(pl[4], "\"count\":7"));
+    /* Open again: the next alert goes out. */
+    kx_alert b = alert_for("secops", T0 + 100 * 60000LL);
+    assert_int_equal(kx_router_send(f->router, &b, NULL, NULL), 0);
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 5000));
+    assert_int_equal(lines_of(f, "pager.jsonl", NULL), 6);
 }
 
 static void test_no_routes_all_sinks(void **state)
@@ -981,6 +1070,7 @@ int main(void)
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test_setup_teardown(test_routing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_routing_table, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flood_valve, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_routes_all_sinks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dedup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dedup_disabled, setup, teardown),
