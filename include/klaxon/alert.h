@@ -43,8 +43,8 @@ typedef struct kx_alert {
                            * the dedup_key; NULL for correlations */
     int64_t first_seen_ms;
     int64_t last_seen_ms;
-    /* Absence alerts only: "firing" (a group went silent) or "resolved" (it came back; same
-     * dedup_key). NULL for every other alert: no "status" in the JSON. */
+    /* "firing", or "resolved" (an absence's group came back; same dedup_key). NULL means
+     * "firing": every alert carries a status. */
     const char *status;
     /* Single-event alerts whose rule was answered without one of its regexes (a limit or the
      * event's regex budget; docs/rules.md): the reason, e.g. "regex budget exceeded in
@@ -53,6 +53,20 @@ typedef struct kx_alert {
     const char *degraded;
     const char *const *tags;
     size_t ntags;
+    /* The rule's words for whoever gets the alert (docs/alerts.md); NULL/0 when absent. */
+    const char *description;
+    const char *runbook;
+    const char *const *references;
+    size_t nreferences;
+    const char *const *falsepositives;
+    size_t nfalsepositives;
+    /* The values of the rule's `fields` in the event (single-event alerts); missing fields
+     * are left out. */
+    const kx_kv *fields;
+    size_t nfields;
+    /* Its events were older than alerting.backfill_after when it was raised (catching up
+     * after downtime): "backfill":true, and paging sinks skip it unless told otherwise. */
+    bool backfill;
     /* evidence: each a JSON object rendered by kx_evidence_render */
     const char *const *events;
     const size_t *events_len;
@@ -130,6 +144,9 @@ void kx_router_drain(kx_router *r, void (*cb)(void *ud), void *ud);
 /* Cancels attempts in flight. With a spool directory undelivered alerts stay in it for the
  * next start; without one they are lost (logged with their count). */
 void kx_router_destroy(kx_router *r);
+/* alerting.backfill_after: alerts whose last event is older than this when raised (by the
+ * wall clock, `run` only) are backfill (default 1h; 0 = never). */
+int64_t kx_router_backfill_after_ms(const kx_router *r);
 /* Max evidence events per alert, from the config (default 5). */
 size_t kx_router_max_evidence(const kx_router *r);
 

@@ -67,6 +67,17 @@ struct kx_rule {
     const char *category; /* klaxon extension; NULL = derived by the alert stage */
     const char *const *tags;
     size_t ntags;
+    /* For the people who get the alert (docs/alerts.md): Sigma's description, references,
+     * falsepositives and fields (the event fields worth showing), and klaxon's runbook (a URL
+     * or a short text). NULL / empty when absent. */
+    const char *description;
+    const char *runbook;
+    const char *const *references;
+    size_t nreferences;
+    const char *const *falsepositives;
+    size_t nfalsepositives;
+    const char *const *fields;
+    size_t nfields;
     const char *file;
     int line;
     /* detection rules: raise alerts of their own? false for rules that correlations

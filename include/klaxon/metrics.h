@@ -46,6 +46,7 @@ typedef enum {
     KX_M_SPOOL_FULL,          /* times an alert waited because the spool was full */
     KX_M_SPOOL_ERRORS,        /* spool writes or syncs that failed (retried) */
     KX_M_ALERTS_MUTED,        /* alerts a route's flood valve muted (a notice says so) */
+    KX_M_ALERTS_BACKFILL_HELD, /* backfill alerts a paging sink did not get */
     KX_M__COUNT
 } kx_metric;
 

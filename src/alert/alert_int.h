@@ -161,6 +161,7 @@ void kx__routing_describe(const kx__routing *t, size_t i, int *line, int *col, b
 typedef struct kx__queue_cfg {
     unsigned concurrency;      /* attempts in flight at once */
     bool ordered;              /* strictly in order: a retry holds up everything behind it */
+    bool backfill;             /* takes backfill alerts (paging sinks do not by default) */
     int64_t retry_for_ms;      /* an alert is retried this long, then dead-lettered */
     int64_t backoff_ms;        /* first retry delay; doubles per attempt ... */
     int64_t backoff_max_ms;    /* ... up to this (also the breaker's longest pause) */
@@ -173,7 +174,7 @@ extern const double kx__lat_bounds[KX__LAT_NB];
 
 /* The queue keys every sink accepts (besides its own), for kx_yaml_check_keys lists. */
 #define KX__QUEUE_KEYS                                                                             \
-    "concurrency", "ordered", "retry_for", "backoff", "backoff_max", "breaker_failures"
+    "concurrency", "ordered", "backfill", "retry_for", "backoff", "backoff_max", "breaker_failures"
 
 /* A doubly linked list of deliveries (kx__delivery.prev/next). */
 typedef struct kx__dlist {

@@ -36,6 +36,7 @@ typedef struct fkey {
     bool muting;
     uint64_t muted;   /* since the flood started */
     int64_t since_ms; /* wall clock: when the flood started */
+    bool summary_due; /* the flood ended (seen by check): the sweep sends the summary */
     char rule[128];
     char title[160];
     char level[16];
@@ -120,6 +121,18 @@ static fkey *find(kx__flood *f, uint16_t route, const char *rule, uint64_t h, in
     return idle;
 }
 
+/* A window of k is over: a flood whose window stayed within max has ended (its summary is
+ * due: the sweep sends it); a new window starts now. */
+static void close_window(fkey *k, const kx__flood_cfg *cfg, int64_t now)
+{
+    if (k->muting && k->count <= cfg->max) {
+        k->muting = false;
+        k->summary_due = true;
+    }
+    k->win_start = now;
+    k->count = 0;
+}
+
 kx__flood_verdict kx__flood_check(kx__flood *f, const kx__flood_cfg *cfg, uint16_t route,
                                   const kx_alert *a, int64_t now)
 {
@@ -147,10 +160,8 @@ kx__flood_verdict kx__flood_check(kx__flood *f, const kx__flood_cfg *cfg, uint16
     copy(k->level, sizeof(k->level), a->rule_level);
     copy(k->team, sizeof(k->team), a->team);
     copy(k->tenant, sizeof(k->tenant), a->tenant);
-    if (now - k->win_start >= cfg->per_ms) {
-        k->win_start = now;
-        k->count = 0;
-    }
+    if (now - k->win_start >= cfg->per_ms)
+        close_window(k, cfg, now);
     k->last_ms = now;
     k->count++;
     if (k->muting) {
@@ -161,7 +172,8 @@ kx__flood_verdict kx__flood_check(kx__flood *f, const kx__flood_cfg *cfg, uint16
     if (k->count <= cfg->max)
         return KX__FLOOD_PASS;
     k->muting = true;
-    k->muted = 1;
+    /* A summary still due counts the flood that ended; this one starts from 1. */
+    k->muted = k->summary_due ? k->muted + 1 : 1;
     k->since_ms = kx_now_ms();
     kx_metric_inc(KX_M_ALERTS_MUTED);
     kx_log(KX_LOG_WARN, KX__ALERT_MODULE,
@@ -233,12 +245,9 @@ size_t kx__flood_sweep(kx__flood *f, const kx__flood_cfg *(*cfg_of)(void *ud, ui
             k->used = false;
             continue;
         }
-        if (now - k->win_start < cfg->per_ms) {
-            active += k->muting;
-            continue;
-        }
-        /* A window is over. */
-        if (k->muting && k->count <= cfg->max) {
+        if (now - k->win_start >= cfg->per_ms)
+            close_window(k, cfg, now);
+        if (k->summary_due) {
             kx_alert n;
             kx_kv group[2];
             char title[256], muted[24];
@@ -246,12 +255,10 @@ size_t kx__flood_sweep(kx__flood *f, const kx__flood_cfg *(*cfg_of)(void *ud, ui
             kx_log(KX_LOG_INFO, KX__ALERT_MODULE,
                    "flood valve: rule %s on route %u calmed down; %llu alerts were muted", k->rule,
                    k->route + 1, (unsigned long long)k->muted);
-            send(ud, k->route, &n);
-            k->muting = false;
+            k->summary_due = false;
             k->muted = 0;
+            send(ud, k->route, &n);
         }
-        k->win_start = now;
-        k->count = 0;
         if (k->muting)
             active++;
         else if (now - k->last_ms > cfg->per_ms)

@@ -90,6 +90,12 @@ int kx__queue_parse(const kx_yaml_node *cfg, const char *file, const kx__queue_c
     }
     if (out->backoff_max_ms < out->backoff_ms)
         out->backoff_max_ms = out->backoff_ms;
+    if ((n = kx_yaml_get(cfg, "backfill"))) {
+        bool b;
+        if ((rc = kx_yaml_bool(n, file, &b, err)))
+            return rc;
+        out->backfill = b;
+    }
     if ((n = kx_yaml_get(cfg, "ordered"))) {
         bool b;
         if ((rc = kx_yaml_bool(n, file, &b, err)))
@@ -227,16 +233,20 @@ void kx__queue_pump(kx__queue *q)
     kx__delivery *d;
     while ((d = q->ready.head)) {
         bool open = breaker_open(q) && now < q->open_until;
-        if (now >= d->first_ms + q->cfg.retry_for_ms && (d->attempts ? now >= d->next_ms : open)) {
-            d->why = d->attempts ? "retry_for spent" : "retry_for spent with the sink down";
+        /* Past its deadline a delivery still gets its last attempt, unless the circuit is
+         * open (then no attempt can be made in time); a failed last attempt is dead-lettered
+         * by kx__attempt_done. */
+        if (now >= d->first_ms + q->cfg.retry_for_ms && open) {
+            d->why = "retry_for spent with the sink down";
             l_remove(&q->ready, d);
             end(q, d, false);
             continue;
         }
         if (q->stopped || open || d->next_ms > now) /* an ordered head waits for its retry */
             break;
-        /* Open circuit past its cool-down: one probe at a time. */
-        if (breaker_open(q) ? q->inflight.n > 0 : q->inflight.n >= q->cfg.concurrency)
+        /* Open circuit past its cool-down: one probe at a time. Ordered: one at a time. */
+        unsigned limit = breaker_open(q) || q->cfg.ordered ? 1 : q->cfg.concurrency;
+        if (q->inflight.n >= limit)
             break;
         l_remove(&q->ready, d);
         l_push_tail(&q->inflight, d);

@@ -206,10 +206,10 @@ int kx_alert_render(const kx_alert *a, const char *team_name, kx_buf *out)
         TRY(kx_buf_printf(out, ",\"value\":%.17g", isfinite(a->value) ? a->value : 0.0));
     TRY(kx_buf_printf(out, ",\"window\":%" PRId64 ",\"first_seen\":\"%s\",\"last_seen\":\"%s\"",
                       a->window_s, first, last));
-    if (a->status) {
-        TRY(kx_buf_puts(out, ",\"status\":"));
-        TRY(put_str(out, a->status));
-    }
+    TRY(kx_buf_puts(out, ",\"status\":"));
+    TRY(put_str(out, a->status ? a->status : "firing"));
+    if (a->backfill)
+        TRY(kx_buf_puts(out, ",\"backfill\":true"));
     if (a->degraded) {
         TRY(kx_buf_puts(out, ",\"degraded\":"));
         TRY(put_str(out, a->degraded));
@@ -220,7 +220,41 @@ int kx_alert_render(const kx_alert *a, const char *team_name, kx_buf *out)
             TRY(kx_buf_putc(out, ','));
         TRY(put_str(out, a->tags[i]));
     }
-    TRY(kx_buf_puts(out, "],\"events\":["));
+    TRY(kx_buf_putc(out, ']'));
+    if (a->description) {
+        TRY(kx_buf_puts(out, ",\"description\":"));
+        TRY(put_str(out, a->description));
+    }
+    if (a->runbook) {
+        TRY(kx_buf_puts(out, ",\"runbook\":"));
+        TRY(put_str(out, a->runbook));
+    }
+    const char *const *lists[2] = {a->references, a->falsepositives};
+    size_t nlists[2] = {a->nreferences, a->nfalsepositives};
+    static const char *const lnames[2] = {"references", "falsepositives"};
+    for (int l = 0; l < 2; l++) {
+        if (!nlists[l])
+            continue;
+        TRY(kx_buf_printf(out, ",\"%s\":[", lnames[l]));
+        for (size_t i = 0; i < nlists[l]; i++) {
+            if (i)
+                TRY(kx_buf_putc(out, ','));
+            TRY(put_str(out, lists[l][i]));
+        }
+        TRY(kx_buf_putc(out, ']'));
+    }
+    if (a->nfields) {
+        TRY(kx_buf_puts(out, ",\"fields\":{"));
+        for (size_t i = 0; i < a->nfields; i++) {
+            if (i)
+                TRY(kx_buf_putc(out, ','));
+            TRY(put_str(out, a->fields[i].key ? a->fields[i].key : ""));
+            TRY(kx_buf_putc(out, ':'));
+            TRY(put_str(out, a->fields[i].value));
+        }
+        TRY(kx_buf_putc(out, '}'));
+    }
+    TRY(kx_buf_puts(out, ",\"events\":["));
     for (size_t i = 0; i < a->nevents; i++) {
         /* Evidence is already JSON (kx_evidence_render); it is copied, not re-escaped. */
         size_t n = a->events_len ? a->events_len[i] : strlen(a->events[i]);

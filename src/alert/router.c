@@ -61,6 +61,7 @@ struct kx_router {
 
     size_t max_evidence;
     int64_t dedup_window_ms;
+    int64_t backfill_after_ms;
     kx__dedup dedup;
 
     kx_spool *spool;
@@ -96,17 +97,17 @@ static const struct {
 } sink_types[] = {
     /* A local write either works or the disk is in trouble: retry slowly. A file's lines
      * wait for one group fdatasync per loop iteration: many in flight. */
-    {"stdout", kx__sink_stdout_create, {1, false, 6 * 3600000LL, 1000, 60000, 0}},
-    {"file", kx__sink_file_create, {1000, false, 6 * 3600000LL, 1000, 60000, 0}},
+    {"stdout", kx__sink_stdout_create, {1, false, true, 6 * 3600000LL, 1000, 60000, 0}},
+    {"file", kx__sink_file_create, {1000, false, true, 6 * 3600000LL, 1000, 60000, 0}},
     /* A pager or chat service: a few requests at once, retried for hours, the circuit
      * opening after 5 failures in a row. */
-    {"webhook", kx__sink_webhook_create, {4, false, 6 * 3600000LL, 1000, 300000, 5}},
+    {"webhook", kx__sink_webhook_create, {4, false, false, 6 * 3600000LL, 1000, 300000, 5}},
     /* In order, one at a time: a resolve never overtakes its trigger, even when the trigger
      * is being retried. */
-    {"pagerduty", kx__sink_pagerduty_create, {1, true, 6 * 3600000LL, 1000, 300000, 5}},
-    {"slack", kx__sink_slack_create, {1, true, 6 * 3600000LL, 1000, 300000, 5}},
+    {"pagerduty", kx__sink_pagerduty_create, {1, true, false, 6 * 3600000LL, 1000, 300000, 5}},
+    {"slack", kx__sink_slack_create, {1, true, false, 6 * 3600000LL, 1000, 300000, 5}},
     /* librdkafka batches and retries within message.timeout.ms; many in flight is normal. */
-    {"kafka", kx__sink_kafka_create, {1000, false, 6 * 3600000LL, 1000, 300000, 0}},
+    {"kafka", kx__sink_kafka_create, {1000, false, true, 6 * 3600000LL, 1000, 300000, 0}},
 };
 
 /* ---- helpers shared by the sinks ---- */
@@ -333,11 +334,13 @@ static void sync_cb(struct ev_loop *loop, ev_prepare *w, int revents)
         return;
     }
     ev_prepare_stop(r->loop, w);
-    while (r->wait_head) {
-        kx__send *s = r->wait_head;
-        r->wait_head = s->wait_next;
-        if (!r->wait_head)
-            r->wait_tail = NULL;
+    /* Only what this sync covered: a done that sends again appends to a fresh list, whose
+     * done runs after the next sync. */
+    kx__send *head = r->wait_head;
+    r->wait_head = r->wait_tail = NULL;
+    while (head) {
+        kx__send *s = head;
+        head = s->wait_next;
         kx_router_done_cb done = s->done;
         s->done = NULL;
         if (done)
@@ -514,11 +517,20 @@ int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void
         size_t rn;
         const uint16_t *rs = route_sinks_of(r, route, &rn);
         for (size_t i = 0; i < rn; i++) {
+            if (a->backfill && !r->queues[rs[i]].cfg.backfill) {
+                kx_metric_inc(KX_M_ALERTS_BACKFILL_HELD);
+                continue; /* old news: not paged */
+            }
             bool seen = false;
             for (size_t k = 0; k < n && !seen; k++)
                 seen = sinks[k] == rs[i];
             if (!seen && n < KX_SPOOL_MAX_SINKS)
                 sinks[n++] = rs[i];
+            else if (!seen)
+                kx_log_limited(&r->rl, KX_LOG_ERROR, KX__ALERT_MODULE,
+                               "alert %s: its routes name more than %d sinks; sink %s skipped",
+                               a->rule_id ? a->rule_id : "?", KX_SPOOL_MAX_SINKS,
+                               r->sinks[rs[i]]->name);
         }
     }
     if (n) {
@@ -904,6 +916,11 @@ void kx_router_reopen(kx_router *r)
             r->sinks[i]->ops->reopen(r->sinks[i]);
 }
 
+int64_t kx_router_backfill_after_ms(const kx_router *r)
+{
+    return r->backfill_after_ms;
+}
+
 size_t kx_router_max_evidence(const kx_router *r)
 {
     return r->max_evidence;
@@ -1001,9 +1018,9 @@ static int parse_spool(kx_router *r, const kx_yaml_node *n, const char *file, kx
 
 static int parse_config(kx_router *r, const kx_yaml_node *cfg, const char *file, kx_err *err)
 {
-    static const char *const keys[] = {"evidence",    "dedup_window", "dedup_capacity",
-                                       "dead_letter", "spool",        "flood",
-                                       "sinks",       "routes",       NULL};
+    static const char *const keys[] = {
+        "evidence", "dedup_window",   "dedup_capacity", "dead_letter", "spool",
+        "flood",    "backfill_after", "sinks",          "routes",      NULL};
     long long v;
     int rc;
     if (cfg->type != KX_YAML_MAP)
@@ -1034,6 +1051,13 @@ static int parse_config(kx_router *r, const kx_yaml_node *cfg, const char *file,
         return rc;
     if ((n = kx_yaml_get(cfg, "flood")) && (rc = kx__flood_parse(n, file, &r->flood_default, err)))
         return rc;
+    if ((n = kx_yaml_get(cfg, "backfill_after"))) {
+        if ((rc = kx_yaml_duration_ms(n, file, &v, err)))
+            return rc;
+        if (v < 0)
+            return kx_yaml_err(err, file, n, "backfill_after must not be negative");
+        r->backfill_after_ms = v;
+    }
     if ((n = kx_yaml_get(cfg, "dead_letter")) && !kx_yaml_is_null(n)) {
         const char *path;
         if ((rc = kx_yaml_str(n, file, &path, err)))
@@ -1122,6 +1146,7 @@ int kx_router_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *
     r->loop = loop;
     r->max_evidence = DEFAULT_EVIDENCE;
     r->dedup_window_ms = DEFAULT_DEDUP_WINDOW_MS;
+    r->backfill_after_ms = 3600 * 1000LL;
     r->use_spool = !(opts && (opts->no_spool || opts->dry_run));
     if (!(r->file = strdup(file ? file : "")))
         goto fail;

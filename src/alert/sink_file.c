@@ -127,16 +127,19 @@ static void sync_cb(struct ev_loop *loop, ev_timer *w, int revents)
     file_sink *fs = w->data;
     ev_timer_stop(loop, w);
     int e = fs->fd >= 0 && fdatasync(fs->fd) ? errno : 0;
+    /* Reports may start new attempts, which append to a list of their own: detach this one
+     * first, so none of them overwrites a delivery not reported yet. */
+    kx__delivery **list = fs->unsynced;
     size_t n = fs->nunsynced;
-    fs->nunsynced = 0;
+    fs->unsynced = NULL;
+    fs->nunsynced = fs->unsynced_cap = 0;
     for (size_t i = 0; i < n; i++) {
-        /* Reports may start new attempts, which append to the list again: it was emptied. */
-        kx__delivery *d = fs->unsynced[i];
         if (e)
-            file_failed(fs, d, e, "fdatasync of");
+            file_failed(fs, list[i], e, "fdatasync of");
         else
-            kx__attempt_ok(d);
+            kx__attempt_ok(list[i]);
     }
+    free(list);
 }
 
 static void file_reopen(kx__sink *sink)

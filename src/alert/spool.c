@@ -233,8 +233,17 @@ static int seg_new(kx_spool *sp)
     sp->bytes += SEG_MAGIC_LEN;
     sp->next_id = id + 1;
     if (sp->fd >= 0) {
-        if (sp->dirty)
-            (void)fdatasync(sp->fd);
+        /* The old segment's appends must be durable before it is left: a failed sync fails
+         * the switch (the append that needed it waits and is retried). */
+        if (sp->dirty && fdatasync(sp->fd)) {
+            int rc = -errno;
+            sp->nsegs--;
+            sp->bytes -= SEG_MAGIC_LEN;
+            sp->next_id = id;
+            close(fd);
+            unlink(path);
+            return rc;
+        }
         close(sp->fd);
     }
     sp->fd = fd;
@@ -428,8 +437,13 @@ int kx_spool_ack(kx_spool *sp, uint64_t seq, unsigned sink, kx_spool_outcome out
          * it only when the current one is full, like alerts. */
         if (sp->segs[sp->nsegs - 1].bytes >= sp->segment_bytes && (rc = seg_new(sp)))
             return rc;
-        if ((rc = seg_write(sp)))
-            return rc; /* not recorded: after a restart the sink gets the alert again */
+        if ((rc = seg_write(sp))) {
+            /* Not recorded on disk: after a crash the sink gets the alert again. It is done
+             * in memory all the same, or it would pin its segment and every newer one. */
+            ent_clear(sp, e, sink);
+            segs_collect(sp);
+            return rc;
+        }
     }
     ent_clear(sp, e, sink);
     if (sp->dir)

@@ -209,6 +209,21 @@ static void alert_done(void *ud, int status)
     maybe_finish(p);
 }
 
+/* The rule's words for the people who get the alert, and whether its events are old news
+ * (backfill: catching up after downtime; run only, judged on the wall clock). */
+static void describe(kx_pipeline *p, kx_alert *a, const kx_rule *r, bool may_backfill)
+{
+    a->description = r->description;
+    a->runbook = r->runbook;
+    a->references = r->references;
+    a->nreferences = r->nreferences;
+    a->falsepositives = r->falsepositives;
+    a->nfalsepositives = r->nfalsepositives;
+    int64_t after = kx_router_backfill_after_ms(p->router);
+    a->backfill =
+        may_backfill && p->opts.wall_clock && after > 0 && kx_now_ms() - a->last_seen_ms > after;
+}
+
 static void send_alert(kx_pipeline *p, const kx_alert *a)
 {
     p->pending++;
@@ -277,6 +292,15 @@ static void single_event_alert(kx_pipeline *p, kx_rule *r, const char *degraded)
         .events_len = evl,
         .nevents = p->scratch.len ? 1 : 0,
     };
+    /* The values of the rule's `fields` (first occurrence each), for whoever reads it. */
+    kx_kv fields[32];
+    for (size_t i = 0; i < r->nfields && a.nfields < 32; i++) {
+        const kx_field *f = kx_event_get(&p->ev, r->fields[i]);
+        if (f)
+            fields[a.nfields++] = (kx_kv){r->fields[i], f->value};
+    }
+    a.fields = fields;
+    describe(p, &a, r, true);
     send_alert(p, &a);
 }
 
@@ -450,6 +474,7 @@ static void corr_alert(kx_op *op, const kx_window_result *res, const kx_kv *grou
         .events_len = evl,
         .nevents = ne,
     };
+    describe(p, &a, c, true);
     send_alert(p, &a);
 }
 
@@ -813,6 +838,8 @@ static void absence_alert(kx_pipeline *p, kx_rule *c, const char *payload, size_
         .events_len = evl,
         .nevents = evidence && evidence_len ? 1 : 0,
     };
+    /* An absence is about a silence, whose last event is old by design: never backfill. */
+    describe(p, &a, c, false);
     send_alert(p, &a);
 }
 

@@ -89,6 +89,9 @@ static const struct {
     [KX_M_SPOOL_FULL] = {"klaxon_spool_full_total",
                          "Alerts that waited for room because the alert spool was full "
                          "(consumption pauses meanwhile)."},
+    [KX_M_ALERTS_BACKFILL_HELD] = {"klaxon_alerts_backfill_held_total",
+                                   "Deliveries of backfill alerts (old events, catching up) that "
+                                   "paging sinks did not get; file and Kafka sinks still do."},
     [KX_M_ALERTS_MUTED] = {"klaxon_alerts_muted_total",
                            "Alerts a route's flood valve muted; a notice announced the flood "
                            "and a summary says how many when it ends."},

@@ -5,6 +5,7 @@
  * allocated in the ruleset being built, so a refused file frees with it.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -268,8 +269,27 @@ static int load_doc(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
     if ((rc = opt_str(c, root, "title", &r->title)) || (rc = opt_str(c, root, "id", &id)) ||
         (rc = opt_str(c, root, "name", &name)) || (rc = opt_str(c, root, "level", &level)) ||
         (rc = opt_str(c, root, "team", &r->team)) ||
-        (rc = opt_str(c, root, "category", &r->category)))
+        (rc = opt_str(c, root, "category", &r->category)) ||
+        (rc = opt_str(c, root, "description", &r->description)) ||
+        (rc = opt_str(c, root, "runbook", &r->runbook)))
         return rc;
+    static const struct {
+        const char *key;
+        size_t off, noff;
+    } lists[] = {
+        {"references", offsetof(kx_rule, references), offsetof(kx_rule, nreferences)},
+        {"falsepositives", offsetof(kx_rule, falsepositives), offsetof(kx_rule, nfalsepositives)},
+        {"fields", offsetof(kx_rule, fields), offsetof(kx_rule, nfields)},
+    };
+    for (size_t i = 0; i < KX_ARRAY_LEN(lists); i++) {
+        const kx_yaml_node *ln = kx_yaml_get(root, lists[i].key);
+        if (!ln || kx_yaml_is_null(ln))
+            continue;
+        const char **v = NULL;
+        if ((rc = kx__str_list(c, ln, lists[i].key, &v, (size_t *)((char *)r + lists[i].noff))))
+            return rc;
+        *(const char *const **)((char *)r + lists[i].off) = v;
+    }
     const kx_yaml_node *n = kx_yaml_get(root, "id");
     pv->id_line = n ? n->line : root->line;
     pv->id_col = n ? n->col : root->col;

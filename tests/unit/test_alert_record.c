@@ -94,7 +94,8 @@ static const char ssh_json[] =
     "\"level\":\"high\"},\"severity\":\"error\",\"team\":\"secops\",\"tenant\":\"acme\","
     "\"category\":\"credential-access\",\"group\":{\"user\":\"root\",\"src_ip\":\"10.0.0.5\"},"
     "\"count\":12,\"window\":300,\"first_seen\":\"2026-03-29T01:30:00.000Z\","
-    "\"last_seen\":\"2026-03-29T01:34:10.250Z\",\"tags\":[\"attack.credential-access\","
+    "\"last_seen\":\"2026-03-29T01:34:10.250Z\",\"status\":\"firing\","
+    "\"tags\":[\"attack.credential-access\","
     "\"attack.t1110\"],\"events\":["
     "{\"time\":\"2026-03-29T01:30:00.000Z\",\"raw\":\"a\",\"fields\":{}},"
     "{\"time\":\"2026-03-29T01:34:10.250Z\",\"raw\":\"b\",\"fields\":{}}]}";
@@ -122,7 +123,7 @@ static const char exec_json[] =
     "\"level\":\"medium\"},\"severity\":\"warning\",\"team\":\"default\","
     "\"tenant\":\"default\",\"category\":\"execution\",\"group\":{},\"count\":1,\"window\":0,"
     "\"first_seen\":\"2026-03-29T01:30:00.000Z\",\"last_seen\":\"2026-03-29T01:30:00.000Z\","
-    "\"tags\":[\"attack.t1059.004\",\"attack.execution\"],\"events\":["
+    "\"status\":\"firing\",\"tags\":[\"attack.t1059.004\",\"attack.execution\"],\"events\":["
     "{\"time\":\"2026-03-29T01:30:00.000Z\",\"raw\":\"curl x | sh\",\"fields\":{\"cmd\":"
     "\"curl x | sh\"}}]}";
 
@@ -162,11 +163,11 @@ static void test_render_status(void **state)
     assert_non_null(idp);
     assert_memory_not_equal(idp + 6, firing_id, 32);
     assert_non_null(strstr(b.data, "\"status\":\"resolved\""));
-    /* No status: no key at all (every alert but absence). */
+    /* No status: "firing", as every alert carries one. */
     a.status = NULL;
     kx_buf_reset(&b);
     assert_int_equal(kx_alert_render(&a, "secops", &b), 0);
-    assert_null(strstr(b.data, "status"));
+    assert_non_null(strstr(b.data, "\"status\":\"firing\","));
     kx_buf_fini(&b);
 }
 
@@ -200,11 +201,53 @@ static void test_render_degraded(void **state)
         "\"level\":\"medium\"},\"severity\":\"warning\",\"team\":\"default\","
         "\"tenant\":\"default\",\"category\":\"execution\",\"group\":{},\"count\":1,\"window\":0,"
         "\"first_seen\":\"2026-03-29T01:30:00.000Z\",\"last_seen\":\"2026-03-29T01:30:00.000Z\","
-        "\"degraded\":\"regex budget exceeded in CommandLine|re\","
+        "\"status\":\"firing\",\"degraded\":\"regex budget exceeded in CommandLine|re\","
         "\"tags\":[\"attack.t1059.004\",\"attack.execution\"],\"events\":["
         "{\"time\":\"2026-03-29T01:30:00.000Z\",\"raw\":\"curl x | sh\",\"fields\":{\"cmd\":"
         "\"curl x | sh\"}}]}");
     kx_buf_fini(&b);
+}
+
+/* The rule's words and the event's fields, after the tags; backfill after status. */
+static void test_render_rule_context(void **state)
+{
+    (void)state;
+    kx_alert a = ssh_alert();
+    static const char *const refs[] = {"https://attack.mitre.org/techniques/T1110/"};
+    static const char *const fps[] = {"a user who forgot a password", "a \"scanner\""};
+    static const kx_kv fields[] = {{"src_ip", "10.0.0.5"}, {"user", "root"}};
+    a.description = "Many failed SSH logins from one address.";
+    a.runbook = "https://wiki/runbooks/ssh";
+    a.references = refs;
+    a.nreferences = 1;
+    a.falsepositives = fps;
+    a.nfalsepositives = 2;
+    a.fields = fields;
+    a.nfields = 2;
+    a.backfill = true;
+    a.nevents = 0;
+    kx_buf b;
+    kx_buf_init(&b, 0);
+    assert_int_equal(kx_alert_render(&a, "secops", &b), 0);
+    const char *rest = strstr(b.data, ",\"last_seen\"");
+    assert_non_null(rest);
+    assert_string_equal(
+        rest, ",\"last_seen\":\"2026-03-29T01:34:10.250Z\",\"status\":\"firing\",\"backfill\":true,"
+              "\"tags\":[\"attack.credential-access\",\"attack.t1110\"],"
+              "\"description\":\"Many failed SSH logins from one address.\","
+              "\"runbook\":\"https://wiki/runbooks/ssh\","
+              "\"references\":[\"https://attack.mitre.org/techniques/T1110/\"],"
+              "\"falsepositives\":[\"a user who forgot a password\",\"a \\\"scanner\\\"\"],"
+              "\"fields\":{\"src_ip\":\"10.0.0.5\",\"user\":\"root\"},\"events\":[]}");
+    /* Neither part of the dedup_key nor of the id. */
+    kx_alert plain = ssh_alert();
+    plain.nevents = 0;
+    kx_buf c;
+    kx_buf_init(&c, 0);
+    assert_int_equal(kx_alert_render(&plain, "secops", &c), 0);
+    assert_memory_equal(b.data, c.data, 80);
+    kx_buf_fini(&b);
+    kx_buf_fini(&c);
 }
 
 static void test_render_nulls_and_cap(void **state)
@@ -222,7 +265,8 @@ static void test_render_nulls_and_cap(void **state)
                         "\"severity\":\"warning\",\"team\":\"default\",\"tenant\":\"default\","
                         "\"category\":\"uncategorized\",\"group\":{},\"count\":1,\"window\":0,"
                         "\"first_seen\":\"1970-01-01T00:00:00.000Z\","
-                        "\"last_seen\":\"1970-01-01T00:00:00.000Z\",\"tags\":[],\"events\":[]}");
+                        "\"last_seen\":\"1970-01-01T00:00:00.000Z\",\"status\":\"firing\","
+                        "\"tags\":[],\"events\":[]}");
     kx_buf_fini(&b);
 
     /* A capped buffer that cannot hold the alert: error, and the buffer is left as it was. */
@@ -537,6 +581,7 @@ int main(void)
         cmocka_unit_test(test_render_single),
         cmocka_unit_test(test_render_status),
         cmocka_unit_test(test_render_degraded),
+        cmocka_unit_test(test_render_rule_context),
         cmocka_unit_test(test_render_nulls_and_cap),
         cmocka_unit_test(test_dedup_key),
         cmocka_unit_test(test_category),

@@ -492,6 +492,36 @@ static void test_flood_valve(void **state)
     assert_int_equal(lines_of(f, "pager.jsonl", NULL), 6);
 }
 
+/* A backfill alert (old events, catching up) is not paged: sinks that do not take backfill
+ * skip it, counted; the others (files, Kafka by default) still get it. */
+static void test_backfill_not_paged(void **state)
+{
+    fixture *f = *state;
+    kx_err err;
+    int rc = create(f,
+                    "alerting:\n"
+                    "  backfill_after: 30m\n"
+                    "  sinks:\n"
+                    "    audit: {type: file, path: \"@DIR@/audit.jsonl\"}\n"
+                    "    pager: {type: file, path: \"@DIR@/pager.jsonl\", backfill: false}\n",
+                    &err);
+    assert_int_equal(rc, 0);
+    assert_int_equal(kx_router_backfill_after_ms(f->router), 1800000);
+    kx_alert old = alert_for("secops", T0), fresh = alert_for("secops", T0 + 60000);
+    old.backfill = true;
+    assert_int_equal(kx_router_send(f->router, &old, NULL, NULL), 0);
+    assert_int_equal(kx_router_send(f->router, &fresh, NULL, NULL), 0);
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 5000));
+    assert_int_equal(lines_of(f, "audit.jsonl", NULL), 2);
+    char **pl = NULL;
+    assert_int_equal(lines_of(f, "pager.jsonl", &pl), 1);
+    assert_null(strstr(pl[0], "backfill"));
+    assert_int_equal(kx_metric_get(KX_M_ALERTS_BACKFILL_HELD), 1);
+    char **al = NULL;
+    lines_of(f, "audit.jsonl", &al);
+    assert_non_null(strstr(al[0], "\"status\":\"firing\",\"backfill\":true,"));
+}
+
 static void test_no_routes_all_sinks(void **state)
 {
     fixture *f = *state;
@@ -1071,6 +1101,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_routing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_routing_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flood_valve, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backfill_not_paged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_routes_all_sinks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dedup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dedup_disabled, setup, teardown),

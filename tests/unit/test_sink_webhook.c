@@ -342,6 +342,22 @@ static void test_retry_for_then_dead_letter(void **state)
     assert_int_equal(kx_metric_get(KX_M_ALERTS_DELIVERED), 0);
 }
 
+/* The last attempt is made at the deadline: a backoff longer than retry_for is cut to it. */
+static void test_last_attempt_at_deadline(void **state)
+{
+    fixture *f = *state;
+    create(f, NULL, ", retry_for: 1s, backoff: 5s", NULL);
+    kx_http_receiver_fail_next(f->rx, 503, 1);
+    kx_alert a = alert_at(T0);
+    assert_int_equal(kx_router_send(f->router, &a, NULL, NULL), 0);
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 5000));
+    assert_int_equal(kx_http_receiver_count(f->rx), 2);
+    assert_int_equal(kx_http_receiver_status(f->rx, 1), 200);
+    assert_true(kx_http_receiver_time_ms(f->rx, 1) - kx_http_receiver_time_ms(f->rx, 0) >= 900);
+    assert_int_equal(kx_metric_get(KX_M_ALERTS_DELIVERED), 1);
+    assert_int_equal(kx_metric_get(KX_M_ALERTS_FAILED), 0);
+}
+
 static void test_timeout_then_success(void **state)
 {
     fixture *f = *state;
@@ -687,6 +703,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_408_and_429_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_after_honoured, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_for_then_dead_letter, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_last_attempt_at_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_then_success, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
