@@ -45,10 +45,19 @@ typedef struct entry {
     uint32_t mask; /* sinks still to acknowledge */
 } entry;
 
+/* An alert moved forward by compaction: older than the dense entries' base, kept aside so the
+ * dense array can still be trimmed past it (a slow sink's few alerts must not make it grow
+ * with every alert appended after them). */
+typedef struct straggler {
+    uint64_t seq;
+    entry e;
+} straggler;
+
 typedef struct seg {
     uint64_t id;
     uint64_t bytes;
-    uint64_t live; /* alerts in it with a bit still set */
+    uint64_t live;   /* alerts in it with a bit still set */
+    uint64_t alerts; /* alert records in it */
 } seg;
 
 struct kx_spool {
@@ -61,6 +70,8 @@ struct kx_spool {
 
     entry *ents;
     size_t nents, ents_cap;
+    straggler *strag;
+    size_t nstrag, strag_cap;
     uint64_t base; /* seq of ents[0] */
     uint64_t next_seq;
 
@@ -106,9 +117,43 @@ static uint32_t crc(const unsigned char *p, size_t n)
 
 static entry *ent(kx_spool *sp, uint64_t seq)
 {
+    for (size_t i = 0; i < sp->nstrag; i++)
+        if (sp->strag[i].seq == seq)
+            return &sp->strag[i].e;
     if (seq < sp->base || seq - sp->base >= sp->nents)
         return NULL;
     return &sp->ents[seq - sp->base];
+}
+
+/* seq's entry moved aside (see straggler); the dense slot is emptied. */
+static entry *strag_add(kx_spool *sp, uint64_t seq, const entry *from)
+{
+    if (sp->nstrag == sp->strag_cap) {
+        size_t cap = sp->strag_cap ? sp->strag_cap * 2 : 8;
+        straggler *p = realloc(sp->strag, cap * sizeof(*p));
+        if (!p)
+            return NULL;
+        sp->strag = p;
+        sp->strag_cap = cap;
+    }
+    straggler *st = &sp->strag[sp->nstrag++];
+    st->seq = seq;
+    st->e = from ? *from : (entry){0};
+    return &st->e;
+}
+
+static void strag_drop(kx_spool *sp, const entry *e)
+{
+    for (size_t i = 0; i < sp->nstrag; i++)
+        if (&sp->strag[i].e == e) {
+            sp->strag[i] = sp->strag[--sp->nstrag];
+            return;
+        }
+}
+
+static bool is_strag(const kx_spool *sp, const entry *e)
+{
+    return sp->nstrag && e >= &sp->strag[0].e && e <= &sp->strag[sp->nstrag - 1].e;
 }
 
 /* Makes room for seq (>= base) and returns its entry, zeroed if new. */
@@ -117,7 +162,7 @@ static entry *ent_add(kx_spool *sp, uint64_t seq)
     if (sp->nents == 0)
         sp->base = seq;
     if (seq < sp->base)
-        return NULL; /* older than every live alert: already complete */
+        return strag_add(sp, seq, NULL); /* moved forward by a compaction, read back */
     size_t need = (size_t)(seq - sp->base) + 1;
     if (need > sp->ents_cap) {
         size_t cap = sp->ents_cap ? sp->ents_cap : 256;
@@ -339,6 +384,8 @@ static bool parse_alert(const unsigned char *b, size_t n, alert_rec *a)
     return true;
 }
 
+static uint64_t compact_oldest(kx_spool *sp);
+
 int kx_spool_append(kx_spool *sp, const char *key, int64_t created_ms, const char *const *sinks,
                     size_t nsinks, const char *payload, size_t len, uint64_t *seq)
 {
@@ -346,6 +393,11 @@ int kx_spool_append(kx_spool *sp, const char *key, int64_t created_ms, const cha
         return -EROFS;
     if (nsinks == 0 || nsinks > KX_SPOOL_MAX_SINKS || strlen(key) != KEY_LEN)
         return -EINVAL;
+    /* Past half the cap, move the few pending alerts out of the oldest segments: one slow
+     * sink must not fill the spool (and pause the stream) while the others keep up. */
+    for (int i = 0; i < 4 && sp->dir && sp->bytes >= sp->max_bytes / 2; i++)
+        if (!compact_oldest(sp))
+            break;
     if (sp->bytes >= sp->max_bytes)
         return -ENOSPC;
     int rc = rec_begin(sp, T_ALERT);
@@ -385,6 +437,7 @@ int kx_spool_append(kx_spool *sp, const char *key, int64_t created_ms, const cha
             return rc;
         e->seg = sp->segs[sp->nsegs - 1].id;
         sp->segs[sp->nsegs - 1].live++;
+        sp->segs[sp->nsegs - 1].alerts++;
     } else {
         sp->bytes += sp->rec.len;
     }
@@ -406,6 +459,8 @@ static void ent_clear(kx_spool *sp, entry *e, unsigned sink)
         seg *s = seg_find(sp, e->seg);
         if (s && s->live)
             s->live--;
+        if (is_strag(sp, e))
+            strag_drop(sp, e);
     } else {
         sp->bytes -= e->size;
         size_t k = 0;
@@ -541,6 +596,9 @@ static void pass1(kx_spool *sp, uint64_t id, const unsigned char *b, size_t n, v
         if (!e)
             return; /* out of memory: it will not be sent again; logged by the caller */
         e->seg = id;
+        seg *sg = seg_find(sp, id);
+        if (sg)
+            sg->alerts++;
         e->size = (uint32_t)(n + REC_HDR);
         e->mask = a.nsinks == 32 ? UINT32_MAX : (1u << a.nsinks) - 1;
         if (a.seq >= sp->next_seq)
@@ -637,6 +695,104 @@ static int read_file(const char *path, unsigned char **out, size_t *n)
     *out = d;
     *n = got;
     return 0;
+}
+
+/* ---- compaction ---- */
+
+typedef struct compact_ctx {
+    uint64_t from;
+    int rc;
+    size_t moved;
+} compact_ctx;
+
+/* One alert of the oldest segment still pending: its record again in the newest segment, then
+ * an ack for each sink already done, so reading back gives the same pending sinks. */
+static void copy_forward(kx_spool *sp, uint64_t id, const unsigned char *b, size_t n, void *ud)
+{
+    compact_ctx *cc = ud;
+    alert_rec a;
+    if (cc->rc || b[0] != T_ALERT || !parse_alert(b, n, &a))
+        return;
+    entry *e = ent(sp, a.seq);
+    if (!e || e->seg != id || e->mask == 0)
+        return;
+    if (!is_strag(sp, e)) {
+        /* Aside from now on, so the dense entries can be trimmed past it. */
+        entry *ne = strag_add(sp, a.seq, e);
+        if (!ne) {
+            cc->rc = -ENOMEM;
+            return;
+        }
+        memset(e, 0, sizeof(*e));
+        e = ne;
+    }
+    if (sp->segs[sp->nsegs - 1].bytes >= sp->segment_bytes && (cc->rc = seg_new(sp)))
+        return;
+    kx_buf_reset(&sp->rec);
+    unsigned char hdr[REC_HDR] = {0};
+    if ((cc->rc = kx_buf_append(&sp->rec, (const char *)hdr, REC_HDR)) ||
+        (cc->rc = kx_buf_append(&sp->rec, (const char *)b, n)))
+        return;
+    rec_end(sp);
+    if ((cc->rc = seg_write(sp)))
+        return;
+    seg *from = seg_find(sp, id), *to = &sp->segs[sp->nsegs - 1];
+    if (from && from->live)
+        from->live--;
+    to->live++;
+    to->alerts++;
+    e->seg = to->id;
+    uint32_t all = a.nsinks == 32 ? UINT32_MAX : (1u << a.nsinks) - 1;
+    for (unsigned i = 0; i < a.nsinks && !cc->rc; i++) {
+        if (!(all & ~e->mask & (1u << i)))
+            continue;
+        unsigned char ab[10];
+        put64(ab, a.seq);
+        ab[8] = (unsigned char)i;
+        ab[9] = KX_SPOOL_DELIVERED;
+        if ((cc->rc = rec_begin(sp, T_ACK)) ||
+            (cc->rc = kx_buf_append(&sp->rec, (const char *)ab, sizeof(ab))))
+            return;
+        rec_end(sp);
+        cc->rc = seg_write(sp);
+    }
+    cc->moved++;
+}
+
+/* The oldest segment, pinned by a few alerts some slow sink still has not taken, would keep
+ * every newer segment (deletion is oldest first) and fill the spool while every other sink
+ * is up to date. Its pending alerts move to the newest segment, which is synced, and the
+ * oldest is deleted. Returns bytes freed (0: nothing done). */
+static uint64_t compact_oldest(kx_spool *sp)
+{
+    if (!sp->dir || sp->read_only || sp->nsegs < 2)
+        return 0;
+    /* Only a mostly dead segment: copying one that is still mostly pending frees nothing (all
+     * sinks are behind, and back-pressure is the right answer). */
+    if (sp->segs[0].live * 4 > sp->segs[0].alerts)
+        return 0;
+    uint64_t before = sp->bytes, id = sp->segs[0].id;
+    if (sp->segs[0].live) {
+        char path[4096];
+        unsigned char *d = NULL;
+        size_t n = 0;
+        seg_path(sp, id, path, sizeof(path));
+        if (read_file(path, &d, &n))
+            return 0;
+        compact_ctx cc = {.from = id};
+        walk(sp, id, d, n, false, copy_forward, &cc);
+        free(d);
+        if (cc.rc || kx_spool_sync(sp)) {
+            kx_log(KX_LOG_ERROR, "alert", "spool: compaction of segment %016" PRIx64 " failed: %s",
+                   id, strerror(cc.rc ? -cc.rc : errno));
+            return 0;
+        }
+        kx_log(KX_LOG_INFO, "alert",
+               "spool: %zu alert(s) still pending moved out of segment %016" PRIx64 " so it can go",
+               cc.moved, id);
+    }
+    segs_collect(sp);
+    return before > sp->bytes ? before - sp->bytes : 0;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -810,6 +966,7 @@ void kx_spool_close(kx_spool *sp)
         close(sp->lockfd);
     free(sp->segs);
     free(sp->ents);
+    free(sp->strag);
     free(sp->dir);
     kx_buf_fini(&sp->rec);
     free(sp);

@@ -273,6 +273,51 @@ static void test_cap_refuses_until_acked(void **state)
     free(dir);
 }
 
+/* One alert a slow sink has not taken must not pin every newer segment: the oldest, mostly
+ * acknowledged segments are compacted (its pending alerts move forward with the acks of the
+ * sinks already done), so appends go on; reading back gives exactly what is pending. */
+static void test_slow_sink_does_not_fill_the_spool(void **state)
+{
+    (void)state;
+    char *dir = kx_test_tmpdir("spool");
+    const char *two[] = {"fast", "slow"};
+    char payload[300];
+    memset(payload, 'p', sizeof(payload) - 1);
+    payload[sizeof(payload) - 1] = '\0';
+    kx_spool *sp = open_dir(dir, 65536, 4096, NULL);
+    uint64_t stuck;
+    assert_int_equal(kx_spool_append(sp, KEY_A, 1, two, 2, "{\"stuck\":1}", 11, &stuck), 0);
+    assert_int_equal(kx_spool_ack(sp, stuck, 0, KX_SPOOL_DELIVERED), 0); /* fast took it */
+    /* 2,000 more alerts (~700 KB, ten times the cap), each taken by both sinks at once. */
+    for (int i = 0; i < 2000; i++) {
+        uint64_t seq;
+        int rc = kx_spool_append(sp, KEY_B, 2, two, 2, payload, 299, &seq);
+        if (rc)
+            fail_msg("append %d: %d", i, rc);
+        assert_int_equal(kx_spool_ack(sp, seq, 0, KX_SPOOL_DELIVERED), 0);
+        assert_int_equal(kx_spool_ack(sp, seq, 1, KX_SPOOL_DELIVERED), 0);
+    }
+    kx_spool_stats st;
+    kx_spool_stats_get(sp, &st);
+    assert_int_equal(st.pending, 1);
+    assert_true(st.bytes < 65536);
+    assert_true(count_segments(dir) <= 16);
+    assert_int_equal(kx_spool_sync(sp), 0);
+    kx_spool_close(sp);
+    /* Read back: the stuck alert, for the slow sink only. */
+    got g = {0};
+    sp = open_dir(dir, 65536, 4096, &g);
+    assert_int_equal(g.n, 1);
+    assert_int_equal(g.seq[0], stuck);
+    assert_int_equal(g.pending[0], 2);
+    assert_string_equal(g.payload[0], "{\"stuck\":1}");
+    assert_int_equal(kx_spool_ack(sp, stuck, 1, KX_SPOOL_DELIVERED), 0);
+    kx_spool_close(sp);
+    assert_int_equal(count_segments(dir), 0);
+    kx_test_rmrf(dir);
+    free(dir);
+}
+
 static void test_one_process_per_directory(void **state)
 {
     (void)state;
@@ -327,6 +372,7 @@ int main(void)
         cmocka_unit_test(test_segments_deleted_oldest_first),
         cmocka_unit_test(test_torn_tail_and_flipped_bit),
         cmocka_unit_test(test_cap_refuses_until_acked),
+        cmocka_unit_test(test_slow_sink_does_not_fill_the_spool),
         cmocka_unit_test(test_one_process_per_directory),
         cmocka_unit_test(test_memory_only),
     };
