@@ -19,5 +19,11 @@
 int kx_secret_get(const kx_yaml_node *map, const char *key, const char *file, bool required,
                   char **out, kx_err *err);
 void kx_secret_free(char *s);
+/* Entry i of a map of settings (librdkafka `properties`): "NAME: value" with ${ENV}
+ * expanded, or "NAME_file: PATH" read from the file. *name and *value are malloc'd (free
+ * *value with kx_secret_free); *secret says whether the value came from the environment or
+ * a file (then errors must not print it). */
+int kx_secret_setting(const kx_yaml_node *map, size_t i, const char *file, char **name,
+                      char **value, bool *secret, kx_err *err);
 
 #endif

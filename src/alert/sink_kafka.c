@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "alert_int.h"
+#include "klaxon/secret.h"
 
 typedef struct kafka_sink {
     kx__sink base;
@@ -217,14 +218,20 @@ static int kafka_conf(kafka_sink *k, const kx_yaml_node *cfg, const char *file,
         return rc;
     if ((n = kx_yaml_get(cfg, "properties"))) {
         if (n->type != KX_YAML_MAP)
-            return kx_yaml_err(err, file, n,
-                               "properties: expected a map of librdkafka "
-                               "settings");
+            return kx_yaml_err(err, file, n, "properties: expected a map of librdkafka settings");
+        /* Values may be secrets (sasl.password): ${ENV} or NAME_file (klaxon/secret.h). */
         for (size_t i = 0; i < n->n; i++) {
-            const char *name, *value;
-            if ((rc = kx_yaml_str(n->keys[i], file, &name, err)) ||
-                (rc = kx_yaml_str(n->vals[i], file, &value, err)) ||
-                (rc = conf_set(conf, name, value, n->keys[i], file, err)))
+            char *name = NULL, *value = NULL, errstr[512];
+            bool secret = false;
+            if ((rc = kx_secret_setting(n, i, file, &name, &value, &secret, err)))
+                return rc;
+            if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+                rc = kx_yaml_err(err, file, n->keys[i], "%s: %s", name,
+                                 secret ? "librdkafka refused the value (not shown: a secret)"
+                                        : errstr);
+            free(name);
+            kx_secret_free(value);
+            if (rc)
                 return rc;
         }
     }

@@ -123,3 +123,25 @@ int kx_secret_get(const kx_yaml_node *map, const char *key, const char *file, bo
         return kx_yaml_err(err, file, map, "missing \"%s\" (or \"%s\")", key, fkey);
     return 0;
 }
+
+int kx_secret_setting(const kx_yaml_node *map, size_t i, const char *file, char **name,
+                      char **value, bool *secret, kx_err *err)
+{
+    const kx_yaml_node *k = map->keys[i], *v = map->vals[i];
+    *name = *value = NULL;
+    if (k->type != KX_YAML_SCALAR || !k->len)
+        return kx_yaml_err(err, file, k, "expected a setting name");
+    if (v->type != KX_YAML_SCALAR)
+        return kx_yaml_err(err, file, v, "%s: expected a scalar value", k->str);
+    bool from_file = k->len > 5 && !strcmp(k->str + k->len - 5, "_file");
+    if (!(*name = strndup(k->str, from_file ? k->len - 5 : k->len)))
+        return -ENOMEM;
+    int rc = from_file ? read_file(v, file, *name, value, err) : expand(v, file, *name, value, err);
+    if (rc) {
+        free(*name);
+        *name = NULL;
+        return rc;
+    }
+    *secret = from_file || strstr(v->str, "${") != NULL;
+    return 0;
+}

@@ -68,6 +68,7 @@
 
 #include "klaxon/log.h"
 #include "klaxon/metrics.h"
+#include "klaxon/secret.h"
 #include "source_int.h"
 
 #define KX_KAFKA_BATCH_DEFAULT 500
@@ -842,20 +843,32 @@ static int parse_properties(const kx_yaml_node *props, const char *file, rd_kafk
         return kx_yaml_err(err, file, props, "kafka.properties: expected a map");
     for (size_t i = 0; i < props->n; i++) {
         const kx_yaml_node *k = props->keys[i];
-        const char *v;
-
+        /* Values may be secrets (sasl.password): ${ENV} or NAME_file (klaxon/secret.h). */
+        char *name = NULL, *val = NULL;
+        bool secret = false;
+        if (kx_secret_setting(props, i, file, &name, &val, &secret, err))
+            return -EINVAL;
         for (size_t r = 0; r < KX_ARRAY_LEN(reserved_props); r++) {
-            if (kx_yaml_is(k, reserved_props[r]))
-                return kx_yaml_err(err, file, k,
-                                   "kafka.properties: \"%s\" is set by klaxon and cannot be "
-                                   "overridden",
-                                   k->str);
+            if (!strcmp(name, reserved_props[r])) {
+                kx_yaml_err(err, file, k,
+                            "kafka.properties: \"%s\" is set by klaxon and cannot be overridden",
+                            name);
+                free(name);
+                kx_secret_free(val);
+                return -EINVAL;
+            }
         }
-        if (props->vals[i]->type != KX_YAML_SCALAR)
-            return kx_yaml_err(err, file, props->vals[i],
-                               "kafka.properties.%s: expected a scalar value", k->str);
-        v = props->vals[i]->str;
-        if (conf_set(conf, k->str, v, file, k, err))
+        char errstr[512];
+        bool ok = rd_kafka_conf_set(conf, name, val, errstr, sizeof(errstr)) == RD_KAFKA_CONF_OK;
+        if (!ok && secret)
+            kx_yaml_err(err, file, k,
+                        "kafka.properties.%s: librdkafka refused the value (not shown: a secret)",
+                        name);
+        else if (!ok)
+            kx_yaml_err(err, file, k, "kafka: %s", errstr);
+        free(name);
+        kx_secret_free(val);
+        if (!ok)
             return -EINVAL;
     }
     return 0;

@@ -733,6 +733,20 @@ static void test_config_errors(void **state)
                      "kafka.properties: \"enable.auto.offset.store\" is set by klaxon and cannot "
                      "be overridden");
     expect_cfg_error("- a\n", 1, 1, "kafka: expected a map");
+    /* Secrets: ${ENV} and NAME_file; an error never shows the value. */
+    expect_cfg_error("brokers: 127.0.0.1:1\nproperties:\n  sasl.password: \"${KX_TEST_NO_VAR}\"\n",
+                     3, 18, "sasl.password: environment variable KX_TEST_NO_VAR is not set");
+    setenv("KX_TEST_KAFKA_SECRET", "s3cr3t-value", 1);
+    expect_cfg_error("brokers: 127.0.0.1:1\nproperties:\n  fetch.wait.max.ms: "
+                     "\"${KX_TEST_KAFKA_SECRET}\"\n",
+                     3, 3,
+                     "kafka.properties.fetch.wait.max.ms: librdkafka refused the value (not "
+                     "shown: a secret)");
+    expect_cfg_error(
+        "brokers: 127.0.0.1:1\nproperties:\n  enable.auto.offset.store_file: /dev/null\n", 3, 3,
+        "kafka.properties: \"enable.auto.offset.store\" is set by klaxon and cannot be "
+        "overridden");
+    unsetenv("KX_TEST_KAFKA_SECRET");
     ev_loop_destroy(ev_default_loop(0));
 }
 
