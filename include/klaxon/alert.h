@@ -67,6 +67,10 @@ typedef struct kx_alert {
     /* Its events were older than alerting.backfill_after when it was raised (catching up
      * after downtime): "backfill":true, and paging sinks skip it unless told otherwise. */
     bool backfill;
+    /* Rules with a time-of-day condition: the event's local time in its zone, RFC 3339
+     * with the offset, and the zone; NULL otherwise. */
+    const char *local_time;
+    const char *timezone;
     /* evidence: each a JSON object rendered by kx_evidence_render */
     const char *const *events;
     const size_t *events_len;

@@ -78,6 +78,9 @@ struct kx_rule {
     size_t nfalsepositives;
     const char *const *fields;
     size_t nfields;
+    /* The zone of the rule's first time-of-day condition (its alerts show the event's local
+     * time there); NULL when it has none. */
+    const char *timezone;
     const char *file;
     int line;
     /* detection rules: raise alerts of their own? false for rules that correlations

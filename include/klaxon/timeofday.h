@@ -31,5 +31,10 @@ typedef struct kx_timeofday kx_timeofday;
 int kx_timeofday_parse(const kx_yaml_node *node, const char *file, kx_timeofday **out, kx_err *err);
 void kx_timeofday_destroy(kx_timeofday *t);
 bool kx_timeofday_match(const kx_timeofday *t, int64_t time_ms);
+/* The window's IANA zone name ("Europe/Madrid"). */
+const char *kx_timeofday_zone(const kx_timeofday *t);
+/* time_ms as local time in zone, RFC 3339 with its offset ("2026-03-13T11:00:00+01:00"),
+ * into out (>= 32 bytes). -ENOENT for an unknown zone. */
+int kx_local_time_format(const char *zone, int64_t time_ms, char *out, size_t outlen);
 
 #endif

@@ -210,6 +210,12 @@ int kx_alert_render(const kx_alert *a, const char *team_name, kx_buf *out)
     TRY(put_str(out, a->status ? a->status : "firing"));
     if (a->backfill)
         TRY(kx_buf_puts(out, ",\"backfill\":true"));
+    if (a->local_time && a->timezone) {
+        TRY(kx_buf_puts(out, ",\"local_time\":"));
+        TRY(put_str(out, a->local_time));
+        TRY(kx_buf_puts(out, ",\"timezone\":"));
+        TRY(put_str(out, a->timezone));
+    }
     if (a->degraded) {
         TRY(kx_buf_puts(out, ",\"degraded\":"));
         TRY(put_str(out, a->degraded));

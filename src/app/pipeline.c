@@ -19,6 +19,7 @@
  * start): the router drops the repeat.
  */
 #include "klaxon/pipeline.h"
+#include "klaxon/timeofday.h"
 
 #include <errno.h>
 #include <ev.h>
@@ -300,6 +301,13 @@ static void single_event_alert(kx_pipeline *p, kx_rule *r, const char *degraded)
             fields[a.nfields++] = (kx_kv){r->fields[i], f->value};
     }
     a.fields = fields;
+    /* A time-of-day rule: when it happened where the rule's window is judged. */
+    char local[40];
+    if (r->timezone &&
+        kx_local_time_format(r->timezone, p->ev.time_ms, local, sizeof(local)) == 0) {
+        a.local_time = local;
+        a.timezone = r->timezone;
+    }
     describe(p, &a, r, true);
     send_alert(p, &a);
 }

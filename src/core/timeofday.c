@@ -15,6 +15,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -205,4 +206,27 @@ bool kx_timeofday_match(const kx_timeofday *t, int64_t time_ms)
         return today;
     bool yesterday = (t->days >> ((c.wday + 6) % 7)) & 1u;
     return yesterday && minute < t->to;
+}
+
+const char *kx_timeofday_zone(const kx_timeofday *t)
+{
+    return kx_tz_name(t->tz);
+}
+
+int kx_local_time_format(const char *zone, int64_t time_ms, char *out, size_t outlen)
+{
+    const kx_tz *tz;
+    int rc = kx_tz_get(zone, &tz);
+    if (rc)
+        return rc;
+    int64_t s = time_ms / 1000 - (time_ms % 1000 < 0);
+    kx_civil c;
+    kx_tz_local(tz, s, &c);
+    int32_t off = c.utc_offset;
+    char sign = off < 0 ? '-' : '+';
+    if (off < 0)
+        off = -off;
+    snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d%c%02d:%02d", c.year, c.month, c.day,
+             c.hour, c.minute, c.second, sign, (int)(off / 3600), (int)(off % 3600 / 60));
+    return 0;
 }

@@ -83,6 +83,10 @@ static int compile_search(kx__ctx *c, const kx_yaml_node *key, const kx_yaml_nod
             if (rc)
                 return rc;
             s->tod = t;
+            if (c->rule && !c->rule->timezone) {
+                const char *z = kx_timeofday_zone(t);
+                ((kx_rule *)c->rule)->timezone = kx__strndup(c, z, strlen(z));
+            }
             return kx__res_add_tod(c, t);
         }
         kx__group *g = kx__alloc(c, sizeof(*g));

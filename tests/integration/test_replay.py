@@ -57,9 +57,9 @@ def test_samples_auth():
     for a in alerts:
         # The rule's context keys come after the tags, in this order, when the rule has them.
         ctx = [k for k in a.keys() if k in CONTEXT]
-        check([k for k in a.keys() if k not in CONTEXT] == KEYS and
+        check([k for k in a.keys() if k not in CONTEXT + ["local_time", "timezone"]] == KEYS and
               ctx == [k for k in CONTEXT if k in ctx] and
-              list(a.keys())[KEYS.index("tags") + 1:][:len(ctx)] == ctx,
+              list(a.keys())[list(a.keys()).index("tags") + 1:][:len(ctx)] == ctx,
               "alert keys/order: %s" % list(a.keys()))
         check(len(a["dedup_key"]) == 32 and all(c in "0123456789abcdef" for c in a["dedup_key"]),
               "dedup_key %r" % a["dedup_key"])
@@ -142,6 +142,11 @@ def test_off_hours_across_dst():
     want = [(OFF_HOURS, "2026-03-27T06:30:00.000Z"), (OFF_HOURS, "2026-03-30T05:30:00.000Z"),
             (OFF_HOURS, "2026-10-23T17:30:00.000Z")]
     check(got == want, "DST alerts: got %s want %s" % (got, want))
+    # Each says when it happened where the rule's window is judged, with that day's offset.
+    local = [(a["local_time"], a["timezone"]) for a in alerts]
+    check(local == [("2026-03-27T07:30:00+01:00", "Europe/Madrid"),
+                    ("2026-03-30T07:30:00+02:00", "Europe/Madrid"),
+                    ("2026-10-23T19:30:00+02:00", "Europe/Madrid")], "local times: %s" % local)
 
 
 def test_bruteforce_out_of_order():
