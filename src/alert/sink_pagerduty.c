@@ -138,8 +138,10 @@ static json_t *pd_event(const pd_sink *p, json_t *a)
     json_object_set(details, "rule", json_object_get(rule, "title"));
     json_object_set(details, "rule_id", json_object_get(rule, "id"));
     json_object_set(details, "level", json_object_get(rule, "level"));
-    static const char *const copy[] = {"team",   "tenant",     "group",     "count", "value",
-                                       "window", "first_seen", "last_seen", "tags",  "degraded"};
+    static const char *const copy[] = {
+        "team",       "tenant",      "group",      "count",      "value",          "window",
+        "first_seen", "last_seen",   "local_time", "timezone",   "tags",           "degraded",
+        "backfill",   "description", "runbook",    "references", "falsepositives", "fields"};
     for (size_t i = 0; i < sizeof(copy) / sizeof(copy[0]); i++)
         if (json_object_get(a, copy[i]))
             json_object_set(details, copy[i], json_object_get(a, copy[i]));
@@ -167,6 +169,21 @@ static json_t *pd_event(const pd_sink *p, json_t *a)
     json_object_set(payload, "class", json_object_get(a, "category"));
     json_object_set_new(payload, "custom_details", details);
     json_object_set_new(ev, "payload", payload);
+    /* The runbook as a link (when it is one) and the rule's references. */
+    json_t *links = json_array();
+    const char *runbook = str_of(a, "runbook", NULL);
+    if (runbook && (!strncmp(runbook, "https://", 8) || !strncmp(runbook, "http://", 7)))
+        json_array_append_new(links, json_pack("{s:s,s:s}", "href", runbook, "text", "Runbook"));
+    json_t *refs = json_object_get(a, "references");
+    for (size_t i = 0; i < json_array_size(refs) && i < 5; i++) {
+        const char *u = json_string_value(json_array_get(refs, i));
+        if (u && (!strncmp(u, "https://", 8) || !strncmp(u, "http://", 7)))
+            json_array_append_new(links, json_pack("{s:s,s:s}", "href", u, "text", "Reference"));
+    }
+    if (json_array_size(links))
+        json_object_set_new(ev, "links", links);
+    else
+        json_decref(links);
     json_object_set_new(ev, "client", json_string("klaxon"));
     if (p->client_url)
         json_object_set_new(ev, "client_url", json_string(p->client_url));

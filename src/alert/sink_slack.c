@@ -161,6 +161,12 @@ static json_t *slack_message(json_t *a)
     kx_buf_printf(&b, "%s \xe2\x86\x92 %s", str_of(a, "first_seen", "?"),
                   str_of(a, "last_seen", "?"));
     json_array_append_new(fields, field("First / last seen (UTC)", b.data));
+    if (json_object_get(a, "local_time")) {
+        /* A time-of-day rule: what the clock read where its window is judged. */
+        kx_buf_reset(&b);
+        kx_buf_printf(&b, "%s (%s)", str_of(a, "local_time", "?"), str_of(a, "timezone", "?"));
+        json_array_append_new(fields, field("Local time", b.data));
+    }
     json_array_append_new(blocks, json_pack("{s:s,s:o}", "type", "section", "fields", fields));
 
     json_t *events = json_object_get(a, "events");
@@ -177,6 +183,26 @@ static json_t *slack_message(json_t *a)
         kx_buf_puts(&b, "```");
         if (b.len > SECTION_MAX)
             b.len = SECTION_MAX; /* cannot happen with 3 x 400 bytes; a guard */
+        json_array_append_new(blocks,
+                              json_pack("{s:s,s:o}", "type", "section", "text", mrkdwn(b.data)));
+    }
+    const char *desc = str_of(a, "description", NULL), *runbook = str_of(a, "runbook", NULL);
+    if (desc || runbook) {
+        kx_buf_reset(&b);
+        if (desc)
+            esc_str(&b, desc, 1500);
+        if (runbook) {
+            kx_buf_puts(&b, desc ? "\n" : "");
+            if (!strncmp(runbook, "https://", 8) || !strncmp(runbook, "http://", 7)) {
+                /* A link Slack shows as "Runbook": the URL escaped, no | or > inside. */
+                kx_buf_puts(&b, "<");
+                esc(&b, runbook, strcspn(runbook, "|<>"), 1000, false);
+                kx_buf_puts(&b, "|Runbook>");
+            } else {
+                kx_buf_puts(&b, "*Runbook:* ");
+                esc_str(&b, runbook, 1000);
+            }
+        }
         json_array_append_new(blocks,
                               json_pack("{s:s,s:o}", "type", "section", "text", mrkdwn(b.data)));
     }

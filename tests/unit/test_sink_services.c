@@ -325,6 +325,62 @@ static void test_slack_message(void **state)
     assert_int_equal(kx_metric_get(KX_M_ALERTS_FAILED), 1);
 }
 
+/* The rule's runbook and references become PagerDuty links; the description, runbook and
+ * local time reach Slack and PagerDuty's custom_details. */
+static void test_rule_context(void **state)
+{
+    fixture *f = *state;
+    char url[128], yaml[2048];
+    kx_http_receiver_url(f->rx, "/in", url, sizeof(url));
+    snprintf(yaml, sizeof(yaml),
+             "alerting:\n"
+             "  sinks:\n"
+             "    pd: {type: pagerduty, url: \"%s\", routing_key: k}\n"
+             "    chat: {type: slack, url: \"%s\"}\n",
+             url, url);
+    kx_err err = {0};
+    assert_int_equal(kx_yaml_load_mem("alert.yaml", yaml, strlen(yaml), &f->doc, &err), 0);
+    assert_int_equal(kx_router_create(f->loop, kx_yaml_get(f->doc->root, "alerting"), "alert.yaml",
+                                      NULL, &f->router, &err),
+                     0);
+    static const char *const refs[] = {"https://attack.mitre.org/techniques/T1110/", "a book"};
+    kx_alert a = alert_at(T0);
+    a.description = "Many <failed> logins.";
+    a.runbook = "https://wiki.example/rb|x";
+    a.references = refs;
+    a.nreferences = 2;
+    a.local_time = "2026-03-29T03:30:00+02:00";
+    a.timezone = "Europe/Madrid";
+    assert_int_equal(kx_router_send(f->router, &a, NULL, NULL), 0);
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 5000));
+    assert_int_equal(kx_http_receiver_count(f->rx), 2);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *o = body_json(f, i);
+        if (json_object_get(o, "routing_key")) {
+            json_t *links = json_object_get(o, "links");
+            assert_int_equal(json_array_size(links), 2);
+            assert_string_equal(s_of(json_array_get(links, 0), "href"),
+                                "https://wiki.example/rb|x");
+            assert_string_equal(s_of(json_array_get(links, 0), "text"), "Runbook");
+            assert_string_equal(s_of(json_array_get(links, 1), "href"),
+                                "https://attack.mitre.org/techniques/T1110/");
+            json_t *d = json_object_get(json_object_get(o, "payload"), "custom_details");
+            assert_string_equal(s_of(d, "description"), "Many <failed> logins.");
+            assert_string_equal(s_of(d, "local_time"), "2026-03-29T03:30:00+02:00");
+        } else {
+            json_t *blocks = json_object_get(o, "blocks");
+            json_t *fields = json_object_get(json_array_get(blocks, 1), "fields");
+            assert_int_equal(json_array_size(fields), 7);
+            assert_string_equal(s_of(json_array_get(fields, 6), "text"),
+                                "*Local time*\n2026-03-29T03:30:00+02:00 (Europe/Madrid)");
+            /* description escaped; the runbook a link, cut before its "|" */
+            assert_string_equal(s_of(json_object_get(json_array_get(blocks, 3), "text"), "text"),
+                                "Many &lt;failed&gt; logins.\n<https://wiki.example/rb|Runbook>");
+        }
+        json_decref(o);
+    }
+}
+
 /* Long texts are cut on a UTF-8 boundary within the services' limits. */
 static void test_limits(void **state)
 {
@@ -396,6 +452,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_pagerduty_resolve_never_overtakes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slack_message, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rule_context, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_errors_hide_secrets, setup, teardown),
     };
