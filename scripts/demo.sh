@@ -62,6 +62,7 @@ sed -e "s|  brokers: 127.0.0.1:9092.*|  brokers: \"$BROKERS\"|" \
     -e "s|  store: memory.*|  store: \"redis://127.0.0.1:$REDIS_PORT/klaxon-demo:\"|" \
     -e "s|  listen: 127.0.0.1:9464|  listen: \"127.0.0.1:$METRICS_PORT\"|" \
     -e "s|  - ../rules|  - \"$ROOT/rules\"|" \
+    -e "s|  spool: {dir: /tmp/klaxon-spool}|  spool: {dir: \"$TMP/spool\"}|" \
     "$ROOT/samples/klaxon.yaml" >"$TMP/klaxon.yaml"
 
 # Syslog of one host goes to one partition (in production: keyed by host), keeping order.
