@@ -43,7 +43,7 @@ class Stack:
         self.mport = free_port()
         # A pager timeout longer than the test holds it: no attempt is cut short.
         sinks = ("    file: {type: file, path: %s}\n"
-                 "    pager: {type: webhook, url: \"http://127.0.0.1:%d/pd\", timeout: 60s, "
+                 "    pager: {type: webhook, url: \"http://127.0.0.1:%d/pd?token=S3CRET-T0KEN\", timeout: 60s, "
                  "backoff: 100ms, backoff_max: 500ms%s}\n"
                  "    chat: {type: webhook, url: \"http://127.0.0.1:%d/chat\", backoff: 100ms}\n"
                  % (self.alerts_file, self.pager.port, pager_extra, self.chat.port))
@@ -232,6 +232,11 @@ def test_health_and_metrics():
                  "healthz to notice the broker is gone")
         check(get(s.mport, "/healthz")[0] == 503, "healthz status without a broker")
         check(s.klaxon.alive(), "klaxon died without its broker")
+        # The pager's URL holds a token: never in the log, the metrics or the dead letters.
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % s.mport, timeout=5).read().decode()
+        check("S3CRET-T0KEN" not in text, "the pager's token is in /metrics")
+        whole = open(os.path.join(s.d, "klaxon.log"), errors="replace").read()
+        check("S3CRET-T0KEN" not in whole and "sink pager" in whole, "the pager's token is in the log")
         rc = s.klaxon.stop(timeout=40)
         check(rc in (0, 1), "exit code without a broker: %s" % rc)
     finally:

@@ -263,6 +263,22 @@ static void test_retry_then_success(void **state)
     assert_no_dead_letter(f);
 }
 
+/* An outage longer than the old budget (3 retries): 12 failures in a row, then delivered. */
+static void test_long_outage_then_delivered(void **state)
+{
+    fixture *f = *state;
+    create(f, NULL, ", backoff: 5ms, backoff_max: 20ms, breaker_failures: 0", NULL);
+    kx_http_receiver_fail_next(f->rx, 503, 12);
+    kx_alert a = alert_at(T0);
+    assert_int_equal(kx_router_send(f->router, &a, NULL, NULL), 0);
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 10000));
+    assert_int_equal(kx_http_receiver_count(f->rx), 13);
+    assert_int_equal(kx_http_receiver_status(f->rx, 12), 200);
+    assert_int_equal(kx_metric_get(KX_M_ALERTS_DELIVERED), 1);
+    assert_int_equal(kx_metric_get(KX_M_ALERTS_FAILED), 0);
+    assert_no_dead_letter(f);
+}
+
 static void test_permanent_error_not_retried(void **state)
 {
     fixture *f = *state;
@@ -699,6 +715,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_delivered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_then_success, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_outage_then_delivered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_permanent_error_not_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_408_and_429_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_after_honoured, setup, teardown),
