@@ -34,9 +34,10 @@ typedef struct fkey {
     int64_t win_start, last_ms; /* monotonic */
     uint64_t count;             /* alerts in the current window */
     bool muting;
-    uint64_t muted;   /* since the flood started */
-    int64_t since_ms; /* wall clock: when the flood started */
-    bool summary_due; /* the flood ended (seen by check): the sweep sends the summary */
+    uint64_t muted;     /* since the flood started */
+    int64_t since_ms;   /* wall clock: when the flood started */
+    bool summary_due;   /* the flood ended (seen by check): the sweep sends the summary */
+    uint64_t due_muted; /* ... with this count */
     char rule[128];
     char title[160];
     char level[16];
@@ -128,6 +129,8 @@ static void close_window(fkey *k, const kx__flood_cfg *cfg, int64_t now)
     if (k->muting && k->count <= cfg->max) {
         k->muting = false;
         k->summary_due = true;
+        k->due_muted = k->muted;
+        k->muted = 0;
     }
     k->win_start = now;
     k->count = 0;
@@ -172,8 +175,7 @@ kx__flood_verdict kx__flood_check(kx__flood *f, const kx__flood_cfg *cfg, uint16
     if (k->count <= cfg->max)
         return KX__FLOOD_PASS;
     k->muting = true;
-    /* A summary still due counts the flood that ended; this one starts from 1. */
-    k->muted = k->summary_due ? k->muted + 1 : 1;
+    k->muted = 1;
     k->since_ms = kx_now_ms();
     kx_metric_inc(KX_M_ALERTS_MUTED);
     kx_log(KX_LOG_WARN, KX__ALERT_MODULE,
@@ -225,6 +227,15 @@ void kx__flood_notice(kx__flood *f, const kx__flood_cfg *cfg, uint16_t route, co
         kx_alert n;
         kx_kv group[2];
         char title[256], muted[24];
+        if (k->summary_due) {
+            /* The flood that ended before this one: its summary first, with its own count. */
+            uint64_t now_muted = k->muted;
+            k->muted = k->due_muted;
+            notice(k, true, cfg->per_ms, &n, group, title, sizeof(title), muted, sizeof(muted));
+            send(ud, route, &n);
+            k->muted = now_muted;
+            k->summary_due = false;
+        }
         notice(k, false, cfg->per_ms, &n, group, title, sizeof(title), muted, sizeof(muted));
         send(ud, route, &n);
         return;
@@ -251,12 +262,14 @@ size_t kx__flood_sweep(kx__flood *f, const kx__flood_cfg *(*cfg_of)(void *ud, ui
             kx_alert n;
             kx_kv group[2];
             char title[256], muted[24];
+            uint64_t now_muted = k->muted;
+            k->muted = k->due_muted;
             notice(k, true, cfg->per_ms, &n, group, title, sizeof(title), muted, sizeof(muted));
             kx_log(KX_LOG_INFO, KX__ALERT_MODULE,
                    "flood valve: rule %s on route %u calmed down; %llu alerts were muted", k->rule,
-                   k->route + 1, (unsigned long long)k->muted);
+                   k->route + 1, (unsigned long long)k->due_muted);
+            k->muted = now_muted;
             k->summary_due = false;
-            k->muted = 0;
             send(ud, k->route, &n);
         }
         if (k->muting)

@@ -145,6 +145,9 @@ static void sync_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void file_reopen(kx__sink *sink)
 {
     file_sink *fs = (file_sink *)sink;
+    /* Lines written to the old file are synced (and reported) before it is let go. */
+    if (fs->nunsynced)
+        sync_cb(sink->loop, &fs->sync_w, 0);
     int rc = file_open(fs);
     if (rc) {
         kx_log(KX_LOG_ERROR, KX__ALERT_MODULE,

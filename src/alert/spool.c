@@ -35,6 +35,7 @@
 #define REC_HDR 12
 #define T_ALERT 1
 #define T_ACK 2
+#define T_MOVED 3 /* an alert copied forward by a compaction: T_ALERT's body */
 #define KEY_LEN 32
 #define DEFAULT_MAX_BYTES (256ull << 20)
 #define DEFAULT_SEGMENT_BYTES (8ull << 20)
@@ -115,14 +116,23 @@ static uint32_t crc(const unsigned char *p, size_t n)
 
 /* ---- entries ---- */
 
-static entry *ent(kx_spool *sp, uint64_t seq)
+static entry *strag_find(kx_spool *sp, uint64_t seq)
 {
     for (size_t i = 0; i < sp->nstrag; i++)
         if (sp->strag[i].seq == seq)
             return &sp->strag[i].e;
-    if (seq < sp->base || seq - sp->base >= sp->nents)
-        return NULL;
-    return &sp->ents[seq - sp->base];
+    return NULL;
+}
+
+/* A dense entry that belongs to a segment is the alert's; one that does not may have moved
+ * aside (a straggler). */
+static entry *ent(kx_spool *sp, uint64_t seq)
+{
+    entry *d = seq >= sp->base && seq - sp->base < sp->nents ? &sp->ents[seq - sp->base] : NULL;
+    if (d && (d->seg || d->mask))
+        return d;
+    entry *st = sp->nstrag ? strag_find(sp, seq) : NULL;
+    return st ? st : d;
 }
 
 /* seq's entry moved aside (see straggler); the dense slot is emptied. */
@@ -153,7 +163,8 @@ static void strag_drop(kx_spool *sp, const entry *e)
 
 static bool is_strag(const kx_spool *sp, const entry *e)
 {
-    return sp->nstrag && e >= &sp->strag[0].e && e <= &sp->strag[sp->nstrag - 1].e;
+    uintptr_t p = (uintptr_t)e, lo = (uintptr_t)sp->strag;
+    return sp->nstrag && p >= lo && p < lo + sp->nstrag * sizeof(straggler);
 }
 
 /* Makes room for seq (>= base) and returns its entry, zeroed if new. */
@@ -161,8 +172,12 @@ static entry *ent_add(kx_spool *sp, uint64_t seq)
 {
     if (sp->nents == 0)
         sp->base = seq;
-    if (seq < sp->base)
-        return strag_add(sp, seq, NULL); /* moved forward by a compaction, read back */
+    if (seq < sp->base) {
+        /* Moved forward by a compaction, read back (maybe twice: a crash before the old
+         * segment was deleted leaves both copies; the later one wins, acks after it apply). */
+        entry *o = strag_find(sp, seq);
+        return o ? o : strag_add(sp, seq, NULL);
+    }
     size_t need = (size_t)(seq - sp->base) + 1;
     if (need > sp->ents_cap) {
         size_t cap = sp->ents_cap ? sp->ents_cap : 256;
@@ -195,6 +210,13 @@ static void ents_trim(kx_spool *sp, uint64_t seq)
     memmove(sp->ents, sp->ents + drop, (sp->nents - drop) * sizeof(entry));
     sp->nents -= drop;
     sp->base = seq;
+    if (sp->ents_cap > 4096 && sp->nents < sp->ents_cap / 4) {
+        entry *p = realloc(sp->ents, sp->ents_cap / 2 * sizeof(*p));
+        if (p) {
+            sp->ents = p;
+            sp->ents_cap /= 2;
+        }
+    }
 }
 
 /* ---- segments ---- */
@@ -588,11 +610,26 @@ static void walk(kx_spool *sp, uint64_t id, const unsigned char *d, size_t n, bo
 static void pass1(kx_spool *sp, uint64_t id, const unsigned char *b, size_t n, void *ud)
 {
     (void)ud;
-    if (b[0] == T_ALERT) {
+    if (b[0] == T_ALERT || b[0] == T_MOVED) {
         alert_rec a;
         if (!parse_alert(b, n, &a))
             return;
-        entry *e = ent_add(sp, a.seq);
+        entry *e;
+        if (b[0] == T_MOVED) {
+            /* A moved alert never widens the dense table: it goes aside at once (and so does
+             * its older copy's entry, when that segment was still there). */
+            entry *d = a.seq >= sp->base && a.seq - sp->base < sp->nents
+                           ? &sp->ents[a.seq - sp->base]
+                           : NULL;
+            e = strag_find(sp, a.seq);
+            if (!e) {
+                e = strag_add(sp, a.seq, d && (d->seg || d->mask) ? d : NULL);
+                if (d && e)
+                    memset(d, 0, sizeof(*d));
+            }
+        } else {
+            e = ent_add(sp, a.seq);
+        }
         if (!e)
             return; /* out of memory: it will not be sent again; logged by the caller */
         e->seg = id;
@@ -621,7 +658,7 @@ static void pass2(kx_spool *sp, uint64_t id, const unsigned char *b, size_t n, v
 {
     pass2_ud *u = vud;
     alert_rec a;
-    if (b[0] != T_ALERT || !parse_alert(b, n, &a))
+    if ((b[0] != T_ALERT && b[0] != T_MOVED) || !parse_alert(b, n, &a))
         return;
     entry *e = ent(sp, a.seq);
     if (!e || e->seg != id || e->mask == 0)
@@ -711,13 +748,43 @@ static void copy_forward(kx_spool *sp, uint64_t id, const unsigned char *b, size
 {
     compact_ctx *cc = ud;
     alert_rec a;
-    if (cc->rc || b[0] != T_ALERT || !parse_alert(b, n, &a))
+    if (cc->rc || (b[0] != T_ALERT && b[0] != T_MOVED) || !parse_alert(b, n, &a))
         return;
     entry *e = ent(sp, a.seq);
     if (!e || e->seg != id || e->mask == 0)
         return;
+    if (sp->segs[sp->nsegs - 1].bytes >= sp->segment_bytes && (cc->rc = seg_new(sp)))
+        return;
+    /* The moved record and the acks of the sinks already done, in one write: read back, the
+     * copy counts every sink as pending until the acks after it say otherwise. */
+    kx_buf_reset(&sp->rec);
+    unsigned char hdr[REC_HDR] = {0}, t = T_MOVED;
+    if ((cc->rc = kx_buf_append(&sp->rec, (const char *)hdr, REC_HDR)) ||
+        (cc->rc = kx_buf_append(&sp->rec, (const char *)&t, 1)) ||
+        (cc->rc = kx_buf_append(&sp->rec, (const char *)b + 1, n - 1)))
+        return;
+    rec_end(sp);
+    uint32_t all = a.nsinks == 32 ? UINT32_MAX : (1u << a.nsinks) - 1;
+    for (unsigned i = 0; i < a.nsinks; i++) {
+        if (!(all & ~e->mask & (1u << i)))
+            continue;
+        unsigned char ab[REC_HDR + 11];
+        ab[REC_HDR] = T_ACK;
+        put64(ab + REC_HDR + 1, a.seq);
+        ab[REC_HDR + 9] = (unsigned char)i;
+        ab[REC_HDR + 10] = KX_SPOOL_DELIVERED;
+        put32(ab, REC_MAGIC);
+        put32(ab + 4, 11);
+        put32(ab + 8, crc(ab + REC_HDR, 11));
+        if ((cc->rc = kx_buf_append(&sp->rec, (const char *)ab, sizeof(ab))))
+            return;
+    }
+    if ((cc->rc = seg_write(sp)))
+        return;
+    /* Written: now memory follows. Aside from now on, so the dense entries can be trimmed
+     * past it. */
+    uint64_t to_id = sp->segs[sp->nsegs - 1].id;
     if (!is_strag(sp, e)) {
-        /* Aside from now on, so the dense entries can be trimmed past it. */
         entry *ne = strag_add(sp, a.seq, e);
         if (!ne) {
             cc->rc = -ENOMEM;
@@ -726,36 +793,14 @@ static void copy_forward(kx_spool *sp, uint64_t id, const unsigned char *b, size
         memset(e, 0, sizeof(*e));
         e = ne;
     }
-    if (sp->segs[sp->nsegs - 1].bytes >= sp->segment_bytes && (cc->rc = seg_new(sp)))
-        return;
-    kx_buf_reset(&sp->rec);
-    unsigned char hdr[REC_HDR] = {0};
-    if ((cc->rc = kx_buf_append(&sp->rec, (const char *)hdr, REC_HDR)) ||
-        (cc->rc = kx_buf_append(&sp->rec, (const char *)b, n)))
-        return;
-    rec_end(sp);
-    if ((cc->rc = seg_write(sp)))
-        return;
-    seg *from = seg_find(sp, id), *to = &sp->segs[sp->nsegs - 1];
+    seg *from = seg_find(sp, id), *to = seg_find(sp, to_id);
     if (from && from->live)
         from->live--;
-    to->live++;
-    to->alerts++;
-    e->seg = to->id;
-    uint32_t all = a.nsinks == 32 ? UINT32_MAX : (1u << a.nsinks) - 1;
-    for (unsigned i = 0; i < a.nsinks && !cc->rc; i++) {
-        if (!(all & ~e->mask & (1u << i)))
-            continue;
-        unsigned char ab[10];
-        put64(ab, a.seq);
-        ab[8] = (unsigned char)i;
-        ab[9] = KX_SPOOL_DELIVERED;
-        if ((cc->rc = rec_begin(sp, T_ACK)) ||
-            (cc->rc = kx_buf_append(&sp->rec, (const char *)ab, sizeof(ab))))
-            return;
-        rec_end(sp);
-        cc->rc = seg_write(sp);
+    if (to) {
+        to->live++;
+        to->alerts++;
     }
+    e->seg = to_id;
     cc->moved++;
 }
 

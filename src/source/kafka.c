@@ -846,8 +846,9 @@ static int parse_properties(const kx_yaml_node *props, const char *file, rd_kafk
         /* Values may be secrets (sasl.password): ${ENV} or NAME_file (klaxon/secret.h). */
         char *name = NULL, *val = NULL;
         bool secret = false;
-        if (kx_secret_setting(props, i, file, &name, &val, &secret, err))
-            return -EINVAL;
+        int src = kx_secret_setting(props, i, file, &name, &val, &secret, err);
+        if (src)
+            return src == -ENOMEM ? kx_yaml_err(err, file, k, "out of memory") : src;
         for (size_t r = 0; r < KX_ARRAY_LEN(reserved_props); r++) {
             if (!strcmp(name, reserved_props[r])) {
                 kx_yaml_err(err, file, k,
