@@ -11,7 +11,8 @@
  * the body u32, body (first byte: the record's type). An alert record holds its sequence
  * number, creation time, dedup_key, the names of the sinks it was routed to and the alert
  * JSON; an ack record holds a sequence number, the sink's position in that alert's list and
- * the outcome. A process owns
+ * the outcome; a moved record is an alert copied forward by compaction (its acks follow it in
+ * the same write), so the oldest segment can go while one slow sink still owes an alert. A process owns
  * the directory (an flock on "lock"): a second klaxon on the same spool is refused. Each
  * start writes a new segment; older ones are only read. Segments are deleted oldest first,
  * once every alert in them and in every older one is acknowledged by all its sinks (so an
