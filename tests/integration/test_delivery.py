@@ -14,7 +14,7 @@ import subprocess
 import urllib.error
 import urllib.request
 
-from harness import (KLAXON, Broker, HookReceiver, Klaxon, RedisServer, check, free_port,
+from harness import (KLAXON, SRC, Broker, HookReceiver, Klaxon, RedisServer, check, free_port,
                      read_jsonl, run_tests, tmpdir, wait_for, write_config)
 from test_run import AUTH, EXPECTED_ALL, N_AUTH, N_TRAIL, TRAIL, by_time
 
@@ -275,7 +275,30 @@ def test_config_check_and_route():
         s.close()
 
 
+def test_deploy_config_checks():
+    """The shipped production config is valid (paths and secrets pointed at a temp dir)."""
+    d = tmpdir("deploy")
+    text = open(os.path.join(SRC, "deploy", "klaxon.yaml")).read()
+    for a, b in (("/etc/klaxon/rules", os.path.join(SRC, "rules")), ("/var/lib/klaxon", d),
+                 ("/var/log/klaxon", d), ("/etc/klaxon", d)):
+        text = text.replace(a, b)
+    cfg = os.path.join(d, "klaxon.yaml")
+    open(cfg, "w").write(text)
+    for name in ("kafka-password", "slack-webhook-url"):
+        open(os.path.join(d, name), "w").write("https://hooks.example/x\n")
+    env = dict(os.environ, PD_KEY_SECOPS="k1", PD_KEY_CLOUD="k2", SOAR_HMAC_KEY="k3")
+    r = subprocess.run([KLAXON, "config", "check", cfg], capture_output=True, text=True, env=env,
+                       timeout=60)
+    check(r.returncode == 0 and "6 sinks, 5 routes" in r.stdout, "deploy config: %r %r" % (r.stdout, r.stderr))
+    check(not os.path.exists(os.path.join(d, "alerts.jsonl")), "config check created a file")
+    del env["PD_KEY_SECOPS"]
+    r = subprocess.run([KLAXON, "config", "check", cfg], capture_output=True, text=True, env=env,
+                       timeout=60)
+    check(r.returncode == 2 and "environment variable PD_KEY_SECOPS is not set" in r.stderr,
+          "missing secret: %r" % r.stderr)
+
+
 if __name__ == "__main__":
     run_tests([test_hung_pager_holds_nothing_else, test_kill9_then_restart_delivers_once,
                test_refused_dead_letter_then_retry, test_health_and_metrics,
-               test_config_check_and_route])
+               test_config_check_and_route, test_deploy_config_checks])
