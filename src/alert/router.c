@@ -538,7 +538,9 @@ int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void
         if (rc)
             return rc;
     } else if (done) {
-        done(ud, 0); /* every route muted it: counted, and announced by a notice */
+        /* Every route muted it (counted, announced by a notice), or it is backfill and only
+         * paging sinks took it (counted in klaxon_alerts_backfill_held_total). */
+        done(ud, 0);
     }
     for (size_t i = 0; i < nstart; i++)
         kx__flood_notice(r->flood, flood_cfg_of(r, started[i]), started[i], a, send_notice, r);
