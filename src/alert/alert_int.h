@@ -257,6 +257,8 @@ int kx__sink_pagerduty_create(struct ev_loop *loop, const char *name, const kx_y
                               const char *file, kx__sink **out, kx_err *err);
 int kx__sink_slack_create(struct ev_loop *loop, const char *name, const kx_yaml_node *cfg,
                           const char *file, kx__sink **out, kx_err *err);
+int kx__sink_email_create(struct ev_loop *loop, const char *name, const kx_yaml_node *cfg,
+                          const char *file, kx__sink **out, kx_err *err);
 
 /* Shared by the HTTP sinks (sink_webhook.c): url or url_file (a secret, never printed),
  * http(s) only; and timeout (1ms..1h) into *out when given. */

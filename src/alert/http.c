@@ -45,6 +45,9 @@ typedef struct http_req {
     CURL *easy; /* non-NULL while the request is in the multi handle */
     struct http_req *prev, *next;
     struct curl_slist *owned; /* headers made for this request alone */
+    bool smtp;                /* an SMTP transfer: outcome by SMTP reply codes */
+    char *upload;             /* SMTP: the message, read by curl */
+    size_t upload_len, upload_off;
     size_t blen;
     char body[BODY_KEEP + 1];
     char errbuf[CURL_ERROR_SIZE];
@@ -174,6 +177,7 @@ static void req_free(http_req *q)
     if (q->next)
         q->next->prev = q->prev;
     curl_slist_free_all(q->owned);
+    free(q->upload);
     free(q);
 }
 
@@ -233,8 +237,18 @@ static void check_multi_info(kx__http *w)
         /* The easy handle goes back to the pool before any callback runs, so a report that
          * starts the next attempt can reuse it. */
         easy_release(w, easy);
-        kx__outcome o = {.kind = classify(res, code),
-                         .status = res == CURLE_OK ? code : 0,
+        kx__attempt_kind kind = classify(res, code);
+        if (q->smtp) {
+            /* SMTP: curl fails the transfer on a refused command; a 5xx reply (no such
+             * mailbox, relay denied) will not get better, a 4xx or a transport error may. */
+            kind = res == CURLE_OK             ? KX__ATTEMPT_OK
+                   : code >= 500 && code < 600 ? KX__ATTEMPT_FAIL
+                                               : KX__ATTEMPT_RETRY;
+            if (res != CURLE_OK && code)
+                snprintf(why + strlen(why), sizeof(why) - strlen(why), " (SMTP %ld)", code);
+        }
+        kx__outcome o = {.kind = kind,
+                         .status = res == CURLE_OK || q->smtp ? code : 0,
                          .retry_after_ms = retry_after > 0 ? (int64_t)retry_after * 1000 : -1,
                          .error = why};
         if (res == CURLE_OK && w->body_fn)
@@ -277,6 +291,69 @@ void kx__http_post(kx__http *w, kx__delivery *d, const char *url, struct curl_sl
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, q->errbuf);
     curl_easy_setopt(easy, CURLOPT_PRIVATE, q);
     curl_easy_setopt(easy, CURLOPT_USERAGENT, "klaxon/0.1");
+    CURLMcode mc = curl_multi_add_handle(w->multi, easy);
+    if (mc != CURLM_OK) {
+        curl_easy_cleanup(easy);
+        kx__outcome o = {
+            .kind = KX__ATTEMPT_RETRY, .retry_after_ms = -1, .error = curl_multi_strerror(mc)};
+        req_done(q, &o);
+        return;
+    }
+    q->easy = easy;
+}
+
+static size_t read_upload(char *buf, size_t size, size_t n, void *ud)
+{
+    http_req *q = ud;
+    size_t room = size * n, left = q->upload_len - q->upload_off;
+    size_t k = left < room ? left : room;
+    memcpy(buf, q->upload + q->upload_off, k);
+    q->upload_off += k;
+    return k;
+}
+
+void kx__http_smtp(kx__http *w, kx__delivery *d, const char *url, const char *from,
+                   struct curl_slist *rcpt, const char *user, const char *password, const char *msg,
+                   size_t len, long timeout_ms)
+{
+    http_req *q = calloc(1, sizeof(*q));
+    CURL *easy = w->npool ? w->pool[--w->npool] : curl_easy_init();
+    char *copy = malloc(len ? len : 1);
+    if (!q || !easy || !copy) {
+        free(q);
+        free(copy);
+        if (easy)
+            curl_easy_cleanup(easy);
+        kx__outcome o = {.kind = KX__ATTEMPT_RETRY, .retry_after_ms = -1, .error = "out of memory"};
+        kx__attempt_done(d, &o);
+        return;
+    }
+    memcpy(copy, msg, len);
+    q->sink = w;
+    q->d = d;
+    q->smtp = true;
+    q->upload = copy;
+    q->upload_len = len;
+    q->next = w->reqs;
+    if (q->next)
+        q->next->prev = q;
+    w->reqs = q;
+    curl_easy_setopt(easy, CURLOPT_URL, url);
+    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
+    curl_easy_setopt(easy, CURLOPT_MAIL_FROM, from);
+    curl_easy_setopt(easy, CURLOPT_MAIL_RCPT, rcpt);
+    if (user)
+        curl_easy_setopt(easy, CURLOPT_USERNAME, user);
+    if (password)
+        curl_easy_setopt(easy, CURLOPT_PASSWORD, password);
+    curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
+    curl_easy_setopt(easy, CURLOPT_READFUNCTION, read_upload);
+    curl_easy_setopt(easy, CURLOPT_READDATA, q);
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, q->errbuf);
+    curl_easy_setopt(easy, CURLOPT_PRIVATE, q);
     CURLMcode mc = curl_multi_add_handle(w->multi, easy);
     if (mc != CURLM_OK) {
         curl_easy_cleanup(easy);

@@ -28,6 +28,12 @@ void kx__http_destroy(kx__http *h);
  * it ends (a list made for it alone, e.g. signed); otherwise they must outlive it. */
 void kx__http_post(kx__http *h, kx__delivery *d, const char *url, struct curl_slist *headers,
                    bool own_headers, const char *body, size_t len, long timeout_ms);
+/* One attempt of d as mail: SMTP(S) to url, from, to rcpt (borrowed: must outlive the
+ * request), AUTH with user/password when given, msg the whole RFC 5322 message (copied).
+ * 2xx at the end is a delivery; a 5xx reply is permanent; 4xx and transport errors retry. */
+void kx__http_smtp(kx__http *h, kx__delivery *d, const char *url, const char *from,
+                   struct curl_slist *rcpt, const char *user, const char *password, const char *msg,
+                   size_t len, long timeout_ms);
 /* Appends "name: value" to *list. 0 or -ENOMEM. */
 int kx__http_header(struct curl_slist **list, const char *name, const char *value);
 

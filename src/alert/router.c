@@ -106,6 +106,8 @@ static const struct {
      * is being retried. */
     {"pagerduty", kx__sink_pagerduty_create, {1, true, false, 6 * 3600000LL, 1000, 300000, 5}},
     {"slack", kx__sink_slack_create, {1, true, false, 6 * 3600000LL, 1000, 300000, 5}},
+    /* Mail is read, not paged: it takes backfill; one connection at a time. */
+    {"email", kx__sink_email_create, {1, false, true, 6 * 3600000LL, 1000, 300000, 5}},
     /* librdkafka batches and retries within message.timeout.ms; many in flight is normal. */
     {"kafka", kx__sink_kafka_create, {1000, false, true, 6 * 3600000LL, 1000, 300000, 0}},
 };
@@ -970,7 +972,7 @@ static int add_sink(kx_router *r, const kx_yaml_node *name, const kx_yaml_node *
     if (!create)
         return kx_yaml_err(err, file, type,
                            "unknown sink type \"%s\" (expected stdout, file, webhook, pagerduty, "
-                           "slack or kafka)",
+                           "slack, email or kafka)",
                            type->type == KX_YAML_SCALAR ? type->str : "");
     if (name->len > 255 || strpbrk(name->str, "\n\r"))
         return kx_yaml_err(err, file, name, "sink name must be at most 255 bytes, one line");

@@ -167,7 +167,7 @@ static void test_config_errors(void **state)
                  "  sinks:\n"
                  "    console: {type: stdoot}\n",
                  "alert.yaml:3:21: unknown sink type \"stdoot\" (expected stdout, file, "
-                 "webhook, pagerduty, slack or kafka)");
+                 "webhook, pagerduty, slack, email or kafka)");
     expect_error("alerting:\n"
                  "  sinks:\n"
                  "    console: {path: /tmp/x}\n",

@@ -23,6 +23,7 @@
 #include "klaxon/log.h"
 #include "klaxon/metrics.h"
 #include "http_receiver.h"
+#include "smtp_receiver.h"
 #include "kx_test.h"
 
 #define T0 1774747800000LL
@@ -381,6 +382,104 @@ static void test_rule_context(void **state)
     }
 }
 
+static char *render_alert(const kx_alert *a)
+{
+    kx_buf b;
+    kx_buf_init(&b, 0);
+    assert_int_equal(kx_alert_render(a, "secops", &b), 0);
+    return b.data;
+}
+
+/* Decodes quoted-printable (soft breaks and =XX) in place. */
+static void unqp(char *s)
+{
+    char *o = s;
+    for (char *p = s; *p;) {
+        if (p[0] == '=' && p[1] == '\r' && p[2] == '\n') {
+            p += 3;
+        } else if (p[0] == '=' && p[1] && p[2]) {
+            char h[3] = {p[1], p[2], 0};
+            *o++ = (char)strtol(h, NULL, 16);
+            p += 3;
+        } else {
+            *o++ = *p++;
+        }
+    }
+    *o = '\0';
+}
+
+/* Mail: the envelope, the headers, a quoted-printable body with the fields, the evidence
+ * and the alert record; a 550 for the recipient is a dead letter, not retried. */
+static void test_email(void **state)
+{
+    fixture *f = *state;
+    kx_smtp_receiver *smtp;
+    assert_int_equal(kx_smtp_receiver_start(&smtp), 0);
+    char yaml[1024];
+    snprintf(yaml, sizeof(yaml),
+             "alerting:\n"
+             "  dead_letter: \"%s/dead.jsonl\"\n"
+             "  sinks:\n"
+             "    mail: {type: email, url: \"smtp://127.0.0.1:%d\", from: klaxon@example.com,\n"
+             "           to: [soc@example.com, oncall@example.com], backoff: 10ms}\n",
+             f->dir, kx_smtp_receiver_port(smtp));
+    kx_err err = {0};
+    assert_int_equal(kx_yaml_load_mem("alert.yaml", yaml, strlen(yaml), &f->doc, &err), 0);
+    int rc = kx_router_create(f->loop, kx_yaml_get(f->doc->root, "alerting"), "alert.yaml", NULL,
+                              &f->router, &err);
+    if (rc) {
+        char m[1024];
+        kx_err_format(&err, m, sizeof(m));
+        fail_msg("%s", m);
+    }
+    kx_alert a = alert_at(T0);
+    a.rule_title = "SSH brute force \xc3\xa9";
+    char key[33];
+    kx_alert_dedup_key(&a, key, sizeof(key));
+    assert_int_equal(kx_router_send(f->router, &a, NULL, NULL), 0);
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 10000));
+    assert_int_equal(kx_smtp_receiver_count(smtp), 1);
+    char *from = kx_smtp_receiver_from(smtp, 0), *rcpt = kx_smtp_receiver_rcpt(smtp, 0);
+    assert_string_equal(from, "<klaxon@example.com>");
+    assert_string_equal(rcpt, "<soc@example.com>,<oncall@example.com>");
+    char *data = kx_smtp_receiver_data(smtp, 0);
+    assert_non_null(strstr(data, "\r\nFrom: klaxon@example.com\r\n"));
+    assert_non_null(strstr(data, "\r\nTo: soc@example.com, oncall@example.com\r\n"));
+    assert_non_null(strstr(data, "\r\nSubject: [klaxon] [error] SSH brute force ?? - "
+                                 "src_ip=203.0.113.7, user=root\r\n"));
+    assert_non_null(strstr(data, "Content-Transfer-Encoding: quoted-printable\r\n"));
+    char hdr[80];
+    snprintf(hdr, sizeof(hdr), "\r\nX-Klaxon-Dedup-Key: %s\r\n", key);
+    assert_non_null(strstr(data, hdr));
+    /* Every line within SMTP's limit. */
+    for (char *p = data, *nl; (nl = strstr(p, "\r\n")); p = nl + 2)
+        assert_true(nl - p <= 76 || p < strstr(data, "\r\n\r\n"));
+    char *body = strstr(data, "\r\n\r\n") + 4;
+    unqp(body);
+    assert_non_null(strstr(body, "SSH brute force \xc3\xa9\r\n"));
+    assert_non_null(strstr(body, "Severity:   error\r\nTeam:       secops\r\n"));
+    assert_non_null(strstr(body, "Group:      src_ip=203.0.113.7, user=root\r\n"));
+    assert_non_null(strstr(body, "Count:      12 in 300s\r\n"));
+    assert_non_null(strstr(body, "  Failed password for root from 203.0.113.7\r\n"));
+    char *rec = render_alert(&a);
+    assert_non_null(strstr(body, rec));
+    free(rec);
+    free(from);
+    free(rcpt);
+    free(data);
+    /* No such mailbox: dead-lettered at once. */
+    kx_smtp_receiver_refuse_next(smtp, 550, 10);
+    kx_alert b = alert_at(T0 + 600000);
+    assert_int_equal(kx_router_send(f->router, &b, NULL, NULL), 0);
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 10000));
+    assert_int_equal(kx_smtp_receiver_count(smtp), 1);
+    assert_int_equal(kx_metric_get(KX_M_ALERTS_FAILED), 1);
+    assert_int_equal(kx_metric_get(KX_M_ALERT_RETRIES), 0);
+    kx_router_destroy(f->router);
+    f->router = NULL;
+    kx_smtp_receiver_stop(smtp);
+}
+
 /* Long texts are cut on a UTF-8 boundary within the services' limits. */
 static void test_limits(void **state)
 {
@@ -454,6 +553,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_slack_message, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rule_context, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_email, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_errors_hide_secrets, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
