@@ -288,6 +288,36 @@ typedef void (*kx_watermark_cb)(void *ud, int status, bool known, int64_t waterm
 int kx_store_watermark(kx_store *s, const kx_watermark_op *op, kx_watermark_cb cb, void *ud);
 
 /*
+ * Claims: one holder at a time for a named piece of work, and "done" once it is done, shared
+ * by every process on the store. The alert stage claims (incident, sink) before it sends a
+ * page, so that one incident is paged once across processes and restarts, and still paged
+ * when the first holder dies (docs/internals/alert.md, "Claims").
+ *
+ * A claim key holds nothing, one holder's lease, or "done". kx_store_claim with mode
+ *   KX_CLAIM_TAKE     takes the claim for holder for lease_ms, or renews it when holder has
+ *                     it; refused while another holder's lease runs;
+ *   KX_CLAIM_DONE     marks it done (whoever holds it), remembered for keep_ms;
+ *   KX_CLAIM_RELEASE  ends holder's lease (it gave up: another may take it at once);
+ * and cb hears the state after the call: KX_CLAIM_MINE (taken, renewed, or released),
+ * KX_CLAIM_HELD (another holder; ttl_ms = what is left of its lease) or KX_CLAIM_DONE_STATE
+ * (done; ttl_ms = how long that is remembered). Every mode is idempotent: a retry after a
+ * lost reply gives the same state.
+ */
+typedef enum { KX_CLAIM_TAKE = 0, KX_CLAIM_DONE, KX_CLAIM_RELEASE } kx_claim_mode;
+typedef enum { KX_CLAIM_MINE = 0, KX_CLAIM_HELD, KX_CLAIM_DONE_STATE } kx_claim_state;
+
+typedef struct kx_claim_op {
+    const char *key;
+    const char *holder; /* non-empty, at most 256 bytes, not "d" */
+    kx_claim_mode mode;
+    int64_t lease_ms; /* TAKE: > 0 */
+    int64_t keep_ms;  /* DONE: > 0 */
+} kx_claim_op;
+
+typedef void (*kx_claim_cb)(void *ud, int status, kx_claim_state state, int64_t ttl_ms);
+int kx_store_claim(kx_store *s, const kx_claim_op *op, kx_claim_cb cb, void *ud);
+
+/*
  * Several adds to one key as one store operation (on Redis: one script call, atomic), applied
  * in order with exactly the results of the same adds made one by one — except count,
  * first_ms and last_ms, which are 0 (computing them costs three commands per member and the

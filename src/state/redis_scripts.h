@@ -4,7 +4,7 @@
  * many commands it runs. store_memory.c implements the same steps in the same order; change
  * both together (tests/unit/test_store.c runs one suite against both). `agg` picks the branch:
  * 0..5 sliding windows (below), 6 first_seen, 7 baseline, 8 absence touch, 9 absence due,
- * 10 closing-window touch, 11 closing-window due, 12 shared watermark (each branch says
+ * 10 closing-window touch, 11 closing-window due, 12 shared watermark, 13 claim (each branch says
  * what its keys hold;
  * docs/internals/state.md).
  *
@@ -275,6 +275,23 @@ static const char kx__redis_window_add_lua[] =
     "  if redis.call('EXISTS', a) == 1 then redis.call('PEXPIRE', a, fmt(ttl)) end\n"
     "  if wm == nil then return {0, 0} end\n"
     "  return {1, wm}\n"
+    "end\n"
+    "-- claim: z = a holder's name (its lease the key's TTL) or 'd' (done, kept ARGV[4] ms);\n"
+    "-- ARGV[5] = mode: 0 take or renew for ARGV[3] ms, 1 done, 2 release\n"
+    "if agg == 13 then\n"
+    "  local v, mode, me = redis.call('GET', z), tonumber(ARGV[5]), ARGV[1]\n"
+    "  if v == 'd' then return {2, redis.call('PTTL', z)} end\n"
+    "  if mode == 1 then\n"
+    "    redis.call('SET', z, 'd', 'PX', ARGV[4])\n"
+    "    return {2, tonumber(ARGV[4])}\n"
+    "  end\n"
+    "  if v and v ~= me then return {1, redis.call('PTTL', z)} end\n"
+    "  if mode == 2 then\n"
+    "    if v then redis.call('DEL', z) end\n"
+    "    return {0, 0}\n"
+    "  end\n"
+    "  redis.call('SET', z, me, 'PX', ARGV[3])\n"
+    "  return {0, tonumber(ARGV[3])}\n"
     "end\n"
     "if agg == 6 then\n" /* first_seen: z = value -> last seen, a = value -> introducer */
     "  local sep = string.find(ARGV[1], '\\31', 1, true)\n"

@@ -171,6 +171,26 @@ int kx_store_watermark(kx_store *s, const kx_watermark_op *op, kx_watermark_cb c
     return s->vt->watermark(s, op, cb, ud);
 }
 
+int kx__store_validate_claim(const kx_claim_op *op)
+{
+    if (!op || !op->key || !op->holder || !*op->holder || !strcmp(op->holder, "d") ||
+        (unsigned)op->mode > KX_CLAIM_RELEASE ||
+        (op->mode == KX_CLAIM_TAKE &&
+         (op->lease_ms <= 0 || op->lease_ms >= KX__STORE_MAX_TIME / 4)) ||
+        (op->mode == KX_CLAIM_DONE && (op->keep_ms <= 0 || op->keep_ms >= KX__STORE_MAX_TIME / 4)))
+        return -EINVAL;
+    if (strlen(op->key) > KX__STORE_MAX_KEY_LEN || strlen(op->holder) > 256)
+        return -EMSGSIZE;
+    return 0;
+}
+
+int kx_store_claim(kx_store *s, const kx_claim_op *op, kx_claim_cb cb, void *ud)
+{
+    if (!s || !cb)
+        return -EINVAL;
+    return s->vt->claim(s, op, cb, ud);
+}
+
 int64_t kx__store_close_window(int64_t t, int64_t timespan)
 {
     return (int64_t)floor((double)t / (double)timespan);

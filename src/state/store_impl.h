@@ -38,6 +38,7 @@ typedef struct kx__store_vtbl {
     int (*close_touch)(kx_store *s, const kx_close_touch *op, kx_absence_cb cb, void *ud);
     int (*close_due)(kx_store *s, const kx_close_due *op, kx_absence_cb cb, void *ud);
     int (*watermark)(kx_store *s, const kx_watermark_op *op, kx_watermark_cb cb, void *ud);
+    int (*claim)(kx_store *s, const kx_claim_op *op, kx_claim_cb cb, void *ud);
     bool (*is_up)(const kx_store *s);
     size_t (*pending)(const kx_store *s);
     void (*destroy)(kx_store *s);
@@ -63,6 +64,7 @@ int kx__store_validate_due(const kx_absence_due *op);
 int kx__store_validate_close_touch(const kx_close_touch *op);
 int kx__store_validate_close_due(const kx_close_due *op);
 int kx__store_validate_watermark(const kx_watermark_op *op);
+int kx__store_validate_claim(const kx_claim_op *op);
 /* The window index of a closing window: floor(t / timespan), as the script computes it. */
 int64_t kx__store_close_window(int64_t t, int64_t timespan);
 /* The add's crossing condition (cross_at turned into its general form) into out

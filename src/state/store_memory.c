@@ -1491,6 +1491,66 @@ static int mem_watermark(kx_store *s, const kx_watermark_op *op, kx_watermark_cb
     return 0;
 }
 
+/* ---- claims: the key's string heap holds the holder's name or "d" (done) ---- */
+
+static int mem_claim(kx_store *s, const kx_claim_op *op, kx_claim_cb cb, void *ud)
+{
+    kx_store_memory *m = (kx_store_memory *)s;
+    int rc = kx__store_validate_claim(op);
+    if (rc)
+        return rc;
+    if (m->destroy_pending)
+        return -ECANCELED;
+    int64_t now = loop_now_ms(m);
+    kx_metric_inc(KX_M_STORE_OPS);
+    size_t hlen = strlen(op->holder);
+    mem_win *w = mem_lookup(m, op->key, now);
+    bool done = w && w->str_len == 1 && w->str[0] == 'd';
+    bool other = w && !done && (w->str_len != hlen || memcmp(w->str, op->holder, hlen));
+    kx_claim_state st;
+    int64_t ttl = 0;
+    const char *set = NULL;
+    if (done) {
+        st = KX_CLAIM_DONE_STATE;
+        ttl = w->expire_at - now;
+    } else if (op->mode == KX_CLAIM_DONE) {
+        st = KX_CLAIM_DONE_STATE;
+        set = "d";
+        ttl = op->keep_ms;
+    } else if (other) {
+        st = KX_CLAIM_HELD;
+        ttl = w->expire_at - now;
+    } else if (op->mode == KX_CLAIM_RELEASE) {
+        st = KX_CLAIM_MINE;
+        if (w) {
+            size_t klen = strlen(op->key);
+            tab_del_at(m, tab_find(m, op->key, klen, kx_hash64(op->key, klen, 0)));
+        }
+    } else {
+        st = KX_CLAIM_MINE;
+        set = op->holder;
+        ttl = op->lease_ms;
+    }
+    if (set) {
+        if (!w && (rc = mem_window(m, op->key, now, ttl, &w))) {
+            if (rc == -ENOSPC)
+                kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
+            return rc;
+        }
+        uint32_t off;
+        w->str_len = 0;
+        if ((rc = str_append(w, set, (uint32_t)strlen(set), &off)))
+            return rc;
+        w->expire_at = now + ttl;
+    }
+    m->depth++;
+    cb(ud, 0, st, ttl < 0 ? 0 : ttl);
+    m->depth--;
+    if (m->depth == 0 && m->destroy_pending)
+        mem_free(m);
+    return 0;
+}
+
 static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, void *ud)
 {
     kx_store_memory *m = (kx_store_memory *)s;
@@ -1790,6 +1850,7 @@ static const kx__store_vtbl mem_vtbl = {
     .close_touch = mem_close_touch,
     .close_due = mem_close_due,
     .watermark = mem_watermark,
+    .claim = mem_claim,
     .is_up = mem_is_up,
     .pending = mem_pending,
     .destroy = mem_destroy,

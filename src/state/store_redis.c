@@ -44,7 +44,16 @@
 
 typedef struct kx_store_redis kx_store_redis;
 
-typedef enum { OP_WINDOW = 0, OP_TOUCH, OP_DUE, OP_MANY, OP_CTOUCH, OP_CDUE, OP_WM } op_kind;
+typedef enum {
+    OP_WINDOW = 0,
+    OP_TOUCH,
+    OP_DUE,
+    OP_MANY,
+    OP_CTOUCH,
+    OP_CDUE,
+    OP_WM,
+    OP_CLAIM
+} op_kind;
 
 typedef struct redis_op {
     struct redis_op *next_free;
@@ -54,6 +63,7 @@ typedef struct redis_op {
     kx_store_cb cb;       /* OP_WINDOW */
     kx_store_many_cb mcb; /* OP_MANY */
     kx_watermark_cb wcb;  /* OP_WM */
+    kx_claim_cb ccb;      /* OP_CLAIM */
     void *ud;
     int tries;
     int nargs;
@@ -303,6 +313,7 @@ static void op_release(kx_store_redis *r, redis_op *op)
     op->acb = NULL;
     op->mcb = NULL;
     op->wcb = NULL;
+    op->ccb = NULL;
     op->ud = NULL;
     op->next_free = r->free_ops;
     r->free_ops = op;
@@ -315,12 +326,15 @@ static void op_finish(kx_store_redis *r, redis_op *op, int status, const kx_wind
     kx_absence_cb acb = op->acb;
     kx_store_many_cb mcb = op->mcb;
     kx_watermark_cb wcb = op->wcb;
+    kx_claim_cb ccb = op->ccb;
     void *ud = op->ud;
     op_release(r, op);
     if (status && status != -ECANCELED)
         kx_metric_inc(KX_M_STORE_ERRORS);
     if (wcb)
         wcb(ud, status, false, 0);
+    else if (ccb)
+        ccb(ud, status, KX_CLAIM_MINE, 0);
     else if (acb)
         acb(ud, status, NULL);
     else if (mcb)
@@ -592,6 +606,23 @@ static void op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         int64_t wm = reply->element[1]->integer;
         op_release(r, op);
         wcb(ud, 0, known, wm);
+        goto out;
+    }
+    if (op->kind == OP_CLAIM) {
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+            reply->element[0]->type != REDIS_REPLY_INTEGER ||
+            reply->element[1]->type != REDIS_REPLY_INTEGER ||
+            reply->element[0]->integer < KX_CLAIM_MINE ||
+            reply->element[0]->integer > KX_CLAIM_DONE_STATE) {
+            op_finish(r, op, -EPROTO, NULL);
+            goto out;
+        }
+        kx_claim_cb ccb = op->ccb;
+        void *ud = op->ud;
+        kx_claim_state st = (kx_claim_state)reply->element[0]->integer;
+        int64_t ttl = reply->element[1]->integer;
+        op_release(r, op);
+        ccb(ud, 0, st, ttl < 0 ? 0 : ttl);
         goto out;
     }
     if (op->kind == OP_MANY) {
@@ -1021,6 +1052,26 @@ static int redis_watermark(kx_store *s, const kx_watermark_op *a, kx_watermark_c
     return op_go(r, op, rc);
 }
 
+static int redis_claim(kx_store *s, const kx_claim_op *a, kx_claim_cb cb, void *ud)
+{
+    kx_store_redis *r = (kx_store_redis *)s;
+    int rc = kx__store_validate_claim(a);
+    if (rc)
+        return rc;
+    redis_op *op = op_take(r, &rc);
+    if (!op)
+        return rc;
+    op->kind = OP_CLAIM;
+    op->ccb = cb;
+    op->ud = ud;
+    absence_args x = {.key = a->key,
+                      .group = a->holder,
+                      .timespan = a->lease_ms,
+                      .keep = a->keep_ms,
+                      .limit = (int64_t)a->mode};
+    return op_go(r, op, op_build_absence(r, op, 13, &x));
+}
+
 /* ---- connection ---- */
 
 static void conn_start(kx_store_redis *r)
@@ -1093,6 +1144,7 @@ static const kx__store_vtbl redis_vtbl = {
     .close_touch = redis_close_touch,
     .close_due = redis_close_due,
     .watermark = redis_watermark,
+    .claim = redis_claim,
     .is_up = redis_is_up,
     .pending = redis_pending,
     .destroy = redis_destroy,

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <ev.h>
@@ -1405,6 +1406,84 @@ static void test_watermark(void **state)
     assert_false(wmark(f, 20000, NULL, 0).known);
 }
 
+/* ---- claims ---- */
+
+typedef struct claimgot {
+    int calls, status;
+    kx_claim_state st;
+    int64_t ttl;
+} claimgot;
+
+static void claimgot_cb(void *ud, int status, kx_claim_state st, int64_t ttl)
+{
+    claimgot *g = ud;
+    g->calls++;
+    g->status = status;
+    g->st = st;
+    g->ttl = ttl;
+}
+
+static bool claimgot_done(void *ud)
+{
+    return ((claimgot *)ud)->calls > 0;
+}
+
+static claimgot claim(fx *f, const char *key, const char *holder, kx_claim_mode mode, int64_t lease)
+{
+    claimgot g = {0};
+    kx_claim_op op = {
+        .key = key, .holder = holder, .mode = mode, .lease_ms = lease, .keep_ms = 60000};
+    assert_int_equal(kx_store_claim(f->s, &op, claimgot_cb, &g), 0);
+    assert_true(kx_test_run_until(f->loop, claimgot_done, &g, 5000));
+    assert_int_equal(g.calls, 1);
+    assert_int_equal(g.status, 0);
+    return g;
+}
+
+static void test_claim(void **state)
+{
+    fx *f = *state;
+    /* Taken, renewed by its holder, refused to another while the lease runs. */
+    claimgot g = claim(f, "c1", "a", KX_CLAIM_TAKE, 10000);
+    assert_int_equal(g.st, KX_CLAIM_MINE);
+    assert_int_equal(g.ttl, 10000);
+    assert_int_equal(claim(f, "c1", "a", KX_CLAIM_TAKE, 20000).st, KX_CLAIM_MINE);
+    g = claim(f, "c1", "b", KX_CLAIM_TAKE, 10000);
+    assert_int_equal(g.st, KX_CLAIM_HELD);
+    assert_true(g.ttl > 19000 && g.ttl <= 20000);
+    /* Another's release changes nothing; the holder's frees it at once. */
+    assert_int_equal(claim(f, "c1", "b", KX_CLAIM_RELEASE, 0).st, KX_CLAIM_HELD);
+    assert_int_equal(claim(f, "c1", "a", KX_CLAIM_RELEASE, 0).st, KX_CLAIM_MINE);
+    assert_int_equal(claim(f, "c1", "b", KX_CLAIM_TAKE, 10000).st, KX_CLAIM_MINE);
+    /* Done (by whoever) is final for everyone, for keep_ms, and says so again on a retry. */
+    g = claim(f, "c1", "a", KX_CLAIM_DONE, 0);
+    assert_int_equal(g.st, KX_CLAIM_DONE_STATE);
+    assert_int_equal(g.ttl, 60000);
+    for (int i = 0; i < 3; i++) {
+        g = claim(f, "c1", i == 1 ? "b" : "a", (kx_claim_mode)i, 10000);
+        assert_int_equal(g.st, KX_CLAIM_DONE_STATE);
+        assert_true(g.ttl > 59000 && g.ttl <= 60000);
+    }
+    /* A lease that runs out lets another holder take over (its holder died). */
+    assert_int_equal(claim(f, "c2", "a", KX_CLAIM_TAKE, 150).st, KX_CLAIM_MINE);
+    assert_int_equal(claim(f, "c2", "b", KX_CLAIM_TAKE, 150).st, KX_CLAIM_HELD);
+    usleep(250 * 1000);
+    ev_now_update(f->loop);
+    assert_int_equal(claim(f, "c2", "b", KX_CLAIM_TAKE, 10000).st, KX_CLAIM_MINE);
+    assert_int_equal(claim(f, "c2", "a", KX_CLAIM_TAKE, 10000).st, KX_CLAIM_HELD);
+    /* Bad calls are refused without a callback. */
+    claimgot none = {0};
+    kx_claim_op bad = {.key = "c3", .holder = "d", .mode = KX_CLAIM_TAKE, .lease_ms = 1};
+    assert_int_equal(kx_store_claim(f->s, &bad, claimgot_cb, &none), -EINVAL);
+    bad.holder = "a";
+    bad.lease_ms = 0;
+    assert_int_equal(kx_store_claim(f->s, &bad, claimgot_cb, &none), -EINVAL);
+    bad.mode = KX_CLAIM_DONE;
+    assert_int_equal(kx_store_claim(f->s, &bad, claimgot_cb, &none), -EINVAL);
+    ev_run(f->loop, EVRUN_NOWAIT);
+    assert_int_equal(none.calls, 0);
+}
+
 /* ---- several adds of one key in one call ---- */
 
 typedef struct mgot {
@@ -1798,6 +1877,7 @@ static void test_url_prefix_redis(void **state)
         cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),                           \
         cmocka_unit_test_setup_teardown(test_close_windows, setup, teardown),                      \
         cmocka_unit_test_setup_teardown(test_watermark, setup, teardown),                          \
+        cmocka_unit_test_setup_teardown(test_claim, setup, teardown),                              \
         cmocka_unit_test_setup_teardown(test_absence_invalid_args, setup, teardown),               \
         cmocka_unit_test_setup_teardown(test_destroy_in_callback, setup, teardown_maybe_destroyed)
 
