@@ -96,6 +96,7 @@ int kx_evidence_render_degraded(const kx_event *ev, const char *degraded, size_t
                                 kx_buf *out);
 
 typedef struct kx_router kx_router;
+typedef struct kx_store kx_store;
 typedef void (*kx_router_done_cb)(void *ud, int status);
 
 typedef struct kx_router_opts {
@@ -107,6 +108,10 @@ typedef struct kx_router_opts {
     bool dry_run;
     /* with dry_run: file sinks check that their files can be written (config check) */
     bool check_files;
+    /* The state store incidents are claimed in before a page goes out (alerting.claims), so
+     * that one incident is paged once by every process sharing the store, and still paged
+     * when the process that took it dies. NULL: no claims. It must outlive the router. */
+    kx_store *store;
 } kx_router_opts;
 
 /* cfg: the `alerting:` map (see docs/internals/alert.md); NULL = one stdout sink for all.

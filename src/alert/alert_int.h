@@ -33,6 +33,7 @@ typedef struct kx__sink kx__sink;
 typedef struct kx__send kx__send;
 typedef struct kx__delivery kx__delivery;
 typedef struct kx__queue kx__queue;
+typedef struct kx__claims kx__claims;
 
 struct kx__send {
     kx_router *router;
@@ -45,6 +46,7 @@ struct kx__send {
     unsigned nsinks;                      /* the route's sinks, in order: spool ack positions */
     uint16_t sink_ix[KX_SPOOL_MAX_SINKS]; /* router sink index of position i */
     int64_t created_ms;                   /* wall clock */
+    bool resolved;                        /* status "resolved" (claims keep it apart) */
     char key[33];                         /* dedup_key, the Kafka message key */
     size_t len;
     char payload[]; /* alert JSON, NUL-terminated, no newline */
@@ -57,6 +59,8 @@ struct kx__delivery {
     unsigned pos;              /* position in send's sinks (the spool ack index) */
     unsigned attempts;
     bool inflight;
+    bool claimed;              /* this process holds the incident's claim for the sink (claim.c) */
+    bool elsewhere;            /* ended because the claim said another process delivered it */
     int64_t first_ms, next_ms; /* monotonic: when queued, earliest next attempt */
     long last_status;          /* HTTP status of the last attempt, 0 if none */
     const char *why;           /* why it ended undelivered (static string) */
@@ -67,6 +71,8 @@ typedef enum {
     KX__ATTEMPT_OK = 0, /* acknowledged: 2xx, delivery report, written and synced */
     KX__ATTEMPT_RETRY,  /* may succeed later: 5xx, 408, 429, transport errors, full disk */
     KX__ATTEMPT_FAIL,   /* will not succeed as it is: other 4xx; dead-lettered at once */
+    KX__ATTEMPT_DEFER,  /* not attempted: another process holds the claim; ask again after
+                         * retry_after_ms (no retry counted, breaker and retry_for untouched) */
 } kx__attempt_kind;
 
 typedef struct kx__outcome {
@@ -156,6 +162,32 @@ const kx__flood_cfg *kx__routing_flood_of(const kx__routing *t, size_t i);
 void kx__routing_describe(const kx__routing *t, size_t i, int *line, int *col, bool *is_default,
                           bool *cont);
 
+/* ---- claims (claim.c): one page per incident across processes ---- */
+
+typedef struct kx__claims_cfg {
+    bool on;
+    int64_t lease_ms; /* how long a holder may take before another takes over */
+    int64_t keep_ms;  /* how long "delivered" is remembered */
+    int64_t wait_ms;  /* how long a delivery waits for a store that is not connected */
+} kx__claims_cfg;
+
+/* `alerting.claims`: off, or {lease, keep, wait}; n NULL: the defaults (on, 2m, 24h, 10s). */
+int kx__claims_parse(const kx_yaml_node *n, const char *file, kx__claims_cfg *out, kx_err *err);
+kx__claims *kx__claims_create(const kx__claims_cfg *cfg);
+/* The holder's name: host and spool directory (the same after a restart), or without one
+ * (NULL) host, pid and a random part. */
+void kx__claims_set_holder(kx__claims *c, const char *spool_dir);
+/* The store claims live in (NULL: no claims are made). */
+void kx__claims_set_store(kx__claims *c, struct kx_store *store);
+/* Detaches the store calls still out (their answers are dropped) and frees c. */
+void kx__claims_destroy(kx__claims *c);
+/* Whether q's attempts go through a claim. */
+bool kx__claims_apply(const kx__claims *c, const kx__queue *q);
+/* Instead of q's sink attempt: claims first, then attempts, defers, or ends d delivered. */
+void kx__claims_attempt(kx__claims *c, kx__queue *q, kx__delivery *d);
+/* d ended: a claim it holds becomes done (delivered) or is released (dead). */
+void kx__claims_end(kx__claims *c, kx__queue *q, const kx__delivery *d, bool delivered);
+
 /* ---- queues (queue.c) ---- */
 
 typedef struct kx__queue_cfg {
@@ -166,6 +198,7 @@ typedef struct kx__queue_cfg {
     int64_t backoff_ms;        /* first retry delay; doubles per attempt ... */
     int64_t backoff_max_ms;    /* ... up to this (also the breaker's longest pause) */
     unsigned breaker_failures; /* failed attempts in a row that open the circuit; 0 = never */
+    bool claim;                /* claims the incident in the state store first (claim.c) */
 } kx__queue_cfg;
 
 /* Delivery latency histogram bounds, in seconds (klaxon_sink_delivery_seconds). */
@@ -174,7 +207,8 @@ extern const double kx__lat_bounds[KX__LAT_NB];
 
 /* The queue keys every sink accepts (besides its own), for kx_yaml_check_keys lists. */
 #define KX__QUEUE_KEYS                                                                             \
-    "concurrency", "ordered", "backfill", "retry_for", "backoff", "backoff_max", "breaker_failures"
+    "concurrency", "ordered", "backfill", "retry_for", "backoff", "backoff_max",                   \
+        "breaker_failures", "claim"
 
 /* A doubly linked list of deliveries (kx__delivery.prev/next). */
 typedef struct kx__dlist {
@@ -184,6 +218,7 @@ typedef struct kx__dlist {
 
 struct kx__queue {
     kx_router *router;
+    kx__claims *claims; /* the router's; NULL without claims */
     kx__sink *sink;
     char name[256]; /* the sink's, kept past its destroy (dead letters at shutdown) */
     unsigned index; /* in the router's sinks */
@@ -200,6 +235,8 @@ struct kx__queue {
     int64_t open_until, cooldown_ms;
     ev_timer timer;
     uint64_t delivered, dead, retried;
+    /* claims: taken, held by another process, delivered elsewhere, store unavailable */
+    uint64_t claim_taken, claim_held, claim_elsewhere, claim_unavailable;
     /* delivery latency, alert created -> acknowledged: counts per KX__LAT_BUCKETS bound */
     uint64_t lat_count[KX__LAT_NB + 1];
     double lat_sum;
@@ -277,6 +314,9 @@ int kx__sink_base_init(kx__sink *sink, const kx__sink_ops *ops, struct ev_loop *
                        const char *name);
 void kx__sink_base_fini(kx__sink *sink);
 
+/* Whether a rendered alert's status is "resolved" (read where the renderer put it, not
+ * anywhere in the evidence). */
+bool kx__alert_json_resolved(const char *json);
 /* The two 64-bit halves of the dedup_key (the router's dedup cache keys on them). */
 void kx__alert_dedup_hash(const kx_alert *a, uint64_t *h1, uint64_t *h2);
 /* The category the alert is rendered with (rule's, else derived from tags). Borrowed from a

@@ -102,6 +102,12 @@ int kx__queue_parse(const kx_yaml_node *cfg, const char *file, const kx__queue_c
             return rc;
         out->ordered = b;
     }
+    if ((n = kx_yaml_get(cfg, "claim"))) {
+        bool b;
+        if ((rc = kx_yaml_bool(n, file, &b, err)))
+            return rc;
+        out->claim = b;
+    }
     if ((n = kx_yaml_get(cfg, "breaker_failures"))) {
         if ((rc = kx_yaml_int(n, file, 0, 1000, &v, err)))
             return rc;
@@ -184,7 +190,9 @@ void kx__queue_push(kx__queue *q, kx__delivery *d)
 static void end(kx__queue *q, kx__delivery *d, bool delivered)
 {
     q->depth--;
-    if (delivered) {
+    if (delivered && d->elsewhere) {
+        /* Another process sent it (claim.c counts it): neither a delivery nor a latency. */
+    } else if (delivered) {
         q->delivered++;
         double sec = (double)(kx_now_ms() - d->send->created_ms) / 1000.0;
         if (sec < 0)
@@ -252,7 +260,10 @@ void kx__queue_pump(kx__queue *q)
         l_push_tail(&q->inflight, d);
         d->inflight = true;
         d->attempts++;
-        q->sink->ops->attempt(q->sink, d);
+        if (kx__claims_apply(q->claims, q))
+            kx__claims_attempt(q->claims, q, d);
+        else
+            q->sink->ops->attempt(q->sink, d);
         now = kx_mono_ms();
         take_due(q, now);
     }
@@ -318,6 +329,17 @@ void kx__attempt_done(kx__delivery *d, const kx__outcome *o)
         q->fails = 0;
         q->cooldown_ms = q->cfg.backoff_ms;
         end(q, d, true);
+    } else if (o->kind == KX__ATTEMPT_DEFER) {
+        /* Not an attempt: another process is on it. Bounded by its lease, not by retry_for. */
+        d->attempts--;
+        d->next_ms = kx_mono_ms() + o->retry_after_ms;
+        if (q->cfg.ordered) {
+            l_push_head(&q->ready, d);
+        } else {
+            l_push_tail(&q->waiting, d);
+            if (d->next_ms < q->wait_min)
+                q->wait_min = d->next_ms;
+        }
     } else if (o->kind == KX__ATTEMPT_FAIL) {
         d->why = "refused, not retried";
         end(q, d, false);

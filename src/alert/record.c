@@ -158,6 +158,15 @@ static int put_kv(kx_buf *out, const char *key, const char *val)
     return rc ? rc : put_str(out, val);
 }
 
+bool kx__alert_json_resolved(const char *json)
+{
+    /* The group ends at the first `},"count":` (inside a JSON string `"` is escaped); between
+     * it and status come only numbers and timestamps. */
+    const char *p = strstr(json, "},\"count\":");
+    p = p ? strstr(p, ",\"status\":\"") : NULL;
+    return p && !strncmp(p + 11, "resolved\"", 9);
+}
+
 int kx_alert_render(const kx_alert *a, const char *team_name, kx_buf *out)
 {
     char key[33], id[33], first[32], last[32], catbuf[64];

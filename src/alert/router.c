@@ -56,6 +56,8 @@ struct kx_router {
     int *taken;           /* scratch: the routes that took an alert */
     kx__flood *flood;
     kx__flood_cfg flood_default; /* alerting.flood */
+    kx__claims_cfg claims_cfg;   /* alerting.claims */
+    kx__claims *claims;
     ev_timer flood_w;
     char *file; /* the config's name, for `klaxon route` */
 
@@ -97,19 +99,24 @@ static const struct {
 } sink_types[] = {
     /* A local write either works or the disk is in trouble: retry slowly. A file's lines
      * wait for one group fdatasync per loop iteration: many in flight. */
-    {"stdout", kx__sink_stdout_create, {1, false, true, 6 * 3600000LL, 1000, 60000, 0}},
-    {"file", kx__sink_file_create, {1000, false, true, 6 * 3600000LL, 1000, 60000, 0}},
+    {"stdout", kx__sink_stdout_create, {1, false, true, 6 * 3600000LL, 1000, 60000, 0, false}},
+    {"file", kx__sink_file_create, {1000, false, true, 6 * 3600000LL, 1000, 60000, 0, false}},
     /* A pager or chat service: a few requests at once, retried for hours, the circuit
      * opening after 5 failures in a row. */
-    {"webhook", kx__sink_webhook_create, {4, false, false, 6 * 3600000LL, 1000, 300000, 5}},
+    {"webhook", kx__sink_webhook_create, {4, false, false, 6 * 3600000LL, 1000, 300000, 5, true}},
     /* In order, one at a time: a resolve never overtakes its trigger, even when the trigger
      * is being retried. */
-    {"pagerduty", kx__sink_pagerduty_create, {1, true, false, 6 * 3600000LL, 1000, 300000, 5}},
-    {"slack", kx__sink_slack_create, {1, true, false, 6 * 3600000LL, 1000, 300000, 5}},
+    {"pagerduty",
+     kx__sink_pagerduty_create,
+     {1, true, false, 6 * 3600000LL, 1000, 300000, 5, true}},
+    {"slack", kx__sink_slack_create, {1, true, false, 6 * 3600000LL, 1000, 300000, 5, true}},
     /* Mail is read, not paged: it takes backfill; one connection at a time. */
-    {"email", kx__sink_email_create, {1, false, true, 6 * 3600000LL, 1000, 300000, 5}},
+    {"email", kx__sink_email_create, {1, false, true, 6 * 3600000LL, 1000, 300000, 5, true}},
+    /* The paging sinks above claim each incident in the state store first (claim.c): the
+     * people they reach are paged once whichever process sends. Files and topics are read by
+     * machines that can tell duplicates apart by dedup_key. */
     /* librdkafka batches and retries within message.timeout.ms; many in flight is normal. */
-    {"kafka", kx__sink_kafka_create, {1000, false, true, 6 * 3600000LL, 1000, 300000, 0}},
+    {"kafka", kx__sink_kafka_create, {1000, false, true, 6 * 3600000LL, 1000, 300000, 0, false}},
 };
 
 /* ---- helpers shared by the sinks ---- */
@@ -205,8 +212,10 @@ void kx__router_delivery_end(kx_router *r, kx__delivery *d, bool delivered)
 {
     kx__send *s = d->send;
     const char *sink = r->sinks[s->sink_ix[d->pos]]->name;
+    kx__claims_end(r->claims, d->q, d, delivered);
     if (delivered) {
-        kx_metric_inc(KX_M_ALERTS_DELIVERED);
+        if (!d->elsewhere)
+            kx_metric_inc(KX_M_ALERTS_DELIVERED);
     } else {
         kx_metric_inc(KX_M_ALERTS_FAILED);
         dead_letter(r, d, sink, d->why ? d->why : "not delivered");
@@ -390,6 +399,7 @@ static kx__send *send_new(kx_router *r, const char *payload, size_t len)
     s->len = len;
     memcpy(s->payload, payload, len);
     s->payload[len] = '\0';
+    s->resolved = kx__alert_json_resolved(s->payload);
     s->remaining = 1; /* the creator's token */
     s->next = r->live;
     if (s->next)
@@ -627,7 +637,7 @@ static void on_recovered(void *ud, const kx_spool_alert *a)
     memcpy(half, a->key, 16);
     half[16] = '\0';
     uint64_t h1 = strtoull(half, NULL, 16), h2 = strtoull(a->key + 16, NULL, 16);
-    if (strstr(a->payload, ",\"status\":\"resolved\""))
+    if (s->resolved)
         h1 ^= RESOLVED_SALT;
     if (rv->r->dedup_window_ms > 0)
         (void)kx__dedup_check(&rv->r->dedup, h1, h2, kx_mono_ms(), rv->r->dedup_window_ms);
@@ -806,6 +816,25 @@ int kx_router_render_metrics(const kx_router *r, kx_buf *out)
         rc = rc ? rc : kx_buf_puts(out, "klaxon_sink_delivery_seconds_count{sink=\"");
         rc = rc ? rc : kx_metrics_put_label(out, q->name);
         rc = rc ? rc : kx_buf_printf(out, "\"} %llu\n", (unsigned long long)cum);
+    }
+    rc = rc ? rc
+            : metric_family(out, "klaxon_sink_claims_total", "counter",
+                            "Incident claims before a page (outcome: taken; held by another "
+                            "process, asked again later; delivered elsewhere, not sent; "
+                            "unavailable, sent unclaimed).");
+    for (size_t i = 0; i < r->nsinks && !rc; i++) {
+        const kx__queue *q = &r->queues[i];
+        if (!kx__claims_apply(q->claims, q))
+            continue;
+        const char *what[] = {"taken", "held", "delivered_elsewhere", "unavailable"};
+        uint64_t n[] = {q->claim_taken, q->claim_held, q->claim_elsewhere, q->claim_unavailable};
+        for (size_t k = 0; k < 4 && !rc; k++) {
+            rc = kx_buf_puts(out, "klaxon_sink_claims_total{sink=\"");
+            rc = rc ? rc : kx_metrics_put_label(out, q->name);
+            rc = rc ? rc
+                    : kx_buf_printf(out, "\",outcome=\"%s\"} %llu\n", what[k],
+                                    (unsigned long long)n[k]);
+        }
     }
     return rc;
 }
@@ -1023,8 +1052,8 @@ static int parse_spool(kx_router *r, const kx_yaml_node *n, const char *file, kx
 static int parse_config(kx_router *r, const kx_yaml_node *cfg, const char *file, kx_err *err)
 {
     static const char *const keys[] = {
-        "evidence", "dedup_window",   "dedup_capacity", "dead_letter", "spool",
-        "flood",    "backfill_after", "sinks",          "routes",      NULL};
+        "evidence",       "dedup_window", "dedup_capacity", "dead_letter", "spool", "flood",
+        "backfill_after", "claims",       "sinks",          "routes",      NULL};
     long long v;
     int rc;
     if (cfg->type != KX_YAML_MAP)
@@ -1054,6 +1083,8 @@ static int parse_config(kx_router *r, const kx_yaml_node *cfg, const char *file,
         (rc = parse_spool(r, n, file, err)))
         return rc;
     if ((n = kx_yaml_get(cfg, "flood")) && (rc = kx__flood_parse(n, file, &r->flood_default, err)))
+        return rc;
+    if ((rc = kx__claims_parse(kx_yaml_get(cfg, "claims"), file, &r->claims_cfg, err)))
         return rc;
     if ((n = kx_yaml_get(cfg, "backfill_after"))) {
         if ((rc = kx_yaml_duration_ms(n, file, &v, err)))
@@ -1151,6 +1182,7 @@ int kx_router_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *
     r->max_evidence = DEFAULT_EVIDENCE;
     r->dedup_window_ms = DEFAULT_DEDUP_WINDOW_MS;
     r->backfill_after_ms = 3600 * 1000LL;
+    kx__claims_parse(NULL, file, &r->claims_cfg, err); /* the defaults: cannot fail */
     r->use_spool = !(opts && (opts->no_spool || opts->dry_run));
     if (!(r->file = strdup(file ? file : "")))
         goto fail;
@@ -1190,12 +1222,16 @@ int kx_router_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *
     r->all_ix = calloc(r->nsinks, sizeof(*r->all_ix));
     r->taken = calloc(r->routing ? kx__routing_size(r->routing) : 1, sizeof(*r->taken));
     r->flood = kx__flood_create();
-    if (!r->all_ix || !r->taken || !r->flood) {
+    r->claims = kx__claims_create(&r->claims_cfg);
+    if (!r->all_ix || !r->taken || !r->flood || !r->claims) {
         rc = -ENOMEM;
         goto fail;
     }
-    for (size_t i = 0; i < r->nsinks; i++)
+    kx__claims_set_store(r->claims, opts && !opts->dry_run ? opts->store : NULL);
+    for (size_t i = 0; i < r->nsinks; i++) {
         r->all_ix[i] = (uint16_t)i;
+        r->queues[i].claims = r->claims;
+    }
     if (!r->routing && r->nsinks > KX_SPOOL_MAX_SINKS) {
         rc = kx_yaml_err(err, file, cfg,
                          "without routes every alert goes to every sink: at "
@@ -1203,6 +1239,9 @@ int kx_router_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *
                          KX_SPOOL_MAX_SINKS);
         goto fail;
     }
+    /* The holder's name first: read-back queues deliveries that claim at once. */
+    if (r->use_spool && r->spool_dir)
+        kx__claims_set_holder(r->claims, r->spool_dir);
     if ((rc = open_spool(r, file, err)))
         goto fail;
     if (r->requeue_dir && kx_spool_durable(r->spool)) {
@@ -1280,6 +1319,8 @@ void kx_router_destroy(kx_router *r)
             shutdown_letter sl = {r, r->queues[i].name};
             kx__queue_each(&r->queues[i], dead_at_shutdown, &sl);
         }
+    kx__claims_destroy(r->claims); /* its answers still out name deliveries freed next */
+    r->claims = NULL;
     for (size_t i = 0; i < r->nsinks; i++)
         kx__queue_fini(&r->queues[i]);
     while (r->live) {

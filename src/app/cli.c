@@ -378,7 +378,7 @@ static int build_stages(app *a, const char *store_url, int format_override, cons
     }
     const kx_yaml_node *alerting = a->cfg ? a->cfg->alerting : NULL;
     /* replay must not touch the spool of a klaxon running with the same config. */
-    kx_router_opts ropts = {.no_spool = a->replay};
+    kx_router_opts ropts = {.no_spool = a->replay, .store = a->store};
     if (kx_router_create(a->loop, stdout_only ? NULL : alerting, a->cfg ? a->cfg->file : NULL,
                          &ropts, &a->router, &err)) {
         kx__cli_print_err(&err);

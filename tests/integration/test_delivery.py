@@ -163,6 +163,59 @@ def test_kill9_then_restart_delivers_once():
         s.close()
 
 
+def test_two_processes_one_page():
+    """Two klaxon processes read the same events (two consumer groups, one Redis): every
+    incident raised by both reaches the pager once, claimed by one and seen as delivered by
+    the other."""
+    s = Stack("twoproc")
+    other = None
+    try:
+        s.pager.hold()
+        s.start_klaxon()
+        cfg2 = os.path.join(s.d, "klaxon2.yaml")
+        port2 = free_port()
+        text = open(s.cfg).read()
+        text = text.replace(s.spool, s.spool + "2").replace(s.alerts_file, s.alerts_file + "2")
+        text = text.replace("127.0.0.1:%d\n" % s.mport, "127.0.0.1:%d\n" % port2)
+        text = text.replace("group: klaxon-test", "group: klaxon-test-2")
+        open(cfg2, "w").write(text)
+        other = Klaxon(cfg2, os.path.join(s.d, "klaxon2.log")).start()
+        wait_for(lambda: other.metrics(port2) is not None or not other.alive(), 30, "the second klaxon")
+        s.produce_all()
+        total = N_AUTH + N_TRAIL
+        wait_for(lambda: s.metric("klaxon_events_consumed_total") == total and
+                 (other.metrics(port2) or {}).get("klaxon_events_consumed_total") == total, 60,
+                 "every event consumed by both")
+        s.pager.release()
+
+        def claims(m, outcome):
+            return (m or {}).get('klaxon_sink_claims_total{sink="pager",outcome="%s"}' % outcome, 0)
+
+        def settled():
+            m1, m2 = s.klaxon.metrics(s.mport), other.metrics(port2)
+            return (m1 or {}).get("klaxon_spool_pending_alerts") == 0 and \
+                (m2 or {}).get("klaxon_spool_pending_alerts") == 0
+        wait_for(settled, 60, "both spools empty")
+        m1, m2 = s.klaxon.metrics(s.mport), other.metrics(port2)
+        check(s.klaxon.stop() == 0, "exit code")
+        check(other.stop() == 0, "exit code of the second")
+        check(keys(s.pager.bodies) == sorted(set(keys(s.pager.bodies))),
+              "an incident paged twice: %s" % keys(s.pager.bodies))
+        check(by_time(s.pager.bodies) == SECOPS, "pager alerts: %s" % by_time(s.pager.bodies))
+        taken = claims(m1, "taken") + claims(m2, "taken")
+        skipped = claims(m1, "delivered_elsewhere") + claims(m2, "delivered_elsewhere")
+        check(taken == len(SECOPS), "claims taken: %s + %s" % (claims(m1, "taken"), claims(m2, "taken")))
+        raised1 = len([a for a in read_jsonl(s.alerts_file) if a["team"] == "secops"])
+        raised2 = len([a for a in read_jsonl(s.alerts_file + "2") if a["team"] == "secops"])
+        check(skipped == raised1 + raised2 - len(SECOPS),
+              "skipped %d, raised %d + %d" % (skipped, raised1, raised2))
+        check(skipped > 0, "the second process raised no pager alert the first had")
+    finally:
+        if other and other.alive():
+            other.stop()
+        s.close()
+
+
 def test_refused_dead_letter_then_retry():
     s = Stack("retry")
     try:
@@ -300,5 +353,6 @@ def test_deploy_config_checks():
 
 if __name__ == "__main__":
     run_tests([test_hung_pager_holds_nothing_else, test_kill9_then_restart_delivers_once,
+               test_two_processes_one_page,
                test_refused_dead_letter_then_retry, test_health_and_metrics,
                test_config_check_and_route, test_deploy_config_checks])

@@ -163,11 +163,21 @@ static void test_render_status(void **state)
     assert_non_null(idp);
     assert_memory_not_equal(idp + 6, firing_id, 32);
     assert_non_null(strstr(b.data, "\"status\":\"resolved\""));
+    assert_true(kx__alert_json_resolved(b.data));
     /* No status: "firing", as every alert carries one. */
     a.status = NULL;
     kx_buf_reset(&b);
     assert_int_equal(kx_alert_render(&a, "secops", &b), 0);
     assert_non_null(strstr(b.data, "\"status\":\"firing\","));
+    assert_false(kx__alert_json_resolved(b.data));
+    /* A group field named status, valued "resolved", is not the alert's status. */
+    static const kx_kv g[] = {{"user", "root"}, {"status", "resolved"}};
+    a.group = g;
+    a.ngroup = 2;
+    kx_buf_reset(&b);
+    assert_int_equal(kx_alert_render(&a, "secops", &b), 0);
+    assert_non_null(strstr(b.data, ",\"status\":\"resolved\"}"));
+    assert_false(kx__alert_json_resolved(b.data));
     kx_buf_fini(&b);
 }
 
