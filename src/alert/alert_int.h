@@ -47,7 +47,9 @@ struct kx__send {
     uint16_t sink_ix[KX_SPOOL_MAX_SINKS]; /* router sink index of position i */
     int64_t created_ms;                   /* wall clock */
     bool resolved;                        /* status "resolved" (claims keep it apart) */
-    char key[33];                         /* dedup_key, the Kafka message key */
+    int64_t realert_ms; /* its routes' longest `realert` (claims keep "done" this long); 0 = the
+                         * default (also after a spool read-back) */
+    char key[33];       /* dedup_key, the Kafka message key */
     size_t len;
     char payload[]; /* alert JSON, NUL-terminated, no newline */
 };
@@ -159,6 +161,8 @@ size_t kx__routing_size(const kx__routing *t);
 /* Route i's sinks, and its flood valve (NULL: the `alerting.flood` default applies). */
 const uint16_t *kx__routing_sinks_of(const kx__routing *t, size_t i, size_t *n);
 const kx__flood_cfg *kx__routing_flood_of(const kx__routing *t, size_t i);
+/* Route i's `realert` in ms (0: not set). */
+int64_t kx__routing_realert_of(const kx__routing *t, size_t i);
 void kx__routing_describe(const kx__routing *t, size_t i, int *line, int *col, bool *is_default,
                           bool *cont);
 

@@ -183,7 +183,7 @@ static int call(kx__claims *c, const kx__queue *q, kx__delivery *d, const kx__de
                       .holder = c->holder,
                       .mode = mode,
                       .lease_ms = c->cfg.lease_ms,
-                      .keep_ms = c->cfg.keep_ms};
+                      .keep_ms = of->send->realert_ms ? of->send->realert_ms : c->cfg.keep_ms};
     int rc = kx_store_claim(c->store, &op, cb, t);
     if (rc) {
         unlink_ticket(t);

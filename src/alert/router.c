@@ -411,11 +411,13 @@ static kx__send *send_new(kx_router *r, const char *payload, size_t len)
 
 /* Spools rendered bytes of a for the given sinks, as kx_router_send does after routing. */
 static int send_to(kx_router *r, const char *json, size_t len, const kx_alert *a,
-                   const uint16_t *sinks, size_t n, kx_router_done_cb done, void *ud)
+                   const uint16_t *sinks, size_t n, int64_t realert_ms, kx_router_done_cb done,
+                   void *ud)
 {
     kx__send *s = send_new(r, json, len);
     if (!s)
         return -ENOMEM;
+    s->realert_ms = realert_ms;
     s->done = done;
     s->ud = ud;
     s->created_ms = kx_now_ms();
@@ -466,7 +468,7 @@ static void send_notice(void *ud, uint16_t route, const kx_alert *n)
         size_t ns;
         const uint16_t *rs = route_sinks_of(r, route, &ns);
         kx_metric_inc(KX_M_ALERTS_RAISED);
-        (void)send_to(r, b.data, b.len, n, rs, ns, NULL, NULL);
+        (void)send_to(r, b.data, b.len, n, rs, ns, 0, NULL, NULL);
     }
     kx_buf_fini(&b);
 }
@@ -517,7 +519,7 @@ int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void
         uint16_t all[KX_SPOOL_MAX_SINKS];
         (void)kx__routing_eval(r->routing, &v, kx_now_ms(), all, r->taken, &nt);
     }
-    int64_t now = kx_mono_ms();
+    int64_t now = kx_mono_ms(), realert = 0;
     for (size_t t = 0; t < nt; t++) {
         uint16_t route = (uint16_t)r->taken[t];
         const kx__flood_cfg *fc = flood_cfg_of(r, route);
@@ -526,6 +528,9 @@ int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void
             started[nstart++] = route;
         if (fv != KX__FLOOD_PASS)
             continue;
+        int64_t ra = r->routing ? kx__routing_realert_of(r->routing, route) : 0;
+        if (ra > realert)
+            realert = ra;
         size_t rn;
         const uint16_t *rs = route_sinks_of(r, route, &rn);
         for (size_t i = 0; i < rn; i++) {
@@ -546,7 +551,7 @@ int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void
         }
     }
     if (n) {
-        rc = send_to(r, r->scratch.data, r->scratch.len, a, sinks, n, done, ud);
+        rc = send_to(r, r->scratch.data, r->scratch.len, a, sinks, n, realert, done, ud);
         if (rc)
             return rc;
     } else if (done) {

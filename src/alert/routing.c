@@ -54,7 +54,8 @@ typedef struct route {
     char *legacy_team; /* the `team:` form, for its duplicate check */
     uint16_t *sinks;
     size_t nsinks;
-    bool has_flood; /* its own `flood:` (else the default) */
+    bool has_flood;     /* its own `flood:` (else the default) */
+    int64_t realert_ms; /* its own `realert:`, 0 = alerting.claims.keep */
     kx__flood_cfg flood;
 } route;
 
@@ -148,7 +149,7 @@ static int parse_route(kx__routing *t, route *rt, const kx_yaml_node *item, kx__
                        size_t nsinks, const char *file, kx_err *err)
 {
     static const char *const keys[] = {"team",    "match", "when",  "when_not", "continue",
-                                       "default", "sinks", "flood", NULL};
+                                       "default", "sinks", "flood", "realert",  NULL};
     int rc;
     if (item->type != KX_YAML_MAP)
         return kx_yaml_err(err, file, item, "route: expected a map with match (or team) and sinks");
@@ -217,6 +218,14 @@ static int parse_route(kx__routing *t, route *rt, const kx_yaml_node *item, kx__
         if ((rc = kx__flood_parse(n, file, &rt->flood, err)))
             return rc;
         rt->has_flood = true;
+    }
+    if ((n = kx_yaml_get(item, "realert"))) {
+        long long ms;
+        if ((rc = kx_yaml_duration_ms(n, file, &ms, err)))
+            return rc;
+        if (ms < 1000 || ms > 30 * 86400 * 1000LL)
+            return kx_yaml_err(err, file, n, "route: realert must be between 1s and 30d");
+        rt->realert_ms = ms;
     }
     if (sl->type != KX_YAML_SEQ || sl->n == 0)
         return kx_yaml_err(err, file, sl, "route: sinks must be a non-empty list");
@@ -364,6 +373,11 @@ const uint16_t *kx__routing_sinks_of(const kx__routing *t, size_t i, size_t *n)
 {
     *n = t->r[i].nsinks;
     return t->r[i].sinks;
+}
+
+int64_t kx__routing_realert_of(const kx__routing *t, size_t i)
+{
+    return t->r[i].realert_ms;
 }
 
 const kx__flood_cfg *kx__routing_flood_of(const kx__routing *t, size_t i)

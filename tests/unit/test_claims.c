@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -144,8 +145,10 @@ static kx_alert incident(const char *status)
 static bool both_idle(void *ud)
 {
     fixture *f = ud;
+    /* ... and the claims settled in the store (a done is sent after the delivery ends). */
     for (int i = 0; i < 2; i++)
-        if (f->p[i].router && kx_router_pending(f->p[i].router))
+        if ((f->p[i].router && kx_router_pending(f->p[i].router)) ||
+            kx_store_pending(f->p[i].store))
             return false;
     return true;
 }
@@ -261,6 +264,34 @@ static void test_restart_same_spool_is_same_holder(void **state)
     assert_int_equal(kx_http_receiver_status(f->rx, 1), 200);
 }
 
+/* A route's realert: how long a page is remembered as sent, across processes. */
+static void test_route_realert(void **state)
+{
+    fixture *f = *state;
+    start(f, 0, "  dedup_window: 0\n",
+          "}\n  routes:\n    - {team: secops, sinks: [pager], realert: 1s}\n"
+          "    - {default: true, sinks: [pager]",
+          f->p[0].store);
+    start(f, 1, "  dedup_window: 0\n", NULL, f->p[1].store);
+    kx_alert a = incident(NULL);
+    assert_int_equal(kx_router_send(f->p[0].router, &a, NULL, NULL), 0);
+    assert_true(kx_test_run_until(f->loop, both_idle, f, 5000));
+    /* Within the period: remembered by either process. */
+    assert_int_equal(kx_router_send(f->p[1].router, &a, NULL, NULL), 0);
+    assert_int_equal(kx_router_send(f->p[0].router, &a, NULL, NULL), 0);
+    assert_true(kx_test_run_until(f->loop, both_idle, f, 5000));
+    assert_int_equal(kx_http_receiver_count(f->rx), 1);
+    /* After it: paged again. */
+    usleep(1200 * 1000);
+    assert_int_equal(kx_router_send(f->p[0].router, &a, NULL, NULL), 0);
+    assert_true(kx_test_run_until(f->loop, both_idle, f, 5000));
+    assert_int_equal(kx_http_receiver_count(f->rx), 2);
+    /* Without a realert the default keep (24h) holds. */
+    assert_int_equal(kx_router_send(f->p[1].router, &a, NULL, NULL), 0);
+    assert_true(kx_test_run_until(f->loop, both_idle, f, 5000));
+    assert_int_equal(kx_http_receiver_count(f->rx), 2);
+}
+
 /* No store answer: the page goes out unclaimed after `wait`, counted. */
 static void test_store_down_sends_unclaimed(void **state)
 {
@@ -351,6 +382,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_processes_one_page, setup, teardown),
         cmocka_unit_test_setup_teardown(test_takeover_after_holder_died, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_same_spool_is_same_holder, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_route_realert, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_down_sends_unclaimed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claims_off, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
