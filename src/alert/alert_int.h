@@ -94,12 +94,18 @@ typedef struct kx__sink_ops {
     void (*destroy)(kx__sink *sink);
     /* Optional: reopen files after a SIGHUP (log rotation). */
     void (*reopen)(kx__sink *sink);
+    /* Optional: attempts the sink holds back (a digest waiting for its period) start now:
+     * the router is draining for shutdown. */
+    void (*flush)(kx__sink *sink);
 } kx__sink_ops;
 
 struct kx__sink {
     const kx__sink_ops *ops;
     char *name; /* owned by the sink, freed by kx__sink_base_fini */
     struct ev_loop *loop;
+    /* > 0: the sink gathers this many attempts into one send (an email digest): its queue's
+     * concurrency, unless the config sets one. */
+    unsigned batch;
 };
 
 /* Reports the outcome of one attempt (see kx__sink_ops.attempt). */

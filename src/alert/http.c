@@ -64,7 +64,23 @@ struct kx__http {
     http_sock *socks;
     kx__http_body_fn body_fn;
     void *body_ud;
+    kx__http_report_fn report; /* NULL: kx__attempt_done */
+    void *report_ud;
 };
+
+void kx__http_set_report(kx__http *w, kx__http_report_fn fn, void *ud)
+{
+    w->report = fn;
+    w->report_ud = ud;
+}
+
+static void report(kx__http *w, kx__delivery *d, const kx__outcome *o)
+{
+    if (w->report)
+        w->report(w->report_ud, d, o);
+    else
+        kx__attempt_done(d, o);
+}
 
 /* ---- curl <-> libev glue (evhiperfifo.c) ---- */
 
@@ -196,8 +212,9 @@ static void easy_release(kx__http *w, CURL *easy)
 static void req_done(http_req *q, const kx__outcome *o)
 {
     kx__delivery *d = q->d;
+    kx__http *w = q->sink;
     req_free(q);
-    kx__attempt_done(d, o);
+    report(w, d, o);
 }
 
 /* The outcome of an HTTP status (res == CURLE_OK) or a transport error. */
@@ -269,7 +286,7 @@ void kx__http_post(kx__http *w, kx__delivery *d, const char *url, struct curl_sl
         if (easy)
             curl_easy_cleanup(easy);
         kx__outcome o = {.kind = KX__ATTEMPT_RETRY, .retry_after_ms = -1, .error = "out of memory"};
-        kx__attempt_done(d, &o);
+        report(w, d, &o);
         return;
     }
     q->sink = w;
@@ -325,7 +342,7 @@ void kx__http_smtp(kx__http *w, kx__delivery *d, const char *url, const char *fr
         if (easy)
             curl_easy_cleanup(easy);
         kx__outcome o = {.kind = KX__ATTEMPT_RETRY, .retry_after_ms = -1, .error = "out of memory"};
-        kx__attempt_done(d, &o);
+        report(w, d, &o);
         return;
     }
     memcpy(copy, msg, len);

@@ -22,6 +22,10 @@ typedef void (*kx__http_body_fn)(void *ud, long status, const char *body, size_t
                                  kx__outcome *o, char *why, size_t whylen);
 
 int kx__http_create(struct ev_loop *loop, kx__http_body_fn body_fn, void *body_ud, kx__http **out);
+/* Optional: outcomes go to fn(ud, d, o) instead of kx__attempt_done(d, o) (a sink that sends
+ * several deliveries in one request reports them all; email digests). */
+typedef void (*kx__http_report_fn)(void *ud, kx__delivery *d, const kx__outcome *o);
+void kx__http_set_report(kx__http *h, kx__http_report_fn fn, void *ud);
 void kx__http_destroy(kx__http *h);
 /* One attempt of d: POST body to url. Reports with kx__attempt_done, never before returning
  * unless the request could not even be started. own_headers: the request frees headers when

@@ -731,6 +731,9 @@ void kx_router_drain(kx_router *r, void (*cb)(void *ud), void *ud)
     if (kx_spool_durable(r->spool))
         for (size_t i = 0; i < r->nsinks; i++)
             kx__queue_stop(&r->queues[i]);
+    for (size_t i = 0; i < r->nsinks; i++)
+        if (r->sinks[i]->ops->flush)
+            r->sinks[i]->ops->flush(r->sinks[i]);
     check_drain(r);
 }
 
@@ -1017,6 +1020,8 @@ static int add_sink(kx_router *r, const kx_yaml_node *name, const kx_yaml_node *
     kx__sink *sink = NULL;
     if ((rc = create(r->loop, name->str, cfg, file, &sink, err)))
         return rc;
+    if (sink->batch && (!kx_yaml_get(cfg, "concurrency") || qc.concurrency > sink->batch))
+        qc.concurrency = sink->batch; /* the sink has room for this many, no more */
     kx__queue_init(&r->queues[r->nsinks], r, sink, (unsigned)r->nsinks, r->loop, &qc);
     r->sinks[r->nsinks++] = sink;
     return 0;

@@ -480,6 +480,109 @@ static void test_email(void **state)
     kx_smtp_receiver_stop(smtp);
 }
 
+static bool drained(void *ud)
+{
+    return *(bool *)ud;
+}
+
+static void on_drained(void *ud)
+{
+    *(bool *)ud = true;
+}
+
+/* `digest`: the alerts of a period in one mail; digest_max sends sooner; a refused digest is
+ * retried alert by alert and they meet again in a later one; shutdown sends what waits. */
+static void test_email_digest(void **state)
+{
+    fixture *f = *state;
+    kx_smtp_receiver *smtp;
+    assert_int_equal(kx_smtp_receiver_start(&smtp), 0);
+    char yaml[1024];
+    snprintf(yaml, sizeof(yaml),
+             "alerting:\n"
+             "  dead_letter: \"%s/dead.jsonl\"\n"
+             "  sinks:\n"
+             "    mail: {type: email, url: \"smtp://127.0.0.1:%d\", from: klaxon@example.com,\n"
+             "           to: soc@example.com, backoff: 10ms, digest: 1s, digest_max: 3}\n",
+             f->dir, kx_smtp_receiver_port(smtp));
+    kx_err err = {0};
+    assert_int_equal(kx_yaml_load_mem("alert.yaml", yaml, strlen(yaml), &f->doc, &err), 0);
+    assert_int_equal(kx_router_create(f->loop, kx_yaml_get(f->doc->root, "alerting"), "alert.yaml",
+                                      NULL, &f->router, &err),
+                     0);
+    /* Two alerts within the period: one mail, about a second after the first. */
+    kx_alert a = alert_at(T0), b = alert_at(T0 + 600000);
+    b.rule_level = "critical";
+    int64_t t = kx_mono_ms();
+    assert_int_equal(kx_router_send(f->router, &a, NULL, NULL), 0);
+    assert_int_equal(kx_router_send(f->router, &b, NULL, NULL), 0);
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 10000));
+    int64_t took = kx_mono_ms() - t;
+    assert_true(took >= 900 && took < 5000);
+    assert_int_equal(kx_smtp_receiver_count(smtp), 1);
+    char *data = kx_smtp_receiver_data(smtp, 0);
+    assert_non_null(strstr(data, "\r\nSubject: [klaxon] [digest] digest: 2 alert(s), the most "
+                                 "severe critical\r\n"));
+    assert_non_null(strstr(data, "\r\nX-Klaxon-Alerts: 2\r\n"));
+    for (char *p = data, *nl; (nl = strstr(p, "\r\n")); p = nl + 2)
+        assert_true(nl - p <= 76 || p < strstr(data, "\r\n\r\n"));
+    char *body = strstr(data, "\r\n\r\n") + 4;
+    unqp(body);
+    assert_non_null(strstr(body, "2 alert(s) in this digest, the most severe critical.\r\n\r\n"
+                                 " 1. [error] SSH brute force - src_ip=203.0.113.7, user=root "
+                                 "(2026-03-29T01:34:10.250Z)\r\n"
+                                 " 2. [critical] SSH brute force - src_ip=203.0.113.7, user=root "
+                                 "(2026-03-29T01:44:10.250Z)\r\n"));
+    assert_non_null(strstr(body, "\r\n---- 2 ----\r\nSSH brute force\r\n\r\nSeverity:   "
+                                 "critical\r\n"));
+    char *ra = render_alert(&a), *rb = render_alert(&b);
+    char *recs = strstr(body, "Alert records (docs/alerts.md), one per line:\r\n");
+    assert_non_null(recs);
+    assert_non_null(strstr(recs, ra));
+    assert_non_null(strstr(recs, rb));
+    free(ra);
+    free(rb);
+    free(data);
+    assert_int_equal(kx_metric_get(KX_M_ALERTS_DELIVERED), 2);
+    /* digest_max (3) waiting: sent at once. */
+    t = kx_mono_ms();
+    for (int i = 0; i < 3; i++) {
+        kx_alert c = alert_at(T0 + (2 + i) * 600000);
+        assert_int_equal(kx_router_send(f->router, &c, NULL, NULL), 0);
+    }
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 10000));
+    assert_true(kx_mono_ms() - t < 900);
+    assert_int_equal(kx_smtp_receiver_count(smtp), 2);
+    data = kx_smtp_receiver_data(smtp, 1);
+    assert_non_null(strstr(data, "\r\nX-Klaxon-Alerts: 3\r\n"));
+    free(data);
+    /* Refused for now (450): each alert is retried, and they go out together again. */
+    kx_smtp_receiver_refuse_next(smtp, 450, 1);
+    for (int i = 0; i < 2; i++) {
+        kx_alert c = alert_at(T0 + (10 + i) * 600000);
+        assert_int_equal(kx_router_send(f->router, &c, NULL, NULL), 0);
+    }
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 10000));
+    assert_int_equal(kx_smtp_receiver_count(smtp), 3);
+    data = kx_smtp_receiver_data(smtp, 2);
+    assert_non_null(strstr(data, "\r\nX-Klaxon-Alerts: 2\r\n"));
+    free(data);
+    assert_int_equal(kx_metric_get(KX_M_ALERT_RETRIES), 2);
+    assert_int_equal(kx_metric_get(KX_M_ALERTS_DELIVERED), 7);
+    /* Shutdown does not wait for the period: what waits goes now. */
+    kx_alert d = alert_at(T0 + 20 * 600000);
+    assert_int_equal(kx_router_send(f->router, &d, NULL, NULL), 0);
+    bool done = false;
+    t = kx_mono_ms();
+    kx_router_drain(f->router, on_drained, &done);
+    assert_true(kx_test_run_until(f->loop, drained, &done, 10000));
+    assert_true(kx_mono_ms() - t < 900);
+    assert_int_equal(kx_smtp_receiver_count(smtp), 4);
+    kx_router_destroy(f->router);
+    f->router = NULL;
+    kx_smtp_receiver_stop(smtp);
+}
+
 /* Long texts are cut on a UTF-8 boundary within the services' limits. */
 static void test_limits(void **state)
 {
@@ -554,6 +657,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rule_context, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_email, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_email_digest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_errors_hide_secrets, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
