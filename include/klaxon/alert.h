@@ -43,6 +43,9 @@ typedef struct kx_alert {
                            * the dedup_key; NULL for correlations */
     int64_t first_seen_ms;
     int64_t last_seen_ms;
+    /* Correlations: events since the group's previous alert that kept the condition met
+     * without raising one (its suppression); rendered as "suppressed" when > 0. */
+    int64_t suppressed;
     /* "firing", or "resolved" (an absence's group came back; same dedup_key). NULL means
      * "firing": every alert carries a status. */
     const char *status;

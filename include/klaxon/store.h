@@ -109,6 +109,11 @@ typedef struct kx_window_result {
     int64_t cross_last_ms;
     int64_t cross_count; /* members in the crossed window */
     double cross_value;  /* the aggregate of the crossed window */
+    /* With crossed: how many adds since the key's last reported window found the condition
+     * met (in a window they belong to) and raised nothing: held already, or passed over as
+     * part of the reported burst or its suppress period. Reported once, with the next
+     * crossing, then counted from 0. Re-added members (replays) do not count. */
+    int64_t suppressed;
     /* The add was older than (newest time in the key - ttl): not counted, nothing changed.
      * The caller counts and logs it (allowed lateness exceeded). */
     bool late;

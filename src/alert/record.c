@@ -219,6 +219,8 @@ int kx_alert_render(const kx_alert *a, const char *team_name, kx_buf *out)
     TRY(put_str(out, a->status ? a->status : "firing"));
     if (a->backfill)
         TRY(kx_buf_puts(out, ",\"backfill\":true"));
+    if (a->suppressed > 0)
+        TRY(kx_buf_printf(out, ",\"suppressed\":%" PRId64, a->suppressed));
     if (a->local_time && a->timezone) {
         TRY(kx_buf_puts(out, ",\"local_time\":"));
         TRY(put_str(out, a->local_time));

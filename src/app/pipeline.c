@@ -476,6 +476,7 @@ static void corr_alert(kx_op *op, const kx_window_result *res, const kx_kv *grou
         .window_s = c->timespan_ms / 1000,
         .first_seen_ms = res->cross_first_ms,
         .last_seen_ms = res->cross_last_ms,
+        .suppressed = res->suppressed,
         .tags = c->tags,
         .ntags = c->ntags,
         .events = evs,

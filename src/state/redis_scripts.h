@@ -10,7 +10,8 @@
  *
  * KEYS[1]  PREFIX{KEY}:z  sorted set, member -> event time (ms)
  * KEYS[2]  PREFIX{KEY}:e  list of evidence blobs, most recent first
- * KEYS[3]  PREFIX{KEY}:a  the last window reported as crossed, "first last" (ms)
+ * KEYS[3]  PREFIX{KEY}:a  the last window reported as crossed, "first last nsup" (ms, ms, and
+ *                         the adds since that found the condition met and reported nothing)
  * KEYS[4]  PREFIX{KEY}:h  the newest time pruned from :z (by age or the member cap)
  *   (the {KEY} hash tag puts all four in one Redis Cluster slot, as a script requires)
  * ARGV     1 member, 2 time, 3 window, 4 ttl, 5 max_evidence, 6 member_cap, 7 agg,
@@ -23,10 +24,9 @@
  *          8 identity (closing touch), 9 payload (touch), 10 nterms, then (closing due) the
  *          terms.
  * Returns  {added, count, first, last, dropped, crossed, cross_first, cross_last, late,
- *           cross_count, cross_value (a string: %.17g), evidence...}; for several members an
- *          array of those (count/first/last 0); touch {outcome, since[, payload]}; due
- *          {n, last1, payload1, ...}; closing touch {late}; closing due {n, more, start1,
- *          count1, payload1, ...}.
+ *           cross_count, cross_value (a string: %.17g), suppressed, evidence...}; for several
+ * members an array of those (count/first/last 0); touch {outcome, since[, payload]}; due {n, last1,
+ * payload1, ...}; closing touch {late}; closing due {n, more, start1, count1, payload1, ...}.
  *
  * Steps: a member older than (newest time in the key - ttl) is refused as late, nothing
  * changed; ZADD NX (a member already present keeps its first time: replays do not count
@@ -324,7 +324,7 @@ static const char kx__redis_window_add_lua[] =
     "  card = card - dropped\n"
     "  redis.call('PEXPIRE', z, ttl)\n"
     "  redis.call('PEXPIRE', a, ttl)\n"
-    "  return {new, card, t, t, dropped, crossed, t, t, 0, card, fmt(prev)}\n"
+    "  return {new, card, t, t, dropped, crossed, t, t, 0, card, fmt(prev), 0}\n"
     "end\n"
     "if agg == 7 then\n" /* baseline: z = identity -> time, a = hash of the history */
     "  local late = ttl - w\n"
@@ -343,7 +343,7 @@ static const char kx__redis_window_add_lua[] =
     "  local top = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')\n"
     "  local known = redis.call('ZSCORE', z, ARGV[1])\n"
     "  if not known and ((#top > 0 and t < tonumber(top[2]) - late) or k <= folded) then\n"
-    "    return {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, '0'}\n"
+    "    return {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, '0', 0}\n"
     "  end\n"
     "  local added = redis.call('ZADD', z, 'NX', ARGV[2], ARGV[1])\n"
     "  local maxt = tonumber(redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')[2])\n"
@@ -419,7 +419,7 @@ static const char kx__redis_window_add_lua[] =
     "  redis.call('PEXPIRE', z, keep)\n"
     "  redis.call('PEXPIRE', e, keep)\n"
     "  redis.call('PEXPIRE', a, keep)\n"
-    "  local res = {added, c, k * w, t, dropped, crossed, k * w, t, 0, c, f('%.17g', m)}\n"
+    "  local res = {added, c, k * w, t, dropped, crossed, k * w, t, 0, c, f('%.17g', m), 0}\n"
     "  if maxev > 0 and (crossed == 1 or ARGV[13 + 2 * nterm] ~= '1') then\n"
     "    local ev = redis.call('LRANGE', e, 0, maxev - 1)\n"
     "    for i = 1, #ev do res[#res + 1] = ev[i] end\n"
@@ -446,12 +446,19 @@ static const char kx__redis_window_add_lua[] =
     "local card = redis.call('ZCARD', z)\n"
     "local hz = tonumber(redis.call('GET', hk))\n"
     "local hz_dirty = false\n"
-    "local af, al = nil, nil\n"
+    "local af, al, nsup = nil, nil, 0\n"
     "if nterm > 0 then\n"
     "  local mark = redis.call('GET', a)\n"
     "  if mark then\n"
     "    local sp = string.find(mark, ' ')\n"
-    "    af, al = tonumber(string.sub(mark, 1, sp - 1)), tonumber(string.sub(mark, sp + 1))\n"
+    "    local sp2 = string.find(mark, ' ', sp + 1, true)\n"
+    "    af = tonumber(string.sub(mark, 1, sp - 1))\n"
+    "    if sp2 then\n"
+    "      al, nsup = tonumber(string.sub(mark, sp + 1, sp2 - 1)), tonumber(string.sub(mark, sp2 + "
+    "1))\n"
+    "    else\n"
+    "      al = tonumber(string.sub(mark, sp + 1))\n"
+    "    end\n"
     "  end\n"
     "end\n"
     "local a_dirty = false\n"
@@ -495,7 +502,7 @@ static const char kx__redis_window_add_lua[] =
     "local function one(member, mt, evidence)\n"
     "  local ms = fmt(mt)\n"
     "  if maxt ~= nil and mt < maxt - ttl then\n"
-    "    return {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, '0'}\n"
+    "    return {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, '0', 0}\n"
     "  end\n"
     "  touched = true\n"
     "  local added = redis.call('ZADD', z, 'NX', ms, member)\n"
@@ -535,7 +542,7 @@ static const char kx__redis_window_add_lua[] =
     "    end\n"
     "  end\n"
     "  local own = val(member)\n"
-    "  local crossed, cfirst, clast, ccount, cvalue = 0, 0, 0, 0, 0\n"
+    "  local crossed, cfirst, clast, ccount, cvalue, csup, passed = 0, 0, 0, 0, 0, 0, false\n"
     "  if nterm > 0 and ((added == 1 and dropped == 0) or redis.call('ZSCORE', z, member)) then\n"
     "    local later\n"
     "    if agg == 4 then\n"
@@ -553,6 +560,7 @@ static const char kx__redis_window_add_lua[] =
     "        if hz == nil or added == 1 or s - w > hz then with = aggregate(slo, shi, nil, own) "
     "end\n"
     "        if with and holds(with) then\n"
+    "          passed = true\n"
     "          local without = nil\n"
     "          if agg ~= 4 then without = aggregate(slo, shi, member, own) end\n"
     "          local f = tonumber(redis.call('ZRANGEBYSCORE', z, slo, shi, 'WITHSCORES',\n"
@@ -564,6 +572,7 @@ static const char kx__redis_window_add_lua[] =
     "            if same or not overlaps then\n"
     "              crossed, cfirst, clast, cvalue = 1, f, s, with\n"
     "              ccount = redis.call('ZCOUNT', z, slo, shi)\n"
+    "              csup, nsup = nsup, 0\n"
     "              af, al, a_dirty = f, s, true\n"
     "              break\n"
     "            end\n"
@@ -572,8 +581,9 @@ static const char kx__redis_window_add_lua[] =
     "      end\n"
     "    end\n"
     "  end\n"
+    "  if crossed == 0 and passed and added == 1 then nsup, a_dirty = nsup + 1, true end\n"
     "  local res = {added, count, first, last, dropped, crossed, cfirst, clast, 0, ccount,\n"
-    "               string.format('%.17g', cvalue)}\n"
+    "               string.format('%.17g', cvalue), csup}\n"
     "  if maxev > 0 and (crossed == 1 or not ev_if_crossed) then\n"
     "    local ev = redis.call('LRANGE', e, 0, maxev - 1)\n"
     "    for i = 1, #ev do res[#res + 1] = ev[i] end\n"
@@ -585,7 +595,7 @@ static const char kx__redis_window_add_lua[] =
     "  out[i] = one(members[i][1], members[i][2], members[i][3])\n"
     "end\n"
     "if hz_dirty then redis.call('SET', hk, fmt(hz)) end\n"
-    "if a_dirty then redis.call('SET', a, fmt(af) .. ' ' .. fmt(al)) end\n"
+    "if a_dirty then redis.call('SET', a, fmt(af) .. ' ' .. fmt(al) .. ' ' .. fmt(nsup)) end\n"
     "if pushed then redis.call('LTRIM', e, 0, maxev - 1) end\n"
     "if touched then\n"
     "  redis.call('PEXPIRE', z, ttl)\n"

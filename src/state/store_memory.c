@@ -99,6 +99,8 @@ typedef struct mem_win {
     bool pruned;  /* horizon is set: the newest time pruned (the script's :h key) */
     int64_t horizon;
     int64_t alert_first, alert_last;
+    int64_t nsup; /* crossings passed over since the last reported one (the script's 3rd
+                   * number in :a) */
     size_t klen;
     char key[]; /* NUL-terminated */
 } mem_win;
@@ -1670,7 +1672,7 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
         uint32_t end = win_time_bound(w, op->time_ms + op->window_ms, true);
         if (op->agg == KX_AGG_SHARE)
             end = i + 1;
-        bool have_prev = false;
+        bool have_prev = false, passed = false;
         int64_t prev = 0;
         for (uint32_t seen = 0; i < end && seen < KX_STORE_CROSS_SCAN; i++, seen++) {
             int64_t s_t = win_at(w, i)->t;
@@ -1688,6 +1690,7 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
             if (!mem_agg(m, w, op->agg, clo, chi, UINT32_MAX, own, own_len, &with) ||
                 !kx_window_cond_eval(cond, ncond, with))
                 continue;
+            passed = true; /* met: a crossing now, or one the suppression swallows */
             int64_t f = win_at(w, clo)->t;
             /* Due: starts after the last reported window's end + suppress. A condition that
              * stays met (a dense, ongoing attack) then alerts again once per suppress period,
@@ -1703,6 +1706,8 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
             if (!same && overlaps)
                 continue; /* part of the burst already reported, or suppressed */
             res.crossed = true;
+            res.suppressed = w->nsup;
+            w->nsup = 0;
             res.cross_first_ms = f;
             res.cross_last_ms = s_t;
             res.cross_count = (int64_t)(chi - clo);
@@ -1712,6 +1717,8 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
             w->alert_last = s_t;
             break;
         }
+        if (!res.crossed && passed && added)
+            w->nsup++;
     }
     res.nevidence = w->ev_n < max_ev ? w->ev_n : max_ev;
     if (op->evidence_if_crossed && !res.crossed)

@@ -195,7 +195,16 @@ def test_suppress():
     check(len(default) == 12 and len(ten) == 3 and len(zero) == 20, "hand counts")
     want = alerts_for("corr-sup-default", default) + alerts_for("corr-sup-10m", ten) + \
         alerts_for("corr-sup-0", zero)
-    both_stores(fx("04_suppress", "rules.yml"), [fx("04_suppress", "events.jsonl")], want, "suppress")
+    outs = both_stores(fx("04_suppress", "rules.yml"), [fx("04_suppress", "events.jsonl")], want,
+                       "suppress")
+    # Each alert after the first says how many events kept the condition met since the one
+    # before without raising one (absent when 0): every event between two alerts here.
+    for store in STORES:
+        for rule, ks in (("corr-sup-default", default), ("corr-sup-10m", ten), ("corr-sup-0", zero)):
+            got = [a.get("suppressed", 0) for a in sorted(
+                (a for a in outs[store][0] if a["rule"]["id"] == rule), key=lambda a: a["first_seen"])]
+            wanted = [0] + [ks[i] - ks[i - 1] - 1 for i in range(1, len(ks))]
+            check(got == wanted, "%s suppressed [%s]: %s, want %s" % (rule, store, got, wanted))
 
 
 # ---- 5. value_count ----

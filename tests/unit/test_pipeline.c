@@ -449,7 +449,7 @@ static void assert_root_alert(json_t *a)
 
 /* A correlation alert for 10.0.0.5 over lines idx (time order), first..last. */
 static void assert_corr_alert(json_t *a, const size_t *idx, const int64_t *times, size_t n,
-                              bool evidence)
+                              bool evidence, json_int_t suppressed)
 {
     char t[32], key[33];
     assert_hex32(jstr(a, "id"));
@@ -476,7 +476,12 @@ static void assert_corr_alert(json_t *a, const size_t *idx, const int64_t *times
     assert_int_equal(json_array_size(tags), 2);
     assert_string_equal(json_string_value(json_array_get(tags, 0)), "attack.discovery");
     assert_string_equal(json_string_value(json_array_get(tags, 1)), "attack.t1046");
-    assert_int_equal(json_object_size(a), 15); /* "status" included */
+    /* Events that kept the condition met without an alert since the group's last one. */
+    if (suppressed)
+        assert_int_equal(jint(a, "suppressed"), suppressed);
+    else
+        assert_null(json_object_get(a, "suppressed"));           /* absent when 0 */
+    assert_int_equal(json_object_size(a), suppressed ? 16 : 15); /* "status" included */
     /* The evidence is the counted events: those of this window, not older events the key
      * still remembers from an earlier window. */
     if (evidence)
@@ -496,8 +501,9 @@ static void assert_standard_alerts(stack *s, bool window2_evidence)
     json_t *arr = read_alerts(s);
     assert_int_equal(json_array_size(arr), 3);
     assert_root_alert(json_array_get(arr, 0));
-    assert_corr_alert(json_array_get(arr, 1), corr1_idx, corr1_t, 3, true);
-    assert_corr_alert(json_array_get(arr, 2), corr2_idx, corr2_t, 3, window2_evidence);
+    assert_corr_alert(json_array_get(arr, 1), corr1_idx, corr1_t, 3, true, 0);
+    /* Line 6 (4 in the first window) raised nothing: the second alert says so. */
+    assert_corr_alert(json_array_get(arr, 2), corr2_idx, corr2_t, 3, window2_evidence, 1);
     assert_string_not_equal(jstr(json_array_get(arr, 1), "dedup_key"),
                             jstr(json_array_get(arr, 2), "dedup_key"));
 }
@@ -624,7 +630,7 @@ static void test_alerts_memory(void **state)
     json_t *arr = read_alerts(s);
     assert_int_equal(json_array_size(arr), 2);
     assert_root_alert(json_array_get(arr, 0));
-    assert_corr_alert(json_array_get(arr, 1), corr1_idx, corr1_t, 3, true);
+    assert_corr_alert(json_array_get(arr, 1), corr1_idx, corr1_t, 3, true, 0);
     /* Line 6: 4 in the window, the threshold was already crossed: nothing new. */
     run_lines(s, 5, 1);
     assert_int_equal(count_alerts(s), 2);
@@ -675,7 +681,7 @@ static void test_malformed_skipped(void **state)
     /* The three valid lines after the bad ones still made the burst, exactly once. */
     json_t *arr = read_alerts(s);
     assert_int_equal(json_array_size(arr), 1);
-    assert_corr_alert(json_array_get(arr, 0), corr1_idx, corr1_t, 3, true);
+    assert_corr_alert(json_array_get(arr, 0), corr1_idx, corr1_t, 3, true, 0);
     stack_fini(f, s);
 }
 
@@ -770,7 +776,7 @@ static void reprocess(fx *f, const char *url)
     json_t *arr = read_alerts(s);
     assert_int_equal(json_array_size(arr), 2);
     assert_root_alert(json_array_get(arr, 0));
-    assert_corr_alert(json_array_get(arr, 1), corr1_idx, corr1_t, 3, true);
+    assert_corr_alert(json_array_get(arr, 1), corr1_idx, corr1_t, 3, true, 0);
     assert_int_equal(kx_metric_get(KX_M_ALERTS_RAISED), 2);
 
     run_batch(s, msgs, 6);

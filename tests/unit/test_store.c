@@ -48,6 +48,7 @@ typedef struct got {
     int64_t cfirst, clast;
     int64_t ccount;
     double cvalue;
+    int64_t suppressed;
     bool late;
     size_t nev;
     char ev[8][64];
@@ -69,6 +70,7 @@ static void got_cb(void *ud, int status, const kx_window_result *res)
     g->clast = res->cross_last_ms;
     g->ccount = res->cross_count;
     g->cvalue = res->cross_value;
+    g->suppressed = res->suppressed;
     g->late = res->late;
     g->nev = res->nevidence;
     for (size_t i = 0; i < res->nevidence && i < 8; i++)
@@ -524,8 +526,12 @@ static void test_suppress(void **state)
         p.t = times[i];
         got g = add_full(f, p);
         assert_int_equal(g.crossed, want[i]);
-        if (i == 8)
+        if (i == 2)
+            assert_int_equal(g.suppressed, 0);
+        if (i == 8) {
             assert_int_equal(g.cfirst, T0 + 3 * WIN);
+            assert_int_equal(g.suppressed, 1); /* the second burst's window, passed over */
+        }
     }
 }
 
@@ -539,7 +545,7 @@ static void test_suppress_dense(void **state)
     addp p = {.key = "d", .cross = 3, .suppress = 5000};
     char m[8];
     int n = 0;
-    int64_t firsts[4], lasts[4];
+    int64_t firsts[4], lasts[4], sup[4];
     for (int i = 0; i <= 40; i++) {
         snprintf(m, sizeof(m), "m%d", i);
         p.member = m;
@@ -549,6 +555,7 @@ static void test_suppress_dense(void **state)
             assert_true(n < 4);
             firsts[n] = g.cfirst - T0;
             lasts[n] = g.clast - T0;
+            sup[n] = g.suppressed;
             n++;
         }
     }
@@ -559,6 +566,14 @@ static void test_suppress_dense(void **state)
     assert_int_equal(lasts[1], 18000);
     assert_int_equal(firsts[2], 24000);
     assert_int_equal(lasts[2], 34000);
+    /* Each alert says how many events kept the condition met since the one before. */
+    assert_int_equal(sup[0], 0);
+    assert_int_equal(sup[1], 15); /* t = 3 .. 17 */
+    assert_int_equal(sup[2], 15); /* t = 19 .. 33 */
+    /* A replayed member counts nothing: the next alert's count is unchanged by it. */
+    p.member = "m36";
+    p.t = T0 + 36000;
+    assert_false(add_full(f, p).added);
 }
 
 static void test_pruned_window_not_reported(void **state)
