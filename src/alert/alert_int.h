@@ -47,6 +47,7 @@ struct kx__send {
     uint16_t sink_ix[KX_SPOOL_MAX_SINKS]; /* router sink index of position i */
     int64_t created_ms;                   /* wall clock */
     bool resolved;                        /* status "resolved" (claims keep it apart) */
+    uint16_t team;                        /* index in the router's team counters (teams.c) */
     int64_t realert_ms; /* its routes' longest `realert` (claims keep "done" this long); 0 = the
                          * default (also after a spool read-back) */
     char key[33];       /* dedup_key, the Kafka message key */
@@ -171,6 +172,23 @@ const kx__flood_cfg *kx__routing_flood_of(const kx__routing *t, size_t i);
 int64_t kx__routing_realert_of(const kx__routing *t, size_t i);
 void kx__routing_describe(const kx__routing *t, size_t i, int *line, int *col, bool *is_default,
                           bool *cont);
+
+/* ---- per-team counters (teams.c) ---- */
+
+#define KX__TEAMS_MAX 64 /* teams counted by name; later ones as "other" */
+typedef struct kx__teams kx__teams;
+
+kx__teams *kx__teams_create(size_t nsinks);
+void kx__teams_destroy(kx__teams *t);
+/* The counters' index of team (NULL: "default"), interned on first sight. */
+uint16_t kx__teams_index(kx__teams *t, const char *team);
+/* The same for a rendered alert (its "team"): spool read-back, requeued dead letters. */
+uint16_t kx__teams_index_json(kx__teams *t, const char *json, size_t len);
+void kx__teams_raised(kx__teams *t, uint16_t team);
+void kx__teams_ended(kx__teams *t, uint16_t team, size_t sink, bool delivered);
+/* klaxon_team_alerts_raised_total{team}, klaxon_team_delivered_total{team,sink},
+ * klaxon_team_dead_letters_total{team,sink}; sinks: the sink names by index. */
+int kx__teams_render(const kx__teams *t, const char *const *sinks, kx_buf *out);
 
 /* ---- claims (claim.c): one page per incident across processes ---- */
 

@@ -58,6 +58,7 @@ struct kx_router {
     kx__flood_cfg flood_default; /* alerting.flood */
     kx__claims_cfg claims_cfg;   /* alerting.claims */
     kx__claims *claims;
+    kx__teams *teams;
     ev_timer flood_w;
     char *file; /* the config's name, for `klaxon route` */
 
@@ -213,6 +214,8 @@ void kx__router_delivery_end(kx_router *r, kx__delivery *d, bool delivered)
     kx__send *s = d->send;
     const char *sink = r->sinks[s->sink_ix[d->pos]]->name;
     kx__claims_end(r->claims, d->q, d, delivered);
+    if (!d->elsewhere)
+        kx__teams_ended(r->teams, s->team, s->sink_ix[d->pos], delivered);
     if (delivered) {
         if (!d->elsewhere)
             kx_metric_inc(KX_M_ALERTS_DELIVERED);
@@ -418,6 +421,7 @@ static int send_to(kx_router *r, const char *json, size_t len, const kx_alert *a
     if (!s)
         return -ENOMEM;
     s->realert_ms = realert_ms;
+    s->team = kx__teams_index(r->teams, a->team);
     s->done = done;
     s->ud = ud;
     s->created_ms = kx_now_ms();
@@ -468,6 +472,7 @@ static void send_notice(void *ud, uint16_t route, const kx_alert *n)
         size_t ns;
         const uint16_t *rs = route_sinks_of(r, route, &ns);
         kx_metric_inc(KX_M_ALERTS_RAISED);
+        kx__teams_raised(r->teams, kx__teams_index(r->teams, n->team));
         (void)send_to(r, b.data, b.len, n, rs, ns, 0, NULL, NULL);
     }
     kx_buf_fini(&b);
@@ -494,6 +499,7 @@ int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void
         return rc;
     }
     kx_metric_inc(KX_M_ALERTS_RAISED);
+    kx__teams_raised(r->teams, kx__teams_index(r->teams, team));
 
     uint64_t h1, h2;
     kx__alert_dedup_hash(a, &h1, &h2);
@@ -579,6 +585,7 @@ int kx__router_resend(kx_router *r, const char *sink, const char *key, const cha
     if (!s)
         return -ENOMEM;
     s->created_ms = kx_now_ms();
+    s->team = kx__teams_index_json(r->teams, alert, len);
     memcpy(s->key, key, 33);
     s->nsinks = 1;
     s->sink_ix[0] = (uint16_t)ix;
@@ -635,6 +642,7 @@ static void on_recovered(void *ud, const kx_spool_alert *a)
     }
     s->seq = a->seq;
     s->created_ms = a->created_ms;
+    s->team = kx__teams_index_json(rv->r->teams, a->payload, a->len);
     snprintf(s->key, sizeof(s->key), "%s", a->key);
     /* The same alert raised again (its events read again after a crash, before their
      * offsets were committed) is a duplicate of this one: the dedup cache knows it. */
@@ -844,6 +852,13 @@ int kx_router_render_metrics(const kx_router *r, kx_buf *out)
                                     (unsigned long long)n[k]);
         }
     }
+    const char **names = rc ? NULL : malloc(r->nsinks * sizeof(*names));
+    if (!rc && !names)
+        rc = -ENOMEM;
+    for (size_t i = 0; !rc && i < r->nsinks; i++)
+        names[i] = r->queues[i].name;
+    rc = rc ? rc : kx__teams_render(r->teams, names, out);
+    free(names);
     return rc;
 }
 
@@ -1233,7 +1248,8 @@ int kx_router_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *
     r->taken = calloc(r->routing ? kx__routing_size(r->routing) : 1, sizeof(*r->taken));
     r->flood = kx__flood_create();
     r->claims = kx__claims_create(&r->claims_cfg);
-    if (!r->all_ix || !r->taken || !r->flood || !r->claims) {
+    r->teams = kx__teams_create(r->nsinks);
+    if (!r->all_ix || !r->taken || !r->flood || !r->claims || !r->teams) {
         rc = -ENOMEM;
         goto fail;
     }
@@ -1331,6 +1347,8 @@ void kx_router_destroy(kx_router *r)
         }
     kx__claims_destroy(r->claims); /* its answers still out name deliveries freed next */
     r->claims = NULL;
+    kx__teams_destroy(r->teams);
+    r->teams = NULL;
     for (size_t i = 0; i < r->nsinks; i++)
         kx__queue_fini(&r->queues[i]);
     while (r->live) {

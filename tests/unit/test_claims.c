@@ -205,6 +205,13 @@ static void test_two_processes_one_page(void **state)
     assert_int_equal(metric(f->p[1].router, "klaxon_sink_delivered_total{sink=\"pager\","
                                             "type=\"webhook\"} "),
                      0);
+    /* Per team: both raised it; only the sender delivered it. */
+    const char *raised = "klaxon_team_alerts_raised_total{team=\"secops\"} ";
+    const char *tdel = "klaxon_team_delivered_total{team=\"secops\",sink=\"pager\"} ";
+    assert_int_equal(metric(f->p[0].router, raised), 1);
+    assert_int_equal(metric(f->p[1].router, raised), 1);
+    assert_int_equal(metric(f->p[0].router, tdel), 1);
+    assert_int_equal(metric(f->p[1].router, tdel), -1); /* a pair that never happened */
     /* Raised again later (a replay): done is remembered, not paged again. */
     assert_int_equal(kx_router_send(f->p[1].router, &a, NULL, NULL), 0);
     assert_true(kx_test_run_until(f->loop, both_idle, f, 5000));

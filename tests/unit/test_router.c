@@ -542,6 +542,51 @@ static void test_no_routes_all_sinks(void **state)
     free(l);
 }
 
+static bool idle(void *ud)
+{
+    return kx_router_pending(ud) == 0;
+}
+
+/* Per-team counters: raised per team, delivered per team and sink; past 64 teams, "other". */
+static void test_team_metrics(void **state)
+{
+    fixture *f = *state;
+    kx_err err;
+    assert_int_equal(create(f,
+                            "alerting:\n"
+                            "  sinks:\n"
+                            "    a: {type: file, path: \"@DIR@/a.jsonl\"}\n"
+                            "    b: {type: file, path: \"@DIR@/b.jsonl\"}\n"
+                            "  routes:\n"
+                            "    - {team: secops, sinks: [a, b]}\n"
+                            "    - {default: true, sinks: [a]}\n",
+                            &err),
+                     0);
+    char team[16];
+    for (int i = 0; i < 70; i++) {
+        snprintf(team, sizeof(team), "t%02d", i);
+        kx_alert a = alert_for(i ? team : "secops", T0 + i * 60000);
+        assert_int_equal(kx_router_send(f->router, &a, NULL, NULL), 0);
+    }
+    assert_true(kx_test_run_until(f->loop, idle, f->router, 5000));
+    kx_buf b;
+    kx_buf_init(&b, 0);
+    assert_int_equal(kx_router_render_metrics(f->router, &b), 0);
+    assert_non_null(strstr(b.data, "\nklaxon_team_alerts_raised_total{team=\"secops\"} 1\n"));
+    assert_non_null(strstr(b.data, "\nklaxon_team_alerts_raised_total{team=\"t63\"} 1\n"));
+    assert_null(strstr(b.data, "team=\"t64\""));
+    /* secops and t01..t63 have names; t64..t69 are "other". */
+    assert_non_null(strstr(b.data, "\nklaxon_team_alerts_raised_total{team=\"other\"} 6\n"));
+    assert_non_null(
+        strstr(b.data, "\nklaxon_team_delivered_total{team=\"secops\",sink=\"a\"} 1\n"));
+    assert_non_null(
+        strstr(b.data, "\nklaxon_team_delivered_total{team=\"secops\",sink=\"b\"} 1\n"));
+    assert_non_null(strstr(b.data, "\nklaxon_team_delivered_total{team=\"t05\",sink=\"a\"} 1\n"));
+    assert_null(strstr(b.data, "klaxon_team_delivered_total{team=\"t05\",sink=\"b\"}"));
+    assert_non_null(strstr(b.data, "\nklaxon_team_delivered_total{team=\"other\",sink=\"a\"} 6\n"));
+    kx_buf_fini(&b);
+}
+
 static void test_dedup(void **state)
 {
     fixture *f = *state;
@@ -1103,6 +1148,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_flood_valve, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backfill_not_paged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_routes_all_sinks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_team_metrics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dedup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dedup_disabled, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dedup_bounded, setup, teardown),
