@@ -3,13 +3,15 @@
  * with a durable spool (a temp dir), its queues and webhook sinks posting to a local HTTP
  * receiver (tests/support/http_receiver.c, libmicrohttpd, threads of its own).
  *
- *   bench-alerts [-n ALERTS] [-r RUNS] [-b BATCH] [-R RATE] [-l LAT_ALERTS]
+ *   bench-alerts [-n ALERTS] [-r RUNS] [-b BATCH] [-R RATE] [-l LAT_ALERTS] [-S REDIS_PORT]
  *
  * Throughput: ALERTS distinct alerts sent in batches of BATCH (as the pipeline hands them:
  * send a batch, wait until every done callback ran, i.e. until the batch is durable in the
  * spool), until every one is acknowledged by the receiver. Prints alerts/s (wall) and the
  * loop thread's CPU µs per alert (CLOCK_THREAD_CPUTIME_ID: the receiver's threads are not
- * counted). Also without a spool directory (in memory), to show what the spool costs.
+ * counted). Also without a spool directory (in memory), to show what the spool costs, and
+ * with -S with the spool and incident claims in a redis-server on 127.0.0.1:REDIS_PORT (one
+ * claim and one "done" per page: what one page across processes costs).
  *
  * Latency: LAT_ALERTS alerts at RATE per second to the healthy route, each timed from just
  * before kx_router_send to the receiver's record of the request (both CLOCK_MONOTONIC):
@@ -30,6 +32,7 @@
 #include "http_receiver.h"
 #include "klaxon/alert.h"
 #include "klaxon/log.h"
+#include "klaxon/store.h"
 #include "klaxon/yaml.h"
 
 static double thread_cpu_s(void)
@@ -73,6 +76,7 @@ static kx_alert make_alert(int64_t i, const char *team)
 
 typedef struct env {
     struct ev_loop *loop;
+    kx_store *store; /* claims (NULL: none) */
     kx_yaml_doc *doc;
     kx_router *router;
     size_t done;
@@ -88,8 +92,8 @@ static int make_router(env *e, const char *yaml)
 {
     kx_err err = {0};
     if (kx_yaml_load_mem("bench.yaml", yaml, strlen(yaml), &e->doc, &err) ||
-        kx_router_create(e->loop, kx_yaml_get(e->doc->root, "alerting"), "bench.yaml", NULL,
-                         &e->router, &err)) {
+        kx_router_create(e->loop, kx_yaml_get(e->doc->root, "alerting"), "bench.yaml",
+                         &(kx_router_opts){.store = e->store}, &e->router, &err)) {
         char m[1024];
         kx_err_format(&err, m, sizeof(m));
         fprintf(stderr, "bench-alerts: %s\n", m);
@@ -141,11 +145,26 @@ static int cmp_d(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* One throughput run: alerts/s and loop CPU µs per alert. */
-static int throughput(const char *spool, const char *url, size_t n, size_t batch, double *rate,
-                      double *cpu_us)
+static bool store_up(env *e, void *ud)
+{
+    (void)ud;
+    return kx_store_is_up(e->store);
+}
+
+/* One throughput run: alerts/s and loop CPU µs per alert; redis_port > 0: with claims. */
+static int throughput(const char *spool, const char *url, size_t n, size_t batch, int redis_port,
+                      double *rate, double *cpu_us)
 {
     env e = {.loop = ev_loop_new(EVFLAG_AUTO)};
+    char prefix[64];
+    snprintf(prefix, sizeof(prefix), "bench-alerts:%ld:%lld:", (long)getpid(),
+             (long long)time(NULL) ^ (long long)clock());
+    if (redis_port > 0 &&
+        (kx_store_redis_create(e.loop, "127.0.0.1", redis_port, prefix, &e.store) ||
+         !run_until(&e, store_up, NULL, 10))) {
+        fprintf(stderr, "bench-alerts: redis-server 127.0.0.1:%d does not answer\n", redis_port);
+        return -1;
+    }
     char yaml[2048];
     snprintf(yaml, sizeof(yaml),
              "alerting:\n"
@@ -180,6 +199,7 @@ static int throughput(const char *spool, const char *url, size_t n, size_t batch
     *rate = (double)n / secs;
     *cpu_us = (c1 - c0) * 1e6 / (double)n;
     drop_router(&e);
+    kx_store_destroy(e.store);
     ev_loop_destroy(e.loop);
     return 0;
 }
@@ -259,9 +279,9 @@ static double pct(double *v, size_t n, double p)
 int main(int argc, char **argv)
 {
     size_t n = 20000, batch = 500, lat_n = 300;
-    int runs = 3, opt;
+    int runs = 3, opt, redis_port = 0;
     double rate = 200;
-    while ((opt = getopt(argc, argv, "n:r:b:R:l:")) != -1) {
+    while ((opt = getopt(argc, argv, "n:r:b:R:l:S:")) != -1) {
         switch (opt) {
         case 'n':
             n = (size_t)atol(optarg);
@@ -278,9 +298,12 @@ int main(int argc, char **argv)
         case 'l':
             lat_n = (size_t)atol(optarg);
             break;
+        case 'S':
+            redis_port = atoi(optarg);
+            break;
         default:
             fprintf(stderr, "usage: bench-alerts [-n ALERTS] [-r RUNS] [-b BATCH] [-R RATE] "
-                            "[-l LAT_ALERTS]\n");
+                            "[-l LAT_ALERTS] [-S REDIS_PORT]\n");
             return 2;
         }
     }
@@ -302,13 +325,15 @@ int main(int argc, char **argv)
     if (!dir)
         return 1;
     int code = 0;
-    for (int mode = 0; mode < 2 && !code; mode++) {
+    static const char *const mode_name[3] = {"spool", "memory", "claims"};
+    for (int mode = 0; mode < (redis_port > 0 ? 3 : 2) && !code; mode++) {
         double *rates = calloc((size_t)runs, sizeof(double)),
                *cpus = calloc((size_t)runs, sizeof(double));
         for (int r = 0; r < runs && !code; r++) {
             char spool[256];
             snprintf(spool, sizeof(spool), "%s/spool-%d-%d", dir, mode, r);
-            if (throughput(mode == 0 ? spool : NULL, ok_url, n, batch, &rates[r], &cpus[r])) {
+            if (throughput(mode == 1 ? NULL : spool, ok_url, n, batch, mode == 2 ? redis_port : 0,
+                           &rates[r], &cpus[r])) {
                 fprintf(stderr, "bench-alerts: throughput run failed\n");
                 code = 1;
             }
@@ -321,8 +346,8 @@ int main(int argc, char **argv)
             }
             printf("row=alerts-%s runs=%d alerts=%zu batch=%zu median=%.0f min=%.0f max=%.0f "
                    "cpu_us_per_alert=%.2f\n",
-                   mode == 0 ? "spool" : "memory", runs, n, batch, pct(rates, (size_t)runs, 0.5),
-                   lo, hi, pct(cpus, (size_t)runs, 0.5));
+                   mode_name[mode], runs, n, batch, pct(rates, (size_t)runs, 0.5), lo, hi,
+                   pct(cpus, (size_t)runs, 0.5));
         }
         free(rates);
         free(cpus);

@@ -433,10 +433,11 @@ fi
 
 # ---- row 8: the alert stage alone (bench-alerts) ----
 # Spool + router + a webhook sink posting to a local HTTP receiver, in one process: alerts/s
-# and the loop thread's CPU per alert, with a spool directory and without; then the latency
+# and the loop thread's CPU per alert, with a spool directory and without, and with the spool
+# and incident claims in the redis-server (one page across processes); then the latency
 # from kx_router_send to the receiver for one team while another team's sink hangs.
 ALERTS_N=${BENCH_ALERTS:-20000}
-"$BIN/bench-alerts" -n "$ALERTS_N" -r "$RUNS" -l 300 -R 200 >"$TMP/alerts.txt" ||
+"$BIN/bench-alerts" -n "$ALERTS_N" -r "$RUNS" -l 300 -R 200 -S "$REDIS_PORT" >"$TMP/alerts.txt" ||
     die "bench-alerts failed: $(cat "$TMP/alerts.txt")"
 tee -a "$RES" <"$TMP/alerts.txt"
 
@@ -620,7 +621,8 @@ print()
 print("  alert stage alone (bench-alerts: spool + router + webhook to a local HTTP receiver,")
 print("  one process; CPU = the loop thread's), median of %s runs:" % rows["alerts-spool"]["runs"])
 for k, label in (("alerts-spool", "8a alerts/s, spool directory (durable)"),
-                 ("alerts-memory", "8b alerts/s, no spool directory")):
+                 ("alerts-memory", "8b alerts/s, no spool directory"),
+                 ("alerts-claims", "8e alerts/s, spool + claims in redis")):
     kv = rows[k]
     print("    %-44s %9s   %s - %s   CPU %6s us/alert" % (label, "{:,.0f}".format(float(kv["median"])),
           "{:,.0f}".format(float(kv["min"])), "{:,.0f}".format(float(kv["max"])), kv["cpu_us_per_alert"]))
