@@ -342,7 +342,7 @@ def test_deploy_config_checks():
     env = dict(os.environ, PD_KEY_SECOPS="k1", PD_KEY_CLOUD="k2", SOAR_HMAC_KEY="k3")
     r = subprocess.run([KLAXON, "config", "check", cfg], capture_output=True, text=True, env=env,
                        timeout=60)
-    check(r.returncode == 0 and "6 sinks, 5 routes" in r.stdout, "deploy config: %r %r" % (r.stdout, r.stderr))
+    check(r.returncode == 0 and "7 sinks, 6 routes" in r.stdout, "deploy config: %r %r" % (r.stdout, r.stderr))
     check(not os.path.exists(os.path.join(d, "alerts.jsonl")), "config check created a file")
     del env["PD_KEY_SECOPS"]
     r = subprocess.run([KLAXON, "config", "check", cfg], capture_output=True, text=True, env=env,
