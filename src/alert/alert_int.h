@@ -342,6 +342,10 @@ int kx__sink_base_init(kx__sink *sink, const kx__sink_ops *ops, struct ev_loop *
                        const char *name);
 void kx__sink_base_fini(kx__sink *sink);
 
+/* "k=v, k=v" of a rendered alert's group object into b (values that are not strings as
+ * JSON), for the sinks that write for people. */
+struct json_t;
+void kx__alert_group_text(kx_buf *b, struct json_t *group);
 /* Whether a rendered alert's status is "resolved" (read where the renderer put it, not
  * anywhere in the evidence). */
 bool kx__alert_json_resolved(const char *json);

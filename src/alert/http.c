@@ -274,40 +274,39 @@ static void check_multi_info(kx__http *w)
     }
 }
 
-void kx__http_post(kx__http *w, kx__delivery *d, const char *url, struct curl_slist *headers,
-                   bool own_headers, const char *body, size_t len, long timeout_ms)
+/* A request for d on a pooled easy handle, in w's list, with what every request sets; NULL
+ * (d reported: out of memory) when it cannot be made. */
+static http_req *req_begin(kx__http *w, kx__delivery *d, const char *url, long timeout_ms,
+                           CURL **easy_out)
 {
     http_req *q = calloc(1, sizeof(*q));
     CURL *easy = w->npool ? w->pool[--w->npool] : curl_easy_init();
     if (!q || !easy) {
-        if (own_headers)
-            curl_slist_free_all(headers);
         free(q);
         if (easy)
             curl_easy_cleanup(easy);
         kx__outcome o = {.kind = KX__ATTEMPT_RETRY, .retry_after_ms = -1, .error = "out of memory"};
         report(w, d, &o);
-        return;
+        return NULL;
     }
     q->sink = w;
     q->d = d;
-    q->owned = own_headers ? headers : NULL;
     q->next = w->reqs;
     if (q->next)
         q->next->prev = q;
     w->reqs = q;
     curl_easy_setopt(easy, CURLOPT_URL, url);
-    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, body);
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, keep_body);
-    curl_easy_setopt(easy, CURLOPT_WRITEDATA, q);
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, q->errbuf);
     curl_easy_setopt(easy, CURLOPT_PRIVATE, q);
-    curl_easy_setopt(easy, CURLOPT_USERAGENT, "klaxon/0.1");
+    *easy_out = easy;
+    return q;
+}
+
+/* Hands the request to the multi handle; a refusal ends it (retryable). */
+static void req_go(kx__http *w, http_req *q, CURL *easy)
+{
     CURLMcode mc = curl_multi_add_handle(w->multi, easy);
     if (mc != CURLM_OK) {
         curl_easy_cleanup(easy);
@@ -317,6 +316,27 @@ void kx__http_post(kx__http *w, kx__delivery *d, const char *url, struct curl_sl
         return;
     }
     q->easy = easy;
+}
+
+void kx__http_post(kx__http *w, kx__delivery *d, const char *url, struct curl_slist *headers,
+                   bool own_headers, const char *body, size_t len, long timeout_ms)
+{
+    CURL *easy;
+    http_req *q = req_begin(w, d, url, timeout_ms, &easy);
+    if (!q) {
+        if (own_headers)
+            curl_slist_free_all(headers);
+        return;
+    }
+    q->owned = own_headers ? headers : NULL;
+    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, body);
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, keep_body);
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, q);
+    curl_easy_setopt(easy, CURLOPT_USERAGENT, "klaxon/0.1");
+    req_go(w, q, easy);
 }
 
 static size_t read_upload(char *buf, size_t size, size_t n, void *ud)
@@ -333,29 +353,22 @@ void kx__http_smtp(kx__http *w, kx__delivery *d, const char *url, const char *fr
                    struct curl_slist *rcpt, const char *user, const char *password, const char *msg,
                    size_t len, long timeout_ms)
 {
-    http_req *q = calloc(1, sizeof(*q));
-    CURL *easy = w->npool ? w->pool[--w->npool] : curl_easy_init();
     char *copy = malloc(len ? len : 1);
-    if (!q || !easy || !copy) {
-        free(q);
-        free(copy);
-        if (easy)
-            curl_easy_cleanup(easy);
+    if (!copy) {
         kx__outcome o = {.kind = KX__ATTEMPT_RETRY, .retry_after_ms = -1, .error = "out of memory"};
         report(w, d, &o);
         return;
     }
+    CURL *easy;
+    http_req *q = req_begin(w, d, url, timeout_ms, &easy);
+    if (!q) {
+        free(copy);
+        return;
+    }
     memcpy(copy, msg, len);
-    q->sink = w;
-    q->d = d;
     q->smtp = true;
-    q->upload = copy;
+    q->upload = copy; /* freed with q */
     q->upload_len = len;
-    q->next = w->reqs;
-    if (q->next)
-        q->next->prev = q;
-    w->reqs = q;
-    curl_easy_setopt(easy, CURLOPT_URL, url);
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
     curl_easy_setopt(easy, CURLOPT_MAIL_FROM, from);
     curl_easy_setopt(easy, CURLOPT_MAIL_RCPT, rcpt);
@@ -367,19 +380,7 @@ void kx__http_smtp(kx__http *w, kx__delivery *d, const char *url, const char *fr
     curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
     curl_easy_setopt(easy, CURLOPT_READFUNCTION, read_upload);
     curl_easy_setopt(easy, CURLOPT_READDATA, q);
-    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, q->errbuf);
-    curl_easy_setopt(easy, CURLOPT_PRIVATE, q);
-    CURLMcode mc = curl_multi_add_handle(w->multi, easy);
-    if (mc != CURLM_OK) {
-        curl_easy_cleanup(easy);
-        kx__outcome o = {
-            .kind = KX__ATTEMPT_RETRY, .retry_after_ms = -1, .error = curl_multi_strerror(mc)};
-        req_done(q, &o);
-        return;
-    }
-    q->easy = easy;
+    req_go(w, q, easy);
 }
 
 void kx__http_destroy(kx__http *w)

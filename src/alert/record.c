@@ -11,9 +11,11 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -156,6 +158,24 @@ static int put_kv(kx_buf *out, const char *key, const char *val)
 {
     int rc = kx_buf_printf(out, "\"%s\":", key);
     return rc ? rc : put_str(out, val);
+}
+
+void kx__alert_group_text(kx_buf *b, json_t *group)
+{
+    const char *k;
+    json_t *v;
+    size_t i = 0;
+    json_object_foreach(group, k, v)
+    {
+        kx_buf_printf(b, "%s%s=", i++ ? ", " : "", k);
+        if (json_is_string(v)) {
+            kx_buf_puts(b, json_string_value(v));
+        } else {
+            char *t = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+            kx_buf_puts(b, t ? t : "?");
+            free(t);
+        }
+    }
 }
 
 bool kx__alert_json_resolved(const char *json)

@@ -95,25 +95,6 @@ static int header_text(kx_buf *out, const char *s, size_t max)
     return rc;
 }
 
-/* The group as "k=v, k=v" into g. */
-static void group_text(json_t *group, kx_buf *g)
-{
-    const char *k;
-    json_t *v;
-    size_t i = 0;
-    json_object_foreach(group, k, v)
-    {
-        kx_buf_printf(g, "%s%s=", i++ ? ", " : "", k);
-        if (json_is_string(v)) {
-            kx_buf_puts(g, json_string_value(v));
-        } else {
-            char *t = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-            kx_buf_puts(g, t ? t : "?");
-            free(t);
-        }
-    }
-}
-
 /* The lines a person reads about one alert: title, fields, description, first evidence. */
 static int alert_text(kx_buf *b, json_t *a, const char *g)
 {
@@ -188,7 +169,7 @@ static int build(email_sink *m, json_t *a, const char *json, size_t len)
     kx_buf_reset(&m->msg);
     kx_buf g;
     kx_buf_init(&g, 0);
-    group_text(json_object_get(a, "group"), &g);
+    kx__alert_group_text(&g, json_object_get(a, "group"));
     kx_buf_puts(&g, "");
     alert_text(b, a, g.data ? g.data : "");
     kx_buf_puts(b, "\nAlert record (docs/alerts.md):\n");
@@ -239,7 +220,7 @@ static int build_digest(email_sink *m)
     for (size_t i = 0; i < n; i++) {
         json_t *rule = json_object_get(a[i], "rule");
         kx_buf_reset(&g);
-        group_text(json_object_get(a[i], "group"), &g);
+        kx__alert_group_text(&g, json_object_get(a[i], "group"));
         kx_buf_printf(b, "%2zu. [%s] %s%s%s%s (%s)\n", i + 1, str_of(a[i], "severity", "?"),
                       !strcmp(str_of(a[i], "status", ""), "resolved") ? "Resolved: " : "",
                       str_of(rule, "title", str_of(rule, "id", m->sending[i]->send->key)),
@@ -249,7 +230,7 @@ static int build_digest(email_sink *m)
         if (!a[i])
             continue;
         kx_buf_reset(&g);
-        group_text(json_object_get(a[i], "group"), &g);
+        kx__alert_group_text(&g, json_object_get(a[i], "group"));
         kx_buf_printf(b, "\n---- %zu ----\n", i + 1);
         alert_text(b, a[i], g.len ? g.data : "");
     }

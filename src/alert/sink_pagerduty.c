@@ -70,25 +70,6 @@ static const char *str_of(json_t *o, const char *k, const char *dflt)
     return s ? s : dflt;
 }
 
-/* "k=v, k=v" of the group object; values that are not strings as JSON. */
-static void group_text(kx_buf *b, json_t *group)
-{
-    const char *k;
-    json_t *v;
-    size_t i = 0;
-    json_object_foreach(group, k, v)
-    {
-        kx_buf_printf(b, "%s%s=", i++ ? ", " : "", k);
-        if (json_is_string(v)) {
-            kx_buf_puts(b, json_string_value(v));
-        } else {
-            char *t = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-            kx_buf_puts(b, t ? t : "?");
-            free(t);
-        }
-    }
-}
-
 /* The Events v2 body for alert a (parsed), as a new JSON object. */
 static json_t *pd_event(const pd_sink *p, json_t *a)
 {
@@ -109,7 +90,7 @@ static json_t *pd_event(const pd_sink *p, json_t *a)
     kx_buf_puts(&full, title);
     if (json_object_size(group)) {
         kx_buf_puts(&full, ": ");
-        group_text(&full, group);
+        kx__alert_group_text(&full, group);
     }
     long long count = json_integer_value(json_object_get(a, "count"));
     long long window = json_integer_value(json_object_get(a, "window"));

@@ -408,11 +408,10 @@ static void unqp(char *s)
     *o = '\0';
 }
 
-/* Mail: the envelope, the headers, a quoted-printable body with the fields, the evidence
- * and the alert record; a 550 for the recipient is a dead letter, not retried. */
-static void test_email(void **state)
+/* Starts an SMTP receiver and the router with one email sink "mail" to it; keys: the sink's
+ * other keys (to, digest...). */
+static kx_smtp_receiver *create_mail(fixture *f, const char *keys)
 {
-    fixture *f = *state;
     kx_smtp_receiver *smtp;
     assert_int_equal(kx_smtp_receiver_start(&smtp), 0);
     char yaml[1024];
@@ -421,17 +420,25 @@ static void test_email(void **state)
              "  dead_letter: \"%s/dead.jsonl\"\n"
              "  sinks:\n"
              "    mail: {type: email, url: \"smtp://127.0.0.1:%d\", from: klaxon@example.com,\n"
-             "           to: [soc@example.com, oncall@example.com], backoff: 10ms}\n",
-             f->dir, kx_smtp_receiver_port(smtp));
+             "           backoff: 10ms, %s}\n",
+             f->dir, kx_smtp_receiver_port(smtp), keys);
     kx_err err = {0};
     assert_int_equal(kx_yaml_load_mem("alert.yaml", yaml, strlen(yaml), &f->doc, &err), 0);
-    int rc = kx_router_create(f->loop, kx_yaml_get(f->doc->root, "alerting"), "alert.yaml", NULL,
-                              &f->router, &err);
-    if (rc) {
+    if (kx_router_create(f->loop, kx_yaml_get(f->doc->root, "alerting"), "alert.yaml", NULL,
+                         &f->router, &err)) {
         char m[1024];
         kx_err_format(&err, m, sizeof(m));
         fail_msg("%s", m);
     }
+    return smtp;
+}
+
+/* Mail: the envelope, the headers, a quoted-printable body with the fields, the evidence
+ * and the alert record; a 550 for the recipient is a dead letter, not retried. */
+static void test_email(void **state)
+{
+    fixture *f = *state;
+    kx_smtp_receiver *smtp = create_mail(f, "to: [soc@example.com, oncall@example.com]");
     kx_alert a = alert_at(T0);
     a.rule_title = "SSH brute force \xc3\xa9";
     char key[33];
@@ -495,21 +502,7 @@ static void on_drained(void *ud)
 static void test_email_digest(void **state)
 {
     fixture *f = *state;
-    kx_smtp_receiver *smtp;
-    assert_int_equal(kx_smtp_receiver_start(&smtp), 0);
-    char yaml[1024];
-    snprintf(yaml, sizeof(yaml),
-             "alerting:\n"
-             "  dead_letter: \"%s/dead.jsonl\"\n"
-             "  sinks:\n"
-             "    mail: {type: email, url: \"smtp://127.0.0.1:%d\", from: klaxon@example.com,\n"
-             "           to: soc@example.com, backoff: 10ms, digest: 1s, digest_max: 3}\n",
-             f->dir, kx_smtp_receiver_port(smtp));
-    kx_err err = {0};
-    assert_int_equal(kx_yaml_load_mem("alert.yaml", yaml, strlen(yaml), &f->doc, &err), 0);
-    assert_int_equal(kx_router_create(f->loop, kx_yaml_get(f->doc->root, "alerting"), "alert.yaml",
-                                      NULL, &f->router, &err),
-                     0);
+    kx_smtp_receiver *smtp = create_mail(f, "to: soc@example.com, digest: 1s, digest_max: 3");
     /* Two alerts within the period: one mail, about a second after the first. */
     kx_alert a = alert_at(T0), b = alert_at(T0 + 600000);
     b.rule_level = "critical";
