@@ -109,7 +109,8 @@ typedef struct kx_window_result {
     int64_t cross_last_ms;
     int64_t cross_count; /* members in the crossed window */
     double cross_value;  /* the aggregate of the crossed window */
-    /* With crossed: how many adds since the key's last reported window found the condition
+    /* With crossed: how many adds since the key's last reported window (none before the first)
+     * found the condition
      * met (in a window they belong to) and raised nothing: held already, or passed over as
      * part of the reported burst or its suppress period. Reported once, with the next
      * crossing, then counted from 0. Re-added members (replays) do not count. */

@@ -83,6 +83,9 @@ typedef struct kx__outcome {
     long status;            /* HTTP status, 0 when there was none */
     int64_t retry_after_ms; /* >= 0: the receiver asked to wait this long (Retry-After) */
     const char *error;      /* short reason for logs and dead letters; copied */
+    /* The outcome of a request already reported for another delivery (an email digest's
+     * other alerts): the circuit breaker counts it once. */
+    bool shared;
 } kx__outcome;
 
 typedef struct kx__sink_ops {

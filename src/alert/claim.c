@@ -23,9 +23,12 @@
  * destroy, or a late reply) then only free them.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "alert_int.h"
@@ -104,24 +107,66 @@ kx__claims *kx__claims_create(const kx__claims_cfg *cfg)
     return c;
 }
 
+/* The spool's holder id: DIR/claim-holder, 32 hex digits made once at random. A spool is
+ * locked by one process at a time, so the id names "whoever runs on this spool": a restart
+ * is the same holder, and two hosts (or containers) never share one by accident. 0, or -errno
+ * when it can be neither read nor made. */
+static int spool_holder_id(const char *dir, char out[33])
+{
+    char path[4096];
+    if (mkdir(dir, 0700) && errno != EEXIST)
+        return -errno;
+    snprintf(path, sizeof(path), "%s/claim-holder", dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, out, 32);
+        close(fd);
+        bool ok = n == 32;
+        for (int i = 0; ok && i < 32; i++)
+            ok = strchr("0123456789abcdef", out[i]) && out[i];
+        if (ok) {
+            out[32] = '\0';
+            return 0;
+        }
+    }
+    uint8_t r[16];
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        return -EIO;
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", r[i]);
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    bool ok = write(fd, out, 32) == 32 && fsync(fd) == 0;
+    close(fd);
+    if (!ok || rename(tmp, path)) {
+        unlink(tmp);
+        return -EIO;
+    }
+    return 0;
+}
+
 void kx__claims_set_holder(kx__claims *c, const char *spool_dir)
 {
     char host[64] = "";
     if (gethostname(host, sizeof(host) - 1))
         snprintf(host, sizeof(host), "host");
-    /* A spool directory is locked by one process at a time and holds what it has not
-     * delivered: after a restart its holder is the same, and renews its own leases at once
-     * instead of waiting for them to run out. Without one, each start is a new holder. */
-    char cwd[256] = "";
-    if (spool_dir && spool_dir[0] != '/' && !getcwd(cwd, sizeof(cwd)))
-        cwd[0] = '\0';
-    if (spool_dir) /* hashed: any length of path gives a short name */
-        snprintf(c->holder, sizeof(c->holder), "%.60s:%016llx", host,
-                 (unsigned long long)kx_hash64(spool_dir, strlen(spool_dir),
-                                               kx_hash64(cwd, strlen(cwd), 0)));
-    else
-        snprintf(c->holder, sizeof(c->holder), "%.60s/%ld/%016llx", host, (long)getpid(),
-                 (unsigned long long)(kx_now_ms() ^ ((uint64_t)kx_mono_ms() << 20)));
+    char id[33];
+    int rc = spool_dir ? spool_holder_id(spool_dir, id) : -ENOENT;
+    if (!rc) {
+        snprintf(c->holder, sizeof(c->holder), "%.60s:%s", host, id);
+        return;
+    }
+    if (spool_dir)
+        kx_log(KX_LOG_WARN, KX__ALERT_MODULE,
+               "claims: no holder id in spool %s (%s): this run claims as a new holder, so after "
+               "a restart its own unfinished claims wait out their lease",
+               spool_dir, strerror(-rc));
+    /* Without a spool each start is a new holder. */
+    snprintf(c->holder, sizeof(c->holder), "%.60s/%ld/%016llx", host, (long)getpid(),
+             (unsigned long long)(kx_now_ms() ^ ((uint64_t)kx_mono_ms() << 20)));
 }
 
 void kx__claims_set_store(kx__claims *c, kx_store *store)
@@ -194,7 +239,7 @@ static int call(kx__claims *c, const kx__queue *q, kx__delivery *d, const kx__de
 
 static void unavailable(kx__claims *c, kx__queue *q, kx__delivery *d, int rc)
 {
-    if (rc == -EAGAIN && kx_mono_ms() - d->first_ms < c->cfg.wait_ms) {
+    if ((rc == -EAGAIN || rc == -ENOBUFS) && kx_mono_ms() - d->first_ms < c->cfg.wait_ms) {
         kx__outcome o = {.kind = KX__ATTEMPT_DEFER,
                          .retry_after_ms = STORE_RETRY_MS,
                          .error = "waiting for the state store to claim it"};

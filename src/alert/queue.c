@@ -322,12 +322,16 @@ void kx__attempt_done(kx__delivery *d, const kx__outcome *o)
     l_remove(&q->inflight, d);
     const char *name = q->sink->name;
     if (o->kind == KX__ATTEMPT_OK) {
-        if (breaker_open(q))
-            kx_log(KX_LOG_INFO, KX__ALERT_MODULE,
-                   "sink %s: delivering again after %u failed attempts in a row; circuit closed",
-                   name, q->fails);
-        q->fails = 0;
-        q->cooldown_ms = q->cfg.backoff_ms;
+        /* Delivered by another process (claims): this sink said nothing about itself. */
+        if (!d->elsewhere) {
+            if (breaker_open(q))
+                kx_log(KX_LOG_INFO, KX__ALERT_MODULE,
+                       "sink %s: delivering again after %u failed attempts in a row; circuit "
+                       "closed",
+                       name, q->fails);
+            q->fails = 0;
+            q->cooldown_ms = q->cfg.backoff_ms;
+        }
         end(q, d, true);
     } else if (o->kind == KX__ATTEMPT_DEFER) {
         /* Not an attempt: another process is on it. Bounded by its lease, not by retry_for. */
@@ -348,8 +352,13 @@ void kx__attempt_done(kx__delivery *d, const kx__outcome *o)
         int64_t delay = retry_delay(q, d, o->retry_after_ms);
         q->retried++;
         kx_metric_inc(KX_M_ALERT_RETRIES);
-        q->fails++;
-        if (q->cfg.breaker_failures && q->fails == q->cfg.breaker_failures) {
+        /* A shared outcome: the breaker heard this request's failure with its first delivery. */
+        bool counted = !o->shared;
+        if (counted)
+            q->fails++;
+        if (!counted) {
+            /* nothing more for the breaker */
+        } else if (q->cfg.breaker_failures && q->fails == q->cfg.breaker_failures) {
             q->open_until = now + q->cooldown_ms;
             kx_log(KX_LOG_WARN, KX__ALERT_MODULE,
                    "sink %s: %u attempts in a row failed (last: %s); circuit open, next probe "

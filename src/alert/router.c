@@ -1037,6 +1037,14 @@ static int add_sink(kx_router *r, const kx_yaml_node *name, const kx_yaml_node *
         return rc;
     if (sink->batch && (!kx_yaml_get(cfg, "concurrency") || qc.concurrency > sink->batch))
         qc.concurrency = sink->batch; /* the sink has room for this many, no more */
+    /* A batching sink holds an attempt for its period, longer than any lease: its claims
+     * would be taken over by every other process. It does not claim. */
+    if (sink->batch && qc.claim) {
+        if (kx_yaml_get(cfg, "claim"))
+            kx_log(KX_LOG_WARN, KX__ALERT_MODULE,
+                   "sink %s: a digest does not claim incidents (claim: true ignored)", name->str);
+        qc.claim = false;
+    }
     kx__queue_init(&r->queues[r->nsinks], r, sink, (unsigned)r->nsinks, r->loop, &qc);
     r->sinks[r->nsinks++] = sink;
     return 0;

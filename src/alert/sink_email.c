@@ -44,6 +44,7 @@ typedef struct email_sink {
     kx__delivery **fill, **sending;
     size_t nfill, nsending;
     bool due;
+    bool closing; /* destroy: a cancelled digest starts no other */
     ev_timer timer;
 } email_sink;
 
@@ -130,6 +131,21 @@ static int alert_text(kx_buf *b, json_t *a, const char *g)
     return 0;
 }
 
+/* src as a header token: letters, digits, '.', '-' and '_' kept, anything else '_' (the id
+ * and dedup_key come from the alert JSON, which a requeued file could have changed). */
+static void token(char *dst, size_t n, const char *src)
+{
+    size_t i = 0;
+    for (; src[i] && i + 1 < n; i++) {
+        unsigned char c = (unsigned char)src[i];
+        dst[i] = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                         c == '.' || c == '-' || c == '_'
+                     ? (char)c
+                     : '_';
+    }
+    dst[i] = '\0';
+}
+
 /* Date, From, To, "Subject: [klaxon] " and the subject's text (7-bit), Message-ID, the MIME
  * headers, extra (already CRLF-terminated lines), then the body in quoted-printable. */
 static int message(email_sink *m, const char *tag, const char *subject, const char *g,
@@ -141,7 +157,9 @@ static int message(email_sink *m, const char *tag, const char *subject, const ch
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
-    snprintf(mid, sizeof(mid), "<%.80s.%lld@klaxon>", id, (long long)now);
+    char tok[81];
+    token(tok, sizeof(tok), id);
+    snprintf(mid, sizeof(mid), "<%s.%lld@klaxon>", tok, (long long)now);
     int rc = kx_buf_printf(msg, "Date: %s\r\nFrom: %s\r\nTo: %s\r\nSubject: [klaxon] [%s] ", date,
                            m->from, m->to_header, tag);
     rc = rc ? rc : header_text(msg, subject, 160);
@@ -175,8 +193,9 @@ static int build(email_sink *m, json_t *a, const char *json, size_t len)
     kx_buf_puts(b, "\nAlert record (docs/alerts.md):\n");
     kx_buf_append(b, json, len);
     int rc = kx_buf_puts(b, "\n");
-    char extra[96];
-    snprintf(extra, sizeof(extra), "X-Klaxon-Dedup-Key: %s\r\n", str_of(a, "dedup_key", "?"));
+    char extra[96], key[41];
+    token(key, sizeof(key), str_of(a, "dedup_key", "?"));
+    snprintf(extra, sizeof(extra), "X-Klaxon-Dedup-Key: %s\r\n", key);
     rc = rc ? rc
             : message(m, resolved ? "resolved" : str_of(a, "severity", "warning"), title,
                       g.data ? g.data : "", str_of(a, "id", "alert"), extra);
@@ -250,11 +269,14 @@ static int build_digest(email_sink *m)
     return message(m, "digest", subject, "", id, extra);
 }
 
+/* One outcome to every alert of a digest; the breaker counts it once. */
 static void report_all(email_sink *m, kx__delivery *const *ds, size_t n, const kx__outcome *o)
 {
     (void)m;
+    kx__outcome rest = *o;
+    rest.shared = true;
     for (size_t i = 0; i < n; i++)
-        kx__attempt_done(ds[i], o);
+        kx__attempt_done(ds[i], i ? &rest : o);
 }
 
 static void send_digest(email_sink *m)
@@ -297,8 +319,15 @@ static void on_report(void *ud, kx__delivery *d, const kx__outcome *o)
     size_t n = m->nsending;
     kx__delivery **ds = malloc(n * sizeof(*ds));
     kx__outcome copy = *o;
-    char why[160];
-    snprintf(why, sizeof(why), "%s", o->error ? o->error : "");
+    char why[200];
+    /* A refused digest (a 5xx: too large, a policy) may pass as smaller mails: each alert is
+     * retried through the queue, and dead-lettered when its retry_for is spent. */
+    if (copy.kind == KX__ATTEMPT_FAIL) {
+        copy.kind = KX__ATTEMPT_RETRY;
+        snprintf(why, sizeof(why), "digest refused: %s", o->error ? o->error : "");
+    } else {
+        snprintf(why, sizeof(why), "%s", o->error ? o->error : "");
+    }
     copy.error = why;
     if (!ds) {
         /* Out of memory: report in place; nothing can start a digest meanwhile (due). */
@@ -311,7 +340,7 @@ static void on_report(void *ud, kx__delivery *d, const kx__outcome *o)
         report_all(m, ds, n, &copy);
         free(ds);
     }
-    if (m->due || (m->nfill && !ev_is_active(&m->timer)))
+    if (!m->closing && (m->due || (m->nfill && !ev_is_active(&m->timer))))
         send_digest(m);
 }
 
@@ -361,6 +390,7 @@ static void email_flush(kx__sink *sink)
 static void email_destroy(kx__sink *sink)
 {
     email_sink *m = (email_sink *)sink;
+    m->closing = true;
     ev_timer_stop(sink->loop, &m->timer);
     kx__http_destroy(m->http); /* a digest in flight is reported (cancelled) to its alerts */
     free(m->fill);

@@ -1541,8 +1541,12 @@ static int mem_claim(kx_store *s, const kx_claim_op *op, kx_claim_cb cb, void *u
         }
         uint32_t off;
         w->str_len = 0;
-        if ((rc = str_append(w, set, (uint32_t)strlen(set), &off)))
+        if ((rc = str_append(w, set, (uint32_t)strlen(set), &off))) {
+            /* Leave no key that would read as another holder's claim. */
+            size_t klen = strlen(op->key);
+            tab_del_at(m, tab_find(m, op->key, klen, kx_hash64(op->key, klen, 0)));
             return rc;
+        }
         w->expire_at = now + ttl;
     }
     m->depth++;
@@ -1717,7 +1721,8 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
             w->alert_last = s_t;
             break;
         }
-        if (!res.crossed && passed && added)
+        /* Counted from the group's first alert on: before it nothing was suppressed. */
+        if (!res.crossed && passed && added && w->alerted)
             w->nsup++;
     }
     res.nevidence = w->ev_n < max_ev ? w->ev_n : max_ev;

@@ -502,7 +502,8 @@ static void on_drained(void *ud)
 static void test_email_digest(void **state)
 {
     fixture *f = *state;
-    kx_smtp_receiver *smtp = create_mail(f, "to: soc@example.com, digest: 1s, digest_max: 3");
+    kx_smtp_receiver *smtp = create_mail(f, "to: soc@example.com, digest: 1s, digest_max: 3, "
+                                            "breaker_failures: 2");
     /* Two alerts within the period: one mail, about a second after the first. */
     kx_alert a = alert_at(T0), b = alert_at(T0 + 600000);
     b.rule_level = "critical";
@@ -562,6 +563,26 @@ static void test_email_digest(void **state)
     free(data);
     assert_int_equal(kx_metric_get(KX_M_ALERT_RETRIES), 2);
     assert_int_equal(kx_metric_get(KX_M_ALERTS_DELIVERED), 7);
+    /* Refused for good (554): not dead letters, each retried; the circuit (2 failures) hears
+     * one failed mail, not three, and stays closed. */
+    kx_smtp_receiver_refuse_next(smtp, 554, 1);
+    for (int i = 0; i < 3; i++) {
+        kx_alert c = alert_at(T0 + (12 + i) * 600000);
+        assert_int_equal(kx_router_send(f->router, &c, NULL, NULL), 0);
+    }
+    assert_true(kx_test_run_until(f->loop, nothing_pending, f->router, 10000));
+    assert_int_equal(kx_smtp_receiver_count(smtp), 4);
+    data = kx_smtp_receiver_data(smtp, 3);
+    assert_non_null(strstr(data, "\r\nX-Klaxon-Alerts: 3\r\n"));
+    free(data);
+    assert_int_equal(kx_metric_get(KX_M_ALERTS_FAILED), 0);
+    assert_int_equal(kx_metric_get(KX_M_ALERT_RETRIES), 5);
+    assert_int_equal(kx_metric_get(KX_M_ALERTS_DELIVERED), 10);
+    kx_buf mb;
+    kx_buf_init(&mb, 0);
+    assert_int_equal(kx_router_render_metrics(f->router, &mb), 0);
+    assert_non_null(strstr(mb.data, "klaxon_sink_circuit_open{sink=\"mail\",type=\"email\"} 0\n"));
+    kx_buf_fini(&mb);
     /* Shutdown does not wait for the period: what waits goes now. */
     kx_alert d = alert_at(T0 + 20 * 600000);
     assert_int_equal(kx_router_send(f->router, &d, NULL, NULL), 0);
@@ -570,7 +591,7 @@ static void test_email_digest(void **state)
     kx_router_drain(f->router, on_drained, &done);
     assert_true(kx_test_run_until(f->loop, drained, &done, 10000));
     assert_true(kx_mono_ms() - t < 900);
-    assert_int_equal(kx_smtp_receiver_count(smtp), 4);
+    assert_int_equal(kx_smtp_receiver_count(smtp), 5);
     kx_router_destroy(f->router);
     f->router = NULL;
     kx_smtp_receiver_stop(smtp);

@@ -464,6 +464,36 @@ static void test_value_sum_avg(void **state)
     assert_true(g.cvalue == 5.0);
 }
 
+/* A window met without its newest member before the group ever alerted: nothing to count as
+ * suppressed (the Redis script once failed here), and the first alert says 0. */
+static void test_suppressed_before_first_alert(void **state)
+{
+    fx *f = *state;
+    static const kx_window_term gt5[] = {{KX_WCMP_GT, 5}};
+    static const char *const members[] = {"x0\x1f"
+                                          "0",
+                                          "x1\x1f"
+                                          "10",
+                                          "x2\x1f"
+                                          "6",
+                                          "x3\x1f"
+                                          "100"};
+    static const int64_t at[] = {0, 8, 15, 40};
+    static const bool crosses[] = {false, false, false, true};
+    for (int i = 0; i < 4; i++) {
+        got g = add_full(f, (addp){.key = "avgsup",
+                                   .member = members[i],
+                                   .t = T0 + at[i],
+                                   .window = 10,
+                                   .agg = KX_AGG_AVG,
+                                   .cond = gt5,
+                                   .ncond = 1});
+        assert_int_equal(g.status, 0);
+        assert_int_equal(g.crossed, crosses[i]);
+        assert_int_equal(g.suppressed, 0);
+    }
+}
+
 static void test_share(void **state)
 {
     fx *f = *state;
@@ -1871,6 +1901,7 @@ static void test_url_prefix_redis(void **state)
         cmocka_unit_test_setup_teardown(test_value_count, setup, teardown),                        \
         cmocka_unit_test_setup_teardown(test_value_count_window_edge, setup, teardown),            \
         cmocka_unit_test_setup_teardown(test_value_sum_avg, setup, teardown),                      \
+        cmocka_unit_test_setup_teardown(test_suppressed_before_first_alert, setup, teardown),      \
         cmocka_unit_test_setup_teardown(test_share, setup, teardown),                              \
         cmocka_unit_test_setup_teardown(test_ordered, setup, teardown),                            \
         cmocka_unit_test_setup_teardown(test_ordered_late_middle, setup, teardown),                \
