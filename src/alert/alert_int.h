@@ -204,7 +204,10 @@ typedef struct kx__claims_cfg {
 
 /* `alerting.claims`: off, or {lease, keep, wait}; n NULL: the defaults (on, 2m, 24h, 10s). */
 int kx__claims_parse(const kx_yaml_node *n, const char *file, kx__claims_cfg *out, kx_err *err);
-kx__claims *kx__claims_create(const kx__claims_cfg *cfg);
+kx__claims *kx__claims_create(kx_router *r, const kx__claims_cfg *cfg);
+/* Store calls still out (a drain waits for them: a "done" lost at shutdown would leave the
+ * incident claimed until its lease runs out). Bounded by the store's command timeout. */
+bool kx__claims_settling(const kx__claims *c);
 /* The holder's name: host and spool directory (the same after a restart), or without one
  * (NULL) host, pid and a random part. */
 void kx__claims_set_holder(kx__claims *c, const char *spool_dir);

@@ -49,6 +49,7 @@ typedef struct ticket {
 
 struct kx__claims {
     kx__claims_cfg cfg;
+    kx_router *router; /* told when a settle answer came (a drain may be waiting for it) */
     kx_store *store;
     char holder[128];
     ticket *out; /* tickets whose answer has not come */
@@ -97,11 +98,12 @@ int kx__claims_parse(const kx_yaml_node *n, const char *file, kx__claims_cfg *ou
     return rc;
 }
 
-kx__claims *kx__claims_create(const kx__claims_cfg *cfg)
+kx__claims *kx__claims_create(kx_router *r, const kx__claims_cfg *cfg)
 {
     kx__claims *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
+    c->router = r;
     c->cfg = *cfg;
     kx__claims_set_holder(c, NULL);
     return c;
@@ -314,6 +316,13 @@ static void settle_cb(void *ud, int status, kx_claim_state st, int64_t ttl_ms)
         kx_log_limited(&c->rl, KX_LOG_WARN, KX__ALERT_MODULE,
                        "claim not settled (state store: %s): its lease runs out on its own",
                        strerror(-status));
+    if (c)
+        kx__router_attempt_settled(c->router);
+}
+
+bool kx__claims_settling(const kx__claims *c)
+{
+    return c && c->out;
 }
 
 void kx__claims_end(kx__claims *c, kx__queue *q, const kx__delivery *d, bool delivered)

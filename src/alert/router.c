@@ -720,6 +720,8 @@ static void check_drain(kx_router *r)
     } else if (r->pending) {
         return;
     }
+    if (kx__claims_settling(r->claims))
+        return;
     void (*cb)(void *) = r->drain_cb;
     r->drain_cb = NULL;
     cb(r->drain_ud);
@@ -1255,7 +1257,7 @@ int kx_router_create(struct ev_loop *loop, const kx_yaml_node *cfg, const char *
     r->all_ix = calloc(r->nsinks, sizeof(*r->all_ix));
     r->taken = calloc(r->routing ? kx__routing_size(r->routing) : 1, sizeof(*r->taken));
     r->flood = kx__flood_create();
-    r->claims = kx__claims_create(&r->claims_cfg);
+    r->claims = kx__claims_create(r, &r->claims_cfg);
     r->teams = kx__teams_create(r->nsinks);
     if (!r->all_ix || !r->taken || !r->flood || !r->claims || !r->teams) {
         rc = -ENOMEM;
