@@ -12,11 +12,11 @@
  * number, creation time, dedup_key, the names of the sinks it was routed to and the alert
  * JSON; an ack record holds a sequence number, the sink's position in that alert's list and
  * the outcome; a moved record is an alert copied forward by compaction (its acks follow it in
- * the same write), so the oldest segment can go while one slow sink still owes an alert. A process owns
- * the directory (an flock on "lock"): a second klaxon on the same spool is refused. Each
- * start writes a new segment; older ones are only read. Segments are deleted oldest first,
- * once every alert in them and in every older one is acknowledged by all its sinks (so an
- * ack record is never lost while the alert it acknowledges is still on disk).
+ * the same write), so the oldest segment can go while one slow sink still owes an alert. A process
+ * owns the directory (an flock on "lock"): a second klaxon on the same spool is refused. Each start
+ * writes a new segment; older ones are only read. Segments are deleted oldest first, once every
+ * alert in them and in every older one is acknowledged by all its sinks (so an ack record is never
+ * lost while the alert it acknowledges is still on disk).
  *
  * A record that fails its checks (a torn tail after a crash mid-write, a flipped bit) is
  * skipped: the reader looks for the next record whose magic and CRC are right, and the

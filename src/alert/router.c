@@ -525,7 +525,7 @@ int kx_router_send(kx_router *r, const kx_alert *a, kx_router_done_cb done, void
         uint16_t all[KX_SPOOL_MAX_SINKS];
         (void)kx__routing_eval(r->routing, &v, kx_now_ms(), all, r->taken, &nt);
     }
-    int64_t now = kx_mono_ms(), realert = 0;
+    int64_t now = kx_mono_ms(), realert = a->realert_ms > 0 ? a->realert_ms : 0;
     for (size_t t = 0; t < nt; t++) {
         uint16_t route = (uint16_t)r->taken[t];
         const kx__flood_cfg *fc = flood_cfg_of(r, route);

@@ -277,6 +277,15 @@ static int load_doc(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
         (rc = opt_str(c, root, "description", &r->description)) ||
         (rc = opt_str(c, root, "runbook", &r->runbook)))
         return rc;
+    const kx_yaml_node *ra = kx_yaml_get(root, "realert");
+    if (ra && !kx_yaml_is_null(ra)) {
+        long long ms;
+        if ((rc = kx_yaml_duration_ms(ra, c->file, &ms, c->err)))
+            return rc;
+        if (ms < 1000 || ms > 30 * 86400 * 1000LL)
+            return kx_yaml_err(c->err, c->file, ra, "realert must be between 1s and 30d");
+        r->realert_ms = ms;
+    }
     static const struct {
         const char *key;
         size_t off, noff;

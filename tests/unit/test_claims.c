@@ -293,10 +293,29 @@ static void test_route_realert(void **state)
     assert_int_equal(kx_router_send(f->p[0].router, &a, NULL, NULL), 0);
     assert_true(kx_test_run_until(f->loop, both_idle, f, 5000));
     assert_int_equal(kx_http_receiver_count(f->rx), 2);
-    /* Without a realert the default keep (24h) holds. */
-    assert_int_equal(kx_router_send(f->p[1].router, &a, NULL, NULL), 0);
+    /* The rule's own realert (no route's here): the same. */
+    kx_alert r2 = incident(NULL);
+    r2.rule_id = "ssh-brute-2";
+    r2.realert_ms = 1000;
+    assert_int_equal(kx_router_send(f->p[1].router, &r2, NULL, NULL), 0);
     assert_true(kx_test_run_until(f->loop, both_idle, f, 5000));
-    assert_int_equal(kx_http_receiver_count(f->rx), 2);
+    assert_int_equal(kx_router_send(f->p[1].router, &r2, NULL, NULL), 0);
+    assert_true(kx_test_run_until(f->loop, both_idle, f, 5000));
+    assert_int_equal(kx_http_receiver_count(f->rx), 3);
+    usleep(1200 * 1000);
+    assert_int_equal(kx_router_send(f->p[1].router, &r2, NULL, NULL), 0);
+    assert_true(kx_test_run_until(f->loop, both_idle, f, 5000));
+    assert_int_equal(kx_http_receiver_count(f->rx), 4);
+    /* Without a realert the default keep (24h) holds, past any period above. */
+    kx_alert r3 = incident(NULL);
+    r3.rule_id = "ssh-brute-3";
+    assert_int_equal(kx_router_send(f->p[1].router, &r3, NULL, NULL), 0);
+    assert_true(kx_test_run_until(f->loop, both_idle, f, 5000));
+    assert_int_equal(kx_http_receiver_count(f->rx), 5);
+    usleep(1200 * 1000);
+    assert_int_equal(kx_router_send(f->p[1].router, &r3, NULL, NULL), 0);
+    assert_true(kx_test_run_until(f->loop, both_idle, f, 5000));
+    assert_int_equal(kx_http_receiver_count(f->rx), 5);
 }
 
 /* No store answer: the page goes out unclaimed after `wait`, counted. */

@@ -150,7 +150,8 @@ static void test_defaults_and_custom_keys(void **state)
                      "logsource:\n    product: linux\n    definition: whatever\n"
                      "detection:\n    s: {f: x}\n    condition: s\n"
                      "---\n"
-                     "title: Named\nname: my_rule\ntags:\ndetection:\n    s: {f: x}\n"
+                     "title: Named\nname: my_rule\ntags:\nrealert: 30m\n"
+                     "detection:\n    s: {f: x}\n"
                      "    condition: s\n");
     kx_ruleset *rs = load_ok(path);
     assert_int_equal(kx_ruleset_size(rs), 2);
@@ -161,7 +162,9 @@ static void test_defaults_and_custom_keys(void **state)
     assert_null(r->name);
     assert_int_equal(r->ntags, 0);
     assert_true(r->generate);
+    assert_int_equal(r->realert_ms, 0);
     r = kx_ruleset_at(rs, 1);
+    assert_int_equal(r->realert_ms, 30 * 60 * 1000);
     assert_string_equal(r->id, "my_rule");
     assert_string_equal(r->name, "my_rule");
     assert_int_equal(r->line, 24);
@@ -245,6 +248,8 @@ static void test_errors(void **state)
     expect_err("title: t\nlevel: severe\ndetection:\n    s: {f: x}\n    condition: s\n",
                "2:8: invalid level \"severe\" (expected informational, low, medium, high or "
                "critical)");
+    expect_err("title: t\nrealert: 10ms\ndetection:\n    s: {f: x}\n    condition: s\n",
+               "2:10: realert must be between 1s and 30d");
     expect_err("title: t\ntags: {a: b}\ndetection:\n    s: {f: x}\n    condition: s\n",
                "2:7: \"tags\" must be a list of strings");
     expect_err("title: t\nlogsource: linux\ndetection:\n    s: {f: x}\n    condition: s\n",
