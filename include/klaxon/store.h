@@ -115,6 +115,10 @@ typedef struct kx_window_result {
      * part of the reported burst or its suppress period. Reported once, with the next
      * crossing, then counted from 0. Re-added members (replays) do not count. */
     int64_t suppressed;
+    /* The key's last reported window before this add, if any: its first time (what an alert
+     * about it had as first_seen). Sliding windows only. */
+    bool prev_alerted;
+    int64_t prev_alert_first_ms;
     /* The add was older than (newest time in the key - ttl): not counted, nothing changed.
      * The caller counts and logs it (allowed lateness exceeded). */
     bool late;

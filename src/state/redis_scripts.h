@@ -24,7 +24,8 @@
  *          8 identity (closing touch), 9 payload (touch), 10 nterms, then (closing due) the
  *          terms.
  * Returns  {added, count, first, last, dropped, crossed, cross_first, cross_last, late,
- *           cross_count, cross_value (a string: %.17g), suppressed, evidence...}; for several
+ *           cross_count, cross_value (a string: %.17g), suppressed, prev_alerted,
+ *           prev_alert_first, evidence...}; for several
  * members an array of those (count/first/last 0); touch {outcome, since[, payload]}; due {n, last1,
  * payload1, ...}; closing touch {late}; closing due {n, more, start1, count1, payload1, ...}.
  *
@@ -324,7 +325,7 @@ static const char kx__redis_window_add_lua[] =
     "  card = card - dropped\n"
     "  redis.call('PEXPIRE', z, ttl)\n"
     "  redis.call('PEXPIRE', a, ttl)\n"
-    "  return {new, card, t, t, dropped, crossed, t, t, 0, card, fmt(prev), 0}\n"
+    "  return {new, card, t, t, dropped, crossed, t, t, 0, card, fmt(prev), 0, 0, 0}\n"
     "end\n"
     "if agg == 7 then\n" /* baseline: z = identity -> time, a = hash of the history */
     "  local late = ttl - w\n"
@@ -343,7 +344,7 @@ static const char kx__redis_window_add_lua[] =
     "  local top = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')\n"
     "  local known = redis.call('ZSCORE', z, ARGV[1])\n"
     "  if not known and ((#top > 0 and t < tonumber(top[2]) - late) or k <= folded) then\n"
-    "    return {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, '0', 0}\n"
+    "    return {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, '0', 0, 0, 0}\n"
     "  end\n"
     "  local added = redis.call('ZADD', z, 'NX', ARGV[2], ARGV[1])\n"
     "  local maxt = tonumber(redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')[2])\n"
@@ -419,7 +420,7 @@ static const char kx__redis_window_add_lua[] =
     "  redis.call('PEXPIRE', z, keep)\n"
     "  redis.call('PEXPIRE', e, keep)\n"
     "  redis.call('PEXPIRE', a, keep)\n"
-    "  local res = {added, c, k * w, t, dropped, crossed, k * w, t, 0, c, f('%.17g', m), 0}\n"
+    "  local res = {added, c, k * w, t, dropped, crossed, k * w, t, 0, c, f('%.17g', m), 0, 0, 0}\n"
     "  if maxev > 0 and (crossed == 1 or ARGV[13 + 2 * nterm] ~= '1') then\n"
     "    local ev = redis.call('LRANGE', e, 0, maxev - 1)\n"
     "    for i = 1, #ev do res[#res + 1] = ev[i] end\n"
@@ -501,8 +502,9 @@ static const char kx__redis_window_add_lua[] =
     "end\n"
     "local function one(member, mt, evidence)\n"
     "  local ms = fmt(mt)\n"
+    "  local paf = af\n"
     "  if maxt ~= nil and mt < maxt - ttl then\n"
-    "    return {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, '0', 0}\n"
+    "    return {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, '0', 0, 0, 0}\n"
     "  end\n"
     "  touched = true\n"
     "  local added = redis.call('ZADD', z, 'NX', ms, member)\n"
@@ -585,7 +587,8 @@ static const char kx__redis_window_add_lua[] =
     "    nsup, a_dirty = nsup + 1, true\n"
     "  end\n"
     "  local res = {added, count, first, last, dropped, crossed, cfirst, clast, 0, ccount,\n"
-    "               string.format('%.17g', cvalue), csup}\n"
+    "               string.format('%.17g', cvalue), csup, 0, 0}\n"
+    "  if paf ~= nil then res[13], res[14] = 1, paf end\n"
     "  if maxev > 0 and (crossed == 1 or not ev_if_crossed) then\n"
     "    local ev = redis.call('LRANGE', e, 0, maxev - 1)\n"
     "    for i = 1, #ev do res[#res + 1] = ev[i] end\n"

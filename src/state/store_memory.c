@@ -1662,6 +1662,8 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
         res.last_ms = win_at(w, hi - 1)->t;
     }
     res.added = added;
+    res.prev_alerted = w->alerted; /* the mark before this add (the scan below may move it) */
+    res.prev_alert_first_ms = w->alerted ? w->alert_first : 0;
     kx_window_term cond[KX_WINDOW_MAX_TERMS];
     size_t ncond = kx__store_cond(op, cond);
     const mem_entry *self = ncond > 0 ? win_find(w, h, op->member, mlen) : NULL;

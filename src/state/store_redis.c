@@ -476,7 +476,7 @@ static int parse_result(kx_store_redis *r, const redisReply *reply, kx_window_re
 static int parse_one(const redisReply *reply, kx_window_result *res, long long *dropped,
                      const char **ev, size_t *ev_len)
 {
-    enum { NINT = 10, NFIX = 12 }; /* 10 integers, cross_value, suppressed */
+    enum { NINT = 10, NFIX = 14 }; /* 10 integers, cross_value, suppressed, the prior mark */
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < NFIX ||
         reply->elements - NFIX > KX__STORE_MAX_EVIDENCE)
         return -EPROTO;
@@ -484,10 +484,14 @@ static int parse_one(const redisReply *reply, kx_window_result *res, long long *
         if (reply->element[i]->type != REDIS_REPLY_INTEGER)
             return -EPROTO;
     const redisReply *cv = reply->element[NINT];
-    if (cv->type != REDIS_REPLY_STRING || cv->len >= 64 ||
-        reply->element[NINT + 1]->type != REDIS_REPLY_INTEGER)
+    if (cv->type != REDIS_REPLY_STRING || cv->len >= 64)
         return -EPROTO;
+    for (size_t i = NINT + 1; i < NFIX; i++)
+        if (reply->element[i]->type != REDIS_REPLY_INTEGER)
+            return -EPROTO;
     res->suppressed = reply->element[NINT + 1]->integer;
+    res->prev_alerted = reply->element[NINT + 2]->integer == 1;
+    res->prev_alert_first_ms = reply->element[NINT + 3]->integer;
     char num[64];
     memcpy(num, cv->str, cv->len);
     num[cv->len] = '\0';
@@ -523,9 +527,9 @@ static int parse_many(kx_store_redis *r, const redisReply *reply, size_t *n, lon
     size_t k = reply->elements, nev = 0;
     for (size_t i = 0; i < k; i++) {
         const redisReply *e = reply->element[i];
-        if (e->type != REDIS_REPLY_ARRAY || e->elements < 12)
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 14)
             return -EPROTO;
-        nev += e->elements - 12;
+        nev += e->elements - 14;
     }
     if (k > r->many_cap) {
         kx_window_result *p = realloc(r->many_res, k * sizeof(*p));

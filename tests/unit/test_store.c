@@ -49,6 +49,8 @@ typedef struct got {
     int64_t ccount;
     double cvalue;
     int64_t suppressed;
+    bool prev_alerted;
+    int64_t prev_first;
     bool late;
     size_t nev;
     char ev[8][64];
@@ -71,6 +73,8 @@ static void got_cb(void *ud, int status, const kx_window_result *res)
     g->ccount = res->cross_count;
     g->cvalue = res->cross_value;
     g->suppressed = res->suppressed;
+    g->prev_alerted = res->prev_alerted;
+    g->prev_first = res->prev_alert_first_ms;
     g->late = res->late;
     g->nev = res->nevidence;
     for (size_t i = 0; i < res->nevidence && i < 8; i++)
@@ -556,6 +560,10 @@ static void test_suppress(void **state)
         p.t = times[i];
         got g = add_full(f, p);
         assert_int_equal(g.crossed, want[i]);
+        /* The mark before each add: none until m2 alerted, then that window's first. */
+        assert_int_equal(g.prev_alerted, i > 2);
+        if (i > 2)
+            assert_int_equal(g.prev_first, T0);
         if (i == 2)
             assert_int_equal(g.suppressed, 0);
         if (i == 8) {
