@@ -115,6 +115,9 @@ struct kx_rule {
     const kx_corr_term *cond; /* never empty for a loaded correlation, but first_seen's */
     size_t ncond;
     int64_t suppress_ms; /* klaxon extension `suppress`; default: timespan */
+    /* klaxon extension `resolve: auto` (sliding-window thresholds): an alerted group is
+     * resolved once the watermark passes a whole timespan after the condition last held */
+    bool resolve_auto;
     int64_t lateness_ms; /* klaxon extension `lateness`; -1: the config's state.lateness */
     int64_t max_groups;  /* klaxon extension `max_groups`; -1: the config's state.max_groups */
     /* correlations that reference this rule (a detection rule, or a chained correlation) */

@@ -119,6 +119,12 @@ typedef struct kx_window_result {
      * about it had as first_seen). Sliding windows only. */
     bool prev_alerted;
     int64_t prev_alert_first_ms;
+    /* The condition held in a window this add belongs to (crossed or not): met_ms = the end
+     * of the earliest such window (the add's own time for an event in time order). What
+     * `resolve: auto` keeps as the group's last time above the condition. Sliding windows
+     * with a condition only; a re-added member reports it too. */
+    bool met;
+    int64_t met_ms;
     /* The add was older than (newest time in the key - ttl): not counted, nothing changed.
      * The caller counts and logs it (allowed lateness exceeded). */
     bool late;
@@ -181,7 +187,25 @@ typedef struct kx_window_add {
  * expires after timespan + keep_ms of no touch or due. Results (payloads) are borrowed for
  * the callback.
  */
-typedef enum { KX_ABSENCE_NONE = 0, KX_ABSENCE_RESOLVED, KX_ABSENCE_GAP } kx_absence_outcome;
+typedef enum {
+    KX_ABSENCE_NONE = 0,
+    KX_ABSENCE_RESOLVED,
+    KX_ABSENCE_GAP,
+    KX_ABSENCE_REPLACED /* KX_TOUCH_REPLACE only */
+} kx_absence_outcome;
+
+/*
+ * How a touch treats the group's current sighting. `resolve: auto` (klaxon/detect.h) keeps a
+ * rule's alerted groups as open incidents whose "silence" is the condition not holding:
+ *   KX_TOUCH_EXTEND   move the group's last sighting to time_ms (its payload stays; the one
+ *                     given is ignored) only if that sighting is within timespan before it and
+ *                     its silence was not reported (the open incident goes on); otherwise
+ *                     change nothing; never reports;
+ *   KX_TOUCH_REPLACE  as KX_TOUCH_PLAIN, and a sighting that replaces one within timespan
+ *                     whose silence was not reported reports KX_ABSENCE_REPLACED (since_ms,
+ *                     the replaced payload): a new incident takes the place of an open one.
+ */
+typedef enum { KX_TOUCH_PLAIN = 0, KX_TOUCH_EXTEND, KX_TOUCH_REPLACE } kx_touch_mode;
 
 typedef struct kx_absence_touch {
     const char *key;   /* one per rule; the store prefixes it */
@@ -191,6 +215,7 @@ typedef struct kx_absence_touch {
     int64_t time_ms;
     int64_t timespan_ms; /* > 0 */
     int64_t keep_ms;     /* > 0 */
+    kx_touch_mode mode;
 } kx_absence_touch;
 
 typedef struct kx_absence_due {

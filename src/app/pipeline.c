@@ -59,10 +59,14 @@ struct kx_op {
     kx_op_kind kind;
     int64_t watermark_ms; /* KX_OP_DUE */
     uint64_t token;       /* KX_OP_DUE, KX_OP_CDUE: the question's identity across retries */
-    char group[40];       /* KX_OP_CTOUCH: the group's hash */
-    kx_op *grp_next;      /* pre-aggregation: the next update of the same key in this batch */
-    kx_op *next;          /* free list or retry queue */
-    int proto_errors;     /* error replies so far: a persistent one must not hold the stream */
+    char group[40];       /* KX_OP_CTOUCH, and windows of `resolve: auto` rules: the group's hash */
+    kx_touch_mode touch_mode; /* KX_OP_TOUCH */
+    /* KX_OP_TOUCH of `resolve: auto`: the first_seen of the group's alert before this one */
+    bool has_prev_af;
+    int64_t prev_af_ms;
+    kx_op *grp_next;  /* pre-aggregation: the next update of the same key in this batch */
+    kx_op *next;      /* free list or retry queue */
+    int proto_errors; /* error replies so far: a persistent one must not hold the stream */
     int64_t time_ms;
     kx_buf member; /* event identity [0x1f value] (klaxon/store.h) */
     char key[96];
@@ -332,6 +336,8 @@ static kx_op *op_get(kx_pipeline *p)
     op->next = NULL;
     op->proto_errors = 0;
     op->kind = KX_OP_WINDOW;
+    op->touch_mode = KX_TOUCH_PLAIN;
+    op->has_prev_af = false;
     kx_buf_reset(&op->strs);
     kx_buf_reset(&op->evidence);
     kx_buf_reset(&op->member);
@@ -537,6 +543,8 @@ static bool op_failed(kx_op *op, int status)
     return false;
 }
 
+static void resolve_track(const kx_op *op, const kx_window_result *res);
+
 static void op_cb(void *ud, int status, const kx_window_result *res)
 {
     kx_op *op = ud;
@@ -559,6 +567,8 @@ static void op_cb(void *ud, int status, const kx_window_result *res)
     else if (status && status != -ECANCELED)
         kx_log_limited(&p->rl_store, KX_LOG_ERROR, "pipeline", "rule %s: state update failed: %s",
                        op->corr->id, strerror(-status));
+    if (status == 0 && !res->late && op->corr->resolve_auto && op->corr->generate)
+        resolve_track(op, res);
     op_done(op);
 }
 
@@ -574,15 +584,19 @@ static void absence_key(const kx_rule *c, char *out, size_t len)
     unsigned long long h = (unsigned long long)kx_hash64(c->id, strlen(c->id), 5);
     if (c->closing)
         snprintf(out, len, "%.40s|%016llx|close|%lld", c->id, h, (long long)c->timespan_ms);
+    else if (c->resolve_auto)
+        snprintf(out, len, "%.40s|%016llx|resolve", c->id, h);
     else
         snprintf(out, len, "%.40s|%016llx|absence", c->id, h);
 }
 
-/* Rules judged by the watermark: absence, and event_count conditions that hold for an empty
- * window ("at most N", judged when windows close). */
+/* Rules judged by the watermark: absence, event_count conditions that hold for an empty
+ * window ("at most N", judged when windows close), and `resolve: auto` (resolved once the
+ * condition has not held for a timespan). */
 static bool judged_by_watermark(const kx_rule *c)
 {
-    return c->kind == KX_RULE_CORRELATION && (c->corr_type == KX_CORR_ABSENCE || c->closing);
+    return c->kind == KX_RULE_CORRELATION &&
+           (c->corr_type == KX_CORR_ABSENCE || c->closing || c->resolve_auto);
 }
 
 /* Keys of closing windows live until their windows can be judged, and some more. */
@@ -768,12 +782,25 @@ static int op_issue_wm(kx_op *op)
 
 /* A sighting's payload: the tenant and each group value as a 4-byte little-endian length and
  * the bytes (a value may hold any byte), then the event's evidence (JSON) to the end. */
+static void payload_group(kx_buf *b, const kx_op *op, size_t ng);
+
 static void payload_put(kx_buf *b, const char *v, size_t len)
 {
     unsigned char n[4] = {(unsigned char)len, (unsigned char)(len >> 8), (unsigned char)(len >> 16),
                           (unsigned char)(len >> 24)};
     kx_buf_append(b, n, 4);
     kx_buf_append(b, v, len);
+}
+
+/* The start of a sighting's payload: op's tenant and its ng group values (from strs; lengths
+ * from the offsets, as a value may hold a NUL byte). */
+static void payload_group(kx_buf *b, const kx_op *op, size_t ng)
+{
+    payload_put(b, op->strs.data, (ng ? op->val_off[0] : op->strs.len) - 1);
+    for (size_t i = 0; i < ng; i++) {
+        size_t end = i + 1 < ng ? op->val_off[i + 1] : op->strs.len;
+        payload_put(b, op->strs.data + op->val_off[i], end - op->val_off[i] - 1);
+    }
 }
 
 /* Splits a payload into NUL-terminated strings in out (tenant, then ng values) and the
@@ -853,6 +880,142 @@ static void absence_alert(kx_pipeline *p, kx_rule *c, const char *payload, size_
     send_alert(p, &a);
 }
 
+/* ---- resolve: auto ----
+ * An alerted group of a sliding-window rule is an open incident, kept as an absence-like
+ * sighting under the rule's resolve key: its time is the last time the condition held, its
+ * payload the group and the alert's first_seen and count. The watermark passing a timespan
+ * after that time resolves it (a due question, as for absence); a new alert of the group
+ * while it is open replaces it and resolves it at once. */
+
+/* The firing alert a resolve payload holds: "first_seen count" after the group. */
+static bool resolve_payload_alert(const char *payload, size_t len, size_t ng, kx_buf *scratch,
+                                  int64_t *af, int64_t *count)
+{
+    size_t offs[KX_MAX_GROUP_BY + 1];
+    const char *ev;
+    size_t evl;
+    char num[48];
+    if (!payload_split(payload, len, ng, scratch, offs, &ev, &evl) || evl >= sizeof(num))
+        return false;
+    memcpy(num, ev, evl);
+    num[evl] = '\0';
+    long long a, n;
+    if (sscanf(num, "%lld %lld", &a, &n) != 2)
+        return false;
+    *af = a;
+    *count = n;
+    return true;
+}
+
+/* The incident the payload holds is over; last_ms: the last time its condition held.
+ * af_override: its first_seen when the caller knows it better than the payload. */
+static void resolve_alert(kx_pipeline *p, kx_rule *c, const char *payload, size_t len,
+                          int64_t last_ms, const int64_t *af_override)
+{
+    size_t ng = c->ngroup_by < KX_MAX_GROUP_BY ? c->ngroup_by : KX_MAX_GROUP_BY;
+    int64_t af, count;
+    size_t offs[KX_MAX_GROUP_BY + 1];
+    const char *ev;
+    size_t evl;
+    if (!resolve_payload_alert(payload, len, ng, &p->payload, &af, &count) ||
+        !payload_split(payload, len, ng, &p->payload, offs, &ev, &evl)) {
+        kx_log(KX_LOG_ERROR, "pipeline", "rule %s: stored incident is damaged: not resolved",
+               c->id);
+        return;
+    }
+    if (af_override)
+        af = *af_override;
+    kx_kv group[KX_MAX_GROUP_BY];
+    for (size_t i = 0; i < ng; i++) {
+        group[i].key = c->group_by[i];
+        group[i].value = p->payload.data + offs[i + 1];
+    }
+    kx_alert a = {
+        .rule_id = c->id,
+        .rule_title = c->title,
+        .rule_level = c->level,
+        .team = corr_team(c),
+        .tenant = p->payload.data + offs[0],
+        .category = corr_category(c),
+        .group = group,
+        .ngroup = ng,
+        .count = count,
+        .window_s = c->timespan_ms / 1000,
+        .first_seen_ms = af, /* the firing alert's: the same dedup_key */
+        .last_seen_ms = last_ms,
+        .status = "resolved",
+        .tags = c->tags,
+        .ntags = c->ntags,
+    };
+    /* Never backfill a resolve: the incident it closes may have been paged. */
+    describe(p, &a, c, false);
+    send_alert(p, &a);
+}
+
+/* After a window update of a `resolve: auto` rule: a crossing opens an incident (replacing
+ * the group's open one), an event that keeps the condition met extends the open one. */
+static void resolve_track(const kx_op *op, const kx_window_result *res)
+{
+    kx_pipeline *p = op->p;
+    kx_rule *c = op->corr;
+    if (!res->met || (!res->crossed && !res->prev_alerted))
+        return;
+    kx_op *t = op_get(p);
+    if (!t) {
+        kx_log(KX_LOG_ERROR, "pipeline",
+               "out of memory: rule %s: incident not kept for its resolve", c->id);
+        return;
+    }
+    t->kind = KX_OP_TOUCH;
+    t->corr = c;
+    t->time_ms = res->met_ms;
+    absence_key(c, t->key, sizeof(t->key));
+    kx_buf_puts(&t->member, op->group);
+    if (res->crossed) {
+        t->touch_mode = KX_TOUCH_REPLACE;
+        t->has_prev_af = res->prev_alerted && res->prev_alert_first_ms != res->cross_first_ms;
+        t->prev_af_ms = res->prev_alert_first_ms;
+        payload_group(&t->evidence, op,
+                      c->ngroup_by < KX_MAX_GROUP_BY ? c->ngroup_by : KX_MAX_GROUP_BY);
+        kx_buf_printf(&t->evidence, "%lld %lld", (long long)res->cross_first_ms,
+                      (long long)res->cross_count);
+    } else {
+        t->touch_mode = KX_TOUCH_EXTEND; /* the payload stays the incident's */
+    }
+    p->pending++;
+    op_issue(t);
+}
+
+/* A touch or due answer for a `resolve: auto` rule. */
+static void resolve_answer(kx_op *op, const kx_absence_result *res)
+{
+    kx_pipeline *p = op->p;
+    kx_rule *c = op->corr;
+    if (op->kind == KX_OP_TOUCH && res->n &&
+        (res->outcome == KX_ABSENCE_REPLACED || res->outcome == KX_ABSENCE_GAP)) {
+        /* A new incident while the last one was open (or drained, unreported): that one is
+         * over. Its first_seen is the one the window reported before this crossing when
+         * known (a retried touch is answered with the new payload); a replay of the same
+         * crossing replaces nothing. */
+        size_t ng = c->ngroup_by < KX_MAX_GROUP_BY ? c->ngroup_by : KX_MAX_GROUP_BY;
+        int64_t old_af, new_af, n;
+        if (!resolve_payload_alert(op->evidence.data, op->evidence.len, ng, &p->payload, &new_af,
+                                   &n) ||
+            !resolve_payload_alert(res->payload[0], res->payload_len[0], ng, &p->payload, &old_af,
+                                   &n))
+            old_af = new_af = 0;
+        if (op->has_prev_af)
+            old_af = op->prev_af_ms;
+        if (old_af != new_af)
+            resolve_alert(p, c, res->payload[0], res->payload_len[0], res->since_ms, &old_af);
+    } else if (op->kind == KX_OP_DUE) {
+        for (size_t i = 0; i < res->n; i++)
+            resolve_alert(p, c, res->payload[i], res->payload_len[i], res->last_ms[i], NULL);
+        if (res->n == KX_ABSENCE_DUE_BATCH) /* more may be due */
+            absence_reask(p, c, op->watermark_ms);
+    }
+}
+
 static void absence_cb(void *ud, int status, const kx_absence_result *res)
 {
     kx_op *op = ud;
@@ -867,6 +1030,11 @@ static void absence_cb(void *ud, int status, const kx_absence_result *res)
         kx_log_limited(&p->rl_store, KX_LOG_ERROR, "pipeline", "rule %s: absence update failed: %s",
                        c->id, strerror(-status));
     if (status) {
+        op_done(op);
+        return;
+    }
+    if (c->resolve_auto) {
+        resolve_answer(op, res);
         op_done(op);
         return;
     }
@@ -1002,6 +1170,7 @@ static int op_issue_absence(kx_op *op)
             .time_ms = op->time_ms,
             .timespan_ms = c->timespan_ms,
             .keep_ms = c->keep_ms,
+            .mode = op->touch_mode,
         };
         return kx_store_absence_touch(p->store, &t, absence_cb, op);
     }
@@ -1411,6 +1580,9 @@ static void corr_update(kx_pipeline *p, kx_rule *c, const kx_rule *ref_rule, con
         op_put(p, op);
         return;
     }
+    if (c->resolve_auto) /* the group's identity under the rule's resolve key */
+        snprintf(op->group, sizeof(op->group), "%016llx%016llx", (unsigned long long)h1,
+                 (unsigned long long)h2);
     if (c->corr_type == KX_CORR_ABSENCE || c->closing) {
         /* A sighting of the group: its identity is the group's hash, its payload what an alert
          * about the group needs (tenant, values, this event as evidence), for whichever
@@ -1426,12 +1598,7 @@ static void corr_update(kx_pipeline *p, kx_rule *c, const kx_rule *ref_rule, con
             kx_buf_printf(&op->member, "%016llx%016llx", (unsigned long long)h1,
                           (unsigned long long)h2);
         }
-        /* Lengths from the offsets: a value may hold a NUL byte. */
-        payload_put(&op->evidence, tenant, (ng ? op->val_off[0] : op->strs.len) - 1);
-        for (size_t i = 0; i < ng; i++) {
-            size_t end = i + 1 < ng ? op->val_off[i + 1] : op->strs.len;
-            payload_put(&op->evidence, op->strs.data + op->val_off[i], end - op->val_off[i] - 1);
-        }
+        payload_group(&op->evidence, op, ng);
         /* The whole payload must fit what the store keeps: the evidence is left out first
          * (a group too large even without it is refused and logged like any update). */
         if (evidence && op->evidence.len + evidence->len > KX_STORE_MAX_EVIDENCE_BYTES) {

@@ -131,9 +131,10 @@ int kx__correlation_compile(kx__ctx *c, const kx_yaml_node *root, const kx_yaml_
 {
     if (corr->type != KX_YAML_MAP)
         return kx_yaml_err(c->err, c->file, corr, "\"correlation\" must be a mapping");
-    static const char *const known[] = {
-        "type",  "rules",    "group-by", "timespan",   "condition",  "generate", "aliases",
-        "field", "suppress", "lateness", "max_groups", "deviations", "history",  "keep"};
+    static const char *const known[] = {"type",      "rules",    "group-by",   "timespan",
+                                        "condition", "generate", "aliases",    "field",
+                                        "suppress",  "lateness", "max_groups", "deviations",
+                                        "history",   "keep",     "resolve"};
     for (size_t i = 0; i < corr->n; i++) {
         const kx_yaml_node *k = corr->keys[i];
         size_t j = 0;
@@ -263,6 +264,25 @@ int kx__correlation_compile(kx__ctx *c, const kx_yaml_node *root, const kx_yaml_
         if (keep <= 0)
             return kx_yaml_err(c->err, c->file, kp, "keep must be greater than zero");
         r->keep_ms = keep;
+    }
+    const kx_yaml_node *rs = kx_yaml_get(corr, "resolve");
+    if (rs && !kx_yaml_is_null(rs)) {
+        if (!kx_yaml_is(rs, "auto"))
+            return kx_yaml_err(c->err, c->file, rs, "resolve must be \"auto\"");
+        /* A sliding window drains; the others have no "below the condition again" to wait
+         * for (an absence resolves on its own). */
+        bool sliding = r->corr_type == KX_CORR_EVENT_COUNT || r->corr_type == KX_CORR_VALUE_COUNT ||
+                       r->corr_type == KX_CORR_TEMPORAL ||
+                       r->corr_type == KX_CORR_TEMPORAL_ORDERED ||
+                       r->corr_type == KX_CORR_VALUE_SUM || r->corr_type == KX_CORR_VALUE_AVG;
+        if (!sliding || r->closing)
+            return kx_yaml_err(c->err, c->file, rs,
+                               "resolve: auto applies to sliding-window thresholds (event_count "
+                               "at least N, value_count, temporal, temporal_ordered, value_sum, "
+                               "value_avg)%s",
+                               r->corr_type == KX_CORR_ABSENCE ? "; an absence resolves on its own"
+                                                               : "");
+        r->resolve_auto = true;
     }
     if (r->corr_type == KX_CORR_BASELINE &&
         r->timespan_ms > (int64_t)366 * 24 * 3600 * 1000 / (3 * r->history + 2))

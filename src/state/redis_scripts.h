@@ -21,13 +21,12 @@
  *          14+n the count of further members and a (member, time, evidence) triplet each.
  *          Absence and closing ops use the first ten: 1 group, 2 time or watermark,
  *          3 timespan, 4 keep or ttl, 5 limit (due), 6 token (due; "0" = none), 7 agg,
- *          8 identity (closing touch), 9 payload (touch), 10 nterms, then (closing due) the
- *          terms.
- * Returns  {added, count, first, last, dropped, crossed, cross_first, cross_last, late,
- *           cross_count, cross_value (a string: %.17g), suppressed, prev_alerted,
- *           prev_alert_first, evidence...}; for several
- * members an array of those (count/first/last 0); touch {outcome, since[, payload]}; due {n, last1,
- * payload1, ...}; closing touch {late}; closing due {n, more, start1, count1, payload1, ...}.
+ *          8 identity (closing touch) or mode (touch: 'x' extend, 'r' replace), 9 payload (touch),
+ * 10 nterms, then (closing due) the terms. Returns  {added, count, first, last, dropped, crossed,
+ * cross_first, cross_last, late, cross_count, cross_value (a string: %.17g), suppressed,
+ * prev_alerted, prev_alert_first, met, met_time, evidence...}; for several members an array of
+ * those (count/first/last 0); touch {outcome, since[, payload]}; due {n, last1, payload1, ...};
+ * closing touch {late}; closing due {n, more, start1, count1, payload1, ...}.
  *
  * Steps: a member older than (newest time in the key - ttl) is refused as late, nothing
  * changed; ZADD NX (a member already present keeps its first time: replays do not count
@@ -103,10 +102,16 @@ static const char kx__redis_window_add_lua[] =
     "  local g = ARGV[1]\n"
     "  local last, fired, oc, osince, old = arec(g)\n"
     "  local out, since = 0, 0\n"
-    "  if last == nil or t > last then\n"
+    "  local mode = ARGV[8]\n"
+    "  if mode == 'x' and (last == nil or t <= last or fired == last or t - last > w) then\n"
+    "    -- extend: not an open group, nothing changes\n"
+    "  elseif last == nil or t > last then\n"
     "    if last ~= nil and fired == last then out, since = 1, last\n"
-    "    elseif last ~= nil and t - last > w then out, since = 2, last end\n"
-    "    redis.call('HSET', a, g, fmt(t) .. ' n ' .. out .. ' ' .. fmt(since) .. ' ' .. ARGV[9])\n"
+    "    elseif last ~= nil and t - last > w then out, since = 2, last\n"
+    "    elseif last ~= nil and mode == 'r' then out, since = 3, last end\n"
+    "    local pl = ARGV[9]\n"
+    "    if mode == 'x' then pl = old end\n"
+    "    redis.call('HSET', a, g, fmt(t) .. ' n ' .. out .. ' ' .. fmt(since) .. ' ' .. pl)\n"
     "    redis.call('ZADD', z, fmt(t), g)\n"
     "    redis.call('ZREM', hk, g)\n"
     "  elseif t == last and oc > 0 and old == ARGV[9] then\n"
@@ -325,7 +330,7 @@ static const char kx__redis_window_add_lua[] =
     "  card = card - dropped\n"
     "  redis.call('PEXPIRE', z, ttl)\n"
     "  redis.call('PEXPIRE', a, ttl)\n"
-    "  return {new, card, t, t, dropped, crossed, t, t, 0, card, fmt(prev), 0, 0, 0}\n"
+    "  return {new, card, t, t, dropped, crossed, t, t, 0, card, fmt(prev), 0, 0, 0, 0, 0}\n"
     "end\n"
     "if agg == 7 then\n" /* baseline: z = identity -> time, a = hash of the history */
     "  local late = ttl - w\n"
@@ -344,7 +349,7 @@ static const char kx__redis_window_add_lua[] =
     "  local top = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')\n"
     "  local known = redis.call('ZSCORE', z, ARGV[1])\n"
     "  if not known and ((#top > 0 and t < tonumber(top[2]) - late) or k <= folded) then\n"
-    "    return {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, '0', 0, 0, 0}\n"
+    "    return {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, '0', 0, 0, 0, 0, 0}\n"
     "  end\n"
     "  local added = redis.call('ZADD', z, 'NX', ARGV[2], ARGV[1])\n"
     "  local maxt = tonumber(redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')[2])\n"
@@ -420,7 +425,8 @@ static const char kx__redis_window_add_lua[] =
     "  redis.call('PEXPIRE', z, keep)\n"
     "  redis.call('PEXPIRE', e, keep)\n"
     "  redis.call('PEXPIRE', a, keep)\n"
-    "  local res = {added, c, k * w, t, dropped, crossed, k * w, t, 0, c, f('%.17g', m), 0, 0, 0}\n"
+    "  local res = {added, c, k * w, t, dropped, crossed, k * w, t, 0, c, f('%.17g', m), 0, 0, 0, "
+    "0, 0}\n"
     "  if maxev > 0 and (crossed == 1 or ARGV[13 + 2 * nterm] ~= '1') then\n"
     "    local ev = redis.call('LRANGE', e, 0, maxev - 1)\n"
     "    for i = 1, #ev do res[#res + 1] = ev[i] end\n"
@@ -504,7 +510,7 @@ static const char kx__redis_window_add_lua[] =
     "  local ms = fmt(mt)\n"
     "  local paf = af\n"
     "  if maxt ~= nil and mt < maxt - ttl then\n"
-    "    return {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, '0', 0, 0, 0}\n"
+    "    return {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, '0', 0, 0, 0, 0, 0}\n"
     "  end\n"
     "  touched = true\n"
     "  local added = redis.call('ZADD', z, 'NX', ms, member)\n"
@@ -545,6 +551,7 @@ static const char kx__redis_window_add_lua[] =
     "  end\n"
     "  local own = val(member)\n"
     "  local crossed, cfirst, clast, ccount, cvalue, csup, passed = 0, 0, 0, 0, 0, 0, false\n"
+    "  local met_at = 0\n"
     "  if nterm > 0 and ((added == 1 and dropped == 0) or redis.call('ZSCORE', z, member)) then\n"
     "    local later\n"
     "    if agg == 4 then\n"
@@ -562,6 +569,7 @@ static const char kx__redis_window_add_lua[] =
     "        if hz == nil or added == 1 or s - w > hz then with = aggregate(slo, shi, nil, own) "
     "end\n"
     "        if with and holds(with) then\n"
+    "          if not passed then met_at = s end\n"
     "          passed = true\n"
     "          local without = nil\n"
     "          if agg ~= 4 then without = aggregate(slo, shi, member, own) end\n"
@@ -587,8 +595,9 @@ static const char kx__redis_window_add_lua[] =
     "    nsup, a_dirty = nsup + 1, true\n"
     "  end\n"
     "  local res = {added, count, first, last, dropped, crossed, cfirst, clast, 0, ccount,\n"
-    "               string.format('%.17g', cvalue), csup, 0, 0}\n"
+    "               string.format('%.17g', cvalue), csup, 0, 0, 0, met_at}\n"
     "  if paf ~= nil then res[13], res[14] = 1, paf end\n"
+    "  if passed then res[15] = 1 end\n"
     "  if maxev > 0 and (crossed == 1 or not ev_if_crossed) then\n"
     "    local ev = redis.call('LRANGE', e, 0, maxev - 1)\n"
     "    for i = 1, #ev do res[#res + 1] = ev[i] end\n"

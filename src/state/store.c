@@ -87,7 +87,8 @@ int kx_store_window_add_many(kx_store *s, const kx_window_add *ops, size_t n, kx
 
 int kx__store_validate_touch(const kx_absence_touch *op)
 {
-    if (!op || !op->key || !op->group || (!op->payload && op->payload_len))
+    if (!op || !op->key || !op->group || (!op->payload && op->payload_len) ||
+        (unsigned)op->mode > KX_TOUCH_REPLACE)
         return -EINVAL;
     if (op->timespan_ms <= 0 || op->keep_ms <= 0 || op->timespan_ms >= KX__STORE_MAX_TIME / 4 ||
         op->keep_ms >= KX__STORE_MAX_TIME / 4 || op->time_ms <= -KX__STORE_MAX_TIME / 2 ||

@@ -1090,6 +1090,11 @@ static int mem_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence
         res.since_ms = w->seen[at].oc_since;
         payload = op->payload ? op->payload : "";
         payload_len = op->payload_len;
+    } else if (op->mode == KX_TOUCH_EXTEND &&
+               (at < 0 || op->time_ms <= w->seen[at].last ||
+                (w->seen[at].has_fired && w->seen[at].fired == w->seen[at].last) ||
+                op->time_ms - w->seen[at].last > op->timespan_ms)) {
+        /* Not an open group (none, reported, or silent a whole timespan): nothing changes. */
     } else if (at < 0 || op->time_ms > w->seen[at].last) {
         if (at >= 0) {
             mem_seen *e = &w->seen[at];
@@ -1097,6 +1102,8 @@ static int mem_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence
                 res.outcome = KX_ABSENCE_RESOLVED;
             else if (op->time_ms - e->last > op->timespan_ms)
                 res.outcome = KX_ABSENCE_GAP;
+            else if (op->mode == KX_TOUCH_REPLACE)
+                res.outcome = KX_ABSENCE_REPLACED;
             if (res.outcome != KX_ABSENCE_NONE) {
                 res.since_ms = e->last;
                 old = malloc((size_t)e->ilen + 1);
@@ -1112,7 +1119,8 @@ static int mem_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence
             return rc;
         }
         mem_seen *e = &w->seen[at];
-        if ((rc = seen_set_intro(e, op->payload ? op->payload : "", op->payload_len))) {
+        if (op->mode != KX_TOUCH_EXTEND && /* (an extend keeps the payload) */
+            (rc = seen_set_intro(e, op->payload ? op->payload : "", op->payload_len))) {
             free(old);
             return rc;
         }
@@ -1207,7 +1215,8 @@ static int mem_absence_due(kx_store *s, const kx_absence_due *op, kx_absence_cb 
         }
         g_sort_win = w;
         g_sort_by_deadline = false;
-        qsort(m->due, nd, sizeof(*m->due), group_cmp);
+        if (nd > 1) /* (m->due is still NULL for a key without groups) */
+            qsort(m->due, nd, sizeof(*m->due), group_cmp);
         if (nd > op->limit)
             nd = op->limit;
         for (size_t k = 0; k < nd; k++) {
@@ -1696,6 +1705,10 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
             if (!mem_agg(m, w, op->agg, clo, chi, UINT32_MAX, own, own_len, &with) ||
                 !kx_window_cond_eval(cond, ncond, with))
                 continue;
+            if (!passed) {
+                res.met = true;
+                res.met_ms = s_t;
+            }
             passed = true; /* met: a crossing now, or one the suppression swallows */
             int64_t f = win_at(w, clo)->t;
             /* Due: starts after the last reported window's end + suppress. A condition that

@@ -476,7 +476,8 @@ static int parse_result(kx_store_redis *r, const redisReply *reply, kx_window_re
 static int parse_one(const redisReply *reply, kx_window_result *res, long long *dropped,
                      const char **ev, size_t *ev_len)
 {
-    enum { NINT = 10, NFIX = 14 }; /* 10 integers, cross_value, suppressed, the prior mark */
+    /* 10 integers, cross_value, suppressed, the prior mark, met */
+    enum { NINT = 10, NFIX = 16 };
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < NFIX ||
         reply->elements - NFIX > KX__STORE_MAX_EVIDENCE)
         return -EPROTO;
@@ -492,6 +493,8 @@ static int parse_one(const redisReply *reply, kx_window_result *res, long long *
     res->suppressed = reply->element[NINT + 1]->integer;
     res->prev_alerted = reply->element[NINT + 2]->integer == 1;
     res->prev_alert_first_ms = reply->element[NINT + 3]->integer;
+    res->met = reply->element[NINT + 4]->integer == 1;
+    res->met_ms = reply->element[NINT + 5]->integer;
     char num[64];
     memcpy(num, cv->str, cv->len);
     num[cv->len] = '\0';
@@ -976,7 +979,11 @@ static int redis_absence_touch(kx_store *s, const kx_absence_touch *a, kx_absenc
                       .timespan = a->timespan_ms,
                       .keep = a->keep_ms,
                       .payload = a->payload,
-                      .payload_len = a->payload_len};
+                      .payload_len = a->payload_len,
+                      /* ARGV 8 (a closing touch's identity) carries the mode */
+                      .identity = a->mode == KX_TOUCH_EXTEND    ? "x"
+                                  : a->mode == KX_TOUCH_REPLACE ? "r"
+                                                                : NULL};
     return redis_absence_op((kx_store_redis *)s, OP_TOUCH, &x, cb, ud);
 }
 

@@ -511,6 +511,57 @@ def test_at_most():
         expect(alerts, AT_MOST, "at most, the stream twice [%s]" % store)
 
 
+# ---- 16. resolve: auto (klaxon extension) ----
+
+RESOLVE = [
+    # (status, src_ip, count, first_seen, last_seen). gte 3 in 1m, suppress 1m (default).
+    # .1: 10:00:00, :10, :20 cross (first 10:00:00); :30 and :40 keep it met; silent a minute
+    # after 10:00:40: resolved, last_seen = the last time it held. A second burst at 10:10.
+    ("firing", "198.51.100.1", 3, ts("10:00:00"), ts("10:00:20")),
+    ("resolved", "198.51.100.1", 3, ts("10:00:00"), ts("10:00:40")),
+    ("firing", "198.51.100.1", 3, ts("10:10:00"), ts("10:10:20")),
+    ("resolved", "198.51.100.1", 3, ts("10:10:00"), ts("10:10:20")),
+    # .2: one failure every 20 s from 10:00:00 to 10:04:00, never below the condition. It
+    # alerts at 10:00:40 and again (a window starting after 10:00:40 + suppress) at 10:03:00,
+    # [10:02:00, 10:03:00], 4 events: the new incident resolves the open one (held until
+    # 10:02:40) at once, and is resolved a minute after 10:04:00.
+    ("firing", "198.51.100.2", 3, ts("10:00:00"), ts("10:00:40")),
+    ("resolved", "198.51.100.2", 3, ts("10:00:00"), ts("10:02:40")),
+    ("firing", "198.51.100.2", 4, ts("10:02:00"), ts("10:03:00")),
+    ("resolved", "198.51.100.2", 4, ts("10:02:00"), ts("10:04:00")),
+    # .3: two failures: never.
+]
+
+
+def resolve_summary(a):
+    return (a["status"], a["group"]["src_ip"], a["count"], a["first_seen"], a["last_seen"])
+
+
+def test_resolve():
+    rules, events = fx("16_resolve", "rules.yml"), fx("16_resolve", "events.jsonl")
+    outs = {}
+    for store in STORES:
+        for copies in (1, 2):  # the stream twice: the same incidents, resolved once each
+            alerts, _, _ = run(store, rules, [events] * copies)
+            got = sorted(resolve_summary(a) for a in alerts)
+            check(got == sorted(RESOLVE), "resolve x%d [%s]:\n got  %s\n want %s" %
+                  (copies, store, got, sorted(RESOLVE)))
+            by_incident = {}
+            for a in alerts:
+                check(a["rule"]["id"] == "corr-resolve" and a["window"] == 60 and a["severity"] == "error",
+                      "resolve fields [%s]: %s" % (store, a))
+                if a["status"] == "resolved":
+                    check("value" not in a and a["events"] == [] and "suppressed" not in a,
+                          "a resolve carries no value, evidence or suppressed count [%s]: %s" % (store, a))
+                by_incident.setdefault((a["group"]["src_ip"], a["first_seen"]), []).append(a)
+            for k, v in by_incident.items():
+                check(len(v) == 2 and len({a["dedup_key"] for a in v}) == 1 and len({a["id"] for a in v}) == 2,
+                      "resolve %s [%s]: firing and resolve share the dedup_key, not the id: %s" % (k, store, v))
+            if copies == 1:
+                outs[store] = sorted((a["dedup_key"], a["id"], a["status"]) for a in alerts)
+    check(outs["memory"] == outs["redis"], "resolve: memory and redis alerts differ")
+
+
 def test_load_errors():
     cases = [
         # line 19 "    rules: [no_backup]": the name at column 13
@@ -534,6 +585,12 @@ def test_load_errors():
         ("alias_missing_rule.yml", 20, 9, 'alias "ip" gives no field for rule "rule_b"'),
         # line 14 "    lateness: soon": the value at column 15
         ("bad_lateness.yml", 14, 15, 'expected a duration like 30s, 5m, 2h, 1d or 500ms, got "soon"'),
+        # line 14 "    resolve: auto" (an absence resolves on its own)
+        ("resolve_absence.yml", 14, 14,
+         "resolve: auto applies to sliding-window thresholds (event_count at least N, value_count, "
+         "temporal, temporal_ordered, value_sum, value_avg); an absence resolves on its own"),
+        # line 14 "    resolve: yes"
+        ("resolve_value.yml", 14, 14, 'resolve must be "auto"'),
     ]
     events = fx("01_window_edges", "events.jsonl")
     for name, line, col, msg in cases:
@@ -553,7 +610,7 @@ def main():
     try:
         run_tests([test_window_edges, test_out_of_order, test_late_events, test_suppress, test_value_count,
                    test_temporal, test_value_sum_avg, test_value_percentile, test_chaining, test_first_seen, test_baseline, test_absence, test_at_most,
-                   test_same_file_twice, test_load_errors])
+                   test_resolve, test_same_file_twice, test_load_errors])
     finally:
         REDIS.stop()
         shutil.rmtree(d, ignore_errors=True)

@@ -328,6 +328,61 @@ def test_config_check_and_route():
         s.close()
 
 
+def test_resolve_auto_at_the_pager():
+    """`resolve: auto` through `klaxon run` to a PagerDuty sink: a burst of failures
+    triggers an incident; once a later event moves the watermark a timespan past the last
+    time the condition held, the same dedup_key is resolved. Redis keeps the windows."""
+    import time as _time
+    d = tmpdir("resolve")
+    redis = RedisServer(d).start()
+    broker = Broker({"auth": 1, "cloudtrail": 1}).start()
+    pd = HookReceiver().start()
+    k = None
+    try:
+        mport = free_port()
+        sinks = ("    pd: {type: pagerduty, routing_key: R0UTING-KEY, url: \"http://127.0.0.1:%d/v2/enqueue\", "
+                 "backoff: 100ms}\n" % pd.port)
+        cfg = write_config(os.path.join(d, "klaxon.yaml"), broker.bootstrap,
+                           "redis://127.0.0.1:%d/kxres:" % redis.port, mport, sinks,
+                           "    - default: true\n      sinks: [pd]\n",
+                           rules=[os.path.join(SRC, "tests", "fixtures", "correlations", "16_resolve", "rules.yml")])
+        k = Klaxon(cfg, os.path.join(d, "klaxon.log")).start()
+        wait_for(lambda: k.metrics(mport) is not None or not k.alive(), 30, "the metrics endpoint")
+        check(k.alive(), "klaxon exited at start")
+        # Event times a few minutes ago (CloudTrail's eventTime): failures at +0, +10, +20 s
+        # cross (gte 3 in 1m), +30 s keeps the condition met.
+        t0 = (int(_time.time()) - 600) * 1000
+
+        def ev(dt_s, ip):
+            t = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime((t0 + dt_s * 1000) // 1000)) + "Z"
+            return json.dumps({"eventTime": t, "action": "login_failed", "src_ip": ip})
+        burst = "\n".join(ev(s_, "198.51.100.1") for s_ in (0, 10, 20, 30)) + "\n"
+        broker.produce("cloudtrail", data=burst.encode())
+        wait_for(lambda: len(pd.bodies) >= 1, 30, "the trigger")
+        trig = pd.bodies[0]
+        check(trig["event_action"] == "trigger" and trig["routing_key"] == "R0UTING-KEY" and
+              trig["payload"]["severity"] == "error", "trigger: %s" % trig)
+        # Another source, 3 minutes later: the watermark (newest - lateness 1m) passes 30 s +
+        # the timespan; the incident is resolved (if the partition's quiet time has not done it
+        # already).
+        broker.produce("cloudtrail", data=(ev(180, "198.51.100.9") + "\n").encode())
+        wait_for(lambda: len(pd.bodies) >= 2, 30, "the resolve")
+        _time.sleep(0.5)
+        check(len(pd.bodies) == 2, "one trigger and one resolve: %s" % pd.bodies)
+        res = pd.bodies[1]
+        check(res == {"routing_key": "R0UTING-KEY", "event_action": "resolve", "dedup_key": trig["dedup_key"]},
+              "resolve: %s (trigger %s)" % (res, trig))
+        check(k.stop() == 0, "exit code")
+        check("R0UTING-KEY" not in open(os.path.join(d, "klaxon.log"), errors="replace").read(),
+              "the routing key in the log")
+    finally:
+        if k and k.alive():
+            k.stop()
+        pd.stop()
+        broker.stop()
+        redis.stop()
+
+
 def test_deploy_config_checks():
     """The shipped production config is valid (paths and secrets pointed at a temp dir)."""
     d = tmpdir("deploy")
@@ -355,4 +410,4 @@ if __name__ == "__main__":
     run_tests([test_hung_pager_holds_nothing_else, test_kill9_then_restart_delivers_once,
                test_two_processes_one_page,
                test_refused_dead_letter_then_retry, test_health_and_metrics,
-               test_config_check_and_route, test_deploy_config_checks])
+               test_config_check_and_route, test_resolve_auto_at_the_pager, test_deploy_config_checks])

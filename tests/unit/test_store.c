@@ -51,6 +51,8 @@ typedef struct got {
     int64_t suppressed;
     bool prev_alerted;
     int64_t prev_first;
+    bool met;
+    int64_t met_ms;
     bool late;
     size_t nev;
     char ev[8][64];
@@ -75,6 +77,8 @@ static void got_cb(void *ud, int status, const kx_window_result *res)
     g->suppressed = res->suppressed;
     g->prev_alerted = res->prev_alerted;
     g->prev_first = res->prev_alert_first_ms;
+    g->met = res->met;
+    g->met_ms = res->met_ms;
     g->late = res->late;
     g->nev = res->nevidence;
     for (size_t i = 0; i < res->nevidence && i < 8; i++)
@@ -542,6 +546,9 @@ static void test_ordered_late_middle(void **state)
     assert_true(g.crossed);
     assert_int_equal(g.cfirst, T0);
     assert_int_equal(g.clast, T0 + 2000);
+    /* The condition holds in the later window the late event completed. */
+    assert_true(g.met);
+    assert_int_equal(g.met_ms, T0 + 2000);
 }
 
 static void test_suppress(void **state)
@@ -560,6 +567,10 @@ static void test_suppress(void **state)
         p.t = times[i];
         got g = add_full(f, p);
         assert_int_equal(g.crossed, want[i]);
+        /* Met: crossings, and the suppressed second burst's third event. */
+        bool met = want[i] || i == 5;
+        assert_int_equal(g.met, met);
+        assert_int_equal(g.met_ms, met ? times[i] : 0);
         /* The mark before each add: none until m2 alerted, then that window's first. */
         assert_int_equal(g.prev_alerted, i > 2);
         if (i > 2)
@@ -1156,7 +1167,7 @@ static bool agot_done(void *ud)
 #define AB_SPAN 1000
 #define AB_KEEP 5000
 
-static agot touch(fx *f, const char *group, int64_t t, const char *payload)
+static agot touch_mode(fx *f, const char *group, int64_t t, const char *payload, kx_touch_mode mode)
 {
     agot g = {0};
     kx_absence_touch op = {.key = "ab",
@@ -1165,12 +1176,18 @@ static agot touch(fx *f, const char *group, int64_t t, const char *payload)
                            .payload_len = strlen(payload),
                            .time_ms = t,
                            .timespan_ms = AB_SPAN,
-                           .keep_ms = AB_KEEP};
+                           .keep_ms = AB_KEEP,
+                           .mode = mode};
     assert_int_equal(kx_store_absence_touch(f->s, &op, agot_cb, &g), 0);
     assert_true(kx_test_run_until(f->loop, agot_done, &g, 5000));
     assert_int_equal(g.calls, 1);
     assert_int_equal(g.status, 0);
     return g;
+}
+
+static agot touch(fx *f, const char *group, int64_t t, const char *payload)
+{
+    return touch_mode(f, group, t, payload, KX_TOUCH_PLAIN);
 }
 
 static agot due(fx *f, int64_t wm, size_t limit)
@@ -1241,6 +1258,38 @@ static void test_absence(void **state)
     /* Another event of the same millisecond is no retry: nothing to report. */
     assert_int_equal(touch(f, "g2", T0 + 20000, "p2-other").outcome, KX_ABSENCE_NONE);
     assert_int_equal(touch(f, "g1", T0 + 20000, "p1c").outcome, KX_ABSENCE_NONE);
+}
+
+/* The modes `resolve: auto` uses: an open incident is extended, or replaced by a new one. */
+static void test_absence_touch_modes(void **state)
+{
+    fx *f = *state;
+    /* Extend does nothing for a group not seen yet. */
+    assert_int_equal(touch_mode(f, "g1", T0, "a", KX_TOUCH_EXTEND).outcome, KX_ABSENCE_NONE);
+    assert_int_equal(due(f, T0 + 10 * AB_SPAN, 10).n, 0);
+    /* Open at T0; extended to T0 + 900 (within the timespan): due after T0 + 900 + span. */
+    assert_int_equal(touch_mode(f, "g1", T0, "a", KX_TOUCH_REPLACE).outcome, KX_ABSENCE_NONE);
+    assert_int_equal(touch_mode(f, "g1", T0 + 900, "ignored", KX_TOUCH_EXTEND).outcome,
+                     KX_ABSENCE_NONE);
+    assert_int_equal(due(f, T0 + AB_SPAN + 1, 10).n, 0);
+    /* A new incident replaces the open one: reported with the replaced payload. */
+    agot g = touch_mode(f, "g1", T0 + 1500, "b", KX_TOUCH_REPLACE);
+    assert_int_equal(g.outcome, KX_ABSENCE_REPLACED);
+    assert_int_equal(g.since, T0 + 900);
+    assert_string_equal(g.payload[0], "a");
+    /* Extend after more than a timespan: the incident drained, nothing changes. */
+    assert_int_equal(touch_mode(f, "g1", T0 + 2501, "b", KX_TOUCH_EXTEND).outcome, KX_ABSENCE_NONE);
+    g = due(f, T0 + 2501, 10);
+    assert_int_equal(g.n, 1);
+    assert_int_equal(g.last[0], T0 + 1500);
+    assert_string_equal(g.payload[0], "b");
+    /* Reported (resolved): an extend does not reopen it; a new incident is no replacement. */
+    assert_int_equal(touch_mode(f, "g1", T0 + 2600, "b", KX_TOUCH_EXTEND).outcome, KX_ABSENCE_NONE);
+    assert_int_equal(due(f, T0 + 5000, 10).n, 0);
+    assert_int_equal(touch_mode(f, "g1", T0 + 5100, "c", KX_TOUCH_REPLACE).outcome,
+                     KX_ABSENCE_RESOLVED);
+    /* A replacement more than a timespan later is a gap (drained, not reported yet). */
+    assert_int_equal(touch_mode(f, "g1", T0 + 6200, "d", KX_TOUCH_REPLACE).outcome, KX_ABSENCE_GAP);
 }
 
 /* Redis: a due call retried after its reply was lost gets the same groups again. */
@@ -1928,6 +1977,7 @@ static void test_url_prefix_redis(void **state)
         cmocka_unit_test_setup_teardown(test_baseline_lateness, setup, teardown),                  \
         cmocka_unit_test_setup_teardown(test_extension_invalid_args, setup, teardown),             \
         cmocka_unit_test_setup_teardown(test_absence, setup, teardown),                            \
+        cmocka_unit_test_setup_teardown(test_absence_touch_modes, setup, teardown),                \
         cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),                           \
         cmocka_unit_test_setup_teardown(test_close_windows, setup, teardown),                      \
         cmocka_unit_test_setup_teardown(test_watermark, setup, teardown),                          \
