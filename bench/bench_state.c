@@ -233,7 +233,7 @@ int main(int argc, char **argv)
         if (kx_yaml_load_mem("bench.yaml", cfg, strlen(cfg), &doc, &err) ||
             kx_router_create(loop, kx_yaml_get(doc->root, "alerting"), "bench.yaml", NULL, &router,
                              &err) ||
-            kx_store_create_from_url(loop, url, &store, &err))
+            kx_store_create_from_url(loop, url, NULL, &store, &err))
             return 1;
         while (!kx_store_is_up(store))
             ev_run(loop, EVRUN_ONCE);

@@ -381,8 +381,25 @@ int kx_store_memory_create(struct ev_loop *loop, size_t max_keys, kx_store **out
  * in front of every key ("klaxon:"). */
 int kx_store_redis_create(struct ev_loop *loop, const char *host, int port, const char *prefix,
                           kx_store **out);
-/* Parses "memory" or "redis://HOST:PORT[/PREFIX]" and creates the matching store. */
-int kx_store_create_from_url(struct ev_loop *loop, const char *url, kx_store **out, kx_err *err);
+/* The same with AUTH on every connection: password alone (the default user, requirepass) or
+ * an ACL username and password. Both are copied; the password is never logged. */
+int kx_store_redis_create_auth(struct ev_loop *loop, const char *host, int port, const char *prefix,
+                               const char *username, const char *password, kx_store **out);
+
+/* What kx_store_create_from_url takes besides the URL (all optional). */
+typedef struct kx_store_opts {
+    size_t max_keys;      /* memory: the live key cap (0 = 1,000,000) */
+    const char *username; /* redis: the ACL user when the URL names none */
+    const char *password; /* redis: AUTH when the URL has none; NULL = no AUTH */
+} kx_store_opts;
+
+/* Parses "memory" or "redis://[USER[:PASSWORD]@]HOST[:PORT][/PREFIX]" (user and password
+ * percent-encoded) and creates the matching store. opts may be NULL. Errors show the URL
+ * with its password replaced by "***". */
+int kx_store_create_from_url(struct ev_loop *loop, const char *url, const kx_store_opts *opts,
+                             kx_store **out, kx_err *err);
+/* The same parse without creating anything (config checks): 0 or -EINVAL with err set. */
+int kx_store_url_check(const char *url, kx_err *err);
 
 bool kx_store_is_up(const kx_store *s);
 /* Called on every up/down transition (redis); memory is always up. */

@@ -371,7 +371,12 @@ static int build_stages(app *a, const char *store_url, int format_override, cons
                         bool stdout_only)
 {
     kx_err err = {0};
-    int rc = kx_store_create_from_url(a->loop, store_url, &a->store, &err);
+    kx_store_opts so = {
+        .max_keys = a->cfg ? a->cfg->state_max_keys : 0,
+        .username = a->cfg ? a->cfg->store_username : NULL,
+        .password = a->cfg ? a->cfg->store_password : NULL,
+    };
+    int rc = kx_store_create_from_url(a->loop, store_url, &so, &a->store, &err);
     if (rc) {
         kx__cli_print_err(&err);
         return 2;

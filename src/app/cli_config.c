@@ -74,7 +74,10 @@ int kx__cli_config(int argc, char **argv)
         goto fail;
     loop = ev_loop_new(EVFLAG_AUTO);
     kx_store *store = NULL;
-    if (kx_store_create_from_url(loop, cfg->store_url, &store, &err))
+    kx_store_opts so = {.max_keys = cfg->state_max_keys,
+                        .username = cfg->store_username,
+                        .password = cfg->store_password};
+    if (kx_store_create_from_url(loop, cfg->store_url, &so, &store, &err))
         goto fail;
     kx_store_destroy(store);
     kx_router_opts ro = {.dry_run = true, .check_files = true};

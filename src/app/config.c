@@ -11,6 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "klaxon/secret.h"
+#include "klaxon/store.h"
+
 static const char *const top_keys[] = {"rules",    "kafka",   "inputs", "decode",    "state",
                                        "alerting", "metrics", "limits", "log_level", NULL};
 
@@ -91,7 +94,8 @@ static int parse_inputs(kx_config *c, const kx_yaml_node *n, kx_err *err)
 
 static int parse_state(kx_config *c, const kx_yaml_node *n, kx_err *err)
 {
-    static const char *const keys[] = {"store", "max_keys", "lateness", "max_groups", NULL};
+    static const char *const keys[] = {"store",    "max_keys", "lateness",      "max_groups",
+                                       "username", "password", "password_file", NULL};
     if (check_keys(n, c->file, keys, err))
         return -EINVAL;
     const kx_yaml_node *v;
@@ -99,18 +103,34 @@ static int parse_state(kx_config *c, const kx_yaml_node *n, kx_err *err)
         const char *s;
         if (kx_yaml_str(v, c->file, &s, err))
             return -EINVAL;
-        /* The URL's parts are checked again when the store is created; catch the empty host
-         * here, where the error can point at the line. */
-        if (strcmp(s, "memory") &&
-            (strncmp(s, "redis://", 8) || !s[8] || s[8] == ':' || s[8] == '/'))
-            return kx_yaml_err(err, c->file, v,
-                               "store: expected \"memory\" or \"redis://HOST:PORT\", got \"%s\"",
-                               s);
+        /* Parsed here too, so a mistake points at the line (the message never shows the
+         * URL's password). */
+        kx_err ue = {0};
+        if (kx_store_url_check(s, &ue))
+            return kx_yaml_err(err, c->file, v, "%s", ue.msg);
         free(c->store_url);
         c->store_url = strdup(s);
         if (!c->store_url)
             return -ENOMEM;
     }
+    if ((v = kx_yaml_get(n, "username"))) {
+        const char *s;
+        if (kx_yaml_str(v, c->file, &s, err))
+            return -EINVAL;
+        free(c->store_username);
+        if (!(c->store_username = strdup(s)))
+            return -ENOMEM;
+    }
+    /* The Redis password: ${ENV} or password_file, so the config need not hold it. */
+    kx_secret_free(c->store_password);
+    c->store_password = NULL;
+    int rc = kx_secret_get(n, "password", c->file, false, &c->store_password, err);
+    if (rc)
+        return rc;
+    if (c->store_username && !c->store_password)
+        return kx_yaml_err(err, c->file, kx_yaml_get(n, "username"),
+                           "username: a Redis ACL user needs a password (password or "
+                           "password_file)");
     long long x;
     if ((v = kx_yaml_get(n, "max_keys"))) {
         if (kx_yaml_int(v, c->file, 1, 1000000000LL, &x, err))
@@ -262,6 +282,8 @@ void kx_config_destroy(kx_config *c)
     free(c->inputs);
     free(c->input_topics);
     free(c->store_url);
+    free(c->store_username);
+    kx_secret_free(c->store_password);
     free(c->metrics_addr);
     free(c->file);
     kx_yaml_free(c->doc);

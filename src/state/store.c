@@ -2,13 +2,16 @@
  * kx_store front: dispatch to the backend through its vtable, the checks both backends apply
  * to an add (so they refuse the same calls), and the store URL parser.
  *
- * URL forms: "memory", "redis://HOST[:PORT][/PREFIX]". HOST is a numeric IPv4 address,
- * a bracketed IPv6 address or "localhost": the loop must never block in a name lookup.
+ * URL forms: "memory", "redis://[USER[:PASSWORD]@]HOST[:PORT][/PREFIX]". HOST is a numeric
+ * IPv4 address, a bracketed IPv6 address or "localhost": the loop must never block in a name
+ * lookup. The password never reaches a message: errors show the URL with "***" for it.
  */
 #include "klaxon/store.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -324,61 +327,173 @@ static int parse_port(const char *p, const char **end)
     return (int)v;
 }
 
-int kx_store_create_from_url(struct ev_loop *loop, const char *url, kx_store **out, kx_err *err)
+/* Percent-decodes [p, p + n) into out (outlen with the NUL); false when malformed or too long. */
+static bool pct_decode(const char *p, size_t n, char *out, size_t outlen)
 {
-    if (!url)
-        return kx_err_set(err, NULL, 0, 0, "store url: missing");
-    if (strcmp(url, "memory") == 0) {
-        int rc = kx_store_memory_create(loop, 0, out);
-        if (rc)
-            kx_err_set(err, NULL, 0, 0, "store url \"%s\": %s", url, strerror(-rc));
-        return rc;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (c == '%') {
+            if (i + 2 >= n || !isxdigit((unsigned char)p[i + 1]) ||
+                !isxdigit((unsigned char)p[i + 2]))
+                return false;
+            char hex[3] = {p[i + 1], p[i + 2], '\0'};
+            c = (char)strtoul(hex, NULL, 16);
+            if (c == '\0')
+                return false;
+            i += 2;
+        }
+        if (o + 1 >= outlen)
+            return false;
+        out[o++] = c;
     }
+    out[o] = '\0';
+    return true;
+}
+
+/* url with the password of its userinfo replaced by "***", for messages. */
+static void url_redacted(const char *url, char *out, size_t outlen)
+{
+    const char *auth = url + 8; /* after "redis://" */
+    size_t alen = strcspn(auth, "/");
+    const char *at = NULL;
+    for (const char *q = auth; q < auth + alen; q++)
+        if (*q == '@')
+            at = q;
+    const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+    if (!colon)
+        snprintf(out, outlen, "%s", url);
+    else
+        snprintf(out, outlen, "%.*s:***%s", (int)(colon - url), url, at);
+}
+
+/* A redis URL's parts; pass is wiped by url_parts_wipe. */
+typedef struct url_parts {
+    char shown[512]; /* the URL with its password masked, for messages */
+    char host[64];
+    int port;
+    const char *prefix; /* into the URL */
+    char user[256], pass[512];
+    bool has_user, has_pass;
+} url_parts;
+
+static void url_parts_wipe(url_parts *u)
+{
+    explicit_bzero(u->pass, sizeof(u->pass));
+}
+
+static int url_parse(const char *url, url_parts *u, kx_err *err)
+{
     static const char scheme[] = "redis://";
+    memset(u, 0, sizeof(*u));
     if (strncmp(url, scheme, sizeof(scheme) - 1) != 0)
         return kx_err_set(err, NULL, 0, 0,
-                          "store url \"%s\": expected \"memory\" or \"redis://HOST:PORT[/PREFIX]\"",
-                          url);
+                          "store url: expected \"memory\" or "
+                          "\"redis://[USER:PASSWORD@]HOST:PORT[/PREFIX]\"");
+    url_redacted(url, u->shown, sizeof(u->shown));
     const char *p = url + sizeof(scheme) - 1;
-    char host[64];
+    /* userinfo: up to the last '@' before the path */
+    size_t alen = strcspn(p, "/");
+    const char *at = NULL;
+    for (const char *q = p; q < p + alen; q++)
+        if (*q == '@')
+            at = q;
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        const char *uend = colon ? colon : at;
+        if (!pct_decode(p, (size_t)(uend - p), u->user, sizeof(u->user)) ||
+            (colon && !pct_decode(colon + 1, (size_t)(at - colon - 1), u->pass, sizeof(u->pass))))
+            return kx_err_set(err, NULL, 0, 0,
+                              "store url \"%s\": bad user or password (percent-encode '@', ':', "
+                              "'/' and '%%'; at most 255 and 511 bytes)",
+                              u->shown);
+        u->has_user = u->user[0] != '\0';
+        u->has_pass = colon != NULL;
+        p = at + 1;
+    }
     size_t hlen;
     if (*p == '[') {
         const char *close = strchr(p, ']');
         if (!close)
-            return kx_err_set(err, NULL, 0, 0, "store url \"%s\": unterminated '['", url);
+            return kx_err_set(err, NULL, 0, 0, "store url \"%s\": unterminated '['", u->shown);
         hlen = (size_t)(close - p - 1);
-        if (hlen == 0 || hlen >= sizeof(host))
-            return kx_err_set(err, NULL, 0, 0, "store url \"%s\": bad host", url);
-        memcpy(host, p + 1, hlen);
+        if (hlen == 0 || hlen >= sizeof(u->host))
+            return kx_err_set(err, NULL, 0, 0, "store url \"%s\": bad host", u->shown);
+        memcpy(u->host, p + 1, hlen);
         p = close + 1;
     } else {
         hlen = strcspn(p, ":/");
-        if (hlen == 0 || hlen >= sizeof(host))
-            return kx_err_set(err, NULL, 0, 0, "store url \"%s\": bad host", url);
-        memcpy(host, p, hlen);
+        if (hlen == 0 || hlen >= sizeof(u->host))
+            return kx_err_set(err, NULL, 0, 0, "store url \"%s\": bad host", u->shown);
+        memcpy(u->host, p, hlen);
         p += hlen;
     }
-    host[hlen] = '\0';
-    int port = KX_REDIS_DEFAULT_PORT;
+    u->host[hlen] = '\0';
+    u->port = KX_REDIS_DEFAULT_PORT;
     if (*p == ':') {
         const char *end;
-        port = parse_port(p + 1, &end);
-        if (port < 0 || (*end != '\0' && *end != '/'))
-            return kx_err_set(err, NULL, 0, 0, "store url \"%s\": bad port", url);
+        u->port = parse_port(p + 1, &end);
+        if (u->port < 0 || (*end != '\0' && *end != '/'))
+            return kx_err_set(err, NULL, 0, 0, "store url \"%s\": bad port", u->shown);
         p = end;
     }
-    const char *prefix = KX_REDIS_DEFAULT_PREFIX;
+    u->prefix = KX_REDIS_DEFAULT_PREFIX;
     if (*p == '/')
-        prefix = p + 1;
+        u->prefix = p + 1;
     else if (*p != '\0')
-        return kx_err_set(err, NULL, 0, 0, "store url \"%s\": unexpected \"%s\"", url, p);
-    int rc = kx_store_redis_create(loop, host, port, prefix, out);
+        return kx_err_set(err, NULL, 0, 0, "store url \"%s\": unexpected \"%s\"", u->shown, p);
+    return 0;
+}
+
+int kx_store_url_check(const char *url, kx_err *err)
+{
+    if (!url)
+        return kx_err_set(err, NULL, 0, 0, "store url: missing");
+    if (strcmp(url, "memory") == 0)
+        return 0;
+    url_parts u;
+    int rc = url_parse(url, &u, err);
+    url_parts_wipe(&u);
+    return rc ? -EINVAL : 0;
+}
+
+int kx_store_create_from_url(struct ev_loop *loop, const char *url, const kx_store_opts *opts,
+                             kx_store **out, kx_err *err)
+{
+    kx_store_opts none = {0};
+    if (!opts)
+        opts = &none;
+    if (!url)
+        return kx_err_set(err, NULL, 0, 0, "store url: missing");
+    if (strcmp(url, "memory") == 0) {
+        int rc = kx_store_memory_create(loop, opts->max_keys, out);
+        if (rc)
+            kx_err_set(err, NULL, 0, 0, "store url \"%s\": %s", url, strerror(-rc));
+        return rc;
+    }
+    url_parts u;
+    if (url_parse(url, &u, err)) {
+        url_parts_wipe(&u);
+        return -EINVAL;
+    }
+    /* The URL's credentials win over the options' (both may come from the config). */
+    const char *username = u.has_user ? u.user : opts->username;
+    const char *password = u.has_pass ? u.pass : opts->password;
+    if (username && !username[0])
+        username = NULL;
+    int rc = (username && !password) ? -EINVAL
+                                     : kx_store_redis_create_auth(loop, u.host, u.port, u.prefix,
+                                                                  username, password, out);
+    url_parts_wipe(&u);
+    if (rc == -EINVAL && username && !password)
+        return kx_err_set(err, NULL, 0, 0, "store url \"%s\": user \"%s\" without a password",
+                          u.shown, username);
     if (rc == -EINVAL)
         return kx_err_set(err, NULL, 0, 0,
                           "store url \"%s\": host must be a numeric IP address or \"localhost\" "
                           "(names are not resolved: that would block the loop)",
-                          url);
+                          u.shown);
     if (rc)
-        kx_err_set(err, NULL, 0, 0, "store url \"%s\": %s", url, strerror(-rc));
+        kx_err_set(err, NULL, 0, 0, "store url \"%s\": %s", u.shown, strerror(-rc));
     return rc;
 }

@@ -28,6 +28,7 @@
 
 #include "klaxon/log.h"
 #include "klaxon/metrics.h"
+#include "klaxon/secret.h"
 #include "state/redis_scripts.h"
 #include "state/store_impl.h"
 
@@ -79,6 +80,8 @@ struct kx_store_redis {
     char host[64];
     int port;
     char *prefix;
+    char *username;        /* ACL user, or NULL (the default user) */
+    char *password;        /* AUTH on every connection, or NULL; a secret: never logged */
     redisAsyncContext *ac; /* NULL when no connection exists */
     bool up;               /* connected and script loaded: adds accepted */
     bool reported_up;      /* what the state callback was last told */
@@ -134,6 +137,8 @@ static void redis_free(kx_store_redis *r)
     free(r->argvlen);
     kx_metric_set_store_up(0);
     free(r->prefix);
+    free(r->username);
+    kx_secret_free(r->password);
     free(r);
 }
 
@@ -255,6 +260,26 @@ static void watchdog_cb(struct ev_loop *loop, ev_timer *t, int revents)
                    (long long)r->timeout_ms);
     conn_drop(r);
     leave(r);
+}
+
+/* The AUTH reply. A refusal is a configuration error, not an outage: logged as such (Redis'
+ * message names neither the password nor the user) and the connection is dropped; the
+ * reconnect backoff asks again, so fixing the ACL on the server heals klaxon. */
+static void auth_cb(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+    kx_store_redis *r = privdata;
+    redisReply *reply = reply_;
+    if (ac != r->ac || !reply)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        enter(r);
+        kx_metric_inc(KX_M_STORE_ERRORS);
+        kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state",
+                       "redis %s:%d: authentication refused%s%s: %.200s", r->host, r->port,
+                       r->username ? " for user " : "", r->username ? r->username : "", reply->str);
+        conn_drop(r);
+        leave(r);
+    }
 }
 
 static int send_script_load(kx_store_redis *r)
@@ -1105,8 +1130,15 @@ static void conn_start(kx_store_redis *r)
     r->ac = ac;
     r->up = false;
     r->script_pending = false;
-    /* Queued now, written once connected: the first thing on every connection. */
-    if (send_script_load(r) != 0)
+    /* Queued now, written once connected: AUTH first, then the script. Binary-safe (%b):
+     * a password may hold spaces. */
+    int rc = REDIS_OK;
+    if (r->password && r->username)
+        rc = redisAsyncCommand(ac, auth_cb, r, "AUTH %b %b", r->username, strlen(r->username),
+                               r->password, strlen(r->password));
+    else if (r->password)
+        rc = redisAsyncCommand(ac, auth_cb, r, "AUTH %b", r->password, strlen(r->password));
+    if (rc != REDIS_OK || send_script_load(r) != 0)
         conn_drop(r);
     watchdog_kick(r);
 }
@@ -1180,7 +1212,13 @@ static int numeric_host(const char *host, char *out, size_t outlen)
 int kx_store_redis_create(struct ev_loop *loop, const char *host, int port, const char *prefix,
                           kx_store **out)
 {
-    if (!loop || !host || !out || port < 1 || port > 65535)
+    return kx_store_redis_create_auth(loop, host, port, prefix, NULL, NULL, out);
+}
+
+int kx_store_redis_create_auth(struct ev_loop *loop, const char *host, int port, const char *prefix,
+                               const char *username, const char *password, kx_store **out)
+{
+    if (!loop || !host || !out || port < 1 || port > 65535 || (username && !password))
         return -EINVAL;
     if (!prefix)
         prefix = "klaxon:";
@@ -1195,7 +1233,12 @@ int kx_store_redis_create(struct ev_loop *loop, const char *host, int port, cons
         return -EINVAL;
     }
     r->prefix = strdup(prefix);
-    if (!r->prefix) {
+    r->username = username ? strdup(username) : NULL;
+    r->password = password ? strdup(password) : NULL;
+    if (!r->prefix || (username && !r->username) || (password && !r->password)) {
+        free(r->prefix);
+        free(r->username);
+        kx_secret_free(r->password);
         free(r);
         return -ENOMEM;
     }

@@ -42,10 +42,14 @@ def wait_for(cond, timeout=30.0, what="condition", interval=0.02):
 
 
 class RedisServer:
-    def __init__(self, tmp, persist=False):
+    def __init__(self, tmp, persist=False, extra=(), auth=None):
+        """extra: more redis-server arguments; auth: the (user, password) or (password,)
+        the test's own commands authenticate with."""
         self.tmp = tmp
         self.port = free_port()
         self.persist = persist
+        self.extra = list(extra)
+        self.auth = auth
         self.proc = None
 
     def start(self):
@@ -55,6 +59,7 @@ class RedisServer:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
+        args += self.extra
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self.ping, 20, "redis-server to answer PING")
         return self
@@ -63,18 +68,22 @@ class RedisServer:
         if self.proc.poll() is not None:
             raise AssertionError("redis-server exited with %s" % self.proc.returncode)
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(64).startswith(b"+PONG")
+            return self.command("PING").startswith(b"+PONG")
         except OSError:
             return False
 
     def command(self, *args):
-        """One RESP command; returns the raw reply bytes (enough for tests)."""
-        req = b"*%d\r\n" % len(args) + b"".join(
-            b"$%d\r\n%s\r\n" % (len(a), a) for a in (x.encode() if isinstance(x, str) else x for x in args))
+        """One RESP command (after AUTH when the server wants it); returns the raw reply
+        bytes (enough for tests)."""
+        def req(xs):
+            return b"*%d\r\n" % len(xs) + b"".join(
+                b"$%d\r\n%s\r\n" % (len(a), a) for a in (x.encode() if isinstance(x, str) else x for x in xs))
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall(req)
+            if self.auth:
+                s.sendall(req(("AUTH",) + tuple(self.auth)))
+                if not s.recv(64).startswith(b"+OK"):
+                    raise AssertionError("AUTH refused by the test redis")
+            s.sendall(req(args))
             return s.recv(65536)
 
     def kill(self):

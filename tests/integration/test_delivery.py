@@ -392,7 +392,7 @@ def test_deploy_config_checks():
         text = text.replace(a, b)
     cfg = os.path.join(d, "klaxon.yaml")
     open(cfg, "w").write(text)
-    for name in ("kafka-password", "slack-webhook-url"):
+    for name in ("kafka-password", "slack-webhook-url", "redis-password"):
         open(os.path.join(d, name), "w").write("https://hooks.example/x\n")
     env = dict(os.environ, PD_KEY_SECOPS="k1", PD_KEY_CLOUD="k2", SOAR_HMAC_KEY="k3")
     r = subprocess.run([KLAXON, "config", "check", cfg], capture_output=True, text=True, env=env,

@@ -115,7 +115,12 @@ def test_redis_outage_mid_stream():
         wait_for(lambda: len(read_jsonl(s.alerts_file)) >= len(EXPECTED_ALL), 60, "all alerts after the outage")
         wait_for(lambda: s.metric("klaxon_events_consumed_total") >= N_AUTH + N_TRAIL, 30, "all consumed")
         consumed = s.metric("klaxon_events_consumed_total")
-        check(consumed == N_AUTH + N_TRAIL, "consumed %s, want %d: %s" % (consumed, N_AUTH + N_TRAIL, s.log()))
+        # Every event read; more only when the group lost its member on a loaded machine (the
+        # mock broker's 3 s session) and events were read again after the rebalance, which the
+        # windows and the dedup absorb: the alerts below must not change.
+        check(consumed == N_AUTH + N_TRAIL or (consumed > N_AUTH + N_TRAIL and "Unknown member" in
+                                                open(os.path.join(s.d, "klaxon.log"), errors="replace").read()),
+              "consumed %s, want %d: %s" % (consumed, N_AUTH + N_TRAIL, s.log()))
         check(s.klaxon.stop() == 0, "exit code")
         got = by_time(read_jsonl(s.alerts_file))
         check(got == EXPECTED_ALL, "alerts after outage:\n got %s\nwant %s" % (got, EXPECTED_ALL))

@@ -65,6 +65,26 @@ def test_max_groups():
           "no cap log line in: %s" % err)
 
 
+def test_max_keys():
+    # state.max_keys caps the memory store's live keys (one per group here): with 2, the third
+    # source's window is never kept; each of its events is logged as not counted.
+    events = [ev(0, "10.0.0.1"), ev(1, "10.0.0.2"), ev(2, "10.0.0.3"),
+              ev(3, "10.0.0.1"), ev(4, "10.0.0.2"), ev(5, "10.0.0.3"),
+              ev(6, "10.0.0.1"), ev(7, "10.0.0.2"), ev(8, "10.0.0.3")]
+    rules, data, cfg = write("maxkeys", events)
+    with open(rules, "w") as f:
+        f.write(RULES.replace("    max_groups: 2\n", ""))
+    with open(cfg, "a") as f:
+        f.write("state:\n  store: memory\n  max_keys: 2\n")
+    r = replay(["-c", cfg, "-r", rules, data])
+    err = r.stderr.decode()
+    check(r.returncode == 0, "exit %d: %s" % (r.returncode, err))
+    groups = sorted(a["group"]["src_ip"] for a in alerts_of(r.stdout.decode()))
+    check(groups == ["10.0.0.1", "10.0.0.2"], "alerted groups: %r" % groups)
+    check("rule corr-limits: state key cap reached, event not counted" in err,
+          "no cap log line in: %s" % err)
+
+
 def test_lateness():
     # lateness 0s: the key keeps events back to (newest - 1m). 10.0.0.9 fails at 0:10 and
     # 2:00; an event at 0:30 arrives after the one at 2:00: 0:30 < 2:00 - 1:00, so it is late
@@ -97,4 +117,4 @@ def test_lateness():
 
 
 if __name__ == "__main__":
-    run_tests([test_max_groups, test_lateness])
+    run_tests([test_max_groups, test_max_keys, test_lateness])

@@ -231,8 +231,17 @@ static void test_error_unknown_limits_key(void **state)
 static void test_error_bad_store_url(void **state)
 {
     expect_error(*state, "state:\n  store: postgres://127.0.0.1\n", "2:10",
-                 "store: expected \"memory\" or \"redis://HOST:PORT\", got "
-                 "\"postgres://127.0.0.1\"");
+                 "store url: expected \"memory\" or "
+                 "\"redis://[USER:PASSWORD@]HOST:PORT[/PREFIX]\"");
+    /* At the line, and the password masked. */
+    expect_error(*state, "state:\n  store: redis://kx:S3CRET@127.0.0.1:99999\n", "2:10",
+                 "store url \"redis://kx:***@127.0.0.1:99999\": bad port");
+}
+
+static void test_error_username_without_password(void **state)
+{
+    expect_error(*state, "state:\n  store: redis://127.0.0.1:6379\n  username: klaxon\n", "3:13",
+                 "username: a Redis ACL user needs a password (password or password_file)");
 }
 
 static void test_error_bad_duration(void **state)
@@ -340,6 +349,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_error_unknown_metrics_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_unknown_limits_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_bad_store_url, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_username_without_password, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_bad_duration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_duplicate_topic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_metrics_listen_without_port, setup, teardown),

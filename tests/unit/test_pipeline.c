@@ -213,7 +213,7 @@ static stack *stack_new_opts(fx *f, const char *url, const char *tag, const kx_p
     assert_int_equal(kx_router_create(f->loop, kx_yaml_get(s->doc->root, "alerting"),
                                       "alerting.yaml", NULL, &s->router, &err),
                      0);
-    assert_int_equal(kx_store_create_from_url(f->loop, url, &s->store, &err), 0);
+    assert_int_equal(kx_store_create_from_url(f->loop, url, NULL, &s->store, &err), 0);
     assert_true(kx_test_run_until(f->loop, store_up, s->store, WAIT_MS));
     assert_int_equal(kx_pipeline_create(f->loop, f->rules, s->store, s->router, opts, &s->p), 0);
     kx_pipeline_set_pause_cb(s->p, pause_cb, s);

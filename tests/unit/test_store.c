@@ -1898,33 +1898,63 @@ static void test_url(void **state)
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     kx_store *s = NULL;
     kx_err err;
-    assert_int_equal(kx_store_create_from_url(loop, "memory", &s, &err), 0);
+    assert_int_equal(kx_store_create_from_url(loop, "memory", NULL, &s, &err), 0);
     assert_string_equal(kx_store_kind(s), "memory");
     kx_store_destroy(s);
     /* Port 1 on loopback: nothing listens; the store is created and retries quietly. */
-    assert_int_equal(kx_store_create_from_url(loop, "redis://127.0.0.1:1/x:", &s, &err), 0);
+    assert_int_equal(kx_store_create_from_url(loop, "redis://127.0.0.1:1/x:", NULL, &s, &err), 0);
     assert_string_equal(kx_store_kind(s), "redis");
     assert_false(kx_store_is_up(s));
     kx_store_destroy(s);
-    assert_int_equal(kx_store_create_from_url(loop, "redis://localhost:1", &s, &err), 0);
+    assert_int_equal(kx_store_create_from_url(loop, "redis://localhost:1", NULL, &s, &err), 0);
     kx_store_destroy(s);
-    assert_int_equal(kx_store_create_from_url(loop, "redis://[::1]:1/p", &s, &err), 0);
+    assert_int_equal(kx_store_create_from_url(loop, "redis://[::1]:1/p", NULL, &s, &err), 0);
     kx_store_destroy(s);
 
-    assert_int_equal(kx_store_create_from_url(loop, "redis://redis.example:6379", &s, &err),
+    assert_int_equal(kx_store_create_from_url(loop, "redis://redis.example:6379", NULL, &s, &err),
                      -EINVAL);
     assert_string_equal(err.msg, "store url \"redis://redis.example:6379\": host must be a numeric "
                                  "IP address or \"localhost\" (names are not resolved: that "
                                  "would block the loop)");
-    assert_int_equal(kx_store_create_from_url(loop, "mysql://1.2.3.4", &s, &err), -EINVAL);
-    assert_string_equal(err.msg, "store url \"mysql://1.2.3.4\": expected \"memory\" or "
-                                 "\"redis://HOST:PORT[/PREFIX]\"");
-    assert_int_equal(kx_store_create_from_url(loop, "redis://127.0.0.1:99999", &s, &err), -EINVAL);
+    assert_int_equal(kx_store_create_from_url(loop, "mysql://1.2.3.4", NULL, &s, &err), -EINVAL);
+    /* Not parsed: not shown (it may hold a password). */
+    assert_string_equal(err.msg, "store url: expected \"memory\" or "
+                                 "\"redis://[USER:PASSWORD@]HOST:PORT[/PREFIX]\"");
+    assert_int_equal(kx_store_create_from_url(loop, "redis://127.0.0.1:99999", NULL, &s, &err),
+                     -EINVAL);
     assert_string_equal(err.msg, "store url \"redis://127.0.0.1:99999\": bad port");
-    assert_int_equal(kx_store_create_from_url(loop, "redis://127.0.0.1:80x", &s, &err), -EINVAL);
+    assert_int_equal(kx_store_create_from_url(loop, "redis://127.0.0.1:80x", NULL, &s, &err),
+                     -EINVAL);
     assert_string_equal(err.msg, "store url \"redis://127.0.0.1:80x\": bad port");
-    assert_int_equal(kx_store_create_from_url(loop, "redis://:80", &s, &err), -EINVAL);
+    assert_int_equal(kx_store_create_from_url(loop, "redis://:80", NULL, &s, &err), -EINVAL);
     assert_string_equal(err.msg, "store url \"redis://:80\": bad host");
+    /* Credentials: percent-decoded, and the password never shown. */
+    assert_int_equal(
+        kx_store_create_from_url(loop, "redis://kx:pa%40ss@127.0.0.1:1/p:", NULL, &s, &err), 0);
+    kx_store_destroy(s);
+    assert_int_equal(kx_store_create_from_url(loop, "redis://:pw@127.0.0.1:1", NULL, &s, &err), 0);
+    kx_store_destroy(s);
+    assert_int_equal(
+        kx_store_create_from_url(loop, "redis://kx:S3CRET@redis.example:1/p", NULL, &s, &err),
+        -EINVAL);
+    assert_string_equal(err.msg, "store url \"redis://kx:***@redis.example:1/p\": host must be a "
+                                 "numeric IP address or \"localhost\" (names are not resolved: "
+                                 "that would block the loop)");
+    assert_int_equal(
+        kx_store_create_from_url(loop, "redis://kx:S3%zzT@127.0.0.1:1", NULL, &s, &err), -EINVAL);
+    assert_string_equal(err.msg, "store url \"redis://kx:***@127.0.0.1:1\": bad user or password "
+                                 "(percent-encode '@', ':', '/' and '%'; at most 255 and 511 "
+                                 "bytes)");
+    assert_int_equal(kx_store_create_from_url(loop, "redis://kx@127.0.0.1:1", NULL, &s, &err),
+                     -EINVAL);
+    assert_string_equal(err.msg,
+                        "store url \"redis://kx@127.0.0.1:1\": user \"kx\" without a password");
+    /* The options' password serves a URL without one; the memory store takes max_keys. */
+    kx_store_opts o = {.username = "kx", .password = "pw", .max_keys = 1};
+    assert_int_equal(kx_store_create_from_url(loop, "redis://127.0.0.1:1", &o, &s, &err), 0);
+    kx_store_destroy(s);
+    assert_int_equal(kx_store_create_from_url(loop, "memory", &o, &s, &err), 0);
+    kx_store_destroy(s);
     assert_false(ev_run(loop, EVRUN_NOWAIT));
     ev_loop_destroy(loop);
 }
@@ -1936,13 +1966,13 @@ static void test_url_prefix_redis(void **state)
     char url[64];
     kx_err err;
     snprintf(url, sizeof(url), "redis://127.0.0.1:%d/pfx:", g_srv.port);
-    assert_int_equal(kx_store_create_from_url(f->loop, url, &f->s, &err), 0);
+    assert_int_equal(kx_store_create_from_url(f->loop, url, NULL, &f->s, &err), 0);
     assert_true(kx_test_run_until(f->loop, store_up, f->s, 5000));
     add(f, "k", "m", T0);
     assert_int_equal(cmd_int(f, "EXISTS %s", "pfx:{k}:z"), 1);
     kx_store_destroy(f->s);
     snprintf(url, sizeof(url), "redis://127.0.0.1:%d", g_srv.port);
-    assert_int_equal(kx_store_create_from_url(f->loop, url, &f->s, &err), 0);
+    assert_int_equal(kx_store_create_from_url(f->loop, url, NULL, &f->s, &err), 0);
     assert_true(kx_test_run_until(f->loop, store_up, f->s, 5000));
     add(f, "k", "m", T0);
     assert_int_equal(cmd_int(f, "EXISTS %s", "klaxon:{k}:z"), 1);
