@@ -9,6 +9,9 @@ PKGS=(
     librdkafka-dev libpcre2-dev libjansson-dev libhiredis-dev libev-dev libyaml-dev
     libcurl4-openssl-dev libmicrohttpd-dev libcmocka-dev zlib1g-dev libssl-dev
     redis-server tzdata python3 curl cppcheck
+    # TLS to Redis (hiredis 0.14 has none): stunnel on loopback, and openssl for the tests'
+    # certificates (docs/scaling.md, "Redis in production").
+    stunnel4 openssl
     # The fuzz targets (make fuzz, run briefly by make test): clang, libFuzzer's runtime,
     # and llvm-symbolizer so sanitizer reports name functions and lines.
     clang libclang-rt-14-dev llvm

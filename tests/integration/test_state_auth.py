@@ -110,6 +110,45 @@ def test_refusals_never_show_the_password():
         broker.stop()
 
 
+def test_tls_through_stunnel():
+    """TLS to Redis as docs/scaling.md describes it: a redis-server that speaks only TLS
+    (plain port 0) with a certificate for 127.0.0.1, and stunnel in client mode on loopback
+    that verifies it and gives klaxon a plain port. AUTH goes through the tunnel."""
+    d = tmpdir("tls")
+    cert, key = os.path.join(d, "redis.pem"), os.path.join(d, "redis.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    tls_port, plain_port = free_port(), free_port()
+    redis = subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(tls_port), "--bind", "127.0.0.1",
+                              "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", cert,
+                              "--tls-auth-clients", "no", "--requirepass", PASS, "--dir", d, "--save", "",
+                              "--appendonly", "no", "--loglevel", "warning"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    conf = os.path.join(d, "stunnel.conf")
+    with open(conf, "w") as f:
+        f.write("foreground = yes\npid =\n[redis]\nclient = yes\naccept = 127.0.0.1:%d\n"
+                "connect = 127.0.0.1:%d\nCAfile = %s\nverifyChain = yes\ncheckIP = 127.0.0.1\n"
+                % (plain_port, tls_port, cert))
+    tunnel = subprocess.Popen(["stunnel4", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        through = RedisServer(d, auth=(PASS,))
+        through.port, through.proc = plain_port, tunnel
+        wait_for(through.ping, 20, "PING through stunnel to the TLS redis")
+        r, _ = run_replay("redis://127.0.0.1:%d/tls:" % plain_port, "  password: \"${KX_TEST_REDIS_PW}\"\n",
+                          {"KX_TEST_REDIS_PW": PASS})
+        check(r.returncode == 0, "replay through stunnel: %s" % r.stderr.decode(errors="replace"))
+        got = sorted(a["dedup_key"] for a in alerts_of(r.stdout.decode()))
+        check(got == expected(), "through TLS: %d alerts" % len(got))
+        keys = through.command("KEYS", "tls:*")
+        check(not keys.startswith(b"*0\r\n"), "no keys in the TLS redis")
+    finally:
+        for p in (tunnel, redis):
+            p.terminate()
+            p.wait(10)
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main():
     global REDIS, D
     D = tmpdir("state-auth")
@@ -119,7 +158,7 @@ def main():
                                   "~d:*", "~e:*", "~r:*", "+@read", "+@write", "+@scripting", "+ping",
                                   "-@dangerous"], auth=(PASS,)).start()
     try:
-        run_tests([test_password_and_acl_user, test_refusals_never_show_the_password])
+        run_tests([test_password_and_acl_user, test_refusals_never_show_the_password, test_tls_through_stunnel])
     finally:
         REDIS.stop()
         shutil.rmtree(D, ignore_errors=True)
