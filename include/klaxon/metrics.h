@@ -32,6 +32,7 @@ typedef enum {
     KX_M_EVENTS_LATE,         /* correlation updates later than the allowed lateness: not counted */
     KX_M_CORR_SKIPPED,        /* correlation updates without the value their rule needs */
     KX_M_GROUPS_CAPPED,       /* new groups refused by a rule's max_groups cap */
+    KX_M_GROUPS_EVICTED,      /* groups dropped to make room for new ones (max_groups) */
     KX_M_RULES_EVALUATED,     /* detection rules evaluated exactly (the prefilter's candidates) */
     KX_M_ROUTE_OVERFLOWS,     /* events past the route table, matched by the interpreter */
     KX_M_DETECT_FALLBACKS,    /* events matched by the plain interpreter: out of memory */

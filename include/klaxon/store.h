@@ -401,6 +401,11 @@ int kx_store_create_from_url(struct ev_loop *loop, const char *url, const kx_sto
 /* The same parse without creating anything (config checks): 0 or -EINVAL with err set. */
 int kx_store_url_check(const char *url, kx_err *err);
 
+/* Drops a window key's state at once (a group evicted by a group cap), no answer; best
+ * effort: a store that is down leaves it to its TTL (-EAGAIN). Window keys only (the ones
+ * kx_store_window_add takes), not absence or closing-window keys. */
+int kx_store_forget(kx_store *s, const char *key);
+
 bool kx_store_is_up(const kx_store *s);
 /* Called on every up/down transition (redis); memory is always up. */
 void kx_store_set_state_cb(kx_store *s, kx_store_state_cb cb, void *ud);

@@ -56,7 +56,11 @@ static const struct {
                            "Correlation updates skipped: the field the rule aggregates was "
                            "missing or not a number."},
     [KX_M_GROUPS_CAPPED] = {"klaxon_groups_capped_total",
-                            "Updates to new groups refused because a rule reached max_groups."},
+                            "Updates to new groups refused because a rule reached max_groups for "
+                            "a tenant and no group could make room."},
+    [KX_M_GROUPS_EVICTED] = {"klaxon_groups_evicted_total",
+                             "Groups far from their threshold dropped to make room for new ones "
+                             "(a rule at max_groups for a tenant)."},
     [KX_M_RULES_EVALUATED] = {"klaxon_rules_evaluated_total",
                               "Detection rules evaluated exactly: those the literal prefilter "
                               "could not rule out, and those without literals"},

@@ -195,6 +195,13 @@ int kx_store_claim(kx_store *s, const kx_claim_op *op, kx_claim_cb cb, void *ud)
     return s->vt->claim(s, op, cb, ud);
 }
 
+int kx_store_forget(kx_store *s, const char *key)
+{
+    if (!s || !key || strlen(key) > KX__STORE_MAX_KEY_LEN)
+        return -EINVAL;
+    return s->vt->forget(s, key);
+}
+
 int64_t kx__store_close_window(int64_t t, int64_t timespan)
 {
     return (int64_t)floor((double)t / (double)timespan);

@@ -39,6 +39,7 @@ typedef struct kx__store_vtbl {
     int (*close_due)(kx_store *s, const kx_close_due *op, kx_absence_cb cb, void *ud);
     int (*watermark)(kx_store *s, const kx_watermark_op *op, kx_watermark_cb cb, void *ud);
     int (*claim)(kx_store *s, const kx_claim_op *op, kx_claim_cb cb, void *ud);
+    int (*forget)(kx_store *s, const char *key);
     bool (*is_up)(const kx_store *s);
     size_t (*pending)(const kx_store *s);
     void (*destroy)(kx_store *s);

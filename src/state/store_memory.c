@@ -1846,6 +1846,20 @@ static int mem_window_add_many(kx_store *s, const kx_window_add *ops, size_t n, 
     return 0;
 }
 
+/* Marked expired rather than freed: the window may be in use further up the stack (a
+ * callback of this store); the next lookup or the key cap's sweep removes it. */
+static int mem_forget(kx_store *s, const char *key)
+{
+    kx_store_memory *m = (kx_store_memory *)s;
+    if (m->destroy_pending)
+        return -ECANCELED;
+    size_t klen = strlen(key);
+    mem_win *w = m->tab[tab_find(m, key, klen, kx_hash64(key, klen, 0))];
+    if (w)
+        w->expire_at = INT64_MIN;
+    return 0;
+}
+
 static bool mem_is_up(const kx_store *s)
 {
     (void)s;
@@ -1878,6 +1892,7 @@ static const kx__store_vtbl mem_vtbl = {
     .close_due = mem_close_due,
     .watermark = mem_watermark,
     .claim = mem_claim,
+    .forget = mem_forget,
     .is_up = mem_is_up,
     .pending = mem_pending,
     .destroy = mem_destroy,

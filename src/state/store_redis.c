@@ -1143,6 +1143,23 @@ static void conn_start(kx_store_redis *r)
     watchdog_kick(r);
 }
 
+/* DEL of a window's four keys, no reply wanted. Best effort: while the store is down the
+ * keys are left to their TTL. */
+static int redis_forget(kx_store *s, const char *key)
+{
+    kx_store_redis *r = (kx_store_redis *)s;
+    if (!r->up || !r->ac)
+        return -EAGAIN;
+    char k[4][KX__STORE_MAX_KEY_LEN + REDIS_MAX_PREFIX + 8];
+    static const char kinds[4] = {'z', 'e', 'a', 'h'};
+    for (int i = 0; i < 4; i++)
+        snprintf(k[i], sizeof(k[i]), "%s{%s}:%c", r->prefix, key, kinds[i]);
+    return redisAsyncCommand(r->ac, NULL, NULL, "DEL %s %s %s %s", k[0], k[1], k[2], k[3]) ==
+                   REDIS_OK
+               ? 0
+               : -EIO;
+}
+
 static bool redis_is_up(const kx_store *s)
 {
     return ((const kx_store_redis *)s)->up;
@@ -1190,6 +1207,7 @@ static const kx__store_vtbl redis_vtbl = {
     .close_due = redis_close_due,
     .watermark = redis_watermark,
     .claim = redis_claim,
+    .forget = redis_forget,
     .is_up = redis_is_up,
     .pending = redis_pending,
     .destroy = redis_destroy,

@@ -47,9 +47,18 @@ def write(tag, events):
     return rules, data, cfg
 
 
+def degraded(alerts):
+    return [a for a in alerts if a["category"] == "detection-degraded"]
+
+
+def detections(alerts):
+    return [a for a in alerts if a["category"] != "detection-degraded"]
+
+
 def test_max_groups():
-    # Three sources, three failures each within a minute. Only the first two sources to appear
-    # are admitted (max_groups: 2); the third is refused, logged, and raises nothing.
+    # Three sources take turns, three failures each within a minute (need 3), max_groups 2.
+    # The third source cannot make room: the first two are as active as it, then close to
+    # firing. They alert; the third is refused (logged), and the rule's team is told once.
     events = [ev(0, "10.0.0.1"), ev(1, "10.0.0.2"), ev(2, "10.0.0.3"),
               ev(3, "10.0.0.1"), ev(4, "10.0.0.2"), ev(5, "10.0.0.3"),
               ev(6, "10.0.0.1"), ev(7, "10.0.0.2"), ev(8, "10.0.0.3")]
@@ -58,11 +67,78 @@ def test_max_groups():
     err = r.stderr.decode()
     check(r.returncode == 0, "exit %d: %s" % (r.returncode, err))
     alerts = alerts_of(r.stdout.decode())
-    groups = sorted(a["group"]["src_ip"] for a in alerts)
+    groups = sorted(a["group"]["src_ip"] for a in detections(alerts))
     check(groups == ["10.0.0.1", "10.0.0.2"], "alerted groups: %r" % groups)
-    check(all(a["count"] == 3 for a in alerts), "counts: %r" % [a["count"] for a in alerts])
-    check("rule corr-limits: 2 groups are active (max_groups): a new group is not counted" in err,
+    check(all(a["count"] == 3 for a in detections(alerts)), "counts: %r" % [a["count"] for a in alerts])
+    check("rule corr-limits, tenant default: 2 groups are active (max_groups) and none may make room" in err,
           "no cap log line in: %s" % err)
+    d = degraded(alerts)
+    check(len(d) == 1, "degraded alerts: %r" % d)
+    d = d[0]
+    check(d["rule"]["id"] == "corr-limits" and d["rule"]["title"] == "Detection degraded: Failed logins from one source"
+          and d["tenant"] == "default" and d["group"] == {"max_groups": "2"} and d["count"] == 1 and
+          d["status"] == "firing" and "1 new groups were refused" in d["description"],
+          "degraded alert: %s" % d)
+
+
+def write_rules(tag, events, rules_text, cfg_extra=""):
+    rules, data, cfg = write(tag, events)
+    with open(rules, "w") as f:
+        f.write(rules_text)
+    with open(cfg, "a") as f:
+        f.write(cfg_extra)
+    return rules, data, cfg
+
+
+BRUTE = RULES.replace("    condition: {gte: 3}\n    max_groups: 2\n    lateness: 0s\n",
+                      "    condition: {gte: 5}\n    max_groups: 100\n")
+
+
+def test_flood_then_attack():
+    # 1,000 sources fail once each (noise, 10:00:00-10:00:16), then one source fails five
+    # times (10:01:00-10:01:04). max_groups 100: the idle noise makes room; the attack alerts.
+    noise = [json.dumps({"@timestamp": "2026-03-10T10:00:%02d.%03dZ" % (i // 60, (i % 60) * 16),
+                         "outcome": "failure", "src_ip": "10.1.%d.%d" % (i // 250, i % 250)})
+             for i in range(1000)]
+    attack = [ev(60 + i, "203.0.113.66") for i in range(5)]
+    rules, data, cfg = write_rules("flood", noise + attack, BRUTE)
+    r = replay(["-c", cfg, "-r", rules, data])
+    err = r.stderr.decode()
+    check(r.returncode == 0, "exit %d: %s" % (r.returncode, err))
+    alerts = alerts_of(r.stdout.decode())
+    got = [(a["group"]["src_ip"], a["count"]) for a in detections(alerts)]
+    check(got == [("203.0.113.66", 5)], "alerts: %r" % got)
+    d = degraded(alerts)
+    check(len(d) == 1 and d[0]["count"] >= 1 and "groups far from the threshold were dropped" in d[0]["description"],
+          "degraded alert: %r" % d)
+    check("the group furthest from the threshold was dropped for a new one" in err, "no eviction log: %s" % err)
+
+
+def test_tenants_apart():
+    # Tenant noisy fills the rule's 100 groups with sources close to firing (3 of 5 failures
+    # each); its own new source is refused. Tenant quiet's attack is not affected.
+    def tev(t, ip, tenant):
+        d = json.loads(ev(t, ip))
+        d["tenant"] = tenant
+        return json.dumps(d)
+    events = []
+    for k in range(3):
+        events += [tev(k, "10.2.0.%d" % i, "noisy") for i in range(100)]
+    events += [tev(10 + i, "198.51.100.1", "noisy") for i in range(5)]
+    events += [tev(10 + i, "198.51.100.1", "quiet") for i in range(5)]
+    rules, data, cfg = write_rules("tenants", events, BRUTE)
+    with open(cfg) as f:
+        text = f.read()
+    with open(cfg, "w") as f:
+        f.write(text.replace("    logsource: {product: test}\n", "    logsource: {product: test}\n    tenant_field: tenant\n"))
+    r = replay(["-c", cfg, "-r", rules, data])
+    err = r.stderr.decode()
+    check(r.returncode == 0, "exit %d: %s" % (r.returncode, err))
+    alerts = alerts_of(r.stdout.decode())
+    got = sorted((a["tenant"], a["group"]["src_ip"]) for a in detections(alerts))
+    check(got == [("quiet", "198.51.100.1")], "alerts: %r" % got)
+    d = degraded(alerts)
+    check([a["tenant"] for a in d] == ["noisy"], "degraded alerts: %r" % d)
 
 
 def test_max_keys():
@@ -117,4 +193,4 @@ def test_lateness():
 
 
 if __name__ == "__main__":
-    run_tests([test_max_groups, test_max_keys, test_lateness])
+    run_tests([test_max_groups, test_flood_then_attack, test_tenants_apart, test_max_keys, test_lateness])

@@ -691,6 +691,24 @@ static void test_duplicate_member(void **state)
     assert_window(g, 2, T0, T0 + 600, true);
 }
 
+/* A forgotten key starts over (an evicted group); other keys keep their state. */
+static void test_forget(void **state)
+{
+    fx *f = *state;
+    add(f, "k", "m1", T0);
+    add(f, "k", "m2", T0 + 1);
+    add(f, "other", "m1", T0);
+    assert_int_equal(kx_store_forget(f->s, "k"), 0);
+    assert_int_equal(kx_store_forget(f->s, "never-seen"), 0);
+    got g = add(f, "k", "m3", T0 + 2);
+    assert_window(g, 1, T0 + 2, T0 + 2, true);
+    g = add(f, "k", "m1", T0 + 3); /* new again */
+    assert_window(g, 2, T0 + 2, T0 + 3, true);
+    g = add(f, "other", "m2", T0 + 1);
+    assert_window(g, 2, T0, T0 + 1, true);
+    assert_int_equal(kx_store_forget(f->s, NULL), -EINVAL);
+}
+
 static void test_evidence_order_and_cap(void **state)
 {
     fx *f = *state;
@@ -1997,6 +2015,7 @@ static void test_url_prefix_redis(void **state)
         cmocka_unit_test_setup_teardown(test_pruned_window_not_reported, setup, teardown),         \
         cmocka_unit_test_setup_teardown(test_range_condition, setup, teardown),                    \
         cmocka_unit_test_setup_teardown(test_duplicate_member, setup, teardown),                   \
+        cmocka_unit_test_setup_teardown(test_forget, setup, teardown),                             \
         cmocka_unit_test_setup_teardown(test_evidence_order_and_cap, setup, teardown),             \
         cmocka_unit_test_setup_teardown(test_ttl, setup, teardown),                                \
         cmocka_unit_test_setup_teardown(test_member_cap, setup, teardown),                         \
