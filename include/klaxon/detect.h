@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "klaxon/common.h"
+#include "klaxon/compare.h"
 #include "klaxon/event.h"
 
 typedef enum { KX_RULE_DETECTION = 0, KX_RULE_CORRELATION } kx_rule_kind;
@@ -39,16 +40,6 @@ typedef enum {
     KX_CORR_BASELINE,   /* klaxon extension: an interval's count far above its history */
     KX_CORR_ABSENCE,    /* klaxon extension: a group silent for longer than timespan */
 } kx_corr_type;
-/* Same order as kx_wcmp in klaxon/store.h (the pipeline passes conditions through). */
-typedef enum { KX_CMP_GT, KX_CMP_GTE, KX_CMP_LT, KX_CMP_LTE, KX_CMP_EQ, KX_CMP_NEQ } kx_cmp;
-
-/* One operator of a correlation condition; a condition holds when all of them do. */
-typedef struct kx_corr_term {
-    kx_cmp cmp;
-    double value;
-} kx_corr_term;
-
-#define KX_RULE_MAX_TERMS 6
 /* Longest chain of correlations referencing correlations. */
 #define KX_RULE_MAX_CHAIN 8
 
@@ -112,7 +103,7 @@ struct kx_rule {
      * tumbling window of timespan when the window closes (docs/rules.md) */
     bool closing;
     int64_t timespan_ms;
-    const kx_corr_term *cond; /* never empty for a loaded correlation, but first_seen's */
+    const kx_cmp_term *cond; /* never empty for a loaded correlation, but first_seen's */
     size_t ncond;
     int64_t suppress_ms; /* klaxon extension `suppress`; default: timespan */
     /* klaxon extension `resolve: auto` (sliding-window thresholds): an alerted group is
@@ -186,10 +177,6 @@ int kx_ruleset_prepare(kx_ruleset *rs, const char *product, const char *service,
  * input. old may be NULL. */
 void kx_ruleset_prepare_like(kx_ruleset *rs, const kx_ruleset *old);
 
-/* True when cmp/threshold is satisfied by count. */
-bool kx_cmp_eval(kx_cmp cmp, int64_t threshold, int64_t count);
-/* True when v satisfies every term of the correlation's condition. */
-bool kx_corr_holds(const kx_rule *c, double v);
 /* Position of ref in c->refs, or -1. */
 int kx_corr_ref_index(const kx_rule *c, const kx_rule *ref);
 

@@ -7,10 +7,10 @@
  * So each tenant of a rule has its own table of live groups (a group lives until its window
  * state expires), up to `cap` groups. When a tenant's table is full, a new group takes the
  * place of a victim: the group furthest from the rule's threshold, the least recently
- * active (event time, then wall time) among equals, chosen among a sample of KX_GROUPCAP_SAMPLE live groups (Redis' LRU
- * approximation: O(1) per admission, not a walk of the table). A group at least halfway to
- * the threshold is never a victim: when every sampled group is, the new group is refused
- * (KX_GC_FULL). The caller drops the victim's state, and counts and reports both outcomes;
+ * active (event time, then wall time) among equals, chosen among a sample of KX_GROUPCAP_SAMPLE
+ * live groups (Redis' LRU approximation: O(1) per admission, not a walk of the table). A group at
+ * least halfway to the threshold is never a victim: when every sampled group is, the new group is
+ * refused (KX_GC_FULL). The caller drops the victim's state, and counts and reports both outcomes;
  * rules whose progress cannot be told from a count (need 0: sums, averages, first_seen,
  * baseline, absence) never evict and are refused when full.
  *

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "klaxon/common.h"
+#include "klaxon/compare.h"
 
 struct ev_loop;
 
@@ -78,22 +79,8 @@ typedef enum {
  * history expires after (3 * history + 2) intervals + lateness without updates.
  */
 
-typedef enum {
-    KX_WCMP_GT = 0,
-    KX_WCMP_GTE,
-    KX_WCMP_LT,
-    KX_WCMP_LTE,
-    KX_WCMP_EQ,
-    KX_WCMP_NEQ
-} kx_wcmp;
-
-/* One term of a condition on the aggregate; a condition holds when all its terms do. */
-typedef struct kx_window_term {
-    kx_wcmp op;
-    double value;
-} kx_window_term;
-
-#define KX_WINDOW_MAX_TERMS 6
+/* Conditions on the aggregate are klaxon/compare.h's: the AND of up to KX_CMP_MAX_TERMS
+ * terms (the rules' own, passed through). */
 
 typedef struct kx_window_result {
     int64_t count;    /* members with time in [t - window, t] after this add */
@@ -149,7 +136,7 @@ typedef struct kx_window_add {
     /* The general form: report the window this add made satisfy the condition (it holds with
      * this member and not without it; SHARE: it holds, in the add's own window). */
     kx_agg agg;
-    const kx_window_term *cond;
+    const kx_cmp_term *cond;
     size_t ncond; /* 0 = no crossing scan unless cross_at */
     /* A crossing window that overlaps [last reported first, last reported last + suppress]
      * is passed over (the same window again is reported again: replays). */
@@ -282,8 +269,8 @@ typedef struct kx_close_due {
     int64_t watermark_ms;
     int64_t timespan_ms;
     int64_t ttl_ms;
-    const kx_window_term *cond;
-    size_t ncond; /* 1..KX_WINDOW_MAX_TERMS */
+    const kx_cmp_term *cond;
+    size_t ncond; /* 1..KX_CMP_MAX_TERMS */
     size_t limit; /* 1..KX_STORE_ABSENCE_DUE_MAX */
     uint64_t token;
 } kx_close_due;
@@ -364,9 +351,6 @@ int kx_store_claim(kx_store *s, const kx_claim_op *op, kx_claim_cb cb, void *ud)
 typedef void (*kx_store_many_cb)(void *ud, int status, const kx_window_result *res, size_t n);
 int kx_store_window_add_many(kx_store *s, const kx_window_add *ops, size_t n, kx_store_many_cb cb,
                              void *ud);
-
-/* True when v satisfies every term (the store's condition; exported for tests and docs). */
-bool kx_window_cond_eval(const kx_window_term *cond, size_t ncond, double v);
 
 #define KX_STORE_CROSS_SCAN 64
 /* Largest evidence blob a store keeps; a larger one is refused with -EMSGSIZE. */

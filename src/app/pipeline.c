@@ -118,8 +118,8 @@ struct kx_pipeline {
     kx_ratelimit rl_value;
     kx_ratelimit rl_groups;
     kx_ratelimit rl_evicted; /* apart from refusals: each kind is seen under a flood */
-    kx_buf chain_ev;      /* evidence of a chained correlation's alert */
-    kx_groupcap **groups; /* per rule index, created on a correlation's first update */
+    kx_buf chain_ev;         /* evidence of a chained correlation's alert */
+    kx_groupcap **groups;    /* per rule index, created on a correlation's first update */
     size_t ngroups;
 
     /* Watermark rules (absence, at most N) judge by the store's shared watermark (the minimum
@@ -418,9 +418,6 @@ static kx_agg corr_agg(kx_corr_type t)
         return KX_AGG_SHARE;
     }
 }
-
-_Static_assert((int)KX_CMP_NEQ == (int)KX_WCMP_NEQ && (int)KX_CMP_GT == (int)KX_WCMP_GT,
-               "kx_cmp and kx_wcmp share their order");
 
 static void corr_feed_alert(kx_pipeline *p, kx_rule *parent, const kx_rule *child, const kx_op *cop,
                             const kx_window_result *res);
@@ -1146,17 +1143,13 @@ static int op_issue_absence(kx_op *op)
         return kx_store_close_touch(p->store, &t, absence_cb, op);
     }
     if (op->kind == KX_OP_CDUE) {
-        kx_window_term cond[KX_WINDOW_MAX_TERMS];
-        size_t ncond = c->ncond < KX_WINDOW_MAX_TERMS ? c->ncond : KX_WINDOW_MAX_TERMS;
-        for (size_t i = 0; i < ncond; i++)
-            cond[i] = (kx_window_term){(kx_wcmp)c->cond[i].cmp, c->cond[i].value};
         kx_close_due d = {
             .key = op->key,
             .watermark_ms = op->watermark_ms,
             .timespan_ms = c->timespan_ms,
             .ttl_ms = close_ttl(p, c),
-            .cond = cond,
-            .ncond = ncond,
+            .cond = c->cond, /* the rule's own terms (klaxon/compare.h) */
+            .ncond = c->ncond,
             .limit = KX_ABSENCE_DUE_BATCH,
             .token = op->token,
         };
@@ -1186,14 +1179,11 @@ static int op_issue_absence(kx_op *op)
     return kx_store_absence_due(p->store, &d, absence_cb, op);
 }
 
-/* The store call for a window update; cond (KX_WINDOW_MAX_TERMS) must outlive the call. */
-static void window_add_of(const kx_op *op, kx_window_term *cond, kx_window_add *out)
+/* The store call for a window update. */
+static void window_add_of(const kx_op *op, kx_window_add *out)
 {
     const kx_pipeline *p = op->p;
     const kx_rule *c = op->corr;
-    size_t ncond = c->ncond < KX_WINDOW_MAX_TERMS ? c->ncond : KX_WINDOW_MAX_TERMS;
-    for (size_t i = 0; i < ncond; i++)
-        cond[i] = (kx_window_term){(kx_wcmp)c->cond[i].cmp, c->cond[i].value};
     *out = (kx_window_add){
         .key = op->key,
         .member = op->member.data,
@@ -1204,8 +1194,8 @@ static void window_add_of(const kx_op *op, kx_window_term *cond, kx_window_add *
         .evidence_len = op->evidence.len,
         .max_evidence = kx_router_max_evidence(p->router),
         .agg = corr_agg(c->corr_type),
-        .cond = cond,
-        .ncond = ncond,
+        .cond = c->cond, /* the rule's own terms (klaxon/compare.h) */
+        .ncond = c->ncond,
         .suppress_ms = c->suppress_ms,
         .deviations = c->deviations,
         .history = c->history,
@@ -1216,9 +1206,8 @@ static void window_add_of(const kx_op *op, kx_window_term *cond, kx_window_add *
 static int op_issue_window(kx_op *op)
 {
     kx_pipeline *p = op->p;
-    kx_window_term cond[KX_WINDOW_MAX_TERMS];
     kx_window_add add;
-    window_add_of(op, cond, &add);
+    window_add_of(op, &add);
     return p->store_down ? -EAGAIN : kx_store_window_add(p->store, &add, op_cb, op);
 }
 
@@ -1365,10 +1354,9 @@ static void grp_flush(kx_pipeline *p)
                 p->adds = a;
                 p->adds_cap = n;
             }
-            kx_window_term cond[KX_WINDOW_MAX_TERMS];
             size_t i = 0;
             for (kx_op *o = first; o; o = o->grp_next)
-                window_add_of(o, cond, &p->adds[i++]);
+                window_add_of(o, &p->adds[i++]);
             int rc = p->store_down ? -EAGAIN
                                    : kx_store_window_add_many(p->store, p->adds, n, grp_cb, first);
             if (rc >= 0)
@@ -1413,10 +1401,10 @@ static uint32_t corr_need(const kx_rule *c)
     double need = 1;
     for (size_t i = 0; i < c->ncond; i++) {
         double v = c->cond[i].value;
-        double lo = c->cond[i].cmp == KX_CMP_GTE  ? v
-                    : c->cond[i].cmp == KX_CMP_GT ? (double)(long long)v + 1
-                    : c->cond[i].cmp == KX_CMP_EQ ? v
-                                                  : 1;
+        double lo = c->cond[i].op == KX_CMP_GTE  ? v
+                    : c->cond[i].op == KX_CMP_GT ? (double)(long long)v + 1
+                    : c->cond[i].op == KX_CMP_EQ ? v
+                                                 : 1;
         if (lo > need)
             need = lo;
     }

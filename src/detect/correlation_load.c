@@ -32,13 +32,13 @@ static int compile_condition(kx__ctx *c, const kx_yaml_node *corr, kx_rule *r,
     const kx_yaml_node *cond = kx_yaml_get(corr, "condition");
     *field_node = kx_yaml_get(corr, "field"); /* pySigma also accepts it here */
     bool temporal = r->corr_type == KX_CORR_TEMPORAL || r->corr_type == KX_CORR_TEMPORAL_ORDERED;
-    kx_corr_term *terms = kx__alloc(c, KX_RULE_MAX_TERMS * sizeof(*terms));
+    kx_cmp_term *terms = kx__alloc(c, KX_CMP_MAX_TERMS * sizeof(*terms));
     if (!terms)
         return -ENOMEM;
     r->cond = terms;
     if (!cond && temporal) {
         /* Sigma: all the referenced rules must match (in order for temporal_ordered). */
-        terms[0] = (kx_corr_term){KX_CMP_GTE, (double)r->nrefs};
+        terms[0] = (kx_cmp_term){KX_CMP_GTE, (double)r->nrefs};
         r->ncond = 1;
         return 0;
     }
@@ -92,24 +92,24 @@ static int compile_condition(kx__ctx *c, const kx_yaml_node *corr, kx_rule *r,
         if (counted && (d < 0 || d != (double)(long long)d))
             return kx_yaml_err(c->err, c->file, v,
                                "condition value must be a whole number >= 0 for %s", "a count");
-        if (r->ncond == KX_RULE_MAX_TERMS)
+        if (r->ncond == KX_CMP_MAX_TERMS)
             return kx_yaml_err(c->err, c->file, op, "too many condition operators");
-        terms[r->ncond++] = (kx_corr_term){ops[i].cmp, d};
+        terms[r->ncond++] = (kx_cmp_term){ops[i].cmp, d};
     }
     if (r->ncond == 0)
         return kx_yaml_err(c->err, c->file, cond, "condition has no operator such as gte");
-    if (corr_monotone(r->corr_type) && kx_corr_holds(r, 0)) {
+    if (corr_monotone(r->corr_type) && kx_cmp_holds(r->cond, r->ncond, 0)) {
         /* "At most N": judged when a window closes, which klaxon does for event_count. */
         if (r->corr_type == KX_CORR_EVENT_COUNT) {
             r->closing = true;
             /* Only windows with events are judged: a condition no count >= 1 meets (eq: 0,
              * lt: 1) would never fire. The counts where the answer can change are near the
              * terms' values, so those and 1 are the ones to try. */
-            bool can = kx_corr_holds(r, 1);
+            bool can = kx_cmp_holds(r->cond, r->ncond, 1);
             for (size_t i = 0; i < r->ncond && !can; i++)
                 for (double d = -1; d <= 1 && !can; d++) {
                     double v = (double)(long long)r->cond[i].value + d;
-                    can = v >= 1 && kx_corr_holds(r, v);
+                    can = v >= 1 && kx_cmp_holds(r->cond, r->ncond, v);
                 }
             if (!can)
                 return kx_yaml_err(c->err, c->file, cond,

@@ -198,60 +198,10 @@ void kx_ruleset_set_memo(kx_ruleset *rs, bool on)
     rs->cs->memo_on = on;
 }
 
-bool kx_corr_holds(const kx_rule *c, double v)
-{
-    for (size_t i = 0; i < c->ncond; i++) {
-        double x = c->cond[i].value;
-        bool ok;
-        switch (c->cond[i].cmp) {
-        case KX_CMP_GT:
-            ok = v > x;
-            break;
-        case KX_CMP_GTE:
-            ok = v >= x;
-            break;
-        case KX_CMP_LT:
-            ok = v < x;
-            break;
-        case KX_CMP_LTE:
-            ok = v <= x;
-            break;
-        case KX_CMP_EQ:
-            ok = v == x;
-            break;
-        default:
-            ok = v != x;
-            break;
-        }
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
 int kx_corr_ref_index(const kx_rule *c, const kx_rule *ref)
 {
     for (size_t j = 0; j < c->nrefs; j++)
         if (c->refs[j] == ref)
             return (int)j;
     return -1;
-}
-
-bool kx_cmp_eval(kx_cmp cmp, int64_t threshold, int64_t count)
-{
-    switch (cmp) {
-    case KX_CMP_NEQ:
-        return count != threshold;
-    case KX_CMP_GT:
-        return count > threshold;
-    case KX_CMP_GTE:
-        return count >= threshold;
-    case KX_CMP_LT:
-        return count < threshold;
-    case KX_CMP_LTE:
-        return count <= threshold;
-    case KX_CMP_EQ:
-        return count == threshold;
-    }
-    return false;
 }

@@ -746,21 +746,7 @@ static bool num_match(const kx__value *v, const kx_field *f)
     double d = strtod(f->value, &end); /* value is NUL-terminated (event.h) */
     if (end != f->value + f->value_len || isnan(d))
         return false;
-    switch (v->cmp) {
-    case KX_CMP_LT:
-        return d < v->num;
-    case KX_CMP_LTE:
-        return d <= v->num;
-    case KX_CMP_GT:
-        return d > v->num;
-    case KX_CMP_GTE:
-        return d >= v->num;
-    case KX_CMP_EQ:
-        return d == v->num;
-    case KX_CMP_NEQ:
-        return d != v->num;
-    }
-    return false;
+    return kx_cmp_one(v->cmp, d, v->num);
 }
 
 /* One string (a field value or the raw text) against one value. */

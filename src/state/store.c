@@ -51,12 +51,12 @@ int kx__store_validate(const kx_window_add *op)
          !(op->deviations >= 0 && op->deviations < 1e9) ||
          (op->history * 3 + 2) > KX__STORE_MAX_TIME / op->window_ms - 1))
         return -EINVAL;
-    if ((unsigned)op->agg > KX_AGG_BASELINE || op->ncond > KX_WINDOW_MAX_TERMS ||
+    if ((unsigned)op->agg > KX_AGG_BASELINE || op->ncond > KX_CMP_MAX_TERMS ||
         (op->ncond && !op->cond) || op->suppress_ms < 0 || op->suppress_ms >= KX__STORE_MAX_TIME ||
         (op->cross_at > 0 && op->agg != KX_AGG_COUNT))
         return -EINVAL;
     for (size_t i = 0; i < op->ncond; i++)
-        if ((unsigned)op->cond[i].op > KX_WCMP_NEQ || op->cond[i].value != op->cond[i].value)
+        if ((unsigned)op->cond[i].op > KX_CMP_NEQ || op->cond[i].value != op->cond[i].value)
             return -EINVAL; /* NaN never compares */
     return 0;
 }
@@ -136,12 +136,12 @@ int kx__store_validate_close_touch(const kx_close_touch *op)
 int kx__store_validate_close_due(const kx_close_due *op)
 {
     if (!op || !op->key || op->limit < 1 || op->limit > KX_STORE_ABSENCE_DUE_MAX || op->ncond < 1 ||
-        op->ncond > KX_WINDOW_MAX_TERMS || !op->cond || op->timespan_ms <= 0 || op->ttl_ms <= 0 ||
+        op->ncond > KX_CMP_MAX_TERMS || !op->cond || op->timespan_ms <= 0 || op->ttl_ms <= 0 ||
         op->timespan_ms >= KX__STORE_MAX_TIME / 4 || op->ttl_ms >= KX__STORE_MAX_TIME / 4 ||
         op->watermark_ms <= -KX__STORE_MAX_TIME / 2 || op->watermark_ms >= KX__STORE_MAX_TIME / 2)
         return -EINVAL;
     for (size_t i = 0; i < op->ncond; i++)
-        if ((unsigned)op->cond[i].op > KX_WCMP_NEQ || op->cond[i].value != op->cond[i].value)
+        if ((unsigned)op->cond[i].op > KX_CMP_NEQ || op->cond[i].value != op->cond[i].value)
             return -EINVAL;
     if (strlen(op->key) > KX__STORE_MAX_KEY_LEN)
         return -EMSGSIZE;
@@ -235,38 +235,7 @@ int kx_store_absence_due(kx_store *s, const kx_absence_due *op, kx_absence_cb cb
     return s->vt->absence_due(s, op, cb, ud);
 }
 
-bool kx_window_cond_eval(const kx_window_term *cond, size_t ncond, double v)
-{
-    for (size_t i = 0; i < ncond; i++) {
-        double x = cond[i].value;
-        bool ok;
-        switch (cond[i].op) {
-        case KX_WCMP_GT:
-            ok = v > x;
-            break;
-        case KX_WCMP_GTE:
-            ok = v >= x;
-            break;
-        case KX_WCMP_LT:
-            ok = v < x;
-            break;
-        case KX_WCMP_LTE:
-            ok = v <= x;
-            break;
-        case KX_WCMP_EQ:
-            ok = v == x;
-            break;
-        default:
-            ok = v != x;
-            break;
-        }
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
-size_t kx__store_cond(const kx_window_add *op, kx_window_term *out)
+size_t kx__store_cond(const kx_window_add *op, kx_cmp_term *out)
 {
     if (op->ncond) {
         memcpy(out, op->cond, op->ncond * sizeof(*out));
@@ -274,7 +243,7 @@ size_t kx__store_cond(const kx_window_add *op, kx_window_term *out)
     }
     if (op->cross_at > 0) {
         /* COUNT is monotone: "holds with the member, not without" is count == cross_at. */
-        out[0] = (kx_window_term){KX_WCMP_GTE, (double)op->cross_at};
+        out[0] = (kx_cmp_term){KX_CMP_GTE, (double)op->cross_at};
         return 1;
     }
     return 0;

@@ -69,8 +69,8 @@ int kx__store_validate_claim(const kx_claim_op *op);
 /* The window index of a closing window: floor(t / timespan), as the script computes it. */
 int64_t kx__store_close_window(int64_t t, int64_t timespan);
 /* The add's crossing condition (cross_at turned into its general form) into out
- * (KX_WINDOW_MAX_TERMS); returns the number of terms, 0 for no crossing scan. */
-size_t kx__store_cond(const kx_window_add *op, kx_window_term *out);
+ * (KX_CMP_MAX_TERMS); returns the number of terms, 0 for no crossing scan. */
+size_t kx__store_cond(const kx_window_add *op, kx_cmp_term *out);
 
 /* ---- test-only hooks ---- */
 

@@ -1019,7 +1019,7 @@ static int mem_baseline(kx_store_memory *m, mem_win *w, const kx_window_add *op,
     if (w->bl_alerted && w->bl_alerted_k == k) {
         crossed = !added;
     } else if (k > folded && pn >= op->history && (double)c > pm + op->deviations * sqrt(pv) &&
-               kx_window_cond_eval(op->cond, op->ncond, (double)c)) {
+               kx_cmp_holds(op->cond, op->ncond, (double)c)) {
         crossed = true;
         w->bl_alerted = true;
         w->bl_alerted_k = k;
@@ -1388,7 +1388,7 @@ static int mem_close_due(kx_store *s, const kx_close_due *op, kx_absence_cb cb, 
                 e->deadline = (k2 + 1) * op->timespan_ms;
             }
         }
-        if (c > 0 && kx_window_cond_eval(op->cond, op->ncond, (double)c)) {
+        if (c > 0 && kx_cmp_holds(op->cond, op->ncond, (double)c)) {
             m->res_last[n] = k * op->timespan_ms;
             m->res_count[n] = c;
             m->res_ev[n] = e->val + e->vlen; /* freed only after the callback */
@@ -1673,7 +1673,7 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
     res.added = added;
     res.prev_alerted = w->alerted; /* the mark before this add (the scan below may move it) */
     res.prev_alert_first_ms = w->alerted ? w->alert_first : 0;
-    kx_window_term cond[KX_WINDOW_MAX_TERMS];
+    kx_cmp_term cond[KX_CMP_MAX_TERMS];
     size_t ncond = kx__store_cond(op, cond);
     const mem_entry *self = ncond > 0 ? win_find(w, h, op->member, mlen) : NULL;
     if (self) { /* absent: dropped by the member cap just now */
@@ -1703,7 +1703,7 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
             uint32_t chi = win_time_bound(w, s_t, true);
             double with, without;
             if (!mem_agg(m, w, op->agg, clo, chi, UINT32_MAX, own, own_len, &with) ||
-                !kx_window_cond_eval(cond, ncond, with))
+                !kx_cmp_holds(cond, ncond, with))
                 continue;
             if (!passed) {
                 res.met = true;
@@ -1717,7 +1717,7 @@ static int mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, 
             bool due = w->alerted && f > w->alert_last + op->suppress_ms;
             if (!due && op->agg != KX_AGG_SHARE &&
                 mem_agg(m, w, op->agg, clo, chi, self_i, own, own_len, &without) &&
-                kx_window_cond_eval(cond, ncond, without))
+                kx_cmp_holds(cond, ncond, without))
                 continue; /* held already without this member: not its crossing */
             bool same = w->alerted && f == w->alert_first && s_t == w->alert_last;
             bool overlaps =

@@ -41,7 +41,7 @@
 
 /* EVALSHA sha numkeys zkey ekey akey member time window ttl max_evidence member_cap agg
  * suppress evidence nterms [op value]... deviations history evidence_if_crossed */
-#define OP_NARGS (17 + 2 * KX_WINDOW_MAX_TERMS) /* the arguments stored per op, zkey .. */
+#define OP_NARGS (17 + 2 * KX_CMP_MAX_TERMS) /* the arguments stored per op, zkey .. */
 
 typedef struct kx_store_redis kx_store_redis;
 
@@ -805,7 +805,7 @@ static int op_build(kx_store_redis *r, redis_op *op, const kx_window_add *a)
         rc = op_arg_i64(op, a->suppress_ms);
     if (!rc)
         rc = op_arg(op, a->evidence ? a->evidence : "", a->evidence ? a->evidence_len : 0);
-    kx_window_term cond[KX_WINDOW_MAX_TERMS];
+    kx_cmp_term cond[KX_CMP_MAX_TERMS];
     size_t ncond = kx__store_cond(a, cond);
     if (!rc)
         rc = op_arg_i64(op, (int64_t)ncond);
@@ -930,7 +930,7 @@ typedef struct absence_args {
     const char *payload;
     size_t payload_len;
     const char *identity;
-    const kx_window_term *cond;
+    const kx_cmp_term *cond;
     size_t ncond;
 } absence_args;
 

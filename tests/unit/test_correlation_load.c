@@ -1,7 +1,7 @@
 /*
  * Correlation rules: loading (type event_count), reference resolution by id and by name
- * across files, the generate flag, back-links from detection rules, kx_cmp_eval, and every
- * correlation error as a whole "file:line:col: message" string.
+ * across files, the generate flag, back-links from detection rules, kx_cmp_one and kx_cmp_holds,
+ * and every correlation error as a whole "file:line:col: message" string.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -76,7 +76,7 @@ static void test_fixture(void **state)
     assert_string_equal(c->group_by[0], "src_ip");
     assert_int_equal(c->timespan_ms, 300000);
     assert_int_equal(c->ncond, 1);
-    assert_int_equal(c->cond[0].cmp, KX_CMP_GTE);
+    assert_int_equal(c->cond[0].op, KX_CMP_GTE);
     assert_true(c->cond[0].value == 5.0);
     assert_int_equal(c->suppress_ms, 300000); /* default: the timespan */
     assert_int_equal(c->lateness_ms, -1);     /* default: the config's */
@@ -136,17 +136,17 @@ static void test_refs_across_files(void **state)
     assert_string_equal(c1->group_by[1], "host");
     assert_int_equal(c1->timespan_ms, 3600000);
     assert_int_equal(c1->ncond, 1);
-    assert_int_equal(c1->cond[0].cmp, KX_CMP_GT);
+    assert_int_equal(c1->cond[0].op, KX_CMP_GT);
     assert_true(c1->cond[0].value == 10.0);
     assert_int_equal(c2->nrefs, 1);
     assert_ptr_equal(c2->refs[0], a);
     assert_int_equal(c2->ngroup_by, 0);
     assert_int_equal(c2->timespan_ms, 30000);
     assert_int_equal(c2->ncond, 2); /* a range: gt 1 and lte 3 */
-    assert_int_equal(c2->cond[1].cmp, KX_CMP_LTE);
+    assert_int_equal(c2->cond[1].op, KX_CMP_LTE);
     assert_true(c2->cond[1].value == 3.0);
-    assert_true(kx_corr_holds(c2, 2));
-    assert_false(kx_corr_holds(c2, 4));
+    assert_true(kx_cmp_holds(c2->cond, c2->ncond, 2));
+    assert_false(kx_cmp_holds(c2->cond, c2->ncond, 4));
     /* a is counted by both; C1 says generate: true, so a still raises its own alerts. */
     assert_int_equal(a->ncorrelations, 2);
     assert_ptr_equal(a->correlations[0], c1);
@@ -167,7 +167,7 @@ static void test_generate_false_and_eq(void **state)
              det_a);
     write_file(path, y);
     kx_ruleset *rs = load_ok(path);
-    assert_int_equal(kx_ruleset_at(rs, 0)->cond[0].cmp, KX_CMP_EQ);
+    assert_int_equal(kx_ruleset_at(rs, 0)->cond[0].op, KX_CMP_EQ);
     assert_true(kx_ruleset_at(rs, 0)->cond[0].value == 4.0);
     assert_int_equal(kx_ruleset_at(rs, 0)->timespan_ms, 172800000);
     assert_false(kx_ruleset_at(rs, 1)->generate);
@@ -288,21 +288,29 @@ static void test_chaining_and_both(void **state)
     assert_null(rs);
 }
 
-static void test_cmp_eval(void **state)
+static void test_cmp(void **state)
 {
     (void)state;
     static const struct {
-        kx_cmp cmp;
-        int64_t threshold, count;
+        kx_cmp op;
+        double x, v;
         bool want;
     } t[] = {
-        {KX_CMP_GT, 5, 5, false}, {KX_CMP_GT, 5, 6, true},   {KX_CMP_GTE, 5, 4, false},
-        {KX_CMP_GTE, 5, 5, true}, {KX_CMP_LT, 5, 4, true},   {KX_CMP_LT, 5, 5, false},
-        {KX_CMP_LTE, 5, 5, true}, {KX_CMP_LTE, 5, 6, false}, {KX_CMP_EQ, 5, 5, true},
-        {KX_CMP_EQ, 5, 6, false}, {KX_CMP_EQ, 0, 0, true},
+        {KX_CMP_GT, 5, 5, false},  {KX_CMP_GT, 5, 6, true},      {KX_CMP_GTE, 5, 4, false},
+        {KX_CMP_GTE, 5, 5, true},  {KX_CMP_LT, 5, 4, true},      {KX_CMP_LT, 5, 5, false},
+        {KX_CMP_LTE, 5, 5, true},  {KX_CMP_LTE, 5, 6, false},    {KX_CMP_EQ, 5, 5, true},
+        {KX_CMP_EQ, 5, 6, false},  {KX_CMP_EQ, 0, 0, true},      {KX_CMP_NEQ, 5, 6, true},
+        {KX_CMP_NEQ, 5, 5, false}, {KX_CMP_GT, 0.5, 0.75, true},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
-        assert_int_equal(kx_cmp_eval(t[i].cmp, t[i].threshold, t[i].count), t[i].want);
+        assert_int_equal(kx_cmp_one(t[i].op, t[i].v, t[i].x), t[i].want);
+    /* A condition is the AND of its terms; none holds always. */
+    static const kx_cmp_term range[] = {{KX_CMP_GTE, 3}, {KX_CMP_LT, 10}};
+    assert_false(kx_cmp_holds(range, 2, 2));
+    assert_true(kx_cmp_holds(range, 2, 3));
+    assert_true(kx_cmp_holds(range, 2, 9.5));
+    assert_false(kx_cmp_holds(range, 2, 10));
+    assert_true(kx_cmp_holds(range, 0, -1));
 }
 
 static void test_extensions(void **state)
@@ -337,7 +345,7 @@ static void test_extensions(void **state)
     assert_true(bl->deviations == 2.5);
     assert_int_equal(bl->history, 48);
     assert_int_equal(bl->ncond, 1);
-    assert_int_equal(bl->cond[0].cmp, KX_CMP_GTE);
+    assert_int_equal(bl->cond[0].op, KX_CMP_GTE);
     assert_true(bl->cond[0].value == 10);
     assert_true(bl2->deviations == 3);
     assert_int_equal(bl2->history, 24);
@@ -354,7 +362,7 @@ int main(void)
         cmocka_unit_test(test_generate_false_and_eq),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_chaining_and_both),
-        cmocka_unit_test(test_cmp_eval),
+        cmocka_unit_test(test_cmp),
         cmocka_unit_test(test_extensions),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

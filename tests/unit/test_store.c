@@ -105,7 +105,7 @@ typedef struct addp {
     size_t max_ev;
     int64_t cross;
     kx_agg agg;
-    const kx_window_term *cond;
+    const kx_cmp_term *cond;
     size_t ncond;
     int64_t suppress;
 } addp;
@@ -386,10 +386,10 @@ static void test_prune_by_ttl(void **state)
 
 /* ---- aggregates (kx_agg) and the general crossing condition ---- */
 
-static const kx_window_term GTE3[] = {{KX_WCMP_GTE, 3}};
+static const kx_cmp_term GTE3[] = {{KX_CMP_GTE, 3}};
 
 /* Adds member "id\x1fvalue" at t with aggregate agg and condition cond. */
-static got addv(fx *f, kx_agg agg, const kx_window_term *cond, size_t ncond, const char *id,
+static got addv(fx *f, kx_agg agg, const kx_cmp_term *cond, size_t ncond, const char *id,
                 const char *value, int64_t t)
 {
     char m[128];
@@ -438,7 +438,7 @@ static void test_value_count_window_edge(void **state)
 static void test_value_sum_avg(void **state)
 {
     fx *f = *state;
-    static const kx_window_term gt1000[] = {{KX_WCMP_GT, 1000}};
+    static const kx_cmp_term gt1000[] = {{KX_CMP_GT, 1000}};
     assert_false(addv(f, KX_AGG_SUM, gt1000, 1, "e1", "400", T0).crossed);
     assert_false(addv(f, KX_AGG_SUM, gt1000, 1, "e2", "600", T0 + 1).crossed); /* 1000: not > */
     got g = addv(f, KX_AGG_SUM, gt1000, 1, "e3", "0.5", T0 + 2);
@@ -447,7 +447,7 @@ static void test_value_sum_avg(void **state)
     assert_int_equal(g.ccount, 3);
 
     /* Average below a floor, in another key: a low value drags it under. */
-    static const kx_window_term lt10[] = {{KX_WCMP_LT, 10}};
+    static const kx_cmp_term lt10[] = {{KX_CMP_LT, 10}};
     char m[32];
     for (int i = 0; i < 3; i++) {
         snprintf(m, sizeof(m),
@@ -477,7 +477,7 @@ static void test_value_sum_avg(void **state)
 static void test_suppressed_before_first_alert(void **state)
 {
     fx *f = *state;
-    static const kx_window_term gt5[] = {{KX_WCMP_GT, 5}};
+    static const kx_cmp_term gt5[] = {{KX_CMP_GT, 5}};
     static const char *const members[] = {"x0\x1f"
                                           "0",
                                           "x1\x1f"
@@ -506,7 +506,7 @@ static void test_share(void **state)
 {
     fx *f = *state;
     /* value_percentile: this event's value is at most 25 % of its window. */
-    static const kx_window_term lte25[] = {{KX_WCMP_LTE, 25}};
+    static const kx_cmp_term lte25[] = {{KX_CMP_LTE, 25}};
     char id[8];
     for (int i = 0; i < 6; i++) {
         snprintf(id, sizeof(id), "c%d", i);
@@ -523,7 +523,7 @@ static void test_ordered(void **state)
 {
     fx *f = *state;
     /* temporal_ordered over 3 rules (values are rule positions "0", "1", "2"). */
-    static const kx_window_term all3[] = {{KX_WCMP_GTE, 3}};
+    static const kx_cmp_term all3[] = {{KX_CMP_GTE, 3}};
     assert_false(addv(f, KX_AGG_ORDERED, all3, 1, "e1", "1", T0).crossed); /* 1 before 0 */
     assert_false(addv(f, KX_AGG_ORDERED, all3, 1, "e2", "0", T0 + 1000).crossed);
     assert_false(addv(f, KX_AGG_ORDERED, all3, 1, "e3", "2", T0 + 2000).crossed); /* 0,2: no 1 */
@@ -538,7 +538,7 @@ static void test_ordered(void **state)
 static void test_ordered_late_middle(void **state)
 {
     fx *f = *state;
-    static const kx_window_term all3[] = {{KX_WCMP_GTE, 3}};
+    static const kx_cmp_term all3[] = {{KX_CMP_GTE, 3}};
     addv(f, KX_AGG_ORDERED, all3, 1, "e1", "0", T0);
     addv(f, KX_AGG_ORDERED, all3, 1, "e3", "2", T0 + 2000);
     /* The middle step arrives last but happened in between: the sequence is complete. */
@@ -662,17 +662,17 @@ static void test_range_condition(void **state)
 {
     fx *f = *state;
     /* gt 1 and lte 5: crosses at 2 (the first count in range). */
-    static const kx_window_term range[] = {{KX_WCMP_GT, 1}, {KX_WCMP_LTE, 5}};
+    static const kx_cmp_term range[] = {{KX_CMP_GT, 1}, {KX_CMP_LTE, 5}};
     assert_false(
         add_full(f, (addp){.key = "r", .member = "a", .t = T0, .cond = range, .ncond = 2}).crossed);
     got g = add_full(f, (addp){.key = "r", .member = "b", .t = T0 + 1, .cond = range, .ncond = 2});
     assert_true(g.crossed);
     assert_true(g.cvalue == 2.0);
-    assert_true(kx_window_cond_eval(range, 2, 5));
-    assert_false(kx_window_cond_eval(range, 2, 6));
-    static const kx_window_term neq[] = {{KX_WCMP_NEQ, 3}};
-    assert_true(kx_window_cond_eval(neq, 1, 2.5));
-    assert_false(kx_window_cond_eval(neq, 1, 3));
+    assert_true(kx_cmp_holds(range, 2, 5));
+    assert_false(kx_cmp_holds(range, 2, 6));
+    static const kx_cmp_term neq[] = {{KX_CMP_NEQ, 3}};
+    assert_true(kx_cmp_holds(neq, 1, 2.5));
+    assert_false(kx_cmp_holds(neq, 1, 3));
 }
 
 static void test_duplicate_member(void **state)
@@ -991,7 +991,7 @@ static void test_first_seen_cap(void **state)
 static got base(fx *f, const char *key, const char *member, int64_t t, int64_t history,
                 int64_t lateness)
 {
-    static const kx_window_term min3 = {KX_WCMP_GTE, 3};
+    static const kx_cmp_term min3 = {KX_CMP_GTE, 3};
     got g = {0};
     kx_window_add op = {
         .key = key,
@@ -1395,7 +1395,7 @@ static void cgot_cb(void *ud, int status, const kx_absence_result *res)
 
 static cgot cdue(fx *f, int64_t wm, size_t limit)
 {
-    static const kx_window_term lt3 = {KX_WCMP_LT, 3};
+    static const kx_cmp_term lt3 = {KX_CMP_LT, 3};
     cgot g = {0};
     kx_close_due op = {.key = "cw",
                        .watermark_ms = wm,
@@ -1633,7 +1633,7 @@ static bool mgot_done(void *ud)
 static void test_add_many(void **state)
 {
     fx *f = *state;
-    static const kx_window_term gte3 = {KX_WCMP_GTE, 3};
+    static const kx_cmp_term gte3 = {KX_CMP_GTE, 3};
     static const struct {
         const char *m;
         int64_t t;
