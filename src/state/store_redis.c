@@ -286,8 +286,7 @@ static int send_script_load(kx_store_redis *r)
 {
     if (r->script_pending)
         return 0;
-    if (redisAsyncCommand(r->ac, script_cb, r, "SCRIPT LOAD %s", kx__redis_window_add_lua) !=
-        REDIS_OK)
+    if (redisAsyncCommand(r->ac, script_cb, r, "SCRIPT LOAD %s", kx__redis_script) != REDIS_OK)
         return -EIO;
     r->script_pending = true;
     if (!ev_is_active(&r->watchdog))
@@ -982,7 +981,10 @@ static int op_build_absence(kx_store_redis *r, redis_op *op, int agg, const abse
 static int redis_absence_op(kx_store_redis *r, op_kind kind, const absence_args *x,
                             kx_absence_cb cb, void *ud)
 {
-    static const int agg[] = {[OP_TOUCH] = 8, [OP_DUE] = 9, [OP_CTOUCH] = 10, [OP_CDUE] = 11};
+    static const int agg[] = {[OP_TOUCH] = KX__REDIS_OP_ABSENCE_TOUCH,
+                              [OP_DUE] = KX__REDIS_OP_ABSENCE_DUE,
+                              [OP_CTOUCH] = KX__REDIS_OP_CLOSE_TOUCH,
+                              [OP_CDUE] = KX__REDIS_OP_CLOSE_DUE};
     int rc;
     redis_op *op = op_take(r, &rc);
     if (!op)
@@ -1078,7 +1080,7 @@ static int redis_watermark(kx_store *s, const kx_watermark_op *a, kx_watermark_c
                       .timespan = a->quiet_ms,
                       .keep = a->ttl_ms,
                       .limit = (int64_t)a->n};
-    rc = op_build_absence(r, op, 12, &x);
+    rc = op_build_absence(r, op, KX__REDIS_OP_WATERMARK, &x);
     /* The entries in the place of a condition's terms: name, newest time, live. */
     for (size_t i = 0; i < a->n && !rc; i++) {
         rc = op_arg(op, a->mine[i].name, strlen(a->mine[i].name));
@@ -1107,7 +1109,7 @@ static int redis_claim(kx_store *s, const kx_claim_op *a, kx_claim_cb cb, void *
                       .timespan = a->lease_ms,
                       .keep = a->keep_ms,
                       .limit = (int64_t)a->mode};
-    return op_go(r, op, op_build_absence(r, op, 13, &x));
+    return op_go(r, op, op_build_absence(r, op, KX__REDIS_OP_CLAIM, &x));
 }
 
 /* ---- connection ---- */

@@ -1,0 +1,90 @@
+-- klaxon's Redis script, part "absence": absence: a group's sightings and the due question (store_memory_absence.c).
+-- The parts run in one script, in the order of KX_REDIS_LUA_PARTS (src/CMakeLists.txt,
+-- embedded by cmake/embed.cmake); OP_* come from klaxon's enum (src/state/redis_scripts.h). Change
+-- this file and its memory twin together: tests/unit/test_store.c runs one suite on both.
+-- absence: z = group -> last sighting, for the groups whose silence was not reported;
+-- a = group -> "last fired oc since payload" (fired: the last sighting whose silence was
+-- reported, or n; oc/since: what the touch that set last reported, so a retry of it after a
+-- lost reply, same payload, reports it again); hk = reported group -> the watermark it was reported at
+-- (forgotten keep later); e (due only) = token -> the reply of that due call (a retry after
+-- a lost reply gets the same groups again).
+local function arec(g)
+  local rec = redis.call('HGET', a, g)
+  if not rec then return nil end
+  local p1 = string.find(rec, ' ', 1, true)
+  local p2 = string.find(rec, ' ', p1 + 1, true)
+  local p3 = string.find(rec, ' ', p2 + 1, true)
+  local p4 = string.find(rec, ' ', p3 + 1, true)
+  local f = string.sub(rec, p1 + 1, p2 - 1)
+  local fired = nil
+  if f ~= 'n' then fired = tonumber(f) end
+  return tonumber(string.sub(rec, 1, p1 - 1)), fired, tonumber(string.sub(rec, p2 + 1, p3 - 1)),
+         tonumber(string.sub(rec, p3 + 1, p4 - 1)), string.sub(rec, p4 + 1)
+end
+if agg == OP_ABSENCE_TOUCH then
+  local g = ARGV[1]
+  local last, fired, oc, osince, old = arec(g)
+  local out, since = 0, 0
+  local mode = ARGV[8]
+  if mode == 'x' and (last == nil or t <= last or fired == last or t - last > w) then
+    -- extend: not an open group, nothing changes
+  elseif last == nil or t > last then
+    if last ~= nil and fired == last then out, since = 1, last
+    elseif last ~= nil and t - last > w then out, since = 2, last
+    elseif last ~= nil and mode == 'r' then out, since = 3, last end
+    local pl = ARGV[9]
+    if mode == 'x' then pl = old end
+    redis.call('HSET', a, g, fmt(t) .. ' n ' .. out .. ' ' .. fmt(since) .. ' ' .. pl)
+    redis.call('ZADD', z, fmt(t), g)
+    redis.call('ZREM', hk, g)
+  elseif t == last and oc > 0 and old == ARGV[9] then
+    out, since, old = oc, osince, ARGV[9]
+  end
+  local keep = tonumber(ARGV[4])
+  redis.call('PEXPIRE', z, fmt(w + keep))
+  redis.call('PEXPIRE', a, fmt(w + keep))
+  redis.call('PEXPIRE', hk, fmt(w + keep))
+  if out == 0 then return {0, 0} end
+  return {out, since, old}
+end
+if agg == OP_ABSENCE_DUE then
+  local token = ARGV[6]
+  if token ~= '0' then
+    local prev = redis.call('HGET', e, token)
+    if prev then return cmsgpack.unpack(prev) end
+  end
+  local keep = tonumber(ARGV[4])
+  local gone = redis.call('ZRANGEBYSCORE', hk, '-inf', '(' .. fmt(t - keep))
+  for i = 1, #gone, 1000 do
+    local j = math.min(i + 999, #gone)
+    redis.call('HDEL', a, unpack(gone, i, j))
+    redis.call('ZREM', hk, unpack(gone, i, j))
+  end
+  local due = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. fmt(t - w), 'LIMIT', 0, ARGV[5])
+  local res = {#due}
+  for i = 1, #due do
+    local g = due[i]
+    local last, fired, oc, osince, pl = arec(g)
+    redis.call('ZREM', z, g)
+    if last ~= nil then
+      redis.call('HSET', a, g, fmt(last) .. ' ' .. fmt(last) .. ' ' .. oc .. ' ' ..
+                 fmt(osince) .. ' ' .. pl)
+      redis.call('ZADD', hk, fmt(t), g)
+      res[#res + 1] = last
+      res[#res + 1] = pl
+    else
+      res[1] = res[1] - 1
+    end
+  end
+  if token ~= '0' and res[1] > 0 then
+    if redis.call('HLEN', e) >= 64 then redis.call('DEL', e) end
+    redis.call('HSET', e, token, cmsgpack.pack(res))
+    redis.call('PEXPIRE', e, 600000)
+  end
+  if redis.call('EXISTS', a) == 1 then
+    redis.call('PEXPIRE', z, fmt(w + keep))
+    redis.call('PEXPIRE', a, fmt(w + keep))
+    redis.call('PEXPIRE', hk, fmt(w + keep))
+  end
+  return res
+end

@@ -1,0 +1,85 @@
+-- klaxon's Redis script, part "closing": closing windows, "at most N" (store_memory_closing.c).
+-- The parts run in one script, in the order of KX_REDIS_LUA_PARTS (src/CMakeLists.txt,
+-- embedded by cmake/embed.cmake); OP_* come from klaxon's enum (src/state/redis_scripts.h). Change
+-- this file and its memory twin together: tests/unit/test_store.c runs one suite on both.
+-- closing windows: z = "group|window|identity" (score 0, lexical order: a group's windows in
+-- order); a = group -> "lastt payload" (the group's newest event and its payload), and the
+-- field "|wm" = the largest watermark judged so far (groups hold no '|'): a window that ends
+-- at or before it is closed, and its events are late; hk = group -> end of its earliest
+-- window with events. A group with no window left is forgotten.
+local function kfmt(k) return string.format('%017d', k + 4503599627370496) end
+local function crec(g)
+  local rec = redis.call('HGET', a, g)
+  if not rec then return nil, '' end
+  local p1 = string.find(rec, ' ', 1, true)
+  return tonumber(string.sub(rec, 1, p1 - 1)), string.sub(rec, p1 + 1)
+end
+if agg == OP_CLOSE_TOUCH then
+  local g = ARGV[1]
+  local k = math.floor(t / w)
+  local horizon = tonumber(redis.call('HGET', a, '|wm'))
+  if horizon ~= nil and (k + 1) * w <= horizon then return {1} end
+  local lastt, pl = crec(g)
+  redis.call('ZADD', z, 'NX', 0, g .. '|' .. kfmt(k) .. '|' .. ARGV[8])
+  redis.call('ZADD', hk, 'LT', fmt((k + 1) * w), g)
+  if lastt == nil or t >= lastt then
+    redis.call('HSET', a, g, fmt(t) .. ' ' .. ARGV[9])
+  end
+  redis.call('PEXPIRE', z, ARGV[4])
+  redis.call('PEXPIRE', a, ARGV[4])
+  redis.call('PEXPIRE', hk, ARGV[4])
+  return {0}
+end
+if agg == OP_CLOSE_DUE then
+  local token = ARGV[6]
+  if token ~= '0' then
+    local prev = redis.call('HGET', e, token)
+    if prev then return cmsgpack.unpack(prev) end
+  end
+  local horizon = tonumber(redis.call('HGET', a, '|wm'))
+  if horizon == nil or t > horizon then redis.call('HSET', a, '|wm', fmt(t)) end
+  local lim = tonumber(ARGV[5])
+  local res = {0, 0}
+  local n, iter = 0, 0
+  while true do
+    local d = redis.call('ZRANGEBYSCORE', hk, '-inf', fmt(t), 'WITHSCORES', 'LIMIT', 0, 1)
+    if #d == 0 then break end
+    if n >= lim or iter >= 4 * lim then
+      res[2] = 1
+      break
+    end
+    iter = iter + 1
+    local g = d[1]
+    local k = math.floor(tonumber(d[2]) / w) - 1
+    local lo, hi = '[' .. g .. '|' .. kfmt(k) .. '|', '(' .. g .. '|' .. kfmt(k) .. '}'
+    local c = redis.call('ZLEXCOUNT', z, lo, hi)
+    redis.call('ZREMRANGEBYLEX', z, lo, hi)
+    local lastt, pl = crec(g)
+    local nx = redis.call('ZRANGEBYLEX', z, '[' .. g .. '|', '(' .. g .. '}', 'LIMIT', 0, 1)
+    if #nx > 0 then
+      local k2 = tonumber(string.sub(nx[1], #g + 2, #g + 18)) - 4503599627370496
+      redis.call('ZADD', hk, fmt((k2 + 1) * w), g)
+    else
+      redis.call('ZREM', hk, g)
+      redis.call('HDEL', a, g)
+    end
+    if c > 0 and holds(c) then
+      n = n + 1
+      res[#res + 1] = k * w
+      res[#res + 1] = c
+      res[#res + 1] = pl
+    end
+  end
+  res[1] = n
+  if token ~= '0' and n > 0 then
+    if redis.call('HLEN', e) >= 64 then redis.call('DEL', e) end
+    redis.call('HSET', e, token, cmsgpack.pack(res))
+    redis.call('PEXPIRE', e, 600000)
+  end
+  if redis.call('ZCARD', hk) > 0 then
+    redis.call('PEXPIRE', z, ARGV[4])
+    redis.call('PEXPIRE', a, ARGV[4])
+    redis.call('PEXPIRE', hk, ARGV[4])
+  end
+  return res
+end

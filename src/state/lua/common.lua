@@ -1,0 +1,25 @@
+-- klaxon's Redis script, part "common": the script's arguments and the helpers every branch uses (fmt, holds).
+-- The parts run in one script, in the order of KX_REDIS_LUA_PARTS (src/CMakeLists.txt,
+-- embedded by cmake/embed.cmake); OP_* come from klaxon's enum (src/state/redis_scripts.h). Change
+-- this file and its memory twin together: tests/unit/test_store.c runs one suite on both.
+local z, e, a, hk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local t = tonumber(ARGV[2])
+local w = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[4])
+local maxev = tonumber(ARGV[5])
+local cap = tonumber(ARGV[6])
+local agg = tonumber(ARGV[7])
+local sup = tonumber(ARGV[8])
+local nterm = tonumber(ARGV[10])
+local function fmt(x) return string.format('%d', x) end
+local function holds(v)
+  for i = 0, nterm - 1 do
+    local op, x = tonumber(ARGV[11 + 2 * i]), tonumber(ARGV[12 + 2 * i])
+    local ok
+    if op == 0 then ok = v > x elseif op == 1 then ok = v >= x
+    elseif op == 2 then ok = v < x elseif op == 3 then ok = v <= x
+    elseif op == 4 then ok = v == x else ok = v ~= x end
+    if not ok then return false end
+  end
+  return true
+end

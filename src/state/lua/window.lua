@@ -1,0 +1,186 @@
+-- klaxon's Redis script, part "window": sliding windows: COUNT, DISTINCT, SUM, AVG, SHARE, ORDERED (store_memory_window.c).
+-- The parts run in one script, in the order of KX_REDIS_LUA_PARTS (src/CMakeLists.txt,
+-- embedded by cmake/embed.cmake); OP_* come from klaxon's enum (src/state/redis_scripts.h). Change
+-- this file and its memory twin together: tests/unit/test_store.c runs one suite on both.
+-- the sliding-window aggregates (agg 0..5): one member, or several of one key in order
+local nterm2 = 2 * nterm
+local full = true
+local members = {{ARGV[1], t, ARGV[9]}}
+local base = 14 + nterm2
+local nmore = tonumber(ARGV[base] or '0')
+if nmore > 0 then
+  full = false
+  for i = 0, nmore - 1 do
+    members[#members + 1] = {ARGV[base + 1 + 3 * i], tonumber(ARGV[base + 2 + 3 * i]),
+                             ARGV[base + 3 + 3 * i]}
+  end
+end
+local ev_if_crossed = ARGV[13 + nterm2] == '1'
+local top = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
+local maxt = nil
+if #top > 0 then maxt = tonumber(top[2]) end
+local card = redis.call('ZCARD', z)
+local hz = tonumber(redis.call('GET', hk))
+local hz_dirty = false
+local af, al, nsup = nil, nil, 0
+if nterm > 0 then
+  local mark = redis.call('GET', a)
+  if mark then
+    local sp = string.find(mark, ' ')
+    local sp2 = string.find(mark, ' ', sp + 1, true)
+    af = tonumber(string.sub(mark, 1, sp - 1))
+    if sp2 then
+      al, nsup = tonumber(string.sub(mark, sp + 1, sp2 - 1)), tonumber(string.sub(mark, sp2 + 1))
+    else
+      al = tonumber(string.sub(mark, sp + 1))
+    end
+  end
+end
+local a_dirty = false
+local pruned_below = nil
+local pushed, touched = false, false
+local function val(m)
+  local i = string.find(m, '\31', 1, true)
+  if i then return string.sub(m, i + 1) end
+  return ''
+end
+local function aggregate(slo, shi, skip, own)
+  if agg == OP_COUNT then
+    local c = redis.call('ZCOUNT', z, slo, shi)
+    if skip then c = c - 1 end
+    return c
+  end
+  local ms = redis.call('ZRANGEBYSCORE', z, slo, shi)
+  local n, sum, seen, d, k, same = 0, 0, {}, 0, 0, 0
+  for i = 1, #ms do
+    if ms[i] ~= skip then
+      local v = val(ms[i])
+      n = n + 1
+      if agg == OP_DISTINCT then
+        if not seen[v] then seen[v] = true; d = d + 1 end
+      elseif agg == OP_SUM or agg == OP_AVG then
+        local x = tonumber(v)
+        if x and x == x then sum = sum + x end
+      elseif agg == OP_SHARE then
+        if v == own then same = same + 1 end
+      elseif v == tostring(k) then
+        k = k + 1
+      end
+    end
+  end
+  if agg == OP_DISTINCT then return d end
+  if agg == OP_SUM then return sum end
+  if agg == OP_AVG then if n == 0 then return nil end return sum / n end
+  if agg == OP_SHARE then if n == 0 then return nil end return same * 100 / n end
+  return k
+end
+local function one(member, mt, evidence)
+  local ms = fmt(mt)
+  local paf = af
+  if maxt ~= nil and mt < maxt - ttl then
+    return {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, '0', 0, 0, 0, 0, 0}
+  end
+  touched = true
+  local added = redis.call('ZADD', z, 'NX', ms, member)
+  card = card + added
+  if maxt == nil or mt > maxt then maxt = mt end
+  local gone = {}
+  if pruned_below == nil or maxt - ttl > pruned_below then
+    pruned_below = maxt - ttl
+    gone = redis.call('ZREVRANGEBYSCORE', z, '(' .. fmt(pruned_below), '-inf', 'WITHSCORES',
+                      'LIMIT', 0, 1)
+    card = card - redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. fmt(pruned_below))
+  end
+  local dropped = 0
+  if card > cap then
+    dropped = card - cap
+    gone = redis.call('ZRANGE', z, dropped - 1, dropped - 1, 'WITHSCORES')
+    redis.call('ZREMRANGEBYRANK', z, 0, dropped - 1)
+    card = cap
+  end
+  if #gone > 0 and (hz == nil or tonumber(gone[2]) > hz) then
+    hz = tonumber(gone[2])
+    hz_dirty = true
+  end
+  if added == 1 and maxev > 0 and evidence ~= '' then
+    redis.call('LPUSH', e, evidence)
+    pushed = true
+  end
+  local count, first, last = 0, 0, 0
+  if full then
+    local lo = fmt(mt - w)
+    count = redis.call('ZCOUNT', z, lo, ms)
+    if count > 0 then
+      first = tonumber(redis.call('ZRANGEBYSCORE', z, lo, ms, 'WITHSCORES', 'LIMIT', 0, 1)[2])
+      last = tonumber(redis.call('ZREVRANGEBYSCORE', z, ms, lo, 'WITHSCORES', 'LIMIT', 0, 1)[2])
+    end
+  end
+  local own = val(member)
+  local crossed, cfirst, clast, ccount, cvalue, csup, passed = 0, 0, 0, 0, 0, 0, false
+  local met_at = 0
+  if nterm > 0 and ((added == 1 and dropped == 0) or redis.call('ZSCORE', z, member)) then
+    local later
+    if agg == OP_SHARE then
+      later = {member, ms}
+    else
+      later = redis.call('ZRANGEBYSCORE', z, ms, fmt(mt + w), 'WITHSCORES', 'LIMIT', 0, 64)
+    end
+    local prev = nil
+    for i = 2, #later, 2 do
+      local s = tonumber(later[i])
+      if s ~= prev then
+        prev = s
+        local slo, shi = fmt(s - w), fmt(s)
+        local with = nil
+        if hz == nil or added == 1 or s - w > hz then with = aggregate(slo, shi, nil, own) end
+        if with and holds(with) then
+          if not passed then met_at = s end
+          passed = true
+          local without = nil
+          if agg ~= OP_SHARE then without = aggregate(slo, shi, member, own) end
+          local f = tonumber(redis.call('ZRANGEBYSCORE', z, slo, shi, 'WITHSCORES',
+                                        'LIMIT', 0, 1)[2])
+          local due = af ~= nil and f > al + sup
+          if due or not (without and holds(without)) then
+            local same = af ~= nil and f == af and s == al
+            local overlaps = af ~= nil and f <= al + sup and s >= af
+            if same or not overlaps then
+              crossed, cfirst, clast, cvalue = 1, f, s, with
+              ccount = redis.call('ZCOUNT', z, slo, shi)
+              csup, nsup = nsup, 0
+              af, al, a_dirty = f, s, true
+              break
+            end
+          end
+        end
+      end
+    end
+  end
+  if crossed == 0 and passed and added == 1 and af ~= nil then
+    nsup, a_dirty = nsup + 1, true
+  end
+  local res = {added, count, first, last, dropped, crossed, cfirst, clast, 0, ccount,
+               string.format('%.17g', cvalue), csup, 0, 0, 0, met_at}
+  if paf ~= nil then res[13], res[14] = 1, paf end
+  if passed then res[15] = 1 end
+  if maxev > 0 and (crossed == 1 or not ev_if_crossed) then
+    local ev = redis.call('LRANGE', e, 0, maxev - 1)
+    for i = 1, #ev do res[#res + 1] = ev[i] end
+  end
+  return res
+end
+local out = {}
+for i = 1, #members do
+  out[i] = one(members[i][1], members[i][2], members[i][3])
+end
+if hz_dirty then redis.call('SET', hk, fmt(hz)) end
+if a_dirty then redis.call('SET', a, fmt(af) .. ' ' .. fmt(al) .. ' ' .. fmt(nsup)) end
+if pushed then redis.call('LTRIM', e, 0, maxev - 1) end
+if touched then
+  redis.call('PEXPIRE', z, ttl)
+  redis.call('PEXPIRE', e, ttl)
+  redis.call('PEXPIRE', a, ttl)
+  redis.call('PEXPIRE', hk, ttl)
+end
+if ARGV[base] then return out end
+return out[1]
