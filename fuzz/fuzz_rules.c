@@ -183,8 +183,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const kx_rule *r = kx_ruleset_at(rs, i);
         if (r->kind != KX_RULE_CORRELATION)
             continue;
-        kx_corr_holds(r, 0);
-        kx_corr_holds(r, 5.5);
+        kx_cmp_holds(r->cond, r->ncond, 0);
+        kx_cmp_holds(r->cond, r->ncond, 5.5);
         for (size_t j = 0; j < r->nrefs; j++)
             if (kx_corr_ref_index(r, r->refs[j]) < 0)
                 abort(); /* a correlation must find each of its own references */

@@ -1,13 +1,13 @@
 /*
  * pipeline: the stages after the source, wired on one loop. For each message of a batch:
- * decode -> match rules -> (single-event rules) alert, (correlations) window update in the
- * store -> alert when the threshold is crossed -> router. The batch's done callback runs
- * once every state update it caused is applied and every alert it caused is handed to the
- * sinks: only then may the source store its offsets.
+ * decode -> match rules -> (single-event rules) alert, (correlations) the correlate stage
+ * (klaxon/correlate.h: window updates in the store, alerts when they cross) -> router. The
+ * batch's done callback runs once every state update it caused is applied and every alert it
+ * caused is handed to the sinks: only then may the source store its offsets.
  *
- * When the store is down, failed updates wait in order in a retry queue, the pause callback
- * tells the source to stop, and the updates are re-issued when the store is back (updates
- * are idempotent per event identity, so a retry never double-counts).
+ * When the store is down, the correlator's failed updates wait in order for a retry and the
+ * pause callback tells the source to stop until the store is back (updates are idempotent
+ * per event identity, so a retry never double-counts).
  *
  * Ownership: the pipeline borrows the loop, ruleset, store and router and owns the decoders
  * handed to it. Destroy the router and the store before the pipeline: their cancelled

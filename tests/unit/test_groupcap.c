@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "klaxon/groupcap.h"
+#include "correlate/groupcap.h"
 
 #define W 60000 /* the rule's timespan */
 

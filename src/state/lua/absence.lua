@@ -49,10 +49,8 @@ if agg == OP_ABSENCE_TOUCH then
 end
 if agg == OP_ABSENCE_DUE then
   local token = ARGV[6]
-  if token ~= '0' then
-    local prev = redis.call('HGET', e, token)
-    if prev then return cmsgpack.unpack(prev) end
-  end
+  local prev = answered(token)
+  if prev then return prev end
   local keep = tonumber(ARGV[4])
   local gone = redis.call('ZRANGEBYSCORE', hk, '-inf', '(' .. fmt(t - keep))
   for i = 1, #gone, 1000 do

@@ -32,10 +32,8 @@ if agg == OP_CLOSE_TOUCH then
 end
 if agg == OP_CLOSE_DUE then
   local token = ARGV[6]
-  if token ~= '0' then
-    local prev = redis.call('HGET', e, token)
-    if prev then return cmsgpack.unpack(prev) end
-  end
+  local prev = answered(token)
+  if prev then return prev end
   local horizon = tonumber(redis.call('HGET', a, '|wm'))
   if horizon == nil or t > horizon then redis.call('HSET', a, '|wm', fmt(t)) end
   local lim = tonumber(ARGV[5])

@@ -23,3 +23,11 @@ local function holds(v)
   end
   return true
 end
+-- A due question asked again (the same token, after a lost reply) gets the answer it had:
+-- e holds the replies of the due calls that reported something (absence, closing).
+local function answered(token)
+  if token == '0' then return nil end
+  local prev = redis.call('HGET', e, token)
+  if prev then return cmsgpack.unpack(prev) end
+  return nil
+end

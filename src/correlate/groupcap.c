@@ -5,7 +5,7 @@
  * a second when full: a flood of new groups must not cost a table walk per event). Hash 0 is
  * stored as 1 (0 marks a free slot).
  */
-#include "klaxon/groupcap.h"
+#include "correlate/groupcap.h"
 
 #include <errno.h>
 #include <stdlib.h>

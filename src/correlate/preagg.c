@@ -1,0 +1,134 @@
+/*
+ * Pre-aggregation (opts.preaggregate): while a batch's messages are processed, window updates
+ * are collected per key; at the batch's end each key's updates go to the store as one call
+ * (kx_store_window_add_many), in order, with the results each would have had alone. Redis
+ * work then grows with the matching groups of a batch, not its matching events.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "correlate/correlate_int.h"
+#include "klaxon/metrics.h"
+
+/* ---- pre-aggregation ---- */
+
+/* True when op was queued with the other updates of its key in this batch. Only the sliding
+ * windows (COUNT .. ORDERED) merge: the store applies several adds of a key in order, as one
+ * call, with the results they would have had one by one. */
+bool kx__grp_collect(kx_op *op)
+{
+    kx_correlator *p = op->p;
+    if (!p->collecting || kx__corr_agg(op->corr->corr_type) > KX_AGG_ORDERED)
+        return false;
+    if ((p->ngrp + 1) * 2 > p->grp_cap) {
+        size_t cap = p->grp_cap ? p->grp_cap * 2 : 256;
+        struct grp_slot *g = calloc(cap, sizeof(*g));
+        size_t *order = malloc(cap * sizeof(*order));
+        if (!g || !order) {
+            free(g);
+            free(order);
+            return false; /* out of memory: send it alone */
+        }
+        for (size_t k = 0; k < p->ngrp; k++) {
+            struct grp_slot *o = &p->grp[p->grp_order[k]];
+            size_t i = (size_t)kx_hash64(o->head->key, strlen(o->head->key), 9) & (cap - 1);
+            while (g[i].head)
+                i = (i + 1) & (cap - 1);
+            g[i] = *o;
+            order[k] = i;
+        }
+        free(p->grp);
+        free(p->grp_order);
+        p->grp = g;
+        p->grp_order = order;
+        p->grp_cap = cap;
+    }
+    size_t i = (size_t)kx_hash64(op->key, strlen(op->key), 9) & (p->grp_cap - 1);
+    while (p->grp[i].head && strcmp(p->grp[i].head->key, op->key))
+        i = (i + 1) & (p->grp_cap - 1);
+    struct grp_slot *g = &p->grp[i];
+    op->grp_next = NULL;
+    if (!g->head) {
+        g->head = op;
+        p->grp_order[p->ngrp++] = i;
+    } else {
+        g->tail->grp_next = op;
+    }
+    g->tail = op;
+    g->n++;
+    return true;
+}
+
+/* One call's results, in the order of its updates. */
+static void grp_cb(void *ud, int status, const kx_window_result *res, size_t n)
+{
+    kx_op *op = ud;
+    for (size_t i = 0; op; i++) {
+        kx_op *next = op->grp_next;
+        op->grp_next = NULL;
+        if (status == 0 && i < n)
+            kx__window_cb(op, 0, &res[i]);
+        else
+            kx__window_cb(op, status ? status : -EPROTO, NULL);
+        op = next;
+    }
+}
+
+/* Sends every collected key: one store call per key (chunks of KX_STORE_MANY_MAX). */
+void kx__grp_flush(kx_correlator *p)
+{
+    p->collecting = false;
+    for (size_t k = 0; k < p->ngrp; k++) {
+        struct grp_slot *g = &p->grp[p->grp_order[k]];
+        kx_op *op = g->head;
+        *g = (struct grp_slot){0};
+        while (op) {
+            /* Up to KX_STORE_MANY_MAX updates, cut off from the rest of the chain. */
+            kx_op *first = op, *last = op;
+            size_t n = 1;
+            while (last->grp_next && n < KX_STORE_MANY_MAX) {
+                last = last->grp_next;
+                n++;
+            }
+            op = last->grp_next;
+            last->grp_next = NULL;
+            if (n == 1) {
+                kx__op_issue(first);
+                continue;
+            }
+            if (n > p->adds_cap) {
+                kx_window_add *a = realloc(p->adds, n * sizeof(*a));
+                if (!a) {
+                    for (kx_op *o = first; o;) {
+                        kx_op *nx = o->grp_next;
+                        o->grp_next = NULL;
+                        kx__op_issue(o);
+                        o = nx;
+                    }
+                    continue;
+                }
+                p->adds = a;
+                p->adds_cap = n;
+            }
+            size_t i = 0;
+            for (kx_op *o = first; o; o = o->grp_next)
+                kx__window_add_of(o, &p->adds[i++]);
+            int rc = p->store_down ? -EAGAIN
+                                   : kx_store_window_add_many(p->store, p->adds, n, grp_cb, first);
+            if (rc >= 0)
+                continue;
+            for (kx_op *o = first; o;) {
+                kx_op *nx = o->grp_next;
+                o->grp_next = NULL;
+                /* Refused as a whole (one bad update?): alone, only that one is refused. */
+                if (kx__op_transient(rc))
+                    kx__op_not_issued(o, rc);
+                else
+                    kx__op_issue(o);
+                o = nx;
+            }
+        }
+    }
+    p->ngrp = 0;
+}
