@@ -1,4 +1,4 @@
--- klaxon's Redis script, part "watermark": the shared watermark (store_memory_watermark.c).
+-- klaxon's Redis script, part "watermark": the shared watermark (src/state/memory/watermark.c).
 -- The parts run in one script, in the order of KX_REDIS_LUA_PARTS (src/CMakeLists.txt,
 -- embedded by cmake/embed.cmake); OP_* come from klaxon's enum (src/state/redis_scripts.h). Change
 -- this file and its memory twin together: tests/unit/test_store.c runs one suite on both.

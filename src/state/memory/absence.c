@@ -1,0 +1,162 @@
+/* Absence in the memory store: as src/state/lua/absence.lua. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "klaxon/metrics.h"
+#include "state/memory/memory_int.h"
+
+int kx__mem_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence_cb cb, void *ud)
+{
+    kx_store_memory *m = (kx_store_memory *)s;
+    int rc = kx__store_validate_touch(op);
+    if (rc)
+        return rc;
+    if (m->destroy_pending)
+        return -ECANCELED;
+    int64_t now = kx__mem_loop_now_ms(m);
+    mem_win *w;
+    kx_metric_inc(KX_M_STORE_OPS);
+    if ((rc = kx__mem_key(m, op->key, now, op->timespan_ms + op->keep_ms, &w)) == -ENOSPC) {
+        kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
+        kx__mem_run_acb(m, cb, ud, -ENOSPC, NULL);
+        return 0;
+    }
+    if (rc)
+        return rc;
+    size_t glen = strlen(op->group);
+    uint64_t h = kx_hash64(op->group, glen, 0);
+    int32_t at = kx__mem_seen_find(w, h, op->group, glen);
+    kx_absence_result res = {0};
+    char *old = NULL; /* the replaced payload, handed out with a report */
+    const char *payload = NULL;
+    size_t payload_len = 0;
+    if (at >= 0 && op->time_ms == w->seen[at].last && w->seen[at].oc != KX_ABSENCE_NONE &&
+        w->seen[at].ilen == op->payload_len &&
+        (op->payload_len == 0 ||
+         memcmp(w->seen[at].val + w->seen[at].vlen, op->payload, op->payload_len) == 0)) {
+        /* The same sighting again (a retry after a lost reply, as the script sees it): the
+         * same report, with the payload given now. */
+        res.outcome = (kx_absence_outcome)w->seen[at].oc;
+        res.since_ms = w->seen[at].oc_since;
+        payload = op->payload ? op->payload : "";
+        payload_len = op->payload_len;
+    } else if (op->mode == KX_TOUCH_EXTEND &&
+               (at < 0 || op->time_ms <= w->seen[at].last ||
+                (w->seen[at].has_fired && w->seen[at].fired == w->seen[at].last) ||
+                op->time_ms - w->seen[at].last > op->timespan_ms)) {
+        /* Not an open group (none, reported, or silent a whole timespan): nothing changes. */
+    } else if (at < 0 || op->time_ms > w->seen[at].last) {
+        if (at >= 0) {
+            mem_seen *e = &w->seen[at];
+            if (e->has_fired && e->fired == e->last)
+                res.outcome = KX_ABSENCE_RESOLVED;
+            else if (op->time_ms - e->last > op->timespan_ms)
+                res.outcome = KX_ABSENCE_GAP;
+            else if (op->mode == KX_TOUCH_REPLACE)
+                res.outcome = KX_ABSENCE_REPLACED;
+            if (res.outcome != KX_ABSENCE_NONE) {
+                res.since_ms = e->last;
+                old = malloc((size_t)e->ilen + 1);
+                if (!old)
+                    return -ENOMEM;
+                memcpy(old, e->val + e->vlen, e->ilen);
+                payload = old;
+                payload_len = e->ilen;
+            }
+        }
+        if (at < 0 && (rc = kx__mem_seen_append(w, h, op->group, glen, &at))) {
+            free(old);
+            return rc;
+        }
+        mem_seen *e = &w->seen[at];
+        if (op->mode != KX_TOUCH_EXTEND && /* (an extend keeps the payload) */
+            (rc = kx__mem_seen_set_intro(e, op->payload ? op->payload : "", op->payload_len))) {
+            free(old);
+            return rc;
+        }
+        e->last = op->time_ms;
+        e->has_fired = false;
+        e->oc = res.outcome;
+        e->oc_since = res.since_ms;
+    }
+    w->expire_at = now + op->timespan_ms + op->keep_ms;
+    if (res.outcome != KX_ABSENCE_NONE) {
+        res.n = 1;
+        m->res_last[0] = res.since_ms;
+        m->res_ev[0] = payload;
+        m->res_ev_len[0] = payload_len;
+        res.last_ms = m->res_last;
+        res.payload = m->res_ev;
+        res.payload_len = m->res_ev_len;
+    }
+    kx__mem_run_acb(m, cb, ud, 0, &res);
+    free(old);
+    return 0;
+}
+
+int kx__mem_absence_due(kx_store *s, const kx_absence_due *op, kx_absence_cb cb, void *ud)
+{
+    kx_store_memory *m = (kx_store_memory *)s;
+    int rc = kx__store_validate_due(op);
+    if (rc)
+        return rc;
+    if (m->destroy_pending)
+        return -ECANCELED;
+    int64_t now = kx__mem_loop_now_ms(m);
+    kx_absence_result res = {0};
+    kx_metric_inc(KX_M_STORE_OPS);
+    mem_win *w = kx__mem_lookup(m, op->key, now);
+    if (w) {
+        w->expire_at = now + op->timespan_ms + op->keep_ms;
+        /* Forget groups reported more than keep ago. */
+        bool gone = false;
+        for (uint32_t k = 0; k < w->seen_n; k++) {
+            mem_seen *e = &w->seen[k];
+            if (e->has_fired && e->fired == e->last &&
+                e->fired_wm < op->watermark_ms - op->keep_ms) {
+                e->last = INT64_MIN;
+                gone = true;
+            }
+        }
+        if (gone)
+            kx__mem_seen_compact(w);
+        if (m->due_cap < w->seen_n) {
+            uint32_t *p = realloc(m->due, (size_t)w->seen_n * sizeof(*p));
+            if (!p)
+                return -ENOMEM;
+            m->due = p;
+            m->due_cap = w->seen_n;
+        }
+        size_t nd = 0;
+        for (uint32_t k = 0; k < w->seen_n; k++) {
+            const mem_seen *e = &w->seen[k];
+            if (!(e->has_fired && e->fired == e->last) &&
+                e->last + op->timespan_ms < op->watermark_ms)
+                m->due[nd++] = k;
+        }
+        kx__mem_sort_win = w;
+        kx__mem_sort_by_deadline = false;
+        if (nd > 1) /* (m->due is still NULL for a key without groups) */
+            qsort(m->due, nd, sizeof(*m->due), kx__mem_group_cmp);
+        if (nd > op->limit)
+            nd = op->limit;
+        for (size_t k = 0; k < nd; k++) {
+            mem_seen *e = &w->seen[m->due[k]];
+            e->has_fired = true;
+            e->fired = e->last;
+            e->fired_wm = op->watermark_ms;
+            m->res_last[k] = e->last;
+            m->res_ev[k] = e->val + e->vlen;
+            m->res_ev_len[k] = e->ilen;
+        }
+        res.n = nd;
+        res.last_ms = m->res_last;
+        res.payload = m->res_ev;
+        res.payload_len = m->res_ev_len;
+    }
+    kx__mem_run_acb(m, cb, ud, 0, &res);
+    return 0;
+}
