@@ -331,11 +331,9 @@ static bool pct_decode(const char *p, size_t n, char *out, size_t outlen)
 static void url_redacted(const char *url, char *out, size_t outlen)
 {
     const char *auth = url + 8; /* after "redis://" */
-    size_t alen = strcspn(auth, "/");
-    const char *at = NULL;
-    for (const char *q = auth; q < auth + alen; q++)
-        if (*q == '@')
-            at = q;
+    /* The last '@' anywhere: a password with an unencoded '/' must be masked too (the parse
+     * then fails, and this is what its message shows). */
+    const char *at = strrchr(auth, '@');
     const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
     if (!colon)
         snprintf(out, outlen, "%s", url);

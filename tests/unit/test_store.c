@@ -1963,6 +1963,11 @@ static void test_url(void **state)
     assert_string_equal(err.msg, "store url \"redis://kx:***@127.0.0.1:1\": bad user or password "
                                  "(percent-encode '@', ':', '/' and '%'; at most 255 and 511 "
                                  "bytes)");
+    /* An unencoded '/' in the password: refused, and still masked. */
+    assert_int_equal(
+        kx_store_create_from_url(loop, "redis://kx:s3cr/et@127.0.0.1:1", NULL, &s, &err), -EINVAL);
+    assert_null(strstr(err.msg, "s3cr"));
+    assert_non_null(strstr(err.msg, "redis://kx:***@127.0.0.1:1"));
     assert_int_equal(kx_store_create_from_url(loop, "redis://kx@127.0.0.1:1", NULL, &s, &err),
                      -EINVAL);
     assert_string_equal(err.msg,
