@@ -46,9 +46,9 @@
  * although in time order it never did (a new incident no single in-order run raises). A new late
  * member still may: the lateness contract.
  * Aggregates (kx_agg in klaxon/store.h) read the value after a member's first 0x1f byte and
- * walk members in ZRANGEBYSCORE order, the order src/state/memory/window.c uses, so sums are identical.
- * Times are integers below 2^53 (checked by the caller), exact as scores; '%d' formats them
- * without the exponent tostring() would use.
+ * walk members in ZRANGEBYSCORE order, the order src/state/memory/window.c uses, so sums are
+ * identical. Times are integers below 2^53 (checked by the caller), exact as scores; '%d' formats
+ * them without the exponent tostring() would use.
  */
 #ifndef KLAXON_STATE_REDIS_SCRIPTS_H
 #define KLAXON_STATE_REDIS_SCRIPTS_H

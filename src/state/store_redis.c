@@ -37,6 +37,9 @@
 #define REDIS_DEFAULT_TIMEOUT_MS 5000
 #define REDIS_MAX_PENDING 100000u
 #define REDIS_MAX_NOSCRIPT_RETRIES 3
+/* A window reply's fixed elements before its evidence: 10 integers, cross_value,
+ * suppressed, the prior mark (2), met (2) (redis_scripts.h). */
+#define REPLY_FIXED 16
 #define REDIS_MAX_PREFIX 256u
 
 /* EVALSHA sha numkeys zkey ekey akey member time window ttl max_evidence member_cap agg
@@ -500,8 +503,7 @@ static int parse_result(kx_store_redis *r, const redisReply *reply, kx_window_re
 static int parse_one(const redisReply *reply, kx_window_result *res, long long *dropped,
                      const char **ev, size_t *ev_len)
 {
-    /* 10 integers, cross_value, suppressed, the prior mark, met */
-    enum { NINT = 10, NFIX = 16 };
+    enum { NINT = 10, NFIX = REPLY_FIXED };
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < NFIX ||
         reply->elements - NFIX > KX__STORE_MAX_EVIDENCE)
         return -EPROTO;
@@ -554,9 +556,9 @@ static int parse_many(kx_store_redis *r, const redisReply *reply, size_t *n, lon
     size_t k = reply->elements, nev = 0;
     for (size_t i = 0; i < k; i++) {
         const redisReply *e = reply->element[i];
-        if (e->type != REDIS_REPLY_ARRAY || e->elements < 14)
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < REPLY_FIXED)
             return -EPROTO;
-        nev += e->elements - 14;
+        nev += e->elements - REPLY_FIXED;
     }
     if (k > r->many_cap) {
         kx_window_result *p = realloc(r->many_res, k * sizeof(*p));
