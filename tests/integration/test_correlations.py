@@ -530,6 +530,16 @@ RESOLVE = [
     ("firing", "198.51.100.2", 4, ts("10:02:00"), ts("10:03:00")),
     ("resolved", "198.51.100.2", 4, ts("10:02:00"), ts("10:04:00")),
     # .3: two failures: never.
+    # .4: 10:30:00, :06, :12 cross; 10:31:06, :12 and 10:32:00 keep it met (the windows start
+    # within the suppress period); 10:32:18 does not. The late 10:31:18 completes the window
+    # [10:31:18, 10:32:18], which starts after 10:30:12 + suppress: a new incident whose last
+    # time is 10:32:18, though the earliest window the late event makes hold ends before the
+    # open incident's last (10:32:00). It replaces (resolves) the open one and resolves itself
+    # once the watermark passes (.5's one event at 10:40:00 moves it there).
+    ("firing", "198.51.100.4", 3, ts("10:30:00"), ts("10:30:12")),
+    ("resolved", "198.51.100.4", 3, ts("10:30:00"), ts("10:32:00")),
+    ("firing", "198.51.100.4", 3, ts("10:31:18"), ts("10:32:18")),
+    ("resolved", "198.51.100.4", 3, ts("10:31:18"), ts("10:32:18")),
 ]
 
 

@@ -1310,6 +1310,36 @@ static void test_absence_touch_modes(void **state)
     assert_int_equal(touch_mode(f, "g1", T0 + 6200, "d", KX_TOUCH_REPLACE).outcome, KX_ABSENCE_GAP);
 }
 
+/* resolve: auto with late events: a new incident a late event completed can be stamped
+ * before the open one's last time. It still replaces it (reported), the group stays open
+ * from the later time, and a retry of that touch reports the same. */
+static void test_absence_late_replace(void **state)
+{
+    fx *f = *state;
+    assert_int_equal(touch_mode(f, "g", T0 + 100, "x", KX_TOUCH_REPLACE).outcome, KX_ABSENCE_NONE);
+    assert_int_equal(touch_mode(f, "g", T0 + 800, "x", KX_TOUCH_EXTEND).outcome, KX_ABSENCE_NONE);
+    for (int i = 0; i < 2; i++) { /* the second: a retry */
+        agot g = touch_mode(f, "g", T0 + 400, "y", KX_TOUCH_REPLACE);
+        assert_int_equal(g.outcome, KX_ABSENCE_REPLACED);
+        assert_int_equal(g.since, T0 + 800);
+        if (i == 0)
+            assert_string_equal(g.payload[0], "x");
+    }
+    assert_int_equal(due(f, T0 + 800 + AB_SPAN, 10).n, 0);
+    agot g = due(f, T0 + 801 + AB_SPAN, 10);
+    assert_int_equal(g.n, 1);
+    assert_int_equal(g.last[0], T0 + 800);
+    assert_string_equal(g.payload[0], "y");
+    /* Reported: an incident stamped before that report opens the group again, from its own
+     * time, and is due at once. */
+    assert_int_equal(touch_mode(f, "g", T0 + 300, "z", KX_TOUCH_REPLACE).outcome,
+                     KX_ABSENCE_RESOLVED);
+    g = due(f, T0 + 802 + AB_SPAN, 10);
+    assert_int_equal(g.n, 1);
+    assert_int_equal(g.last[0], T0 + 300);
+    assert_string_equal(g.payload[0], "z");
+}
+
 /* Redis: a due call retried after its reply was lost gets the same groups again. */
 static void test_absence_due_retry(void **state)
 {
@@ -2032,6 +2062,7 @@ static void test_url_prefix_redis(void **state)
         cmocka_unit_test_setup_teardown(test_extension_invalid_args, setup, teardown),             \
         cmocka_unit_test_setup_teardown(test_absence, setup, teardown),                            \
         cmocka_unit_test_setup_teardown(test_absence_touch_modes, setup, teardown),                \
+        cmocka_unit_test_setup_teardown(test_absence_late_replace, setup, teardown),               \
         cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),                           \
         cmocka_unit_test_setup_teardown(test_close_windows, setup, teardown),                      \
         cmocka_unit_test_setup_teardown(test_watermark, setup, teardown),                          \

@@ -28,16 +28,22 @@ if agg == OP_ABSENCE_TOUCH then
   local mode = ARGV[8]
   if mode == 'x' and (last == nil or t <= last or fired == last or t - last > w) then
     -- extend: not an open group, nothing changes
-  elseif last == nil or t > last then
+  elseif last == nil or t > last or (mode == 'r' and old ~= ARGV[9]) then
+    -- a sighting, or (replace) another incident: one a late event completed may be stamped
+    -- before the open one's last; that one is still over, and the group stays open from the
+    -- later of the two (from the new one's time when the old one was reported)
+    local nt = t
+    if last ~= nil and t <= last and fired ~= last then nt = last end
     if last ~= nil and fired == last then out, since = 1, last
     elseif last ~= nil and t - last > w then out, since = 2, last
     elseif last ~= nil and mode == 'r' then out, since = 3, last end
     local pl = ARGV[9]
     if mode == 'x' then pl = old end
-    redis.call('HSET', a, g, fmt(t) .. ' n ' .. out .. ' ' .. fmt(since) .. ' ' .. pl)
-    redis.call('ZADD', z, fmt(t), g)
+    redis.call('HSET', a, g, fmt(nt) .. ' n ' .. out .. ' ' .. fmt(since) .. ' ' .. pl)
+    redis.call('ZADD', z, fmt(nt), g)
     redis.call('ZREM', hk, g)
-  elseif t == last and oc > 0 and old == ARGV[9] then
+  elseif (t == last or (mode == 'r' and t < last)) and oc > 0 and old == ARGV[9] then
+    -- the same touch again (a retry after a lost reply): the same report
     out, since, old = oc, osince, ARGV[9]
   end
   local keep = tonumber(ARGV[4])

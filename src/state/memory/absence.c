@@ -33,11 +33,13 @@ int kx__mem_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence_cb
     char *old = NULL; /* the replaced payload, handed out with a report */
     const char *payload = NULL;
     size_t payload_len = 0;
-    if (at >= 0 && op->time_ms == w->seen[at].last && w->seen[at].oc != KX_ABSENCE_NONE &&
-        w->seen[at].ilen == op->payload_len &&
-        (op->payload_len == 0 ||
-         memcmp(w->seen[at].val + w->seen[at].vlen, op->payload, op->payload_len) == 0)) {
-        /* The same sighting again (a retry after a lost reply, as the script sees it): the
+    bool same_payload = at >= 0 && w->seen[at].ilen == op->payload_len &&
+                        (op->payload_len == 0 || memcmp(w->seen[at].val + w->seen[at].vlen,
+                                                        op->payload, op->payload_len) == 0);
+    if (at >= 0 && same_payload && w->seen[at].oc != KX_ABSENCE_NONE &&
+        (op->time_ms == w->seen[at].last ||
+         (op->mode == KX_TOUCH_REPLACE && op->time_ms < w->seen[at].last))) {
+        /* The same touch again (a retry after a lost reply, as the script sees it): the
          * same report, with the payload given now. */
         res.outcome = (kx_absence_outcome)w->seen[at].oc;
         res.since_ms = w->seen[at].oc_since;
@@ -48,7 +50,16 @@ int kx__mem_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence_cb
                 (w->seen[at].has_fired && w->seen[at].fired == w->seen[at].last) ||
                 op->time_ms - w->seen[at].last > op->timespan_ms)) {
         /* Not an open group (none, reported, or silent a whole timespan): nothing changes. */
-    } else if (at < 0 || op->time_ms > w->seen[at].last) {
+    } else if (at < 0 || op->time_ms > w->seen[at].last ||
+               (op->mode == KX_TOUCH_REPLACE && !same_payload)) {
+        /* A sighting, or (replace) another incident: one a late event completed may be
+         * stamped before the open one's last; that one is still over, and the group stays
+         * open from the later of the two (from the new one's time when the old one was
+         * reported). */
+        int64_t nt = op->time_ms;
+        if (at >= 0 && nt <= w->seen[at].last &&
+            !(w->seen[at].has_fired && w->seen[at].fired == w->seen[at].last))
+            nt = w->seen[at].last;
         if (at >= 0) {
             mem_seen *e = &w->seen[at];
             if (e->has_fired && e->fired == e->last)
@@ -77,7 +88,7 @@ int kx__mem_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence_cb
             free(old);
             return rc;
         }
-        e->last = op->time_ms;
+        e->last = nt;
         e->has_fired = false;
         e->oc = res.outcome;
         e->oc_since = res.since_ms;
