@@ -167,6 +167,10 @@ void kx__corr_feed_alert(kx_correlator *p, kx_rule *parent, const kx_rule *child
                          const kx_window_result *res);
 
 /* groups.c */
+/* A group's state key: tenant and rule readable for operators, the group hashed to bound its
+ * length (out: at least 96 bytes). */
+void kx__group_key(char *out, size_t len, const char *tenant, const kx_rule *c, uint64_t h1,
+                   uint64_t h2);
 bool kx__group_admit(kx_correlator *p, const kx_rule *c, const char *tenant, uint64_t h1,
                      uint64_t h2, int64_t time_ms);
 void kx__groups_reset(kx_correlator *p, size_t n);

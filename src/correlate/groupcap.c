@@ -21,6 +21,7 @@ typedef struct gc_slot {
     int64_t last_ms;    /* wall time of the last update: the older, the better a victim */
     int64_t win_start;  /* event time: the current tumbling window's start */
     int64_t last_ev_ms; /* the newest event time: idle groups go first */
+    char *tenant;       /* the overflow table's groups only: whose group it is (owned) */
     uint16_t n_prev, n_cur;
 } gc_slot;
 
@@ -53,6 +54,7 @@ struct kx_groupcap {
     gc_table overflow;
     size_t last; /* the table of the last lookup */
     uint64_t rng;
+    char *victim_tenant; /* the last victim's tenant, when from the overflow table */
 };
 
 kx_groupcap *kx_groupcap_create(size_t cap)
@@ -75,7 +77,10 @@ void kx_groupcap_destroy(kx_groupcap *g)
         free(g->tables[i].tenant);
         free(g->tables[i].tab);
     }
+    for (size_t i = 0; i < g->overflow.tab_cap; i++)
+        free(g->overflow.tab[i].tenant);
     free(g->overflow.tab);
+    free(g->victim_tenant);
     free(g->sketch);
     free(g);
 }
@@ -116,6 +121,7 @@ bool kx_groupcap_shared(const kx_groupcap *g, const char *tenant)
 
 static void del_at(gc_table *t, size_t i)
 {
+    free(t->tab[i].tenant);
     size_t mask = t->tab_cap - 1, j = i;
     for (;;) {
         j = (j + 1) & mask;
@@ -129,6 +135,7 @@ static void del_at(gc_table *t, size_t i)
         i = j;
     }
     t->tab[i].h1 = 0;
+    t->tab[i].tenant = NULL;
     t->n--;
 }
 
@@ -274,9 +281,10 @@ static long pick_victim(kx_groupcap *g, gc_table *t, const kx_group_touch *tc, u
     return best;
 }
 
-int kx_groupcap_touch(kx_groupcap *g, const kx_group_touch *tc, kx_group_id *victim)
+int kx_groupcap_touch(kx_groupcap *g, const kx_group_touch *tc, kx_group_victim *victim)
 {
-    gc_table *t = table_of(g, tc->tenant ? tc->tenant : "", true);
+    const char *tenant = tc->tenant ? tc->tenant : "";
+    gc_table *t = table_of(g, tenant, true);
     if (!t)
         return -ENOMEM;
     uint64_t h1 = tc->id.h1 ? tc->id.h1 : 1, h2 = tc->id.h2;
@@ -298,6 +306,10 @@ int kx_groupcap_touch(kx_groupcap *g, const kx_group_touch *tc, kx_group_id *vic
         count(s, tc->event_ms, tc->window_ms);
         return KX_GC_KNOWN;
     }
+    /* A group of the shared table remembers its tenant: it may be another's victim. */
+    char *owner = NULL;
+    if (!t->tenant && !(owner = strdup(tenant)))
+        return -ENOMEM;
     int outcome = KX_GC_NEW;
     size_t cap = g->cap;
     if (t->n >= cap || (t->n + 1) * 2 > t->tab_cap) {
@@ -311,16 +323,24 @@ int kx_groupcap_touch(kx_groupcap *g, const kx_group_touch *tc, kx_group_id *vic
             long v = tc->need && tc->window_ms > 0 ? pick_victim(g, t, tc, sketch_add(g, tc)) : -1;
             if (v < 0) {
                 t->refused++;
+                free(owner);
                 return KX_GC_FULL;
             }
             t->evicted++;
-            victim->h1 = t->tab[v].h1;
-            victim->h2 = t->tab[v].h2;
+            victim->id.h1 = t->tab[v].h1;
+            victim->id.h2 = t->tab[v].h2;
+            free(g->victim_tenant);
+            g->victim_tenant = t->tab[v].tenant; /* kept until the next eviction */
+            t->tab[v].tenant = NULL;
+            victim->tenant = t->tenant ? t->tenant : g->victim_tenant;
             del_at(t, (size_t)v);
             outcome = KX_GC_EVICTED;
-        }
-        if ((t->n + 1) * 2 > t->tab_cap && grow(t))
+            /* No growth after an eviction: the table grew to 2 * cap slots when it reached
+             * cap groups, so the victim's place is never lost to an allocation failure. */
+        } else if ((t->n + 1) * 2 > t->tab_cap && grow(t)) {
+            free(owner);
             return -ENOMEM;
+        }
         i = find(t, h1, h2);
     }
     t->tab[i] =
@@ -329,6 +349,7 @@ int kx_groupcap_touch(kx_groupcap *g, const kx_group_touch *tc, kx_group_id *vic
                   .expire_at = now + tc->ttl_ms,
                   .last_ms = now,
                   .last_ev_ms = tc->event_ms,
+                  .tenant = owner,
                   .win_start = tc->window_ms > 0 ? window_of(tc->event_ms, tc->window_ms) : 0,
                   .n_cur = 1};
     t->n++;

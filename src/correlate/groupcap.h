@@ -19,9 +19,13 @@
  * condition). It over-estimates the sliding count, which errs toward keeping a group.
  *
  * Tenants: the first KX_GROUPCAP_TENANTS tenants of a rule get tables of their own; later
- * ones share one more table (logged by the caller through kx_groupcap_shared). Memory is
- * bounded by (KX_GROUPCAP_TENANTS + 1) * 2 * cap slots of 56 bytes, allocated as groups come,
- * plus a 16 KiB sketch once a table is full.
+ * ones share one more table (logged by the caller through kx_groupcap_shared), whose groups
+ * remember their tenant: a victim there may be another tenant's group, and the victim's
+ * tenant is returned so its state is the one dropped. The notices of the shared table are
+ * one series for all its tenants. Memory: a table's slots are a power of two, at most
+ * 4 * (cap + 1) slots of 64 bytes (load at most one half), so up to
+ * (KX_GROUPCAP_TENANTS + 1) * 4 * (cap + 1) slots per rule, allocated as groups come, plus
+ * the shared table's tenant names and a 16 KiB sketch once a table is full.
  *
  * Who may make room: a group less than halfway that has been idle a quarter of a timespan
  * (event time), or that has had fewer events in this timespan than the newcomer (counted in
@@ -49,6 +53,13 @@ typedef struct kx_group_id {
     uint64_t h1, h2; /* the group's 128-bit hash (its state key's) */
 } kx_group_id;
 
+/* The group that made room (KX_GC_EVICTED): its id and tenant. tenant is valid until the
+ * next touch of the set. */
+typedef struct kx_group_victim {
+    kx_group_id id;
+    const char *tenant;
+} kx_group_victim;
+
 typedef enum {
     KX_GC_KNOWN = 0, /* a live group */
     KX_GC_NEW,       /* a new group, with room */
@@ -71,7 +82,7 @@ typedef struct kx_group_touch {
 kx_groupcap *kx_groupcap_create(size_t cap);
 void kx_groupcap_destroy(kx_groupcap *g);
 /* Admits the update. Returns its outcome (victim set with KX_GC_EVICTED), or -ENOMEM. */
-int kx_groupcap_touch(kx_groupcap *g, const kx_group_touch *t, kx_group_id *victim);
+int kx_groupcap_touch(kx_groupcap *g, const kx_group_touch *t, kx_group_victim *victim);
 /* Live groups of tenant at now_ms (drops the expired). */
 size_t kx_groupcap_live(kx_groupcap *g, const char *tenant, int64_t now_ms);
 /* A "detection degraded" notice for tenant: true at most once per period_ms (the first time

@@ -11,6 +11,13 @@
 #include "correlate/correlate_int.h"
 #include "klaxon/metrics.h"
 
+void kx__group_key(char *out, size_t len, const char *tenant, const kx_rule *c, uint64_t h1,
+                   uint64_t h2)
+{
+    snprintf(out, len, "%.32s|%.24s|%016llx%016llx", tenant, c->id, (unsigned long long)h1,
+             (unsigned long long)h2);
+}
+
 /* The smallest count of events that can meet a count-like condition (event_count "at least
  * N", value_count, temporal*): how far a group is from firing. 0 where a count does not
  * tell (sums, averages, first_seen, baseline, absence, "at most N"). */
@@ -38,10 +45,10 @@ static uint32_t corr_need(const kx_rule *c)
 
 /* The cap has evicted or refused groups of (rule, tenant): tell the rule's team, at most once
  * an hour, that the rule is running degraded. */
-static void degraded_alert(kx_correlator *p, const kx_rule *c, const char *tenant, size_t cap,
-                           uint64_t evicted, uint64_t refused, int64_t now_ms)
+static void degraded_alert(kx_correlator *p, const kx_rule *c, const char *tenant, bool shared,
+                           size_t cap, uint64_t evicted, uint64_t refused, int64_t now_ms)
 {
-    char title[320], capv[24], desc[640];
+    char title[320], capv[24], desc[800];
     snprintf(title, sizeof(title), "Detection degraded: %s", c->title);
     snprintf(capv, sizeof(capv), "%zu", cap);
     snprintf(desc, sizeof(desc),
@@ -51,6 +58,13 @@ static void degraded_alert(kx_correlator *p, const kx_rule *c, const char *tenan
              "as active as the new one). An attack spread over more groups than the cap can be "
              "missed: raise max_groups, or narrow the rule.",
              cap, tenant, (unsigned long long)evicted, (unsigned long long)refused);
+    if (shared) {
+        size_t n = strlen(desc);
+        snprintf(desc + n, sizeof(desc) - n,
+                 " This rule has more than %d tenants: the later ones, this one among them, "
+                 "share one cap, and these counts are all of theirs.",
+                 KX_GROUPCAP_TENANTS);
+    }
     kx_kv group[1] = {{"max_groups", capv}};
     kx_alert a = {
         .rule_id = c->id,
@@ -95,7 +109,7 @@ bool kx__group_admit(kx_correlator *p, const kx_rule *c, const char *tenant, uin
                         .event_ms = time_ms,
                         .window_ms = c->timespan_ms,
                         .need = corr_need(c)};
-    kx_group_id victim;
+    kx_group_victim victim;
     kx_groupcap *g = p->groups[c->index];
     int rc = kx_groupcap_touch(g, &t, &victim);
     if (rc == KX_GC_KNOWN)
@@ -111,10 +125,10 @@ bool kx__group_admit(kx_correlator *p, const kx_rule *c, const char *tenant, uin
     if (rc < 0)
         return true; /* out of memory: count the event */
     if (rc == KX_GC_EVICTED) {
-        /* The victim's window goes with it: the cap bounds the state, not just the set. */
+        /* The victim's window goes with it: the cap bounds the state, not just the set. The
+         * victim may be another tenant's group when the tenants share a table. */
         char key[96];
-        snprintf(key, sizeof(key), "%.32s|%.24s|%016llx%016llx", tenant, c->id,
-                 (unsigned long long)victim.h1, (unsigned long long)victim.h2);
+        kx__group_key(key, sizeof(key), victim.tenant, c, victim.id.h1, victim.id.h2);
         kx_store_forget(p->store, key);
         kx_metric_inc(KX_M_GROUPS_EVICTED);
         kx_log_limited(&p->rl_evicted, KX_LOG_WARN, "correlate",
@@ -131,7 +145,7 @@ bool kx__group_admit(kx_correlator *p, const kx_rule *c, const char *tenant, uin
     }
     uint64_t evicted, refused;
     if (kx_groupcap_notice(g, tenant, now, KX_DEGRADED_PERIOD_MS, &evicted, &refused))
-        degraded_alert(p, c, tenant, cap, evicted, refused, now);
+        degraded_alert(p, c, tenant, kx_groupcap_shared(g, tenant), cap, evicted, refused, now);
     return rc == KX_GC_EVICTED;
 }
 

@@ -155,9 +155,7 @@ static void corr_update(kx_correlator *p, kx_rule *c, const kx_rule *ref_rule, c
         kx_buf_append(&op->strs, v, vl);
         kx_buf_append(&op->strs, "", 1);
     }
-    /* Key: tenant and rule readable for operators, the group hashed to bound its length. */
-    snprintf(op->key, sizeof(op->key), "%.32s|%.24s|%016llx%016llx", tenant, c->id,
-             (unsigned long long)h1, (unsigned long long)h2);
+    kx__group_key(op->key, sizeof(op->key), tenant, c, h1, h2);
     if (!kx__group_admit(p, c, tenant, h1, h2, time_ms)) {
         kx__op_put(p, op);
         return;

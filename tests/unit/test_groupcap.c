@@ -19,7 +19,7 @@
 #define W 60000 /* the rule's timespan */
 
 static int touch_at(kx_groupcap *g, const char *tenant, uint64_t h, int64_t now, int64_t ttl,
-                    int64_t ev, uint32_t need, kx_group_id *victim)
+                    int64_t ev, uint32_t need, kx_group_victim *victim)
 {
     kx_group_touch t = {.tenant = tenant,
                         .id = {h, h ^ 0x5555},
@@ -28,7 +28,7 @@ static int touch_at(kx_groupcap *g, const char *tenant, uint64_t h, int64_t now,
                         .event_ms = ev,
                         .window_ms = W,
                         .need = need};
-    kx_group_id v = {0};
+    kx_group_victim v = {0};
     int rc = kx_groupcap_touch(g, &t, &v);
     if (victim)
         *victim = v;
@@ -64,7 +64,7 @@ static void test_cap_and_expiry(void **state)
     /* Hash 0 is stored as 1. */
     assert_int_equal(kx_groupcap_live(g, "t", 2000), 0);
     kx_group_touch t0 = {.tenant = "t", .id = {0, 9}, .now_ms = 2000, .ttl_ms = 10};
-    kx_group_id v;
+    kx_group_victim v;
     assert_int_equal(kx_groupcap_touch(g, &t0, &v), KX_GC_NEW);
     t0.id.h1 = 1;
     assert_int_equal(kx_groupcap_touch(g, &t0, &v), KX_GC_KNOWN); /* the same slot */
@@ -91,22 +91,22 @@ static void test_evicts_furthest_and_oldest(void **state)
     (void)state;
     /* need 10. A has 6 events (past halfway: kept); B (event time 0) and C (1000) one each. */
     kx_groupcap *g = kx_groupcap_create(3);
-    kx_group_id v;
+    kx_group_victim v;
     for (int i = 0; i < 6; i++)
         assert_int_equal(touch_at(g, "t", 100, i, W, i, 10, &v), i ? KX_GC_KNOWN : KX_GC_NEW);
     assert_int_equal(touch_at(g, "t", 200, 0, W, 0, 10, &v), KX_GC_NEW);
     assert_int_equal(touch_at(g, "t", 300, 10, W, 1000, 10, &v), KX_GC_NEW);
     /* D at 20 s: B and C have been idle a quarter timespan; B is the older. */
     assert_int_equal(touch_at(g, "t", 400, 20, W, 20000, 10, &v), KX_GC_EVICTED);
-    assert_true(v.h1 == 200 && v.h2 == (200 ^ 0x5555));
+    assert_true(v.id.h1 == 200 && v.id.h2 == (200 ^ 0x5555));
     /* E: C is idle, D is not (and E has no more events than D): C goes. */
     assert_int_equal(touch_at(g, "t", 500, 30, W, 20001, 10, &v), KX_GC_EVICTED);
-    assert_true(v.h1 == 300);
+    assert_true(v.id.h1 == 300);
     /* F: D and E are fresh, with as many events as F: refused. F again: now it has more
      * events in this window than either, and the older one (D) makes room. */
     assert_int_equal(touch_at(g, "t", 600, 40, W, 20002, 10, &v), KX_GC_FULL);
     assert_int_equal(touch_at(g, "t", 600, 50, W, 20003, 10, &v), KX_GC_EVICTED);
-    assert_true(v.h1 == 400);
+    assert_true(v.id.h1 == 400);
     assert_int_equal(kx_groupcap_live(g, "t", 50), 3);
     /* Three evictions and one refusal to report, then nothing until the period has passed
      * and more came. */
@@ -129,7 +129,7 @@ static void test_no_thrash(void **state)
      * (fresh, as many events as 3), and once they have 2 events they are close to firing:
      * 1 and 2 keep their windows and can fire; 3 is refused each time. */
     kx_groupcap *g = kx_groupcap_create(2);
-    kx_group_id v;
+    kx_group_victim v;
     for (int round = 0; round < 3; round++) {
         int64_t t = round * 3000;
         assert_int_equal(touch_at(g, "t", 1, t, W, t, 3, &v), round ? KX_GC_KNOWN : KX_GC_NEW);
@@ -145,7 +145,7 @@ static void test_close_to_firing_is_kept(void **state)
     (void)state;
     /* Two groups halfway (5 of 10): a new group is refused rather than either evicted. */
     kx_groupcap *g = kx_groupcap_create(2);
-    kx_group_id v;
+    kx_group_victim v;
     for (int i = 0; i < 5; i++) {
         touch_at(g, "t", 1, i, W, i, 10, &v);
         touch_at(g, "t", 2, i, W, i, 10, &v);
@@ -158,7 +158,7 @@ static void test_close_to_firing_is_kept(void **state)
      * window group 1 is still close to firing, two windows on it is not. */
     assert_int_equal(touch_at(g, "t", 3, 20, W, W + 10, 10, &v), KX_GC_FULL);
     assert_int_equal(touch_at(g, "t", 3, 30, W, 2 * W + 10, 10, &v), KX_GC_EVICTED);
-    assert_true(v.h1 == 1 || v.h1 == 2);
+    assert_true(v.id.h1 == 1 || v.id.h1 == 2);
     kx_groupcap_destroy(g);
 }
 
@@ -167,7 +167,7 @@ static void test_tenants_apart(void **state)
     (void)state;
     /* Tenant a fills its table with groups close to firing; tenant b is not affected. */
     kx_groupcap *g = kx_groupcap_create(2);
-    kx_group_id v;
+    kx_group_victim v;
     for (int i = 0; i < 5; i++) {
         touch_at(g, "a", 1, i, W, i, 5, &v);
         touch_at(g, "a", 2, i, W, i, 5, &v);
@@ -189,6 +189,41 @@ static void test_tenants_apart(void **state)
     assert_int_equal(touch_at(g, "late-2", 8, 10, W, 10, 5, &v), KX_GC_NEW);
     assert_int_equal(kx_groupcap_live(g, "late-2", 10), 2); /* the shared table */
     assert_false(kx_groupcap_shared(g, "a"));
+    kx_groupcap_destroy(g);
+}
+
+static void test_shared_victim_is_its_tenants(void **state)
+{
+    (void)state;
+    /* Past KX_GROUPCAP_TENANTS tenants, a victim of the shared table may be another tenant's
+     * group: the victim's own tenant comes back, so the caller drops the right state. */
+    kx_groupcap *g = kx_groupcap_create(2);
+    kx_group_victim v;
+    char name[16];
+    for (int i = 0; i < KX_GROUPCAP_TENANTS; i++) {
+        snprintf(name, sizeof(name), "t%d", i);
+        assert_int_equal(touch_at(g, name, 1, 0, W, 0, 10, &v), KX_GC_NEW);
+    }
+    assert_int_equal(touch_at(g, "late-1", 100, 0, W, 0, 10, &v), KX_GC_NEW);
+    assert_int_equal(touch_at(g, "late-2", 200, 10, W, 1000, 10, &v), KX_GC_NEW);
+    /* late-3 at 20 s: late-1's group is the older idle one. */
+    v.tenant = NULL;
+    assert_int_equal(touch_at(g, "late-3", 300, 20, W, 20000, 10, &v), KX_GC_EVICTED);
+    assert_true(v.id.h1 == 100);
+    assert_string_equal(v.tenant, "late-1");
+    assert_int_equal(touch_at(g, "late-3", 400, 30, W, 20001, 10, &v), KX_GC_EVICTED);
+    assert_true(v.id.h1 == 200);
+    assert_string_equal(v.tenant, "late-2");
+    /* An own table's victim is its tenant's. */
+    assert_int_equal(touch_at(g, "t0", 2, 40, W, 20000, 10, &v), KX_GC_NEW);
+    assert_int_equal(touch_at(g, "t0", 3, 50, W, 20001, 10, &v), KX_GC_EVICTED);
+    assert_true(v.id.h1 == 1);
+    assert_string_equal(v.tenant, "t0");
+    /* The shared table's notices are one series: 2 evictions, whoever asks. */
+    uint64_t ev = 0, rf = 0;
+    assert_true(kx_groupcap_notice(g, "late-1", 60, 3600000, &ev, &rf));
+    assert_true(ev == 2 && rf == 0);
+    assert_false(kx_groupcap_notice(g, "late-3", 60, 3600000, &ev, &rf));
     kx_groupcap_destroy(g);
 }
 
@@ -214,6 +249,7 @@ int main(void)
         cmocka_unit_test(test_no_thrash),
         cmocka_unit_test(test_close_to_firing_is_kept),
         cmocka_unit_test(test_tenants_apart),
+        cmocka_unit_test(test_shared_victim_is_its_tenants),
         cmocka_unit_test(test_many_groups),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
