@@ -38,6 +38,9 @@ static const struct {
                            "State store operations that failed and are retried."},
     [KX_M_STORE_RECONNECTS] = {"klaxon_store_reconnects_total",
                                "Reconnect attempts to the state store."},
+    [KX_M_STORE_REDIRECTS] = {"klaxon_store_redirects_total",
+                              "Redis Cluster redirections (MOVED, ASK) and TRYAGAIN replies "
+                              "followed."},
     [KX_M_SOURCE_PAUSES] = {"klaxon_source_pauses_total", "Times consumption was paused."},
     [KX_M_OFFSETS_COMMITTED] =
         {"klaxon_offsets_stored_total",

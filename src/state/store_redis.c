@@ -1,39 +1,25 @@
 /*
- * Redis backend: one hiredis async connection on the caller's libev loop. Each window add is
- * one EVALSHA of the script in redis_scripts.h; hiredis queues writes, so adds issued in the
- * same loop iteration go out in one pipelined write and nothing waits for a reply.
- *
- * Connection life: connect (numeric address only: no blocking name lookup on the loop) ->
- * SCRIPT LOAD -> up. While not up, adds return -EAGAIN at once (callback never runs). When
- * the connection drops (error, server gone, or no reply within the command timeout) hiredis
- * runs every pending reply callback with a NULL reply: each op's callback gets -EIO, then the
- * state callback hears `false`, and a timer reconnects with backoff 100 ms doubling to 5 s.
- * A NOSCRIPT reply (script cache flushed, failover) reloads the script and resends that op
- * behind the SCRIPT LOAD on the same connection, so it runs after the load.
+ * Redis backend, ops (redis_int.h): each kx_store op is one EVALSHA of the script in
+ * redis_scripts.h; hiredis queues writes, so ops issued in the same loop iteration go out in
+ * one pipelined write and nothing waits for a reply. While the store is not up, ops return
+ * -EAGAIN at once (their callback never runs). A NOSCRIPT reply (script cache flushed,
+ * failover) reloads the script and resends that op behind the SCRIPT LOAD on the same
+ * connection, so it runs after the load. Connections: redis_conn.c; cluster routing:
+ * redis_cluster.c.
  *
  * Ownership: ops come from a free list owned by the store (each keeps its argument buffer,
- * so steady state allocates nothing here; hiredis allocates its own command buffers). An op
- * in flight is owned by hiredis' callback queue until its callback runs. The store is freed
- * only when hiredis no longer holds the context: destroy from inside one of our callbacks
- * marks the store, and the outermost of our entry points frees it (`depth`).
+ * so steady state allocates nothing here; hiredis allocates its own command buffers).
  */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <ev.h>
-#include <hiredis/async.h>
-#include <hiredis/hiredis.h>
-#include <hiredis/adapters/libev.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "klaxon/log.h"
 #include "klaxon/metrics.h"
 #include "klaxon/secret.h"
+#include "state/redis_int.h"
 #include "state/redis_scripts.h"
-#include "state/store_impl.h"
 
-#define REDIS_BACKOFF_MIN_S 0.1
-#define REDIS_BACKOFF_MAX_S 5.0
 #define REDIS_DEFAULT_TIMEOUT_MS 5000
 #define REDIS_MAX_PENDING 100000u
 #define REDIS_MAX_NOSCRIPT_RETRIES 3
@@ -46,303 +32,20 @@
  * suppress evidence nterms [op value]... deviations history evidence_if_crossed */
 #define OP_NARGS (17 + 2 * KX_CMP_MAX_TERMS) /* the arguments stored per op, zkey .. */
 
-typedef struct kx_store_redis kx_store_redis;
-
-typedef enum {
-    OP_WINDOW = 0,
-    OP_TOUCH,
-    OP_DUE,
-    OP_MANY,
-    OP_CTOUCH,
-    OP_CDUE,
-    OP_WM,
-    OP_CLAIM
-} op_kind;
-
-typedef struct redis_op {
-    struct redis_op *next_free;
-    kx_store_redis *r;
-    op_kind kind;
-    kx_absence_cb acb;    /* OP_TOUCH, OP_DUE, OP_CTOUCH, OP_CDUE */
-    kx_store_cb cb;       /* OP_WINDOW */
-    kx_store_many_cb mcb; /* OP_MANY */
-    kx_watermark_cb wcb;  /* OP_WM */
-    kx_claim_cb ccb;      /* OP_CLAIM */
-    void *ud;
-    int tries;
-    int nargs;
-    kx_buf args; /* the arguments back to back; kept for a NOSCRIPT resend */
-    size_t *off; /* argcap entries: OP_NARGS, more for OP_MANY */
-    size_t *len;
-    size_t argcap;
-} redis_op;
-
-struct kx_store_redis {
-    kx_store base;
-    struct ev_loop *loop;
-    char host[64];
-    int port;
-    char *prefix;
-    char *username;        /* ACL user, or NULL (the default user) */
-    char *password;        /* AUTH on every connection, or NULL; a secret: never logged */
-    redisAsyncContext *ac; /* NULL when no connection exists */
-    bool up;               /* connected and script loaded: adds accepted */
-    bool reported_up;      /* what the state callback was last told */
-    bool script_pending;   /* a SCRIPT LOAD is in flight */
-    char sha[41];
-    ev_timer retry_timer;
-    ev_timer watchdog; /* command / connect timeout */
-    double backoff_s;
-    int64_t timeout_ms;
-    size_t npending;
-    redis_op *free_ops;
-    int depth;       /* > 0 while one of our entry points runs */
-    bool destroying; /* kx_store_destroy was called */
-    kx_ratelimit rl_err;
-    kx_ratelimit rl_cap;
-    const char *res_ev[KX__STORE_MAX_EVIDENCE];
-    /* OP_MANY: results and their evidence, grown to the largest call */
-    kx_window_result *many_res;
-    size_t many_cap;
-    const char **many_ev;
-    size_t *many_ev_len;
-    size_t many_ev_cap;
-    /* argv for a send, grown to the longest op */
-    const char **argv;
-    size_t *argvlen;
-    size_t argv_cap;
-    int64_t res_last[KX_STORE_ABSENCE_DUE_MAX];
-    int64_t res_count[KX_STORE_ABSENCE_DUE_MAX];
-    size_t res_ev_len[KX__STORE_MAX_EVIDENCE];
-};
-
-static void conn_start(kx_store_redis *r);
-static void script_cb(redisAsyncContext *ac, void *reply, void *privdata);
-
-/* ---- lifetime ---- */
-
-static void redis_free(kx_store_redis *r)
-{
-    ev_timer_stop(r->loop, &r->retry_timer);
-    ev_timer_stop(r->loop, &r->watchdog);
-    while (r->free_ops) {
-        redis_op *op = r->free_ops;
-        r->free_ops = op->next_free;
-        kx_buf_fini(&op->args);
-        free(op->off);
-        free(op->len);
-        free(op);
-    }
-    free(r->many_res);
-    free(r->many_ev);
-    free(r->many_ev_len);
-    free(r->argv);
-    free(r->argvlen);
-    kx_metric_set_store_up(0);
-    free(r->prefix);
-    free(r->username);
-    kx_secret_free(r->password);
-    free(r);
-}
-
-static void enter(kx_store_redis *r)
-{
-    r->depth++;
-}
-
-/* Leaves one of our entry points; the outermost one frees a store destroyed meanwhile, once
- * hiredis has let go of the connection. Returns true if r is gone. */
-static bool leave(kx_store_redis *r)
-{
-    r->depth--;
-    if (r->depth == 0 && r->destroying && !r->ac) {
-        redis_free(r);
-        return true;
-    }
-    return false;
-}
-
-static void watchdog_kick(kx_store_redis *r)
-{
-    if (r->npending > 0 || r->script_pending || (r->ac && !r->up)) {
-        r->watchdog.repeat = (double)r->timeout_ms / 1000.0;
-        ev_timer_again(r->loop, &r->watchdog);
-    } else {
-        ev_timer_stop(r->loop, &r->watchdog);
-    }
-}
-
-/* The connection is gone (r->ac already released by hiredis or about to be): announce it
- * and schedule the next attempt. */
-static void conn_lost(kx_store_redis *r)
-{
-    r->ac = NULL;
-    r->up = false;
-    r->script_pending = false;
-    ev_timer_stop(r->loop, &r->watchdog);
-    if (r->destroying)
-        return;
-    kx_metric_set_store_up(0);
-    ev_timer_set(&r->retry_timer, r->backoff_s, 0.0);
-    ev_timer_start(r->loop, &r->retry_timer);
-    r->backoff_s *= 2;
-    if (r->backoff_s > REDIS_BACKOFF_MAX_S)
-        r->backoff_s = REDIS_BACKOFF_MAX_S;
-    if (r->reported_up) {
-        r->reported_up = false;
-        kx_log(KX_LOG_WARN, "state", "redis %s:%d: connection lost, reconnecting", r->host,
-               r->port);
-        if (r->base.state_cb)
-            r->base.state_cb(r->base.state_ud, false);
-    }
-}
-
-/* Drops the current connection from outside hiredis' callbacks or inside one (hiredis then
- * defers the free until the callback returns). Pending replies come back NULL (-EIO). */
-static void conn_drop(kx_store_redis *r)
-{
-    redisAsyncContext *ac = r->ac;
-    if (!ac || (ac->c.flags & REDIS_FREEING))
-        return;
-    bool connected = (ac->c.flags & REDIS_CONNECTED) != 0;
-    bool in_cb = (ac->c.flags & REDIS_IN_CALLBACK) != 0;
-    redisAsyncFree(ac);
-    /* hiredis only calls onDisconnect for a connected context; otherwise say it here. If
-     * the free was deferred (inside a callback), ac is still alive and onDisconnect follows. */
-    if (!connected && !in_cb && r->ac == ac)
-        conn_lost(r);
-}
-
-/* ---- hiredis callbacks ---- */
-
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-    kx_store_redis *r = ac->data;
-    if (status == REDIS_OK)
-        return;
-    enter(r);
-    kx_log_limited(&r->rl_err, KX_LOG_WARN, "state", "redis %s:%d: connect failed: %s", r->host,
-                   r->port, ac->errstr);
-    /* hiredis frees ac right after this returns (no onDisconnect: it never connected). */
-    if (r->ac == ac)
-        conn_lost(r);
-    leave(r);
-}
-
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-    kx_store_redis *r = ac->data;
-    enter(r);
-    if (status != REDIS_OK && !r->destroying)
-        kx_log_limited(&r->rl_err, KX_LOG_WARN, "state", "redis %s:%d: disconnected: %s", r->host,
-                       r->port, ac->errstr);
-    if (r->ac == ac)
-        conn_lost(r);
-    leave(r);
-}
-
-static void retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    (void)loop;
-    (void)revents;
-    kx_store_redis *r = t->data;
-    enter(r);
-    kx_metric_inc(KX_M_STORE_RECONNECTS);
-    conn_start(r);
-    leave(r);
-}
-
-static void watchdog_cb(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    (void)loop;
-    (void)revents;
-    kx_store_redis *r = t->data;
-    enter(r);
-    kx_log_limited(&r->rl_err, KX_LOG_WARN, "state",
-                   "redis %s:%d: no answer in %lld ms, dropping the connection", r->host, r->port,
-                   (long long)r->timeout_ms);
-    conn_drop(r);
-    leave(r);
-}
-
-/* The AUTH reply. A refusal is a configuration error, not an outage: logged as such (Redis'
- * message names neither the password nor the user) and the connection is dropped; the
- * reconnect backoff asks again, so fixing the ACL on the server heals klaxon. */
-static void auth_cb(redisAsyncContext *ac, void *reply_, void *privdata)
-{
-    kx_store_redis *r = privdata;
-    redisReply *reply = reply_;
-    if (ac != r->ac || !reply)
-        return;
-    if (reply->type == REDIS_REPLY_ERROR) {
-        enter(r);
-        kx_metric_inc(KX_M_STORE_ERRORS);
-        kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state",
-                       "redis %s:%d: authentication refused%s%s: %.200s", r->host, r->port,
-                       r->username ? " for user " : "", r->username ? r->username : "", reply->str);
-        conn_drop(r);
-        leave(r);
-    }
-}
-
-static int send_script_load(kx_store_redis *r)
-{
-    if (r->script_pending)
-        return 0;
-    if (redisAsyncCommand(r->ac, script_cb, r, "SCRIPT LOAD %s", kx__redis_script) != REDIS_OK)
-        return -EIO;
-    r->script_pending = true;
-    if (!ev_is_active(&r->watchdog))
-        watchdog_kick(r);
-    return 0;
-}
-
-static void script_cb(redisAsyncContext *ac, void *reply_, void *privdata)
-{
-    kx_store_redis *r = privdata;
-    redisReply *reply = reply_;
-    if (ac != r->ac)
-        return; /* a connection already given up (connect failed) */
-    enter(r);
-    r->script_pending = false;
-    if (!reply) {
-        r->up = false; /* the connection is being torn down; onDisconnect follows */
-    } else if (reply->type == REDIS_REPLY_STRING && reply->len == 40) {
-        memcpy(r->sha, reply->str, 40);
-        r->sha[40] = '\0';
-        bool newly_up = !r->up && !r->destroying;
-        if (newly_up) {
-            r->up = true;
-            r->backoff_s = REDIS_BACKOFF_MIN_S;
-            kx_metric_set_store_up(1);
-        }
-        watchdog_kick(r);
-        if (newly_up && !r->reported_up) {
-            r->reported_up = true;
-            kx_log(KX_LOG_INFO, "state", "redis %s:%d: connected", r->host, r->port);
-            if (r->base.state_cb)
-                r->base.state_cb(r->base.state_ud, true);
-        }
-    } else {
-        kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state", "redis %s:%d: SCRIPT LOAD failed: %s",
-                       r->host, r->port,
-                       reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
-        conn_drop(r);
-    }
-    leave(r);
-}
-
 /* ---- ops ---- */
 
 static void op_release(kx_store_redis *r, redis_op *op)
 {
+    if (op->counted)
+        r->npending--;
+    op->counted = false;
     op->cb = NULL;
     op->acb = NULL;
     op->mcb = NULL;
     op->wcb = NULL;
     op->ccb = NULL;
     op->ud = NULL;
-    op->next_free = r->free_ops;
+    op->next = r->free_ops;
     r->free_ops = op;
 }
 
@@ -452,43 +155,6 @@ static int parse_absence(kx_store_redis *r, const redis_op *op, const redisReply
     return 0;
 }
 
-static void op_cb(redisAsyncContext *ac, void *reply_, void *privdata);
-
-static int op_send(kx_store_redis *r, redis_op *op)
-{
-    size_t need = 3 + (size_t)op->nargs;
-    if (need > r->argv_cap) {
-        const char **a = realloc(r->argv, need * sizeof(*a));
-        if (!a)
-            return -ENOMEM;
-        r->argv = a;
-        size_t *l = realloc(r->argvlen, need * sizeof(*l));
-        if (!l)
-            return -ENOMEM;
-        r->argvlen = l;
-        r->argv_cap = need;
-    }
-    const char **argv = r->argv;
-    size_t *argvlen = r->argvlen;
-    argv[0] = "EVALSHA";
-    argvlen[0] = 7;
-    argv[1] = r->sha;
-    argvlen[1] = 40;
-    argv[2] = "4";
-    argvlen[2] = 1;
-    for (int i = 0; i < op->nargs; i++) {
-        argv[3 + i] = op->args.data + op->off[i];
-        argvlen[3 + i] = op->len[i];
-    }
-    if (redisAsyncCommandArgv(r->ac, op_cb, op, 3 + op->nargs, argv, argvlen) != REDIS_OK)
-        return -EIO;
-    r->npending++;
-    /* The timeout measures time without progress: only replies push it back. */
-    if (!ev_is_active(&r->watchdog))
-        watchdog_kick(r);
-    return 0;
-}
-
 /* One add's reply into res; its evidence pointers go to ev/ev_len (room for
  * KX__STORE_MAX_EVIDENCE). */
 static int parse_one(const redisReply *reply, kx_window_result *res, long long *dropped,
@@ -594,21 +260,28 @@ static int parse_many(kx_store_redis *r, const redisReply *reply, size_t *n, lon
     return 0;
 }
 
-static void op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
+void kx__redis_op_finish(kx_store_redis *r, redis_op *op, int status)
+{
+    op_finish(r, op, status, NULL);
+}
+
+void kx__redis_op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
 {
     (void)ac;
     redis_op *op = privdata;
     kx_store_redis *r = op->r;
+    redis_node *n = r->nodes[op->node];
     redisReply *reply = reply_;
-    enter(r);
-    r->npending--;
+    kx__redis_enter(r);
+    n->npending--;
+    kx__redis_answered(r, op);
     if (!reply) {
-        /* The connection is going down: everything still queued fails the same way. */
-        r->up = false;
+        /* The connection is going down: everything still queued on it fails the same way. */
+        n->up = false;
         op_finish(r, op, r->destroying ? -ECANCELED : -EIO, NULL);
         goto out;
     }
-    watchdog_kick(r);
+    kx__redis_watchdog_kick(n);
     if (r->destroying) {
         op_finish(r, op, -ECANCELED, NULL);
         goto out;
@@ -617,14 +290,16 @@ static void op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         op->tries < REDIS_MAX_NOSCRIPT_RETRIES) {
         /* The load is queued before the resend on the same connection, so it runs first. */
         op->tries++;
-        if (send_script_load(r) == 0 && op_send(r, op) == 0)
+        if (kx__redis_script_load(n) == 0 && kx__redis_node_send(n, op) == 0)
             goto out;
         op_finish(r, op, -EIO, NULL);
         goto out;
     }
+    if (reply->type == REDIS_REPLY_ERROR && kx__redis_redirect(r, op, reply))
+        goto out;
     if (reply->type == REDIS_REPLY_ERROR) {
-        kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state", "redis %s:%d: window add: %s", r->host,
-                       r->port, reply->str);
+        kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state", "redis %s:%d: window add: %s", n->host,
+                       n->port, reply->str);
         op_finish(r, op, -EPROTO, NULL);
         goto out;
     }
@@ -661,11 +336,11 @@ static void op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         goto out;
     }
     if (op->kind == OP_MANY) {
-        size_t n = 0;
+        size_t nres = 0;
         long long dropped = 0;
-        if (parse_many(r, reply, &n, &dropped) != 0) {
+        if (parse_many(r, reply, &nres, &dropped) != 0) {
             kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state", "redis %s:%d: unexpected reply",
-                           r->host, r->port);
+                           n->host, n->port);
             op_finish(r, op, -EPROTO, NULL);
             goto out;
         }
@@ -678,14 +353,14 @@ static void op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         kx_store_many_cb mcb = op->mcb;
         void *ud = op->ud;
         op_release(r, op);
-        mcb(ud, 0, r->many_res, n);
+        mcb(ud, 0, r->many_res, nres);
         goto out;
     }
     if (op->kind != OP_WINDOW) {
         kx_absence_result ares = {0};
         if (parse_absence(r, op, reply, &ares) != 0) {
             kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state", "redis %s:%d: unexpected reply",
-                           r->host, r->port);
+                           n->host, n->port);
             op_finish(r, op, -EPROTO, NULL);
         } else {
             op_finish_absence(r, op, &ares);
@@ -695,8 +370,8 @@ static void op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
     kx_window_result res = {0};
     long long dropped = 0;
     if (parse_result(r, reply, &res, &dropped) != 0) {
-        kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state", "redis %s:%d: unexpected reply", r->host,
-                       r->port);
+        kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state", "redis %s:%d: unexpected reply", n->host,
+                       n->port);
         op_finish(r, op, -EPROTO, NULL);
         goto out;
     }
@@ -708,7 +383,10 @@ static void op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
     }
     op_finish(r, op, 0, &res);
 out:
-    leave(r);
+    /* A slot this reply drained may let held ops go (cluster). */
+    if (r->held_head && r->mode == REDIS_MODE_CLUSTER)
+        kx__redis_flush_held(r);
+    kx__redis_leave(r);
 }
 
 /* Room for one more argument position. */
@@ -837,7 +515,7 @@ static redis_op *op_take(kx_store_redis *r, int *rc)
         *rc = -ECANCELED;
         return NULL;
     }
-    if (!r->up || !r->ac) {
+    if (!r->up) {
         kx_metric_inc(KX_M_STORE_ERRORS);
         *rc = -EAGAIN;
         return NULL;
@@ -848,7 +526,7 @@ static redis_op *op_take(kx_store_redis *r, int *rc)
     }
     redis_op *op = r->free_ops;
     if (op) {
-        r->free_ops = op->next_free;
+        r->free_ops = op->next;
     } else {
         op = calloc(1, sizeof(*op));
         if (!op) {
@@ -868,12 +546,22 @@ static redis_op *op_take(kx_store_redis *r, int *rc)
 
 static int op_go(kx_store_redis *r, redis_op *op, int rc)
 {
+    op->ask = REDIS_NO_NODE;
+    op->redirects = 0;
+    op->not_before = op->tryagain_until = 0;
+    op->seq = ++r->seq;
+    /* The first argument is a key; all of an op's keys share its hash tag. */
+    op->slot = !rc && r->mode == REDIS_MODE_CLUSTER
+                   ? kx__redis_key_slot(op->args.data + op->off[0], op->len[0])
+                   : 0;
     if (!rc)
-        rc = op_send(r, op);
+        rc = kx__redis_route(r, op);
     if (rc) {
         op_release(r, op);
         return rc;
     }
+    op->counted = true;
+    r->npending++;
     kx_metric_inc(KX_M_STORE_OPS);
     return 0;
 }
@@ -1114,51 +802,25 @@ static int redis_claim(kx_store *s, const kx_claim_op *a, kx_claim_cb cb, void *
     return op_go(r, op, op_build_absence(r, op, KX__REDIS_OP_CLAIM, &x));
 }
 
-/* ---- connection ---- */
-
-static void conn_start(kx_store_redis *r)
-{
-    redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
-    if (!ac || ac->err) {
-        kx_log_limited(&r->rl_err, KX_LOG_WARN, "state", "redis %s:%d: connect failed: %s", r->host,
-                       r->port, ac ? ac->errstr : "out of memory");
-        if (ac)
-            redisAsyncFree(ac);
-        conn_lost(r);
-        return;
-    }
-    ac->data = r;
-    redisLibevAttach(r->loop, ac);
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    r->ac = ac;
-    r->up = false;
-    r->script_pending = false;
-    /* Queued now, written once connected: AUTH first, then the script. Binary-safe (%b):
-     * a password may hold spaces. */
-    int rc = REDIS_OK;
-    if (r->password && r->username)
-        rc = redisAsyncCommand(ac, auth_cb, r, "AUTH %b %b", r->username, strlen(r->username),
-                               r->password, strlen(r->password));
-    else if (r->password)
-        rc = redisAsyncCommand(ac, auth_cb, r, "AUTH %b", r->password, strlen(r->password));
-    if (rc != REDIS_OK || send_script_load(r) != 0)
-        conn_drop(r);
-    watchdog_kick(r);
-}
-
 /* DEL of a window's four keys, no reply wanted. Best effort: while the store is down the
  * keys are left to their TTL. */
 static int redis_forget(kx_store *s, const char *key)
 {
     kx_store_redis *r = (kx_store_redis *)s;
-    if (!r->up || !r->ac)
+    if (!r->up)
         return -EAGAIN;
     char k[4][KX__STORE_MAX_KEY_LEN + REDIS_MAX_PREFIX + 8];
     static const char kinds[4] = {'z', 'e', 'a', 'h'};
     for (int i = 0; i < 4; i++)
         snprintf(k[i], sizeof(k[i]), "%s{%s}:%c", r->prefix, key, kinds[i]);
-    return redisAsyncCommand(r->ac, NULL, NULL, "DEL %s %s %s %s", k[0], k[1], k[2], k[3]) ==
+    redis_node *n = r->nodes[0];
+    if (r->mode == REDIS_MODE_CLUSTER) {
+        uint8_t t = r->slot_node[kx__redis_key_slot(k[0], strlen(k[0]))];
+        n = t == REDIS_NO_NODE ? NULL : r->nodes[t];
+    }
+    if (!n || !n->up || !n->ac)
+        return -EAGAIN;
+    return redisAsyncCommand(n->ac, NULL, NULL, "DEL %s %s %s %s", k[0], k[1], k[2], k[3]) ==
                    REDIS_OK
                ? 0
                : -EIO;
@@ -1180,20 +842,9 @@ static void redis_destroy(kx_store *s)
     if (r->destroying)
         return;
     r->destroying = true;
-    ev_timer_stop(r->loop, &r->retry_timer);
-    ev_timer_stop(r->loop, &r->watchdog);
-    enter(r);
-    /* Pending callbacks run now with -ECANCELED (or right after the hiredis callback we are
-     * inside of returns); onDisconnect then clears r->ac. */
-    redisAsyncContext *ac = r->ac;
-    if (ac && !(ac->c.flags & REDIS_FREEING)) {
-        bool in_cb = (ac->c.flags & REDIS_IN_CALLBACK) != 0;
-        bool connected = (ac->c.flags & REDIS_CONNECTED) != 0;
-        redisAsyncFree(ac);
-        if (!in_cb && (!connected || r->ac == ac))
-            r->ac = NULL;
-    }
-    leave(r);
+    kx__redis_enter(r);
+    kx__redis_destroy_nodes(r);
+    kx__redis_leave(r);
 }
 
 void kx__store_redis_set_timeout(kx_store *s, int64_t timeout_ms)
@@ -1217,20 +868,6 @@ static const kx__store_vtbl redis_vtbl = {
     .destroy = redis_destroy,
 };
 
-/* Only addresses that need no resolver: getaddrinfo on a name would block the loop. */
-static int numeric_host(const char *host, char *out, size_t outlen)
-{
-    unsigned char tmp[16];
-    if (strcmp(host, "localhost") == 0)
-        host = "127.0.0.1";
-    else if (inet_pton(AF_INET, host, tmp) != 1 && inet_pton(AF_INET6, host, tmp) != 1)
-        return -EINVAL;
-    if (strlen(host) >= outlen)
-        return -EINVAL;
-    strcpy(out, host);
-    return 0;
-}
-
 int kx_store_redis_create(struct ev_loop *loop, const char *host, int port, const char *prefix,
                           kx_store **out)
 {
@@ -1250,10 +887,7 @@ int kx_store_redis_create_auth(struct ev_loop *loop, const char *host, int port,
     if (!r)
         return -ENOMEM;
     kx__store_base_init(&r->base, &redis_vtbl);
-    if (numeric_host(host, r->host, sizeof(r->host)) != 0) {
-        free(r);
-        return -EINVAL;
-    }
+    r->loop = loop;
     r->prefix = strdup(prefix);
     r->username = username ? strdup(username) : NULL;
     r->password = password ? strdup(password) : NULL;
@@ -1264,16 +898,17 @@ int kx_store_redis_create_auth(struct ev_loop *loop, const char *host, int port,
         free(r);
         return -ENOMEM;
     }
-    r->loop = loop;
-    r->port = port;
-    r->backoff_s = REDIS_BACKOFF_MIN_S;
     r->timeout_ms = REDIS_DEFAULT_TIMEOUT_MS;
-    ev_timer_init(&r->retry_timer, retry_cb, 0.0, 0.0);
-    r->retry_timer.data = r;
-    ev_init(&r->watchdog, watchdog_cb);
-    r->watchdog.data = r;
+    redis_node *seed = kx__redis_node(r, host, port);
+    if (!seed) {
+        free(r->prefix);
+        free(r->username);
+        kx_secret_free(r->password);
+        free(r);
+        return -EINVAL; /* not a numeric address */
+    }
     kx_metric_set_store_up(0);
-    conn_start(r);
+    kx__redis_node_start(seed);
     *out = &r->base;
     return 0;
 }

@@ -1,0 +1,442 @@
+/*
+ * Redis backend, connections (redis_int.h): one hiredis async connection per server on the
+ * caller's libev loop, and whether the store as a whole is up.
+ *
+ * A connection's life: connect (numeric address only: no blocking name lookup on the loop)
+ * -> AUTH (when configured) -> SCRIPT LOAD -> up. When it drops (error, server gone, or no
+ * reply within the command timeout) hiredis runs every pending reply callback with a NULL
+ * reply (each op fails with -EIO) and a timer reconnects with backoff 100 ms doubling to 5 s.
+ * The store is up when its mode is known (the first server answered CLUSTER SLOTS, or said it
+ * is no cluster) and every server it needs is up; the state callback hears each change.
+ *
+ * The store is freed only when hiredis holds none of its contexts: destroy from inside one of
+ * our callbacks marks the store, and the outermost of our entry points frees it (`depth`).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <hiredis/adapters/libev.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "klaxon/metrics.h"
+#include "klaxon/secret.h"
+#include "state/redis_int.h"
+#include "state/redis_scripts.h"
+
+#define REDIS_BACKOFF_MIN_S 0.1
+#define REDIS_BACKOFF_MAX_S 5.0
+
+static void node_lost(redis_node *n);
+
+/* ---- lifetime ---- */
+
+static void redis_free(kx_store_redis *r)
+{
+    ev_timer_stop(r->loop, &r->held_timer);
+    for (size_t i = 0; i < r->nnodes; i++) {
+        ev_timer_stop(r->loop, &r->nodes[i]->retry_timer);
+        ev_timer_stop(r->loop, &r->nodes[i]->watchdog);
+        free(r->nodes[i]);
+    }
+    while (r->free_ops) {
+        redis_op *op = r->free_ops;
+        r->free_ops = op->next;
+        kx_buf_fini(&op->args);
+        free(op->off);
+        free(op->len);
+        free(op);
+    }
+    kx__redis_cluster_free(r);
+    free(r->many_res);
+    free(r->many_ev);
+    free(r->many_ev_len);
+    free(r->argv);
+    free(r->argvlen);
+    kx_metric_set_store_up(0);
+    free(r->prefix);
+    free(r->username);
+    kx_secret_free(r->password);
+    free(r);
+}
+
+void kx__redis_enter(kx_store_redis *r)
+{
+    r->depth++;
+}
+
+static bool all_closed(const kx_store_redis *r)
+{
+    for (size_t i = 0; i < r->nnodes; i++)
+        if (r->nodes[i]->ac)
+            return false;
+    return true;
+}
+
+bool kx__redis_leave(kx_store_redis *r)
+{
+    r->depth--;
+    if (r->depth == 0 && r->destroying && all_closed(r)) {
+        redis_free(r);
+        return true;
+    }
+    return false;
+}
+
+void kx__redis_watchdog_kick(redis_node *n)
+{
+    kx_store_redis *r = n->r;
+    if (n->npending > 0 || n->script_pending || (n->ac && !n->up)) {
+        n->watchdog.repeat = (double)r->timeout_ms / 1000.0;
+        ev_timer_again(r->loop, &n->watchdog);
+    } else {
+        ev_timer_stop(r->loop, &n->watchdog);
+    }
+}
+
+void kx__redis_update_up(kx_store_redis *r)
+{
+    bool up = r->mode != REDIS_MODE_UNKNOWN && !r->destroying;
+    size_t needed = 0;
+    for (size_t i = 0; i < r->nnodes && up; i++) {
+        const redis_node *n = r->nodes[i];
+        if (!n->in_map)
+            continue;
+        needed++;
+        up = n->up;
+    }
+    if (!needed)
+        up = false;
+    if (up == r->up)
+        return;
+    r->up = up;
+    kx_metric_set_store_up(up);
+    const redis_node *seed = r->nodes[0];
+    if (up && !r->reported_up) {
+        r->reported_up = true;
+        if (r->mode == REDIS_MODE_CLUSTER)
+            kx_log(KX_LOG_INFO, "state", "redis cluster via %s:%d: connected to %zu masters",
+                   seed->host, seed->port, needed);
+        else
+            kx_log(KX_LOG_INFO, "state", "redis %s:%d: connected", seed->host, seed->port);
+        if (r->base.state_cb)
+            r->base.state_cb(r->base.state_ud, true);
+    } else if (!up && r->reported_up) {
+        r->reported_up = false;
+        if (r->base.state_cb)
+            r->base.state_cb(r->base.state_ud, false);
+    }
+}
+
+/* ---- one connection ---- */
+
+/* The connection is gone (n->ac already released by hiredis or about to be): announce it,
+ * and schedule the next attempt while the store needs the server. */
+static void node_lost(redis_node *n)
+{
+    kx_store_redis *r = n->r;
+    bool was_up = n->up;
+    n->ac = NULL;
+    n->up = false;
+    n->script_pending = false;
+    ev_timer_stop(r->loop, &n->watchdog);
+    if (r->destroying)
+        return;
+    if (n->in_map || r->mode == REDIS_MODE_UNKNOWN) {
+        ev_timer_set(&n->retry_timer, n->backoff_s, 0.0);
+        ev_timer_start(r->loop, &n->retry_timer);
+        n->backoff_s *= 2;
+        if (n->backoff_s > REDIS_BACKOFF_MAX_S)
+            n->backoff_s = REDIS_BACKOFF_MAX_S;
+    }
+    if (was_up)
+        kx_log(KX_LOG_WARN, "state", "redis %s:%d: connection lost, reconnecting", n->host,
+               n->port);
+    kx__redis_update_up(r);
+    if (r->mode == REDIS_MODE_CLUSTER) {
+        /* Ops held for this server fail like those in flight (retried by their caller); a
+         * failover moves its slots, which the map tells. */
+        kx__redis_fail_held(r, n->idx, -EIO);
+        kx__redis_map_refresh(r);
+    }
+}
+
+/* Drops n's connection from outside hiredis' callbacks or inside one (hiredis then defers the
+ * free until the callback returns). Pending replies come back NULL (-EIO). */
+static void node_drop(redis_node *n)
+{
+    redisAsyncContext *ac = n->ac;
+    if (!ac || (ac->c.flags & REDIS_FREEING))
+        return;
+    bool connected = (ac->c.flags & REDIS_CONNECTED) != 0;
+    bool in_cb = (ac->c.flags & REDIS_IN_CALLBACK) != 0;
+    redisAsyncFree(ac);
+    /* hiredis only calls onDisconnect for a connected context; otherwise say it here. If
+     * the free was deferred (inside a callback), ac is still alive and onDisconnect follows. */
+    if (!connected && !in_cb && n->ac == ac)
+        node_lost(n);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    redis_node *n = ac->data;
+    kx_store_redis *r = n->r;
+    if (status == REDIS_OK)
+        return;
+    kx__redis_enter(r);
+    kx_log_limited(&r->rl_err, KX_LOG_WARN, "state", "redis %s:%d: connect failed: %s", n->host,
+                   n->port, ac->errstr);
+    /* hiredis frees ac right after this returns (no onDisconnect: it never connected). */
+    if (n->ac == ac)
+        node_lost(n);
+    kx__redis_leave(r);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    redis_node *n = ac->data;
+    kx_store_redis *r = n->r;
+    kx__redis_enter(r);
+    if (status != REDIS_OK && !r->destroying)
+        kx_log_limited(&r->rl_err, KX_LOG_WARN, "state", "redis %s:%d: disconnected: %s", n->host,
+                       n->port, ac->errstr);
+    if (n->ac == ac)
+        node_lost(n);
+    kx__redis_leave(r);
+}
+
+static void retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    redis_node *n = t->data;
+    kx__redis_enter(n->r);
+    kx_metric_inc(KX_M_STORE_RECONNECTS);
+    kx__redis_node_start(n);
+    kx__redis_leave(n->r);
+}
+
+static void watchdog_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    redis_node *n = t->data;
+    kx_store_redis *r = n->r;
+    kx__redis_enter(r);
+    kx_log_limited(&r->rl_err, KX_LOG_WARN, "state",
+                   "redis %s:%d: no answer in %lld ms, dropping the connection", n->host, n->port,
+                   (long long)r->timeout_ms);
+    node_drop(n);
+    kx__redis_leave(r);
+}
+
+/* The AUTH reply. A refusal is a configuration error, not an outage: logged as such (Redis'
+ * message names neither the password nor the user) and the connection is dropped; the
+ * reconnect backoff asks again, so fixing the ACL on the server heals klaxon. */
+static void auth_cb(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+    redis_node *n = privdata;
+    kx_store_redis *r = n->r;
+    redisReply *reply = reply_;
+    if (ac != n->ac || !reply)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        kx__redis_enter(r);
+        kx_metric_inc(KX_M_STORE_ERRORS);
+        kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state",
+                       "redis %s:%d: authentication refused%s%s: %.200s", n->host, n->port,
+                       r->username ? " for user " : "", r->username ? r->username : "", reply->str);
+        node_drop(n);
+        kx__redis_leave(r);
+    }
+}
+
+static void script_cb(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+    redis_node *n = privdata;
+    kx_store_redis *r = n->r;
+    redisReply *reply = reply_;
+    if (ac != n->ac)
+        return; /* a connection already given up (connect failed) */
+    kx__redis_enter(r);
+    n->script_pending = false;
+    if (!reply) {
+        n->up = false; /* the connection is being torn down; onDisconnect follows */
+    } else if (reply->type == REDIS_REPLY_STRING && reply->len == 40) {
+        memcpy(r->sha, reply->str, 40); /* the same on every server: the SHA1 of the text */
+        r->sha[40] = '\0';
+        bool newly_up = !n->up && !r->destroying;
+        kx__redis_watchdog_kick(n);
+        if (newly_up) {
+            n->up = true;
+            n->backoff_s = REDIS_BACKOFF_MIN_S;
+            if (r->mode == REDIS_MODE_UNKNOWN || r->map_wanted)
+                kx__redis_map_refresh(r); /* the store is up once it knows what it talks to */
+            kx__redis_update_up(r);
+            if (r->mode == REDIS_MODE_CLUSTER)
+                kx__redis_flush_held(r);
+        }
+    } else {
+        kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state", "redis %s:%d: SCRIPT LOAD failed: %s",
+                       n->host, n->port,
+                       reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+        node_drop(n);
+    }
+    kx__redis_leave(r);
+}
+
+int kx__redis_script_load(redis_node *n)
+{
+    if (n->script_pending)
+        return 0;
+    if (redisAsyncCommand(n->ac, script_cb, n, "SCRIPT LOAD %s", kx__redis_script) != REDIS_OK)
+        return -EIO;
+    n->script_pending = true;
+    if (!ev_is_active(&n->watchdog))
+        kx__redis_watchdog_kick(n);
+    return 0;
+}
+
+void kx__redis_node_start(redis_node *n)
+{
+    kx_store_redis *r = n->r;
+    redisAsyncContext *ac = redisAsyncConnect(n->host, n->port);
+    if (!ac || ac->err) {
+        kx_log_limited(&r->rl_err, KX_LOG_WARN, "state", "redis %s:%d: connect failed: %s", n->host,
+                       n->port, ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        node_lost(n);
+        return;
+    }
+    ac->data = n;
+    redisLibevAttach(r->loop, ac);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    n->ac = ac;
+    n->up = false;
+    n->script_pending = false;
+    /* Queued now, written once connected: AUTH first, then the script. Binary-safe (%b):
+     * a password may hold spaces. */
+    int rc = REDIS_OK;
+    if (r->password && r->username)
+        rc = redisAsyncCommand(ac, auth_cb, n, "AUTH %b %b", r->username, strlen(r->username),
+                               r->password, strlen(r->password));
+    else if (r->password)
+        rc = redisAsyncCommand(ac, auth_cb, n, "AUTH %b", r->password, strlen(r->password));
+    if (rc != REDIS_OK || kx__redis_script_load(n) != 0)
+        node_drop(n);
+    kx__redis_watchdog_kick(n);
+}
+
+int kx__redis_node_send(redis_node *n, redis_op *op)
+{
+    kx_store_redis *r = n->r;
+    if (!n->ac)
+        return -EIO;
+    size_t need = 3 + (size_t)op->nargs;
+    if (need > r->argv_cap) {
+        const char **a = realloc(r->argv, need * sizeof(*a));
+        if (!a)
+            return -ENOMEM;
+        r->argv = a;
+        size_t *l = realloc(r->argvlen, need * sizeof(*l));
+        if (!l)
+            return -ENOMEM;
+        r->argvlen = l;
+        r->argv_cap = need;
+    }
+    const char **argv = r->argv;
+    size_t *argvlen = r->argvlen;
+    argv[0] = "EVALSHA";
+    argvlen[0] = 7;
+    argv[1] = r->sha;
+    argvlen[1] = 40;
+    argv[2] = "4";
+    argvlen[2] = 1;
+    for (int i = 0; i < op->nargs; i++) {
+        argv[3 + i] = op->args.data + op->off[i];
+        argvlen[3 + i] = op->len[i];
+    }
+    /* ASK: the next command only may touch the slot being imported. */
+    if (op->ask == n->idx && redisAsyncCommand(n->ac, NULL, NULL, "ASKING") != REDIS_OK)
+        return -EIO;
+    if (redisAsyncCommandArgv(n->ac, kx__redis_op_cb, op, 3 + op->nargs, argv, argvlen) != REDIS_OK)
+        return -EIO;
+    op->node = n->idx;
+    n->npending++;
+    if (r->slot_inflight) {
+        r->slot_inflight[op->slot]++;
+        r->slot_sent[op->slot] = n->idx;
+    }
+    /* The timeout measures time without progress: only replies push it back. */
+    if (!ev_is_active(&n->watchdog))
+        kx__redis_watchdog_kick(n);
+    return 0;
+}
+
+redis_node *kx__redis_node(kx_store_redis *r, const char *host, int port)
+{
+    char num[64];
+    if (kx__redis_numeric_host(host, num, sizeof(num)) != 0 || port < 1 || port > 65535)
+        return NULL;
+    for (size_t i = 0; i < r->nnodes; i++)
+        if (r->nodes[i]->port == port && !strcmp(r->nodes[i]->host, num))
+            return r->nodes[i];
+    if (r->nnodes == REDIS_MAX_NODES) {
+        kx_log_limited(&r->rl_map, KX_LOG_ERROR, "state",
+                       "redis: more than %d servers: %s:%d is not used", REDIS_MAX_NODES, num,
+                       port);
+        return NULL;
+    }
+    redis_node *n = calloc(1, sizeof(*n));
+    if (!n)
+        return NULL;
+    n->r = r;
+    n->idx = (uint8_t)r->nnodes;
+    strcpy(n->host, num);
+    n->port = port;
+    n->backoff_s = REDIS_BACKOFF_MIN_S;
+    ev_timer_init(&n->retry_timer, retry_cb, 0.0, 0.0);
+    n->retry_timer.data = n;
+    ev_init(&n->watchdog, watchdog_cb);
+    n->watchdog.data = n;
+    r->nodes[r->nnodes++] = n;
+    if (r->nnodes > 1) /* the seed is started by create, once the store is complete */
+        kx__redis_node_start(n);
+    return n;
+}
+
+void kx__redis_destroy_nodes(kx_store_redis *r)
+{
+    ev_timer_stop(r->loop, &r->held_timer);
+    kx__redis_fail_held(r, REDIS_NO_NODE, -ECANCELED);
+    for (size_t i = 0; i < r->nnodes; i++) {
+        redis_node *n = r->nodes[i];
+        ev_timer_stop(r->loop, &n->retry_timer);
+        ev_timer_stop(r->loop, &n->watchdog);
+        /* Pending callbacks run now with -ECANCELED (or right after the hiredis callback we
+         * are inside of returns); onDisconnect then clears n->ac. */
+        redisAsyncContext *ac = n->ac;
+        if (ac && !(ac->c.flags & REDIS_FREEING)) {
+            bool in_cb = (ac->c.flags & REDIS_IN_CALLBACK) != 0;
+            bool connected = (ac->c.flags & REDIS_CONNECTED) != 0;
+            redisAsyncFree(ac);
+            if (!in_cb && (!connected || n->ac == ac))
+                n->ac = NULL;
+        }
+    }
+}
+
+int kx__redis_numeric_host(const char *host, char *out, size_t outlen)
+{
+    unsigned char tmp[16];
+    if (strcmp(host, "localhost") == 0)
+        host = "127.0.0.1";
+    else if (inet_pton(AF_INET, host, tmp) != 1 && inet_pton(AF_INET6, host, tmp) != 1)
+        return -EINVAL;
+    if (strlen(host) >= outlen)
+        return -EINVAL;
+    strcpy(out, host);
+    return 0;
+}

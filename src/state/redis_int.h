@@ -1,0 +1,175 @@
+/*
+ * The Redis backend's parts and what they share:
+ *   store_redis.c    the kx_store ops: arguments, EVALSHA, replies
+ *   redis_conn.c     one connection per server: connect, AUTH, SCRIPT LOAD, timeouts,
+ *                    reconnect with backoff; whether the store as a whole is up
+ *   redis_cluster.c  Redis Cluster: the slot of a key, the slot map (CLUSTER SLOTS), MOVED,
+ *                    ASK and TRYAGAIN, and the per-slot order of ops across redirections
+ *
+ * A store talks to one server (nodes[0], from the URL) or, when that server answers
+ * CLUSTER SLOTS, to every master of its cluster. Ownership: the store owns its nodes and ops;
+ * an op in flight is owned by hiredis' callback queue of its node until its callback runs; a
+ * held op (cluster: waiting for its slot's earlier ops, a node, or a TRYAGAIN delay) by the
+ * store's held list. Not thread-safe (one loop).
+ */
+#ifndef KLAXON_STATE_REDIS_INT_H
+#define KLAXON_STATE_REDIS_INT_H
+
+#include <ev.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "klaxon/common.h"
+#include "klaxon/log.h"
+#include "state/store_impl.h"
+
+#define REDIS_SLOTS 16384
+#define REDIS_MAX_NODES 64 /* masters of one cluster klaxon talks to */
+#define REDIS_NO_NODE 255
+#define REDIS_MAX_REDIRECTS 5 /* MOVED/ASK per op before it fails (and is retried) */
+
+typedef struct kx_store_redis kx_store_redis;
+
+typedef enum {
+    OP_WINDOW = 0,
+    OP_TOUCH,
+    OP_DUE,
+    OP_MANY,
+    OP_CTOUCH,
+    OP_CDUE,
+    OP_WM,
+    OP_CLAIM
+} op_kind;
+
+typedef struct redis_op {
+    struct redis_op *next; /* the free list, or the held list */
+    kx_store_redis *r;
+    op_kind kind;
+    kx_absence_cb acb;    /* OP_TOUCH, OP_DUE, OP_CTOUCH, OP_CDUE */
+    kx_store_cb cb;       /* OP_WINDOW */
+    kx_store_many_cb mcb; /* OP_MANY */
+    kx_watermark_cb wcb;  /* OP_WM */
+    kx_claim_cb ccb;      /* OP_CLAIM */
+    void *ud;
+    int tries; /* NOSCRIPT resends */
+    int nargs;
+    kx_buf args; /* the arguments back to back; kept for a resend */
+    size_t *off; /* argcap entries: OP_NARGS, more for OP_MANY */
+    size_t *len;
+    size_t argcap;
+    bool counted;          /* accepted: counted in r->npending */
+    uint64_t seq;          /* issue order (cluster: the held list's order) */
+    uint16_t slot;         /* cluster: the slot of its keys */
+    uint8_t node;          /* the node it was last sent to */
+    uint8_t ask;           /* REDIS_NO_NODE, or the node an ASK named (ASKING first) */
+    uint8_t redirects;     /* MOVED and ASK followed */
+    double not_before;     /* TRYAGAIN: held until this loop time */
+    double tryagain_until; /* TRYAGAIN: fails (-EIO) after this loop time */
+} redis_op;
+
+typedef struct redis_node {
+    kx_store_redis *r;
+    uint8_t idx;
+    char host[64];
+    int port;
+    redisAsyncContext *ac; /* NULL when no connection exists */
+    bool up;               /* connected, authenticated, script loaded */
+    bool script_pending;   /* a SCRIPT LOAD is in flight */
+    bool in_map;           /* serves slots (or is the only server): the store needs it up */
+    ev_timer retry_timer;
+    ev_timer watchdog; /* command / connect timeout */
+    double backoff_s;
+    size_t npending; /* replies awaited on this connection */
+} redis_node;
+
+typedef enum { REDIS_MODE_UNKNOWN = 0, REDIS_MODE_SINGLE, REDIS_MODE_CLUSTER } redis_mode;
+
+struct kx_store_redis {
+    kx_store base;
+    struct ev_loop *loop;
+    char *prefix;
+    char *username; /* ACL user, or NULL (the default user) */
+    char *password; /* AUTH on every connection, or NULL; a secret: never logged */
+    redis_mode mode;
+    redis_node *nodes[REDIS_MAX_NODES]; /* nodes[0]: the server of the URL */
+    size_t nnodes;
+    bool up;          /* every node the store needs is up, and the mode is known */
+    bool reported_up; /* what the state callback was last told */
+    char sha[41];
+    int64_t timeout_ms;
+    size_t npending; /* ops accepted and not finished: in flight or held */
+    uint64_t seq;
+    redis_op *free_ops;
+    int depth;       /* > 0 while one of our entry points runs */
+    bool destroying; /* kx_store_destroy was called */
+    kx_ratelimit rl_err;
+    kx_ratelimit rl_cap;
+    kx_ratelimit rl_map;
+    /* Cluster (allocated when the seed answers CLUSTER SLOTS). */
+    uint8_t *slot_node;      /* slot -> node, REDIS_NO_NODE when no master serves it */
+    uint32_t *slot_inflight; /* ops sent to a node and not answered, per slot */
+    uint8_t *slot_sent;      /* the node they were sent to */
+    uint32_t *slot_held;     /* held ops, per slot */
+    uint32_t *slot_walk;     /* redis_flush_held: the walk that found the slot blocked */
+    uint32_t walk_gen;
+    redis_op *held_head, *held_tail;
+    bool flushing;
+    ev_timer held_timer; /* TRYAGAIN delays */
+    bool map_pending;    /* a CLUSTER SLOTS in flight */
+    bool map_wanted;     /* ask again once a node is up */
+    /* Replies: evidence and absence results, pointing into the reply being handled. */
+    const char *res_ev[KX__STORE_MAX_EVIDENCE];
+    size_t res_ev_len[KX__STORE_MAX_EVIDENCE];
+    kx_window_result *many_res;
+    size_t many_cap;
+    const char **many_ev;
+    size_t *many_ev_len;
+    size_t many_ev_cap;
+    const char **argv; /* argv for a send, grown to the longest op */
+    size_t *argvlen;
+    size_t argv_cap;
+    int64_t res_last[KX_STORE_ABSENCE_DUE_MAX];
+    int64_t res_count[KX_STORE_ABSENCE_DUE_MAX];
+};
+
+/* store_redis.c */
+void kx__redis_op_cb(redisAsyncContext *ac, void *reply, void *privdata);
+void kx__redis_op_finish(kx_store_redis *r, redis_op *op, int status);
+
+/* redis_conn.c */
+void kx__redis_enter(kx_store_redis *r);
+bool kx__redis_leave(kx_store_redis *r); /* true when r is gone */
+/* A node for host:port (numeric), created (and connecting) when new; NULL past
+ * REDIS_MAX_NODES or out of memory. */
+redis_node *kx__redis_node(kx_store_redis *r, const char *host, int port);
+void kx__redis_node_start(redis_node *n);
+/* Sends op's EVALSHA on n (ASKING first when op->ask). */
+int kx__redis_node_send(redis_node *n, redis_op *op);
+int kx__redis_script_load(redis_node *n);
+void kx__redis_watchdog_kick(redis_node *n);
+/* Recomputes r->up from the nodes and the mode; tells the state callback on a change. */
+void kx__redis_update_up(kx_store_redis *r);
+void kx__redis_destroy_nodes(kx_store_redis *r);
+/* Numeric address only: a name lookup would block the loop. */
+int kx__redis_numeric_host(const char *host, char *out, size_t outlen);
+
+/* redis_cluster.c */
+/* The slot of a key (CRC16 of its hash tag, as Redis computes it). */
+uint16_t kx__redis_key_slot(const char *key, size_t len);
+/* Sends op to the node serving its slot, or holds it until it may go (cluster). */
+int kx__redis_route(kx_store_redis *r, redis_op *op);
+/* A reply on n for op arrived (before it is looked at): per-slot accounting. */
+void kx__redis_answered(kx_store_redis *r, redis_op *op);
+/* Handles a MOVED, ASK, TRYAGAIN or CLUSTERDOWN reply: true when op was resent or held. */
+bool kx__redis_redirect(kx_store_redis *r, redis_op *op, const redisReply *reply);
+/* Sends the held ops that may go now. */
+void kx__redis_flush_held(kx_store_redis *r);
+/* Fails the held ops bound for node idx (REDIS_NO_NODE: all) with status. */
+void kx__redis_fail_held(kx_store_redis *r, uint8_t idx, int status);
+/* Asks a node that is up for the slot map (the seed first), once at a time. */
+void kx__redis_map_refresh(kx_store_redis *r);
+void kx__redis_cluster_free(kx_store_redis *r);
+
+#endif
