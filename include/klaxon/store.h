@@ -362,7 +362,8 @@ int kx_store_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, vo
  * fails with status -ENOSPC (counted in KX_M_STATE_KEYS_CAPPED and logged). */
 int kx_store_memory_create(struct ev_loop *loop, size_t max_keys, kx_store **out);
 /* Redis backend: connects asynchronously (kx_store_is_up tells when ready); prefix is put
- * in front of every key ("klaxon:"). */
+ * in front of every key ("klaxon:"). When the server is a Redis Cluster master, the store
+ * uses the whole cluster (every master, by slot; docs/scaling.md). */
 int kx_store_redis_create(struct ev_loop *loop, const char *host, int port, const char *prefix,
                           kx_store **out);
 /* The same with AUTH on every connection: password alone (the default user, requirepass) or

@@ -264,6 +264,10 @@ bool kx__redis_redirect(kx_store_redis *r, redis_op *op, const redisReply *reply
         }
         kx_metric_inc(KX_M_STORE_REDIRECTS);
         if (moved) {
+            if (r->slot_node[slot] != n->idx)
+                kx_log_limited(&r->rl_map, KX_LOG_INFO, "state",
+                               "redis cluster: slot %u moved to %s:%d: following it", slot,
+                               n->host, n->port);
             r->slot_node[slot] = n->idx;
             n->in_map = true;
             op->ask = REDIS_NO_NODE;

@@ -135,7 +135,8 @@ void kx__redis_update_up(kx_store_redis *r)
 static void node_lost(redis_node *n)
 {
     kx_store_redis *r = n->r;
-    bool was_up = n->up;
+    bool was_up = n->was_up;
+    n->was_up = false;
     n->ac = NULL;
     n->up = false;
     n->script_pending = false;
@@ -268,7 +269,7 @@ static void script_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         bool newly_up = !n->up && !r->destroying;
         kx__redis_watchdog_kick(n);
         if (newly_up) {
-            n->up = true;
+            n->up = n->was_up = true;
             n->backoff_s = REDIS_BACKOFF_MIN_S;
             if (r->mode == REDIS_MODE_UNKNOWN || r->map_wanted)
                 kx__redis_map_refresh(r); /* the store is up once it knows what it talks to */

@@ -78,6 +78,7 @@ typedef struct redis_node {
     bool up;               /* connected, authenticated, script loaded */
     bool script_pending;   /* a SCRIPT LOAD is in flight */
     bool in_map;           /* serves slots (or is the only server): the store needs it up */
+    bool was_up;           /* up since the last loss: a loss to log */
     ev_timer retry_timer;
     ev_timer watchdog; /* command / connect timeout */
     double backoff_s;

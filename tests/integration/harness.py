@@ -30,6 +30,21 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_cluster_port():
+    """A free port whose cluster bus port (+10000) is free too."""
+    for _ in range(200):
+        p = free_port()
+        if p + 10000 > 65535:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", p + 10000))
+            return p
+        except OSError:
+            continue
+    raise AssertionError("no free port pair for a cluster node")
+
+
 def wait_for(cond, timeout=30.0, what="condition", interval=0.02):
     deadline = time.monotonic() + timeout
     while True:
@@ -99,6 +114,81 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+class RedisCluster:
+    """A Redis Cluster of n masters (no replicas, append-only files) on loopback: n redis-servers with
+    --cluster-enabled yes, joined by `redis-cli --cluster create`. .port is the first master
+    (what klaxon is given); .nodes the RedisServers."""
+
+    def __init__(self, tmp, n=3):
+        self.tmp = tmp
+        self.nodes = []
+        for i in range(n):
+            d = os.path.join(tmp, "node%d" % i)
+            os.makedirs(d, exist_ok=True)
+            # Persistent, as a cluster in production is: a master that restarts keeps its keys.
+            node = RedisServer(d, persist=True, extra=["--cluster-enabled", "yes", "--cluster-config-file",
+                                         os.path.join(d, "nodes.conf"), "--cluster-node-timeout", "5000"])
+            node.port = free_cluster_port()
+            self.nodes.append(node)
+        self.port = None
+
+    def start(self):
+        for n in self.nodes:
+            n.start()
+        self.port = self.nodes[0].port
+        r = subprocess.run(["redis-cli", "--cluster", "create"] +
+                           ["127.0.0.1:%d" % n.port for n in self.nodes] +
+                           ["--cluster-replicas", "0", "--cluster-yes"], capture_output=True, timeout=60)
+        if r.returncode != 0:
+            raise AssertionError("redis-cli --cluster create: %s" % r.stdout.decode(errors="replace")[-2000:])
+        wait_for(self.ok, 30, "the cluster to be ok on every node")
+        return self
+
+    def ok(self):
+        return all(b"cluster_state:ok" in n.command("CLUSTER", "INFO") for n in self.nodes)
+
+    def node_id(self, i):
+        return self.nodes[i].command("CLUSTER", "MYID").split(b"\r\n")[1].decode()
+
+    def slots_of(self, i):
+        """How many slots master i serves."""
+        reply = subprocess.run(["redis-cli", "-p", str(self.nodes[i].port), "CLUSTER", "NODES"],
+                               capture_output=True, timeout=10).stdout.decode()
+        for line in reply.splitlines():
+            f = line.split()
+            if "myself" in f[2]:
+                total = 0
+                for r in f[8:]:
+                    if r.startswith("["):
+                        continue
+                    lo, _, hi = r.partition("-")
+                    total += int(hi or lo) - int(lo) + 1
+                return total
+        return 0
+
+    def reshard(self, src, dst, nslots):
+        """Moves nslots slots (with their keys) from master src to master dst, as an operator
+        would, while clients keep writing."""
+        return subprocess.Popen(["redis-cli", "--cluster", "reshard", "127.0.0.1:%d" % self.port,
+                                 "--cluster-from", self.node_id(src), "--cluster-to", self.node_id(dst),
+                                 "--cluster-slots", str(nslots), "--cluster-yes", "--cluster-pipeline", "5"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def keys_on(self, i, pattern):
+        """The keys matching pattern on master i."""
+        reply = subprocess.run(["redis-cli", "-p", str(self.nodes[i].port), "--scan", "--pattern", pattern],
+                               capture_output=True, timeout=30).stdout.decode()
+        return [k for k in reply.splitlines() if k]
+
+    def keys(self, pattern):
+        """The keys matching pattern on all masters."""
+        return [k for i in range(len(self.nodes)) for k in self.keys_on(i, pattern)]
+
+    def stop(self):
+        for n in self.nodes:
+            n.stop()
 
 
 class Broker:

@@ -1,6 +1,7 @@
 """Correlation rules of every Sigma type through the real binary: `klaxon replay` over small
-timestamped fixtures (tests/fixtures/correlations/), once with the memory store and once
-with a real redis-server, each checked against alerts worked out by hand.
+timestamped fixtures (tests/fixtures/correlations/), with the memory store, a real
+redis-server and a real Redis Cluster of three masters, each checked against alerts worked
+out by hand, and the three against each other.
 
 Semantics under test (docs/rules.md, klaxon/store.h): windows are [e - timespan, e] on event
 time, both ends inclusive; an alert fires when an added event makes a window satisfy the
@@ -17,11 +18,12 @@ import json
 import os
 import shutil
 
-from harness import SRC, RedisServer, alerts_of, check, replay, run_tests, tmpdir
+from harness import SRC, RedisCluster, RedisServer, alerts_of, check, replay, run_tests, tmpdir
 
 FIX = os.path.join(SRC, "tests", "fixtures", "correlations")
-STORES = ("memory", "redis")
+STORES = ("memory", "redis", "cluster")
 REDIS = None  # the RedisServer, started in main
+CLUSTER = None  # a RedisCluster of three masters, started in main
 _prefixes = [0]
 
 
@@ -42,21 +44,24 @@ def run(store, rules, files, config=None, expect_rc=0):
     if config:
         args += ["--config", config]
     prefix = None
-    if store == "redis":
+    if store != "memory":
         # A fresh key prefix per replay: no state carries over from another run.
         _prefixes[0] += 1
         prefix = "kxct%d-%d:" % (os.getpid(), _prefixes[0])
-        args += ["--state", "redis://127.0.0.1:%d/%s" % (REDIS.port, prefix)]
+        port = REDIS.port if store == "redis" else CLUSTER.port
+        args += ["--state", "redis://127.0.0.1:%d/%s" % (port, prefix)]
     r = replay(args + list(files), timeout=60)
     err = r.stderr.decode(errors="replace")
     check(r.returncode == expect_rc, "replay %s (%s) exit %d: %s" % (files, store, r.returncode, err[-2000:]))
     out = r.stdout.decode()
     lines = [l for l in out.splitlines() if l.strip()]
-    if prefix is not None:
+    if store == "redis":
         # The windows really were kept in Redis (not silently in memory).
         reply = REDIS.command("KEYS", prefix + "*")
         check(reply.startswith(b"*") and not reply.startswith(b"*0\r\n"),
               "no keys under %s in redis: %r" % (prefix, reply[:80]))
+    elif store == "cluster":
+        check(CLUSTER.keys(prefix + "*"), "no keys under %s in the cluster" % prefix)
     return alerts_of(out), lines, err
 
 
@@ -102,8 +107,10 @@ def both_stores(rules, files, want, what, config=None):
         outs[store] = (alerts, lines, err)
     # Sorted: with Redis a correlation alert is written when the store replies, after the
     # single-event alerts of later events in the same batch.
-    mem, red = (sorted((same_alert(a) for a in outs[s][0]), key=lambda b: sort_key(summary(b))) for s in STORES)
-    check(mem == red, "%s: memory and redis alerts differ\n memory %s\n redis  %s" % (what, mem, red))
+    mem = sorted((same_alert(a) for a in outs["memory"][0]), key=lambda b: sort_key(summary(b)))
+    for store in STORES[1:]:
+        red = sorted((same_alert(a) for a in outs[store][0]), key=lambda b: sort_key(summary(b)))
+        check(mem == red, "%s: memory and %s alerts differ\n memory %s\n %s  %s" % (what, store, mem, store, red))
     return outs
 
 
@@ -478,7 +485,8 @@ def test_absence():
             check(len({d for _, d, _ in v}) == 1 and len({i for _, _, i in v}) == len(v),
                   "absence %s [%s]: firing and resolve share the dedup_key, not the id: %s" % (k, store, v))
         outs[store] = sorted((a["dedup_key"], a["id"]) for a in alerts)
-    check(outs["memory"] == outs["redis"], "absence: memory and redis alerts differ")
+    for store in STORES[1:]:
+        check(outs["memory"] == outs[store], "absence: memory and %s alerts differ" % store)
     # The stream twice in one run: the second pass changes nothing (older sightings), and
     # its arrival raises no new absence.
     for store in STORES:
@@ -569,7 +577,8 @@ def test_resolve():
                       "resolve %s [%s]: firing and resolve share the dedup_key, not the id: %s" % (k, store, v))
             if copies == 1:
                 outs[store] = sorted((a["dedup_key"], a["id"], a["status"]) for a in alerts)
-    check(outs["memory"] == outs["redis"], "resolve: memory and redis alerts differ")
+    for store in STORES[1:]:
+        check(outs["memory"] == outs[store], "resolve: memory and %s alerts differ" % store)
 
 
 def test_load_errors():
@@ -614,15 +623,17 @@ def test_load_errors():
 
 
 def main():
-    global REDIS
+    global REDIS, CLUSTER
     d = tmpdir("corr-redis")
     REDIS = RedisServer(d).start()
+    CLUSTER = RedisCluster(os.path.join(d, "cluster")).start()
     try:
         run_tests([test_window_edges, test_out_of_order, test_late_events, test_suppress, test_value_count,
                    test_temporal, test_value_sum_avg, test_value_percentile, test_chaining, test_first_seen, test_baseline, test_absence, test_at_most,
                    test_resolve, test_same_file_twice, test_load_errors])
     finally:
         REDIS.stop()
+        CLUSTER.stop()
         shutil.rmtree(d, ignore_errors=True)
 
 
