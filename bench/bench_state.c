@@ -1,11 +1,13 @@
 /*
  * bench-state: the stateful path alone — kx_pipeline with correlation rules on a real Redis
  * (or the memory store) — over a synthetic stream in which every event matches. It reports
- * events/s and how many Redis commands (EVALSHA) and round trips each matching event costs,
- * so local pre-aggregation can be measured against per-event updates in the same run.
+ * events/s, the CPU each matching event costs klaxon and redis-server (INFO cpu: the server's
+ * user + system time), and how many Redis commands (EVALSHA) and round trips it costs, so
+ * local pre-aggregation can be measured against per-event updates in the same run.
  *
  *   bench-state -s redis://127.0.0.1:PORT | memory  [-n EVENTS] [-g GROUPS] [-b BATCH]
  *               [-r RUNS] [-p 0|1 (pre-aggregation)] [-t event_count|value_count|baseline]
+ *               [-x PORT,PORT... (more servers to count: a Redis Cluster's other masters)]
  *
  * The stream: EVENTS JSON events, 10 ms apart, round-robin over GROUPS source addresses, each
  * a failed login. The rule: that detection plus a correlation of the chosen type grouped by
@@ -64,8 +66,32 @@ static double cpu_s(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
+#define MAX_SERVERS 16
+
+/* The servers whose work is counted: the store's, then -x's. */
+static redisContext *servers[MAX_SERVERS];
+static size_t nservers;
+
+/* INFO cpu of every server: used_cpu_user + used_cpu_sys, seconds. */
+static double redis_cpu(void)
+{
+    double sum = 0;
+    for (size_t i = 0; i < nservers; i++) {
+        redisReply *r = redisCommand(servers[i], "INFO cpu");
+        if (r && r->type == REDIS_REPLY_STRING) {
+            const char *u = strstr(r->str, "used_cpu_user:"), *y = strstr(r->str, "used_cpu_sys:");
+            if (u)
+                sum += atof(u + 14);
+            if (y)
+                sum += atof(y + 13);
+        }
+        freeReplyObject(r);
+    }
+    return sum;
+}
+
 /* INFO commandstats: calls of one command (0 when never called). */
-static long long redis_calls(redisContext *c, const char *cmd)
+static long long server_calls(redisContext *c, const char *cmd)
 {
     redisReply *r = redisCommand(c, "INFO commandstats");
     long long calls = 0;
@@ -80,9 +106,17 @@ static long long redis_calls(redisContext *c, const char *cmd)
     return calls;
 }
 
+static long long redis_calls(const char *cmd)
+{
+    long long sum = 0;
+    for (size_t i = 0; i < nservers; i++)
+        sum += server_calls(servers[i], cmd);
+    return sum;
+}
+
 /* INFO commandstats: calls of every command but INFO and CONFIG (the bench's own), which
  * counts what the scripts run inside Redis too. */
-static long long redis_all_calls(redisContext *c)
+static long long server_all_calls(redisContext *c)
 {
     redisReply *r = redisCommand(c, "INFO commandstats");
     long long calls = 0;
@@ -97,6 +131,14 @@ static long long redis_all_calls(redisContext *c)
     }
     freeReplyObject(r);
     return calls;
+}
+
+static long long redis_all_calls(void)
+{
+    long long sum = 0;
+    for (size_t i = 0; i < nservers; i++)
+        sum += server_all_calls(servers[i]);
+    return sum;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -127,8 +169,9 @@ int main(int argc, char **argv)
 {
     const char *store_url = "memory", *type = "event_count";
     size_t n = 100000, groups = 100, batch = 1000;
+    const char *more = "";
     int runs = 5, preagg = 0, opt;
-    while ((opt = getopt(argc, argv, "s:n:g:b:r:p:t:")) != -1) {
+    while ((opt = getopt(argc, argv, "s:n:g:b:r:p:t:x:")) != -1) {
         switch (opt) {
         case 's':
             store_url = optarg;
@@ -151,9 +194,12 @@ int main(int argc, char **argv)
         case 't':
             type = optarg;
             break;
+        case 'x':
+            more = optarg;
+            break;
         default:
             fprintf(stderr, "usage: bench-state -s URL [-n N] [-g G] [-b B] [-r R] [-p 0|1] "
-                            "[-t TYPE]\n");
+                            "[-t TYPE] [-x PORT,PORT...]\n");
             return 2;
         }
     }
@@ -210,9 +256,20 @@ int main(int argc, char **argv)
         rc = redisConnect(host, port);
         if (!rc || rc->err)
             return 1;
+        servers[nservers++] = rc;
+        for (const char *p = more; *p && nservers < MAX_SERVERS;) {
+            redisContext *c = redisConnect(host, atoi(p));
+            if (!c || c->err)
+                return 1;
+            servers[nservers++] = c;
+            p = strchr(p, ',');
+            if (!p)
+                break;
+            p++;
+        }
     }
 
-    double secs[64], cpus[64];
+    double secs[64], cpus[64], rcpus[64] = {0};
     double evalsha = 0, trips = 0, cmds = 0;
     size_t alerts_file = 0;
     for (int r = 0; r < runs; r++) {
@@ -246,8 +303,9 @@ int main(int argc, char **argv)
             kx_decoder_create(NULL, NULL, -1, NULL, &d, &err) ||
             kx_pipeline_add_decoder(pipe, NULL, d))
             return 1;
-        long long calls0 = rc ? redis_calls(rc, "evalsha") : 0;
-        long long all0 = rc ? redis_all_calls(rc) : 0;
+        long long calls0 = rc ? redis_calls("evalsha") : 0;
+        long long all0 = rc ? redis_all_calls() : 0;
+        double rc0 = rc ? redis_cpu() : 0;
         double w0 = now_s(), c0 = cpu_s();
         size_t nbatches = 0;
         for (size_t i = 0; i < n;) {
@@ -270,9 +328,10 @@ int main(int argc, char **argv)
         secs[r] = now_s() - w0;
         cpus[r] = cpu_s() - c0;
         if (rc) {
-            evalsha = (double)(redis_calls(rc, "evalsha") - calls0) / (double)n;
+            rcpus[r] = redis_cpu() - rc0;
+            evalsha = (double)(redis_calls("evalsha") - calls0) / (double)n;
             /* Each EVALSHA is counted once more as the call itself. */
-            cmds = (double)(redis_all_calls(rc) - all0) / (double)n - evalsha;
+            cmds = (double)(redis_all_calls() - all0) / (double)n - evalsha;
             /* The batch waits for all its replies once: one round trip per batch. */
             trips = (double)nbatches / (double)n;
         }
@@ -287,14 +346,17 @@ int main(int argc, char **argv)
         rates[r] = (double)n / secs[r];
     qsort(rates, (size_t)runs, sizeof(double), cmp_double);
     qsort(cpus, (size_t)runs, sizeof(double), cmp_double);
+    qsort(rcpus, (size_t)runs, sizeof(double), cmp_double);
     (void)alerts_file;
     printf("row=state type=%s store=%s preaggregate=%d events=%zu groups=%zu batch=%zu runs=%d "
-           "median=%.0f min=%.0f max=%.0f cpu_us_per_event=%.3f evalsha_per_event=%.4f "
-           "redis_cmds_per_event=%.2f round_trips_per_event=%.4f\n",
+           "median=%.0f min=%.0f max=%.0f cpu_us_per_event=%.3f redis_cpu_us_per_event=%.2f "
+           "evalsha_per_event=%.4f redis_cmds_per_event=%.2f round_trips_per_event=%.4f "
+           "servers=%zu\n",
            type, rc ? "redis" : "memory", preagg, n, groups, batch, runs, rates[runs / 2], rates[0],
-           rates[runs - 1], cpus[runs / 2] * 1e6 / (double)n, evalsha, cmds, trips);
-    if (rc)
-        redisFree(rc);
+           rates[runs - 1], cpus[runs / 2] * 1e6 / (double)n, rcpus[runs / 2] * 1e6 / (double)n,
+           evalsha, cmds, trips, nservers);
+    for (size_t i = 0; i < nservers; i++)
+        redisFree(servers[i]);
     for (size_t i = 0; i < n; i++)
         free(lines[i]);
     free(lines);
