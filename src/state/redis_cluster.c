@@ -74,17 +74,22 @@ static bool may_send(const kx_store_redis *r, const redis_op *op, uint8_t t, dou
     return r->slot_inflight[op->slot] == 0 || r->slot_sent[op->slot] == t;
 }
 
+static void append(redis_op **head, redis_op **tail, redis_op *op)
+{
+    op->next = NULL;
+    if (*tail)
+        (*tail)->next = op;
+    else
+        *head = op;
+    *tail = op;
+}
+
 /* Into the held list by issue order: new ops at the tail, redirected ones where they were. */
 static void hold(kx_store_redis *r, redis_op *op)
 {
     r->slot_held[op->slot]++;
     if (!r->held_tail || r->held_tail->seq < op->seq) {
-        op->next = NULL;
-        if (r->held_tail)
-            r->held_tail->next = op;
-        else
-            r->held_head = op;
-        r->held_tail = op;
+        append(&r->held_head, &r->held_tail, op);
         return;
     }
     redis_op **pp = &r->held_head;
@@ -133,12 +138,7 @@ void kx__redis_flush_held(kx_store_redis *r)
             r->slot_walk[s] = r->walk_gen; /* later ops of the slot wait behind this one */
             if (op->not_before > now && (!wake || op->not_before < wake))
                 wake = op->not_before;
-            op->next = NULL;
-            if (kept_tail)
-                kept_tail->next = op;
-            else
-                kept = op;
-            kept_tail = op;
+            append(&kept, &kept_tail, op);
         }
         op = next;
     }
@@ -166,12 +166,7 @@ void kx__redis_fail_held(kx_store_redis *r, uint8_t idx, int status)
             op->next = failed;
             failed = op;
         } else {
-            op->next = NULL;
-            if (kept_tail)
-                kept_tail->next = op;
-            else
-                kept = op;
-            kept_tail = op;
+            append(&kept, &kept_tail, op);
         }
         op = next;
     }
@@ -266,8 +261,8 @@ bool kx__redis_redirect(kx_store_redis *r, redis_op *op, const redisReply *reply
         if (moved) {
             if (r->slot_node[slot] != n->idx)
                 kx_log_limited(&r->rl_map, KX_LOG_INFO, "state",
-                               "redis cluster: slot %u moved to %s:%d: following it", slot,
-                               n->host, n->port);
+                               "redis cluster: slot %u moved to %s:%d: following it", slot, n->host,
+                               n->port);
             r->slot_node[slot] = n->idx;
             n->in_map = true;
             op->ask = REDIS_NO_NODE;

@@ -18,9 +18,7 @@ int kx__mem_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence_cb
         return -ECANCELED;
     int64_t now = kx__mem_loop_now_ms(m);
     mem_win *w;
-    kx_metric_inc(KX_M_STORE_OPS);
-    if ((rc = kx__mem_key(m, op->key, now, op->timespan_ms + op->keep_ms, &w)) == -ENOSPC) {
-        kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
+    if ((rc = kx__mem_update_key(m, op->key, now, op->timespan_ms + op->keep_ms, &w)) == -ENOSPC) {
         kx__mem_run_acb(m, cb, ud, -ENOSPC, NULL);
         return 0;
     }
@@ -108,6 +106,13 @@ int kx__mem_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence_cb
     return 0;
 }
 
+/* A group silent for its timespan at the watermark, not yet reported. */
+static bool silent(const mem_seen *e, const void *arg)
+{
+    const kx_absence_due *op = arg;
+    return !(e->has_fired && e->fired == e->last) && e->last + op->timespan_ms < op->watermark_ms;
+}
+
 int kx__mem_absence_due(kx_store *s, const kx_absence_due *op, kx_absence_cb cb, void *ud)
 {
     kx_store_memory *m = (kx_store_memory *)s;
@@ -134,24 +139,9 @@ int kx__mem_absence_due(kx_store *s, const kx_absence_due *op, kx_absence_cb cb,
         }
         if (gone)
             kx__mem_seen_compact(w);
-        if (m->due_cap < w->seen_n) {
-            uint32_t *p = realloc(m->due, (size_t)w->seen_n * sizeof(*p));
-            if (!p)
-                return -ENOMEM;
-            m->due = p;
-            m->due_cap = w->seen_n;
-        }
         size_t nd = 0;
-        for (uint32_t k = 0; k < w->seen_n; k++) {
-            const mem_seen *e = &w->seen[k];
-            if (!(e->has_fired && e->fired == e->last) &&
-                e->last + op->timespan_ms < op->watermark_ms)
-                m->due[nd++] = k;
-        }
-        kx__mem_sort_win = w;
-        kx__mem_sort_by_deadline = false;
-        if (nd > 1) /* (m->due is still NULL for a key without groups) */
-            qsort(m->due, nd, sizeof(*m->due), kx__mem_group_cmp);
+        if ((rc = kx__mem_due_groups(m, w, false, silent, op, &nd)))
+            return rc;
         if (nd > op->limit)
             nd = op->limit;
         for (size_t k = 0; k < nd; k++) {

@@ -28,9 +28,7 @@ int kx__mem_close_touch(kx_store *s, const kx_close_touch *op, kx_absence_cb cb,
         return -ECANCELED;
     int64_t now = kx__mem_loop_now_ms(m);
     mem_win *w;
-    kx_metric_inc(KX_M_STORE_OPS);
-    if ((rc = kx__mem_key(m, op->key, now, op->ttl_ms, &w)) == -ENOSPC) {
-        kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
+    if ((rc = kx__mem_update_key(m, op->key, now, op->ttl_ms, &w)) == -ENOSPC) {
         kx__mem_run_acb(m, cb, ud, -ENOSPC, NULL);
         return 0;
     }
@@ -79,6 +77,13 @@ int kx__mem_close_touch(kx_store *s, const kx_close_touch *op, kx_absence_cb cb,
     return 0;
 }
 
+/* A group whose open window has closed at the watermark. */
+static bool closed(const mem_seen *e, const void *arg)
+{
+    const kx_close_due *op = arg;
+    return e->has_deadline && e->deadline <= op->watermark_ms;
+}
+
 int kx__mem_close_due(kx_store *s, const kx_close_due *op, kx_absence_cb cb, void *ud)
 {
     kx_store_memory *m = (kx_store_memory *)s;
@@ -100,19 +105,8 @@ int kx__mem_close_due(kx_store *s, const kx_close_due *op, kx_absence_cb cb, voi
         }
         /* The due groups in the script's order, sorted once; a group whose next window is due
          * too goes back in its place. */
-        if (m->due_cap < w->seen_n) {
-            uint32_t *p = realloc(m->due, (size_t)w->seen_n * sizeof(*p));
-            if (!p)
-                return -ENOMEM;
-            m->due = p;
-            m->due_cap = w->seen_n;
-        }
-        for (uint32_t i = 0; i < w->seen_n; i++)
-            if (w->seen[i].has_deadline && w->seen[i].deadline <= op->watermark_ms)
-                m->due[nd++] = i;
-        kx__mem_sort_win = w;
-        kx__mem_sort_by_deadline = true;
-        qsort(m->due, nd, sizeof(*m->due), kx__mem_group_cmp);
+        if ((rc = kx__mem_due_groups(m, w, true, closed, op, &nd)))
+            return rc;
     }
     while (at < nd) {
         if (n >= op->limit || iter >= 4 * op->limit) {

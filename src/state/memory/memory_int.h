@@ -145,6 +145,9 @@ void kx__mem_run_cb(kx_store_memory *m, kx_store_cb cb, void *ud, int status,
 void kx__mem_run_acb(kx_store_memory *m, kx_absence_cb cb, void *ud, int status,
                      const kx_absence_result *res);
 int kx__mem_key(kx_store_memory *m, const char *key, int64_t now, int64_t ttl, mem_win **out);
+/* kx__mem_key for an update: counts the op; -ENOSPC is counted and logged (rate-limited). */
+int kx__mem_update_key(kx_store_memory *m, const char *key, int64_t now, int64_t ttl,
+                       mem_win **out);
 mem_win *kx__mem_lookup(kx_store_memory *m, const char *key, int64_t now);
 
 /* memory/win.c */
@@ -171,6 +174,11 @@ void kx__mem_seen_compact(mem_win *w);
 int kx__mem_seen_set_intro(mem_seen *e, const char *id, size_t ilen);
 int kx__mem_seen_append(mem_win *w, uint64_t h, const char *v, size_t vlen, int32_t *at);
 int kx__mem_group_cmp(const void *a, const void *b);
+/* The groups of w that is_due(group, arg) finds due, into m->due (grown to fit) in the
+ * script's order (kx__mem_group_cmp: by deadline, else by last sighting; then name). */
+typedef bool (*kx__mem_due_fn)(const mem_seen *e, const void *arg);
+int kx__mem_due_groups(kx_store_memory *m, mem_win *w, bool by_deadline, kx__mem_due_fn is_due,
+                       const void *arg, size_t *nd);
 /* qsort has no context argument: the groups sorted by kx__mem_group_cmp, and by which
  * time (closing windows' deadline, else an absence group's last sighting). */
 extern const mem_win *kx__mem_sort_win;

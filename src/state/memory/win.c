@@ -435,3 +435,25 @@ int kx__mem_group_cmp(const void *a, const void *b)
         return tx < ty ? -1 : 1;
     return kx__mem_member_cmp(x->val, x->vlen, y->val, y->vlen);
 }
+
+int kx__mem_due_groups(kx_store_memory *m, mem_win *w, bool by_deadline, kx__mem_due_fn is_due,
+                       const void *arg, size_t *nd)
+{
+    if (m->due_cap < w->seen_n) {
+        uint32_t *p = realloc(m->due, (size_t)w->seen_n * sizeof(*p));
+        if (!p)
+            return -ENOMEM;
+        m->due = p;
+        m->due_cap = w->seen_n;
+    }
+    size_t n = 0;
+    for (uint32_t k = 0; k < w->seen_n; k++)
+        if (is_due(&w->seen[k], arg))
+            m->due[n++] = k;
+    kx__mem_sort_win = w;
+    kx__mem_sort_by_deadline = by_deadline;
+    if (n > 1) /* (m->due is still NULL for a key without groups) */
+        qsort(m->due, n, sizeof(*m->due), kx__mem_group_cmp);
+    *nd = n;
+    return 0;
+}

@@ -140,6 +140,22 @@ bool kx__mem_agg(kx_store_memory *m, mem_win *w, kx_agg agg, uint32_t lo, uint32
     }
 }
 
+/* The evidence a reply carries: the newest max_ev, or none without a crossing when the
+ * caller wants it only then. */
+static void result_evidence(kx_store_memory *m, const mem_win *w, const kx_window_add *op,
+                            size_t max_ev, kx_window_result *res)
+{
+    res->nevidence = w->ev_n < max_ev ? w->ev_n : max_ev;
+    if (op->evidence_if_crossed && !res->crossed)
+        res->nevidence = 0;
+    for (size_t i = 0; i < res->nevidence; i++) {
+        m->res_ev[i] = w->ev[i].p;
+        m->res_ev_len[i] = w->ev[i].len;
+    }
+    res->evidence = m->res_ev;
+    res->evidence_len = m->res_ev_len;
+}
+
 int kx__mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, void *ud)
 {
     kx_store_memory *m = (kx_store_memory *)s;
@@ -185,17 +201,8 @@ int kx__mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, voi
         if (!res.late && bl_added && op->evidence && max_ev > 0 &&
             (rc = kx__mem_win_push_evidence(w, op->evidence, op->evidence_len, (uint32_t)max_ev)))
             return rc;
-        if (!res.late) {
-            res.nevidence = w->ev_n < max_ev ? w->ev_n : max_ev;
-            if (op->evidence_if_crossed && !res.crossed)
-                res.nevidence = 0;
-            for (size_t i = 0; i < res.nevidence; i++) {
-                m->res_ev[i] = w->ev[i].p;
-                m->res_ev_len[i] = w->ev[i].len;
-            }
-            res.evidence = m->res_ev;
-            res.evidence_len = m->res_ev_len;
-        }
+        if (!res.late)
+            result_evidence(m, w, op, max_ev, &res);
         kx__mem_run_cb(m, cb, ud, 0, &res);
         return 0;
     }
@@ -314,15 +321,7 @@ int kx__mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, voi
         if (!res.crossed && passed && added && w->alerted)
             w->nsup++;
     }
-    res.nevidence = w->ev_n < max_ev ? w->ev_n : max_ev;
-    if (op->evidence_if_crossed && !res.crossed)
-        res.nevidence = 0;
-    for (size_t i = 0; i < res.nevidence; i++) {
-        m->res_ev[i] = w->ev[i].p;
-        m->res_ev_len[i] = w->ev[i].len;
-    }
-    res.evidence = m->res_ev;
-    res.evidence_len = m->res_ev_len;
+    result_evidence(m, w, op, max_ev, &res);
     kx__mem_run_cb(m, cb, ud, 0, &res);
     return 0;
 }
