@@ -451,17 +451,39 @@ static int op_arg_key(redis_op *op, const char *prefix, const char *key, char ki
     return 0;
 }
 
+/* A window's four keys: KEYS[1..4] of the script (redis_scripts.h). */
+static int op_arg_keys(redis_op *op, const char *prefix, const char *key)
+{
+    int rc = op_arg_key(op, prefix, key, 'z');
+    if (!rc)
+        rc = op_arg_key(op, prefix, key, 'e');
+    if (!rc)
+        rc = op_arg_key(op, prefix, key, 'a');
+    if (!rc)
+        rc = op_arg_key(op, prefix, key, 'h');
+    return rc;
+}
+
+/* A condition: the count of terms, then op and value of each. */
+static int op_arg_terms(redis_op *op, const kx_cmp_term *cond, size_t ncond)
+{
+    int rc = op_arg_i64(op, (int64_t)ncond);
+    for (size_t i = 0; i < ncond && !rc; i++) {
+        char tmp[32];
+        rc = op_arg_i64(op, (int64_t)cond[i].op);
+        /* %.17g round-trips a double exactly through Lua's tonumber. */
+        int n = snprintf(tmp, sizeof(tmp), "%.17g", cond[i].value);
+        if (!rc)
+            rc = op_arg(op, tmp, (size_t)n);
+    }
+    return rc;
+}
+
 static int op_build(kx_store_redis *r, redis_op *op, const kx_window_add *a)
 {
     size_t max_ev =
         a->max_evidence < KX__STORE_MAX_EVIDENCE ? a->max_evidence : KX__STORE_MAX_EVIDENCE;
-    int rc = op_arg_key(op, r->prefix, a->key, 'z');
-    if (!rc)
-        rc = op_arg_key(op, r->prefix, a->key, 'e');
-    if (!rc)
-        rc = op_arg_key(op, r->prefix, a->key, 'a');
-    if (!rc)
-        rc = op_arg_key(op, r->prefix, a->key, 'h');
+    int rc = op_arg_keys(op, r->prefix, a->key);
     if (!rc)
         rc = op_arg(op, a->member, strlen(a->member));
     if (!rc)
@@ -487,15 +509,7 @@ static int op_build(kx_store_redis *r, redis_op *op, const kx_window_add *a)
     kx_cmp_term cond[KX_CMP_MAX_TERMS];
     size_t ncond = kx__store_cond(a, cond);
     if (!rc)
-        rc = op_arg_i64(op, (int64_t)ncond);
-    for (size_t i = 0; i < ncond && !rc; i++) {
-        char tmp[32];
-        rc = op_arg_i64(op, (int64_t)cond[i].op);
-        /* %.17g round-trips a double exactly through Lua's tonumber. */
-        int n = snprintf(tmp, sizeof(tmp), "%.17g", cond[i].value);
-        if (!rc)
-            rc = op_arg(op, tmp, (size_t)n);
-    }
+        rc = op_arg_terms(op, cond, ncond);
     if (!rc) {
         char tmp[32];
         int n = snprintf(tmp, sizeof(tmp), "%.17g", a->deviations);
@@ -626,13 +640,7 @@ typedef struct absence_args {
 /* The absence keys and the script's ten fixed arguments (redis_scripts.h), then the terms. */
 static int op_build_absence(kx_store_redis *r, redis_op *op, int agg, const absence_args *x)
 {
-    int rc = op_arg_key(op, r->prefix, x->key, 'z');
-    if (!rc)
-        rc = op_arg_key(op, r->prefix, x->key, 'e');
-    if (!rc)
-        rc = op_arg_key(op, r->prefix, x->key, 'a');
-    if (!rc)
-        rc = op_arg_key(op, r->prefix, x->key, 'h');
+    int rc = op_arg_keys(op, r->prefix, x->key);
     if (!rc)
         rc = op_arg(op, x->group, strlen(x->group));
     if (!rc)
@@ -657,14 +665,7 @@ static int op_build_absence(kx_store_redis *r, redis_op *op, int agg, const abse
     if (!rc)
         rc = op_arg(op, x->payload ? x->payload : "", x->payload ? x->payload_len : 0);
     if (!rc)
-        rc = op_arg_i64(op, (int64_t)x->ncond);
-    for (size_t i = 0; i < x->ncond && !rc; i++) {
-        char tmp[32];
-        rc = op_arg_i64(op, (int64_t)x->cond[i].op);
-        int n = snprintf(tmp, sizeof(tmp), "%.17g", x->cond[i].value);
-        if (!rc)
-            rc = op_arg(op, tmp, (size_t)n);
-    }
+        rc = op_arg_terms(op, x->cond, x->ncond);
     return rc;
 }
 
