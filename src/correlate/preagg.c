@@ -93,10 +93,6 @@ void kx__grp_flush(kx_correlator *p)
             }
             op = last->grp_next;
             last->grp_next = NULL;
-            if (n == 1) {
-                kx__op_issue(first);
-                continue;
-            }
             if (n > p->adds_cap) {
                 kx_window_add *a = realloc(p->adds, n * sizeof(*a));
                 if (!a) {

@@ -8,8 +8,9 @@ local full = true
 local members = {{ARGV[1], t, ARGV[9]}}
 local base = 14 + nterm2
 local nmore = tonumber(ARGV[base] or '0')
+-- count/first/last are for single adds only: a caller of several (even one) does not read them.
+if ARGV[base] then full = false end
 if nmore > 0 then
-  full = false
   for i = 0, nmore - 1 do
     members[#members + 1] = {ARGV[base + 1 + 3 * i], tonumber(ARGV[base + 2 + 3 * i]),
                              ARGV[base + 3 + 3 * i]}
@@ -20,11 +21,12 @@ local top = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
 local maxt = nil
 if #top > 0 then maxt = tonumber(top[2]) end
 local card = redis.call('ZCARD', z)
-local hz = tonumber(redis.call('GET', hk))
+local marks = redis.call('MGET', hk, a)
+local hz = tonumber(marks[1])
 local hz_dirty = false
 local af, al, nsup = nil, nil, 0
 if nterm > 0 then
-  local mark = redis.call('GET', a)
+  local mark = marks[2]
   if mark then
     local sp = string.find(mark, ' ')
     local sp2 = string.find(mark, ' ', sp + 1, true)
@@ -37,8 +39,45 @@ if nterm > 0 then
   end
 end
 local a_dirty = false
-local pruned_below = nil
+-- Pruning is lazy: members older than pruned_below are invisible at once (every read starts
+-- at pruned_below at the earliest) and deleted once, before the cap is checked and at the end,
+-- so a call costs one prune however many members it adds. hz is the newest time deleted.
+local pruned_below, pruned_done = nil, nil
 local pushed, touched = false, false
+-- Evidence is pushed once per call (before any read of the list and at the end).
+local pending = {}
+local function push_evidence()
+  if #pending > 0 then
+    redis.call('LPUSH', e, unpack(pending))
+    pending, pushed = {}, true
+  end
+end
+local function prune_now()
+  if pruned_below ~= nil and (pruned_done == nil or pruned_below > pruned_done) then
+    local gone = redis.call('ZREVRANGEBYSCORE', z, '(' .. fmt(pruned_below), '-inf', 'WITHSCORES',
+                            'LIMIT', 0, 1)
+    card = card - redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. fmt(pruned_below))
+    pruned_done = pruned_below
+    if #gone > 0 and (hz == nil or tonumber(gone[2]) > hz) then
+      hz = tonumber(gone[2])
+      hz_dirty = true
+    end
+  end
+end
+-- The newest time pruned so far, the members pending deletion included.
+local function hz_now()
+  if pruned_below ~= nil and (pruned_done == nil or pruned_below > pruned_done) then
+    local gone = redis.call('ZREVRANGEBYSCORE', z, '(' .. fmt(pruned_below), '-inf', 'WITHSCORES',
+                            'LIMIT', 0, 1)
+    if #gone > 0 and (hz == nil or tonumber(gone[2]) > hz) then return tonumber(gone[2]) end
+  end
+  return hz
+end
+-- A window's lower bound, at pruned_below at the earliest.
+local function lo_of(x)
+  if pruned_below ~= nil and x < pruned_below then x = pruned_below end
+  return fmt(x)
+end
 local function val(m)
   local i = string.find(m, '\31', 1, true)
   if i then return string.sub(m, i + 1) end
@@ -81,34 +120,37 @@ local function one(member, mt, evidence)
     return {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, '0', 0, 0, 0, 0, 0}
   end
   touched = true
+  local prev_maxt = maxt
   local added = redis.call('ZADD', z, 'NX', ms, member)
+  if added == 0 and pruned_below ~= nil and (pruned_done == nil or pruned_below > pruned_done) then
+    -- Present only because its deletion is pending: as if deleted and added again.
+    local old = tonumber(redis.call('ZSCORE', z, member))
+    if old < pruned_below then
+      redis.call('ZADD', z, 'XX', ms, member)
+      if hz == nil or old > hz then hz, hz_dirty = old, true end
+      added = 1
+      card = card - 1
+    end
+  end
   card = card + added
   if maxt == nil or mt > maxt then maxt = mt end
-  local gone = {}
-  if pruned_below == nil or maxt - ttl > pruned_below then
-    pruned_below = maxt - ttl
-    gone = redis.call('ZREVRANGEBYSCORE', z, '(' .. fmt(pruned_below), '-inf', 'WITHSCORES',
-                      'LIMIT', 0, 1)
-    card = card - redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. fmt(pruned_below))
-  end
+  if pruned_below == nil or maxt - ttl > pruned_below then pruned_below = maxt - ttl end
   local dropped = 0
+  if card > cap then prune_now() end
   if card > cap then
     dropped = card - cap
-    gone = redis.call('ZRANGE', z, dropped - 1, dropped - 1, 'WITHSCORES')
+    local gone = redis.call('ZRANGE', z, dropped - 1, dropped - 1, 'WITHSCORES')
     redis.call('ZREMRANGEBYRANK', z, 0, dropped - 1)
     card = cap
+    if #gone > 0 and (hz == nil or tonumber(gone[2]) > hz) then
+      hz = tonumber(gone[2])
+      hz_dirty = true
+    end
   end
-  if #gone > 0 and (hz == nil or tonumber(gone[2]) > hz) then
-    hz = tonumber(gone[2])
-    hz_dirty = true
-  end
-  if added == 1 and maxev > 0 and evidence ~= '' then
-    redis.call('LPUSH', e, evidence)
-    pushed = true
-  end
+  if added == 1 and maxev > 0 and evidence ~= '' then pending[#pending + 1] = evidence end
   local count, first, last = 0, 0, 0
   if full then
-    local lo = fmt(mt - w)
+    local lo = lo_of(mt - w)
     count = redis.call('ZCOUNT', z, lo, ms)
     if count > 0 then
       first = tonumber(redis.call('ZRANGEBYSCORE', z, lo, ms, 'WITHSCORES', 'LIMIT', 0, 1)[2])
@@ -118,9 +160,15 @@ local function one(member, mt, evidence)
   local own = val(member)
   local crossed, cfirst, clast, ccount, cvalue, csup, passed = 0, 0, 0, 0, 0, 0, false
   local met_at = 0
-  if nterm > 0 and ((added == 1 and dropped == 0) or redis.call('ZSCORE', z, member)) then
+  local present = added == 1 and dropped == 0
+  if nterm > 0 and not present then
+    local sc = redis.call('ZSCORE', z, member) -- kept, and not pending deletion
+    present = sc and tonumber(sc) >= pruned_below
+  end
+  if nterm > 0 and present then
     local later
-    if agg == OP_SHARE then
+    if agg == OP_SHARE or (added == 1 and (prev_maxt == nil or mt > prev_maxt)) then
+      -- SHARE looks at the add's own window; a new newest member has nothing after it.
       later = {member, ms}
     else
       later = redis.call('ZRANGEBYSCORE', z, ms, fmt(mt + w), 'WITHSCORES', 'LIMIT', 0, 64)
@@ -130,9 +178,14 @@ local function one(member, mt, evidence)
       local s = tonumber(later[i])
       if s ~= prev then
         prev = s
-        local slo, shi = fmt(s - w), fmt(s)
+        local slo, shi = lo_of(s - w), fmt(s)
         local with = nil
-        if hz == nil or added == 1 or s - w > hz then with = aggregate(slo, shi, nil, own) end
+        if added == 1 then
+          with = aggregate(slo, shi, nil, own)
+        else
+          local hzn = hz_now()
+          if hzn == nil or s - w > hzn then with = aggregate(slo, shi, nil, own) end
+        end
         if with and holds(with) then
           if not passed then met_at = s end
           passed = true
@@ -164,6 +217,7 @@ local function one(member, mt, evidence)
   if paf ~= nil then res[13], res[14] = 1, paf end
   if passed then res[15] = 1 end
   if maxev > 0 and (crossed == 1 or not ev_if_crossed) then
+    push_evidence()
     local ev = redis.call('LRANGE', e, 0, maxev - 1)
     for i = 1, #ev do res[#res + 1] = ev[i] end
   end
@@ -173,8 +227,10 @@ local out = {}
 for i = 1, #members do
   out[i] = one(members[i][1], members[i][2], members[i][3])
 end
+prune_now()
 if hz_dirty then redis.call('SET', hk, fmt(hz)) end
 if a_dirty then redis.call('SET', a, fmt(af) .. ' ' .. fmt(al) .. ' ' .. fmt(nsup)) end
+push_evidence()
 if pushed then redis.call('LTRIM', e, 0, maxev - 1) end
 if touched then
   redis.call('PEXPIRE', z, ttl)
