@@ -7,8 +7,10 @@
  * there means a single server: the store never looks at slots again), again after a MOVED or
  * a lost master. An op goes to the master of its slot; MOVED updates that slot and resends;
  * ASK resends once to the named master behind ASKING; TRYAGAIN (a slot's keys half migrated)
- * holds the op 20 ms and resends, up to the command timeout; CLUSTERDOWN fails the op (its
- * caller retries). A redirection followed at most REDIS_MAX_REDIRECTS times per op.
+ * and CLUSTERDOWN hold the op 20 ms and 100 ms and resend it, up to the command timeout
+ * (then it fails -EIO and its caller retries). A redirection followed at most
+ * REDIS_MAX_REDIRECTS times per op. A master that (re)connects takes ops once its CLUSTER INFO
+ * says the cluster is ok (redis_conn.c).
  *
  * Order: ops of one slot reach Redis in the order they were issued, across redirections. An op
  * waits in the held list (sorted by issue order) while its slot has held ops, while ops of its
@@ -25,6 +27,7 @@
 #include "state/redis_int.h"
 
 #define TRYAGAIN_DELAY_S 0.02
+#define CLUSTERDOWN_DELAY_S 0.1
 
 /* ---- slots ---- */
 
@@ -119,21 +122,19 @@ void kx__redis_flush_held(kx_store_redis *r)
         r->walk_gen = 1;
     }
     double now = ev_now(r->loop), wake = 0;
-    redis_op *op = r->held_head, *kept = NULL, *kept_tail = NULL, *failed = NULL;
+    redis_op *op = r->held_head, *kept = NULL, *kept_tail = NULL, *failed = NULL,
+             *failed_tail = NULL;
     while (op) {
         redis_op *next = op->next;
         uint16_t s = op->slot;
         uint8_t t = target_of(r, op);
         if (r->slot_walk[s] != r->walk_gen && t == REDIS_NO_NODE) {
             r->slot_held[s]--;
-            op->next = failed; /* no master serves the slot: fail, to be retried */
-            failed = op;
+            append(&failed, &failed_tail, op); /* no master serves the slot: to be retried */
         } else if (r->slot_walk[s] != r->walk_gen && may_send(r, op, t, now)) {
             r->slot_held[s]--;
-            if (kx__redis_node_send(r->nodes[t], op) != 0) {
-                op->next = failed;
-                failed = op;
-            }
+            if (kx__redis_node_send(r->nodes[t], op) != 0)
+                append(&failed, &failed_tail, op);
         } else {
             r->slot_walk[s] = r->walk_gen; /* later ops of the slot wait behind this one */
             if (op->not_before > now && (!wake || op->not_before < wake))
@@ -158,13 +159,13 @@ void kx__redis_fail_held(kx_store_redis *r, uint8_t idx, int status)
 {
     if (!r->held_head)
         return;
-    redis_op *op = r->held_head, *kept = NULL, *kept_tail = NULL, *failed = NULL;
+    redis_op *op = r->held_head, *kept = NULL, *kept_tail = NULL, *failed = NULL,
+             *failed_tail = NULL;
     while (op) {
         redis_op *next = op->next;
         if (idx == REDIS_NO_NODE || target_of(r, op) == idx) {
             r->slot_held[op->slot]--;
-            op->next = failed;
-            failed = op;
+            append(&failed, &failed_tail, op); /* in issue order: their retries keep it */
         } else {
             append(&kept, &kept_tail, op);
         }
@@ -210,8 +211,9 @@ int kx__redis_route(kx_store_redis *r, redis_op *op)
 
 void kx__redis_answered(kx_store_redis *r, redis_op *op)
 {
-    if (r->slot_inflight && r->slot_inflight[op->slot] > 0)
-        r->slot_inflight[op->slot]--;
+    if (r->slot_inflight && r->slot_inflight[op->slot] > 0 && !--r->slot_inflight[op->slot] &&
+        r->slot_held[op->slot])
+        r->flush_due = true;
 }
 
 /* "MOVED 3999 127.0.0.1:6381" / "ASK ...": the slot and the master (the last ':' splits an
@@ -257,6 +259,13 @@ bool kx__redis_redirect(kx_store_redis *r, redis_op *op, const redisReply *reply
             kx__redis_op_finish(r, op, -EIO);
             return true;
         }
+        /* A master known from before whose connection was given up: connect again. */
+        if (!n->ac && !ev_is_active(&n->retry_timer))
+            kx__redis_node_start(n);
+        if (!n->ac) {
+            kx__redis_op_finish(r, op, -EIO);
+            return true;
+        }
         kx_metric_inc(KX_M_STORE_REDIRECTS);
         if (moved) {
             if (r->slot_node[slot] != n->idx)
@@ -266,6 +275,7 @@ bool kx__redis_redirect(kx_store_redis *r, redis_op *op, const redisReply *reply
             r->slot_node[slot] = n->idx;
             n->in_map = true;
             op->ask = REDIS_NO_NODE;
+            kx__redis_update_up(r); /* down until a new master is up */
             kx__redis_map_refresh(r);
         } else {
             op->ask = n->idx;
@@ -274,23 +284,24 @@ bool kx__redis_redirect(kx_store_redis *r, redis_op *op, const redisReply *reply
         kx__redis_flush_held(r);
         return true;
     }
-    if (!strncmp(e, "TRYAGAIN", 8)) {
-        kx_metric_inc(KX_M_STORE_REDIRECTS);
+    bool down = !strncmp(e, "CLUSTERDOWN", 11);
+    if (down || !strncmp(e, "TRYAGAIN", 8)) {
+        /* Held in its place (later ops of its slot wait behind it), then resent. */
+        if (down) {
+            kx_log_limited(&r->rl_map, KX_LOG_WARN, "state", "redis cluster: %.120s: waiting", e);
+            kx__redis_map_refresh(r);
+        } else {
+            kx_metric_inc(KX_M_STORE_REDIRECTS);
+        }
         if (!op->tryagain_until) {
             op->tryagain_until = now + (double)r->timeout_ms / 1000.0;
         } else if (now > op->tryagain_until) {
             kx__redis_op_finish(r, op, -EIO);
             return true;
         }
-        op->not_before = now + TRYAGAIN_DELAY_S;
+        op->not_before = now + (down ? CLUSTERDOWN_DELAY_S : TRYAGAIN_DELAY_S);
         hold(r, op);
         arm_timer(r, op->not_before);
-        return true;
-    }
-    if (!strncmp(e, "CLUSTERDOWN", 11)) {
-        kx_log_limited(&r->rl_map, KX_LOG_WARN, "state", "redis cluster: %.120s", e);
-        kx__redis_map_refresh(r);
-        kx__redis_op_finish(r, op, -EIO);
         return true;
     }
     return false;
@@ -379,11 +390,18 @@ static void map_cb(redisAsyncContext *ac, void *reply_, void *privdata)
     }
     kx__redis_watchdog_kick(asked);
     if (reply->type == REDIS_REPLY_ERROR) {
-        if (r->mode == REDIS_MODE_UNKNOWN) {
-            /* "cluster support disabled" (or CLUSTER renamed away): a single server. */
+        if (r->mode == REDIS_MODE_UNKNOWN && (strstr(reply->str, "cluster support disabled") ||
+                                              !strncmp(reply->str, "ERR unknown command", 19) ||
+                                              !strncmp(reply->str, "NOPERM", 6))) {
+            /* No cluster (or CLUSTER renamed away, or not allowed): a single server. */
             r->mode = REDIS_MODE_SINGLE;
             r->nodes[0]->in_map = true;
             kx__redis_update_up(r);
+        } else if (r->mode == REDIS_MODE_UNKNOWN) {
+            /* Loading, busy...: ask again on a new connection, after the backoff. */
+            kx_log_limited(&r->rl_map, KX_LOG_WARN, "state", "redis %s:%d: CLUSTER SLOTS: %.200s",
+                           asked->host, asked->port, reply->str);
+            kx__redis_node_drop(asked);
         } else {
             kx_log_limited(&r->rl_map, KX_LOG_WARN, "state", "redis %s:%d: CLUSTER SLOTS: %.200s",
                            asked->host, asked->port, reply->str);
@@ -401,6 +419,8 @@ static void map_cb(redisAsyncContext *ac, void *reply_, void *privdata)
                        "redis %s:%d: CLUSTER SLOTS: %s: the slot map is unchanged", asked->host,
                        asked->port, rc == -EPROTO ? "unexpected reply" : strerror(-rc));
         free(map);
+        if (r->mode == REDIS_MODE_UNKNOWN)
+            kx__redis_node_drop(asked); /* no map yet: ask again after the backoff */
         goto out;
     }
     memcpy(r->slot_node, map, REDIS_SLOTS);

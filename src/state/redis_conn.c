@@ -34,6 +34,7 @@ static void node_lost(redis_node *n);
 static void redis_free(kx_store_redis *r)
 {
     ev_timer_stop(r->loop, &r->held_timer);
+    ev_timer_stop(r->loop, &r->release_timer);
     for (size_t i = 0; i < r->nnodes; i++) {
         ev_timer_stop(r->loop, &r->nodes[i]->retry_timer);
         ev_timer_stop(r->loop, &r->nodes[i]->watchdog);
@@ -107,10 +108,11 @@ void kx__redis_update_up(kx_store_redis *r)
     }
     if (!needed)
         up = false;
-    if (up == r->up)
-        return;
+    /* r->up may have been cleared already (a connection failing its ops): the state
+     * callback follows what it was last told, not r->up. */
+    if (up != r->up)
+        kx_metric_set_store_up(up);
     r->up = up;
-    kx_metric_set_store_up(up);
     const redis_node *seed = r->nodes[0];
     if (up && !r->reported_up) {
         r->reported_up = true;
@@ -164,7 +166,7 @@ static void node_lost(redis_node *n)
 
 /* Drops n's connection from outside hiredis' callbacks or inside one (hiredis then defers the
  * free until the callback returns). Pending replies come back NULL (-EIO). */
-static void node_drop(redis_node *n)
+void kx__redis_node_drop(redis_node *n)
 {
     redisAsyncContext *ac = n->ac;
     if (!ac || (ac->c.flags & REDIS_FREEING))
@@ -187,10 +189,23 @@ static void on_connect(const redisAsyncContext *ac, int status)
     kx__redis_enter(r);
     kx_log_limited(&r->rl_err, KX_LOG_WARN, "state", "redis %s:%d: connect failed: %s", n->host,
                    n->port, ac->errstr);
-    /* hiredis frees ac right after this returns (no onDisconnect: it never connected). */
+    /* hiredis frees ac right after this returns (no onDisconnect: it never connected), and
+     * then runs the AUTH and SCRIPT LOAD callbacks, which read n: a store destroyed meanwhile
+     * (from a callback node_lost runs) is freed on the loop's next turn, not here. */
     if (n->ac == ac)
         node_lost(n);
+    if (r->destroying && !ev_is_active(&r->release_timer)) {
+        kx__redis_enter(r); /* let go by release_cb */
+        ev_timer_start(r->loop, &r->release_timer);
+    }
     kx__redis_leave(r);
+}
+
+static void release_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    kx__redis_leave(t->data);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -227,7 +242,7 @@ static void watchdog_cb(struct ev_loop *loop, ev_timer *t, int revents)
     kx_log_limited(&r->rl_err, KX_LOG_WARN, "state",
                    "redis %s:%d: no answer in %lld ms, dropping the connection", n->host, n->port,
                    (long long)r->timeout_ms);
-    node_drop(n);
+    kx__redis_node_drop(n);
     kx__redis_leave(r);
 }
 
@@ -247,9 +262,42 @@ static void auth_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state",
                        "redis %s:%d: authentication refused%s%s: %.200s", n->host, n->port,
                        r->username ? " for user " : "", r->username ? r->username : "", reply->str);
-        node_drop(n);
+        kx__redis_node_drop(n);
         kx__redis_leave(r);
     }
+}
+
+static void node_ready(redis_node *n)
+{
+    kx_store_redis *r = n->r;
+    n->up = n->was_up = true;
+    n->backoff_s = REDIS_BACKOFF_MIN_S;
+    if (r->mode == REDIS_MODE_UNKNOWN || r->map_wanted)
+        kx__redis_map_refresh(r); /* the store is up once it knows what it talks to */
+    kx__redis_update_up(r);
+    if (r->mode == REDIS_MODE_CLUSTER)
+        kx__redis_flush_held(r);
+}
+
+static void cluster_info_cb(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+    redis_node *n = privdata;
+    kx_store_redis *r = n->r;
+    redisReply *reply = reply_;
+    if (ac != n->ac || !reply)
+        return;
+    kx__redis_enter(r);
+    if (reply->type == REDIS_REPLY_STRING && strstr(reply->str, "cluster_state:ok")) {
+        if (!n->up && !r->destroying)
+            node_ready(n);
+        kx__redis_watchdog_kick(n);
+    } else {
+        /* Ask again on a new connection after the backoff (100 ms, doubling). */
+        kx_log_limited(&r->rl_err, KX_LOG_WARN, "state",
+                       "redis %s:%d: cluster state not ok yet: waiting", n->host, n->port);
+        kx__redis_node_drop(n);
+    }
+    kx__redis_leave(r);
 }
 
 static void script_cb(redisAsyncContext *ac, void *reply_, void *privdata)
@@ -267,21 +315,21 @@ static void script_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         memcpy(r->sha, reply->str, 40); /* the same on every server: the SHA1 of the text */
         r->sha[40] = '\0';
         bool newly_up = !n->up && !r->destroying;
-        kx__redis_watchdog_kick(n);
-        if (newly_up) {
-            n->up = n->was_up = true;
-            n->backoff_s = REDIS_BACKOFF_MIN_S;
-            if (r->mode == REDIS_MODE_UNKNOWN || r->map_wanted)
-                kx__redis_map_refresh(r); /* the store is up once it knows what it talks to */
-            kx__redis_update_up(r);
-            if (r->mode == REDIS_MODE_CLUSTER)
-                kx__redis_flush_held(r);
+        /* A cluster's master (back from an outage, say) takes updates once its cluster state
+         * is ok: a CLUSTERDOWN then would fail some updates of a slot and not the next ones. */
+        if (newly_up && r->mode == REDIS_MODE_CLUSTER) {
+            if (redisAsyncCommand(ac, cluster_info_cb, n, "CLUSTER INFO") != REDIS_OK)
+                kx__redis_node_drop(n);
+        } else if (newly_up) {
+            node_ready(n);
         }
+        /* After n->up: the timer stops unless something is awaited. */
+        kx__redis_watchdog_kick(n);
     } else {
         kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state", "redis %s:%d: SCRIPT LOAD failed: %s",
                        n->host, n->port,
                        reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
-        node_drop(n);
+        kx__redis_node_drop(n);
     }
     kx__redis_leave(r);
 }
@@ -326,7 +374,7 @@ void kx__redis_node_start(redis_node *n)
     else if (r->password)
         rc = redisAsyncCommand(ac, auth_cb, n, "AUTH %b", r->password, strlen(r->password));
     if (rc != REDIS_OK || kx__redis_script_load(n) != 0)
-        node_drop(n);
+        kx__redis_node_drop(n);
     kx__redis_watchdog_kick(n);
 }
 
@@ -427,6 +475,12 @@ void kx__redis_destroy_nodes(kx_store_redis *r)
                 n->ac = NULL;
         }
     }
+}
+
+void kx__redis_conn_init(kx_store_redis *r)
+{
+    ev_timer_init(&r->release_timer, release_cb, 0.0, 0.0);
+    r->release_timer.data = r;
 }
 
 int kx__redis_numeric_host(const char *host, char *out, size_t outlen)

@@ -117,9 +117,11 @@ struct kx_store_redis {
     uint32_t walk_gen;
     redis_op *held_head, *held_tail;
     bool flushing;
-    ev_timer held_timer; /* TRYAGAIN delays */
-    bool map_pending;    /* a CLUSTER SLOTS in flight */
-    bool map_wanted;     /* ask again once a node is up */
+    ev_timer held_timer;    /* TRYAGAIN delays */
+    ev_timer release_timer; /* frees a store destroyed during a failed connect (redis_conn.c) */
+    bool flush_due;         /* a reply drained a slot with held ops */
+    bool map_pending;       /* a CLUSTER SLOTS in flight */
+    bool map_wanted;        /* ask again once a node is up */
     /* Replies: evidence and absence results, pointing into the reply being handled. */
     const char *res_ev[KX__STORE_MAX_EVIDENCE];
     size_t res_ev_len[KX__STORE_MAX_EVIDENCE];
@@ -146,6 +148,8 @@ bool kx__redis_leave(kx_store_redis *r); /* true when r is gone */
  * REDIS_MAX_NODES or out of memory. */
 redis_node *kx__redis_node(kx_store_redis *r, const char *host, int port);
 void kx__redis_node_start(redis_node *n);
+/* Drops n's connection (pending replies come back NULL); reconnects after the backoff. */
+void kx__redis_node_drop(redis_node *n);
 /* Sends op's EVALSHA on n (ASKING first when op->ask). */
 int kx__redis_node_send(redis_node *n, redis_op *op);
 int kx__redis_script_load(redis_node *n);
@@ -153,6 +157,7 @@ void kx__redis_watchdog_kick(redis_node *n);
 /* Recomputes r->up from the nodes and the mode; tells the state callback on a change. */
 void kx__redis_update_up(kx_store_redis *r);
 void kx__redis_destroy_nodes(kx_store_redis *r);
+void kx__redis_conn_init(kx_store_redis *r);
 /* Numeric address only: a name lookup would block the loop. */
 int kx__redis_numeric_host(const char *host, char *out, size_t outlen);
 

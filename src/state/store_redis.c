@@ -276,8 +276,11 @@ void kx__redis_op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
     n->npending--;
     kx__redis_answered(r, op);
     if (!reply) {
-        /* The connection is going down: everything still queued on it fails the same way. */
+        /* The connection is going down: everything still queued on it fails the same way,
+         * and the store is down for those callbacks already (the state callback follows). */
         n->up = false;
+        if (n->in_map)
+            r->up = false;
         op_finish(r, op, r->destroying ? -ECANCELED : -EIO, NULL);
         goto out;
     }
@@ -384,8 +387,10 @@ void kx__redis_op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
     op_finish(r, op, 0, &res);
 out:
     /* A slot this reply drained may let held ops go (cluster). */
-    if (r->held_head && r->mode == REDIS_MODE_CLUSTER)
+    if (r->flush_due) {
+        r->flush_due = false;
         kx__redis_flush_held(r);
+    }
     kx__redis_leave(r);
 }
 
@@ -571,6 +576,8 @@ static int op_go(kx_store_redis *r, redis_op *op, int rc)
     if (!rc)
         rc = kx__redis_route(r, op);
     if (rc) {
+        if (rc == -EAGAIN)
+            kx_metric_inc(KX_M_STORE_ERRORS);
         op_release(r, op);
         return rc;
     }
@@ -908,6 +915,7 @@ int kx_store_redis_create_auth(struct ev_loop *loop, const char *host, int port,
         free(r);
         return -EINVAL; /* not a numeric address */
     }
+    kx__redis_conn_init(r);
     kx_metric_set_store_up(0);
     kx__redis_node_start(seed);
     *out = &r->base;

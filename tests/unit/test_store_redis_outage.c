@@ -249,6 +249,11 @@ static void test_command_timeout(void **state)
     assert_int_equal(kill(f->srv.pid, SIGCONT), 0);
     assert_true(kx_test_run_until(f->loop, is_up, f, 10000));
     assert_int_equal(f->ups, 2);
+    /* Idle after the reconnect, for longer than the timeout: nothing is awaited, so the
+     * connection stays (the watchdog runs only while something is). */
+    assert_false(kx_test_run_until(f->loop, is_down, f, 1000));
+    assert_int_equal(f->downs, 1);
+    assert_true(kx_store_is_up(f->s));
     run_ops(f, 0, 2);
     /* Whether the stopped server applied op 0 before it saw the close is up to it: `added`
      * may go either way, the counts may not. */
