@@ -12,8 +12,10 @@
 #   4. in memory: decode, klaxon detect, the naive regex loop, the pipeline without Kafka
 #      (bench-detect), and allocations per event
 #   5. produce -> alert-in-file latency of a running `klaxon run` (bench-latency)
-#   6. the stateful path alone on redis-server, updates one by one and pre-aggregated
-#      (bench-state): events/s, EVALSHA and Redis commands per matching event
+#   6. the stateful path alone on redis-server, updates one by one and pre-aggregated, with
+#      100 and 10,000 groups, on one redis-server and on a Redis Cluster of three masters
+#      (bench-state): events/s, klaxon's and Redis' CPU, EVALSHA and Redis commands per
+#      matching event
 #   7. SigmaHQ-shaped rule sets (bench/gen_sigma.py: 50, 500 and 3,000 rules) on a stream
 #      with one topic per logsource (bench/gen_sigma_events.py): in memory with and without
 #      logsource routing against the naive regex loop, load time and memory, allocations;
@@ -297,13 +299,54 @@ latency_run latency lat1- "$LAT_N" ", fetch.wait.max.ms: 1"
 latency_run latency-default-fetch-wait lat2- 20 ""
 
 # ---- row 6: the stateful path alone (kx_pipeline + correlation rules on redis-server), every
-# event matching, updates one by one (-p 0) and pre-aggregated per key and batch (-p 1) ----
+# event matching, updates one by one (-p 0) and pre-aggregated per key and batch (-p 1), with
+# 100 and 10,000 groups; then pre-aggregated on a Redis Cluster of three masters (the CPU and
+# commands of all three counted) ----
 STATE_N=${BENCH_STATE_EVENTS:-50000}
 for t in event_count value_count; do
-    for pa in 0 1; do
-        line=$("$BIN/bench-state" -s "redis://127.0.0.1:$REDIS_PORT" -n "$STATE_N" -g 100 -b 1000 \
-            -r "$RUNS" -t "$t" -p "$pa") || die "bench-state $t -p $pa failed"
-        echo "${line/row=state/row=state-$t-$pa}" | tee -a "$RES"
+    for g in 100 10000; do
+        for pa in 0 1; do
+            line=$("$BIN/bench-state" -s "redis://127.0.0.1:$REDIS_PORT" -n "$STATE_N" -g "$g" \
+                -b 1000 -r "$RUNS" -t "$t" -p "$pa") || die "bench-state $t -g $g -p $pa failed"
+            echo "${line/row=state/row=state-$t-g$g-$pa}" | tee -a "$RES"
+        done
+    done
+done
+# A cluster port: its bus (port + 10000) must be free too.
+cluster_port() {
+    local p
+    while :; do
+        p=$(free_port)
+        [ $((p + 10000)) -le 65535 ] || continue
+        python3 -c "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1',$((p + 10000))))" \
+            2>/dev/null && { echo "$p"; return; }
+    done
+}
+CL_PORTS=()
+for i in 0 1 2; do
+    p=$(cluster_port)
+    mkdir -p "$TMP/cluster$i"
+    redis-server --port "$p" --bind 127.0.0.1 --dir "$TMP/cluster$i" --save "" --appendonly no \
+        --cluster-enabled yes --cluster-config-file "$TMP/cluster$i/nodes.conf" \
+        --daemonize no --loglevel warning >"$TMP/cluster$i.log" 2>&1 &
+    PIDS+=($!)
+    wait_until 20 "cluster redis-server $p" redis-cli -p "$p" ping
+    CL_PORTS+=("$p")
+done
+redis-cli --cluster create "${CL_PORTS[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes \
+    >"$TMP/cluster-create.log" 2>&1 || die "redis-cli --cluster create: $(tail -3 "$TMP/cluster-create.log")"
+cluster_ok() {
+    local p
+    for p in "${CL_PORTS[@]}"; do
+        redis-cli -p "$p" cluster info | grep -q 'cluster_state:ok' || return 1
+    done
+}
+wait_until 30 "the cluster" cluster_ok
+for t in event_count value_count; do
+    for g in 100 10000; do
+        line=$("$BIN/bench-state" -s "redis://127.0.0.1:${CL_PORTS[0]}" -x "${CL_PORTS[1]},${CL_PORTS[2]}" \
+            -n "$STATE_N" -g "$g" -b 1000 -r "$RUNS" -t "$t" -p 1) || die "bench-state cluster $t -g $g failed"
+        echo "${line/row=state/row=state-cluster-$t-g$g-1}" | tee -a "$RES"
     done
 done
 
@@ -548,18 +591,23 @@ for name, label in (("latency", "fetch.wait.max.ms=1"),
     print("    %-46s n=%-4s p50 %7s ms  p90 %7s ms  p99 %7s ms  max %7s ms" % (
         label, kv["n"], kv["p50_ms"], kv["p90_ms"], kv["p99_ms"], kv["max_ms"]))
 print()
-print("  stateful path alone (kx_pipeline, redis-server, every event matching; %s events, 100 groups," % rows["state-event_count-0"]["events"])
-print("  batches of 1000), median of %s runs:" % rows["state-event_count-0"]["runs"])
-print("    %-34s %11s  %21s  %7s  %9s  %9s" % ("", "events/s", "min - max", "CPU us", "EVALSHA/ev", "cmds/ev"))
-for t in ("event_count", "value_count"):
-    for pa, label in (("0", "one by one"), ("1", "pre-aggregated")):
-        kv = rows["state-%s-%s" % (t, pa)]
-        print("    %-34s %11s  %21s  %7.2f  %9s  %9s" % ("%s, %s" % (t, label),
-              "{:,.0f}".format(float(kv["median"])),
-              "{:,.0f} - {:,.0f}".format(float(kv["min"]), float(kv["max"])),
-              float(kv["cpu_us_per_event"]), kv["evalsha_per_event"], kv["redis_cmds_per_event"]))
+print("  stateful path alone (kx_pipeline, every event matching; %s events, batches of 1000), median" % rows["state-event_count-g100-0"]["events"])
+print("  of %s runs; CPU us = klaxon's, Redis us = redis-server's (INFO cpu, all masters of the cluster):" % rows["state-event_count-g100-0"]["runs"])
+print("    %-44s %11s  %21s  %7s  %8s  %9s  %9s" % ("", "events/s", "min - max", "CPU us", "Redis us", "EVALSHA/ev", "cmds/ev"))
+for store in ("", "cluster-"):
+    for t in ("event_count", "value_count"):
+        for g in ("100", "10000"):
+            for pa, label in (("0", "one by one"), ("1", "pre-aggregated")):
+                kv = rows.get("state-%s%s-g%s-%s" % (store, t, g, pa))
+                if not kv:
+                    continue
+                print("    %-44s %11s  %21s  %7.2f  %8.2f  %9s  %9s" % (
+                      "%s%s, %s groups, %s" % ("cluster: " if store else "", t, g, label),
+                      "{:,.0f}".format(float(kv["median"])),
+                      "{:,.0f} - {:,.0f}".format(float(kv["min"]), float(kv["max"])),
+                      float(kv["cpu_us_per_event"]), float(kv["redis_cpu_us_per_event"]),
+                      kv["evalsha_per_event"], kv["redis_cmds_per_event"]))
 
-print()
 print("  SigmaHQ-shaped rule sets: %s" % open(sgen).read().strip().split(": ", 1)[1])
 print("  stream: %s" % open(sevgen).read().strip().split(": ", 1)[1].split("; topic bytes")[0])
 raw = rows["sigma-kafka-raw"]

@@ -48,15 +48,18 @@ local pushed, touched = false, false
 local pending = {}
 local function push_evidence()
   if #pending > 0 then
-    redis.call('LPUSH', e, unpack(pending))
-    pending, pushed = {}, true
+    -- LPUSH answers the length: a list no longer than kept needs no LTRIM.
+    if redis.call('LPUSH', e, unpack(pending)) > maxev then pushed = true end
+    pending = {}
   end
 end
 local function prune_now()
   if pruned_below ~= nil and (pruned_done == nil or pruned_below > pruned_done) then
     local gone = redis.call('ZREVRANGEBYSCORE', z, '(' .. fmt(pruned_below), '-inf', 'WITHSCORES',
                             'LIMIT', 0, 1)
-    card = card - redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. fmt(pruned_below))
+    if #gone > 0 then -- (nothing older: nothing to delete)
+      card = card - redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. fmt(pruned_below))
+    end
     pruned_done = pruned_below
     if #gone > 0 and (hz == nil or tonumber(gone[2]) > hz) then
       hz = tonumber(gone[2])
