@@ -53,27 +53,27 @@ local function push_evidence()
     pending = {}
   end
 end
-local function prune_now()
+-- The newest member pending deletion (older than pruned_below), or nil.
+local function newest_pending()
   if pruned_below ~= nil and (pruned_done == nil or pruned_below > pruned_done) then
     local gone = redis.call('ZREVRANGEBYSCORE', z, '(' .. fmt(pruned_below), '-inf', 'WITHSCORES',
                             'LIMIT', 0, 1)
-    if #gone > 0 then -- (nothing older: nothing to delete)
-      card = card - redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. fmt(pruned_below))
-    end
-    pruned_done = pruned_below
-    if #gone > 0 and (hz == nil or tonumber(gone[2]) > hz) then
-      hz = tonumber(gone[2])
-      hz_dirty = true
-    end
+    if #gone > 0 then return tonumber(gone[2]) end
   end
+  return nil
+end
+local function prune_now()
+  local g = newest_pending()
+  if g ~= nil then -- (nothing older: nothing to delete)
+    card = card - redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. fmt(pruned_below))
+    if hz == nil or g > hz then hz, hz_dirty = g, true end
+  end
+  pruned_done = pruned_below
 end
 -- The newest time pruned so far, the members pending deletion included.
 local function hz_now()
-  if pruned_below ~= nil and (pruned_done == nil or pruned_below > pruned_done) then
-    local gone = redis.call('ZREVRANGEBYSCORE', z, '(' .. fmt(pruned_below), '-inf', 'WITHSCORES',
-                            'LIMIT', 0, 1)
-    if #gone > 0 and (hz == nil or tonumber(gone[2]) > hz) then return tonumber(gone[2]) end
-  end
+  local g = newest_pending()
+  if g ~= nil and (hz == nil or g > hz) then return g end
   return hz
 end
 -- A window's lower bound, at pruned_below at the earliest.
@@ -238,8 +238,9 @@ if pushed then redis.call('LTRIM', e, 0, maxev - 1) end
 if touched then
   redis.call('PEXPIRE', z, ttl)
   redis.call('PEXPIRE', e, ttl)
-  redis.call('PEXPIRE', a, ttl)
-  redis.call('PEXPIRE', hk, ttl)
+  -- The marks only where they exist (read at the start, or written now).
+  if marks[2] or a_dirty then redis.call('PEXPIRE', a, ttl) end
+  if marks[1] or hz_dirty then redis.call('PEXPIRE', hk, ttl) end
 end
 if ARGV[base] then return out end
 return out[1]
