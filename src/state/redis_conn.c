@@ -110,8 +110,7 @@ void kx__redis_update_up(kx_store_redis *r)
         up = false;
     /* r->up may have been cleared already (a connection failing its ops): the state
      * callback follows what it was last told, not r->up. */
-    if (up != r->up)
-        kx_metric_set_store_up(up);
+    kx_metric_set_store_up(up);
     r->up = up;
     const redis_node *seed = r->nodes[0];
     if (up && !r->reported_up) {

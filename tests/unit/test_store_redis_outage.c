@@ -134,6 +134,17 @@ static void sync_cmd(int port, const char *c)
     redisFree(rc);
 }
 
+/* The klaxon_store_up gauge as /metrics shows it. */
+static bool gauge_up(void)
+{
+    kx_buf b;
+    kx_buf_init(&b, 0);
+    assert_int_equal(kx_metrics_render(&b), 0);
+    bool up = strstr(b.data, "\nklaxon_store_up 1\n") != NULL;
+    kx_buf_fini(&b);
+    return up;
+}
+
 static int setup(void **state)
 {
     fx *f = calloc(1, sizeof(*f));
@@ -187,6 +198,7 @@ static void test_outage_and_replay(void **state)
     assert_int_equal(f->downs, 1);
     assert_false(f->up);
     assert_false(kx_store_is_up(f->s));
+    assert_false(gauge_up());
     assert_int_equal(kx_metric_get(KX_M_STORE_ERRORS), 3);
 
     /* While down: refused at once, the callback never runs. */
@@ -199,6 +211,7 @@ static void test_outage_and_replay(void **state)
     assert_true(kx_test_run_until(f->loop, is_up, f, 10000));
     assert_int_equal(f->ups, 2);
     assert_int_equal(f->downs, 1);
+    assert_true(gauge_up());
     assert_true(kx_metric_get(KX_M_STORE_RECONNECTS) >= 1);
 
     /* Replay everything since the last commit: the same answers as without the outage. */
