@@ -1743,6 +1743,98 @@ static void test_add_many(void **state)
     assert_int_equal(mg.calls, 1);
 }
 
+/* A pseudo-random stream per aggregate — times mostly rising with late members, replays,
+ * values from a small set, a window of 10 s kept 12 s — through calls of up to 16 adds
+ * ("many") and one by one ("one"): every result the same. The many path prunes and reads its
+ * DISTINCT window once per call; the one-by-one path does both per add. */
+static void test_add_many_random(void **state)
+{
+    fx *f = *state;
+    static const kx_agg aggs[] = {KX_AGG_COUNT, KX_AGG_DISTINCT, KX_AGG_SUM};
+    static const kx_cmp_term conds[] = {{KX_CMP_GTE, 6}, {KX_CMP_GTE, 4}, {KX_CMP_GTE, 30}};
+    enum { N = 400 };
+    static char members[N][32], evs[N][8];
+    static kx_window_add ops[N];
+    static got one[N];
+    uint32_t x = 2463534242u;
+    for (size_t a = 0; a < sizeof(aggs) / sizeof(aggs[0]); a++) {
+        int64_t t = T0;
+        for (size_t i = 0; i < N; i++) {
+            x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+            size_t src = i;
+            int64_t at;
+            if (i > 0 && x % 23 == 0) {
+                src = (x >> 8) % i; /* a replay of an earlier add */
+                at = ops[src].time_ms;
+            } else if (x % 7 == 0) {
+                at = t - (int64_t)((x >> 5) % 14000); /* late, sometimes past what is kept */
+            } else {
+                t += (int64_t)((x >> 3) % 900);
+                at = t;
+            }
+            if (src == i)
+                snprintf(members[i], sizeof(members[i]), "m%zu\x1f%u", i, (x >> 11) % 9);
+            snprintf(evs[i], sizeof(evs[i]), "e%zu", i % 1000);
+            ops[i] = (kx_window_add){.key = "one",
+                                     .member = members[src],
+                                     .time_ms = at,
+                                     .window_ms = WIN,
+                                     .ttl_ms = WIN + 2000,
+                                     .evidence = evs[i],
+                                     .evidence_len = strlen(evs[i]),
+                                     .max_evidence = 3,
+                                     .agg = aggs[a],
+                                     .cond = &conds[a],
+                                     .ncond = 1,
+                                     .suppress_ms = 4000,
+                                     .evidence_if_crossed = true};
+        }
+        char key_one[16], key_many[16];
+        snprintf(key_one, sizeof(key_one), "one%zu", a);
+        snprintf(key_many, sizeof(key_many), "many%zu", a);
+        for (size_t i = 0; i < N; i++) {
+            ops[i].key = key_one;
+            got g = {0};
+            assert_int_equal(kx_store_window_add(f->s, &ops[i], got_cb, &g), 0);
+            assert_true(kx_test_run_until(f->loop, got_done, &g, 5000));
+            one[i] = g;
+        }
+        int crossings = 0;
+        for (size_t i = 0; i < N;) {
+            x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+            size_t k = 1 + x % 16;
+            if (k > N - i)
+                k = N - i;
+            for (size_t j = i; j < i + k; j++)
+                ops[j].key = key_many;
+            mgot mg = {0};
+            assert_int_equal(kx_store_window_add_many(f->s, &ops[i], k, mgot_cb, &mg), 0);
+            assert_true(kx_test_run_until(f->loop, mgot_done, &mg, 5000));
+            assert_int_equal(mg.status, 0);
+            assert_int_equal(mg.n, k);
+            for (size_t j = 0; j < k; j++) {
+                const got *p = &one[i + j], *q = &mg.r[j];
+                assert_int_equal(p->added, q->added);
+                assert_int_equal(p->late, q->late);
+                assert_int_equal(p->crossed, q->crossed);
+                assert_int_equal(p->cfirst, q->cfirst);
+                assert_int_equal(p->clast, q->clast);
+                assert_int_equal(p->ccount, q->ccount);
+                assert_true(p->cvalue == q->cvalue);
+                assert_int_equal(p->suppressed, q->suppressed);
+                assert_int_equal(p->met, q->met);
+                assert_int_equal(p->met_ms, q->met_ms);
+                assert_int_equal(p->nev, q->nev);
+                for (size_t e = 0; e < p->nev && e < 8; e++)
+                    assert_string_equal(p->ev[e], q->ev[e]);
+                crossings += q->crossed;
+            }
+            i += k;
+        }
+        assert_true(crossings > 5); /* the stream does cross, for every aggregate */
+    }
+}
+
 typedef struct destroyer {
     fx *f;
     int calls;
@@ -2064,6 +2156,7 @@ static void test_url_prefix_redis(void **state)
         cmocka_unit_test_setup_teardown(test_absence_touch_modes, setup, teardown),                \
         cmocka_unit_test_setup_teardown(test_absence_late_replace, setup, teardown),               \
         cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),                           \
+        cmocka_unit_test_setup_teardown(test_add_many_random, setup, teardown),                    \
         cmocka_unit_test_setup_teardown(test_close_windows, setup, teardown),                      \
         cmocka_unit_test_setup_teardown(test_watermark, setup, teardown),                          \
         cmocka_unit_test_setup_teardown(test_claim, setup, teardown),                              \

@@ -77,16 +77,69 @@ local function hz_now()
   return hz
 end
 -- A window's lower bound, at pruned_below at the earliest.
-local function lo_of(x)
-  if pruned_below ~= nil and x < pruned_below then x = pruned_below end
-  return fmt(x)
+local function lo_num(x)
+  if pruned_below ~= nil and x < pruned_below then return pruned_below end
+  return x
 end
+local function lo_of(x) return fmt(lo_num(x)) end
 local function val(m)
   local i = string.find(m, '\31', 1, true)
   if i then return string.sub(m, i + 1) end
   return ''
 end
-local function aggregate(slo, shi, skip, own)
+-- DISTINCT over the windows of one call: the key's members from the first window's start on,
+-- read once (dc.t times, dc.v values, in Redis' order), kept up to date as members are added
+-- in time order (anything else drops it), and a window slid over them with a count per value:
+-- consecutive windows that move forward cost only the members that enter and leave.
+local dc = nil
+local function dc_load(lo)
+  local r = redis.call('ZRANGEBYSCORE', z, fmt(lo), '+inf', 'WITHSCORES')
+  local t, v = {}, {}
+  for i = 1, #r, 2 do
+    v[#v + 1] = val(r[i])
+    t[#t + 1] = tonumber(r[i + 1])
+  end
+  dc = {t = t, v = v, from = lo, l = 1, r = 0, cnt = {}, d = 0, qlo = nil, qhi = nil}
+end
+local function dc_added(mt, member)
+  if dc ~= nil then
+    local n = #dc.t
+    if mt >= dc.from and (n == 0 or mt >= dc.t[n]) then
+      dc.t[n + 1], dc.v[n + 1] = mt, val(member)
+    else
+      dc = nil
+    end
+  end
+end
+local function dc_distinct(lo, hi)
+  if dc == nil or lo < dc.from then dc_load(lo) end
+  local t, v, cnt = dc.t, dc.v, dc.cnt
+  if dc.qlo ~= nil and (lo < dc.qlo or hi < dc.qhi) then -- backwards: start the window over
+    dc.l, dc.r, dc.d = 1, 0, 0
+    cnt = {}
+    dc.cnt = cnt
+  end
+  while dc.l <= #t and t[dc.l] < lo do -- members leaving (or never in) the window
+    if dc.l <= dc.r then
+      local x = v[dc.l]
+      cnt[x] = cnt[x] - 1
+      if cnt[x] == 0 then dc.d = dc.d - 1 end
+    end
+    dc.l = dc.l + 1
+  end
+  if dc.r < dc.l - 1 then dc.r = dc.l - 1 end
+  while dc.r < #t and t[dc.r + 1] <= hi do -- members entering it
+    dc.r = dc.r + 1
+    local x = v[dc.r]
+    local c = cnt[x] or 0
+    if c == 0 then dc.d = dc.d + 1 end
+    cnt[x] = c + 1
+  end
+  dc.qlo, dc.qhi = lo, hi
+  return dc.d
+end
+local function aggregate(slo, shi, skip, own, nlo, nhi)
+  if agg == OP_DISTINCT and not skip then return dc_distinct(nlo, nhi) end
   if agg == OP_COUNT then
     local c = redis.call('ZCOUNT', z, slo, shi)
     if skip then c = c - 1 end
@@ -130,12 +183,14 @@ local function one(member, mt, evidence)
     local old = tonumber(redis.call('ZSCORE', z, member))
     if old < pruned_below then
       redis.call('ZADD', z, 'XX', ms, member)
+      dc = nil
       if hz == nil or old > hz then hz, hz_dirty = old, true end
       added = 1
       card = card - 1
     end
   end
   card = card + added
+  if added == 1 then dc_added(mt, member) end
   if maxt == nil or mt > maxt then maxt = mt end
   if pruned_below == nil or maxt - ttl > pruned_below then pruned_below = maxt - ttl end
   local dropped = 0
@@ -144,6 +199,7 @@ local function one(member, mt, evidence)
     dropped = card - cap
     local gone = redis.call('ZRANGE', z, dropped - 1, dropped - 1, 'WITHSCORES')
     redis.call('ZREMRANGEBYRANK', z, 0, dropped - 1)
+    dc = nil
     card = cap
     if #gone > 0 and (hz == nil or tonumber(gone[2]) > hz) then
       hz = tonumber(gone[2])
@@ -181,13 +237,14 @@ local function one(member, mt, evidence)
       local s = tonumber(later[i])
       if s ~= prev then
         prev = s
-        local slo, shi = lo_of(s - w), fmt(s)
+        local nlo = lo_num(s - w)
+        local slo, shi = fmt(nlo), fmt(s)
         local with = nil
         if added == 1 then
-          with = aggregate(slo, shi, nil, own)
+          with = aggregate(slo, shi, nil, own, nlo, s)
         else
           local hzn = hz_now()
-          if hzn == nil or s - w > hzn then with = aggregate(slo, shi, nil, own) end
+          if hzn == nil or s - w > hzn then with = aggregate(slo, shi, nil, own, nlo, s) end
         end
         if with and holds(with) then
           if not passed then met_at = s end
