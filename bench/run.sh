@@ -593,7 +593,7 @@ for name, label in (("latency", "fetch.wait.max.ms=1"),
 print()
 print("  stateful path alone (kx_pipeline, every event matching; %s events, batches of 1000), median" % rows["state-event_count-g100-0"]["events"])
 print("  of %s runs; CPU us = klaxon's, Redis us = redis-server's (INFO cpu, all masters of the cluster):" % rows["state-event_count-g100-0"]["runs"])
-print("    %-44s %11s  %21s  %7s  %8s  %9s  %9s" % ("", "events/s", "min - max", "CPU us", "Redis us", "EVALSHA/ev", "cmds/ev"))
+print("    %-52s %11s  %21s  %7s  %8s  %9s  %9s" % ("", "events/s", "min - max", "CPU us", "Redis us", "EVALSHA/ev", "cmds/ev"))
 for store in ("", "cluster-"):
     for t in ("event_count", "value_count"):
         for g in ("100", "10000"):
@@ -601,7 +601,7 @@ for store in ("", "cluster-"):
                 kv = rows.get("state-%s%s-g%s-%s" % (store, t, g, pa))
                 if not kv:
                     continue
-                print("    %-44s %11s  %21s  %7.2f  %8.2f  %9s  %9s" % (
+                print("    %-52s %11s  %21s  %7.2f  %8.2f  %9s  %9s" % (
                       "%s%s, %s groups, %s" % ("cluster: " if store else "", t, g, label),
                       "{:,.0f}".format(float(kv["median"])),
                       "{:,.0f} - {:,.0f}".format(float(kv["min"]), float(kv["max"])),
