@@ -626,8 +626,9 @@ def main():
     global REDIS, CLUSTER
     d = tmpdir("corr-redis")
     REDIS = RedisServer(d).start()
-    CLUSTER = RedisCluster(os.path.join(d, "cluster")).start()
+    CLUSTER = RedisCluster(os.path.join(d, "cluster"))
     try:
+        CLUSTER.start()
         run_tests([test_window_edges, test_out_of_order, test_late_events, test_suppress, test_value_count,
                    test_temporal, test_value_sum_avg, test_value_percentile, test_chaining, test_first_seen, test_baseline, test_absence, test_at_most,
                    test_resolve, test_same_file_twice, test_load_errors])

@@ -162,8 +162,9 @@ def main():
     global D, CLUSTER, REDIS
     D = tmpdir("cluster")
     REDIS = RedisServer(D).start()
-    CLUSTER = RedisCluster(os.path.join(D, "cluster")).start()
+    CLUSTER = RedisCluster(os.path.join(D, "cluster"))
     try:
+        CLUSTER.start()
         run_tests([test_reshard_mid_stream, test_master_down_pauses_and_resumes])
     finally:
         CLUSTER.stop()
