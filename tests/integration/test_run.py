@@ -16,7 +16,7 @@ N_TRAIL = sum(1 for _ in open(TRAIL))
 
 
 class Stack:
-    def __init__(self, tag, persist=False, hook_fail=0):
+    def __init__(self, tag, persist=False, hook_fail=0, kafka_properties=None):
         self.d = tmpdir(tag)
         self.redis = RedisServer(self.d, persist=persist).start()
         self.broker = Broker({"auth": 3, "cloudtrail": 2}).start()
@@ -29,7 +29,8 @@ class Stack:
                  % (self.alerts_file, self.hook.port))
         routes = "    - team: secops\n      sinks: [file, hook]\n    - team: default\n      sinks: [file]\n"
         self.cfg = write_config(os.path.join(self.d, "klaxon.yaml"), self.broker.bootstrap,
-                                "redis://127.0.0.1:%d/klaxon:" % self.redis.port, self.mport, sinks, routes)
+                                "redis://127.0.0.1:%d/klaxon:" % self.redis.port, self.mport, sinks, routes,
+                                kafka_properties=kafka_properties)
         self.klaxon = None
 
     def start_klaxon(self):
@@ -94,7 +95,11 @@ def test_end_to_end_and_commit():
 
 
 def test_redis_outage_mid_stream():
-    s = Stack("outage", persist=True)
+    # One member, so no rebalance to wait for: a session longer than the outage. With the
+    # 3 s default the mock broker's coordinator can expel the member while its source is
+    # paused for the outage, and after it rejoins it has been seen never to fetch again (the
+    # same with the code before issue #9: a source/mock issue of its own, not this test's).
+    s = Stack("outage", persist=True, kafka_properties={"session.timeout.ms": "10000"})
     try:
         s.start_klaxon()
         lines = open(AUTH, "rb").read().splitlines(keepends=True)
