@@ -292,7 +292,9 @@ def write_config(path, brokers, store, metrics_port, sinks_yaml, routes_yaml, gr
     head, _, tail = base.partition("\nalerting:")
     head = re.sub(r"(?m)^  brokers: .*$", "  brokers: \"%s\"" % brokers, head)
     # A short session timeout: the mock broker makes a group's next member wait for it.
-    props = {"session.timeout.ms": "3000"}
+    # Heartbeats well inside it: librdkafka's default heartbeat (3 s) equals such a session, and
+    # the coordinator then expelled the member now and then ("Unknown member"), at random.
+    props = {"session.timeout.ms": "3000", "heartbeat.interval.ms": "500"}
     props.update(kafka_properties or {})
     head = re.sub(r"(?m)^  group: .*$", "  group: %s\n  properties: {%s}" % (
         group, ", ".join("%s: \"%s\"" % kv for kv in props.items())), head)

@@ -95,11 +95,7 @@ def test_end_to_end_and_commit():
 
 
 def test_redis_outage_mid_stream():
-    # One member, so no rebalance to wait for: a session longer than the outage. With the
-    # 3 s default the mock broker's coordinator can expel the member while its source is
-    # paused for the outage, and after it rejoins it has been seen never to fetch again (the
-    # same with the code before issue #9: a source/mock issue of its own, not this test's).
-    s = Stack("outage", persist=True, kafka_properties={"session.timeout.ms": "10000"})
+    s = Stack("outage", persist=True)
     try:
         s.start_klaxon()
         lines = open(AUTH, "rb").read().splitlines(keepends=True)
