@@ -27,6 +27,7 @@
 #include "state/redis_int.h"
 
 #define TRYAGAIN_DELAY_S 0.02
+#define WALK_FAILED 0x80000000u /* kx__redis_flush_held: a slot whose op failed in this walk */
 #define CLUSTERDOWN_DELAY_S 0.1
 
 /* ---- slots ---- */
@@ -117,10 +118,13 @@ void kx__redis_flush_held(kx_store_redis *r)
     if (r->flushing || !r->held_head)
         return;
     r->flushing = true;
-    if (++r->walk_gen == 0) {
+    if (++r->walk_gen >= WALK_FAILED) {
         memset(r->slot_walk, 0, REDIS_SLOTS * sizeof(*r->slot_walk));
         r->walk_gen = 1;
     }
+    /* A slot's mark in this walk: blocked (its later ops wait) or failed (they fail too, so
+     * the caller's retries keep their order). */
+    const uint32_t blocked = r->walk_gen, failing = r->walk_gen | WALK_FAILED;
     double now = ev_now(r->loop), wake = 0;
     redis_op *op = r->held_head, *kept = NULL, *kept_tail = NULL, *failed = NULL,
              *failed_tail = NULL;
@@ -128,15 +132,22 @@ void kx__redis_flush_held(kx_store_redis *r)
         redis_op *next = op->next;
         uint16_t s = op->slot;
         uint8_t t = target_of(r, op);
-        if (r->slot_walk[s] != r->walk_gen && t == REDIS_NO_NODE) {
+        uint32_t mark = r->slot_walk[s];
+        bool fail = mark == failing || (mark != blocked && t == REDIS_NO_NODE);
+        if (!fail && mark != blocked && may_send(r, op, t, now)) {
+            if (kx__redis_node_send(r->nodes[t], op) == 0) {
+                r->slot_held[s]--;
+                op = next;
+                continue;
+            }
+            fail = true;
+        }
+        if (fail) { /* no master serves the slot, or the send failed: retried by the caller */
             r->slot_held[s]--;
-            append(&failed, &failed_tail, op); /* no master serves the slot: to be retried */
-        } else if (r->slot_walk[s] != r->walk_gen && may_send(r, op, t, now)) {
-            r->slot_held[s]--;
-            if (kx__redis_node_send(r->nodes[t], op) != 0)
-                append(&failed, &failed_tail, op);
+            r->slot_walk[s] = failing;
+            append(&failed, &failed_tail, op);
         } else {
-            r->slot_walk[s] = r->walk_gen; /* later ops of the slot wait behind this one */
+            r->slot_walk[s] = blocked; /* later ops of the slot wait behind this one */
             if (op->not_before > now && (!wake || op->not_before < wake))
                 wake = op->not_before;
             append(&kept, &kept_tail, op);

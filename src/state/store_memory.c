@@ -185,15 +185,20 @@ void kx__mem_run_acb(kx_store_memory *m, kx_absence_cb cb, void *ud, int status,
 /* Finds or creates the window for key; -ENOSPC at the key cap. */
 int kx__mem_update_key(kx_store_memory *m, const char *key, int64_t now, int64_t ttl, mem_win **out)
 {
-    kx_metric_inc(KX_M_STORE_OPS);
     int rc = kx__mem_key(m, key, now, ttl, out);
-    if (rc == -ENOSPC) {
-        kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
-        kx_log_limited(&m->rl_keys, KX_LOG_WARN, "state",
-                       "memory store full (%zu keys): update to new key \"%s\" refused", m->nkeys,
-                       key);
-    }
+    if (rc == -ENOSPC)
+        kx__mem_key_refused(m, key);
+    else
+        kx_metric_inc(KX_M_STORE_OPS);
     return rc;
+}
+
+void kx__mem_key_refused(kx_store_memory *m, const char *key)
+{
+    kx_metric_inc(KX_M_STORE_OPS);
+    kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
+    kx_log_limited(&m->rl_keys, KX_LOG_WARN, "state",
+                   "memory store full (%zu keys): update to new key \"%s\" refused", m->nkeys, key);
 }
 
 int kx__mem_key(kx_store_memory *m, const char *key, int64_t now, int64_t ttl, mem_win **out)

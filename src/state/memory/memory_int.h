@@ -148,6 +148,9 @@ int kx__mem_key(kx_store_memory *m, const char *key, int64_t now, int64_t ttl, m
 /* kx__mem_key for an update: counts the op; -ENOSPC is counted and logged (rate-limited). */
 int kx__mem_update_key(kx_store_memory *m, const char *key, int64_t now, int64_t ttl,
                        mem_win **out);
+/* An update refused because the key table is full: counted (op and cap) and logged,
+ * rate-limited. */
+void kx__mem_key_refused(kx_store_memory *m, const char *key);
 mem_win *kx__mem_lookup(kx_store_memory *m, const char *key, int64_t now);
 
 /* memory/win.c */

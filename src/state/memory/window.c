@@ -171,11 +171,7 @@ int kx__mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, voi
         key_ttl = (3 * op->history + 2) * op->window_ms + (op->ttl_ms - op->window_ms);
     rc = kx__mem_key(m, op->key, now, key_ttl, &w);
     if (rc == -ENOSPC) {
-        kx_metric_inc(KX_M_STORE_OPS);
-        kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
-        kx_log_limited(&m->rl_keys, KX_LOG_WARN, "state",
-                       "memory store full (%zu keys): update to new key \"%s\" refused", m->nkeys,
-                       op->key);
+        kx__mem_key_refused(m, op->key);
         kx__mem_run_cb(m, cb, ud, -ENOSPC, NULL);
         return 0;
     }
