@@ -27,7 +27,8 @@
  * at all: at full speed a batch is out nearly all the time, and pausing would throw away
  * librdkafka's prefetch once a second. kx_source_pause pauses at once. The hold ends in
  * batch_done (not paused) or resume (no batch out), which resumes the partitions. Partitions
- * assigned during a hold are paused at once in the rebalance callback.
+ * assigned during a hold are paused at once in the rebalance callback, and partitions assigned
+ * outside one are resumed there (librdkafka keeps a pause across unassign and assign).
  *
  * A message that still comes out of the queue during a hold (librdkafka gives no guarantee
  * that none does, e.g. a pause that failed) is not delivered and not kept: its partition is
@@ -320,10 +321,17 @@ static void kafka_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             if (!tp_in(ks->assignment, p->topic, p->partition))
                 rd_kafka_topic_partition_list_add(ks->assignment, p->topic, p->partition);
         }
-        /* New partitions arrive unpaused; keep the hold's pause in force. They are resumed
-         * with the rest of the assignment when the hold ends. */
-        if (ks->parts_paused && parts->cnt > 0)
-            rd_kafka_pause_partitions(rk, parts);
+        /* Keep the hold's pause in force on new partitions (resumed with the rest of the
+         * assignment when the hold ends). Outside a hold, resume them explicitly: librdkafka
+         * keeps a partition's pause across unassign and assign, so one paused by a hold that
+         * ended while it was someone else's would come back paused and never be fetched. */
+        if (parts->cnt > 0) {
+            rd_kafka_resp_err_t perr = ks->parts_paused ? rd_kafka_pause_partitions(rk, parts)
+                                                        : rd_kafka_resume_partitions(rk, parts);
+            if (perr)
+                kx_log(KX_LOG_ERROR, "kafka", "%s: %s", ks->parts_paused ? "pause" : "resume",
+                       rd_kafka_err2str(perr));
+        }
         ks->brokers_down = false; /* the group coordinator answered */
         kx_log(KX_LOG_INFO, "kafka", "assigned %d partition(s) (%s), now %d%s", parts->cnt,
                coop ? "cooperative" : "eager", ks->assignment->cnt,

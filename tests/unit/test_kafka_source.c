@@ -204,8 +204,8 @@ static void committed(const char *group, const char *topic, int nparts, int64_t 
 
 static int group_setup(void **state)
 {
-    const char *topics[] = {"events:3", "paused:1", "coop:3", "held:2",
-                            "shared:3", "back:2",   "other:1"};
+    const char *topics[] = {"events:3", "paused:1", "coop:3",  "held:2",
+                            "shared:3", "back:2",   "other:1", "sticky:3"};
 
     (void)state;
     return kx_test_broker_start(&g_broker, topics, KX_ARRAY_LEN(topics));
@@ -662,6 +662,61 @@ static void test_held_partitions_come_back(void **state)
 }
 
 /*
+ * librdkafka keeps a partition's pause across an unassign and a later assign. A member that
+ * held a batch (its partitions paused), lost some of them in a rebalance during the hold and
+ * ended the hold before they came back got them back still paused, and never fetched them
+ * again: a silent stall (seen once after a Redis outage's hold). Here B takes partitions while
+ * A holds, A releases, B leaves, and A must read what is produced to every partition after.
+ */
+#define STICKY_NEW 5
+
+static bool has_new_lines(void *ud)
+{
+    const consumer *c = ud;
+
+    for (int i = SHARED_P * SHARED_N; i < SHARED_P * (SHARED_N + STICKY_NEW); i++)
+        if (c->seen[i] == 0)
+            return false;
+    return true;
+}
+
+static void test_partitions_back_after_hold(void **state)
+{
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    consumer *a = calloc(1, sizeof(*a)), *b = calloc(1, sizeof(*b));
+
+    (void)state;
+    for (int p = 0; p < SHARED_P; p++)
+        produce_lines("sticky", p, p * SHARED_N, (p + 1) * SHARED_N);
+    consumer_init(a, loop, "g-sticky", 10, "  auto.commit.interval.ms: 500\n", "sticky");
+    a->auto_done = false;
+    kx_source_start(a->src);
+    assert_true(kx_test_run_until(loop, batch_is_out, a, WAIT_MS));
+
+    /* B joins while A holds (A's partitions are paused) and takes at least one of them. */
+    consumer_init(b, loop, "g-sticky", 10, "  auto.commit.interval.ms: 500\n", "sticky");
+    kx_source_start(b->src);
+    assert_true(kx_test_run_until(loop, has_whole_partition, b, WAIT_MS));
+    assert_true(a->batch_out);
+    consumer_release(a);
+    /* B leaves: its partitions go back to A, whose hold is over. */
+    kx_source_stop(b->src);
+    consumer_fini(b);
+    for (int p = 0; p < SHARED_P; p++)
+        produce_lines("sticky", p, SHARED_P * SHARED_N + p * STICKY_NEW,
+                      SHARED_P * SHARED_N + (p + 1) * STICKY_NEW);
+    assert_true(kx_test_run_until(loop, has_new_lines, a, WAIT_MS));
+    assert_int_equal(a->parts_seen, (1u << SHARED_P) - 1);
+    assert_int_equal(a->other, 0);
+    kx_source_stop(a->src);
+    consumer_fini(a);
+    assert_int_equal(ev_run(loop, EVRUN_NOWAIT), 0);
+    ev_loop_destroy(loop);
+    free(a);
+    free(b);
+}
+
+/*
  * The broker goes away after offsets were stored (so the final commit has work to do and
  * nobody to answer it): stop + destroy still return within the source's 10 s bound, with
  * librdkafka's defaults for the group timeouts (no session.timeout.ms of our own).
@@ -761,6 +816,7 @@ int main(void)
         cmocka_unit_test(test_hold_past_max_poll_interval),
         cmocka_unit_test(test_rebalance_while_held),
         cmocka_unit_test(test_held_partitions_come_back),
+        cmocka_unit_test(test_partitions_back_after_hold),
         cmocka_unit_test(test_stop_with_broker_gone),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
