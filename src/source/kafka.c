@@ -883,6 +883,31 @@ static int parse_properties(const kx_yaml_node *props, const char *file, rd_kafk
     return 0;
 }
 
+/* A member whose heartbeats are not well inside its session is expelled by the coordinator at
+ * random (librdkafka's default heartbeat, 3 s, equals a 3 s session): refused, not run. */
+static int check_heartbeat(rd_kafka_conf_t *conf, const char *file, const kx_yaml_node *at,
+                           kx_err *err)
+{
+    char sess[32], hb[32];
+    size_t sl = sizeof(sess), hl = sizeof(hb);
+
+    if (rd_kafka_conf_get(conf, "session.timeout.ms", sess, &sl) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_get(conf, "heartbeat.interval.ms", hb, &hl) != RD_KAFKA_CONF_OK)
+        return 0;
+    long s = strtol(sess, NULL, 10), h = strtol(hb, NULL, 10);
+    if (h >= s)
+        return kx_yaml_err(err, file, at,
+                           "kafka.properties: heartbeat.interval.ms (%ld) must be below "
+                           "session.timeout.ms (%ld); at most a third of it is safe",
+                           h, s);
+    if (h * 3 > s)
+        kx_log(KX_LOG_WARN, "kafka",
+               "heartbeat.interval.ms (%ld) is over a third of session.timeout.ms (%ld): the "
+               "group may expel this member after a few lost heartbeats",
+               h, s);
+    return 0;
+}
+
 static int parse_config(const kx_yaml_node *cfg, const char *file, rd_kafka_conf_t *conf,
                         size_t *batch, kx_err *err)
 {
@@ -955,7 +980,7 @@ static int parse_config(const kx_yaml_node *cfg, const char *file, rd_kafka_conf
         return -EINVAL;
     if (props && parse_properties(props, file, conf, err))
         return -EINVAL;
-    return 0;
+    return check_heartbeat(conf, file, props ? props : cfg, err);
 }
 
 int kx_kafka_config_check(const kx_yaml_node *cfg, const char *file, kx_err *err)

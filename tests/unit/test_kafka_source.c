@@ -787,6 +787,10 @@ static void test_config_errors(void **state)
     expect_cfg_error("brokers: 127.0.0.1:1\nproperties:\n  enable.auto.offset.store: true\n", 3, 3,
                      "kafka.properties: \"enable.auto.offset.store\" is set by klaxon and cannot "
                      "be overridden");
+    /* librdkafka's 3 s heartbeat with a 3 s session: expelled at random, so refused. */
+    expect_cfg_error("brokers: 127.0.0.1:1\nproperties:\n  session.timeout.ms: 3000\n", 3, 3,
+                     "kafka.properties: heartbeat.interval.ms (3000) must be below "
+                     "session.timeout.ms (3000); at most a third of it is safe");
     expect_cfg_error("- a\n", 1, 1, "kafka: expected a map");
     /* Secrets: ${ENV} and NAME_file; an error never shows the value. */
     expect_cfg_error("brokers: 127.0.0.1:1\nproperties:\n  sasl.password: \"${KX_TEST_NO_VAR}\"\n",
