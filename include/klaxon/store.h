@@ -234,6 +234,17 @@ typedef struct kx_absence_result {
 typedef void (*kx_absence_cb)(void *ud, int status, const kx_absence_result *res);
 
 int kx_store_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence_cb cb, void *ud);
+
+/*
+ * Several touches of one key as one store operation (on Redis: one script call, atomic),
+ * applied in order with exactly the results of the same touches made one by one. The ops
+ * share key, timespan_ms and keep_ms; groups, times, modes and payloads are their own; at
+ * most KX_STORE_MANY_MAX. cb runs once with res[i] for ops[i] (payloads borrowed for the
+ * callback), or with a failure status and no results.
+ */
+typedef void (*kx_absence_many_cb)(void *ud, int status, const kx_absence_result *res, size_t n);
+int kx_store_absence_touch_many(kx_store *s, const kx_absence_touch *ops, size_t n,
+                                kx_absence_many_cb cb, void *ud);
 int kx_store_absence_due(kx_store *s, const kx_absence_due *op, kx_absence_cb cb, void *ud);
 
 /*

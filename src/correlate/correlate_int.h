@@ -126,7 +126,8 @@ struct kx_correlator {
     kx_watermark_entry *wm_entries; /* scratch for a publish */
 
     /* Pre-aggregation (opts.preaggregate): while a batch's messages are processed, window
-     * updates are collected per key; then each key's updates go to the store as one call. */
+     * updates and absence sightings are collected per key (and kind); then each key's go to
+     * the store as one call. */
     bool collecting;
     struct grp_slot {
         kx_op *head, *tail;
@@ -136,6 +137,8 @@ struct kx_correlator {
     size_t *grp_order;    /* slot indexes in first-seen order: keys are sent in that order */
     kx_window_add *adds;  /* scratch for one call */
     size_t adds_cap;
+    kx_absence_touch *touches; /* the same, for sightings */
+    size_t touches_cap;
 };
 
 /* correlator.c */
@@ -184,6 +187,7 @@ void kx__absence_reask(kx_correlator *p, kx_rule *c, int64_t wm);
 void kx__reask_cb(struct ev_loop *loop, ev_idle *w, int revents);
 void kx__absence_cb(void *ud, int status, const kx_absence_result *res);
 int kx__absence_issue(kx_op *op);
+void kx__touch_of(const kx_op *op, kx_absence_touch *out);
 int kx__wm_issue(kx_op *op);
 void kx__wm_mark_live(kx_op *op);
 void kx__part_seen(kx_correlator *p, const kx_msg *m, int64_t t);

@@ -1,8 +1,10 @@
 /*
  * Pre-aggregation (opts.preaggregate): while a batch's messages are processed, window updates
- * are collected per key; at the batch's end each key's updates go to the store as one call
- * (kx_store_window_add_many), in order, with the results each would have had alone. Redis
- * work then grows with the matching groups of a batch, not its matching events.
+ * and absence sightings are collected per key; at the batch's end each key's go to the store
+ * as one call (kx_store_window_add_many, kx_store_absence_touch_many), in order, with the
+ * results each would have had alone. Redis work then grows with the matching groups of a
+ * batch (for absence: its rules), not its matching events. Every collected call is sent
+ * before the batch's due questions (kx_correlate_batch_end), as the calls one by one were.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -13,13 +15,14 @@
 
 /* ---- pre-aggregation ---- */
 
-/* True when op was queued with the other updates of its key in this batch. Only the sliding
- * windows (COUNT .. ORDERED) merge: the store applies several adds of a key in order, as one
- * call, with the results they would have had one by one. */
+/* True when op was queued with the other updates of its key in this batch. The sliding
+ * windows (COUNT .. ORDERED) and absence sightings merge: the store applies several of a key
+ * in order, as one call, with the results they would have had one by one. */
 bool kx__grp_collect(kx_op *op)
 {
     kx_correlator *p = op->p;
-    if (!p->collecting || kx__corr_agg(op->corr->corr_type) > KX_AGG_ORDERED)
+    if (!p->collecting ||
+        (op->kind == KX_OP_WINDOW && kx__corr_agg(op->corr->corr_type) > KX_AGG_ORDERED))
         return false;
     if ((p->ngrp + 1) * 2 > p->grp_cap) {
         size_t cap = p->grp_cap ? p->grp_cap * 2 : 256;
@@ -45,7 +48,8 @@ bool kx__grp_collect(kx_op *op)
         p->grp_cap = cap;
     }
     size_t i = (size_t)kx_hash64(op->key, strlen(op->key), 9) & (p->grp_cap - 1);
-    while (p->grp[i].head && strcmp(p->grp[i].head->key, op->key))
+    while (p->grp[i].head &&
+           (p->grp[i].head->kind != op->kind || strcmp(p->grp[i].head->key, op->key)))
         i = (i + 1) & (p->grp_cap - 1);
     struct grp_slot *g = &p->grp[i];
     op->grp_next = NULL;
@@ -75,6 +79,52 @@ static void grp_cb(void *ud, int status, const kx_window_result *res, size_t n)
     }
 }
 
+/* The same for sightings. */
+static void touch_grp_cb(void *ud, int status, const kx_absence_result *res, size_t n)
+{
+    kx_op *op = ud;
+    for (size_t i = 0; op; i++) {
+        kx_op *next = op->grp_next;
+        op->grp_next = NULL;
+        if (status == 0 && i < n)
+            kx__absence_cb(op, 0, &res[i]);
+        else
+            kx__absence_cb(op, status ? status : -EPROTO, NULL);
+        op = next;
+    }
+}
+
+/* One call for the chain first..(end): n window adds or sightings of one key. */
+static int grp_send(kx_correlator *p, kx_op *first, size_t n)
+{
+    if (p->store_down)
+        return -EAGAIN;
+    if (first->kind == KX_OP_TOUCH) {
+        if (n > p->touches_cap) {
+            kx_absence_touch *t = realloc(p->touches, n * sizeof(*t));
+            if (!t)
+                return -ENOMEM;
+            p->touches = t;
+            p->touches_cap = n;
+        }
+        size_t i = 0;
+        for (kx_op *o = first; o; o = o->grp_next)
+            kx__touch_of(o, &p->touches[i++]);
+        return kx_store_absence_touch_many(p->store, p->touches, n, touch_grp_cb, first);
+    }
+    if (n > p->adds_cap) {
+        kx_window_add *a = realloc(p->adds, n * sizeof(*a));
+        if (!a)
+            return -ENOMEM;
+        p->adds = a;
+        p->adds_cap = n;
+    }
+    size_t i = 0;
+    for (kx_op *o = first; o; o = o->grp_next)
+        kx__window_add_of(o, &p->adds[i++]);
+    return kx_store_window_add_many(p->store, p->adds, n, grp_cb, first);
+}
+
 /* Sends every collected key: one store call per key (chunks of KX_STORE_MANY_MAX). */
 void kx__grp_flush(kx_correlator *p)
 {
@@ -93,31 +143,14 @@ void kx__grp_flush(kx_correlator *p)
             }
             op = last->grp_next;
             last->grp_next = NULL;
-            if (n > p->adds_cap) {
-                kx_window_add *a = realloc(p->adds, n * sizeof(*a));
-                if (!a) {
-                    for (kx_op *o = first; o;) {
-                        kx_op *nx = o->grp_next;
-                        o->grp_next = NULL;
-                        kx__op_issue(o);
-                        o = nx;
-                    }
-                    continue;
-                }
-                p->adds = a;
-                p->adds_cap = n;
-            }
-            size_t i = 0;
-            for (kx_op *o = first; o; o = o->grp_next)
-                kx__window_add_of(o, &p->adds[i++]);
-            int rc = p->store_down ? -EAGAIN
-                                   : kx_store_window_add_many(p->store, p->adds, n, grp_cb, first);
+            int rc = grp_send(p, first, n);
             if (rc >= 0)
                 continue;
             for (kx_op *o = first; o;) {
                 kx_op *nx = o->grp_next;
                 o->grp_next = NULL;
-                /* Refused as a whole (one bad update?): alone, only that one is refused. */
+                /* Refused as a whole (one bad update? no memory?): alone, only that one is
+                 * refused. */
                 if (kx__op_transient(rc))
                     kx__op_not_issued(o, rc);
                 else

@@ -458,16 +458,8 @@ int kx__absence_issue(kx_op *op)
         return kx_store_close_due(p->store, &d, kx__absence_cb, op);
     }
     if (op->kind == KX_OP_TOUCH) {
-        kx_absence_touch t = {
-            .key = op->key,
-            .group = op->member.data,
-            .payload = op->evidence.data,
-            .payload_len = op->evidence.len,
-            .time_ms = op->time_ms,
-            .timespan_ms = c->timespan_ms,
-            .keep_ms = c->keep_ms,
-            .mode = op->touch_mode,
-        };
+        kx_absence_touch t;
+        kx__touch_of(op, &t);
         return kx_store_absence_touch(p->store, &t, kx__absence_cb, op);
     }
     kx_absence_due d = {
@@ -479,6 +471,21 @@ int kx__absence_issue(kx_op *op)
         .token = op->token,
     };
     return kx_store_absence_due(p->store, &d, kx__absence_cb, op);
+}
+
+/* The store's touch for a KX_OP_TOUCH op (alone, or with its key's others: preagg.c). */
+void kx__touch_of(const kx_op *op, kx_absence_touch *out)
+{
+    *out = (kx_absence_touch){
+        .key = op->key,
+        .group = op->member.data,
+        .payload = op->evidence.data,
+        .payload_len = op->evidence.len,
+        .time_ms = op->time_ms,
+        .timespan_ms = op->corr->timespan_ms,
+        .keep_ms = op->corr->keep_ms,
+        .mode = op->touch_mode,
+    };
 }
 
 /* Once per ruleset (not per batch): does any rule judge by the watermark? */

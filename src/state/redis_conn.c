@@ -50,6 +50,10 @@ static void redis_free(kx_store_redis *r)
     }
     kx__redis_cluster_free(r);
     free(r->many_res);
+    free(r->tm_res);
+    free(r->tm_since);
+    free(r->tm_pl);
+    free(r->tm_pl_len);
     free(r->many_ev);
     free(r->many_ev_len);
     free(r->argv);

@@ -40,18 +40,20 @@ typedef enum {
     OP_CTOUCH,
     OP_CDUE,
     OP_WM,
-    OP_CLAIM
+    OP_CLAIM,
+    OP_TOUCH_MANY
 } op_kind;
 
 typedef struct redis_op {
     struct redis_op *next; /* the free list, or the held list */
     kx_store_redis *r;
     op_kind kind;
-    kx_absence_cb acb;    /* OP_TOUCH, OP_DUE, OP_CTOUCH, OP_CDUE */
-    kx_store_cb cb;       /* OP_WINDOW */
-    kx_store_many_cb mcb; /* OP_MANY */
-    kx_watermark_cb wcb;  /* OP_WM */
-    kx_claim_cb ccb;      /* OP_CLAIM */
+    kx_absence_cb acb;      /* OP_TOUCH, OP_DUE, OP_CTOUCH, OP_CDUE */
+    kx_store_cb cb;         /* OP_WINDOW */
+    kx_store_many_cb mcb;   /* OP_MANY */
+    kx_absence_many_cb tcb; /* OP_TOUCH_MANY */
+    kx_watermark_cb wcb;    /* OP_WM */
+    kx_claim_cb ccb;        /* OP_CLAIM */
     void *ud;
     int tries; /* NOSCRIPT resends */
     int nargs;
@@ -130,6 +132,12 @@ struct kx_store_redis {
     const char **many_ev;
     size_t *many_ev_len;
     size_t many_ev_cap;
+    /* OP_TOUCH_MANY replies: a result per touch, its since and its payload (borrowed) */
+    kx_absence_result *tm_res;
+    int64_t *tm_since;
+    const char **tm_pl;
+    size_t *tm_pl_len;
+    size_t tm_cap;
     const char **argv; /* argv for a send, grown to the longest op */
     size_t *argvlen;
     size_t argv_cap;

@@ -221,6 +221,29 @@ int kx_store_close_due(kx_store *s, const kx_close_due *op, kx_absence_cb cb, vo
     return s->vt->close_due(s, op, cb, ud);
 }
 
+int kx__store_validate_touch_many(const kx_absence_touch *ops, size_t n)
+{
+    if (!ops || n < 1 || n > KX_STORE_MANY_MAX)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        int rc = kx__store_validate_touch(&ops[i]);
+        if (rc)
+            return rc;
+        if (strcmp(ops[0].key, ops[i].key) || ops[0].timespan_ms != ops[i].timespan_ms ||
+            ops[0].keep_ms != ops[i].keep_ms)
+            return -EINVAL;
+    }
+    return 0;
+}
+
+int kx_store_absence_touch_many(kx_store *s, const kx_absence_touch *ops, size_t n,
+                                kx_absence_many_cb cb, void *ud)
+{
+    if (!s || !cb)
+        return -EINVAL;
+    return s->vt->absence_touch_many(s, ops, n, cb, ud);
+}
+
 int kx_store_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence_cb cb, void *ud)
 {
     if (!s || !cb)

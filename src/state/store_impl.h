@@ -34,6 +34,8 @@ typedef struct kx__store_vtbl {
     int (*window_add_many)(kx_store *s, const kx_window_add *ops, size_t n, kx_store_many_cb cb,
                            void *ud);
     int (*absence_touch)(kx_store *s, const kx_absence_touch *op, kx_absence_cb cb, void *ud);
+    int (*absence_touch_many)(kx_store *s, const kx_absence_touch *ops, size_t n,
+                              kx_absence_many_cb cb, void *ud);
     int (*absence_due)(kx_store *s, const kx_absence_due *op, kx_absence_cb cb, void *ud);
     int (*close_touch)(kx_store *s, const kx_close_touch *op, kx_absence_cb cb, void *ud);
     int (*close_due)(kx_store *s, const kx_close_due *op, kx_absence_cb cb, void *ud);
@@ -61,6 +63,7 @@ int kx__store_validate(const kx_window_add *op);
 int kx__store_validate_many(const kx_window_add *ops, size_t n);
 /* Checks absence ops for both backends: 0, -EINVAL or -EMSGSIZE. */
 int kx__store_validate_touch(const kx_absence_touch *op);
+int kx__store_validate_touch_many(const kx_absence_touch *ops, size_t n);
 int kx__store_validate_due(const kx_absence_due *op);
 int kx__store_validate_close_touch(const kx_close_touch *op);
 int kx__store_validate_close_due(const kx_close_due *op);

@@ -149,6 +149,12 @@ void kx__mem_free(kx_store_memory *m)
     free(m->many_ev_off);
     free(m->many_ev_len);
     free(m->many_ev_ptr);
+    free(m->tm.res);
+    free(m->tm.since);
+    free(m->tm.off);
+    free(m->tm.len);
+    free(m->tm.ptr);
+    kx_buf_fini(&m->tm.pl);
     free(m);
 }
 
@@ -290,6 +296,7 @@ static const kx__store_vtbl mem_vtbl = {
     .window_add = kx__mem_window_add,
     .window_add_many = kx__mem_window_add_many,
     .absence_touch = kx__mem_absence_touch,
+    .absence_touch_many = kx__mem_absence_touch_many,
     .absence_due = kx__mem_absence_due,
     .close_touch = kx__mem_close_touch,
     .close_due = kx__mem_close_due,

@@ -42,6 +42,7 @@ static void op_release(kx_store_redis *r, redis_op *op)
     op->cb = NULL;
     op->acb = NULL;
     op->mcb = NULL;
+    op->tcb = NULL;
     op->wcb = NULL;
     op->ccb = NULL;
     op->ud = NULL;
@@ -55,6 +56,7 @@ static void op_finish(kx_store_redis *r, redis_op *op, int status, const kx_wind
     kx_store_cb cb = op->cb;
     kx_absence_cb acb = op->acb;
     kx_store_many_cb mcb = op->mcb;
+    kx_absence_many_cb tcb = op->tcb;
     kx_watermark_cb wcb = op->wcb;
     kx_claim_cb ccb = op->ccb;
     void *ud = op->ud;
@@ -69,6 +71,8 @@ static void op_finish(kx_store_redis *r, redis_op *op, int status, const kx_wind
         acb(ud, status, NULL);
     else if (mcb)
         mcb(ud, status, NULL, 0);
+    else if (tcb)
+        tcb(ud, status, NULL, 0);
     else
         cb(ud, status, res);
 }
@@ -211,6 +215,55 @@ static int parse_one(const redisReply *reply, kx_window_result *res, long long *
     }
     res->evidence = ev;
     res->evidence_len = ev_len;
+    return 0;
+}
+
+/* OP_TOUCH_MANY: a reply per touch, 0 (nothing to report) or {outcome, since, payload}. */
+static int parse_touch_many(kx_store_redis *r, const redisReply *reply, size_t *n)
+{
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+        reply->elements > KX_STORE_MANY_MAX)
+        return -EPROTO;
+    size_t k = reply->elements;
+    if (k > r->tm_cap) {
+        kx_absence_result *res = realloc(r->tm_res, k * sizeof(*res));
+        if (res)
+            r->tm_res = res;
+        int64_t *since = realloc(r->tm_since, k * sizeof(*since));
+        if (since)
+            r->tm_since = since;
+        const char **pl = realloc(r->tm_pl, k * sizeof(*pl));
+        if (pl)
+            r->tm_pl = pl;
+        size_t *len = realloc(r->tm_pl_len, k * sizeof(*len));
+        if (len)
+            r->tm_pl_len = len;
+        if (!res || !since || !pl || !len)
+            return -ENOMEM;
+        r->tm_cap = k;
+    }
+    for (size_t i = 0; i < k; i++) {
+        const redisReply *e = reply->element[i];
+        kx_absence_result *res = &r->tm_res[i];
+        *res = (kx_absence_result){0};
+        if (e->type == REDIS_REPLY_INTEGER && e->integer == 0)
+            continue;
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 3 ||
+            e->element[0]->type != REDIS_REPLY_INTEGER ||
+            e->element[0]->integer < KX_ABSENCE_RESOLVED ||
+            e->element[0]->integer > KX_ABSENCE_REPLACED ||
+            e->element[1]->type != REDIS_REPLY_INTEGER || e->element[2]->type != REDIS_REPLY_STRING)
+            return -EPROTO;
+        res->outcome = (kx_absence_outcome)e->element[0]->integer;
+        res->since_ms = r->tm_since[i] = e->element[1]->integer;
+        r->tm_pl[i] = e->element[2]->str;
+        r->tm_pl_len[i] = e->element[2]->len;
+        res->n = 1;
+        res->last_ms = &r->tm_since[i];
+        res->payload = &r->tm_pl[i];
+        res->payload_len = &r->tm_pl_len[i];
+    }
+    *n = k;
     return 0;
 }
 
@@ -357,6 +410,20 @@ void kx__redis_op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         void *ud = op->ud;
         op_release(r, op);
         mcb(ud, 0, r->many_res, nres);
+        goto out;
+    }
+    if (op->kind == OP_TOUCH_MANY) {
+        size_t nres = 0;
+        if (parse_touch_many(r, reply, &nres) != 0) {
+            kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state", "redis %s:%d: unexpected reply",
+                           n->host, n->port);
+            op_finish(r, op, -EPROTO, NULL);
+            goto out;
+        }
+        kx_absence_many_cb tcb = op->tcb;
+        void *ud = op->ud;
+        op_release(r, op);
+        tcb(ud, 0, r->tm_res, nres);
         goto out;
     }
     if (op->kind != OP_WINDOW) {
@@ -693,6 +760,12 @@ static int redis_absence_op(kx_store_redis *r, op_kind kind, const absence_args 
     return op_go(r, op, op_build_absence(r, op, agg[kind], x));
 }
 
+/* ARGV 8 (a closing touch's identity) carries a touch's mode. */
+static const char *touch_mode_arg(kx_touch_mode mode)
+{
+    return mode == KX_TOUCH_EXTEND ? "x" : mode == KX_TOUCH_REPLACE ? "r" : "0";
+}
+
 static int redis_absence_touch(kx_store *s, const kx_absence_touch *a, kx_absence_cb cb, void *ud)
 {
     int rc = kx__store_validate_touch(a);
@@ -705,11 +778,46 @@ static int redis_absence_touch(kx_store *s, const kx_absence_touch *a, kx_absenc
                       .keep = a->keep_ms,
                       .payload = a->payload,
                       .payload_len = a->payload_len,
-                      /* ARGV 8 (a closing touch's identity) carries the mode */
-                      .identity = a->mode == KX_TOUCH_EXTEND    ? "x"
-                                  : a->mode == KX_TOUCH_REPLACE ? "r"
-                                                                : NULL};
+                      .identity = touch_mode_arg(a->mode)};
     return redis_absence_op((kx_store_redis *)s, OP_TOUCH, &x, cb, ud);
+}
+
+/* The first touch's arguments as for one touch, then the count and (group, time, mode,
+ * payload) of the rest (redis_scripts.h). */
+static int redis_absence_touch_many(kx_store *s, const kx_absence_touch *a, size_t n,
+                                    kx_absence_many_cb cb, void *ud)
+{
+    kx_store_redis *r = (kx_store_redis *)s;
+    int rc = kx__store_validate_touch_many(a, n);
+    if (rc)
+        return rc;
+    redis_op *op = op_take(r, &rc);
+    if (!op)
+        return rc;
+    op->kind = OP_TOUCH_MANY;
+    op->tcb = cb;
+    op->ud = ud;
+    absence_args x = {.key = a[0].key,
+                      .group = a[0].group,
+                      .t = a[0].time_ms,
+                      .timespan = a[0].timespan_ms,
+                      .keep = a[0].keep_ms,
+                      .payload = a[0].payload,
+                      .payload_len = a[0].payload_len,
+                      .identity = touch_mode_arg(a[0].mode)};
+    rc = op_build_absence(r, op, KX__REDIS_OP_ABSENCE_TOUCH, &x);
+    if (!rc)
+        rc = op_arg_i64(op, (int64_t)(n - 1));
+    for (size_t i = 1; i < n && !rc; i++) {
+        rc = op_arg(op, a[i].group, strlen(a[i].group));
+        if (!rc)
+            rc = op_arg_i64(op, a[i].time_ms);
+        if (!rc)
+            rc = op_arg(op, touch_mode_arg(a[i].mode), 1);
+        if (!rc)
+            rc = op_arg(op, a[i].payload ? a[i].payload : "", a[i].payload ? a[i].payload_len : 0);
+    }
+    return op_go(r, op, rc);
 }
 
 static int redis_absence_due(kx_store *s, const kx_absence_due *a, kx_absence_cb cb, void *ud)
@@ -865,6 +973,7 @@ static const kx__store_vtbl redis_vtbl = {
     .window_add = redis_window_add,
     .window_add_many = redis_window_add_many,
     .absence_touch = redis_absence_touch,
+    .absence_touch_many = redis_absence_touch_many,
     .absence_due = redis_absence_due,
     .close_touch = redis_close_touch,
     .close_due = redis_close_due,

@@ -1367,6 +1367,130 @@ static void test_absence_due_retry(void **state)
     assert_int_equal(c.n, 0);
 }
 
+/* Several touches of one key in one call give what the touches one by one give. */
+typedef struct tgot {
+    int calls, status;
+    size_t n;
+    kx_absence_outcome outcome[16];
+    int64_t since[16];
+    char payload[16][16];
+} tgot;
+
+static void tgot_cb(void *ud, int status, const kx_absence_result *res, size_t n)
+{
+    tgot *g = ud;
+    g->calls++;
+    g->status = status;
+    g->n = n;
+    for (size_t i = 0; i < n && i < 16; i++) {
+        g->outcome[i] = res[i].outcome;
+        g->since[i] = res[i].n ? res[i].since_ms : -1;
+        if (res[i].n)
+            snprintf(g->payload[i], sizeof(g->payload[i]), "%.*s", (int)res[i].payload_len[0],
+                     res[i].payload[0]);
+    }
+}
+
+static bool tgot_done(void *ud)
+{
+    return ((tgot *)ud)->calls > 0;
+}
+
+static size_t due_on(fx *f, const char *key, int64_t wm)
+{
+    agot g = {0};
+    kx_absence_due op = {
+        .key = key, .watermark_ms = wm, .timespan_ms = AB_SPAN, .keep_ms = AB_KEEP, .limit = 100};
+    assert_int_equal(kx_store_absence_due(f->s, &op, agot_cb, &g), 0);
+    assert_true(kx_test_run_until(f->loop, agot_done, &g, 5000));
+    assert_int_equal(g.status, 0);
+    return g.n;
+}
+
+static void test_touch_many_random(void **state)
+{
+    fx *f = *state;
+    enum { N = 600, DUE_EVERY = 29 };
+    static char groups[N][8], payloads[N][8];
+    static kx_absence_touch ops[N];
+    static agot one[N];
+    static const kx_touch_mode modes[] = {KX_TOUCH_PLAIN, KX_TOUCH_PLAIN, KX_TOUCH_EXTEND,
+                                          KX_TOUCH_REPLACE};
+    uint32_t x = 88172645u;
+    int64_t t = T0;
+    for (size_t i = 0; i < N; i++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        snprintf(groups[i], sizeof(groups[i]), "g%u", x % 6);
+        snprintf(payloads[i], sizeof(payloads[i]), "p%u", (x >> 4) % 3);
+        if (i > 0 && x % 11 == 0) {
+            ops[i] = ops[(x >> 7) % i]; /* a retry of an earlier touch */
+            continue;
+        }
+        if (x % 5 == 0)
+            t += (int64_t)((x >> 9) % (3 * AB_SPAN)); /* now and then a silence */
+        else
+            t += (int64_t)((x >> 9) % 200);
+        ops[i] = (kx_absence_touch){.group = groups[i],
+                                    .payload = payloads[i],
+                                    .payload_len = strlen(payloads[i]),
+                                    .time_ms = x % 9 == 0 ? t - (int64_t)((x >> 3) % 2000) : t,
+                                    .timespan_ms = AB_SPAN,
+                                    .keep_ms = AB_KEEP,
+                                    .mode = modes[(x >> 12) % 4]};
+    }
+    /* One by one, with a due question every DUE_EVERY touches (at the time reached). */
+    size_t reported = 0;
+    int counts[4] = {0};
+    for (size_t i = 0; i < N; i++) {
+        if (i % DUE_EVERY == 0)
+            reported += due_on(f, "tone", ops[i].time_ms);
+        ops[i].key = "tone";
+        agot g = {0};
+        assert_int_equal(kx_store_absence_touch(f->s, &ops[i], agot_cb, &g), 0);
+        assert_true(kx_test_run_until(f->loop, agot_done, &g, 5000));
+        assert_int_equal(g.status, 0);
+        one[i] = g;
+        counts[g.outcome]++;
+    }
+    /* The stream reports every outcome, and the dues report groups. */
+    assert_true(counts[KX_ABSENCE_RESOLVED] > 3 && counts[KX_ABSENCE_GAP] > 3 &&
+                counts[KX_ABSENCE_REPLACED] > 3 && counts[KX_ABSENCE_NONE] > 3);
+    assert_true(reported > 3);
+    /* The same in calls of 1 to 16 touches, none spanning a due question. */
+    size_t reported_many = 0;
+    for (size_t i = 0; i < N;) {
+        if (i % DUE_EVERY == 0)
+            reported_many += due_on(f, "tmany", ops[i].time_ms);
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        size_t k = 1 + x % 16, next_due = (i / DUE_EVERY + 1) * DUE_EVERY;
+        if (i + k > next_due)
+            k = next_due - i;
+        if (i + k > N)
+            k = N - i;
+        for (size_t j = i; j < i + k; j++)
+            ops[j].key = "tmany";
+        tgot g = {0};
+        assert_int_equal(kx_store_absence_touch_many(f->s, &ops[i], k, tgot_cb, &g), 0);
+        assert_true(kx_test_run_until(f->loop, tgot_done, &g, 5000));
+        assert_int_equal(g.status, 0);
+        assert_int_equal(g.n, k);
+        for (size_t j = 0; j < k; j++) {
+            assert_int_equal(g.outcome[j], one[i + j].outcome);
+            if (one[i + j].outcome != KX_ABSENCE_NONE) {
+                assert_int_equal(g.since[j], one[i + j].since);
+                assert_string_equal(g.payload[j], one[i + j].payload[0]);
+            }
+        }
+        i += k;
+    }
+    assert_int_equal(reported_many, reported);
+    /* Refused as a whole: keys that differ. */
+    ops[1].key = "tother";
+    tgot g = {0};
+    assert_int_equal(kx_store_absence_touch_many(f->s, ops, 2, tgot_cb, &g), -EINVAL);
+    assert_int_equal(g.calls, 0);
+}
+
 static void test_absence_invalid_args(void **state)
 {
     fx *f = *state;
@@ -2152,6 +2276,7 @@ static void test_url_prefix_redis(void **state)
         cmocka_unit_test_setup_teardown(test_absence, setup, teardown),                            \
         cmocka_unit_test_setup_teardown(test_absence_touch_modes, setup, teardown),                \
         cmocka_unit_test_setup_teardown(test_absence_late_replace, setup, teardown),               \
+        cmocka_unit_test_setup_teardown(test_touch_many_random, setup, teardown),                  \
         cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),                           \
         cmocka_unit_test_setup_teardown(test_add_many_random, setup, teardown),                    \
         cmocka_unit_test_setup_teardown(test_close_windows, setup, teardown),                      \

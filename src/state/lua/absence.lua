@@ -22,36 +22,73 @@ local function arec(g)
          tonumber(string.sub(rec, p3 + 1, p4 - 1)), string.sub(rec, p4 + 1)
 end
 if agg == OP_ABSENCE_TOUCH then
-  local g = ARGV[1]
-  local last, fired, oc, osince, old = arec(g)
-  local out, since = 0, 0
-  local mode = ARGV[8]
-  if mode == 'x' and (last == nil or t <= last or fired == last or t - last > w) then
-    -- extend: not an open group, nothing changes
-  elseif last == nil or t > last or (mode == 'r' and old ~= ARGV[9]) then
-    -- a sighting, or (replace) another incident: one a late event completed may be stamped
-    -- before the open one's last; that one is still over, and the group stays open from the
-    -- later of the two (from the new one's time when the old one was reported)
-    local nt = t
-    if last ~= nil and t <= last and fired ~= last then nt = last end
-    if last ~= nil and fired == last then out, since = 1, last
-    elseif last ~= nil and t - last > w then out, since = 2, last
-    elseif last ~= nil and mode == 'r' then out, since = 3, last end
-    local pl = ARGV[9]
-    if mode == 'x' then pl = old end
-    redis.call('HSET', a, g, fmt(nt) .. ' n ' .. out .. ' ' .. fmt(since) .. ' ' .. pl)
-    redis.call('ZADD', z, fmt(nt), g)
-    redis.call('ZREM', hk, g)
-  elseif (t == last or (mode == 'r' and t < last)) and oc > 0 and old == ARGV[9] then
-    -- the same touch again (a retry after a lost reply): the same report
-    out, since, old = oc, osince, ARGV[9]
+  -- One touch, or (ARGV[11] = the count of further ones, then group, time, mode, payload each)
+  -- several of this key in order. Each group's record is read once and written once per call;
+  -- every touch sees what the touches before it left, so the results are those of the touches
+  -- one by one.
+  local touches = {{ARGV[1], t, ARGV[8], ARGV[9]}}
+  local nmore = tonumber(ARGV[11] or '0')
+  for i = 0, nmore - 1 do
+    touches[#touches + 1] = {ARGV[12 + 4 * i], tonumber(ARGV[13 + 4 * i]), ARGV[14 + 4 * i],
+                             ARGV[15 + 4 * i]}
+  end
+  local recs, dirty = {}, {} -- group -> {last, fired, oc, since, payload} (all nil: none)
+  local replies = {}
+  for k = 1, #touches do
+    local g, tt, mode, pl = touches[k][1], touches[k][2], touches[k][3], touches[k][4]
+    local r = recs[g]
+    if r == nil then
+      local last, fired, oc, osince, old = arec(g)
+      r = {last, fired, oc, osince, old}
+      recs[g] = r
+    end
+    local last, fired, oc, old = r[1], r[2], r[3], r[5]
+    local out, since = 0, 0
+    if mode == 'x' and (last == nil or tt <= last or fired == last or tt - last > w) then
+      -- extend: not an open group, nothing changes
+    elseif last == nil or tt > last or (mode == 'r' and old ~= pl) then
+      -- a sighting, or (replace) another incident: one a late event completed may be stamped
+      -- before the open one's last; that one is still over, and the group stays open from the
+      -- later of the two (from the new one's time when the old one was reported)
+      local nt = tt
+      if last ~= nil and tt <= last and fired ~= last then nt = last end
+      if last ~= nil and fired == last then out, since = 1, last
+      elseif last ~= nil and tt - last > w then out, since = 2, last
+      elseif last ~= nil and mode == 'r' then out, since = 3, last end
+      local npl = pl
+      if mode == 'x' then npl = old end
+      if not dirty[g] then dirty[#dirty + 1] = g; dirty[g] = true end
+      recs[g] = {nt, nil, out, since, npl}
+    elseif (tt == last or (mode == 'r' and tt < last)) and oc > 0 and old == pl then
+      -- the same touch again (a retry after a lost reply): the same report
+      out, since, old = oc, r[4], pl
+    end
+    if out == 0 then replies[k] = 0 else replies[k] = {out, since, old} end
+  end
+  -- The writes, batched: the records, the sightings, and the groups no longer reported.
+  for i = 1, #dirty, 500 do
+    local j = math.min(i + 499, #dirty)
+    local hs, zs, gs = {}, {}, {}
+    for x = i, j do
+      local g = dirty[x]
+      local r = recs[g]
+      hs[#hs + 1] = g
+      hs[#hs + 1] = fmt(r[1]) .. ' n ' .. r[3] .. ' ' .. fmt(r[4]) .. ' ' .. r[5]
+      zs[#zs + 1] = fmt(r[1])
+      zs[#zs + 1] = g
+      gs[#gs + 1] = g
+    end
+    redis.call('HSET', a, unpack(hs))
+    redis.call('ZADD', z, unpack(zs))
+    redis.call('ZREM', hk, unpack(gs))
   end
   local keep = tonumber(ARGV[4])
   redis.call('PEXPIRE', z, fmt(w + keep))
   redis.call('PEXPIRE', a, fmt(w + keep))
   redis.call('PEXPIRE', hk, fmt(w + keep))
-  if out == 0 then return {0, 0} end
-  return {out, since, old}
+  if ARGV[11] then return replies end
+  if replies[1] == 0 then return {0, 0} end
+  return replies[1]
 end
 if agg == OP_ABSENCE_DUE then
   local token = ARGV[6]

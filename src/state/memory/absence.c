@@ -106,6 +106,84 @@ int kx__mem_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence_cb
     return 0;
 }
 
+/* One touch's result of a touch_many: kept, its payload copied. */
+static void many_one_cb(void *ud, int status, const kx_absence_result *res)
+{
+    kx_store_memory *m = ud;
+    struct mem_touch_many *tm = &m->tm;
+    size_t i = tm->i;
+    if (status) {
+        tm->status = status;
+        return;
+    }
+    tm->res[i] = (kx_absence_result){.outcome = res->outcome, .n = res->n};
+    tm->len[i] = 0;
+    tm->off[i] = tm->pl.len;
+    if (res->n) {
+        tm->since[i] = res->since_ms;
+        tm->len[i] = res->payload_len[0];
+        if (kx_buf_append(&tm->pl, res->payload[0], res->payload_len[0]))
+            tm->status = -ENOMEM;
+    }
+}
+
+/* As the touches one by one (the script applies them in order in one call too). */
+int kx__mem_absence_touch_many(kx_store *s, const kx_absence_touch *ops, size_t n,
+                               kx_absence_many_cb cb, void *ud)
+{
+    kx_store_memory *m = (kx_store_memory *)s;
+    struct mem_touch_many *tm = &m->tm;
+    int rc = kx__store_validate_touch_many(ops, n);
+    if (rc)
+        return rc;
+    if (m->destroy_pending)
+        return -ECANCELED;
+    if (n > tm->cap) {
+        free(tm->res);
+        free(tm->since);
+        free(tm->off);
+        free(tm->len);
+        free(tm->ptr);
+        tm->res = calloc(n, sizeof(*tm->res));
+        tm->since = calloc(n, sizeof(*tm->since));
+        tm->off = calloc(n, sizeof(*tm->off));
+        tm->len = calloc(n, sizeof(*tm->len));
+        tm->ptr = calloc(n, sizeof(*tm->ptr));
+        tm->cap = n;
+        if (!tm->res || !tm->since || !tm->off || !tm->len || !tm->ptr) {
+            tm->cap = 0;
+            return -ENOMEM;
+        }
+    }
+    tm->status = 0;
+    kx_buf_reset(&tm->pl);
+    m->depth++; /* a destroy from the caller's callback waits for the end of this call */
+    for (tm->i = 0; tm->i < n && !tm->status; tm->i++) {
+        rc = kx__mem_absence_touch(s, &ops[tm->i], many_one_cb, m);
+        if (rc) {
+            m->depth--;
+            return rc;
+        }
+    }
+    m->depth--;
+    for (size_t i = 0; i < n && !tm->status; i++) {
+        tm->ptr[i] = tm->pl.data ? tm->pl.data + tm->off[i] : "";
+        if (tm->res[i].n) {
+            tm->res[i].last_ms = &tm->since[i];
+            tm->res[i].since_ms = tm->since[i];
+            tm->res[i].payload = &tm->ptr[i];
+            tm->res[i].payload_len = &tm->len[i];
+        }
+    }
+    kx__mem_enter(m);
+    if (tm->status)
+        cb(ud, tm->status, NULL, 0);
+    else
+        cb(ud, 0, tm->res, n);
+    kx__mem_leave(m);
+    return 0;
+}
+
 /* A group silent for its timespan at the watermark, not yet reported. */
 static bool silent(const mem_seen *e, const void *arg)
 {

@@ -129,6 +129,17 @@ typedef struct kx_store_memory {
     size_t *many_ev_len;
     size_t many_ev_n, many_ev_cap;
     const char **many_ev_ptr;
+    /* absence_touch_many scratch: a result per touch, with its since and its payload copied
+     * (a later touch of the same group may replace the payload a report handed out) */
+    struct mem_touch_many {
+        kx_absence_result *res;
+        int64_t *since;
+        size_t *off, *len;
+        const char **ptr;
+        size_t cap, i;
+        int status;
+        kx_buf pl;
+    } tm;
 } kx_store_memory;
 
 /* store_memory.c */
@@ -205,6 +216,8 @@ int kx__mem_baseline(kx_store_memory *m, mem_win *w, const kx_window_add *op, in
 
 /* memory/absence.c */
 int kx__mem_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence_cb cb, void *ud);
+int kx__mem_absence_touch_many(kx_store *s, const kx_absence_touch *ops, size_t n,
+                               kx_absence_many_cb cb, void *ud);
 int kx__mem_absence_due(kx_store *s, const kx_absence_due *op, kx_absence_cb cb, void *ud);
 
 /* memory/closing.c */
