@@ -287,6 +287,10 @@ typedef struct kx_close_due {
 } kx_close_due;
 
 int kx_store_close_touch(kx_store *s, const kx_close_touch *op, kx_absence_cb cb, void *ud);
+/* Several closing touches of one key as one store operation, as kx_store_absence_touch_many
+ * (shared: key, timespan_ms, ttl_ms); res[i].late for ops[i]. */
+int kx_store_close_touch_many(kx_store *s, const kx_close_touch *ops, size_t n,
+                              kx_absence_many_cb cb, void *ud);
 int kx_store_close_due(kx_store *s, const kx_close_due *op, kx_absence_cb cb, void *ud);
 
 /*

@@ -139,6 +139,8 @@ struct kx_correlator {
     size_t adds_cap;
     kx_absence_touch *touches; /* the same, for sightings */
     size_t touches_cap;
+    kx_close_touch *ctouches; /* and for closing-window touches */
+    size_t ctouches_cap;
 };
 
 /* correlator.c */
@@ -188,6 +190,7 @@ void kx__reask_cb(struct ev_loop *loop, ev_idle *w, int revents);
 void kx__absence_cb(void *ud, int status, const kx_absence_result *res);
 int kx__absence_issue(kx_op *op);
 void kx__touch_of(const kx_op *op, kx_absence_touch *out);
+void kx__ctouch_of(const kx_op *op, kx_close_touch *out);
 int kx__wm_issue(kx_op *op);
 void kx__wm_mark_live(kx_op *op);
 void kx__part_seen(kx_correlator *p, const kx_msg *m, int64_t t);

@@ -133,7 +133,8 @@ bool kx__op_failed(kx_op *op, int status)
 
 void kx__op_issue(kx_op *op)
 {
-    if ((op->kind == KX_OP_WINDOW || op->kind == KX_OP_TOUCH) && kx__grp_collect(op))
+    if ((op->kind == KX_OP_WINDOW || op->kind == KX_OP_TOUCH || op->kind == KX_OP_CTOUCH) &&
+        kx__grp_collect(op))
         return; /* sent with its key's other updates at the end of the batch */
     int rc = op->kind == KX_OP_WINDOW ? kx__window_issue(op)
              : op->kind == KX_OP_WM   ? kx__wm_issue(op)
@@ -287,6 +288,7 @@ void kx_correlator_destroy(kx_correlator *p)
     free(p->grp_order);
     free(p->adds);
     free(p->touches);
+    free(p->ctouches);
     free_ops(p->free_ops);
     free_ops(p->retry_head);
     kx_buf_fini(&p->scratch);

@@ -1,7 +1,8 @@
 /*
- * Pre-aggregation (opts.preaggregate): while a batch's messages are processed, window updates
- * and absence sightings are collected per key; at the batch's end each key's go to the store
- * as one call (kx_store_window_add_many, kx_store_absence_touch_many), in order, with the
+ * Pre-aggregation (opts.preaggregate): while a batch's messages are processed, window updates,
+ * absence sightings and closing-window touches are collected per key; at the batch's end each key's
+ * go to the store as one call (kx_store_window_add_many, kx_store_absence_touch_many,
+ * kx_store_close_touch_many), in order, with the
  * results each would have had alone. Redis work then grows with the matching groups of a
  * batch (for absence: its rules), not its matching events. Every collected call is sent
  * before the batch's due questions (kx_correlate_batch_end), as the calls one by one were.
@@ -16,8 +17,8 @@
 /* ---- pre-aggregation ---- */
 
 /* True when op was queued with the other updates of its key in this batch. The sliding
- * windows (COUNT .. ORDERED) and absence sightings merge: the store applies several of a key
- * in order, as one call, with the results they would have had one by one. */
+ * windows (COUNT .. ORDERED), absence sightings and closing touches merge: the store applies
+ * several of a key in order, as one call, with the results they would have had one by one. */
 bool kx__grp_collect(kx_op *op)
 {
     kx_correlator *p = op->p;
@@ -79,7 +80,7 @@ static void grp_cb(void *ud, int status, const kx_window_result *res, size_t n)
     }
 }
 
-/* The same for sightings. */
+/* The same for sightings and closing touches. */
 static void touch_grp_cb(void *ud, int status, const kx_absence_result *res, size_t n)
 {
     kx_op *op = ud;
@@ -111,6 +112,19 @@ static int grp_send(kx_correlator *p, kx_op *first, size_t n)
         for (kx_op *o = first; o; o = o->grp_next)
             kx__touch_of(o, &p->touches[i++]);
         return kx_store_absence_touch_many(p->store, p->touches, n, touch_grp_cb, first);
+    }
+    if (first->kind == KX_OP_CTOUCH) {
+        if (n > p->ctouches_cap) {
+            kx_close_touch *t = realloc(p->ctouches, n * sizeof(*t));
+            if (!t)
+                return -ENOMEM;
+            p->ctouches = t;
+            p->ctouches_cap = n;
+        }
+        size_t i = 0;
+        for (kx_op *o = first; o; o = o->grp_next)
+            kx__ctouch_of(o, &p->ctouches[i++]);
+        return kx_store_close_touch_many(p->store, p->ctouches, n, touch_grp_cb, first);
     }
     if (n > p->adds_cap) {
         kx_window_add *a = realloc(p->adds, n * sizeof(*a));

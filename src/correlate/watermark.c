@@ -432,16 +432,8 @@ int kx__absence_issue(kx_op *op)
     if (p->store_down)
         return -EAGAIN;
     if (op->kind == KX_OP_CTOUCH) {
-        kx_close_touch t = {
-            .key = op->key,
-            .group = op->group,
-            .identity = op->member.data,
-            .payload = op->evidence.data,
-            .payload_len = op->evidence.len,
-            .time_ms = op->time_ms,
-            .timespan_ms = c->timespan_ms,
-            .ttl_ms = close_ttl(p, c),
-        };
+        kx_close_touch t;
+        kx__ctouch_of(op, &t);
         return kx_store_close_touch(p->store, &t, kx__absence_cb, op);
     }
     if (op->kind == KX_OP_CDUE) {
@@ -485,6 +477,21 @@ void kx__touch_of(const kx_op *op, kx_absence_touch *out)
         .timespan_ms = op->corr->timespan_ms,
         .keep_ms = op->corr->keep_ms,
         .mode = op->touch_mode,
+    };
+}
+
+/* The store's closing touch for a KX_OP_CTOUCH op (alone, or with its key's others). */
+void kx__ctouch_of(const kx_op *op, kx_close_touch *out)
+{
+    *out = (kx_close_touch){
+        .key = op->key,
+        .group = op->group,
+        .identity = op->member.data,
+        .payload = op->evidence.data,
+        .payload_len = op->evidence.len,
+        .time_ms = op->time_ms,
+        .timespan_ms = op->corr->timespan_ms,
+        .ttl_ms = close_ttl(op->p, op->corr),
     };
 }
 

@@ -41,7 +41,8 @@ typedef enum {
     OP_CDUE,
     OP_WM,
     OP_CLAIM,
-    OP_TOUCH_MANY
+    OP_TOUCH_MANY,
+    OP_CTOUCH_MANY
 } op_kind;
 
 typedef struct redis_op {
@@ -51,7 +52,7 @@ typedef struct redis_op {
     kx_absence_cb acb;      /* OP_TOUCH, OP_DUE, OP_CTOUCH, OP_CDUE */
     kx_store_cb cb;         /* OP_WINDOW */
     kx_store_many_cb mcb;   /* OP_MANY */
-    kx_absence_many_cb tcb; /* OP_TOUCH_MANY */
+    kx_absence_many_cb tcb; /* OP_TOUCH_MANY, OP_CTOUCH_MANY */
     kx_watermark_cb wcb;    /* OP_WM */
     kx_claim_cb ccb;        /* OP_CLAIM */
     void *ud;

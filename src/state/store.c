@@ -207,6 +207,29 @@ int64_t kx__store_close_window(int64_t t, int64_t timespan)
     return (int64_t)floor((double)t / (double)timespan);
 }
 
+int kx__store_validate_close_touch_many(const kx_close_touch *ops, size_t n)
+{
+    if (!ops || n < 1 || n > KX_STORE_MANY_MAX)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        int rc = kx__store_validate_close_touch(&ops[i]);
+        if (rc)
+            return rc;
+        if (strcmp(ops[0].key, ops[i].key) || ops[0].timespan_ms != ops[i].timespan_ms ||
+            ops[0].ttl_ms != ops[i].ttl_ms)
+            return -EINVAL;
+    }
+    return 0;
+}
+
+int kx_store_close_touch_many(kx_store *s, const kx_close_touch *ops, size_t n,
+                              kx_absence_many_cb cb, void *ud)
+{
+    if (!s || !cb)
+        return -EINVAL;
+    return s->vt->close_touch_many(s, ops, n, cb, ud);
+}
+
 int kx_store_close_touch(kx_store *s, const kx_close_touch *op, kx_absence_cb cb, void *ud)
 {
     if (!s || !cb)

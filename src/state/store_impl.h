@@ -38,6 +38,8 @@ typedef struct kx__store_vtbl {
                               kx_absence_many_cb cb, void *ud);
     int (*absence_due)(kx_store *s, const kx_absence_due *op, kx_absence_cb cb, void *ud);
     int (*close_touch)(kx_store *s, const kx_close_touch *op, kx_absence_cb cb, void *ud);
+    int (*close_touch_many)(kx_store *s, const kx_close_touch *ops, size_t n, kx_absence_many_cb cb,
+                            void *ud);
     int (*close_due)(kx_store *s, const kx_close_due *op, kx_absence_cb cb, void *ud);
     int (*watermark)(kx_store *s, const kx_watermark_op *op, kx_watermark_cb cb, void *ud);
     int (*claim)(kx_store *s, const kx_claim_op *op, kx_claim_cb cb, void *ud);
@@ -66,6 +68,7 @@ int kx__store_validate_touch(const kx_absence_touch *op);
 int kx__store_validate_touch_many(const kx_absence_touch *ops, size_t n);
 int kx__store_validate_due(const kx_absence_due *op);
 int kx__store_validate_close_touch(const kx_close_touch *op);
+int kx__store_validate_close_touch_many(const kx_close_touch *ops, size_t n);
 int kx__store_validate_close_due(const kx_close_due *op);
 int kx__store_validate_watermark(const kx_watermark_op *op);
 int kx__store_validate_claim(const kx_claim_op *op);

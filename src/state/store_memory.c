@@ -299,6 +299,7 @@ static const kx__store_vtbl mem_vtbl = {
     .absence_touch_many = kx__mem_absence_touch_many,
     .absence_due = kx__mem_absence_due,
     .close_touch = kx__mem_close_touch,
+    .close_touch_many = kx__mem_close_touch_many,
     .close_due = kx__mem_close_due,
     .watermark = kx__mem_watermark,
     .claim = kx__mem_claim,

@@ -218,8 +218,9 @@ static int parse_one(const redisReply *reply, kx_window_result *res, long long *
     return 0;
 }
 
-/* OP_TOUCH_MANY: a reply per touch, 0 (nothing to report) or {outcome, since, payload}. */
-static int parse_touch_many(kx_store_redis *r, const redisReply *reply, size_t *n)
+/* OP_TOUCH_MANY: a reply per touch, 0 (nothing to report) or {outcome, since, payload};
+ * OP_CTOUCH_MANY: 0, or 1 (late). */
+static int parse_touch_many(kx_store_redis *r, const redisReply *reply, bool closing, size_t *n)
 {
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
         reply->elements > KX_STORE_MANY_MAX)
@@ -246,9 +247,11 @@ static int parse_touch_many(kx_store_redis *r, const redisReply *reply, size_t *
         const redisReply *e = reply->element[i];
         kx_absence_result *res = &r->tm_res[i];
         *res = (kx_absence_result){0};
-        if (e->type == REDIS_REPLY_INTEGER && e->integer == 0)
+        if (e->type == REDIS_REPLY_INTEGER && (e->integer == 0 || (closing && e->integer == 1))) {
+            res->late = e->integer == 1;
             continue;
-        if (e->type != REDIS_REPLY_ARRAY || e->elements != 3 ||
+        }
+        if (closing || e->type != REDIS_REPLY_ARRAY || e->elements != 3 ||
             e->element[0]->type != REDIS_REPLY_INTEGER ||
             e->element[0]->integer < KX_ABSENCE_RESOLVED ||
             e->element[0]->integer > KX_ABSENCE_REPLACED ||
@@ -412,9 +415,9 @@ void kx__redis_op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         mcb(ud, 0, r->many_res, nres);
         goto out;
     }
-    if (op->kind == OP_TOUCH_MANY) {
+    if (op->kind == OP_TOUCH_MANY || op->kind == OP_CTOUCH_MANY) {
         size_t nres = 0;
-        if (parse_touch_many(r, reply, &nres) != 0) {
+        if (parse_touch_many(r, reply, op->kind == OP_CTOUCH_MANY, &nres) != 0) {
             kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state", "redis %s:%d: unexpected reply",
                            n->host, n->port);
             op_finish(r, op, -EPROTO, NULL);
@@ -766,58 +769,91 @@ static const char *touch_mode_arg(kx_touch_mode mode)
     return mode == KX_TOUCH_EXTEND ? "x" : mode == KX_TOUCH_REPLACE ? "r" : "0";
 }
 
+/* One touch's arguments (absence or closing: the op array and the index). */
+typedef void (*touch_args_fn)(const void *ops, size_t i, absence_args *x);
+
+static void absence_touch_args(const void *ops, size_t i, absence_args *x)
+{
+    const kx_absence_touch *a = &((const kx_absence_touch *)ops)[i];
+    *x = (absence_args){.key = a->key,
+                        .group = a->group,
+                        .t = a->time_ms,
+                        .timespan = a->timespan_ms,
+                        .keep = a->keep_ms,
+                        .payload = a->payload,
+                        .payload_len = a->payload_len,
+                        .identity = touch_mode_arg(a->mode)};
+}
+
+static void close_touch_args(const void *ops, size_t i, absence_args *x)
+{
+    const kx_close_touch *a = &((const kx_close_touch *)ops)[i];
+    *x = (absence_args){.key = a->key,
+                        .group = a->group,
+                        .t = a->time_ms,
+                        .timespan = a->timespan_ms,
+                        .keep = a->ttl_ms,
+                        .payload = a->payload,
+                        .payload_len = a->payload_len,
+                        .identity = a->identity};
+}
+
 static int redis_absence_touch(kx_store *s, const kx_absence_touch *a, kx_absence_cb cb, void *ud)
 {
     int rc = kx__store_validate_touch(a);
     if (rc)
         return rc;
-    absence_args x = {.key = a->key,
-                      .group = a->group,
-                      .t = a->time_ms,
-                      .timespan = a->timespan_ms,
-                      .keep = a->keep_ms,
-                      .payload = a->payload,
-                      .payload_len = a->payload_len,
-                      .identity = touch_mode_arg(a->mode)};
+    absence_args x;
+    absence_touch_args(a, 0, &x);
     return redis_absence_op((kx_store_redis *)s, OP_TOUCH, &x, cb, ud);
 }
 
-/* The first touch's arguments as for one touch, then the count and (group, time, mode,
- * payload) of the rest (redis_scripts.h). */
-static int redis_absence_touch_many(kx_store *s, const kx_absence_touch *a, size_t n,
-                                    kx_absence_many_cb cb, void *ud)
+/* Several touches of one key: the first touch's arguments as for one touch, then the count
+ * and (group, time, mode or identity, payload) of the rest (redis_scripts.h). */
+static int redis_touch_many(kx_store_redis *r, op_kind kind, int agg, const void *ops, size_t n,
+                            touch_args_fn args_of, kx_absence_many_cb cb, void *ud)
 {
-    kx_store_redis *r = (kx_store_redis *)s;
-    int rc = kx__store_validate_touch_many(a, n);
-    if (rc)
-        return rc;
+    int rc;
     redis_op *op = op_take(r, &rc);
     if (!op)
         return rc;
-    op->kind = OP_TOUCH_MANY;
+    op->kind = kind;
     op->tcb = cb;
     op->ud = ud;
-    absence_args x = {.key = a[0].key,
-                      .group = a[0].group,
-                      .t = a[0].time_ms,
-                      .timespan = a[0].timespan_ms,
-                      .keep = a[0].keep_ms,
-                      .payload = a[0].payload,
-                      .payload_len = a[0].payload_len,
-                      .identity = touch_mode_arg(a[0].mode)};
-    rc = op_build_absence(r, op, KX__REDIS_OP_ABSENCE_TOUCH, &x);
+    absence_args x;
+    args_of(ops, 0, &x);
+    rc = op_build_absence(r, op, agg, &x);
     if (!rc)
         rc = op_arg_i64(op, (int64_t)(n - 1));
     for (size_t i = 1; i < n && !rc; i++) {
-        rc = op_arg(op, a[i].group, strlen(a[i].group));
+        args_of(ops, i, &x);
+        rc = op_arg(op, x.group, strlen(x.group));
         if (!rc)
-            rc = op_arg_i64(op, a[i].time_ms);
+            rc = op_arg_i64(op, x.t);
         if (!rc)
-            rc = op_arg(op, touch_mode_arg(a[i].mode), 1);
+            rc = op_arg(op, x.identity, strlen(x.identity));
         if (!rc)
-            rc = op_arg(op, a[i].payload ? a[i].payload : "", a[i].payload ? a[i].payload_len : 0);
+            rc = op_arg(op, x.payload ? x.payload : "", x.payload ? x.payload_len : 0);
     }
     return op_go(r, op, rc);
+}
+
+static int redis_absence_touch_many(kx_store *s, const kx_absence_touch *a, size_t n,
+                                    kx_absence_many_cb cb, void *ud)
+{
+    int rc = kx__store_validate_touch_many(a, n);
+    return rc ? rc
+              : redis_touch_many((kx_store_redis *)s, OP_TOUCH_MANY, KX__REDIS_OP_ABSENCE_TOUCH, a,
+                                 n, absence_touch_args, cb, ud);
+}
+
+static int redis_close_touch_many(kx_store *s, const kx_close_touch *a, size_t n,
+                                  kx_absence_many_cb cb, void *ud)
+{
+    int rc = kx__store_validate_close_touch_many(a, n);
+    return rc ? rc
+              : redis_touch_many((kx_store_redis *)s, OP_CTOUCH_MANY, KX__REDIS_OP_CLOSE_TOUCH, a,
+                                 n, close_touch_args, cb, ud);
 }
 
 static int redis_absence_due(kx_store *s, const kx_absence_due *a, kx_absence_cb cb, void *ud)
@@ -840,14 +876,8 @@ static int redis_close_touch(kx_store *s, const kx_close_touch *a, kx_absence_cb
     int rc = kx__store_validate_close_touch(a);
     if (rc)
         return rc;
-    absence_args x = {.key = a->key,
-                      .group = a->group,
-                      .t = a->time_ms,
-                      .timespan = a->timespan_ms,
-                      .keep = a->ttl_ms,
-                      .payload = a->payload,
-                      .payload_len = a->payload_len,
-                      .identity = a->identity};
+    absence_args x;
+    close_touch_args(a, 0, &x);
     return redis_absence_op((kx_store_redis *)s, OP_CTOUCH, &x, cb, ud);
 }
 
@@ -975,6 +1005,7 @@ static const kx__store_vtbl redis_vtbl = {
     .absence_touch = redis_absence_touch,
     .absence_touch_many = redis_absence_touch_many,
     .absence_due = redis_absence_due,
+    .close_touch_many = redis_close_touch_many,
     .close_touch = redis_close_touch,
     .close_due = redis_close_due,
     .watermark = redis_watermark,

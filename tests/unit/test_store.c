@@ -1372,6 +1372,7 @@ typedef struct tgot {
     int calls, status;
     size_t n;
     kx_absence_outcome outcome[16];
+    bool late[16];
     int64_t since[16];
     char payload[16][16];
 } tgot;
@@ -1384,6 +1385,7 @@ static void tgot_cb(void *ud, int status, const kx_absence_result *res, size_t n
     g->n = n;
     for (size_t i = 0; i < n && i < 16; i++) {
         g->outcome[i] = res[i].outcome;
+        g->late[i] = res[i].late;
         g->since[i] = res[i].n ? res[i].since_ms : -1;
         if (res[i].n)
             snprintf(g->payload[i], sizeof(g->payload[i]), "%.*s", (int)res[i].payload_len[0],
@@ -1562,6 +1564,101 @@ static cgot cdue(fx *f, int64_t wm, size_t limit)
     assert_true(kx_test_run_until(f->loop, agot_done, &g.a, 5000));
     assert_int_equal(g.a.status, 0);
     return g;
+}
+
+static cgot cdue_on(fx *f, const char *key, int64_t wm)
+{
+    static const kx_cmp_term lt3 = {KX_CMP_LT, 3};
+    cgot g = {0};
+    kx_close_due op = {.key = key,
+                       .watermark_ms = wm,
+                       .timespan_ms = CW_SPAN,
+                       .ttl_ms = 60000,
+                       .cond = &lt3,
+                       .ncond = 1,
+                       .limit = 8};
+    assert_int_equal(kx_store_close_due(f->s, &op, cgot_cb, &g), 0);
+    assert_true(kx_test_run_until(f->loop, agot_done, &g.a, 5000));
+    assert_int_equal(g.a.status, 0);
+    return g;
+}
+
+/* Several closing touches of one key in one call give what the touches one by one give: the
+ * same late flags, and the same closed windows at every due question. */
+static void test_close_touch_many_random(void **state)
+{
+    fx *f = *state;
+    enum { N = 500, DUE_EVERY = 23 };
+    static char groups[N][8], ids[N][8], payloads[N][8];
+    static kx_close_touch ops[N];
+    static bool late_one[N];
+    static cgot dues[N / DUE_EVERY + 1];
+    uint32_t x = 1234567u;
+    int64_t t = T0;
+    for (size_t i = 0; i < N; i++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        snprintf(groups[i], sizeof(groups[i]), "g%u", x % 5);
+        snprintf(ids[i], sizeof(ids[i]), "e%zu", i);
+        snprintf(payloads[i], sizeof(payloads[i]), "p%zu", i);
+        if (i > 0 && x % 13 == 0) {
+            ops[i] = ops[(x >> 7) % i]; /* a replay of an earlier event */
+            continue;
+        }
+        t += (int64_t)((x >> 9) % (CW_SPAN / 4));
+        ops[i] =
+            (kx_close_touch){.group = groups[i],
+                             .identity = ids[i],
+                             .payload = payloads[i],
+                             .payload_len = strlen(payloads[i]),
+                             .time_ms = x % 7 == 0 ? t - (int64_t)((x >> 3) % (2 * CW_SPAN)) : t,
+                             .timespan_ms = CW_SPAN,
+                             .ttl_ms = 60000};
+    }
+    /* One by one, with a due question every DUE_EVERY touches (a window behind). */
+    int late = 0, closed = 0;
+    for (size_t i = 0; i < N; i++) {
+        if (i % DUE_EVERY == 0) {
+            dues[i / DUE_EVERY] = cdue_on(f, "cone", ops[i].time_ms - CW_SPAN);
+            closed += (int)dues[i / DUE_EVERY].a.n;
+        }
+        ops[i].key = "cone";
+        agot g = {0};
+        assert_int_equal(kx_store_close_touch(f->s, &ops[i], agot_cb, &g), 0);
+        assert_true(kx_test_run_until(f->loop, agot_done, &g, 5000));
+        assert_int_equal(g.status, 0);
+        late_one[i] = g.late;
+        late += g.late;
+    }
+    assert_true(late > 3 && closed > 3); /* the stream has late events and closed windows */
+    /* The same in calls of 1 to 16 touches, none spanning a due question. */
+    for (size_t i = 0; i < N;) {
+        if (i % DUE_EVERY == 0) {
+            cgot d = cdue_on(f, "cmany", ops[i].time_ms - CW_SPAN), *o = &dues[i / DUE_EVERY];
+            assert_int_equal(d.a.n, o->a.n);
+            assert_int_equal(d.more, o->more);
+            for (size_t j = 0; j < d.a.n && j < 8; j++) {
+                assert_int_equal(d.a.last[j], o->a.last[j]);
+                assert_int_equal(d.count[j], o->count[j]);
+                assert_string_equal(d.a.payload[j], o->a.payload[j]);
+            }
+        }
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        size_t k = 1 + x % 16, next_due = (i / DUE_EVERY + 1) * DUE_EVERY;
+        if (i + k > next_due)
+            k = next_due - i;
+        if (i + k > N)
+            k = N - i;
+        for (size_t j = i; j < i + k; j++)
+            ops[j].key = "cmany";
+        tgot g = {0};
+        assert_int_equal(kx_store_close_touch_many(f->s, &ops[i], k, tgot_cb, &g), 0);
+        assert_true(kx_test_run_until(f->loop, tgot_done, &g, 5000));
+        assert_int_equal(g.status, 0);
+        assert_int_equal(g.n, k);
+        for (size_t j = 0; j < k; j++)
+            assert_int_equal(g.late[j], late_one[i + j]);
+        i += k;
+    }
 }
 
 static void test_close_windows(void **state)
@@ -2277,6 +2374,7 @@ static void test_url_prefix_redis(void **state)
         cmocka_unit_test_setup_teardown(test_absence_touch_modes, setup, teardown),                \
         cmocka_unit_test_setup_teardown(test_absence_late_replace, setup, teardown),               \
         cmocka_unit_test_setup_teardown(test_touch_many_random, setup, teardown),                  \
+        cmocka_unit_test_setup_teardown(test_close_touch_many_random, setup, teardown),            \
         cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),                           \
         cmocka_unit_test_setup_teardown(test_add_many_random, setup, teardown),                    \
         cmocka_unit_test_setup_teardown(test_close_windows, setup, teardown),                      \

@@ -15,20 +15,67 @@ local function crec(g)
   return tonumber(string.sub(rec, 1, p1 - 1)), string.sub(rec, p1 + 1)
 end
 if agg == OP_CLOSE_TOUCH then
-  local g = ARGV[1]
-  local k = math.floor(t / w)
+  -- One touch, or (ARGV[11] = the count of further ones, then group, time, identity, payload
+  -- each) several of this key in order: the window members with one ZADD, each group's
+  -- earliest window end with one ZADD LT, its newest event read once and written once.
   local horizon = tonumber(redis.call('HGET', a, '|wm'))
-  if horizon ~= nil and (k + 1) * w <= horizon then return {1} end
-  local lastt, pl = crec(g)
-  redis.call('ZADD', z, 'NX', 0, g .. '|' .. kfmt(k) .. '|' .. ARGV[8])
-  redis.call('ZADD', hk, 'LT', fmt((k + 1) * w), g)
-  if lastt == nil or t >= lastt then
-    redis.call('HSET', a, g, fmt(t) .. ' ' .. ARGV[9])
+  local touches = {{ARGV[1], t, ARGV[8], ARGV[9]}}
+  local nmore = tonumber(ARGV[11] or '0')
+  for i = 0, nmore - 1 do
+    touches[#touches + 1] = {ARGV[12 + 4 * i], tonumber(ARGV[13 + 4 * i]), ARGV[14 + 4 * i],
+                             ARGV[15 + 4 * i]}
   end
-  redis.call('PEXPIRE', z, ARGV[4])
-  redis.call('PEXPIRE', a, ARGV[4])
-  redis.call('PEXPIRE', hk, ARGV[4])
-  return {0}
+  local replies, members, ends, endorder, recs, dirty = {}, {}, {}, {}, {}, {}
+  for i = 1, #touches do
+    local g, tt, id, pl = touches[i][1], touches[i][2], touches[i][3], touches[i][4]
+    local k = math.floor(tt / w)
+    if horizon ~= nil and (k + 1) * w <= horizon then
+      replies[i] = 1
+    else
+      replies[i] = 0
+      members[#members + 1] = 0
+      members[#members + 1] = g .. '|' .. kfmt(k) .. '|' .. id
+      local e = (k + 1) * w
+      if ends[g] == nil then endorder[#endorder + 1] = g; ends[g] = e
+      elseif e < ends[g] then ends[g] = e end
+      local r = recs[g]
+      if r == nil then
+        local lastt, opl = crec(g)
+        r = {lastt, opl}
+        recs[g] = r
+      end
+      if r[1] == nil or tt >= r[1] then
+        r[1], r[2] = tt, pl
+        if not dirty[g] then dirty[#dirty + 1] = g; dirty[g] = true end
+      end
+    end
+  end
+  if #members > 0 then
+    for i = 1, #members, 1000 do
+      redis.call('ZADD', z, 'NX', unpack(members, i, math.min(i + 999, #members)))
+    end
+    for i = 1, #endorder, 500 do
+      local zs = {}
+      for x = i, math.min(i + 499, #endorder) do
+        zs[#zs + 1] = fmt(ends[endorder[x]])
+        zs[#zs + 1] = endorder[x]
+      end
+      redis.call('ZADD', hk, 'LT', unpack(zs))
+    end
+    for i = 1, #dirty, 500 do
+      local hs = {}
+      for x = i, math.min(i + 499, #dirty) do
+        hs[#hs + 1] = dirty[x]
+        hs[#hs + 1] = fmt(recs[dirty[x]][1]) .. ' ' .. recs[dirty[x]][2]
+      end
+      redis.call('HSET', a, unpack(hs))
+    end
+    redis.call('PEXPIRE', z, ARGV[4])
+    redis.call('PEXPIRE', a, ARGV[4])
+    redis.call('PEXPIRE', hk, ARGV[4])
+  end
+  if ARGV[11] then return replies end
+  return {replies[1]}
 end
 if agg == OP_CLOSE_DUE then
   local token = ARGV[6]

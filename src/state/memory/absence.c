@@ -116,7 +116,7 @@ static void many_one_cb(void *ud, int status, const kx_absence_result *res)
         tm->status = status;
         return;
     }
-    tm->res[i] = (kx_absence_result){.outcome = res->outcome, .n = res->n};
+    tm->res[i] = (kx_absence_result){.outcome = res->outcome, .n = res->n, .late = res->late};
     tm->len[i] = 0;
     tm->off[i] = tm->pl.len;
     if (res->n) {
@@ -127,15 +127,13 @@ static void many_one_cb(void *ud, int status, const kx_absence_result *res)
     }
 }
 
-/* As the touches one by one (the script applies them in order in one call too). */
-int kx__mem_absence_touch_many(kx_store *s, const kx_absence_touch *ops, size_t n,
-                               kx_absence_many_cb cb, void *ud)
+/* Touches one by one (the script applies them in order in one call too): one(i) makes the
+ * i-th; cb gets every result, or the first failure. */
+int kx__mem_touch_many(kx_store_memory *m, size_t n,
+                       int (*one)(kx_store_memory *m, size_t i, kx_absence_cb cb, void *ud),
+                       kx_absence_many_cb cb, void *ud)
 {
-    kx_store_memory *m = (kx_store_memory *)s;
     struct mem_touch_many *tm = &m->tm;
-    int rc = kx__store_validate_touch_many(ops, n);
-    if (rc)
-        return rc;
     if (m->destroy_pending)
         return -ECANCELED;
     if (n > tm->cap) {
@@ -159,7 +157,7 @@ int kx__mem_absence_touch_many(kx_store *s, const kx_absence_touch *ops, size_t 
     kx_buf_reset(&tm->pl);
     m->depth++; /* a destroy from the caller's callback waits for the end of this call */
     for (tm->i = 0; tm->i < n && !tm->status; tm->i++) {
-        rc = kx__mem_absence_touch(s, &ops[tm->i], many_one_cb, m);
+        int rc = one(m, tm->i, many_one_cb, m);
         if (rc) {
             m->depth--;
             return rc;
@@ -182,6 +180,21 @@ int kx__mem_absence_touch_many(kx_store *s, const kx_absence_touch *ops, size_t 
         cb(ud, 0, tm->res, n);
     kx__mem_leave(m);
     return 0;
+}
+
+static int touch_one(kx_store_memory *m, size_t i, kx_absence_cb cb, void *ud)
+{
+    return kx__mem_absence_touch(&m->base, &((const kx_absence_touch *)m->tm.ops)[i], cb, ud);
+}
+
+int kx__mem_absence_touch_many(kx_store *s, const kx_absence_touch *ops, size_t n,
+                               kx_absence_many_cb cb, void *ud)
+{
+    int rc = kx__store_validate_touch_many(ops, n);
+    if (rc)
+        return rc;
+    ((kx_store_memory *)s)->tm.ops = ops;
+    return kx__mem_touch_many((kx_store_memory *)s, n, touch_one, cb, ud);
 }
 
 /* A group silent for its timespan at the watermark, not yet reported. */

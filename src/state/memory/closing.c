@@ -77,6 +77,21 @@ int kx__mem_close_touch(kx_store *s, const kx_close_touch *op, kx_absence_cb cb,
     return 0;
 }
 
+static int close_one(kx_store_memory *m, size_t i, kx_absence_cb cb, void *ud)
+{
+    return kx__mem_close_touch(&m->base, &((const kx_close_touch *)m->tm.ops)[i], cb, ud);
+}
+
+int kx__mem_close_touch_many(kx_store *s, const kx_close_touch *ops, size_t n,
+                             kx_absence_many_cb cb, void *ud)
+{
+    int rc = kx__store_validate_close_touch_many(ops, n);
+    if (rc)
+        return rc;
+    ((kx_store_memory *)s)->tm.ops = ops;
+    return kx__mem_touch_many((kx_store_memory *)s, n, close_one, cb, ud);
+}
+
 /* A group whose open window has closed at the watermark. */
 static bool closed(const mem_seen *e, const void *arg)
 {

@@ -139,6 +139,7 @@ typedef struct kx_store_memory {
         size_t cap, i;
         int status;
         kx_buf pl;
+        const void *ops; /* the call's touches (kx_absence_touch or kx_close_touch) */
     } tm;
 } kx_store_memory;
 
@@ -218,10 +219,15 @@ int kx__mem_baseline(kx_store_memory *m, mem_win *w, const kx_window_add *op, in
 int kx__mem_absence_touch(kx_store *s, const kx_absence_touch *op, kx_absence_cb cb, void *ud);
 int kx__mem_absence_touch_many(kx_store *s, const kx_absence_touch *ops, size_t n,
                                kx_absence_many_cb cb, void *ud);
+int kx__mem_touch_many(kx_store_memory *m, size_t n,
+                       int (*one)(kx_store_memory *m, size_t i, kx_absence_cb cb, void *ud),
+                       kx_absence_many_cb cb, void *ud);
 int kx__mem_absence_due(kx_store *s, const kx_absence_due *op, kx_absence_cb cb, void *ud);
 
 /* memory/closing.c */
 int kx__mem_close_touch(kx_store *s, const kx_close_touch *op, kx_absence_cb cb, void *ud);
+int kx__mem_close_touch_many(kx_store *s, const kx_close_touch *ops, size_t n,
+                             kx_absence_many_cb cb, void *ud);
 int kx__mem_close_due(kx_store *s, const kx_close_due *op, kx_absence_cb cb, void *ud);
 
 /* memory/watermark.c */
