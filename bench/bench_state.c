@@ -7,14 +7,15 @@
  *
  *   bench-state -s redis://127.0.0.1:PORT | memory  [-n EVENTS] [-g GROUPS] [-b BATCH]
  *               [-r RUNS] [-p 0|1 (pre-aggregation)]
- *               [-t event_count|value_count|baseline|absence|at_most]
+ *               [-t event_count|value_count|baseline|absence|at_most|first_seen]
  *               [-x PORT,PORT... (more servers to count: a Redis Cluster's other masters)]
  *
  * The stream: EVENTS JSON events, 10 ms apart, round-robin over GROUPS source addresses, each
  * a failed login. The rule: that detection plus a correlation of the chosen type grouped by
  * source (event_count: gte 1000 in 5m, so alerts stay rare and the store path dominates;
  * absence: a 1 h silence, so every event is a sighting and none is silent; at_most: at most
- * 2 events in 1 h windows, judged when a window closes: every event is a closing touch).
+ * 2 events in 1 h windows, judged when a window closes: every event is a closing touch;
+ * first_seen: the action per source, new only with a group's first event).
  * Every run uses a fresh key prefix, so it starts from empty windows. Output: one line per
  * run setting: "row=... median=... evalsha_per_event=... redis_cmds_per_event=... (the
  * commands the scripts ran) round_trips_per_event=..." (a batch waits once for all its
@@ -157,6 +158,11 @@ static const char *rule_text(const char *type)
                "  condition: sel\n---\ntitle: Spray\nid: spray\ncorrelation:\n"
                "  type: value_count\n  rules: [failed]\n  group-by: [src_ip]\n  timespan: 5m\n"
                "  condition: {field: user, gte: 1000}\n";
+    if (!strcmp(type, "first_seen"))
+        return "title: Failed\nname: failed\ndetection:\n  sel: {action: fail}\n"
+               "  condition: sel\n---\ntitle: New action\nid: newact\ncorrelation:\n"
+               "  type: first_seen\n  rules: [failed]\n  group-by: [src_ip]\n  field: action\n"
+               "  timespan: 1d\n";
     if (!strcmp(type, "at_most"))
         return "title: Failed\nname: failed\ndetection:\n  sel: {action: fail}\n"
                "  condition: sel\n---\ntitle: Too few\nid: few\ncorrelation:\n"

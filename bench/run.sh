@@ -299,11 +299,11 @@ latency_run latency lat1- "$LAT_N" ", fetch.wait.max.ms: 1"
 latency_run latency-default-fetch-wait lat2- 20 ""
 
 # ---- row 6: the stateful path alone (kx_pipeline + correlation rules on redis-server), every
-# event matching (event_count, value_count, absence, at_most), updates one by one (-p 0) and
+# event matching (event_count, value_count, first_seen, baseline, absence, at_most), updates one by one (-p 0) and
 # pre-aggregated per key and batch (-p 1), with 100 and 10,000 groups; then pre-aggregated on a Redis Cluster of three masters (the CPU and
 # commands of all three counted) ----
 STATE_N=${BENCH_STATE_EVENTS:-50000}
-for t in event_count value_count absence at_most; do
+for t in event_count value_count first_seen baseline absence at_most; do
     for g in 100 10000; do
         for pa in 0 1; do
             line=$("$BIN/bench-state" -s "redis://127.0.0.1:$REDIS_PORT" -n "$STATE_N" -g "$g" \
@@ -595,7 +595,7 @@ print("  stateful path alone (kx_pipeline, every event matching; %s events, batc
 print("  of %s runs; CPU us = klaxon's, Redis us = redis-server's (INFO cpu, all masters of the cluster):" % rows["state-event_count-g100-0"]["runs"])
 print("    %-52s %11s  %21s  %7s  %8s  %9s  %9s" % ("", "events/s", "min - max", "CPU us", "Redis us", "EVALSHA/ev", "cmds/ev"))
 for store in ("", "cluster-"):
-    for t in ("event_count", "value_count", "absence", "at_most"):
+    for t in ("event_count", "value_count", "first_seen", "baseline", "absence", "at_most"):
         for g in ("100", "10000"):
             for pa, label in (("0", "one by one"), ("1", "pre-aggregated")):
                 kv = rows.get("state-%s%s-g%s-%s" % (store, t, g, pa))

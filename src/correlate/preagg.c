@@ -16,14 +16,14 @@
 
 /* ---- pre-aggregation ---- */
 
-/* True when op was queued with the other updates of its key in this batch. The sliding
- * windows (COUNT .. ORDERED), absence sightings and closing touches merge: the store applies
- * several of a key in order, as one call, with the results they would have had one by one. */
+/* True when op was queued with the other updates of its key in this batch. Window updates
+ * (every aggregate), absence sightings and closing touches merge: the store
+ * applies several of a key in order, as one call, with the results they would have had one by one.
+ */
 bool kx__grp_collect(kx_op *op)
 {
     kx_correlator *p = op->p;
-    if (!p->collecting ||
-        (op->kind == KX_OP_WINDOW && kx__corr_agg(op->corr->corr_type) > KX_AGG_ORDERED))
+    if (!p->collecting)
         return false;
     if ((p->ngrp + 1) * 2 > p->grp_cap) {
         size_t cap = p->grp_cap ? p->grp_cap * 2 : 256;

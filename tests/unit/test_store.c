@@ -1367,6 +1367,17 @@ static void test_absence_due_retry(void **state)
     assert_int_equal(c.n, 0);
 }
 
+/* The length of the next call when sending n updates from i in calls of 1 to 16 (random, from
+ * *x) that stop at every multiple of `stop` (0: none). */
+static size_t chunk_len(uint32_t *x, size_t i, size_t n, size_t stop)
+{
+    *x ^= *x << 13, *x ^= *x >> 17, *x ^= *x << 5;
+    size_t k = 1 + *x % 16;
+    if (stop && i + k > (i / stop + 1) * stop)
+        k = (i / stop + 1) * stop - i;
+    return k > n - i ? n - i : k;
+}
+
 /* Several touches of one key in one call give what the touches one by one give. */
 typedef struct tgot {
     int calls, status;
@@ -1463,12 +1474,7 @@ static void test_touch_many_random(void **state)
     for (size_t i = 0; i < N;) {
         if (i % DUE_EVERY == 0)
             reported_many += due_on(f, "tmany", ops[i].time_ms);
-        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
-        size_t k = 1 + x % 16, next_due = (i / DUE_EVERY + 1) * DUE_EVERY;
-        if (i + k > next_due)
-            k = next_due - i;
-        if (i + k > N)
-            k = N - i;
+        size_t k = chunk_len(&x, i, N, DUE_EVERY);
         for (size_t j = i; j < i + k; j++)
             ops[j].key = "tmany";
         tgot g = {0};
@@ -1642,12 +1648,7 @@ static void test_close_touch_many_random(void **state)
                 assert_string_equal(d.a.payload[j], o->a.payload[j]);
             }
         }
-        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
-        size_t k = 1 + x % 16, next_due = (i / DUE_EVERY + 1) * DUE_EVERY;
-        if (i + k > next_due)
-            k = next_due - i;
-        if (i + k > N)
-            k = N - i;
+        size_t k = chunk_len(&x, i, N, DUE_EVERY);
         for (size_t j = i; j < i + k; j++)
             ops[j].key = "cmany";
         tgot g = {0};
@@ -1964,14 +1965,38 @@ static void test_add_many(void **state)
     assert_true(mg.r[6].late);
     assert_true(mg.r[9].crossed);
     assert_false(mg.r[2].added);
-    /* Mixed keys are refused, and so is an extension aggregate. */
+    /* Mixed keys are refused, and so are mixed aggregates. */
     ops[1].key = "other";
     assert_int_equal(kx_store_window_add_many(f->s, ops, 2, mgot_cb, &mg), -EINVAL);
     ops[1].key = "many";
-    ops[0].agg = ops[1].agg = KX_AGG_BASELINE;
-    ops[0].history = ops[1].history = 1;
+    ops[0].agg = KX_AGG_BASELINE;
+    ops[0].history = 1;
     assert_int_equal(kx_store_window_add_many(f->s, ops, 2, mgot_cb, &mg), -EINVAL);
     assert_int_equal(mg.calls, 1);
+}
+
+/* Sends ops[0..n) to key in calls of 1 to 16 adds and checks every result against one[] (the
+ * same adds one by one); returns the crossings. */
+static int many_like_one(fx *f, kx_window_add *ops, const got *one, size_t n, const char *key,
+                         uint32_t *x)
+{
+    int crossings = 0;
+    for (size_t i = 0; i < n;) {
+        size_t k = chunk_len(x, i, n, 0);
+        for (size_t j = i; j < i + k; j++)
+            ops[j].key = key;
+        mgot mg = {0};
+        assert_int_equal(kx_store_window_add_many(f->s, &ops[i], k, mgot_cb, &mg), 0);
+        assert_true(kx_test_run_until(f->loop, mgot_done, &mg, 5000));
+        assert_int_equal(mg.status, 0);
+        assert_int_equal(mg.n, k);
+        for (size_t j = 0; j < k; j++) {
+            assert_same_result(&one[i + j], &mg.r[j]);
+            crossings += mg.r[j].crossed;
+        }
+        i += k;
+    }
+    return crossings;
 }
 
 /* A pseudo-random stream per aggregate — times mostly rising with late members, replays,
@@ -2030,27 +2055,109 @@ static void test_add_many_random(void **state)
             assert_true(kx_test_run_until(f->loop, got_done, &g, 5000));
             one[i] = g;
         }
-        int crossings = 0;
-        for (size_t i = 0; i < N;) {
-            x ^= x << 13, x ^= x >> 17, x ^= x << 5;
-            size_t k = 1 + x % 16;
-            if (k > N - i)
-                k = N - i;
-            for (size_t j = i; j < i + k; j++)
-                ops[j].key = key_many;
-            mgot mg = {0};
-            assert_int_equal(kx_store_window_add_many(f->s, &ops[i], k, mgot_cb, &mg), 0);
-            assert_true(kx_test_run_until(f->loop, mgot_done, &mg, 5000));
-            assert_int_equal(mg.status, 0);
-            assert_int_equal(mg.n, k);
-            for (size_t j = 0; j < k; j++) {
-                assert_same_result(&one[i + j], &mg.r[j]);
-                crossings += mg.r[j].crossed;
-            }
-            i += k;
-        }
+        int crossings = many_like_one(f, ops, one, N, key_many, &x);
         assert_true(crossings > 5); /* the stream does cross, for every aggregate */
     }
+}
+
+/* first_seen: several adds of one key in one call give what they give one by one (the values
+ * kept too, as cross_count), with values forgotten by age and by the cap among them. */
+static void test_first_seen_many_random(void **state)
+{
+    fx *f = *state;
+    enum { N = 500 };
+    static char members[N][24];
+    static kx_window_add ops[N];
+    static got one[N];
+    kx__store_set_member_cap(f->s, 6);
+    uint32_t x = 362436069u;
+    int64_t t = T0;
+    for (size_t i = 0; i < N; i++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        if (i > 0 && x % 17 == 0) {
+            ops[i] = ops[(x >> 7) % i]; /* a replay of an earlier event */
+            continue;
+        }
+        if (x % 29 == 0)
+            t += FS_TTL; /* a long quiet: every value is forgotten */
+        else
+            t += (int64_t)((x >> 9) % (FS_D / 3));
+        snprintf(members[i], sizeof(members[i]), "id%zu\x1fv%u", i, (x >> 4) % 10);
+        ops[i] = (kx_window_add){.member = members[i],
+                                 .time_ms = x % 11 == 0 ? t - (int64_t)((x >> 3) % FS_TTL) : t,
+                                 .window_ms = FS_D,
+                                 .ttl_ms = FS_TTL,
+                                 .agg = KX_AGG_FIRST_SEEN};
+    }
+    int news = 0, capped = 0;
+    for (size_t i = 0; i < N; i++) {
+        ops[i].key = "fone";
+        got g = {0};
+        assert_int_equal(kx_store_window_add(f->s, &ops[i], got_cb, &g), 0);
+        assert_true(kx_test_run_until(f->loop, got_done, &g, 5000));
+        assert_int_equal(g.status, 0);
+        one[i] = g;
+        news += g.added;
+        capped += g.count == 6;
+    }
+    assert_true(news > 20 && news < N - 20 && capped > 20);
+    many_like_one(f, ops, one, N, "fmany", &x);
+}
+
+/* baseline: several adds of one key in one call give what they give one by one: bursts over
+ * a quiet history cross, late and replayed events and silent intervals among them. */
+static void test_baseline_many_random(void **state)
+{
+    fx *f = *state;
+    static const kx_cmp_term min3 = {KX_CMP_GTE, 3};
+    enum { N = 500 };
+    static char members[N][16], evs[N][8];
+    static kx_window_add ops[N];
+    static got one[N];
+    uint32_t x = 521288629u;
+    int64_t t = T0;
+    for (size_t i = 0; i < N; i++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        if (i > 0 && x % 19 == 0) {
+            ops[i] = ops[(x >> 7) % i]; /* a replay of an earlier event */
+            continue;
+        }
+        /* Mostly one event an interval; now and then a burst, now and then a silence. */
+        if (x % 23 == 0)
+            t += 6 * BL_I;
+        else if ((x >> 5) % 8 != 0)
+            t += (int64_t)(BL_I - 50 + (x >> 9) % 100);
+        else
+            t += (int64_t)((x >> 9) % 60);
+        snprintf(members[i], sizeof(members[i]), "b%zu", i);
+        snprintf(evs[i], sizeof(evs[i]), "e%zu", i);
+        ops[i] = (kx_window_add){.member = members[i],
+                                 .time_ms = x % 13 == 0 ? t - (int64_t)((x >> 3) % (3 * BL_I)) : t,
+                                 .window_ms = BL_I,
+                                 .ttl_ms = BL_I + 500,
+                                 .evidence = evs[i],
+                                 .evidence_len = strlen(evs[i]),
+                                 .max_evidence = 3,
+                                 .agg = KX_AGG_BASELINE,
+                                 .cond = &min3,
+                                 .ncond = 1,
+                                 .deviations = 2,
+                                 .history = 3,
+                                 .evidence_if_crossed = true};
+    }
+    int crossed = 0, late = 0;
+    for (size_t i = 0; i < N; i++) {
+        ops[i].key = "bone";
+        got g = {0};
+        assert_int_equal(kx_store_window_add(f->s, &ops[i], got_cb, &g), 0);
+        assert_true(kx_test_run_until(f->loop, got_done, &g, 5000));
+        assert_int_equal(g.status, 0);
+        one[i] = g;
+        crossed += g.crossed;
+        late += g.late;
+    }
+    assert_true(crossed > 3 && late > 3);
+    many_like_one(f, ops, one, N, "bmany", &x);
 }
 
 typedef struct destroyer {
@@ -2377,6 +2484,8 @@ static void test_url_prefix_redis(void **state)
         cmocka_unit_test_setup_teardown(test_close_touch_many_random, setup, teardown),            \
         cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),                           \
         cmocka_unit_test_setup_teardown(test_add_many_random, setup, teardown),                    \
+        cmocka_unit_test_setup_teardown(test_first_seen_many_random, setup, teardown),             \
+        cmocka_unit_test_setup_teardown(test_baseline_many_random, setup, teardown),               \
         cmocka_unit_test_setup_teardown(test_close_windows, setup, teardown),                      \
         cmocka_unit_test_setup_teardown(test_watermark, setup, teardown),                          \
         cmocka_unit_test_setup_teardown(test_claim, setup, teardown),                              \

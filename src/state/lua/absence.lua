@@ -26,16 +26,11 @@ if agg == OP_ABSENCE_TOUCH then
   -- several of this key in order. Each group's record is read once and written once per call;
   -- every touch sees what the touches before it left, so the results are those of the touches
   -- one by one.
-  local touches = {{ARGV[1], t, ARGV[8], ARGV[9]}}
-  local nmore = tonumber(ARGV[11] or '0')
-  for i = 0, nmore - 1 do
-    touches[#touches + 1] = {ARGV[12 + 4 * i], tonumber(ARGV[13 + 4 * i]), ARGV[14 + 4 * i],
-                             ARGV[15 + 4 * i]}
-  end
+  local touches = several({ARGV[1], ARGV[2], ARGV[8], ARGV[9]}, 11, 4)
   local recs, dirty = {}, {} -- group -> {last, fired, oc, since, payload} (all nil: none)
   local replies = {}
   for k = 1, #touches do
-    local g, tt, mode, pl = touches[k][1], touches[k][2], touches[k][3], touches[k][4]
+    local g, tt, mode, pl = touches[k][1], tonumber(touches[k][2]), touches[k][3], touches[k][4]
     local r = recs[g]
     if r == nil then
       local last, fired, oc, osince, old = arec(g)

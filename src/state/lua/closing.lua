@@ -19,15 +19,10 @@ if agg == OP_CLOSE_TOUCH then
   -- each) several of this key in order: the window members with one ZADD, each group's
   -- earliest window end with one ZADD LT, its newest event read once and written once.
   local horizon = tonumber(redis.call('HGET', a, '|wm'))
-  local touches = {{ARGV[1], t, ARGV[8], ARGV[9]}}
-  local nmore = tonumber(ARGV[11] or '0')
-  for i = 0, nmore - 1 do
-    touches[#touches + 1] = {ARGV[12 + 4 * i], tonumber(ARGV[13 + 4 * i]), ARGV[14 + 4 * i],
-                             ARGV[15 + 4 * i]}
-  end
+  local touches = several({ARGV[1], ARGV[2], ARGV[8], ARGV[9]}, 11, 4)
   local replies, members, ends, endorder, recs, dirty = {}, {}, {}, {}, {}, {}
   for i = 1, #touches do
-    local g, tt, id, pl = touches[i][1], touches[i][2], touches[i][3], touches[i][4]
+    local g, tt, id, pl = touches[i][1], tonumber(touches[i][2]), touches[i][3], touches[i][4]
     local k = math.floor(tt / w)
     if horizon ~= nil and (k + 1) * w <= horizon then
       replies[i] = 1

@@ -23,6 +23,17 @@ local function holds(v)
   end
   return true
 end
+-- The updates one call carries: the first (given), then ARGV[at] = the count of further ones
+-- and `width` arguments each (several updates of one key, applied in order).
+local function several(first, at, width)
+  local out = {first}
+  for i = 0, tonumber(ARGV[at] or '0') - 1 do
+    local x = {}
+    for j = 1, width do x[j] = ARGV[at + width * i + j] end
+    out[#out + 1] = x
+  end
+  return out
+end
 -- A due question asked again (the same token, after a lost reply) gets the answer it had:
 -- e holds the replies of the due calls that reported something (absence, closing).
 local function answered(token)

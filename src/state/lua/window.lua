@@ -5,17 +5,10 @@
 -- the sliding-window aggregates (agg 0..5): one member, or several of one key in order
 local nterm2 = 2 * nterm
 local full = true
-local members = {{ARGV[1], t, ARGV[9]}}
 local base = 14 + nterm2
-local nmore = tonumber(ARGV[base] or '0')
+local members = several({ARGV[1], ARGV[2], ARGV[9]}, base, 3)
 -- count/first/last are for single adds only: a caller of several (even one) does not read them.
 if ARGV[base] then full = false end
-if nmore > 0 then
-  for i = 0, nmore - 1 do
-    members[#members + 1] = {ARGV[base + 1 + 3 * i], tonumber(ARGV[base + 2 + 3 * i]),
-                             ARGV[base + 3 + 3 * i]}
-  end
-end
 local ev_if_crossed = ARGV[13 + nterm2] == '1'
 local top = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
 local maxt = nil
@@ -285,7 +278,7 @@ local function one(member, mt, evidence)
 end
 local out = {}
 for i = 1, #members do
-  out[i] = one(members[i][1], members[i][2], members[i][3])
+  out[i] = one(members[i][1], tonumber(members[i][2]), members[i][3])
 end
 prune_now()
 if hz_dirty then redis.call('SET', hk, fmt(hz)) end
