@@ -28,8 +28,9 @@
  * 10 nterms, then (closing due) the terms. Returns  {added, count, first, last, dropped, crossed,
  * cross_first, cross_last, late, cross_count, cross_value (a string: %.17g), suppressed,
  * prev_alerted, prev_alert_first, met, met_time, evidence...}; for several members an array of
- * those (count/first/last 0); touch {outcome, since[, payload]}; due {n, last1, payload1, ...};
- * closing touch {late}; closing due {n, more, start1, count1, payload1, ...}.
+ * those (count/first/last 0; a member with nothing to report: its `added` alone); touch {outcome,
+ * since[, payload]}; due {n, last1, payload1, ...}; closing touch {late}; closing due {n, more,
+ * start1, count1, payload1, ...}.
  *
  * Steps: a member older than (newest time in the key - ttl) is refused as late, nothing
  * changed; ZADD NX (a member already present keeps its first time: replays do not count

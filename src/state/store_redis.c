@@ -270,7 +270,9 @@ static int parse_touch_many(kx_store_redis *r, const redisReply *reply, bool clo
     return 0;
 }
 
-/* OP_MANY: an array of single replies. Evidence pointers are packed into many_ev. */
+/* OP_MANY: an array of single replies, or for an add with nothing to report (not late, no
+ * crossing, condition not met, no earlier alert, nothing dropped) just 1 or 0 (added).
+ * Evidence pointers are packed into many_ev. */
 static int parse_many(kx_store_redis *r, const redisReply *reply, size_t *n, long long *dropped)
 {
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements > KX_STORE_MANY_MAX)
@@ -278,6 +280,8 @@ static int parse_many(kx_store_redis *r, const redisReply *reply, size_t *n, lon
     size_t k = reply->elements, nev = 0;
     for (size_t i = 0; i < k; i++) {
         const redisReply *e = reply->element[i];
+        if (e->type == REDIS_REPLY_INTEGER && (e->integer == 0 || e->integer == 1))
+            continue; /* nothing to report but whether it was added */
         if (e->type != REDIS_REPLY_ARRAY || e->elements < REPLY_FIXED)
             return -EPROTO;
         nev += e->elements - REPLY_FIXED;
@@ -305,6 +309,10 @@ static int parse_many(kx_store_redis *r, const redisReply *reply, size_t *n, lon
     for (size_t i = 0; i < k; i++) {
         long long d = 0;
         memset(&r->many_res[i], 0, sizeof(r->many_res[i]));
+        if (reply->element[i]->type == REDIS_REPLY_INTEGER) {
+            r->many_res[i].added = reply->element[i]->integer == 1;
+            continue;
+        }
         int rc =
             parse_one(reply->element[i], &r->many_res[i], &d, r->many_ev + at, r->many_ev_len + at);
         if (rc)

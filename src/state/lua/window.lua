@@ -265,6 +265,10 @@ local function one(member, mt, evidence)
   if crossed == 0 and passed and added == 1 and af ~= nil then
     nsup, a_dirty = nsup + 1, true
   end
+  if not full and crossed == 0 and not passed and paf == nil and dropped == 0 and
+     (maxev == 0 or ev_if_crossed) then
+    return added -- nothing to report (a call of several): the reply is only `added`
+  end
   local res = {added, count, first, last, dropped, crossed, cfirst, clast, 0, ccount,
                string.format('%.17g', cvalue), csup, 0, 0, 0, met_at}
   if paf ~= nil then res[13], res[14] = 1, paf end
