@@ -359,7 +359,7 @@ int kx_store_claim(kx_store *s, const kx_claim_op *op, kx_claim_cb cb, void *ud)
  * in order with exactly the results of the same adds made one by one — except count,
  * first_ms and last_ms, which are 0 (computing them costs three commands per member and the
  * pipeline does not use them). The ops share every field but member, time_ms and evidence;
- * any aggregate. cb runs once with res[i] for
+ * any aggregate (BASELINE: history and deviations shared too). cb runs once with res[i] for
  * ops[i] (evidence borrowed for the callback), or with a failure status and no results.
  */
 #define KX_STORE_MANY_MAX 1024

@@ -56,7 +56,8 @@ typedef struct redis_op {
     kx_watermark_cb wcb;    /* OP_WM */
     kx_claim_cb ccb;        /* OP_CLAIM */
     void *ud;
-    int tries; /* NOSCRIPT resends */
+    int tries;    /* NOSCRIPT resends */
+    size_t nmany; /* OP_MANY, OP_TOUCH_MANY, OP_CTOUCH_MANY: the updates sent (= replies) */
     int nargs;
     kx_buf args; /* the arguments back to back; kept for a resend */
     size_t *off; /* argcap entries: OP_NARGS, more for OP_MANY */

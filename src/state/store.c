@@ -70,7 +70,9 @@ int kx__store_validate_many(const kx_window_add *ops, size_t n)
         if (rc)
             return rc;
         const kx_window_add *a = &ops[0], *b = &ops[i];
-        if (strcmp(a->key, b->key) || a->window_ms != b->window_ms || a->ttl_ms != b->ttl_ms ||
+        if ((a->agg == KX_AGG_BASELINE &&
+             (a->history != b->history || a->deviations != b->deviations)) ||
+            strcmp(a->key, b->key) || a->window_ms != b->window_ms || a->ttl_ms != b->ttl_ms ||
             a->max_evidence != b->max_evidence || a->cross_at != b->cross_at || a->agg != b->agg ||
             a->ncond != b->ncond ||
             (a->ncond && memcmp(a->cond, b->cond, a->ncond * sizeof(*a->cond))) ||

@@ -220,10 +220,10 @@ static int parse_one(const redisReply *reply, kx_window_result *res, long long *
 
 /* OP_TOUCH_MANY: a reply per touch, 0 (nothing to report) or {outcome, since, payload};
  * OP_CTOUCH_MANY: 0, or 1 (late). */
-static int parse_touch_many(kx_store_redis *r, const redisReply *reply, bool closing, size_t *n)
+static int parse_touch_many(kx_store_redis *r, const redisReply *reply, bool closing, size_t want,
+                            size_t *n)
 {
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
-        reply->elements > KX_STORE_MANY_MAX)
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != want)
         return -EPROTO;
     size_t k = reply->elements;
     if (k > r->tm_cap) {
@@ -270,12 +270,14 @@ static int parse_touch_many(kx_store_redis *r, const redisReply *reply, bool clo
     return 0;
 }
 
-/* OP_MANY: an array of single replies, or for an add with nothing to report (not late, no
- * crossing, condition not met, no earlier alert, nothing dropped) just 1 or 0 (added).
+/* OP_MANY: an array of single replies (one per add sent), or for an add with nothing to
+ * report (not late, no crossing, condition not met, no earlier alert, nothing dropped, no
+ * evidence wanted with every add) just 1 or 0 (added).
  * Evidence pointers are packed into many_ev. */
-static int parse_many(kx_store_redis *r, const redisReply *reply, size_t *n, long long *dropped)
+static int parse_many(kx_store_redis *r, const redisReply *reply, size_t want, size_t *n,
+                      long long *dropped)
 {
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements > KX_STORE_MANY_MAX)
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != want)
         return -EPROTO;
     size_t k = reply->elements, nev = 0;
     for (size_t i = 0; i < k; i++) {
@@ -405,7 +407,7 @@ void kx__redis_op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
     if (op->kind == OP_MANY) {
         size_t nres = 0;
         long long dropped = 0;
-        if (parse_many(r, reply, &nres, &dropped) != 0) {
+        if (parse_many(r, reply, op->nmany, &nres, &dropped) != 0) {
             kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state", "redis %s:%d: unexpected reply",
                            n->host, n->port);
             op_finish(r, op, -EPROTO, NULL);
@@ -425,7 +427,7 @@ void kx__redis_op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
     }
     if (op->kind == OP_TOUCH_MANY || op->kind == OP_CTOUCH_MANY) {
         size_t nres = 0;
-        if (parse_touch_many(r, reply, op->kind == OP_CTOUCH_MANY, &nres) != 0) {
+        if (parse_touch_many(r, reply, op->kind == OP_CTOUCH_MANY, op->nmany, &nres) != 0) {
             kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state", "redis %s:%d: unexpected reply",
                            n->host, n->port);
             op_finish(r, op, -EPROTO, NULL);
@@ -693,6 +695,7 @@ static int redis_window_add_many(kx_store *s, const kx_window_add *ops, size_t n
     op->kind = OP_MANY;
     op->mcb = cb;
     op->ud = ud;
+    op->nmany = n;
     /* The first add's arguments, then the count and (member, time, evidence) of the rest. */
     rc = op_build(r, op, &ops[0]);
     if (!rc)
@@ -828,6 +831,7 @@ static int redis_touch_many(kx_store_redis *r, op_kind kind, int agg, const void
     op->kind = kind;
     op->tcb = cb;
     op->ud = ud;
+    op->nmany = n;
     absence_args x;
     args_of(ops, 0, &x);
     rc = op_build_absence(r, op, agg, &x);
