@@ -95,45 +95,47 @@ static void touch_grp_cb(void *ud, int status, const kx_absence_result *res, siz
     }
 }
 
-/* One call for the chain first..(end): n window adds or sightings of one key. */
+/* A scratch array kept across batches with room for n entries of size bytes (buf itself, or
+ * its reallocation), or NULL (buf is left as it was). */
+static void *scratch(void *buf, size_t *cap, size_t n, size_t size)
+{
+    if (n <= *cap)
+        return buf;
+    void *b = realloc(buf, n * size);
+    if (b)
+        *cap = n;
+    return b;
+}
+
+/* One call for the chain first..(end): n window adds, sightings or closing touches of one
+ * key. */
 static int grp_send(kx_correlator *p, kx_op *first, size_t n)
 {
+    size_t i = 0;
     if (p->store_down)
         return -EAGAIN;
     if (first->kind == KX_OP_TOUCH) {
-        if (n > p->touches_cap) {
-            kx_absence_touch *t = realloc(p->touches, n * sizeof(*t));
-            if (!t)
-                return -ENOMEM;
-            p->touches = t;
-            p->touches_cap = n;
-        }
-        size_t i = 0;
+        kx_absence_touch *b = scratch(p->touches, &p->touches_cap, n, sizeof(*b));
+        if (!b)
+            return -ENOMEM;
+        p->touches = b;
         for (kx_op *o = first; o; o = o->grp_next)
             kx__touch_of(o, &p->touches[i++]);
         return kx_store_absence_touch_many(p->store, p->touches, n, touch_grp_cb, first);
     }
     if (first->kind == KX_OP_CTOUCH) {
-        if (n > p->ctouches_cap) {
-            kx_close_touch *t = realloc(p->ctouches, n * sizeof(*t));
-            if (!t)
-                return -ENOMEM;
-            p->ctouches = t;
-            p->ctouches_cap = n;
-        }
-        size_t i = 0;
+        kx_close_touch *b = scratch(p->ctouches, &p->ctouches_cap, n, sizeof(*b));
+        if (!b)
+            return -ENOMEM;
+        p->ctouches = b;
         for (kx_op *o = first; o; o = o->grp_next)
             kx__ctouch_of(o, &p->ctouches[i++]);
         return kx_store_close_touch_many(p->store, p->ctouches, n, touch_grp_cb, first);
     }
-    if (n > p->adds_cap) {
-        kx_window_add *a = realloc(p->adds, n * sizeof(*a));
-        if (!a)
-            return -ENOMEM;
-        p->adds = a;
-        p->adds_cap = n;
-    }
-    size_t i = 0;
+    kx_window_add *b = scratch(p->adds, &p->adds_cap, n, sizeof(*b));
+    if (!b)
+        return -ENOMEM;
+    p->adds = b;
     for (kx_op *o = first; o; o = o->grp_next)
         kx__window_add_of(o, &p->adds[i++]);
     return kx_store_window_add_many(p->store, p->adds, n, grp_cb, first);
