@@ -2331,6 +2331,93 @@ static void test_redis_key_layout(void **state)
     freeReplyObject(r);
 }
 
+/* One add on store s, waited for. */
+static got add_on(struct ev_loop *loop, kx_store *s, const kx_window_add *op)
+{
+    got g = {0};
+    assert_int_equal(kx_store_window_add(s, op, got_cb, &g), 0);
+    assert_true(kx_test_run_until(loop, got_done, &g, 5000));
+    assert_int_equal(g.status, 0);
+    return g;
+}
+
+/* The Redis script and its memory twin give the same result for every add of a pseudo-random
+ * stream, for every aggregate: times rising with ties (members of one time in byte order,
+ * "m12" before "m3"), late members, some past what is kept, replays, a member cap that drops
+ * the oldest, evidence with every reply. Then the same stream in calls of several adds. */
+static void test_window_redis_like_memory(void **state)
+{
+    fx *f = *state;
+    kx_store *mem = NULL;
+    assert_int_equal(kx_store_memory_create(f->loop, 0, &mem), 0);
+    kx__store_set_member_cap(f->s, 24);
+    kx__store_set_member_cap(mem, 24);
+    static const kx_agg aggs[] = {KX_AGG_COUNT, KX_AGG_DISTINCT, KX_AGG_SUM,
+                                  KX_AGG_AVG,   KX_AGG_SHARE,    KX_AGG_ORDERED};
+    static const kx_cmp_term conds[][2] = {{{KX_CMP_GTE, 6}, {KX_CMP_LT, 12}},
+                                           {{KX_CMP_GTE, 4}, {0}},
+                                           {{KX_CMP_GTE, 30}, {0}},
+                                           {{KX_CMP_GT, 4.5}, {0}},
+                                           {{KX_CMP_GTE, 40}, {0}},
+                                           {{KX_CMP_GTE, 2}, {0}}};
+    static const size_t nconds[] = {2, 1, 1, 1, 1, 1};
+    enum { N = 300 };
+    static char members[N][32], evs[N][8];
+    static kx_window_add ops[N];
+    static got ones[N];
+    uint32_t x = 88172645u;
+    for (size_t a = 0; a < sizeof(aggs) / sizeof(aggs[0]); a++) {
+        int64_t t = T0;
+        int crossings = 0;
+        char key[16], key_many[16];
+        snprintf(key, sizeof(key), "diff%zu", a);
+        snprintf(key_many, sizeof(key_many), "diffmany%zu", a);
+        for (size_t i = 0; i < N; i++) {
+            x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+            size_t src = i;
+            int64_t at;
+            if (i > 0 && x % 19 == 0) {
+                src = (x >> 8) % i; /* a replay of an earlier add */
+                at = ops[src].time_ms;
+            } else if (x % 6 == 0) {
+                at = t - (int64_t)((x >> 5) % 14000); /* late, sometimes past what is kept */
+            } else {
+                t += (x >> 3) % 3 == 0 ? 0 : (int64_t)((x >> 4) % 2000);
+                at = t;
+            }
+            /* ORDERED wants values 0, 1, 2...; the others a small set. */
+            unsigned v = aggs[a] == KX_AGG_ORDERED ? (x >> 11) % 4 : (x >> 11) % 9;
+            if (src == i)
+                snprintf(members[i], sizeof(members[i]), "m%zu\x1f%u", (i * 7919) % 1000, v);
+            snprintf(evs[i], sizeof(evs[i]), "e%zu", i);
+            ops[i] = (kx_window_add){.key = key,
+                                     .member = members[src],
+                                     .time_ms = at,
+                                     .window_ms = WIN,
+                                     .ttl_ms = WIN + 2000,
+                                     .evidence = evs[i],
+                                     .evidence_len = strlen(evs[i]),
+                                     .max_evidence = 3,
+                                     .agg = aggs[a],
+                                     .cond = conds[a],
+                                     .ncond = nconds[a],
+                                     .suppress_ms = 3000};
+            got r = add_on(f->loop, f->s, &ops[i]);
+            got m = add_on(f->loop, mem, &ops[i]);
+            assert_same_result(&m, &r);
+            assert_int_equal(m.count, r.count);
+            assert_int_equal(m.first, r.first);
+            assert_int_equal(m.last, r.last);
+            assert_int_equal(m.status, r.status);
+            crossings += r.crossed;
+            ones[i] = r;
+        }
+        assert_true(crossings > 3); /* the stream does cross, for every aggregate */
+        assert_int_equal(many_like_one(f, ops, ones, N, key_many, &x), crossings);
+    }
+    kx_store_destroy(mem);
+}
+
 typedef struct cancel_rec {
     int calls;
     int status[3];
@@ -2509,6 +2596,7 @@ int main(void)
         SHARED_TESTS(setup_redis),
         cmocka_unit_test_setup_teardown(test_redis_noscript, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_redis_key_layout, setup_redis, teardown),
+        cmocka_unit_test_setup_teardown(test_window_redis_like_memory, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_absence_due_retry, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_redis_destroy_cancels_pending, setup_redis,
                                         teardown_maybe_destroyed),
