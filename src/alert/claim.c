@@ -166,9 +166,16 @@ void kx__claims_set_holder(kx__claims *c, const char *spool_dir)
                "claims: no holder id in spool %s (%s): this run claims as a new holder, so after "
                "a restart its own unfinished claims wait out their lease",
                spool_dir, strerror(-rc));
-    /* Without a spool each start is a new holder. */
+    /* Without a spool each start is a new holder: random, so two routers started in one
+     * millisecond (tests run two "processes" in one) never share a holder and both page. The
+     * clock is the fallback only when the kernel has no randomness to give. */
+    uint64_t nonce;
+    if (getrandom(&nonce, sizeof(nonce), GRND_NONBLOCK) != (ssize_t)sizeof(nonce)) {
+        static uint64_t seq;
+        nonce = kx_now_ms() ^ ((uint64_t)kx_mono_ms() << 20) ^ (++seq << 48);
+    }
     snprintf(c->holder, sizeof(c->holder), "%.60s/%ld/%016llx", host, (long)getpid(),
-             (unsigned long long)(kx_now_ms() ^ ((uint64_t)kx_mono_ms() << 20)));
+             (unsigned long long)nonce);
 }
 
 void kx__claims_set_store(kx__claims *c, kx_store *store)
