@@ -342,7 +342,7 @@ cluster_ok() {
     done
 }
 wait_until 30 "the cluster" cluster_ok
-for t in event_count value_count; do
+for t in event_count value_count first_seen baseline absence at_most; do
     for g in 100 10000; do
         line=$("$BIN/bench-state" -s "redis://127.0.0.1:${CL_PORTS[0]}" -x "${CL_PORTS[1]},${CL_PORTS[2]}" \
             -n "$STATE_N" -g "$g" -b 1000 -r "$RUNS" -t "$t" -p 1) || die "bench-state cluster $t -g $g failed"

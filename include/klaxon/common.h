@@ -45,6 +45,17 @@ int kx_buf_append(kx_buf *b, const void *p, size_t n);
 int kx_buf_puts(kx_buf *b, const char *s);
 int kx_buf_putc(kx_buf *b, char c);
 int kx_buf_printf(kx_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* v as 16 lowercase hex digits (what "%016llx" prints), no NUL: ids and hashes per event. */
+void kx_hex64(char *out, uint64_t v);
+/* The decimal digits of v ("%lld") into out (room for 20), no NUL; returns how many. */
+size_t kx_fmt_i64(char *out, int64_t v);
+/* Decimal digits of v (what "%lld" / "%llu" print), without printf's cost: the hot paths
+ * that write numbers per event (Redis arguments and their RESP framing). */
+int kx_buf_put_i64(kx_buf *b, int64_t v);
+int kx_buf_put_u64(kx_buf *b, uint64_t v);
+/* v as "%.17g" prints it (exact through strtod / Lua's tonumber); integers below 2^53 take a
+ * fast path that prints the same digits. */
+int kx_buf_put_g17(kx_buf *b, double v);
 /* Appends s as a JSON string literal (with quotes), escaping as RFC 8259 requires.
  * Invalid UTF-8 bytes are replaced by U+FFFD so the output is always valid JSON. */
 int kx_buf_json_str(kx_buf *b, const char *s, size_t n);

@@ -382,7 +382,8 @@ static int evidence_once(const kx_event *ev, const char *degraded, size_t raw_le
     char t[32];
     int rc;
     kx_time_format(ev->time_ms, t, sizeof(t));
-    if ((rc = kx_buf_printf(out, "{\"time\":\"%s\",\"raw\":", t)))
+    if ((rc = kx_buf_puts(out, "{\"time\":\"")) || (rc = kx_buf_puts(out, t)) ||
+        (rc = kx_buf_puts(out, "\",\"raw\":")))
         return rc;
     if ((rc = kx_buf_json_str(out, ev->raw ? ev->raw : "", raw_len)))
         return rc;

@@ -99,15 +99,26 @@ void kx_event_id(const kx_event *ev, char *out, size_t outlen)
 {
     uint64_t h;
     if (ev->topic && ev->offset >= 0) {
+        /* "topic/partition/offset" (a Kafka topic name is at most 249 bytes). */
         char tmp[320];
-        int n = snprintf(tmp, sizeof(tmp), "%s/%d/%lld", ev->topic, (int)ev->partition,
-                         (long long)ev->offset);
-        h = kx_hash64(tmp, n > 0 ? (size_t)n : 0, 0);
+        size_t n = strnlen(ev->topic, 256);
+        memcpy(tmp, ev->topic, n);
+        tmp[n++] = '/';
+        n += kx_fmt_i64(tmp + n, ev->partition);
+        tmp[n++] = '/';
+        n += kx_fmt_i64(tmp + n, ev->offset);
+        h = kx_hash64(tmp, n, 0);
     } else {
         /* Files and stdin: content, time and line number are the identity, so replaying the
          * same log twice finds the same ids while two identical lines stay distinct. */
         uint64_t seed = (uint64_t)ev->time_ms * 1000003ULL + (uint64_t)(ev->offset + 1);
         h = kx_hash64(ev->raw, ev->raw_len, seed);
     }
-    snprintf(out, outlen, "%016llx", (unsigned long long)h);
+    char hex[16];
+    kx_hex64(hex, h);
+    if (!outlen)
+        return;
+    size_t n = outlen - 1 < sizeof(hex) ? outlen - 1 : sizeof(hex);
+    memcpy(out, hex, n);
+    out[n] = '\0';
 }

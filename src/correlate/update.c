@@ -40,6 +40,14 @@ static bool src_get(const corr_src *s, const char *field, const char **v, size_t
     return false;
 }
 
+/* A group's two hashes as 32 hex digits and a NUL (out: 33 bytes). */
+static void group_hex(char *out, uint64_t h1, uint64_t h2)
+{
+    kx_hex64(out, h1);
+    kx_hex64(out + 16, h2);
+    out[32] = '\0';
+}
+
 /* Appends the value this update carries after 0x1f in its member; false when the source lacks
  * what the rule aggregates (counted, logged, not counted in the window). */
 static bool member_value(kx_correlator *p, const kx_rule *c, int ref, const corr_src *src,
@@ -53,7 +61,7 @@ static bool member_value(kx_correlator *p, const kx_rule *c, int ref, const corr
     switch (c->corr_type) {
     case KX_CORR_TEMPORAL:
     case KX_CORR_TEMPORAL_ORDERED:
-        kx_buf_printf(out, "%d", ref);
+        kx_buf_put_i64(out, ref);
         return true;
     case KX_CORR_VALUE_SUM:
     case KX_CORR_VALUE_AVG: {
@@ -67,7 +75,7 @@ static bool member_value(kx_correlator *p, const kx_rule *c, int ref, const corr
         if (*end || d != d || d > 9e15 || d < -9e15)
             goto missing;
         /* %.17g: the store parses back the exact double (both backends). */
-        kx_buf_printf(out, "%.17g", d);
+        kx_buf_put_g17(out, d);
         return true;
     }
     default: /* value_count (a tuple of fields), value_percentile */
@@ -161,8 +169,7 @@ static void corr_update(kx_correlator *p, kx_rule *c, const kx_rule *ref_rule, c
         return;
     }
     if (c->resolve_auto) /* the group's identity under the rule's resolve key */
-        snprintf(op->group, sizeof(op->group), "%016llx%016llx", (unsigned long long)h1,
-                 (unsigned long long)h2);
+        group_hex(op->group, h1, h2);
     if (c->corr_type == KX_CORR_ABSENCE || c->closing) {
         /* A sighting of the group: its identity is the group's hash, its payload what an alert
          * about the group needs (tenant, values, this event as evidence), for whichever
@@ -170,13 +177,13 @@ static void corr_update(kx_correlator *p, kx_rule *c, const kx_rule *ref_rule, c
         kx__absence_key(c, op->key, sizeof(op->key));
         if (c->closing) {
             op->kind = KX_OP_CTOUCH;
-            snprintf(op->group, sizeof(op->group), "%016llx%016llx", (unsigned long long)h1,
-                     (unsigned long long)h2);
+            group_hex(op->group, h1, h2);
         } else {
             op->kind = KX_OP_TOUCH;
+            char hex[33];
+            group_hex(hex, h1, h2);
             kx_buf_reset(&op->member);
-            kx_buf_printf(&op->member, "%016llx%016llx", (unsigned long long)h1,
-                          (unsigned long long)h2);
+            kx_buf_append(&op->member, hex, 32);
         }
         kx__payload_group(&op->evidence, op, ng);
         /* The whole payload must fit what the store keeps: the evidence is left out first

@@ -140,9 +140,7 @@ struct kx_store_redis {
     const char **tm_pl;
     size_t *tm_pl_len;
     size_t tm_cap;
-    const char **argv; /* argv for a send, grown to the longest op */
-    size_t *argvlen;
-    size_t argv_cap;
+    kx_buf resp; /* the RESP of one send, reused (grown to the longest op) */
     int64_t res_last[KX_STORE_ABSENCE_DUE_MAX];
     int64_t res_count[KX_STORE_ABSENCE_DUE_MAX];
 };

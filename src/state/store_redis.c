@@ -505,11 +505,29 @@ static int op_arg(redis_op *op, const char *p, size_t n)
     return 0;
 }
 
+/* A number argument, written in place: "%lld", or "%.17g" (exact through Lua's tonumber). A
+ * call carries a dozen, so printf's cost showed in klaxon's CPU per event. */
+static int op_arg_num(redis_op *op, bool integer, int64_t i, double d)
+{
+    if (op_arg_room(op))
+        return -ENOMEM;
+    size_t start = op->args.len;
+    op->off[op->nargs] = start;
+    int rc = integer ? kx_buf_put_i64(&op->args, i) : kx_buf_put_g17(&op->args, d);
+    if (rc)
+        return rc;
+    op->len[op->nargs++] = op->args.len - start;
+    return 0;
+}
+
 static int op_arg_i64(redis_op *op, int64_t v)
 {
-    char tmp[24];
-    int n = snprintf(tmp, sizeof(tmp), "%lld", (long long)v);
-    return op_arg(op, tmp, (size_t)n);
+    return op_arg_num(op, true, v, 0);
+}
+
+static int op_arg_g17(redis_op *op, double v)
+{
+    return op_arg_num(op, false, 0, v);
 }
 
 /* PREFIX{KEY}:z or :e -- the hash tag keeps both keys of a window in one cluster slot. */
@@ -554,12 +572,9 @@ static int op_arg_terms(redis_op *op, const kx_cmp_term *cond, size_t ncond)
 {
     int rc = op_arg_i64(op, (int64_t)ncond);
     for (size_t i = 0; i < ncond && !rc; i++) {
-        char tmp[32];
         rc = op_arg_i64(op, (int64_t)cond[i].op);
-        /* %.17g round-trips a double exactly through Lua's tonumber. */
-        int n = snprintf(tmp, sizeof(tmp), "%.17g", cond[i].value);
         if (!rc)
-            rc = op_arg(op, tmp, (size_t)n);
+            rc = op_arg_g17(op, cond[i].value);
     }
     return rc;
 }
@@ -595,11 +610,8 @@ static int op_build(kx_store_redis *r, redis_op *op, const kx_window_add *a)
     size_t ncond = kx__store_cond(a, cond);
     if (!rc)
         rc = op_arg_terms(op, cond, ncond);
-    if (!rc) {
-        char tmp[32];
-        int n = snprintf(tmp, sizeof(tmp), "%.17g", a->deviations);
-        rc = op_arg(op, tmp, (size_t)n);
-    }
+    if (!rc)
+        rc = op_arg_g17(op, a->deviations);
     if (!rc)
         rc = op_arg_i64(op, a->history);
     if (!rc)
@@ -1047,6 +1059,7 @@ int kx_store_redis_create_auth(struct ev_loop *loop, const char *host, int port,
     if (!r)
         return -ENOMEM;
     kx__store_base_init(&r->base, &redis_vtbl);
+    kx_buf_init(&r->resp, 0);
     r->loop = loop;
     r->prefix = strdup(prefix);
     r->username = username ? strdup(username) : NULL;

@@ -1,9 +1,12 @@
 #include <errno.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -38,6 +41,50 @@ static void test_buf_cap(void **state)
     assert_int_equal(b.len, 0);
     assert_int_equal(kx_buf_printf(&b, "%d-%s", 42, "x"), 0);
     assert_string_equal(b.data, "42-x");
+    kx_buf_fini(&b);
+}
+
+/* The fast number writers print what printf prints, at the edges too. */
+static void test_buf_numbers(void **state)
+{
+    (void)state;
+    kx_buf b;
+    kx_buf_init(&b, 0);
+    const int64_t is[] = {0, 7, -7, 10, 99, 100, 1700000000000, INT64_MAX, INT64_MIN, -1};
+    for (size_t i = 0; i < sizeof(is) / sizeof(is[0]); i++) {
+        char want[32];
+        snprintf(want, sizeof(want), "%lld", (long long)is[i]);
+        kx_buf_reset(&b);
+        assert_int_equal(kx_buf_put_i64(&b, is[i]), 0);
+        assert_string_equal(b.data, want);
+    }
+    char hex[17] = {0};
+    kx_hex64(hex, 0x0123456789abcdefULL);
+    assert_string_equal(hex, "0123456789abcdef");
+    kx_hex64(hex, 0);
+    assert_string_equal(hex, "0000000000000000");
+    kx_hex64(hex, UINT64_MAX);
+    assert_string_equal(hex, "ffffffffffffffff");
+    kx_buf_reset(&b);
+    assert_int_equal(kx_buf_put_u64(&b, UINT64_MAX), 0);
+    assert_string_equal(b.data, "18446744073709551615");
+    const double ds[] = {
+        0.0,  -0.0,  1000.0,  -3.0,      0.5, 4.5,     1e15, 9007199254740991.0, 9007199254740992.0,
+        1e16, 1e300, -2.5e-7, 1.0 / 3.0, NAN, INFINITY};
+    for (size_t i = 0; i < sizeof(ds) / sizeof(ds[0]); i++) {
+        char want[40];
+        snprintf(want, sizeof(want), "%.17g", ds[i]);
+        kx_buf_reset(&b);
+        assert_int_equal(kx_buf_put_g17(&b, ds[i]), 0);
+        assert_string_equal(b.data, want);
+    }
+    /* A capped buffer refuses what does not fit, as every writer does. */
+    kx_buf small;
+    kx_buf_init(&small, 4);
+    assert_int_equal(kx_buf_put_i64(&small, 12345), -E2BIG);
+    assert_int_equal(kx_buf_put_i64(&small, -123), 0);
+    assert_string_equal(small.data, "-123");
+    kx_buf_fini(&small);
     kx_buf_fini(&b);
 }
 
@@ -121,6 +168,27 @@ static void test_time_format(void **state)
     assert_string_equal(out, "2000-02-29T00:00:00.000Z");
     kx_time_format(-1, out, sizeof(out));
     assert_string_equal(out, "1969-12-31T23:59:59.999Z");
+    kx_time_format(253402300799999LL, out, sizeof(out)); /* the last ms of year 9999 */
+    assert_string_equal(out, "9999-12-31T23:59:59.999Z");
+    kx_time_format(253402300800000LL, out, sizeof(out)); /* five digits of year: printf's */
+    assert_string_equal(out, "10000-01-01T00:00:00.000Z");
+    char small[11];
+    kx_time_format(0, small, sizeof(small)); /* cut as snprintf cuts */
+    assert_string_equal(small, "1970-01-01");
+    /* Against the C library's calendar, over 400 years of pseudo-random instants. */
+    uint64_t x = 88172645463325252ULL;
+    for (int i = 0; i < 20000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        int64_t ms = (int64_t)(x % 12622780800000ULL) - 2208988800000LL; /* 1900..2300 */
+        time_t secs = (time_t)(ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000));
+        struct tm tm;
+        assert_non_null(gmtime_r(&secs, &tm));
+        char want[40], date[32];
+        strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(want, sizeof(want), "%s.%03dZ", date, (int)(ms - (int64_t)secs * 1000));
+        kx_time_format(ms, out, sizeof(out));
+        assert_string_equal(out, want);
+    }
     assert_int_equal(kx_days_from_civil(2026, 3, 29), 20541);
     assert_int_equal(kx_days_from_civil(1970, 1, 1), 0);
 }
@@ -165,11 +233,11 @@ static void test_ratelimit(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_err_format),   cmocka_unit_test(test_buf_cap),
-        cmocka_unit_test(test_buf_json_str), cmocka_unit_test(test_json_number_in_range),
-        cmocka_unit_test(test_arena),        cmocka_unit_test(test_time_format),
-        cmocka_unit_test(test_hash),         cmocka_unit_test(test_metrics_render),
-        cmocka_unit_test(test_ratelimit),
+        cmocka_unit_test(test_err_format),           cmocka_unit_test(test_buf_cap),
+        cmocka_unit_test(test_buf_json_str),         cmocka_unit_test(test_buf_numbers),
+        cmocka_unit_test(test_json_number_in_range), cmocka_unit_test(test_arena),
+        cmocka_unit_test(test_time_format),          cmocka_unit_test(test_hash),
+        cmocka_unit_test(test_metrics_render),       cmocka_unit_test(test_ratelimit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
