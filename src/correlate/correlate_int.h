@@ -50,7 +50,7 @@ struct kx_op {
     kx_rule *corr;
     kx_op_kind kind;
     int64_t watermark_ms; /* KX_OP_DUE */
-    uint64_t token;       /* KX_OP_DUE, KX_OP_CDUE: the question's identity across retries */
+    uint64_t token;       /* KX_OP_DUE, KX_OP_CDUE, KX_OP_TOUCH: its identity across retries */
     char group[40];       /* KX_OP_CTOUCH, and windows of `resolve: auto` rules: the group's hash */
     kx_touch_mode touch_mode; /* KX_OP_TOUCH */
     /* KX_OP_TOUCH of `resolve: auto`: the first_seen of the group's alert before this one */
@@ -190,6 +190,8 @@ void kx__reask_cb(struct ev_loop *loop, ev_idle *w, int revents);
 void kx__absence_cb(void *ud, int status, const kx_absence_result *res);
 int kx__absence_issue(kx_op *op);
 void kx__touch_of(const kx_op *op, kx_absence_touch *out);
+/* A new non-zero token: a due question's or a sighting's identity across its retries. */
+uint64_t kx__op_token(kx_correlator *p);
 void kx__ctouch_of(const kx_op *op, kx_close_touch *out);
 int kx__wm_issue(kx_op *op);
 void kx__wm_mark_live(kx_op *op);

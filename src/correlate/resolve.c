@@ -90,6 +90,7 @@ void kx__resolve_track(const kx_op *op, const kx_window_result *res)
         return;
     }
     t->kind = KX_OP_TOUCH;
+    t->token = kx__op_token(p);
     t->corr = c;
     t->time_ms = res->crossed ? res->cross_last_ms : res->met_ms; /* the last time it held */
     kx__absence_key(c, t->key, sizeof(t->key));

@@ -180,6 +180,7 @@ static void corr_update(kx_correlator *p, kx_rule *c, const kx_rule *ref_rule, c
             group_hex(op->group, h1, h2);
         } else {
             op->kind = KX_OP_TOUCH;
+            op->token = kx__op_token(p);
             char hex[33];
             group_hex(hex, h1, h2);
             kx_buf_reset(&op->member);

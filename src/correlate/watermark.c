@@ -57,9 +57,7 @@ static kx_op *absence_due_make(kx_correlator *p, kx_rule *c, int64_t wm)
     op->kind = c->closing ? KX_OP_CDUE : KX_OP_DUE;
     op->corr = c;
     op->watermark_ms = wm;
-    op->token = p->token_base ^ ++p->token_seq; /* kept across the op's retries */
-    if (!op->token)
-        op->token = ++p->token_seq;
+    op->token = kx__op_token(p); /* kept across the op's retries */
     kx__absence_key(c, op->key, sizeof(op->key));
     p->pending++;
     return op;
@@ -465,6 +463,12 @@ int kx__absence_issue(kx_op *op)
     return kx_store_absence_due(p->store, &d, kx__absence_cb, op);
 }
 
+uint64_t kx__op_token(kx_correlator *p)
+{
+    uint64_t t = p->token_base ^ ++p->token_seq;
+    return t ? t : ++p->token_seq;
+}
+
 /* The store's touch for a KX_OP_TOUCH op (alone, or with its key's others: preagg.c). */
 void kx__touch_of(const kx_op *op, kx_absence_touch *out)
 {
@@ -477,6 +481,7 @@ void kx__touch_of(const kx_op *op, kx_absence_touch *out)
         .timespan_ms = op->corr->timespan_ms,
         .keep_ms = op->corr->keep_ms,
         .mode = op->touch_mode,
+        .token = op->token,
     };
 }
 

@@ -21,9 +21,10 @@
  *          14+n the count of further members and a (member, time, evidence) triplet each.
  *          Absence and closing ops use the first ten: 1 group, 2 time or watermark,
  *          (several absence or closing touches of one key: then 11 the count of further
- *          touches and a (group, time, mode or identity, payload) quadruplet each; the reply
- *          is one element per touch: absence 0 or {outcome, since, payload}, closing 0 or 1)
- *          3 timespan, 4 keep or ttl, 5 limit (due), 6 token (due; "0" = none), 7 agg,
+ *          touches and a (group, time, mode or identity, payload, token) quintuplet each; the
+ *          reply is one element per touch: absence 0 or {outcome, since, payload}, closing 0
+ *          or 1) 3 timespan, 4 keep or ttl, 5 limit (due), 6 token (due and absence touch;
+ *          "0" = none), 7 agg,
  *          8 identity (closing touch) or mode (touch: 'x' extend, 'r' replace), 9 payload (touch),
  * 10 nterms, then (closing due) the terms. Returns  {added, count, first, last, dropped, crossed,
  * cross_first, cross_last, late, cross_count, cross_value (a string: %.17g), suppressed,

@@ -737,6 +737,16 @@ typedef struct absence_args {
     size_t ncond;
 } absence_args;
 
+/* A token as 16 hex digits, "0" for none. */
+static int op_arg_token(redis_op *op, uint64_t token)
+{
+    char hex[16];
+    if (!token)
+        return op_arg(op, "0", 1);
+    kx_hex64(hex, token);
+    return op_arg(op, hex, sizeof(hex));
+}
+
 /* The absence keys and the script's ten fixed arguments (redis_scripts.h), then the terms. */
 static int op_build_absence(kx_store_redis *r, redis_op *op, int agg, const absence_args *x)
 {
@@ -751,13 +761,8 @@ static int op_build_absence(kx_store_redis *r, redis_op *op, int agg, const abse
         rc = op_arg_i64(op, x->keep);
     if (!rc)
         rc = op_arg_i64(op, x->limit);
-    if (!rc && x->token) {
-        char tmp[24];
-        int len = snprintf(tmp, sizeof(tmp), "%016llx", (unsigned long long)x->token);
-        rc = op_arg(op, tmp, (size_t)len);
-    } else if (!rc) {
-        rc = op_arg(op, "0", 1);
-    }
+    if (!rc)
+        rc = op_arg_token(op, x->token);
     if (!rc)
         rc = op_arg_i64(op, agg);
     if (!rc)
@@ -805,7 +810,8 @@ static void absence_touch_args(const void *ops, size_t i, absence_args *x)
                         .keep = a->keep_ms,
                         .payload = a->payload,
                         .payload_len = a->payload_len,
-                        .identity = touch_mode_arg(a->mode)};
+                        .identity = touch_mode_arg(a->mode),
+                        .token = a->token};
 }
 
 static void close_touch_args(const void *ops, size_t i, absence_args *x)
@@ -832,7 +838,7 @@ static int redis_absence_touch(kx_store *s, const kx_absence_touch *a, kx_absenc
 }
 
 /* Several touches of one key: the first touch's arguments as for one touch, then the count
- * and (group, time, mode or identity, payload) of the rest (redis_scripts.h). */
+ * and (group, time, mode or identity, payload, token) of the rest (redis_scripts.h). */
 static int redis_touch_many(kx_store_redis *r, op_kind kind, int agg, const void *ops, size_t n,
                             touch_args_fn args_of, kx_absence_many_cb cb, void *ud)
 {
@@ -858,6 +864,8 @@ static int redis_touch_many(kx_store_redis *r, op_kind kind, int agg, const void
             rc = op_arg(op, x.identity, strlen(x.identity));
         if (!rc)
             rc = op_arg(op, x.payload ? x.payload : "", x.payload ? x.payload_len : 0);
+        if (!rc)
+            rc = op_arg_token(op, x.token);
     }
     return op_go(r, op, rc);
 }

@@ -1409,6 +1409,68 @@ static bool tgot_done(void *ud)
     return ((tgot *)ud)->calls > 0;
 }
 
+/* A call of two sightings of one group whose reply is lost: the first reported the group
+ * back after its reported silence, the second moved it on. Made again, each touch with its
+ * token gets the answer it had; without the token the first, now older than the group's
+ * last sighting, would report nothing and the "resolved" would be lost. */
+static void test_absence_touch_retry_token(void **state)
+{
+    fx *f = *state;
+    touch(f, "g", T0, "p0");
+    assert_int_equal(due(f, T0 + AB_SPAN + 10, 10).n, 1); /* its silence reported */
+    kx_absence_touch ops[2] = {
+        {.key = "ab",
+         .group = "g",
+         .payload = "p1",
+         .payload_len = 2,
+         .time_ms = T0 + 2000,
+         .timespan_ms = AB_SPAN,
+         .keep_ms = AB_KEEP,
+         .token = 0x1111},
+        {.key = "ab",
+         .group = "g",
+         .payload = "p2",
+         .payload_len = 2,
+         .time_ms = T0 + 2500,
+         .timespan_ms = AB_SPAN,
+         .keep_ms = AB_KEEP,
+         .token = 0x2222},
+    };
+    tgot first = {0};
+    assert_int_equal(kx_store_absence_touch_many(f->s, ops, 2, tgot_cb, &first), 0);
+    assert_true(kx_test_run_until(f->loop, tgot_done, &first, 5000));
+    assert_int_equal(first.status, 0);
+    assert_int_equal(first.n, 2);
+    assert_int_equal(first.outcome[0], KX_ABSENCE_RESOLVED);
+    assert_int_equal(first.since[0], T0);
+    assert_string_equal(first.payload[0], "p0");
+    assert_int_equal(first.outcome[1], KX_ABSENCE_NONE);
+    /* The same call again: the same answers. */
+    tgot again = {0};
+    assert_int_equal(kx_store_absence_touch_many(f->s, ops, 2, tgot_cb, &again), 0);
+    assert_true(kx_test_run_until(f->loop, tgot_done, &again, 5000));
+    assert_int_equal(again.outcome[0], KX_ABSENCE_RESOLVED);
+    assert_int_equal(again.since[0], T0);
+    assert_string_equal(again.payload[0], "p0");
+    assert_int_equal(again.outcome[1], KX_ABSENCE_NONE);
+    /* The first touch alone, as the pipeline retries a failed call's ops one by one. */
+    agot one = {0};
+    assert_int_equal(kx_store_absence_touch(f->s, &ops[0], agot_cb, &one), 0);
+    assert_true(kx_test_run_until(f->loop, agot_done, &one, 5000));
+    assert_int_equal(one.status, 0);
+    assert_int_equal(one.outcome, KX_ABSENCE_RESOLVED);
+    assert_int_equal(one.n, 1);
+    assert_string_equal(one.payload[0], "p0");
+    /* Without its token, the same touch is an old sighting: nothing to report. */
+    ops[0].token = 0;
+    agot bare = {0};
+    assert_int_equal(kx_store_absence_touch(f->s, &ops[0], agot_cb, &bare), 0);
+    assert_true(kx_test_run_until(f->loop, agot_done, &bare, 5000));
+    assert_int_equal(bare.outcome, KX_ABSENCE_NONE);
+    /* The group moved on from the second touch, not from the answers replayed. */
+    assert_int_equal(touch(f, "g", T0 + 2500 + AB_SPAN + 1, "p3").outcome, KX_ABSENCE_GAP);
+}
+
 static size_t due_on(fx *f, const char *key, int64_t wm)
 {
     agot g = {0};
@@ -2598,6 +2660,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_redis_key_layout, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_window_redis_like_memory, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_absence_due_retry, setup_redis, teardown),
+        cmocka_unit_test_setup_teardown(test_absence_touch_retry_token, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_redis_destroy_cancels_pending, setup_redis,
                                         teardown_maybe_destroyed),
         cmocka_unit_test_setup_teardown(test_url_prefix_redis, setup_redis, teardown),

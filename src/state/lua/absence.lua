@@ -6,8 +6,22 @@
 -- a = group -> "last fired oc since payload" (fired: the last sighting whose silence was
 -- reported, or n; oc/since: what the touch that set last reported, so a retry of it after a
 -- lost reply, same payload, reports it again); hk = reported group -> the watermark it was reported at
--- (forgotten keep later); e (due only) = token -> the reply of that due call (a retry after
--- a lost reply gets the same groups again).
+-- (forgotten keep later); e = token -> the reply of a due call or of a touch that reported
+-- something (a retry after a lost reply gets the same answer again, though later touches
+-- moved the group on), at most ANSWERS_KEPT of them for 10 minutes.
+local ANSWERS_KEPT = 1024
+-- Keeps replies (token -> reply) for the retries of their calls.
+local function remember(toks, replies)
+  if #toks == 0 then return end
+  if redis.call('HLEN', e) + #toks > ANSWERS_KEPT then redis.call('DEL', e) end
+  local hs = {}
+  for i = 1, #toks do
+    hs[#hs + 1] = toks[i]
+    hs[#hs + 1] = cmsgpack.pack(replies[i])
+  end
+  redis.call('HSET', e, unpack(hs))
+  redis.call('PEXPIRE', e, 600000)
+end
 local function arec(g)
   local rec = redis.call('HGET', a, g)
   if not rec then return nil end
@@ -26,40 +40,66 @@ if agg == OP_ABSENCE_TOUCH then
   -- several of this key in order. Each group's record is read once and written once per call;
   -- every touch sees what the touches before it left, so the results are those of the touches
   -- one by one.
-  local touches = several({ARGV[1], ARGV[2], ARGV[8], ARGV[9]}, 11, 4)
+  -- (ARGV[6], or the fifth of each further one: the touch's token, "0" for none).
+  local touches = several({ARGV[1], ARGV[2], ARGV[8], ARGV[9], ARGV[6]}, 11, 5)
+  -- Touches made again after a lost reply: the answers they had, if they reported something.
+  local toks, known = {}, {}
+  for k = 1, #touches do
+    if touches[k][5] ~= '0' then toks[#toks + 1] = touches[k][5] end
+  end
+  if #toks > 0 then
+    local got = redis.call('HMGET', e, unpack(toks))
+    for i = 1, #toks do
+      if got[i] then known[toks[i]] = cmsgpack.unpack(got[i]) end
+    end
+  end
   local recs, dirty = {}, {} -- group -> {last, fired, oc, since, payload} (all nil: none)
-  local replies = {}
+  local replies, kept_toks, kept = {}, {}, {}
   for k = 1, #touches do
     local g, tt, mode, pl = touches[k][1], tonumber(touches[k][2]), touches[k][3], touches[k][4]
-    local r = recs[g]
-    if r == nil then
-      local last, fired, oc, osince, old = arec(g)
-      r = {last, fired, oc, osince, old}
-      recs[g] = r
+    local tok = touches[k][5]
+    if known[tok] then
+      replies[k] = known[tok] -- answered before: applied then, the same answer now
+    else
+      local r = recs[g]
+      if r == nil then
+        local last, fired, oc, osince, old = arec(g)
+        r = {last, fired, oc, osince, old}
+        recs[g] = r
+      end
+      local last, fired, oc, old = r[1], r[2], r[3], r[5]
+      local out, since = 0, 0
+      if mode == 'x' and (last == nil or tt <= last or fired == last or tt - last > w) then
+        -- extend: not an open group, nothing changes
+      elseif last == nil or tt > last or (mode == 'r' and old ~= pl) then
+        -- a sighting, or (replace) another incident: one a late event completed may be stamped
+        -- before the open one's last; that one is still over, and the group stays open from the
+        -- later of the two (from the new one's time when the old one was reported)
+        local nt = tt
+        if last ~= nil and tt <= last and fired ~= last then nt = last end
+        if last ~= nil and fired == last then out, since = 1, last
+        elseif last ~= nil and tt - last > w then out, since = 2, last
+        elseif last ~= nil and mode == 'r' then out, since = 3, last end
+        local npl = pl
+        if mode == 'x' then npl = old end
+        if not dirty[g] then dirty[#dirty + 1] = g; dirty[g] = true end
+        recs[g] = {nt, nil, out, since, npl}
+      elseif (tt == last or (mode == 'r' and tt < last)) and oc > 0 and old == pl then
+        -- the same touch again (a retry after a lost reply): the same report
+        out, since, old = oc, r[4], pl
+      end
+      if out == 0 then
+        replies[k] = 0
+      else
+        replies[k] = {out, since, old}
+        if tok ~= '0' then
+          kept_toks[#kept_toks + 1] = tok
+          kept[#kept + 1] = replies[k]
+        end
+      end
     end
-    local last, fired, oc, old = r[1], r[2], r[3], r[5]
-    local out, since = 0, 0
-    if mode == 'x' and (last == nil or tt <= last or fired == last or tt - last > w) then
-      -- extend: not an open group, nothing changes
-    elseif last == nil or tt > last or (mode == 'r' and old ~= pl) then
-      -- a sighting, or (replace) another incident: one a late event completed may be stamped
-      -- before the open one's last; that one is still over, and the group stays open from the
-      -- later of the two (from the new one's time when the old one was reported)
-      local nt = tt
-      if last ~= nil and tt <= last and fired ~= last then nt = last end
-      if last ~= nil and fired == last then out, since = 1, last
-      elseif last ~= nil and tt - last > w then out, since = 2, last
-      elseif last ~= nil and mode == 'r' then out, since = 3, last end
-      local npl = pl
-      if mode == 'x' then npl = old end
-      if not dirty[g] then dirty[#dirty + 1] = g; dirty[g] = true end
-      recs[g] = {nt, nil, out, since, npl}
-    elseif (tt == last or (mode == 'r' and tt < last)) and oc > 0 and old == pl then
-      -- the same touch again (a retry after a lost reply): the same report
-      out, since, old = oc, r[4], pl
-    end
-    if out == 0 then replies[k] = 0 else replies[k] = {out, since, old} end
   end
+  remember(kept_toks, kept)
   -- The writes, batched: the records, the sightings, and the groups no longer reported.
   for i = 1, #dirty, 500 do
     local j = math.min(i + 499, #dirty)
@@ -112,11 +152,7 @@ if agg == OP_ABSENCE_DUE then
       res[1] = res[1] - 1
     end
   end
-  if token ~= '0' and res[1] > 0 then
-    if redis.call('HLEN', e) >= 64 then redis.call('DEL', e) end
-    redis.call('HSET', e, token, cmsgpack.pack(res))
-    redis.call('PEXPIRE', e, 600000)
-  end
+  if token ~= '0' and res[1] > 0 then remember({token}, {res}) end
   if redis.call('EXISTS', a) == 1 then
     redis.call('PEXPIRE', z, fmt(w + keep))
     redis.call('PEXPIRE', a, fmt(w + keep))

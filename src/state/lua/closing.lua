@@ -19,7 +19,7 @@ if agg == OP_CLOSE_TOUCH then
   -- each) several of this key in order: the window members with one ZADD, each group's
   -- earliest window end with one ZADD LT, its newest event read once and written once.
   local horizon = tonumber(redis.call('HGET', a, '|wm'))
-  local touches = several({ARGV[1], ARGV[2], ARGV[8], ARGV[9]}, 11, 4)
+  local touches = several({ARGV[1], ARGV[2], ARGV[8], ARGV[9]}, 11, 5) -- (the 5th: no token)
   local replies, members, ends, endorder, recs, dirty = {}, {}, {}, {}, {}, {}
   for i = 1, #touches do
     local g, tt, id, pl = touches[i][1], tonumber(touches[i][2]), touches[i][3], touches[i][4]
@@ -111,11 +111,7 @@ if agg == OP_CLOSE_DUE then
     end
   end
   res[1] = n
-  if token ~= '0' and n > 0 then
-    if redis.call('HLEN', e) >= 64 then redis.call('DEL', e) end
-    redis.call('HSET', e, token, cmsgpack.pack(res))
-    redis.call('PEXPIRE', e, 600000)
-  end
+  if token ~= '0' and n > 0 then remember({token}, {res}) end
   if redis.call('ZCARD', hk) > 0 then
     redis.call('PEXPIRE', z, ARGV[4])
     redis.call('PEXPIRE', a, ARGV[4])
