@@ -380,6 +380,9 @@ void kx__redis_node_start(redis_node *n)
     kx__redis_watchdog_kick(n);
 }
 
+/* The send buffer kept between calls at most (a batch's call is usually a few KB). */
+#define RESP_KEEP_BYTES (1u << 20)
+
 /* "$len\r\n" + p + "\r\n": one RESP bulk string. */
 static int resp_bulk(kx_buf *b, const char *p, size_t n)
 {
@@ -425,8 +428,13 @@ int kx__redis_node_send(redis_node *n, redis_op *op)
     /* ASK: the next command only may touch the slot being imported. */
     if (op->ask == n->idx && redisAsyncCommand(n->ac, NULL, NULL, "ASKING") != REDIS_OK)
         return -EIO;
-    if (redisAsyncFormattedCommand(n->ac, kx__redis_op_cb, op, r->resp.data, r->resp.len) !=
-        REDIS_OK)
+    int sent = redisAsyncFormattedCommand(n->ac, kx__redis_op_cb, op, r->resp.data, r->resp.len);
+    /* hiredis has its copy: a buffer grown by a rare huge call is not kept. */
+    if (r->resp.cap > RESP_KEEP_BYTES) {
+        kx_buf_fini(&r->resp);
+        kx_buf_init(&r->resp, 0);
+    }
+    if (sent != REDIS_OK)
         return -EIO;
     op->node = n->idx;
     n->npending++;
