@@ -110,6 +110,16 @@ typedef struct addp {
     int64_t suppress;
 } addp;
 
+/* One add on store s, waited for. */
+static got add_on(struct ev_loop *loop, kx_store *s, const kx_window_add *op)
+{
+    got g = {0};
+    assert_int_equal(kx_store_window_add(s, op, got_cb, &g), 0);
+    assert_true(kx_test_run_until(loop, got_done, &g, 5000));
+    assert_int_equal(g.status, 0);
+    return g;
+}
+
 /* One add, waited for; returns what the callback saw. */
 static got add_full(fx *f, addp p)
 {
@@ -2039,6 +2049,76 @@ static void test_add_many(void **state)
     assert_int_equal(mg.calls, 1);
 }
 
+/* COUNT adds in one call as the pipeline sends them (evidence only with a crossing): the
+ * script appends the leading adds that cannot report anything in one go and counts their
+ * windows locally. Each result is the one-by-one result: a member exactly at a window's start
+ * counts, the call stops appending at the add that meets the condition, and adds after an
+ * alert still report it (prev_alerted). */
+static void test_count_append_only(void **state)
+{
+    fx *f = *state;
+    static const kx_cmp_term gte3 = {KX_CMP_GTE, 3};
+    static const struct {
+        const char *m;
+        int64_t t;
+        size_t call; /* adds of one call share a number */
+    } seq[] = {
+        {"x1", T0, 0},          {"x2", T0 + 5000, 0},   /* two members, no alert */
+        {"y1", T0 + 10000, 1},  {"y2", T0 + 10001, 1},  /* y1's window starts at x1: alert */
+        {"z1", T0 + 40000, 2},  {"z2", T0 + 40010, 2},  /* sparse: nothing met, after */
+        {"z3", T0 + 40020, 2},  {"z4", T0 + 60000, 2},  /*   an alert; z3 meets it again */
+        {"w1", T0 + 100000, 3}, {"w2", T0 + 105000, 3}, /* w3's window starts at w1, an */
+        {"w3", T0 + 110000, 3},                         /*   add of the same call: alert */
+    };
+    enum { N = sizeof(seq) / sizeof(seq[0]) };
+    kx_window_add ops[N];
+    got one[N];
+    for (size_t i = 0; i < N; i++) {
+        ops[i] = (kx_window_add){.key = "one",
+                                 .member = seq[i].m,
+                                 .time_ms = seq[i].t,
+                                 .window_ms = WIN,
+                                 .ttl_ms = TTL,
+                                 .evidence = seq[i].m,
+                                 .evidence_len = strlen(seq[i].m),
+                                 .max_evidence = 2,
+                                 .cond = &gte3,
+                                 .ncond = 1,
+                                 .evidence_if_crossed = true};
+        one[i] = add_on(f->loop, f->s, &ops[i]);
+    }
+    assert_true(one[2].crossed);
+    assert_int_equal(one[2].cfirst, T0);
+    assert_int_equal(one[2].ccount, 3);
+    assert_false(one[3].crossed);
+    for (size_t i = 4; i < 7; i++) {
+        assert_true(one[i].prev_alerted);
+        assert_int_equal(one[i].prev_first, T0);
+    }
+    assert_false(one[4].met);
+    assert_false(one[5].met);
+    assert_true(one[6].crossed); /* z1..z3, after the last alert's end plus suppress 0 */
+    assert_int_equal(one[6].cfirst, T0 + 40000);
+    assert_int_equal(one[7].prev_first, T0 + 40000);
+    assert_false(one[9].met);
+    assert_true(one[10].crossed);
+    assert_int_equal(one[10].cfirst, T0 + 100000);
+    assert_int_equal(one[10].ccount, 3);
+    for (size_t i = 0; i < N;) {
+        size_t k = 0;
+        while (i + k < N && seq[i + k].call == seq[i].call)
+            ops[i + k++].key = "many";
+        mgot mg = {0};
+        assert_int_equal(kx_store_window_add_many(f->s, &ops[i], k, mgot_cb, &mg), 0);
+        assert_true(kx_test_run_until(f->loop, mgot_done, &mg, 5000));
+        assert_int_equal(mg.status, 0);
+        assert_int_equal(mg.n, k);
+        for (size_t j = 0; j < k; j++)
+            assert_same_result(&one[i + j], &mg.r[j]);
+        i += k;
+    }
+}
+
 /* Sends ops[0..n) to key in calls of 1 to 16 adds and checks every result against one[] (the
  * same adds one by one); returns the crossings. */
 static int many_like_one(fx *f, kx_window_add *ops, const got *one, size_t n, const char *key,
@@ -2071,8 +2151,11 @@ static int many_like_one(fx *f, kx_window_add *ops, const got *one, size_t n, co
 static void test_add_many_random(void **state)
 {
     fx *f = *state;
-    static const kx_agg aggs[] = {KX_AGG_COUNT, KX_AGG_DISTINCT, KX_AGG_SUM};
-    static const kx_cmp_term conds[] = {{KX_CMP_GTE, 6}, {KX_CMP_GTE, 4}, {KX_CMP_GTE, 30}};
+    /* The last pass: COUNT as the pipeline sends it (evidence only with a crossing), so the
+     * calls of several adds take the script's append-only path. */
+    static const kx_agg aggs[] = {KX_AGG_COUNT, KX_AGG_DISTINCT, KX_AGG_SUM, KX_AGG_COUNT};
+    static const kx_cmp_term conds[] = {
+        {KX_CMP_GTE, 6}, {KX_CMP_GTE, 4}, {KX_CMP_GTE, 30}, {KX_CMP_GTE, 6}};
     enum { N = 400 };
     static char members[N][32], evs[N][8];
     static kx_window_add ops[N];
@@ -2393,16 +2476,6 @@ static void test_redis_key_layout(void **state)
     freeReplyObject(r);
 }
 
-/* One add on store s, waited for. */
-static got add_on(struct ev_loop *loop, kx_store *s, const kx_window_add *op)
-{
-    got g = {0};
-    assert_int_equal(kx_store_window_add(s, op, got_cb, &g), 0);
-    assert_true(kx_test_run_until(loop, got_done, &g, 5000));
-    assert_int_equal(g.status, 0);
-    return g;
-}
-
 /* The Redis script and its memory twin give the same result for every add of a pseudo-random
  * stream, for every aggregate: times rising with ties (members of one time in byte order,
  * "m12" before "m3"), late members, some past what is kept, replays, a member cap that drops
@@ -2463,7 +2536,8 @@ static void test_window_redis_like_memory(void **state)
                                      .agg = aggs[a],
                                      .cond = conds[a],
                                      .ncond = nconds[a],
-                                     .suppress_ms = 3000};
+                                     .suppress_ms = 3000,
+                                     .evidence_if_crossed = a % 2 == 0};
             got r = add_on(f->loop, f->s, &ops[i]);
             got m = add_on(f->loop, mem, &ops[i]);
             assert_same_result(&m, &r);
@@ -2477,6 +2551,10 @@ static void test_window_redis_like_memory(void **state)
         assert_true(crossings > 3); /* the stream does cross, for every aggregate */
         assert_int_equal(many_like_one(f, ops, ones, N, key_many, &x), crossings);
     }
+    /* COUNT's calls of several adds took the append-only path (its one ZMSCORE a call). */
+    redisReply *info = cmd(f, "INFO commandstats");
+    assert_non_null(strstr(info->str, "cmdstat_zmscore:calls="));
+    freeReplyObject(info);
     kx_store_destroy(mem);
 }
 
@@ -2636,6 +2714,7 @@ static void test_url_prefix_redis(void **state)
         cmocka_unit_test_setup_teardown(test_close_touch_many_random, setup, teardown),            \
         cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),                           \
         cmocka_unit_test_setup_teardown(test_add_many_random, setup, teardown),                    \
+        cmocka_unit_test_setup_teardown(test_count_append_only, setup, teardown),                  \
         cmocka_unit_test_setup_teardown(test_first_seen_many_random, setup, teardown),             \
         cmocka_unit_test_setup_teardown(test_baseline_many_random, setup, teardown),               \
         cmocka_unit_test_setup_teardown(test_close_windows, setup, teardown),                      \
