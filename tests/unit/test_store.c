@@ -1428,24 +1428,17 @@ static void test_absence_touch_retry_token(void **state)
     fx *f = *state;
     touch(f, "g", T0, "p0");
     assert_int_equal(due(f, T0 + AB_SPAN + 10, 10).n, 1); /* its silence reported */
-    kx_absence_touch ops[2] = {
-        {.key = "ab",
-         .group = "g",
-         .payload = "p1",
-         .payload_len = 2,
-         .time_ms = T0 + 2000,
-         .timespan_ms = AB_SPAN,
-         .keep_ms = AB_KEEP,
-         .token = 0x1111},
-        {.key = "ab",
-         .group = "g",
-         .payload = "p2",
-         .payload_len = 2,
-         .time_ms = T0 + 2500,
-         .timespan_ms = AB_SPAN,
-         .keep_ms = AB_KEEP,
-         .token = 0x2222},
-    };
+    kx_absence_touch ops[2];
+    static const char *pls[2] = {"p1", "p2"};
+    for (size_t i = 0; i < 2; i++)
+        ops[i] = (kx_absence_touch){.key = "ab",
+                                    .group = "g",
+                                    .payload = pls[i],
+                                    .payload_len = 2,
+                                    .time_ms = T0 + 2000 + 500 * (int64_t)i,
+                                    .timespan_ms = AB_SPAN,
+                                    .keep_ms = AB_KEEP,
+                                    .token = 0x1111 * (i + 1)};
     tgot first = {0};
     assert_int_equal(kx_store_absence_touch_many(f->s, ops, 2, tgot_cb, &first), 0);
     assert_true(kx_test_run_until(f->loop, tgot_done, &first, 5000));
@@ -1973,6 +1966,25 @@ static void assert_same_result(const got *a, const got *b)
         assert_string_equal(a->ev[k], b->ev[k]);
 }
 
+/* A COUNT add with a condition as the pipeline makes it: the member is its own evidence, which
+ * comes only with a crossing. */
+static kx_window_add count_add(const char *key, const char *m, int64_t t, size_t max_ev,
+                               const kx_cmp_term *cond, int64_t suppress)
+{
+    return (kx_window_add){.key = key,
+                           .member = m,
+                           .time_ms = t,
+                           .window_ms = WIN,
+                           .ttl_ms = TTL,
+                           .evidence = m,
+                           .evidence_len = strlen(m),
+                           .max_evidence = max_ev,
+                           .cond = cond,
+                           .ncond = 1,
+                           .suppress_ms = suppress,
+                           .evidence_if_crossed = true};
+}
+
 /* The same adds one by one (key "one") and in one call (key "many") give the same results,
  * the crossing's evidence included; count/first/last are not computed in one call. */
 static void test_add_many(void **state)
@@ -1989,20 +2001,8 @@ static void test_add_many(void **state)
     };
     size_t n = sizeof(seq) / sizeof(seq[0]);
     kx_window_add ops[16];
-    for (size_t i = 0; i < n; i++) {
-        ops[i] = (kx_window_add){.key = "one",
-                                 .member = seq[i].m,
-                                 .time_ms = seq[i].t,
-                                 .window_ms = WIN,
-                                 .ttl_ms = TTL,
-                                 .evidence = seq[i].m,
-                                 .evidence_len = strlen(seq[i].m),
-                                 .max_evidence = 4,
-                                 .cond = &gte3,
-                                 .ncond = 1,
-                                 .suppress_ms = 5000,
-                                 .evidence_if_crossed = true};
-    }
+    for (size_t i = 0; i < n; i++)
+        ops[i] = count_add("one", seq[i].m, seq[i].t, 4, &gte3, 5000);
     got one[16];
     for (size_t i = 0; i < n; i++) {
         got g = {0};
@@ -2074,17 +2074,7 @@ static void test_count_append_only(void **state)
     kx_window_add ops[N];
     got one[N];
     for (size_t i = 0; i < N; i++) {
-        ops[i] = (kx_window_add){.key = "one",
-                                 .member = seq[i].m,
-                                 .time_ms = seq[i].t,
-                                 .window_ms = WIN,
-                                 .ttl_ms = TTL,
-                                 .evidence = seq[i].m,
-                                 .evidence_len = strlen(seq[i].m),
-                                 .max_evidence = 2,
-                                 .cond = &gte3,
-                                 .ncond = 1,
-                                 .evidence_if_crossed = true};
+        ops[i] = count_add("one", seq[i].m, seq[i].t, 2, &gte3, 0);
         one[i] = add_on(f->loop, f->s, &ops[i]);
     }
     assert_true(one[2].crossed);
@@ -2143,6 +2133,47 @@ static int many_like_one(fx *f, kx_window_add *ops, const got *one, size_t n, co
     return crossings;
 }
 
+/* The next add of a pseudo-random stream: a replay of an earlier add (1 in `replay`), a late
+ * one, sometimes past what is kept (1 in `late`), else a step forward (with `ties`, a third
+ * of the steps are 0). *src is the add replayed (i when none); returns the add's time. */
+static int64_t stream_next(uint32_t *x, size_t i, const kx_window_add *ops, int64_t *t,
+                           unsigned replay, unsigned late, bool ties, size_t *src)
+{
+    *x ^= *x << 13, *x ^= *x >> 17, *x ^= *x << 5;
+    *src = i;
+    if (i > 0 && *x % replay == 0) {
+        *src = (*x >> 8) % i;
+        return ops[*src].time_ms;
+    }
+    if (*x % late == 0)
+        return *t - (int64_t)((*x >> 5) % 14000);
+    if (ties)
+        *t += (*x >> 3) % 3 == 0 ? 0 : (int64_t)((*x >> 4) % 2000);
+    else
+        *t += (int64_t)((*x >> 3) % 900);
+    return *t;
+}
+
+/* An add of such a stream: a 10 s window kept 12 s, the newest 3 evidence. */
+static kx_window_add stream_add(const char *key, const char *member, int64_t t, const char *ev,
+                                kx_agg agg, const kx_cmp_term *cond, size_t ncond, int64_t suppress,
+                                bool ev_if_crossed)
+{
+    return (kx_window_add){.key = key,
+                           .member = member,
+                           .time_ms = t,
+                           .window_ms = WIN,
+                           .ttl_ms = WIN + 2000,
+                           .evidence = ev,
+                           .evidence_len = strlen(ev),
+                           .max_evidence = 3,
+                           .agg = agg,
+                           .cond = cond,
+                           .ncond = ncond,
+                           .suppress_ms = suppress,
+                           .evidence_if_crossed = ev_if_crossed};
+}
+
 /* A pseudo-random stream per aggregate — times mostly rising with late members, replays,
  * values from a small set, a window of 10 s kept 12 s — through calls of up to 16 adds
  * ("many") and one by one ("one"): every result the same. The many path prunes and reads its
@@ -2164,34 +2195,13 @@ static void test_add_many_random(void **state)
     for (size_t a = 0; a < sizeof(aggs) / sizeof(aggs[0]); a++) {
         int64_t t = T0;
         for (size_t i = 0; i < N; i++) {
-            x ^= x << 13, x ^= x >> 17, x ^= x << 5;
-            size_t src = i;
-            int64_t at;
-            if (i > 0 && x % 23 == 0) {
-                src = (x >> 8) % i; /* a replay of an earlier add */
-                at = ops[src].time_ms;
-            } else if (x % 7 == 0) {
-                at = t - (int64_t)((x >> 5) % 14000); /* late, sometimes past what is kept */
-            } else {
-                t += (int64_t)((x >> 3) % 900);
-                at = t;
-            }
+            size_t src;
+            int64_t at = stream_next(&x, i, ops, &t, 23, 7, false, &src);
             if (src == i)
                 snprintf(members[i], sizeof(members[i]), "m%zu\x1f%u", i, (x >> 11) % 9);
             snprintf(evs[i], sizeof(evs[i]), "e%zu", i % 1000);
-            ops[i] = (kx_window_add){.key = "one",
-                                     .member = members[src],
-                                     .time_ms = at,
-                                     .window_ms = WIN,
-                                     .ttl_ms = WIN + 2000,
-                                     .evidence = evs[i],
-                                     .evidence_len = strlen(evs[i]),
-                                     .max_evidence = 3,
-                                     .agg = aggs[a],
-                                     .cond = &conds[a],
-                                     .ncond = 1,
-                                     .suppress_ms = 4000,
-                                     .evidence_if_crossed = a != 0};
+            ops[i] =
+                stream_add("one", members[src], at, evs[i], aggs[a], &conds[a], 1, 4000, a != 0);
         }
         char key_one[16], key_many[16];
         snprintf(key_one, sizeof(key_one), "one%zu", a);
@@ -2508,36 +2518,15 @@ static void test_window_redis_like_memory(void **state)
         snprintf(key, sizeof(key), "diff%zu", a);
         snprintf(key_many, sizeof(key_many), "diffmany%zu", a);
         for (size_t i = 0; i < N; i++) {
-            x ^= x << 13, x ^= x >> 17, x ^= x << 5;
-            size_t src = i;
-            int64_t at;
-            if (i > 0 && x % 19 == 0) {
-                src = (x >> 8) % i; /* a replay of an earlier add */
-                at = ops[src].time_ms;
-            } else if (x % 6 == 0) {
-                at = t - (int64_t)((x >> 5) % 14000); /* late, sometimes past what is kept */
-            } else {
-                t += (x >> 3) % 3 == 0 ? 0 : (int64_t)((x >> 4) % 2000);
-                at = t;
-            }
+            size_t src;
+            int64_t at = stream_next(&x, i, ops, &t, 19, 6, true, &src);
             /* ORDERED wants values 0, 1, 2...; the others a small set. */
             unsigned v = aggs[a] == KX_AGG_ORDERED ? (x >> 11) % 4 : (x >> 11) % 9;
             if (src == i)
                 snprintf(members[i], sizeof(members[i]), "m%zu\x1f%u", (i * 7919) % 1000, v);
             snprintf(evs[i], sizeof(evs[i]), "e%zu", i);
-            ops[i] = (kx_window_add){.key = key,
-                                     .member = members[src],
-                                     .time_ms = at,
-                                     .window_ms = WIN,
-                                     .ttl_ms = WIN + 2000,
-                                     .evidence = evs[i],
-                                     .evidence_len = strlen(evs[i]),
-                                     .max_evidence = 3,
-                                     .agg = aggs[a],
-                                     .cond = conds[a],
-                                     .ncond = nconds[a],
-                                     .suppress_ms = 3000,
-                                     .evidence_if_crossed = a % 2 == 0};
+            ops[i] = stream_add(key, members[src], at, evs[i], aggs[a], conds[a], nconds[a], 3000,
+                                a % 2 == 0);
             got r = add_on(f->loop, f->s, &ops[i]);
             got m = add_on(f->loop, mem, &ops[i]);
             assert_same_result(&m, &r);
