@@ -12,9 +12,14 @@ local agg = tonumber(ARGV[7])
 local sup = tonumber(ARGV[8])
 local nterm = tonumber(ARGV[10])
 local function fmt(x) return string.format('%d', x) end
+-- The condition's terms, parsed once per call (holds runs per window checked).
+local term_op, term_x = {}, {}
+for i = 0, (nterm or 0) - 1 do
+  term_op[i], term_x[i] = tonumber(ARGV[11 + 2 * i]), tonumber(ARGV[12 + 2 * i])
+end
 local function holds(v)
   for i = 0, nterm - 1 do
-    local op, x = tonumber(ARGV[11 + 2 * i]), tonumber(ARGV[12 + 2 * i])
+    local op, x = term_op[i], term_x[i]
     local ok
     if op == 0 then ok = v > x elseif op == 1 then ok = v >= x
     elseif op == 2 then ok = v < x elseif op == 3 then ok = v <= x

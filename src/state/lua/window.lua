@@ -288,11 +288,11 @@ local out = {}
 -- for them; the first add that does anything else, and all after it, go through one().
 local function append_only()
   if agg ~= OP_COUNT or full or nterm == 0 or (maxev > 0 and not ev_if_crossed) then return 0 end
-  local k, prev, seen, names = 0, maxt, {}, {}
+  local k, prev, seen, names, ts = 0, maxt, {}, {}, {}
   for i = 1, #members do
     local m, mt = members[i][1], tonumber(members[i][2])
     if (prev ~= nil and mt <= prev) or seen[m] or card + i > cap then break end
-    prev, seen[m], names[i], k = mt, true, m, i
+    prev, seen[m], names[i], ts[i], k = mt, true, m, mt, i
   end
   if k < 2 then return 0 end
   local sc = redis.call('ZMSCORE', z, unpack(names, 1, k))
@@ -300,7 +300,7 @@ local function append_only()
     if sc[i] then k = i - 1; break end
   end
   if k < 2 then return 0 end
-  local t1, tk = tonumber(members[1][2]), tonumber(members[k][2])
+  local t1, tk = ts[1], ts[k]
   -- members before the call at or after the first window's start; those that leave later
   -- windows, in time order
   local before = redis.call('ZCOUNT', z, fmt(t1 - w), '+inf')
@@ -311,9 +311,9 @@ local function append_only()
   end
   local gone, first_in = 0, 1 -- leaving[] passed; the oldest of this call's adds in the window
   for i = 1, k do
-    local mt = tonumber(members[i][2])
+    local mt = ts[i]
     while gone < #leaving and leaving[gone + 1] < mt - w do gone = gone + 1 end
-    while tonumber(members[first_in][2]) < mt - w do first_in = first_in + 1 end
+    while ts[first_in] < mt - w do first_in = first_in + 1 end
     if holds(before - gone + i - first_in + 1) then k = i - 1; break end
   end
   if k < 1 then return 0 end
@@ -331,7 +331,7 @@ local function append_only()
   redis.call('ZADD', z, unpack(za))
   touched = true
   card = card + k
-  maxt = tonumber(members[k][2])
+  maxt = ts[k]
   if pruned_below == nil or maxt - ttl > pruned_below then pruned_below = maxt - ttl end
   return k
 end
