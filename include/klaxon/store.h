@@ -205,8 +205,9 @@ typedef struct kx_absence_touch {
     kx_touch_mode mode;
     /* Non-zero, unique per touch and kept across its retries: a touch that reported an
      * outcome and is made again (its reply was lost) gets that outcome again, even when a
-     * later touch of its group in the same call moved the group on (kept as a due question's
-     * answer is, above). 0: none. The memory store loses no replies and ignores it. */
+     * later touch of its group in the same call moved the group on (Redis keeps up to 1024
+     * such answers per key, for 10 minutes). 0: none. The memory store loses no replies and
+     * ignores it. */
     uint64_t token;
 } kx_absence_touch;
 
@@ -217,9 +218,8 @@ typedef struct kx_absence_due {
     int64_t keep_ms;
     size_t limit; /* groups reported per call, 1..KX_STORE_ABSENCE_DUE_MAX */
     /* Non-zero, unique per question and kept across its retries: a retry after a lost reply
-     * (the store had answered) gets the same groups again instead of none (Redis keeps, per
-     * key, the answers that reported something, due questions' and touches', up to 1024 at a
-     * time, for 10 minutes). */
+     * (the store had answered) gets the same groups again instead of none (Redis keeps the
+     * last 64 answers that reported groups, for 10 minutes). */
     uint64_t token;
 } kx_absence_due;
 

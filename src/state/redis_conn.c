@@ -411,8 +411,9 @@ static int resp_op(kx_buf *b, const char *sha, const redis_op *op)
         rc = kx_buf_append(b, "\r\n$7\r\nEVALSHA\r\n", 15);
     if (!rc)
         rc = resp_bulk(b, sha, 40);
+    _Static_assert(KX__REDIS_NKEYS == 5, "numkeys");
     if (!rc)
-        rc = resp_bulk(b, "4", 1);
+        rc = resp_bulk(b, "5", 1);
     for (int i = 0; i < op->nargs && !rc; i++)
         rc = resp_bulk(b, op->args.data + op->off[i], op->len[i]);
     return rc;

@@ -13,7 +13,9 @@
  * KEYS[3]  PREFIX{KEY}:a  the last window reported as crossed, "first last nsup" (ms, ms, and
  *                         the adds since that found the condition met and reported nothing)
  * KEYS[4]  PREFIX{KEY}:h  the newest time pruned from :z (by age or the member cap)
- *   (the {KEY} hash tag puts all four in one Redis Cluster slot, as a script requires)
+ * KEYS[5]  PREFIX{KEY}:t  absence: the answers of touches that a retry must get again
+ *   (each file says what its branch keeps in each; the {KEY} hash tag puts all five in one
+ *   Redis Cluster slot, as a script requires)
  * ARGV     1 member, 2 time, 3 window, 4 ttl, 5 max_evidence, 6 member_cap, 7 agg,
  *          8 suppress, 9 evidence ("" = none), 10 nterms, then op and value per term,
  *          then (n = 2 * nterms) 11+n deviations, 12+n history (baseline), 13+n "1" when
@@ -60,6 +62,10 @@
 
 #include "state/redis_lua.h"
 #include "state/store_impl.h"
+
+/* The suffixes of the keys every op names, KEYS[1..5] in this order. */
+#define KX__REDIS_NKEYS 5u
+static const char kx__redis_key_kinds[KX__REDIS_NKEYS] = {'z', 'e', 'a', 'h', 't'};
 
 /* The script's operations (ARGV[7]): the sliding-window aggregates are kx_agg's values, then
  * the other ops. One list: the C enum and the script's OP_* locals both come from it. */

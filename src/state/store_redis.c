@@ -28,9 +28,9 @@
 #define REPLY_FIXED 16
 #define REDIS_MAX_PREFIX 256u
 
-/* EVALSHA sha numkeys zkey ekey akey member time window ttl max_evidence member_cap agg
+/* EVALSHA sha numkeys zkey ekey akey hkey tkey member time window ttl max_evidence member_cap agg
  * suppress evidence nterms [op value]... deviations history evidence_if_crossed */
-#define OP_NARGS (17 + 2 * KX_CMP_MAX_TERMS) /* the arguments stored per op, zkey .. */
+#define OP_NARGS (18 + 2 * KX_CMP_MAX_TERMS) /* the arguments stored per op, zkey .. */
 
 /* ---- ops ---- */
 
@@ -554,16 +554,12 @@ static int op_arg_key(redis_op *op, const char *prefix, const char *key, char ki
     return 0;
 }
 
-/* A window's four keys: KEYS[1..4] of the script (redis_scripts.h). */
+/* A key's Redis keys: KEYS[1..KX__REDIS_NKEYS] of the script (redis_scripts.h). */
 static int op_arg_keys(redis_op *op, const char *prefix, const char *key)
 {
-    int rc = op_arg_key(op, prefix, key, 'z');
-    if (!rc)
-        rc = op_arg_key(op, prefix, key, 'e');
-    if (!rc)
-        rc = op_arg_key(op, prefix, key, 'a');
-    if (!rc)
-        rc = op_arg_key(op, prefix, key, 'h');
+    int rc = 0;
+    for (size_t i = 0; i < KX__REDIS_NKEYS && !rc; i++)
+        rc = op_arg_key(op, prefix, key, kx__redis_key_kinds[i]);
     return rc;
 }
 
@@ -980,17 +976,16 @@ static int redis_claim(kx_store *s, const kx_claim_op *a, kx_claim_cb cb, void *
     return op_go(r, op, op_build_absence(r, op, KX__REDIS_OP_CLAIM, &x));
 }
 
-/* DEL of a window's four keys, no reply wanted. Best effort: while the store is down the
+/* DEL of a key's Redis keys, no reply wanted. Best effort: while the store is down the
  * keys are left to their TTL. */
 static int redis_forget(kx_store *s, const char *key)
 {
     kx_store_redis *r = (kx_store_redis *)s;
     if (!r->up)
         return -EAGAIN;
-    char k[4][KX__STORE_MAX_KEY_LEN + REDIS_MAX_PREFIX + 8];
-    static const char kinds[4] = {'z', 'e', 'a', 'h'};
-    for (int i = 0; i < 4; i++)
-        snprintf(k[i], sizeof(k[i]), "%s{%s}:%c", r->prefix, key, kinds[i]);
+    char k[KX__REDIS_NKEYS][KX__STORE_MAX_KEY_LEN + REDIS_MAX_PREFIX + 8];
+    for (size_t i = 0; i < KX__REDIS_NKEYS; i++)
+        snprintf(k[i], sizeof(k[i]), "%s{%s}:%c", r->prefix, key, kx__redis_key_kinds[i]);
     redis_node *n = r->nodes[0];
     if (r->mode == REDIS_MODE_CLUSTER) {
         uint8_t t = r->slot_node[kx__redis_key_slot(k[0], strlen(k[0]))];
@@ -998,8 +993,9 @@ static int redis_forget(kx_store *s, const char *key)
     }
     if (!n || !n->up || !n->ac)
         return -EAGAIN;
-    return redisAsyncCommand(n->ac, NULL, NULL, "DEL %s %s %s %s", k[0], k[1], k[2], k[3]) ==
-                   REDIS_OK
+    _Static_assert(KX__REDIS_NKEYS == 5, "DEL names every key");
+    return redisAsyncCommand(n->ac, NULL, NULL, "DEL %s %s %s %s %s", k[0], k[1], k[2], k[3],
+                             k[4]) == REDIS_OK
                ? 0
                : -EIO;
 }

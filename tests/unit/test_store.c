@@ -1474,6 +1474,97 @@ static void test_absence_touch_retry_token(void **state)
     assert_int_equal(touch(f, "g", T0 + 2500 + AB_SPAN + 1, "p3").outcome, KX_ABSENCE_GAP);
 }
 
+/* Two replaces of a new group in one call whose reply is lost: the first found nothing to
+ * replace, the second replaced the first. Made again, the first must still answer nothing
+ * (not "replaced" by the second, which it would find open) and leave the second's payload
+ * as the open incident's. */
+static void test_absence_replace_retry_token(void **state)
+{
+    fx *f = *state;
+    kx_absence_touch ops[2];
+    static const char *pls[2] = {"pA", "pB"};
+    for (size_t i = 0; i < 2; i++)
+        ops[i] = (kx_absence_touch){.key = "ab",
+                                    .group = "g",
+                                    .payload = pls[i],
+                                    .payload_len = 2,
+                                    .time_ms = T0 + 1000 * (int64_t)(i + 1),
+                                    .timespan_ms = AB_SPAN * 10,
+                                    .keep_ms = AB_KEEP,
+                                    .mode = KX_TOUCH_REPLACE,
+                                    .token = 0xa1 + i};
+    for (int round = 0; round < 2; round++) { /* the call, then the call again */
+        tgot g = {0};
+        assert_int_equal(kx_store_absence_touch_many(f->s, ops, 2, tgot_cb, &g), 0);
+        assert_true(kx_test_run_until(f->loop, tgot_done, &g, 5000));
+        assert_int_equal(g.status, 0);
+        assert_int_equal(g.outcome[0], KX_ABSENCE_NONE);
+        assert_int_equal(g.outcome[1], KX_ABSENCE_REPLACED);
+        assert_int_equal(g.since[1], T0 + 1000);
+        assert_string_equal(g.payload[1], "pA");
+    }
+    agot one = {0}; /* the first alone, as a one-by-one retry sends it */
+    assert_int_equal(kx_store_absence_touch(f->s, &ops[0], agot_cb, &one), 0);
+    assert_true(kx_test_run_until(f->loop, agot_done, &one, 5000));
+    assert_int_equal(one.outcome, KX_ABSENCE_NONE);
+    /* The open incident is still the second's. */
+    agot d = {0};
+    kx_absence_due q = {.key = "ab",
+                        .watermark_ms = T0 + 2000 + AB_SPAN * 10 + 1,
+                        .timespan_ms = AB_SPAN * 10,
+                        .keep_ms = AB_KEEP,
+                        .limit = 10};
+    assert_int_equal(kx_store_absence_due(f->s, &q, agot_cb, &d), 0);
+    assert_true(kx_test_run_until(f->loop, agot_done, &d, 5000));
+    assert_int_equal(d.n, 1);
+    assert_int_equal(d.last[0], T0 + 2000);
+    assert_string_equal(d.payload[0], "pB");
+}
+
+/* Touch answers and due answers are kept apart: a burst of reporting touches cannot push
+ * out the answer a due question's retry needs. */
+static void test_absence_answers_apart(void **state)
+{
+    fx *f = *state;
+    enum { G = 100 };
+    static char names[G][8];
+    static kx_absence_touch ops[G];
+    for (size_t i = 0; i < G; i++) {
+        snprintf(names[i], sizeof(names[i]), "g%zu", i);
+        touch(f, names[i], T0 + (int64_t)i, "p");
+    }
+    agot a = {0};
+    kx_absence_due d = {.key = "ab",
+                        .watermark_ms = T0 + AB_SPAN + 1,
+                        .timespan_ms = AB_SPAN,
+                        .keep_ms = AB_KEEP,
+                        .limit = 1,
+                        .token = 0x77};
+    assert_int_equal(kx_store_absence_due(f->s, &d, agot_cb, &a), 0);
+    assert_true(kx_test_run_until(f->loop, agot_done, &a, 5000));
+    assert_int_equal(a.n, 1);
+    for (size_t i = 0; i < G; i++) /* every group back after a silence: G reports */
+        ops[i] = (kx_absence_touch){.key = "ab",
+                                    .group = names[i],
+                                    .payload = "q",
+                                    .payload_len = 1,
+                                    .time_ms = T0 + 3 * AB_SPAN,
+                                    .timespan_ms = AB_SPAN,
+                                    .keep_ms = AB_KEEP,
+                                    .token = 0x1000 + i};
+    tgot g = {0};
+    assert_int_equal(kx_store_absence_touch_many(f->s, ops, G, tgot_cb, &g), 0);
+    assert_true(kx_test_run_until(f->loop, tgot_done, &g, 5000));
+    assert_int_equal(g.n, G);
+    assert_int_equal(cmd_int(f, "HLEN %s", PREFIX "{ab}:t"), G);
+    assert_int_equal(cmd_int(f, "HLEN %s", PREFIX "{ab}:e"), 1);
+    agot b = {0}; /* the due question again: the same group */
+    assert_int_equal(kx_store_absence_due(f->s, &d, agot_cb, &b), 0);
+    assert_true(kx_test_run_until(f->loop, agot_done, &b, 5000));
+    assert_int_equal(b.n, 1);
+    assert_int_equal(b.last[0], a.last[0]);
+}
+
 static size_t due_on(fx *f, const char *key, int64_t wm)
 {
     agot g = {0};
@@ -2729,6 +2820,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_window_redis_like_memory, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_absence_due_retry, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_absence_touch_retry_token, setup_redis, teardown),
+        cmocka_unit_test_setup_teardown(test_absence_replace_retry_token, setup_redis, teardown),
+        cmocka_unit_test_setup_teardown(test_absence_answers_apart, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_redis_destroy_cancels_pending, setup_redis,
                                         teardown_maybe_destroyed),
         cmocka_unit_test_setup_teardown(test_url_prefix_redis, setup_redis, teardown),

@@ -6,21 +6,22 @@
 -- a = group -> "last fired oc since payload" (fired: the last sighting whose silence was
 -- reported, or n; oc/since: what the touch that set last reported, so a retry of it after a
 -- lost reply, same payload, reports it again); hk = reported group -> the watermark it was reported at
--- (forgotten keep later); e = token -> the reply of a due call or of a touch that reported
--- something (a retry after a lost reply gets the same answer again, though later touches
--- moved the group on), at most ANSWERS_KEPT of them for 10 minutes.
-local ANSWERS_KEPT = 1024
--- Keeps replies (token -> reply) for the retries of their calls.
-local function remember(toks, replies)
+-- (forgotten keep later); e = token -> the reply of a due call that reported groups (a retry
+-- after a lost reply gets the same groups again), at most 64; KEYS[5] (:t) = token -> the
+-- answer of a touch that a retry must get again (it reported something, or it is a replace
+-- that a later touch of its group in the same call moved on), at most 1024; 10 minutes each.
+local tk = KEYS[5]
+-- Keeps replies (token -> reply) in hash h, at most `most` (all dropped when full).
+local function remember(h, most, toks, replies)
   if #toks == 0 then return end
-  if redis.call('HLEN', e) + #toks > ANSWERS_KEPT then redis.call('DEL', e) end
+  if redis.call('HLEN', h) + #toks > most then redis.call('DEL', h) end
   local hs = {}
   for i = 1, #toks do
     hs[#hs + 1] = toks[i]
     hs[#hs + 1] = cmsgpack.pack(replies[i])
   end
-  redis.call('HSET', e, unpack(hs))
-  redis.call('PEXPIRE', e, 600000)
+  redis.call('HSET', h, unpack(hs))
+  redis.call('PEXPIRE', h, 600000)
 end
 local function arec(g)
   local rec = redis.call('HGET', a, g)
@@ -43,12 +44,13 @@ if agg == OP_ABSENCE_TOUCH then
   -- (ARGV[6], or the fifth of each further one: the touch's token, "0" for none).
   local touches = several({ARGV[1], ARGV[2], ARGV[8], ARGV[9], ARGV[6]}, 11, 5)
   -- Touches made again after a lost reply: the answers they had, if they reported something.
-  local toks, known = {}, {}
+  local toks, known, final = {}, {}, {}
   for k = 1, #touches do
     if touches[k][5] ~= '0' then toks[#toks + 1] = touches[k][5] end
+    final[touches[k][1]] = k -- the group's last touch in this call
   end
   if #toks > 0 then
-    local got = redis.call('HMGET', e, unpack(toks))
+    local got = redis.call('HMGET', tk, unpack(toks))
     for i = 1, #toks do
       if got[i] then known[toks[i]] = cmsgpack.unpack(got[i]) end
     end
@@ -88,18 +90,16 @@ if agg == OP_ABSENCE_TOUCH then
         -- the same touch again (a retry after a lost reply): the same report
         out, since, old = oc, r[4], pl
       end
-      if out == 0 then
-        replies[k] = 0
-      else
-        replies[k] = {out, since, old}
-        if tok ~= '0' then
-          kept_toks[#kept_toks + 1] = tok
-          kept[#kept + 1] = replies[k]
-        end
+      if out == 0 then replies[k] = 0 else replies[k] = {out, since, old} end
+      -- Kept for a retry: a report, and a replace's "nothing" when a later touch of its
+      -- group follows (made again after that one, it would find another incident open).
+      if tok ~= '0' and (out ~= 0 or (mode == 'r' and final[g] > k)) then
+        kept_toks[#kept_toks + 1] = tok
+        kept[#kept + 1] = replies[k]
       end
     end
   end
-  remember(kept_toks, kept)
+  remember(tk, 1024, kept_toks, kept)
   -- The writes, batched: the records, the sightings, and the groups no longer reported.
   for i = 1, #dirty, 500 do
     local j = math.min(i + 499, #dirty)
@@ -152,7 +152,7 @@ if agg == OP_ABSENCE_DUE then
       res[1] = res[1] - 1
     end
   end
-  if token ~= '0' and res[1] > 0 then remember({token}, {res}) end
+  if token ~= '0' and res[1] > 0 then remember(e, 64, {token}, {res}) end
   if redis.call('EXISTS', a) == 1 then
     redis.call('PEXPIRE', z, fmt(w + keep))
     redis.call('PEXPIRE', a, fmt(w + keep))

@@ -111,7 +111,7 @@ if agg == OP_CLOSE_DUE then
     end
   end
   res[1] = n
-  if token ~= '0' and n > 0 then remember({token}, {res}) end
+  if token ~= '0' and n > 0 then remember(e, 64, {token}, {res}) end
   if redis.call('ZCARD', hk) > 0 then
     redis.call('PEXPIRE', z, ARGV[4])
     redis.call('PEXPIRE', a, ARGV[4])
