@@ -43,7 +43,7 @@ if agg == OP_ABSENCE_TOUCH then
   -- one by one.
   -- (ARGV[6], or the fifth of each further one: the touch's token, "0" for none).
   local touches = several({ARGV[1], ARGV[2], ARGV[8], ARGV[9], ARGV[6]}, 11, 5)
-  -- Touches made again after a lost reply: the answers they had, if they reported something.
+  -- Touches made again after a lost reply: the answers they had, where kept (below).
   local toks, known, final = {}, {}, {}
   for k = 1, #touches do
     if touches[k][5] ~= '0' then toks[#toks + 1] = touches[k][5] end
