@@ -13,7 +13,8 @@
  * KEYS[3]  PREFIX{KEY}:a  the last window reported as crossed, "first last nsup" (ms, ms, and
  *                         the adds since that found the condition met and reported nothing)
  * KEYS[4]  PREFIX{KEY}:h  the newest time pruned from :z (by age or the member cap)
- * KEYS[5]  PREFIX{KEY}:t  absence: the answers of touches that a retry must get again
+ * KEYS[5]  PREFIX{KEY}:t  absence: the answers of touches that a retry must get again;
+ *                         DISTINCT windows: the tally of the newest window's values
  *   (each file says what its branch keeps in each; the {KEY} hash tag puts all five in one
  *   Redis Cluster slot, as a script requires)
  * ARGV     1 member, 2 time, 3 window, 4 ttl, 5 max_evidence, 6 member_cap, 7 agg,

@@ -2140,6 +2140,26 @@ static void test_add_many(void **state)
     assert_int_equal(mg.calls, 1);
 }
 
+/* Sends ops[0..n) again to key, the adds with one call number in one call, and checks each
+ * result against one[] (the same adds one by one). */
+static void calls_like_one(fx *f, kx_window_add *ops, const size_t *call, const got *one, size_t n,
+                           const char *key)
+{
+    for (size_t i = 0; i < n;) {
+        size_t k = 0;
+        while (i + k < n && call[i + k] == call[i])
+            ops[i + k++].key = key;
+        mgot mg = {0};
+        assert_int_equal(kx_store_window_add_many(f->s, &ops[i], k, mgot_cb, &mg), 0);
+        assert_true(kx_test_run_until(f->loop, mgot_done, &mg, 5000));
+        assert_int_equal(mg.status, 0);
+        assert_int_equal(mg.n, k);
+        for (size_t j = 0; j < k; j++)
+            assert_same_result(&one[i + j], &mg.r[j]);
+        i += k;
+    }
+}
+
 /* COUNT adds in one call as the pipeline sends them (evidence only with a crossing): the
  * script appends the leading adds that cannot report anything in one go and counts their
  * windows locally. Each result is the one-by-one result: a member exactly at a window's start
@@ -2185,19 +2205,102 @@ static void test_count_append_only(void **state)
     assert_true(one[10].crossed);
     assert_int_equal(one[10].cfirst, T0 + 100000);
     assert_int_equal(one[10].ccount, 3);
-    for (size_t i = 0; i < N;) {
-        size_t k = 0;
-        while (i + k < N && seq[i + k].call == seq[i].call)
-            ops[i + k++].key = "many";
-        mgot mg = {0};
-        assert_int_equal(kx_store_window_add_many(f->s, &ops[i], k, mgot_cb, &mg), 0);
-        assert_true(kx_test_run_until(f->loop, mgot_done, &mg, 5000));
-        assert_int_equal(mg.status, 0);
-        assert_int_equal(mg.n, k);
-        for (size_t j = 0; j < k; j++)
-            assert_same_result(&one[i + j], &mg.r[j]);
-        i += k;
+    size_t calls[N];
+    for (size_t i = 0; i < N; i++)
+        calls[i] = seq[i].call;
+    calls_like_one(f, ops, calls, one, N, "many");
+}
+
+/* DISTINCT adds in one call as the pipeline sends them: the leading adds that cannot report
+ * anything are slid over a tally of the newest window's values (built from the window when
+ * there is none or it is stale, kept across calls). Each result is the one-by-one result:
+ * a value still held by another member of the window, a member exactly at a window's start,
+ * the add that meets the condition. */
+static void test_distinct_append_only(void **state)
+{
+    fx *f = *state;
+    static const kx_cmp_term gte3 = {KX_CMP_GTE, 3};
+    static const struct {
+        const char *m;
+        int64_t t;
+        size_t call;
+    } seq[] = {
+        {"x1\037a", T0, 0},         {"x2\037b", T0 + 5000, 0},
+        {"y1\037a", T0 + 9000, 1},  {"y2\037b", T0 + 10000, 1}, /* x1 still in */
+        {"y3\037c", T0 + 10001, 1},                             /* a b c: alert */
+        {"z1\037a", T0 + 30000, 2}, {"z2\037a", T0 + 30001, 2}, /* tally built */
+        {"z3\037b", T0 + 30002, 2}, {"u1\037b", T0 + 35000, 3},
+        {"u2\037a", T0 + 40001, 3}, /* tally kept */
+        {"u3\037c", T0 + 40002, 3}, /* z3 exactly at its window's start: a b c, alert */
+    };
+    enum { N = sizeof(seq) / sizeof(seq[0]) };
+    kx_window_add ops[N];
+    got one[N];
+    for (size_t i = 0; i < N; i++) {
+        ops[i] = count_add("one", seq[i].m, seq[i].t, 2, &gte3, 0);
+        ops[i].agg = KX_AGG_DISTINCT;
+        one[i] = add_on(f->loop, f->s, &ops[i]);
     }
+    assert_false(one[3].met);
+    assert_true(one[4].crossed);
+    assert_int_equal(one[4].cfirst, T0 + 5000);
+    assert_true(one[4].cvalue == 3);
+    for (size_t i = 5; i < 10; i++)
+        assert_false(one[i].met);
+    assert_true(one[10].crossed);
+    assert_int_equal(one[10].cfirst, T0 + 30002);
+    size_t calls[N];
+    for (size_t i = 0; i < N; i++)
+        calls[i] = seq[i].call;
+    calls_like_one(f, ops, calls, one, N, "many");
+
+    /* A late member changes the window without moving its newest time: the tally from before
+     * must not be used (r1's window holds a b c with it). Then a member exactly at a window's
+     * start whose value no other member holds: s4's window has a b c. */
+    static const struct {
+        const char *m;
+        int64_t t;
+        size_t call;
+    } seq2[] = {
+        {"p1\037a", T0, 0},
+        {"p2\037b", T0 + 1, 0}, /* tally: a b */
+        {"q1\037c", T0 - 5, 1}, /* late: a b c */
+        {"r1\037a", T0 + 2, 2},
+        {"r2\037d", T0 + 3, 2},
+        {"s1\037e", T0 + 50000, 3},
+        {"s2\037f", T0 + 50100, 3}, /* a new tally */
+        {"s3\037f", T0 + 55000, 4},
+        {"s4\037g", T0 + 60000, 4}, /* s1 at the start */
+        /* t3's window starts exactly at t1, a member from before its call; u3's at u1, a
+         * member of its own call: each completes e f g, a b c */
+        {"t1\037e", T0 + 100000, 5},
+        {"t2\037f", T0 + 100100, 5},
+        {"t3\037g", T0 + 110000, 6},
+        {"t4\037h", T0 + 110001, 6},
+        {"u1\037a", T0 + 130000, 7},
+        {"u2\037b", T0 + 135000, 7},
+        {"u3\037c", T0 + 140000, 7},
+    };
+    enum { N2 = sizeof(seq2) / sizeof(seq2[0]) };
+    kx_window_add ops2[N2];
+    got one2[N2];
+    size_t calls2[N2];
+    for (size_t i = 0; i < N2; i++) {
+        ops2[i] = count_add("one2", seq2[i].m, seq2[i].t, 2, &gte3, 0);
+        ops2[i].agg = KX_AGG_DISTINCT;
+        one2[i] = add_on(f->loop, f->s, &ops2[i]);
+        calls2[i] = seq2[i].call;
+    }
+    assert_true(one2[2].crossed); /* the late c completes a b c */
+    assert_true(one2[3].met);
+    assert_false(one2[7].met);
+    assert_true(one2[8].crossed);
+    assert_int_equal(one2[8].cfirst, T0 + 50000);
+    assert_true(one2[11].crossed);
+    assert_int_equal(one2[11].cfirst, T0 + 100000);
+    assert_true(one2[15].crossed);
+    assert_int_equal(one2[15].cfirst, T0 + 130000);
+    calls_like_one(f, ops2, calls2, one2, N2, "many2");
 }
 
 /* Sends ops[0..n) to key in calls of 1 to 16 adds and checks every result against one[] (the
@@ -2617,7 +2720,7 @@ static void test_window_redis_like_memory(void **state)
                 snprintf(members[i], sizeof(members[i]), "m%zu\x1f%u", (i * 7919) % 1000, v);
             snprintf(evs[i], sizeof(evs[i]), "e%zu", i);
             ops[i] = stream_add(key, members[src], at, evs[i], aggs[a], conds[a], nconds[a], 3000,
-                                a % 2 == 0);
+                                a % 2 == 0 || aggs[a] == KX_AGG_DISTINCT);
             got r = add_on(f->loop, f->s, &ops[i]);
             got m = add_on(f->loop, mem, &ops[i]);
             assert_same_result(&m, &r);
@@ -2795,6 +2898,7 @@ static void test_url_prefix_redis(void **state)
         cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),                           \
         cmocka_unit_test_setup_teardown(test_add_many_random, setup, teardown),                    \
         cmocka_unit_test_setup_teardown(test_count_append_only, setup, teardown),                  \
+        cmocka_unit_test_setup_teardown(test_distinct_append_only, setup, teardown),               \
         cmocka_unit_test_setup_teardown(test_first_seen_many_random, setup, teardown),             \
         cmocka_unit_test_setup_teardown(test_baseline_many_random, setup, teardown),               \
         cmocka_unit_test_setup_teardown(test_close_windows, setup, teardown),                      \

@@ -37,6 +37,9 @@ local a_dirty = false
 -- so a call costs one prune however many members it adds. hz is the newest time deleted.
 local pruned_below, pruned_done = nil, nil
 local pushed, touched = false, false
+-- DISTINCT's tally (below, append_only): set when one() changes the members.
+local tally = KEYS[5]
+local tally_stale = false
 -- Evidence is pushed once per call (before any read of the list and at the end).
 local pending = {}
 local function push_evidence()
@@ -200,6 +203,7 @@ local function one(member, mt, evidence)
     end
   end
   if added == 1 and maxev > 0 and evidence ~= '' then pending[#pending + 1] = evidence end
+  if added == 1 or dropped > 0 then tally_stale = true end
   local count, first, last = 0, 0, 0
   if full then
     local lo = lo_of(mt - w)
@@ -281,25 +285,33 @@ local function one(member, mt, evidence)
   return res
 end
 local out = {}
--- COUNT, several adds: the leading adds that only append (each newer than every member, not
--- there yet, the key under its cap, the condition not met with it: nothing to report) go in
--- one ZMSCORE, one ZADD, one ZCOUNT and one read of the members leaving their windows,
--- instead of an add and a count each (the counts slide locally). Exactly what one() would do
--- for them; the first add that does anything else, and all after it, go through one().
-local function append_only()
-  if agg ~= OP_COUNT or full or nterm == 0 or (maxev > 0 and not ev_if_crossed) then return 0 end
+-- COUNT and DISTINCT, several adds: the leading adds that only append (each newer than every
+-- member, not there yet, the key under its cap, the condition not met with it: nothing to
+-- report) are added with one ZMSCORE and one ZADD, their windows' aggregates slid locally
+-- over one read of the members leaving them, instead of an add and an aggregate each. Exactly
+-- what one() would do for them; the first add that does anything else, and all after it, go
+-- through one().
+-- DISTINCT keeps, in KEYS[5] (:t), a tally of the newest member's window: 'v' .. value ->
+-- members with it, 'd' -> the values with one or more, 'max' -> the newest time it is for.
+-- Only this path reads or writes it; one() deletes it when it changes the members, and a
+-- tally whose 'max' is not the key's newest time is built again from the window.
+-- The leading adds that could only append: their count and times.
+local function appendable()
   local k, prev, seen, names, ts = 0, maxt, {}, {}, {}
   for i = 1, #members do
     local m, mt = members[i][1], tonumber(members[i][2])
     if (prev ~= nil and mt <= prev) or seen[m] or card + i > cap then break end
     prev, seen[m], names[i], ts[i], k = mt, true, m, mt, i
   end
-  if k < 2 then return 0 end
+  if k < 2 then return 0, ts end
   local sc = redis.call('ZMSCORE', z, unpack(names, 1, k))
   for i = 1, k do
-    if sc[i] then k = i - 1; break end
+    if sc[i] then return i - 1, ts end
   end
-  if k < 2 then return 0 end
+  return k, ts
+end
+-- COUNT: how many of the k adds leave the condition unmet.
+local function count_prefix(k, ts)
   local t1, tk = ts[1], ts[k]
   -- members before the call at or after the first window's start; those that leave later
   -- windows, in time order
@@ -314,8 +326,88 @@ local function append_only()
     local mt = ts[i]
     while gone < #leaving and leaving[gone + 1] < mt - w do gone = gone + 1 end
     while ts[first_in] < mt - w do first_in = first_in + 1 end
-    if holds(before - gone + i - first_in + 1) then k = i - 1; break end
+    if holds(before - gone + i - first_in + 1) then return i - 1 end
   end
+  return k
+end
+-- DISTINCT: as count_prefix, on the tally; writes the tally as the k adds leave it when it
+-- takes them all.
+local function distinct_prefix(k, ts)
+  local vs = {}
+  for i = 1, k do vs[i] = 'v' .. val(members[i][1]) end
+  -- the members before the call that leave the windows of the adds, in time order
+  local lo0 = -math.huge
+  if maxt ~= nil then lo0 = maxt - w end
+  local leave_v, leave_t = {}, {}
+  if maxt ~= nil and ts[k] - w > lo0 then
+    local r = redis.call('ZRANGEBYSCORE', z, fmt(lo0), '(' .. fmt(ts[k] - w), 'WITHSCORES')
+    for i = 1, #r, 2 do
+      leave_v[#leave_v + 1] = 'v' .. val(r[i])
+      leave_t[#leave_t + 1] = tonumber(r[i + 1])
+    end
+  end
+  local fields, want = {'max', 'd'}, {}
+  for _, list in ipairs({vs, leave_v}) do
+    for _, f in ipairs(list) do
+      if not want[f] then want[f] = true; fields[#fields + 1] = f end
+    end
+  end
+  local got = redis.call('HMGET', tally, unpack(fields))
+  local cnt, d, rebuilt = {}, 0, false
+  if maxt ~= nil and tonumber(got[1]) == maxt then
+    d = tonumber(got[2])
+    for j = 3, #fields do cnt[fields[j]] = tonumber(got[j]) or 0 end
+  else -- none, or not this window's: from the window itself
+    rebuilt = true
+    if maxt ~= nil then
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', z, fmt(lo0), fmt(maxt))) do
+        local f = 'v' .. val(m)
+        local c = (cnt[f] or 0) + 1
+        cnt[f] = c
+        if c == 1 then d = d + 1 end
+      end
+    end
+  end
+  local changed, li, first_in = {}, 0, 1
+  local function bump(f, by)
+    changed[f] = true
+    local c = (cnt[f] or 0) + by
+    cnt[f] = c
+    if by > 0 and c == 1 then d = d + 1 end
+    if by < 0 and c == 0 then d = d - 1 end
+  end
+  for i = 1, k do
+    bump(vs[i], 1)
+    local lo = ts[i] - w
+    while li < #leave_t and leave_t[li + 1] < lo do li = li + 1; bump(leave_v[li], -1) end
+    while ts[first_in] < lo do bump(vs[first_in], -1); first_in = first_in + 1 end
+    if holds(d) then
+      -- This add does more than append: one() adds it, which makes any tally stale, so
+      -- none is written.
+      tally_stale = true
+      return i - 1
+    end
+  end
+  if rebuilt then
+    redis.call('DEL', tally)
+    changed = cnt
+  end
+  local hs, gone = {'max', fmt(ts[k]), 'd', fmt(d)}, {}
+  for f in pairs(changed) do
+    local c = cnt[f] or 0
+    if c > 0 then hs[#hs + 1] = f; hs[#hs + 1] = fmt(c) else gone[#gone + 1] = f end
+  end
+  for i = 1, #hs, 1000 do redis.call('HSET', tally, unpack(hs, i, math.min(i + 999, #hs))) end
+  for i = 1, #gone, 1000 do redis.call('HDEL', tally, unpack(gone, i, math.min(i + 999, #gone))) end
+  redis.call('PEXPIRE', tally, ttl)
+  return k
+end
+local function append_only()
+  if (agg ~= OP_COUNT and agg ~= OP_DISTINCT) or full or nterm == 0 or
+     (maxev > 0 and not ev_if_crossed) then return 0 end
+  local k, ts = appendable()
+  if k < 2 then return 0 end
+  if agg == OP_COUNT then k = count_prefix(k, ts) else k = distinct_prefix(k, ts) end
   if k < 1 then return 0 end
   local za = {}
   for i = 1, k do
@@ -338,6 +430,7 @@ end
 for i = append_only() + 1, #members do
   out[i] = one(members[i][1], tonumber(members[i][2]), members[i][3])
 end
+if tally_stale and agg == OP_DISTINCT then redis.call('DEL', tally) end
 prune_now()
 if hz_dirty then redis.call('SET', hk, fmt(hz)) end
 if a_dirty then redis.call('SET', a, fmt(af) .. ' ' .. fmt(al) .. ' ' .. fmt(nsup)) end
