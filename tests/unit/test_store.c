@@ -2303,6 +2303,39 @@ static void test_distinct_append_only(void **state)
     calls_like_one(f, ops2, calls2, one2, N2, "many2");
 }
 
+/* DISTINCT: thousands of members leave the windows of one call's adds (more than Lua can
+ * pass to one command at once): the script reads and writes its tally in parts. */
+static void test_distinct_many_leaving(void **state)
+{
+    fx *f = *state;
+    enum { CALLS = 9, PER = 1000 };
+    static char names[CALLS * PER + 2][32];
+    static kx_window_add ops[PER];
+    static const kx_cmp_term never = {KX_CMP_GTE, 1e9};
+    int64_t t = T0;
+    for (size_t c = 0; c <= CALLS; c++) {
+        size_t n = c < CALLS ? PER : 2; /* the last call: two adds a window later */
+        for (size_t i = 0; i < n; i++) {
+            char *m = names[c * PER + i];
+            t += c < CALLS || i > 0 ? 1 : WIN + 5;
+            snprintf(m, 32, "m%zu\037v%zu", c * PER + i, c * PER + i);
+            ops[i] = count_add("k", m, t, 0, &never, 0);
+            ops[i].agg = KX_AGG_DISTINCT;
+            ops[i].ttl_ms = 4 * WIN;
+        }
+        mgot mg = {0};
+        assert_int_equal(kx_store_window_add_many(f->s, ops, n, mgot_cb, &mg), 0);
+        assert_true(kx_test_run_until(f->loop, mgot_done, &mg, 20000));
+        assert_int_equal(mg.status, 0);
+        assert_int_equal(mg.n, n);
+        for (size_t i = 0; i < n && i < 16; i++) /* (mgot keeps the first 16) */
+            assert_true(mg.r[i].added);
+    }
+    assert_int_equal(cmd_int(f, "ZCARD %s", PREFIX "{k}:z"), CALLS * PER + 2);
+    /* The tally now holds the last two adds' values alone. */
+    assert_int_equal(cmd_int(f, "HLEN %s", PREFIX "{k}:t"), 4);
+}
+
 /* Sends ops[0..n) to key in calls of 1 to 16 adds and checks every result against one[] (the
  * same adds one by one); returns the crossings. */
 static int many_like_one(fx *f, kx_window_add *ops, const got *one, size_t n, const char *key,
@@ -2926,6 +2959,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_absence_touch_retry_token, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_absence_replace_retry_token, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_absence_answers_apart, setup_redis, teardown),
+        cmocka_unit_test_setup_teardown(test_distinct_many_leaving, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_redis_destroy_cancels_pending, setup_redis,
                                         teardown_maybe_destroyed),
         cmocka_unit_test_setup_teardown(test_url_prefix_redis, setup_redis, teardown),

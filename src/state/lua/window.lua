@@ -352,7 +352,11 @@ local function distinct_prefix(k, ts)
       if not want[f] then want[f] = true; fields[#fields + 1] = f end
     end
   end
-  local got = redis.call('HMGET', tally, unpack(fields))
+  local got = {} -- (in chunks: unpack has a limit, and the leaving members can be many)
+  for i = 1, #fields, 1000 do
+    local part = redis.call('HMGET', tally, unpack(fields, i, math.min(i + 999, #fields)))
+    for j = 1, #part do got[i + j - 1] = part[j] end
+  end
   local cnt, d, rebuilt = {}, 0, false
   if maxt ~= nil and tonumber(got[1]) == maxt then
     d = tonumber(got[2])
