@@ -2303,6 +2303,41 @@ static void test_distinct_append_only(void **state)
     calls_like_one(f, ops2, calls2, one2, N2, "many2");
 }
 
+/* A replay dated after every member: its member keeps its first time, so the key's newest
+ * time does not move and nothing is pruned (the Redis script once pruned by the replay's
+ * time; its memory twin did not). m5's window then holds a b c d: no alert. */
+static void test_distinct_replay_newer(void **state)
+{
+    fx *f = *state;
+    static const kx_cmp_term eq2 = {KX_CMP_EQ, 2};
+    static const struct {
+        const char *m;
+        int64_t t;
+        size_t call;
+    } seq[] = {
+        {"m1\037a", T0 + 1000, 0},  {"m2\037b", T0 + 5000, 1}, /* a b: alert */
+        {"m3\037c", T0 + 6000, 2},  {"m4\037c", T0 + 7000, 2},
+        {"m3\037c", T0 + 16000, 2}, /* the replay: a and b pruned */
+        {"m5\037d", T0 + 8000, 3},  {"m6\037d", T0 + 9000, 3},
+    };
+    enum { N = sizeof(seq) / sizeof(seq[0]) };
+    kx_window_add ops[N];
+    got one[N];
+    size_t calls[N];
+    for (size_t i = 0; i < N; i++) {
+        ops[i] = count_add("one", seq[i].m, seq[i].t, 0, &eq2, 0);
+        ops[i].agg = KX_AGG_DISTINCT;
+        ops[i].ttl_ms = WIN;
+        one[i] = add_on(f->loop, f->s, &ops[i]);
+        calls[i] = seq[i].call;
+    }
+    assert_true(one[1].crossed);
+    assert_false(one[4].added);
+    assert_false(one[5].met);
+    assert_false(one[6].met);
+    calls_like_one(f, ops, calls, one, N, "many");
+}
+
 /* DISTINCT: thousands of members leave the windows of one call's adds (more than Lua can
  * pass to one command at once): the script reads and writes its tally in parts. */
 static void test_distinct_many_leaving(void **state)
@@ -2747,6 +2782,8 @@ static void test_window_redis_like_memory(void **state)
         for (size_t i = 0; i < N; i++) {
             size_t src;
             int64_t at = stream_next(&x, i, ops, &t, 19, 6, true, &src);
+            if (src != i && (x >> 9) % 3 == 0)
+                at = t; /* a replay dated now: its member keeps its first time */
             /* ORDERED wants values 0, 1, 2...; the others a small set. */
             unsigned v = aggs[a] == KX_AGG_ORDERED ? (x >> 11) % 4 : (x >> 11) % 9;
             if (src == i)
@@ -2932,6 +2969,7 @@ static void test_url_prefix_redis(void **state)
         cmocka_unit_test_setup_teardown(test_add_many_random, setup, teardown),                    \
         cmocka_unit_test_setup_teardown(test_count_append_only, setup, teardown),                  \
         cmocka_unit_test_setup_teardown(test_distinct_append_only, setup, teardown),               \
+        cmocka_unit_test_setup_teardown(test_distinct_replay_newer, setup, teardown),              \
         cmocka_unit_test_setup_teardown(test_first_seen_many_random, setup, teardown),             \
         cmocka_unit_test_setup_teardown(test_baseline_many_random, setup, teardown),               \
         cmocka_unit_test_setup_teardown(test_close_windows, setup, teardown),                      \

@@ -187,7 +187,8 @@ local function one(member, mt, evidence)
   end
   card = card + added
   if added == 1 then dc_added(mt, member) end
-  if maxt == nil or mt > maxt then maxt = mt end
+  -- the newest member's time (a replay keeps its member's first time: not newer)
+  if added == 1 and (maxt == nil or mt > maxt) then maxt = mt end
   if pruned_below == nil or maxt - ttl > pruned_below then pruned_below = maxt - ttl end
   local dropped = 0
   if card > cap then prune_now() end
