@@ -11,18 +11,6 @@
 -- answer of a touch that a retry must get again (it reported something, or it is a replace
 -- that a later touch of its group in the same call moved on), at most 1024; 10 minutes each.
 local tk = KEYS[5]
--- Keeps replies (token -> reply) in hash h, at most `most` (all dropped when full).
-local function remember(h, most, toks, replies)
-  if #toks == 0 then return end
-  if redis.call('HLEN', h) + #toks > most then redis.call('DEL', h) end
-  local hs = {}
-  for i = 1, #toks do
-    hs[#hs + 1] = toks[i]
-    hs[#hs + 1] = cmsgpack.pack(replies[i])
-  end
-  redis.call('HSET', h, unpack(hs))
-  redis.call('PEXPIRE', h, 600000)
-end
 local function arec(g)
   local rec = redis.call('HGET', a, g)
   if not rec then return nil end

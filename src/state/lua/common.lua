@@ -1,4 +1,4 @@
--- klaxon's Redis script, part "common": the script's arguments and the helpers every branch uses (fmt, holds).
+-- klaxon's Redis script, part "common": the script's arguments and the helpers every branch uses (fmt, holds, several, answered, remember).
 -- The parts run in one script, in the order of KX_REDIS_LUA_PARTS (src/CMakeLists.txt,
 -- embedded by cmake/embed.cmake); OP_* come from klaxon's enum (src/state/redis_scripts.h). Change
 -- this file and its memory twin together: tests/unit/test_store.c runs one suite on both.
@@ -46,4 +46,17 @@ local function answered(token)
   local prev = redis.call('HGET', e, token)
   if prev then return cmsgpack.unpack(prev) end
   return nil
+end
+-- Keeps replies (token -> reply) in hash h for such retries, at most `most` of them (all
+-- dropped when full), for 10 minutes: due answers in e, absence touch answers in KEYS[5].
+local function remember(h, most, toks, replies)
+  if #toks == 0 then return end
+  if redis.call('HLEN', h) + #toks > most then redis.call('DEL', h) end
+  local hs = {}
+  for i = 1, #toks do
+    hs[#hs + 1] = toks[i]
+    hs[#hs + 1] = cmsgpack.pack(replies[i])
+  end
+  redis.call('HSET', h, unpack(hs))
+  redis.call('PEXPIRE', h, 600000)
 end
