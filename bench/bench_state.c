@@ -9,6 +9,7 @@
  *               [-r RUNS] [-p 0|1 (pre-aggregation)]
  *               [-t event_count|value_count|baseline|absence|at_most|first_seen]
  *               [-x PORT,PORT... (more servers to count: a Redis Cluster's other masters)]
+ *               [-l (sliding windows through the window log: kx_store_redis_use_log)]
  *
  * The stream: EVENTS JSON events, 10 ms apart, round-robin over GROUPS source addresses, each
  * a failed login. The rule: that detection plus a correlation of the chosen type grouped by
@@ -188,8 +189,8 @@ int main(int argc, char **argv)
     const char *store_url = "memory", *type = "event_count";
     size_t n = 100000, groups = 100, batch = 1000;
     const char *more = "";
-    int runs = 5, preagg = 0, opt;
-    while ((opt = getopt(argc, argv, "s:n:g:b:r:p:t:x:")) != -1) {
+    int runs = 5, preagg = 0, use_log = 0, opt;
+    while ((opt = getopt(argc, argv, "s:n:g:b:r:p:t:x:l")) != -1) {
         switch (opt) {
         case 's':
             store_url = optarg;
@@ -215,9 +216,12 @@ int main(int argc, char **argv)
         case 'x':
             more = optarg;
             break;
+        case 'l':
+            use_log = 1;
+            break;
         default:
             fprintf(stderr, "usage: bench-state -s URL [-n N] [-g G] [-b B] [-r R] [-p 0|1] "
-                            "[-t TYPE] [-x PORT,PORT...]\n");
+                            "[-t TYPE] [-x PORT,PORT...] [-l]\n");
             return 2;
         }
     }
@@ -308,7 +312,8 @@ int main(int argc, char **argv)
         if (kx_yaml_load_mem("bench.yaml", cfg, strlen(cfg), &doc, &err) ||
             kx_router_create(loop, kx_yaml_get(doc->root, "alerting"), "bench.yaml", NULL, &router,
                              &err) ||
-            kx_store_create_from_url(loop, url, NULL, &store, &err))
+            kx_store_create_from_url(loop, url, NULL, &store, &err) ||
+            (use_log && kx_store_redis_use_log(store)))
             return 1;
         while (!kx_store_is_up(store))
             ev_run(loop, EVRUN_ONCE);
@@ -366,13 +371,13 @@ int main(int argc, char **argv)
     qsort(cpus, (size_t)runs, sizeof(double), cmp_double);
     qsort(rcpus, (size_t)runs, sizeof(double), cmp_double);
     (void)alerts_file;
-    printf("row=state type=%s store=%s preaggregate=%d events=%zu groups=%zu batch=%zu runs=%d "
+    printf("row=state type=%s store=%s%s preaggregate=%d events=%zu groups=%zu batch=%zu runs=%d "
            "median=%.0f min=%.0f max=%.0f cpu_us_per_event=%.3f redis_cpu_us_per_event=%.2f "
            "evalsha_per_event=%.4f redis_cmds_per_event=%.2f round_trips_per_event=%.4f "
            "servers=%zu\n",
-           type, rc ? "redis" : "memory", preagg, n, groups, batch, runs, rates[runs / 2], rates[0],
-           rates[runs - 1], cpus[runs / 2] * 1e6 / (double)n, rcpus[runs / 2] * 1e6 / (double)n,
-           evalsha, cmds, trips, nservers);
+           type, rc ? "redis" : "memory", use_log ? "-log" : "", preagg, n, groups, batch, runs,
+           rates[runs / 2], rates[0], rates[runs - 1], cpus[runs / 2] * 1e6 / (double)n,
+           rcpus[runs / 2] * 1e6 / (double)n, evalsha, cmds, trips, nservers);
     for (size_t i = 0; i < nservers; i++)
         redisFree(servers[i]);
     for (size_t i = 0; i < n; i++)

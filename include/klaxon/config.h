@@ -27,13 +27,14 @@ typedef struct kx_config {
     const char **input_topics;    /* inputs[i]'s topic (NULL when absent) */
     const kx_yaml_node *decode;   /* may be NULL */
     const kx_yaml_node *alerting; /* may be NULL */
-    char *store_url;       /* "memory" (default) or "redis://[user:pass@]host:port[/prefix]" */
-    char *store_username;  /* state.username (redis ACL user), or NULL */
-    char *store_password;  /* state.password(_file), or NULL; a secret */
-    size_t state_max_keys; /* memory backend cap */
-    int64_t lateness_ms;   /* added to each window's TTL */
-    size_t max_groups;     /* live groups per correlation rule (per process) */
-    char *metrics_addr;    /* NULL = no metrics endpoint */
+    char *store_url;        /* "memory" (default) or "redis://[user:pass@]host:port[/prefix]" */
+    char *store_username;   /* state.username (redis ACL user), or NULL */
+    char *store_password;   /* state.password(_file), or NULL; a secret */
+    size_t state_max_keys;  /* memory backend cap */
+    bool state_windows_log; /* state.windows: log (kx_store_redis_use_log) */
+    int64_t lateness_ms;    /* added to each window's TTL */
+    size_t max_groups;      /* live groups per correlation rule (per process) */
+    char *metrics_addr;     /* NULL = no metrics endpoint */
     int metrics_port;
     size_t max_event_bytes; /* larger events are malformed (default 1 MiB) */
     size_t evidence_bytes;  /* cap on one evidence event in an alert (default 16 KiB) */

@@ -25,6 +25,8 @@ typedef enum {
     KX_M_STORE_ERRORS,        /* state operations that failed (will be retried) */
     KX_M_STORE_RECONNECTS,    /* reconnect attempts to the state store */
     KX_M_STORE_REDIRECTS,     /* Redis Cluster MOVED, ASK and TRYAGAIN replies followed */
+    KX_M_STATE_LOG_CONFLICTS, /* window log appends another process got in before */
+    KX_M_STATE_LOG_DROPPED,   /* window log replicas dropped (least recently used) */
     KX_M_SOURCE_PAUSES,       /* times consumption was paused (store down, back-pressure) */
     KX_M_OFFSETS_COMMITTED,   /* offsets stored for commit */
     KX_M_STATE_KEYS_CAPPED,   /* state updates refused by a cap */

@@ -392,11 +392,19 @@ int kx_store_redis_create(struct ev_loop *loop, const char *host, int port, cons
 int kx_store_redis_create_auth(struct ev_loop *loop, const char *host, int port, const char *prefix,
                                const char *username, const char *password, kx_store **out);
 
+/* Sliding windows (COUNT .. ORDERED) on a Redis store kept as a log of adds in Redis that
+ * klaxon replays into a local memory store, instead of one script call per add: a few plain
+ * commands per call instead of a script (docs/internals/state.md, "Window log"). Every
+ * process sharing the windows must use it (the two keep different keys). Call before the
+ * first add; -EINVAL for a store that is not Redis. */
+int kx_store_redis_use_log(kx_store *s);
+
 /* What kx_store_create_from_url takes besides the URL (all optional). */
 typedef struct kx_store_opts {
     size_t max_keys;      /* memory: the live key cap (0 = 1,000,000) */
     const char *username; /* redis: the ACL user when the URL names none */
     const char *password; /* redis: AUTH when the URL has none; NULL = no AUTH */
+    bool log_windows;     /* redis: sliding windows through the window log */
 } kx_store_opts;
 
 /* Parses "memory" or "redis://[USER[:PASSWORD]@]HOST[:PORT][/PREFIX]" (user and password

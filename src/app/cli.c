@@ -373,6 +373,7 @@ static int build_stages(app *a, const char *store_url, int format_override, cons
     kx_err err = {0};
     kx_store_opts so = {
         .max_keys = a->cfg ? a->cfg->state_max_keys : 0,
+        .log_windows = a->cfg && a->cfg->state_windows_log,
         .username = a->cfg ? a->cfg->store_username : NULL,
         .password = a->cfg ? a->cfg->store_password : NULL,
     };

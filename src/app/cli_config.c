@@ -75,6 +75,7 @@ int kx__cli_config(int argc, char **argv)
     loop = ev_loop_new(EVFLAG_AUTO);
     kx_store *store = NULL;
     kx_store_opts so = {.max_keys = cfg->state_max_keys,
+                        .log_windows = cfg->state_windows_log,
                         .username = cfg->store_username,
                         .password = cfg->store_password};
     if (kx_store_create_from_url(loop, cfg->store_url, &so, &store, &err))

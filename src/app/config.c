@@ -94,8 +94,9 @@ static int parse_inputs(kx_config *c, const kx_yaml_node *n, kx_err *err)
 
 static int parse_state(kx_config *c, const kx_yaml_node *n, kx_err *err)
 {
-    static const char *const keys[] = {"store",    "max_keys", "lateness",      "max_groups",
-                                       "username", "password", "password_file", NULL};
+    static const char *const keys[] = {"store",         "max_keys", "lateness",
+                                       "max_groups",    "username", "password",
+                                       "password_file", "windows",  NULL};
     if (check_keys(n, c->file, keys, err))
         return -EINVAL;
     const kx_yaml_node *v;
@@ -146,6 +147,15 @@ static int parse_state(kx_config *c, const kx_yaml_node *n, kx_err *err)
         if (kx_yaml_int(v, c->file, 1, 100000000LL, &x, err))
             return -EINVAL;
         c->max_groups = (size_t)x;
+    }
+    if ((v = kx_yaml_get(n, "windows"))) {
+        const char *s;
+        if (kx_yaml_str(v, c->file, &s, err))
+            return -EINVAL;
+        if (strcmp(s, "script") != 0 && strcmp(s, "log") != 0)
+            return kx_yaml_err(err, c->file, v,
+                               "windows: \"script\" or \"log\" (how Redis keeps sliding windows)");
+        c->state_windows_log = strcmp(s, "log") == 0;
     }
     return 0;
 }

@@ -41,6 +41,12 @@ static const struct {
     [KX_M_STORE_REDIRECTS] = {"klaxon_store_redirects_total",
                               "Redis Cluster redirections (MOVED, ASK) and TRYAGAIN replies "
                               "followed."},
+    [KX_M_STATE_LOG_CONFLICTS] = {"klaxon_state_log_conflicts_total",
+                                  "Window log appends that found another process's records "
+                                  "first (read, then appended again)."},
+    [KX_M_STATE_LOG_DROPPED] = {"klaxon_state_log_replicas_dropped_total",
+                                "Window log replicas dropped to stay within the cap (rebuilt "
+                                "from Redis when used again)."},
     [KX_M_SOURCE_PAUSES] = {"klaxon_source_pauses_total", "Times consumption was paused."},
     [KX_M_OFFSETS_COMMITTED] =
         {"klaxon_offsets_stored_total",

@@ -44,11 +44,13 @@ static void redis_free(kx_store_redis *r)
         redis_op *op = r->free_ops;
         r->free_ops = op->next;
         kx_buf_fini(&op->args);
+        kx_buf_fini(&op->rec);
         free(op->off);
         free(op->len);
         free(op);
     }
     kx__redis_cluster_free(r);
+    kx__redis_log_free(r);
     free(r->many_res);
     free(r->tm_res);
     free(r->tm_since);
@@ -404,6 +406,20 @@ static int resp_bulk(kx_buf *b, const char *p, size_t n)
 static int resp_op(kx_buf *b, const char *sha, const redis_op *op)
 {
     kx_buf_reset(b);
+    if (op->cmd != CMD_EVALSHA) {
+        static const char *const names[] = {"", "XADD", "XRANGE", "PEXPIRE"};
+        const char *name = names[op->cmd];
+        int rc = kx_buf_putc(b, '*');
+        if (!rc)
+            rc = kx_buf_put_u64(b, 1 + (uint64_t)op->nargs);
+        if (!rc)
+            rc = kx_buf_append(b, "\r\n", 2);
+        if (!rc)
+            rc = resp_bulk(b, name, strlen(name));
+        for (int i = 0; i < op->nargs && !rc; i++)
+            rc = resp_bulk(b, op->args.data + op->off[i], op->len[i]);
+        return rc;
+    }
     int rc = kx_buf_putc(b, '*');
     if (!rc)
         rc = kx_buf_put_u64(b, 3 + (uint64_t)op->nargs);

@@ -42,8 +42,15 @@ typedef enum {
     OP_WM,
     OP_CLAIM,
     OP_TOUCH_MANY,
-    OP_CTOUCH_MANY
+    OP_CTOUCH_MANY,
+    OP_LOG /* a sliding-window add through the key's log (redis_log.c) */
 } op_kind;
+
+/* What an op's arguments are for: EVALSHA of klaxon's script (5 keys first), or a plain
+ * command of the window log. */
+typedef enum { CMD_EVALSHA = 0, CMD_XADD, CMD_XRANGE, CMD_PEXPIRE } redis_cmd;
+
+typedef struct log_key log_key;
 
 typedef struct redis_op {
     struct redis_op *next; /* the free list, or the held list */
@@ -71,6 +78,17 @@ typedef struct redis_op {
     uint8_t redirects;     /* MOVED and ASK followed */
     double not_before;     /* TRYAGAIN: held until this loop time */
     double tryagain_until; /* TRYAGAIN: fails (-EIO) after this loop time */
+    redis_cmd cmd;
+    /* OP_LOG: the key's log, the step in flight, the adds as a record, and their shared
+     * parameters (the template the record's adds are applied with) */
+    log_key *lk;
+    struct redis_op *qnext; /* the key's queue of ops waiting for the one in flight */
+    int phase;
+    int conflicts;
+    bool single; /* kx_store_window_add (cb), not _many (mcb) */
+    kx_buf rec;
+    kx_window_add tmpl;
+    kx_cmp_term cond[KX_CMP_MAX_TERMS];
 } redis_op;
 
 typedef struct redis_node {
@@ -143,11 +161,45 @@ struct kx_store_redis {
     kx_buf resp; /* the RESP of one send, reused (grown to the longest op) */
     int64_t res_last[KX_STORE_ABSENCE_DUE_MAX];
     int64_t res_count[KX_STORE_ABSENCE_DUE_MAX];
+    /* The window log (redis_log.c): sliding windows kept as a log of adds in Redis and
+     * replayed into a local memory store, the replica. */
+    bool log_windows;
+    kx_store *replica;
+    log_key **log_tab; /* log_cap chains, power of two */
+    size_t log_cap, log_n, log_max;
+    size_t log_compact_min;     /* records a snapshot must save (LOG_COMPACT_MIN; tests lower it) */
+    log_key *lru_new, *lru_old; /* least recently used last */
+    kx_buf log_names;           /* decoded members, NUL-ended */
+    kx_window_add *log_adds;    /* KX_STORE_MANY_MAX */
+    size_t *log_off;            /* KX_STORE_MANY_MAX: where each member is in log_names */
+    kx_buf log_snap;
+    kx_ratelimit rl_log;
 };
 
 /* store_redis.c */
 void kx__redis_op_cb(redisAsyncContext *ac, void *reply, void *privdata);
+/* Ends op with a failure status: its callback runs (OP_LOG: redis_log.c's ending). */
 void kx__redis_op_finish(kx_store_redis *r, redis_op *op, int status);
+/* Back to the free list, uncounted, without a callback. */
+void kx__redis_op_release(kx_store_redis *r, redis_op *op);
+int kx__redis_op_arg(redis_op *op, const char *p, size_t n);
+int kx__redis_op_arg_i64(redis_op *op, int64_t v);
+/* PREFIX{KEY}:kind -- the hash tag keeps all of a window's keys in one cluster slot. */
+int kx__redis_op_arg_key(redis_op *op, const char *prefix, const char *key, char kind);
+/* Sends op's command (again): a new step of an op already counted; op->args[0] is a key. */
+int kx__redis_op_send(kx_store_redis *r, redis_op *op);
+
+/* redis_log.c: sliding windows as a log of adds (docs/internals/state.md, "Window log") */
+int kx__redis_log_init(kx_store_redis *r);
+/* Takes op (taken, with its callback set) for the adds ops[0..n): 0, or a failure status
+ * with op released. */
+int kx__redis_log_add(kx_store_redis *r, redis_op *op, const kx_window_add *ops, size_t n);
+void kx__redis_log_reply(kx_store_redis *r, redis_node *n, redis_op *op, redisReply *reply);
+void kx__redis_log_fail(kx_store_redis *r, redis_op *op, int status);
+void kx__redis_log_forget(kx_store_redis *r, const char *key);
+/* Fails the ops waiting behind others with -ECANCELED (destroy). */
+void kx__redis_log_cancel(kx_store_redis *r);
+void kx__redis_log_free(kx_store_redis *r);
 
 /* redis_conn.c */
 void kx__redis_enter(kx_store_redis *r);

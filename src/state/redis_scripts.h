@@ -84,7 +84,9 @@ static const char kx__redis_key_kinds[KX__REDIS_NKEYS] = {'z', 'e', 'a', 'h', 't
     X(CLOSE_TOUCH, 10)                                                                             \
     X(CLOSE_DUE, 11)                                                                               \
     X(WATERMARK, 12)                                                                               \
-    X(CLAIM, 13)
+    X(CLAIM, 13)                                                                                   \
+    X(LOG_CREATE, 14)                                                                              \
+    X(LOG_KEEP, 15)
 
 #define KX__REDIS_OP_ENUM(name, n) KX__REDIS_OP_##name = n,
 typedef enum { KX__REDIS_OPS(KX__REDIS_OP_ENUM) } kx__redis_op;

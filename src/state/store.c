@@ -507,6 +507,10 @@ int kx_store_create_from_url(struct ev_loop *loop, const char *url, const kx_sto
                                      : kx_store_redis_create_auth(loop, u.host, u.port, u.prefix,
                                                                   username, password, out);
     url_parts_wipe(&u);
+    if (!rc && opts->log_windows && (rc = kx_store_redis_use_log(*out)) != 0) {
+        kx_store_destroy(*out);
+        *out = NULL;
+    }
     if (rc == -EINVAL && username && !password)
         return kx_err_set(err, NULL, 0, 0, "store url \"%s\": user \"%s\" without a password",
                           u.shown, username);

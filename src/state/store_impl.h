@@ -78,6 +78,21 @@ int64_t kx__store_close_window(int64_t t, int64_t timespan);
  * (KX_CMP_MAX_TERMS); returns the number of terms, 0 for no crossing scan. */
 size_t kx__store_cond(const kx_window_add *op, kx_cmp_term *out);
 
+/* ---- the memory store as a replica of a Redis window log (redis_log.c) ---- */
+
+/* A memory store whose keys never expire by time (its owner forgets them) and that nothing
+ * sweeps: the local copy of windows whose truth is a log in Redis. */
+int kx__store_memory_create_replica(struct ev_loop *loop, size_t max_keys, kx_store **out);
+/* Appends the sliding-window state of key (members, evidence, the last reported window, the
+ * pruned horizon; empty when the key does not exist) to out, in the form
+ * kx__store_memory_import reads. */
+int kx__store_memory_export(kx_store *s, const char *key, kx_buf *out);
+/* Replaces key's state with an exported one (ttl as the adds give it). -EPROTO when p is not
+ * one; the key is then absent. */
+int kx__store_memory_import(kx_store *s, const char *key, int64_t ttl_ms, const char *p, size_t n);
+/* Members kept by key, 0 when it does not exist. */
+size_t kx__store_memory_members(kx_store *s, const char *key);
+
 /* ---- test-only hooks ---- */
 
 /* Lowers the per-key member cap (both backends), so tests need not add 100000 members. */
@@ -90,6 +105,11 @@ size_t kx__store_memory_sweep(kx_store *s, int64_t now_ms, size_t budget);
 int64_t kx__store_memory_pttl(kx_store *s, const char *key, int64_t now_ms);
 /* Memory backend: live keys (expired ones not yet swept included). */
 size_t kx__store_memory_nkeys(const kx_store *s);
+
+/* Redis window log (kx_store_redis_use_log first): a snapshot once the records since the last
+ * outnumber the members by compact_min (default 256), and at most max_keys replicas (default
+ * 262144); 0 keeps a limit as it is. */
+void kx__store_redis_set_log_limits(kx_store *s, size_t compact_min, size_t max_keys);
 
 /* Redis backend: command timeout (default 5000 ms); no reply within it counts as a lost
  * connection. */

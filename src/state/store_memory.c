@@ -31,7 +31,7 @@
 
 int64_t kx__mem_loop_now_ms(const kx_store_memory *m)
 {
-    return (int64_t)(ev_now(m->loop) * 1000.0);
+    return m->replica ? 0 : (int64_t)(ev_now(m->loop) * 1000.0);
 }
 
 /* ---- key table ---- */
@@ -195,13 +195,13 @@ int kx__mem_update_key(kx_store_memory *m, const char *key, int64_t now, int64_t
     if (rc == -ENOSPC)
         kx__mem_key_refused(m, key);
     else
-        kx_metric_inc(KX_M_STORE_OPS);
+        kx__mem_count_op(m);
     return rc;
 }
 
 void kx__mem_key_refused(kx_store_memory *m, const char *key)
 {
-    kx_metric_inc(KX_M_STORE_OPS);
+    kx__mem_count_op(m);
     kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
     kx_log_limited(&m->rl_keys, KX_LOG_WARN, "state",
                    "memory store full (%zu keys): update to new key \"%s\" refused", m->nkeys, key);
@@ -263,8 +263,12 @@ static int mem_forget(kx_store *s, const char *key)
     if (m->destroy_pending)
         return -ECANCELED;
     size_t klen = strlen(key);
-    mem_win *w = m->tab[kx__mem_tab_find(m, key, klen, kx_hash64(key, klen, 0))];
-    if (w)
+    size_t i = kx__mem_tab_find(m, key, klen, kx_hash64(key, klen, 0));
+    mem_win *w = m->tab[i];
+    /* A replica is never swept: its owner's forget frees the key (outside any callback). */
+    if (w && m->replica && m->depth == 0)
+        kx__mem_tab_del_at(m, i);
+    else if (w)
         w->expire_at = INT64_MIN;
     return 0;
 }
@@ -329,5 +333,16 @@ int kx_store_memory_create(struct ev_loop *loop, size_t max_keys, kx_store **out
     m->sweep_timer.data = m;
     ev_timer_start(loop, &m->sweep_timer);
     *out = &m->base;
+    return 0;
+}
+
+int kx__store_memory_create_replica(struct ev_loop *loop, size_t max_keys, kx_store **out)
+{
+    int rc = kx_store_memory_create(loop, max_keys, out);
+    if (rc)
+        return rc;
+    kx_store_memory *m = (kx_store_memory *)*out;
+    m->replica = true;
+    ev_timer_stop(loop, &m->sweep_timer); /* nothing expires by time */
     return 0;
 }

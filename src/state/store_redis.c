@@ -34,7 +34,7 @@
 
 /* ---- ops ---- */
 
-static void op_release(kx_store_redis *r, redis_op *op)
+void kx__redis_op_release(kx_store_redis *r, redis_op *op)
 {
     if (op->counted)
         r->npending--;
@@ -60,7 +60,7 @@ static void op_finish(kx_store_redis *r, redis_op *op, int status, const kx_wind
     kx_watermark_cb wcb = op->wcb;
     kx_claim_cb ccb = op->ccb;
     void *ud = op->ud;
-    op_release(r, op);
+    kx__redis_op_release(r, op);
     if (status && status != -ECANCELED)
         kx_metric_inc(KX_M_STORE_ERRORS);
     if (wcb)
@@ -82,7 +82,7 @@ static void op_finish_absence(kx_store_redis *r, redis_op *op, const kx_absence_
 {
     kx_absence_cb acb = op->acb;
     void *ud = op->ud;
-    op_release(r, op);
+    kx__redis_op_release(r, op);
     acb(ud, 0, res);
 }
 
@@ -328,7 +328,10 @@ static int parse_many(kx_store_redis *r, const redisReply *reply, size_t want, s
 
 void kx__redis_op_finish(kx_store_redis *r, redis_op *op, int status)
 {
-    op_finish(r, op, status, NULL);
+    if (op->kind == OP_LOG)
+        kx__redis_log_fail(r, op, status);
+    else
+        op_finish(r, op, status, NULL);
 }
 
 void kx__redis_op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
@@ -341,6 +344,10 @@ void kx__redis_op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
     kx__redis_enter(r);
     n->npending--;
     kx__redis_answered(r, op);
+    if (op->kind == OP_LOG) {
+        kx__redis_log_reply(r, n, op, reply);
+        goto out;
+    }
     if (!reply) {
         /* The connection is going down: everything still queued on it fails the same way,
          * and the store is down for those callbacks already (the state callback follows). */
@@ -383,7 +390,7 @@ void kx__redis_op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         void *ud = op->ud;
         bool known = reply->element[0]->integer == 1;
         int64_t wm = reply->element[1]->integer;
-        op_release(r, op);
+        kx__redis_op_release(r, op);
         wcb(ud, 0, known, wm);
         goto out;
     }
@@ -400,7 +407,7 @@ void kx__redis_op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         void *ud = op->ud;
         kx_claim_state st = (kx_claim_state)reply->element[0]->integer;
         int64_t ttl = reply->element[1]->integer;
-        op_release(r, op);
+        kx__redis_op_release(r, op);
         ccb(ud, 0, st, ttl < 0 ? 0 : ttl);
         goto out;
     }
@@ -421,7 +428,7 @@ void kx__redis_op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         }
         kx_store_many_cb mcb = op->mcb;
         void *ud = op->ud;
-        op_release(r, op);
+        kx__redis_op_release(r, op);
         mcb(ud, 0, r->many_res, nres);
         goto out;
     }
@@ -435,7 +442,7 @@ void kx__redis_op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         }
         kx_absence_many_cb tcb = op->tcb;
         void *ud = op->ud;
-        op_release(r, op);
+        kx__redis_op_release(r, op);
         tcb(ud, 0, r->tm_res, nres);
         goto out;
     }
@@ -493,7 +500,7 @@ static int op_arg_room(redis_op *op)
 }
 
 /* Appends one argument to op->args and records where it is. */
-static int op_arg(redis_op *op, const char *p, size_t n)
+int kx__redis_op_arg(redis_op *op, const char *p, size_t n)
 {
     if (op_arg_room(op))
         return -ENOMEM;
@@ -520,7 +527,7 @@ static int op_arg_num(redis_op *op, bool integer, int64_t i, double d)
     return 0;
 }
 
-static int op_arg_i64(redis_op *op, int64_t v)
+int kx__redis_op_arg_i64(redis_op *op, int64_t v)
 {
     return op_arg_num(op, true, v, 0);
 }
@@ -531,7 +538,7 @@ static int op_arg_g17(redis_op *op, double v)
 }
 
 /* PREFIX{KEY}:z or :e -- the hash tag keeps both keys of a window in one cluster slot. */
-static int op_arg_key(redis_op *op, const char *prefix, const char *key, char kind)
+int kx__redis_op_arg_key(redis_op *op, const char *prefix, const char *key, char kind)
 {
     if (op_arg_room(op))
         return -ENOMEM;
@@ -559,16 +566,16 @@ static int op_arg_keys(redis_op *op, const char *prefix, const char *key)
 {
     int rc = 0;
     for (size_t i = 0; i < KX__REDIS_NKEYS && !rc; i++)
-        rc = op_arg_key(op, prefix, key, kx__redis_key_kinds[i]);
+        rc = kx__redis_op_arg_key(op, prefix, key, kx__redis_key_kinds[i]);
     return rc;
 }
 
 /* A condition: the count of terms, then op and value of each. */
 static int op_arg_terms(redis_op *op, const kx_cmp_term *cond, size_t ncond)
 {
-    int rc = op_arg_i64(op, (int64_t)ncond);
+    int rc = kx__redis_op_arg_i64(op, (int64_t)ncond);
     for (size_t i = 0; i < ncond && !rc; i++) {
-        rc = op_arg_i64(op, (int64_t)cond[i].op);
+        rc = kx__redis_op_arg_i64(op, (int64_t)cond[i].op);
         if (!rc)
             rc = op_arg_g17(op, cond[i].value);
     }
@@ -581,27 +588,28 @@ static int op_build(kx_store_redis *r, redis_op *op, const kx_window_add *a)
         a->max_evidence < KX__STORE_MAX_EVIDENCE ? a->max_evidence : KX__STORE_MAX_EVIDENCE;
     int rc = op_arg_keys(op, r->prefix, a->key);
     if (!rc)
-        rc = op_arg(op, a->member, strlen(a->member));
+        rc = kx__redis_op_arg(op, a->member, strlen(a->member));
     if (!rc)
-        rc = op_arg_i64(op, a->time_ms);
+        rc = kx__redis_op_arg_i64(op, a->time_ms);
     if (!rc)
-        rc = op_arg_i64(op, a->window_ms);
+        rc = kx__redis_op_arg_i64(op, a->window_ms);
     if (!rc)
-        rc = op_arg_i64(op, a->ttl_ms);
+        rc = kx__redis_op_arg_i64(op, a->ttl_ms);
     if (!rc)
-        rc = op_arg_i64(op, (int64_t)max_ev);
+        rc = kx__redis_op_arg_i64(op, (int64_t)max_ev);
     /* first_seen keeps at most KX__STORE_SEEN_CAP values per key (as the memory backend). */
     uint32_t cap = r->base.member_cap;
     if (a->agg == KX_AGG_FIRST_SEEN && cap > KX__STORE_SEEN_CAP)
         cap = KX__STORE_SEEN_CAP;
     if (!rc)
-        rc = op_arg_i64(op, (int64_t)cap);
+        rc = kx__redis_op_arg_i64(op, (int64_t)cap);
     if (!rc)
-        rc = op_arg_i64(op, (int64_t)a->agg);
+        rc = kx__redis_op_arg_i64(op, (int64_t)a->agg);
     if (!rc)
-        rc = op_arg_i64(op, a->suppress_ms);
+        rc = kx__redis_op_arg_i64(op, a->suppress_ms);
     if (!rc)
-        rc = op_arg(op, a->evidence ? a->evidence : "", a->evidence ? a->evidence_len : 0);
+        rc =
+            kx__redis_op_arg(op, a->evidence ? a->evidence : "", a->evidence ? a->evidence_len : 0);
     kx_cmp_term cond[KX_CMP_MAX_TERMS];
     size_t ncond = kx__store_cond(a, cond);
     if (!rc)
@@ -609,9 +617,9 @@ static int op_build(kx_store_redis *r, redis_op *op, const kx_window_add *a)
     if (!rc)
         rc = op_arg_g17(op, a->deviations);
     if (!rc)
-        rc = op_arg_i64(op, a->history);
+        rc = kx__redis_op_arg_i64(op, a->history);
     if (!rc)
-        rc = op_arg(op, a->evidence_if_crossed ? "1" : "0", 1);
+        rc = kx__redis_op_arg(op, a->evidence_if_crossed ? "1" : "0", 1);
     return rc;
 }
 
@@ -645,28 +653,34 @@ static redis_op *op_take(kx_store_redis *r, int *rc)
     op->r = r;
     op->cb = NULL;
     op->acb = NULL;
+    op->cmd = CMD_EVALSHA;
     kx_buf_reset(&op->args);
     op->nargs = 0;
     op->tries = 0;
     return op;
 }
 
-static int op_go(kx_store_redis *r, redis_op *op, int rc)
+int kx__redis_op_send(kx_store_redis *r, redis_op *op)
 {
     op->ask = REDIS_NO_NODE;
     op->redirects = 0;
     op->not_before = op->tryagain_until = 0;
     op->seq = ++r->seq;
     /* The first argument is a key; all of an op's keys share its hash tag. */
-    op->slot = !rc && r->mode == REDIS_MODE_CLUSTER
+    op->slot = r->mode == REDIS_MODE_CLUSTER
                    ? kx__redis_key_slot(op->args.data + op->off[0], op->len[0])
                    : 0;
+    return kx__redis_route(r, op);
+}
+
+static int op_go(kx_store_redis *r, redis_op *op, int rc)
+{
     if (!rc)
-        rc = kx__redis_route(r, op);
+        rc = kx__redis_op_send(r, op);
     if (rc) {
         if (rc == -EAGAIN)
             kx_metric_inc(KX_M_STORE_ERRORS);
-        op_release(r, op);
+        kx__redis_op_release(r, op);
         return rc;
     }
     op->counted = true;
@@ -687,6 +701,10 @@ static int redis_window_add(kx_store *s, const kx_window_add *a, kx_store_cb cb,
     op->kind = OP_WINDOW;
     op->cb = cb;
     op->ud = ud;
+    if (r->log_windows && a->agg <= KX_AGG_ORDERED) {
+        op->single = true;
+        return kx__redis_log_add(r, op, a, 1);
+    }
     return op_go(r, op, op_build(r, op, a));
 }
 
@@ -704,17 +722,21 @@ static int redis_window_add_many(kx_store *s, const kx_window_add *ops, size_t n
     op->mcb = cb;
     op->ud = ud;
     op->nmany = n;
+    if (r->log_windows && ops[0].agg <= KX_AGG_ORDERED) {
+        op->single = false;
+        return kx__redis_log_add(r, op, ops, n);
+    }
     /* The first add's arguments, then the count and (member, time, evidence) of the rest. */
     rc = op_build(r, op, &ops[0]);
     if (!rc)
-        rc = op_arg_i64(op, (int64_t)(n - 1));
+        rc = kx__redis_op_arg_i64(op, (int64_t)(n - 1));
     for (size_t i = 1; i < n && !rc; i++) {
-        rc = op_arg(op, ops[i].member, strlen(ops[i].member));
+        rc = kx__redis_op_arg(op, ops[i].member, strlen(ops[i].member));
         if (!rc)
-            rc = op_arg_i64(op, ops[i].time_ms);
+            rc = kx__redis_op_arg_i64(op, ops[i].time_ms);
         if (!rc)
-            rc = op_arg(op, ops[i].evidence ? ops[i].evidence : "",
-                        ops[i].evidence ? ops[i].evidence_len : 0);
+            rc = kx__redis_op_arg(op, ops[i].evidence ? ops[i].evidence : "",
+                                  ops[i].evidence ? ops[i].evidence_len : 0);
     }
     return op_go(r, op, rc);
 }
@@ -738,9 +760,9 @@ static int op_arg_token(redis_op *op, uint64_t token)
 {
     char hex[16];
     if (!token)
-        return op_arg(op, "0", 1);
+        return kx__redis_op_arg(op, "0", 1);
     kx_hex64(hex, token);
-    return op_arg(op, hex, sizeof(hex));
+    return kx__redis_op_arg(op, hex, sizeof(hex));
 }
 
 /* The absence keys and the script's ten fixed arguments (redis_scripts.h), then the terms. */
@@ -748,23 +770,24 @@ static int op_build_absence(kx_store_redis *r, redis_op *op, int agg, const abse
 {
     int rc = op_arg_keys(op, r->prefix, x->key);
     if (!rc)
-        rc = op_arg(op, x->group, strlen(x->group));
+        rc = kx__redis_op_arg(op, x->group, strlen(x->group));
     if (!rc)
-        rc = op_arg_i64(op, x->t);
+        rc = kx__redis_op_arg_i64(op, x->t);
     if (!rc)
-        rc = op_arg_i64(op, x->timespan);
+        rc = kx__redis_op_arg_i64(op, x->timespan);
     if (!rc)
-        rc = op_arg_i64(op, x->keep);
+        rc = kx__redis_op_arg_i64(op, x->keep);
     if (!rc)
-        rc = op_arg_i64(op, x->limit);
+        rc = kx__redis_op_arg_i64(op, x->limit);
     if (!rc)
         rc = op_arg_token(op, x->token);
     if (!rc)
-        rc = op_arg_i64(op, agg);
+        rc = kx__redis_op_arg_i64(op, agg);
     if (!rc)
-        rc = op_arg(op, x->identity ? x->identity : "0", x->identity ? strlen(x->identity) : 1);
+        rc = kx__redis_op_arg(op, x->identity ? x->identity : "0",
+                              x->identity ? strlen(x->identity) : 1);
     if (!rc)
-        rc = op_arg(op, x->payload ? x->payload : "", x->payload ? x->payload_len : 0);
+        rc = kx__redis_op_arg(op, x->payload ? x->payload : "", x->payload ? x->payload_len : 0);
     if (!rc)
         rc = op_arg_terms(op, x->cond, x->ncond);
     return rc;
@@ -850,16 +873,16 @@ static int redis_touch_many(kx_store_redis *r, op_kind kind, int agg, const void
     args_of(ops, 0, &x);
     rc = op_build_absence(r, op, agg, &x);
     if (!rc)
-        rc = op_arg_i64(op, (int64_t)(n - 1));
+        rc = kx__redis_op_arg_i64(op, (int64_t)(n - 1));
     for (size_t i = 1; i < n && !rc; i++) {
         args_of(ops, i, &x);
-        rc = op_arg(op, x.group, strlen(x.group));
+        rc = kx__redis_op_arg(op, x.group, strlen(x.group));
         if (!rc)
-            rc = op_arg_i64(op, x.t);
+            rc = kx__redis_op_arg_i64(op, x.t);
         if (!rc)
-            rc = op_arg(op, x.identity, strlen(x.identity));
+            rc = kx__redis_op_arg(op, x.identity, strlen(x.identity));
         if (!rc)
-            rc = op_arg(op, x.payload ? x.payload : "", x.payload ? x.payload_len : 0);
+            rc = kx__redis_op_arg(op, x.payload ? x.payload : "", x.payload ? x.payload_len : 0);
         if (!rc)
             rc = op_arg_token(op, x.token);
     }
@@ -947,11 +970,11 @@ static int redis_watermark(kx_store *s, const kx_watermark_op *a, kx_watermark_c
     rc = op_build_absence(r, op, KX__REDIS_OP_WATERMARK, &x);
     /* The entries in the place of a condition's terms: name, newest time, live. */
     for (size_t i = 0; i < a->n && !rc; i++) {
-        rc = op_arg(op, a->mine[i].name, strlen(a->mine[i].name));
+        rc = kx__redis_op_arg(op, a->mine[i].name, strlen(a->mine[i].name));
         if (!rc)
-            rc = op_arg_i64(op, a->mine[i].max_ms);
+            rc = kx__redis_op_arg_i64(op, a->mine[i].max_ms);
         if (!rc)
-            rc = op_arg(op, a->mine[i].live ? "1" : "0", 1);
+            rc = kx__redis_op_arg(op, a->mine[i].live ? "1" : "0", 1);
     }
     return op_go(r, op, rc);
 }
@@ -994,8 +1017,11 @@ static int redis_forget(kx_store *s, const char *key)
     if (!n || !n->up || !n->ac)
         return -EAGAIN;
     _Static_assert(KX__REDIS_NKEYS == 5, "DEL names every key");
-    return redisAsyncCommand(n->ac, NULL, NULL, "DEL %s %s %s %s %s", k[0], k[1], k[2], k[3],
-                             k[4]) == REDIS_OK
+    if (r->log_windows)
+        kx__redis_log_forget(r, key);
+    /* and the window log (:l), which names no script key */
+    return redisAsyncCommand(n->ac, NULL, NULL, "DEL %s %s %s %s %s %s{%s}:l", k[0], k[1], k[2],
+                             k[3], k[4], r->prefix, key) == REDIS_OK
                ? 0
                : -EIO;
 }
@@ -1017,8 +1043,22 @@ static void redis_destroy(kx_store *s)
         return;
     r->destroying = true;
     kx__redis_enter(r);
+    kx__redis_log_cancel(r);
     kx__redis_destroy_nodes(r);
     kx__redis_leave(r);
+}
+
+int kx_store_redis_use_log(kx_store *s)
+{
+    if (!s || strcmp(s->vt->kind, "redis") != 0)
+        return -EINVAL;
+    kx_store_redis *r = (kx_store_redis *)s;
+    if (r->log_windows)
+        return 0;
+    int rc = kx__redis_log_init(r);
+    if (!rc)
+        r->log_windows = true;
+    return rc;
 }
 
 void kx__store_redis_set_timeout(kx_store *s, int64_t timeout_ms)

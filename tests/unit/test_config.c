@@ -87,6 +87,7 @@ static void test_defaults(void **state)
     assert_string_equal(c->file, f->path);
     assert_string_equal(c->store_url, "memory");
     assert_int_equal(c->state_max_keys, 1000000);
+    assert_false(c->state_windows_log);
     assert_int_equal(c->lateness_ms, 60000);
     assert_int_equal(c->max_event_bytes, 1048576);
     assert_int_equal(c->evidence_bytes, 16384);
@@ -244,6 +245,19 @@ static void test_error_username_without_password(void **state)
                  "username: a Redis ACL user needs a password (password or password_file)");
 }
 
+static void test_state_windows(void **state)
+{
+    fx *f = *state;
+    kx_config *c = load_ok(f, "state:\n  store: \"redis://127.0.0.1:6379\"\n  windows: log\n");
+    assert_true(c->state_windows_log);
+    kx_config_destroy(c);
+    c = load_ok(f, "state:\n  windows: script\n");
+    assert_false(c->state_windows_log);
+    kx_config_destroy(c);
+    expect_error(*state, "state:\n  windows: lua\n", "2:12",
+                 "windows: \"script\" or \"log\" (how Redis keeps sliding windows)");
+}
+
 static void test_error_bad_duration(void **state)
 {
     expect_error(*state, "state:\n  lateness: 5 minutes\n", "2:13",
@@ -351,6 +365,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_error_bad_store_url, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_username_without_password, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_bad_duration, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_windows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_duplicate_topic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_metrics_listen_without_port, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_metrics_listen_empty_port, setup, teardown),

@@ -32,6 +32,7 @@
 
 typedef struct fx {
     bool redis;
+    bool log; /* redis with the window log (kx_store_redis_use_log) */
     struct ev_loop *loop;
     kx_store *s;
     redisContext *sync; /* redis only: a plain blocking connection for checks */
@@ -199,12 +200,13 @@ static int group_teardown_redis(void **state)
     return 0;
 }
 
-static int setup_common(void **state, bool redis)
+static int setup_common(void **state, bool redis, bool log)
 {
     fx *f = calloc(1, sizeof(*f));
     if (!f)
         return -1;
     f->redis = redis;
+    f->log = log;
     f->loop = ev_loop_new(EVFLAG_AUTO);
     kx_metrics_reset();
     if (redis) {
@@ -213,6 +215,8 @@ static int setup_common(void **state, bool redis)
             goto fail;
         freeReplyObject(redisCommand(f->sync, "FLUSHALL"));
         if (kx_store_redis_create(f->loop, "127.0.0.1", g_srv.port, PREFIX, &f->s) != 0)
+            goto fail;
+        if (log && kx_store_redis_use_log(f->s) != 0)
             goto fail;
         if (!kx_test_run_until(f->loop, store_up, f->s, 5000))
             goto fail;
@@ -232,12 +236,17 @@ fail:
 
 static int setup_memory(void **state)
 {
-    return setup_common(state, false);
+    return setup_common(state, false, false);
 }
 
 static int setup_redis(void **state)
 {
-    return setup_common(state, true);
+    return setup_common(state, true, false);
+}
+
+static int setup_redis_log(void **state)
+{
+    return setup_common(state, true, true);
 }
 
 static int teardown(void **state)
@@ -767,7 +776,8 @@ static int64_t backend_pttl(fx *f, const char *key, const char *suffix)
     if (!f->redis)
         return kx__store_memory_pttl(f->s, key, (int64_t)(ev_now(f->loop) * 1000.0));
     char full[256];
-    snprintf(full, sizeof(full), PREFIX "{%s}:%s", key, suffix);
+    /* The window log keeps a window in one stream, :l. */
+    snprintf(full, sizeof(full), PREFIX "{%s}:%s", key, f->log ? "l" : suffix);
     return cmd_int(f, "PTTL %s", full);
 }
 
@@ -782,8 +792,11 @@ static void test_ttl(void **state)
     fx *f = *state;
     add_full(f, (addp){.key = "k", .member = "m1", .t = T0, .evidence = "e1", .max_ev = 2});
     int64_t z = backend_pttl(f, "k", "z");
-    assert_true(z > TTL - 1000 && z <= TTL);
-    if (f->redis) {
+    /* The window log renews its stream to twice the TTL, once per TTL: the records' own
+     * clocks say when a window expired; the stream's TTL only collects garbage. */
+    int64_t want = f->log ? 2 * TTL : TTL;
+    assert_true(z > want - 1000 && z <= want);
+    if (f->redis && !f->log) {
         int64_t e = backend_pttl(f, "k", "e");
         assert_true(e > TTL - 1000 && e <= TTL);
     }
@@ -2811,6 +2824,122 @@ static void test_window_redis_like_memory(void **state)
     kx_store_destroy(mem);
 }
 
+/* The window log shared by several processes: three stores on one Redis take turns adding
+ * to the same windows, and every answer is the memory store's for the same adds in the same
+ * order. Appends that lose a race read the other's records first; one store is made anew
+ * now and then (its replica rebuilt from the log, often from a snapshot: snapshots are due
+ * after 8 records here); the key is forgotten once mid-stream; and a replica cap of 1 key
+ * drops a replica whenever the adds move to the other key. */
+static kx_store *log_store(fx *f)
+{
+    kx_store *s = NULL;
+    assert_int_equal(kx_store_redis_create(f->loop, "127.0.0.1", g_srv.port, PREFIX, &s), 0);
+    assert_int_equal(kx_store_redis_use_log(s), 0);
+    kx__store_redis_set_log_limits(s, 8, 1);
+    kx__store_set_member_cap(s, 24);
+    assert_true(kx_test_run_until(f->loop, store_up, s, 5000));
+    return s;
+}
+
+static void test_log_processes(void **state)
+{
+    fx *f = *state;
+    kx_store *mem = NULL, *p[3];
+    assert_int_equal(kx_store_memory_create(f->loop, 0, &mem), 0);
+    kx__store_set_member_cap(mem, 24);
+    for (int i = 0; i < 3; i++)
+        p[i] = log_store(f);
+    static const kx_agg aggs[] = {KX_AGG_COUNT, KX_AGG_DISTINCT, KX_AGG_SUM,
+                                  KX_AGG_AVG,   KX_AGG_SHARE,    KX_AGG_ORDERED};
+    static const kx_cmp_term conds[][1] = {{{KX_CMP_GTE, 6}},  {{KX_CMP_GTE, 4}},
+                                           {{KX_CMP_GTE, 30}}, {{KX_CMP_GT, 4.5}},
+                                           {{KX_CMP_GTE, 40}}, {{KX_CMP_GTE, 2}}};
+    enum { N = 300 };
+    static char members[N][32], evs[N][8];
+    static kx_window_add ops[N];
+    uint32_t x = 2463534242u;
+    int snapshots = 0;
+    for (size_t a = 0; a < sizeof(aggs) / sizeof(aggs[0]); a++) {
+        int64_t t = T0;
+        int crossings = 0;
+        char key[16], other[16];
+        snprintf(key, sizeof(key), "log%zu", a);
+        snprintf(other, sizeof(other), "logx%zu", a);
+        for (size_t i = 0; i < N; i++) {
+            size_t src;
+            int64_t at = stream_next(&x, i, ops, &t, 19, 6, true, &src);
+            unsigned v = aggs[a] == KX_AGG_ORDERED ? (x >> 11) % 4 : (x >> 11) % 9;
+            if (src == i)
+                snprintf(members[i], sizeof(members[i]), "m%zu\x1f%u", (i * 7919) % 1000, v);
+            snprintf(evs[i], sizeof(evs[i]), "e%zu", i);
+            /* every third add goes to a second key: replicas come and go under the cap */
+            ops[i] = stream_add(i % 3 == 2 ? other : key, members[src], at, evs[i], aggs[a],
+                                conds[a], 1, 3000, a % 2 == 0);
+            kx_store *s = p[(x >> 5) % 3];
+            got r = add_on(f->loop, s, &ops[i]);
+            got m = add_on(f->loop, mem, &ops[i]);
+            assert_same_result(&m, &r);
+            assert_int_equal(m.count, r.count);
+            assert_int_equal(m.first, r.first);
+            assert_int_equal(m.last, r.last);
+            crossings += r.crossed;
+            if ((x >> 3) % 40 == 0) { /* a process restarts: its replicas are gone */
+                kx_store_destroy(p[2]);
+                p[2] = log_store(f);
+            }
+            if (i == N / 2) { /* a group cap drops the key: every process starts it over */
+                assert_int_equal(kx_store_forget(p[0], key), 0);
+                assert_int_equal(kx_store_forget(mem, key), 0);
+            }
+            char full[64];
+            snprintf(full, sizeof(full), PREFIX "{%s}:l", key);
+            redisReply *first = cmd(f, "XRANGE %s - + COUNT 1", full);
+            if (first->elements == 1 && first->element[0]->element[1]->element[0]->str[0] == 's')
+                snapshots++;
+            freeReplyObject(first);
+        }
+        assert_true(crossings > 3);
+    }
+    assert_true(snapshots > 100);
+    assert_true(kx_metric_get(KX_M_STATE_LOG_CONFLICTS) > 50);
+    assert_true(kx_metric_get(KX_M_STATE_LOG_DROPPED) > 50);
+    for (int i = 0; i < 3; i++)
+        kx_store_destroy(p[i]);
+    kx_store_destroy(mem);
+}
+
+static bool waited(void *ud)
+{
+    (void)ud;
+    return false;
+}
+
+/* A window expires ttl after its last update, as in memory, although the log's stream lives
+ * on (its TTL is renewed to twice the window's): the records' clocks tell a second process
+ * that reads the stream that the window had expired before its add. */
+static void test_log_gap(void **state)
+{
+    fx *f = *state;
+    kx_store *b = log_store(f);
+    kx_window_add op = {
+        .key = "gap", .member = "m1", .time_ms = T0, .window_ms = 300, .ttl_ms = 300};
+    assert_int_equal(add_on(f->loop, f->s, &op).count, 1);
+    op.member = "m2";
+    op.time_ms = T0 + 1;
+    assert_int_equal(add_on(f->loop, b, &op).count, 2); /* within ttl: the same window */
+    kx_test_run_until(f->loop, waited, NULL, 400);
+    assert_true(cmd_int(f, "EXISTS %s", PREFIX "{gap}:l") == 1);
+    op.member = "m3";
+    op.time_ms = T0 + 2;
+    got g = add_on(f->loop, b, &op);
+    assert_int_equal(g.count, 1); /* 400 ms without an add: it starts over */
+    assert_true(g.added);
+    op.member = "m4";
+    op.time_ms = T0 + 3;
+    assert_int_equal(add_on(f->loop, f->s, &op).count, 2); /* and the first process agrees */
+    kx_store_destroy(b);
+}
+
 typedef struct cancel_rec {
     int calls;
     int status[3];
@@ -2929,6 +3058,21 @@ static void test_url_prefix_redis(void **state)
     assert_true(kx_test_run_until(f->loop, store_up, f->s, 5000));
     add(f, "k", "m", T0);
     assert_int_equal(cmd_int(f, "EXISTS %s", "klaxon:{k}:z"), 1);
+    /* state.windows: log -- the window is a stream, and its answers are the same */
+    kx_store_destroy(f->s);
+    kx_store_opts o = {.log_windows = true};
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d/lg:", g_srv.port);
+    assert_int_equal(kx_store_create_from_url(f->loop, url, &o, &f->s, &err), 0);
+    assert_true(kx_test_run_until(f->loop, store_up, f->s, 5000));
+    add(f, "k", "m", T0);
+    got g = add(f, "k", "m2", T0 + 1);
+    assert_window(g, 2, T0, T0 + 1, true);
+    assert_int_equal(cmd_int(f, "EXISTS %s", "lg:{k}:z"), 0);
+    assert_int_equal(cmd_int(f, "XLEN %s", "lg:{k}:l"), 2);
+    /* a memory store ignores it */
+    kx_store *m = NULL;
+    assert_int_equal(kx_store_create_from_url(f->loop, "memory", &o, &m, &err), 0);
+    kx_store_destroy(m);
 }
 
 #define SHARED_TESTS(setup)                                                                        \
@@ -3002,8 +3146,15 @@ int main(void)
                                         teardown_maybe_destroyed),
         cmocka_unit_test_setup_teardown(test_url_prefix_redis, setup_redis, teardown),
     };
+    const struct CMUnitTest log_tests[] = {
+        SHARED_TESTS(setup_redis_log),
+        cmocka_unit_test_setup_teardown(test_log_processes, setup_redis_log, teardown),
+        cmocka_unit_test_setup_teardown(test_log_gap, setup_redis_log, teardown),
+    };
     int failed =
         cmocka_run_group_tests_name("store_memory", memory_tests, group_setup_memory, NULL);
+    failed += cmocka_run_group_tests_name("store_redis_log", log_tests, group_setup_redis,
+                                          group_teardown_redis);
     failed += cmocka_run_group_tests_name("store_redis", redis_tests, group_setup_redis,
                                           group_teardown_redis);
     return failed;

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "klaxon/log.h"
+#include "klaxon/metrics.h"
 #include "state/store_impl.h"
 
 #define MEM_DEFAULT_MAX_KEYS 1000000u
@@ -106,6 +107,9 @@ typedef struct kx_store_memory {
     size_t nkeys;
     size_t max_keys;
     size_t sweep_cursor;
+    /* The Redis log's replica (redis_log.c): its clock stands still at 0, so keys never expire
+     * by time; its owner drops them (the log says when a window starts over). */
+    bool replica;
     int depth;            /* > 0 while a callback runs */
     bool destroy_pending; /* destroy was called from inside a callback */
     kx_ratelimit rl_keys;
@@ -142,6 +146,13 @@ typedef struct kx_store_memory {
         const void *ops; /* the call's touches (kx_absence_touch or kx_close_touch) */
     } tm;
 } kx_store_memory;
+
+/* An op counted in KX_M_STORE_OPS; a replica's are the Redis store's, counted there. */
+static inline void kx__mem_count_op(const kx_store_memory *m)
+{
+    if (!m->replica)
+        kx_metric_inc(KX_M_STORE_OPS);
+}
 
 /* store_memory.c */
 int64_t kx__mem_loop_now_ms(const kx_store_memory *m);
@@ -206,6 +217,8 @@ bool kx__mem_agg(kx_store_memory *m, mem_win *w, kx_agg agg, uint32_t lo, uint32
 int kx__mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, void *ud);
 int kx__mem_window_add_many(kx_store *s, const kx_window_add *ops, size_t n, kx_store_many_cb cb,
                             void *ud);
+
+/* memory/snapshot.c: kx__store_memory_export/import (store_impl.h) */
 
 /* memory/first_seen.c */
 int kx__mem_first_seen(kx_store_memory *m, mem_win *w, const kx_window_add *op,

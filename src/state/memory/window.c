@@ -182,7 +182,7 @@ int kx__mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, voi
         op->max_evidence < KX__STORE_MAX_EVIDENCE ? op->max_evidence : KX__STORE_MAX_EVIDENCE;
     kx_window_result res = {0};
     if (op->agg == KX_AGG_FIRST_SEEN) {
-        kx_metric_inc(KX_M_STORE_OPS);
+        kx__mem_count_op(m);
         if ((rc = kx__mem_first_seen(m, w, op, &res)))
             return rc;
         w->expire_at = now + op->ttl_ms;
@@ -191,7 +191,7 @@ int kx__mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, voi
     }
     if (op->agg == KX_AGG_BASELINE) {
         bool bl_added = false;
-        kx_metric_inc(KX_M_STORE_OPS);
+        kx__mem_count_op(m);
         if ((rc = kx__mem_baseline(m, w, op, now, &res, &bl_added)))
             return rc;
         if (!res.late && bl_added && op->evidence && max_ev > 0 &&
@@ -206,7 +206,7 @@ int kx__mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, voi
     uint64_t h = kx_hash64(op->member, mlen, 0);
     /* Older than the key keeps (newest - ttl): the script refuses it before ZADD. */
     if (w->n > 0 && op->time_ms < kx__mem_win_at(w, w->n - 1)->t - op->ttl_ms) {
-        kx_metric_inc(KX_M_STORE_OPS);
+        kx__mem_count_op(m);
         res.late = true;
         kx__mem_run_cb(m, cb, ud, 0, &res);
         return 0;
@@ -217,7 +217,7 @@ int kx__mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, voi
         if (rc)
             return rc;
     }
-    kx_metric_inc(KX_M_STORE_OPS);
+    kx__mem_count_op(m);
     /* Same order as the Lua script: prune by the newest time seen, cap, then count. */
     int64_t max_t = kx__mem_win_at(w, w->n - 1)->t;
     uint32_t old = kx__mem_win_time_bound(w, max_t - op->ttl_ms, false);
