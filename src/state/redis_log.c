@@ -9,8 +9,8 @@
  * replica, src/state/memory/). The memory store is the reference the shared suite holds both
  * backends to, so a replayed window answers exactly as one in memory would.
  *
- * Stream IDs are EPOCH-SEQ: EPOCH the server's clock (µs) when the stream was created, SEQ
- * 1, 2, ... An add is `XADD key NOMKSTREAM EPOCH-(SEQ+1)` with the newest entry this process
+ * Stream IDs are EPOCH-SEQ: EPOCH the server's clock (ms) when the stream was created, SEQ
+ * 0, 1, ... An add is `XADD key NOMKSTREAM EPOCH-(SEQ+1)` with the newest entry this process
  * applied: Redis refuses it when another process appended first (the ID is not above the
  * top), so an append succeeds only on the state the replica holds -- a compare-and-set in one
  * native command. A refusal reads the entries missed (XRANGE) and tries again; a missing
@@ -498,7 +498,7 @@ static int snapshot_apply(kx_store_redis *r, redis_op *op, const char *p, size_t
     return rc;
 }
 
-/* Applies XRANGE's entries: the whole stream (it starts with a snapshot or SEQ 1), or those
+/* Applies XRANGE's entries: the whole stream (it starts with a snapshot or SEQ 0), or those
  * after the newest applied. Returns 0, 1 when they do not follow on (the replica must be
  * rebuilt), or a failure status. */
 static int apply_entries(kx_store_redis *r, redis_op *op, const redisReply *reply)
@@ -518,7 +518,7 @@ static int apply_entries(kx_store_redis *r, redis_op *op, const redisReply *repl
         bool snap = field->len == 1 && field->str[0] == 's';
         bool follows = lk->epoch && epoch == lk->epoch && seq == lk->seq + 1;
         if (!snap && !follows) {
-            if (seq != 1 || i > 0)
+            if (seq != 0 || i > 0)
                 return 1;
             lk_reset(r, lk); /* a new stream */
         }
@@ -639,23 +639,16 @@ void kx__redis_log_reply(kx_store_redis *r, redis_node *n, redis_op *op, redisRe
                 kx__redis_log_fail(r, op, -EIO);
             return;
         }
-        uint64_t one;
-        char id[LOG_ID_MAX];
-        if (reply->type != REDIS_REPLY_STRING || reply->len + 2 > sizeof(id)) {
-            log_error(r, n, "create", "unexpected reply");
-            kx__redis_log_fail(r, op, -EPROTO);
-            return;
-        }
-        memcpy(id, reply->str, reply->len);
-        memcpy(id + reply->len, "-1", 2);
-        if (!parse_id(id, reply->len + 2, &epoch, &one)) {
+        uint64_t seq = 0;
+        if (reply->type != REDIS_REPLY_STRING || !parse_id(reply->str, reply->len, &epoch, &seq) ||
+            epoch == 0) {
             log_error(r, n, "create", "unexpected reply");
             kx__redis_log_fail(r, op, -EPROTO);
             return;
         }
         lk_reset(r, lk);
         lk->epoch = epoch;
-        lk->seq = 1;
+        lk->seq = seq;
         lk->entries = 1;
         lk->keep_until = ev_now(r->loop) + (double)stream_ttl_ms(op) / 1000.0;
         own_applied(r, op);

@@ -2,18 +2,17 @@
 -- The parts run in one script, in the order of KX_REDIS_LUA_PARTS (src/CMakeLists.txt,
 -- embedded by cmake/embed.cmake); OP_* come from klaxon's enum (src/state/redis_scripts.h).
 -- z = PREFIX{KEY}:l, a stream of records of adds ('r') and snapshots ('s'), with IDs
--- EPOCH-SEQ: EPOCH is the server's time in microseconds when the stream was created, SEQ
--- counts from 1. Every other step is a plain command (XADD NOMKSTREAM with the next ID,
+-- EPOCH-SEQ: EPOCH is the server's clock (ms) when the stream was created (XADD's own ID
+-- for a new stream, EPOCH-0: no TIME, which an ACL with +@read +@write does not allow), SEQ
+-- counts from 0. Every other step is a plain command (XADD NOMKSTREAM with the next ID,
 -- XRANGE, PEXPIRE): the memory store's C does the window arithmetic.
--- create: ARGV[1] = the first record, ARGV[4] = the stream's TTL (ms); returns the epoch (a
--- string), or 0 when the stream exists (the caller reads it instead).
+-- create: ARGV[1] = the first record, ARGV[4] = the stream's TTL (ms); returns the first
+-- entry's ID, or 0 when the stream exists (the caller reads it instead).
 if agg == OP_LOG_CREATE then
   if redis.call('EXISTS', z) == 1 then return 0 end
-  local now = redis.call('TIME')
-  local epoch = string.format('%d%06d', tonumber(now[1]), tonumber(now[2]))
-  redis.call('XADD', z, epoch .. '-1', 'r', ARGV[1])
+  local id = redis.call('XADD', z, '*', 'r', ARGV[1])
   redis.call('PEXPIRE', z, ARGV[4])
-  return epoch
+  return id
 end
 -- keep: when the newest entry is ARGV[2], append the snapshot ARGV[1] as ARGV[3] and drop
 -- every entry before it (the snapshot holds their effect); returns 1 when it did, else 0.
