@@ -21,10 +21,12 @@ import shutil
 from harness import SRC, RedisCluster, RedisServer, alerts_of, check, replay, run_tests, tmpdir
 
 FIX = os.path.join(SRC, "tests", "fixtures", "correlations")
-STORES = ("memory", "redis", "cluster")
+# "-log": the same Redis with state.windows: log (sliding windows as a log klaxon replays)
+STORES = ("memory", "redis", "cluster", "redis-log", "cluster-log")
 REDIS = None  # the RedisServer, started in main
 CLUSTER = None  # a RedisCluster of three masters, started in main
 _prefixes = [0]
+LOGDIR = [None]  # where the "-log" stores' configs go (removed with the Redis dir)
 
 
 def ts(hms):
@@ -41,27 +43,36 @@ def fx(*parts):
 def run(store, rules, files, config=None, expect_rc=0):
     """Replays files through the rules; returns (alerts, raw stdout lines, stderr)."""
     args = ["--rules", rules, "--format", "json"]
-    if config:
-        args += ["--config", config]
     prefix = None
+    if store.endswith("-log"):
+        text = open(config).read() if config else ""
+        _prefixes[0] += 1
+        config = os.path.join(LOGDIR[0], "klaxon-log-%d.yaml" % _prefixes[0])
+        with open(config, "w") as f:
+            f.write(text + "\nstate:\n  windows: log\n")
+        args += ["--config", config]
+    elif config:
+        args += ["--config", config]
     if store != "memory":
         # A fresh key prefix per replay: no state carries over from another run.
         _prefixes[0] += 1
         prefix = "kxct%d-%d:" % (os.getpid(), _prefixes[0])
-        port = REDIS.port if store == "redis" else CLUSTER.port
+        port = REDIS.port if store.startswith("redis") else CLUSTER.port
         args += ["--state", "redis://127.0.0.1:%d/%s" % (port, prefix)]
     r = replay(args + list(files), timeout=60)
     err = r.stderr.decode(errors="replace")
     check(r.returncode == expect_rc, "replay %s (%s) exit %d: %s" % (files, store, r.returncode, err[-2000:]))
     out = r.stdout.decode()
     lines = [l for l in out.splitlines() if l.strip()]
-    if store == "redis":
+    if store.startswith("redis"):
         # The windows really were kept in Redis (not silently in memory).
         reply = REDIS.command("KEYS", prefix + "*")
         check(reply.startswith(b"*") and not reply.startswith(b"*0\r\n"),
               "no keys under %s in redis: %r" % (prefix, reply[:80]))
-    elif store == "cluster":
-        check(CLUSTER.keys(prefix + "*"), "no keys under %s in the cluster" % prefix)
+        if store == "redis-log" and not REDIS.command("KEYS", prefix + "*:l").startswith(b"*0\r\n"):
+            LOGDIR.append(prefix)  # a window log was written
+    else:
+        check(store == "memory" or CLUSTER.keys(prefix + "*"), "no keys under %s in the cluster" % prefix)
     return alerts_of(out), lines, err
 
 
@@ -581,6 +592,11 @@ def test_resolve():
         check(outs["memory"] == outs[store], "resolve: memory and %s alerts differ" % store)
 
 
+def test_log_was_used():
+    """The "-log" stores really kept their sliding windows as window logs."""
+    check(len(LOGDIR) > 20, "window logs written in %d replays" % (len(LOGDIR) - 1))
+
+
 def test_load_errors():
     cases = [
         # line 19 "    rules: [no_backup]": the name at column 13
@@ -625,13 +641,14 @@ def test_load_errors():
 def main():
     global REDIS, CLUSTER
     d = tmpdir("corr-redis")
+    LOGDIR[0] = d
     REDIS = RedisServer(d).start()
     CLUSTER = RedisCluster(os.path.join(d, "cluster"))
     try:
         CLUSTER.start()
         run_tests([test_window_edges, test_out_of_order, test_late_events, test_suppress, test_value_count,
                    test_temporal, test_value_sum_avg, test_value_percentile, test_chaining, test_first_seen, test_baseline, test_absence, test_at_most,
-                   test_resolve, test_same_file_twice, test_load_errors])
+                   test_resolve, test_same_file_twice, test_load_errors, test_log_was_used])
     finally:
         REDIS.stop()
         CLUSTER.stop()

@@ -72,7 +72,15 @@ def summaries(out):
                   for a in alerts_of(out))
 
 
-def test_reshard_mid_stream():
+def reshard_mid_stream(log):
+    """log: the windows kept as window logs (state.windows: log): XADD and XRANGE follow
+    MOVED and ASK as the scripts do."""
+    pfx = "cll:" if log else "cl:"
+    conf = []
+    if log:
+        conf = ["--config", os.path.join(D, "log.yaml")]
+        with open(conf[1], "w") as f:
+            f.write("state:\n  windows: log\n")
     rules = os.path.join(D, "rules.yml")
     with open(rules, "w") as f:
         f.write(RULES)
@@ -84,7 +92,8 @@ def test_reshard_mid_stream():
     check(mem.returncode == 0, "memory replay: %s" % mem.stderr)
     want = summaries(mem.stdout.decode())
     check(len(want) > 100, "the stream raises alerts of both rules: %d" % len(want))
-    one = replay(["-r", rules, "--format", "json", "--state", "redis://127.0.0.1:%d/one:" % REDIS.port, events])
+    one = replay(["-r", rules, "--format", "json", "--state", "redis://127.0.0.1:%d/one%s" % (REDIS.port, pfx),
+                  events] + conf)
     check(one.returncode == 0 and summaries(one.stdout.decode()) == want, "single redis differs from memory")
 
     # The stream through stdin, slowly; a third of the way in, an operator moves a third of
@@ -93,7 +102,7 @@ def test_reshard_mid_stream():
     # Output to files: a pipe nobody reads while the test writes would stall klaxon.
     out_f, err_f = open(os.path.join(D, "cl.out"), "w+b"), open(os.path.join(D, "cl.err"), "w+b")
     p = subprocess.Popen([KLAXON, "replay", "-r", rules, "--format", "json", "--log-level", "info",
-                          "--state", "redis://127.0.0.1:%d/cl:" % CLUSTER.port, "-"],
+                          "--state", "redis://127.0.0.1:%d/%s" % (CLUSTER.port, pfx), "-"] + conf,
                          stdin=subprocess.PIPE, stdout=out_f, stderr=err_f)
     chunk = 100
     reshard = None
@@ -122,8 +131,18 @@ def test_reshard_mid_stream():
     remapped = "no answer in" in err and err.count("redis cluster via 127.0.0.1:%d: connected to 3 masters" % CLUSTER.port) >= 2
     check(followed or remapped, "klaxon never followed a moved slot: %s" % err[-1000:])
     # The state is on every master, under the prefix.
-    per_node = [len(CLUSTER.keys_on(i, "cl:*")) for i in range(3)]
+    per_node = [len(CLUSTER.keys_on(i, pfx + "*")) for i in range(3)]
     check(all(n > 0 for n in per_node), "keys per master: %s" % per_node)
+    if log:
+        check(CLUSTER.keys(pfx + "*:l"), "no window logs under %s" % pfx)
+
+
+def test_reshard_mid_stream():
+    reshard_mid_stream(False)
+
+
+def test_reshard_mid_stream_log():
+    reshard_mid_stream(True)
 
 
 def test_master_down_pauses_and_resumes():
@@ -169,7 +188,7 @@ def main():
     CLUSTER = RedisCluster(os.path.join(D, "cluster"))
     try:
         CLUSTER.start()
-        run_tests([test_reshard_mid_stream, test_master_down_pauses_and_resumes])
+        run_tests([test_reshard_mid_stream, test_reshard_mid_stream_log, test_master_down_pauses_and_resumes])
     finally:
         CLUSTER.stop()
         REDIS.stop()
