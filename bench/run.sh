@@ -15,7 +15,8 @@
 #   6. the stateful path alone on redis-server, updates one by one and pre-aggregated, with
 #      100 and 10,000 groups, on one redis-server and on a Redis Cluster of three masters
 #      (bench-state): events/s, klaxon's and Redis' CPU, EVALSHA and Redis commands per
-#      matching event
+#      matching event; event_count and value_count again through the window log
+#      (state.windows: log), and at 10,000 groups with 30 events per group both ways
 #   7. SigmaHQ-shaped rule sets (bench/gen_sigma.py: 50, 500 and 3,000 rules) on a stream
 #      with one topic per logsource (bench/gen_sigma_events.py): in memory with and without
 #      logsource routing against the naive regex loop, load time and memory, allocations;
@@ -27,7 +28,7 @@
 # Every figure is the median of BENCH_RUNS runs. It stops only what it started, by pid.
 #
 # Knobs: BENCH_EVENTS (200000), BENCH_RUNS (5), BENCH_LATENCY_EVENTS (200), BENCH_SEED (42),
-# BENCH_STATE_EVENTS (50000), BENCH_SIGMA_EVENTS (20000, through Kafka),
+# BENCH_STATE_EVENTS (50000), BENCH_STATE_STEADY_EVENTS (300000), BENCH_SIGMA_EVENTS (20000, through Kafka),
 # BENCH_SIGMA_MEM_EVENTS (10000, in memory), BENCH_SIGMA_NAIVE_EVENTS (500),
 # BENCH_SIGMA_RUNS (3), BENCH_SIGMA_RULES (3000), BENCH_SIGMA_DIR (a SigmaHQ checkout: its
 # rules instead of generated ones), BENCH_PROFILE (1), BENCH_KEEP (0: keep the temp dir).
@@ -312,6 +313,22 @@ for t in event_count value_count first_seen baseline absence at_most; do
         done
     done
 done
+# The same through the window log (state.windows: log: -l), pre-aggregated; at 10,000 groups
+# also with 30 events per group (STATE_STEADY_N), where creating each group's stream no longer
+# dominates, for both ways of keeping the windows.
+STATE_STEADY_N=${BENCH_STATE_STEADY_EVENTS:-300000}
+for t in event_count value_count; do
+    for g in 100 10000; do
+        line=$("$BIN/bench-state" -s "redis://127.0.0.1:$REDIS_PORT" -n "$STATE_N" -g "$g" \
+            -b 1000 -r "$RUNS" -t "$t" -p 1 -l) || die "bench-state -l $t -g $g failed"
+        echo "${line/row=state/row=state-log-$t-g$g-1}" | tee -a "$RES"
+    done
+    for l in "" -l; do
+        line=$("$BIN/bench-state" -s "redis://127.0.0.1:$REDIS_PORT" -n "$STATE_STEADY_N" -g 10000 \
+            -b 1000 -r "$RUNS" -t "$t" -p 1 $l) || die "bench-state steady $t $l failed"
+        echo "${line/row=state/row=state-steady${l:+-log}-$t-g10000-1}" | tee -a "$RES"
+    done
+done
 # A cluster port: its bus (port + 10000) must be free too.
 cluster_port() {
     local p
@@ -347,6 +364,13 @@ for t in event_count value_count first_seen baseline absence at_most; do
         line=$("$BIN/bench-state" -s "redis://127.0.0.1:${CL_PORTS[0]}" -x "${CL_PORTS[1]},${CL_PORTS[2]}" \
             -n "$STATE_N" -g "$g" -b 1000 -r "$RUNS" -t "$t" -p 1) || die "bench-state cluster $t -g $g failed"
         echo "${line/row=state/row=state-cluster-$t-g$g-1}" | tee -a "$RES"
+    done
+done
+for t in event_count value_count; do
+    for g in 100 10000; do
+        line=$("$BIN/bench-state" -s "redis://127.0.0.1:${CL_PORTS[0]}" -x "${CL_PORTS[1]},${CL_PORTS[2]}" \
+            -n "$STATE_N" -g "$g" -b 1000 -r "$RUNS" -t "$t" -p 1 -l) || die "bench-state cluster -l $t -g $g failed"
+        echo "${line/row=state/row=state-cluster-log-$t-g$g-1}" | tee -a "$RES"
     done
 done
 

@@ -11,27 +11,28 @@
 #include "klaxon/common.h"
 
 typedef enum {
-    KX_M_EVENTS_CONSUMED,     /* messages/lines taken from a source */
-    KX_M_EVENTS_DECODED,      /* decoded into an event */
-    KX_M_EVENTS_MALFORMED,    /* rejected by decode (counted, logged, skipped) */
-    KX_M_EVENTS_MATCHED,      /* events that matched at least one rule */
-    KX_M_RULE_MATCHES,        /* detection rule matches, all rules */
-    KX_M_ALERTS_RAISED,       /* alerts produced by detect/state */
-    KX_M_ALERTS_DEDUPED,      /* alerts not sent again: same dedup_key seen recently */
-    KX_M_ALERTS_DELIVERED,    /* alert deliveries acknowledged by a sink */
-    KX_M_ALERTS_FAILED,       /* deliveries that failed after all retries */
-    KX_M_ALERT_RETRIES,       /* delivery retries */
-    KX_M_STORE_OPS,           /* state operations issued */
-    KX_M_STORE_ERRORS,        /* state operations that failed (will be retried) */
-    KX_M_STORE_RECONNECTS,    /* reconnect attempts to the state store */
-    KX_M_STORE_REDIRECTS,     /* Redis Cluster MOVED, ASK and TRYAGAIN replies followed */
-    KX_M_STATE_LOG_CONFLICTS, /* window log appends another process got in before */
-    KX_M_STATE_LOG_DROPPED,   /* window log replicas dropped (least recently used) */
-    KX_M_SOURCE_PAUSES,       /* times consumption was paused (store down, back-pressure) */
-    KX_M_OFFSETS_COMMITTED,   /* offsets stored for commit */
-    KX_M_STATE_KEYS_CAPPED,   /* state updates refused by a cap */
-    KX_M_EVENTS_TIME_CLAMPED, /* event time far in the future replaced by arrival time */
-    KX_M_EVENTS_SANITIZED,    /* JSON with invalid UTF-8 or \u0000 decoded with U+FFFD */
+    KX_M_EVENTS_CONSUMED,            /* messages/lines taken from a source */
+    KX_M_EVENTS_DECODED,             /* decoded into an event */
+    KX_M_EVENTS_MALFORMED,           /* rejected by decode (counted, logged, skipped) */
+    KX_M_EVENTS_MATCHED,             /* events that matched at least one rule */
+    KX_M_RULE_MATCHES,               /* detection rule matches, all rules */
+    KX_M_ALERTS_RAISED,              /* alerts produced by detect/state */
+    KX_M_ALERTS_DEDUPED,             /* alerts not sent again: same dedup_key seen recently */
+    KX_M_ALERTS_DELIVERED,           /* alert deliveries acknowledged by a sink */
+    KX_M_ALERTS_FAILED,              /* deliveries that failed after all retries */
+    KX_M_ALERT_RETRIES,              /* delivery retries */
+    KX_M_STORE_OPS,                  /* state operations issued */
+    KX_M_STORE_ERRORS,               /* state operations that failed (will be retried) */
+    KX_M_STORE_RECONNECTS,           /* reconnect attempts to the state store */
+    KX_M_STORE_REDIRECTS,            /* Redis Cluster MOVED, ASK and TRYAGAIN replies followed */
+    KX_M_STATE_LOG_CONFLICTS,        /* window log appends another process got in before */
+    KX_M_STATE_LOG_DROPPED,          /* window log replicas dropped (least recently used) */
+    KX_M_STATE_LOG_EVIDENCE_MISSING, /* window log evidence blobs that could not be read */
+    KX_M_SOURCE_PAUSES,              /* times consumption was paused (store down, back-pressure) */
+    KX_M_OFFSETS_COMMITTED,          /* offsets stored for commit */
+    KX_M_STATE_KEYS_CAPPED,          /* state updates refused by a cap */
+    KX_M_EVENTS_TIME_CLAMPED,        /* event time far in the future replaced by arrival time */
+    KX_M_EVENTS_SANITIZED,           /* JSON with invalid UTF-8 or \u0000 decoded with U+FFFD */
     KX_M_EVENTS_LATE,         /* correlation updates later than the allowed lateness: not counted */
     KX_M_CORR_SKIPPED,        /* correlation updates without the value their rule needs */
     KX_M_GROUPS_CAPPED,       /* new groups refused by a rule's max_groups cap */

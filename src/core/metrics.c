@@ -47,6 +47,9 @@ static const struct {
     [KX_M_STATE_LOG_DROPPED] = {"klaxon_state_log_replicas_dropped_total",
                                 "Window log replicas dropped to stay within the cap (rebuilt "
                                 "from Redis when used again)."},
+    [KX_M_STATE_LOG_EVIDENCE_MISSING] = {"klaxon_state_log_evidence_missing_total",
+                                         "Window log evidence blobs left out of an alert: "
+                                         "their page expired or was not written."},
     [KX_M_SOURCE_PAUSES] = {"klaxon_source_pauses_total", "Times consumption was paused."},
     [KX_M_OFFSETS_COMMITTED] =
         {"klaxon_offsets_stored_total",

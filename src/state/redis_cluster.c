@@ -50,6 +50,16 @@ static uint16_t crc16(const char *p, size_t n)
     return crc;
 }
 
+redis_node *kx__redis_key_node(kx_store_redis *r, const char *key, size_t len)
+{
+    redis_node *n = r->nodes[0];
+    if (r->mode == REDIS_MODE_CLUSTER) {
+        uint8_t t = r->slot_node[kx__redis_key_slot(key, len)];
+        n = t == REDIS_NO_NODE ? NULL : r->nodes[t];
+    }
+    return n && n->up && n->ac ? n : NULL;
+}
+
 uint16_t kx__redis_key_slot(const char *key, size_t len)
 {
     /* The hash tag: between the first '{' and the first '}' after it, when not empty. */

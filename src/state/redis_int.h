@@ -89,6 +89,7 @@ typedef struct redis_op {
     kx_buf rec;
     kx_window_add tmpl;
     kx_cmp_term cond[KX_CMP_MAX_TERMS];
+    struct ev_wait *evw; /* its answers, while their evidence is read (redis_log_evidence.c) */
 } redis_op;
 
 typedef struct redis_node {
@@ -174,6 +175,17 @@ struct kx_store_redis {
     size_t *log_off;            /* KX_STORE_MANY_MAX: where each member is in log_names */
     kx_buf log_snap;
     kx_ratelimit rl_log;
+    /* The window log's evidence pages (redis_log_evidence.c): the blobs of this process's
+     * adds, appended once per loop iteration to PREFIX ev:{PROC}:PAGE; records hold refs. */
+    uint64_t ev_proc;
+    uint64_t ev_page_no;
+    uint64_t ev_page_len;  /* bytes of the current page sent */
+    int64_t ev_page_ttl;   /* the longest ttl among the windows of the pending bytes */
+    double ev_page_sent;   /* loop time of the last append, */
+    double ev_page_keep_s; /* and the TTL it gave the page */
+    kx_buf ev_pending;
+    ev_prepare ev_flush;
+    kx_ratelimit rl_ev;
 };
 
 /* store_redis.c */
@@ -200,6 +212,23 @@ void kx__redis_log_forget(kx_store_redis *r, const char *key);
 /* Fails the ops waiting behind others with -ECANCELED (destroy). */
 void kx__redis_log_cancel(kx_store_redis *r);
 void kx__redis_log_free(kx_store_redis *r);
+/* An own op's answers are out (or failed): snapshot if due, then the key's next op. */
+void kx__redis_log_delivered(kx_store_redis *r, redis_op *op);
+
+/* redis_log_evidence.c: evidence out of the per-event path */
+#define KX__REDIS_EV_REF 28u /* bytes of a reference: proc, page, offset (u64), length (u32) */
+int kx__redis_ev_init(kx_store_redis *r);
+void kx__redis_ev_free(kx_store_redis *r);
+/* Puts blob on this process's page (sent at the end of the loop iteration, or before a
+ * read) and appends its reference to out. */
+int kx__redis_ev_put(kx_store_redis *r, const char *p, size_t n, int64_t ttl_ms, kx_buf *out);
+/* Sends the pending blobs now (APPEND, PEXPIRE; no reply awaited). */
+void kx__redis_ev_flush(kx_store_redis *r);
+/* op's own answers (res[0..n), borrowed) whose evidence are references: 0 when none has any
+ * (the caller delivers them as they are); 1 when they were copied and are being read: cb or
+ * mcb gets them with the blobs, then kx__redis_log_delivered(op). */
+int kx__redis_ev_resolve(kx_store_redis *r, redis_op *op, const kx_window_result *res, size_t n,
+                         kx_store_cb cb, kx_store_many_cb mcb, void *ud);
 
 /* redis_conn.c */
 void kx__redis_enter(kx_store_redis *r);
@@ -224,6 +253,9 @@ int kx__redis_numeric_host(const char *host, char *out, size_t outlen);
 /* redis_cluster.c */
 /* The slot of a key (CRC16 of its hash tag, as Redis computes it). */
 uint16_t kx__redis_key_slot(const char *key, size_t len);
+/* The node serving key's slot when it is up (the one server outside a cluster), else NULL:
+ * for commands sent directly, outside the per-slot order (no reply awaited, or their own). */
+redis_node *kx__redis_key_node(kx_store_redis *r, const char *key, size_t len);
 /* Sends op to the node serving its slot, or holds it until it may go (cluster). */
 int kx__redis_route(kx_store_redis *r, redis_op *op);
 /* A reply on n for op arrived (before it is looked at): per-slot accounting. */

@@ -174,8 +174,9 @@ static log_key *lk_get(kx_store_redis *r, const char *key)
 
 /* ---- records: the adds of one call ---- */
 
-/* version, writer's wall clock, n, then per add: time, member, evidence */
-static int record_build(kx_buf *b, const kx_window_add *ops, size_t n)
+/* version, writer's wall clock, n, then per add: time, member, evidence (a reference to the
+ * blob on this process's evidence page, redis_log_evidence.c) */
+static int record_build(kx_store_redis *r, kx_buf *b, const kx_window_add *ops, size_t n)
 {
     kx_buf_reset(b);
     int rc = kx__wire_put_u32(b, LOG_RECORD_VERSION);
@@ -189,28 +190,58 @@ static int record_build(kx_buf *b, const kx_window_add *ops, size_t n)
         if (!rc)
             rc = kx__wire_put_bytes(b, ops[i].member, strlen(ops[i].member));
         if (!rc)
-            rc = kx__wire_put_bytes(b, ev ? ops[i].evidence : "", ev ? ops[i].evidence_len : 0);
+            rc = ev ? kx__redis_ev_put(r, ops[i].evidence, ops[i].evidence_len, ops[i].ttl_ms, b)
+                    : kx__wire_put_bytes(b, "", 0);
     }
     return rc;
 }
 
+/* Where the answers of an op's own record go: its caller, after their evidence is read. */
 typedef struct fwd {
+    kx_store_redis *r;
+    redis_op *op;
     kx_store_cb cb;
     kx_store_many_cb mcb;
     void *ud;
+    bool later; /* the evidence is being read: delivered from there */
 } fwd;
+
+static void fwd_res(fwd *f, int status, const kx_window_result *res, size_t n)
+{
+    kx_window_result bare;
+    if (!status && n) {
+        int rc = kx__redis_ev_resolve(f->r, f->op, res, n, f->cb, f->mcb, f->ud);
+        if (rc == 1) {
+            f->later = true;
+            return;
+        }
+        if (rc < 0 && f->cb) { /* no memory to read the evidence: the answer without it */
+            bare = res[0];
+            bare.nevidence = 0;
+            res = &bare;
+        } else if (rc < 0) {
+            status = rc;
+        }
+    }
+    if (f->op->counted) {
+        f->op->counted = false;
+        f->r->npending--;
+    }
+    if (f->cb)
+        f->cb(f->ud, status, status ? NULL : res);
+    else
+        f->mcb(f->ud, status, status ? NULL : res, status ? 0 : n);
+}
 
 static void fwd_one(void *ud, int status, const kx_window_result *res)
 {
-    const fwd *f = ud;
-    f->cb(f->ud, status, res);
+    fwd_res(ud, status, res, res ? 1 : 0);
 }
 
 static void fwd_many(void *ud, int status, const kx_window_result *res, size_t n)
 {
-    const fwd *f = ud;
-    if (f && f->mcb)
-        f->mcb(f->ud, status, res, n);
+    if (ud)
+        fwd_res(ud, status, res, n);
 }
 
 /* Applies a record to lk's replica with op's parameters; the answers go to f (NULL: another
@@ -455,23 +486,23 @@ void kx__redis_log_fail(kx_store_redis *r, redis_op *op, int status)
 static void own_applied(kx_store_redis *r, redis_op *op)
 {
     log_key *lk = op->lk;
-    fwd f = {op->cb, op->mcb, op->ud};
+    fwd f = {r, op, op->cb, op->mcb, op->ud, false};
     op->cb = NULL;
     op->mcb = NULL;
-    if (op->counted) {
-        op->counted = false;
-        r->npending--;
-    }
     int rc = record_apply(r, op, op->rec.data, op->rec.len, &f);
     if (rc) {
         /* Not applied here, yet in the log: this replica no longer matches it. */
         lk_reset(r, lk);
         kx_metric_inc(KX_M_STORE_ERRORS);
-        if (f.cb)
-            f.cb(f.ud, rc, NULL);
-        else
-            f.mcb(f.ud, rc, NULL, 0);
+        fwd_res(&f, rc, NULL, 0);
     }
+    if (!f.later)
+        kx__redis_log_delivered(r, op);
+}
+
+void kx__redis_log_delivered(kx_store_redis *r, redis_op *op)
+{
+    log_key *lk = op->lk;
     if (!r->destroying && lk->epoch &&
         lk->entries >= r->log_compact_min + kx__store_memory_members(r->replica, lk->key)) {
         kx_buf_reset(&r->log_snap);
@@ -682,7 +713,7 @@ int kx__redis_log_add(kx_store_redis *r, redis_op *op, const kx_window_add *ops,
     op->tmpl.cond = op->cond;
     op->tmpl.ncond = ncond;
     log_key *lk = NULL;
-    int rc = record_build(&op->rec, ops, n);
+    int rc = record_build(r, &op->rec, ops, n);
     if (!rc && !(lk = lk_get(r, ops[0].key)))
         rc = -ENOMEM;
     if (rc) {
@@ -729,6 +760,8 @@ void kx__redis_log_forget(kx_store_redis *r, const char *key)
 
 void kx__redis_log_cancel(kx_store_redis *r)
 {
+    if (r->log_tab)
+        kx__redis_ev_flush(r); /* the blobs of the last adds, before the connections go */
     for (size_t i = 0; r->log_tab && i < r->log_cap; i++)
         for (log_key *lk = r->log_tab[i]; lk; lk = lk->next)
             while (lk->qhead) {
@@ -742,6 +775,7 @@ void kx__redis_log_cancel(kx_store_redis *r)
 
 int kx__redis_log_init(kx_store_redis *r)
 {
+    kx__redis_ev_init(r);
     r->log_cap = 64;
     r->log_max = LOG_MAX_KEYS;
     r->log_compact_min = LOG_COMPACT_MIN;
@@ -778,6 +812,7 @@ void kx__redis_log_free(kx_store_redis *r)
     if (r->replica)
         kx_store_destroy(r->replica);
     r->replica = NULL;
+    kx__redis_ev_free(r);
 }
 
 void kx__store_redis_set_log_limits(kx_store *s, size_t compact_min, size_t max_keys)

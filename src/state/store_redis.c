@@ -1009,12 +1009,8 @@ static int redis_forget(kx_store *s, const char *key)
     char k[KX__REDIS_NKEYS][KX__STORE_MAX_KEY_LEN + REDIS_MAX_PREFIX + 8];
     for (size_t i = 0; i < KX__REDIS_NKEYS; i++)
         snprintf(k[i], sizeof(k[i]), "%s{%s}:%c", r->prefix, key, kx__redis_key_kinds[i]);
-    redis_node *n = r->nodes[0];
-    if (r->mode == REDIS_MODE_CLUSTER) {
-        uint8_t t = r->slot_node[kx__redis_key_slot(k[0], strlen(k[0]))];
-        n = t == REDIS_NO_NODE ? NULL : r->nodes[t];
-    }
-    if (!n || !n->up || !n->ac)
+    redis_node *n = kx__redis_key_node(r, k[0], strlen(k[0]));
+    if (!n)
         return -EAGAIN;
     _Static_assert(KX__REDIS_NKEYS == 5, "DEL names every key");
     if (r->log_windows)
