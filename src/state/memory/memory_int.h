@@ -32,6 +32,7 @@
 typedef struct mem_entry {
     int64_t t;
     uint64_t h;
+    uint64_t vh;  /* the hash of the value (after the first 0x1f): DISTINCT compares these */
     uint32_t off; /* into the window's string heap */
     uint32_t len;
 } mem_entry;

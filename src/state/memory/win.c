@@ -218,6 +218,9 @@ int kx__mem_win_insert(mem_win *w, uint64_t h, int64_t t, const char *m, uint32_
     at->h = h;
     at->off = off;
     at->len = mlen;
+    size_t vlen;
+    const char *v = kx__mem_entry_value(w, at, &vlen);
+    at->vh = kx_hash64(v, vlen, 7);
     w->n++;
     kx__mem_set_put(w->set, w->set_cap, h, t);
     return 0;

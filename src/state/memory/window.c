@@ -62,18 +62,21 @@ static int64_t agg_distinct(kx_store_memory *m, mem_win *w, uint32_t lo, uint32_
     for (uint32_t i = lo; i < hi; i++) {
         if (i == skip)
             continue;
-        size_t len;
-        const char *v = kx__mem_entry_value(w, kx__mem_win_at(w, i), &len);
-        size_t j = (size_t)kx_hash64(v, len, 7) & (need - 1);
+        const mem_entry *e = kx__mem_win_at(w, i);
+        size_t j = (size_t)e->vh & (need - 1);
         for (;; j = (j + 1) & (need - 1)) {
             if (!m->dset[j]) {
                 m->dset[j] = i + 1;
                 n++;
                 break;
             }
-            size_t olen;
-            const char *o = kx__mem_entry_value(w, kx__mem_win_at(w, m->dset[j] - 1), &olen);
-            if (value_eq(v, len, o, olen))
+            const mem_entry *o = kx__mem_win_at(w, m->dset[j] - 1);
+            if (o->vh != e->vh)
+                continue;
+            size_t len, olen;
+            const char *v = kx__mem_entry_value(w, e, &len);
+            const char *ov = kx__mem_entry_value(w, o, &olen);
+            if (value_eq(v, len, ov, olen))
                 break;
         }
     }
