@@ -10,13 +10,15 @@
  * references as the windows' evidence; only an answer that shows evidence (a crossing) reads
  * the blobs back, one GETRANGE each, before it is delivered.
  *
- * A page lives 2 x the longest ttl of the windows whose blobs it holds (plus a minute) after
- * its last append. A new page starts every 256 kB, when the page may have expired since the
- * last append (a quiet process), and when an append finds the page shorter than it should
- * be (deleted): the offsets of later blobs would point past its end. A blob that cannot be read
- * (its page expired, or another process's page is not written yet, which a reader can only meet
- * with a Redis Cluster, where the page and the window are on different masters) is left out of the
- * evidence and counted in klaxon_state_log_evidence_missing_total.
+ * A page lives the longest ttl of the windows whose blobs it holds, plus a minute, after its
+ * last append: a blob is wanted while its event is in a window (Redis then holds each event's
+ * blob for about ttl, where the script kept only the last few per group: docs/scaling.md). A new
+ * page starts every 256 kB, when the page may have expired since the last append (a quiet process),
+ * and when an append finds the page shorter than it should be (deleted): the offsets of later blobs
+ * would point past its end. A blob that cannot be read (its page expired, or another process's page
+ * is not written yet, which a reader can only meet with a Redis Cluster, where the page and the
+ * window are on different masters) is left out of the evidence and counted in
+ * klaxon_state_log_evidence_missing_total.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -99,7 +101,7 @@ void kx__redis_ev_flush(kx_store_redis *r)
     size_t klen = page_key(r, r->ev_proc, r->ev_page_no, key, sizeof(key));
     redis_node *n = klen ? kx__redis_key_node(r, key, klen) : NULL;
     long long ttl =
-        (long long)(r->ev_page_ttl > INT64_MAX / 4 ? INT64_MAX / 2 : 2 * r->ev_page_ttl + 60000);
+        (long long)(r->ev_page_ttl > INT64_MAX / 4 ? INT64_MAX / 2 : r->ev_page_ttl + 60000);
     append_check *c = malloc(sizeof(*c));
     if (c)
         *c = (append_check){r, r->ev_page_no, r->ev_page_len + r->ev_pending.len};
