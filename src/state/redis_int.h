@@ -176,13 +176,10 @@ struct kx_store_redis {
     kx_buf log_snap;
     kx_ratelimit rl_log;
     /* The window log's evidence pages (redis_log_evidence.c): the blobs of this process's
-     * adds, appended once per loop iteration to PREFIX ev:{PROC}:PAGE; records hold refs. */
+     * adds, written once per loop iteration as PREFIX ev:{PROC}:PAGE; records hold refs. */
     uint64_t ev_proc;
-    uint64_t ev_page_no;
-    uint64_t ev_page_len;  /* bytes of the current page sent */
-    int64_t ev_page_ttl;   /* the longest ttl among the windows of the pending bytes */
-    double ev_page_sent;   /* loop time of the last append, */
-    double ev_page_keep_s; /* and the TTL it gave the page */
+    uint64_t ev_page_no; /* the page the pending blobs will be */
+    int64_t ev_page_ttl; /* the longest ttl among the windows of the pending blobs */
     kx_buf ev_pending;
     ev_prepare ev_flush;
     kx_ratelimit rl_ev;
@@ -222,7 +219,7 @@ void kx__redis_ev_free(kx_store_redis *r);
 /* Puts blob on this process's page (sent at the end of the loop iteration, or before a
  * read) and appends its reference to out. */
 int kx__redis_ev_put(kx_store_redis *r, const char *p, size_t n, int64_t ttl_ms, kx_buf *out);
-/* Sends the pending blobs now (APPEND, PEXPIRE; no reply awaited). */
+/* Sends the pending blobs now as the next page (SET PX; no reply awaited). */
 void kx__redis_ev_flush(kx_store_redis *r);
 /* op's own answers (res[0..n), borrowed) whose evidence are references: 0 when none has any
  * (the caller delivers them as they are); 1 when they were copied and are being read: cb or

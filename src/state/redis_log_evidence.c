@@ -4,20 +4,18 @@
  * An alert shows the last few events of its window (evidence), so every add carries its
  * event's excerpt. In a log record that would be most of the bytes Redis stores per event
  * (and it measured as a third of Redis' CPU per event at 10,000 groups). Instead, a process
- * appends the blobs of its adds to a page of its own, PREFIX ev:{PROC}:PAGE, once per loop
- * iteration (one APPEND and one PEXPIRE for all the adds of a batch), and its records carry
- * a reference (proc, page, offset, length: KX__REDIS_EV_REF bytes). The replicas keep the
- * references as the windows' evidence; only an answer that shows evidence (a crossing) reads
- * the blobs back, one GETRANGE each, before it is delivered.
+ * writes the blobs of its adds of one loop iteration as one page, PREFIX ev:{PROC}:PAGE (one
+ * SET ... PX for all the adds of a batch), and its records carry a reference (proc, page,
+ * offset, length: KX__REDIS_EV_REF bytes). The replicas keep the references as the windows'
+ * evidence; only an answer that shows evidence (a crossing) reads the blobs back, one
+ * GETRANGE each, before it is delivered.
  *
- * A page lives the longest ttl of the windows whose blobs it holds, plus a minute, after its
- * last append: a blob is wanted while its event is in a window (Redis then holds each event's
- * blob for about ttl, where the script kept only the last few per group: docs/scaling.md). A new
- * page starts every 256 kB, when the page may have expired since the last append (a quiet process),
- * and when an append finds the page shorter than it should be (deleted): the offsets of later blobs
- * would point past its end. A blob that cannot be read (its page expired, or another process's page
- * is not written yet, which a reader can only meet with a Redis Cluster, where the page and the
- * window are on different masters) is left out of the evidence and counted in
+ * A page lives the longest ttl of the windows whose blobs it holds, plus a minute: a blob is
+ * wanted while its event is in a window (so Redis holds each event's blob for about ttl,
+ * where the script kept only the last few per group: docs/scaling.md). A blob that cannot be
+ * read (its page expired or was deleted, or another process's page is not written yet, which
+ * a reader can only meet with a Redis Cluster, where the page and the window are on
+ * different masters) is left out of the evidence and counted in
  * klaxon_state_log_evidence_missing_total.
  */
 #include <errno.h>
@@ -31,7 +29,7 @@
 #include "state/redis_int.h"
 #include "state/wire.h"
 
-#define EV_PAGE_MAX (256u << 10) /* APPEND copies the page when it grows: keep it small */
+#define EV_PAGE_MAX (1u << 20) /* a page holds at most this (then the next one starts) */
 #define EV_KEY_MAX 400 /* the prefix (at most 256 bytes), "ev:{16 hex}:" and a page number */
 
 typedef struct ev_req {
@@ -62,35 +60,6 @@ static size_t page_key(const kx_store_redis *r, uint64_t proc, uint64_t page, ch
     return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
 }
 
-/* The next blobs go to a new page. */
-static void new_page(kx_store_redis *r)
-{
-    r->ev_page_no++;
-    r->ev_page_len = 0;
-}
-
-typedef struct append_check {
-    kx_store_redis *r;
-    uint64_t page, want;
-} append_check;
-
-/* APPEND answers the page's length: shorter than the bytes sent means it was lost. */
-static void append_cb(redisAsyncContext *ac, void *reply_, void *privdata)
-{
-    (void)ac;
-    append_check *c = privdata;
-    redisReply *reply = reply_;
-    if (reply && reply->type == REDIS_REPLY_INTEGER && (uint64_t)reply->integer < c->want &&
-        c->page == c->r->ev_page_no) {
-        kx_log_limited(&c->r->rl_ev, KX_LOG_WARN, "state",
-                       "redis: window log evidence page %llu was lost (deleted or expired): "
-                       "alerts about its events show less evidence; starting a new one",
-                       (unsigned long long)c->page);
-        new_page(c->r);
-    }
-    free(c);
-}
-
 void kx__redis_ev_flush(kx_store_redis *r)
 {
     if (ev_is_active(&r->ev_flush))
@@ -102,24 +71,14 @@ void kx__redis_ev_flush(kx_store_redis *r)
     redis_node *n = klen ? kx__redis_key_node(r, key, klen) : NULL;
     long long ttl =
         (long long)(r->ev_page_ttl > INT64_MAX / 4 ? INT64_MAX / 2 : r->ev_page_ttl + 60000);
-    append_check *c = malloc(sizeof(*c));
-    if (c)
-        *c = (append_check){r, r->ev_page_no, r->ev_page_len + r->ev_pending.len};
-    if (!n || !c ||
-        redisAsyncCommand(n->ac, append_cb, c, "APPEND %b %b", key, klen, r->ev_pending.data,
-                          r->ev_pending.len) != REDIS_OK ||
-        redisAsyncCommand(n->ac, NULL, NULL, "PEXPIRE %b %lld", key, klen, ttl) != REDIS_OK)
+    if (!n || redisAsyncCommand(n->ac, NULL, NULL, "SET %b %b PX %lld", key, klen,
+                                r->ev_pending.data, r->ev_pending.len, ttl) != REDIS_OK)
         kx_log_limited(&r->rl_ev, KX_LOG_WARN, "state",
                        "redis: window log evidence page not written (%zu bytes): the store is "
                        "down; alerts about those events will show less evidence",
                        r->ev_pending.len);
-    if (!n && c)
-        free(c);
-    /* The offsets stay where the references put them, written or not. */
-    r->ev_page_len += r->ev_pending.len;
+    r->ev_page_no++;
     kx_buf_reset(&r->ev_pending);
-    r->ev_page_keep_s = (double)ttl / 1000.0;
-    r->ev_page_sent = ev_now(r->loop);
     r->ev_page_ttl = 0;
 }
 
@@ -135,15 +94,9 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 
 int kx__redis_ev_put(kx_store_redis *r, const char *p, size_t n, int64_t ttl_ms, kx_buf *out)
 {
-    if (r->ev_page_len + r->ev_pending.len + n > EV_PAGE_MAX &&
-        r->ev_page_len + r->ev_pending.len) {
+    if (r->ev_pending.len && r->ev_pending.len + n > EV_PAGE_MAX)
         kx__redis_ev_flush(r);
-        new_page(r);
-    } else if (!r->ev_pending.len && r->ev_page_len &&
-               ev_now(r->loop) - r->ev_page_sent > r->ev_page_keep_s / 2) {
-        new_page(r); /* quiet for half its life: it may be gone by the next append */
-    }
-    uint64_t off = r->ev_page_len + r->ev_pending.len;
+    uint64_t off = r->ev_pending.len;
     int rc = kx_buf_append(&r->ev_pending, p, n);
     if (!rc) /* as kx__wire_put_bytes would write it: the length, then the reference */
         rc = kx__wire_put_u32(out, KX__REDIS_EV_REF);
