@@ -189,6 +189,9 @@ struct kx_store_redis {
 void kx__redis_op_cb(redisAsyncContext *ac, void *reply, void *privdata);
 /* Ends op with a failure status: its callback runs (OP_LOG: redis_log.c's ending). */
 void kx__redis_op_finish(kx_store_redis *r, redis_op *op, int status);
+/* An op issued (rc 0: counted in the pending ops and KX_M_STORE_OPS) or refused (rc < 0: back
+ * to the free list, -EAGAIN counted as a store error); returns rc. */
+int kx__redis_op_accept(kx_store_redis *r, redis_op *op, int rc);
 /* Back to the free list, uncounted, without a callback. */
 void kx__redis_op_release(kx_store_redis *r, redis_op *op);
 int kx__redis_op_arg(redis_op *op, const char *p, size_t n);

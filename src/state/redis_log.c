@@ -734,16 +734,9 @@ int kx__redis_log_add(kx_store_redis *r, redis_op *op, const kx_window_add *ops,
         if (rc) {
             lk->busy = NULL;
             op->lk = NULL;
-            if (rc == -EAGAIN)
-                kx_metric_inc(KX_M_STORE_ERRORS);
-            kx__redis_op_release(r, op);
-            return rc;
         }
     }
-    op->counted = true;
-    r->npending++;
-    kx_metric_inc(KX_M_STORE_OPS);
-    return 0;
+    return kx__redis_op_accept(r, op, rc);
 }
 
 void kx__redis_log_forget(kx_store_redis *r, const char *key)

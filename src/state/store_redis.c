@@ -673,10 +673,8 @@ int kx__redis_op_send(kx_store_redis *r, redis_op *op)
     return kx__redis_route(r, op);
 }
 
-static int op_go(kx_store_redis *r, redis_op *op, int rc)
+int kx__redis_op_accept(kx_store_redis *r, redis_op *op, int rc)
 {
-    if (!rc)
-        rc = kx__redis_op_send(r, op);
     if (rc) {
         if (rc == -EAGAIN)
             kx_metric_inc(KX_M_STORE_ERRORS);
@@ -687,6 +685,13 @@ static int op_go(kx_store_redis *r, redis_op *op, int rc)
     r->npending++;
     kx_metric_inc(KX_M_STORE_OPS);
     return 0;
+}
+
+static int op_go(kx_store_redis *r, redis_op *op, int rc)
+{
+    if (!rc)
+        rc = kx__redis_op_send(r, op);
+    return kx__redis_op_accept(r, op, rc);
 }
 
 static int redis_window_add(kx_store *s, const kx_window_add *a, kx_store_cb cb, void *ud)
