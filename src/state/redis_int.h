@@ -182,6 +182,7 @@ struct kx_store_redis {
     int64_t ev_page_ttl; /* the longest ttl among the windows of the pending blobs */
     kx_buf ev_pending;
     ev_prepare ev_flush;
+    ev_timer log_sweep; /* drops replicas unused for their ttl (redis_log.c) */
     kx_ratelimit rl_ev;
 };
 

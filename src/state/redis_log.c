@@ -53,6 +53,8 @@ struct log_key {
     uint64_t entries;    /* entries in the stream as applied (the snapshot's, or from 1) */
     int64_t last_wall;   /* the newest record's wall clock (ms), 0 before the first */
     double keep_until;   /* loop time until which the stream surely lives (our PEXPIRE) */
+    double used_at;      /* loop time of the last add through it */
+    double ttl_s;        /* its windows' ttl: a replica unused this long is dropped */
     bool forget_pending; /* forgotten while an op was in flight: drop after it */
     redis_op *busy;      /* the op in flight */
     redis_op *qhead, *qtail;
@@ -130,6 +132,13 @@ static int tab_grow(kx_store_redis *r)
     return 0;
 }
 
+static void lk_drop(kx_store_redis *r, log_key *lk)
+{
+    lk_unlink(r, lk);
+    kx_store_forget(r->replica, lk->key);
+    free(lk);
+}
+
 /* Past log_max keys, the least recently used idle ones go (rebuilt from Redis when used). */
 static void lk_evict(kx_store_redis *r, const log_key *keep)
 {
@@ -137,11 +146,27 @@ static void lk_evict(kx_store_redis *r, const log_key *keep)
     while (r->log_n > r->log_max && lk) {
         log_key *newer = lk->newer;
         if (lk != keep && !lk->busy && !lk->qhead) {
-            lk_unlink(r, lk);
-            kx_store_forget(r->replica, lk->key);
-            free(lk);
+            lk_drop(r, lk);
             kx_metric_inc(KX_M_STATE_LOG_DROPPED);
         }
+        lk = newer;
+    }
+}
+
+/* Replicas unused for their ttl go: their windows would start over on the next add anyway
+ * (the records' clocks), so keeping them holds memory for nothing. Oldest first, a bounded
+ * number per tick. */
+static void sweep_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    kx_store_redis *r = t->data;
+    double now = ev_now(loop);
+    size_t budget = 4096;
+    log_key *lk = r->lru_old;
+    while (lk && budget-- > 0 && now - lk->used_at > lk->ttl_s) {
+        log_key *newer = lk->newer;
+        if (!lk->busy && !lk->qhead)
+            lk_drop(r, lk);
         lk = newer;
     }
 }
@@ -716,6 +741,10 @@ int kx__redis_log_add(kx_store_redis *r, redis_op *op, const kx_window_add *ops,
     int rc = record_build(r, &op->rec, ops, n);
     if (!rc && !(lk = lk_get(r, ops[0].key)))
         rc = -ENOMEM;
+    if (!rc) {
+        lk->used_at = ev_now(r->loop);
+        lk->ttl_s = (double)ops[0].ttl_ms / 1000.0;
+    }
     if (rc) {
         kx__redis_op_release(r, op);
         return rc;
@@ -753,6 +782,7 @@ void kx__redis_log_forget(kx_store_redis *r, const char *key)
 
 void kx__redis_log_cancel(kx_store_redis *r)
 {
+    ev_timer_stop(r->loop, &r->log_sweep);
     if (r->log_tab)
         kx__redis_ev_flush(r); /* the blobs of the last adds, before the connections go */
     for (size_t i = 0; r->log_tab && i < r->log_cap; i++)
@@ -777,6 +807,9 @@ int kx__redis_log_init(kx_store_redis *r)
     r->log_off = calloc(KX_STORE_MANY_MAX, sizeof(*r->log_off));
     kx_buf_init(&r->log_names, 0);
     kx_buf_init(&r->log_snap, 0);
+    ev_timer_init(&r->log_sweep, sweep_cb, 1.0, 1.0);
+    r->log_sweep.data = r;
+    ev_timer_start(r->loop, &r->log_sweep);
     if (!r->log_tab || !r->log_adds || !r->log_off ||
         kx__store_memory_create_replica(r->loop, LOG_MAX_KEYS + 1, &r->replica)) {
         kx__redis_log_free(r);
@@ -806,6 +839,12 @@ void kx__redis_log_free(kx_store_redis *r)
         kx_store_destroy(r->replica);
     r->replica = NULL;
     kx__redis_ev_free(r);
+    ev_timer_stop(r->loop, &r->log_sweep);
+}
+
+size_t kx__store_redis_log_replicas(const kx_store *s)
+{
+    return ((const kx_store_redis *)s)->log_n;
 }
 
 void kx__store_redis_set_log_limits(kx_store *s, size_t compact_min, size_t max_keys)

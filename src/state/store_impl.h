@@ -110,6 +110,8 @@ size_t kx__store_memory_nkeys(const kx_store *s);
  * outnumber the members by compact_min (default 256), and at most max_keys replicas (default
  * 262144); 0 keeps a limit as it is. */
 void kx__store_redis_set_log_limits(kx_store *s, size_t compact_min, size_t max_keys);
+/* Redis window log: the windows this process holds a replica of. */
+size_t kx__store_redis_log_replicas(const kx_store *s);
 
 /* Redis backend: command timeout (default 5000 ms); no reply within it counts as a lost
  * connection. */

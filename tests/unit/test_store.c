@@ -2980,6 +2980,32 @@ static void test_log_evidence_pages(void **state)
     assert_int_equal(kx_metric_get(KX_M_STATE_LOG_EVIDENCE_MISSING), 2);
 }
 
+/* A replica unused for its window's ttl is dropped (checked once a second): a process does
+ * not keep every window it ever saw. */
+static bool one_replica(void *ud)
+{
+    return kx__store_redis_log_replicas(ud) == 1;
+}
+
+static void test_log_idle_replicas(void **state)
+{
+    fx *f = *state;
+    kx_window_add op = {
+        .key = "idle", .member = "m1", .time_ms = T0, .window_ms = 1500, .ttl_ms = 1500};
+    add_on(f->loop, f->s, &op);
+    op.key = "busy";
+    add_on(f->loop, f->s, &op);
+    assert_int_equal(kx__store_redis_log_replicas(f->s), 2);
+    kx_test_run_until(f->loop, waited, NULL, 1000);
+    op.member = "m2"; /* "busy" is used again: it stays */
+    add_on(f->loop, f->s, &op);
+    /* the sweep at 2 s drops "idle" (unused for 2 s), not "busy" (1 s) */
+    assert_true(kx_test_run_until(f->loop, one_replica, f->s, 3000));
+    op.member = "m3";
+    assert_int_equal(add_on(f->loop, f->s, &op).count, 3); /* its replica answers on */
+    assert_int_equal(kx__store_redis_log_replicas(f->s), 1);
+}
+
 typedef struct cancel_rec {
     int calls;
     int status[3];
@@ -3190,6 +3216,7 @@ int main(void)
         SHARED_TESTS(setup_redis_log),
         cmocka_unit_test_setup_teardown(test_log_processes, setup_redis_log, teardown),
         cmocka_unit_test_setup_teardown(test_log_gap, setup_redis_log, teardown),
+        cmocka_unit_test_setup_teardown(test_log_idle_replicas, setup_redis_log, teardown),
         cmocka_unit_test_setup_teardown(test_log_evidence_pages, setup_redis_log, teardown),
     };
     int failed =
