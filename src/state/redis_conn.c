@@ -149,6 +149,8 @@ static void node_lost(redis_node *n)
     ev_timer_stop(r->loop, &n->watchdog);
     if (r->destroying)
         return;
+    if (r->log_windows)
+        kx__redis_log_conn_lost(r);
     if (n->in_map || r->mode == REDIS_MODE_UNKNOWN) {
         ev_timer_set(&n->retry_timer, n->backoff_s, 0.0);
         ev_timer_start(r->loop, &n->retry_timer);
@@ -407,7 +409,7 @@ static int resp_op(kx_buf *b, const char *sha, const redis_op *op)
 {
     kx_buf_reset(b);
     if (op->cmd != CMD_EVALSHA) {
-        static const char *const names[] = {"", "XADD", "XRANGE", "PEXPIRE"};
+        static const char *const names[] = {"", "XADD", "XRANGE", "PEXPIRE", "DEL"};
         const char *name = names[op->cmd];
         int rc = kx_buf_putc(b, '*');
         if (!rc)

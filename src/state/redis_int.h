@@ -48,7 +48,7 @@ typedef enum {
 
 /* What an op's arguments are for: EVALSHA of klaxon's script (5 keys first), or a plain
  * command of the window log. */
-typedef enum { CMD_EVALSHA = 0, CMD_XADD, CMD_XRANGE, CMD_PEXPIRE } redis_cmd;
+typedef enum { CMD_EVALSHA = 0, CMD_XADD, CMD_XRANGE, CMD_PEXPIRE, CMD_DEL } redis_cmd;
 
 typedef struct log_key log_key;
 
@@ -86,6 +86,7 @@ typedef struct redis_op {
     int phase;
     int conflicts;
     bool single; /* kx_store_window_add (cb), not _many (mcb) */
+    bool forget; /* kx_store_forget of its key, in the key's order (no callback) */
     kx_buf rec;
     kx_window_add tmpl;
     kx_cmp_term cond[KX_CMP_MAX_TERMS];
@@ -193,6 +194,8 @@ void kx__redis_op_finish(kx_store_redis *r, redis_op *op, int status);
 /* An op issued (rc 0: counted in the pending ops and KX_M_STORE_OPS) or refused (rc < 0: back
  * to the free list, -EAGAIN counted as a store error); returns rc. */
 int kx__redis_op_accept(kx_store_redis *r, redis_op *op, int rc);
+/* An op from the free list (uncounted), or NULL with *rc set when none may be sent now. */
+redis_op *kx__redis_op_take(kx_store_redis *r, int *rc);
 /* Back to the free list, uncounted, without a callback. */
 void kx__redis_op_release(kx_store_redis *r, redis_op *op);
 int kx__redis_op_arg(redis_op *op, const char *p, size_t n);
@@ -209,7 +212,12 @@ int kx__redis_log_init(kx_store_redis *r);
 int kx__redis_log_add(kx_store_redis *r, redis_op *op, const kx_window_add *ops, size_t n);
 void kx__redis_log_reply(kx_store_redis *r, redis_node *n, redis_op *op, redisReply *reply);
 void kx__redis_log_fail(kx_store_redis *r, redis_op *op, int status);
-void kx__redis_log_forget(kx_store_redis *r, const char *key);
+/* 1 when the key's stream is deleted behind the key's ops issued before (the caller deletes
+ * the script's keys only), 0 when the caller deletes it now with them. */
+int kx__redis_log_forget(kx_store_redis *r, const char *key);
+/* A connection was lost: a write it acknowledged may be lost too (a failover, a restart), so
+ * every replica reads its stream again before its next append. */
+void kx__redis_log_conn_lost(kx_store_redis *r);
 /* Fails the ops waiting behind others with -ECANCELED (destroy). */
 void kx__redis_log_cancel(kx_store_redis *r);
 void kx__redis_log_free(kx_store_redis *r);

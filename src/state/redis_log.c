@@ -43,7 +43,7 @@
 #define LOG_RECORD_VERSION 1u
 #define LOG_ID_MAX 48
 
-enum { LOG_FULL, LOG_SYNC, LOG_CREATE, LOG_REFRESH, LOG_APPEND, LOG_KEEP };
+enum { LOG_FULL, LOG_SYNC, LOG_CREATE, LOG_REFRESH, LOG_APPEND, LOG_KEEP, LOG_FORGET };
 
 struct log_key {
     log_key *next;          /* hash chain */
@@ -55,7 +55,8 @@ struct log_key {
     double keep_until;   /* loop time until which the stream surely lives (our PEXPIRE) */
     double used_at;      /* loop time of the last add through it */
     double ttl_s;        /* its windows' ttl: a replica unused this long is dropped */
-    bool forget_pending; /* forgotten while an op was in flight: drop after it */
+    bool reset_pending;  /* a connection was lost while an op was in flight: reset after it */
+    bool pinned;         /* key_release is running its queue: not to be dropped */
     redis_op *busy;      /* the op in flight */
     redis_op *qhead, *qtail;
     size_t klen;
@@ -145,7 +146,7 @@ static void lk_evict(kx_store_redis *r, const log_key *keep)
     log_key *lk = r->lru_old;
     while (r->log_n > r->log_max && lk) {
         log_key *newer = lk->newer;
-        if (lk != keep && !lk->busy && !lk->qhead) {
+        if (lk != keep && !lk->busy && !lk->qhead && !lk->pinned) {
             lk_drop(r, lk);
             kx_metric_inc(KX_M_STATE_LOG_DROPPED);
         }
@@ -165,7 +166,7 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *t, int revents)
     log_key *lk = r->lru_old;
     while (lk && budget-- > 0 && now - lk->used_at > lk->ttl_s) {
         log_key *newer = lk->newer;
-        if (!lk->busy && !lk->qhead)
+        if (!lk->busy && !lk->qhead && !lk->pinned)
             lk_drop(r, lk);
         lk = newer;
     }
@@ -221,7 +222,8 @@ static int record_build(kx_store_redis *r, kx_buf *b, const kx_window_add *ops, 
     return rc;
 }
 
-/* Where the answers of an op's own record go: its caller, after their evidence is read. */
+/* Where the replica's answers to a record go: for an op's own record its caller, after their
+ * evidence is read; for another process's, nowhere (cb and mcb NULL). */
 typedef struct fwd {
     kx_store_redis *r;
     redis_op *op;
@@ -229,11 +231,18 @@ typedef struct fwd {
     kx_store_many_cb mcb;
     void *ud;
     bool later; /* the evidence is being read: delivered from there */
+    bool live;  /* an add was not late: the window was updated (and so renewed) */
+    int status; /* the replica's */
 } fwd;
 
 static void fwd_res(fwd *f, int status, const kx_window_result *res, size_t n)
 {
     kx_window_result bare;
+    f->status = status;
+    for (size_t i = 0; !status && i < n; i++)
+        f->live |= !res[i].late;
+    if (!f->cb && !f->mcb)
+        return;
     if (!status && n) {
         int rc = kx__redis_ev_resolve(f->r, f->op, res, n, f->cb, f->mcb, f->ud);
         if (rc == 1) {
@@ -265,22 +274,22 @@ static void fwd_one(void *ud, int status, const kx_window_result *res)
 
 static void fwd_many(void *ud, int status, const kx_window_result *res, size_t n)
 {
-    if (ud)
-        fwd_res(ud, status, res, n);
+    fwd_res(ud, status, res, n);
 }
 
-/* Applies a record to lk's replica with op's parameters; the answers go to f (NULL: another
- * process's record, nobody waits for them). -EPROTO for a record that is not one. */
-static int record_apply(kx_store_redis *r, redis_op *op, const char *p, size_t len, const fwd *f)
+/* Applies a record to lk's replica with op's parameters; the answers go to f. 0, 1 when the
+ * bytes are not a valid record (skipped: every replica skips it alike), or the replica's
+ * failure (-ENOMEM, -ENOSPC: the replica no longer follows the log). */
+static int record_apply(kx_store_redis *r, redis_op *op, const char *p, size_t len, fwd *f)
 {
     log_key *lk = op->lk;
     kx__wire_rd rd = kx__wire_reader(p, len);
     if (kx__wire_u32(&rd) != LOG_RECORD_VERSION)
-        return -EPROTO;
+        return 1;
     int64_t wall = kx__wire_i64(&rd);
     uint32_t n = kx__wire_u32(&rd);
     if (rd.bad || n == 0 || n > KX_STORE_MANY_MAX)
-        return -EPROTO;
+        return 1;
     kx_buf_reset(&r->log_names);
     for (uint32_t i = 0; i < n; i++) {
         kx_window_add *a = &r->log_adds[i];
@@ -292,22 +301,35 @@ static int record_apply(kx_store_redis *r, redis_op *op, const char *p, size_t l
         if (!a->evidence_len)
             a->evidence = NULL;
         r->log_off[i] = r->log_names.len;
-        if (rd.bad || kx_buf_append(&r->log_names, m, mlen) || kx_buf_putc(&r->log_names, '\0'))
-            return rd.bad ? -EPROTO : -ENOMEM;
+        if (rd.bad || memchr(m, '\0', mlen))
+            return 1;
+        if (kx_buf_append(&r->log_names, m, mlen) || kx_buf_putc(&r->log_names, '\0'))
+            return -ENOMEM;
     }
     if (rd.p != rd.end)
-        return -EPROTO;
+        return 1;
     for (uint32_t i = 0; i < n; i++)
         r->log_adds[i].member = r->log_names.data + r->log_off[i];
-    /* A record more than ttl after the one before: the window had expired. */
+    /* More than ttl after the last record that updated the window: it had expired (a memory
+     * key expires ttl after its last update; a late add is no update). */
     if (lk->last_wall && wall > lk->last_wall + op->tmpl.ttl_ms)
         kx_store_forget(r->replica, lk->key);
-    if (wall > lk->last_wall)
-        lk->last_wall = wall;
     r->replica->member_cap = r->base.member_cap;
-    if (f && op->single)
-        return kx_store_window_add(r->replica, &r->log_adds[0], fwd_one, (void *)f);
-    return kx_store_window_add_many(r->replica, r->log_adds, n, fwd_many, (void *)f);
+    /* Another process's record: the member cap's drops were counted and logged by it. */
+    kx__store_memory_set_quiet(r->replica, !f->cb && !f->mcb);
+    int rc = f->cb && op->single
+                 ? kx_store_window_add(r->replica, &r->log_adds[0], fwd_one, f)
+                 : kx_store_window_add_many(r->replica, r->log_adds, n, fwd_many, f);
+    kx__store_memory_set_quiet(r->replica, false);
+    if (rc == -EINVAL || rc == -EMSGSIZE)
+        return 1; /* refused by the replica's checks: not a valid record */
+    if (rc)
+        return rc;
+    if (f->status && !f->cb && !f->mcb)
+        return f->status;
+    if (f->live && wall > lk->last_wall)
+        lk->last_wall = wall;
+    return 0;
 }
 
 /* ---- steps ---- */
@@ -403,6 +425,7 @@ static int log_cmd(kx_store_redis *r, redis_op *op, int phase)
     op->cmd = phase == LOG_FULL || phase == LOG_SYNC ? CMD_XRANGE
               : phase == LOG_REFRESH                 ? CMD_PEXPIRE
               : phase == LOG_APPEND                  ? CMD_XADD
+              : phase == LOG_FORGET                  ? CMD_DEL
                                                      : CMD_EVALSHA;
     int rc = 0;
     if (op->cmd != CMD_EVALSHA)
@@ -439,6 +462,8 @@ static int log_cmd(kx_store_redis *r, redis_op *op, int phase)
     case LOG_CREATE:
         rc = script_args(r, op, KX__REDIS_OP_LOG_CREATE, &op->rec, "", 0, "", 0);
         break;
+    case LOG_FORGET: /* DEL key: the key alone */
+        break;
     default: /* LOG_KEEP */
         rc = script_args(r, op, KX__REDIS_OP_LOG_KEEP, &r->log_snap, id, idlen, next, nextlen);
         break;
@@ -450,6 +475,8 @@ static int log_cmd(kx_store_redis *r, redis_op *op, int phase)
 static int log_next(kx_store_redis *r, redis_op *op)
 {
     log_key *lk = op->lk;
+    if (op->forget)
+        return log_cmd(r, op, LOG_FORGET);
     if (!lk->epoch)
         return log_cmd(r, op, LOG_FULL);
     if (lk->keep_until < ev_now(r->loop) + (double)op->tmpl.ttl_ms / 1000.0)
@@ -477,10 +504,13 @@ static void op_end(kx_store_redis *r, redis_op *op, int status)
 static void key_release(kx_store_redis *r, log_key *lk)
 {
     lk->busy = NULL;
-    if (lk->forget_pending) {
-        lk->forget_pending = false;
+    if (lk->reset_pending) {
+        lk->reset_pending = false;
         lk_reset(r, lk);
     }
+    /* A failed op's callback may issue adds to other keys, whose replicas can push idle ones
+     * out: this one stays while its queue is run. */
+    lk->pinned = true;
     while (!lk->busy && lk->qhead) {
         redis_op *op = lk->qhead;
         lk->qhead = op->qnext;
@@ -491,9 +521,12 @@ static void key_release(kx_store_redis *r, log_key *lk)
         int rc = r->destroying ? -ECANCELED : log_next(r, op);
         if (rc) {
             lk->busy = NULL;
+            if (op->forget)
+                lk_reset(r, lk); /* its DEL not sent: at least forget here */
             op_end(r, op, rc == -ECANCELED ? rc : -EIO);
         }
     }
+    lk->pinned = false;
 }
 
 void kx__redis_log_fail(kx_store_redis *r, redis_op *op, int status)
@@ -502,6 +535,8 @@ void kx__redis_log_fail(kx_store_redis *r, redis_op *op, int status)
     bool was_busy = lk && lk->busy == op;
     if (lk)
         lk->keep_until = 0; /* a renewal may have been lost with it */
+    if (lk && op->forget)
+        lk->reset_pending = true; /* deleted or not: read it again */
     op_end(r, op, status);
     if (was_busy)
         key_release(r, lk);
@@ -511,16 +546,17 @@ void kx__redis_log_fail(kx_store_redis *r, redis_op *op, int status)
 static void own_applied(kx_store_redis *r, redis_op *op)
 {
     log_key *lk = op->lk;
-    fwd f = {r, op, op->cb, op->mcb, op->ud, false};
+    fwd f = {.r = r, .op = op, .cb = op->cb, .mcb = op->mcb, .ud = op->ud};
     op->cb = NULL;
     op->mcb = NULL;
     int rc = record_apply(r, op, op->rec.data, op->rec.len, &f);
-    if (rc) {
-        /* Not applied here, yet in the log: this replica no longer matches it. */
-        lk_reset(r, lk);
+    if (rc) { /* not answered: the caller retries */
         kx_metric_inc(KX_M_STORE_ERRORS);
-        fwd_res(&f, rc, NULL, 0);
+        fwd_res(&f, rc < 0 ? rc : -EPROTO, NULL, 0);
     }
+    /* Not applied here (or not all of it), yet in the log: this replica no longer follows. */
+    if (rc || f.status)
+        lk_reset(r, lk);
     if (!f.later)
         kx__redis_log_delivered(r, op);
 }
@@ -557,7 +593,13 @@ static int snapshot_apply(kx_store_redis *r, redis_op *op, const char *p, size_t
 /* Applies XRANGE's entries: the whole stream (it starts with a snapshot or SEQ 0), or those
  * after the newest applied. Returns 0, 1 when they do not follow on (the replica must be
  * rebuilt), or a failure status. */
-static int apply_entries(kx_store_redis *r, redis_op *op, const redisReply *reply)
+/* Applies XRANGE's entries: all of the stream (full: whatever it holds is the truth, gaps
+ * included: a write Redis lost), or those after the newest applied, which must start on the
+ * same stream (else 1: the replica must be rebuilt). Entries that are not ours (a field other
+ * than r and s, a record or snapshot that does not parse) are skipped, logged, by every
+ * replica alike. Returns 0, 1, or the replica's failure. */
+static int apply_entries(kx_store_redis *r, redis_node *n, redis_op *op, const redisReply *reply,
+                         bool full)
 {
     log_key *lk = op->lk;
     for (size_t i = 0; i < reply->elements; i++) {
@@ -565,29 +607,34 @@ static int apply_entries(kx_store_redis *r, redis_op *op, const redisReply *repl
         uint64_t epoch, seq;
         if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
             e->element[0]->type != REDIS_REPLY_STRING ||
-            !parse_id(e->element[0]->str, e->element[0]->len, &epoch, &seq) ||
-            e->element[1]->type != REDIS_REPLY_ARRAY || e->element[1]->elements != 2 ||
-            e->element[1]->element[0]->type != REDIS_REPLY_STRING ||
-            e->element[1]->element[1]->type != REDIS_REPLY_STRING)
-            return -EPROTO;
-        const redisReply *field = e->element[1]->element[0], *value = e->element[1]->element[1];
-        bool snap = field->len == 1 && field->str[0] == 's';
-        bool follows = lk->epoch && epoch == lk->epoch && seq == lk->seq + 1;
-        if (!snap && !follows) {
-            if (seq != 0 || i > 0)
+            !parse_id(e->element[0]->str, e->element[0]->len, &epoch, &seq))
+            return 1;
+        const redisReply *fv = e->element[1];
+        bool ok = fv->type == REDIS_REPLY_ARRAY && fv->elements == 2 &&
+                  fv->element[0]->type == REDIS_REPLY_STRING &&
+                  fv->element[1]->type == REDIS_REPLY_STRING && fv->element[0]->len == 1 &&
+                  (fv->element[0]->str[0] == 's' || fv->element[0]->str[0] == 'r');
+        bool snap = ok && fv->element[0]->str[0] == 's';
+        if (i == 0 && !full && !snap && !(lk->epoch && epoch == lk->epoch && seq > lk->seq)) {
+            if (seq != 0)
                 return 1;
-            lk_reset(r, lk); /* a new stream */
+            lk_reset(r, lk); /* a new stream, from its start */
         }
-        int rc;
+        int rc = 1;
         if (snap) {
             lk_reset(r, lk);
-            rc = snapshot_apply(r, op, value->str, value->len);
+            rc = snapshot_apply(r, op, fv->element[1]->str, fv->element[1]->len);
             lk->entries = 0;
-        } else {
-            rc = record_apply(r, op, value->str, value->len, NULL);
+        } else if (ok) {
+            fwd f = {.r = r, .op = op};
+            rc = record_apply(r, op, fv->element[1]->str, fv->element[1]->len, &f);
         }
-        if (rc < 0)
+        if (rc < 0 && rc != -EPROTO)
             return rc;
+        if (rc)
+            kx_log_limited(&r->rl_log, KX_LOG_WARN, "state",
+                           "redis %s:%d: window log \"%s\": entry %s is not klaxon's: skipped",
+                           n->host, n->port, lk->key, e->element[0]->str);
         lk->epoch = epoch;
         lk->seq = seq;
         lk->entries++;
@@ -618,11 +665,11 @@ static void on_read(kx_store_redis *r, redis_node *n, redis_op *op, const redisR
     }
     if (full)
         lk_reset(r, lk);
-    int rc = reply->elements ? apply_entries(r, op, reply) : 1;
+    int rc = reply->elements ? apply_entries(r, n, op, reply, full) : 1;
     if (rc < 0 || (rc == 1 && full)) {
-        log_error(r, n, "read", rc == 1 ? "entries do not follow on" : "damaged entry");
+        log_error(r, n, "read", rc == 1 ? "a damaged entry ID" : strerror(-rc));
         lk_reset(r, lk);
-        kx__redis_log_fail(r, op, -EPROTO);
+        kx__redis_log_fail(r, op, rc < 0 ? rc : -EPROTO);
         return;
     }
     if (rc == 1) /* the stream is not the one applied: read all of it */
@@ -710,6 +757,12 @@ void kx__redis_log_reply(kx_store_redis *r, redis_node *n, redis_op *op, redisRe
         own_applied(r, op);
         return;
     }
+    case LOG_FORGET: /* gone: the key's next op creates it again */
+        lk_reset(r, lk);
+        op->lk = NULL;
+        kx__redis_op_release(r, op);
+        key_release(r, lk);
+        return;
     default: /* LOG_KEEP */
         if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) {
             lk->seq++;
@@ -768,16 +821,46 @@ int kx__redis_log_add(kx_store_redis *r, redis_op *op, const kx_window_add *ops,
     return kx__redis_op_accept(r, op, rc);
 }
 
-void kx__redis_log_forget(kx_store_redis *r, const char *key)
+int kx__redis_log_forget(kx_store_redis *r, const char *key)
 {
     size_t klen = strlen(key);
     log_key *lk = lk_find(r, key, klen, kx_hash64(key, klen, 0));
     if (!lk)
-        return;
-    if (lk->busy)
-        lk->forget_pending = true;
-    else
+        return 0;
+    if (!lk->busy) {
         lk_reset(r, lk);
+        return 0;
+    }
+    /* Adds of the key are in flight or waiting: its DEL goes in their order, after them, as
+     * the script's DEL follows its calls on one connection. */
+    int rc;
+    redis_op *op = kx__redis_op_take(r, &rc);
+    if (!op) {
+        lk->reset_pending = true; /* the DEL goes now, before them: at least forget here */
+        return 0;
+    }
+    op->kind = OP_LOG;
+    op->forget = true;
+    op->lk = lk;
+    op->qnext = NULL;
+    op->tmpl = (kx_window_add){.key = lk->key};
+    if (lk->qtail)
+        lk->qtail->qnext = op;
+    else
+        lk->qhead = op;
+    lk->qtail = op;
+    return 1;
+}
+
+void kx__redis_log_conn_lost(kx_store_redis *r)
+{
+    for (size_t i = 0; r->log_tab && i < r->log_cap; i++)
+        for (log_key *lk = r->log_tab[i]; lk; lk = lk->next) {
+            if (lk->busy)
+                lk->reset_pending = true;
+            else if (lk->epoch)
+                lk_reset(r, lk);
+        }
 }
 
 void kx__redis_log_cancel(kx_store_redis *r)

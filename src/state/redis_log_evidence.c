@@ -173,8 +173,15 @@ static void getrange_cb(redisAsyncContext *ac, void *reply_, void *privdata)
     redisReply *reply = reply_;
     kx__redis_enter(r);
     n->npending--;
-    if (reply)
+    if (reply) {
         kx__redis_watchdog_kick(n);
+    } else {
+        /* The connection is going down (as kx__redis_op_cb marks it): whatever the answer's
+         * caller does next sees the store down. */
+        n->up = false;
+        if (n->in_map)
+            r->up = false;
+    }
     ev_wait *w = op->evw;
     if (reply && reply->type == REDIS_REPLY_STRING && reply->len == w->blen[q->i] &&
         (w->blob[q->i] = malloc(reply->len + 1))) {

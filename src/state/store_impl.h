@@ -90,6 +90,9 @@ int kx__store_memory_export(kx_store *s, const char *key, kx_buf *out);
 /* Replaces key's state with an exported one (ttl as the adds give it). -EPROTO when p is not
  * one; the key is then absent. */
 int kx__store_memory_import(kx_store *s, const char *key, int64_t ttl_ms, const char *p, size_t n);
+/* While quiet, the member cap's drops are neither counted nor logged (the process that made
+ * the adds did that). */
+void kx__store_memory_set_quiet(kx_store *s, bool quiet);
 /* Members kept by key, 0 when it does not exist. */
 size_t kx__store_memory_members(kx_store *s, const char *key);
 

@@ -624,7 +624,7 @@ static int op_build(kx_store_redis *r, redis_op *op, const kx_window_add *a)
 }
 
 /* An op from the free list, or NULL with *rc set when none may be sent now. */
-static redis_op *op_take(kx_store_redis *r, int *rc)
+redis_op *kx__redis_op_take(kx_store_redis *r, int *rc)
 {
     if (r->destroying) {
         *rc = -ECANCELED;
@@ -654,6 +654,7 @@ static redis_op *op_take(kx_store_redis *r, int *rc)
     op->cb = NULL;
     op->acb = NULL;
     op->cmd = CMD_EVALSHA;
+    op->forget = false;
     kx_buf_reset(&op->args);
     op->nargs = 0;
     op->tries = 0;
@@ -700,7 +701,7 @@ static int redis_window_add(kx_store *s, const kx_window_add *a, kx_store_cb cb,
     int rc = kx__store_validate(a);
     if (rc)
         return rc;
-    redis_op *op = op_take(r, &rc);
+    redis_op *op = kx__redis_op_take(r, &rc);
     if (!op)
         return rc;
     op->kind = OP_WINDOW;
@@ -720,7 +721,7 @@ static int redis_window_add_many(kx_store *s, const kx_window_add *ops, size_t n
     int rc = kx__store_validate_many(ops, n);
     if (rc)
         return rc;
-    redis_op *op = op_take(r, &rc);
+    redis_op *op = kx__redis_op_take(r, &rc);
     if (!op)
         return rc;
     op->kind = OP_MANY;
@@ -806,7 +807,7 @@ static int redis_absence_op(kx_store_redis *r, op_kind kind, const absence_args 
                               [OP_CTOUCH] = KX__REDIS_OP_CLOSE_TOUCH,
                               [OP_CDUE] = KX__REDIS_OP_CLOSE_DUE};
     int rc;
-    redis_op *op = op_take(r, &rc);
+    redis_op *op = kx__redis_op_take(r, &rc);
     if (!op)
         return rc;
     op->kind = kind;
@@ -867,7 +868,7 @@ static int redis_touch_many(kx_store_redis *r, op_kind kind, int agg, const void
                             touch_args_fn args_of, kx_absence_many_cb cb, void *ud)
 {
     int rc;
-    redis_op *op = op_take(r, &rc);
+    redis_op *op = kx__redis_op_take(r, &rc);
     if (!op)
         return rc;
     op->kind = kind;
@@ -960,7 +961,7 @@ static int redis_watermark(kx_store *s, const kx_watermark_op *a, kx_watermark_c
     int rc = kx__store_validate_watermark(a);
     if (rc)
         return rc;
-    redis_op *op = op_take(r, &rc);
+    redis_op *op = kx__redis_op_take(r, &rc);
     if (!op)
         return rc;
     op->kind = OP_WM;
@@ -990,7 +991,7 @@ static int redis_claim(kx_store *s, const kx_claim_op *a, kx_claim_cb cb, void *
     int rc = kx__store_validate_claim(a);
     if (rc)
         return rc;
-    redis_op *op = op_take(r, &rc);
+    redis_op *op = kx__redis_op_take(r, &rc);
     if (!op)
         return rc;
     op->kind = OP_CLAIM;
@@ -1018,9 +1019,12 @@ static int redis_forget(kx_store *s, const char *key)
     if (!n)
         return -EAGAIN;
     _Static_assert(KX__REDIS_NKEYS == 5, "DEL names every key");
-    if (r->log_windows)
-        kx__redis_log_forget(r, key);
-    /* and the window log (:l), which names no script key */
+    /* and the window log (:l), which names no script key: after the key's adds in flight */
+    if (r->log_windows && kx__redis_log_forget(r, key))
+        return redisAsyncCommand(n->ac, NULL, NULL, "DEL %s %s %s %s %s", k[0], k[1], k[2], k[3],
+                                 k[4]) == REDIS_OK
+                   ? 0
+                   : -EIO;
     return redisAsyncCommand(n->ac, NULL, NULL, "DEL %s %s %s %s %s %s{%s}:l", k[0], k[1], k[2],
                              k[3], k[4], r->prefix, key) == REDIS_OK
                ? 0

@@ -3006,6 +3006,81 @@ static void test_log_idle_replicas(void **state)
     assert_int_equal(kx__store_redis_log_replicas(f->s), 1);
 }
 
+/* kx_store_forget after adds still in flight applies after them, as the script's DEL follows
+ * its calls on one connection (found in review: the log's DEL overtook them). */
+static void test_log_forget_order(void **state)
+{
+    fx *f = *state;
+    kx_window_add op = {
+        .key = "fo", .member = "m0", .time_ms = T0, .window_ms = WIN, .ttl_ms = TTL};
+    assert_int_equal(add_on(f->loop, f->s, &op).count, 1);
+    got g1 = {0}, g2 = {0};
+    op.member = "m1";
+    op.time_ms = T0 + 1;
+    assert_int_equal(kx_store_window_add(f->s, &op, got_cb, &g1), 0);
+    op.member = "m2";
+    op.time_ms = T0 + 2;
+    assert_int_equal(kx_store_window_add(f->s, &op, got_cb, &g2), 0);
+    assert_int_equal(kx_store_forget(f->s, "fo"), 0);
+    assert_true(kx_test_run_until(f->loop, got_done, &g2, 5000));
+    assert_int_equal(g1.count, 2);
+    assert_int_equal(g2.count, 3);
+    op.member = "m3";
+    op.time_ms = T0 + 3;
+    assert_int_equal(add_on(f->loop, f->s, &op).count, 1); /* forgotten after m2 */
+}
+
+/* A write Redis acknowledged and then lost (a failover, AOF everysec), made here by XDEL of
+ * the newest entry: a process reading the stream takes it as it is (it does not refuse the
+ * gap), and its answers are those of the adds Redis kept. */
+static void test_log_lost_write(void **state)
+{
+    fx *f = *state;
+    kx_window_add op = {
+        .key = "lw", .member = "m1", .time_ms = T0, .window_ms = WIN, .ttl_ms = TTL};
+    add_on(f->loop, f->s, &op);
+    op.member = "m2";
+    op.time_ms = T0 + 1;
+    add_on(f->loop, f->s, &op);
+    redisReply *top = cmd(f, "XREVRANGE %s + - COUNT 1", PREFIX "{lw}:l");
+    freeReplyObject(cmd(f, "XDEL %s %s", PREFIX "{lw}:l", top->element[0]->element[0]->str));
+    freeReplyObject(top);
+    op.member = "m3";
+    op.time_ms = T0 + 2;
+    add_on(f->loop, f->s, &op); /* the writer still counts m2: it cannot know */
+    kx_store *b = log_store(f);
+    op.member = "m4";
+    op.time_ms = T0 + 3;
+    got g = add_on(f->loop, b, &op); /* m1, m3, m4: what Redis has */
+    assert_int_equal(g.count, 3);
+    kx_store_destroy(b);
+}
+
+/* A late add does not renew a window, in the log as in memory (found in review). */
+static void test_log_late_renews_nothing(void **state)
+{
+    fx *f = *state;
+    kx_store *mem = NULL;
+    assert_int_equal(kx_store_memory_create(f->loop, 0, &mem), 0);
+    kx_window_add op = {
+        .key = "lr", .member = "m1", .time_ms = T0, .window_ms = 300, .ttl_ms = 300};
+    add_on(f->loop, f->s, &op);
+    add_on(f->loop, mem, &op);
+    kx_test_run_until(f->loop, waited, NULL, 200);
+    op.member = "late";
+    op.time_ms = T0 - 1000;
+    assert_true(add_on(f->loop, f->s, &op).late);
+    assert_true(add_on(f->loop, mem, &op).late);
+    kx_test_run_until(f->loop, waited, NULL, 200);
+    op.member = "m2";
+    op.time_ms = T0 + 1;
+    got l = add_on(f->loop, f->s, &op);
+    got m = add_on(f->loop, mem, &op);
+    assert_int_equal(m.count, 1);
+    assert_int_equal(l.count, m.count);
+    kx_store_destroy(mem);
+}
+
 typedef struct cancel_rec {
     int calls;
     int status[3];
@@ -3217,6 +3292,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_log_processes, setup_redis_log, teardown),
         cmocka_unit_test_setup_teardown(test_log_gap, setup_redis_log, teardown),
         cmocka_unit_test_setup_teardown(test_log_idle_replicas, setup_redis_log, teardown),
+        cmocka_unit_test_setup_teardown(test_log_forget_order, setup_redis_log, teardown),
+        cmocka_unit_test_setup_teardown(test_log_lost_write, setup_redis_log, teardown),
+        cmocka_unit_test_setup_teardown(test_log_late_renews_nothing, setup_redis_log, teardown),
         cmocka_unit_test_setup_teardown(test_log_evidence_pages, setup_redis_log, teardown),
     };
     int failed =

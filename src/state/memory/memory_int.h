@@ -111,7 +111,8 @@ typedef struct kx_store_memory {
     /* The Redis log's replica (redis_log.c): its clock stands still at 0, so keys never expire
      * by time; its owner drops them (the log says when a window starts over). */
     bool replica;
-    int depth;            /* > 0 while a callback runs */
+    bool quiet; /* replaying another process's adds: their member-cap drops were logged there */
+    int depth;  /* > 0 while a callback runs */
     bool destroy_pending; /* destroy was called from inside a callback */
     kx_ratelimit rl_keys;
     kx_ratelimit rl_members;

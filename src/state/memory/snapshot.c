@@ -56,15 +56,29 @@ static int import_into(mem_win *w, kx__wire_rd *rd)
     w->alert_first = kx__wire_i64(rd);
     w->alert_last = kx__wire_i64(rd);
     w->nsup = kx__wire_i64(rd);
+    int64_t lim = KX__STORE_MAX_TIME;
+    if (w->horizon <= -lim || w->horizon >= lim || w->alert_first <= -lim ||
+        w->alert_first >= lim || w->alert_last <= -lim || w->alert_last >= lim || w->nsup < 0)
+        return -EPROTO;
     uint32_t n = kx__wire_u32(rd);
+    if (n > KX__STORE_MEMBER_CAP)
+        return -EPROTO;
+    /* Members in the window's order, (time, bytes) strictly rising: the bytes come from Redis
+     * and may not be ours. */
     int64_t prev = INT64_MIN;
+    const char *prev_m = NULL;
+    size_t prev_len = 0;
     for (uint32_t i = 0; i < n && !rd->bad; i++) {
         int64_t t = kx__wire_i64(rd);
         size_t len;
         const char *mb = kx__wire_bytes(rd, &len);
-        if (rd->bad || t < prev || len > KX__STORE_MAX_KEY_LEN)
+        if (rd->bad || t <= -KX__STORE_MAX_TIME || t >= KX__STORE_MAX_TIME || t < prev ||
+            len == 0 || len > KX__STORE_MAX_KEY_LEN || memchr(mb, '\0', len) ||
+            (t == prev && kx__mem_member_cmp(prev_m, prev_len, mb, len) >= 0))
             return -EPROTO;
         prev = t;
+        prev_m = mb;
+        prev_len = len;
         int rc = kx__mem_win_insert(w, kx_hash64(mb, len, 0), t, mb, (uint32_t)len);
         if (rc)
             return rc;
@@ -75,8 +89,11 @@ static int import_into(mem_win *w, kx__wire_rd *rd)
     /* The list is most recent first; each push goes in front. */
     const char *ev[KX__STORE_MAX_EVIDENCE];
     size_t evlen[KX__STORE_MAX_EVIDENCE];
-    for (uint32_t i = 0; i < nev; i++)
+    for (uint32_t i = 0; i < nev; i++) {
         ev[i] = kx__wire_bytes(rd, &evlen[i]);
+        if (evlen[i] > KX__STORE_MAX_EVIDENCE_LEN)
+            return -EPROTO;
+    }
     if (rd->bad || rd->p != rd->end)
         return -EPROTO;
     for (uint32_t i = nev; i-- > 0;) {
@@ -100,6 +117,11 @@ int kx__store_memory_import(kx_store *s, const char *key, int64_t ttl_ms, const 
     if (rc)
         kx_store_forget(s, key);
     return rc;
+}
+
+void kx__store_memory_set_quiet(kx_store *s, bool quiet)
+{
+    ((kx_store_memory *)s)->quiet = quiet;
 }
 
 size_t kx__store_memory_members(kx_store *s, const char *key)

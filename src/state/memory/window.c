@@ -232,9 +232,12 @@ int kx__mem_window_add(kx_store *s, const kx_window_add *op, kx_store_cb cb, voi
         uint32_t dropped = w->n - cap;
         kx__mem_note_pruned(w, kx__mem_win_at(w, dropped - 1)->t);
         kx__mem_win_drop_front(w, dropped);
-        kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
-        kx_log_limited(&m->rl_members, KX_LOG_WARN, "state",
-                       "key \"%s\" over %u members: dropped the %u oldest", op->key, cap, dropped);
+        if (!m->quiet) {
+            kx_metric_inc(KX_M_STATE_KEYS_CAPPED);
+            kx_log_limited(&m->rl_members, KX_LOG_WARN, "state",
+                           "key \"%s\" over %u members: dropped the %u oldest", op->key, cap,
+                           dropped);
+        }
     }
     if (added && op->evidence && max_ev > 0) {
         rc = kx__mem_win_push_evidence(w, op->evidence, op->evidence_len, (uint32_t)max_ev);
