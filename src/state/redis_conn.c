@@ -149,8 +149,8 @@ static void node_lost(redis_node *n)
     ev_timer_stop(r->loop, &n->watchdog);
     if (r->destroying)
         return;
-    if (r->log_windows)
-        kx__redis_log_conn_lost(r);
+    if (r->log_windows && was_up)
+        kx__redis_log_conn_lost(r, n->idx);
     if (n->in_map || r->mode == REDIS_MODE_UNKNOWN) {
         ev_timer_set(&n->retry_timer, n->backoff_s, 0.0);
         ev_timer_start(r->loop, &n->retry_timer);

@@ -215,9 +215,10 @@ void kx__redis_log_fail(kx_store_redis *r, redis_op *op, int status);
 /* 1 when the key's stream is deleted behind the key's ops issued before (the caller deletes
  * the script's keys only), 0 when the caller deletes it now with them. */
 int kx__redis_log_forget(kx_store_redis *r, const char *key);
-/* A connection was lost: a write it acknowledged may be lost too (a failover, a restart), so
- * every replica reads its stream again before its next append. */
-void kx__redis_log_conn_lost(kx_store_redis *r);
+/* The connection to node, up until now, was lost: a write it acknowledged may be lost too (a
+ * failover, a restart), so every replica of a window it holds reads its stream again before
+ * its next append. */
+void kx__redis_log_conn_lost(kx_store_redis *r, uint8_t node);
 /* Fails the ops waiting behind others with -ECANCELED (destroy). */
 void kx__redis_log_cancel(kx_store_redis *r);
 void kx__redis_log_free(kx_store_redis *r);
@@ -235,7 +236,8 @@ int kx__redis_ev_put(kx_store_redis *r, const char *p, size_t n, int64_t ttl_ms,
 void kx__redis_ev_flush(kx_store_redis *r);
 /* op's own answers (res[0..n), borrowed) whose evidence are references: 0 when none has any
  * (the caller delivers them as they are); 1 when they were copied and are being read: cb or
- * mcb gets them with the blobs, then kx__redis_log_delivered(op). */
+ * mcb gets them with the blobs, then kx__redis_log_delivered(op); 2 when none could be read
+ * and cb or mcb already got them (the caller goes on). */
 int kx__redis_ev_resolve(kx_store_redis *r, redis_op *op, const kx_window_result *res, size_t n,
                          kx_store_cb cb, kx_store_many_cb mcb, void *ud);
 

@@ -56,7 +56,8 @@ struct log_key {
     double used_at;      /* loop time of the last add through it */
     double ttl_s;        /* its windows' ttl: a replica unused this long is dropped */
     bool reset_pending;  /* a connection was lost while an op was in flight: reset after it */
-    bool pinned;         /* key_release is running its queue: not to be dropped */
+    bool del_pending;    /* a forget's DEL could not be sent: it goes before anything else */
+    int pinned;          /* key_release is running its queue: not to be dropped */
     redis_op *busy;      /* the op in flight */
     redis_op *qhead, *qtail;
     size_t klen;
@@ -230,9 +231,10 @@ typedef struct fwd {
     kx_store_cb cb;
     kx_store_many_cb mcb;
     void *ud;
-    bool later; /* the evidence is being read: delivered from there */
-    bool live;  /* an add was not late: the window was updated (and so renewed) */
-    int status; /* the replica's */
+    bool later;   /* the evidence is being read: delivered from there */
+    bool live;    /* an add was not late: the window was updated (and so renewed) */
+    int status;   /* the replica's */
+    int64_t wall; /* the record's clock */
 } fwd;
 
 static void fwd_res(fwd *f, int status, const kx_window_result *res, size_t n)
@@ -241,6 +243,11 @@ static void fwd_res(fwd *f, int status, const kx_window_result *res, size_t n)
     f->status = status;
     for (size_t i = 0; !status && i < n; i++)
         f->live |= !res[i].late;
+    /* The window's clock moves before anything is delivered: a delivery may go on to write a
+     * snapshot, which carries it. */
+    log_key *lk = f->op->lk;
+    if (!status && f->live && f->wall > lk->last_wall)
+        lk->last_wall = f->wall;
     if (!f->cb && !f->mcb)
         return;
     if (!status && n) {
@@ -249,6 +256,8 @@ static void fwd_res(fwd *f, int status, const kx_window_result *res, size_t n)
             f->later = true;
             return;
         }
+        if (rc == 2)
+            return;            /* delivered */
         if (rc < 0 && f->cb) { /* no memory to read the evidence: the answer without it */
             bare = res[0];
             bare.nevidence = 0;
@@ -315,6 +324,7 @@ static int record_apply(kx_store_redis *r, redis_op *op, const char *p, size_t l
     if (lk->last_wall && wall > lk->last_wall + op->tmpl.ttl_ms)
         kx_store_forget(r->replica, lk->key);
     r->replica->member_cap = r->base.member_cap;
+    f->wall = wall;
     /* Another process's record: the member cap's drops were counted and logged by it. */
     kx__store_memory_set_quiet(r->replica, !f->cb && !f->mcb);
     int rc = f->cb && op->single
@@ -327,8 +337,6 @@ static int record_apply(kx_store_redis *r, redis_op *op, const char *p, size_t l
         return rc;
     if (f->status && !f->cb && !f->mcb)
         return f->status;
-    if (f->live && wall > lk->last_wall)
-        lk->last_wall = wall;
     return 0;
 }
 
@@ -475,7 +483,7 @@ static int log_cmd(kx_store_redis *r, redis_op *op, int phase)
 static int log_next(kx_store_redis *r, redis_op *op)
 {
     log_key *lk = op->lk;
-    if (op->forget)
+    if (op->forget || lk->del_pending)
         return log_cmd(r, op, LOG_FORGET);
     if (!lk->epoch)
         return log_cmd(r, op, LOG_FULL);
@@ -500,17 +508,23 @@ static void op_end(kx_store_redis *r, redis_op *op, int status)
         mcb(ud, status, NULL, 0);
 }
 
-/* The key's op is done: the next waiting one goes. */
-static void key_release(kx_store_redis *r, log_key *lk)
+/* No op in flight on the key any more: a reset that waited for it happens now. */
+static void key_idle(kx_store_redis *r, log_key *lk)
 {
     lk->busy = NULL;
     if (lk->reset_pending) {
         lk->reset_pending = false;
         lk_reset(r, lk);
     }
+}
+
+/* The key's op is done: the next waiting one goes. */
+static void key_release(kx_store_redis *r, log_key *lk)
+{
+    key_idle(r, lk);
     /* A failed op's callback may issue adds to other keys, whose replicas can push idle ones
      * out: this one stays while its queue is run. */
-    lk->pinned = true;
+    lk->pinned++;
     while (!lk->busy && lk->qhead) {
         redis_op *op = lk->qhead;
         lk->qhead = op->qnext;
@@ -520,13 +534,15 @@ static void key_release(kx_store_redis *r, log_key *lk)
         lk->busy = op;
         int rc = r->destroying ? -ECANCELED : log_next(r, op);
         if (rc) {
-            lk->busy = NULL;
-            if (op->forget)
-                lk_reset(r, lk); /* its DEL not sent: at least forget here */
+            key_idle(r, lk);
+            if (op->forget) { /* its DEL not sent: before anything else, then */
+                lk->del_pending = true;
+                lk_reset(r, lk);
+            }
             op_end(r, op, rc == -ECANCELED ? rc : -EIO);
         }
     }
-    lk->pinned = false;
+    lk->pinned--;
 }
 
 void kx__redis_log_fail(kx_store_redis *r, redis_op *op, int status)
@@ -535,8 +551,10 @@ void kx__redis_log_fail(kx_store_redis *r, redis_op *op, int status)
     bool was_busy = lk && lk->busy == op;
     if (lk)
         lk->keep_until = 0; /* a renewal may have been lost with it */
-    if (lk && op->forget)
-        lk->reset_pending = true; /* deleted or not: read it again */
+    if (lk && op->forget) { /* deleted or not: delete (again) before anything else */
+        lk->reset_pending = true;
+        lk->del_pending = true;
+    }
     op_end(r, op, status);
     if (was_busy)
         key_release(r, lk);
@@ -759,6 +777,12 @@ void kx__redis_log_reply(kx_store_redis *r, redis_node *n, redis_op *op, redisRe
     }
     case LOG_FORGET: /* gone: the key's next op creates it again */
         lk_reset(r, lk);
+        lk->del_pending = false;
+        if (!op->forget) { /* an add that had to delete first: now its own steps */
+            if (log_next(r, op))
+                kx__redis_log_fail(r, op, -EIO);
+            return;
+        }
         op->lk = NULL;
         kx__redis_op_release(r, op);
         key_release(r, lk);
@@ -804,7 +828,7 @@ int kx__redis_log_add(kx_store_redis *r, redis_op *op, const kx_window_add *ops,
     }
     op->lk = lk;
     op->tmpl.key = lk->key;
-    if (lk->busy) {
+    if (lk->busy || lk->qhead) {
         if (lk->qtail)
             lk->qtail->qnext = op;
         else
@@ -814,7 +838,7 @@ int kx__redis_log_add(kx_store_redis *r, redis_op *op, const kx_window_add *ops,
         lk->busy = op;
         rc = log_next(r, op);
         if (rc) {
-            lk->busy = NULL;
+            key_idle(r, lk);
             op->lk = NULL;
         }
     }
@@ -827,10 +851,12 @@ int kx__redis_log_forget(kx_store_redis *r, const char *key)
     log_key *lk = lk_find(r, key, klen, kx_hash64(key, klen, 0));
     if (!lk)
         return 0;
-    if (!lk->busy) {
+    if (!lk->busy && !lk->qhead) {
         lk_reset(r, lk);
         return 0;
     }
+    if (lk->qtail && lk->qtail->forget)
+        return 1; /* one DEL already waits last */
     /* Adds of the key are in flight or waiting: its DEL goes in their order, after them, as
      * the script's DEL follows its calls on one connection. */
     int rc;
@@ -852,10 +878,18 @@ int kx__redis_log_forget(kx_store_redis *r, const char *key)
     return 1;
 }
 
-void kx__redis_log_conn_lost(kx_store_redis *r)
+void kx__redis_log_conn_lost(kx_store_redis *r, uint8_t node)
 {
+    char name[KX__STORE_MAX_KEY_LEN + 300];
     for (size_t i = 0; r->log_tab && i < r->log_cap; i++)
         for (log_key *lk = r->log_tab[i]; lk; lk = lk->next) {
+            if (r->mode == REDIS_MODE_CLUSTER) { /* only the windows that master holds */
+                int len = snprintf(name, sizeof(name), "%s{%s}:l", r->prefix, lk->key);
+                if (len < 0 || (size_t)len >= sizeof(name) ||
+                    r->slot_node[kx__redis_key_slot(name, (size_t)len)] != node)
+                    continue;
+            }
+            lk->keep_until = 0;
             if (lk->busy)
                 lk->reset_pending = true;
             else if (lk->epoch)

@@ -131,8 +131,9 @@ static void ev_wait_free(ev_wait *w)
     free(w);
 }
 
-/* Every blob is back (or missing): the answers go out with the blobs found. */
-static void deliver(kx_store_redis *r, redis_op *op)
+/* Every blob is back (or missing): the answers go out with the blobs found; then, when they
+ * came back later (async), the op goes on. */
+static void deliver(kx_store_redis *r, redis_op *op, bool async)
 {
     ev_wait *w = op->evw;
     size_t k = 0;
@@ -161,7 +162,8 @@ static void deliver(kx_store_redis *r, redis_op *op)
         w->mcb(w->ud, status, status ? NULL : w->res, status ? 0 : w->n);
     op->evw = NULL;
     ev_wait_free(w);
-    kx__redis_log_delivered(r, op);
+    if (async)
+        kx__redis_log_delivered(r, op);
 }
 
 static void getrange_cb(redisAsyncContext *ac, void *reply_, void *privdata)
@@ -189,7 +191,7 @@ static void getrange_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         w->blob[q->i][reply->len] = '\0';
     }
     if (--w->waiting == 0)
-        deliver(r, op);
+        deliver(r, op, true);
     kx__redis_leave(r);
 }
 
@@ -263,8 +265,10 @@ int kx__redis_ev_resolve(kx_store_redis *r, redis_op *op, const kx_window_result
             }
         }
     }
-    if (--w->waiting == 0)
-        deliver(r, op);
+    if (--w->waiting == 0) { /* nothing to read after all (store down, not references) */
+        deliver(r, op, false);
+        return 2;
+    }
     return 1;
 }
 

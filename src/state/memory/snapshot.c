@@ -73,7 +73,7 @@ static int import_into(mem_win *w, kx__wire_rd *rd)
         size_t len;
         const char *mb = kx__wire_bytes(rd, &len);
         if (rd->bad || t <= -KX__STORE_MAX_TIME || t >= KX__STORE_MAX_TIME || t < prev ||
-            len == 0 || len > KX__STORE_MAX_KEY_LEN || memchr(mb, '\0', len) ||
+            len > KX__STORE_MAX_KEY_LEN || memchr(mb, '\0', len) ||
             (t == prev && kx__mem_member_cmp(prev_m, prev_len, mb, len) >= 0))
             return -EPROTO;
         prev = t;
