@@ -409,15 +409,19 @@ static int resp_op(kx_buf *b, const char *sha, const redis_op *op)
 {
     kx_buf_reset(b);
     if (op->cmd != CMD_EVALSHA) {
-        static const char *const names[] = {"", "XADD", "XRANGE", "PEXPIRE", "DEL"};
+        /* the command (and subcommand), then the arguments: the key first */
+        static const char *const names[] = {"", "XADD", "XRANGE", "PEXPIRE", "DEL", "XINFO"};
         const char *name = names[op->cmd];
+        bool sub = op->cmd == CMD_XINFO_STREAM;
         int rc = kx_buf_putc(b, '*');
         if (!rc)
-            rc = kx_buf_put_u64(b, 1 + (uint64_t)op->nargs);
+            rc = kx_buf_put_u64(b, 1 + (uint64_t)sub + (uint64_t)op->nargs);
         if (!rc)
             rc = kx_buf_append(b, "\r\n", 2);
         if (!rc)
             rc = resp_bulk(b, name, strlen(name));
+        if (!rc && sub)
+            rc = resp_bulk(b, "STREAM", 6);
         for (int i = 0; i < op->nargs && !rc; i++)
             rc = resp_bulk(b, op->args.data + op->off[i], op->len[i]);
         return rc;

@@ -48,7 +48,14 @@ typedef enum {
 
 /* What an op's arguments are for: EVALSHA of klaxon's script (5 keys first), or a plain
  * command of the window log. */
-typedef enum { CMD_EVALSHA = 0, CMD_XADD, CMD_XRANGE, CMD_PEXPIRE, CMD_DEL } redis_cmd;
+typedef enum {
+    CMD_EVALSHA = 0,
+    CMD_XADD,
+    CMD_XRANGE,
+    CMD_PEXPIRE,
+    CMD_DEL,
+    CMD_XINFO_STREAM
+} redis_cmd;
 
 typedef struct log_key log_key;
 

@@ -43,7 +43,7 @@
 #define LOG_RECORD_VERSION 1u
 #define LOG_ID_MAX 48
 
-enum { LOG_FULL, LOG_SYNC, LOG_CREATE, LOG_REFRESH, LOG_APPEND, LOG_KEEP, LOG_FORGET };
+enum { LOG_FULL, LOG_SYNC, LOG_CREATE, LOG_REFRESH, LOG_APPEND, LOG_KEEP, LOG_FORGET, LOG_LASTID };
 
 struct log_key {
     log_key *next;          /* hash chain */
@@ -434,6 +434,7 @@ static int log_cmd(kx_store_redis *r, redis_op *op, int phase)
               : phase == LOG_REFRESH                 ? CMD_PEXPIRE
               : phase == LOG_APPEND                  ? CMD_XADD
               : phase == LOG_FORGET                  ? CMD_DEL
+              : phase == LOG_LASTID                  ? CMD_XINFO_STREAM
                                                      : CMD_EVALSHA;
     int rc = 0;
     if (op->cmd != CMD_EVALSHA)
@@ -470,7 +471,8 @@ static int log_cmd(kx_store_redis *r, redis_op *op, int phase)
     case LOG_CREATE:
         rc = script_args(r, op, KX__REDIS_OP_LOG_CREATE, &op->rec, "", 0, "", 0);
         break;
-    case LOG_FORGET: /* DEL key: the key alone */
+    case LOG_FORGET: /* DEL key, XINFO STREAM key: the key alone */
+    case LOG_LASTID:
         break;
     default: /* LOG_KEEP */
         rc = script_args(r, op, KX__REDIS_OP_LOG_KEEP, &r->log_snap, id, idlen, next, nextlen);
@@ -681,6 +683,13 @@ static void on_read(kx_store_redis *r, redis_node *n, redis_op *op, const redisR
             kx__redis_log_fail(r, op, -EIO);
         return;
     }
+    if (!full && reply->elements == 0) {
+        /* Refused, yet nothing after the newest applied: the stream's last ID is past its
+         * newest entry (entries deleted from its end). Ask for that ID. */
+        if (log_cmd(r, op, LOG_LASTID))
+            kx__redis_log_fail(r, op, -EIO);
+        return;
+    }
     if (full)
         lk_reset(r, lk);
     int rc = reply->elements ? apply_entries(r, n, op, reply, full) : 1;
@@ -725,6 +734,12 @@ void kx__redis_log_reply(kx_store_redis *r, redis_node *n, redis_op *op, redisRe
             /* Another process appended first: read what it wrote, then try again. */
             kx_metric_inc(KX_M_STATE_LOG_CONFLICTS);
             if (++op->conflicts > LOG_MAX_CONFLICTS || log_cmd(r, op, LOG_SYNC))
+                kx__redis_log_fail(r, op, -EIO);
+            return;
+        }
+        if (op->phase == LOG_LASTID) { /* no such key: gone since (forgotten): read it all */
+            lk_reset(r, lk);
+            if (log_next(r, op))
                 kx__redis_log_fail(r, op, -EIO);
             return;
         }
@@ -773,6 +788,23 @@ void kx__redis_log_reply(kx_store_redis *r, redis_node *n, redis_op *op, redisRe
         lk->entries = 1;
         lk->keep_until = ev_now(r->loop) + (double)stream_ttl_ms(op) / 1000.0;
         own_applied(r, op);
+        return;
+    }
+    case LOG_LASTID: { /* appends go after the stream's last ID, on the same epoch */
+        uint64_t epoch = 0, seq = 0;
+        for (size_t i = 0; reply->type == REDIS_REPLY_ARRAY && i + 1 < reply->elements; i += 2) {
+            const redisReply *k = reply->element[i], *v = reply->element[i + 1];
+            if (k->type == REDIS_REPLY_STRING && k->len == 17 &&
+                !memcmp(k->str, "last-generated-id", 17) && v->type == REDIS_REPLY_STRING &&
+                !parse_id(v->str, v->len, &epoch, &seq))
+                epoch = 0;
+        }
+        if (epoch && epoch == lk->epoch && seq > lk->seq)
+            lk->seq = seq;
+        else
+            lk_reset(r, lk); /* another stream, or no answer: read it all */
+        if (log_next(r, op))
+            kx__redis_log_fail(r, op, -EIO);
         return;
     }
     case LOG_FORGET: /* gone: the key's next op creates it again */

@@ -3056,6 +3056,35 @@ static void test_log_lost_write(void **state)
     kx_store_destroy(b);
 }
 
+static bool store_down(void *ud)
+{
+    return !kx_store_is_up(ud);
+}
+
+/* A lost connection may have lost writes Redis had acknowledged (a failover, a restart): the
+ * writer reads its windows again before its next append instead of trusting its replica.
+ * Here the newest entry is deleted and the store's connection killed: the next add counts
+ * what Redis has. */
+static void test_log_conn_lost_rereads(void **state)
+{
+    fx *f = *state;
+    kx_window_add op = {
+        .key = "cl", .member = "m1", .time_ms = T0, .window_ms = WIN, .ttl_ms = TTL};
+    add_on(f->loop, f->s, &op);
+    op.member = "m2";
+    op.time_ms = T0 + 1;
+    assert_int_equal(add_on(f->loop, f->s, &op).count, 2);
+    redisReply *top = cmd(f, "XREVRANGE %s + - COUNT 1", PREFIX "{cl}:l");
+    freeReplyObject(cmd(f, "XDEL %s %s", PREFIX "{cl}:l", top->element[0]->element[0]->str));
+    freeReplyObject(top);
+    freeReplyObject(cmd(f, "CLIENT KILL TYPE normal SKIPME yes"));
+    assert_true(kx_test_run_until(f->loop, store_down, f->s, 5000));
+    assert_true(kx_test_run_until(f->loop, store_up, f->s, 5000));
+    op.member = "m3";
+    op.time_ms = T0 + 2;
+    assert_int_equal(add_on(f->loop, f->s, &op).count, 2); /* m1, m3: m2 was lost */
+}
+
 /* A late add does not renew a window, in the log as in memory (found in review). */
 static void test_log_late_renews_nothing(void **state)
 {
@@ -3294,6 +3323,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_log_idle_replicas, setup_redis_log, teardown),
         cmocka_unit_test_setup_teardown(test_log_forget_order, setup_redis_log, teardown),
         cmocka_unit_test_setup_teardown(test_log_lost_write, setup_redis_log, teardown),
+        cmocka_unit_test_setup_teardown(test_log_conn_lost_rereads, setup_redis_log, teardown),
         cmocka_unit_test_setup_teardown(test_log_late_renews_nothing, setup_redis_log, teardown),
         cmocka_unit_test_setup_teardown(test_log_evidence_pages, setup_redis_log, teardown),
     };
