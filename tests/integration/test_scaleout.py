@@ -258,7 +258,7 @@ def content(a):
 class Member:
     """One `klaxon run` with its own file sink, log and metrics port."""
 
-    def __init__(self, d, name, broker, redis_url, group):
+    def __init__(self, d, name, broker, redis_url, group, log=False):
         self.name = name
         self.alerts = os.path.join(d, "alerts-%s.jsonl" % name)
         self.log_path = os.path.join(d, "klaxon-%s.log" % name)
@@ -273,6 +273,9 @@ class Member:
         with open(cfg) as f:
             text, k = re.subn(r"(?ms)^  - topic: cloudtrail.*?\n\n", "\n", f.read())
         check(k == 1, "no cloudtrail input in the sample config")
+        if log:  # sliding windows through the window log (state.windows: log)
+            text, k = re.subn(r"(?m)^state:\n", "state:\n  windows: log\n", text)
+            check(k == 1, "no state section in the sample config")
         with open(cfg, "w") as f:
             f.write(text)
         self.k = Klaxon(cfg, self.log_path)
@@ -324,7 +327,9 @@ def produce(broker, evs):
         broker.produce(TOPIC, data=("\n".join(lines) + "\n").encode(), partition=p)
 
 
-def test_two_processes_and_two_rebalances_raise_the_single_process_alerts():
+def two_processes_and_two_rebalances(log):
+    """log: every process keeps its sliding windows through the window log, replaying what
+    the other appended (sources spread over partitions are counted by both)."""
     evs = generate()
     n = len(evs)
     brute = model_brute(evs)
@@ -362,8 +367,8 @@ def test_two_processes_and_two_rebalances_raise_the_single_process_alerts():
     try:
         url = "redis://127.0.0.1:%d/so:" % redis.port
         ref = Member(d, "ref", broker, "redis://127.0.0.1:%d/ref:" % ref_redis.port, "klaxon-ref")
-        a = Member(d, "a", broker, url, "klaxon-so")
-        b = Member(d, "b", broker, url, "klaxon-so")
+        a = Member(d, "a", broker, url, "klaxon-so", log)
+        b = Member(d, "b", broker, url, "klaxon-so", log)
         members = [ref, a, b]
         ref.start()
         a.start()
@@ -423,6 +428,8 @@ def test_two_processes_and_two_rebalances_raise_the_single_process_alerts():
             keys = [y["dedup_key"] for y in x]
             check(len(keys) == len(set(keys)), "one process raised a dedup_key twice")
 
+        if log:  # the windows really were window logs
+            check(not redis.command("KEYS", "so:*:l").startswith(b"*0\r\n"), "no window logs in redis")
         # There really was a split and two rebalances.
         check(a.stored() > 0 and b.stored() > 0 and a_alerts and b_alerts,
               "A stored %d offsets, %d alerts; B stored %d, %d alerts" %
@@ -446,6 +453,14 @@ def test_two_processes_and_two_rebalances_raise_the_single_process_alerts():
         broker.stop()
         redis.stop()
         ref_redis.stop()
+
+
+def test_two_processes_and_two_rebalances_raise_the_single_process_alerts():
+    two_processes_and_two_rebalances(False)
+
+
+def test_two_processes_through_the_window_log_raise_the_single_process_alerts():
+    two_processes_and_two_rebalances(True)
 
 
 def test_redelivered_messages_raise_no_new_incident():
@@ -497,4 +512,5 @@ def test_redelivered_messages_raise_no_new_incident():
 
 if __name__ == "__main__":
     run_tests([test_two_processes_and_two_rebalances_raise_the_single_process_alerts,
+               test_two_processes_through_the_window_log_raise_the_single_process_alerts,
                test_redelivered_messages_raise_no_new_incident])
