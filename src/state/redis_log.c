@@ -342,22 +342,13 @@ static int record_apply(kx_store_redis *r, redis_op *op, const char *p, size_t l
 
 /* ---- steps ---- */
 
+/* "EPOCH-SEQ" into out (LOG_ID_MAX), no NUL. Both stay below 2^63 (parse_id reads at most
+ * 19 digits, the epoch is a clock in ms). */
 static size_t fmt_id(char *out, uint64_t epoch, uint64_t seq)
 {
-    char tmp[LOG_ID_MAX];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + seq % 10);
-        seq /= 10;
-    } while (seq);
-    tmp[n++] = '-';
-    do {
-        tmp[n++] = (char)('0' + epoch % 10);
-        epoch /= 10;
-    } while (epoch);
-    for (size_t i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
-    return n;
+    size_t n = kx_fmt_i64(out, (int64_t)epoch);
+    out[n++] = '-';
+    return n + kx_fmt_i64(out + n, (int64_t)seq);
 }
 
 /* "EPOCH-SEQ" as XADD returns it; false when it is not one. */
@@ -610,9 +601,6 @@ static int snapshot_apply(kx_store_redis *r, redis_op *op, const char *p, size_t
     return rc;
 }
 
-/* Applies XRANGE's entries: the whole stream (it starts with a snapshot or SEQ 0), or those
- * after the newest applied. Returns 0, 1 when they do not follow on (the replica must be
- * rebuilt), or a failure status. */
 /* Applies XRANGE's entries: all of the stream (full: whatever it holds is the truth, gaps
  * included: a write Redis lost), or those after the newest applied, which must start on the
  * same stream (else 1: the replica must be rebuilt). Entries that are not ours (a field other
@@ -692,7 +680,7 @@ static void on_read(kx_store_redis *r, redis_node *n, redis_op *op, const redisR
     }
     if (full)
         lk_reset(r, lk);
-    int rc = reply->elements ? apply_entries(r, n, op, reply, full) : 1;
+    int rc = apply_entries(r, n, op, reply, full);
     if (rc < 0 || (rc == 1 && full)) {
         log_error(r, n, "read", rc == 1 ? "a damaged entry ID" : strerror(-rc));
         lk_reset(r, lk);
