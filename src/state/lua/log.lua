@@ -6,10 +6,6 @@
 -- for a new stream, EPOCH-0: no TIME, which an ACL with +@read +@write does not allow), SEQ
 -- counts from 0. Every other step is a plain command (XADD NOMKSTREAM with the next ID,
 -- XRANGE, PEXPIRE): the memory store's C does the window arithmetic.
--- This part runs first and reads only what it needs: creating a stream is 1 call in 30
--- events at 10,000 groups, and the rest of the script's setup (common.lua: the terms, the
--- helpers' closures) cost Redis about 14 us per call, more than the create itself.
-local z, agg = KEYS[1], tonumber(ARGV[7])
 -- create: ARGV[1] = the first record, ARGV[4] = the stream's TTL (ms); returns the first
 -- entry's ID, or 0 when the stream exists (the caller reads it instead).
 if agg == OP_LOG_CREATE then
