@@ -25,7 +25,11 @@ static void stdout_attempt(kx__sink *sink, kx__delivery *d)
         clearerr(stdout);
         kx_log_limited(&so->rl, KX_LOG_ERROR, KX__ALERT_MODULE, "sink %s: write to stdout: %s",
                        sink->name, strerror(e));
-        kx__outcome o = {.kind = KX__ATTEMPT_RETRY, .retry_after_ms = -1, .error = strerror(e)};
+        /* A reader that went away (`klaxon replay | head`) never comes back: retrying would
+         * keep the drain, and so the process, waiting forever. */
+        kx__outcome o = {.kind = e == EPIPE ? KX__ATTEMPT_FAIL : KX__ATTEMPT_RETRY,
+                         .retry_after_ms = -1,
+                         .error = strerror(e)};
         kx__attempt_done(d, &o);
         return;
     }

@@ -4,7 +4,7 @@ and bad rules are refused with file:line:col."""
 import json
 import os
 
-from harness import SRC, alerts_of, check, replay, run_tests, tmpdir
+from harness import KLAXON, SRC, alerts_of, check, replay, run_tests, tmpdir
 
 CFG = os.path.join(SRC, "samples", "klaxon.yaml")
 AUTH = os.path.join(SRC, "samples", "auth.log")
@@ -272,7 +272,41 @@ def test_rule_context_in_alerts():
     check(a["status"] == "firing" and "backfill" not in a, "status/backfill: %s" % a)
 
 
+def test_reader_gone():
+    """`klaxon replay | head`: once the reader closes the pipe, replay finishes (the alerts it
+    cannot write are dead-lettered, not retried forever) instead of waiting to drain."""
+    import subprocess
+    d = tmpdir("reader-gone")
+    rule = os.path.join(d, "r.yml")
+    with open(rule, "w") as f:
+        f.write("title: Every event\nid: 7d0ec3e0-0000-4000-8000-000000000002\n"
+                "logsource: {}\n"
+                "detection:\n  sel: {msg: x}\n  condition: sel\nlevel: low\n")
+    # ~2 MB of alerts: more than a pipe holds, so replay is still writing when the reader goes.
+    events = "".join('{"n": %d, "msg": "x", "time": "2026-03-29T01:30:00Z"}\n' % i
+                     for i in range(3000)).encode()
+    inp = os.path.join(d, "events.jsonl")
+    with open(inp, "wb") as f:
+        f.write(events)
+    errpath = os.path.join(d, "stderr")
+    with open(errpath, "wb") as errf:
+        p = subprocess.Popen([KLAXON, "replay", "--rules", rule, inp], stdout=subprocess.PIPE,
+                             stderr=errf)
+        check(p.stdout.read(1) == b"{", "no alert came")
+        p.stdout.close()
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            check(False, "replay kept running after its reader went away")
+    with open(errpath, "rb") as f:
+        err = f.read()
+    check(p.returncode == 0, "exit %d" % p.returncode)
+    check(b"Broken pipe" in err, "no word of the broken pipe: %s" % err.decode(errors="replace")[:500])
+
 if __name__ == "__main__":
     run_tests([test_rule_context_in_alerts, test_samples_auth, test_samples_cloudtrail, test_replay_is_deterministic,
                test_malformed_skipped, test_off_hours_across_dst, test_bruteforce_out_of_order,
-               test_large_events_still_alert, test_bad_rule_refused, test_rules_lint, test_stdin_and_json_default])
+               test_large_events_still_alert, test_bad_rule_refused, test_rules_lint, test_stdin_and_json_default,
+               test_reader_gone])
