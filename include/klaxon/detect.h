@@ -126,8 +126,23 @@ typedef struct kx_ruleset kx_ruleset;
  * *out untouched. Warnings (e.g. unsupported-but-ignorable keys) are logged. */
 int kx_ruleset_load(const char *const *paths, size_t npaths, kx_ruleset **out, kx_err *err);
 void kx_ruleset_destroy(kx_ruleset *rs);
+
+typedef enum { KX_LINT_ERROR = 0, KX_LINT_WARNING } kx_lint_level;
+/* err is borrowed for the call: "file:line:col: message" as kx_ruleset_load reports it. */
+typedef void (*kx_lint_cb)(void *ud, kx_lint_level level, const kx_err *err);
+/* Checks rule files as kx_ruleset_load does, but reports every error through cb and goes
+ * on: a file that cannot be read or parsed, each document that does not compile (left out),
+ * each duplicate id or name, each correlation whose references do not resolve (left
+ * unresolved). Returns the number of errors (0: kx_ruleset_load would load these paths). */
+size_t kx_ruleset_lint(const char *const *paths, size_t npaths, kx_lint_cb cb, void *ud);
 size_t kx_ruleset_size(const kx_ruleset *rs);
 kx_rule *kx_ruleset_at(kx_ruleset *rs, size_t i);
+/* A correlation type's name as a rule writes it ("event_count", ...). */
+const char *kx_corr_type_name(kx_corr_type t);
+/* A detection rule's logsource filter, each NULL when not given (all NULL for a correlation).
+ * Borrowed from the ruleset. */
+void kx_rule_logsource(const kx_rule *r, const char **product, const char **service,
+                       const char **category);
 
 typedef void (*kx_match_cb)(kx_rule *rule, void *ud);
 

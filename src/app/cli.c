@@ -1,7 +1,7 @@
 /*
- * The klaxon command line: run (the daemon), replay (the same engine over files or stdin),
- * rules lint, version. Each command builds the stages from the config, wires them on one
- * libev loop and tears them down in reverse order.
+ * The klaxon command line: run (the daemon), replay (the same engine over files or stdin,
+ * also behind `rules test`), version; `rules` is cli_rules.c's. Each command builds the stages from
+ * the config, wires them on one libev loop and tears them down in reverse order.
  *
  * Exit codes: 0 success; 1 runtime failure; 2 bad usage, config or rules (nothing started).
  */
@@ -70,6 +70,10 @@ typedef struct app {
     bool stopping;
     bool source_ended;
     bool replay;
+    bool borrowed; /* cfg and rules belong to the caller (kx__replay_run) */
+    /* replay: decode as this input (a config `inputs` entry's keys) with this `decode`
+     * section, instead of picking one of the config's inputs */
+    const kx_yaml_node *input, *decode;
     int exit_code;
 } app;
 
@@ -320,11 +324,14 @@ static void app_fini(app *a)
         kx_store_destroy(a->store);
     if (a->pipe)
         kx_pipeline_destroy(a->pipe);
-    if (a->rules)
+    if (a->rules && !a->borrowed)
         kx_ruleset_destroy(a->rules);
-    if (a->cfg)
+    if (a->cfg && !a->borrowed)
         kx_config_destroy(a->cfg);
-    kx_tz_cache_clear();
+    /* The zones cached for the rules' time-of-day conditions go with the last user of them:
+     * a caller that lends its rules clears the cache itself once they are gone. */
+    if (!a->borrowed)
+        kx_tz_cache_clear();
     if (a->loop)
         ev_loop_destroy(a->loop);
 }
@@ -332,6 +339,12 @@ static void app_fini(app *a)
 static int add_decoders(app *a, int format_override, const char *topic_for_replay, kx_err *err)
 {
     kx_config *c = a->cfg;
+    if (a->replay && a->input) {
+        kx_decoder *d;
+        if (kx_decoder_create(a->input, a->decode, format_override, NULL, &d, err))
+            return -EINVAL;
+        return kx_pipeline_add_decoder(a->pipe, NULL, d);
+    }
     if (a->replay) {
         /* Replay decodes every line with one decoder: the input named by --topic, else the
          * first input of the requested format, else defaults. */
@@ -367,8 +380,9 @@ static int add_decoders(app *a, int format_override, const char *topic_for_repla
     return 0;
 }
 
+/* alerting: the router's `alerting` map (NULL: one stdout sink for every alert). */
 static int build_stages(app *a, const char *store_url, int format_override, const char *topic,
-                        bool stdout_only)
+                        const kx_yaml_node *alerting)
 {
     kx_err err = {0};
     kx_store_opts so = {
@@ -382,11 +396,10 @@ static int build_stages(app *a, const char *store_url, int format_override, cons
         kx__cli_print_err(&err);
         return 2;
     }
-    const kx_yaml_node *alerting = a->cfg ? a->cfg->alerting : NULL;
     /* replay must not touch the spool of a klaxon running with the same config. */
     kx_router_opts ropts = {.no_spool = a->replay, .store = a->store};
-    if (kx_router_create(a->loop, stdout_only ? NULL : alerting, a->cfg ? a->cfg->file : NULL,
-                         &ropts, &a->router, &err)) {
+    if (kx_router_create(a->loop, alerting, a->cfg ? a->cfg->file : NULL, &ropts, &a->router,
+                         &err)) {
         kx__cli_print_err(&err);
         return 2;
     }
@@ -492,7 +505,7 @@ static int cmd_run(int argc, char **argv)
     if (load_rules(a.cfg->rule_paths, a.cfg->nrule_paths, &a.rules))
         goto out;
     a.loop = ev_loop_new(EVFLAG_AUTO);
-    if ((code = build_stages(&a, a.cfg->store_url, -1, NULL, false)))
+    if ((code = build_stages(&a, a.cfg->store_url, -1, NULL, a.cfg->alerting)))
         goto out;
     const char **topics = calloc(a.cfg->ninputs, sizeof(*topics));
     size_t nt = 0;
@@ -567,6 +580,44 @@ static void usage_replay(FILE *f)
                "  -h, --help          this help\n");
 }
 
+int kx__replay_run(const kx__replay_spec *sp)
+{
+    app a = {.replay = true,
+             .borrowed = true,
+             .cfg = sp->cfg,
+             .rules = sp->rules,
+             .input = sp->input,
+             .decode = sp->decode};
+    kx_err err = {0};
+    int code;
+    a.loop = ev_loop_new(EVFLAG_AUTO);
+    if (!a.loop) {
+        fprintf(stderr, "klaxon: cannot create the event loop\n");
+        return 1;
+    }
+    const char *store_url = sp->store_url ? sp->store_url : a.cfg ? a.cfg->store_url : "memory";
+    if ((code = build_stages(&a, store_url, sp->format, sp->topic, sp->alerting)))
+        goto out;
+    code = 1;
+    const char *stdin_only[] = {"-"};
+    const char *const *files = sp->nfiles ? sp->files : stdin_only;
+    size_t nfiles = sp->nfiles ? sp->nfiles : 1;
+    size_t max_line = a.cfg ? a.cfg->max_event_bytes : (1 << 20);
+    if (kx_file_source_create(a.loop, files, nfiles, max_line, 256, on_batch, &a, on_source_end, &a,
+                              &a.src, &err)) {
+        kx__cli_print_err(&err);
+        goto out;
+    }
+    kx_pipeline_set_pause_cb(a.pipe, on_pause, &a);
+    kx_source_start(a.src);
+    ev_run(a.loop, 0);
+    fflush(stdout);
+    code = a.source_ended ? 0 : 1;
+out:
+    app_fini(&a);
+    return code;
+}
+
 static int cmd_replay(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -580,7 +631,8 @@ static int cmd_replay(int argc, char **argv)
     int format = -1;
     kx_log_set_level(KX_LOG_WARN);
     int ch, code = 2;
-    app a = {.replay = true};
+    kx_config *cfg = NULL;
+    kx_ruleset *rules = NULL;
     kx_err err = {0};
     optind = 1;
     while ((ch = getopt_long(argc, argv, "r:c:f:t:s:h", opts, NULL)) != -1) {
@@ -626,40 +678,29 @@ static int cmd_replay(int argc, char **argv)
         }
     }
     if (cfg_path) {
-        if (kx_config_load(cfg_path, &a.cfg, &err)) {
+        if (kx_config_load(cfg_path, &cfg, &err)) {
             kx__cli_print_err(&err);
             goto out;
         }
-        for (size_t i = 0; i < a.cfg->nrule_paths && nrules < (size_t)argc + 64; i++)
-            rule_paths[nrules++] = a.cfg->rule_paths[i];
+        for (size_t i = 0; i < cfg->nrule_paths && nrules < (size_t)argc + 64; i++)
+            rule_paths[nrules++] = cfg->rule_paths[i];
     }
     if (!nrules) {
         usage_replay(stderr);
         goto out;
     }
-    if (load_rules(rule_paths, nrules, &a.rules))
+    if (load_rules(rule_paths, nrules, &rules))
         goto out;
-    if (!store_url)
-        store_url = a.cfg ? a.cfg->store_url : "memory";
-    a.loop = ev_loop_new(EVFLAG_AUTO);
-    if ((code = build_stages(&a, store_url, format, topic, true)))
-        goto out;
-    code = 1;
-    const char *stdin_only[] = {"-"};
-    const char *const *files = optind < argc ? (const char *const *)argv + optind : stdin_only;
-    size_t nfiles = optind < argc ? (size_t)(argc - optind) : 1;
-    size_t max_line = a.cfg ? a.cfg->max_event_bytes : (1 << 20);
-    if (kx_file_source_create(a.loop, files, nfiles, max_line, 256, on_batch, &a, on_source_end, &a,
-                              &a.src, &err)) {
-        kx__cli_print_err(&err);
-        goto out;
-    }
-    kx_pipeline_set_pause_cb(a.pipe, on_pause, &a);
     signal(SIGPIPE, SIG_IGN);
-    kx_source_start(a.src);
-    ev_run(a.loop, 0);
-    fflush(stdout);
-    code = a.source_ended ? 0 : 1;
+    kx__replay_spec sp = {.cfg = cfg,
+                          .rules = rules,
+                          .store_url = store_url,
+                          .format = format,
+                          .topic = topic,
+                          .files = (const char *const *)argv + optind,
+                          .nfiles = optind < argc ? (size_t)(argc - optind) : 0};
+    if ((code = kx__replay_run(&sp)))
+        goto out;
     kx_log(KX_LOG_INFO, "replay", "%llu events, %llu malformed, %llu alerts",
            (unsigned long long)kx_metric_get(KX_M_EVENTS_CONSUMED),
            (unsigned long long)kx_metric_get(KX_M_EVENTS_MALFORMED),
@@ -668,44 +709,11 @@ static int cmd_replay(int argc, char **argv)
         fprintf(stderr, "klaxon: %llu malformed events skipped\n",
                 (unsigned long long)kx_metric_get(KX_M_EVENTS_MALFORMED));
 out:
-    app_fini(&a);
+    kx_ruleset_destroy(rules);
+    kx_config_destroy(cfg);
+    kx_tz_cache_clear();
     free(rule_paths);
     return code;
-}
-
-/* ---- klaxon rules lint ---- */
-
-static bool is_help(const char *a)
-{
-    return !strcmp(a, "-h") || !strcmp(a, "--help");
-}
-
-static int usage_rules(FILE *f)
-{
-    fprintf(f, "usage: klaxon rules lint PATH...\n"
-               "\n"
-               "Loads rule files or directories exactly as `klaxon run` would and reports the\n"
-               "first error as FILE:LINE:COL: message. Exit 0 when all rules load.\n");
-    return f == stdout ? 0 : 2;
-}
-
-static int cmd_rules(int argc, char **argv)
-{
-    bool help = (argc >= 2 && is_help(argv[1])) || (argc >= 3 && is_help(argv[2]));
-    if (help)
-        return usage_rules(stdout);
-    if (argc < 3 || strcmp(argv[1], "lint") != 0)
-        return usage_rules(stderr);
-    kx_ruleset *rs = NULL;
-    if (load_rules(argv + 2, (size_t)(argc - 2), &rs))
-        return 2;
-    size_t det = 0, corr = 0;
-    for (size_t i = 0; i < kx_ruleset_size(rs); i++)
-        kx_ruleset_at(rs, i)->kind == KX_RULE_CORRELATION ? corr++ : det++;
-    printf("ok: %zu rules (%zu detection, %zu correlation)\n", det + corr, det, corr);
-    kx_ruleset_destroy(rs);
-    kx_tz_cache_clear();
-    return 0;
 }
 
 static void usage(FILE *f)
@@ -718,7 +726,9 @@ static void usage(FILE *f)
                "commands:\n"
                "  run -c CONFIG        the always-on daemon\n"
                "  replay --rules PATH  the same engine over files or stdin; alerts to stdout\n"
-               "  rules lint PATH...   check rule files\n"
+               "  rules lint PATH...   every problem of rule files, as FILE:LINE:COL\n"
+               "  rules list PATH...   the rules as a table, Markdown or JSON\n"
+               "  rules test PATH...   run the rules' tests (RULE.tests.yml)\n"
                "  config check FILE    check a configuration without starting\n"
                "  route -c CONFIG [F]  which routes and sinks alerts reach\n"
                "  alerts list|dead|retry  the alert spool and dead letters\n"
@@ -747,7 +757,7 @@ int kx_cli_main(int argc, char **argv)
     if (!strcmp(cmd, "replay"))
         return cmd_replay(argc - 1, argv + 1);
     if (!strcmp(cmd, "rules"))
-        return cmd_rules(argc - 1, argv + 1);
+        return kx__cli_rules(argc - 1, argv + 1);
     if (!strcmp(cmd, "alerts"))
         return kx__cli_alerts(argc - 1, argv + 1);
     if (!strcmp(cmd, "config"))

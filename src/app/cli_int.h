@@ -6,6 +6,9 @@
 #define KX_CLI_INT_H
 
 #include "klaxon/common.h"
+#include "klaxon/config.h"
+#include "klaxon/detect.h"
+#include "klaxon/yaml.h"
 
 /* "klaxon: FILE:LINE:COL: message" on stderr. */
 void kx__cli_print_err(const kx_err *e);
@@ -15,5 +18,31 @@ int kx__cli_alerts(int argc, char **argv);
 int kx__cli_config(int argc, char **argv);
 /* klaxon route -c CONFIG [FILE] (cli_config.c); argv[0] is "route". */
 int kx__cli_route(int argc, char **argv);
+
+/* klaxon rules lint|list|test (cli_rules.c); argv[0] is "rules". */
+int kx__cli_rules(int argc, char **argv);
+/* klaxon rules test (rules_test.c); argv[0] is "test". */
+int kx__rules_test(int argc, char **argv);
+/* How many tests r's file has (RULE.tests.yml beside it), -1 for none (rules_test.c). */
+int kx__rules_tests_count(const kx_rule *r);
+
+/* One run of `klaxon replay`'s engine (cli.c): files (stdin when none) through decode, the
+ * rules, the state store and the alert router, on the events' own time, to the end of the
+ * input (absence judged at its last event time) and until every alert is delivered. cfg
+ * (may be NULL) and rules are lent for the run. Exit code: 0, 1 (runtime), 2 (stages refused
+ * the config). */
+typedef struct kx__replay_spec {
+    kx_config *cfg;
+    kx_ruleset *rules;
+    const char *store_url; /* NULL: the config's, else memory */
+    int format;            /* KX_FMT_*, or -1: the input's */
+    const char *topic;     /* decode as the config's input for this topic */
+    /* or decode as this input (an `inputs` entry's keys) with this `decode` section */
+    const kx_yaml_node *input, *decode;
+    const kx_yaml_node *alerting; /* the router's `alerting`; NULL: every alert to stdout */
+    const char *const *files;
+    size_t nfiles;
+} kx__replay_spec;
+int kx__replay_run(const kx__replay_spec *spec);
 
 #endif

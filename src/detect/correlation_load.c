@@ -126,6 +126,29 @@ static int compile_condition(kx__ctx *c, const kx_yaml_node *corr, kx_rule *r,
     return 0;
 }
 
+/* The correlation types by their names in a rule (`correlation.type`). */
+static const struct {
+    const char *name;
+    kx_corr_type type;
+} types[] = {{"event_count", KX_CORR_EVENT_COUNT},
+             {"value_count", KX_CORR_VALUE_COUNT},
+             {"temporal", KX_CORR_TEMPORAL},
+             {"temporal_ordered", KX_CORR_TEMPORAL_ORDERED},
+             {"value_sum", KX_CORR_VALUE_SUM},
+             {"value_avg", KX_CORR_VALUE_AVG},
+             {"value_percentile", KX_CORR_VALUE_PERCENTILE},
+             {"first_seen", KX_CORR_FIRST_SEEN},
+             {"baseline", KX_CORR_BASELINE},
+             {"absence", KX_CORR_ABSENCE}};
+
+const char *kx_corr_type_name(kx_corr_type t)
+{
+    for (size_t i = 0; i < KX_ARRAY_LEN(types); i++)
+        if (types[i].type == t)
+            return types[i].name;
+    return "?";
+}
+
 int kx__correlation_compile(kx__ctx *c, const kx_yaml_node *root, const kx_yaml_node *corr,
                             kx_rule *r, rule_priv *pv)
 {
@@ -144,19 +167,6 @@ int kx__correlation_compile(kx__ctx *c, const kx_yaml_node *root, const kx_yaml_
             return kx_yaml_err(c->err, c->file, k, "unknown key \"%s\" in correlation",
                                k->type == KX_YAML_SCALAR ? k->str : "?");
     }
-    static const struct {
-        const char *name;
-        kx_corr_type type;
-    } types[] = {{"event_count", KX_CORR_EVENT_COUNT},
-                 {"value_count", KX_CORR_VALUE_COUNT},
-                 {"temporal", KX_CORR_TEMPORAL},
-                 {"temporal_ordered", KX_CORR_TEMPORAL_ORDERED},
-                 {"value_sum", KX_CORR_VALUE_SUM},
-                 {"value_avg", KX_CORR_VALUE_AVG},
-                 {"value_percentile", KX_CORR_VALUE_PERCENTILE},
-                 {"first_seen", KX_CORR_FIRST_SEEN},
-                 {"baseline", KX_CORR_BASELINE},
-                 {"absence", KX_CORR_ABSENCE}};
     const kx_yaml_node *type = kx_yaml_get(corr, "type");
     if (!type)
         return kx_yaml_err(c->err, c->file, corr, "missing required key \"type\"");

@@ -1,8 +1,8 @@
 /*
  * Rule file discovery: the paths given to kx_ruleset_load -> the list of files to load, in
  * a fixed order (paths as given; a directory walked recursively, its *.yml and *.yaml files
- * sorted by path), so rule order -- the order matches are reported in -- never depends on
- * the file system.
+ * sorted by path, leaving out rules' tests: *.tests.yml, *.tests.yaml), so rule order -- the order
+ * matches are reported in -- never depends on the file system.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -47,10 +47,18 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+static bool ends_with(const char *s, size_t n, const char *suffix)
+{
+    size_t k = strlen(suffix);
+    return n > k && !strcmp(s + n - k, suffix);
+}
+
+/* *.yml and *.yaml, but not a rule's tests (RULE.tests.yml, run by `klaxon rules test`). */
 static bool has_rule_ext(const char *name)
 {
     size_t n = strlen(name);
-    return (n > 4 && !strcmp(name + n - 4, ".yml")) || (n > 5 && !strcmp(name + n - 5, ".yaml"));
+    return (ends_with(name, n, ".yml") || ends_with(name, n, ".yaml")) &&
+           !ends_with(name, n, ".tests.yml") && !ends_with(name, n, ".tests.yaml");
 }
 
 static int walk(const char *dir, int depth, strvec *out, kx_err *err)

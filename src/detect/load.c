@@ -352,16 +352,19 @@ static int load_doc(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
     return rc ? rc : push_rule(rs, r, c->err);
 }
 
-int kx__load_file(kx_ruleset *rs, const char *path, kx_err *err)
+int kx__load_file(kx_ruleset *rs, const char *path, kx__diag *dg, kx_err *err)
 {
     kx_yaml_doc *docs = NULL;
     int rc = kx_yaml_load_file(path, &docs, err);
     if (rc)
-        return rc;
+        return kx__diag_error(dg, rc, err);
     kx__ctx c = {.arena = &rs->arena, .res = &rs->res, .file = path, .err = err, .rx = &rs->rx};
+    /* A document is pushed only once it compiled whole (load_doc's last step): one with an
+     * error leaves nothing behind but arena bytes, freed with the ruleset. */
     for (kx_yaml_doc *d = docs; d && !rc; d = d->next)
-        if (d->root && !kx_yaml_is_null(d->root))
-            rc = load_doc(rs, &c, d->root);
+        if (d->root && !kx_yaml_is_null(d->root) && (rc = load_doc(rs, &c, d->root)) &&
+            rc != -ENOMEM)
+            rc = kx__diag_error(dg, rc, err);
     kx_yaml_free(docs);
     return rc;
 }

@@ -122,7 +122,7 @@ static int chain_depth(const kx_rule *r, int depth)
     return best;
 }
 
-int kx__resolve(kx_ruleset *rs, kx_err *err)
+int kx__resolve(kx_ruleset *rs, kx__diag *dg, kx_err *err)
 {
     size_t n = rs->n, nn = 0;
     kx_rule **by_id = malloc((n ? n : 1) * sizeof(*by_id));
@@ -145,17 +145,21 @@ int kx__resolve(kx_ruleset *rs, kx_err *err)
         const kx_rule *a = by_name[i - 1], *b = by_name[i];
         const rule_priv *pb = b->priv;
         if (!strcmp(a->name, b->name))
-            rc = kx_err_set(err, b->file, pb->name_line, pb->name_col,
-                            "duplicate rule name \"%s\" (first defined at %s:%d)", b->name, a->file,
-                            a->line);
+            rc = kx__diag_error(dg,
+                                kx_err_set(err, b->file, pb->name_line, pb->name_col,
+                                           "duplicate rule name \"%s\" (first defined at %s:%d)",
+                                           b->name, a->file, a->line),
+                                err);
     }
     for (size_t i = 1; i < n && !rc; i++) {
         const kx_rule *a = by_id[i - 1], *b = by_id[i];
         const rule_priv *pb = b->priv;
         if (!strcmp(a->id, b->id))
-            rc = kx_err_set(err, b->file, pb->id_line, pb->id_col,
-                            "duplicate rule id \"%s\" (first defined at %s:%d)", b->id, a->file,
-                            a->line);
+            rc = kx__diag_error(dg,
+                                kx_err_set(err, b->file, pb->id_line, pb->id_col,
+                                           "duplicate rule id \"%s\" (first defined at %s:%d)",
+                                           b->id, a->file, a->line),
+                                err);
     }
     kx__ctx c = {.arena = &rs->arena, .res = &rs->res, .err = err, .rx = &rs->rx};
     /* Pass 1: resolve each correlation's references and count them per detection rule. */
@@ -189,11 +193,22 @@ int kx__resolve(kx_ruleset *rs, kx_err *err)
             else
                 refs[j] = t;
         }
+        if (rc && (rc = kx__diag_error(dg, rc, err)) == 0) {
+            r->refs = NULL; /* linting: reported, and this correlation counts nothing */
+            r->nrefs = 0;
+            continue;
+        }
         if (rc)
             break;
         r->refs = refs;
         r->nrefs = pv->nrefs;
-        if ((rc = resolve_fields(&c, r, pv)))
+        if ((rc = resolve_fields(&c, r, pv)) && rc != -ENOMEM &&
+            (rc = kx__diag_error(dg, rc, err)) == 0) {
+            r->refs = NULL;
+            r->nrefs = 0;
+            continue;
+        }
+        if (rc)
             break;
         for (size_t j = 0; j < r->nrefs; j++) {
             kx_rule *t = rs->rules[refs[j]->index];
@@ -208,10 +223,12 @@ int kx__resolve(kx_ruleset *rs, kx_err *err)
     for (size_t i = 0; i < n && !rc; i++) {
         kx_rule *r = rs->rules[i];
         if (r->kind == KX_RULE_CORRELATION && chain_depth(r, 0) > KX_RULE_MAX_CHAIN)
-            rc = kx_err_set(err, r->file, r->line, 1,
-                            "correlation \"%s\" is part of a reference cycle or a chain deeper "
-                            "than %d",
-                            r->id, KX_RULE_MAX_CHAIN);
+            rc = kx__diag_error(dg,
+                                kx_err_set(err, r->file, r->line, 1,
+                                           "correlation \"%s\" is part of a reference cycle or "
+                                           "a chain deeper than %d",
+                                           r->id, KX_RULE_MAX_CHAIN),
+                                err);
     }
     /* Pass 2: back-links from referenced rules to the correlations that count them. */
     for (size_t i = 0; i < n && !rc; i++) {

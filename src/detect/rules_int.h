@@ -67,8 +67,20 @@ void kx__strvec_free(strvec *sv);
  * sorted) to out. */
 int kx__rule_files(const char *path, strvec *out, kx_err *err);
 
-/* load.c: loads every document of one file into rs. */
-int kx__load_file(kx_ruleset *rs, const char *path, kx_err *err);
+/* Where a lint (kx_ruleset_lint) sends each problem and goes on; a load has none (NULL) and
+ * stops at the first error. */
+typedef struct kx__diag {
+    kx_lint_cb cb;
+    void *ud;
+    size_t errors;
+} kx__diag;
+
+/* Reports err through dg (counted) and returns 0 to go on; without dg returns rc: stop. */
+int kx__diag_error(kx__diag *dg, int rc, const kx_err *err);
+
+/* load.c: loads every document of one file into rs. With dg, a document with an error is
+ * reported and left out, and the next one is loaded. */
+int kx__load_file(kx_ruleset *rs, const char *path, kx__diag *dg, kx_err *err);
 /* A scalar or a list of scalars under key `what`, copied into the arena. */
 int kx__str_list(kx__ctx *c, const kx_yaml_node *n, const char *what, const char ***out,
                  size_t *nout);
@@ -77,7 +89,8 @@ int kx__str_list(kx__ctx *c, const kx_yaml_node *n, const char *what, const char
 int kx__correlation_compile(kx__ctx *c, const kx_yaml_node *root, const kx_yaml_node *corr,
                             kx_rule *r, rule_priv *pv);
 
-/* resolve.c: unique ids and names, correlation references and their fields. */
-int kx__resolve(kx_ruleset *rs, kx_err *err);
+/* resolve.c: unique ids and names, correlation references and their fields. With dg, every
+ * problem is reported and a correlation with one is left unresolved (no refs). */
+int kx__resolve(kx_ruleset *rs, kx__diag *dg, kx_err *err);
 
 #endif

@@ -87,25 +87,37 @@ void kx__res_free(kx__res *r)
 
 /* ---- public API ---- */
 
-int kx_ruleset_load(const char *const *paths, size_t npaths, kx_ruleset **out, kx_err *err)
+/* An empty ruleset to load into, or NULL (err says why). */
+static kx_ruleset *rs_new(kx_err *err)
 {
     kx_ruleset *rs = calloc(1, sizeof(*rs));
-    strvec files = {0};
-    int rc = 0;
-    if (!rs)
-        return kx_err_set(err, NULL, 0, 0, "out of memory"), -ENOMEM;
+    if (!rs) {
+        kx_err_set(err, NULL, 0, 0, "out of memory");
+        return NULL;
+    }
     kx_arena_init(&rs->arena, KX__ARENA_BLOCK);
     kx_arena_init(&rs->rule_arena, KX__ARENA_BLOCK);
     if (kx__rx_init(&rs->rx)) {
-        rc = kx_err_set(err, NULL, 0, 0, "out of memory");
-        goto fail;
+        kx_err_set(err, NULL, 0, 0, "out of memory");
+        kx_ruleset_destroy(rs);
+        return NULL;
     }
+    return rs;
+}
+
+int kx_ruleset_load(const char *const *paths, size_t npaths, kx_ruleset **out, kx_err *err)
+{
+    kx_ruleset *rs = rs_new(err);
+    strvec files = {0};
+    int rc = 0;
+    if (!rs)
+        return -ENOMEM;
     for (size_t i = 0; i < npaths && !rc; i++)
         rc = kx__rule_files(paths[i], &files, err);
     for (size_t i = 0; i < files.n && !rc; i++)
-        rc = kx__load_file(rs, files.v[i], err);
+        rc = kx__load_file(rs, files.v[i], NULL, err);
     if (!rc)
-        rc = kx__resolve(rs, err);
+        rc = kx__resolve(rs, NULL, err);
     if (!rc)
         rc = kx__cset_create(&rs->arena, rs->rules, rs->n, &rs->cs, err);
     if (rc)
@@ -122,6 +134,48 @@ fail:
     kx__strvec_free(&files);
     kx_ruleset_destroy(rs);
     return rc;
+}
+
+int kx__diag_error(kx__diag *dg, int rc, const kx_err *err)
+{
+    if (!rc || !dg || rc == -ENOMEM)
+        return rc;
+    dg->errors++;
+    dg->cb(dg->ud, KX_LINT_ERROR, err);
+    return 0;
+}
+
+size_t kx_ruleset_lint(const char *const *paths, size_t npaths, kx_lint_cb cb, void *ud)
+{
+    kx__diag dg = {.cb = cb, .ud = ud};
+    kx_err err = {0};
+    kx_ruleset *rs = rs_new(&err);
+    strvec files = {0};
+    int rc = 0;
+    if (!rs) {
+        cb(ud, KX_LINT_ERROR, &err);
+        return 1;
+    }
+    for (size_t i = 0; i < npaths && !rc; i++)
+        if ((rc = kx__rule_files(paths[i], &files, &err)))
+            rc = kx__diag_error(&dg, rc, &err);
+    for (size_t i = 0; i < files.n && !rc; i++)
+        rc = kx__load_file(rs, files.v[i], &dg, &err);
+    if (!rc)
+        rc = kx__resolve(rs, &dg, &err);
+    /* The compiled set only for a set that would load: a left-out rule may have left
+     * patterns behind. What it can refuse (a pattern set too large) is rare. */
+    if (!rc && !dg.errors)
+        rc =
+            kx__diag_error(&dg, kx__cset_create(&rs->arena, rs->rules, rs->n, &rs->cs, &err), &err);
+    if (rc) { /* out of memory: the lint itself could not go on */
+        kx_err_set(&err, NULL, 0, 0, "out of memory");
+        dg.errors++;
+        cb(ud, KX_LINT_ERROR, &err);
+    }
+    kx__strvec_free(&files);
+    kx_ruleset_destroy(rs);
+    return dg.errors;
 }
 
 void kx_ruleset_destroy(kx_ruleset *rs)
@@ -154,6 +208,15 @@ kx_rule *kx_ruleset_at(kx_ruleset *rs, size_t i)
 const kx__detection *kx__rule_detection(const kx_rule *r)
 {
     return r->kind == KX_RULE_DETECTION ? ((const rule_priv *)r->priv)->det : NULL;
+}
+
+void kx_rule_logsource(const kx_rule *r, const char **product, const char **service,
+                       const char **category)
+{
+    const kx__detection *d = kx__rule_detection(r);
+    *product = d ? d->product : NULL;
+    *service = d ? d->service : NULL;
+    *category = d ? d->category : NULL;
 }
 
 size_t kx_ruleset_match(kx_ruleset *rs, const kx_event *ev, kx_match_cb cb, void *ud)

@@ -9,6 +9,7 @@ function(kx_integration_test name)
 endfunction()
 
 kx_integration_test(test_replay)
+kx_integration_test(test_rules_cli)
 kx_integration_test(test_run)
 kx_integration_test(test_delivery)
 kx_integration_test(test_state_limits)

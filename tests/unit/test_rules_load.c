@@ -185,9 +185,14 @@ static void test_directory_walk(void **state)
     struct {
         const char *name, *title;
     } files[] = {
-        {"sub/b.yml", "B"},          {"sub/a.yaml", "A"},
-        {"sub/deeper/c.yml", "C"},   {"sub/notes.txt", "not a rule"},
-        {"sub/.swap.yml", "hidden"}, {"sub/.hidden/h.yml", "hidden dir"},
+        {"sub/b.yml", "B"},
+        {"sub/a.yaml", "A"},
+        {"sub/deeper/c.yml", "C"},
+        {"sub/notes.txt", "not a rule"},
+        {"sub/.swap.yml", "hidden"},
+        {"sub/.hidden/h.yml", "hidden dir"},
+        {"sub/b.tests.yml", "a rule's tests"},
+        {"sub/a.tests.yaml", "a rule's tests"},
     };
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         snprintf(p, sizeof(p), "%s/%s", dir, files[i].name);
@@ -207,6 +212,56 @@ static void test_directory_walk(void **state)
     assert_string_equal(kx_ruleset_at(rs, 2)->title, "C");
     assert_string_equal(kx_ruleset_at(rs, 3)->title, "single");
     kx_ruleset_destroy(rs);
+}
+
+typedef struct lint_seen {
+    char lines[8][600];
+    size_t n;
+} lint_seen;
+
+static void lint_cb(void *ud, kx_lint_level level, const kx_err *err)
+{
+    lint_seen *s = ud;
+    assert_int_equal(level, KX_LINT_ERROR);
+    assert_true(s->n < 8);
+    kx_err_format(err, s->lines[s->n++], sizeof(s->lines[0]));
+}
+
+/* kx_ruleset_lint goes on after an error: every bad document of every file, each duplicate,
+ * each unresolved correlation; a clean set reports nothing. */
+static void test_lint_every_error(void **state)
+{
+    (void)state;
+    char sub[128], a[160], b[160], want[6][600];
+    snprintf(sub, sizeof(sub), "%s/lint", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    snprintf(a, sizeof(a), "%s/a.yml", sub);
+    snprintf(b, sizeof(b), "%s/b.yml", sub);
+    write_file(a, "title: x\ndetection:\n    s: {f|nope: x}\n    condition: s\n---\n"
+                  "title: y\nid: same\ndetection:\n    s: {f: x}\n    condition: s\n---\n"
+                  "title: c\ncorrelation:\n    type: event_count\n    rules: [missing]\n"
+                  "    group-by: [h]\n    timespan: 5m\n    condition: {gte: 2}\n");
+    write_file(b, "title: z\nid: same\ndetection:\n    s: {f: x}\n    condition: s\n---\n"
+                  "title: w\ndetection:\n    s: {f: x}\n    condition: t\n");
+    const char *paths[] = {sub};
+    lint_seen seen = {.n = 0};
+    assert_int_equal(kx_ruleset_lint(paths, 1, lint_cb, &seen), 4);
+    snprintf(want[0], sizeof(want[0]), "%s:3:9: unknown modifier \"nope\"", a);
+    snprintf(want[1], sizeof(want[1]), "%s:10:16: condition references unknown identifier \"t\"",
+             b);
+    snprintf(want[2], sizeof(want[2]), "%s:2:5: duplicate rule id \"same\" (first defined at %s:6)",
+             b, a);
+    snprintf(want[3], sizeof(want[3]), "%s:15:13: correlation references unknown rule \"missing\"",
+             a);
+    assert_int_equal(seen.n, 4);
+    for (size_t i = 0; i < 4; i++)
+        assert_string_equal(seen.lines[i], want[i]);
+    /* what would load: nothing to say */
+    write_file(a, "title: x\ndetection:\n    s: {f: x}\n    condition: s\n");
+    write_file(b, "title: z\ndetection:\n    s: {f: y}\n    condition: s\n");
+    seen.n = 0;
+    assert_int_equal(kx_ruleset_lint(paths, 1, lint_cb, &seen), 0);
+    assert_int_equal(seen.n, 0);
 }
 
 static void test_nothing_half_loaded(void **state)
@@ -367,9 +422,10 @@ int main(int argc, char **argv)
     if (argc > 1)
         return corpus(argc, argv);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fixtures),       cmocka_unit_test(test_defaults_and_custom_keys),
-        cmocka_unit_test(test_directory_walk), cmocka_unit_test(test_nothing_half_loaded),
-        cmocka_unit_test(test_errors),         cmocka_unit_test(test_yaml_error),
+        cmocka_unit_test(test_fixtures),         cmocka_unit_test(test_defaults_and_custom_keys),
+        cmocka_unit_test(test_directory_walk),   cmocka_unit_test(test_nothing_half_loaded),
+        cmocka_unit_test(test_errors),           cmocka_unit_test(test_yaml_error),
+        cmocka_unit_test(test_lint_every_error),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

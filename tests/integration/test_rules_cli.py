@@ -1,0 +1,265 @@
+"""klaxon rules lint|list|test through the real binary: lint reports every error of every
+file, list prints the shipped rules as a table, Markdown and JSON, and test runs the rules'
+tests through the replay engine -- the shipped rules' tests pass, a broken rule fails its
+test, and stateful rules (a threshold window, absence, first_seen) are judged on the
+events' own clock."""
+import json
+import os
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+
+from harness import KLAXON, SRC, check, run_tests, tmpdir
+
+RULES = os.path.join(SRC, "rules")
+SAMPLE_CFG = os.path.join(SRC, "samples", "klaxon.yaml")
+IDS = ["7e1a4c9d-2b5f-4d8e-9c3a-6f0b8d2e4a05", "6a2c9d14-3e7f-4b8a-8c5d-2e9f0a1b3c02",
+       "0f3b8e6c-5a1d-4c52-9a3e-7b6d2f1c8a01", "3d8f2a6b-1c4e-4f9a-a7b2-8e0d6c4f1a04",
+       "9b4e1f70-8c2d-4a6b-b1e3-5d7f9a0c2e03"]
+
+
+def klaxon(*args):
+    return subprocess.run([KLAXON] + list(args), capture_output=True, timeout=120)
+
+
+def write(d, name, text):
+    path = os.path.join(d, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def test_lint_every_error():
+    d = tmpdir("lint-all")
+    broken = write(d, "a_broken.yml", "title: [\n")
+    multi = write(d, "b_multi.yml",
+                  "title: a\nlogsource: {product: x}\ndetection:\n  sel: {a|contians: b}\n"
+                  "  condition: sel\n---\n"
+                  "title: b\nlogsource: {product: x}\ndetection:\n  sel: {a: b}\n"
+                  "  condition: sel and nothere\n---\n"
+                  "title: ok\nid: 11111111-0000-4000-8000-000000000001\nlogsource: {product: x}\n"
+                  "detection:\n  sel: {a: b}\n  condition: sel\n")
+    corr = write(d, "c_corr.yml",
+                 "title: c\ncorrelation:\n    type: event_count\n    rules: [nosuchrule]\n"
+                 "    group-by: [src_ip]\n    timespan: 5m\n    condition: {gte: 3}\n")
+    dup = write(d, "d_dup.yml",
+                "title: again\nid: 11111111-0000-4000-8000-000000000001\nlogsource: {product: x}\n"
+                "detection:\n  sel: {a: c}\n  condition: sel\n")
+    r = klaxon("rules", "lint", d)
+    check(r.returncode == 2, "exit %d" % r.returncode)
+    want = [
+        "%s:2:1: YAML: did not find expected node content while parsing a flow node" % broken,
+        '%s:4:9: unknown modifier "contians"' % multi,
+        '%s:11:22: condition references unknown identifier "nothere"' % multi,
+        '%s:2:5: duplicate rule id "11111111-0000-4000-8000-000000000001" (first defined at %s:13)'
+        % (dup, multi),
+        '%s:4:13: correlation references unknown rule "nosuchrule"' % corr,
+        "5 errors, 0 warnings",
+    ]
+    got = r.stdout.decode().splitlines()
+    check(got == want, "lint output:\n%s\nwant:\n%s" % ("\n".join(got), "\n".join(want)))
+    r = klaxon("rules", "lint", "--json", d)
+    check(r.returncode == 2, "exit %d" % r.returncode)
+    j = json.loads(r.stdout)
+    check(j["ok"] is False and j["rules"] is None and j["errors"] == 5 and j["warnings"] == 0,
+          "summary %s" % {k: j[k] for k in ("ok", "rules", "errors", "warnings")})
+    check([(p["level"], p["file"], p["line"], p["col"]) for p in j["problems"]] ==
+          [("error", broken, 2, 1), ("error", multi, 4, 9), ("error", multi, 11, 22),
+           ("error", dup, 2, 5), ("error", corr, 4, 13)], "problems %s" % j["problems"])
+    check(j["problems"][4]["message"] == 'correlation references unknown rule "nosuchrule"',
+          "message %r" % j["problems"][4]["message"])
+
+
+def test_lint_shipped_rules():
+    r = klaxon("rules", "lint", RULES)
+    check(r.returncode == 0, "exit %d: %s" % (r.returncode, r.stdout))
+    check(r.stdout == b"ok: 5 rules (4 detection, 1 correlation)\n", "stdout %r" % r.stdout)
+    r = klaxon("rules", "lint", "--json", RULES)
+    j = json.loads(r.stdout)
+    check(j == {"ok": True, "rules": 5, "errors": 0, "warnings": 0, "problems": []}, "json %s" % j)
+    r = klaxon("rules", "lint")
+    check(r.returncode == 2 and r.stderr.startswith(b"usage: klaxon rules lint"), "no paths: %r" % r.stderr)
+
+
+def test_list():
+    r = klaxon("rules", "list", RULES)
+    check(r.returncode == 0, "exit %d" % r.returncode)
+    lines = r.stdout.decode().splitlines()
+    check(lines[0].split() == ["ID", "TYPE", "LEVEL", "TEAM", "LOGSOURCE", "TESTS", "TITLE"],
+          "header %r" % lines[0])
+    check([l.split()[0] for l in lines[1:]] == IDS, "ids %s" % lines[1:])
+    brute = lines[2].split(None, 6)
+    check(brute[1:6] == ["event_count", "high", "secops", "rules:", "ssh_failed_password"] and
+          brute[6].split(None, 1) == ["4", "SSH brute force - 5 failed passwords from one source in 5 minutes"],
+          "brute force row %r" % lines[2])
+    r = klaxon("rules", "list", "--format", "markdown", RULES)
+    md = r.stdout.decode().splitlines()
+    check(md[0] == "| id | title | type | level | team | logsource | tags | tests |", "md %r" % md[0])
+    check(md[3] == "| `6a2c9d14-3e7f-4b8a-8c5d-2e9f0a1b3c02` | SSH brute force - 5 failed passwords "
+          "from one source in 5 minutes | event_count | high | secops | rules: ssh_failed_password | "
+          "attack.credential-access, attack.t1110.001 | 4 |", "md row %r" % md[3])
+    r = klaxon("rules", "list", "--json", RULES)
+    j = json.loads(r.stdout)
+    check([x["id"] for x in j] == IDS, "json ids")
+    b = j[1]
+    check(b["type"] == "event_count" and b["name"] == "ssh_bruteforce" and
+          b["rules"] == ["0f3b8e6c-5a1d-4c52-9a3e-7b6d2f1c8a01"] and b["tests"] == 4 and
+          b["tags"] == ["attack.credential-access", "attack.t1110.001"] and
+          b["file"].endswith("rules/linux/ssh_bruteforce.yml") and b["line"] == 1, "json row %s" % b)
+    check(j[0]["logsource"] == {"product": "aws", "service": "cloudtrail", "category": None},
+          "logsource %s" % j[0]["logsource"])
+    r = klaxon("rules", "list", "--format", "yaml", RULES)
+    check(r.returncode == 2, "bad format exit %d" % r.returncode)
+
+
+def test_shipped_rules_pass():
+    r = klaxon("rules", "test", "--coverage", RULES)
+    out = r.stdout.decode()
+    check(r.returncode == 0, "exit %d:\n%s%s" % (r.returncode, out, r.stderr.decode()))
+    lines = out.splitlines()
+    check(all(l.startswith("PASS  ") for l in lines[:14]), "results:\n%s" % out)
+    check(lines[14:] == ["rules without tests: 0", "14 passed, 0 failed; 5 rules, 0 without tests"],
+          "summary %s" % lines[14:])
+
+
+def copy_ssh_rules(d):
+    for name in ("ssh_failed_password", "ssh_bruteforce"):
+        shutil.copy(os.path.join(RULES, "linux", name + ".yml"), d)
+        with open(os.path.join(RULES, "linux", name + ".tests.yml")) as f:
+            text = f.read().replace("../../samples/klaxon.yaml", SAMPLE_CFG)
+        write(d, name + ".tests.yml", text)
+
+
+def test_broken_rule_fails_its_test():
+    d = tmpdir("broken-rule")
+    copy_ssh_rules(d)
+    path = os.path.join(d, "ssh_bruteforce.yml")
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text.replace("gte: 5", "gte: 6"))  # the threshold an analyst mistyped
+    junit = os.path.join(d, "junit.xml")
+    r = klaxon("rules", "test", "--junit", junit, d)
+    check(r.returncode == 1, "exit %d" % r.returncode)
+    lines = r.stdout.decode().splitlines()
+    want_fail = "FAIL  %s  five failed passwords from one source in five minutes page once" % path
+    check(want_fail in lines, "no FAIL line:\n%s" % "\n".join(lines))
+    i = lines.index(want_fail)
+    check(lines[i + 1] == "      alert 1: count is 6, expected 5", "why %r" % lines[i + 1])
+    check(lines[-1] == "4 passed, 1 failed; 2 rules, 0 without tests", "summary %r" % lines[-1])
+    root = ET.parse(junit).getroot()
+    check(root.tag == "testsuites" and root.get("tests") == "5" and root.get("failures") == "1",
+          "junit %s" % root.attrib)
+    failed = [tc for tc in root.iter("testcase") if tc.find("failure") is not None]
+    check(len(failed) == 1 and failed[0].get("name") == want_fail.split("  ")[2] and
+          failed[0].find("failure").get("message") == "alert 1: count is 6, expected 5",
+          "junit failure %s" % [(tc.attrib, tc.find("failure").attrib) for tc in failed])
+
+
+def test_bad_tests_file():
+    d = tmpdir("bad-tests")
+    copy_ssh_rules(d)
+    t = write(d, "ssh_bruteforce.tests.yml",
+              "tests:\n  - name: x\n    events: ['a line']\n    alerts: [{rule: no_such_rule}]\n")
+    r = klaxon("rules", "test", d)
+    check(r.returncode == 2, "exit %d" % r.returncode)
+    check(r.stderr.decode() == 'klaxon: %s:4:21: no loaded rule has the id, name or title '
+          '"no_such_rule"\n' % t, "stderr %r" % r.stderr)
+    write(d, "ssh_bruteforce.tests.yml", "tests:\n  - name: x\n    events: ['a line']\n")
+    r = klaxon("rules", "test", d)
+    check(r.returncode == 2 and b"a test needs alerts (what must fire), must_not, or both" in r.stderr,
+          "no expectation: %d %r" % (r.returncode, r.stderr))
+
+
+STATEFUL_RULES = """title: backup done
+name: backup_done
+logsource: {product: backup}
+detection:
+  sel: {event: completed}
+  condition: sel
+---
+title: Backup missing
+id: 22222222-0000-4000-8000-000000000001
+correlation:
+  type: absence
+  rules: [backup_done]
+  group-by: [host]
+  timespan: 26h
+level: high
+---
+title: admin login
+name: admin_login
+logsource: {product: app}
+detection:
+  sel: {action: login}
+  condition: sel
+---
+title: Login from a new country
+id: 22222222-0000-4000-8000-000000000002
+correlation:
+  type: first_seen
+  rules: [admin_login]
+  group-by: [user]
+  field: country
+  timespan: 30d
+level: medium
+"""
+
+STATEFUL_TESTS = """tests:
+  - name: a host silent for more than 26 hours is reported, and resolved when it comes back
+    input: {format: json, logsource: {product: backup}}
+    events:
+      - {time: "2026-03-01T02:00:00Z", host: db1, event: completed}
+      - {time: "2026-03-01T02:00:00Z", host: db2, event: completed}
+      - {time: "2026-03-02T01:00:00Z", host: db2, event: completed}
+      - {time: "2026-03-02T03:00:00Z", host: db2, event: completed}
+      - {time: "2026-03-03T05:00:00Z", host: db2, event: completed}
+      - {time: "2026-03-03T06:00:00Z", host: db1, event: completed}
+    alerts:
+      - {rule: Backup missing, group: {host: db1}, status: firing, count: 0,
+         first_seen: "2026-03-01T02:00:00.000Z"}
+      - {rule: Backup missing, group: {host: db1}, status: resolved,
+         first_seen: "2026-03-01T02:00:00.000Z", last_seen: "2026-03-03T06:00:00.000Z"}
+  - name: a host that reports within 26 hours is never missing
+    input: {format: json, logsource: {product: backup}}
+    events:
+      - {time: "2026-03-01T02:00:00Z", host: db1, event: completed}
+      - {time: "2026-03-02T04:00:00Z", host: db1, event: completed}
+      - {time: "2026-03-03T06:00:00Z", host: db1, event: completed}
+    alerts: []
+  - name: a country new for a user alerts once, and again only after 30 days without it
+    input: {format: json, logsource: {product: app}}
+    events:
+      - {time: "2026-03-01T09:00:00Z", user: ana, action: login, country: ES}
+      - {time: "2026-03-02T09:00:00Z", user: ana, action: login, country: ES}
+      - {time: "2026-03-03T09:00:00Z", user: ana, action: login, country: BR}
+      - {time: "2026-03-20T09:00:00Z", user: ana, action: login, country: BR}
+      - {time: "2026-05-01T09:00:00Z", user: ana, action: login, country: ES}
+    alerts:
+      - {rule: Login from a new country, group: {user: ana}, first_seen: "2026-03-01T09:00:00.000Z"}
+      - {rule: Login from a new country, group: {user: ana}, first_seen: "2026-03-03T09:00:00.000Z"}
+      - {rule: Login from a new country, group: {user: ana}, first_seen: "2026-05-01T09:00:00.000Z"}
+"""
+
+
+def test_stateful_rules_on_event_time():
+    d = tmpdir("stateful")
+    write(d, "stateful.yml", STATEFUL_RULES)
+    write(d, "stateful.tests.yml", STATEFUL_TESTS)
+    r = klaxon("rules", "test", d)
+    out = r.stdout.decode()
+    check(r.returncode == 0, "exit %d:\n%s%s" % (r.returncode, out, r.stderr.decode()))
+    check(out.splitlines()[-1] == "3 passed, 0 failed; 4 rules, 0 without tests", "summary:\n%s" % out)
+    # The same tests against a first_seen that forgets after 1 day: its third test must fail.
+    write(d, "stateful.yml", STATEFUL_RULES.replace("timespan: 30d", "timespan: 1d"))
+    r = klaxon("rules", "test", "--json", d)
+    check(r.returncode == 1, "exit %d" % r.returncode)
+    j = json.loads(r.stdout)
+    check([x["ok"] for x in j["results"]] == [True, True, False], "results %s" % j["results"])
+    check(j["results"][2]["why"].startswith("expected 3 alerts of the rule file, got 4\n"),
+          "why %r" % j["results"][2]["why"])
+
+
+if __name__ == "__main__":
+    run_tests([test_lint_every_error, test_lint_shipped_rules, test_list, test_shipped_rules_pass,
+               test_broken_rule_fails_its_test, test_bad_tests_file, test_stateful_rules_on_event_time])
