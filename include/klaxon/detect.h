@@ -130,11 +130,19 @@ void kx_ruleset_destroy(kx_ruleset *rs);
 typedef enum { KX_LINT_ERROR = 0, KX_LINT_WARNING } kx_lint_level;
 /* err is borrowed for the call: "file:line:col: message" as kx_ruleset_load reports it. */
 typedef void (*kx_lint_cb)(void *ud, kx_lint_level level, const kx_err *err);
-/* Checks rule files as kx_ruleset_load does, but reports every error through cb and goes
+/* What a lint saw: its problems, and the rules that compiled. */
+typedef struct kx_lint_totals {
+    size_t errors, warnings;
+    size_t detection, correlation;
+} kx_lint_totals;
+/* Checks rule files as kx_ruleset_load does, but reports every problem through cb and goes
  * on: a file that cannot be read or parsed, each document that does not compile (left out),
- * each duplicate id or name, each correlation whose references do not resolve (left
- * unresolved). Returns the number of errors (0: kx_ruleset_load would load these paths). */
-size_t kx_ruleset_lint(const char *const *paths, size_t npaths, kx_lint_cb cb, void *ud);
+ * each duplicate id or name, each correlation reference that does not resolve (the
+ * correlation is left unresolved); and the warnings a load would log (e.g. an alias not
+ * used). Returns the number of errors (0: kx_ruleset_load would load these paths); totals
+ * (may be NULL) gets the counts. */
+size_t kx_ruleset_lint(const char *const *paths, size_t npaths, kx_lint_cb cb, void *ud,
+                       kx_lint_totals *totals);
 size_t kx_ruleset_size(const kx_ruleset *rs);
 kx_rule *kx_ruleset_at(kx_ruleset *rs, size_t i);
 /* A correlation type's name as a rule writes it ("event_count", ...). */

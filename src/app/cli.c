@@ -699,8 +699,8 @@ static int cmd_replay(int argc, char **argv)
                           .topic = topic,
                           .files = (const char *const *)argv + optind,
                           .nfiles = optind < argc ? (size_t)(argc - optind) : 0};
-    if ((code = kx__replay_run(&sp)))
-        goto out;
+    if ((code = kx__replay_run(&sp)) == 2)
+        goto out; /* the config was refused: nothing ran */
     kx_log(KX_LOG_INFO, "replay", "%llu events, %llu malformed, %llu alerts",
            (unsigned long long)kx_metric_get(KX_M_EVENTS_CONSUMED),
            (unsigned long long)kx_metric_get(KX_M_EVENTS_MALFORMED),

@@ -24,14 +24,11 @@
 
 typedef struct lint_out {
     json_t *problems; /* --json: collected here; else printed as they come */
-    size_t warnings;
 } lint_out;
 
 static void lint_report(void *ud, kx_lint_level level, const kx_err *err)
 {
     lint_out *o = ud;
-    if (level == KX_LINT_WARNING)
-        o->warnings++;
     if (o->problems) {
         json_array_append_new(o->problems, json_pack("{s:s, s:s, s:i, s:i, s:s}", "level",
                                                      level == KX_LINT_WARNING ? "warning" : "error",
@@ -86,33 +83,25 @@ static int cmd_lint(int argc, char **argv)
     const char *const *paths = (const char *const *)argv + optind;
     size_t npaths = (size_t)(argc - optind);
     lint_out o = {.problems = json ? json_array() : NULL};
-    size_t errors = kx_ruleset_lint(paths, npaths, lint_report, &o);
-    size_t det = 0, corr = 0;
-    if (!errors) { /* the counts of the set as it loads */
-        kx_ruleset *rs = NULL;
-        kx_err err = {0};
-        if (kx_ruleset_load(paths, npaths, &rs, &err) == 0) {
-            for (size_t i = 0; i < kx_ruleset_size(rs); i++)
-                kx_ruleset_at(rs, i)->kind == KX_RULE_CORRELATION ? corr++ : det++;
-            kx_ruleset_destroy(rs);
-        }
-        kx_tz_cache_clear();
-    }
+    kx_lint_totals t;
+    size_t errors = kx_ruleset_lint(paths, npaths, lint_report, &o, &t);
+    kx_tz_cache_clear();
+    size_t det = t.detection, corr = t.correlation;
     if (json) {
         json_t *out = json_pack("{s:b, s:o, s:I, s:I, s:o}", "ok", errors == 0, "rules",
                                 errors ? json_null() : json_integer((json_int_t)(det + corr)),
-                                "errors", (json_int_t)errors, "warnings", (json_int_t)o.warnings,
+                                "errors", (json_int_t)errors, "warnings", (json_int_t)t.warnings,
                                 "problems", o.problems);
         json_dumpf(out, stdout, JSON_INDENT(2));
         printf("\n");
         json_decref(out);
     } else if (errors) {
-        printf("%zu error%s, %zu warning%s\n", errors, errors == 1 ? "" : "s", o.warnings,
-               o.warnings == 1 ? "" : "s");
+        printf("%zu error%s, %zu warning%s\n", errors, errors == 1 ? "" : "s", t.warnings,
+               t.warnings == 1 ? "" : "s");
     } else {
         printf("ok: %zu rules (%zu detection, %zu correlation)", det + corr, det, corr);
-        if (o.warnings)
-            printf(", %zu warning%s", o.warnings, o.warnings == 1 ? "" : "s");
+        if (t.warnings)
+            printf(", %zu warning%s", t.warnings, t.warnings == 1 ? "" : "s");
         printf("\n");
     }
     return errors ? 2 : 0;

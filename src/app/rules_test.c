@@ -27,6 +27,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdarg.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -36,6 +37,7 @@
 #include <unistd.h>
 
 #include "klaxon/config.h"
+#include "klaxon/decode.h"
 #include "klaxon/detect.h"
 #include "klaxon/log.h"
 #include "klaxon/tz.h"
@@ -85,7 +87,34 @@ int kx__rules_tests_count(const kx_rule *r)
 
 /* ---- expectations ---- */
 
-/* A YAML scalar as JSON would type it: an unquoted true/false, null/~, or number. */
+/* Whether s is a JSON number (RFC 8259's grammar: no hex, no inf or nan). */
+static bool json_number_text(const char *s)
+{
+    const char *p = s + (*s == '-');
+    if (*p == '0')
+        p++;
+    else if (*p >= '1' && *p <= '9')
+        while (*p >= '0' && *p <= '9')
+            p++;
+    else
+        return false;
+    if (*p == '.') {
+        if (*++p < '0' || *p > '9')
+            return false;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    if (*p == 'e' || *p == 'E') {
+        p += p[1] == '+' || p[1] == '-' ? 2 : 1;
+        if (*p < '0' || *p > '9')
+            return false;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    return *p == '\0';
+}
+
+/* A YAML scalar as JSON would type it: an unquoted true/false, null/~, or JSON number. */
 static json_t *scalar_json(const kx_yaml_node *n)
 {
     if (!n->quoted) {
@@ -95,14 +124,16 @@ static json_t *scalar_json(const kx_yaml_node *n)
             return json_true();
         if (!strcmp(n->str, "false"))
             return json_false();
-        char *end;
-        errno = 0;
-        long long v = strtoll(n->str, &end, 10);
-        if (n->len && !*end && !errno)
-            return json_integer(v);
-        double d = strtod(n->str, &end);
-        if (n->len && !*end)
-            return json_real(d);
+        if (json_number_text(n->str)) {
+            char *end;
+            errno = 0;
+            long long v = strtoll(n->str, &end, 10);
+            if (!*end && !errno)
+                return json_integer(v);
+            double d = strtod(n->str, &end);
+            if (!*end && isfinite(d))
+                return json_real(d);
+        }
     }
     return json_stringn(n->str, n->len);
 }
@@ -180,11 +211,18 @@ static bool holds(const json_t *want, const json_t *actual, kx_buf *path, kx_buf
         }
         return ok;
     }
-    if (json_is_number(want) && json_is_number(actual))
+    /* Alert fields read from events are strings ("port": "22"), counts are numbers: a
+     * number and a string match when the string is that number (count: "5", port: 22). */
+    const json_t *num = json_is_number(want) ? want : json_is_number(actual) ? actual : NULL;
+    const json_t *str = json_is_string(want) ? want : json_is_string(actual) ? actual : NULL;
+    if (json_is_number(want) && json_is_number(actual)) {
         ok = json_number_value(want) == json_number_value(actual);
-    else if (json_is_string(want) && json_is_number(actual)) /* count: "5" */
-        ok = !strcmp(json_string_value(want), show(actual));
-    else
+    } else if (num && str) {
+        const char *t = json_string_value(str);
+        char *end;
+        double d = json_number_text(t) ? strtod(t, &end) : NAN;
+        ok = d == json_number_value(num);
+    } else
         ok = json_equal((json_t *)want, (json_t *)actual);
     if (!ok) { /* show() has one buffer: one call per printf */
         kx_buf_printf(why, "%s is %s", path->data, show(actual));
@@ -300,6 +338,30 @@ static int expectations(kx_ruleset *rs, const char *file, const kx_yaml_node *n,
     return 0;
 }
 
+/* The input a case is decoded as must be one: a topic of the config's inputs, or an input
+ * map a decoder takes (checked here, so its error points into the tests file). */
+static int check_input(const char *file, const tcase *c, const kx_config *cfg,
+                       const kx_yaml_node *decode, kx_err *err)
+{
+    if (c->topic) {
+        if (c->topic->type != KX_YAML_SCALAR)
+            return kx_yaml_err(err, file, c->topic, "topic must be the name of a config input");
+        for (size_t i = 0; cfg && i < cfg->ninputs; i++)
+            if (cfg->input_topics[i] && !strcmp(cfg->input_topics[i], c->topic->str))
+                return 0;
+        return kx_yaml_err(err, file, c->topic,
+                           cfg ? "the config has no input for topic \"%s\""
+                               : "topic \"%s\" needs a config (the tests file's `config:`)",
+                           c->topic->str);
+    }
+    if (!c->input)
+        return 0;
+    kx_decoder *d = NULL;
+    int rc = kx_decoder_create(c->input, decode, -1, file, &d, err);
+    kx_decoder_destroy(d);
+    return rc;
+}
+
 static int parse_case(kx_ruleset *rs, const char *file, const kx_yaml_node *n, tcase *c,
                       kx_err *err)
 {
@@ -386,12 +448,13 @@ static json_t *read_alerts(const char *path)
 /* "rule title, group {...}, count N, status S": one alert in a message. */
 static void alert_line(const json_t *al, kx_buf *b)
 {
+    const char *title = json_string_value(json_object_get(json_object_get(al, "rule"), "title"));
+    const char *status = json_string_value(json_object_get(al, "status"));
     kx_buf_reset(b);
-    kx_buf_printf(b, "%s",
-                  json_string_value(json_object_get(json_object_get(al, "rule"), "title")));
+    kx_buf_printf(b, "%s", title ? title : "?");
     kx_buf_printf(b, ", group %s", show(json_object_get(al, "group")));
     kx_buf_printf(b, ", count %s", show(json_object_get(al, "count")));
-    kx_buf_printf(b, ", status %s", json_string_value(json_object_get(al, "status")));
+    kx_buf_printf(b, ", status %s", status ? status : "?");
 }
 
 static bool of_file(const json_t *al, kx_ruleset *rs, const char *rule_file)
@@ -451,7 +514,7 @@ static void check_alerts(const run *R, result *x, const tcase *c, const char *ru
 }
 
 static void run_case(run *R, const tcase *c, const char *tests_file, const char *rule_file,
-                     kx_config *cfg, const kx_yaml_node *file_input, const kx_yaml_node *decode)
+                     kx_config *cfg, const kx_yaml_node *decode)
 {
     result *x = add_result(R, tests_file, rule_file, c->name);
     if (!x)
@@ -476,9 +539,7 @@ static void run_case(run *R, const tcase *c, const char *tests_file, const char 
                           .store_url = "memory",
                           .format = -1,
                           .topic = c->topic ? c->topic->str : NULL,
-                          .input = c->topic   ? NULL
-                                   : c->input ? c->input
-                                              : file_input,
+                          .input = c->topic ? NULL : c->input,
                           .decode = decode,
                           .alerting = alerting->root,
                           .files = files,
@@ -492,7 +553,8 @@ static void run_case(run *R, const tcase *c, const char *tests_file, const char 
         sp.input = dflt->root;
     int code = kx__replay_run(&sp);
     if (code) {
-        fail(x, "the engine stopped (exit %d): see the messages above", code);
+        fflush(stdout); /* the engine's messages went to stderr: keep them in order */
+        fail(x, "the engine stopped (exit %d): see its message on stderr", code);
     } else {
         json_t *got = read_alerts(alerts);
         check_alerts(R, x, c, rule_file, got);
@@ -549,11 +611,16 @@ static int run_file(run *R, const char *rule_file, const char *tests_file)
         decode = cfg->decode;
     if (!rc && !(cases = calloc(tests->n ? tests->n : 1, sizeof(*cases))))
         rc = kx_err_set(&err, tests_file, 0, 0, "out of memory");
-    for (size_t i = 0; !rc && i < tests->n; i++, ncases++)
+    for (size_t i = 0; !rc && i < tests->n; i++, ncases++) {
         rc = parse_case(R->rules, tests_file, tests->vals[i], &cases[i], &err);
+        if (!rc && !cases[i].topic && !cases[i].input)
+            cases[i].input = input;
+        if (!rc)
+            rc = check_input(tests_file, &cases[i], cfg, decode, &err);
+    }
     if (!rc) {
         for (size_t i = 0; i < ncases; i++)
-            run_case(R, &cases[i], tests_file, rule_file, cfg, input, decode);
+            run_case(R, &cases[i], tests_file, rule_file, cfg, decode);
     } else {
         kx__cli_print_err(&err);
         result *x = add_result(R, tests_file, rule_file, "(tests file)");

@@ -274,9 +274,14 @@ typedef struct kx__ctx {
     kx__rx *rx;          /* the ruleset's: Hyperscan scratch grown per pattern */
     const kx_rule *rule; /* the rule being compiled, named by its regexes' log lines */
     bool re_fail_closed; /* its regex_budget policy */
+    struct kx__diag *dg; /* a lint's: warnings go there; NULL: to the log */
 } kx__ctx;
 
 void *kx__alloc(kx__ctx *c, size_t n); /* zeroed, arena; NULL sets err to out of memory */
+/* A problem that does not stop the load ("file:line:col: message"): to the lint, else the
+ * log (ruleset.c). */
+void kx__warn(kx__ctx *c, const char *file, int line, int col, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 char *kx__strndup(kx__ctx *c, const char *s, size_t n);
 int kx__res_add_regex(kx__ctx *c, kx__regex *re); /* takes ownership, also on failure */
 int kx__res_add_tod(kx__ctx *c, kx_timeofday *t);

@@ -104,6 +104,11 @@ int kx__rule_files(const char *path, strvec *out, kx_err *err)
     if (stat(path, &st) != 0)
         return kx_err_set(err, path, 0, 0, "%s", strerror(errno));
     if (!S_ISDIR(st.st_mode)) {
+        /* A rule's tests named along with the rules (a shell glob of the directory) are
+         * no rule either. */
+        size_t n = strlen(path);
+        if (ends_with(path, n, ".tests.yml") || ends_with(path, n, ".tests.yaml"))
+            return 0;
         if (kx__strvec_push(out, strdup(path)))
             return kx_err_set(err, path, 0, 0, "out of memory");
         return 0;

@@ -186,8 +186,7 @@ static int compile_detection(kx__ctx *c, const kx_yaml_node *det, kx__detection 
         if (kx_yaml_is(k, "timeframe")) {
             /* Only meaningful with the deprecated aggregation syntax, which the condition
              * parser rejects with a pointer to correlation rules. */
-            kx_log(KX_LOG_WARN, "detect", "%s:%d:%d: \"timeframe\" is ignored", c->file, k->line,
-                   k->col);
+            kx__warn(c, c->file, k->line, k->col, "\"timeframe\" is ignored");
             continue;
         }
         int rc = compile_search(c, k, det->vals[i], &s[j++]);
@@ -305,6 +304,7 @@ static int load_doc(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
     }
     const kx_yaml_node *n = kx_yaml_get(root, "id");
     pv->id_line = n ? n->line : root->line;
+    pv->id_written = id != NULL;
     pv->id_col = n ? n->col : root->col;
     n = kx_yaml_get(root, "name");
     pv->name_line = n ? n->line : root->line;
@@ -358,7 +358,8 @@ int kx__load_file(kx_ruleset *rs, const char *path, kx__diag *dg, kx_err *err)
     int rc = kx_yaml_load_file(path, &docs, err);
     if (rc)
         return kx__diag_error(dg, rc, err);
-    kx__ctx c = {.arena = &rs->arena, .res = &rs->res, .file = path, .err = err, .rx = &rs->rx};
+    kx__ctx c = {
+        .arena = &rs->arena, .res = &rs->res, .file = path, .err = err, .rx = &rs->rx, .dg = dg};
     /* A document is pushed only once it compiled whole (load_doc's last step): one with an
      * error leaves nothing behind but arena bytes, freed with the ruleset. */
     for (kx_yaml_doc *d = docs; d && !rc; d = d->next)

@@ -78,8 +78,8 @@ static int resolve_fields(kx__ctx *c, kx_rule *r, const rule_priv *pv)
         for (size_t i = 0; i < r->nvalue_fields; i++)
             used |= !strcmp(pv->value_fields[i], pv->aliases[a].name);
         if (!used)
-            kx_log(KX_LOG_WARN, "rules", "%s:%d:%d: alias \"%s\" is not used in group-by", r->file,
-                   pv->aliases[a].line, pv->aliases[a].col, pv->aliases[a].name);
+            kx__warn(c, r->file, pv->aliases[a].line, pv->aliases[a].col,
+                     "alias \"%s\" is not used in group-by", pv->aliases[a].name);
     }
     size_t ng = r->ngroup_by, nv = r->nvalue_fields;
     const char **gf = kx__alloc(c, (r->nrefs * ng > 0 ? r->nrefs * ng : 1) * sizeof(*gf));
@@ -153,15 +153,17 @@ int kx__resolve(kx_ruleset *rs, kx__diag *dg, kx_err *err)
     }
     for (size_t i = 1; i < n && !rc; i++) {
         const kx_rule *a = by_id[i - 1], *b = by_id[i];
-        const rule_priv *pb = b->priv;
-        if (!strcmp(a->id, b->id))
+        const rule_priv *pa = a->priv, *pb = b->priv;
+        /* ids taken from equal names: one mistake, reported above */
+        bool from_names = !pa->id_written && !pb->id_written && a->name && b->name;
+        if (!strcmp(a->id, b->id) && !from_names)
             rc = kx__diag_error(dg,
                                 kx_err_set(err, b->file, pb->id_line, pb->id_col,
                                            "duplicate rule id \"%s\" (first defined at %s:%d)",
                                            b->id, a->file, a->line),
                                 err);
     }
-    kx__ctx c = {.arena = &rs->arena, .res = &rs->res, .err = err, .rx = &rs->rx};
+    kx__ctx c = {.arena = &rs->arena, .res = &rs->res, .err = err, .rx = &rs->rx, .dg = dg};
     /* Pass 1: resolve each correlation's references and count them per detection rule. */
     for (size_t i = 0; i < n && !rc; i++) {
         kx_rule *r = rs->rules[i];
@@ -174,6 +176,7 @@ int kx__resolve(kx_ruleset *rs, kx__diag *dg, kx_err *err)
             rc = -ENOMEM;
             break;
         }
+        bool bad = false; /* linting: every reference is checked */
         for (size_t j = 0; j < pv->nrefs && !rc; j++) {
             const char *ref = pv->ref_names[j];
             const kx_rule *t = lookup(by_id, n, false, ref);
@@ -192,8 +195,13 @@ int kx__resolve(kx_ruleset *rs, kx__diag *dg, kx_err *err)
                                 t->closing ? "judged when windows close" : "an absence rule");
             else
                 refs[j] = t;
+            if (rc && dg && rc != -ENOMEM) {
+                kx__diag_error(dg, rc, err);
+                rc = 0;
+                bad = true;
+            }
         }
-        if (rc && (rc = kx__diag_error(dg, rc, err)) == 0) {
+        if (bad) {
             r->refs = NULL; /* linting: reported, and this correlation counts nothing */
             r->nrefs = 0;
             continue;

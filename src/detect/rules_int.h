@@ -53,6 +53,7 @@ typedef struct rule_priv {
     /* where id and name were written, for duplicate errors */
     int id_line, id_col;
     int name_line, name_col;
+    bool id_written; /* false: the id is the name's (or the title's) */
 } rule_priv;
 
 typedef struct strvec {
@@ -72,7 +73,7 @@ int kx__rule_files(const char *path, strvec *out, kx_err *err);
 typedef struct kx__diag {
     kx_lint_cb cb;
     void *ud;
-    size_t errors;
+    size_t errors, warnings;
 } kx__diag;
 
 /* Reports err through dg (counted) and returns 0 to go on; without dg returns rc: stop. */

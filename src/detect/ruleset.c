@@ -10,6 +10,7 @@
  * reports matches in.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,6 +137,26 @@ fail:
     return rc;
 }
 
+void kx__warn(kx__ctx *c, const char *file, int line, int col, const char *fmt, ...)
+{
+    kx_err e = {0};
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e.msg, sizeof(e.msg), fmt, ap);
+    va_end(ap);
+    snprintf(e.file, sizeof(e.file), "%s", file ? file : "");
+    e.line = line;
+    e.col = col;
+    if (c->dg) {
+        c->dg->warnings++;
+        c->dg->cb(c->dg->ud, KX_LINT_WARNING, &e);
+        return;
+    }
+    char buf[1024];
+    kx_err_format(&e, buf, sizeof(buf));
+    kx_log(KX_LOG_WARN, "rules", "%s", buf);
+}
+
 int kx__diag_error(kx__diag *dg, int rc, const kx_err *err)
 {
     if (!rc || !dg || rc == -ENOMEM)
@@ -145,7 +166,8 @@ int kx__diag_error(kx__diag *dg, int rc, const kx_err *err)
     return 0;
 }
 
-size_t kx_ruleset_lint(const char *const *paths, size_t npaths, kx_lint_cb cb, void *ud)
+size_t kx_ruleset_lint(const char *const *paths, size_t npaths, kx_lint_cb cb, void *ud,
+                       kx_lint_totals *totals)
 {
     kx__diag dg = {.cb = cb, .ud = ud};
     kx_err err = {0};
@@ -172,6 +194,11 @@ size_t kx_ruleset_lint(const char *const *paths, size_t npaths, kx_lint_cb cb, v
         kx_err_set(&err, NULL, 0, 0, "out of memory");
         dg.errors++;
         cb(ud, KX_LINT_ERROR, &err);
+    }
+    if (totals) {
+        *totals = (kx_lint_totals){.errors = dg.errors, .warnings = dg.warnings};
+        for (size_t i = 0; i < rs->n; i++)
+            rs->rules[i]->kind == KX_RULE_CORRELATION ? totals->correlation++ : totals->detection++;
     }
     kx__strvec_free(&files);
     kx_ruleset_destroy(rs);

@@ -169,6 +169,78 @@ def test_bad_tests_file():
     r = klaxon("rules", "test", d)
     check(r.returncode == 2 and b"a test needs alerts (what must fire), must_not, or both" in r.stderr,
           "no expectation: %d %r" % (r.returncode, r.stderr))
+    write(d, "ssh_bruteforce.tests.yml",
+          "tests:\n  - name: x\n    topic: auth\n    events: ['a line']\n    alerts: []\n")
+    r = klaxon("rules", "test", d)
+    check(r.returncode == 2 and r.stderr.decode() == 'klaxon: %s:3:12: topic "auth" needs a config '
+          "(the tests file's `config:`)\n" % t, "topic without config: %d %r" % (r.returncode, r.stderr))
+    write(d, "ssh_bruteforce.tests.yml",
+          "tests:\n  - name: x\n    input: {format: xml}\n    events: ['a line']\n    alerts: []\n")
+    r = klaxon("rules", "test", d)
+    check(r.returncode == 2 and r.stderr.decode().startswith("klaxon: %s:3:21: " % t),
+          "bad input: %d %r" % (r.returncode, r.stderr))
+
+
+def test_lint_details():
+    """One mistake is one error; every bad reference is named; warnings are counted; a tests
+    file named among the rule files is not read as a rule."""
+    d = tmpdir("lint-details")
+    a = write(d, "a.yml",
+              "title: one\nname: same\nlogsource: {product: x}\ndetection:\n  sel: {a: b}\n"
+              "  timeframe: 5m\n  condition: sel\n---\n"
+              "title: two\nname: same\nlogsource: {product: x}\ndetection:\n  sel: {a: c}\n"
+              "  condition: sel\n---\n"
+              "title: corr\nid: 33333333-0000-4000-8000-000000000001\ncorrelation:\n"
+              "  type: event_count\n  rules: [nope1, nope2]\n  group-by: [h]\n  timespan: 5m\n"
+              "  condition: {gte: 2}\n")
+    t = write(d, "a.tests.yml", "tests: []\n")
+    r = klaxon("rules", "lint", a, t)
+    want = ['%s:6:3: warning: "timeframe" is ignored' % a,
+            '%s:10:7: duplicate rule name "same" (first defined at %s:1)' % (a, a),
+            '%s:20:11: correlation references unknown rule "nope1"' % a,
+            '%s:20:18: correlation references unknown rule "nope2"' % a,
+            "3 errors, 1 warning"]
+    got = r.stdout.decode().splitlines()
+    check(r.returncode == 2 and got == want, "lint %d:\n%s" % (r.returncode, "\n".join(got)))
+    r = klaxon("rules", "lint", write(d, "b.yml", "title: ok\nlogsource: {product: x}\n"
+                                      "detection:\n  sel: {a: b}\n  timeframe: 1h\n  condition: sel\n"))
+    check(r.returncode == 0 and r.stdout.decode().splitlines()[-1] ==
+          "ok: 1 rules (1 detection, 0 correlation), 1 warning", "warning only: %r" % r.stdout)
+    check(r.stderr == b"", "the warning was logged as well: %r" % r.stderr)
+
+
+def test_expectation_values():
+    """Alert fields from events are strings: an expected number matches its text, a string
+    its number; YAML words that are no JSON number (nan, 0x10) stay strings."""
+    d = tmpdir("values")
+    write(d, "r.yml", "title: Port seen\nid: 44444444-0000-4000-8000-000000000001\n"
+          "logsource: {product: app}\ndetection:\n  sel: {action: connect}\n  condition: sel\n"
+          "fields: [port, user, code]\nlevel: low\n")
+    write(d, "r.tests.yml", """input: {format: json, logsource: {product: app}}
+tests:
+  - name: numbers and strings
+    events:
+      - {time: "2026-03-01T09:00:00Z", action: connect, port: "22", user: bob, code: 7}
+    alerts:
+      - {rule: Port seen, fields: {port: 22, user: bob, code: "7"}}
+  - name: nan is a word
+    events:
+      - {time: "2026-03-01T09:00:00Z", action: connect, port: "22", user: bob}
+    alerts:
+      - {rule: Port seen, fields: {user: nan}}
+  - name: hex is a word
+    events:
+      - {time: "2026-03-01T09:00:00Z", action: connect, port: "16", user: bob}
+    alerts:
+      - {rule: Port seen, fields: {port: 0x10}}
+""")
+    r = klaxon("rules", "test", "--json", d)
+    j = json.loads(r.stdout)
+    check(r.returncode == 1 and [x["ok"] for x in j["results"]] == [True, False, False],
+          "results %d %s" % (r.returncode, j["results"]))
+    check(j["results"][1]["why"] == 'alert 1: fields.user is "bob", expected "nan"\n' and
+          j["results"][2]["why"] == 'alert 1: fields.port is "16", expected "0x10"\n',
+          "why %s" % [x["why"] for x in j["results"]])
 
 
 STATEFUL_RULES = """title: backup done
@@ -262,4 +334,5 @@ def test_stateful_rules_on_event_time():
 
 if __name__ == "__main__":
     run_tests([test_lint_every_error, test_lint_shipped_rules, test_list, test_shipped_rules_pass,
-               test_broken_rule_fails_its_test, test_bad_tests_file, test_stateful_rules_on_event_time])
+               test_broken_rule_fails_its_test, test_bad_tests_file, test_stateful_rules_on_event_time,
+               test_lint_details, test_expectation_values])

@@ -245,7 +245,12 @@ static void test_lint_every_error(void **state)
                   "title: w\ndetection:\n    s: {f: x}\n    condition: t\n");
     const char *paths[] = {sub};
     lint_seen seen = {.n = 0};
-    assert_int_equal(kx_ruleset_lint(paths, 1, lint_cb, &seen), 4);
+    kx_lint_totals t;
+    assert_int_equal(kx_ruleset_lint(paths, 1, lint_cb, &seen, &t), 4);
+    /* left out: the two bad documents; kept: y, z and the unresolved correlation */
+    assert_int_equal(t.errors, 4);
+    assert_int_equal(t.detection, 2);
+    assert_int_equal(t.correlation, 1);
     snprintf(want[0], sizeof(want[0]), "%s:3:9: unknown modifier \"nope\"", a);
     snprintf(want[1], sizeof(want[1]), "%s:10:16: condition references unknown identifier \"t\"",
              b);
@@ -260,7 +265,7 @@ static void test_lint_every_error(void **state)
     write_file(a, "title: x\ndetection:\n    s: {f: x}\n    condition: s\n");
     write_file(b, "title: z\ndetection:\n    s: {f: y}\n    condition: s\n");
     seen.n = 0;
-    assert_int_equal(kx_ruleset_lint(paths, 1, lint_cb, &seen), 0);
+    assert_int_equal(kx_ruleset_lint(paths, 1, lint_cb, &seen, NULL), 0);
     assert_int_equal(seen.n, 0);
 }
 
