@@ -39,6 +39,7 @@ typedef struct kx_config {
     size_t max_event_bytes; /* larger events are malformed (default 1 MiB) */
     size_t evidence_bytes;  /* cap on one evidence event in an alert (default 16 KiB) */
     kx_log_level log_level;
+    int64_t rules_watch_ms; /* check the rule files this often and reload on a change; 0 off */
     kx_yaml_doc *doc;
 } kx_config;
 

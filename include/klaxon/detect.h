@@ -7,11 +7,11 @@
  * keywords, modifiers contains/startswith/endswith/re/all/cased/exists/windash/base64/
  * base64offset/utf16 (wide)/cidr/lt/lte/gt/gte/neq/fieldref (expand is refused), wildcards
  * * and ?, null, conditions with and/or/not/parentheses, "1 of x*", "all of them",
- * logsource filtering; correlation rules of every Sigma type (event_count, value_count,
- * temporal, temporal_ordered, value_sum, value_avg, value_percentile) with aliases and
- * chaining; klaxon correlation types first_seen and baseline; klaxon extensions team, category,
- * regex_budget, the correlation keys suppress and lateness, and the timeofday search identifier
- * (klaxon/timeofday.h).
+ * logsource filtering; Sigma filter documents (narrowing the rules they name); correlation rules of
+ * every Sigma type (event_count, value_count, temporal, temporal_ordered, value_sum, value_avg,
+ * value_percentile) with aliases and chaining; klaxon correlation types first_seen and baseline;
+ * klaxon extensions team, category, regex_budget, the correlation keys suppress and lateness, and
+ * the timeofday search identifier (klaxon/timeofday.h).
  *
  * Ownership: kx_ruleset_load returns a new ruleset (caller destroys). kx_rule pointers and
  * every string inside are owned by the ruleset and valid until it is destroyed.
@@ -114,9 +114,14 @@ struct kx_rule {
     /* correlations that reference this rule (a detection rule, or a chained correlation) */
     const kx_rule *const *correlations;
     size_t ncorrelations;
-    /* per-rule counter (matches of a detection rule, alerts of a correlation) */
+    /* the Sigma filters narrowing this detection rule (their titles), in load order */
+    const char *const *filters;
+    size_t nfilters;
+    /* per-rule counter (matches of a detection rule, alerts of a correlation); a reload keeps
+     * it for a rule whose document did not change (kx_ruleset_carry_counters) */
     uint64_t matches;
-    void *priv; /* compiled detection, owned by the ruleset */
+    uint64_t digest; /* the rule's YAML document, hashed: equal digests, the same rule text */
+    void *priv;      /* compiled detection, owned by the ruleset */
 };
 
 typedef struct kx_ruleset kx_ruleset;
@@ -126,6 +131,16 @@ typedef struct kx_ruleset kx_ruleset;
  * *out untouched. Warnings (e.g. unsupported-but-ignorable keys) are logged. */
 int kx_ruleset_load(const char *const *paths, size_t npaths, kx_ruleset **out, kx_err *err);
 void kx_ruleset_destroy(kx_ruleset *rs);
+
+/* After a reload: each rule of `to` whose id is in `from` with the same digest (its document
+ * did not change) takes that rule's counter, so per-rule metrics run on across reloads.
+ * Returns how many did. */
+size_t kx_ruleset_carry_counters(kx_ruleset *to, const kx_ruleset *from);
+
+/* A fingerprint of the rule files under paths (each file's path, size and modification
+ * time, walked as kx_ruleset_load walks them): it changes when a rule file is added,
+ * removed or written. 0 when a path cannot be read (then compare again later). */
+uint64_t kx_rule_files_fingerprint(const char *const *paths, size_t npaths);
 
 typedef enum { KX_LINT_ERROR = 0, KX_LINT_WARNING } kx_lint_level;
 /* err is borrowed for the call: "file:line:col: message" as kx_ruleset_load reports it. */

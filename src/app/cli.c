@@ -74,6 +74,9 @@ typedef struct app {
     /* replay: decode as this input (a config `inputs` entry's keys) with this `decode`
      * section, instead of picking one of the config's inputs */
     const kx_yaml_node *input, *decode;
+    kx__reload rl;     /* run: the rules in force and the last reload, for metrics/healthz */
+    ev_timer watch;    /* run with rules_watch: looks at the rule files */
+    uint64_t watch_fp; /* their fingerprint when last looked at */
     int exit_code;
 } app;
 
@@ -90,6 +93,7 @@ static void reload_rules(app *a)
     if (kx_ruleset_load((const char *const *)a->cfg->rule_paths, a->cfg->nrule_paths, &rs, &err)) {
         if (rs)
             kx_ruleset_destroy(rs);
+        kx__reload_refused(&a->rl, ev_time(), &err);
         kx_err_format(&err, msg, sizeof(msg));
         kx_log(KX_LOG_ERROR, "app", "rule reload refused, the running rules stay in force: %s",
                msg);
@@ -104,9 +108,11 @@ static void reload_rules(app *a)
         a->reload_requested = true; /* busy after all: retry after the next batch */
         return;
     }
+    size_t kept = kx__reload_taken(&a->rl, ev_time(), rs, a->rules);
     kx_ruleset_destroy(a->rules);
     a->rules = rs;
-    kx_log(KX_LOG_INFO, "app", "rules reloaded: %zu rules", kx_ruleset_size(rs));
+    kx_log(KX_LOG_INFO, "app", "rules reloaded: %zu rules (%zu unchanged, their counters kept)",
+           kx_ruleset_size(rs), kept);
 }
 
 static void batch_done(void *ud)
@@ -229,15 +235,38 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     begin_shutdown(w->data);
 }
 
+/* A reload now, or after the batch in flight (a swap happens between batches). */
+static void request_reload(app *a)
+{
+    a->reload_requested = true;
+    if (!kx_pipeline_busy(a->pipe))
+        reload_rules(a);
+}
+
 static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
     (void)revents;
     app *a = w->data;
     kx_router_reopen(a->router); /* log rotation */
-    a->reload_requested = true;
-    if (!kx_pipeline_busy(a->pipe))
-        reload_rules(a);
+    request_reload(a);
+}
+
+/* rules_watch: a rule file added, removed or written since the last look reloads the rules
+ * (a refused set is not tried again until the files change again). The walk and its stat()
+ * calls run on the loop: a few ms for thousands of files, every rules_watch. */
+static void on_watch(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    app *a = w->data;
+    uint64_t fp =
+        kx_rule_files_fingerprint((const char *const *)a->cfg->rule_paths, a->cfg->nrule_paths);
+    if (!fp || fp == a->watch_fp || a->stopping)
+        return;
+    a->watch_fp = fp;
+    kx_log(KX_LOG_INFO, "app", "rule files changed: reloading the rules");
+    request_reload(a);
 }
 
 /* One line per rule, 3,000 of them with SigmaHQ: formatted by hand (no printf per line), as
@@ -251,9 +280,11 @@ static int render_rule_metrics(void *ud, kx_buf *out)
                            KLAXON_VERSION);
     rc = rc ? rc : kx_router_render_metrics(a->router, out);
     rc = rc ? rc : kx_source_render_metrics(a->src, out);
+    rc = rc ? rc : kx__reload_render_metrics(&a->rl, kx_ruleset_size(a->rules), out);
     rc = rc ? rc
             : kx_buf_puts(out, "# HELP klaxon_rule_matches_total Matches (detection rules) or "
-                               "alerts (correlations) per rule.\n"
+                               "alerts (correlations) per rule; kept by reloads that leave the "
+                               "rule unchanged.\n"
                                "# TYPE klaxon_rule_matches_total counter\n");
     size_t n = kx_ruleset_size(a->rules);
     for (size_t i = 0; i < n && !rc; i++) {
@@ -305,6 +336,14 @@ static bool health(void *ud, bool ready_only, kx_buf *reason)
     if (!ready_only && !kx_router_healthy(a->router, &t))
         add_reason(reason, &ok, t.data ? t.data : "", t.len);
     kx_buf_fini(&t);
+    /* /healthz also says which rules are in force and how the last reload went: a refused
+     * reload does not make klaxon unhealthy (the rules in force still run), but it must be
+     * seen. */
+    if (!ready_only) {
+        if (!ok)
+            kx_buf_putc(reason, '\n');
+        kx__reload_health_detail(&a->rl, kx_ruleset_size(a->rules), reason);
+    }
     return ok;
 }
 
@@ -504,6 +543,7 @@ static int cmd_run(int argc, char **argv)
     }
     if (load_rules(a.cfg->rule_paths, a.cfg->nrule_paths, &a.rules))
         goto out;
+    kx__reload_init(&a.rl, ev_time());
     a.loop = ev_loop_new(EVFLAG_AUTO);
     if ((code = build_stages(&a, a.cfg->store_url, -1, NULL, a.cfg->alerting)))
         goto out;
@@ -536,6 +576,14 @@ static int cmd_run(int argc, char **argv)
     a.sighup.data = &a;
     ev_signal_start(a.loop, &a.sighup);
     ev_timer_init(&g_grace_w, grace_expired, KX_SHUTDOWN_GRACE_S, 0);
+    if (a.cfg->rules_watch_ms > 0) {
+        a.watch_fp =
+            kx_rule_files_fingerprint((const char *const *)a.cfg->rule_paths, a.cfg->nrule_paths);
+        double every = (double)a.cfg->rules_watch_ms / 1000.0;
+        ev_timer_init(&a.watch, on_watch, every, every);
+        a.watch.data = &a;
+        ev_timer_start(a.loop, &a.watch);
+    }
     signal(SIGPIPE, SIG_IGN);
 
     kx_log(KX_LOG_INFO, "app", "klaxon %s running: %zu rules, %zu inputs, state %s", KLAXON_VERSION,
@@ -546,6 +594,7 @@ static int cmd_run(int argc, char **argv)
     ev_signal_stop(a.loop, &a.sigint);
     ev_signal_stop(a.loop, &a.sighup);
     ev_timer_stop(a.loop, &g_grace_w);
+    ev_timer_stop(a.loop, &a.watch);
     kx_log(KX_LOG_INFO, "app", "stopped: %llu events, %llu malformed, %llu alerts raised",
            (unsigned long long)kx_metric_get(KX_M_EVENTS_CONSUMED),
            (unsigned long long)kx_metric_get(KX_M_EVENTS_MALFORMED),

@@ -26,6 +26,24 @@ int kx__rules_test(int argc, char **argv);
 /* How many tests r's file has (RULE.tests.yml beside it), -1 for none (rules_test.c). */
 int kx__rules_tests_count(const kx_rule *r);
 
+/* The rules in force and their reloads (reload.c): what /metrics and /healthz say of them.
+ * Times are Unix seconds (ev_time). */
+typedef struct kx__reload {
+    double loaded_at; /* the set in force */
+    double tried_at;  /* the last reload tried; 0: none yet */
+    bool last_ok;     /* true until a reload is refused */
+    uint64_t ok, refused;
+    char error[600]; /* the last refusal's "file:line:col: message" */
+} kx__reload;
+void kx__reload_init(kx__reload *st, double now);
+void kx__reload_refused(kx__reload *st, double now, const kx_err *err);
+/* The new set rs is swapped in for old: carries the counters of unchanged rules; returns
+ * how many rules kept theirs. */
+size_t kx__reload_taken(kx__reload *st, double now, kx_ruleset *rs, const kx_ruleset *old);
+int kx__reload_render_metrics(const kx__reload *st, size_t nrules, kx_buf *out);
+/* One line for /healthz: the rules in force, and the last reload (refused: why). */
+void kx__reload_health_detail(const kx__reload *st, size_t nrules, kx_buf *out);
+
 /* One run of `klaxon replay`'s engine (cli.c): files (stdin when none) through decode, the
  * rules, the state store and the alert router, on the events' own time, to the end of the
  * input (absence judged at its last event time) and until every alert is delivered. cfg

@@ -163,7 +163,8 @@ static int usage_list(FILE *f)
                "Lists the rules of rule files or directories, in load order: id, type\n"
                "(detection or the correlation type), level, team, logsource (a correlation: the\n"
                "rules it counts), tests (the cases in RULE.tests.yml, '-' for none) and title;\n"
-               "Markdown and JSON add the tags, JSON every field. The rules must load (see\n"
+               "Markdown and JSON add the tags and the Sigma filters narrowing the rule, JSON\n"
+               "every field. The rules must load (see\n"
                "`klaxon rules lint`).\n"
                "\n"
                "  -f, --format F  table (default), markdown or json\n"
@@ -205,6 +206,7 @@ static json_t *rule_json(const kx_rule *r, int ntests)
                                       opt_str(s), "category", opt_str(c)));
     }
     json_object_set_new(o, "tags", str_array(r->tags, r->ntags));
+    json_object_set_new(o, "filters", str_array(r->filters, r->nfilters));
     json_object_set_new(o, "description", opt_str(r->description));
     json_object_set_new(o, "tests", json_integer(ntests < 0 ? 0 : ntests));
     json_object_set_new(o, "file", json_string(r->file));
@@ -258,8 +260,8 @@ static int cmd_list(int argc, char **argv)
         printf("\n");
         json_decref(a);
     } else if (fmt == FMT_MARKDOWN) {
-        printf("| id | title | type | level | team | logsource | tags | tests |\n"
-               "|---|---|---|---|---|---|---|---:|\n");
+        printf("| id | title | type | level | team | logsource | tags | filters | tests |\n"
+               "|---|---|---|---|---|---|---|---|---:|\n");
         for (size_t i = 0; i < n; i++) {
             const kx_rule *r = kx_ruleset_at(rs, i);
             logsource_text(r, &ls);
@@ -273,6 +275,11 @@ static int cmd_list(int argc, char **argv)
             for (size_t t = 0; t < r->ntags; t++) {
                 fputs(t ? ", " : "", stdout);
                 md_cell(r->tags[t]);
+            }
+            printf(" | ");
+            for (size_t k = 0; k < r->nfilters; k++) {
+                fputs(k ? ", " : "", stdout);
+                md_cell(r->filters[k]);
             }
             printf(" | %d |\n", ntests && ntests[i] > 0 ? ntests[i] : 0);
         }

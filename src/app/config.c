@@ -14,8 +14,9 @@
 #include "klaxon/secret.h"
 #include "klaxon/store.h"
 
-static const char *const top_keys[] = {"rules",    "kafka",   "inputs", "decode",    "state",
-                                       "alerting", "metrics", "limits", "log_level", NULL};
+static const char *const top_keys[] = {"rules",  "rules_watch", "kafka",    "inputs",
+                                       "decode", "state",       "alerting", "metrics",
+                                       "limits", "log_level",   NULL};
 
 static int check_keys(const kx_yaml_node *map, const char *file, const char *const *allowed,
                       kx_err *err)
@@ -275,6 +276,16 @@ int kx_config_load(const char *path, kx_config **out, kx_err *err)
         goto fail;
     if ((v = kx_yaml_get(root, "log_level")) && (rc = parse_level(c, v, err)))
         goto fail;
+    rc = -EINVAL;
+    long long watch = 0;
+    if ((v = kx_yaml_get(root, "rules_watch")) && !kx_yaml_is_null(v) &&
+        kx_yaml_duration_ms(v, c->file, &watch, err))
+        goto fail;
+    if (watch < 0 || (watch > 0 && watch < 1000)) {
+        kx_yaml_err(err, path, v, "rules_watch is at least 1s (or 0: off)");
+        goto fail;
+    }
+    c->rules_watch_ms = watch;
     *out = c;
     return 0;
 fail:

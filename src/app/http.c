@@ -101,8 +101,19 @@ static enum MHD_Result serve_metrics(kx_http *h, struct MHD_Connection *conn)
 static enum MHD_Result serve_health(kx_http *h, struct MHD_Connection *conn, bool ready_only)
 {
     kx_buf_reset(&h->body);
-    if (!h->health || h->health(h->ud, ready_only, &h->body))
+    if (!h->health)
         return respond_text(conn, 200, "ok\n");
+    if (h->health(h->ud, ready_only, &h->body)) {
+        if (!h->body.len)
+            return respond_text(conn, 200, "ok\n");
+        /* healthy, with detail lines (the rules in force): "ok" first, for scripts */
+        kx_buf detail = h->body;
+        kx_buf_init(&h->body, 0);
+        kx_buf_puts(&h->body, "ok\n");
+        kx_buf_append(&h->body, detail.data, detail.len);
+        kx_buf_fini(&detail);
+        return respond(conn, 200, text_type, h->body.data, h->body.len, false);
+    }
     if (h->body.len == 0)
         kx_buf_puts(&h->body, "unhealthy");
     if (h->body.data[h->body.len - 1] != '\n')

@@ -98,6 +98,31 @@ static int walk(const char *dir, int depth, strvec *out, kx_err *err)
     return rc;
 }
 
+uint64_t kx_rule_files_fingerprint(const char *const *paths, size_t npaths)
+{
+    strvec files = {0};
+    kx_err err;
+    uint64_t h = 0x6b78; /* never 0 for a readable set, even an empty one */
+    for (size_t i = 0; i < npaths; i++)
+        if (kx__rule_files(paths[i], &files, &err)) {
+            kx__strvec_free(&files);
+            return 0;
+        }
+    for (size_t i = 0; i < files.n; i++) {
+        struct stat st;
+        int64_t v[3] = {0, 0, 0};
+        if (stat(files.v[i], &st) == 0) {
+            v[0] = (int64_t)st.st_size;
+            v[1] = (int64_t)st.st_mtim.tv_sec;
+            v[2] = (int64_t)st.st_mtim.tv_nsec;
+        }
+        h = kx_hash64(files.v[i], strlen(files.v[i]) + 1, h);
+        h = kx_hash64(v, sizeof(v), h);
+    }
+    kx__strvec_free(&files);
+    return h ? h : 1;
+}
+
 int kx__rule_files(const char *path, strvec *out, kx_err *err)
 {
     struct stat st;

@@ -16,6 +16,22 @@
 
 /* ---- rule documents ---- */
 
+/* The document's tree hashed: kinds, scalars (and whether quoted) and their order. */
+static uint64_t node_digest(const kx_yaml_node *n, uint64_t h)
+{
+    uint64_t tag = (uint64_t)n->type * 2 + n->quoted;
+    h = kx_hash64(&tag, sizeof(tag), h);
+    if (n->type == KX_YAML_SCALAR)
+        return kx_hash64(n->str, n->len, h);
+    h = kx_hash64(&n->n, sizeof(n->n), h);
+    for (size_t i = 0; i < n->n; i++) {
+        if (n->type == KX_YAML_MAP)
+            h = node_digest(n->keys[i], h);
+        h = node_digest(n->vals[i], h);
+    }
+    return h;
+}
+
 static int push_rule(kx_ruleset *rs, kx_rule *r, kx_err *err)
 {
     if (rs->n == rs->cap) {
@@ -158,10 +174,11 @@ static int compile_search(kx__ctx *c, const kx_yaml_node *key, const kx_yaml_nod
     return 0;
 }
 
-static int compile_detection(kx__ctx *c, const kx_yaml_node *det, kx__detection *d)
+int kx__detection_compile(kx__ctx *c, const kx_yaml_node *det, bool filter, kx__detection *d)
 {
+    const char *what = filter ? "filter" : "detection";
     if (det->type != KX_YAML_MAP)
-        return kx_yaml_err(c->err, c->file, det, "\"detection\" must be a mapping");
+        return kx_yaml_err(c->err, c->file, det, "\"%s\" must be a mapping", what);
     const kx_yaml_node *cond = NULL;
     size_t ns = 0;
     for (size_t i = 0; i < det->n; i++) {
@@ -170,7 +187,7 @@ static int compile_detection(kx__ctx *c, const kx_yaml_node *det, kx__detection 
             return kx_yaml_err(c->err, c->file, k, "expected a search identifier name");
         if (kx_yaml_is(k, "condition"))
             cond = det->vals[i];
-        else if (!kx_yaml_is(k, "timeframe"))
+        else if (!kx_yaml_is(k, "timeframe") && !(filter && kx_yaml_is(k, "rules")))
             ns++;
     }
     if (!cond)
@@ -181,7 +198,7 @@ static int compile_detection(kx__ctx *c, const kx_yaml_node *det, kx__detection 
     size_t j = 0;
     for (size_t i = 0; i < det->n; i++) {
         const kx_yaml_node *k = det->keys[i];
-        if (kx_yaml_is(k, "condition"))
+        if (kx_yaml_is(k, "condition") || (filter && kx_yaml_is(k, "rules")))
             continue;
         if (kx_yaml_is(k, "timeframe")) {
             /* Only meaningful with the deprecated aggregation syntax, which the condition
@@ -252,6 +269,7 @@ static int load_doc(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
     r->priv = pv;
     r->file = file;
     r->line = root->line;
+    r->digest = node_digest(root, 0);
     r->generate = true;
 
     const kx_yaml_node *t = kx_yaml_get(root, "title");
@@ -263,9 +281,7 @@ static int load_doc(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
         return kx_yaml_err(c->err, c->file, corr,
                            "a rule cannot have both \"detection\" and \"correlation\"");
     if (!corr && !det)
-        return kx_yaml_get(root, "filter")
-                   ? kx_yaml_err(c->err, c->file, root, "Sigma filters are not supported yet")
-                   : kx_yaml_err(c->err, c->file, root, "missing required key \"detection\"");
+        return kx_yaml_err(c->err, c->file, root, "missing required key \"detection\"");
 
     int rc;
     const char *id, *name, *level;
@@ -347,7 +363,7 @@ static int load_doc(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
         pv->det->re_fail_closed = c->re_fail_closed;
         rc = compile_logsource(c, kx_yaml_get(root, "logsource"), pv->det);
         if (!rc)
-            rc = compile_detection(c, det, pv->det);
+            rc = kx__detection_compile(c, det, false, pv->det);
     }
     return rc ? rc : push_rule(rs, r, c->err);
 }
@@ -361,11 +377,24 @@ int kx__load_file(kx_ruleset *rs, const char *path, kx__diag *dg, kx_err *err)
     kx__ctx c = {
         .arena = &rs->arena, .res = &rs->res, .file = path, .err = err, .rx = &rs->rx, .dg = dg};
     /* A document is pushed only once it compiled whole (load_doc's last step): one with an
-     * error leaves nothing behind but arena bytes, freed with the ruleset. */
-    for (kx_yaml_doc *d = docs; d && !rc; d = d->next)
-        if (d->root && !kx_yaml_is_null(d->root) && (rc = load_doc(rs, &c, d->root)) &&
-            rc != -ENOMEM)
+     * error leaves nothing behind but arena bytes, freed with the ruleset. A filter is kept
+     * as YAML (with its file's documents) until every rule is loaded: filter.c. */
+    bool has_filter = false;
+    for (kx_yaml_doc *d = docs; d; d = d->next)
+        has_filter |= d->root && kx__is_filter_doc(d->root);
+    if (has_filter && (rc = kx__filter_keep_docs(rs, docs)) != 0) {
+        kx_yaml_free(docs);
+        return kx_err_set(err, path, 0, 0, "out of memory"), rc;
+    }
+    for (kx_yaml_doc *d = docs; d && !rc; d = d->next) {
+        if (!d->root || kx_yaml_is_null(d->root))
+            continue;
+        rc = kx__is_filter_doc(d->root) ? kx__filter_add(rs, &c, d->root)
+                                        : load_doc(rs, &c, d->root);
+        if (rc && rc != -ENOMEM)
             rc = kx__diag_error(dg, rc, err);
-    kx_yaml_free(docs);
+    }
+    if (!has_filter)
+        kx_yaml_free(docs);
     return rc;
 }

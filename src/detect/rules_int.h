@@ -15,6 +15,13 @@
 
 #include "detect_set.h"
 
+/* A Sigma filter document, kept until every rule is loaded (filter.c). */
+typedef struct kx__filter {
+    const char *file;
+    const kx_yaml_node *root; /* in one of kx_ruleset.kept_docs */
+    struct kx__filter *next;
+} kx__filter;
+
 struct kx_ruleset {
     kx_arena arena;
     /* The kx_rule records and their ids, apart from everything else: the metrics page reads
@@ -25,6 +32,9 @@ struct kx_ruleset {
     kx_rule **rules;
     size_t n;
     size_t cap;
+    kx__filter *filters, **filters_tail; /* in load order, until applied */
+    kx_yaml_doc **kept_docs;             /* the files holding filters, until applied */
+    size_t nkept;
     kx__rx rx;    /* regex runtime: Hyperscan scratch, PCRE2 limits, the event's budget */
     kx__cset *cs; /* the compiled set (match.c), built once every rule is resolved */
 };
@@ -89,6 +99,20 @@ int kx__str_list(kx__ctx *c, const kx_yaml_node *n, const char *what, const char
 /* correlation_load.c: the `correlation` section of a document into r and pv. */
 int kx__correlation_compile(kx__ctx *c, const kx_yaml_node *root, const kx_yaml_node *corr,
                             kx_rule *r, rule_priv *pv);
+
+/* load.c: a `detection` map (or a filter's `filter` map, whose `rules` is no search
+ * identifier) -> the searches and the condition of d. */
+int kx__detection_compile(kx__ctx *c, const kx_yaml_node *det, bool filter, kx__detection *d);
+
+/* filter.c: Sigma filters. A document with `filter` and neither `detection` nor
+ * `correlation` is one; kx__filter_add checks its shape and keeps it (its file's documents
+ * are handed over by kx__filter_keep_docs); kx__filters_apply narrows the rules each filter
+ * names, after resolve, then lets the YAML go. */
+bool kx__is_filter_doc(const kx_yaml_node *root);
+int kx__filter_add(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root);
+int kx__filter_keep_docs(kx_ruleset *rs, kx_yaml_doc *docs);
+int kx__filters_apply(kx_ruleset *rs, kx__diag *dg, kx_err *err);
+void kx__filters_release(kx_ruleset *rs);
 
 /* resolve.c: unique ids and names, correlation references and their fields. With dg, every
  * problem is reported and a correlation with one is left unresolved (no refs). */

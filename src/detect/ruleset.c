@@ -98,6 +98,7 @@ static kx_ruleset *rs_new(kx_err *err)
     }
     kx_arena_init(&rs->arena, KX__ARENA_BLOCK);
     kx_arena_init(&rs->rule_arena, KX__ARENA_BLOCK);
+    rs->filters_tail = &rs->filters;
     if (kx__rx_init(&rs->rx)) {
         kx_err_set(err, NULL, 0, 0, "out of memory");
         kx_ruleset_destroy(rs);
@@ -119,6 +120,9 @@ int kx_ruleset_load(const char *const *paths, size_t npaths, kx_ruleset **out, k
         rc = kx__load_file(rs, files.v[i], NULL, err);
     if (!rc)
         rc = kx__resolve(rs, NULL, err);
+    if (!rc)
+        rc = kx__filters_apply(rs, NULL, err);
+    kx__filters_release(rs);
     if (!rc)
         rc = kx__cset_create(&rs->arena, rs->rules, rs->n, &rs->cs, err);
     if (rc)
@@ -185,6 +189,9 @@ size_t kx_ruleset_lint(const char *const *paths, size_t npaths, kx_lint_cb cb, v
         rc = kx__load_file(rs, files.v[i], &dg, &err);
     if (!rc)
         rc = kx__resolve(rs, &dg, &err);
+    if (!rc)
+        rc = kx__filters_apply(rs, &dg, &err);
+    kx__filters_release(rs);
     /* The compiled set only for a set that would load: a left-out rule may have left
      * patterns behind. What it can refuse (a pattern set too large) is rare. */
     if (!rc && !dg.errors)
@@ -214,6 +221,7 @@ void kx_ruleset_destroy(kx_ruleset *rs)
         kx__res_free(r);
         free(r);
     }
+    kx__filters_release(rs);
     kx__cset_destroy(rs->cs);
     kx__rx_fini(&rs->rx);
     free(rs->rules);
@@ -286,6 +294,34 @@ void kx_ruleset_prepare_like(kx_ruleset *rs, const kx_ruleset *old)
 void kx_ruleset_set_memo(kx_ruleset *rs, bool on)
 {
     rs->cs->memo_on = on;
+}
+
+static int cmp_rule_id(const void *a, const void *b)
+{
+    return strcmp((*(const kx_rule *const *)a)->id, (*(const kx_rule *const *)b)->id);
+}
+
+size_t kx_ruleset_carry_counters(kx_ruleset *to, const kx_ruleset *from)
+{
+    if (!from || !from->n)
+        return 0;
+    const kx_rule **old = malloc(from->n * sizeof(*old));
+    if (!old)
+        return 0; /* the counters start over: a metric reset, nothing else */
+    memcpy(old, from->rules, from->n * sizeof(*old));
+    qsort(old, from->n, sizeof(*old), cmp_rule_id);
+    size_t kept = 0;
+    for (size_t i = 0; i < to->n; i++) {
+        kx_rule *r = to->rules[i];
+        const kx_rule *key = r, *const *hit =
+                                    bsearch(&key, old, from->n, sizeof(*old), cmp_rule_id);
+        if (hit && (*hit)->digest == r->digest) {
+            r->matches = (*hit)->matches;
+            kept++;
+        }
+    }
+    free(old);
+    return kept;
 }
 
 int kx_corr_ref_index(const kx_rule *c, const kx_rule *ref)

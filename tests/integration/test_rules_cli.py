@@ -94,10 +94,11 @@ def test_list():
           "brute force row %r" % lines[2])
     r = klaxon("rules", "list", "--format", "markdown", RULES)
     md = r.stdout.decode().splitlines()
-    check(md[0] == "| id | title | type | level | team | logsource | tags | tests |", "md %r" % md[0])
+    check(md[0] == "| id | title | type | level | team | logsource | tags | filters | tests |",
+          "md %r" % md[0])
     check(md[3] == "| `6a2c9d14-3e7f-4b8a-8c5d-2e9f0a1b3c02` | SSH brute force - 5 failed passwords "
           "from one source in 5 minutes | event_count | high | secops | rules: ssh_failed_password | "
-          "attack.credential-access, attack.t1110.001 | 4 |", "md row %r" % md[3])
+          "attack.credential-access, attack.t1110.001 |  | 4 |", "md row %r" % md[3])
     r = klaxon("rules", "list", "--json", RULES)
     j = json.loads(r.stdout)
     check([x["id"] for x in j] == IDS, "json ids")
@@ -243,6 +244,43 @@ tests:
           "why %s" % [x["why"] for x in j["results"]])
 
 
+def test_filter_silences_a_shipped_rule():
+    """A team's Sigma filter beside the shipped sudo rule: its tests show the agent's sudo no
+    longer alerts while everyone else's still does; list shows the filter on the rule."""
+    d = tmpdir("filter")
+    shutil.copy(os.path.join(RULES, "linux", "sudo_to_root.yml"), d)
+    write(d, "mf_backup_agent.yml",
+          "title: Backups run as root by the backup agent\n"
+          "logsource: {product: linux, service: sudo}\n"
+          "filter:\n  rules: [9b4e1f70-8c2d-4a6b-b1e3-5d7f9a0c2e03]\n"
+          "  agent: {user: backup-agent}\n  condition: not agent\n")
+    write(d, "sudo_to_root.tests.yml", """config: %s
+tests:
+  - name: the backup agent's sudo to root is silenced
+    topic: auth
+    events:
+      - "Mar 10 02:00:01 db-1 sudo: backup-agent : TTY=unknown ; PWD=/ ; USER=root ; COMMAND=/usr/bin/pg_dumpall"
+    alerts: []
+  - name: alice's still alerts
+    topic: auth
+    events:
+      - "Mar 10 08:15:40 web-01 sudo:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/id"
+    alerts:
+      - {rule: sudo command run as root, fields: {user: alice}}
+""" % SAMPLE_CFG)
+    r = klaxon("rules", "test", d)
+    check(r.returncode == 0, "exit %d:\n%s%s" % (r.returncode, r.stdout.decode(), r.stderr.decode()))
+    check(r.stdout.decode().splitlines()[-1] == "2 passed, 0 failed; 1 rules, 0 without tests",
+          "summary %r" % r.stdout)
+    j = json.loads(klaxon("rules", "list", "--json", d).stdout)
+    check(j[0]["filters"] == ["Backups run as root by the backup agent"], "filters %s" % j[0]["filters"])
+    # Without the filter the first test fails: the filter is what silences it.
+    os.remove(os.path.join(d, "mf_backup_agent.yml"))
+    r = klaxon("rules", "test", d)
+    check(r.returncode == 1 and "expected 0 alerts of the rule file, got 1" in r.stdout.decode(),
+          "without the filter: %d %r" % (r.returncode, r.stdout))
+
+
 STATEFUL_RULES = """title: backup done
 name: backup_done
 logsource: {product: backup}
@@ -335,4 +373,4 @@ def test_stateful_rules_on_event_time():
 if __name__ == "__main__":
     run_tests([test_lint_every_error, test_lint_shipped_rules, test_list, test_shipped_rules_pass,
                test_broken_rule_fails_its_test, test_bad_tests_file, test_stateful_rules_on_event_time,
-               test_lint_details, test_expectation_values])
+               test_lint_details, test_expectation_values, test_filter_silences_a_shipped_rule])

@@ -196,18 +196,45 @@ def test_sighup_reload_keeps_running_set_on_error():
         with open(bad, "w") as f:
             f.write("title: console login\nlogsource:\n    product: aws\ndetection:\n"
                     "    selection:\n        eventName|equals: ConsoleLogin\n    condition: selection\n")
+        iam_line = 'klaxon_rule_matches_total{rule="%s"}' % EXPECTED_TRAIL[0][0]
+        check(s.metric("klaxon_rules_loaded") == 5 and s.metric("klaxon_rules_last_reload_success") == 1
+              and s.metric("klaxon_rules_last_reload_timestamp_seconds") == 0,
+              "metrics before any reload: %s" % s.klaxon.metrics(s.mport))
+        s.broker.produce("cloudtrail", data=admin + b"\n", partition=0)
+        wait_for(lambda: len(read_jsonl(s.alerts_file)) >= 1, 30, "the old rules' alert")
+        check(s.metric(iam_line) == 1, "IAM rule counter %s" % s.metric(iam_line))
         s.klaxon.proc.send_signal(sig.SIGHUP)
         wait_for(lambda: "rule reload refused" in s.log(), 30, "the refused reload")
         check("%s:6:9: " % bad in s.log(), "reload error has no file:line:col: %s" % s.log())
-        s.broker.produce("cloudtrail", data=admin + b"\n" + console + b"\n", partition=0)
-        wait_for(lambda: len(read_jsonl(s.alerts_file)) >= 1, 30, "the old rules' alert")
+        # The refusal is visible: a metric, and /healthz (still 200: the rules in force run).
+        check(s.metric("klaxon_rules_last_reload_success") == 0 and
+              s.metric('klaxon_rules_reloads_total{result="refused"}') == 1 and
+              s.metric('klaxon_rules_reloads_total{result="ok"}') == 0 and
+              s.metric("klaxon_rules_last_reload_timestamp_seconds") > 0 and
+              s.metric("klaxon_rules_loaded") == 5, "metrics after the refusal: %s" % s.klaxon.metrics(s.mport))
+        code, body = http_get(s.mport, "/healthz")
+        lines = body.splitlines()
+        check(code == 200 and lines[0] == "ok" and lines[1].startswith("rules: 5 in force, loaded ") and
+              ("; last reload REFUSED " in lines[1]) and lines[1].endswith(
+                  '%s:6:9: unknown modifier "equals"' % bad), "healthz %d %r" % (code, body))
+        s.broker.produce("cloudtrail", data=console + b"\n", partition=0)
+        # read under the rules in force (no console rule): it must not count after the reload
+        wait_for(lambda: s.metric("klaxon_events_consumed_total") >= 2, 30, "the console event read")
         with open(bad, "w") as f:
             f.write("title: console login\nid: 11111111-2222-4333-8444-555555555555\n"
                     "logsource:\n    product: aws\n    service: cloudtrail\ndetection:\n"
                     "    selection:\n        eventName: ConsoleLogin\n    condition: selection\n"
                     "level: low\n")
         s.klaxon.proc.send_signal(sig.SIGHUP)
-        wait_for(lambda: "rules reloaded: 6 rules" in s.log(), 30, "the reload")
+        wait_for(lambda: "rules reloaded: 6 rules (5 unchanged, their counters kept)" in s.log(), 30,
+                 "the reload")
+        check(s.metric("klaxon_rules_last_reload_success") == 1 and
+              s.metric('klaxon_rules_reloads_total{result="ok"}') == 1 and s.metric("klaxon_rules_loaded") == 6,
+              "metrics after the reload: %s" % s.klaxon.metrics(s.mport))
+        check(s.metric(iam_line) == 1, "the unchanged IAM rule's counter after reload: %s" % s.metric(iam_line))
+        code, body = http_get(s.mport, "/healthz")
+        check(code == 200 and "rules: 6 in force" in body and "; last reload taken " in body,
+              "healthz %d %r" % (code, body))
         s.broker.produce("cloudtrail", data=console + b"\n", partition=0)
         wait_for(lambda: len(read_jsonl(s.alerts_file)) >= 2, 30, "the new rule's alert")
         rule_line = 'klaxon_rule_matches_total{rule="11111111-2222-4333-8444-555555555555"}'
@@ -220,7 +247,47 @@ def test_sighup_reload_keeps_running_set_on_error():
         s.close()
 
 
+def http_get(port, path):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_rules_watch_reloads_on_change():
+    """rules_watch: a rule file written is picked up without a signal; a broken one is
+    refused (the rules in force stay) and tried again once it changes."""
+    import shutil
+    s = Stack("watch")
+    try:
+        rules = os.path.join(s.d, "rules")
+        shutil.copytree(os.path.join(SRC, "rules"), rules)
+        with open(s.cfg) as f:
+            cfg = f.read().replace("  - %s\n" % os.path.join(SRC, "rules"), "  - %s\n" % rules)
+        with open(s.cfg, "w") as f:
+            f.write(cfg + "rules_watch: 1s\n")
+        s.start_klaxon()
+        new = os.path.join(rules, "aws", "console_login.yml")
+        with open(new, "w") as f:
+            f.write("title: console login\nlogsource:\n    product: aws\ndetection:\n"
+                    "    selection:\n        eventName|equals: ConsoleLogin\n    condition: selection\n")
+        wait_for(lambda: s.metric('klaxon_rules_reloads_total{result="refused"}') == 1, 30, "the refusal")
+        check("rule files changed: reloading the rules" in s.log(), "no word of the change: %s" % s.log())
+        with open(new, "w") as f:
+            f.write("title: console login\nlogsource:\n    product: aws\ndetection:\n"
+                    "    selection:\n        eventName: ConsoleLogin\n    condition: selection\n")
+        wait_for(lambda: s.metric('klaxon_rules_reloads_total{result="ok"}') == 1, 30, "the reload")
+        check(s.metric("klaxon_rules_loaded") == 6 and s.metric("klaxon_rules_last_reload_success") == 1,
+              "metrics %s" % s.klaxon.metrics(s.mport))
+        check(s.klaxon.stop() == 0, "exit code")
+    finally:
+        s.close()
+
+
 if __name__ == "__main__":
     run_tests([test_end_to_end_and_commit, test_redis_outage_mid_stream,
                test_malformed_in_stream_and_webhook_retry, test_sigterm_during_outage_loses_nothing,
-               test_sighup_reload_keeps_running_set_on_error])
+               test_sighup_reload_keeps_running_set_on_error, test_rules_watch_reloads_on_change])

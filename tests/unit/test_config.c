@@ -258,6 +258,18 @@ static void test_state_windows(void **state)
                  "windows: \"script\" or \"log\" (how Redis keeps sliding windows)");
 }
 
+static void test_rules_watch(void **state)
+{
+    fx *f = *state;
+    kx_config *c = load_ok(f, "rules_watch: 10s\n");
+    assert_int_equal(c->rules_watch_ms, 10000);
+    kx_config_destroy(c);
+    c = load_ok(f, "log_level: warn\n");
+    assert_int_equal(c->rules_watch_ms, 0); /* off unless asked */
+    kx_config_destroy(c);
+    expect_error(*state, "rules_watch: 200ms\n", "1:14", "rules_watch is at least 1s (or 0: off)");
+}
+
 static void test_error_bad_duration(void **state)
 {
     expect_error(*state, "state:\n  lateness: 5 minutes\n", "2:13",
@@ -366,6 +378,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_error_username_without_password, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_bad_duration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_windows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rules_watch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_duplicate_topic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_metrics_listen_without_port, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_metrics_listen_empty_port, setup, teardown),

@@ -26,6 +26,7 @@
 typedef struct app {
     bool healthy;
     const char *reason;
+    const char *detail; /* written when healthy too (the rules in force) */
     int extra_calls;
     int extra_rc;
 } app;
@@ -48,6 +49,8 @@ static bool health(void *ud, bool ready_only, kx_buf *reason)
     (void)ready_only;
     if (!a->healthy)
         kx_buf_puts(reason, a->reason);
+    if (a->detail)
+        kx_buf_puts(reason, a->detail);
     return a->healthy;
 }
 
@@ -248,6 +251,15 @@ static void test_healthz(void **state)
     assert_int_equal(r.status, 503);
     assert_string_equal(r.body, "unhealthy\n");
     free(r.body);
+
+    /* healthy with detail: "ok" first, then the detail */
+    f->app.healthy = true;
+    f->app.detail = "rules: 5 in force\n";
+    get(f->loop, f->port, "GET", "/healthz", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "ok\nrules: 5 in force\n");
+    free(r.body);
+    f->app.detail = NULL;
 }
 
 static void test_other_paths_and_methods(void **state)

@@ -269,6 +269,39 @@ static void test_lint_every_error(void **state)
     assert_int_equal(seen.n, 0);
 }
 
+/* A reload keeps the counters of the rules whose document did not change; the files'
+ * fingerprint moves when one is written. */
+static void test_reload_counters_and_fingerprint(void **state)
+{
+    (void)state;
+    char sub[128], a[160];
+    snprintf(sub, sizeof(sub), "%s/reload", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    snprintf(a, sizeof(a), "%s/a.yml", sub);
+    const char *paths[] = {sub};
+    write_file(a, "title: same\nid: r1\ndetection:\n    s: {f: x}\n    condition: s\n---\n"
+                  "title: edited\nid: r2\ndetection:\n    s: {f: x}\n    condition: s\n");
+    uint64_t fp1 = kx_rule_files_fingerprint(paths, 1);
+    assert_true(fp1 != 0);
+    assert_int_equal(kx_rule_files_fingerprint(paths, 1), fp1);
+    kx_ruleset *old = load_ok(sub);
+    kx_ruleset_at(old, 0)->matches = 7;
+    kx_ruleset_at(old, 1)->matches = 9;
+    write_file(a, "title: same\nid: r1\ndetection:\n    s: {f: x}\n    condition: s\n---\n"
+                  "title: edited\nid: r2\ndetection:\n    s: {f: y}\n    condition: s\n---\n"
+                  "title: new\nid: r3\ndetection:\n    s: {f: x}\n    condition: s\n");
+    assert_true(kx_rule_files_fingerprint(paths, 1) != fp1);
+    kx_ruleset *rs = load_ok(sub);
+    assert_int_equal(kx_ruleset_carry_counters(rs, old), 1);
+    assert_int_equal(kx_ruleset_at(rs, 0)->matches, 7); /* unchanged */
+    assert_int_equal(kx_ruleset_at(rs, 1)->matches, 0); /* its selection changed */
+    assert_int_equal(kx_ruleset_at(rs, 2)->matches, 0); /* new */
+    kx_ruleset_destroy(rs);
+    kx_ruleset_destroy(old);
+    const char *missing[] = {"/nonexistent/klaxon-rules"};
+    assert_int_equal(kx_rule_files_fingerprint(missing, 1), 0);
+}
+
 static void test_nothing_half_loaded(void **state)
 {
     (void)state;
@@ -302,7 +335,8 @@ static void test_errors(void **state)
                "1:1: missing required key \"title\"");
     expect_err("title: t\nlevel: high\n", "1:1: missing required key \"detection\"");
     expect_err("title: [a]\ndetection: {}\n", "1:8: \"title\" must be a non-empty string");
-    expect_err("title: t\nfilter: {rules: [x]}\n", "1:1: Sigma filters are not supported yet");
+    expect_err("title: t\nfilter: {rules: [x]}\n",
+               "1:1: a filter needs a logsource (a mapping): the rules it may narrow");
     expect_err("- a\n- b\n", "1:1: a rule must be a YAML mapping");
     expect_err("title: t\ndetection: [a]\n", "2:12: \"detection\" must be a mapping");
     expect_err("title: t\nlevel: severe\ndetection:\n    s: {f: x}\n    condition: s\n",
@@ -427,10 +461,14 @@ int main(int argc, char **argv)
     if (argc > 1)
         return corpus(argc, argv);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fixtures),         cmocka_unit_test(test_defaults_and_custom_keys),
-        cmocka_unit_test(test_directory_walk),   cmocka_unit_test(test_nothing_half_loaded),
-        cmocka_unit_test(test_errors),           cmocka_unit_test(test_yaml_error),
+        cmocka_unit_test(test_fixtures),
+        cmocka_unit_test(test_defaults_and_custom_keys),
+        cmocka_unit_test(test_directory_walk),
+        cmocka_unit_test(test_nothing_half_loaded),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_yaml_error),
         cmocka_unit_test(test_lint_every_error),
+        cmocka_unit_test(test_reload_counters_and_fingerprint),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,194 @@
+/*
+ * Sigma filters (src/detect/filter.c), from the Sigma filters specification's text: a filter
+ * document names rules (ids or names, or any) and a logsource, and the rules it applies to
+ * match only when their condition and the filter's both hold; it never touches a rule
+ * outside its logsource, nor a correlation; its errors point into its own file.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "klaxon/detect.h"
+#include "kx_test.h"
+
+static char *dir;
+
+static int setup(void **state)
+{
+    (void)state;
+    dir = kx_test_tmpdir("filters");
+    return dir ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    kx_test_rmrf(dir);
+    free(dir);
+    return 0;
+}
+
+static const char rules_yaml[] = "title: sudo to root\nid: 11111111-0000-4000-8000-000000000001\n"
+                                 "name: sudo_root\nlogsource: {product: linux, service: sudo}\n"
+                                 "detection:\n  sel: {target_user: root}\n  condition: sel\n"
+                                 "---\n"
+                                 "title: sudo anything\nname: sudo_any\n"
+                                 "logsource: {product: linux, service: sudo}\n"
+                                 "detection:\n  sel: {program: sudo}\n  condition: sel\n"
+                                 "---\n"
+                                 "title: ssh root\nname: ssh_root\n"
+                                 "logsource: {product: linux, service: sshd}\n"
+                                 "detection:\n  sel: {user: root}\n  condition: sel\n";
+
+/* Loads the rules above plus `filter` (a file of its own, loaded first: a filter may come
+ * before the rules it names). */
+static kx_ruleset *load(const char *filter, kx_err *err, int *rc)
+{
+    char a[512], b[512];
+    snprintf(a, sizeof(a), "%s/a_filter.yml", dir);
+    snprintf(b, sizeof(b), "%s/b_rules.yml", dir);
+    assert_int_equal(kx_test_write_file(a, filter), 0);
+    assert_int_equal(kx_test_write_file(b, rules_yaml), 0);
+    const char *paths[] = {dir};
+    kx_ruleset *rs = NULL;
+    *rc = kx_ruleset_load(paths, 1, &rs, err);
+    return rs;
+}
+
+static kx_ruleset *load_ok(const char *filter)
+{
+    kx_err err;
+    int rc;
+    kx_ruleset *rs = load(filter, &err, &rc);
+    if (rc) {
+        char buf[1024];
+        kx_err_format(&err, buf, sizeof(buf));
+        fail_msg("%s", buf);
+    }
+    return rs;
+}
+
+typedef struct seen {
+    char names[256];
+} seen;
+
+static void on_match(kx_rule *r, void *ud)
+{
+    seen *s = ud;
+    strcat(s->names, s->names[0] ? "," : "");
+    strcat(s->names, r->name ? r->name : r->id);
+}
+
+/* The names of the rules matching an event of product/service with fields kv. */
+static const char *matches(kx_ruleset *rs, const char *service, const char *const *kv, seen *s)
+{
+    kx_event ev;
+    kx_event_init(&ev);
+    ev.raw = "x";
+    ev.raw_len = 1;
+    ev.product = "linux";
+    ev.service = service;
+    for (size_t i = 0; kv[i]; i += 2)
+        assert_int_equal(
+            kx_event_add(&ev, kv[i], strlen(kv[i]), kv[i + 1], strlen(kv[i + 1]), KX_VAL_STR), 0);
+    s->names[0] = '\0';
+    kx_ruleset_match(rs, &ev, on_match, s);
+    kx_event_fini(&ev);
+    return s->names;
+}
+
+static void test_named_rule_narrowed(void **state)
+{
+    (void)state;
+    kx_ruleset *rs = load_ok("title: Backups run as root by the agent\n"
+                             "logsource: {product: linux, service: sudo}\n"
+                             "filter:\n  rules: [sudo_root]\n"
+                             "  agent: {user: backup-agent}\n  condition: not agent\n");
+    seen s;
+    const char *alice[] = {"program", "sudo", "user", "alice", "target_user", "root", NULL};
+    const char *agent[] = {"program", "sudo", "user", "backup-agent", "target_user", "root", NULL};
+    assert_string_equal(matches(rs, "sudo", alice, &s), "sudo_root,sudo_any");
+    /* the filter silences sudo_root for the agent; sudo_any, not named, still matches */
+    assert_string_equal(matches(rs, "sudo", agent, &s), "sudo_any");
+    const kx_rule *r = kx_ruleset_at(rs, 0);
+    assert_string_equal(r->name, "sudo_root");
+    assert_int_equal(r->nfilters, 1);
+    assert_string_equal(r->filters[0], "Backups run as root by the agent");
+    assert_int_equal(kx_ruleset_at(rs, 1)->nfilters, 0);
+    kx_ruleset_destroy(rs);
+}
+
+static void test_any_within_logsource(void **state)
+{
+    (void)state;
+    /* by id, and `any`: every detection rule of the logsource (sudo's), not sshd's */
+    kx_ruleset *rs = load_ok("title: lab hosts\nlogsource: {product: linux, service: sudo}\n"
+                             "filter:\n  rules: any\n"
+                             "  lab: {host|startswith: lab-}\n  condition: not lab\n"
+                             "---\n"
+                             "title: by id\nlogsource: {product: Linux}\n"
+                             "filter:\n  rules: 11111111-0000-4000-8000-000000000001\n"
+                             "  tty: {tty: pts/9}\n  other: {tty: pts/8}\n"
+                             "  condition: not 1 of them\n");
+    seen s;
+    const char *lab[] = {"program", "sudo", "host", "lab-3", "target_user", "root", NULL};
+    const char *prod[] = {"program", "sudo", "host", "db-1", "target_user", "root", NULL};
+    const char *tty[] = {"program", "sudo", "host",  "db-1", "target_user",
+                         "root",    "tty",  "pts/8", NULL};
+    const char *ssh[] = {"user", "root", "host", "lab-3", NULL};
+    assert_string_equal(matches(rs, "sudo", lab, &s), "");
+    assert_string_equal(matches(rs, "sudo", prod, &s), "sudo_root,sudo_any");
+    assert_string_equal(matches(rs, "sudo", tty, &s), "sudo_any");
+    assert_string_equal(matches(rs, "sshd", ssh, &s), "ssh_root");
+    assert_int_equal(kx_ruleset_at(rs, 0)->nfilters, 2);
+    assert_int_equal(kx_ruleset_at(rs, 2)->nfilters, 0);
+    kx_ruleset_destroy(rs);
+}
+
+static void expect_error(const char *filter, const char *want)
+{
+    kx_err err;
+    int rc;
+    kx_ruleset *rs = load(filter, &err, &rc);
+    assert_int_equal(rc, -EINVAL);
+    assert_null(rs);
+    char got[1024], full[1024];
+    kx_err_format(&err, got, sizeof(got));
+    snprintf(full, sizeof(full), "%s/a_filter.yml:%s", dir, want);
+    assert_string_equal(got, full);
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    expect_error("title: f\nlogsource: {product: linux}\nfilter:\n  rules: [nope]\n"
+                 "  s: {a: b}\n  condition: not s\n",
+                 "4:11: filter names unknown rule \"nope\"");
+    expect_error("title: f\nlogsource: {product: linux}\nfilter:\n  rules: [sudo_root]\n"
+                 "  s: {a: b}\n  condition: not t\n",
+                 "6:18: condition references unknown identifier \"t\"");
+    expect_error("title: f\nfilter:\n  rules: [sudo_root]\n  s: {a: b}\n  condition: not s\n",
+                 "1:1: a filter needs a logsource (a mapping): the rules it may narrow");
+    expect_error("title: f\nlogsource: {product: linux}\nfilter:\n  s: {a: b}\n"
+                 "  condition: not s\n",
+                 "4:3: a filter needs \"rules\": the rules' ids or names, or any");
+    expect_error("title: f\nlevel: high\nlogsource: {product: linux}\nfilter:\n  rules: any\n"
+                 "  s: {a: b}\n  condition: not s\n",
+                 "2:1: unknown key \"level\"");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_named_rule_narrowed),
+        cmocka_unit_test(test_any_within_logsource),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
