@@ -266,15 +266,31 @@ const kx__detection *kx__rule_detection(const kx_rule *r);
 
 typedef struct kx__res kx__res; /* something to free with the ruleset */
 
+/* A named list of values (NAME.list in the rules tree): what %NAME% stands for under the
+ * `expand` modifier (lists.c, value.c). */
+typedef struct kx__list {
+    const char *name;
+    const char *file;
+    const char *const *vals;
+    size_t n;
+} kx__list;
+typedef struct kx__lists {
+    kx__list *v;
+    size_t n;
+} kx__lists;
+/* The list called name[0..n), or NULL (lists.c). */
+const kx__list *kx__list_find(const kx__lists *ls, const char *name, size_t n);
+
 typedef struct kx__ctx {
     kx_arena *arena;
     kx__res **res;
     const char *file;
     kx_err *err;
-    kx__rx *rx;          /* the ruleset's: Hyperscan scratch grown per pattern */
-    const kx_rule *rule; /* the rule being compiled, named by its regexes' log lines */
-    bool re_fail_closed; /* its regex_budget policy */
-    struct kx__diag *dg; /* a lint's: warnings go there; NULL: to the log */
+    kx__rx *rx;             /* the ruleset's: Hyperscan scratch grown per pattern */
+    const kx_rule *rule;    /* the rule being compiled, named by its regexes' log lines */
+    bool re_fail_closed;    /* its regex_budget policy */
+    struct kx__diag *dg;    /* a lint's: warnings go there; NULL: to the log */
+    const kx__lists *lists; /* what `expand` placeholders stand for */
 } kx__ctx;
 
 void *kx__alloc(kx__ctx *c, size_t n); /* zeroed, arena; NULL sets err to out of memory */

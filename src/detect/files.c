@@ -61,7 +61,13 @@ static bool has_rule_ext(const char *name)
            !ends_with(name, n, ".tests.yml") && !ends_with(name, n, ".tests.yaml");
 }
 
-static int walk(const char *dir, int depth, strvec *out, kx_err *err)
+/* NAME.list: a named list of values (lists.c), for `expand` placeholders. */
+static bool has_list_ext(const char *name)
+{
+    return ends_with(name, strlen(name), ".list");
+}
+
+static int walk(const char *dir, int depth, strvec *out, strvec *lists, kx_err *err)
 {
     if (depth > KX__MAX_DIR_DEPTH)
         return kx_err_set(err, dir, 0, 0, "directories nested too deeply (symlink loop?)");
@@ -85,10 +91,13 @@ static int walk(const char *dir, int depth, strvec *out, kx_err *err)
             rc = kx_err_set(err, path, 0, 0, "%s", strerror(errno));
             free(path);
         } else if (S_ISDIR(st.st_mode)) {
-            rc = walk(path, depth + 1, out, err);
+            rc = walk(path, depth + 1, out, lists, err);
             free(path);
         } else if (S_ISREG(st.st_mode) && has_rule_ext(de->d_name)) {
             if (kx__strvec_push(out, path))
+                rc = kx_err_set(err, dir, 0, 0, "out of memory");
+        } else if (S_ISREG(st.st_mode) && lists && has_list_ext(de->d_name)) {
+            if (kx__strvec_push(lists, path))
                 rc = kx_err_set(err, dir, 0, 0, "out of memory");
         } else {
             free(path);
@@ -104,7 +113,7 @@ uint64_t kx_rule_files_fingerprint(const char *const *paths, size_t npaths)
     kx_err err;
     uint64_t h = 0x6b78; /* never 0 for a readable set, even an empty one */
     for (size_t i = 0; i < npaths; i++)
-        if (kx__rule_files(paths[i], &files, &err)) {
+        if (kx__rule_files(paths[i], &files, &files, &err)) {
             kx__strvec_free(&files);
             return 0;
         }
@@ -123,7 +132,7 @@ uint64_t kx_rule_files_fingerprint(const char *const *paths, size_t npaths)
     return h ? h : 1;
 }
 
-int kx__rule_files(const char *path, strvec *out, kx_err *err)
+int kx__rule_files(const char *path, strvec *out, strvec *lists, kx_err *err)
 {
     struct stat st;
     if (stat(path, &st) != 0)
@@ -134,13 +143,20 @@ int kx__rule_files(const char *path, strvec *out, kx_err *err)
         size_t n = strlen(path);
         if (ends_with(path, n, ".tests.yml") || ends_with(path, n, ".tests.yaml"))
             return 0;
+        if (lists && has_list_ext(path)) {
+            if (kx__strvec_push(lists, strdup(path)))
+                return kx_err_set(err, path, 0, 0, "out of memory");
+            return 0;
+        }
         if (kx__strvec_push(out, strdup(path)))
             return kx_err_set(err, path, 0, 0, "out of memory");
         return 0;
     }
-    size_t first = out->n;
-    int rc = walk(path, 0, out, err);
+    size_t first = out->n, lfirst = lists ? lists->n : 0;
+    int rc = walk(path, 0, out, lists, err);
     if (!rc)
         qsort(out->v + first, out->n - first, sizeof(char *), cmp_str);
+    if (!rc && lists && lists != out && lists->n > lfirst + 1)
+        qsort(lists->v + lfirst, lists->n - lfirst, sizeof(char *), cmp_str);
     return rc;
 }

@@ -145,7 +145,8 @@ static int narrow(kx_ruleset *rs, const kx__filter *f, kx_rule *r, kx_err *err)
                  .err = err,
                  .rx = &rs->rx,
                  .rule = r,
-                 .re_fail_closed = d->re_fail_closed};
+                 .re_fail_closed = d->re_fail_closed,
+                 .lists = &rs->lists};
     kx__detection fd = {0};
     int rc = kx__detection_compile(&c, kx_yaml_get(f->root, "filter"), true, &fd);
     if (rc)

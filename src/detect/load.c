@@ -374,8 +374,13 @@ int kx__load_file(kx_ruleset *rs, const char *path, kx__diag *dg, kx_err *err)
     int rc = kx_yaml_load_file(path, &docs, err);
     if (rc)
         return kx__diag_error(dg, rc, err);
-    kx__ctx c = {
-        .arena = &rs->arena, .res = &rs->res, .file = path, .err = err, .rx = &rs->rx, .dg = dg};
+    kx__ctx c = {.arena = &rs->arena,
+                 .res = &rs->res,
+                 .file = path,
+                 .err = err,
+                 .rx = &rs->rx,
+                 .dg = dg,
+                 .lists = &rs->lists};
     /* A document is pushed only once it compiled whole (load_doc's last step): one with an
      * error leaves nothing behind but arena bytes, freed with the ruleset. A filter is kept
      * as YAML (with its file's documents) until every rule is loaded: filter.c. */

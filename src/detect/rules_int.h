@@ -35,8 +35,9 @@ struct kx_ruleset {
     kx__filter *filters, **filters_tail; /* in load order, until applied */
     kx_yaml_doc **kept_docs;             /* the files holding filters, until applied */
     size_t nkept;
-    kx__rx rx;    /* regex runtime: Hyperscan scratch, PCRE2 limits, the event's budget */
-    kx__cset *cs; /* the compiled set (match.c), built once every rule is resolved */
+    kx__lists lists; /* the named lists, loaded before any rule (in the arena) */
+    kx__rx rx;       /* regex runtime: Hyperscan scratch, PCRE2 limits, the event's budget */
+    kx__cset *cs;    /* the compiled set (match.c), built once every rule is resolved */
 };
 
 /* One Sigma field alias: alias name -> (rule name or id -> field). */
@@ -75,8 +76,8 @@ int kx__strvec_push(strvec *sv, char *s);
 void kx__strvec_free(strvec *sv);
 
 /* files.c: appends path (a file, or a directory searched recursively for *.yml and *.yaml,
- * sorted) to out. */
-int kx__rule_files(const char *path, strvec *out, kx_err *err);
+ * sorted) to out, and the *.list files there to lists (when not NULL). */
+int kx__rule_files(const char *path, strvec *out, strvec *lists, kx_err *err);
 
 /* Where a lint (kx_ruleset_lint) sends each problem and goes on; a load has none (NULL) and
  * stops at the first error. */
@@ -88,6 +89,10 @@ typedef struct kx__diag {
 
 /* Reports err through dg (counted) and returns 0 to go on; without dg returns rc: stop. */
 int kx__diag_error(kx__diag *dg, int rc, const kx_err *err);
+
+/* lists.c: the named lists of the rules tree (NAME.list: a value a line), which `expand`
+ * placeholders (%NAME%) stand for. */
+int kx__lists_load(kx_ruleset *rs, const strvec *files, kx__diag *dg, kx_err *err);
 
 /* load.c: loads every document of one file into rs. With dg, a document with an error is
  * reported and left out, and the next one is loaded. */

@@ -110,12 +110,14 @@ static kx_ruleset *rs_new(kx_err *err)
 int kx_ruleset_load(const char *const *paths, size_t npaths, kx_ruleset **out, kx_err *err)
 {
     kx_ruleset *rs = rs_new(err);
-    strvec files = {0};
+    strvec files = {0}, lists = {0};
     int rc = 0;
     if (!rs)
         return -ENOMEM;
     for (size_t i = 0; i < npaths && !rc; i++)
-        rc = kx__rule_files(paths[i], &files, err);
+        rc = kx__rule_files(paths[i], &files, &lists, err);
+    if (!rc)
+        rc = kx__lists_load(rs, &lists, NULL, err);
     for (size_t i = 0; i < files.n && !rc; i++)
         rc = kx__load_file(rs, files.v[i], NULL, err);
     if (!rc)
@@ -128,6 +130,7 @@ int kx_ruleset_load(const char *const *paths, size_t npaths, kx_ruleset **out, k
     if (rc)
         goto fail;
     kx__strvec_free(&files);
+    kx__strvec_free(&lists);
     if (rs->rx.nlinear + rs->rx.npcre2)
         kx_log(KX_LOG_INFO, "detect",
                "regular expressions: %zu in linear time (Hyperscan), %zu on PCRE2 under limits "
@@ -137,6 +140,7 @@ int kx_ruleset_load(const char *const *paths, size_t npaths, kx_ruleset **out, k
     return 0;
 fail:
     kx__strvec_free(&files);
+    kx__strvec_free(&lists);
     kx_ruleset_destroy(rs);
     return rc;
 }
@@ -176,15 +180,17 @@ size_t kx_ruleset_lint(const char *const *paths, size_t npaths, kx_lint_cb cb, v
     kx__diag dg = {.cb = cb, .ud = ud};
     kx_err err = {0};
     kx_ruleset *rs = rs_new(&err);
-    strvec files = {0};
+    strvec files = {0}, lists = {0};
     int rc = 0;
     if (!rs) {
         cb(ud, KX_LINT_ERROR, &err);
         return 1;
     }
     for (size_t i = 0; i < npaths && !rc; i++)
-        if ((rc = kx__rule_files(paths[i], &files, &err)))
+        if ((rc = kx__rule_files(paths[i], &files, &lists, &err)))
             rc = kx__diag_error(&dg, rc, &err);
+    if (!rc)
+        rc = kx__lists_load(rs, &lists, &dg, &err);
     for (size_t i = 0; i < files.n && !rc; i++)
         rc = kx__load_file(rs, files.v[i], &dg, &err);
     if (!rc)
@@ -208,6 +214,7 @@ size_t kx_ruleset_lint(const char *const *paths, size_t npaths, kx_lint_cb cb, v
             rs->rules[i]->kind == KX_RULE_CORRELATION ? totals->correlation++ : totals->detection++;
     }
     kx__strvec_free(&files);
+    kx__strvec_free(&lists);
     kx_ruleset_destroy(rs);
     return dg.errors;
 }

@@ -29,6 +29,7 @@ typedef struct mods {
     const char *kind; /* the one type modifier given (contains, re, exists, ...), or NULL */
     bool contains, startswith, endswith, re, exists, cidr, fieldref, num;
     bool all, cased, neq;
+    bool expand; /* %name% placeholders stand for the values of list `name` (lists.c) */
     uint32_t re_flags;
     kx_cmp cmp;
     int xf[8];
@@ -108,9 +109,7 @@ static int parse_mods(kx__ctx *c, const kx_yaml_node *key, size_t *field_len, mo
         else if (seg_is(seg, n, "neq"))
             m->neq = true;
         else if (seg_is(seg, n, "expand"))
-            return kx_yaml_err(c->err, c->file, key,
-                               "modifier \"expand\" (placeholders) is not supported: replace the "
-                               "placeholder with the values it stands for");
+            m->expand = true;
         else if (seg_is(seg, n, "minute") || seg_is(seg, n, "hour") || seg_is(seg, n, "day") ||
                  seg_is(seg, n, "week") || seg_is(seg, n, "month") || seg_is(seg, n, "year"))
             return kx_yaml_err(c->err, c->file, key, "modifier \"%.*s\" is not supported yet",
@@ -565,11 +564,131 @@ static int compile_value(kx__ctx *c, const mods *m, bool keyword, const kx_yaml_
     return compile_string(c, m, keyword, val, v);
 }
 
+/* ---- expand: placeholders ---- */
+
+#define KX__EXPAND_MAX 100000 /* values one field's placeholders may expand to */
+
+typedef struct expansion {
+    kx_yaml_node *nodes; /* scalars standing for the expanded values, in the arena */
+    size_t n, cap;
+} expansion;
+
+static bool name_char(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '_' || ch == '-' || ch == '.';
+}
+
+/* The first placeholder "%name%" in s[0..n): its start, or NULL. */
+static const char *placeholder(const char *s, size_t n, size_t *plen)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '%')
+            continue;
+        size_t j = i + 1;
+        while (j < n && name_char(s[j]))
+            j++;
+        if (j < n && s[j] == '%' && j > i + 1) {
+            *plen = j + 1 - i;
+            return s + i;
+        }
+    }
+    return NULL;
+}
+
+/* Appends every value of `prefix + s` with each placeholder of s replaced by each value of
+ * its list (every combination). */
+static int expand_into(kx__ctx *c, const kx_yaml_node *item, kx_buf *prefix, const char *s,
+                       size_t n, expansion *out)
+{
+    size_t plen;
+    const char *p = placeholder(s, n, &plen);
+    size_t mark = prefix->len;
+    if (!p) {
+        if (out->n == KX__EXPAND_MAX)
+            return kx_yaml_err(c->err, c->file, item, "placeholders expand to more than %d values",
+                               KX__EXPAND_MAX);
+        if (out->n == out->cap) {
+            size_t cap = out->cap ? out->cap * 2 : 16;
+            kx_yaml_node *v = kx__alloc(c, cap * sizeof(*v));
+            if (!v)
+                return -ENOMEM;
+            if (out->n)
+                memcpy(v, out->nodes, out->n * sizeof(*v));
+            out->nodes = v;
+            out->cap = cap;
+        }
+        if (kx_buf_append(prefix, s, n))
+            return kx_err_set(c->err, c->file, item->line, item->col, "out of memory"), -ENOMEM;
+        char *str = kx__strndup(c, prefix->data, prefix->len);
+        prefix->len = mark;
+        if (!str)
+            return -ENOMEM;
+        out->nodes[out->n++] = (kx_yaml_node){.type = KX_YAML_SCALAR,
+                                              .line = item->line,
+                                              .col = item->col,
+                                              .str = str,
+                                              .len = strlen(str),
+                                              .quoted = true};
+        return 0;
+    }
+    const kx__list *l = kx__list_find(c->lists, p + 1, plen - 2);
+    if (!l)
+        return kx_yaml_err(c->err, c->file, item,
+                           "placeholder %.*s names no list (a file %.*s.list in the rules tree)",
+                           (int)plen, p, (int)(plen - 2), p + 1);
+    int rc = 0;
+    for (size_t i = 0; i < l->n && !rc; i++) {
+        prefix->len = mark;
+        if (kx_buf_append(prefix, s, (size_t)(p - s)) || kx_buf_puts(prefix, l->vals[i]))
+            return kx_err_set(c->err, c->file, item->line, item->col, "out of memory"), -ENOMEM;
+        rc = expand_into(c, item, prefix, p + plen, n - (size_t)(p - s) - plen, out);
+    }
+    prefix->len = mark;
+    return rc;
+}
+
+/* `expand`: the items with their placeholders replaced (an item without one stays). */
+static int expand_items(kx__ctx *c, const kx_yaml_node *const *items, size_t n, expansion *out)
+{
+    kx_buf prefix;
+    kx_buf_init(&prefix, 0);
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (items[i]->type != KX_YAML_SCALAR)
+            rc = kx_yaml_err(c->err, c->file, items[i], "expected a value");
+        else
+            rc = expand_into(c, items[i], &prefix, items[i]->str, items[i]->len, out);
+    }
+    kx_buf_fini(&prefix);
+    return rc;
+}
+
 static int compile_values(kx__ctx *c, const mods *m, bool keyword, const kx_yaml_node *key,
                           const kx_yaml_node *const *items, size_t n, kx__fcond *f)
 {
     if (n == 0)
         return kx_yaml_err(c->err, c->file, key, "empty list of values");
+    const kx_yaml_node **expanded = NULL;
+    if (m->expand) {
+        expansion x = {0};
+        int rc = expand_items(c, items, n, &x);
+        if (rc)
+            return rc;
+        /* An empty list matches nothing: no values (with `all` too: no vacuous truth). */
+        if (!(expanded = kx__alloc(c, (x.n ? x.n : 1) * sizeof(*expanded))))
+            return -ENOMEM;
+        for (size_t i = 0; i < x.n; i++)
+            expanded[i] = &x.nodes[i];
+        items = expanded;
+        n = x.n;
+        if (n == 0) {
+            f->vals = kx__alloc(c, sizeof(kx__value));
+            f->nvals = 0;
+            f->all = false;
+            return f->vals ? 0 : -ENOMEM;
+        }
+    }
     kx__value *vals = kx__alloc(c, n * sizeof(*vals));
     if (!vals)
         return -ENOMEM;

@@ -281,6 +281,39 @@ tests:
           "without the filter: %d %r" % (r.returncode, r.stdout))
 
 
+def test_list_of_terminated_users():
+    """A rule over a list (the control "activity by a terminated employee"): rules test
+    shows it firing for a listed user only; the list changes the result without touching the
+    rule; lint names a missing list."""
+    d = tmpdir("lists")
+    os.mkdir(os.path.join(d, "lists"))
+    lst = write(os.path.join(d, "lists"), "terminated_users.list", "# HR offboarding\nmallory\n")
+    write(d, "terminated.yml", "title: Activity by a terminated employee\nname: terminated_activity\n"
+          "logsource: {product: app}\ndetection:\n  sel: {actor|expand: '%terminated_users%'}\n"
+          "  condition: sel\nlevel: high\n")
+    write(d, "terminated.tests.yml", """input: {format: json, logsource: {product: app}}
+tests:
+  - name: a listed user alerts, others do not
+    events:
+      - {time: "2026-03-01T09:00:00Z", actor: alice, action: login}
+      - {time: "2026-03-01T09:05:00Z", actor: mallory, action: login}
+    alerts:
+      - {rule: terminated_activity, first_seen: "2026-03-01T09:05:00.000Z"}
+""")
+    r = klaxon("rules", "test", d)
+    check(r.returncode == 0, "exit %d:\n%s%s" % (r.returncode, r.stdout.decode(), r.stderr.decode()))
+    with open(lst, "w") as f:
+        f.write("alice\n")
+    r = klaxon("rules", "test", d)
+    check(r.returncode == 1 and "alert 1: first_seen is \"2026-03-01T09:00:00.000Z\", expected "
+          "\"2026-03-01T09:05:00.000Z\"" in r.stdout.decode(), "after the list changed: %r" % r.stdout)
+    os.remove(lst)
+    r = klaxon("rules", "lint", d)
+    check(r.returncode == 2 and r.stdout.decode().splitlines()[0] ==
+          "%s:5:23: placeholder %%terminated_users%% names no list (a file terminated_users.list in "
+          "the rules tree)" % os.path.join(d, "terminated.yml"), "lint: %r" % r.stdout)
+
+
 STATEFUL_RULES = """title: backup done
 name: backup_done
 logsource: {product: backup}
@@ -373,4 +406,5 @@ def test_stateful_rules_on_event_time():
 if __name__ == "__main__":
     run_tests([test_lint_every_error, test_lint_shipped_rules, test_list, test_shipped_rules_pass,
                test_broken_rule_fails_its_test, test_bad_tests_file, test_stateful_rules_on_event_time,
-               test_lint_details, test_expectation_values, test_filter_silences_a_shipped_rule])
+               test_lint_details, test_expectation_values, test_filter_silences_a_shipped_rule,
+               test_list_of_terminated_users])

@@ -386,8 +386,8 @@ static void test_errors(void **state)
                "backslash");
     expect_err("title: t\ndetection:\n    s:\n        f|expand: '%servers%'\n"
                "    condition: s\n",
-               "4:9: modifier \"expand\" (placeholders) is not supported: replace the "
-               "placeholder with the values it stands for");
+               "4:19: placeholder %servers% names no list (a file servers.list in the rules "
+               "tree)");
     expect_err("title: t\ndetection:\n    s:\n        f|hour: 3\n    condition: s\n",
                "4:9: modifier \"hour\" is not supported yet");
     expect_err("title: t\ndetection:\n    s:\n        '|exists': true\n    condition: s\n",
