@@ -359,6 +359,16 @@ class Klaxon:
         self.log.close()
 
 
+def http_get(port, path):
+    """(status, body) of GET http://127.0.0.1:port/path, also for an error status."""
+    import urllib.error
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
 def replay(args, stdin=None, timeout=120):
     r = subprocess.run([KLAXON, "replay"] + args, input=stdin, capture_output=True, timeout=timeout)
     return r

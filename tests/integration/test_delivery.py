@@ -11,24 +11,17 @@ two real HTTP receivers (a pager for team secops, a chat for the others) and a f
 import json
 import os
 import subprocess
-import urllib.error
 import urllib.request
 
 from harness import (KLAXON, SRC, Broker, HookReceiver, Klaxon, RedisServer, check, free_port,
-                     read_jsonl, run_tests, tmpdir, wait_for, write_config)
+                     http_get, read_jsonl, run_tests, tmpdir, wait_for, write_config)
 from test_run import AUTH, EXPECTED_ALL, N_AUTH, N_TRAIL, TRAIL, by_time
 
 SECOPS = [a for a in EXPECTED_ALL if a[2] == "secops"]
 OTHERS = [a for a in EXPECTED_ALL if a[2] != "secops"]
 
 
-def get(port, path):
-    """(status, body) of GET http://127.0.0.1:port/path."""
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+get = http_get
 
 
 class Stack:

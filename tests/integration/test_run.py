@@ -5,8 +5,8 @@ malformed events in the stream, and a clean SIGTERM."""
 import os
 import subprocess
 
-from harness import (SRC, Broker, HookReceiver, Klaxon, RedisServer, check, free_port, read_jsonl,
-                     run_tests, tmpdir, wait_for, write_config)
+from harness import (SRC, Broker, HookReceiver, Klaxon, RedisServer, check, free_port, http_get,
+                     read_jsonl, run_tests, tmpdir, wait_for, write_config)
 from test_replay import EXPECTED_AUTH, EXPECTED_TRAIL, summary
 
 AUTH = os.path.join(SRC, "samples", "auth.log")
@@ -39,6 +39,18 @@ class Stack:
                  "the metrics endpoint")
         check(self.klaxon.alive(), "klaxon exited at start: %s" % self.log())
         return self.klaxon
+
+    def use_rules_copy(self, extra_cfg=""):
+        """Points the config at a copy of the shipped rules (which a test may edit), plus
+        extra_cfg; returns the copy's path."""
+        import shutil
+        rules = os.path.join(self.d, "rules")
+        shutil.copytree(os.path.join(SRC, "rules"), rules)
+        with open(self.cfg) as f:
+            cfg = f.read().replace("  - %s\n" % os.path.join(SRC, "rules"), "  - %s\n" % rules)
+        with open(self.cfg, "w") as f:
+            f.write(cfg + extra_cfg)
+        return rules
 
     def metric(self, name):
         m = self.klaxon.metrics(self.mport) or {}
@@ -179,16 +191,10 @@ def test_sigterm_during_outage_loses_nothing():
 
 
 def test_sighup_reload_keeps_running_set_on_error():
-    import shutil
     import signal as sig
     s = Stack("reload")
     try:
-        rules = os.path.join(s.d, "rules")
-        shutil.copytree(os.path.join(SRC, "rules"), rules)
-        with open(s.cfg) as f:
-            cfg = f.read().replace("  - %s\n" % os.path.join(SRC, "rules"), "  - %s\n" % rules)
-        with open(s.cfg, "w") as f:
-            f.write(cfg)
+        rules = s.use_rules_copy()
         s.start_klaxon()
         trail = open(TRAIL, "rb").read().splitlines()
         admin, console = trail[1], trail[3]
@@ -247,28 +253,12 @@ def test_sighup_reload_keeps_running_set_on_error():
         s.close()
 
 
-def http_get(port, path):
-    import urllib.error
-    import urllib.request
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
 def test_rules_watch_reloads_on_change():
     """rules_watch: a rule file written is picked up without a signal; a broken one is
     refused (the rules in force stay) and tried again once it changes."""
-    import shutil
     s = Stack("watch")
     try:
-        rules = os.path.join(s.d, "rules")
-        shutil.copytree(os.path.join(SRC, "rules"), rules)
-        with open(s.cfg) as f:
-            cfg = f.read().replace("  - %s\n" % os.path.join(SRC, "rules"), "  - %s\n" % rules)
-        with open(s.cfg, "w") as f:
-            f.write(cfg + "rules_watch: 1s\n")
+        rules = s.use_rules_copy("rules_watch: 1s\n")
         s.start_klaxon()
         new = os.path.join(rules, "aws", "console_login.yml")
         with open(new, "w") as f:
