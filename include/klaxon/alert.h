@@ -59,6 +59,7 @@ typedef struct kx_alert {
     /* The rule's words for whoever gets the alert (docs/alerts.md); NULL/0 when absent. */
     const char *description;
     const char *runbook;
+    const char *author; /* Sigma `author`: who to ask about the rule */
     /* The rule's `realert` (ms; 0 = not set): its paged incidents are remembered this long by
      * every process on the store; the longest of this and the routes' `realert` applies. */
     int64_t realert_ms;

@@ -63,6 +63,7 @@ struct kx_rule {
      * or a short text). NULL / empty when absent. */
     const char *description;
     const char *runbook;
+    const char *author; /* Sigma `author`, as written */
     int64_t realert_ms; /* klaxon `realert`: how long its paged incidents are not paged again
                          * (the alert stage's claims); 0 = not set */
     const char *const *references;

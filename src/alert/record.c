@@ -266,6 +266,10 @@ int kx_alert_render(const kx_alert *a, const char *team_name, kx_buf *out)
         TRY(kx_buf_puts(out, ",\"runbook\":"));
         TRY(put_str(out, a->runbook));
     }
+    if (a->author) {
+        TRY(kx_buf_puts(out, ",\"author\":"));
+        TRY(put_str(out, a->author));
+    }
     const char *const *lists[2] = {a->references, a->falsepositives};
     size_t nlists[2] = {a->nreferences, a->nfalsepositives};
     static const char *const lnames[2] = {"references", "falsepositives"};

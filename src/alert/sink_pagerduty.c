@@ -119,10 +119,11 @@ static json_t *pd_event(const pd_sink *p, json_t *a)
     json_object_set(details, "rule", json_object_get(rule, "title"));
     json_object_set(details, "rule_id", json_object_get(rule, "id"));
     json_object_set(details, "level", json_object_get(rule, "level"));
-    static const char *const copy[] = {
-        "team",       "tenant",      "group",      "count",      "value",          "window",
-        "first_seen", "last_seen",   "local_time", "timezone",   "tags",           "degraded",
-        "backfill",   "description", "runbook",    "references", "falsepositives", "fields"};
+    static const char *const copy[] = {"team",       "tenant",         "group",      "count",
+                                       "value",      "window",         "first_seen", "last_seen",
+                                       "local_time", "timezone",       "tags",       "degraded",
+                                       "backfill",   "description",    "runbook",    "author",
+                                       "references", "falsepositives", "fields"};
     for (size_t i = 0; i < sizeof(copy) / sizeof(copy[0]); i++)
         if (json_object_get(a, copy[i]))
             json_object_set(details, copy[i], json_object_get(a, copy[i]));

@@ -100,6 +100,7 @@ static void describe(kx_pipeline *p, kx_alert *a, const kx_rule *r, bool may_bac
 {
     a->description = r->description;
     a->runbook = r->runbook;
+    a->author = r->author;
     a->realert_ms = r->realert_ms;
     a->references = r->references;
     a->nreferences = r->nreferences;

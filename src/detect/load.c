@@ -292,6 +292,12 @@ static int load_doc(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
         (rc = opt_str(c, root, "description", &r->description)) ||
         (rc = opt_str(c, root, "runbook", &r->runbook)))
         return rc;
+    /* Sigma's author is free text; one that is not a string (a list of names) is kept out
+     * of alerts rather than refusing a rule Sigma accepts. */
+    const kx_yaml_node *au = kx_yaml_get(root, "author");
+    if (au && au->type == KX_YAML_SCALAR && au->len &&
+        !(r->author = kx__strndup(c, au->str, au->len)))
+        return -ENOMEM;
     const kx_yaml_node *ra = kx_yaml_get(root, "realert");
     if (ra && !kx_yaml_is_null(ra)) {
         long long ms;

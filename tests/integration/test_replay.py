@@ -36,7 +36,7 @@ EXPECTED_TRAIL = [
 ]
 KEYS = ["id", "dedup_key", "rule", "severity", "team", "tenant", "category", "group", "count",
         "window", "first_seen", "last_seen", "status", "tags", "events"]
-CONTEXT = ["description", "runbook", "references", "falsepositives", "fields"]
+CONTEXT = ["description", "runbook", "author", "references", "falsepositives", "fields"]
 
 
 def summary(a):

@@ -18,8 +18,8 @@ IDS = ["7e1a4c9d-2b5f-4d8e-9c3a-6f0b8d2e4a05", "6a2c9d14-3e7f-4b8a-8c5d-2e9f0a1b
        "9b4e1f70-8c2d-4a6b-b1e3-5d7f9a0c2e03"]
 
 
-def klaxon(*args):
-    return subprocess.run([KLAXON] + list(args), capture_output=True, timeout=120)
+def klaxon(*args, cwd=None):
+    return subprocess.run([KLAXON] + list(args), capture_output=True, timeout=120, cwd=cwd)
 
 
 def write(d, name, text):
@@ -111,6 +111,12 @@ def test_list():
           "logsource %s" % j[0]["logsource"])
     r = klaxon("rules", "list", "--format", "yaml", RULES)
     check(r.returncode == 2, "bad format exit %d" % r.returncode)
+    # docs/rule-catalogue.md is this command's output: it must not fall behind the rules.
+    with open(os.path.join(SRC, "docs", "rule-catalogue.md")) as f:
+        doc = f.read()
+    table = klaxon("rules", "list", "--format", "markdown", "rules", cwd=SRC).stdout.decode()
+    check(doc.endswith("\n\n" + table), "docs/rule-catalogue.md is out of date: regenerate it with "
+          "`klaxon rules list --format markdown rules`")
 
 
 def test_shipped_rules_pass():

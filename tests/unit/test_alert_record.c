@@ -228,6 +228,7 @@ static void test_render_rule_context(void **state)
     static const kx_kv fields[] = {{"src_ip", "10.0.0.5"}, {"user", "root"}};
     a.description = "Many failed SSH logins from one address.";
     a.runbook = "https://wiki/runbooks/ssh";
+    a.author = "SOC team";
     a.references = refs;
     a.nreferences = 1;
     a.falsepositives = fps;
@@ -245,7 +246,7 @@ static void test_render_rule_context(void **state)
         rest, ",\"last_seen\":\"2026-03-29T01:34:10.250Z\",\"status\":\"firing\",\"backfill\":true,"
               "\"tags\":[\"attack.credential-access\",\"attack.t1110\"],"
               "\"description\":\"Many failed SSH logins from one address.\","
-              "\"runbook\":\"https://wiki/runbooks/ssh\","
+              "\"runbook\":\"https://wiki/runbooks/ssh\",\"author\":\"SOC team\","
               "\"references\":[\"https://attack.mitre.org/techniques/T1110/\"],"
               "\"falsepositives\":[\"a user who forgot a password\",\"a \\\"scanner\\\"\"],"
               "\"fields\":{\"src_ip\":\"10.0.0.5\",\"user\":\"root\"},\"events\":[]}");
