@@ -5,7 +5,8 @@
  *
  * Supported now (docs/rules.md is the reference): selections (map = AND, list = OR),
  * keywords, modifiers contains/startswith/endswith/re/all/cased/exists/windash/base64/
- * base64offset/utf16 (wide)/cidr/lt/lte/gt/gte/neq/fieldref/expand (lists: NAME.list), wildcards
+ * base64offset/utf16 (wide)/cidr/lt/lte/gt/gte/neq/fieldref/expand (lists:
+ * NAME.list)/minute/hour/day/week/month/year (in the rule's timezone), wildcards
  * * and ?, null, conditions with and/or/not/parentheses, "1 of x*", "all of them",
  * logsource filtering; Sigma filter documents (narrowing the rules they name); correlation rules of
  * every Sigma type (event_count, value_count, temporal, temporal_ordered, value_sum, value_avg,

@@ -191,6 +191,10 @@ typedef struct kx__value {
     /* NUM */
     kx_cmp cmp;
     double num;
+    /* NUM with a time-part modifier (minute ... year, KX__TP_*): the field is a time (RFC
+     * 3339, or seconds / ms since the epoch) and this part of it, in zone tz, is compared */
+    uint8_t timepart;
+    const struct kx_tz *tz;
     /* CIDR */
     int family; /* AF_INET or AF_INET6 */
     unsigned prefix;
@@ -286,12 +290,24 @@ typedef struct kx__ctx {
     kx__res **res;
     const char *file;
     kx_err *err;
-    kx__rx *rx;             /* the ruleset's: Hyperscan scratch grown per pattern */
-    const kx_rule *rule;    /* the rule being compiled, named by its regexes' log lines */
-    bool re_fail_closed;    /* its regex_budget policy */
-    struct kx__diag *dg;    /* a lint's: warnings go there; NULL: to the log */
-    const kx__lists *lists; /* what `expand` placeholders stand for */
+    kx__rx *rx;                    /* the ruleset's: Hyperscan scratch grown per pattern */
+    const kx_rule *rule;           /* the rule being compiled, named by its regexes' log lines */
+    bool re_fail_closed;           /* its regex_budget policy */
+    struct kx__diag *dg;           /* a lint's: warnings go there; NULL: to the log */
+    const kx__lists *lists;        /* what `expand` placeholders stand for */
+    const struct kx_tz *time_zone; /* the rule's `timezone` (time-part modifiers); NULL: UTC */
 } kx__ctx;
+
+/* The time-part modifiers (kx__value.timepart). */
+enum {
+    KX__TP_NONE = 0,
+    KX__TP_MINUTE,
+    KX__TP_HOUR,
+    KX__TP_DAY,
+    KX__TP_WEEK,
+    KX__TP_MONTH,
+    KX__TP_YEAR
+};
 
 void *kx__alloc(kx__ctx *c, size_t n); /* zeroed, arena; NULL sets err to out of memory */
 /* A problem that does not stop the load ("file:line:col: message"): to the lint, else the

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "klaxon/tz.h"
 #include "rules_int.h"
 
 /* ---- rule documents ---- */
@@ -367,9 +368,17 @@ static int load_doc(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
         if ((rc = regex_budget(c, root, r)))
             return rc;
         pv->det->re_fail_closed = c->re_fail_closed;
+        /* klaxon `timezone`: the zone time-part modifiers (hour, day, ...) read times in */
+        const kx_yaml_node *zn = kx_yaml_get(root, "timezone");
+        const kx_tz *tz = NULL;
+        if (zn && (zn->type != KX_YAML_SCALAR || kx_tz_get(zn->str, &tz)))
+            return kx_yaml_err(c->err, c->file, zn, "unknown time zone \"%s\"",
+                               zn->type == KX_YAML_SCALAR ? zn->str : "?");
+        c->time_zone = tz;
         rc = compile_logsource(c, kx_yaml_get(root, "logsource"), pv->det);
         if (!rc)
             rc = kx__detection_compile(c, det, false, pv->det);
+        c->time_zone = NULL;
     }
     return rc ? rc : push_rule(rs, r, c->err);
 }

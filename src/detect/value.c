@@ -20,6 +20,8 @@
 #include <sys/socket.h>
 
 #include "detect_int.h"
+#include "klaxon/decode.h"
+#include "klaxon/tz.h"
 
 /* ---- load time ---- */
 
@@ -29,7 +31,8 @@ typedef struct mods {
     const char *kind; /* the one type modifier given (contains, re, exists, ...), or NULL */
     bool contains, startswith, endswith, re, exists, cidr, fieldref, num;
     bool all, cased, neq;
-    bool expand; /* %name% placeholders stand for the values of list `name` (lists.c) */
+    bool expand;  /* %name% placeholders stand for the values of list `name` (lists.c) */
+    int timepart; /* KX__TP_*: compare a part of the field's time */
     uint32_t re_flags;
     kx_cmp cmp;
     int xf[8];
@@ -111,10 +114,18 @@ static int parse_mods(kx__ctx *c, const kx_yaml_node *key, size_t *field_len, mo
         else if (seg_is(seg, n, "expand"))
             m->expand = true;
         else if (seg_is(seg, n, "minute") || seg_is(seg, n, "hour") || seg_is(seg, n, "day") ||
-                 seg_is(seg, n, "week") || seg_is(seg, n, "month") || seg_is(seg, n, "year"))
-            return kx_yaml_err(c->err, c->file, key, "modifier \"%.*s\" is not supported yet",
-                               (int)n, seg);
-        else {
+                 seg_is(seg, n, "week") || seg_is(seg, n, "month") || seg_is(seg, n, "year")) {
+            if (m->timepart)
+                return kx_yaml_err(c->err, c->file, key,
+                                   "one time-part modifier (minute, hour, day, week, month, "
+                                   "year) per field");
+            m->timepart = seg_is(seg, n, "minute")  ? KX__TP_MINUTE
+                          : seg_is(seg, n, "hour")  ? KX__TP_HOUR
+                          : seg_is(seg, n, "day")   ? KX__TP_DAY
+                          : seg_is(seg, n, "week")  ? KX__TP_WEEK
+                          : seg_is(seg, n, "month") ? KX__TP_MONTH
+                                                    : KX__TP_YEAR;
+        } else {
             int xf = seg_is(seg, n, "wide") || seg_is(seg, n, "utf16le") ? XF_WIDE
                      : seg_is(seg, n, "utf16be")                         ? XF_UTF16BE
                      : seg_is(seg, n, "utf16")                           ? XF_UTF16
@@ -130,6 +141,18 @@ static int parse_mods(kx__ctx *c, const kx_yaml_node *key, size_t *field_len, mo
         }
         if (rc)
             return rc;
+    }
+    /* A time part is a number: compared for equality, or by lt/lte/gt/gte after it. */
+    if (m->timepart && ((m->kind && !m->num) || m->nxf || m->expand))
+        return kx_yaml_err(c->err, c->file, key,
+                           "a time-part modifier takes a number, compared as is or with "
+                           "lt/lte/gt/gte: not with \"%s\"",
+                           m->kind && !m->num ? m->kind
+                           : m->nxf           ? "an encoding"
+                                              : "expand");
+    if (m->timepart && !m->num) {
+        m->num = true;
+        m->cmp = KX_CMP_EQ;
     }
     bool stringy = !m->re && !m->exists && !m->cidr && !m->fieldref && !m->num;
     if (m->nxf && !stringy)
@@ -554,6 +577,9 @@ static int compile_value(kx__ctx *c, const mods *m, bool keyword, const kx_yaml_
         v->kind = KX__VAL_NUM;
         v->cmp = m->cmp;
         v->num = d;
+        v->timepart = (uint8_t)m->timepart;
+        if (m->timepart && !(v->tz = c->time_zone) && kx_tz_get("UTC", &v->tz))
+            return kx_yaml_err(c->err, c->file, val, "the UTC zone is not installed (tzdata)");
         return 0;
     }
     if (m->fieldref) {
@@ -857,10 +883,70 @@ static bool cidr_match(const kx__value *v, const char *s, size_t n)
     return true;
 }
 
+/* ISO 8601 weeks in year y: 53 when it starts on a Thursday, or is a leap year starting on
+ * a Wednesday (p below is Dec 31's weekday, 4 = Thursday). */
+static int iso_weeks(int y)
+{
+    int p = (y + y / 4 - y / 100 + y / 400) % 7;
+    int q = (y - 1 + (y - 1) / 4 - (y - 1) / 100 + (y - 1) / 400) % 7;
+    return 52 + (p == 4 || q == 3);
+}
+
+/* ISO 8601 week number (1..53) of a civil date: weeks start on Monday, week 1 holds the
+ * year's first Thursday. */
+static int iso_week(const kx_civil *t)
+{
+    static const int before[12] = {0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334};
+    bool leap = (t->year % 4 == 0 && t->year % 100 != 0) || t->year % 400 == 0;
+    int yday = before[t->month - 1] + t->day + (leap && t->month > 2); /* 1-based */
+    int wday = t->wday ? t->wday : 7;                                  /* Monday 1 .. Sunday 7 */
+    int week = (yday - wday + 10) / 7;
+    if (week < 1)
+        return iso_weeks(t->year - 1);
+    if (week > iso_weeks(t->year))
+        return 1;
+    return week;
+}
+
+/* The field's time: RFC 3339 text, or a number of seconds (below 10^11) or ms since the
+ * epoch. */
+static bool field_time_ms(const kx_field *f, int64_t *ms)
+{
+    if (f->type == KX_VAL_NUM || (f->value_len && f->value[0] >= '0' && f->value[0] <= '9' &&
+                                  strspn(f->value, "0123456789.") == f->value_len)) {
+        char *end;
+        double d = strtod(f->value, &end);
+        if (end != f->value + f->value_len || !isfinite(d) || d < 0 || d > 1e15)
+            return false;
+        *ms = (int64_t)(d < 1e11 ? d * 1000.0 : d);
+        return true;
+    }
+    return kx_parse_rfc3339(f->value, f->value_len, ms) == 0;
+}
+
+static bool timepart_match(const kx__value *v, const kx_field *f)
+{
+    int64_t ms;
+    if (!field_time_ms(f, &ms))
+        return false;
+    int64_t s = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
+    kx_civil t;
+    kx_tz_local(v->tz, s, &t);
+    int part = v->timepart == KX__TP_MINUTE  ? t.minute
+               : v->timepart == KX__TP_HOUR  ? t.hour
+               : v->timepart == KX__TP_DAY   ? t.day
+               : v->timepart == KX__TP_WEEK  ? iso_week(&t)
+               : v->timepart == KX__TP_MONTH ? t.month
+                                             : t.year;
+    return kx_cmp_one(v->cmp, (double)part, v->num);
+}
+
 static bool num_match(const kx__value *v, const kx_field *f)
 {
     if (f->type == KX_VAL_BOOL || f->value_len == 0)
         return false;
+    if (v->timepart)
+        return timepart_match(v, f);
     char *end;
     double d = strtod(f->value, &end); /* value is NUL-terminated (event.h) */
     if (end != f->value + f->value_len || isnan(d))

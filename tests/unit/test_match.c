@@ -302,6 +302,56 @@ static size_t match_ls(kx_ruleset *rs, const char *product, const char *service,
     return n;
 }
 
+/* Sigma's time modifiers (minute, hour, day, week, month, year): a part of the field's time,
+ * in the rule's `timezone` (UTC by default), compared as a number. */
+static void test_time_parts(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *zone, *sel, *value;
+        bool expect;
+    } tp[] = {
+        {NULL, "t|hour: 1", "2026-03-11T01:16:44Z", true},
+        {NULL, "t|hour: 2", "2026-03-11T01:16:44Z", false},
+        {"Europe/Madrid", "t|hour: 2", "2026-03-11T01:16:44Z", true}, /* CET, +01:00 */
+        {"Europe/Madrid", "t|hour: 3", "2026-07-11T01:16:44Z", true}, /* CEST, +02:00 */
+        {NULL, "t|hour: 3", "2026-03-11T05:16:44+02:00", true},       /* the offset given */
+        {NULL, "t|minute: 16", "2026-03-11T01:16:44.250Z", true},
+        {NULL, "t|day: 11", "2026-03-11T01:16:44Z", true},
+        {NULL, "t|month: 3", "2026-03-11T01:16:44Z", true},
+        {NULL, "t|year: 2026", "2026-03-11T01:16:44Z", true},
+        {NULL, "t|week: 1", "2026-01-01T12:00:00Z", true},  /* a Thursday */
+        {NULL, "t|week: 53", "2027-01-01T12:00:00Z", true}, /* 2026 has 53 */
+        {NULL, "t|week: 52", "2028-01-01T12:00:00Z", true}, /* a Saturday */
+        {NULL, "t|week: 1", "2024-12-30T12:00:00Z", true},  /* Monday of 2025's */
+        {NULL, "t|week: 11", "2026-03-11T01:16:44Z", true},
+        {"America/New_York", "t|day: 10", "2026-03-11T01:16:44Z", true}, /* still the 10th */
+        {NULL, "t|hour|gte: 20", "2026-03-11T21:00:00Z", true},
+        {NULL, "t|hour|gte: 20", "2026-03-11T19:59:59Z", false},
+        {NULL, "t|hour|lt: 6", "2026-03-11T05:59:59Z", true},
+        {NULL, "t|hour: [1, 2, 3]", "2026-03-11T02:00:00Z", true},
+        {NULL, "t|hour: 1", "1773191804", true},    /* seconds since the epoch: 01:16:44 */
+        {NULL, "t|hour: 1", "1773191804000", true}, /* milliseconds */
+        {NULL, "t|hour: 1", "yesterday at one", false},
+        {NULL, "t|hour: 1", "", false},
+    };
+    for (size_t i = 0; i < sizeof(tp) / sizeof(tp[0]); i++) {
+        char yaml[512];
+        snprintf(yaml, sizeof(yaml),
+                 "title: t\n%s%s%sdetection:\n    sel:\n        %s\n"
+                 "    condition: sel\n",
+                 tp[i].zone ? "timezone: " : "", tp[i].zone ? tp[i].zone : "",
+                 tp[i].zone ? "\n" : "", tp[i].sel);
+        kx_ruleset *rs = load_yaml(yaml);
+        const char *kv[] = {"t", tp[i].value, NULL};
+        if (match_fields(rs, "x", kv) != (tp[i].expect ? 1u : 0u))
+            fail_msg("case %zu: %s (zone %s) against \"%s\": expected %s", i, tp[i].sel,
+                     tp[i].zone ? tp[i].zone : "UTC", tp[i].value,
+                     tp[i].expect ? "match" : "no match");
+        kx_ruleset_destroy(rs);
+    }
+}
+
 static void test_logsource(void **state)
 {
     (void)state;
@@ -659,6 +709,7 @@ int main(void)
         cmocka_unit_test(test_keywords),
         cmocka_unit_test(test_repeated_fields),
         cmocka_unit_test(test_logsource),
+        cmocka_unit_test(test_time_parts),
         cmocka_unit_test(test_counts_and_order),
         cmocka_unit_test(test_regex_limit),
         cmocka_unit_test(test_regex_fail_open_closed),

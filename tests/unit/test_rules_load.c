@@ -388,8 +388,16 @@ static void test_errors(void **state)
                "    condition: s\n",
                "4:19: placeholder %servers% names no list (a file servers.list in the rules "
                "tree)");
-    expect_err("title: t\ndetection:\n    s:\n        f|hour: 3\n    condition: s\n",
-               "4:9: modifier \"hour\" is not supported yet");
+    expect_err("title: t\ndetection:\n    s:\n        f|hour|contains: 3\n    condition: s\n",
+               "4:9: a time-part modifier takes a number, compared as is or with lt/lte/gt/gte: "
+               "not with \"contains\"");
+    expect_err("title: t\ndetection:\n    s:\n        f|hour|day: 3\n    condition: s\n",
+               "4:9: one time-part modifier (minute, hour, day, week, month, year) per field");
+    expect_err("title: t\ndetection:\n    s:\n        f|hour: three\n    condition: s\n",
+               "4:17: expected a number, got \"three\"");
+    expect_err("title: t\ntimezone: Mars/Olympus\ndetection:\n    s:\n        f|hour: 3\n"
+               "    condition: s\n",
+               "2:11: unknown time zone \"Mars/Olympus\"");
     expect_err("title: t\ndetection:\n    s:\n        '|exists': true\n    condition: s\n",
                "4:9: modifier \"exists\" needs a field name");
     expect_err("title: t\ndetection:\n    s:\n        - null\n    condition: s\n",
