@@ -182,6 +182,16 @@ size_t kx_ruleset_match(kx_ruleset *rs, const kx_event *ev, kx_match_cb cb, void
  * answered. Borrowed, owned by the ruleset; read it before the callback returns. */
 const char *kx_ruleset_match_reason(const kx_ruleset *rs);
 
+/* Why rule r does or does not match ev, as a JSON object (the caller json_decref's it;
+ * NULL: no memory): the rule's logsource and whether ev fits it, each search identifier's
+ * truth value with each map and field condition (the values written, the one that matched,
+ * the event's values of the field), the condition tree with each node's value, and "match".
+ * A correlation gives each rule it counts explained, with the group the event falls in.
+ * Uses the ruleset's regex scratch: not during a kx_ruleset_match (docs/rules.md,
+ * "klaxon rules explain"). */
+struct json_t;
+struct json_t *kx_rule_explain(kx_ruleset *rs, const kx_rule *r, const kx_event *ev);
+
 /* What the compiled set looks like and what matching has done (docs/internals/detect.md). */
 typedef struct kx_ruleset_stats {
     uint32_t atoms;      /* distinct literals the prefilter scans for */

@@ -15,7 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "klaxon/config.h"
+#include "klaxon/decode.h"
 #include "klaxon/detect.h"
+#include "klaxon/event.h"
 #include "klaxon/log.h"
 #include "klaxon/tz.h"
 #include "cli_int.h"
@@ -305,15 +308,318 @@ static int cmd_list(int argc, char **argv)
     return 0;
 }
 
+/* ---- explain ---- */
+
+static void put_json_short(const json_t *v)
+{
+    char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    fputs(t ? t : "?", stdout);
+    free(t);
+}
+
+static void explain_cond(const json_t *n, int depth)
+{
+    const char *op = json_string_value(json_object_get(n, "op"));
+    const json_t *ids = json_object_get(n, "searches"), *kids = json_object_get(n, "kids");
+    printf("%*s", depth, "");
+    if (!strcmp(op, "id")) {
+        printf("%s", json_string_value(json_array_get(ids, 0)));
+    } else if (ids) {
+        printf("%s (", op);
+        for (size_t i = 0; i < json_array_size(ids); i++)
+            printf("%s%s", i ? ", " : "", json_string_value(json_array_get(ids, i)));
+        printf(")");
+    } else {
+        printf("%s", op);
+    }
+    printf(" => %s\n", json_is_true(json_object_get(n, "value")) ? "true" : "false");
+    for (size_t i = 0; i < json_array_size(kids); i++)
+        explain_cond(json_array_get(kids, i), depth + 2);
+}
+
+static void explain_detection(const json_t *e, int depth)
+{
+    const json_t *ls = json_object_get(e, "logsource");
+    const char *p = json_string_value(json_object_get(ls, "product")),
+               *sv = json_string_value(json_object_get(ls, "service")),
+               *ct = json_string_value(json_object_get(ls, "category"));
+    printf("%*srule \"%s\" (%s): %s\n", depth, "", json_string_value(json_object_get(e, "title")),
+           json_string_value(json_object_get(e, "id")),
+           json_is_true(json_object_get(e, "match")) ? "MATCH" : "no match");
+    printf("%*slogsource %s/%s/%s: %s\n", depth + 2, "", p ? p : "-", sv ? sv : "-", ct ? ct : "-",
+           json_is_true(json_object_get(e, "logsource_fits")) ? "fits"
+                                                              : "does not fit the event's");
+    const json_t *searches = json_object_get(e, "searches");
+    for (size_t i = 0; i < json_array_size(searches); i++) {
+        const json_t *s = json_array_get(searches, i);
+        printf("%*s%s: %s%s\n", depth + 2, "", json_string_value(json_object_get(s, "name")),
+               json_is_true(json_object_get(s, "value")) ? "true" : "false",
+               json_object_get(s, "timeofday") ? " (time of day)" : "");
+        const json_t *groups = json_object_get(s, "groups");
+        for (size_t g = 0; g < json_array_size(groups); g++) {
+            const json_t *grp = json_array_get(groups, g),
+                         *conds = json_object_get(grp, "conditions");
+            int in = depth + 4;
+            if (json_array_size(groups) > 1) {
+                printf("%*salternative %zu: %s\n", depth + 4, "", g + 1,
+                       json_is_true(json_object_get(grp, "value")) ? "true" : "false");
+                in += 2;
+            }
+            for (size_t c = 0; c < json_array_size(conds); c++) {
+                const json_t *fc = json_array_get(conds, c);
+                const json_t *m = json_object_get(fc, "matched"),
+                             *ev = json_object_get(fc, "event");
+                printf("%*s%s: %s", in, "", json_string_value(json_object_get(fc, "key")),
+                       json_is_true(json_object_get(fc, "value")) ? "true" : "false");
+                if (json_is_string(m)) {
+                    printf("  matched ");
+                    put_json_short(m);
+                } else {
+                    printf("  values ");
+                    put_json_short(json_object_get(fc, "values"));
+                }
+                if (json_is_array(ev)) {
+                    printf("  event ");
+                    put_json_short(ev);
+                }
+                printf("\n");
+            }
+        }
+    }
+    printf("%*scondition:\n", depth + 2, "");
+    explain_cond(json_object_get(e, "condition"), depth + 4);
+    if (json_integer_value(json_object_get(e, "filters")))
+        printf("%*s(narrowed by %lld Sigma filter(s): their search identifiers are above)\n",
+               depth + 2, "", (long long)json_integer_value(json_object_get(e, "filters")));
+    if (json_is_string(json_object_get(e, "degraded")))
+        printf("%*sdegraded: %s\n", depth + 2, "",
+               json_string_value(json_object_get(e, "degraded")));
+}
+
+static void explain_text(size_t n, const char *line, size_t len, const kx_event *ev,
+                         const json_t *e)
+{
+    char t[40];
+    kx_time_format(ev->time_ms, t, sizeof(t));
+    printf("event %zu: %.*s%s\n", n, len > 200 ? 200 : (int)len, line, len > 200 ? "..." : "");
+    printf("  time %s  logsource %s/%s/%s\n  fields:", t, ev->product ? ev->product : "-",
+           ev->service ? ev->service : "-", ev->category ? ev->category : "-");
+    for (size_t i = 0; i < ev->nfields; i++) {
+        printf(" %s=", ev->fields[i].name);
+        json_t *v = json_stringn(ev->fields[i].value, ev->fields[i].value_len);
+        put_json_short(v);
+        json_decref(v);
+    }
+    printf("\n");
+    if (!json_object_get(e, "correlation")) {
+        explain_detection(e, 2);
+        return;
+    }
+    printf("  rule \"%s\" (%s, %s): %s\n", json_string_value(json_object_get(e, "title")),
+           json_string_value(json_object_get(e, "id")),
+           json_string_value(json_object_get(e, "correlation")),
+           json_is_true(json_object_get(e, "counted")) ? "the event counts"
+                                                       : "the event counts for none of its rules");
+    const json_t *refs = json_object_get(e, "rules");
+    for (size_t i = 0; i < json_array_size(refs); i++) {
+        const json_t *r = json_array_get(refs, i), *g = json_object_get(r, "group");
+        if (g) {
+            printf("    in group ");
+            put_json_short(g);
+            printf(" (its window is judged over many events: `klaxon rules test`)\n");
+        }
+        if (json_object_get(r, "correlation"))
+            printf("    counts the correlation \"%s\"\n",
+                   json_string_value(json_object_get(r, "title")));
+        else
+            explain_detection(r, 4);
+    }
+}
+
+static int usage_explain(FILE *f)
+{
+    fprintf(f, "usage: klaxon rules explain [--rules PATH]... [--config FILE] [--topic NAME]\n"
+               "                            [--format json|syslog] [--json] RULE [EVENT...|-]\n"
+               "\n"
+               "Shows why RULE (its id, name or title) does or does not match each event: the\n"
+               "decoded event (time, logsource, fields), whether its logsource fits the rule's,\n"
+               "each search identifier's value with each field condition (the value that matched,\n"
+               "or the values written and the event's), and each node of the condition. A\n"
+               "correlation shows each rule it counts and the group the event falls in; its\n"
+               "windows span many events (test them with `klaxon rules test`). Events are the\n"
+               "arguments, else one per line of stdin ('-').\n"
+               "\n"
+               "  -r, --rules PATH   rule file or directory (repeatable; adds to the config's)\n"
+               "  -c, --config FILE  decode as the config's inputs (and load its rules)\n"
+               "  -t, --topic NAME   decode as the config's input for this topic\n"
+               "  -f, --format F     json (default) or syslog, without a config input\n"
+               "      --json         one JSON object per event instead of text\n"
+               "  -h, --help         this help\n"
+               "\n"
+               "Exit 0 when the rule matches every event (a correlation: counts it), 1 when not,\n"
+               "2 on bad usage, rules or config.\n");
+    return f == stdout ? 0 : 2;
+}
+
+static kx_rule *find_rule(kx_ruleset *rs, const char *x)
+{
+    for (size_t i = 0; i < kx_ruleset_size(rs); i++) {
+        kx_rule *r = kx_ruleset_at(rs, i);
+        if (!strcmp(r->id, x) || (r->name && !strcmp(r->name, x)) || !strcmp(r->title, x))
+            return r;
+    }
+    return NULL;
+}
+
+static int cmd_explain(int argc, char **argv)
+{
+    static const struct option opts[] = {{"rules", required_argument, NULL, 'r'},
+                                         {"config", required_argument, NULL, 'c'},
+                                         {"topic", required_argument, NULL, 't'},
+                                         {"format", required_argument, NULL, 'f'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char **paths = calloc((size_t)argc + 64, sizeof(*paths));
+    size_t npaths = 0;
+    const char *cfg_path = NULL, *topic = NULL;
+    int format = -1, ch, code = 2;
+    bool json = false;
+    kx_config *cfg = NULL;
+    kx_ruleset *rs = NULL;
+    kx_decoder *d = NULL;
+    kx_err err = {0};
+    optind = 1;
+    while (paths && (ch = getopt_long(argc, argv, "r:c:t:f:h", opts, NULL)) != -1) {
+        if (ch == 'r') {
+            paths[npaths++] = optarg;
+        } else if (ch == 'c') {
+            cfg_path = optarg;
+        } else if (ch == 't') {
+            topic = optarg;
+        } else if (ch == 'f' && (!strcmp(optarg, "json") || !strcmp(optarg, "syslog"))) {
+            format = !strcmp(optarg, "json") ? KX_FMT_JSON : KX_FMT_SYSLOG;
+        } else if (ch == 'j') {
+            json = true;
+        } else {
+            code = usage_explain(ch == 'h' ? stdout : stderr);
+            goto out;
+        }
+    }
+    if (!paths || optind >= argc) {
+        code = usage_explain(stderr);
+        goto out;
+    }
+    if (cfg_path && kx_config_load(cfg_path, &cfg, &err)) {
+        kx__cli_print_err(&err);
+        goto out;
+    }
+    for (size_t i = 0; cfg && i < cfg->nrule_paths && npaths < (size_t)argc + 64; i++)
+        paths[npaths++] = cfg->rule_paths[i];
+    if (!npaths) {
+        fprintf(stderr, "klaxon: no rules given (--rules or --config)\n");
+        goto out;
+    }
+    if (kx_ruleset_load(paths, npaths, &rs, &err)) {
+        kx__cli_print_err(&err);
+        goto out;
+    }
+    const kx_rule *rule = find_rule(rs, argv[optind]);
+    if (!rule) {
+        fprintf(stderr, "klaxon: no rule has the id, name or title \"%s\"\n", argv[optind]);
+        goto out;
+    }
+    /* The input to decode as: the config's for the topic (or the first of the format). */
+    const kx_yaml_node *input = NULL;
+    for (size_t i = 0; cfg && i < cfg->ninputs && !input; i++) {
+        const kx_yaml_node *f = kx_yaml_get(cfg->inputs[i], "format");
+        if (topic ? cfg->input_topics[i] && !strcmp(cfg->input_topics[i], topic)
+                  : format < 0 || (format == KX_FMT_SYSLOG) == kx_yaml_is(f, "syslog"))
+            input = cfg->inputs[i];
+    }
+    if (topic && !input) {
+        fprintf(stderr, "klaxon: %s\n",
+                cfg ? "the config has no input for that topic" : "--topic needs --config");
+        goto out;
+    }
+    if (kx_decoder_create(input, cfg ? cfg->decode : NULL, format, cfg ? cfg->file : NULL, &d,
+                          &err)) {
+        kx__cli_print_err(&err);
+        goto out;
+    }
+    code = 0;
+    bool from_stdin = optind + 1 >= argc || !strcmp(argv[optind + 1], "-");
+    char *line = NULL;
+    size_t cap = 0, n = 0;
+    kx_event ev;
+    kx_event_init(&ev);
+    for (int a = optind + 1;; a++) {
+        const char *raw;
+        size_t len;
+        if (from_stdin) {
+            ssize_t got = getline(&line, &cap, stdin);
+            if (got < 0)
+                break;
+            len = (size_t)got;
+            while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+                len--;
+            if (!len)
+                continue;
+            raw = line;
+        } else {
+            if (a >= argc)
+                break;
+            raw = argv[a];
+            len = strlen(raw);
+        }
+        n++;
+        kx_event_reset(&ev);
+        const char *why = NULL;
+        if (kx_decode(d, raw, len, kx_now_ms(), &ev, &why)) {
+            printf(json ? "{\"event\":%zu,\"malformed\":\"%s\"}\n" : "event %zu: malformed: %s\n",
+                   n, why ? why : "?");
+            code = 1;
+            continue;
+        }
+        json_t *e = kx_rule_explain(rs, rule, &ev);
+        if (!e) {
+            fprintf(stderr, "klaxon: out of memory\n");
+            code = 1;
+            break;
+        }
+        bool hit = json_is_true(
+            json_object_get(e, rule->kind == KX_RULE_CORRELATION ? "counted" : "match"));
+        code = hit ? code : 1;
+        if (json) {
+            json_object_set_new(e, "event", json_integer((json_int_t)n));
+            json_dumpf(e, stdout, JSON_COMPACT);
+            printf("\n");
+        } else {
+            explain_text(n, raw, len, &ev, e);
+        }
+        json_decref(e);
+    }
+    kx_event_fini(&ev);
+    free(line);
+out:
+    kx_decoder_destroy(d);
+    kx_ruleset_destroy(rs);
+    kx_config_destroy(cfg);
+    kx_tz_cache_clear();
+    free(paths);
+    return code;
+}
+
 /* ---- dispatch ---- */
 
 static int usage_rules(FILE *f)
 {
-    fprintf(f, "usage: klaxon rules lint|list|test [OPTIONS] PATH...\n"
+    fprintf(f, "usage: klaxon rules lint|list|test|explain [OPTIONS] ...\n"
                "\n"
                "  lint  report every problem of every rule file (FILE:LINE:COL: message)\n"
                "  list  the rules as a table, Markdown or JSON\n"
                "  test  run each rule's tests (RULE.tests.yml beside RULE.yml)\n"
+               "  explain  why a rule does or does not match an event\n"
                "\n"
                "`klaxon rules COMMAND --help` describes each.\n");
     return f == stdout ? 0 : 2;
@@ -333,6 +639,8 @@ int kx__cli_rules(int argc, char **argv)
         return cmd_list(argc - 1, argv + 1);
     if (!strcmp(sub, "test"))
         return kx__rules_test(argc - 1, argv + 1);
+    if (!strcmp(sub, "explain"))
+        return cmd_explain(argc - 1, argv + 1);
     fprintf(stderr, "klaxon: unknown rules command \"%s\"\n", sub);
     return usage_rules(stderr);
 }

@@ -179,6 +179,7 @@ typedef enum {
 
 typedef struct kx__value {
     kx__val_kind kind;
+    const char *src; /* the value as written (expanded, for `expand`): what explain shows */
     bool cased;
     bool negate; /* neq */
     /* PAT */
@@ -213,6 +214,7 @@ typedef struct kx__value {
 
 typedef struct kx__fcond {
     const char *field; /* NULL: keyword search over the raw text and every field value */
+    const char *key;   /* the key as written, modifiers and all ("CommandLine|contains") */
     uint32_t fid;      /* field's interned id (match.c, at load); KX__FID_KEYWORD: keywords */
     bool all;          /* AND of the values instead of OR */
     const kx__value *vals;

@@ -546,6 +546,8 @@ static int compile_value(kx__ctx *c, const mods *m, bool keyword, const kx_yaml_
 {
     if (val->type != KX_YAML_SCALAR)
         return kx_yaml_err(c->err, c->file, val, "expected a value or a list of values");
+    if (!(v->src = kx__strndup(c, val->str, val->len)))
+        return -ENOMEM;
     v->cased = m->cased;
     v->negate = m->neq;
     if (keyword && (m->exists || m->cidr || m->num || m->fieldref))
@@ -745,6 +747,8 @@ int kx__fcond_compile(kx__ctx *c, const kx_yaml_node *key, const kx_yaml_node *v
             return -ENOMEM;
         f->field = name;
     }
+    if (!(f->key = kx__strndup(c, key->str, key->len)))
+        return -ENOMEM;
     if (val->type == KX_YAML_MAP)
         return kx_yaml_err(c->err, c->file, val, "expected a value or a list of values");
     if (val->type == KX_YAML_SEQ)

@@ -320,6 +320,104 @@ tests:
           "the rules tree)" % os.path.join(d, "terminated.yml"), "lint: %r" % r.stdout)
 
 
+EXPLAIN_RULES = """title: Download and run
+id: 55555555-0000-4000-8000-000000000001
+detection:
+  sel_curl:
+    cmd|contains|all: [curl, '| sh']
+  sel_wget:
+    cmd|contains: wget
+  admin:
+    user: [root, admin]
+  condition: 1 of sel_* and not admin
+level: high
+---
+title: Any download
+name: any_download
+logsource: {product: app}
+detection:
+  sel:
+    cmd|contains: curl
+  condition: sel
+---
+title: Downloads per user
+id: 55555555-0000-4000-8000-000000000002
+correlation:
+  type: event_count
+  rules: [any_download]
+  group-by: [user]
+  timespan: 1h
+  condition: {gte: 3}
+"""
+
+EXPLAIN_BOB = """event 1: {"cmd": "curl http://x | sh", "user": "bob"}
+  time 2026-03-01T09:00:00.000Z  logsource -/-/-
+  fields: cmd="curl http://x | sh" user="bob"
+  rule "Download and run" (55555555-0000-4000-8000-000000000001): MATCH
+    logsource -/-/-: fits
+    sel_curl: true
+      cmd|contains|all: true  values ["curl","| sh"]  event ["curl http://x | sh"]
+    sel_wget: false
+      cmd|contains: false  values ["wget"]  event ["curl http://x | sh"]
+    admin: false
+      user: false  values ["root","admin"]  event ["bob"]
+    condition:
+      and => true
+        1 of (sel_curl, sel_wget) => true
+        not => true
+          admin => false
+"""
+
+EXPLAIN_CORR = """event 1: {"cmd": "curl -O x", "user": "bob"}
+  time 2026-03-01T09:00:00.000Z  logsource app/-/-
+  fields: cmd="curl -O x" user="bob"
+  rule "Downloads per user" (55555555-0000-4000-8000-000000000002, event_count): the event counts
+    in group {"user":"bob"} (its window is judged over many events: `klaxon rules test`)
+    rule "Any download" (any_download): MATCH
+      logsource app/-/-: fits
+      sel: true
+        cmd|contains: true  matched "curl"  event ["curl -O x"]
+      condition:
+        sel => true
+"""
+
+
+def test_explain():
+    """explain pinned: a selection, a condition with not and 1 of, a correlation (the rule it
+    counts and the group); exit 0 only when every event matches; --json."""
+    d = tmpdir("explain")
+    write(d, "r.yml", EXPLAIN_RULES)
+    cfg = write(tmpdir("explain-cfg"), "c.yaml", "inputs:\n  - topic: app\n    format: json\n    logsource: {product: app}\n"
+                "    time_field: t\n")
+    r = klaxon("rules", "explain", "--config", cfg, "--topic", "app", "--rules", d,
+               "Download and run", '{"cmd": "curl http://x | sh", "user": "bob"}')
+    out = r.stdout.decode()  # (the event's logsource is the input's; the rule has none: fits)
+    check(r.returncode == 0, "exit %d: %s" % (r.returncode, r.stderr))
+    want = EXPLAIN_BOB
+    got = "\n".join(l for l in out.splitlines() if not l.startswith("  time ")) + "\n"
+    want = "\n".join(l for l in want.splitlines() if not l.startswith("  time ")) + "\n"
+    check(got == want, "explain:\n%s\nwant:\n%s" % (got, want))
+    r = klaxon("rules", "explain", "--config", cfg, "--topic", "app", "--rules", d,
+               "Download and run", '{"cmd": "curl http://x | sh", "user": "root"}')
+    check(r.returncode == 1 and "          admin => true" in r.stdout.decode() and
+          "): no match" in r.stdout.decode(), "root: %d %s" % (r.returncode, r.stdout.decode()))
+    r = klaxon("rules", "explain", "--config", cfg, "--topic", "app", "--rules", d,
+               "Downloads per user", '{"cmd": "curl -O x", "user": "bob"}')
+    got = "\n".join(l for l in r.stdout.decode().splitlines() if not l.startswith("  time ")) + "\n"
+    want = "\n".join(l for l in EXPLAIN_CORR.splitlines() if not l.startswith("  time ")) + "\n"
+    check(r.returncode == 0 and got == want, "correlation %d:\n%s" % (r.returncode, got))
+    # Without the config the JSON event has no logsource: the rule's product does not fit.
+    r = klaxon("rules", "explain", "--rules", d, "--json", "any_download", '{"cmd": "curl"}')
+    j = json.loads(r.stdout)
+    check(r.returncode == 1 and j["logsource_fits"] is False and j["match"] is False and
+          j["searches"][0]["value"] is True and j["condition"] == {"op": "id", "value": True,
+                                                                   "searches": ["sel"]},
+          "json %d %s" % (r.returncode, j))
+    r = klaxon("rules", "explain", "--rules", d, "nope", "{}")
+    check(r.returncode == 2 and b'no rule has the id, name or title "nope"' in r.stderr,
+          "unknown rule %d %r" % (r.returncode, r.stderr))
+
+
 STATEFUL_RULES = """title: backup done
 name: backup_done
 logsource: {product: backup}
@@ -413,4 +511,4 @@ if __name__ == "__main__":
     run_tests([test_lint_every_error, test_lint_shipped_rules, test_list, test_shipped_rules_pass,
                test_broken_rule_fails_its_test, test_bad_tests_file, test_stateful_rules_on_event_time,
                test_lint_details, test_expectation_values, test_filter_silences_a_shipped_rule,
-               test_list_of_terminated_users])
+               test_list_of_terminated_users, test_explain])
