@@ -54,6 +54,8 @@ void kx__filters_release(kx_ruleset *rs)
     rs->nkept = 0;
     rs->filters = NULL;
     rs->filters_tail = &rs->filters;
+    rs->mappings = NULL;
+    rs->mappings_tail = &rs->mappings;
 }
 
 /* The keys a filter document may have: the specification's, and the metadata rules carry. */
@@ -111,8 +113,9 @@ static bool same(const char *a, const char *b)
     return a && b && !strcasecmp(a, b);
 }
 
-/* The rule's logsource lies within the filter's: each part the filter gives, the rule has. */
-static bool within(const kx__detection *d, const kx_yaml_node *ls)
+/* The rule's logsource lies within ls (a filter's or a mapping's): each part ls gives, the
+ * rule has. */
+bool kx__within(const kx__detection *d, const kx_yaml_node *ls)
 {
     static const char *const parts[] = {"product", "service", "category"};
     const char *have[] = {d->product, d->service, d->category};
@@ -200,7 +203,7 @@ static int apply_one(kx_ruleset *rs, const kx__filter *f, kx__diag *dg, kx_err *
     if (rules->type == KX_YAML_SCALAR && !strcasecmp(rules->str, "any")) {
         for (size_t i = 0; i < rs->n && !rc; i++) {
             kx_rule *r = rs->rules[i];
-            if (r->kind == KX_RULE_DETECTION && within(kx__rule_detection(r), ls))
+            if (r->kind == KX_RULE_DETECTION && kx__within(kx__rule_detection(r), ls))
                 rc = kx__diag_error(dg, narrow(rs, f, r, err), err);
         }
         return rc;
@@ -219,7 +222,7 @@ static int apply_one(kx_ruleset *rs, const kx__filter *f, kx__diag *dg, kx_err *
                              "\"%s\" is a correlation: a filter narrows detection rules (name "
                              "the rules it counts)",
                              ref->str);
-        else if (!within(kx__rule_detection(r), ls))
+        else if (!kx__within(kx__rule_detection(r), ls))
             kx__warn(&wc, f->file, ref->line, ref->col,
                      "filter \"%.*s\" does not narrow \"%s\": its logsource is not within the "
                      "filter's",

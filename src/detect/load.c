@@ -401,7 +401,7 @@ int kx__load_file(kx_ruleset *rs, const char *path, kx__diag *dg, kx_err *err)
      * as YAML (with its file's documents) until every rule is loaded: filter.c. */
     bool has_filter = false;
     for (kx_yaml_doc *d = docs; d; d = d->next)
-        has_filter |= d->root && kx__is_filter_doc(d->root);
+        has_filter |= d->root && (kx__is_filter_doc(d->root) || kx__is_mapping_doc(d->root));
     if (has_filter && (rc = kx__filter_keep_docs(rs, docs)) != 0) {
         kx_yaml_free(docs);
         return kx_err_set(err, path, 0, 0, "out of memory"), rc;
@@ -409,8 +409,9 @@ int kx__load_file(kx_ruleset *rs, const char *path, kx__diag *dg, kx_err *err)
     for (kx_yaml_doc *d = docs; d && !rc; d = d->next) {
         if (!d->root || kx_yaml_is_null(d->root))
             continue;
-        rc = kx__is_filter_doc(d->root) ? kx__filter_add(rs, &c, d->root)
-                                        : load_doc(rs, &c, d->root);
+        rc = kx__is_filter_doc(d->root)    ? kx__filter_add(rs, &c, d->root)
+             : kx__is_mapping_doc(d->root) ? kx__mapping_add(rs, &c, d->root)
+                                           : load_doc(rs, &c, d->root);
         if (rc && rc != -ENOMEM)
             rc = kx__diag_error(dg, rc, err);
     }

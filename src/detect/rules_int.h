@@ -32,8 +32,9 @@ struct kx_ruleset {
     kx_rule **rules;
     size_t n;
     size_t cap;
-    kx__filter *filters, **filters_tail; /* in load order, until applied */
-    kx_yaml_doc **kept_docs;             /* the files holding filters, until applied */
+    kx__filter *filters, **filters_tail;   /* in load order, until applied */
+    kx__filter *mappings, **mappings_tail; /* field mappings (mapping.c), likewise */
+    kx_yaml_doc **kept_docs;               /* the files holding filters, until applied */
     size_t nkept;
     kx__lists lists; /* the named lists, loaded before any rule (in the arena) */
     kx__rx rx;       /* regex runtime: Hyperscan scratch, PCRE2 limits, the event's budget */
@@ -118,6 +119,16 @@ int kx__filter_add(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root);
 int kx__filter_keep_docs(kx_ruleset *rs, kx_yaml_doc *docs);
 int kx__filters_apply(kx_ruleset *rs, kx__diag *dg, kx_err *err);
 void kx__filters_release(kx_ruleset *rs);
+
+/* mapping.c: field mappings. A document with `fieldmapping` (Sigma taxonomy field -> the
+ * decoders' field, or a list of them) renames the fields of every detection rule within its
+ * logsource, and the group-by and value fields correlations read from those rules. Kept
+ * like filters (kx__filter records), applied after them. */
+bool kx__is_mapping_doc(const kx_yaml_node *root);
+/* filter.c: the rule's logsource lies within ls (each part ls gives, the rule has). */
+bool kx__within(const kx__detection *d, const kx_yaml_node *ls);
+int kx__mapping_add(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root);
+int kx__mappings_apply(kx_ruleset *rs, kx__diag *dg, kx_err *err);
 
 /* resolve.c: unique ids and names, correlation references and their fields. With dg, every
  * problem is reported and a correlation with one is left unresolved (no refs). */

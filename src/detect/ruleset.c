@@ -99,6 +99,7 @@ static kx_ruleset *rs_new(kx_err *err)
     kx_arena_init(&rs->arena, KX__ARENA_BLOCK);
     kx_arena_init(&rs->rule_arena, KX__ARENA_BLOCK);
     rs->filters_tail = &rs->filters;
+    rs->mappings_tail = &rs->mappings;
     if (kx__rx_init(&rs->rx)) {
         kx_err_set(err, NULL, 0, 0, "out of memory");
         kx_ruleset_destroy(rs);
@@ -124,6 +125,8 @@ int kx_ruleset_load(const char *const *paths, size_t npaths, kx_ruleset **out, k
         rc = kx__resolve(rs, NULL, err);
     if (!rc)
         rc = kx__filters_apply(rs, NULL, err);
+    if (!rc)
+        rc = kx__mappings_apply(rs, NULL, err);
     kx__filters_release(rs);
     if (!rc)
         rc = kx__cset_create(&rs->arena, rs->rules, rs->n, &rs->cs, err);
@@ -197,6 +200,8 @@ size_t kx_ruleset_lint(const char *const *paths, size_t npaths, kx_lint_cb cb, v
         rc = kx__resolve(rs, &dg, &err);
     if (!rc)
         rc = kx__filters_apply(rs, &dg, &err);
+    if (!rc)
+        rc = kx__mappings_apply(rs, &dg, &err);
     kx__filters_release(rs);
     /* The compiled set only for a set that would load: a left-out rule may have left
      * patterns behind. What it can refuse (a pattern set too large) is rare. */

@@ -501,6 +501,13 @@ static int compile_re(kx__ctx *c, const mods *m, const kx_yaml_node *key, const 
         return kx_err_set(c->err, c->file, 0, 0, "%s", msg), rc;
     if ((rc = kx__res_add_regex(c, re)))
         return rc;
+    /* For the analyst (lint only: a load would log it for every such rule on every reload):
+     * a pattern Hyperscan cannot answer runs on PCRE2, whose time depends on the input. */
+    if (c->dg && !kx__regex_linear(re))
+        kx__warn(c, c->file, val->line, val->col,
+                 "this regular expression is not answered in linear time: it runs on PCRE2 "
+                 "under limits and may be given up on long values (docs/rules.md, \"Regular "
+                 "expressions\")");
     v->kind = KX__VAL_RE;
     v->re = re;
     return 0;

@@ -209,10 +209,15 @@ def test_lint_details():
             "3 errors, 1 warning"]
     got = r.stdout.decode().splitlines()
     check(r.returncode == 2 and got == want, "lint %d:\n%s" % (r.returncode, "\n".join(got)))
-    r = klaxon("rules", "lint", write(d, "b.yml", "title: ok\nlogsource: {product: x}\n"
-                                      "detection:\n  sel: {a: b}\n  timeframe: 1h\n  condition: sel\n"))
-    check(r.returncode == 0 and r.stdout.decode().splitlines()[-1] ==
-          "ok: 1 rules (1 detection, 0 correlation), 1 warning", "warning only: %r" % r.stdout)
+    b = write(d, "b.yml", "title: ok\nlogsource: {product: x}\n"
+              "detection:\n  sel: {a: b}\n  slow: {c|re: '(a+)+\\1'}\n  timeframe: 1h\n"
+              "  condition: sel or slow\n")
+    r = klaxon("rules", "lint", b)
+    check(r.returncode == 0 and r.stdout.decode().splitlines() == [
+        '%s:5:16: warning: this regular expression is not answered in linear time: it runs on PCRE2 '
+        'under limits and may be given up on long values (docs/rules.md, "Regular expressions")' % b,
+        '%s:6:3: warning: "timeframe" is ignored' % b,
+        "ok: 1 rules (1 detection, 0 correlation), 2 warnings"], "warnings only: %r" % r.stdout)
     check(r.stderr == b"", "the warning was logged as well: %r" % r.stderr)
 
 
@@ -318,6 +323,35 @@ tests:
     check(r.returncode == 2 and r.stdout.decode().splitlines()[0] ==
           "%s:5:23: placeholder %%terminated_users%% names no list (a file terminated_users.list in "
           "the rules tree)" % os.path.join(d, "terminated.yml"), "lint: %r" % r.stdout)
+
+
+def test_generic_rule_through_the_shipped_mapping():
+    """A generic Sigma rule in the taxonomy's names (User, SourceIp) runs on the sshd events the
+    sample extractor decodes (user, src_ip) through rules/mappings/linux.yml."""
+    d = tmpdir("mapping")
+    shutil.copy(os.path.join(RULES, "mappings", "linux.yml"), d)
+    write(d, "root_login.yml", "title: Root login over SSH from outside\nname: root_login\n"
+          "logsource: {product: linux, service: sshd}\n"
+          "detection:\n  sel: {User: root, outcome: Accepted}\n"
+          "  internal: {SourceIp|cidr: 10.0.0.0/8}\n  condition: sel and not internal\n"
+          "level: high\n")
+    write(d, "root_login.tests.yml", """config: %s
+tests:
+  - name: root from the internet
+    topic: auth
+    events:
+      - "Mar 10 09:15:02 web-01 sshd[20587]: Accepted password for root from 203.0.113.9 port 61022 ssh2"
+      - "Mar 10 09:16:02 web-01 sshd[20588]: Accepted password for root from 10.1.2.3 port 61023 ssh2"
+      - "Mar 10 09:17:02 web-01 sshd[20589]: Accepted password for bob from 203.0.113.9 port 61024 ssh2"
+    alerts:
+      - {rule: root_login, first_seen: "2026-03-10T09:15:02.000Z"}
+""" % SAMPLE_CFG)
+    r = klaxon("rules", "test", d)
+    check(r.returncode == 0, "exit %d:\n%s%s" % (r.returncode, r.stdout.decode(), r.stderr.decode()))
+    os.remove(os.path.join(d, "linux.yml"))
+    r = klaxon("rules", "test", d)
+    check(r.returncode == 1 and "expected 1 alert of the rule file, got 0" in r.stdout.decode(),
+          "without the mapping: %d %r" % (r.returncode, r.stdout))
 
 
 EXPLAIN_RULES = """title: Download and run
@@ -511,4 +545,4 @@ if __name__ == "__main__":
     run_tests([test_lint_every_error, test_lint_shipped_rules, test_list, test_shipped_rules_pass,
                test_broken_rule_fails_its_test, test_bad_tests_file, test_stateful_rules_on_event_time,
                test_lint_details, test_expectation_values, test_filter_silences_a_shipped_rule,
-               test_list_of_terminated_users, test_explain])
+               test_list_of_terminated_users, test_explain, test_generic_rule_through_the_shipped_mapping])

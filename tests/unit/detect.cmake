@@ -4,6 +4,7 @@ kx_unit_test(test_condition kx_detect)
 kx_unit_test(test_match kx_detect)
 kx_unit_test(test_filters kx_detect)
 kx_unit_test(test_lists kx_detect)
+kx_unit_test(test_mappings kx_detect)
 target_include_directories(test_match PRIVATE ${PROJECT_SOURCE_DIR}/src) # detect_int.h
 kx_unit_test(test_correlation_load kx_detect)
 kx_unit_test(test_prefilter kx_detect)

@@ -1,0 +1,246 @@
+/*
+ * Field mappings (like pySigma's processing pipelines, field name mapping only): generic
+ * Sigma rules name Sigma's taxonomy fields (User, SourceIp, CommandLine...), klaxon's
+ * decoders produce their own (user, src_ip, command). A mapping document in the rules tree
+ * says which is which for a logsource:
+ *
+ *   title: Linux syslog as klaxon decodes it
+ *   logsource: {product: linux}
+ *   fieldmapping:
+ *     User: user
+ *     SourceIp: src_ip
+ *     Image: [exe, process]        # several: any of them
+ *
+ * Every detection rule whose logsource lies within the mapping's reads the mapped fields
+ * instead (names compare exactly, as Sigma's do); a field mapped to several reads any of
+ * them (the map holding it becomes one map per field, OR-ed, as pySigma's one-to-many
+ * mapping does). A correlation's group-by and value fields, read from the events a rule it
+ * counts matched, are mapped as that rule's fields are (to the first of several). Applied
+ * after Sigma filters, so a filter written in the taxonomy is mapped with its rule; the
+ * mapped names are what `rules explain` shows. A rule under two mappings takes both, in
+ * load order.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "rules_int.h"
+
+bool kx__is_mapping_doc(const kx_yaml_node *root)
+{
+    return root->type == KX_YAML_MAP && kx_yaml_get(root, "fieldmapping") &&
+           !kx_yaml_get(root, "detection") && !kx_yaml_get(root, "correlation") &&
+           !kx_yaml_get(root, "filter");
+}
+
+static const char *const mapping_keys[] = {
+    "title", "id", "description", "author", "date", "modified", "logsource", "fieldmapping", NULL};
+
+int kx__mapping_add(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
+{
+    int rc = kx_yaml_check_keys(root, c->file, mapping_keys, c->err);
+    if (rc)
+        return rc;
+    const kx_yaml_node *t = kx_yaml_get(root, "title");
+    if (!t || t->type != KX_YAML_SCALAR || !t->len)
+        return kx_yaml_err(c->err, c->file, t ? t : root, "a field mapping needs a title");
+    const kx_yaml_node *ls = kx_yaml_get(root, "logsource");
+    if (!ls || ls->type != KX_YAML_MAP)
+        return kx_yaml_err(c->err, c->file, ls ? ls : root,
+                           "a field mapping needs a logsource (a mapping): the rules it maps");
+    const kx_yaml_node *m = kx_yaml_get(root, "fieldmapping");
+    if (m->type != KX_YAML_MAP || !m->n)
+        return kx_yaml_err(c->err, c->file, m,
+                           "\"fieldmapping\" maps Sigma field names to the decoders' fields");
+    for (size_t i = 0; i < m->n; i++) {
+        const kx_yaml_node *k = m->keys[i], *v = m->vals[i];
+        bool ok = k->type == KX_YAML_SCALAR && k->len && !memchr(k->str, '|', k->len);
+        if (ok && v->type == KX_YAML_SEQ) {
+            ok = v->n > 0;
+            for (size_t j = 0; ok && j < v->n; j++)
+                ok = v->vals[j]->type == KX_YAML_SCALAR && v->vals[j]->len;
+        } else if (ok) {
+            ok = v->type == KX_YAML_SCALAR && v->len;
+        }
+        if (!ok)
+            return kx_yaml_err(c->err, c->file, v,
+                               "a field mapping maps a field name to a field name or a list "
+                               "of them");
+    }
+    kx__filter *x = kx__alloc(c, sizeof(*x));
+    char *file = kx__strndup(c, c->file, strlen(c->file));
+    if (!x || !file)
+        return -ENOMEM;
+    x->file = file;
+    x->root = root;
+    *rs->mappings_tail = x;
+    rs->mappings_tail = &x->next;
+    return 0;
+}
+
+/* The targets of name under map m (NULL: not mapped), and how many. */
+static const kx_yaml_node *const *targets(const kx_yaml_node *m, const char *name, size_t *n)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        if (strcmp(m->keys[i]->str, name) != 0)
+            continue;
+        const kx_yaml_node *v = m->vals[i];
+        *n = v->type == KX_YAML_SEQ ? v->n : 1;
+        if (v->type == KX_YAML_SEQ)
+            return (const kx_yaml_node *const *)v->vals;
+        return (const kx_yaml_node *const *)&m->vals[i];
+    }
+    *n = 0;
+    return NULL;
+}
+
+/* One map of a search under m: as many maps as the combinations of its fields' targets
+ * (one, when every mapped field has one target), appended to out[*nout]. */
+static int map_group(kx__ctx *c, const kx_yaml_node *m, const kx__group *g, kx__group *out,
+                     size_t *nout, size_t cap)
+{
+    size_t combos = 1;
+    for (size_t i = 0; i < g->nconds; i++) {
+        size_t n = 0;
+        if (g->conds[i].field && targets(m, g->conds[i].field, &n) && n > 1)
+            combos *= n;
+    }
+    if (*nout + combos > cap)
+        return kx_err_set(c->err, c->file, 0, 0, "field mapping: too many combinations"), -E2BIG;
+    for (size_t k = 0; k < combos; k++) {
+        kx__fcond *conds = kx__alloc(c, (g->nconds ? g->nconds : 1) * sizeof(*conds));
+        if (!conds)
+            return -ENOMEM;
+        size_t rest = k;
+        for (size_t i = 0; i < g->nconds; i++) {
+            conds[i] = g->conds[i];
+            size_t n = 0;
+            const kx_yaml_node *const *t =
+                g->conds[i].field ? targets(m, g->conds[i].field, &n) : NULL;
+            if (!t)
+                continue;
+            const kx_yaml_node *pick = t[rest % n];
+            rest /= n;
+            /* Own copies of the values: the compiled set writes per-field data into them
+             * (prefilter atoms), and each field needs its own. */
+            kx__value *vals = kx__alloc(c, (conds[i].nvals ? conds[i].nvals : 1) * sizeof(*vals));
+            if (!vals || !(conds[i].field = kx__strndup(c, pick->str, pick->len)))
+                return -ENOMEM;
+            memcpy(vals, g->conds[i].vals, conds[i].nvals * sizeof(*vals));
+            conds[i].vals = vals;
+        }
+        out[(*nout)++] = (kx__group){.conds = conds, .nconds = g->nconds};
+    }
+    return 0;
+}
+
+#define KX__MAP_MAX_GROUPS 4096 /* maps one search may grow to */
+
+/* How many maps g becomes under m (0: none of its fields is mapped). */
+static size_t combos_of(const kx_yaml_node *m, const kx__group *g)
+{
+    size_t combos = 1;
+    bool mapped = false;
+    for (size_t i = 0; i < g->nconds; i++) {
+        size_t n = 0;
+        if (g->conds[i].field && targets(m, g->conds[i].field, &n)) {
+            mapped = true;
+            combos *= n;
+        }
+    }
+    return mapped ? combos : 0;
+}
+
+static int map_detection(kx__ctx *c, const kx_yaml_node *m, kx__detection *d)
+{
+    kx__search *s = NULL;
+    for (size_t i = 0; i < d->nsearches; i++) {
+        const kx__search *old = &d->searches[i];
+        size_t total = 0, mapped = 0;
+        for (size_t j = 0; !old->tod && j < old->ngroups; j++) {
+            size_t k = combos_of(m, &old->groups[j]);
+            mapped += k > 0;
+            total += k ? k : 1;
+        }
+        if (!mapped)
+            continue; /* nothing of this search is mapped: it stays as it is */
+        if (total > KX__MAP_MAX_GROUPS)
+            return kx_err_set(c->err, c->file, 0, 0,
+                              "field mapping: search \"%s\" would grow to %zu maps (at most %d)",
+                              old->name ? old->name : "?", total, KX__MAP_MAX_GROUPS),
+                   -E2BIG;
+        if (!s) { /* a copy of the searches, the first time one changes */
+            if (!(s = kx__alloc(c, d->nsearches * sizeof(*s))))
+                return -ENOMEM;
+            memcpy(s, d->searches, d->nsearches * sizeof(*s));
+        }
+        kx__group *g = kx__alloc(c, total * sizeof(*g));
+        size_t n = 0;
+        if (!g)
+            return -ENOMEM;
+        for (size_t j = 0; j < old->ngroups; j++) {
+            int rc = map_group(c, m, &old->groups[j], g, &n, total);
+            if (rc)
+                return rc;
+        }
+        s[i].groups = g;
+        s[i].ngroups = n;
+    }
+    if (s)
+        d->searches = s;
+    return 0;
+}
+
+/* A correlation's field read from rule t's events, mapped as t's fields are. */
+static const char *map_field(kx_ruleset *rs, const kx_rule *t, const char *f)
+{
+    const kx__detection *d = kx__rule_detection(t);
+    for (const kx__filter *x = rs->mappings; d && x; x = x->next) {
+        if (!kx__within(d, kx_yaml_get(x->root, "logsource")))
+            continue;
+        size_t n;
+        const kx_yaml_node *const *to = targets(kx_yaml_get(x->root, "fieldmapping"), f, &n);
+        if (to)
+            f = to[0]->str;
+    }
+    return f;
+}
+
+int kx__mappings_apply(kx_ruleset *rs, kx__diag *dg, kx_err *err)
+{
+    (void)dg;
+    int rc = 0;
+    for (const kx__filter *x = rs->mappings; x && !rc; x = x->next) {
+        const kx_yaml_node *ls = kx_yaml_get(x->root, "logsource");
+        kx__ctx c = {.arena = &rs->arena, .res = &rs->res, .file = x->file, .err = err};
+        for (size_t i = 0; i < rs->n && !rc; i++) {
+            kx_rule *r = rs->rules[i];
+            if (r->kind == KX_RULE_DETECTION && kx__within(kx__rule_detection(r), ls))
+                rc = map_detection(&c, kx_yaml_get(x->root, "fieldmapping"),
+                                   ((rule_priv *)r->priv)->det);
+        }
+    }
+    /* Correlations: their fields as the counted rules' events carry them. The strings come
+     * from the kept YAML, which goes after this: copied into the arena. */
+    kx__ctx c = {.arena = &rs->arena, .res = &rs->res, .err = err};
+    for (size_t i = 0; i < rs->n && !rc && rs->mappings; i++) {
+        kx_rule *r = rs->rules[i];
+        if (r->kind != KX_RULE_CORRELATION)
+            continue;
+        for (size_t j = 0; j < r->nrefs && !rc; j++) {
+            const char **gf = (const char **)r->group_fields, **vf = (const char **)r->value_fields;
+            for (size_t k = 0; gf && k < r->ngroup_by && !rc; k++) {
+                const char *to = map_field(rs, r->refs[j], gf[j * r->ngroup_by + k]);
+                if (to != gf[j * r->ngroup_by + k] &&
+                    !(gf[j * r->ngroup_by + k] = kx__strndup(&c, to, strlen(to))))
+                    rc = -ENOMEM;
+            }
+            for (size_t k = 0; vf && k < r->nvalue_fields && !rc; k++) {
+                const char *to = map_field(rs, r->refs[j], vf[j * r->nvalue_fields + k]);
+                if (to != vf[j * r->nvalue_fields + k] &&
+                    !(vf[j * r->nvalue_fields + k] = kx__strndup(&c, to, strlen(to))))
+                    rc = -ENOMEM;
+            }
+        }
+    }
+    return rc;
+}

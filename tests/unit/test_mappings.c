@@ -1,0 +1,176 @@
+/*
+ * Field mappings (src/detect/mapping.c): a generic Sigma rule written with the taxonomy's
+ * field names matches events that carry the decoders' names, within the mapping's
+ * logsource only; one name mapped to several reads any of them; correlations read their
+ * group-by fields under the same mapping.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "klaxon/detect.h"
+#include "kx_test.h"
+
+static char *dir;
+
+static int setup(void **state)
+{
+    (void)state;
+    dir = kx_test_tmpdir("mappings");
+    return dir ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    kx_test_rmrf(dir);
+    free(dir);
+    return 0;
+}
+
+static const char mapping[] = "title: Linux as klaxon decodes it\n"
+                              "logsource: {product: linux}\n"
+                              "fieldmapping:\n"
+                              "  User: user\n"
+                              "  SourceIp: src_ip\n"
+                              "  Image: [exe, process]\n";
+
+static kx_ruleset *load_with(const char *rules, const char *map, kx_err *err, int *rc)
+{
+    char a[512], b[512];
+    snprintf(a, sizeof(a), "%s/m.yml", dir);
+    snprintf(b, sizeof(b), "%s/r.yml", dir);
+    assert_int_equal(kx_test_write_file(a, map), 0);
+    assert_int_equal(kx_test_write_file(b, rules), 0);
+    const char *paths[] = {dir};
+    kx_ruleset *rs = NULL;
+    *rc = kx_ruleset_load(paths, 1, &rs, err);
+    return rs;
+}
+
+static kx_ruleset *load_ok(const char *rules)
+{
+    kx_err err;
+    int rc;
+    kx_ruleset *rs = load_with(rules, mapping, &err, &rc);
+    if (rc) {
+        char buf[1024];
+        kx_err_format(&err, buf, sizeof(buf));
+        fail_msg("%s", buf);
+    }
+    return rs;
+}
+
+static size_t hits(kx_ruleset *rs, const char *product, const char *service, const char *const *kv)
+{
+    kx_event ev;
+    kx_event_init(&ev);
+    ev.raw = "x";
+    ev.raw_len = 1;
+    ev.product = product;
+    ev.service = service;
+    for (size_t i = 0; kv[i]; i += 2)
+        assert_int_equal(
+            kx_event_add(&ev, kv[i], strlen(kv[i]), kv[i + 1], strlen(kv[i + 1]), KX_VAL_STR), 0);
+    size_t n = kx_ruleset_match(rs, &ev, NULL, NULL);
+    kx_event_fini(&ev);
+    return n;
+}
+
+static void test_taxonomy_names_read_decoder_fields(void **state)
+{
+    (void)state;
+    kx_ruleset *rs =
+        load_ok("title: root from outside\nlogsource: {product: linux, service: sshd}\n"
+                "detection:\n  sel: {User: root, SourceIp|cidr: 203.0.113.0/24}\n"
+                "  condition: sel\n");
+    const char *ours[] = {"user", "root", "src_ip", "203.0.113.7", NULL};
+    const char *theirs[] = {"User", "root", "SourceIp", "203.0.113.7", NULL};
+    assert_int_equal(hits(rs, "linux", "sshd", ours), 1);
+    assert_int_equal(hits(rs, "linux", "sshd", theirs), 0); /* the rule now reads our names */
+    kx_ruleset_destroy(rs);
+}
+
+static void test_one_to_many_and_logsource_scope(void **state)
+{
+    (void)state;
+    kx_ruleset *rs = load_ok("title: shell\nlogsource: {product: linux}\n"
+                             "detection:\n  sel: {Image|endswith: /bash, User: root}\n"
+                             "  condition: sel\n"
+                             "---\n"
+                             "title: windows user\nlogsource: {product: windows}\n"
+                             "detection:\n  sel: {User: root}\n  condition: sel\n");
+    const char *exe[] = {"exe", "/bin/bash", "user", "root", NULL};
+    const char *process[] = {"process", "/usr/bin/bash", "user", "root", NULL};
+    const char *neither[] = {"image", "/bin/bash", "user", "root", NULL};
+    const char *not_root[] = {"exe", "/bin/bash", "user", "bob", NULL};
+    assert_int_equal(hits(rs, "linux", NULL, exe), 1);
+    assert_int_equal(hits(rs, "linux", NULL, process), 1);
+    assert_int_equal(hits(rs, "linux", NULL, neither), 0);
+    assert_int_equal(hits(rs, "linux", NULL, not_root), 0);
+    /* outside the mapping's logsource the taxonomy name stays */
+    const char *win[] = {"User", "root", NULL};
+    const char *win_ours[] = {"user", "root", NULL};
+    assert_int_equal(hits(rs, "windows", NULL, win), 1);
+    assert_int_equal(hits(rs, "windows", NULL, win_ours), 0);
+    kx_ruleset_destroy(rs);
+}
+
+static void test_correlation_fields(void **state)
+{
+    (void)state;
+    kx_ruleset *rs = load_ok("title: failed\nname: failed\nlogsource: {product: linux}\n"
+                             "detection:\n  sel: {outcome: Failed}\n  condition: sel\n"
+                             "---\n"
+                             "title: spray\ncorrelation:\n  type: value_count\n  rules: [failed]\n"
+                             "  group-by: [SourceIp]\n  timespan: 5m\n"
+                             "  condition: {field: User, gte: 5}\n");
+    const kx_rule *c = kx_ruleset_at(rs, 1);
+    assert_int_equal(c->kind, KX_RULE_CORRELATION);
+    assert_string_equal(c->group_by[0], "SourceIp"); /* as written, in the alert */
+    assert_string_equal(c->group_fields[0], "src_ip");
+    assert_string_equal(c->value_fields[0], "user");
+    kx_ruleset_destroy(rs);
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    kx_err err;
+    int rc;
+    char got[1024], want[1024];
+    kx_ruleset *rs =
+        load_with("title: t\ndetection:\n  s: {a: b}\n  condition: s\n",
+                  "title: m\nlogsource: {product: linux}\nfieldmapping:\n  User: {}\n", &err, &rc);
+    assert_int_equal(rc, -EINVAL);
+    assert_null(rs);
+    kx_err_format(&err, got, sizeof(got));
+    snprintf(want, sizeof(want),
+             "%s/m.yml:4:9: a field mapping maps a field name to a field name or a list of them",
+             dir);
+    assert_string_equal(got, want);
+    rs = load_with("title: t\ndetection:\n  s: {a: b}\n  condition: s\n",
+                   "title: m\nfieldmapping:\n  User: user\n", &err, &rc);
+    assert_int_equal(rc, -EINVAL);
+    kx_err_format(&err, got, sizeof(got));
+    snprintf(want, sizeof(want),
+             "%s/m.yml:1:1: a field mapping needs a logsource (a mapping): the rules it maps", dir);
+    assert_string_equal(got, want);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_taxonomy_names_read_decoder_fields),
+        cmocka_unit_test(test_one_to_many_and_logsource_scope),
+        cmocka_unit_test(test_correlation_fields),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
