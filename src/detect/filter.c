@@ -97,14 +97,19 @@ int kx__filter_add(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
     kx__detection probe = {0};
     if ((rc = kx__detection_compile(c, f, true, &probe)))
         return rc;
+    return kx__keep(c, root, &rs->filters_tail);
+}
+
+int kx__keep(kx__ctx *c, const kx_yaml_node *root, kx__filter ***tail)
+{
     kx__filter *x = kx__alloc(c, sizeof(*x));
     char *file = kx__strndup(c, c->file, strlen(c->file));
     if (!x || !file)
         return -ENOMEM;
     x->file = file;
     x->root = root;
-    *rs->filters_tail = x;
-    rs->filters_tail = &x->next;
+    **tail = x;
+    *tail = &x->next;
     return 0;
 }
 

@@ -66,15 +66,7 @@ int kx__mapping_add(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
                                "a field mapping maps a field name to a field name or a list "
                                "of them");
     }
-    kx__filter *x = kx__alloc(c, sizeof(*x));
-    char *file = kx__strndup(c, c->file, strlen(c->file));
-    if (!x || !file)
-        return -ENOMEM;
-    x->file = file;
-    x->root = root;
-    *rs->mappings_tail = x;
-    rs->mappings_tail = &x->next;
-    return 0;
+    return kx__keep(c, root, &rs->mappings_tail);
 }
 
 /* The targets of name under map m (NULL: not mapped), and how many. */

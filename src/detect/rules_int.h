@@ -117,6 +117,8 @@ int kx__detection_compile(kx__ctx *c, const kx_yaml_node *det, bool filter, kx__
 bool kx__is_filter_doc(const kx_yaml_node *root);
 int kx__filter_add(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root);
 int kx__filter_keep_docs(kx_ruleset *rs, kx_yaml_doc *docs);
+/* Appends a record of document root (of c's file) at *tail: a filter or a mapping. */
+int kx__keep(kx__ctx *c, const kx_yaml_node *root, kx__filter ***tail);
 int kx__filters_apply(kx_ruleset *rs, kx__diag *dg, kx_err *err);
 void kx__filters_release(kx_ruleset *rs);
 

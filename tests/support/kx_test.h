@@ -25,5 +25,8 @@ bool kx_test_run_until(struct ev_loop *loop, bool (*cond)(void *ud), void *ud, i
 /* Writes yaml to DIR/r.yml, loads it as a rule set (failing the test with the loader's
  * file:line:col message when it is refused) and removes the file (rules.c). */
 struct kx_ruleset *kx_test_load_rules(const char *dir, const char *yaml);
+/* Loads every rule file (and list, filter, mapping) of dir; on a refusal returns NULL with
+ * the loader's "file:line:col: message" in why (cap bytes). */
+struct kx_ruleset *kx_test_load_dir(const char *dir, char *why, size_t cap);
 
 #endif

@@ -11,6 +11,17 @@
 #include "klaxon/detect.h"
 #include "kx_test.h"
 
+kx_ruleset *kx_test_load_dir(const char *dir, char *why, size_t cap)
+{
+    kx_ruleset *rs = NULL;
+    kx_err err;
+    if (kx_ruleset_load(&dir, 1, &rs, &err) != 0) {
+        kx_err_format(&err, why, cap);
+        return NULL;
+    }
+    return rs;
+}
+
 kx_ruleset *kx_test_load_rules(const char *dir, const char *yaml)
 {
     char path[512];

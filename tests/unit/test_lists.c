@@ -50,22 +50,17 @@ static void drop(const char *name)
     remove(p);
 }
 
-static int load(const char *rule, kx_ruleset **rs, char *why, size_t cap)
+static kx_ruleset *load(const char *rule, char *why, size_t cap)
 {
     put("r.yml", rule);
-    const char *paths[] = {dir};
-    kx_err err;
-    int rc = kx_ruleset_load(paths, 1, rs, &err);
-    if (rc)
-        kx_err_format(&err, why, cap);
-    return rc;
+    return kx_test_load_dir(dir, why, cap);
 }
 
 static kx_ruleset *load_ok(const char *rule)
 {
-    kx_ruleset *rs = NULL;
     char why[1024];
-    if (load(rule, &rs, why, sizeof(why)))
+    kx_ruleset *rs = load(rule, why, sizeof(why));
+    if (!rs)
         fail_msg("%s", why);
     return rs;
 }
@@ -152,12 +147,10 @@ static void test_empty_list_matches_nothing(void **state)
 static void test_errors(void **state)
 {
     (void)state;
-    kx_ruleset *rs = NULL;
     char why[1024], want[1024];
-    assert_int_equal(load("title: t\ndetection:\n  sel: {user|expand: 'x-%missing%'}\n"
-                          "  condition: sel\n",
-                          &rs, why, sizeof(why)),
-                     -EINVAL);
+    assert_null(load("title: t\ndetection:\n  sel: {user|expand: 'x-%missing%'}\n"
+                     "  condition: sel\n",
+                     why, sizeof(why)));
     snprintf(want, sizeof(want),
              "%s/r.yml:3:22: placeholder %%missing%% names no list (a file missing.list in the "
              "rules tree)",
@@ -168,9 +161,8 @@ static void test_errors(void **state)
     assert_int_equal(mkdir(sub, 0700), 0);
     put("admins.list", "root\n");
     put("sub/admins.list", "admin\n");
-    assert_int_equal(
-        load("title: t\ndetection:\n  sel: {user: x}\n  condition: sel\n", &rs, why, sizeof(why)),
-        -EINVAL);
+    assert_null(
+        load("title: t\ndetection:\n  sel: {user: x}\n  condition: sel\n", why, sizeof(why)));
     snprintf(want, sizeof(want),
              "%s/sub/admins.list: list \"admins\" is defined twice (first in %s/admins.list)", dir,
              dir);

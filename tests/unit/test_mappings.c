@@ -41,29 +41,22 @@ static const char mapping[] = "title: Linux as klaxon decodes it\n"
                               "  SourceIp: src_ip\n"
                               "  Image: [exe, process]\n";
 
-static kx_ruleset *load_with(const char *rules, const char *map, kx_err *err, int *rc)
+static kx_ruleset *load_with(const char *rules, const char *map, char *why, size_t cap)
 {
     char a[512], b[512];
     snprintf(a, sizeof(a), "%s/m.yml", dir);
     snprintf(b, sizeof(b), "%s/r.yml", dir);
     assert_int_equal(kx_test_write_file(a, map), 0);
     assert_int_equal(kx_test_write_file(b, rules), 0);
-    const char *paths[] = {dir};
-    kx_ruleset *rs = NULL;
-    *rc = kx_ruleset_load(paths, 1, &rs, err);
-    return rs;
+    return kx_test_load_dir(dir, why, cap);
 }
 
 static kx_ruleset *load_ok(const char *rules)
 {
-    kx_err err;
-    int rc;
-    kx_ruleset *rs = load_with(rules, mapping, &err, &rc);
-    if (rc) {
-        char buf[1024];
-        kx_err_format(&err, buf, sizeof(buf));
-        fail_msg("%s", buf);
-    }
+    char why[1024];
+    kx_ruleset *rs = load_with(rules, mapping, why, sizeof(why));
+    if (!rs)
+        fail_msg("%s", why);
     return rs;
 }
 
@@ -142,23 +135,16 @@ static void test_correlation_fields(void **state)
 static void test_errors(void **state)
 {
     (void)state;
-    kx_err err;
-    int rc;
     char got[1024], want[1024];
-    kx_ruleset *rs =
-        load_with("title: t\ndetection:\n  s: {a: b}\n  condition: s\n",
-                  "title: m\nlogsource: {product: linux}\nfieldmapping:\n  User: {}\n", &err, &rc);
-    assert_int_equal(rc, -EINVAL);
-    assert_null(rs);
-    kx_err_format(&err, got, sizeof(got));
+    assert_null(load_with("title: t\ndetection:\n  s: {a: b}\n  condition: s\n",
+                          "title: m\nlogsource: {product: linux}\nfieldmapping:\n  User: {}\n", got,
+                          sizeof(got)));
     snprintf(want, sizeof(want),
              "%s/m.yml:4:9: a field mapping maps a field name to a field name or a list of them",
              dir);
     assert_string_equal(got, want);
-    rs = load_with("title: t\ndetection:\n  s: {a: b}\n  condition: s\n",
-                   "title: m\nfieldmapping:\n  User: user\n", &err, &rc);
-    assert_int_equal(rc, -EINVAL);
-    kx_err_format(&err, got, sizeof(got));
+    assert_null(load_with("title: t\ndetection:\n  s: {a: b}\n  condition: s\n",
+                          "title: m\nfieldmapping:\n  User: user\n", got, sizeof(got)));
     snprintf(want, sizeof(want),
              "%s/m.yml:1:1: a field mapping needs a logsource (a mapping): the rules it maps", dir);
     assert_string_equal(got, want);
