@@ -260,6 +260,7 @@ typedef struct kx__detection {
     /* A rule whose regex could not be answered (kx__rx.reason): reported as a match (fail
      * closed) or evaluated with that regex as no match (fail open). */
     bool re_fail_closed;
+    const struct kx_tz *tz; /* the rule's `timezone` (time-part modifiers); NULL: UTC */
     const kx__search *searches;
     size_t nsearches;
     const kx__cnode *cond;

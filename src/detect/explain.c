@@ -111,13 +111,14 @@ static json_t *detection_json(kx_ruleset *rs, const kx_rule *r, const kx_event *
     for (size_t i = 0; i < d->nsearches; i++)
         json_array_append_new(searches, search_json(&d->searches[i], &x));
     json_object_set_new(o, "searches", searches);
-    json_t *cond = cond_json(d->cond, d, &x);
-    bool value = json_is_true(json_object_get(cond, "value"));
-    json_object_set_new(o, "condition", cond);
+    json_object_set_new(o, "condition", cond_json(d->cond, d, &x));
     json_object_set_new(o, "filters", json_integer((json_int_t)r->nfilters));
+    /* The answer as the engine gives it: a given-up regex decided by the rule's regex_budget
+     * (the parts above show each piece with that regex as no match). */
+    kx__rx_event_begin(&rs->rx);
+    bool value = kx__detection_match(d, &x);
     json_object_set_new(o, "match", json_boolean(fits && value));
-    const char *why = kx_ruleset_match_reason(rs);
-    json_object_set_new(o, "degraded", opt(why));
+    json_object_set_new(o, "degraded", opt(kx_ruleset_match_reason(rs)));
     return o;
 }
 

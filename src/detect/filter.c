@@ -95,7 +95,11 @@ int kx__filter_add(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
     /* Compiled once here for its errors (they point into the filter's file at load, not at
      * the first rule it narrows); compiled again per rule when applied. */
     kx__detection probe = {0};
-    if ((rc = kx__detection_compile(c, f, true, &probe)))
+    kx__ctx pc = *c; /* not as part of the rule loaded before it in the file */
+    pc.rule = NULL;
+    pc.re_fail_closed = false;
+    pc.time_zone = NULL;
+    if ((rc = kx__detection_compile(&pc, f, true, &probe)))
         return rc;
     return kx__keep(c, root, &rs->filters_tail);
 }
@@ -154,7 +158,8 @@ static int narrow(kx_ruleset *rs, const kx__filter *f, kx_rule *r, kx_err *err)
                  .rx = &rs->rx,
                  .rule = r,
                  .re_fail_closed = d->re_fail_closed,
-                 .lists = &rs->lists};
+                 .lists = &rs->lists,
+                 .time_zone = d->tz};
     kx__detection fd = {0};
     int rc = kx__detection_compile(&c, kx_yaml_get(f->root, "filter"), true, &fd);
     if (rc)
@@ -205,6 +210,10 @@ static int apply_one(kx_ruleset *rs, const kx__filter *f, kx__diag *dg, kx_err *
     const kx_yaml_node *t = kx_yaml_get(f->root, "title");
     kx__ctx wc = {.arena = &rs->arena, .err = err, .dg = dg};
     int rc = 0;
+    /* each rule once, however often it is named */
+    bool *done = kx__alloc(&wc, rs->n ? rs->n : 1);
+    if (!done)
+        return -ENOMEM;
     if (rules->type == KX_YAML_SCALAR && !strcasecmp(rules->str, "any")) {
         for (size_t i = 0; i < rs->n && !rc; i++) {
             kx_rule *r = rs->rules[i];
@@ -227,13 +236,15 @@ static int apply_one(kx_ruleset *rs, const kx__filter *f, kx__diag *dg, kx_err *
                              "\"%s\" is a correlation: a filter narrows detection rules (name "
                              "the rules it counts)",
                              ref->str);
+        else if (done[r->index])
+            ;
         else if (!kx__within(kx__rule_detection(r), ls))
             kx__warn(&wc, f->file, ref->line, ref->col,
                      "filter \"%.*s\" does not narrow \"%s\": its logsource is not within the "
                      "filter's",
                      (int)t->len, t->str, ref->str);
-        else
-            rc = narrow(rs, f, r, err);
+        else if (!(rc = narrow(rs, f, r, err)))
+            done[r->index] = true;
         rc = kx__diag_error(dg, rc, err);
     }
     return rc;

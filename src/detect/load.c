@@ -375,6 +375,7 @@ static int load_doc(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
             return kx_yaml_err(c->err, c->file, zn, "unknown time zone \"%s\"",
                                zn->type == KX_YAML_SCALAR ? zn->str : "?");
         c->time_zone = tz;
+        pv->det->tz = tz; /* a filter's searches compiled into this rule read times in it too */
         rc = compile_logsource(c, kx_yaml_get(root, "logsource"), pv->det);
         if (!rc)
             rc = kx__detection_compile(c, det, false, pv->det);

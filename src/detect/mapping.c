@@ -94,7 +94,7 @@ static int map_group(kx__ctx *c, const kx_yaml_node *m, const kx__group *g, kx__
     for (size_t i = 0; i < g->nconds; i++) {
         size_t n = 0;
         if (g->conds[i].field && targets(m, g->conds[i].field, &n) && n > 1)
-            combos *= n;
+            combos = combos > cap / n ? cap + 1 : combos * n;
     }
     if (*nout + combos > cap)
         return kx_err_set(c->err, c->file, 0, 0, "field mapping: too many combinations"), -E2BIG;
@@ -117,6 +117,15 @@ static int map_group(kx__ctx *c, const kx_yaml_node *m, const kx__group *g, kx__
             kx__value *vals = kx__alloc(c, (conds[i].nvals ? conds[i].nvals : 1) * sizeof(*vals));
             if (!vals || !(conds[i].field = kx__strndup(c, pick->str, pick->len)))
                 return -ENOMEM;
+            /* the key as explain shows it: the mapped name, the modifiers as written */
+            const char *mods = g->conds[i].key ? strchr(g->conds[i].key, '|') : NULL;
+            size_t ml = mods ? strlen(mods) : 0, kl = pick->len + ml;
+            char *key = kx__alloc(c, kl + 1);
+            if (!key)
+                return -ENOMEM;
+            memcpy(key, pick->str, pick->len);
+            memcpy(key + pick->len, mods ? mods : "", ml);
+            conds[i].key = key;
             memcpy(vals, g->conds[i].vals, conds[i].nvals * sizeof(*vals));
             conds[i].vals = vals;
         }
@@ -136,7 +145,7 @@ static size_t combos_of(const kx_yaml_node *m, const kx__group *g)
         size_t n = 0;
         if (g->conds[i].field && targets(m, g->conds[i].field, &n)) {
             mapped = true;
-            combos *= n;
+            combos = combos > KX__MAP_MAX_GROUPS / n ? KX__MAP_MAX_GROUPS + 1 : combos * n;
         }
     }
     return mapped ? combos : 0;
@@ -148,7 +157,7 @@ static int map_detection(kx__ctx *c, const kx_yaml_node *m, kx__detection *d)
     for (size_t i = 0; i < d->nsearches; i++) {
         const kx__search *old = &d->searches[i];
         size_t total = 0, mapped = 0;
-        for (size_t j = 0; !old->tod && j < old->ngroups; j++) {
+        for (size_t j = 0; !old->tod && j < old->ngroups && total <= KX__MAP_MAX_GROUPS; j++) {
             size_t k = combos_of(m, &old->groups[j]);
             mapped += k > 0;
             total += k ? k : 1;
@@ -157,8 +166,10 @@ static int map_detection(kx__ctx *c, const kx_yaml_node *m, kx__detection *d)
             continue; /* nothing of this search is mapped: it stays as it is */
         if (total > KX__MAP_MAX_GROUPS)
             return kx_err_set(c->err, c->file, 0, 0,
-                              "field mapping: search \"%s\" would grow to %zu maps (at most %d)",
-                              old->name ? old->name : "?", total, KX__MAP_MAX_GROUPS),
+                              "field mapping: search \"%s\" of rule \"%s\" would grow to more "
+                              "than %d maps",
+                              old->name ? old->name : "?", c->rule ? c->rule->title : "?",
+                              KX__MAP_MAX_GROUPS),
                    -E2BIG;
         if (!s) { /* a copy of the searches, the first time one changes */
             if (!(s = kx__alloc(c, d->nsearches * sizeof(*s))))
@@ -199,16 +210,18 @@ static const char *map_field(kx_ruleset *rs, const kx_rule *t, const char *f)
 
 int kx__mappings_apply(kx_ruleset *rs, kx__diag *dg, kx_err *err)
 {
-    (void)dg;
     int rc = 0;
     for (const kx__filter *x = rs->mappings; x && !rc; x = x->next) {
         const kx_yaml_node *ls = kx_yaml_get(x->root, "logsource");
         kx__ctx c = {.arena = &rs->arena, .res = &rs->res, .file = x->file, .err = err};
         for (size_t i = 0; i < rs->n && !rc; i++) {
             kx_rule *r = rs->rules[i];
+            c.rule = r;
             if (r->kind == KX_RULE_DETECTION && kx__within(kx__rule_detection(r), ls))
-                rc = map_detection(&c, kx_yaml_get(x->root, "fieldmapping"),
-                                   ((rule_priv *)r->priv)->det);
+                rc = kx__diag_error(dg,
+                                    map_detection(&c, kx_yaml_get(x->root, "fieldmapping"),
+                                                  ((rule_priv *)r->priv)->det),
+                                    err);
         }
     }
     /* Correlations: their fields as the counted rules' events carry them. The strings come

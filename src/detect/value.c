@@ -152,7 +152,8 @@ static int parse_mods(kx__ctx *c, const kx_yaml_node *key, size_t *field_len, mo
                                               : "expand");
     if (m->timepart && !m->num) {
         m->num = true;
-        m->cmp = KX_CMP_EQ;
+        m->cmp = m->neq ? KX_CMP_NEQ : KX_CMP_EQ;
+        m->neq = false; /* compared on the part: a value that is no time never matches */
     }
     bool stringy = !m->re && !m->exists && !m->cidr && !m->fieldref && !m->num;
     if (m->nxf && !stringy)
@@ -631,6 +632,22 @@ static const char *placeholder(const char *s, size_t n, size_t *plen)
     return NULL;
 }
 
+static int push_node(kx__ctx *c, expansion *out, const kx_yaml_node *node)
+{
+    if (out->n == out->cap) {
+        size_t cap = out->cap ? out->cap * 2 : 16;
+        kx_yaml_node *v = kx__alloc(c, cap * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        if (out->n)
+            memcpy(v, out->nodes, out->n * sizeof(*v));
+        out->nodes = v;
+        out->cap = cap;
+    }
+    out->nodes[out->n++] = *node;
+    return 0;
+}
+
 /* Appends every value of `prefix + s` with each placeholder of s replaced by each value of
  * its list (every combination). */
 static int expand_into(kx__ctx *c, const kx_yaml_node *item, kx_buf *prefix, const char *s,
@@ -640,32 +657,19 @@ static int expand_into(kx__ctx *c, const kx_yaml_node *item, kx_buf *prefix, con
     const char *p = placeholder(s, n, &plen);
     size_t mark = prefix->len;
     if (!p) {
-        if (out->n == KX__EXPAND_MAX)
-            return kx_yaml_err(c->err, c->file, item, "placeholders expand to more than %d values",
-                               KX__EXPAND_MAX);
-        if (out->n == out->cap) {
-            size_t cap = out->cap ? out->cap * 2 : 16;
-            kx_yaml_node *v = kx__alloc(c, cap * sizeof(*v));
-            if (!v)
-                return -ENOMEM;
-            if (out->n)
-                memcpy(v, out->nodes, out->n * sizeof(*v));
-            out->nodes = v;
-            out->cap = cap;
-        }
         if (kx_buf_append(prefix, s, n))
             return kx_err_set(c->err, c->file, item->line, item->col, "out of memory"), -ENOMEM;
         char *str = kx__strndup(c, prefix->data, prefix->len);
         prefix->len = mark;
         if (!str)
             return -ENOMEM;
-        out->nodes[out->n++] = (kx_yaml_node){.type = KX_YAML_SCALAR,
-                                              .line = item->line,
-                                              .col = item->col,
-                                              .str = str,
-                                              .len = strlen(str),
-                                              .quoted = true};
-        return 0;
+        return push_node(c, out,
+                         &(kx_yaml_node){.type = KX_YAML_SCALAR,
+                                         .line = item->line,
+                                         .col = item->col,
+                                         .str = str,
+                                         .len = strlen(str),
+                                         .quoted = true});
     }
     const kx__list *l = kx__list_find(c->lists, p + 1, plen - 2);
     if (!l)
@@ -683,16 +687,59 @@ static int expand_into(kx__ctx *c, const kx_yaml_node *item, kx_buf *prefix, con
     return rc;
 }
 
-/* `expand`: the items with their placeholders replaced (an item without one stays). */
+/* How many values item expands to (the product of its lists' sizes), counted before any is
+ * built: an empty list after large ones must not make the load walk every combination. */
+static int count_expansion(kx__ctx *c, const kx_yaml_node *item, size_t *total)
+{
+    const char *s = item->str;
+    size_t n = item->len, plen;
+    *total = 1;
+    for (const char *p; (p = placeholder(s, n, &plen)) != NULL;) {
+        const kx__list *l = kx__list_find(c->lists, p + 1, plen - 2);
+        if (!l)
+            return kx_yaml_err(c->err, c->file, item,
+                               "placeholder %.*s names no list (a file %.*s.list in the rules "
+                               "tree)",
+                               (int)plen, p, (int)(plen - 2), p + 1);
+        /* an empty list makes it nothing, whatever the others hold: no error for them */
+        if (l->n == 0 || *total == 0)
+            *total = 0;
+        else if (*total > (size_t)KX__EXPAND_MAX / l->n)
+            *total = (size_t)KX__EXPAND_MAX + 1;
+        else
+            *total *= l->n;
+        n -= (size_t)(p - s) + plen;
+        s = p + plen;
+    }
+    if (*total > KX__EXPAND_MAX)
+        return kx_yaml_err(c->err, c->file, item, "placeholders expand to more than %d values",
+                           KX__EXPAND_MAX);
+    return 0;
+}
+
+/* `expand`: the items with their placeholders replaced; an item without one stays as written
+ * (null stays null). */
 static int expand_items(kx__ctx *c, const kx_yaml_node *const *items, size_t n, expansion *out)
 {
     kx_buf prefix;
     kx_buf_init(&prefix, 0);
     int rc = 0;
+    size_t sum = 0;
     for (size_t i = 0; i < n && !rc; i++) {
+        size_t total = 0, plen;
         if (items[i]->type != KX_YAML_SCALAR)
             rc = kx_yaml_err(c->err, c->file, items[i], "expected a value");
-        else
+        else if (!placeholder(items[i]->str, items[i]->len, &plen))
+            rc = (sum += 1) > KX__EXPAND_MAX ? kx_yaml_err(c->err, c->file, items[i],
+                                                           "placeholders expand to more than %d "
+                                                           "values",
+                                                           KX__EXPAND_MAX)
+                                             : push_node(c, out, items[i]);
+        else if (!(rc = count_expansion(c, items[i], &total)) && total &&
+                 (sum += total) > KX__EXPAND_MAX)
+            rc = kx_yaml_err(c->err, c->file, items[i],
+                             "placeholders expand to more than %d values", KX__EXPAND_MAX);
+        else if (!rc && total)
             rc = expand_into(c, items[i], &prefix, items[i]->str, items[i]->len, out);
     }
     kx_buf_fini(&prefix);

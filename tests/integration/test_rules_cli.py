@@ -447,6 +447,15 @@ def test_explain():
           j["searches"][0]["value"] is True and j["condition"] == {"op": "id", "value": True,
                                                                    "searches": ["sel"]},
           "json %d %s" % (r.returncode, j))
+    # A regex given up: the answer is the engine's (regex_budget fail_closed for high) and says so.
+    slow = tmpdir("explain-slow")
+    write(slow, "r.yml", "title: slow\nid: 66666666-0000-4000-8000-000000000001\nlevel: high\n"
+          "detection:\n  s: {msg|re: '^(a|aa)+\\1$'}\n  condition: s\n")
+    r = subprocess.run([KLAXON, "rules", "explain", "--rules", slow, "--json", "slow", "-"],
+                       input=('{"msg": "%sb"}\n' % ("a" * 60)).encode(), capture_output=True, timeout=60)
+    j = json.loads(r.stdout)
+    check(r.returncode == 0 and j["match"] is True and
+          j["degraded"] == "regex match limit reached in msg|re", "degraded: %d %s" % (r.returncode, j))
     r = klaxon("rules", "explain", "--rules", d, "nope", "{}")
     check(r.returncode == 2 and b'no rule has the id, name or title "nope"' in r.stderr,
           "unknown rule %d %r" % (r.returncode, r.stderr))

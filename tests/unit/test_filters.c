@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -144,6 +146,56 @@ static void test_any_within_logsource(void **state)
     kx_ruleset_destroy(rs);
 }
 
+/* A filter's time parts read times in the zone of the rule it narrows; a filter never lends
+ * its own time of day to the rule before it in the file. */
+static void test_zones(void **state)
+{
+    (void)state;
+    char why[1024], p[600], sub[512];
+    snprintf(sub, sizeof(sub), "%s/zones", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    snprintf(p, sizeof(p), "%s/z.yml", sub);
+    assert_int_equal(
+        kx_test_write_file(
+            p, "title: tokyo evening\nname: tokyo\ntimezone: Asia/Tokyo\n"
+               "logsource: {product: app}\n"
+               "detection:\n  sel: {t|hour: 18}\n  condition: sel\n"
+               "---\n"
+               "title: not at 18 Tokyo time with x\nlogsource: {product: app}\n"
+               "filter:\n  rules: [tokyo]\n  x: {t|hour: 18, x: y}\n"
+               "  condition: not x\n"
+               "---\n"
+               "title: f2\nlogsource: {product: other}\n"
+               "filter:\n  rules: any\n"
+               "  night: {timeofday: {timezone: Asia/Tokyo, from: '00:00', to: '06:00'}}\n"
+               "  condition: not night\n"),
+        0);
+    kx_ruleset *rs = kx_test_load_dir(sub, why, sizeof(why));
+    if (!rs)
+        fail_msg("%s", why);
+    /* 09:30 UTC is 18:30 in Tokyo: the rule's part holds, and so does the filter's (read in
+     * Tokyo too), so x silences it */
+    kx_event ev;
+    kx_event_init(&ev);
+    ev.raw = "x";
+    ev.raw_len = 1;
+    ev.product = "app";
+    assert_int_equal(kx_event_add(&ev, "t", 1, "2026-03-11T09:30:00Z", 20, KX_VAL_STR), 0);
+    assert_int_equal(kx_ruleset_match(rs, &ev, NULL, NULL), 1);
+    assert_int_equal(kx_event_add(&ev, "x", 1, "y", 1, KX_VAL_STR), 0);
+    assert_int_equal(kx_ruleset_match(rs, &ev, NULL, NULL), 0);
+    kx_event_fini(&ev);
+    const kx_rule *r = NULL;
+    for (size_t i = 0; i < kx_ruleset_size(rs); i++)
+        if (!strcmp(kx_ruleset_at(rs, i)->title, "tokyo evening"))
+            r = kx_ruleset_at(rs, i);
+    assert_non_null(r);
+    assert_null(r->timezone); /* f2's timeofday is not the rule's */
+    kx_ruleset_destroy(rs);
+    remove(p);
+    rmdir(sub);
+}
+
 static void expect_error(const char *filter, const char *want)
 {
     char got[1024], full[1024];
@@ -177,6 +229,7 @@ int main(void)
         cmocka_unit_test(test_named_rule_narrowed),
         cmocka_unit_test(test_any_within_logsource),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_zones),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

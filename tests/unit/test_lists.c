@@ -141,6 +141,19 @@ static void test_empty_list_matches_nothing(void **state)
     assert_false(hit(rs, "user", ""));
     assert_true(hit(rs, "user", "bob"));
     kx_ruleset_destroy(rs);
+    /* an empty list after large ones: nothing, at once (not every combination walked); an
+     * item without a placeholder stays what it was written as (null: the field is missing) */
+    char big[8192] = "";
+    for (int i = 0; i < 1000; i++)
+        snprintf(big + strlen(big), sizeof(big) - strlen(big), "v%d\n", i);
+    put("big.list", big);
+    rs = load_ok("title: t\ndetection:\n  s: {user|expand: '%big%%big%%big%%nobody%'}\n"
+                 "  n: {user|expand: ['%nobody%', null]}\n  condition: s or n\n");
+    assert_false(hit(rs, "user", "v1v2v3"));
+    assert_false(hit(rs, "user", "null"));
+    assert_true(hit(rs, "other", "x")); /* user missing: null holds */
+    kx_ruleset_destroy(rs);
+    drop("big.list");
     drop("nobody.list");
 }
 

@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 
+#include <jansson.h>
+
 #include "klaxon/detect.h"
 #include "kx_test.h"
 
@@ -108,6 +110,18 @@ static void test_one_to_many_and_logsource_scope(void **state)
     assert_int_equal(hits(rs, "linux", NULL, neither), 0);
     assert_int_equal(hits(rs, "linux", NULL, not_root), 0);
     /* outside the mapping's logsource the taxonomy name stays */
+    /* explain shows the mapped names, modifiers kept */
+    json_t *e = kx_rule_explain(rs, kx_ruleset_at(rs, 0), &(kx_event){.raw = "x", .raw_len = 1});
+    assert_non_null(e);
+    json_t *conds = json_object_get(
+        json_array_get(json_object_get(json_array_get(json_object_get(e, "searches"), 0), "groups"),
+                       1),
+        "conditions");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(conds, 0), "key")),
+                        "process|endswith");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(conds, 1), "key")),
+                        "user");
+    json_decref(e);
     const char *win[] = {"User", "root", NULL};
     const char *win_ours[] = {"user", "root", NULL};
     assert_int_equal(hits(rs, "windows", NULL, win), 1);
