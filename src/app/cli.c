@@ -541,6 +541,11 @@ static int cmd_run(int argc, char **argv)
         kx__cli_print_err(&err);
         goto out;
     }
+    /* The watch compares with the files as they were before this load: a change made while
+     * they load is seen at its first look. */
+    if (a.cfg->rules_watch_ms > 0)
+        a.watch_fp =
+            kx_rule_files_fingerprint((const char *const *)a.cfg->rule_paths, a.cfg->nrule_paths);
     if (load_rules(a.cfg->rule_paths, a.cfg->nrule_paths, &a.rules))
         goto out;
     kx__reload_init(&a.rl, ev_time());
@@ -577,8 +582,6 @@ static int cmd_run(int argc, char **argv)
     ev_signal_start(a.loop, &a.sighup);
     ev_timer_init(&g_grace_w, grace_expired, KX_SHUTDOWN_GRACE_S, 0);
     if (a.cfg->rules_watch_ms > 0) {
-        a.watch_fp =
-            kx_rule_files_fingerprint((const char *const *)a.cfg->rule_paths, a.cfg->nrule_paths);
         double every = (double)a.cfg->rules_watch_ms / 1000.0;
         ev_timer_init(&a.watch, on_watch, every, every);
         a.watch.data = &a;

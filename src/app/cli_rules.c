@@ -406,7 +406,9 @@ static void explain_text(size_t n, const char *line, size_t len, const kx_event 
            ev->service ? ev->service : "-", ev->category ? ev->category : "-");
     for (size_t i = 0; i < ev->nfields; i++) {
         printf(" %s=", ev->fields[i].name);
-        json_t *v = json_stringn(ev->fields[i].value, ev->fields[i].value_len);
+        json_t *v = ev->fields[i].type == KX_VAL_NULL
+                        ? json_null()
+                        : json_stringn(ev->fields[i].value, ev->fields[i].value_len);
         put_json_short(v);
         json_decref(v);
     }
