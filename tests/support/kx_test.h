@@ -28,5 +28,9 @@ struct kx_ruleset *kx_test_load_rules(const char *dir, const char *yaml);
 /* Loads every rule file (and list, filter, mapping) of dir; on a refusal returns NULL with
  * the loader's "file:line:col: message" in why (cap bytes). */
 struct kx_ruleset *kx_test_load_dir(const char *dir, char *why, size_t cap);
+/* How many rules match an event of that logsource (NULL: unknown) whose string fields are
+ * kv (name, value, ..., NULL); raw text "x". */
+size_t kx_test_match(struct kx_ruleset *rs, const char *product, const char *service,
+                     const char *const *kv);
 
 #endif

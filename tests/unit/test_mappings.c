@@ -62,22 +62,6 @@ static kx_ruleset *load_ok(const char *rules)
     return rs;
 }
 
-static size_t hits(kx_ruleset *rs, const char *product, const char *service, const char *const *kv)
-{
-    kx_event ev;
-    kx_event_init(&ev);
-    ev.raw = "x";
-    ev.raw_len = 1;
-    ev.product = product;
-    ev.service = service;
-    for (size_t i = 0; kv[i]; i += 2)
-        assert_int_equal(
-            kx_event_add(&ev, kv[i], strlen(kv[i]), kv[i + 1], strlen(kv[i + 1]), KX_VAL_STR), 0);
-    size_t n = kx_ruleset_match(rs, &ev, NULL, NULL);
-    kx_event_fini(&ev);
-    return n;
-}
-
 static void test_taxonomy_names_read_decoder_fields(void **state)
 {
     (void)state;
@@ -87,8 +71,9 @@ static void test_taxonomy_names_read_decoder_fields(void **state)
                 "  condition: sel\n");
     const char *ours[] = {"user", "root", "src_ip", "203.0.113.7", NULL};
     const char *theirs[] = {"User", "root", "SourceIp", "203.0.113.7", NULL};
-    assert_int_equal(hits(rs, "linux", "sshd", ours), 1);
-    assert_int_equal(hits(rs, "linux", "sshd", theirs), 0); /* the rule now reads our names */
+    assert_int_equal(kx_test_match(rs, "linux", "sshd", ours), 1);
+    assert_int_equal(kx_test_match(rs, "linux", "sshd", theirs),
+                     0); /* the rule now reads our names */
     kx_ruleset_destroy(rs);
 }
 
@@ -105,10 +90,10 @@ static void test_one_to_many_and_logsource_scope(void **state)
     const char *process[] = {"process", "/usr/bin/bash", "user", "root", NULL};
     const char *neither[] = {"image", "/bin/bash", "user", "root", NULL};
     const char *not_root[] = {"exe", "/bin/bash", "user", "bob", NULL};
-    assert_int_equal(hits(rs, "linux", NULL, exe), 1);
-    assert_int_equal(hits(rs, "linux", NULL, process), 1);
-    assert_int_equal(hits(rs, "linux", NULL, neither), 0);
-    assert_int_equal(hits(rs, "linux", NULL, not_root), 0);
+    assert_int_equal(kx_test_match(rs, "linux", NULL, exe), 1);
+    assert_int_equal(kx_test_match(rs, "linux", NULL, process), 1);
+    assert_int_equal(kx_test_match(rs, "linux", NULL, neither), 0);
+    assert_int_equal(kx_test_match(rs, "linux", NULL, not_root), 0);
     /* outside the mapping's logsource the taxonomy name stays */
     /* explain shows the mapped names, modifiers kept */
     json_t *e = kx_rule_explain(rs, kx_ruleset_at(rs, 0), &(kx_event){.raw = "x", .raw_len = 1});
@@ -124,8 +109,8 @@ static void test_one_to_many_and_logsource_scope(void **state)
     json_decref(e);
     const char *win[] = {"User", "root", NULL};
     const char *win_ours[] = {"user", "root", NULL};
-    assert_int_equal(hits(rs, "windows", NULL, win), 1);
-    assert_int_equal(hits(rs, "windows", NULL, win_ours), 0);
+    assert_int_equal(kx_test_match(rs, "windows", NULL, win), 1);
+    assert_int_equal(kx_test_match(rs, "windows", NULL, win_ours), 0);
     kx_ruleset_destroy(rs);
 }
 
