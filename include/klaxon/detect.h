@@ -5,8 +5,9 @@
  *
  * Supported now (docs/rules.md is the reference): selections (map = AND, list = OR),
  * keywords, modifiers contains/startswith/endswith/re/all/cased/exists/windash/base64/
- * base64offset/utf16 (wide)/cidr/lt/lte/gt/gte/neq/fieldref/expand (lists:
- * NAME.list)/minute/hour/day/week/month/year (in the rule's timezone), wildcards
+ * base64offset/utf16 (wide)/cidr/lt/lte/gt/gte/neq/fieldref/expand (lists: NAME.list,
+ * NAME.list.yml, or a Redis set read live)/minute/hour/day/week/month/year (in the rule's
+ * timezone), wildcards
  * * and ?, null, conditions with and/or/not/parentheses, "1 of x*", "all of them",
  * logsource filtering; Sigma filter documents (narrowing the rules they name); correlation rules of
  * every Sigma type (event_count, value_count, temporal, temporal_ordered, value_sum, value_avg,
@@ -138,6 +139,29 @@ void kx_ruleset_destroy(kx_ruleset *rs);
  * did not change) takes that rule's counter, so per-rule metrics run on across reloads.
  * Returns how many did. */
 size_t kx_ruleset_carry_counters(kx_ruleset *to, const kx_ruleset *from);
+
+/* Live lists: lists backed by a Redis set (NAME.list.yml with `redis:`, docs/rules.md). The
+ * ruleset matches each as a set of values it is given while it runs (app/livelists.c reads
+ * the set and calls kx_ruleset_live_list_set), without a reload. Until a list is given its
+ * values, a rule whose answer depends on it fails closed: a match, with the reason. */
+typedef struct kx_live_list {
+    const char *name; /* the list, %name% in rules */
+    const char *key;  /* its Redis set, as written */
+    int64_t refresh_ms;
+    size_t nvalues;    /* values in force (the file's and the set's); 0 before the first */
+    int64_t loaded_ms; /* when they were given (the caller's clock); 0: never */
+} kx_live_list;
+size_t kx_ruleset_live_lists(const kx_ruleset *rs);
+/* The i-th live list (i < kx_ruleset_live_lists); borrowed strings. */
+void kx_ruleset_live_list(const kx_ruleset *rs, size_t i, kx_live_list *out);
+/* The values of live list i from now on: the n NUL-ended values back to back in
+ * vals[0..len) (copied), with the list file's own values. The old set is freed. -ENOMEM
+ * (the old set stays), -E2BIG. */
+int kx_ruleset_live_list_set(kx_ruleset *rs, size_t i, const char *vals, size_t len, size_t n,
+                             int64_t now_ms);
+/* After a reload: each live list of `to` with the name and key of one in `from` takes its
+ * values (a copy), so the new rules never wait for a read the old ones had. */
+void kx_ruleset_carry_live_lists(kx_ruleset *to, const kx_ruleset *from);
 
 /* A fingerprint of the rule files under paths (each file's path, size and modification
  * time, walked as kx_ruleset_load walks them): it changes when a rule file is added,

@@ -47,6 +47,7 @@ typedef enum {
     KX_M_REGEX_GIVEN_UP,      /* PCRE2 regex runs given up: a limit, or the event's budget */
     KX_M_REGEX_FAILED_CLOSED, /* rule evaluations a given-up regex turned into a match */
     KX_M_REGEX_FAILED_OPEN,   /* rule evaluations with a given-up regex reported as no match */
+    KX_M_LIST_FAILED_CLOSED,  /* rule evaluations a live list not read yet turned into a match */
     KX_M_SPOOL_CORRUPT_BYTES, /* spool bytes skipped when read back: torn or corrupt */
     KX_M_SPOOL_FULL,          /* times an alert waited because the spool was full */
     KX_M_SPOOL_ERRORS,        /* spool writes or syncs that failed (retried) */

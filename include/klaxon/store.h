@@ -420,6 +420,18 @@ int kx_store_url_check(const char *url, kx_err *err);
  * kx_store_window_add takes), not absence or closing-window keys. */
 int kx_store_forget(kx_store *s, const char *key);
 
+/* One page of the members of the Redis set `key` (SSCAN key cursor COUNT 1000), for live
+ * lists (app/livelists.c). The key is used as written, without the store's prefix: the set
+ * belongs to whatever system fills it. Start with cursor "0"; the callback gets the next
+ * cursor ("0" when the scan is complete) and the page's members, borrowed for the callback
+ * (a member may be given twice across pages, as SSCAN does). Returns 0 (the callback will
+ * run, with a status < 0 on failure), -ENOTSUP (the memory store), -EAGAIN (down),
+ * -ENOBUFS. */
+typedef void (*kx_set_scan_cb)(void *ud, int status, const char *cursor, const char *const *members,
+                               const size_t *lens, size_t n);
+int kx_store_set_scan(kx_store *s, const char *key, const char *cursor, kx_set_scan_cb cb,
+                      void *ud);
+
 bool kx_store_is_up(const kx_store *s);
 /* Called on every up/down transition (redis); memory is always up. */
 void kx_store_set_state_cb(kx_store *s, kx_store_state_cb cb, void *ud);

@@ -75,6 +75,7 @@ typedef struct app {
      * section, instead of picking one of the config's inputs */
     const kx_yaml_node *input, *decode;
     kx__reload rl;     /* run: the rules in force and the last reload, for metrics/healthz */
+    kx__livelists *ll; /* reads the rules' Redis-backed lists; NULL when they have none */
     ev_timer watch;    /* run with rules_watch: looks at the rule files */
     uint64_t watch_fp; /* their fingerprint when last looked at */
     int exit_code;
@@ -103,6 +104,7 @@ static void reload_rules(app *a)
      * the configured inputs' and every other logsource the running set has seen. */
     kx_pipeline_prepare_rules(a->pipe, rs);
     kx_ruleset_prepare_like(rs, a->rules);
+    kx_ruleset_carry_live_lists(rs, a->rules);
     if (kx_pipeline_set_rules(a->pipe, rs)) {
         kx_ruleset_destroy(rs);
         a->reload_requested = true; /* busy after all: retry after the next batch */
@@ -111,6 +113,10 @@ static void reload_rules(app *a)
     size_t kept = kx__reload_taken(&a->rl, ev_time(), rs, a->rules);
     kx_ruleset_destroy(a->rules);
     a->rules = rs;
+    if (a->ll)
+        kx__livelists_use(a->ll, rs);
+    else if (kx_ruleset_live_lists(rs) && kx__livelists_create(a->loop, a->store, rs, &a->ll))
+        kx_log(KX_LOG_ERROR, "app", "out of memory: live lists not read, their rules fail closed");
     kx_log(KX_LOG_INFO, "app", "rules reloaded: %zu rules (%zu unchanged, their counters kept)",
            kx_ruleset_size(rs), kept);
 }
@@ -281,6 +287,7 @@ static int render_rule_metrics(void *ud, kx_buf *out)
     rc = rc ? rc : kx_router_render_metrics(a->router, out);
     rc = rc ? rc : kx_source_render_metrics(a->src, out);
     rc = rc ? rc : kx__reload_render_metrics(&a->rl, kx_ruleset_size(a->rules), out);
+    rc = rc ? rc : kx__livelists_render_metrics(a->ll, out);
     rc = rc ? rc
             : kx_buf_puts(out, "# HELP klaxon_rule_matches_total Matches (detection rules) or "
                                "alerts (correlations) per rule; kept by reloads that leave the "
@@ -343,6 +350,7 @@ static bool health(void *ud, bool ready_only, kx_buf *reason)
         if (!ok)
             kx_buf_putc(reason, '\n');
         kx__reload_health_detail(&a->rl, kx_ruleset_size(a->rules), reason);
+        kx__livelists_health_detail(a->ll, reason);
     }
     return ok;
 }
@@ -361,6 +369,7 @@ static void app_fini(app *a)
         kx_router_destroy(a->router);
     if (a->store)
         kx_store_destroy(a->store);
+    kx__livelists_destroy(a->ll); /* after the store: its reads' callbacks ran */
     if (a->pipe)
         kx_pipeline_destroy(a->pipe);
     if (a->rules && !a->borrowed)
@@ -419,6 +428,44 @@ static int add_decoders(app *a, int format_override, const char *topic_for_repla
     return 0;
 }
 
+static void on_wait_deadline(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)w, (void)revents; /* wakes the start-up wait below */
+}
+
+/* How long start-up waits for the first read of the live lists. */
+#define KX_LISTS_START_WAIT_S 10.0
+
+/* The rules' Redis-backed lists: read before the first event, so no event meets a list not
+ * read yet (its rules would fail closed). replay without Redis takes each list's file values
+ * (a test case may have given values already: kept). */
+static int start_live_lists(app *a)
+{
+    size_t n = kx_ruleset_live_lists(a->rules);
+    if (!n)
+        return 0;
+    if (a->replay && strcmp(kx_store_kind(a->store), "redis") != 0)
+        return kx__livelists_file_values(a->rules, "state is in memory");
+    /* the store connects on the loop: wait for it (bounded), then for the reads */
+    ev_timer deadline;
+    ev_timer_init(&deadline, on_wait_deadline, KX_LISTS_START_WAIT_S, 0);
+    ev_timer_start(a->loop, &deadline);
+    double until = ev_time() + KX_LISTS_START_WAIT_S;
+    while (!kx_store_is_up(a->store) && ev_time() < until)
+        ev_run(a->loop, EVRUN_ONCE);
+    int rc = kx__livelists_create(a->loop, a->store, a->rules, &a->ll);
+    while (!rc && kx__livelists_waiting(a->ll) && ev_time() < until)
+        ev_run(a->loop, EVRUN_ONCE);
+    ev_timer_stop(a->loop, &deadline);
+    if (rc)
+        return rc;
+    if (kx__livelists_waiting(a->ll) || !kx_store_is_up(a->store))
+        kx_log(KX_LOG_WARN, "lists",
+               "live lists not read after %.0fs: going on; their rules fail closed until read",
+               KX_LISTS_START_WAIT_S);
+    return 0;
+}
+
 /* alerting: the router's `alerting` map (NULL: one stdout sink for every alert). */
 static int build_stages(app *a, const char *store_url, int format_override, const char *topic,
                         const kx_yaml_node *alerting)
@@ -461,7 +508,7 @@ static int build_stages(app *a, const char *store_url, int format_override, cons
     kx_pipeline_prepare_rules(a->pipe, a->rules);
     kx_pipeline_set_pause_cb(a->pipe, on_pause, a);
     kx_pipeline_set_tick_cb(a->pipe, tick_done, a);
-    return 0;
+    return start_live_lists(a) ? 1 : 0;
 }
 
 /* ---- klaxon run ---- */

@@ -5,9 +5,12 @@
 #ifndef KX_CLI_INT_H
 #define KX_CLI_INT_H
 
+#include <ev.h>
+
 #include "klaxon/common.h"
 #include "klaxon/config.h"
 #include "klaxon/detect.h"
+#include "klaxon/store.h"
 #include "klaxon/yaml.h"
 
 /* "klaxon: FILE:LINE:COL: message" on stderr. */
@@ -43,6 +46,23 @@ size_t kx__reload_taken(kx__reload *st, double now, kx_ruleset *rs, const kx_rul
 int kx__reload_render_metrics(const kx__reload *st, size_t nrules, kx_buf *out);
 /* One line for /healthz: the rules in force, and the last reload (refused: why). */
 void kx__reload_health_detail(const kx__reload *st, size_t nrules, kx_buf *out);
+
+/* Live lists (livelists.c): reads the Redis-backed lists of the rules in force, every
+ * refresh, through the store, and swaps their values in. use: the rules now in force (after
+ * a reload, which carried the old values: kx_ruleset_carry_live_lists); every list is read
+ * again at once. waiting: a list never read has a read in flight (start-up waits for it). */
+typedef struct kx__livelists kx__livelists;
+int kx__livelists_create(struct ev_loop *loop, kx_store *store, kx_ruleset *rs,
+                         kx__livelists **out);
+void kx__livelists_use(kx__livelists *ll, kx_ruleset *rs);
+void kx__livelists_destroy(kx__livelists *ll);
+bool kx__livelists_waiting(const kx__livelists *ll);
+int kx__livelists_render_metrics(const kx__livelists *ll, kx_buf *out);
+/* Gives each live list not given values yet only its file's values, with a warning saying
+ * why (no Redis: replay on a memory store, explain). */
+int kx__livelists_file_values(kx_ruleset *rs, const char *why);
+/* Lines for /healthz: lists never read, or whose last read failed. */
+void kx__livelists_health_detail(const kx__livelists *ll, kx_buf *out);
 
 /* One run of `klaxon replay`'s engine (cli.c): files (stdin when none) through decode, the
  * rules, the state store and the alert router, on the events' own time, to the end of the

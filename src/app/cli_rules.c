@@ -526,6 +526,10 @@ static int cmd_explain(int argc, char **argv)
         kx__cli_print_err(&err);
         goto out;
     }
+    if (kx__livelists_file_values(rs, "explain does not read Redis")) {
+        fprintf(stderr, "klaxon: out of memory\n");
+        goto out;
+    }
     const kx_rule *rule = find_rule(rs, argv[optind]);
     if (!rule) {
         fprintf(stderr, "klaxon: no rule has the id, name or title \"%s\"\n", argv[optind]);

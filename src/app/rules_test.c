@@ -16,6 +16,8 @@
  *         - {rule: ssh_bruteforce, group: {src_ip: 203.0.113.7}, count: 5}
  *       must_not:                       # no alert of any rule may match one of these
  *         - {rule: sudo_root}
+ *       lists:                          # optional: what live lists' Redis sets hold
+ *         terminated_users: [former.admin]
  *
  * Each case runs alone (a new memory store, router and pipeline) with the whole rule set
  * loaded, through kx__replay_run: the events' own time is the clock, so windows, order,
@@ -237,8 +239,9 @@ typedef struct tcase {
     const kx_yaml_node *node;
     const char *name;
     const kx_yaml_node *events, *input, *topic;
-    json_t *alerts;   /* NULL: not checked */
-    json_t *must_not; /* NULL: none */
+    const kx_yaml_node *lists; /* NULL, or the values of live lists for this case */
+    json_t *alerts;            /* NULL: not checked */
+    json_t *must_not;          /* NULL: none */
 } tcase;
 
 typedef struct result {
@@ -362,11 +365,66 @@ static int check_input(const char *file, const tcase *c, const kx_config *cfg,
     return rc;
 }
 
+/* The index of the live list called name, or -1. */
+static long live_index(const kx_ruleset *rs, const char *name)
+{
+    for (size_t i = 0, n = kx_ruleset_live_lists(rs); i < n; i++) {
+        kx_live_list l;
+        kx_ruleset_live_list(rs, i, &l);
+        if (!strcmp(l.name, name))
+            return (long)i;
+    }
+    return -1;
+}
+
+/* `lists: {NAME: [values]}`: what the Redis set of each named live list holds in this case. */
+static int check_lists(const kx_ruleset *rs, const char *file, const kx_yaml_node *n, kx_err *err)
+{
+    if (n->type != KX_YAML_MAP)
+        return kx_yaml_err(err, file, n, "lists: a map of list name to its values");
+    for (size_t i = 0; i < n->n; i++) {
+        const kx_yaml_node *k = n->keys[i], *v = n->vals[i];
+        if (live_index(rs, k->str) < 0)
+            return kx_yaml_err(err, file, k,
+                               "no list \"%s\" is read from Redis (NAME.list.yml with redis:): "
+                               "a test gives values to such lists only",
+                               k->str);
+        if (v->type != KX_YAML_SEQ)
+            return kx_yaml_err(err, file, v, "expected the list's values (a YAML list)");
+        for (size_t j = 0; j < v->n; j++)
+            if (v->vals[j]->type != KX_YAML_SCALAR ||
+                memchr(v->vals[j]->str, '\0', v->vals[j]->len))
+                return kx_yaml_err(err, file, v->vals[j], "expected a value");
+    }
+    return 0;
+}
+
+/* Gives every live list the values the case names for its Redis set (none when it names
+ * none), so a case never sees another's. */
+static int set_case_lists(kx_ruleset *rs, const kx_yaml_node *lists)
+{
+    kx_buf b;
+    kx_buf_init(&b, 0);
+    int rc = 0;
+    for (size_t i = 0, n = kx_ruleset_live_lists(rs); i < n && !rc; i++) {
+        kx_live_list l;
+        kx_ruleset_live_list(rs, i, &l);
+        const kx_yaml_node *v = lists ? kx_yaml_get(lists, l.name) : NULL;
+        kx_buf_reset(&b);
+        for (size_t j = 0; v && j < v->n && !rc; j++)
+            rc = kx_buf_append(&b, v->vals[j]->str, v->vals[j]->len + 1);
+        if (!rc)
+            rc = kx_ruleset_live_list_set(rs, i, b.data ? b.data : "", b.len, v ? v->n : 0, 1);
+    }
+    kx_buf_fini(&b);
+    return rc;
+}
+
 static int parse_case(kx_ruleset *rs, const char *file, const kx_yaml_node *n, tcase *c,
                       kx_err *err)
 {
     static const char *const keys[] = {"name",  "events", "alerts", "must_not",
-                                       "topic", "input",  NULL};
+                                       "topic", "input",  "lists",  NULL};
     memset(c, 0, sizeof(*c));
     c->node = n;
     if (n->type != KX_YAML_MAP)
@@ -395,6 +453,8 @@ static int parse_case(kx_ruleset *rs, const char *file, const kx_yaml_node *n, t
         return kx_yaml_err(err, file, c->input, "a test gives either topic or input, not both");
     if (c->input && c->input->type != KX_YAML_MAP)
         return kx_yaml_err(err, file, c->input, "input must be a map (an `inputs` entry's keys)");
+    if ((c->lists = kx_yaml_get(n, "lists")) && (rc = check_lists(rs, file, c->lists, err)))
+        return rc;
     const kx_yaml_node *al = kx_yaml_get(n, "alerts"), *mn = kx_yaml_get(n, "must_not");
     if (!al && !mn)
         return kx_yaml_err(err, file, n, "a test needs alerts (what must fire), must_not, or both");
@@ -551,7 +611,7 @@ static void run_case(run *R, const tcase *c, const char *tests_file, const char 
     if (!sp.topic && !sp.input &&
         kx_yaml_load_mem("rules-test", json_input, strlen(json_input), &dflt, &err) == 0)
         sp.input = dflt->root;
-    int code = kx__replay_run(&sp);
+    int code = set_case_lists(R->rules, c->lists) ? 1 : kx__replay_run(&sp);
     if (code) {
         fflush(stdout); /* the engine's messages went to stderr: keep them in order */
         fail(x, "the engine stopped (exit %d): see its message on stderr", code);
@@ -714,7 +774,8 @@ static int usage_test(FILE *f)
                "the engine of `klaxon replay` with the whole rule set loaded, on the events' own\n"
                "time; its alerts are compared with what the test expects (alerts: exactly these\n"
                "of the rule file's rules, in order; must_not: none like these). Prints PASS or\n"
-               "FAIL per test, why a test failed, and a summary.\n"
+               "FAIL per test, why a test failed, and a summary. Lists read from Redis hold\n"
+               "only their file's values, and what a test gives them (lists:); Redis is not read.\n"
                "\n"
                "  --json        one JSON object: passed, failed, results, untested\n"
                "  --junit FILE  also write the results as JUnit XML (for CI systems)\n"

@@ -99,6 +99,9 @@ static const struct {
     [KX_M_REGEX_FAILED_OPEN] = {"klaxon_regex_failed_open_total",
                                 "Rule evaluations reported as no match with a regular expression "
                                 "given up (regex_budget: fail_open)."},
+    [KX_M_LIST_FAILED_CLOSED] = {"klaxon_list_failed_closed_total",
+                                 "Rule evaluations reported as a match because a live list "
+                                 "(Redis-backed) they depend on was not read yet."},
     [KX_M_SPOOL_CORRUPT_BYTES] = {"klaxon_spool_corrupt_bytes_total",
                                   "Alert spool bytes skipped when read back at start: a torn "
                                   "tail or a corrupt record."},

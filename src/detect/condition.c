@@ -410,6 +410,7 @@ bool kx__detection_match(const kx__detection *d, const kx__eval *x)
     rx->reason = NULL;
     rx->match_reason = NULL;
     rx->force = -1;
+    rx->list_unknown = false;
     uint64_t budget0 = rx->budget;
     bool m = kx__cond_eval(d->cond, d, x);
     if (!rx->reason)
@@ -434,6 +435,12 @@ bool kx__detection_match(const kx__detection *d, const kx__eval *x)
     rx->reason = why;
     if (hi == m)
         return m;
+    if (rx->list_unknown) {
+        /* A live list not read yet: klaxon cannot say, so it says so (value.c). */
+        kx_metric_inc(KX_M_LIST_FAILED_CLOSED);
+        rx->match_reason = why;
+        return true;
+    }
     kx_metric_inc(d->re_fail_closed ? KX_M_REGEX_FAILED_CLOSED : KX_M_REGEX_FAILED_OPEN);
     m = d->re_fail_closed;
     if (m)

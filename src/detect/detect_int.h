@@ -61,6 +61,9 @@ typedef struct kx__rx {
     const char *reason;
     /* The reason of the match being reported to kx_match_cb (kx_ruleset_match_reason). */
     const char *match_reason;
+    /* The degraded reason came from a live list not read yet (value.c): such an answer
+     * always fails closed, whatever the rule's regex_budget policy. */
+    bool list_unknown;
     /* While kx__detection_match asks whether a rule's answer depends on a given-up regex:
      * what every given-up regex answers (1 match, 0 no match); -1 otherwise. */
     int force;
@@ -167,6 +170,8 @@ typedef struct kx__pat {
     size_t ntoks;
 } kx__pat;
 
+typedef struct kx__list kx__list;
+
 typedef enum {
     KX__VAL_PAT,      /* string patterns (several when base64offset expands a value) */
     KX__VAL_RE,       /* regular expression (regex.c) */
@@ -175,6 +180,7 @@ typedef enum {
     KX__VAL_NUM,      /* numeric comparison lt/lte/gt/gte */
     KX__VAL_CIDR,     /* IPv4/IPv6 network */
     KX__VAL_FIELDREF, /* equal to another field of the same event */
+    KX__VAL_LIST,     /* one of a live list's values (`expand` of a Redis-backed list) */
 } kx__val_kind;
 
 typedef struct kx__value {
@@ -203,6 +209,8 @@ typedef struct kx__value {
     /* FIELDREF */
     const char *ref;
     uint32_t ref_fid; /* ref's interned id (match.c, at load) */
+    /* LIST: the live list (its values swap while the rule stays) */
+    const kx__list *list;
     /* Prefilter atoms (prefilter.c), when every pattern has a literal to scan for, else NULL:
      * a hit of one is necessary for the value to match. exact: a hit is also sufficient
      * ("some value matches one of the patterns"), so evaluation reads the hits instead of
@@ -273,14 +281,39 @@ const kx__detection *kx__rule_detection(const kx_rule *r);
 
 typedef struct kx__res kx__res; /* something to free with the ruleset */
 
-/* A named list of values (NAME.list in the rules tree): what %NAME% stands for under the
- * `expand` modifier (lists.c, value.c). */
-typedef struct kx__list {
+/* ---- live lists (liveset.c): the values read from a list's Redis set ---- */
+
+typedef struct kx__liveset kx__liveset;
+/* A set of the n NUL-ended values back to back in vals[0..len) (copied). The first nhead are
+ * the list file's, the rest the Redis set's (kx__liveset_tail). -ENOMEM, -E2BIG. */
+int kx__liveset_build(const char *vals, size_t len, size_t n, size_t nhead, kx__liveset **out);
+/* The values given after the first nhead, as given (a reload carries them to the new list). */
+void kx__liveset_tail(const kx__liveset *ls, const char **vals, size_t *len, size_t *n);
+void kx__liveset_free(kx__liveset *ls);
+/* Is s[0..n) one of the values? Caseless (ASCII letters) unless cased. */
+bool kx__liveset_has(const kx__liveset *ls, const char *s, size_t n, bool cased);
+size_t kx__liveset_size(const kx__liveset *ls);
+
+/* What a live list holds now: swapped whole by kx_ruleset_live_list_set. Owned by the
+ * ruleset (freed by kx_ruleset_destroy); the list in the arena points at it. */
+typedef struct kx__live {
+    kx__liveset *set; /* NULL until first read: its rules answer degraded (value.c) */
+    int64_t loaded_ms;
+    char *why; /* "list NAME is not read from Redis yet": the degraded reason */
+} kx__live;
+
+/* A named list of values (NAME.list or NAME.list.yml in the rules tree): what %NAME% stands
+ * for under the `expand` modifier (lists.c, value.c). A list with a Redis key is live: its
+ * values (with the file's) are read while klaxon runs and matched as a set, not expanded. */
+struct kx__list {
     const char *name;
     const char *file;
-    const char *const *vals;
+    const char *const *vals; /* the file's values */
     size_t n;
-} kx__list;
+    const char *redis_key; /* live: the Redis set; NULL for a plain list */
+    int64_t refresh_ms;
+    kx__live *live; /* live lists only */
+};
 typedef struct kx__lists {
     kx__list *v;
     size_t n;

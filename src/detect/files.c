@@ -53,18 +53,23 @@ static bool ends_with(const char *s, size_t n, const char *suffix)
     return n > k && !strcmp(s + n - k, suffix);
 }
 
-/* *.yml and *.yaml, but not a rule's tests (RULE.tests.yml, run by `klaxon rules test`). */
+/* NAME.list, NAME.list.yml, NAME.list.yaml: a named list of values (lists.c), for `expand`
+ * placeholders. */
+static bool has_list_ext(const char *name)
+{
+    size_t n = strlen(name);
+    return ends_with(name, n, ".list") || ends_with(name, n, ".list.yml") ||
+           ends_with(name, n, ".list.yaml");
+}
+
+/* *.yml and *.yaml, but not a rule's tests (RULE.tests.yml, run by `klaxon rules test`) nor a
+ * list. */
 static bool has_rule_ext(const char *name)
 {
     size_t n = strlen(name);
     return (ends_with(name, n, ".yml") || ends_with(name, n, ".yaml")) &&
-           !ends_with(name, n, ".tests.yml") && !ends_with(name, n, ".tests.yaml");
-}
-
-/* NAME.list: a named list of values (lists.c), for `expand` placeholders. */
-static bool has_list_ext(const char *name)
-{
-    return ends_with(name, strlen(name), ".list");
+           !ends_with(name, n, ".tests.yml") && !ends_with(name, n, ".tests.yaml") &&
+           !has_list_ext(name);
 }
 
 static int walk(const char *dir, int depth, strvec *out, strvec *lists, kx_err *err)

@@ -145,15 +145,14 @@ static void shift_ids(kx__cnode *n, uint32_t by)
         shift_ids(n->kids[i], by);
 }
 
-/* r's detection becomes (its condition) and (the filter's), its searches followed by the
- * filter's. */
-static int narrow(kx_ruleset *rs, const kx__filter *f, kx_rule *r, kx_err *err)
+int kx__narrow(kx_ruleset *rs, const char *file, const kx_yaml_node *det, const kx_yaml_node *title,
+               kx_rule *r, kx_err *err)
 {
     rule_priv *pv = r->priv;
     kx__detection *d = pv->det;
     kx__ctx c = {.arena = &rs->arena,
                  .res = &rs->res,
-                 .file = f->file,
+                 .file = file,
                  .err = err,
                  .rx = &rs->rx,
                  .rule = r,
@@ -161,17 +160,16 @@ static int narrow(kx_ruleset *rs, const kx__filter *f, kx_rule *r, kx_err *err)
                  .lists = &rs->lists,
                  .time_zone = d->tz};
     kx__detection fd = {0};
-    int rc = kx__detection_compile(&c, kx_yaml_get(f->root, "filter"), true, &fd);
+    int rc = kx__detection_compile(&c, det, true, &fd);
     if (rc)
         return rc;
     size_t n = d->nsearches;
     kx__search *s = kx__alloc(&c, (n + fd.nsearches) * sizeof(*s));
     kx__cnode *and = kx__alloc(&c, sizeof(*and));
     kx__cnode **kids = kx__alloc(&c, 2 * sizeof(*kids));
-    const kx_yaml_node *t = kx_yaml_get(f->root, "title");
     const char **names = kx__alloc(&c, (r->nfilters + 1) * sizeof(*names));
-    char *title = t ? kx__strndup(&c, t->str, t->len) : NULL;
-    if (!s || !and || !kids || !names || !title)
+    char *name = title ? kx__strndup(&c, title->str, title->len) : NULL;
+    if (!s || !and || !kids || !names || !name)
         return -ENOMEM;
     memcpy(s, d->searches, n * sizeof(*s));
     memcpy(s + n, fd.searches, fd.nsearches * sizeof(*s));
@@ -184,7 +182,7 @@ static int narrow(kx_ruleset *rs, const kx__filter *f, kx_rule *r, kx_err *err)
     d->cond = and;
     if (r->nfilters)
         memcpy(names, r->filters, r->nfilters * sizeof(*names));
-    names[r->nfilters] = title;
+    names[r->nfilters] = name;
     r->filters = names;
     r->nfilters++;
     return 0;
@@ -218,7 +216,7 @@ static int apply_one(kx_ruleset *rs, const kx__filter *f, kx__diag *dg, kx_err *
         for (size_t i = 0; i < rs->n && !rc; i++) {
             kx_rule *r = rs->rules[i];
             if (r->kind == KX_RULE_DETECTION && kx__within(kx__rule_detection(r), ls))
-                rc = kx__diag_error(dg, narrow(rs, f, r, err), err);
+                rc = kx__diag_error(dg, kx__narrow(rs, f->file, fm, t, r, err), err);
         }
         return rc;
     }
@@ -243,7 +241,7 @@ static int apply_one(kx_ruleset *rs, const kx__filter *f, kx__diag *dg, kx_err *
                      "filter \"%.*s\" does not narrow \"%s\": its logsource is not within the "
                      "filter's",
                      (int)t->len, t->str, ref->str);
-        else if (!(rc = narrow(rs, f, r, err)))
+        else if (!(rc = kx__narrow(rs, f->file, fm, t, r, err)))
             done[r->index] = true;
         rc = kx__diag_error(dg, rc, err);
     }

@@ -1,5 +1,6 @@
 /*
- * Field mappings (like pySigma's processing pipelines, field name mapping only): generic
+ * Field mappings (like pySigma's processing pipelines: field name mapping, and conditions
+ * added per logsource): generic
  * Sigma rules name Sigma's taxonomy fields (User, SourceIp, CommandLine...), klaxon's
  * decoders produce their own (user, src_ip, command). A mapping document in the rules tree
  * says which is which for a logsource:
@@ -10,6 +11,8 @@
  *     User: user
  *     SourceIp: src_ip
  *     Image: [exe, process]        # several: any of them
+ *   conditions:                    # optional: what every rule of the logsource must also meet
+ *     program: [sshd, sudo]
  *
  * Every detection rule whose logsource lies within the mapping's reads the mapped fields
  * instead (names compare exactly, as Sigma's do); a field mapped to several reads any of
@@ -19,6 +22,10 @@
  * after Sigma filters, so a filter written in the taxonomy is mapped with its rule; the
  * mapped names are what `rules explain` shows. A rule under two mappings takes both, in
  * load order.
+ *
+ * `conditions` (pySigma's add-condition transformation) is a selection in the decoders'
+ * names: each rule within the logsource becomes `(rule) and conditions` after its fields are
+ * mapped (kx__narrow, as a filter narrows), and lists the mapping among its filters.
  */
 #include <errno.h>
 #include <string.h>
@@ -32,8 +39,39 @@ bool kx__is_mapping_doc(const kx_yaml_node *root)
            !kx_yaml_get(root, "filter");
 }
 
-static const char *const mapping_keys[] = {
-    "title", "id", "description", "author", "date", "modified", "logsource", "fieldmapping", NULL};
+static const char *const mapping_keys[] = {"title",      "id",       "description", "author",
+                                           "date",       "modified", "logsource",   "fieldmapping",
+                                           "conditions", NULL};
+
+/* The detection a mapping's `conditions` stand for, {conditions: MAP, condition:
+ * conditions}, built in the arena around the document's map (which the caller keeps). */
+static const kx_yaml_node *conditions_detection(kx__ctx *c, const kx_yaml_node *conds)
+{
+    kx_yaml_node *nodes = kx__alloc(c, 3 * sizeof(*nodes));
+    kx_yaml_node **keys = kx__alloc(c, 2 * sizeof(*keys)), **vals = kx__alloc(c, 2 * sizeof(*vals));
+    if (!nodes || !keys || !vals)
+        return NULL;
+    kx_yaml_node name = {.type = KX_YAML_SCALAR,
+                         .line = conds->line,
+                         .col = conds->col,
+                         .str = "conditions",
+                         .len = 10};
+    nodes[0] = name;
+    nodes[1] = name;
+    nodes[1].str = "condition";
+    nodes[1].len = 9;
+    keys[0] = &nodes[0];
+    vals[0] = (kx_yaml_node *)conds;
+    keys[1] = &nodes[1];
+    vals[1] = &nodes[0]; /* condition: conditions */
+    nodes[2] = (kx_yaml_node){.type = KX_YAML_MAP,
+                              .line = conds->line,
+                              .col = conds->col,
+                              .n = 2,
+                              .keys = keys,
+                              .vals = vals};
+    return &nodes[2];
+}
 
 int kx__mapping_add(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
 {
@@ -48,9 +86,27 @@ int kx__mapping_add(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
         return kx_yaml_err(c->err, c->file, ls ? ls : root,
                            "a field mapping needs a logsource (a mapping): the rules it maps");
     const kx_yaml_node *m = kx_yaml_get(root, "fieldmapping");
-    if (m->type != KX_YAML_MAP || !m->n)
+    const kx_yaml_node *conds = kx_yaml_get(root, "conditions");
+    if (m->type != KX_YAML_MAP || (!m->n && !conds))
         return kx_yaml_err(c->err, c->file, m,
                            "\"fieldmapping\" maps Sigma field names to the decoders' fields");
+    if (conds && (conds->type != KX_YAML_MAP || !conds->n))
+        return kx_yaml_err(c->err, c->file, conds,
+                           "\"conditions\" is a selection (a map of field: value) every rule of "
+                           "the logsource must also meet");
+    if (conds) {
+        /* compiled once here for its errors, as a filter is; again per rule when applied */
+        const kx_yaml_node *det = conditions_detection(c, conds);
+        kx__detection probe = {0};
+        kx__ctx pc = *c;
+        pc.rule = NULL;
+        pc.re_fail_closed = false;
+        pc.time_zone = NULL;
+        if (!det)
+            return -ENOMEM;
+        if ((rc = kx__detection_compile(&pc, det, true, &probe)))
+            return rc;
+    }
     for (size_t i = 0; i < m->n; i++) {
         const kx_yaml_node *k = m->keys[i], *v = m->vals[i];
         bool ok = k->type == KX_YAML_SCALAR && k->len && !memchr(k->str, '|', k->len);
@@ -214,14 +270,20 @@ int kx__mappings_apply(kx_ruleset *rs, kx__diag *dg, kx_err *err)
     for (const kx__filter *x = rs->mappings; x && !rc; x = x->next) {
         const kx_yaml_node *ls = kx_yaml_get(x->root, "logsource");
         kx__ctx c = {.arena = &rs->arena, .res = &rs->res, .file = x->file, .err = err};
+        const kx_yaml_node *conds = kx_yaml_get(x->root, "conditions");
+        if (conds && !(conds = conditions_detection(&c, conds)))
+            rc = -ENOMEM;
         for (size_t i = 0; i < rs->n && !rc; i++) {
             kx_rule *r = rs->rules[i];
             c.rule = r;
-            if (r->kind == KX_RULE_DETECTION && kx__within(kx__rule_detection(r), ls))
-                rc = kx__diag_error(dg,
-                                    map_detection(&c, kx_yaml_get(x->root, "fieldmapping"),
-                                                  ((rule_priv *)r->priv)->det),
-                                    err);
+            if (r->kind != KX_RULE_DETECTION || !kx__within(kx__rule_detection(r), ls))
+                continue;
+            rc = map_detection(&c, kx_yaml_get(x->root, "fieldmapping"),
+                               ((rule_priv *)r->priv)->det);
+            /* then the logsource's conditions, written in the decoders' names: not mapped */
+            if (!rc && conds)
+                rc = kx__narrow(rs, x->file, conds, kx_yaml_get(x->root, "title"), r, err);
+            rc = kx__diag_error(dg, rc, err);
         }
     }
     /* Correlations: their fields as the counted rules' events carry them. The strings come

@@ -94,6 +94,8 @@ int kx__diag_error(kx__diag *dg, int rc, const kx_err *err);
 /* lists.c: the named lists of the rules tree (NAME.list: a value a line), which `expand`
  * placeholders (%NAME%) stand for. */
 int kx__lists_load(kx_ruleset *rs, const strvec *files, kx__diag *dg, kx_err *err);
+/* Frees the live lists' values (the lists themselves are in the arena). */
+void kx__lists_free(kx__lists *ls);
 
 /* load.c: loads every document of one file into rs. With dg, a document with an error is
  * reported and left out, and the next one is loaded. */
@@ -119,6 +121,11 @@ int kx__filter_add(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root);
 int kx__filter_keep_docs(kx_ruleset *rs, kx_yaml_doc *docs);
 /* Appends a record of document root (of c's file) at *tail: a filter or a mapping. */
 int kx__keep(kx__ctx *c, const kx_yaml_node *root, kx__filter ***tail);
+/* r's detection becomes (its condition) and (det's), its searches followed by det's (a
+ * filter's, or a field mapping's conditions), det compiled in r's context; r lists title
+ * among its filters. */
+int kx__narrow(kx_ruleset *rs, const char *file, const kx_yaml_node *det, const kx_yaml_node *title,
+               kx_rule *r, kx_err *err);
 int kx__filters_apply(kx_ruleset *rs, kx__diag *dg, kx_err *err);
 void kx__filters_release(kx_ruleset *rs);
 

@@ -234,6 +234,7 @@ void kx_ruleset_destroy(kx_ruleset *rs)
         free(r);
     }
     kx__filters_release(rs);
+    kx__lists_free(&rs->lists);
     kx__cset_destroy(rs->cs);
     kx__rx_fini(&rs->rx);
     free(rs->rules);

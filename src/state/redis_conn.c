@@ -58,6 +58,8 @@ static void redis_free(kx_store_redis *r)
     free(r->tm_pl_len);
     free(r->many_ev);
     free(r->many_ev_len);
+    free(r->scan_members);
+    free(r->scan_lens);
     kx_buf_fini(&r->resp);
     kx_metric_set_store_up(0);
     free(r->prefix);
@@ -410,7 +412,8 @@ static int resp_op(kx_buf *b, const char *sha, const redis_op *op)
     kx_buf_reset(b);
     if (op->cmd != CMD_EVALSHA) {
         /* the command (and subcommand), then the arguments: the key first */
-        static const char *const names[] = {"", "XADD", "XRANGE", "PEXPIRE", "DEL", "XINFO"};
+        static const char *const names[] = {"",    "XADD",  "XRANGE", "PEXPIRE",
+                                            "DEL", "XINFO", "SSCAN"};
         const char *name = names[op->cmd];
         bool sub = op->cmd == CMD_XINFO_STREAM;
         int rc = kx_buf_putc(b, '*');

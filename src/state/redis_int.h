@@ -43,7 +43,8 @@ typedef enum {
     OP_CLAIM,
     OP_TOUCH_MANY,
     OP_CTOUCH_MANY,
-    OP_LOG /* a sliding-window add through the key's log (redis_log.c) */
+    OP_LOG, /* a sliding-window add through the key's log (redis_log.c) */
+    OP_SCAN /* one SSCAN page of a live list's set (kx_store_set_scan) */
 } op_kind;
 
 /* What an op's arguments are for: EVALSHA of klaxon's script (5 keys first), or a plain
@@ -54,7 +55,8 @@ typedef enum {
     CMD_XRANGE,
     CMD_PEXPIRE,
     CMD_DEL,
-    CMD_XINFO_STREAM
+    CMD_XINFO_STREAM,
+    CMD_SSCAN
 } redis_cmd;
 
 typedef struct log_key log_key;
@@ -69,6 +71,7 @@ typedef struct redis_op {
     kx_absence_many_cb tcb; /* OP_TOUCH_MANY, OP_CTOUCH_MANY */
     kx_watermark_cb wcb;    /* OP_WM */
     kx_claim_cb ccb;        /* OP_CLAIM */
+    kx_set_scan_cb scb;     /* OP_SCAN */
     void *ud;
     int tries;    /* NOSCRIPT resends */
     size_t nmany; /* OP_MANY, OP_TOUCH_MANY, OP_CTOUCH_MANY: the updates sent (= replies) */
@@ -167,7 +170,10 @@ struct kx_store_redis {
     const char **tm_pl;
     size_t *tm_pl_len;
     size_t tm_cap;
-    kx_buf resp; /* the RESP of one send, reused (grown to the longest op) */
+    kx_buf resp;               /* the RESP of one send, reused (grown to the longest op) */
+    const char **scan_members; /* OP_SCAN replies: the members of a page (borrowed) */
+    size_t *scan_lens;
+    size_t scan_cap;
     int64_t res_last[KX_STORE_ABSENCE_DUE_MAX];
     int64_t res_count[KX_STORE_ABSENCE_DUE_MAX];
     /* The window log (redis_log.c): sliding windows kept as a log of adds in Redis and

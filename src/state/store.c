@@ -204,6 +204,13 @@ int kx_store_forget(kx_store *s, const char *key)
     return s->vt->forget(s, key);
 }
 
+int kx_store_set_scan(kx_store *s, const char *key, const char *cursor, kx_set_scan_cb cb, void *ud)
+{
+    if (!s || !key || !cursor || !cb || strlen(key) > KX__STORE_MAX_KEY_LEN)
+        return -EINVAL;
+    return s->vt->set_scan ? s->vt->set_scan(s, key, cursor, cb, ud) : -ENOTSUP;
+}
+
 int64_t kx__store_close_window(int64_t t, int64_t timespan)
 {
     return (int64_t)floor((double)t / (double)timespan);

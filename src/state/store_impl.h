@@ -44,6 +44,8 @@ typedef struct kx__store_vtbl {
     int (*watermark)(kx_store *s, const kx_watermark_op *op, kx_watermark_cb cb, void *ud);
     int (*claim)(kx_store *s, const kx_claim_op *op, kx_claim_cb cb, void *ud);
     int (*forget)(kx_store *s, const char *key);
+    int (*set_scan)(kx_store *s, const char *key, const char *cursor, kx_set_scan_cb cb,
+                    void *ud); /* NULL: no sets (memory) */
     bool (*is_up)(const kx_store *s);
     size_t (*pending)(const kx_store *s);
     void (*destroy)(kx_store *s);

@@ -45,6 +45,7 @@ void kx__redis_op_release(kx_store_redis *r, redis_op *op)
     op->tcb = NULL;
     op->wcb = NULL;
     op->ccb = NULL;
+    op->scb = NULL;
     op->ud = NULL;
     op->next = r->free_ops;
     r->free_ops = op;
@@ -59,11 +60,14 @@ static void op_finish(kx_store_redis *r, redis_op *op, int status, const kx_wind
     kx_absence_many_cb tcb = op->tcb;
     kx_watermark_cb wcb = op->wcb;
     kx_claim_cb ccb = op->ccb;
+    kx_set_scan_cb scb = op->scb;
     void *ud = op->ud;
     kx__redis_op_release(r, op);
     if (status && status != -ECANCELED)
         kx_metric_inc(KX_M_STORE_ERRORS);
-    if (wcb)
+    if (scb)
+        scb(ud, status, NULL, NULL, NULL, 0);
+    else if (wcb)
         wcb(ud, status, false, 0);
     else if (ccb)
         ccb(ud, status, KX_CLAIM_MINE, 0);
@@ -334,6 +338,47 @@ void kx__redis_op_finish(kx_store_redis *r, redis_op *op, int status)
         op_finish(r, op, status, NULL);
 }
 
+/* An SSCAN reply: [cursor, [member...]], the members handed over borrowed. */
+static void scan_reply(kx_store_redis *r, redis_op *op, const redisReply *reply)
+{
+    const redisReply *cur = reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+                                ? reply->element[0]
+                                : NULL,
+                     *mem = cur ? reply->element[1] : NULL;
+    if (!cur || (cur->type != REDIS_REPLY_STRING && cur->type != REDIS_REPLY_STATUS) ||
+        mem->type != REDIS_REPLY_ARRAY) {
+        /* WRONGTYPE comes as an error (handled before); anything else is not Redis' SSCAN */
+        op_finish(r, op, -EPROTO, NULL);
+        return;
+    }
+    if (mem->elements > r->scan_cap) {
+        size_t cap = mem->elements;
+        const char **m = realloc(r->scan_members, cap * sizeof(*m));
+        if (m)
+            r->scan_members = m;
+        size_t *l = m ? realloc(r->scan_lens, cap * sizeof(*l)) : NULL;
+        if (l)
+            r->scan_lens = l;
+        if (!m || !l) {
+            op_finish(r, op, -ENOMEM, NULL);
+            return;
+        }
+        r->scan_cap = cap;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < mem->elements; i++) {
+        const redisReply *e = mem->element[i];
+        if (e->type != REDIS_REPLY_STRING)
+            continue;
+        r->scan_members[n] = e->str;
+        r->scan_lens[n++] = e->len;
+    }
+    kx_set_scan_cb scb = op->scb;
+    void *ud = op->ud;
+    kx__redis_op_release(r, op);
+    scb(ud, 0, cur->str, r->scan_members, r->scan_lens, n);
+}
+
 void kx__redis_op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
 {
     (void)ac;
@@ -374,8 +419,8 @@ void kx__redis_op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
     if (reply->type == REDIS_REPLY_ERROR && kx__redis_redirect(r, op, reply))
         goto out;
     if (reply->type == REDIS_REPLY_ERROR) {
-        kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state", "redis %s:%d: window add: %s", n->host,
-                       n->port, reply->str);
+        kx_log_limited(&r->rl_err, KX_LOG_ERROR, "state", "redis %s:%d: %s: %s", n->host, n->port,
+                       op->kind == OP_SCAN ? "live list read" : "window add", reply->str);
         op_finish(r, op, -EPROTO, NULL);
         goto out;
     }
@@ -409,6 +454,10 @@ void kx__redis_op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         int64_t ttl = reply->element[1]->integer;
         kx__redis_op_release(r, op);
         ccb(ud, 0, st, ttl < 0 ? 0 : ttl);
+        goto out;
+    }
+    if (op->kind == OP_SCAN) {
+        scan_reply(r, op, reply);
         goto out;
     }
     if (op->kind == OP_MANY) {
@@ -1031,6 +1080,30 @@ static int redis_forget(kx_store *s, const char *key)
                : -EIO;
 }
 
+/* SSCAN key cursor COUNT 1000: one page of a live list's set. The key is another system's,
+ * as written (no prefix); in a cluster it goes to its slot's node like any op. */
+static int redis_set_scan(kx_store *s, const char *key, const char *cursor, kx_set_scan_cb cb,
+                          void *ud)
+{
+    kx_store_redis *r = (kx_store_redis *)s;
+    int rc = 0;
+    redis_op *op = kx__redis_op_take(r, &rc);
+    if (!op)
+        return rc;
+    op->kind = OP_SCAN;
+    op->cmd = CMD_SSCAN;
+    op->scb = cb;
+    op->ud = ud;
+    rc = kx__redis_op_arg(op, key, strlen(key));
+    if (!rc)
+        rc = kx__redis_op_arg(op, cursor, strlen(cursor));
+    if (!rc)
+        rc = kx__redis_op_arg(op, "COUNT", 5);
+    if (!rc)
+        rc = kx__redis_op_arg(op, "1000", 4);
+    return op_go(r, op, rc);
+}
+
 static bool redis_is_up(const kx_store *s)
 {
     return ((const kx_store_redis *)s)->up;
@@ -1084,6 +1157,7 @@ static const kx__store_vtbl redis_vtbl = {
     .watermark = redis_watermark,
     .claim = redis_claim,
     .forget = redis_forget,
+    .set_scan = redis_set_scan,
     .is_up = redis_is_up,
     .pending = redis_pending,
     .destroy = redis_destroy,

@@ -277,7 +277,83 @@ def test_rules_watch_reloads_on_change():
         s.close()
 
 
+TERMINATED_RULE = """title: Login by an offboarded account
+id: 5b0c7e2a-9d41-4c3e-8f6a-2e7d1c0b9a55
+logsource: {product: linux, service: sshd}
+detection:
+    selection:
+        outcome: Accepted
+        user|expand: '%terminated_users%'
+    condition: selection
+fields: [user, src_ip]
+level: high
+team: secops
+"""
+
+
+def test_live_list_updated_during_run():
+    """A list backed by a Redis set: HR's offboarding adds a name to the set while klaxon
+    runs, and the next login by that name pages -- no reload; taken out, it stops."""
+    s = Stack("livelist")
+    try:
+        rules = s.use_rules_copy()
+        os.makedirs(os.path.join(rules, "lists"))
+        with open(os.path.join(rules, "lists", "terminated_users.list.yml"), "w") as f:
+            f.write("description: offboarded by HR\nredis: {key: 'hr:terminated_users', refresh: 200ms}\n")
+        with open(os.path.join(rules, "linux", "terminated_login.yml"), "w") as f:
+            f.write(TERMINATED_RULE)
+        s.start_klaxon()
+        read = 'klaxon_list_read_timestamp_seconds{list="terminated_users"}'
+        values = 'klaxon_list_values{list="terminated_users"}'
+        wait_for(lambda: s.metric(read) > 0, 30, "the first read of the list")
+        check(s.metric(values) == 0, "values: %s" % s.metric(values))
+        rule_id = "5b0c7e2a-9d41-4c3e-8f6a-2e7d1c0b9a55"
+
+        def login(n, pid):
+            consumed = s.metric("klaxon_events_consumed_total")
+            s.broker.produce("auth", data=b"Mar 10 10:%02d:00 web-01 sshd[%d]: Accepted password for mallory "
+                             b"from 192.0.2.%d port 5%04d ssh2\n" % (n, pid, n, n), partition=0)
+            wait_for(lambda: s.metric("klaxon_events_consumed_total") == consumed + 1, 30, "login %d" % n)
+
+        def paged():
+            return [a for a in read_jsonl(s.alerts_file) if a["rule"]["id"] == rule_id]
+
+        login(1, 3001)
+        check(paged() == [], "paged before HR listed mallory: %s" % paged())
+        s.redis.command("SADD", "hr:terminated_users", "Mallory", "jdoe")
+        wait_for(lambda: s.metric(values) == 2, 30, "the list to hold the new names")
+        login(2, 3002)
+        wait_for(lambda: len(paged()) == 1, 30, "the page for mallory")
+        a = paged()[0]
+        check(a["fields"] == {"user": "mallory", "src_ip": "192.0.2.2"} and a["team"] == "secops",
+              "alert: %s" % a)
+        wait_for(lambda: len(s.hook.bodies) >= 1, 30, "the page at the webhook")
+        s.redis.command("SREM", "hr:terminated_users", "Mallory")
+        wait_for(lambda: s.metric(values) == 1, 30, "mallory taken out of the list")
+        login(3, 3003)
+        check(len(paged()) == 1, "paged after mallory was taken out: %s" % paged())
+        check(s.metric('klaxon_rules_reloads_total{result="ok"}') == 0, "a reload happened")
+        check(s.metric('klaxon_list_reads_total{list="terminated_users",result="failed"}') == 0,
+              "failed reads: %s" % s.log())
+        check(s.metric("klaxon_list_failed_closed_total") == 0, "failed closed")
+        status, body = http_get(s.mport, "/healthz")
+        check(status == 200 and "list terminated_users" not in body, "healthz: %s %s" % (status, body))
+        # the set turned into another type: the read fails, the values read before stay and
+        # /healthz says so
+        s.redis.command("SET", "hr:terminated_users", "oops")  # SET replaces the set at once
+        wait_for(lambda: s.metric('klaxon_list_reads_total{list="terminated_users",result="failed"}') >= 1,
+                 30, "the failed read")
+        status, body = http_get(s.mport, "/healthz")
+        check(status == 200 and "list terminated_users: 1 values read" in body and
+              "the last read failed: Redis refused it (not a set?)" in body, "healthz: %s %s" % (status, body))
+        check(s.metric(values) == 1, "values after a failed read: %s" % s.metric(values))
+        check(s.klaxon.stop() == 0, "exit code")
+    finally:
+        s.close()
+
+
 if __name__ == "__main__":
     run_tests([test_end_to_end_and_commit, test_redis_outage_mid_stream,
                test_malformed_in_stream_and_webhook_retry, test_sigterm_during_outage_loses_nothing,
-               test_sighup_reload_keeps_running_set_on_error, test_rules_watch_reloads_on_change])
+               test_sighup_reload_keeps_running_set_on_error, test_rules_watch_reloads_on_change,
+               test_live_list_updated_during_run])

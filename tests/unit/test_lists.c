@@ -179,6 +179,153 @@ static void test_errors(void **state)
     rmdir(sub);
 }
 
+/* NAME.list.yml: a YAML sequence, or a map with values (and a description). */
+static void test_yaml_lists(void **state)
+{
+    (void)state;
+    put("admins.list.yml", "- root\n- 'ops-lead'\n- 42\n");
+    put("nets.list.yaml", "description: office networks\nvalues: [10.0.0.0/8, '2001:db8::/32']\n");
+    kx_ruleset *rs = load_ok("title: t\ndetection:\n  a: {user|expand: '%admins%'}\n"
+                             "  n: {src_ip|expand|cidr: '%nets%'}\n  condition: a or n\n");
+    assert_true(hit(rs, "user", "ROOT"));
+    assert_true(hit(rs, "user", "ops-lead"));
+    assert_true(hit(rs, "user", "42"));
+    assert_false(hit(rs, "user", "admins"));
+    assert_true(hit(rs, "src_ip", "10.1.2.3"));
+    assert_true(hit(rs, "src_ip", "2001:db8::7"));
+    assert_false(hit(rs, "src_ip", "11.1.2.3"));
+    assert_int_equal(kx_ruleset_live_lists(rs), 0); /* no redis: plain lists, expanded */
+    kx_ruleset_destroy(rs);
+    drop("admins.list.yml");
+    drop("nets.list.yaml");
+}
+
+static void expect_list_error(const char *file, const char *text, const char *rule, const char *msg)
+{
+    char why[1024], want[1024];
+    put(file, text);
+    assert_null(load(rule, why, sizeof(why)));
+    snprintf(want, sizeof(want), "%s/%s", dir, msg);
+    assert_string_equal(why, want);
+    drop(file);
+}
+
+static void test_yaml_list_errors(void **state)
+{
+    (void)state;
+    const char *rule = "title: t\ndetection:\n  sel: {user: x}\n  condition: sel\n";
+    expect_list_error("a.list.yml", "values: [x]\ncolour: red\n", rule,
+                      "a.list.yml:2:1: unknown key \"colour\"");
+    expect_list_error("a.list.yml", "description: nothing\n", rule,
+                      "a.list.yml:1:1: a list needs values, redis, or both");
+    expect_list_error("a.list.yml", "values: [x, [y]]\n", rule,
+                      "a.list.yml:1:13: expected a value (a string or number)");
+    expect_list_error("a.list.yml", "redis: {refresh: 1s}\n", rule,
+                      "a.list.yml:1:8: redis: needs a key (the Redis set)");
+    expect_list_error("a.list.yml", "redis: {key: k, refresh: 10ms}\n", rule,
+                      "a.list.yml:1:26: refresh: between 100ms and 1d");
+}
+
+/* A list backed by a Redis set: matched as a set whose values are given while the rules
+ * run, not expanded at load. */
+static void test_live_list(void **state)
+{
+    (void)state;
+    put("terminated.list.yml", "description: offboarded by HR\nvalues: [former.admin]\n"
+                               "redis: {key: 'hr:terminated', refresh: 250ms}\n");
+    kx_ruleset *rs = load_ok("title: t\ndetection:\n  sel: {user|expand: '%terminated%'}\n"
+                             "  cased: {login|expand|cased: ['%terminated%', guest]}\n"
+                             "  condition: sel or cased\n");
+    assert_int_equal(kx_ruleset_live_lists(rs), 1);
+    kx_live_list l;
+    kx_ruleset_live_list(rs, 0, &l);
+    assert_string_equal(l.name, "terminated");
+    assert_string_equal(l.key, "hr:terminated");
+    assert_int_equal(l.refresh_ms, 250);
+    assert_int_equal(l.loaded_ms, 0);
+    assert_int_equal(l.nvalues, 0);
+
+    /* not read yet: klaxon cannot say, so the rule fails closed and says why */
+    const char *kv[] = {"user", "alice", NULL};
+    assert_int_equal(kx_test_match(rs, NULL, NULL, kv), 1);
+    assert_string_equal(kx_ruleset_match_reason(rs), "list terminated is not read from Redis yet");
+    /* an answer that does not depend on the list stands */
+    assert_true(hit(rs, "login", "guest"));
+    assert_false(hit(rs, "other", "x"));
+
+    /* the set's values with the file's: equality, caseless unless |cased */
+    static const char vals[] = "jdoe\0Mallory\0";
+    assert_int_equal(kx_ruleset_live_list_set(rs, 0, vals, sizeof(vals) - 1, 2, 1000), 0);
+    kx_ruleset_live_list(rs, 0, &l);
+    assert_int_equal(l.nvalues, 3);
+    assert_int_equal(l.loaded_ms, 1000);
+    assert_true(hit(rs, "user", "JDOE"));
+    assert_true(hit(rs, "user", "mallory"));
+    assert_true(hit(rs, "user", "former.admin"));
+    assert_false(hit(rs, "user", "alice"));
+    assert_false(hit(rs, "user", "jdoe2"));
+    assert_false(hit(rs, "user", ""));
+    assert_true(hit(rs, "login", "Mallory"));
+    assert_false(hit(rs, "login", "mallory"));
+    assert_false(hit(rs, "login", "GUEST"));
+
+    /* a value taken out of the set is gone at the next swap */
+    assert_int_equal(kx_ruleset_live_list_set(rs, 0, "jdoe", 5, 1, 2000), 0);
+    assert_false(hit(rs, "user", "mallory"));
+    assert_true(hit(rs, "user", "jdoe"));
+
+    /* a reload carries the set's values (not the old file's) to the new rules */
+    put("terminated.list.yml", "values: [new.leaver]\nredis: {key: 'hr:terminated'}\n");
+    kx_ruleset *rs2 = load_ok("title: t\ndetection:\n  sel: {user|expand: '%terminated%'}\n"
+                              "  condition: sel\n");
+    kx_ruleset_carry_live_lists(rs2, rs);
+    kx_ruleset_live_list(rs2, 0, &l);
+    assert_int_equal(l.loaded_ms, 2000);
+    assert_int_equal(l.refresh_ms, 30000); /* the default */
+    assert_true(hit(rs2, "user", "jdoe"));
+    assert_true(hit(rs2, "user", "new.leaver"));
+    assert_false(hit(rs2, "user", "former.admin"));
+    kx_ruleset_destroy(rs2);
+    /* another key: nothing carried, not read yet */
+    put("terminated.list.yml", "redis: other:key\n");
+    rs2 = load_ok("title: t\ndetection:\n  sel: {user|expand: '%terminated%'}\n"
+                  "  condition: sel\n");
+    kx_ruleset_carry_live_lists(rs2, rs);
+    kx_ruleset_live_list(rs2, 0, &l);
+    assert_int_equal(l.loaded_ms, 0);
+    kx_ruleset_destroy(rs2);
+    kx_ruleset_destroy(rs);
+    drop("terminated.list.yml");
+}
+
+static void test_live_list_errors(void **state)
+{
+    (void)state;
+    char why[1024], want[1024];
+    put("t.list.yml", "redis: hr:t\n");
+    static const struct {
+        const char *rule, *msg;
+    } cases[] = {
+        {"title: t\ndetection:\n  sel: {user|expand: 'x-%t%'}\n  condition: sel\n",
+         "r.yml:3:22: list t is read from Redis: it is matched as a whole value, write '%t%' "
+         "alone"},
+        {"title: t\ndetection:\n  sel: {user|expand|contains: '%t%'}\n  condition: sel\n",
+         "r.yml:3:31: list t is read from Redis: it is matched by equality, only with |expand "
+         "(and |cased), on a field"},
+        {"title: t\ndetection:\n  sel:\n    - '%t%'\n  condition: sel\n", NULL},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        assert_null(load(cases[i].rule, why, sizeof(why)));
+        snprintf(want, sizeof(want), "%s/%s", dir, cases[i].msg);
+        assert_string_equal(why, want);
+    }
+    /* a keyword is no placeholder (no expand): it is the text '%t%' */
+    kx_ruleset *rs = load_ok(cases[2].rule);
+    assert_int_equal(kx_ruleset_live_lists(rs), 1);
+    kx_ruleset_destroy(rs);
+    drop("t.list.yml");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -186,6 +333,10 @@ int main(void)
         cmocka_unit_test(test_inside_values_and_modifiers),
         cmocka_unit_test(test_empty_list_matches_nothing),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_yaml_lists),
+        cmocka_unit_test(test_yaml_list_errors),
+        cmocka_unit_test(test_live_list),
+        cmocka_unit_test(test_live_list_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

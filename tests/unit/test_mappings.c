@@ -149,6 +149,58 @@ static void test_errors(void **state)
     assert_string_equal(got, want);
 }
 
+/* conditions: a selection every rule within the logsource must also meet (pySigma's
+ * add-condition), in the decoders' names, after the renames. */
+static void test_conditions_per_logsource(void **state)
+{
+    (void)state;
+    char why[1024];
+    kx_ruleset *rs =
+        load_with("title: root login\nid: a\nlogsource: {product: linux, service: sshd}\n"
+                  "detection:\n  sel: {User: root}\n  condition: sel\n---\n"
+                  "title: any sudo\nid: b\nlogsource: {product: linux, service: sudo}\n"
+                  "detection:\n  sel: {User: root}\n  condition: sel\n",
+                  "title: sshd events are sshd's\nlogsource: {product: linux, service: sshd}\n"
+                  "fieldmapping: {User: user}\n"
+                  "conditions:\n  program: sshd\n  pid|gt: 1\n",
+                  why, sizeof(why));
+    if (!rs)
+        fail_msg("%s", why);
+    const char *from_sshd[] = {"user", "root", "program", "SSHD", "pid", "812", NULL};
+    const char *from_other[] = {"user", "root", "program", "login", "pid", "812", NULL};
+    const char *no_pid[] = {"user", "root", "program", "sshd", NULL};
+    const char *other_user[] = {"user", "bob", "program", "sshd", "pid", "812", NULL};
+    assert_int_equal(kx_test_match(rs, "linux", "sshd", from_sshd), 1);
+    assert_int_equal(kx_test_match(rs, "linux", "sshd", from_other), 0);
+    assert_int_equal(kx_test_match(rs, "linux", "sshd", no_pid), 0);
+    assert_int_equal(kx_test_match(rs, "linux", "sshd", other_user), 0);
+    /* outside the logsource: neither renamed nor narrowed */
+    const char *sudo[] = {"User", "root", "program", "sudo", NULL};
+    assert_int_equal(kx_test_match(rs, "linux", "sudo", sudo), 1);
+    /* the mapping is listed among the rule's filters */
+    const kx_rule *a = kx_ruleset_at(rs, 0);
+    assert_int_equal(a->nfilters, 1);
+    assert_string_equal(a->filters[0], "sshd events are sshd's");
+    assert_int_equal(kx_ruleset_at(rs, 1)->nfilters, 0);
+    kx_ruleset_destroy(rs);
+
+    char want[1024];
+    assert_null(load_with("title: t\nlogsource: {product: linux}\ndetection:\n  s: {a: b}\n"
+                          "  condition: s\n",
+                          "title: m\nlogsource: {product: linux}\nfieldmapping: {}\n"
+                          "conditions:\n  program|nosuch: x\n",
+                          why, sizeof(why)));
+    snprintf(want, sizeof(want), "%s/m.yml:5:3: unknown modifier \"nosuch\"", dir);
+    assert_string_equal(why, want);
+    assert_null(load_with("title: t\nlogsource: {product: linux}\ndetection:\n  s: {a: b}\n"
+                          "  condition: s\n",
+                          "title: m\nlogsource: {product: linux}\nfieldmapping: {}\n", why,
+                          sizeof(why)));
+    snprintf(want, sizeof(want),
+             "%s/m.yml:3:15: \"fieldmapping\" maps Sigma field names to the decoders' fields", dir);
+    assert_string_equal(why, want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -156,6 +208,7 @@ int main(void)
         cmocka_unit_test(test_one_to_many_and_logsource_scope),
         cmocka_unit_test(test_correlation_fields),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_conditions_per_logsource),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -2731,6 +2731,88 @@ static void test_redis_noscript(void **state)
     assert_int_equal(kx_metric_get(KX_M_STORE_ERRORS), 0);
 }
 
+/* ---- live lists: SSCAN of a set another system fills ---- */
+
+typedef struct scanned {
+    int calls, status;
+    char cursor[32];
+    size_t n;
+    char seen[3000]; /* member "mNNNN" seen */
+    size_t dups;
+} scanned;
+
+static void scan_cb(void *ud, int status, const char *cursor, const char *const *members,
+                    const size_t *lens, size_t n)
+{
+    scanned *sc = ud;
+    sc->calls++;
+    sc->status = status;
+    if (status)
+        return;
+    snprintf(sc->cursor, sizeof(sc->cursor), "%s", cursor);
+    for (size_t i = 0; i < n; i++) {
+        char m[16];
+        snprintf(m, sizeof(m), "%.*s", (int)lens[i], members[i]);
+        int k = atoi(m + 1);
+        assert_true(m[0] == 'm' && k >= 0 && k < 3000 && lens[i] == 5);
+        if (sc->seen[k])
+            sc->dups++;
+        else
+            sc->n++;
+        sc->seen[k] = 1;
+    }
+}
+
+static bool scan_done(void *ud)
+{
+    return ((scanned *)ud)->calls > 0;
+}
+
+static void test_set_scan(void **state)
+{
+    fx *f = *state;
+    for (int i = 0; i < 2500; i++)
+        freeReplyObject(cmd(f, "SADD hr:terminated m%04d", i));
+    freeReplyObject(cmd(f, "SET not:a:set x"));
+    scanned sc = {0};
+    snprintf(sc.cursor, sizeof(sc.cursor), "0");
+    int pages = 0;
+    do {
+        char cur[32];
+        snprintf(cur, sizeof(cur), "%s", sc.cursor);
+        sc.calls = 0;
+        assert_int_equal(kx_store_set_scan(f->s, "hr:terminated", cur, scan_cb, &sc), 0);
+        assert_true(kx_test_run_until(f->loop, scan_done, &sc, 5000));
+        assert_int_equal(sc.calls, 1);
+        assert_int_equal(sc.status, 0);
+        pages++;
+    } while (strcmp(sc.cursor, "0") != 0 && pages < 100);
+    assert_string_equal(sc.cursor, "0");
+    assert_true(pages >= 2); /* COUNT 1000: 2,500 members take pages */
+    assert_int_equal(sc.n, 2500);
+    /* the key as written, without the store's prefix */
+    scanned none = {0};
+    assert_int_equal(kx_store_set_scan(f->s, "no:such:set", "0", scan_cb, &none), 0);
+    assert_true(kx_test_run_until(f->loop, scan_done, &none, 5000));
+    assert_int_equal(none.status, 0);
+    assert_string_equal(none.cursor, "0");
+    assert_int_equal(none.n, 0);
+    /* another type: an error, not members */
+    scanned wrong = {0};
+    assert_int_equal(kx_store_set_scan(f->s, "not:a:set", "0", scan_cb, &wrong), 0);
+    assert_true(kx_test_run_until(f->loop, scan_done, &wrong, 5000));
+    assert_int_equal(wrong.status, -EPROTO);
+    assert_int_equal(kx_store_pending(f->s), 0);
+}
+
+static void test_set_scan_memory(void **state)
+{
+    fx *f = *state;
+    scanned sc = {0};
+    assert_int_equal(kx_store_set_scan(f->s, "hr:terminated", "0", scan_cb, &sc), -ENOTSUP);
+    assert_int_equal(sc.calls, 0);
+}
+
 static void test_redis_key_layout(void **state)
 {
     fx *f = *state;
@@ -3301,6 +3383,7 @@ int main(void)
     const struct CMUnitTest memory_tests[] = {
         SHARED_TESTS(setup_memory),
         cmocka_unit_test_setup_teardown(test_memory_key_cap, setup_memory, teardown),
+        cmocka_unit_test_setup_teardown(test_set_scan_memory, setup_memory, teardown),
         cmocka_unit_test_setup_teardown(test_memory_many_members, setup_memory, teardown),
         cmocka_unit_test(test_url),
     };
@@ -3308,6 +3391,7 @@ int main(void)
         SHARED_TESTS(setup_redis),
         cmocka_unit_test_setup_teardown(test_redis_noscript, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_redis_key_layout, setup_redis, teardown),
+        cmocka_unit_test_setup_teardown(test_set_scan, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_window_redis_like_memory, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_absence_due_retry, setup_redis, teardown),
         cmocka_unit_test_setup_teardown(test_absence_touch_retry_token, setup_redis, teardown),
