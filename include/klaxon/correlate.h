@@ -50,6 +50,11 @@ typedef struct kx_correlate_host {
     void (*idle)(void *ud);
     /* Store outage: hold the source (true), or let it go again (false). */
     void (*pause)(void *ud, bool pause);
+    /* Optional (`klaxon rules explain`): what the store answered for each window update of a
+     * sliding-window, first_seen or baseline rule, before any alert of it: the rule, the
+     * group's values (names from the rule), the event's time and the window's state. */
+    void (*window)(void *ud, const kx_rule *r, const kx_kv *group, size_t ngroup, int64_t time_ms,
+                   const kx_window_result *res);
 } kx_correlate_host;
 
 typedef struct kx_correlator kx_correlator;

@@ -6,6 +6,7 @@
 #define KX_CLI_INT_H
 
 #include <ev.h>
+#include <jansson.h>
 
 #include "klaxon/common.h"
 #include "klaxon/config.h"
@@ -63,6 +64,18 @@ int kx__livelists_render_metrics(const kx__livelists *ll, kx_buf *out);
 int kx__livelists_file_values(kx_ruleset *rs, const char *why);
 /* Lines for /healthz: lists never read, or whose last read failed. */
 void kx__livelists_health_detail(const kx__livelists *ll, kx_buf *out);
+
+/* `rules explain` of a correlation (explain_corr.c): events through the compiled rules and the
+ * correlate stage (in-memory store, the events' own time). _event adds to e "windows" (what
+ * the store answered for the rule's windows: group, count, first, last, condition_met,
+ * fired) and "alerts" (what the rule raised); _finish judges what waits for time to pass and
+ * returns {"alerts": [...]} (new). */
+typedef struct kx__corr_explain kx__corr_explain;
+int kx__corr_explain_create(kx_ruleset *rs, const kx_rule *rule, int64_t lateness_ms,
+                            kx__corr_explain **out);
+void kx__corr_explain_event(kx__corr_explain *x, const kx_event *ev, json_t *e);
+json_t *kx__corr_explain_finish(kx__corr_explain *x);
+void kx__corr_explain_destroy(kx__corr_explain *x);
 
 /* One run of `klaxon replay`'s engine (cli.c): files (stdin when none) through decode, the
  * rules, the state store and the alert router, on the events' own time, to the end of the

@@ -396,8 +396,52 @@ static void explain_detection(const json_t *e, int depth)
                json_string_value(json_object_get(e, "degraded")));
 }
 
+/* A correlation's condition as text: "event_count >= 5", terms joined by "and". */
+static void put_corr_condition(const kx_rule *c)
+{
+    static const char *const ops[] = {">", ">=", "<", "<=", "==", "!="};
+    printf("%s", kx_corr_type_name(c->corr_type));
+    for (size_t i = 0; i < c->ncond; i++)
+        printf("%s %s %g", i ? " and" : "", ops[c->cond[i].op], c->cond[i].value);
+}
+
+/* What the store answered for the correlation's windows after an event, and its alerts. */
+static void explain_windows(const kx_rule *c, const json_t *e)
+{
+    const json_t *ws = json_object_get(e, "windows"), *as = json_object_get(e, "alerts");
+    for (size_t i = 0; i < json_array_size(ws); i++) {
+        const json_t *w = json_array_get(ws, i);
+        printf("    window of group ");
+        put_json_short(json_object_get(w, "group"));
+        if (json_is_true(json_object_get(w, "late"))) {
+            printf(": the event is later than the allowed lateness: not counted\n");
+            continue;
+        }
+        printf(": %lld event(s) from %s to %s; condition ",
+               (long long)json_integer_value(json_object_get(w, "count")),
+               json_string_value(json_object_get(w, "first")),
+               json_string_value(json_object_get(w, "last")));
+        put_corr_condition(c);
+        printf(": %s%s\n", json_is_true(json_object_get(w, "condition_met")) ? "met" : "not met",
+               json_is_true(json_object_get(w, "fired")) ? " -- fires" : "");
+    }
+    for (size_t i = 0; i < json_array_size(as); i++) {
+        const json_t *a = json_array_get(as, i);
+        printf("    ALERT group ");
+        put_json_short(json_object_get(a, "group"));
+        printf(" count %lld", (long long)json_integer_value(json_object_get(a, "count")));
+        if (json_object_get(a, "value"))
+            printf(" value %g", json_real_value(json_object_get(a, "value")));
+        const char *st = json_string_value(json_object_get(a, "status"));
+        if (st && strcmp(st, "firing") != 0)
+            printf(" (%s)", st);
+        printf(", %s to %s\n", json_string_value(json_object_get(a, "first_seen")),
+               json_string_value(json_object_get(a, "last_seen")));
+    }
+}
+
 static void explain_text(size_t n, const char *line, size_t len, const kx_event *ev,
-                         const json_t *e)
+                         const json_t *e, const kx_rule *rule)
 {
     char t[40];
     kx_time_format(ev->time_ms, t, sizeof(t));
@@ -428,7 +472,7 @@ static void explain_text(size_t n, const char *line, size_t len, const kx_event 
         if (g) {
             printf("    in group ");
             put_json_short(g);
-            printf(" (its window is judged over many events: `klaxon rules test`)\n");
+            printf("\n");
         }
         if (json_object_get(r, "correlation"))
             printf("    counts the correlation \"%s\"\n",
@@ -436,30 +480,35 @@ static void explain_text(size_t n, const char *line, size_t len, const kx_event 
         else
             explain_detection(r, 4);
     }
+    explain_windows(rule, e);
 }
 
 static int usage_explain(FILE *f)
 {
-    fprintf(f, "usage: klaxon rules explain [--rules PATH]... [--config FILE] [--topic NAME]\n"
-               "                            [--format json|syslog] [--json] RULE [EVENT...|-]\n"
-               "\n"
-               "Shows why RULE (its id, name or title) does or does not match each event: the\n"
-               "decoded event (time, logsource, fields), whether its logsource fits the rule's,\n"
-               "each search identifier's value with each field condition (the value that matched,\n"
-               "or the values written and the event's), and each node of the condition. A\n"
-               "correlation shows each rule it counts and the group the event falls in; its\n"
-               "windows span many events (test them with `klaxon rules test`). Events are the\n"
-               "arguments, else one per line of stdin ('-').\n"
-               "\n"
-               "  -r, --rules PATH   rule file or directory (repeatable; adds to the config's)\n"
-               "  -c, --config FILE  decode as the config's inputs (and load its rules)\n"
-               "  -t, --topic NAME   decode as the config's input for this topic\n"
-               "  -f, --format F     json (default) or syslog, without a config input\n"
-               "      --json         one JSON object per event instead of text\n"
-               "  -h, --help         this help\n"
-               "\n"
-               "Exit 0 when the rule matches every event (a correlation: counts it), 1 when not,\n"
-               "2 on bad usage, rules or config.\n");
+    fprintf(f,
+            "usage: klaxon rules explain [--rules PATH]... [--config FILE] [--topic NAME]\n"
+            "                            [--format json|syslog] [--json] RULE [EVENT...|-]\n"
+            "\n"
+            "Shows why RULE (its id, name or title) does or does not match each event: the\n"
+            "decoded event (time, logsource, fields), whether its logsource fits the rule's,\n"
+            "each search identifier's value with each field condition (the value that matched,\n"
+            "or the values written and the event's), and each node of the condition. A\n"
+            "correlation shows each rule it counts, the group the event falls in, and then\n"
+            "its window (the events it holds, from when to when, whether its condition is met)\n"
+            "and the alerts it raised: the events go through the engine of `klaxon run` with\n"
+            "an in-memory store, on their own time, in the order given; absence and \"at most\"\n"
+            "windows are judged at the end of the events. Events are the arguments, else one\n"
+            "per line of stdin ('-').\n"
+            "\n"
+            "  -r, --rules PATH   rule file or directory (repeatable; adds to the config's)\n"
+            "  -c, --config FILE  decode as the config's inputs (and load its rules)\n"
+            "  -t, --topic NAME   decode as the config's input for this topic\n"
+            "  -f, --format F     json (default) or syslog, without a config input\n"
+            "      --json         one JSON object per event instead of text\n"
+            "  -h, --help         this help\n"
+            "\n"
+            "Exit 0 when the rule matches every event (a correlation: counts it), 1 when not,\n"
+            "2 on bad usage, rules or config.\n");
     return f == stdout ? 0 : 2;
 }
 
@@ -490,6 +539,7 @@ static int cmd_explain(int argc, char **argv)
     kx_config *cfg = NULL;
     kx_ruleset *rs = NULL;
     kx_decoder *d = NULL;
+    kx__corr_explain *cx = NULL;
     kx_err err = {0};
     optind = 1;
     while (paths && (ch = getopt_long(argc, argv, "r:c:t:f:h", opts, NULL)) != -1) {
@@ -553,6 +603,11 @@ static int cmd_explain(int argc, char **argv)
         kx__cli_print_err(&err);
         goto out;
     }
+    if (rule->kind == KX_RULE_CORRELATION &&
+        kx__corr_explain_create(rs, rule, cfg ? cfg->lateness_ms : 60000, &cx)) {
+        fprintf(stderr, "klaxon: out of memory\n");
+        goto out;
+    }
     code = 0;
     bool from_stdin = optind + 1 >= argc || !strcmp(argv[optind + 1], "-");
     char *line = NULL;
@@ -593,6 +648,8 @@ static int cmd_explain(int argc, char **argv)
             code = 1;
             break;
         }
+        if (cx)
+            kx__corr_explain_event(cx, &ev, e);
         bool hit = json_is_true(
             json_object_get(e, rule->kind == KX_RULE_CORRELATION ? "counted" : "match"));
         code = hit ? code : 1;
@@ -601,13 +658,28 @@ static int cmd_explain(int argc, char **argv)
             json_dumpf(e, stdout, JSON_COMPACT);
             printf("\n");
         } else {
-            explain_text(n, raw, len, &ev, e);
+            explain_text(n, raw, len, &ev, e, rule);
         }
         json_decref(e);
     }
     kx_event_fini(&ev);
     free(line);
+    if (cx) { /* absence and "at most" rules are judged once time has passed: at the end */
+        json_t *end = kx__corr_explain_finish(cx);
+        if (json_array_size(json_object_get(end, "alerts"))) {
+            if (json) {
+                json_object_set_new(end, "end", json_true());
+                json_dumpf(end, stdout, JSON_COMPACT);
+                printf("\n");
+            } else {
+                printf("at the end of the events:\n");
+                explain_windows(rule, end);
+            }
+        }
+        json_decref(end);
+    }
 out:
+    kx__corr_explain_destroy(cx);
     kx_decoder_destroy(d);
     kx_ruleset_destroy(rs);
     kx_config_destroy(cfg);

@@ -143,6 +143,16 @@ void kx__window_cb(void *ud, int status, const kx_window_result *res)
     kx_correlator *p = op->p;
     if (kx__op_failed(op, status))
         return;
+    if (status == 0 && p->host.window) {
+        kx_rule *c = op->corr;
+        kx_kv group[2 * KX_MAX_GROUP_BY];
+        size_t ng = kx__corr_ngroup(c);
+        for (size_t i = 0; i < ng; i++) {
+            group[i].key = kx__corr_group_name(c, i);
+            group[i].value = op->strs.data + op->val_off[i];
+        }
+        p->host.window(p->host.ud, c, group, ng, op->time_ms, res);
+    }
     if (status == 0 && res->late) {
         kx_metric_inc(KX_M_EVENTS_LATE);
         char t[40];

@@ -402,17 +402,81 @@ EXPLAIN_BOB = """event 1: {"cmd": "curl http://x | sh", "user": "bob"}
           admin => false
 """
 
-EXPLAIN_CORR = """event 1: {"cmd": "curl -O x", "user": "bob"}
-  time 2026-03-01T09:00:00.000Z  logsource app/-/-
-  fields: cmd="curl -O x" user="bob"
+EXPLAIN_CORR_EVENTS = "".join(
+    '{"cmd": "%s", "user": "%s", "t": "2026-03-01T09:%s:00Z"}\n' % e
+    for e in [("curl -O x", "bob", "00"), ("wget y", "bob", "05"), ("curl -O z", "alice", "10"),
+              ("curl -O x", "bob", "20"), ("curl -O w", "bob", "30")])
+
+EXPLAIN_CORR = """event 1: {"cmd": "curl -O x", "user": "bob", "t": "2026-03-01T09:00:00Z"}
+  fields: cmd="curl -O x" user="bob" t="2026-03-01T09:00:00Z"
   rule "Downloads per user" (55555555-0000-4000-8000-000000000002, event_count): the event counts
-    in group {"user":"bob"} (its window is judged over many events: `klaxon rules test`)
+    in group {"user":"bob"}
     rule "Any download" (any_download): MATCH
       logsource app/-/-: fits
       sel: true
         cmd|contains: true  matched "curl"  event ["curl -O x"]
       condition:
         sel => true
+    window of group {"user":"bob"}: 1 event(s) from 2026-03-01T09:00:00.000Z to 2026-03-01T09:00:00.000Z; condition event_count >= 3: not met
+event 2: {"cmd": "wget y", "user": "bob", "t": "2026-03-01T09:05:00Z"}
+  fields: cmd="wget y" user="bob" t="2026-03-01T09:05:00Z"
+  rule "Downloads per user" (55555555-0000-4000-8000-000000000002, event_count): the event counts for none of its rules
+    rule "Any download" (any_download): no match
+      logsource app/-/-: fits
+      sel: false
+        cmd|contains: false  values ["curl"]  event ["wget y"]
+      condition:
+        sel => false
+event 3: {"cmd": "curl -O z", "user": "alice", "t": "2026-03-01T09:10:00Z"}
+  fields: cmd="curl -O z" user="alice" t="2026-03-01T09:10:00Z"
+  rule "Downloads per user" (55555555-0000-4000-8000-000000000002, event_count): the event counts
+    in group {"user":"alice"}
+    rule "Any download" (any_download): MATCH
+      logsource app/-/-: fits
+      sel: true
+        cmd|contains: true  matched "curl"  event ["curl -O z"]
+      condition:
+        sel => true
+    window of group {"user":"alice"}: 1 event(s) from 2026-03-01T09:10:00.000Z to 2026-03-01T09:10:00.000Z; condition event_count >= 3: not met
+event 4: {"cmd": "curl -O x", "user": "bob", "t": "2026-03-01T09:20:00Z"}
+  fields: cmd="curl -O x" user="bob" t="2026-03-01T09:20:00Z"
+  rule "Downloads per user" (55555555-0000-4000-8000-000000000002, event_count): the event counts
+    in group {"user":"bob"}
+    rule "Any download" (any_download): MATCH
+      logsource app/-/-: fits
+      sel: true
+        cmd|contains: true  matched "curl"  event ["curl -O x"]
+      condition:
+        sel => true
+    window of group {"user":"bob"}: 2 event(s) from 2026-03-01T09:00:00.000Z to 2026-03-01T09:20:00.000Z; condition event_count >= 3: not met
+event 5: {"cmd": "curl -O w", "user": "bob", "t": "2026-03-01T09:30:00Z"}
+  fields: cmd="curl -O w" user="bob" t="2026-03-01T09:30:00Z"
+  rule "Downloads per user" (55555555-0000-4000-8000-000000000002, event_count): the event counts
+    in group {"user":"bob"}
+    rule "Any download" (any_download): MATCH
+      logsource app/-/-: fits
+      sel: true
+        cmd|contains: true  matched "curl"  event ["curl -O w"]
+      condition:
+        sel => true
+    window of group {"user":"bob"}: 3 event(s) from 2026-03-01T09:00:00.000Z to 2026-03-01T09:30:00.000Z; condition event_count >= 3: met -- fires
+    ALERT group {"user":"bob"} count 3, 2026-03-01T09:00:00.000Z to 2026-03-01T09:30:00.000Z
+"""
+
+EXPLAIN_ABSENCE = """title: Backups done
+name: backup_done
+logsource: {product: app}
+detection:
+  sel: {job: backup, result: ok}
+  condition: sel
+---
+title: No backup in a day
+id: 55555555-0000-4000-8000-000000000003
+correlation:
+  type: absence
+  rules: [backup_done]
+  group-by: [host]
+  timespan: 1d
 """
 
 
@@ -435,11 +499,50 @@ def test_explain():
                "Download and run", '{"cmd": "curl http://x | sh", "user": "root"}')
     check(r.returncode == 1 and "          admin => true" in r.stdout.decode() and
           "): no match" in r.stdout.decode(), "root: %d %s" % (r.returncode, r.stdout.decode()))
-    r = klaxon("rules", "explain", "--config", cfg, "--topic", "app", "--rules", d,
-               "Downloads per user", '{"cmd": "curl -O x", "user": "bob"}')
+    # A correlation: the counted rule, then the window of the event's group after each event
+    # and the alert, from run's engine on the events' own time; exit 1 (event 2 counts not).
+    r = subprocess.run([KLAXON, "rules", "explain", "--config", cfg, "--topic", "app", "--rules", d,
+                        "Downloads per user", "-"], input=EXPLAIN_CORR_EVENTS.encode(),
+                       capture_output=True, timeout=60)
     got = "\n".join(l for l in r.stdout.decode().splitlines() if not l.startswith("  time ")) + "\n"
-    want = "\n".join(l for l in EXPLAIN_CORR.splitlines() if not l.startswith("  time ")) + "\n"
-    check(r.returncode == 0 and got == want, "correlation %d:\n%s" % (r.returncode, got))
+    check(r.returncode == 1 and got == EXPLAIN_CORR, "correlation %d:\n%s" % (r.returncode, got))
+    r = subprocess.run([KLAXON, "rules", "explain", "--config", cfg, "--topic", "app", "--rules", d,
+                        "--json", "Downloads per user", "-"], input=EXPLAIN_CORR_EVENTS.encode(),
+                       capture_output=True, timeout=60)
+    js = [json.loads(l) for l in r.stdout.decode().splitlines()]
+    check([len(j["windows"]) for j in js] == [1, 0, 1, 1, 1] and
+          js[4]["windows"][0] == {"group": {"user": "bob"}, "time": "2026-03-01T09:30:00.000Z",
+                                  "count": 3, "first": "2026-03-01T09:00:00.000Z",
+                                  "last": "2026-03-01T09:30:00.000Z", "condition_met": True,
+                                  "fired": True} and
+          js[4]["alerts"] == [{"group": {"user": "bob"}, "count": 3,
+                               "first_seen": "2026-03-01T09:00:00.000Z",
+                               "last_seen": "2026-03-01T09:30:00.000Z"}] and js[3]["alerts"] == [],
+          "correlation json: %s" % js)
+    # An absence is judged as the events' time passes: db1's day ends before event 3.
+    ab = tmpdir("explain-absence")
+    write(ab, "r.yml", EXPLAIN_ABSENCE)
+    r = subprocess.run([KLAXON, "rules", "explain", "--config", cfg, "--topic", "app", "--rules", ab,
+                        "No backup in a day", "-"],
+                       input=b'{"job": "backup", "result": "ok", "host": "db1", "t": "2026-03-01T01:00:00Z"}\n'
+                             b'{"job": "backup", "result": "ok", "host": "db2", "t": "2026-03-02T01:00:00Z"}\n'
+                             b'{"job": "other", "host": "db2", "t": "2026-03-02T12:00:00Z"}\n',
+                       capture_output=True, timeout=60)
+    out = r.stdout.decode()
+    check(out.endswith("        sel => false\n"
+                       "    ALERT group {\"host\":\"db1\"} count 0, 2026-03-01T01:00:00.000Z to "
+                       "2026-03-01T01:00:00.000Z\n") and out.count("ALERT") == 1, "absence:\n%s" % out)
+    # Within the allowed lateness of its end, it is judged at the end of the events (replay's
+    # rule: by the last event's time), and said so.
+    r = subprocess.run([KLAXON, "rules", "explain", "--config", cfg, "--topic", "app", "--rules", ab,
+                        "No backup in a day", "-"],
+                       input=b'{"job": "backup", "result": "ok", "host": "db1", "t": "2026-03-01T01:00:00Z"}\n'
+                             b'{"job": "other", "host": "db2", "t": "2026-03-02T01:00:30Z"}\n',
+                       capture_output=True, timeout=60)
+    out = r.stdout.decode()
+    check(out.endswith("        sel => false\nat the end of the events:\n"
+                       "    ALERT group {\"host\":\"db1\"} count 0, 2026-03-01T01:00:00.000Z to "
+                       "2026-03-01T01:00:00.000Z\n"), "absence at the end:\n%s" % out)
     # Without the config the JSON event has no logsource: the rule's product does not fit.
     r = klaxon("rules", "explain", "--rules", d, "--json", "any_download", '{"cmd": "curl"}')
     j = json.loads(r.stdout)
