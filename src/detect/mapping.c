@@ -41,7 +41,7 @@ bool kx__is_mapping_doc(const kx_yaml_node *root)
 
 static const char *const mapping_keys[] = {"title",      "id",       "description", "author",
                                            "date",       "modified", "logsource",   "fieldmapping",
-                                           "conditions", NULL};
+                                           "conditions", "fields",   NULL};
 
 /* The detection a mapping's `conditions` stand for, {conditions: MAP, condition:
  * conditions}, built in the arena around the document's map (which the caller keeps). */
@@ -90,6 +90,13 @@ int kx__mapping_add(kx_ruleset *rs, kx__ctx *c, const kx_yaml_node *root)
     if (m->type != KX_YAML_MAP || (!m->n && !conds))
         return kx_yaml_err(c->err, c->file, m,
                            "\"fieldmapping\" maps Sigma field names to the decoders' fields");
+    const kx_yaml_node *fields = kx_yaml_get(root, "fields");
+    for (size_t i = 0; fields && fields->type == KX_YAML_SEQ && i < fields->n; i++)
+        if (fields->vals[i]->type != KX_YAML_SCALAR || !fields->vals[i]->len)
+            return kx_yaml_err(c->err, c->file, fields->vals[i], "expected a field name");
+    if (fields && (fields->type != KX_YAML_SEQ || !fields->n))
+        return kx_yaml_err(c->err, c->file, fields,
+                           "\"fields\" lists every field the logsource's events carry");
     if (conds && (conds->type != KX_YAML_MAP || !conds->n))
         return kx_yaml_err(c->err, c->file, conds,
                            "\"conditions\" is a selection (a map of field: value) every rule of "
@@ -249,6 +256,67 @@ static int map_detection(kx__ctx *c, const kx_yaml_node *m, kx__detection *d)
     return 0;
 }
 
+/* ---- fields the logsource does not have ---- */
+
+static bool listed(const kx_yaml_node *fields, const char *f)
+{
+    for (size_t i = 0; i < fields->n; i++)
+        if (!strcmp(fields->vals[i]->str, f))
+            return true;
+    return false;
+}
+
+typedef struct seen_fields {
+    const char *v[64];
+    size_t n;
+} seen_fields;
+
+/* A warning for f read by r, once per rule. */
+static void unknown_field(kx__ctx *c, const kx__filter *x, const kx_rule *r, seen_fields *seen,
+                          const char *f)
+{
+    for (size_t i = 0; i < seen->n; i++)
+        if (!strcmp(seen->v[i], f))
+            return;
+    if (seen->n < KX_ARRAY_LEN(seen->v))
+        seen->v[seen->n++] = f;
+    const kx_yaml_node *t = kx_yaml_get(x->root, "title");
+    kx__warn(c, r->file, r->line, 1,
+             "rule \"%s\" reads field \"%s\", which the events of its logsource do not carry "
+             "(field mapping \"%.*s\" in %s lists their fields)",
+             r->title, f, t ? (int)t->len : 1, t ? t->str : "?", x->file);
+}
+
+/* Each field the rules within a mapping's logsource read must be one of its `fields`. */
+static void check_fields(kx_ruleset *rs, kx__diag *dg)
+{
+    kx__ctx c = {.arena = &rs->arena, .res = &rs->res, .dg = dg};
+    for (const kx__filter *x = rs->mappings; x; x = x->next) {
+        const kx_yaml_node *fields = kx_yaml_get(x->root, "fields");
+        const kx_yaml_node *ls = kx_yaml_get(x->root, "logsource");
+        for (size_t i = 0; fields && i < rs->n; i++) {
+            const kx_rule *r = rs->rules[i];
+            const kx__detection *d = kx__rule_detection(r);
+            if (!d || !kx__within(d, ls))
+                continue;
+            seen_fields seen = {.n = 0};
+            for (size_t s = 0; s < d->nsearches; s++)
+                for (size_t g = 0; g < d->searches[s].ngroups; g++) {
+                    const kx__group *grp = &d->searches[s].groups[g];
+                    for (size_t k = 0; k < grp->nconds; k++) {
+                        const kx__fcond *f = &grp->conds[k];
+                        if (f->field && !listed(fields, f->field))
+                            unknown_field(&c, x, r, &seen, f->field);
+                        for (size_t v = 0; v < f->nvals; v++)
+                            if (f->vals[v].kind == KX__VAL_FIELDREF &&
+                                !listed(fields, f->vals[v].ref))
+                                unknown_field(&c, x, r, &seen, f->vals[v].ref);
+                    }
+                }
+        }
+    }
+}
+
 /* A correlation's field read from rule t's events, mapped as t's fields are. */
 static const char *map_field(kx_ruleset *rs, const kx_rule *t, const char *f)
 {
@@ -286,6 +354,8 @@ int kx__mappings_apply(kx_ruleset *rs, kx__diag *dg, kx_err *err)
             rc = kx__diag_error(dg, rc, err);
         }
     }
+    if (!rc)
+        check_fields(rs, dg);
     /* Correlations: their fields as the counted rules' events carry them. The strings come
      * from the kept YAML, which goes after this: copied into the arena. */
     kx__ctx c = {.arena = &rs->arena, .res = &rs->res, .err = err};

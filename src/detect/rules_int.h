@@ -94,6 +94,10 @@ int kx__diag_error(kx__diag *dg, int rc, const kx_err *err);
 /* lists.c: the named lists of the rules tree (NAME.list: a value a line), which `expand`
  * placeholders (%NAME%) stand for. */
 int kx__lists_load(kx_ruleset *rs, const strvec *files, kx__diag *dg, kx_err *err);
+/* never.c: a detection rule no event can match (after filters and mappings): true with the
+ * reason in why. _warn: a warning per such rule (to the lint, else the log). */
+bool kx__detection_never(const kx__detection *d, char *why, size_t cap);
+void kx__never_warn(kx_ruleset *rs, kx__diag *dg);
 /* Frees the live lists' values (the lists themselves are in the arena). */
 void kx__lists_free(kx__lists *ls);
 

@@ -129,6 +129,8 @@ int kx_ruleset_load(const char *const *paths, size_t npaths, kx_ruleset **out, k
         rc = kx__mappings_apply(rs, NULL, err);
     kx__filters_release(rs);
     if (!rc)
+        kx__never_warn(rs, NULL);
+    if (!rc)
         rc = kx__cset_create(&rs->arena, rs->rules, rs->n, &rs->cs, err);
     if (rc)
         goto fail;
@@ -203,6 +205,8 @@ size_t kx_ruleset_lint(const char *const *paths, size_t npaths, kx_lint_cb cb, v
     if (!rc)
         rc = kx__mappings_apply(rs, &dg, &err);
     kx__filters_release(rs);
+    if (!rc)
+        kx__never_warn(rs, &dg);
     /* The compiled set only for a set that would load: a left-out rule may have left
      * patterns behind. What it can refuse (a pattern set too large) is rare. */
     if (!rc && !dg.errors)

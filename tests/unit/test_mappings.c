@@ -201,6 +201,61 @@ static void test_conditions_per_logsource(void **state)
     assert_string_equal(why, want);
 }
 
+typedef struct warnings {
+    char lines[4][1024];
+    size_t n;
+} warnings;
+
+static void warn_cb(void *ud, kx_lint_level level, const kx_err *err)
+{
+    warnings *w = ud;
+    assert_int_equal(level, KX_LINT_WARNING);
+    assert_true(w->n < 4);
+    kx_err_format(err, w->lines[w->n++], sizeof(w->lines[0]));
+}
+
+/* A mapping that lists its logsource's fields: lint warns of a field a rule reads that the
+ * events do not carry (a typo, or a field of another source), once per rule and field. */
+static void test_unknown_fields(void **state)
+{
+    (void)state;
+    char a[200], b[200], want[1024];
+    snprintf(a, sizeof(a), "%s/m.yml", dir);
+    snprintf(b, sizeof(b), "%s/r.yml", dir);
+    assert_int_equal(kx_test_write_file(a,
+                                        "title: sshd\nlogsource: {product: linux, service: sshd}\n"
+                                        "fieldmapping: {User: user}\n"
+                                        "fields: [user, src_ip, outcome, program]\n"),
+                     0);
+    assert_int_equal(
+        kx_test_write_file(b, "title: typo\nlogsource: {product: linux, service: sshd}\n"
+                              "detection:\n  s: {User: root, src_ipp: 1.2.3.4}\n"
+                              "  t: {src_ipp|contains: '1.2', outcome|fieldref: usr}\n"
+                              "  condition: s or t\n---\n"
+                              "title: good\nlogsource: {product: linux, service: sshd}\n"
+                              "detection:\n  s: {User: root, outcome: Accepted}\n  condition: s\n"
+                              "---\ntitle: elsewhere\nlogsource: {product: linux, service: sudo}\n"
+                              "detection:\n  s: {command: x}\n  condition: s\n"),
+        0);
+    const char *paths[] = {dir};
+    warnings w = {.n = 0};
+    kx_lint_totals t;
+    assert_int_equal(kx_ruleset_lint(paths, 1, warn_cb, &w, &t), 0);
+    assert_int_equal(t.warnings, 2);
+    snprintf(want, sizeof(want),
+             "%s:1:1: rule \"typo\" reads field \"src_ipp\", which the events of its logsource do "
+             "not carry (field mapping \"sshd\" in %s lists their fields)",
+             b, a);
+    assert_string_equal(w.lines[0], want);
+    snprintf(want, sizeof(want),
+             "%s:1:1: rule \"typo\" reads field \"usr\", which the events of its logsource do not "
+             "carry (field mapping \"sshd\" in %s lists their fields)",
+             b, a);
+    assert_string_equal(w.lines[1], want);
+    remove(a);
+    remove(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -209,6 +264,7 @@ int main(void)
         cmocka_unit_test(test_correlation_fields),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_conditions_per_logsource),
+        cmocka_unit_test(test_unknown_fields),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

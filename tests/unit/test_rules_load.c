@@ -269,6 +269,63 @@ static void test_lint_every_error(void **state)
     assert_int_equal(seen.n, 0);
 }
 
+static void warn_cb(void *ud, kx_lint_level level, const kx_err *err)
+{
+    lint_seen *s = ud;
+    assert_int_equal(level, KX_LINT_WARNING);
+    assert_true(s->n < 8);
+    kx_err_format(err, s->lines[s->n++], sizeof(s->lines[0]));
+}
+
+/* Warnings for rules no event can match, each with its reason; rules that can match (however
+ * unlikely) say nothing. */
+static void test_lint_never_matches(void **state)
+{
+    (void)state;
+    char sub[128], a[160], want[600];
+    snprintf(sub, sizeof(sub), "%s/never", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    snprintf(a, sizeof(a), "%s/a.yml", sub);
+    char list[160];
+    snprintf(list, sizeof(list), "%s/nobody.list", sub);
+    write_file(list, "# nobody this week\n");
+    write_file(a, "title: contradiction\ndetection:\n    s: {f: x}\n    condition: s and not s\n"
+                  "---\ntitle: empty list\ndetection:\n    s: {user|expand: '%nobody%'}\n"
+                  "    t: {f: x}\n    condition: s and t\n"
+                  "---\ntitle: absent and present\ndetection:\n"
+                  "    s: {user|exists: false, user|contains: adm}\n    condition: s\n"
+                  "---\ntitle: hour 24\ndetection:\n    s: {t|hour: 24}\n    condition: s\n"
+                  "---\ntitle: fine\ndetection:\n    s: {user|exists: false}\n"
+                  "    t: {user: [null, x], t|hour: 23}\n    n: {user|expand: '%nobody%'}\n"
+                  "    condition: (s or t) and not n\n");
+    const char *paths[] = {sub};
+    lint_seen seen = {.n = 0};
+    kx_lint_totals t;
+    assert_int_equal(kx_ruleset_lint(paths, 1, warn_cb, &seen, &t), 0);
+    assert_int_equal(t.warnings, 4);
+    assert_int_equal(seen.n, 4);
+    snprintf(want, sizeof(want),
+             "%s:1:1: rule \"contradiction\" can never match: its condition is false whatever "
+             "its search identifiers say",
+             a);
+    assert_string_equal(seen.lines[0], want);
+    snprintf(want, sizeof(want),
+             "%s:6:1: rule \"empty list\" can never match: search \"s\": \"user|expand\" has no "
+             "value to compare (an empty list)",
+             a);
+    assert_string_equal(seen.lines[1], want);
+    snprintf(want, sizeof(want),
+             "%s:12:1: rule \"absent and present\" can never match: search \"s\": "
+             "\"user|exists\" and \"user|contains\" in one map: absent and with a value",
+             a);
+    assert_string_equal(seen.lines[2], want);
+    snprintf(want, sizeof(want),
+             "%s:17:1: rule \"hour 24\" can never match: search \"s\": \"t|hour\" asks for a "
+             "time part no time has",
+             a);
+    assert_string_equal(seen.lines[3], want);
+}
+
 /* A reload keeps the counters of the rules whose document did not change; the files'
  * fingerprint moves when one is written. */
 static void test_reload_counters_and_fingerprint(void **state)
@@ -476,6 +533,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_yaml_error),
         cmocka_unit_test(test_lint_every_error),
+        cmocka_unit_test(test_lint_never_matches),
         cmocka_unit_test(test_reload_counters_and_fingerprint),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
