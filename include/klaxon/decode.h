@@ -57,5 +57,9 @@ int kx_decode(kx_decoder *d, const char *raw, size_t len, int64_t fallback_ms, k
 /* Parses RFC 3339 / ISO 8601 timestamps ("2026-03-29T01:30:00Z", "...+02:00", fractions).
  * Returns 0 and ms since the epoch, or -EINVAL. */
 int kx_parse_rfc3339(const char *s, size_t len, int64_t *out_ms);
+/* A time as an epoch number in text ("1741598405", "1741598405123", "1.7e9"): seconds when
+ * |x| < 1e11, else milliseconds (time_field: epoch, and the rules' time-part modifiers).
+ * 0, or -EINVAL. */
+int kx_parse_epoch(const char *s, size_t len, int64_t *out_ms);
 
 #endif

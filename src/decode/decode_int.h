@@ -48,8 +48,6 @@ int kx__parse_iso(const char *s, size_t len, kx__iso *out);
 /* UTC ms of a parsed time whose offset is known (offset_s applied when has_zone). */
 int64_t kx__iso_to_ms(const kx__iso *t);
 int kx__days_in_month(int year, int month);
-/* Epoch number as text: seconds when |x| < 1e11, else milliseconds. 0 or -EINVAL. */
-int kx__parse_epoch(const char *s, size_t len, int64_t *out_ms);
 
 /* JSON object -> fields. Returns 0 or -EINVAL with *why set. */
 int kx__json_decode(const char *raw, size_t len, kx_event *ev, const char **why);

@@ -280,10 +280,10 @@ kx_format kx_decoder_format(const kx_decoder *d)
 static bool field_time(const kx_field *f, int64_t *ms)
 {
     if (f->type == KX_VAL_NUM)
-        return kx__parse_epoch(f->value, f->value_len, ms) == 0;
+        return kx_parse_epoch(f->value, f->value_len, ms) == 0;
     if (f->type == KX_VAL_STR)
         return kx_parse_rfc3339(f->value, f->value_len, ms) == 0 ||
-               kx__parse_epoch(f->value, f->value_len, ms) == 0;
+               kx_parse_epoch(f->value, f->value_len, ms) == 0;
     return false;
 }
 

@@ -134,7 +134,7 @@ int kx_parse_rfc3339(const char *s, size_t len, int64_t *out_ms)
     return 0;
 }
 
-int kx__parse_epoch(const char *s, size_t len, int64_t *out_ms)
+int kx_parse_epoch(const char *s, size_t len, int64_t *out_ms)
 {
     char buf[64];
     char *end;

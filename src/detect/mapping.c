@@ -148,6 +148,30 @@ static const kx_yaml_node *const *targets(const kx_yaml_node *m, const char *nam
     return NULL;
 }
 
+/* Does a fieldref value of f name a mapped field? */
+static bool ref_mapped(const kx_yaml_node *m, const kx__fcond *f)
+{
+    size_t n;
+    for (size_t v = 0; v < f->nvals; v++)
+        if (f->vals[v].kind == KX__VAL_FIELDREF && targets(m, f->vals[v].ref, &n))
+            return true;
+    return false;
+}
+
+/* f's fieldref values with the fields they name mapped (to the first of several, as a
+ * correlation's fields are): vals is f's own copy. */
+static int map_refs(kx__ctx *c, const kx_yaml_node *m, kx__value *vals, size_t n)
+{
+    for (size_t v = 0; v < n; v++) {
+        size_t nt;
+        const kx_yaml_node *const *t =
+            vals[v].kind == KX__VAL_FIELDREF ? targets(m, vals[v].ref, &nt) : NULL;
+        if (t && !(vals[v].ref = kx__strndup(c, t[0]->str, t[0]->len)))
+            return -ENOMEM;
+    }
+    return 0;
+}
+
 /* One map of a search under m: as many maps as the combinations of its fields' targets
  * (one, when every mapped field has one target), appended to out[*nout]. */
 static int map_group(kx__ctx *c, const kx_yaml_node *m, const kx__group *g, kx__group *out,
@@ -171,6 +195,16 @@ static int map_group(kx__ctx *c, const kx_yaml_node *m, const kx__group *g, kx__
             size_t n = 0;
             const kx_yaml_node *const *t =
                 g->conds[i].field ? targets(m, g->conds[i].field, &n) : NULL;
+            if (!t && ref_mapped(m, &g->conds[i])) {
+                kx__value *vals =
+                    kx__alloc(c, (conds[i].nvals ? conds[i].nvals : 1) * sizeof(*vals));
+                if (!vals)
+                    return -ENOMEM;
+                memcpy(vals, g->conds[i].vals, conds[i].nvals * sizeof(*vals));
+                conds[i].vals = vals;
+                if (map_refs(c, m, vals, conds[i].nvals))
+                    return -ENOMEM;
+            }
             if (!t)
                 continue;
             const kx_yaml_node *pick = t[rest % n];
@@ -191,6 +225,8 @@ static int map_group(kx__ctx *c, const kx_yaml_node *m, const kx__group *g, kx__
             conds[i].key = key;
             memcpy(vals, g->conds[i].vals, conds[i].nvals * sizeof(*vals));
             conds[i].vals = vals;
+            if (map_refs(c, m, vals, conds[i].nvals))
+                return -ENOMEM;
         }
         out[(*nout)++] = (kx__group){.conds = conds, .nconds = g->nconds};
     }
@@ -209,6 +245,8 @@ static size_t combos_of(const kx_yaml_node *m, const kx__group *g)
         if (g->conds[i].field && targets(m, g->conds[i].field, &n)) {
             mapped = true;
             combos = combos > KX__MAP_MAX_GROUPS / n ? KX__MAP_MAX_GROUPS + 1 : combos * n;
+        } else if (ref_mapped(m, &g->conds[i])) {
+            mapped = true;
         }
     }
     return mapped ? combos : 0;
@@ -253,6 +291,28 @@ static int map_detection(kx__ctx *c, const kx_yaml_node *m, kx__detection *d)
     }
     if (s)
         d->searches = s;
+    return 0;
+}
+
+/* The rule's `fields` (what its alerts show of the event), mapped to the first target. */
+static int map_shown_fields(kx__ctx *c, const kx_yaml_node *m, kx_rule *r)
+{
+    const char **f = NULL;
+    for (size_t i = 0; i < r->nfields; i++) {
+        size_t n;
+        const kx_yaml_node *const *t = targets(m, r->fields[i], &n);
+        if (!t)
+            continue;
+        if (!f) {
+            if (!(f = kx__alloc(c, r->nfields * sizeof(*f))))
+                return -ENOMEM;
+            memcpy(f, r->fields, r->nfields * sizeof(*f));
+        }
+        if (!(f[i] = kx__strndup(c, t[0]->str, t[0]->len)))
+            return -ENOMEM;
+    }
+    if (f)
+        r->fields = f;
     return 0;
 }
 
@@ -348,6 +408,8 @@ int kx__mappings_apply(kx_ruleset *rs, kx__diag *dg, kx_err *err)
                 continue;
             rc = map_detection(&c, kx_yaml_get(x->root, "fieldmapping"),
                                ((rule_priv *)r->priv)->det);
+            if (!rc)
+                rc = map_shown_fields(&c, kx_yaml_get(x->root, "fieldmapping"), r);
             /* then the logsource's conditions, written in the decoders' names: not mapped */
             if (!rc && conds)
                 rc = kx__narrow(rs, x->file, conds, kx_yaml_get(x->root, "title"), r, err);

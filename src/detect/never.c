@@ -89,7 +89,7 @@ static bool search_never(const kx__search *s, char *why, size_t cap)
 {
     if (s->tod)
         return false;
-    char first[256] = "no map", other[256];
+    char first[256] = "no map", other[256] = "";
     for (size_t g = 0; g < s->ngroups; g++)
         if (!group_never(&s->groups[g], g ? other : first, sizeof(first)))
             return false;

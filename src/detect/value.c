@@ -1023,19 +1023,11 @@ static int iso_week(const kx_civil *t)
 }
 
 /* The field's time: RFC 3339 text, or a number of seconds (below 10^11) or ms since the
- * epoch. */
+ * epoch, read as the decoders read a time_field (kx_parse_epoch). */
 static bool field_time_ms(const kx_field *f, int64_t *ms)
 {
-    if (f->type == KX_VAL_NUM || (f->value_len && f->value[0] >= '0' && f->value[0] <= '9' &&
-                                  strspn(f->value, "0123456789.") == f->value_len)) {
-        char *end;
-        double d = strtod(f->value, &end);
-        if (end != f->value + f->value_len || !isfinite(d) || d < 0 || d > 1e15)
-            return false;
-        *ms = (int64_t)(d < 1e11 ? d * 1000.0 : d);
-        return true;
-    }
-    return kx_parse_rfc3339(f->value, f->value_len, ms) == 0;
+    return kx_parse_epoch(f->value, f->value_len, ms) == 0 ||
+           kx_parse_rfc3339(f->value, f->value_len, ms) == 0;
 }
 
 static bool timepart_match(const kx__value *v, const kx_field *f)

@@ -131,6 +131,27 @@ static void test_correlation_fields(void **state)
     kx_ruleset_destroy(rs);
 }
 
+/* A fieldref names a field too, and `fields` names what the alert shows: both mapped. */
+static void test_fieldref_and_shown_fields(void **state)
+{
+    (void)state;
+    kx_ruleset *rs = load_ok("title: same user\nlogsource: {product: linux}\n"
+                             "detection:\n  sel: {target_user|fieldref: User}\n  condition: sel\n"
+                             "fields: [User, SourceIp, pwd]\n");
+    const char *same[] = {"user", "bob", "target_user", "BOB", NULL};
+    const char *other[] = {"user", "bob", "target_user", "root", NULL};
+    const char *theirs[] = {"User", "bob", "target_user", "bob", NULL};
+    assert_int_equal(kx_test_match(rs, "linux", NULL, same), 1);
+    assert_int_equal(kx_test_match(rs, "linux", NULL, other), 0);
+    assert_int_equal(kx_test_match(rs, "linux", NULL, theirs), 0);
+    const kx_rule *r = kx_ruleset_at(rs, 0);
+    assert_int_equal(r->nfields, 3);
+    assert_string_equal(r->fields[0], "user");
+    assert_string_equal(r->fields[1], "src_ip");
+    assert_string_equal(r->fields[2], "pwd");
+    kx_ruleset_destroy(rs);
+}
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -262,6 +283,7 @@ int main(void)
         cmocka_unit_test(test_taxonomy_names_read_decoder_fields),
         cmocka_unit_test(test_one_to_many_and_logsource_scope),
         cmocka_unit_test(test_correlation_fields),
+        cmocka_unit_test(test_fieldref_and_shown_fields),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_conditions_per_logsource),
         cmocka_unit_test(test_unknown_fields),
