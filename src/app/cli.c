@@ -76,12 +76,33 @@ typedef struct app {
     const kx_yaml_node *input, *decode;
     kx__reload rl;     /* run: the rules in force and the last reload, for metrics/healthz */
     kx__livelists *ll; /* reads the rules' Redis-backed lists; NULL when they have none */
+    bool pipe_paused;  /* the pipeline holds the source (store down, spool full) */
+    bool lists_hold;   /* a reload's new live lists are being read: events wait */
+    ev_timer lists_w;  /* how long they may wait */
     ev_timer watch;    /* run with rules_watch: looks at the rule files */
     uint64_t watch_fp; /* their fingerprint when last looked at */
     int exit_code;
 } app;
 
 static void finish_shutdown(app *a);
+static void hold_for_new_lists(app *a);
+
+/* How long start-up and a reload hold the events back for a live list's first read. */
+#define KX_LISTS_WAIT_S 10.0
+
+/* `run` reads live lists from the state store's Redis: a set that needs them and a memory
+ * store would fail closed on every event for ever, so it is refused (file:line of a list). */
+static int live_lists_need_redis(const app *a, kx_ruleset *rs, kx_err *err)
+{
+    if (a->replay || !kx_ruleset_live_lists(rs) || !strcmp(kx_store_kind(a->store), "redis"))
+        return 0;
+    kx_live_list l;
+    kx_ruleset_live_list(rs, 0, &l);
+    return kx_err_set(err, a->cfg ? a->cfg->file : NULL, 0, 0,
+                      "list %s is read from Redis (set \"%s\"), but state is in memory: set "
+                      "state.store to redis://...",
+                      l.name, l.key);
+}
 
 /* SIGHUP: load the rule files again; a set with any error is refused and the running set
  * stays in force. The swap happens between batches (in-flight updates point at rules). */
@@ -91,7 +112,13 @@ static void reload_rules(app *a)
     kx_ruleset *rs = NULL;
     kx_err err = {0};
     char msg[1024];
-    if (kx_ruleset_load((const char *const *)a->cfg->rule_paths, a->cfg->nrule_paths, &rs, &err)) {
+    int lrc =
+        kx_ruleset_load((const char *const *)a->cfg->rule_paths, a->cfg->nrule_paths, &rs, &err);
+    if (!lrc && (lrc = live_lists_need_redis(a, rs, &err)) != 0) {
+        kx_ruleset_destroy(rs);
+        rs = NULL;
+    }
+    if (lrc) {
         if (rs)
             kx_ruleset_destroy(rs);
         kx__reload_refused(&a->rl, ev_time(), &err);
@@ -117,6 +144,7 @@ static void reload_rules(app *a)
         kx__livelists_use(a->ll, rs);
     else if (kx_ruleset_live_lists(rs) && kx__livelists_create(a->loop, a->store, rs, &a->ll))
         kx_log(KX_LOG_ERROR, "app", "out of memory: live lists not read, their rules fail closed");
+    hold_for_new_lists(a);
     kx_log(KX_LOG_INFO, "app", "rules reloaded: %zu rules (%zu unchanged, their counters kept)",
            kx_ruleset_size(rs), kept);
 }
@@ -152,13 +180,59 @@ static void on_batch(void *ud, const kx_msg *msgs, size_t n)
     }
 }
 
-static void on_pause(void *ud, bool pause)
+/* The source runs when neither the pipeline nor a live list's first read holds it. */
+static void apply_pause(app *a)
 {
-    app *a = ud;
-    if (pause)
+    if (a->pipe_paused || a->lists_hold)
         kx_source_pause(a->src);
     else
         kx_source_resume(a->src);
+}
+
+static void on_pause(void *ud, bool pause)
+{
+    app *a = ud;
+    a->pipe_paused = pause;
+    apply_pause(a);
+}
+
+static void lists_release(app *a)
+{
+    if (!a->lists_hold)
+        return;
+    a->lists_hold = false;
+    ev_timer_stop(a->loop, &a->lists_w);
+    apply_pause(a);
+}
+
+static void lists_ready(void *ud)
+{
+    lists_release(ud);
+}
+
+static void lists_wait_over(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)revents;
+    app *a = w->data;
+    kx_log(KX_LOG_WARN, "lists",
+           "a reload's new live lists are not read after %.0fs: going on; their rules fail "
+           "closed until read",
+           KX_LISTS_WAIT_S);
+    lists_release(a);
+}
+
+/* After a reload: a live list the old rules did not have (or with another key) is read
+ * before the next event, as at start-up, for at most KX_LISTS_WAIT_S. */
+static void hold_for_new_lists(app *a)
+{
+    if (!kx__livelists_waiting(a->ll))
+        return;
+    a->lists_hold = true;
+    apply_pause(a);
+    kx__livelists_on_ready(a->ll, lists_ready, a);
+    ev_timer_stop(a->loop, &a->lists_w);
+    ev_timer_set(&a->lists_w, KX_LISTS_WAIT_S, 0);
+    ev_timer_start(a->loop, &a->lists_w);
 }
 
 static void drained(void *ud)
@@ -433,36 +507,39 @@ static void on_wait_deadline(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop, (void)w, (void)revents; /* wakes the start-up wait below */
 }
 
-/* How long start-up waits for the first read of the live lists. */
-#define KX_LISTS_START_WAIT_S 10.0
-
 /* The rules' Redis-backed lists: read before the first event, so no event meets a list not
  * read yet (its rules would fail closed). replay without Redis takes each list's file values
  * (a test case may have given values already: kept). */
 static int start_live_lists(app *a)
 {
     size_t n = kx_ruleset_live_lists(a->rules);
+    kx_err err = {0};
     if (!n)
         return 0;
+    if (live_lists_need_redis(a, a->rules, &err)) {
+        kx__cli_print_err(&err);
+        return 2;
+    }
     if (a->replay && strcmp(kx_store_kind(a->store), "redis") != 0)
-        return kx__livelists_file_values(a->rules, "state is in memory");
+        return kx__livelists_file_values(a->rules, "state is in memory") ? 1 : 0;
     /* the store connects on the loop: wait for it (bounded), then for the reads */
     ev_timer deadline;
-    ev_timer_init(&deadline, on_wait_deadline, KX_LISTS_START_WAIT_S, 0);
+    ev_timer_init(&deadline, on_wait_deadline, KX_LISTS_WAIT_S, 0);
     ev_timer_start(a->loop, &deadline);
-    double until = ev_time() + KX_LISTS_START_WAIT_S;
+    double until = ev_time() + KX_LISTS_WAIT_S;
     while (!kx_store_is_up(a->store) && ev_time() < until)
         ev_run(a->loop, EVRUN_ONCE);
     int rc = kx__livelists_create(a->loop, a->store, a->rules, &a->ll);
+    /* a failed read is tried again within a second: wait for a good one, to the deadline */
     while (!rc && kx__livelists_waiting(a->ll) && ev_time() < until)
         ev_run(a->loop, EVRUN_ONCE);
     ev_timer_stop(a->loop, &deadline);
     if (rc)
-        return rc;
+        return 1;
     if (kx__livelists_waiting(a->ll) || !kx_store_is_up(a->store))
         kx_log(KX_LOG_WARN, "lists",
                "live lists not read after %.0fs: going on; their rules fail closed until read",
-               KX_LISTS_START_WAIT_S);
+               KX_LISTS_WAIT_S);
     return 0;
 }
 
@@ -508,7 +585,9 @@ static int build_stages(app *a, const char *store_url, int format_override, cons
     kx_pipeline_prepare_rules(a->pipe, a->rules);
     kx_pipeline_set_pause_cb(a->pipe, on_pause, a);
     kx_pipeline_set_tick_cb(a->pipe, tick_done, a);
-    return start_live_lists(a) ? 1 : 0;
+    ev_timer_init(&a->lists_w, lists_wait_over, KX_LISTS_WAIT_S, 0);
+    a->lists_w.data = a;
+    return start_live_lists(a);
 }
 
 /* ---- klaxon run ---- */

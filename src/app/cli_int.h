@@ -51,13 +51,16 @@ void kx__reload_health_detail(const kx__reload *st, size_t nrules, kx_buf *out);
 /* Live lists (livelists.c): reads the Redis-backed lists of the rules in force, every
  * refresh, through the store, and swaps their values in. use: the rules now in force (after
  * a reload, which carried the old values: kx_ruleset_carry_live_lists); every list is read
- * again at once. waiting: a list never read has a read in flight (start-up waits for it). */
+ * again at once. waiting: a list has never been read (and can be: the store has sets);
+ * start-up and a reload hold the events back for it, up to KX_LISTS_WAIT_S. */
 typedef struct kx__livelists kx__livelists;
 int kx__livelists_create(struct ev_loop *loop, kx_store *store, kx_ruleset *rs,
                          kx__livelists **out);
 void kx__livelists_use(kx__livelists *ll, kx_ruleset *rs);
 void kx__livelists_destroy(kx__livelists *ll);
 bool kx__livelists_waiting(const kx__livelists *ll);
+/* cb once, when no list waits for its first read any more (a read ended). */
+void kx__livelists_on_ready(kx__livelists *ll, void (*cb)(void *ud), void *ud);
 int kx__livelists_render_metrics(const kx__livelists *ll, kx_buf *out);
 /* Gives each live list not given values yet only its file's values, with a warning saying
  * why (no Redis: replay on a memory store, explain). */

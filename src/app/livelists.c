@@ -44,6 +44,8 @@ typedef struct slot {
 } slot;
 
 struct kx__livelists {
+    void (*ready_cb)(void *ud); /* once no list waits for its first read */
+    void *ready_ud;
     struct ev_loop *loop;
     kx_store *store;
     kx_ruleset *rs;
@@ -112,7 +114,10 @@ static void on_page(void *ud, int status, const char *cursor, const char *const 
     char why[96] = "";
     if (status)
         snprintf(why, sizeof(why), "%s",
-                 status == -EPROTO ? "Redis refused it (not a set?)" : strerror(-status));
+                 status == -EPROTO   ? "Redis refused it (not a set?)"
+                 : status == -EAGAIN ? "interrupted (the set moved to another node, or Redis "
+                                       "went down): read again"
+                                     : strerror(-status));
     for (size_t k = 0; !status && k < n; k++) {
         if (memchr(members[k], '\0', lens[k]))
             continue; /* a value with a NUL byte can equal no field value */
@@ -159,6 +164,17 @@ static void on_page(void *ud, int status, const char *cursor, const char *const 
     }
     scan_free(sc);
     schedule(ll);
+    if (ll->ready_cb && !kx__livelists_waiting(ll)) {
+        void (*cb)(void *) = ll->ready_cb;
+        ll->ready_cb = NULL;
+        cb(ll->ready_ud);
+    }
+}
+
+void kx__livelists_on_ready(kx__livelists *ll, void (*cb)(void *ud), void *ud)
+{
+    ll->ready_cb = cb;
+    ll->ready_ud = ud;
 }
 
 /* Starts the reads that are due; the timer then waits for the next one due. */
@@ -283,7 +299,7 @@ void kx__livelists_destroy(kx__livelists *ll)
 bool kx__livelists_waiting(const kx__livelists *ll)
 {
     for (size_t i = 0; ll && i < ll->n; i++)
-        if (ll->slots[i].scan && ll->slots[i].read_at == 0)
+        if (ll->slots[i].read_at == 0 && !ll->slots[i].unsupported)
             return true;
     return false;
 }

@@ -404,6 +404,64 @@ bool kx__cond_eval(const kx__cnode *n, const kx__detection *d, const kx__eval *x
     return false;
 }
 
+/* ---- three values: a live list not read yet is unknown (Kleene's logic) ---- */
+
+static int search3(const kx__search *s, const kx__eval *x)
+{
+    if (s->tod)
+        return kx_timeofday_match(s->tod, x->ev->time_ms);
+    int any = 0; /* OR of the maps: 1 true, -1 unknown, 0 false */
+    for (size_t g = 0; g < s->ngroups && any != 1; g++) {
+        const kx__group *grp = &s->groups[g];
+        int all = 1; /* AND of the field conditions */
+        for (size_t i = 0; i < grp->nconds && all != 0; i++) {
+            int m = kx__fcond_match3(&grp->conds[i], x);
+            all = m == 0 ? 0 : m < 0 ? -1 : all;
+        }
+        any = all == 1 ? 1 : all < 0 ? -1 : any;
+    }
+    return any;
+}
+
+static int and3(int a, int b)
+{
+    return a == 0 || b == 0 ? 0 : a < 0 || b < 0 ? -1 : 1;
+}
+
+static int or3(int a, int b)
+{
+    return a == 1 || b == 1 ? 1 : a < 0 || b < 0 ? -1 : 0;
+}
+
+static int cond3(const kx__cnode *n, const kx__detection *d, const kx__eval *x)
+{
+    int v;
+    switch (n->op) {
+    case KX__C_ID:
+        return search3(&d->searches[n->ids[0]], x);
+    case KX__C_ONE_OF:
+    case KX__C_ALL_OF:
+        v = n->op == KX__C_ALL_OF;
+        for (size_t i = 0; i < n->nids; i++) {
+            int s = search3(&d->searches[n->ids[i]], x);
+            v = n->op == KX__C_ALL_OF ? and3(v, s) : or3(v, s);
+        }
+        return v;
+    case KX__C_AND:
+    case KX__C_OR:
+        v = n->op == KX__C_AND;
+        for (size_t i = 0; i < n->nkids; i++) {
+            int k = cond3(n->kids[i], d, x);
+            v = n->op == KX__C_AND ? and3(v, k) : or3(v, k);
+        }
+        return v;
+    case KX__C_NOT:
+        v = cond3(n->kids[0], d, x);
+        return v < 0 ? -1 : !v;
+    }
+    return 0;
+}
+
 bool kx__detection_match(const kx__detection *d, const kx__eval *x)
 {
     kx__rx *rx = x->rx;
@@ -415,6 +473,19 @@ bool kx__detection_match(const kx__detection *d, const kx__eval *x)
     bool m = kx__cond_eval(d->cond, d, x);
     if (!rx->reason)
         return m;
+    if (rx->list_unknown) {
+        /* A live list not read yet was asked (value.c): with it unknown, is the answer? The
+         * same list may count for and against (`a and not b`): no single guess for it can
+         * say, three values can. Unknown: klaxon cannot say, so it fails closed and says so. */
+        const char *why = rx->reason;
+        int m3 = cond3(d->cond, d, x);
+        rx->reason = why;
+        if (m3 >= 0)
+            return m3 == 1;
+        kx_metric_inc(KX_M_LIST_FAILED_CLOSED);
+        rx->match_reason = why;
+        return true;
+    }
     /* A regex was given up, with every such regex as no match the answer is m. Does it depend
      * on them? Evaluate once more with each given-up regex as a match, from the same budget
      * (PCRE2 runs are deterministic, so the same regexes give up). The same answer: it is
@@ -435,12 +506,6 @@ bool kx__detection_match(const kx__detection *d, const kx__eval *x)
     rx->reason = why;
     if (hi == m)
         return m;
-    if (rx->list_unknown) {
-        /* A live list not read yet: klaxon cannot say, so it says so (value.c). */
-        kx_metric_inc(KX_M_LIST_FAILED_CLOSED);
-        rx->match_reason = why;
-        return true;
-    }
     kx_metric_inc(d->re_fail_closed ? KX_M_REGEX_FAILED_CLOSED : KX_M_REGEX_FAILED_OPEN);
     m = d->re_fail_closed;
     if (m)

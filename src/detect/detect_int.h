@@ -405,6 +405,8 @@ int kx__fcond_compile(kx__ctx *c, const kx_yaml_node *key, const kx_yaml_node *v
 /* Keyword list items (plain scalars of a list search identifier) into one OR condition. */
 int kx__keywords_compile(kx__ctx *c, const kx_yaml_node *const *items, size_t n, kx__fcond *f);
 bool kx__fcond_match(const kx__fcond *f, const kx__eval *x);
+/* The same in three values: 1, 0, or -1 when a live list not read yet decides it. */
+int kx__fcond_match3(const kx__fcond *f, const kx__eval *x);
 
 /* condition.c: parses a condition (scalar or list of scalars) over d's search identifiers. */
 int kx__cond_compile(kx__ctx *c, const kx_yaml_node *cond, kx__detection *d);

@@ -395,25 +395,32 @@ static const char *map_field(kx_ruleset *rs, const kx_rule *t, const char *f)
 int kx__mappings_apply(kx_ruleset *rs, kx__diag *dg, kx_err *err)
 {
     int rc = 0;
-    for (const kx__filter *x = rs->mappings; x && !rc; x = x->next) {
-        const kx_yaml_node *ls = kx_yaml_get(x->root, "logsource");
-        kx__ctx c = {.arena = &rs->arena, .res = &rs->res, .file = x->file, .err = err};
-        const kx_yaml_node *conds = kx_yaml_get(x->root, "conditions");
-        if (conds && !(conds = conditions_detection(&c, conds)))
-            rc = -ENOMEM;
-        for (size_t i = 0; i < rs->n && !rc; i++) {
-            kx_rule *r = rs->rules[i];
-            c.rule = r;
-            if (r->kind != KX_RULE_DETECTION || !kx__within(kx__rule_detection(r), ls))
+    /* Every mapping's renames first, then every mapping's conditions: conditions are written
+     * in the decoders' names, which no mapping may rename again. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (const kx__filter *x = rs->mappings; x && !rc; x = x->next) {
+            const kx_yaml_node *ls = kx_yaml_get(x->root, "logsource");
+            const kx_yaml_node *m = kx_yaml_get(x->root, "fieldmapping");
+            kx__ctx c = {.arena = &rs->arena, .res = &rs->res, .file = x->file, .err = err};
+            const kx_yaml_node *conds = pass ? kx_yaml_get(x->root, "conditions") : NULL;
+            if (pass && !conds)
                 continue;
-            rc = map_detection(&c, kx_yaml_get(x->root, "fieldmapping"),
-                               ((rule_priv *)r->priv)->det);
-            if (!rc)
-                rc = map_shown_fields(&c, kx_yaml_get(x->root, "fieldmapping"), r);
-            /* then the logsource's conditions, written in the decoders' names: not mapped */
-            if (!rc && conds)
-                rc = kx__narrow(rs, x->file, conds, kx_yaml_get(x->root, "title"), r, err);
-            rc = kx__diag_error(dg, rc, err);
+            if (conds && !(conds = conditions_detection(&c, conds)))
+                rc = -ENOMEM;
+            for (size_t i = 0; i < rs->n && !rc; i++) {
+                kx_rule *r = rs->rules[i];
+                c.rule = r;
+                if (r->kind != KX_RULE_DETECTION || !kx__within(kx__rule_detection(r), ls))
+                    continue;
+                if (!pass) {
+                    rc = map_detection(&c, m, ((rule_priv *)r->priv)->det);
+                    if (!rc)
+                        rc = map_shown_fields(&c, m, r);
+                } else {
+                    rc = kx__narrow(rs, x->file, conds, kx_yaml_get(x->root, "title"), r, err);
+                }
+                rc = kx__diag_error(dg, rc, err);
+            }
         }
     }
     if (!rc)

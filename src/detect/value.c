@@ -1167,6 +1167,39 @@ static bool keyword_match(const kx__value *v, const kx__eval *x)
     return v->negate;
 }
 
+/* A live list not read yet under a field the event has with a value: unknown. */
+static bool list_unread(const kx__value *v)
+{
+    return v->kind == KX__VAL_LIST && !v->list->live->set;
+}
+
+static bool has_value(const kx__fcond *f, const kx__eval *x)
+{
+    for (const kx_field *g = kx__field_first(x, f->fid, f->field); g;
+         g = kx__field_next(x, g, f->field))
+        if (g->type != KX_VAL_NULL)
+            return true;
+    return false;
+}
+
+int kx__fcond_match3(const kx__fcond *f, const kx__eval *x)
+{
+    bool unknown = false;
+    for (size_t i = 0; i < f->nvals; i++) {
+        const kx__value *v = &f->vals[i];
+        int m;
+        if (f->field && list_unread(v))
+            m = has_value(f, x) ? -1 : 0; /* no value: no list can hold it */
+        else
+            m = f->field ? value_match(v, f, x) : keyword_match(v, x);
+        if (m < 0)
+            unknown = true;
+        else if ((bool)m != f->all)
+            return m;
+    }
+    return unknown ? -1 : f->all;
+}
+
 bool kx__fcond_match(const kx__fcond *f, const kx__eval *x)
 {
     for (size_t i = 0; i < f->nvals; i++) {

@@ -416,6 +416,13 @@ void kx__redis_op_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         op_finish(r, op, -EIO, NULL);
         goto out;
     }
+    if (reply->type == REDIS_REPLY_ERROR && op->kind == OP_SCAN &&
+        (!strncmp(reply->str, "MOVED ", 6) || !strncmp(reply->str, "ASK ", 4)) &&
+        !(op->len[1] == 1 && op->args.data[op->off[1]] == '0')) {
+        /* An SSCAN cursor is the node's own: on another node the read starts over. */
+        op_finish(r, op, -EAGAIN, NULL);
+        goto out;
+    }
     if (reply->type == REDIS_REPLY_ERROR && kx__redis_redirect(r, op, reply))
         goto out;
     if (reply->type == REDIS_REPLY_ERROR) {

@@ -5,7 +5,7 @@ malformed events in the stream, and a clean SIGTERM."""
 import os
 import subprocess
 
-from harness import (SRC, Broker, HookReceiver, Klaxon, RedisServer, check, free_port, http_get,
+from harness import (KLAXON, SRC, Broker, HookReceiver, Klaxon, RedisServer, check, free_port, http_get,
                      read_jsonl, run_tests, tmpdir, wait_for, write_config)
 from test_replay import EXPECTED_AUTH, EXPECTED_TRAIL, summary
 
@@ -347,13 +347,49 @@ def test_live_list_updated_during_run():
         check(status == 200 and "list terminated_users: 1 values read" in body and
               "the last read failed: Redis refused it (not a set?)" in body, "healthz: %s %s" % (status, body))
         check(s.metric(values) == 1, "values after a failed read: %s" % s.metric(values))
+        # A reload that adds a list: it is read before the next event meets it (no event
+        # fails closed), without waiting for its refresh.
+        import signal as sig
+        s.redis.command("SADD", "iac:principals", "terraform")
+        with open(os.path.join(rules, "lists", "iac.list.yml"), "w") as f:
+            f.write("redis: {key: 'iac:principals', refresh: 1h}\n")
+        with open(os.path.join(rules, "linux", "not_iac.yml"), "w") as f:
+            f.write("title: Login by someone other than the IaC pipeline\n"
+                    "id: 5b0c7e2a-9d41-4c3e-8f6a-2e7d1c0b9a56\n"
+                    "logsource: {product: linux, service: sshd}\n"
+                    "detection:\n  sel: {outcome: Accepted}\n  iac: {user|expand: '%iac%'}\n"
+                    "  condition: sel and not iac\nlevel: low\n")
+        s.klaxon.proc.send_signal(sig.SIGHUP)
+        wait_for(lambda: s.metric('klaxon_rules_reloads_total{result="ok"}') == 1, 30, "the reload")
+        login(4, 3004)
+        check(s.metric('klaxon_list_values{list="iac"}') == 1, "iac values")
+        check(s.metric("klaxon_list_failed_closed_total") == 0, "failed closed after the reload")
+        wait_for(lambda: any(a["rule"]["id"].endswith("56") for a in read_jsonl(s.alerts_file)), 30,
+                 "the non-IaC login alert")
         check(s.klaxon.stop() == 0, "exit code")
     finally:
         s.close()
+
+
+def test_live_list_needs_redis_state():
+    """A Redis-backed list with state in memory would fail closed on every event: refused."""
+    d = tmpdir("livelist-memory")
+    os.makedirs(os.path.join(d, "rules"))
+    with open(os.path.join(d, "rules", "t.list.yml"), "w") as f:
+        f.write("redis: hr:t\n")
+    with open(os.path.join(d, "rules", "r.yml"), "w") as f:
+        f.write("title: t\nlogsource: {product: linux}\ndetection:\n  s: {user|expand: '%t%'}\n"
+                "  condition: s\n")
+    cfg = write_config(os.path.join(d, "klaxon.yaml"), "127.0.0.1:%d" % free_port(), "memory",
+                       free_port(), "    file: {type: file, path: %s/a.jsonl}\n" % d,
+                       "    - team: default\n      sinks: [file]\n", rules=[os.path.join(d, "rules")])
+    r = subprocess.run([KLAXON, "run", "-c", cfg], capture_output=True, timeout=60)
+    check(r.returncode == 2 and b'list t is read from Redis (set "hr:t"), but state is in memory'
+          in r.stderr, "exit %d: %s" % (r.returncode, r.stderr))
 
 
 if __name__ == "__main__":
     run_tests([test_end_to_end_and_commit, test_redis_outage_mid_stream,
                test_malformed_in_stream_and_webhook_retry, test_sigterm_during_outage_loses_nothing,
                test_sighup_reload_keeps_running_set_on_error, test_rules_watch_reloads_on_change,
-               test_live_list_updated_during_run])
+               test_live_list_updated_during_run, test_live_list_needs_redis_state])

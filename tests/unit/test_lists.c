@@ -298,6 +298,33 @@ static void test_live_list(void **state)
     drop("terminated.list.yml");
 }
 
+/* Not read yet, the list's answer is unknown, for and against at once: `a and not b` over
+ * one list is judged in three values, not by one guess for the list. */
+static void test_live_list_unknown_three_values(void **state)
+{
+    (void)state;
+    put("t.list.yml", "redis: hr:t\n");
+    kx_ruleset *rs = load_ok("title: t\ndetection:\n  sel: {user|expand: '%t%'}\n"
+                             "  tgt: {target|expand: '%t%'}\n  ok: {kind: login}\n"
+                             "  condition: ok and sel and not tgt\n");
+    const char *both[] = {"kind", "login", "user", "a", "target", "b", NULL};
+    assert_int_equal(kx_test_match(rs, NULL, NULL, both), 1); /* a listed, b not: a match */
+    assert_string_equal(kx_ruleset_match_reason(rs), "list t is not read from Redis yet");
+    const char *no_user[] = {"kind", "login", "target", "b", NULL};
+    assert_int_equal(kx_test_match(rs, NULL, NULL, no_user), 0); /* no user: no list has it */
+    const char *other[] = {"kind", "logout", "user", "a", "target", "b", NULL};
+    assert_int_equal(kx_test_match(rs, NULL, NULL, other), 0); /* decided without the list */
+    const char *no_target[] = {"kind", "login", "user", "a", NULL};
+    assert_int_equal(kx_test_match(rs, NULL, NULL, no_target), 1); /* still the list's call */
+    assert_int_equal(kx_ruleset_live_list_set(rs, 0, "a", 2, 1, 1), 0);
+    assert_int_equal(kx_test_match(rs, NULL, NULL, both), 1);
+    assert_null(kx_ruleset_match_reason(rs));
+    assert_int_equal(kx_ruleset_live_list_set(rs, 0, "a\0b", 4, 2, 2), 0);
+    assert_int_equal(kx_test_match(rs, NULL, NULL, both), 0);
+    kx_ruleset_destroy(rs);
+    drop("t.list.yml");
+}
+
 static void test_live_list_errors(void **state)
 {
     (void)state;
@@ -336,6 +363,7 @@ int main(void)
         cmocka_unit_test(test_yaml_lists),
         cmocka_unit_test(test_yaml_list_errors),
         cmocka_unit_test(test_live_list),
+        cmocka_unit_test(test_live_list_unknown_three_values),
         cmocka_unit_test(test_live_list_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -205,6 +205,21 @@ static void test_conditions_per_logsource(void **state)
     assert_int_equal(kx_ruleset_at(rs, 1)->nfilters, 0);
     kx_ruleset_destroy(rs);
 
+    /* a second mapping renames the rules' taxonomy names, never the first one's conditions
+     * (written in the decoders' names) */
+    rs = load_with(
+        "title: root login\nlogsource: {product: linux, service: sshd}\n"
+        "detection:\n  sel: {Program: root}\n  condition: sel\n",
+        "title: a\nlogsource: {product: linux}\nfieldmapping: {}\n"
+        "conditions: {program: sshd}\n---\n"
+        "title: b\nlogsource: {product: linux}\nfieldmapping: {Program: user, program: x}\n",
+        why, sizeof(why));
+    if (!rs)
+        fail_msg("%s", why);
+    const char *ok[] = {"user", "root", "program", "sshd", NULL};
+    assert_int_equal(kx_test_match(rs, "linux", "sshd", ok), 1);
+    kx_ruleset_destroy(rs);
+
     char want[1024];
     assert_null(load_with("title: t\nlogsource: {product: linux}\ndetection:\n  s: {a: b}\n"
                           "  condition: s\n",
