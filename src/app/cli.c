@@ -114,13 +114,10 @@ static void reload_rules(app *a)
     char msg[1024];
     int lrc =
         kx_ruleset_load((const char *const *)a->cfg->rule_paths, a->cfg->nrule_paths, &rs, &err);
-    if (!lrc && (lrc = live_lists_need_redis(a, rs, &err)) != 0) {
-        kx_ruleset_destroy(rs);
-        rs = NULL;
-    }
+    if (!lrc && live_lists_need_redis(a, rs, &err) != 0)
+        lrc = -EINVAL;
     if (lrc) {
-        if (rs)
-            kx_ruleset_destroy(rs);
+        kx_ruleset_destroy(rs); /* NULL when the load failed */
         kx__reload_refused(&a->rl, ev_time(), &err);
         kx_err_format(&err, msg, sizeof(msg));
         kx_log(KX_LOG_ERROR, "app", "rule reload refused, the running rules stay in force: %s",

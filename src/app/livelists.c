@@ -304,42 +304,46 @@ bool kx__livelists_waiting(const kx__livelists *ll)
     return false;
 }
 
+/* One metric family: its HELP and TYPE, then a line per list (M_OK: two, ok and failed). */
+typedef enum { M_VALUES, M_READ_AT, M_OK, M_FAILED } list_metric;
+
+static int render_family(const kx__livelists *ll, const char *name, const char *type,
+                         const char *help, list_metric m, kx_buf *out)
+{
+    int rc = kx_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    for (size_t i = 0; i < ll->n && !rc; i++)
+        for (list_metric k = m; k <= (m == M_OK ? M_FAILED : m) && !rc; k++) {
+            const slot *s = &ll->slots[i];
+            rc = kx_buf_printf(out, "%s{list=\"", name);
+            rc = rc ? rc : kx_metrics_put_label(out, s->name);
+            rc = rc              ? rc
+                 : k == M_VALUES ? kx_buf_printf(out, "\"} %zu\n", s->nvalues)
+                 : k == M_READ_AT
+                     ? kx_buf_printf(out, "\"} %.3f\n", s->read_at)
+                     : kx_buf_printf(out, "\",result=\"%s\"} %llu\n", k == M_OK ? "ok" : "failed",
+                                     (unsigned long long)(k == M_OK ? s->ok : s->failed));
+        }
+    return rc;
+}
+
 int kx__livelists_render_metrics(const kx__livelists *ll, kx_buf *out)
 {
     if (!ll || !ll->n)
         return 0;
-    int rc = kx_buf_puts(out, "# HELP klaxon_list_values Values in force per live list (read "
-                              "from its Redis set, with its file's).\n"
-                              "# TYPE klaxon_list_values gauge\n");
-    for (size_t i = 0; i < ll->n && !rc; i++) {
-        rc = kx_buf_puts(out, "klaxon_list_values{list=\"");
-        rc = rc ? rc : kx_metrics_put_label(out, ll->slots[i].name);
-        rc = rc ? rc : kx_buf_printf(out, "\"} %zu\n", ll->slots[i].nvalues);
-    }
+    int rc = render_family(ll, "klaxon_list_values", "gauge",
+                           "Values in force per live list (read from its Redis set, with its "
+                           "file's).",
+                           M_VALUES, out);
     rc = rc ? rc
-            : kx_buf_puts(out, "# HELP klaxon_list_read_timestamp_seconds When each live list "
-                               "was last read from Redis (0: never; its rules fail closed).\n"
-                               "# TYPE klaxon_list_read_timestamp_seconds gauge\n");
-    for (size_t i = 0; i < ll->n && !rc; i++) {
-        rc = kx_buf_puts(out, "klaxon_list_read_timestamp_seconds{list=\"");
-        rc = rc ? rc : kx_metrics_put_label(out, ll->slots[i].name);
-        rc = rc ? rc : kx_buf_printf(out, "\"} %.3f\n", ll->slots[i].read_at);
-    }
-    rc = rc ? rc
-            : kx_buf_puts(out, "# HELP klaxon_list_reads_total Reads of live lists from Redis "
-                               "by result (failed: the values read before stay).\n"
-                               "# TYPE klaxon_list_reads_total counter\n");
-    for (size_t i = 0; i < ll->n && !rc; i++) {
-        for (int r = 0; r < 2 && !rc; r++) {
-            rc = kx_buf_puts(out, "klaxon_list_reads_total{list=\"");
-            rc = rc ? rc : kx_metrics_put_label(out, ll->slots[i].name);
-            rc =
-                rc ? rc
-                   : kx_buf_printf(out, "\",result=\"%s\"} %llu\n", r ? "failed" : "ok",
-                                   (unsigned long long)(r ? ll->slots[i].failed : ll->slots[i].ok));
-        }
-    }
-    return rc;
+            : render_family(ll, "klaxon_list_read_timestamp_seconds", "gauge",
+                            "When each live list was last read from Redis (0: never; its rules "
+                            "fail closed).",
+                            M_READ_AT, out);
+    return rc ? rc
+              : render_family(ll, "klaxon_list_reads_total", "counter",
+                              "Reads of live lists from Redis by result (failed: the values read "
+                              "before stay).",
+                              M_OK, out);
 }
 
 void kx__livelists_health_detail(const kx__livelists *ll, kx_buf *out)

@@ -70,16 +70,23 @@ kx_agg kx__corr_agg(kx_corr_type t)
 
 static void corr_alert(kx_op *op, const kx_window_result *res, const kx_kv *group, size_t ng);
 
+/* The op's group as (name, value) pairs into group (2 * KX_MAX_GROUP_BY); how many. */
+static size_t op_group(const kx_op *op, kx_kv *group)
+{
+    size_t ng = kx__corr_ngroup(op->corr);
+    for (size_t i = 0; i < ng; i++) {
+        group[i].key = kx__corr_group_name(op->corr, i);
+        group[i].value = op->strs.data + op->val_off[i];
+    }
+    return ng;
+}
+
 static void corr_fire(kx_op *op, const kx_window_result *res)
 {
     kx_correlator *p = op->p;
     kx_rule *c = op->corr;
     kx_kv group[2 * KX_MAX_GROUP_BY];
-    size_t ng = kx__corr_ngroup(c);
-    for (size_t i = 0; i < ng; i++) {
-        group[i].key = kx__corr_group_name(c, i);
-        group[i].value = op->strs.data + op->val_off[i];
-    }
+    size_t ng = op_group(op, group);
     c->matches++;
     if (c->generate)
         corr_alert(op, res, group, ng);
@@ -144,14 +151,9 @@ void kx__window_cb(void *ud, int status, const kx_window_result *res)
     if (kx__op_failed(op, status))
         return;
     if (status == 0 && p->host.window) {
-        kx_rule *c = op->corr;
         kx_kv group[2 * KX_MAX_GROUP_BY];
-        size_t ng = kx__corr_ngroup(c);
-        for (size_t i = 0; i < ng; i++) {
-            group[i].key = kx__corr_group_name(c, i);
-            group[i].value = op->strs.data + op->val_off[i];
-        }
-        p->host.window(p->host.ud, c, group, ng, op->time_ms, res);
+        size_t ng = op_group(op, group);
+        p->host.window(p->host.ud, op->corr, group, ng, op->time_ms, res);
     }
     if (status == 0 && res->late) {
         kx_metric_inc(KX_M_EVENTS_LATE);

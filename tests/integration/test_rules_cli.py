@@ -480,6 +480,13 @@ correlation:
 """
 
 
+def explain_stdin(args, events):
+    """klaxon rules explain ARGS... - with events on stdin."""
+    return subprocess.run([KLAXON, "rules", "explain"] + args + ["-"],
+                          input=events if isinstance(events, bytes) else events.encode(),
+                          capture_output=True, timeout=60)
+
+
 def test_explain():
     """explain pinned: a selection, a condition with not and 1 of, a correlation (the rule it
     counts and the group); exit 0 only when every event matches; --json."""
@@ -501,14 +508,12 @@ def test_explain():
           "): no match" in r.stdout.decode(), "root: %d %s" % (r.returncode, r.stdout.decode()))
     # A correlation: the counted rule, then the window of the event's group after each event
     # and the alert, from run's engine on the events' own time; exit 1 (event 2 counts not).
-    r = subprocess.run([KLAXON, "rules", "explain", "--config", cfg, "--topic", "app", "--rules", d,
-                        "Downloads per user", "-"], input=EXPLAIN_CORR_EVENTS.encode(),
-                       capture_output=True, timeout=60)
+    r = explain_stdin(["--config", cfg, "--topic", "app", "--rules", d,
+                        "Downloads per user"], EXPLAIN_CORR_EVENTS)
     got = "\n".join(l for l in r.stdout.decode().splitlines() if not l.startswith("  time ")) + "\n"
     check(r.returncode == 1 and got == EXPLAIN_CORR, "correlation %d:\n%s" % (r.returncode, got))
-    r = subprocess.run([KLAXON, "rules", "explain", "--config", cfg, "--topic", "app", "--rules", d,
-                        "--json", "Downloads per user", "-"], input=EXPLAIN_CORR_EVENTS.encode(),
-                       capture_output=True, timeout=60)
+    r = explain_stdin(["--config", cfg, "--topic", "app", "--rules", d,
+                        "--json", "Downloads per user"], EXPLAIN_CORR_EVENTS)
     js = [json.loads(l) for l in r.stdout.decode().splitlines()]
     check([len(j["windows"]) for j in js] == [1, 0, 1, 1, 1] and
           js[4]["windows"][0] == {"group": {"user": "bob"}, "time": "2026-03-01T09:30:00.000Z",
@@ -522,23 +527,19 @@ def test_explain():
     # An absence is judged as the events' time passes: db1's day ends before event 3.
     ab = tmpdir("explain-absence")
     write(ab, "r.yml", EXPLAIN_ABSENCE)
-    r = subprocess.run([KLAXON, "rules", "explain", "--config", cfg, "--topic", "app", "--rules", ab,
-                        "No backup in a day", "-"],
-                       input=b'{"job": "backup", "result": "ok", "host": "db1", "t": "2026-03-01T01:00:00Z"}\n'
+    r = explain_stdin(["--config", cfg, "--topic", "app", "--rules", ab,
+                        "No backup in a day"], b'{"job": "backup", "result": "ok", "host": "db1", "t": "2026-03-01T01:00:00Z"}\n'
                              b'{"job": "backup", "result": "ok", "host": "db2", "t": "2026-03-02T01:00:00Z"}\n'
-                             b'{"job": "other", "host": "db2", "t": "2026-03-02T12:00:00Z"}\n',
-                       capture_output=True, timeout=60)
+                             b'{"job": "other", "host": "db2", "t": "2026-03-02T12:00:00Z"}\n')
     out = r.stdout.decode()
     check(out.endswith("        sel => false\n"
                        "    ALERT group {\"host\":\"db1\"} count 0, 2026-03-01T01:00:00.000Z to "
                        "2026-03-01T01:00:00.000Z\n") and out.count("ALERT") == 1, "absence:\n%s" % out)
     # Within the allowed lateness of its end, it is judged at the end of the events (replay's
     # rule: by the last event's time), and said so.
-    r = subprocess.run([KLAXON, "rules", "explain", "--config", cfg, "--topic", "app", "--rules", ab,
-                        "No backup in a day", "-"],
-                       input=b'{"job": "backup", "result": "ok", "host": "db1", "t": "2026-03-01T01:00:00Z"}\n'
-                             b'{"job": "other", "host": "db2", "t": "2026-03-02T01:00:30Z"}\n',
-                       capture_output=True, timeout=60)
+    r = explain_stdin(["--config", cfg, "--topic", "app", "--rules", ab,
+                        "No backup in a day"], b'{"job": "backup", "result": "ok", "host": "db1", "t": "2026-03-01T01:00:00Z"}\n'
+                             b'{"job": "other", "host": "db2", "t": "2026-03-02T01:00:30Z"}\n')
     out = r.stdout.decode()
     check(out.endswith("        sel => false\nat the end of the events:\n"
                        "    ALERT group {\"host\":\"db1\"} count 0, 2026-03-01T01:00:00.000Z to "
@@ -554,8 +555,7 @@ def test_explain():
     slow = tmpdir("explain-slow")
     write(slow, "r.yml", "title: slow\nid: 66666666-0000-4000-8000-000000000001\nlevel: high\n"
           "detection:\n  s: {msg|re: '^(a|aa)+\\1$'}\n  condition: s\n")
-    r = subprocess.run([KLAXON, "rules", "explain", "--rules", slow, "--json", "slow", "-"],
-                       input=('{"msg": "%sb"}\n' % ("a" * 60)).encode(), capture_output=True, timeout=60)
+    r = explain_stdin(["--rules", slow, "--json", "slow"], ('{"msg": "%sb"}\n' % ("a" * 60)))
     j = json.loads(r.stdout)
     check(r.returncode == 0 and j["match"] is True and
           j["degraded"] == "regex match limit reached in msg|re", "degraded: %d %s" % (r.returncode, j))
