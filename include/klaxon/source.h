@@ -29,7 +29,7 @@ typedef struct kx_msg {
     const char *topic; /* NULL for files */
     int32_t partition;
     int64_t offset;       /* Kafka offset; line number (1-based) for files */
-    int64_t timestamp_ms; /* Kafka message timestamp; read time for files */
+    int64_t timestamp_ms; /* Kafka message timestamp; files: the file's mtime (stdin: read time) */
     bool oversize;        /* file line longer than the cap: payload truncated, treat as malformed */
 } kx_msg;
 

@@ -264,10 +264,12 @@ static void process_one(kx_pipeline *p, const kx_msg *m)
         return;
     }
     kx_metric_inc(KX_M_EVENTS_DECODED);
-    /* An event dated far ahead of its arrival (a skewed clock, or a forged timestamp) would
-     * push every window of its group forward and hide the real events after it: such a
-     * time is replaced by the arrival time, and said so. */
-    if (p->ev.time_from_log && p->ev.time_ms > m->timestamp_ms + KX_MAX_FUTURE_MS) {
+    /* run: an event dated far ahead of its arrival (a skewed clock, or a forged timestamp)
+     * would push every window of its group forward and hide the real events after it: such
+     * a time is replaced by the arrival time, and said so. replay never does: its events'
+     * own time is the only clock there. */
+    if (p->opts.wall_clock && p->ev.time_from_log &&
+        p->ev.time_ms > m->timestamp_ms + KX_MAX_FUTURE_MS) {
         char t[40];
         kx_time_format(p->ev.time_ms, t, sizeof(t));
         kx_log_limited(&p->rl_time, KX_LOG_WARN, "decode",

@@ -32,7 +32,9 @@
 #define KX_DECODE_MATCH_LIMIT 100000
 #define KX_DECODE_DEPTH_LIMIT 1000
 /* RFC 3164 year inference: a date further than this past the reference is last year's. */
-#define KX_DECODE_YEAR_SLACK_MS (7LL * 86400 * 1000)
+/* How far after its reference time an RFC 3164 line may be dated and stay in the
+ * reference's year (syslog.skew): clocks disagree a little, never by a year. */
+#define KX_DECODE_SKEW_DEFAULT_MS (15LL * 60 * 1000)
 
 /* A timestamp as written, before any zone is applied. */
 typedef struct kx__iso {
@@ -55,6 +57,7 @@ int kx__json_decode(const char *raw, size_t len, kx_event *ev, const char **why)
 typedef struct kx__syslog_cfg {
     const kx_tz *tz; /* zone of RFC 3164 times (and zoneless ISO ones) */
     int year;        /* fixed year for RFC 3164, or 0 = infer from the reference time */
+    int64_t skew_ms; /* with year 0: how far ahead of the reference a line may be; 0: default */
 } kx__syslog_cfg;
 
 /* Syslog line (RFC 5424 or RFC 3164) -> fields and event time. 0 or -EINVAL with *why. */

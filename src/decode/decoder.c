@@ -91,7 +91,7 @@ static int logsource_parse(const kx_yaml_node *n, const char *file, kx__logsourc
 
 static int syslog_parse(kx_decoder *d, const kx_yaml_node *n, const char *file, kx_err *err)
 {
-    static const char *const keys[] = {"timezone", "year", NULL};
+    static const char *const keys[] = {"timezone", "year", "skew", NULL};
     const kx_yaml_node *v;
     int rc = check_keys(n, keys, "syslog", file, err);
     if (rc)
@@ -114,6 +114,14 @@ static int syslog_parse(kx_decoder *d, const kx_yaml_node *n, const char *file, 
         if ((rc = kx_yaml_int(v, file, 1970, 9999, &y, err)))
             return rc;
         d->syslog.year = (int)y;
+    }
+    if ((v = kx_yaml_get(n, "skew"))) {
+        long long ms;
+        if ((rc = kx_yaml_duration_ms(v, file, &ms, err)))
+            return rc;
+        if (ms < 0 || ms > 30LL * 86400 * 1000)
+            return kx_yaml_err(err, file, v, "skew: between 0s and 30d");
+        d->syslog.skew_ms = ms ? ms : 1; /* 0s: none at all (1 ms) */
     }
     return 0;
 }

@@ -92,15 +92,18 @@ int kx__syslog_bsd_time(const kx__syslog_cfg *cfg, int month, int day, int hour,
     if (cfg->year)
         return local_to_ms(cfg->tz, cfg->year, month, day, hour, minute, second, out_ms);
     kx_tz_local(cfg->tz, floor_div(ref_ms, 1000), &ref);
-    /* The reference's year, unless that puts the line more than a week in the future: then
-     * it was written last year (December lines read in January). Feb 29 that does not
-     * exist this year can only be last year's. */
-    if (local_to_ms(cfg->tz, ref.year, month, day, hour, minute, second, &ms) == 0 &&
-        ms <= ref_ms + KX_DECODE_YEAR_SLACK_MS) {
-        *out_ms = ms;
-        return 0;
-    }
-    return local_to_ms(cfg->tz, ref.year - 1, month, day, hour, minute, second, out_ms);
+    /* The latest year that does not put the line after the reference by more than the
+     * allowed skew: a line is never placed in the future. From the year after the
+     * reference's (a January line against a reference of Dec 31 with the skew) back to the
+     * years before it (December lines read in January; Feb 29 back to a leap year). */
+    int64_t skew = cfg->skew_ms ? cfg->skew_ms : KX_DECODE_SKEW_DEFAULT_MS;
+    for (int year = ref.year + 1; year >= ref.year - 8; year--)
+        if (local_to_ms(cfg->tz, year, month, day, hour, minute, second, &ms) == 0 &&
+            ms <= ref_ms + skew) {
+            *out_ms = ms;
+            return 0;
+        }
+    return -EINVAL;
 }
 
 static int add_pri(kx_event *ev, int pri)

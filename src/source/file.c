@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -41,6 +42,10 @@ typedef struct kx_file_source {
     size_t cur;   /* index of the file being read (== npaths: all read) */
     int fd;       /* -1 when no file is open */
     int64_t line; /* line number within the current file */
+    /* The current file's modification time (ms): when its last line was written, so no
+     * line of it is later -- the reference for a time without a year, and the time of an
+     * event that carries none. -1 for stdin or a pipe: the read time instead. */
+    int64_t file_ms;
 
     size_t max_line;
     size_t batch;
@@ -84,6 +89,11 @@ static bool file_open_next(kx_file_source *fs)
         fs->fd = strcmp(p, "-") ? open(p, O_RDONLY | O_CLOEXEC) : STDIN_FILENO;
         fs->line = 0;
         fs->rpos = fs->rlen = 0;
+        struct stat st;
+        fs->file_ms =
+            fs->fd >= 0 && fs->fd != STDIN_FILENO && fstat(fs->fd, &st) == 0 && S_ISREG(st.st_mode)
+                ? (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000
+                : -1;
         if (fs->fd >= 0)
             return true;
         kx_log(KX_LOG_ERROR, "source", "%s: %s (skipped)", p, strerror(errno));
@@ -114,7 +124,7 @@ static void file_finish_line(kx_file_source *fs, int64_t now)
         .topic = NULL,
         .partition = 0,
         .offset = fs->line,
-        .timestamp_ms = now,
+        .timestamp_ms = fs->file_ms >= 0 ? fs->file_ms : now,
         .oversize = oversize,
     };
     fs->store_len += len + 1;

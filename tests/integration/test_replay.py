@@ -149,6 +149,33 @@ def test_off_hours_across_dst():
                     ("2026-10-23T19:30:00+02:00", "Europe/Madrid")], "local times: %s" % local)
 
 
+def test_year_from_the_files_time():
+    """RFC 3164 lines carry no year: replay takes it from the file's modification time (when
+    its last line was written), never from today, and never dates a line after it. Last
+    December's logs read this December: Fri 5 Dec 2025 11:00 Madrid is office hours (5 Dec
+    2026 is a Saturday), Sat 6 Dec is not, and the line after New Year is the next year's."""
+    d = tmpdir("year")
+    with open(CFG) as f:
+        cfg = f.read().replace("year: 2026 ", "year: auto ")
+    check("year: auto" in cfg, "the samples config pins no year any more?")
+    cfg_path = os.path.join(d, "klaxon.yaml")
+    with open(cfg_path, "w") as f:
+        f.write(cfg.replace("  - ../rules", "  - %s" % os.path.join(SRC, "rules")))
+    log = os.path.join(d, "auth.log")
+    with open(log, "w") as f:
+        f.write("Dec  5 10:00:00 web-01 sshd[7]: Accepted password for bob from 192.0.2.4 port 5 ssh2\n"
+                "Dec  6 10:00:00 web-01 sshd[8]: Accepted password for bob from 192.0.2.4 port 6 ssh2\n"
+                "Jan  1 00:00:05 web-01 sshd[9]: Accepted password for bob from 192.0.2.4 port 7 ssh2\n")
+    mtime = 1767268800  # 2026-01-01T12:00:00Z
+    os.utime(log, (mtime, mtime))
+    r = replay(["--config", cfg_path, "--topic", "auth", log])
+    check(r.returncode == 0, "exit %d: %s" % (r.returncode, r.stderr))
+    got = [(a["rule"]["id"], a["first_seen"]) for a in alerts_of(r.stdout.decode())]
+    check(got == [(OFF_HOURS, "2025-12-06T10:00:00.000Z"), (OFF_HOURS, "2026-01-01T00:00:05.000Z")],
+          "alerts: %s" % got)
+    check(b"ahead of its arrival" not in r.stderr, "replay replaced an event time: %s" % r.stderr)
+
+
 def test_bruteforce_out_of_order():
     """The brute force arriving in reverse time order is still detected, once: the first
     window of five failures that a late event completes is reported, and the overlapping
@@ -308,6 +335,7 @@ def test_reader_gone():
 
 if __name__ == "__main__":
     run_tests([test_rule_context_in_alerts, test_samples_auth, test_samples_cloudtrail, test_replay_is_deterministic,
-               test_malformed_skipped, test_off_hours_across_dst, test_bruteforce_out_of_order,
+               test_malformed_skipped, test_off_hours_across_dst, test_year_from_the_files_time,
+               test_bruteforce_out_of_order,
                test_large_events_still_alert, test_bad_rule_refused, test_rules_lint, test_stdin_and_json_default,
                test_reader_gone])

@@ -154,22 +154,23 @@ static void test_3164_shapes(void **state)
     fx *f = *state;
     const char *why;
     /* Space-padded day, no tag. */
-    assert_int_equal(dec(f, f->utc, "<0>Jan  2 03:04:05 host-a just some text", JAN1_2026, &why),
-                     0);
+    assert_int_equal(
+        dec(f, f->utc, "<0>Jan  2 03:04:05 host-a just some text", JAN1_2026 + 2 * DAY, &why), 0);
     assert_string_equal(dump(&f->ev), "facility=0\nseverity=0\nhost=host-a\n"
                                       "message=just some text\n");
     assert_int_equal(f->ev.time_ms, JAN1_2026 + DAY + 3 * HOUR + 4 * MIN + 5000);
     /* Highest PRI, zero-padded day, program with a slash, empty pid. */
-    assert_int_equal(
-        dec(f, f->utc, "<191>Jan 02 03:04:05 mx postfix/smtpd[]: connect from x", JAN1_2026, &why),
-        0);
+    assert_int_equal(dec(f, f->utc, "<191>Jan 02 03:04:05 mx postfix/smtpd[]: connect from x",
+                         JAN1_2026 + 2 * DAY, &why),
+                     0);
     assert_string_equal(dump(&f->ev), "facility=23\nseverity=7\nhost=mx\n"
                                       "program=postfix/smtpd\nmessage=connect from x\n");
     /* A local file without the host column. */
-    assert_int_equal(dec(f, f->utc, "Jan  2 03:04:05 sshd[42]: hello", JAN1_2026, &why), 0);
+    assert_int_equal(dec(f, f->utc, "Jan  2 03:04:05 sshd[42]: hello", JAN1_2026 + 2 * DAY, &why),
+                     0);
     assert_string_equal(dump(&f->ev), "program=sshd\npid=42\nmessage=hello\n");
     /* Host only: the message is empty. */
-    assert_int_equal(dec(f, f->utc, "Jan  2 03:04:05 lonely", JAN1_2026, &why), 0);
+    assert_int_equal(dec(f, f->utc, "Jan  2 03:04:05 lonely", JAN1_2026 + 2 * DAY, &why), 0);
     assert_string_equal(dump(&f->ev), "host=lonely\nmessage=\n");
     /* rsyslog's high-precision timestamp in place of the BSD one. */
     assert_int_equal(
@@ -251,8 +252,9 @@ static void test_5424(void **state)
     assert_int_equal(f->ev.time_ms, 5);
 }
 
-/* The reference is the Kafka timestamp; RFC 3164 lines take its year in the zone, unless
- * that puts them more than 7 days after it. */
+/* The reference is the Kafka timestamp (run) or the file's modification time (replay). An
+ * RFC 3164 line takes the latest year that does not date it after the reference by more than
+ * the skew (syslog.skew, 15 minutes by default): never in the future. */
 static void test_year_utc(void **state)
 {
     fx *f = *state;
@@ -261,19 +263,35 @@ static void test_year_utc(void **state)
     /* December, read in January: last year. */
     assert_int_equal(dec(f, f->utc, "Dec 31 23:59:59 h p: m", ref, &why), 0);
     assert_int_equal(f->ev.time_ms, JAN1_2026 - 1000);
-    /* Slightly in the future (clock skew): this year. */
+    /* Within the skew ahead: this year; one second past it: last year's. */
+    assert_int_equal(dec(f, f->utc, "Jan  3 00:15:00 h p: m", ref, &why), 0);
+    assert_int_equal(f->ev.time_ms, ref + 15 * MIN);
+    assert_int_equal(dec(f, f->utc, "Jan  3 00:15:01 h p: m", ref, &why), 0);
+    assert_int_equal(f->ev.time_ms, ref + 15 * MIN + 1000 - 365 * DAY);
+    /* A day ahead (the week of slack the decoder once allowed): last year's, never future. */
     assert_int_equal(dec(f, f->utc, "Jan  4 00:00:00 h p: m", ref, &why), 0);
-    assert_int_equal(f->ev.time_ms, JAN1_2026 + 3 * DAY);
-    /* Exactly 7 days ahead is still this year; one second more is last year. 2025-01-10 is
-     * 365 - 9 days before 2026-01-01. */
-    assert_int_equal(dec(f, f->utc, "Jan 10 00:00:00 h p: m", ref, &why), 0);
-    assert_int_equal(f->ev.time_ms, JAN1_2026 + 9 * DAY);
-    assert_int_equal(dec(f, f->utc, "Jan 10 00:00:01 h p: m", ref, &why), 0);
-    assert_int_equal(f->ev.time_ms, JAN1_2026 - 356 * DAY + 1000);
+    assert_int_equal(f->ev.time_ms, JAN1_2026 + 3 * DAY - 365 * DAY);
+    /* New Year against a reference of Dec 31 23:50 with the skew: next year's. */
+    assert_int_equal(dec(f, f->utc, "Jan  1 00:05:00 h p: m", JAN1_2026 - 10 * MIN, &why), 0);
+    assert_int_equal(f->ev.time_ms, JAN1_2026 + 5 * MIN);
+    /* A replay a year later of a file whose mtime was kept: the mtime is the reference. */
+    assert_int_equal(dec(f, f->utc, "Dec 10 08:00:00 h p: m", JAN1_2026 - 5 * DAY, &why), 0);
+    assert_int_equal(f->ev.time_ms, JAN1_2026 - 22 * DAY + 8 * HOUR);
     /* Feb 29 does not exist in 2025: it can only be 2024's (2024-02-29 is 307 days before
      * 2025-01-01, itself 365 days before 2026-01-01). */
     assert_int_equal(dec(f, f->utc, "Feb 29 12:00:00 h p: m", JAN1_2026 - 361 * DAY, &why), 0);
     assert_int_equal(f->ev.time_ms, JAN1_2026 - 365 * DAY - 307 * DAY + 12 * HOUR);
+    /* ... and read on 2028-03-01 it is 2028's; on 2028-02-28 (the day before) 2024's. */
+    const int64_t jan1_2028 = JAN1_2026 + 730 * DAY;
+    assert_int_equal(dec(f, f->utc, "Feb 29 12:00:00 h p: m", jan1_2028 + 60 * DAY, &why), 0);
+    assert_int_equal(f->ev.time_ms, jan1_2028 + 59 * DAY + 12 * HOUR);
+    assert_int_equal(dec(f, f->utc, "Feb 29 12:00:00 h p: m", jan1_2028 + 58 * DAY, &why), 0);
+    assert_int_equal(f->ev.time_ms, JAN1_2026 - 365 * DAY - 307 * DAY + 12 * HOUR);
+    /* A wider skew keeps a line a day ahead in the reference's year. */
+    kx_decoder *d = mk("format: syslog\nsyslog: {skew: 2d}\n");
+    assert_int_equal(dec(f, d, "Jan  4 00:00:00 h p: m", ref, &why), 0);
+    assert_int_equal(f->ev.time_ms, JAN1_2026 + 3 * DAY);
+    kx_decoder_destroy(d);
 }
 
 static void test_year_madrid(void **state)
@@ -289,9 +307,12 @@ static void test_year_madrid(void **state)
     /* Dec 31 23:59 must be 2025 (2026's is a year ahead): 2025-12-31T22:59:00Z. */
     assert_int_equal(dec(f, f->madrid, "Dec 31 23:59:00 h p: m", ref, &why), 0);
     assert_int_equal(f->ev.time_ms, JAN1_2026 - 61 * MIN);
-    /* The same line in UTC: 2025-12-31T23:59:00Z. */
+    /* In UTC the reference is still 2025: 23:40Z is 10 minutes ahead, within the skew;
+     * 23:59Z is 29 minutes ahead, past it: 2024's. */
+    assert_int_equal(dec(f, f->utc, "Dec 31 23:40:00 h p: m", ref, &why), 0);
+    assert_int_equal(f->ev.time_ms, JAN1_2026 - 20 * MIN);
     assert_int_equal(dec(f, f->utc, "Dec 31 23:59:00 h p: m", ref, &why), 0);
-    assert_int_equal(f->ev.time_ms, JAN1_2026 - 1 * MIN);
+    assert_int_equal(f->ev.time_ms, JAN1_2026 - 1 * MIN - 365 * DAY);
     /* Summer time (CEST, +02:00): 2026-07-15 12:00 local = 10:00Z; day 20454 + 195. */
     assert_int_equal(dec(f, f->madrid, "Jul 15 12:00:00 h p: m", JAN1_2026 + 200 * DAY, &why), 0);
     assert_int_equal(f->ev.time_ms, JAN1_2026 + 195 * DAY + 10 * HOUR);
