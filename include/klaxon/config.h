@@ -21,6 +21,11 @@ typedef struct kx_config {
     char *file;        /* as given */
     char **rule_paths; /* resolved against the config's directory */
     size_t nrule_paths;
+    /* `decoders`: the decoder content to load (resolved likewise); none given and
+     * decoders_given: `decoders: []`, no content; not given: the shipped decoders */
+    char **decoder_paths;
+    size_t ndecoder_paths;
+    bool decoders_given;
     const kx_yaml_node *kafka;   /* may be NULL (replay needs none) */
     const kx_yaml_node **inputs; /* each input map */
     size_t ninputs;

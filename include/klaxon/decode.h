@@ -54,6 +54,24 @@ kx_format kx_decoder_format(const kx_decoder *d);
 int kx_decode(kx_decoder *d, const char *raw, size_t len, int64_t fallback_ms, kx_event *ev,
               const char **why);
 
+/* Decoders as content (content.c, docs/sources.md): the files of a decoders/ tree, each
+ * document one log source (program, logsource, extractors, fields, samples). Loaded once,
+ * every document checked (errors at file:line:col); borrowed by the decoders made with it,
+ * so it outlives them. */
+typedef struct kx_decoder_set kx_decoder_set;
+int kx_decoder_set_load(const char *const *paths, size_t npaths, kx_decoder_set **out, kx_err *err);
+void kx_decoder_set_destroy(kx_decoder_set *s);
+size_t kx_decoder_set_size(const kx_decoder_set *s);
+/* The i-th decoder document (and its file); NULL past the end. */
+const kx_yaml_node *kx_decoder_set_at(const kx_decoder_set *s, size_t i, const char **file);
+/* Its program names (borrowed scalars); how many. */
+size_t kx_decoder_def_programs(const kx_yaml_node *def, const kx_yaml_node *const **out);
+/* kx_decoder_create, with a set's decoders added for every program the shared `decode`
+ * section does not name (the config adds to the content and overrides it per program). */
+int kx_decoder_create_with(const kx_yaml_node *input, const kx_yaml_node *shared,
+                           const kx_decoder_set *content, int format_override, const char *file,
+                           kx_decoder **out, kx_err *err);
+
 /* Parses RFC 3339 / ISO 8601 timestamps ("2026-03-29T01:30:00Z", "...+02:00", fractions).
  * Returns 0 and ms since the epoch, or -EINVAL. */
 int kx_parse_rfc3339(const char *s, size_t len, int64_t *out_ms);

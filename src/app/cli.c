@@ -76,11 +76,13 @@ typedef struct app {
     const kx_yaml_node *input, *decode;
     kx__reload rl;     /* run: the rules in force and the last reload, for metrics/healthz */
     kx__livelists *ll; /* reads the rules' Redis-backed lists; NULL when they have none */
-    bool pipe_paused;  /* the pipeline holds the source (store down, spool full) */
-    bool lists_hold;   /* a reload's new live lists are being read: events wait */
-    ev_timer lists_w;  /* how long they may wait */
-    ev_timer watch;    /* run with rules_watch: looks at the rule files */
-    uint64_t watch_fp; /* their fingerprint when last looked at */
+    const kx_decoder_set *dset; /* the decoder content (docs/sources.md), or NULL */
+    kx_decoder_set *own_dset;   /* run: dset, loaded here */
+    bool pipe_paused;           /* the pipeline holds the source (store down, spool full) */
+    bool lists_hold;            /* a reload's new live lists are being read: events wait */
+    ev_timer lists_w;           /* how long they may wait */
+    ev_timer watch;             /* run with rules_watch: looks at the rule files */
+    uint64_t watch_fp;          /* their fingerprint when last looked at */
     int exit_code;
 } app;
 
@@ -445,6 +447,7 @@ static void app_fini(app *a)
         kx_pipeline_destroy(a->pipe);
     if (a->rules && !a->borrowed)
         kx_ruleset_destroy(a->rules);
+    kx_decoder_set_destroy(a->own_dset); /* after the pipeline: its decoders borrow it */
     if (a->cfg && !a->borrowed)
         kx_config_destroy(a->cfg);
     /* The zones cached for the rules' time-of-day conditions go with the last user of them:
@@ -460,7 +463,7 @@ static int add_decoders(app *a, int format_override, const char *topic_for_repla
     kx_config *c = a->cfg;
     if (a->replay && a->input) {
         kx_decoder *d;
-        if (kx_decoder_create(a->input, a->decode, format_override, NULL, &d, err))
+        if (kx_decoder_create_with(a->input, a->decode, a->dset, format_override, NULL, &d, err))
             return -EINVAL;
         return kx_pipeline_add_decoder(a->pipe, NULL, d);
     }
@@ -483,14 +486,14 @@ static int add_decoders(app *a, int format_override, const char *topic_for_repla
             return kx_err_set(err, c ? c->file : NULL, 0, 0, "no input for topic \"%s\"",
                               topic_for_replay);
         kx_decoder *d;
-        if (kx_decoder_create(input, c ? c->decode : NULL, format_override, c ? c->file : NULL, &d,
-                              err))
+        if (kx_decoder_create_with(input, c ? c->decode : NULL, a->dset, format_override,
+                                   c ? c->file : NULL, &d, err))
             return -EINVAL;
         return kx_pipeline_add_decoder(a->pipe, NULL, d);
     }
     for (size_t i = 0; i < c->ninputs; i++) {
         kx_decoder *d;
-        if (kx_decoder_create(c->inputs[i], c->decode, -1, c->file, &d, err))
+        if (kx_decoder_create_with(c->inputs[i], c->decode, a->dset, -1, c->file, &d, err))
             return -EINVAL;
         int rc = kx_pipeline_add_decoder(a->pipe, c->input_topics[i], d);
         if (rc)
@@ -671,6 +674,9 @@ static int cmd_run(int argc, char **argv)
             kx_rule_files_fingerprint((const char *const *)a.cfg->rule_paths, a.cfg->nrule_paths);
     if (load_rules(a.cfg->rule_paths, a.cfg->nrule_paths, &a.rules))
         goto out;
+    if (kx__decoders_load(a.cfg, NULL, 0, false, &a.own_dset))
+        goto out;
+    a.dset = a.own_dset;
     kx__reload_init(&a.rl, ev_time());
     a.loop = ev_loop_new(EVFLAG_AUTO);
     if ((code = build_stages(&a, a.cfg->store_url, -1, NULL, a.cfg->alerting)))
@@ -751,6 +757,9 @@ static void usage_replay(FILE *f)
                "  -f, --format F      json or syslog (default: the input's, else json)\n"
                "  -t, --topic NAME    decode as the config's input for this topic\n"
                "  -s, --state URL     memory (default) or redis://HOST:PORT[/PREFIX]\n"
+               "  -d, --decoders PATH decoder files or directories (repeatable; instead of the\n"
+               "                      config's `decoders`, else the shipped decoders/)\n"
+               "      --no-decoders   no decoder content: only the config's decode section\n"
                "      --log-level L   debug, info, warn or error (default warn)\n"
                "  -h, --help          this help\n");
 }
@@ -762,7 +771,8 @@ int kx__replay_run(const kx__replay_spec *sp)
              .cfg = sp->cfg,
              .rules = sp->rules,
              .input = sp->input,
-             .decode = sp->decode};
+             .decode = sp->decode,
+             .dset = sp->decoders};
     kx_err err = {0};
     int code;
     a.loop = ev_loop_new(EVFLAG_AUTO);
@@ -796,12 +806,16 @@ out:
 static int cmd_replay(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"rules", required_argument, NULL, 'r'},  {"config", required_argument, NULL, 'c'},
-        {"format", required_argument, NULL, 'f'}, {"topic", required_argument, NULL, 't'},
-        {"state", required_argument, NULL, 's'},  {"log-level", required_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+        {"rules", required_argument, NULL, 'r'},    {"config", required_argument, NULL, 'c'},
+        {"format", required_argument, NULL, 'f'},   {"topic", required_argument, NULL, 't'},
+        {"state", required_argument, NULL, 's'},    {"log-level", required_argument, NULL, 'l'},
+        {"decoders", required_argument, NULL, 'd'}, {"no-decoders", no_argument, NULL, 'D'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
     char **rule_paths = calloc((size_t)argc + 64, sizeof(char *));
-    size_t nrules = 0;
+    const char **dec_paths = calloc((size_t)argc + 1, sizeof(char *));
+    size_t nrules = 0, ndec = 0;
+    bool no_decoders = false;
+    kx_decoder_set *dset = NULL;
     const char *cfg_path = NULL, *store_url = NULL, *topic = NULL;
     int format = -1;
     kx_log_set_level(KX_LOG_WARN);
@@ -810,7 +824,7 @@ static int cmd_replay(int argc, char **argv)
     kx_ruleset *rules = NULL;
     kx_err err = {0};
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "r:c:f:t:s:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "r:c:f:t:s:d:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'r':
             rule_paths[nrules++] = optarg;
@@ -833,6 +847,12 @@ static int cmd_replay(int argc, char **argv)
             break;
         case 's':
             store_url = optarg;
+            break;
+        case 'd':
+            dec_paths[ndec++] = optarg;
+            break;
+        case 'D':
+            no_decoders = true;
             break;
         case 'l': {
             kx_log_level lvl;
@@ -866,12 +886,15 @@ static int cmd_replay(int argc, char **argv)
     }
     if (load_rules(rule_paths, nrules, &rules))
         goto out;
+    if (kx__decoders_load(cfg, dec_paths, ndec, no_decoders, &dset))
+        goto out;
     signal(SIGPIPE, SIG_IGN);
     kx__replay_spec sp = {.cfg = cfg,
                           .rules = rules,
                           .store_url = store_url,
                           .format = format,
                           .topic = topic,
+                          .decoders = dset,
                           .files = (const char *const *)argv + optind,
                           .nfiles = optind < argc ? (size_t)(argc - optind) : 0};
     if ((code = kx__replay_run(&sp)) == 2)
@@ -885,9 +908,11 @@ static int cmd_replay(int argc, char **argv)
                 (unsigned long long)kx_metric_get(KX_M_EVENTS_MALFORMED));
 out:
     kx_ruleset_destroy(rules);
+    kx_decoder_set_destroy(dset);
     kx_config_destroy(cfg);
     kx_tz_cache_clear();
     free(rule_paths);
+    free(dec_paths);
     return code;
 }
 
@@ -904,6 +929,8 @@ static void usage(FILE *f)
                "  rules lint PATH...   every problem of rule files, as FILE:LINE:COL\n"
                "  rules list PATH...   the rules as a table, Markdown or JSON\n"
                "  rules test PATH...   run the rules' tests (RULE.tests.yml)\n"
+               "  rules explain RULE   why a rule does or does not match events\n"
+               "  decoders test [PATH] check the decoders' sample lines\n"
                "  config check FILE    check a configuration without starting\n"
                "  route -c CONFIG [F]  which routes and sinks alerts reach\n"
                "  alerts list|dead|retry  the alert spool and dead letters\n"
@@ -935,6 +962,8 @@ int kx_cli_main(int argc, char **argv)
         return kx__cli_rules(argc - 1, argv + 1);
     if (!strcmp(cmd, "alerts"))
         return kx__cli_alerts(argc - 1, argv + 1);
+    if (!strcmp(cmd, "decoders"))
+        return kx__cli_decoders(argc - 1, argv + 1);
     if (!strcmp(cmd, "config"))
         return kx__cli_config(argc - 1, argv + 1);
     if (!strcmp(cmd, "route"))

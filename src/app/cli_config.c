@@ -53,6 +53,7 @@ int kx__cli_config(int argc, char **argv)
     kx_config *cfg = NULL;
     kx_ruleset *rs = NULL;
     kx_router *router = NULL;
+    kx_decoder_set *dset = NULL;
     struct ev_loop *loop = NULL;
     kx_err err = {0};
     int code = 2;
@@ -64,9 +65,13 @@ int kx__cli_config(int argc, char **argv)
     }
     if (kx_ruleset_load((const char *const *)cfg->rule_paths, cfg->nrule_paths, &rs, &err))
         goto fail;
+    if (kx__decoders_load(cfg, NULL, 0, false, &dset)) {
+        code = 2;
+        goto out; /* printed */
+    }
     for (size_t i = 0; i < cfg->ninputs; i++) {
         kx_decoder *d = NULL;
-        if (kx_decoder_create(cfg->inputs[i], cfg->decode, -1, cfg->file, &d, &err))
+        if (kx_decoder_create_with(cfg->inputs[i], cfg->decode, dset, -1, cfg->file, &d, &err))
             goto fail;
         kx_decoder_destroy(d);
     }
@@ -95,6 +100,7 @@ out:
     if (loop)
         ev_loop_destroy(loop);
     kx_ruleset_destroy(rs);
+    kx_decoder_set_destroy(dset);
     kx_config_destroy(cfg);
     kx_tz_cache_clear();
     return code;

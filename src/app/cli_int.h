@@ -10,6 +10,7 @@
 
 #include "klaxon/common.h"
 #include "klaxon/config.h"
+#include "klaxon/decode.h"
 #include "klaxon/detect.h"
 #include "klaxon/store.h"
 #include "klaxon/yaml.h"
@@ -80,6 +81,16 @@ void kx__corr_explain_event(kx__corr_explain *x, const kx_event *ev, json_t *e);
 json_t *kx__corr_explain_finish(kx__corr_explain *x);
 void kx__corr_explain_destroy(kx__corr_explain *x);
 
+/* The decoder content (cli_decoders.c): `paths` (--decoders), else the config's `decoders`,
+ * else the shipped decoders/ directory when it exists; none with `none` (--no-decoders).
+ * *out NULL when there is none. -EINVAL with the error printed. */
+int kx__decoders_load(const kx_config *cfg, const char *const *paths, size_t npaths, bool none,
+                      kx_decoder_set **out);
+/* The shipped decoders' directory, or NULL when this klaxon has none. */
+const char *kx__default_decoders(void);
+/* klaxon decoders ... */
+int kx__cli_decoders(int argc, char **argv);
+
 /* One run of `klaxon replay`'s engine (cli.c): files (stdin when none) through decode, the
  * rules, the state store and the alert router, on the events' own time, to the end of the
  * input (absence judged at its last event time) and until every alert is delivered. cfg
@@ -93,7 +104,8 @@ typedef struct kx__replay_spec {
     const char *topic;     /* decode as the config's input for this topic */
     /* or decode as this input (an `inputs` entry's keys) with this `decode` section */
     const kx_yaml_node *input, *decode;
-    const kx_yaml_node *alerting; /* the router's `alerting`; NULL: every alert to stdout */
+    const kx_yaml_node *alerting;   /* the router's `alerting`; NULL: every alert to stdout */
+    const kx_decoder_set *decoders; /* the decoder content (borrowed), or NULL */
     const char *const *files;
     size_t nfiles;
 } kx__replay_spec;

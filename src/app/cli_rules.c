@@ -540,6 +540,7 @@ static int cmd_explain(int argc, char **argv)
     kx_ruleset *rs = NULL;
     kx_decoder *d = NULL;
     kx__corr_explain *cx = NULL;
+    kx_decoder_set *dset = NULL;
     kx_err err = {0};
     optind = 1;
     while (paths && (ch = getopt_long(argc, argv, "r:c:t:f:h", opts, NULL)) != -1) {
@@ -598,8 +599,10 @@ static int cmd_explain(int argc, char **argv)
                 cfg ? "the config has no input for that topic" : "--topic needs --config");
         goto out;
     }
-    if (kx_decoder_create(input, cfg ? cfg->decode : NULL, format, cfg ? cfg->file : NULL, &d,
-                          &err)) {
+    if (kx__decoders_load(cfg, NULL, 0, false, &dset))
+        goto out;
+    if (kx_decoder_create_with(input, cfg ? cfg->decode : NULL, dset, format,
+                               cfg ? cfg->file : NULL, &d, &err)) {
         kx__cli_print_err(&err);
         goto out;
     }
@@ -681,6 +684,7 @@ static int cmd_explain(int argc, char **argv)
 out:
     kx__corr_explain_destroy(cx);
     kx_decoder_destroy(d);
+    kx_decoder_set_destroy(dset);
     kx_ruleset_destroy(rs);
     kx_config_destroy(cfg);
     kx_tz_cache_clear();

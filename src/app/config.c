@@ -14,9 +14,9 @@
 #include "klaxon/secret.h"
 #include "klaxon/store.h"
 
-static const char *const top_keys[] = {"rules",  "rules_watch", "kafka",    "inputs",
-                                       "decode", "state",       "alerting", "metrics",
-                                       "limits", "log_level",   NULL};
+static const char *const top_keys[] = {"rules",   "rules_watch", "decoders",  "kafka",
+                                       "inputs",  "decode",      "state",     "alerting",
+                                       "metrics", "limits",      "log_level", NULL};
 
 static int check_keys(const kx_yaml_node *map, const char *file, const char *const *allowed,
                       kx_err *err)
@@ -37,7 +37,9 @@ static char *resolve(const char *base_dir, const char *p)
     return r;
 }
 
-static int parse_rules(kx_config *c, const kx_yaml_node *n, const char *dir, kx_err *err)
+/* A path or a list of paths (`rules`, `decoders`), resolved against dir. */
+static int parse_paths(kx_config *c, const kx_yaml_node *n, const char *dir, const char *what,
+                       char ***out, size_t *nout, kx_err *err)
 {
     const kx_yaml_node *const *items = NULL;
     size_t cnt = 0;
@@ -50,19 +52,19 @@ static int parse_rules(kx_config *c, const kx_yaml_node *n, const char *dir, kx_
         items = (const kx_yaml_node *const *)n->vals;
         cnt = n->n;
     } else {
-        return kx_yaml_err(err, c->file, n, "rules: expected a path or a list of paths");
+        return kx_yaml_err(err, c->file, n, "%s: expected a path or a list of paths", what);
     }
-    c->rule_paths = calloc(cnt ? cnt : 1, sizeof(char *));
-    if (!c->rule_paths)
+    *out = calloc(cnt ? cnt : 1, sizeof(char *));
+    if (!*out)
         return -ENOMEM;
     for (size_t i = 0; i < cnt; i++) {
         const char *s;
         if (kx_yaml_str(items[i], c->file, &s, err))
             return -EINVAL;
-        c->rule_paths[i] = resolve(dir, s);
-        if (!c->rule_paths[i])
+        (*out)[i] = resolve(dir, s);
+        if (!(*out)[i])
             return -ENOMEM;
-        c->nrule_paths++;
+        (*nout)++;
     }
     return 0;
 }
@@ -260,8 +262,15 @@ int kx_config_load(const char *path, kx_config **out, kx_err *err)
     free(dcopy);
 
     const kx_yaml_node *v;
-    if ((v = kx_yaml_get(root, "rules")) && (rc = parse_rules(c, v, dir, err)))
+    if ((v = kx_yaml_get(root, "rules")) &&
+        (rc = parse_paths(c, v, dir, "rules", &c->rule_paths, &c->nrule_paths, err)))
         goto fail;
+    if ((v = kx_yaml_get(root, "decoders"))) {
+        c->decoders_given = true;
+        if (!(v->type == KX_YAML_SEQ && v->n == 0) &&
+            (rc = parse_paths(c, v, dir, "decoders", &c->decoder_paths, &c->ndecoder_paths, err)))
+            goto fail;
+    }
     rc = -EINVAL;
     c->kafka = kx_yaml_get(root, "kafka");
     if ((v = kx_yaml_get(root, "inputs")) && (rc = parse_inputs(c, v, err)))
@@ -300,6 +309,9 @@ void kx_config_destroy(kx_config *c)
     for (size_t i = 0; i < c->nrule_paths; i++)
         free(c->rule_paths[i]);
     free(c->rule_paths);
+    for (size_t i = 0; i < c->ndecoder_paths; i++)
+        free(c->decoder_paths[i]);
+    free(c->decoder_paths);
     free(c->inputs);
     free(c->input_topics);
     free(c->store_url);

@@ -344,7 +344,7 @@ static int expectations(kx_ruleset *rs, const char *file, const kx_yaml_node *n,
 /* The input a case is decoded as must be one: a topic of the config's inputs, or an input
  * map a decoder takes (checked here, so its error points into the tests file). */
 static int check_input(const char *file, const tcase *c, const kx_config *cfg,
-                       const kx_yaml_node *decode, kx_err *err)
+                       const kx_yaml_node *decode, const kx_decoder_set *dset, kx_err *err)
 {
     if (c->topic) {
         if (c->topic->type != KX_YAML_SCALAR)
@@ -360,7 +360,7 @@ static int check_input(const char *file, const tcase *c, const kx_config *cfg,
     if (!c->input)
         return 0;
     kx_decoder *d = NULL;
-    int rc = kx_decoder_create(c->input, decode, -1, file, &d, err);
+    int rc = kx_decoder_create_with(c->input, decode, dset, -1, file, &d, err);
     kx_decoder_destroy(d);
     return rc;
 }
@@ -574,7 +574,7 @@ static void check_alerts(const run *R, result *x, const tcase *c, const char *ru
 }
 
 static void run_case(run *R, const tcase *c, const char *tests_file, const char *rule_file,
-                     kx_config *cfg, const kx_yaml_node *decode)
+                     kx_config *cfg, const kx_yaml_node *decode, const kx_decoder_set *dset)
 {
     result *x = add_result(R, tests_file, rule_file, c->name);
     if (!x)
@@ -595,6 +595,7 @@ static void run_case(run *R, const tcase *c, const char *tests_file, const char 
     }
     const char *files[] = {events};
     kx__replay_spec sp = {.cfg = cfg,
+                          .decoders = dset,
                           .rules = R->rules,
                           .store_url = "memory",
                           .format = -1,
@@ -669,6 +670,10 @@ static int run_file(run *R, const char *rule_file, const char *tests_file)
     const kx_yaml_node *decode = root && !rc ? kx_yaml_get(root, "decode") : NULL;
     if (!decode && cfg)
         decode = cfg->decode;
+    /* the decoder content the config names, else the shipped decoders */
+    kx_decoder_set *dset = NULL;
+    if (!rc && kx__decoders_load(cfg, NULL, 0, false, &dset))
+        rc = kx_err_set(&err, tests_file, 0, 0, "the decoders do not load (above)");
     if (!rc && !(cases = calloc(tests->n ? tests->n : 1, sizeof(*cases))))
         rc = kx_err_set(&err, tests_file, 0, 0, "out of memory");
     for (size_t i = 0; !rc && i < tests->n; i++, ncases++) {
@@ -676,11 +681,11 @@ static int run_file(run *R, const char *rule_file, const char *tests_file)
         if (!rc && !cases[i].topic && !cases[i].input)
             cases[i].input = input;
         if (!rc)
-            rc = check_input(tests_file, &cases[i], cfg, decode, &err);
+            rc = check_input(tests_file, &cases[i], cfg, decode, dset, &err);
     }
     if (!rc) {
         for (size_t i = 0; i < ncases; i++)
-            run_case(R, &cases[i], tests_file, rule_file, cfg, decode);
+            run_case(R, &cases[i], tests_file, rule_file, cfg, decode, dset);
     } else {
         kx__cli_print_err(&err);
         result *x = add_result(R, tests_file, rule_file, "(tests file)");
@@ -694,6 +699,7 @@ static int run_file(run *R, const char *rule_file, const char *tests_file)
     for (size_t i = 0; i < ncases; i++)
         case_free(&cases[i]);
     free(cases);
+    kx_decoder_set_destroy(dset);
     kx_config_destroy(cfg);
     kx_yaml_free(doc);
     return rc;

@@ -213,8 +213,71 @@ static int input_parse(kx_decoder *d, const kx_yaml_node *n, int format_override
     return 0;
 }
 
+/* Does the config's decode section name program p (in programs, or an extractor's)? */
+static bool config_names(const kx_decoder *d, size_t nprogs, size_t nxs, const char *p)
+{
+    for (size_t i = 0; i < nprogs; i++)
+        if (!strcmp(d->progs[i].name, p))
+            return true;
+    for (size_t i = 0; i < nxs; i++)
+        if (d->xs[i].program && !strcmp(d->xs[i].program, p))
+            return true;
+    return false;
+}
+
+/* The content's decoders (decoders/ tree, content.c) for every program the config does not
+ * name: its logsource and its extractors, scoped to it. */
+static int content_add(kx_decoder *d, const kx_decoder_set *set, kx_err *err)
+{
+    size_t cfg_progs = d->nprogs, cfg_xs = d->nxs;
+    for (size_t i = 0; i < kx_decoder_set_size(set); i++) {
+        const char *file;
+        const kx_yaml_node *def = kx_decoder_set_at(set, i, &file);
+        const kx_yaml_node *const *names;
+        size_t np = kx_decoder_def_programs(def, &names);
+        const kx_yaml_node *xs = kx_yaml_get(def, "extractors");
+        size_t nx = xs ? xs->n : 0;
+        for (size_t k = 0; k < np; k++) {
+            if (config_names(d, cfg_progs, cfg_xs, names[k]->str))
+                continue;
+            kx__program *pv = realloc(d->progs, (d->nprogs + 1) * sizeof(*pv));
+            kx__extractor *xv = pv ? realloc(d->xs, (d->nxs + nx + 1) * sizeof(*xv)) : NULL;
+            if (pv)
+                d->progs = pv;
+            if (xv)
+                d->xs = xv;
+            if (!pv || !xv)
+                return -ENOMEM;
+            kx__program *p = &d->progs[d->nprogs];
+            memset(p, 0, sizeof(*p));
+            if (!(p->name = strdup(names[k]->str)))
+                return -ENOMEM;
+            d->nprogs++;
+            int rc = logsource_parse(kx_yaml_get(def, "logsource"), file, &p->ls, err);
+            for (size_t j = 0; !rc && j < nx; j++) {
+                if ((rc = kx__extractor_init(&d->xs[d->nxs], xs->vals[j], file, err)))
+                    break;
+                d->nxs++;
+                if (!(d->xs[d->nxs - 1].program = strdup(names[k]->str)))
+                    rc = -ENOMEM;
+            }
+            if (rc)
+                return rc;
+        }
+    }
+    qsort(d->progs, d->nprogs, sizeof(*d->progs), program_cmp);
+    return 0;
+}
+
 int kx_decoder_create(const kx_yaml_node *input, const kx_yaml_node *shared, int format_override,
                       const char *file, kx_decoder **out, kx_err *err)
+{
+    return kx_decoder_create_with(input, shared, NULL, format_override, file, out, err);
+}
+
+int kx_decoder_create_with(const kx_yaml_node *input, const kx_yaml_node *shared,
+                           const kx_decoder_set *content, int format_override, const char *file,
+                           kx_decoder **out, kx_err *err)
 {
     int rc;
     kx_decoder *d = calloc(1, sizeof(*d));
@@ -232,6 +295,8 @@ int kx_decoder_create(const kx_yaml_node *input, const kx_yaml_node *shared, int
         goto fail;
     if (shared && !(shared->type == KX_YAML_SCALAR && kx_yaml_is_null(shared)) &&
         (rc = shared_parse(d, shared, file, err)))
+        goto fail;
+    if (content && (rc = content_add(d, content, err)))
         goto fail;
     if (!d->tenant && !(d->tenant = strdup("default"))) {
         rc = -ENOMEM;

@@ -382,7 +382,8 @@ def test_deploy_config_checks():
     """The shipped production config is valid (paths and secrets pointed at a temp dir)."""
     d = tmpdir("deploy")
     text = open(os.path.join(SRC, "deploy", "klaxon.yaml")).read()
-    for a, b in (("/etc/klaxon/rules", os.path.join(SRC, "rules")), ("/var/lib/klaxon", d),
+    for a, b in (("/etc/klaxon/rules", os.path.join(SRC, "rules")),
+                 ("/etc/klaxon/decoders", os.path.join(SRC, "decoders")), ("/var/lib/klaxon", d),
                  ("/var/log/klaxon", d), ("/etc/klaxon", d)):
         text = text.replace(a, b)
     cfg = os.path.join(d, "klaxon.yaml")

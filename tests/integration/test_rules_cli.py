@@ -124,9 +124,9 @@ def test_shipped_rules_pass():
     out = r.stdout.decode()
     check(r.returncode == 0, "exit %d:\n%s%s" % (r.returncode, out, r.stderr.decode()))
     lines = out.splitlines()
-    check(all(l.startswith("PASS  ") for l in lines[:14]), "results:\n%s" % out)
-    check(lines[14:] == ["rules without tests: 0", "14 passed, 0 failed; 5 rules, 0 without tests"],
-          "summary %s" % lines[14:])
+    check(all(l.startswith("PASS  ") for l in lines[:15]), "results:\n%s" % out)
+    check(lines[15:] == ["rules without tests: 0", "15 passed, 0 failed; 5 rules, 0 without tests"],
+          "summary %s" % lines[15:])
 
 
 def copy_ssh_rules(d):
@@ -653,8 +653,42 @@ def test_stateful_rules_on_event_time():
           "why %r" % j["results"][2]["why"])
 
 
+def test_decoders_as_content():
+    """The shipped decoders pass their samples; a sample that no longer matches fails with
+    the field that differs; and the shipped rules see fields with no config at all: the
+    decoders are content, loaded by default."""
+    r = klaxon("decoders", "test", "--quiet")
+    out = r.stdout.decode()
+    check(r.returncode == 0 and out.endswith(" 0 failed; %d decoders, 0 without samples\n" %
+                                             len([f for _, _, fs in os.walk(os.path.join(SRC, "decoders"))
+                                                  for f in fs if f.endswith(".yml")])),
+          "shipped decoders: %d %s %s" % (r.returncode, out, r.stderr))
+    d = tmpdir("decoders")
+    shutil.copytree(os.path.join(SRC, "decoders"), os.path.join(d, "decoders"))
+    sshd = os.path.join(d, "decoders", "linux", "sshd.yml")
+    with open(sshd) as f:
+        text = f.read()
+    with open(sshd, "w") as f:
+        f.write(text.replace("fields: {outcome: Failed, auth_method: password, user: bob,",
+                             "fields: {outcome: Failed, auth_method: password, user: alice,"))
+    r = klaxon("decoders", "test", "--quiet", os.path.join(d, "decoders"))
+    out = r.stdout.decode()
+    check(r.returncode == 1 and "FAIL  %s:22  OpenSSH server (sshd) sample 2\n" % sshd in out and
+          'field user is "bob", want "alice"' in out, "broken sample: %d %s" % (r.returncode, out))
+    # README's "rules only" replay of a syslog file: the decoders give the rules their fields
+    r = klaxon("replay", "--rules", os.path.join(SRC, "rules"), "--format", "syslog",
+               os.path.join(SRC, "samples", "auth.log"))
+    rules = sorted(json.loads(l)["rule"]["title"] for l in r.stdout.decode().splitlines())
+    check(r.returncode == 0 and len(rules) == 5 and rules.count("sudo command run as root") == 2,
+          "replay without a config: %s %s" % (rules, r.stderr))
+    r = klaxon("replay", "--rules", os.path.join(SRC, "rules"), "--format", "syslog", "--no-decoders",
+               os.path.join(SRC, "samples", "auth.log"))
+    check(r.returncode == 0 and r.stdout == b"", "--no-decoders: %s" % r.stdout)
+
+
 if __name__ == "__main__":
     run_tests([test_lint_every_error, test_lint_shipped_rules, test_list, test_shipped_rules_pass,
                test_broken_rule_fails_its_test, test_bad_tests_file, test_stateful_rules_on_event_time,
                test_lint_details, test_expectation_values, test_filter_silences_a_shipped_rule,
-               test_list_of_terminated_users, test_explain, test_generic_rule_through_the_shipped_mapping])
+               test_list_of_terminated_users, test_explain, test_generic_rule_through_the_shipped_mapping,
+               test_decoders_as_content])
