@@ -4,6 +4,9 @@
  * extractors (PCRE2 named groups) that turn its messages into fields, the fields it
  * produces, and sample lines with the fields each must give:
  *
+ * A decoder without a logsource only adds its extractors to the programs it names (PAM's
+ * messages, which whichever program authenticates writes). Example:
+ *
  *   title: OpenSSH server
  *   program: [sshd, sshd-session]       # OpenSSH 9.8+ logs as sshd-session
  *   logsource: {product: linux, service: sshd}
@@ -127,10 +130,15 @@ static int check_def(const kx_yaml_node *def, const char *file, kx_err *err)
     size_t np;
     if ((rc = programs_of(def, file, &progs, &np, err)))
         return rc;
+    /* without a logsource a decoder only adds extractors to programs another one decodes
+     * (PAM's messages, written by whichever program authenticates) */
     const kx_yaml_node *ls = kx_yaml_get(def, "logsource");
-    if (!ls || ls->type != KX_YAML_MAP)
-        return kx_yaml_err(err, file, ls ? ls : def,
-                           "a decoder needs a logsource (product, service, category)");
+    if (ls && ls->type != KX_YAML_MAP)
+        return kx_yaml_err(err, file, ls, "a logsource is a map (product, service, category)");
+    if (!ls && !kx_yaml_get(def, "extractors"))
+        return kx_yaml_err(err, file, def,
+                           "a decoder needs a logsource (product, service, category), or "
+                           "extractors for programs another decoder gives one");
     const kx_yaml_node *xs = kx_yaml_get(def, "extractors");
     if (xs && xs->type != KX_YAML_SEQ)
         return kx_yaml_err(err, file, xs, "extractors must be a list");
@@ -194,9 +202,12 @@ int kx_decoder_set_load(const char *const *paths, size_t npaths, kx_decoder_set 
             s->defs[s->ndefs] = d->root;
             s->def_files[s->ndefs++] = s->files[i];
         }
-    /* one program, one decoder: a second would make which one applies depend on file order */
+    /* one program, one logsource: a second would make which one applies depend on file
+     * order (decoders without a logsource only add extractors) */
     for (size_t a = 0; !rc && a < s->ndefs; a++)
         for (size_t b = 0; !rc && b < a; b++) {
+            if (!kx_yaml_get(s->defs[a], "logsource") || !kx_yaml_get(s->defs[b], "logsource"))
+                continue;
             const kx_yaml_node *const *pa, *const *pb;
             size_t na = kx_decoder_def_programs(s->defs[a], &pa);
             size_t nb = kx_decoder_def_programs(s->defs[b], &pb);

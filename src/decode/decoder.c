@@ -240,20 +240,24 @@ static int content_add(kx_decoder *d, const kx_decoder_set *set, kx_err *err)
         for (size_t k = 0; k < np; k++) {
             if (config_names(d, cfg_progs, cfg_xs, names[k]->str))
                 continue;
+            const kx_yaml_node *ls = kx_yaml_get(def, "logsource");
             kx__program *pv = realloc(d->progs, (d->nprogs + 1) * sizeof(*pv));
-            kx__extractor *xv = pv ? realloc(d->xs, (d->nxs + nx + 1) * sizeof(*xv)) : NULL;
             if (pv)
                 d->progs = pv;
+            kx__extractor *xv = pv ? realloc(d->xs, (d->nxs + nx + 1) * sizeof(*xv)) : NULL;
             if (xv)
                 d->xs = xv;
             if (!pv || !xv)
                 return -ENOMEM;
-            kx__program *p = &d->progs[d->nprogs];
-            memset(p, 0, sizeof(*p));
-            if (!(p->name = strdup(names[k]->str)))
-                return -ENOMEM;
-            d->nprogs++;
-            int rc = logsource_parse(kx_yaml_get(def, "logsource"), file, &p->ls, err);
+            int rc = 0;
+            if (ls) {
+                kx__program *p = &d->progs[d->nprogs];
+                memset(p, 0, sizeof(*p));
+                if (!(p->name = strdup(names[k]->str)))
+                    return -ENOMEM;
+                d->nprogs++;
+                rc = logsource_parse(ls, file, &p->ls, err);
+            }
             for (size_t j = 0; !rc && j < nx; j++) {
                 if ((rc = kx__extractor_init(&d->xs[d->nxs], xs->vals[j], file, err)))
                     break;

@@ -128,8 +128,26 @@ static void test_programs_and_extractors(void **state)
     assert_string_equal(ev.service, "sshd");
     assert_string_equal(field(&ev, "user"), "bob");
     kx_decoder_destroy(d);
+    kx_decoder_set_destroy(set);
+    /* a decoder without a logsource adds extractors to a program decoded elsewhere */
+    put("pam.yml", "program: [sshd, su]\nextractors:\n"
+                   "  - pattern: 'authentication failure;.* rhost=(?<rhost>\\S*)'\n");
+    assert_int_equal(kx_decoder_set_load(paths, 1, &set, &err), 0);
+    d = mk(set, NULL);
+    decode(d, &ev,
+           "Mar 10 09:20:05 web-01 sshd[7]: pam_unix(sshd:auth): authentication failure; "
+           "logname= uid=0 rhost=203.0.113.7  user=root");
+    assert_string_equal(ev.service, "sshd");
+    assert_string_equal(field(&ev, "rhost"), "203.0.113.7");
+    decode(d, &ev,
+           "Mar 10 09:20:05 web-01 su[7]: pam_unix(su:auth): authentication failure; "
+           "rhost=  user=root");
+    assert_null(ev.service); /* su has no decoder of its own here */
+    assert_string_equal(field(&ev, "rhost"), "");
+    kx_decoder_destroy(d);
     kx_event_fini(&ev);
     kx_decoder_set_destroy(set);
+    drop("pam.yml");
     drop("sshd.yml");
 }
 
@@ -156,7 +174,8 @@ static void test_errors(void **state)
     expect_error("a.yml", "program: p\nlogsource: {product: linux}\ncolour: red\n",
                  "a.yml:3:1: unknown key \"colour\"");
     expect_error("a.yml", "program: p\n",
-                 "a.yml:1:1: a decoder needs a logsource (product, service, category)");
+                 "a.yml:1:1: a decoder needs a logsource (product, service, category), or "
+                 "extractors for programs another decoder gives one");
     expect_error("a.yml",
                  "program: p\nlogsource: {product: x}\nextractors:\n  - pattern: '(?<a>x'\n",
                  "a.yml:4:14: bad pattern: missing closing parenthesis at offset 6");
