@@ -13,9 +13,25 @@ from harness import KLAXON, SRC, check, run_tests, tmpdir
 
 RULES = os.path.join(SRC, "rules")
 SAMPLE_CFG = os.path.join(SRC, "samples", "klaxon.yaml")
-IDS = ["7e1a4c9d-2b5f-4d8e-9c3a-6f0b8d2e4a05", "6a2c9d14-3e7f-4b8a-8c5d-2e9f0a1b3c02",
-       "0f3b8e6c-5a1d-4c52-9a3e-7b6d2f1c8a01", "3d8f2a6b-1c4e-4f9a-a7b2-8e0d6c4f1a04",
-       "9b4e1f70-8c2d-4a6b-b1e3-5d7f9a0c2e03"]
+IDS = ["7e1a4c9d-2b5f-4d8e-9c3a-6f0b8d2e4a05",
+       "475ee5ca-5e00-47d6-9cd7-03e6595233ec",
+       "5c332383-3a6f-43e5-a4a7-9892b74338d1",
+       "939277bd-2ea0-45b9-8fc0-a455f1453f7f",
+       "6a2c9d14-3e7f-4b8a-8c5d-2e9f0a1b3c02",
+       "de33826a-48b5-4856-a6d9-75aef00fb0a3",
+       "0d9b7f3e-5a21-4c68-b0e4-6a1f2c9d8e37",
+       "a51897a5-2c61-4f89-b48e-0564991067af",
+       "0f3b8e6c-5a1d-4c52-9a3e-7b6d2f1c8a01",
+       "ca8e609c-be04-440a-a582-b66a453319f3",
+       "51b612a6-1afa-4e6a-95ec-ee53d57de410",
+       "f901edc3-c68b-458c-9f80-12fc092e4e7b",
+       "e6f1a0c2-7b3d-4c8e-9a51-3f2d8b7c6e10",
+       "3d8f2a6b-1c4e-4f9a-a7b2-8e0d6c4f1a04",
+       "cb2e2473-7340-4e1c-95f8-98adc2f16319",
+       "b34c39ad-01f4-4e47-844e-e83d541d24d7",
+       "20f701a5-9947-4f0a-b416-cdd004647786",
+       "9b4e1f70-8c2d-4a6b-b1e3-5d7f9a0c2e03",
+       "88145d15-433b-4237-9ede-83711031588d"]
 
 
 def klaxon(*args, cwd=None):
@@ -73,10 +89,10 @@ def test_lint_every_error():
 def test_lint_shipped_rules():
     r = klaxon("rules", "lint", RULES)
     check(r.returncode == 0, "exit %d: %s" % (r.returncode, r.stdout))
-    check(r.stdout == b"ok: 5 rules (4 detection, 1 correlation)\n", "stdout %r" % r.stdout)
+    check(r.stdout == b"ok: 19 rules (12 detection, 7 correlation)\n", "stdout %r" % r.stdout)
     r = klaxon("rules", "lint", "--json", RULES)
     j = json.loads(r.stdout)
-    check(j == {"ok": True, "rules": 5, "errors": 0, "warnings": 0, "problems": []}, "json %s" % j)
+    check(j == {"ok": True, "rules": 19, "errors": 0, "warnings": 0, "problems": []}, "json %s" % j)
     r = klaxon("rules", "lint")
     check(r.returncode == 2 and r.stderr.startswith(b"usage: klaxon rules lint"), "no paths: %r" % r.stderr)
 
@@ -88,21 +104,22 @@ def test_list():
     check(lines[0].split() == ["ID", "TYPE", "LEVEL", "TEAM", "LOGSOURCE", "TESTS", "TITLE"],
           "header %r" % lines[0])
     check([l.split()[0] for l in lines[1:]] == IDS, "ids %s" % lines[1:])
-    brute = lines[2].split(None, 6)
+    bi = IDS.index("6a2c9d14-3e7f-4b8a-8c5d-2e9f0a1b3c02")
+    brute = lines[1 + bi].split(None, 6)
     check(brute[1:6] == ["event_count", "high", "secops", "rules:", "ssh_failed_password"] and
           brute[6].split(None, 1) == ["4", "SSH brute force - 5 failed passwords from one source in 5 minutes"],
-          "brute force row %r" % lines[2])
+          "brute force row %r" % lines[1 + bi])
     r = klaxon("rules", "list", "--format", "markdown", RULES)
     md = r.stdout.decode().splitlines()
     check(md[0] == "| id | title | type | level | team | logsource | tags | filters | tests |",
           "md %r" % md[0])
-    check(md[3] == "| `6a2c9d14-3e7f-4b8a-8c5d-2e9f0a1b3c02` | SSH brute force - 5 failed passwords "
+    check(md[2 + bi] == "| `6a2c9d14-3e7f-4b8a-8c5d-2e9f0a1b3c02` | SSH brute force - 5 failed passwords "
           "from one source in 5 minutes | event_count | high | secops | rules: ssh_failed_password | "
-          "attack.credential-access, attack.t1110.001 |  | 4 |", "md row %r" % md[3])
+          "attack.credential-access, attack.t1110.001 |  | 4 |", "md row %r" % md[2 + bi])
     r = klaxon("rules", "list", "--json", RULES)
     j = json.loads(r.stdout)
     check([x["id"] for x in j] == IDS, "json ids")
-    b = j[1]
+    b = j[bi]
     check(b["type"] == "event_count" and b["name"] == "ssh_bruteforce" and
           b["rules"] == ["0f3b8e6c-5a1d-4c52-9a3e-7b6d2f1c8a01"] and b["tests"] == 4 and
           b["tags"] == ["attack.credential-access", "attack.t1110.001"] and
@@ -124,9 +141,9 @@ def test_shipped_rules_pass():
     out = r.stdout.decode()
     check(r.returncode == 0, "exit %d:\n%s%s" % (r.returncode, out, r.stderr.decode()))
     lines = out.splitlines()
-    check(all(l.startswith("PASS  ") for l in lines[:15]), "results:\n%s" % out)
-    check(lines[15:] == ["rules without tests: 0", "15 passed, 0 failed; 5 rules, 0 without tests"],
-          "summary %s" % lines[15:])
+    check(all(l.startswith("PASS  ") for l in lines[:38]), "results:\n%s" % out)
+    check(lines[38:] == ["rules without tests: 0", "38 passed, 0 failed; 19 rules, 0 without tests"],
+          "summary %s" % lines[38:])
 
 
 def copy_ssh_rules(d):
@@ -260,6 +277,7 @@ def test_filter_silences_a_shipped_rule():
     longer alerts while everyone else's still does; list shows the filter on the rule."""
     d = tmpdir("filter")
     shutil.copy(os.path.join(RULES, "linux", "sudo_to_root.yml"), d)
+    shutil.copy(os.path.join(RULES, "lists", "admins.list"), d)
     write(d, "mf_backup_agent.yml",
           "title: Backups run as root by the backup agent\n"
           "logsource: {product: linux, service: sudo}\n"
@@ -679,7 +697,7 @@ def test_decoders_as_content():
     r = klaxon("replay", "--rules", os.path.join(SRC, "rules"), "--format", "syslog",
                os.path.join(SRC, "samples", "auth.log"))
     rules = sorted(json.loads(l)["rule"]["title"] for l in r.stdout.decode().splitlines())
-    check(r.returncode == 0 and len(rules) == 5 and rules.count("sudo command run as root") == 2,
+    check(r.returncode == 0 and len(rules) == 11 and rules.count("sudo command run as root") == 2,
           "replay without a config: %s %s" % (rules, r.stderr))
     r = klaxon("replay", "--rules", os.path.join(SRC, "rules"), "--format", "syslog", "--no-decoders",
                os.path.join(SRC, "samples", "auth.log"))

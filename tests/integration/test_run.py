@@ -7,7 +7,7 @@ import subprocess
 
 from harness import (KLAXON, SRC, Broker, HookReceiver, Klaxon, RedisServer, check, free_port, http_get,
                      read_jsonl, run_tests, tmpdir, wait_for, write_config)
-from test_replay import EXPECTED_AUTH, EXPECTED_TRAIL, summary
+from test_replay import EXPECTED_AUTH, EXPECTED_TRAIL, SSH_BRUTE, summary
 
 AUTH = os.path.join(SRC, "samples", "auth.log")
 TRAIL = os.path.join(SRC, "samples", "cloudtrail.jsonl")
@@ -173,7 +173,7 @@ def test_sigterm_during_outage_loses_nothing():
         rc = s.klaxon.stop(timeout=40)
         check(rc == 1, "exit code after the grace period: %s" % rc)
         check("shutdown grace" in s.log(), "grace message missing: %s" % s.log())
-        check(read_jsonl(s.alerts_file) == [] or all(a["rule"]["id"] != EXPECTED_AUTH[1][0]
+        check(read_jsonl(s.alerts_file) == [] or all(a["rule"]["id"] != SSH_BRUTE
                                                     for a in read_jsonl(s.alerts_file)),
               "brute force alert raised while the store was down")
         s.redis.start()
@@ -185,7 +185,7 @@ def test_sigterm_during_outage_loses_nothing():
         # Single-event alerts handed on before the outage may appear twice (at-least-once);
         # every expected alert must be there and the brute force exactly once.
         check(sorted(set(map(repr, got))) == sorted(set(map(repr, want))), "alerts: %s" % got)
-        check(sum(1 for a in got if a[0] == EXPECTED_AUTH[1][0]) == 1, "brute force count")
+        check(sum(1 for a in got if a[0] == SSH_BRUTE) == 1, "brute force count")
     finally:
         s.close()
 
@@ -203,7 +203,7 @@ def test_sighup_reload_keeps_running_set_on_error():
             f.write("title: console login\nlogsource:\n    product: aws\ndetection:\n"
                     "    selection:\n        eventName|equals: ConsoleLogin\n    condition: selection\n")
         iam_line = 'klaxon_rule_matches_total{rule="%s"}' % EXPECTED_TRAIL[0][0]
-        check(s.metric("klaxon_rules_loaded") == 5 and s.metric("klaxon_rules_last_reload_success") == 1
+        check(s.metric("klaxon_rules_loaded") == 19 and s.metric("klaxon_rules_last_reload_success") == 1
               and s.metric("klaxon_rules_last_reload_timestamp_seconds") == 0,
               "metrics before any reload: %s" % s.klaxon.metrics(s.mport))
         s.broker.produce("cloudtrail", data=admin + b"\n", partition=0)
@@ -217,10 +217,10 @@ def test_sighup_reload_keeps_running_set_on_error():
               s.metric('klaxon_rules_reloads_total{result="refused"}') == 1 and
               s.metric('klaxon_rules_reloads_total{result="ok"}') == 0 and
               s.metric("klaxon_rules_last_reload_timestamp_seconds") > 0 and
-              s.metric("klaxon_rules_loaded") == 5, "metrics after the refusal: %s" % s.klaxon.metrics(s.mport))
+              s.metric("klaxon_rules_loaded") == 19, "metrics after the refusal: %s" % s.klaxon.metrics(s.mport))
         code, body = http_get(s.mport, "/healthz")
         lines = body.splitlines()
-        check(code == 200 and lines[0] == "ok" and lines[1].startswith("rules: 5 in force, loaded ") and
+        check(code == 200 and lines[0] == "ok" and lines[1].startswith("rules: 19 in force, loaded ") and
               ("; last reload REFUSED " in lines[1]) and lines[1].endswith(
                   '%s:6:9: unknown modifier "equals"' % bad), "healthz %d %r" % (code, body))
         s.broker.produce("cloudtrail", data=console + b"\n", partition=0)
@@ -232,14 +232,14 @@ def test_sighup_reload_keeps_running_set_on_error():
                     "    selection:\n        eventName: ConsoleLogin\n    condition: selection\n"
                     "level: low\n")
         s.klaxon.proc.send_signal(sig.SIGHUP)
-        wait_for(lambda: "rules reloaded: 6 rules (5 unchanged, their counters kept)" in s.log(), 30,
+        wait_for(lambda: "rules reloaded: 20 rules (19 unchanged, their counters kept)" in s.log(), 30,
                  "the reload")
         check(s.metric("klaxon_rules_last_reload_success") == 1 and
-              s.metric('klaxon_rules_reloads_total{result="ok"}') == 1 and s.metric("klaxon_rules_loaded") == 6,
+              s.metric('klaxon_rules_reloads_total{result="ok"}') == 1 and s.metric("klaxon_rules_loaded") == 20,
               "metrics after the reload: %s" % s.klaxon.metrics(s.mport))
         check(s.metric(iam_line) == 1, "the unchanged IAM rule's counter after reload: %s" % s.metric(iam_line))
         code, body = http_get(s.mport, "/healthz")
-        check(code == 200 and "rules: 6 in force" in body and "; last reload taken " in body,
+        check(code == 200 and "rules: 20 in force" in body and "; last reload taken " in body,
               "healthz %d %r" % (code, body))
         s.broker.produce("cloudtrail", data=console + b"\n", partition=0)
         wait_for(lambda: len(read_jsonl(s.alerts_file)) >= 2, 30, "the new rule's alert")
@@ -270,7 +270,7 @@ def test_rules_watch_reloads_on_change():
             f.write("title: console login\nlogsource:\n    product: aws\ndetection:\n"
                     "    selection:\n        eventName: ConsoleLogin\n    condition: selection\n")
         wait_for(lambda: s.metric('klaxon_rules_reloads_total{result="ok"}') == 1, 30, "the reload")
-        check(s.metric("klaxon_rules_loaded") == 6 and s.metric("klaxon_rules_last_reload_success") == 1,
+        check(s.metric("klaxon_rules_loaded") == 20 and s.metric("klaxon_rules_last_reload_success") == 1,
               "metrics %s" % s.klaxon.metrics(s.mport))
         check(s.klaxon.stop() == 0, "exit code")
     finally:
@@ -297,7 +297,8 @@ def test_live_list_updated_during_run():
     s = Stack("livelist")
     try:
         rules = s.use_rules_copy()
-        os.makedirs(os.path.join(rules, "lists"))
+        # the shipped file list becomes a Redis-backed one (docs/rules.md, "Lists read from Redis")
+        os.remove(os.path.join(rules, "lists", "terminated_users.list"))
         with open(os.path.join(rules, "lists", "terminated_users.list.yml"), "w") as f:
             f.write("description: offboarded by HR\nredis: {key: 'hr:terminated_users', refresh: 200ms}\n")
         with open(os.path.join(rules, "linux", "terminated_login.yml"), "w") as f:

@@ -267,7 +267,11 @@ class Member:
         routes = "    - team: default\n      sinks: [file]\n"
         cfg = write_config(os.path.join(d, "klaxon-%s.yaml" % name), broker.bootstrap, redis_url,
                            self.mport, sinks, routes, group=group,
-                           rules=[os.path.join(SRC, "rules"),
+                           # the shipped rules the model below knows (and their lists)
+                           rules=[os.path.join(SRC, "rules", "linux", f + ".yml")
+                                  for f in ("ssh_failed_password", "ssh_bruteforce", "sudo_to_root",
+                                            "ssh_login_off_hours")] +
+                                 [os.path.join(SRC, "rules", "lists"),
                                   os.path.join(SRC, "tests", "fixtures", "scaleout")])
         # Only the auth input: the group's partitions are then exactly the topic's six.
         with open(cfg) as f:
